@@ -1,0 +1,150 @@
+"""Build script for fastconv's compiled kernels.
+
+Everything declarative lives in pyproject.toml; this file exists because the
+extension needs build-time decisions that setuptools cannot express there:
+
+* OpenMP flags per compiler (gcc/clang ``-fopenmp``, MSVC ``/openmp``, Apple
+  clang ``-Xpreprocessor -fopenmp`` against Homebrew's libomp when found).
+  A compiler without OpenMP gets serial kernels and a loud warning;
+  ``FASTCONV_FAIL_NO_OPENMP=1`` turns that into an error.
+* ``-O3`` but never ``-march=native`` or ``-ffast-math``: one wheel must run on
+  any x86-64, and AVX2 / AVX-512 code paths are chosen at run time
+  (see csrc/fc_dispatch.c).
+* Cython directives set once here, with ``FASTCONV_DEBUG=1`` turning bounds
+  checking back on, and ``FASTCONV_SANITIZE=1`` building with ASan + UBSan.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+CSRC = ["csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_dispatch.c"]
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _probe_openmp(compiler, flags, link_flags):
+    """Compile and link a tiny OpenMP program; True if it works."""
+    src = textwrap.dedent(
+        """
+        #include <omp.h>
+        int main(void) {
+            int n = 0;
+            #pragma omp parallel reduction(+:n)
+            n += 1;
+            return omp_get_max_threads() > 0 && n > 0 ? 0 : 1;
+        }
+        """
+    )
+    tmp = tempfile.mkdtemp(prefix="fastconv-omp-")
+    try:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as f:
+            f.write(src)
+        objs = compiler.compile([path], output_dir=tmp, extra_postargs=flags)
+        compiler.link_executable(
+            objs, os.path.join(tmp, "probe"), extra_postargs=link_flags
+        )
+        return True
+    except Exception:  # any compile or link failure means "no OpenMP"
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _openmp_flags(compiler):
+    """Return (compile_flags, link_flags) for OpenMP, or (None, None)."""
+    if compiler.compiler_type == "msvc":
+        return ["/openmp"], []
+    candidates = [(["-fopenmp"], ["-fopenmp"])]
+    if sys.platform == "darwin":
+        for prefix in (os.environ.get("LIBOMP_PREFIX"), "/opt/homebrew/opt/libomp",
+                       "/usr/local/opt/libomp"):
+            if prefix and os.path.isdir(prefix):
+                candidates.insert(0, (
+                    ["-Xpreprocessor", "-fopenmp", f"-I{prefix}/include"],
+                    [f"-L{prefix}/lib", "-lomp", f"-Wl,-rpath,{prefix}/lib"],
+                ))
+    for cflags, lflags in candidates:
+        if _probe_openmp(compiler, cflags, lflags):
+            return cflags, lflags
+    return None, None
+
+
+class BuildExt(build_ext):
+    """build_ext that picks OpenMP and optimisation flags for the compiler."""
+
+    def build_extensions(self):
+        msvc = self.compiler.compiler_type == "msvc"
+        omp_c, omp_l = _openmp_flags(self.compiler)
+        if omp_c is None:
+            msg = ("fastconv: this compiler cannot build OpenMP code; the kernels "
+                   "will run on one thread. Install an OpenMP runtime (libgomp, "
+                   "libomp) to get parallel kernels.")
+            if _env_flag("FASTCONV_FAIL_NO_OPENMP"):
+                raise RuntimeError(msg + " (FASTCONV_FAIL_NO_OPENMP is set)")
+            warnings.warn(msg)
+            print("WARNING: " + msg, file=sys.stderr)
+            omp_c, omp_l = [], []
+            macros = [("FC_HAVE_OPENMP", "0")]
+        else:
+            macros = [("FC_HAVE_OPENMP", "1")]
+
+        if msvc:
+            opt = ["/O2"]
+        else:
+            # -fno-math-errno and -fno-trapping-math are value-preserving: they only
+            # let the compiler vectorise; no -ffast-math, which changes results.
+            opt = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c11",
+                   "-Wall", "-Wno-unused-function", "-Wno-unreachable-code"]
+            if _env_flag("FASTCONV_SANITIZE"):
+                opt = ["-O1", "-g", "-fno-omit-frame-pointer",
+                       "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+                omp_l = omp_l + ["-fsanitize=address,undefined"]
+        compiler_name = os.path.basename(str(self.compiler.compiler[0])
+                                         if hasattr(self.compiler, "compiler") else
+                                         self.compiler.compiler_type)
+        macros.append(("FC_COMPILER", '"%s"' % compiler_name))
+        for ext in self.extensions:
+            ext.extra_compile_args = opt + omp_c + list(ext.extra_compile_args)
+            ext.extra_link_args = omp_l + list(ext.extra_link_args)
+            ext.define_macros = list(ext.define_macros) + macros
+        super().build_extensions()
+
+
+def _extensions():
+    directives = {
+        "language_level": "3",
+        "boundscheck": False,
+        "wraparound": False,
+        "initializedcheck": False,
+        "cdivision": True,
+        "embedsignature": True,
+    }
+    if _env_flag("FASTCONV_DEBUG"):
+        directives.update(boundscheck=True, wraparound=True, initializedcheck=True)
+    exts = [
+        Extension(
+            "fastconv._kernels",
+            sources=["fastconv/_kernels.pyx"] + CSRC,
+            include_dirs=["csrc", np.get_include()],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            depends=["csrc/fastconv.h", "csrc/fc_internal.h", "csrc/fc_conv_impl.h",
+                     "csrc/fc_ukernels.h", "fastconv/_kernels.pxd"],
+        )
+    ]
+    return cythonize(exts, compiler_directives=directives,
+                     include_path=["fastconv"], quiet=True)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
