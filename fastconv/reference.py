@@ -1,0 +1,569 @@
+"""The fastconv kernels written as plain nested loops.
+
+Every function here has the signature and semantics of its namesake in
+``fastconv`` (see ``docs/design.md``), which are those of
+``torch.nn.functional``: NCHW input, OIHW weight, cross-correlation, max-pool
+padding with ``-inf``, ties to the first element in raster order, NaN wins a
+max-pool window, average-pool padding counted when ``count_include_pad``.
+
+The point of this module is to be checked by eye, not to be fast: the only
+vectorisation is the product over one window, written with NumPy slicing.
+It is the test oracle for the compiled kernels and the baseline of the
+benchmarks. Sums are accumulated in float64 and rounded once to the input
+dtype, so for float32 input the reference is the more accurate of the two.
+
+Output size, for every kernel and each spatial axis::
+
+    H_out = (H + pad_top + pad_bottom - dilation*(kh-1) - 1) // stride + 1
+
+(pooling has ``dilation = 1`` and ``pad_top = pad_bottom = padding``).
+"""
+
+import math
+import operator
+
+import numpy as np
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_output_shape",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+]
+
+# Hyper-parameters beyond this are nonsense for an image kernel; rejecting them
+# here keeps the size arithmetic far from overflow and np.pad from trying to
+# allocate terabytes.
+_MAX_PARAM = 2**31 - 1
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# --------------------------------------------------------------------------
+# Argument normalisation
+# --------------------------------------------------------------------------
+
+def _int(value, name, func):
+    """Return ``value`` as a Python int; bools and floats are refused."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{func}: {name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{func}: {name} must be an int, got {value!r}") from None
+
+
+def _pair(value, name, func, minimum):
+    """Return ``(h, w)`` from an int or an (h, w) pair, each ``>= minimum``."""
+    if isinstance(value, (tuple, list, np.ndarray)):
+        if len(value) != 2:
+            raise ValueError(
+                f"{func}: {name} must be an int or a pair of ints, got {value!r}")
+        pair = (_int(value[0], name, func), _int(value[1], name, func))
+    else:
+        pair = (_int(value, name, func),) * 2
+    for v in pair:
+        if v < minimum:
+            raise ValueError(f"{func}: {name} must be >= {minimum}, got {value!r}")
+        if v > _MAX_PARAM:
+            raise ValueError(f"{func}: {name} must be <= {_MAX_PARAM}, got {value!r}")
+    return pair
+
+
+def _conv_padding(padding, kernel, stride, dilation, func):
+    """Return ``(top, bottom, left, right)`` for a conv ``padding`` argument.
+
+    ``'same'`` follows PyTorch: total padding ``dilation*(k-1)`` per axis,
+    the odd pixel (if any) going to the bottom / right.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(
+                f"{func}: padding must be an int, a pair, 'same' or 'valid', "
+                f"got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError(
+                f"{func}: padding='same' needs stride 1, got stride={stride}")
+        pads = []
+        for k, d in zip(kernel, dilation):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+    ph, pw = _pair(padding, "padding", func, minimum=0)
+    return (ph, ph, pw, pw)
+
+
+def _out_size(size, pad_lo, pad_hi, kernel, stride, dilation):
+    """Output length along one axis, or a value < 1 if the kernel does not fit."""
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _array(a, name, func, ndim=4):
+    """``a`` as an ndarray of float32/float64 with ``ndim`` axes."""
+    a = np.asarray(a)
+    if a.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{func}: {name} must be float32 or float64, got dtype {a.dtype}")
+    if a.ndim != ndim:
+        hint = " (add the batch axis: x[None])" if ndim == 4 and a.ndim == 3 else ""
+        raise ValueError(
+            f"{func}: {name} must be {ndim}-D, got shape {a.shape}{hint}")
+    return a
+
+
+def _same_dtype(func, **arrays):
+    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
+    if len(set(dtypes.values())) > 1:
+        got = ", ".join(f"{n} {d}" for n, d in dtypes.items())
+        raise TypeError(f"{func}: arrays must share one dtype, got {got}")
+
+
+def _shape4(shape, name, func):
+    if len(shape) != 4:
+        raise ValueError(f"{func}: {name} must have 4 entries (N, C, H, W), got {shape!r}")
+    shape = tuple(_int(s, name, func) for s in shape)
+    if min(shape) < 0:
+        raise ValueError(f"{func}: {name} must be non-negative, got {shape!r}")
+    return shape
+
+
+def _finish(result, out, name, func):
+    """Return ``result``, copied into ``out`` when a buffer is given."""
+    if out is None:
+        return result
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{func}: {name} must be an ndarray, got {type(out).__name__}")
+    if out.shape != result.shape:
+        raise ValueError(
+            f"{func}: {name} must have shape {result.shape}, got {out.shape}")
+    if out.dtype != result.dtype:
+        raise TypeError(f"{func}: {name} must have dtype {result.dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{func}: {name} is read-only")
+    out[...] = result
+    return out
+
+
+def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, func):
+    """Check conv shapes and return ``(stride, pads, dilation, groups, Ho, Wo)``."""
+    N, C, H, W = x_shape
+    K, Cg, kh, kw = w_shape
+    stride = _pair(stride, "stride", func, minimum=1)
+    dilation = _pair(dilation, "dilation", func, minimum=1)
+    groups = _int(groups, "groups", func)
+    if groups < 1:
+        raise ValueError(f"{func}: groups must be >= 1, got {groups}")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{func}: weight must have a non-empty kernel, got shape {w_shape}")
+    if C % groups or K % groups:
+        raise ValueError(
+            f"{func}: groups={groups} must divide the input channels ({C}) "
+            f"and the output channels ({K})")
+    if Cg * groups != C:
+        raise ValueError(
+            f"{func}: weight of shape {w_shape} with groups={groups} expects input "
+            f"with {Cg * groups} channels, got input of shape {x_shape}")
+    pads = _conv_padding(padding, (kh, kw), stride, dilation, func)
+    Ho = _out_size(H, pads[0], pads[1], kh, stride[0], dilation[0])
+    Wo = _out_size(W, pads[2], pads[3], kw, stride[1], dilation[1])
+    if Ho < 1 or Wo < 1:
+        raise ValueError(
+            f"{func}: kernel {(kh, kw)} with dilation {dilation} is larger than the "
+            f"padded input {(H + pads[0] + pads[1], W + pads[2] + pads[3])}")
+    return stride, pads, dilation, groups, Ho, Wo
+
+
+def _pool_geometry(x_shape, kernel_size, stride, padding, func):
+    """Check pooling parameters and return ``(kernel, stride, padding, Ho, Wo)``."""
+    _, _, H, W = x_shape
+    kernel = _pair(kernel_size, "kernel_size", func, minimum=1)
+    stride = kernel if stride is None else _pair(stride, "stride", func, minimum=1)
+    padding = _pair(padding, "padding", func, minimum=0)
+    for p, k in zip(padding, kernel):
+        if p > k // 2:
+            raise ValueError(
+                f"{func}: padding must be at most half the kernel size, got "
+                f"padding={padding} for kernel_size={kernel}")
+    Ho = _out_size(H, padding[0], padding[0], kernel[0], stride[0], 1)
+    Wo = _out_size(W, padding[1], padding[1], kernel[1], stride[1], 1)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(
+            f"{func}: kernel_size {kernel} is larger than the padded input "
+            f"{(H + 2 * padding[0], W + 2 * padding[1])}")
+    return kernel, stride, padding, Ho, Wo
+
+
+def _pad(x, pads, value=0.0):
+    top, bottom, left, right = pads
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)),
+                  constant_values=value)
+
+
+# --------------------------------------------------------------------------
+# Convolution
+# --------------------------------------------------------------------------
+
+def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1):
+    """Shape of ``conv2d(x, weight, ...)`` for ``groups=1``-compatible shapes.
+
+    Parameters
+    ----------
+    input_shape : tuple of 4 ints (N, C, H, W)
+    weight_shape : tuple of 4 ints (K, C/groups, kh, kw)
+    stride, padding, dilation : as for :func:`conv2d`
+
+    Returns
+    -------
+    tuple (N, K, H_out, W_out)
+        ``H_out = (H + pad_top + pad_bottom - dilation*(kh-1) - 1) // stride + 1``.
+    """
+    func = "conv2d_output_shape"
+    N, C, H, W = _shape4(input_shape, "input_shape", func)
+    K, Cg, kh, kw = _shape4(weight_shape, "weight_shape", func)
+    groups = C // Cg if Cg and C % Cg == 0 else 1  # the only groups that can fit
+    *_, Ho, Wo = _conv_geometry((N, C, H, W), (K, Cg, kh, kw), stride, padding,
+                                dilation, groups, func)
+    return (N, K, Ho, Wo)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, out=None):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), dtype float32 or float64
+    weight : ndarray of shape (K, C // groups, kh, kw), same dtype as ``x``
+    bias : ndarray of shape (K,), same dtype as ``x``, optional
+    stride, dilation : int or (h, w) pair, >= 1
+    padding : int or (h, w) pair >= 0, or ``'valid'`` (no padding) or
+        ``'same'`` (stride 1 only; total padding ``dilation*(k-1)``, the odd
+        pixel at the bottom / right)
+    groups : int, divides C and K
+    out : ndarray of shape (N, K, H_out, W_out), optional
+        Buffer for the result; returned.
+
+    Returns
+    -------
+    y : ndarray of shape (N, K, H_out, W_out), dtype of ``x``
+        ``H_out = (H + pad_top + pad_bottom - dilation*(kh-1) - 1) // stride + 1``
+        and likewise for ``W_out``::
+
+            y[n, k, i, j] = bias[k] + sum over c in group(k), a, b of
+                weight[k, c, a, b] * xpad[n, c, i*sh + a*dh, j*sw + b*dw]
+    """
+    func = "conv2d"
+    x = _array(x, "x", func)
+    weight = _array(weight, "weight", func)
+    if bias is not None:
+        bias = _array(bias, "bias", func, ndim=1)
+    _same_dtype(func, x=x, weight=weight, bias=bias)
+    (sh, sw), pads, (dh, dw), groups, Ho, Wo = _conv_geometry(
+        x.shape, weight.shape, stride, padding, dilation, groups, func)
+    N = x.shape[0]
+    K, Cg, kh, kw = weight.shape
+    if bias is not None and bias.shape != (K,):
+        raise ValueError(f"{func}: bias must have shape ({K},), got {bias.shape}")
+    Kg = K // groups
+
+    xpad = _pad(x.astype(np.float64), pads)
+    w = weight.astype(np.float64)
+    y = np.zeros((N, K, Ho, Wo))
+    for n in range(N):
+        for k in range(K):
+            c0 = (k // Kg) * Cg  # first input channel of k's group
+            for i in range(Ho):
+                for j in range(Wo):
+                    h, v = i * sh, j * sw
+                    window = xpad[n, c0:c0 + Cg,
+                                  h:h + dh * (kh - 1) + 1:dh,
+                                  v:v + dw * (kw - 1) + 1:dw]
+                    y[n, k, i, j] = np.sum(window * w[k])
+            if bias is not None:
+                y[n, k] += bias[k]
+    return _finish(y.astype(x.dtype), out, "out", func)
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    output_mask=(True, True, True), out=None):
+    """Gradients of :func:`conv2d` with respect to ``x``, ``weight`` and ``bias``.
+
+    Parameters
+    ----------
+    grad_out : ndarray of shape (N, K, H_out, W_out), dtype of ``x``
+        Gradient of the loss with respect to ``conv2d(x, weight, ...)``.
+    x, weight, stride, padding, dilation, groups : as for :func:`conv2d`
+    output_mask : three bools, optional
+        Which of ``(grad_x, grad_weight, grad_bias)`` to compute; a ``False``
+        entry returns ``None`` in that place.
+    out : tuple of three ndarrays or None, optional
+        Buffers for the gradients (entries may be None); used ones are returned.
+
+    Returns
+    -------
+    grad_x : ndarray of shape (N, C, H, W) or None
+    grad_weight : ndarray of shape (K, C // groups, kh, kw) or None
+    grad_bias : ndarray of shape (K,) or None
+
+    Notes
+    -----
+    Each output element ``y[n, k, i, j]`` read one window of ``xpad`` with
+    weight ``weight[k]``; its gradient flows back to exactly those places::
+
+        grad_xpad[n, group(k), window(i, j)] += grad_out[n, k, i, j] * weight[k]
+        grad_weight[k] += grad_out[n, k, i, j] * xpad[n, group(k), window(i, j)]
+        grad_bias[k] += grad_out[n, k, i, j]
+
+    and ``grad_x`` is ``grad_xpad`` with the padding cut off.
+    """
+    func = "conv2d_backward"
+    grad_out = _array(grad_out, "grad_out", func)
+    x = _array(x, "x", func)
+    weight = _array(weight, "weight", func)
+    _same_dtype(func, grad_out=grad_out, x=x, weight=weight)
+    (sh, sw), pads, (dh, dw), groups, Ho, Wo = _conv_geometry(
+        x.shape, weight.shape, stride, padding, dilation, groups, func)
+    N, C, H, W = x.shape
+    K, Cg, kh, kw = weight.shape
+    if grad_out.shape != (N, K, Ho, Wo):
+        raise ValueError(
+            f"{func}: grad_out must have shape {(N, K, Ho, Wo)} (the conv2d output), "
+            f"got {grad_out.shape}")
+    if len(output_mask) != 3:
+        raise ValueError(f"{func}: output_mask must have 3 entries, got {output_mask!r}")
+    want_x, want_w, want_b = (bool(m) for m in output_mask)
+    if out is None:
+        out = (None, None, None)
+    if len(out) != 3:
+        raise ValueError(f"{func}: out must be a tuple of 3 arrays or None, got {out!r}")
+    Kg = K // groups
+
+    xpad = _pad(x.astype(np.float64), pads)
+    w = weight.astype(np.float64)
+    g = grad_out.astype(np.float64)
+    gxpad = np.zeros_like(xpad)
+    gw = np.zeros(weight.shape)
+    for n in range(N):
+        for k in range(K):
+            c0 = (k // Kg) * Cg
+            for i in range(Ho):
+                for j in range(Wo):
+                    h, v = i * sh, j * sw
+                    rows = slice(h, h + dh * (kh - 1) + 1, dh)
+                    cols = slice(v, v + dw * (kw - 1) + 1, dw)
+                    gxpad[n, c0:c0 + Cg, rows, cols] += g[n, k, i, j] * w[k]
+                    gw[k] += g[n, k, i, j] * xpad[n, c0:c0 + Cg, rows, cols]
+    gx = gxpad[:, :, pads[0]:pads[0] + H, pads[2]:pads[2] + W]
+    gb = np.zeros(K)
+    for k in range(K):
+        gb[k] = np.sum(g[:, k])
+
+    return (
+        _finish(gx.astype(x.dtype), out[0], "out[0]", func) if want_x else None,
+        _finish(gw.astype(x.dtype), out[1], "out[1]", func) if want_w else None,
+        _finish(gb.astype(x.dtype), out[2], "out[2]", func) if want_b else None,
+    )
+
+
+# --------------------------------------------------------------------------
+# Pooling
+# --------------------------------------------------------------------------
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, out=None):
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), dtype float32 or float64
+    kernel_size : int or (kh, kw) pair, >= 1
+    stride : int or pair, optional
+        Defaults to ``kernel_size``.
+    padding : int or pair, at most half the kernel size
+        Implicit ``-inf`` border: it never wins a window.
+    return_indices : bool
+        Also return where each maximum came from.
+    out : ndarray of shape (N, C, H_out, W_out), or a (y, indices) pair when
+        ``return_indices``, optional
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, H_out, W_out), dtype of ``x``
+        ``H_out = (H + 2*pad - kh) // stride + 1``. Within a window the first
+        maximum in raster order wins; a NaN wins over any number (the first
+        NaN, if several).
+    indices : ndarray of shape (N, C, H_out, W_out), int64
+        Only with ``return_indices``: ``h*W + w`` of the winner in its
+        unpadded (n, c) plane.
+    """
+    func = "max_pool2d"
+    x = _array(x, "x", func)
+    (kh, kw), (sh, sw), (ph, pw), Ho, Wo = _pool_geometry(
+        x.shape, kernel_size, stride, padding, func)
+    N, C, H, W = x.shape
+
+    y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    idx = np.empty((N, C, Ho, Wo), dtype=np.int64)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    # the window clipped to the real image: padding is -inf,
+                    # so it can only matter if every real value is -inf too,
+                    # and then the first real element wins the tie anyway.
+                    h0, h1 = max(i * sh - ph, 0), min(i * sh - ph + kh, H)
+                    w0, w1 = max(j * sw - pw, 0), min(j * sw - pw + kw, W)
+                    best, where = -np.inf, h0 * W + w0
+                    for h in range(h0, h1):
+                        for v in range(w0, w1):
+                            value = x[n, c, h, v]
+                            if value > best or (math.isnan(value) and not math.isnan(best)):
+                                best, where = value, h * W + v
+                    y[n, c, i, j] = best
+                    idx[n, c, i, j] = where
+
+    if not return_indices:
+        return _finish(y, out, "out", func)
+    if out is None:
+        out = (None, None)
+    if len(out) != 2:
+        raise ValueError(f"{func}: out must be a (y, indices) pair, got {out!r}")
+    return (_finish(y, out[0], "out[0]", func), _finish(idx, out[1], "out[1]", func))
+
+
+def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
+    """Gradient of :func:`max_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_out : ndarray of shape (N, C, H_out, W_out), dtype float32 or float64
+    indices : ndarray of shape (N, C, H_out, W_out), int64
+        As returned by ``max_pool2d(..., return_indices=True)``; each in
+        ``[0, H*W)``.
+    input_shape : tuple (N, C, H, W)
+    out : ndarray of shape ``input_shape``, optional
+
+    Returns
+    -------
+    grad_x : ndarray of shape (N, C, H, W), dtype of ``grad_out``
+        ``grad_x[n, c].flat[indices[n, c, i, j]] += grad_out[n, c, i, j]``.
+    """
+    func = "max_pool2d_backward"
+    grad_out = _array(grad_out, "grad_out", func)
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"{func}: indices must be int64, got dtype {indices.dtype}")
+    N, C, H, W = _shape4(input_shape, "input_shape", func)
+    if grad_out.shape[:2] != (N, C):
+        raise ValueError(
+            f"{func}: grad_out of shape {grad_out.shape} does not match "
+            f"input_shape {(N, C, H, W)}")
+    if indices.shape != grad_out.shape:
+        raise ValueError(
+            f"{func}: indices must have the shape of grad_out {grad_out.shape}, "
+            f"got {indices.shape}")
+    if indices.size and (indices.min() < 0 or indices.max() >= H * W):
+        raise ValueError(
+            f"{func}: indices must lie in [0, {H * W}) for input_shape "
+            f"{(N, C, H, W)}, got values in [{indices.min()}, {indices.max()}]")
+
+    _, _, Ho, Wo = grad_out.shape
+    gx = np.zeros((N, C, H * W))
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    gx[n, c, indices[n, c, i, j]] += grad_out[n, c, i, j]
+    return _finish(gx.reshape(N, C, H, W).astype(grad_out.dtype), out, "out", func)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True, out=None):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), dtype float32 or float64
+    kernel_size : int or (kh, kw) pair, >= 1
+    stride : int or pair, optional
+        Defaults to ``kernel_size``.
+    padding : int or pair, at most half the kernel size
+        Implicit zero border.
+    count_include_pad : bool
+        Divide by ``kh*kw`` (True) or by the number of real pixels in the
+        window (False).
+    out : ndarray of shape (N, C, H_out, W_out), optional
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, H_out, W_out), dtype of ``x``
+        ``H_out = (H + 2*pad - kh) // stride + 1``.
+    """
+    func = "avg_pool2d"
+    x = _array(x, "x", func)
+    (kh, kw), (sh, sw), (ph, pw), Ho, Wo = _pool_geometry(
+        x.shape, kernel_size, stride, padding, func)
+    N, C, H, W = x.shape
+
+    xpad = _pad(x.astype(np.float64), (ph, ph, pw, pw))
+    y = np.zeros((N, C, Ho, Wo))
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    h, v = i * sh, j * sw
+                    total = np.sum(xpad[n, c, h:h + kh, v:v + kw])
+                    y[n, c, i, j] = total / _divisor(
+                        h - ph, v - pw, kh, kw, H, W, count_include_pad)
+    return _finish(y.astype(x.dtype), out, "out", func)
+
+
+def _divisor(h0, w0, kh, kw, H, W, count_include_pad):
+    """Number an average-pool window starting at (h0, w0) (unpadded) divides by."""
+    if count_include_pad:
+        return kh * kw
+    rows = min(h0 + kh, H) - max(h0, 0)
+    cols = min(w0 + kw, W) - max(w0, 0)
+    return rows * cols
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *,
+                        count_include_pad=True, out=None):
+    """Gradient of :func:`avg_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_out : ndarray of shape (N, C, H_out, W_out), dtype float32 or float64
+        ``H_out = (H + 2*pad - kh) // stride + 1``.
+    input_shape : tuple (N, C, H, W)
+    kernel_size, stride, padding, count_include_pad : as for :func:`avg_pool2d`
+    out : ndarray of shape ``input_shape``, optional
+
+    Returns
+    -------
+    grad_x : ndarray of shape (N, C, H, W), dtype of ``grad_out``
+        Each ``grad_out[n, c, i, j] / divisor`` is added to every real pixel
+        of window (i, j).
+    """
+    func = "avg_pool2d_backward"
+    grad_out = _array(grad_out, "grad_out", func)
+    shape = _shape4(input_shape, "input_shape", func)
+    (kh, kw), (sh, sw), (ph, pw), Ho, Wo = _pool_geometry(
+        shape, kernel_size, stride, padding, func)
+    N, C, H, W = shape
+    if grad_out.shape != (N, C, Ho, Wo):
+        raise ValueError(
+            f"{func}: grad_out must have shape {(N, C, Ho, Wo)} (the avg_pool2d "
+            f"output for input_shape {shape}), got {grad_out.shape}")
+
+    gxpad = np.zeros((N, C, H + 2 * ph, W + 2 * pw))
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    h, v = i * sh, j * sw
+                    share = float(grad_out[n, c, i, j]) / _divisor(
+                        h - ph, v - pw, kh, kw, H, W, count_include_pad)
+                    gxpad[n, c, h:h + kh, v:v + kw] += share
+    gx = gxpad[:, :, ph:ph + H, pw:pw + W]
+    return _finish(gx.astype(grad_out.dtype), out, "out", func)
