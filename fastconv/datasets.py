@@ -1,0 +1,837 @@
+"""MNIST (IDX) loading, minibatching and data expansion.
+
+Everything here is NumPy plus the standard library (``urllib`` for downloads);
+``tqdm`` draws the download progress bar when it is installed.
+
+Data loading
+    :func:`load_mnist` finds, downloads (optionally), verifies and decodes the
+    four MNIST IDX files; :func:`load_idx_dataset` does the same for any dataset
+    in that layout (Fashion-MNIST, KMNIST, ...); :func:`read_idx` reads one IDX
+    file of any type and rank.
+Batching
+    :func:`iterate_minibatches`, :func:`train_val_split`, :func:`one_hot`.
+Data expansion
+    Callables ``transform(x_batch, rng) -> x_batch`` on float batches of shape
+    ``(N, C, H, W)`` in ``[0, 1]``, usable as ``Sequential.fit(..., augment=...)``:
+    :class:`RandomShift`, :class:`RandomRotation`, :class:`GaussianNoise`,
+    :class:`Compose`; :func:`expand_dataset` applies one to build an enlarged
+    training set once, up front.
+"""
+
+import gzip
+import hashlib
+import math
+import numbers
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "MNIST_FILES",
+    "MNIST_SHA256",
+    "MNIST_MIRRORS",
+    "default_data_dir",
+    "read_idx",
+    "load_idx_dataset",
+    "load_mnist",
+    "iterate_minibatches",
+    "one_hot",
+    "train_val_split",
+    "shift_images",
+    "rotate_images",
+    "RandomShift",
+    "RandomRotation",
+    "GaussianNoise",
+    "Compose",
+    "expand_dataset",
+]
+
+# Base names, in the order (train images, train labels, test images, test labels).
+# Fashion-MNIST and KMNIST ship files with exactly these names too.
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+# SHA-256 of the *decompressed* files (shared/mnist/README.md). The .gz files
+# differ between mirrors (recompression), the decompressed bytes do not.
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+# Tried in order; each serves ``<base>/<name>.gz``. The original site comes last
+# because it has often refused anonymous downloads.
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+# Environment overrides: the data directory, and a comma/space separated list
+# of mirror base URLs (used by the tests to point at a local server).
+ENV_DATA_DIR = "FASTCONV_DATA"
+ENV_MIRRORS = "FASTCONV_MNIST_MIRRORS"
+
+# IDX type byte -> big-endian dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_DOWNLOAD_TIMEOUT = 60.0
+_CHUNK = 1 << 16
+
+
+# --------------------------------------------------------------------------- #
+# IDX reading
+# --------------------------------------------------------------------------- #
+
+
+def _read_bytes(path):
+    """Return the decompressed content of ``path`` (gzip detected by magic bytes)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        # gzip raises BadGzipFile (OSError), EOFError for truncation, zlib.error
+        # for damaged deflate streams: all mean "this file is corrupt".
+        raise ValueError(f"{path}: corrupt gzip data ({exc})") from None
+
+
+def _parse_idx(data, name):
+    """Decode IDX bytes into a native-endian, writable ndarray."""
+    if len(data) < 4:
+        raise ValueError(f"{name}: not an IDX file (only {len(data)} bytes)")
+    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(
+            f"{name}: not an IDX file (bad magic number 0x{data[:4].hex()}; "
+            "expected 0x0000TTNN with type TT in 08, 09, 0B, 0C, 0D, 0E)"
+        )
+    dtype = _IDX_DTYPES[data[2]]
+    ndim = data[3]
+    if ndim == 0:
+        raise ValueError(f"{name}: IDX header declares 0 dimensions")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{name}: truncated IDX header ({len(data)} bytes, need {header})")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise ValueError(
+            f"{name}: {what}: header declares shape {shape} of {dtype.str[1:]}"
+            f" ({expected} bytes in all), file has {len(data)} bytes"
+        )
+    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return arr.astype(dtype.newbyteorder("="))  # copies: writable, native order
+
+
+def _check_sha256(data, sha256, name):
+    if sha256 is None:
+        return
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256.lower():
+        raise ValueError(
+            f"{name}: SHA-256 of the decompressed data is {digest}, expected {sha256}"
+            " (file corrupt or not the expected dataset; delete it to re-download,"
+            " or pass verify=False / sha256=None for a different dataset)"
+        )
+
+
+def read_idx(path, *, sha256=None):
+    """Read one IDX file (gzip-compressed or not) into an array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file. Gzip compression is detected from the content, not the name.
+    sha256 : str, optional
+        Expected SHA-256 (hex) of the *decompressed* bytes; checked if given.
+
+    Returns
+    -------
+    ndarray
+        Native byte order, writable, with the shape and element type the header
+        declares (uint8, int8, int16, int32, float32 or float64).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it is not valid IDX: bad magic number, unknown type,
+        truncated or over-long data, corrupt gzip stream, checksum mismatch.
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    data = _read_bytes(path)
+    _check_sha256(data, sha256, str(path))
+    return _parse_idx(data, str(path))
+
+
+# --------------------------------------------------------------------------- #
+# Finding and downloading files
+# --------------------------------------------------------------------------- #
+
+
+def default_data_dir():
+    """Directory :func:`load_mnist` uses when no ``data_dir`` is given.
+
+    ``$FASTCONV_DATA`` if set, else ``$XDG_CACHE_HOME/fastconv/mnist``, else
+    ``~/.cache/fastconv/mnist``.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "fastconv" / "mnist"
+
+
+def _find(data_dir, name):
+    """Path of ``name`` or ``name.gz`` in ``data_dir`` (uncompressed preferred), or None."""
+    for candidate in (data_dir / name, data_dir / (name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _mirror_list(mirrors):
+    if mirrors is None:
+        env = os.environ.get(ENV_MIRRORS, "")
+        mirrors = env.replace(",", " ").split() or MNIST_MIRRORS
+    elif isinstance(mirrors, str):
+        mirrors = [mirrors]
+    mirrors = [str(m) for m in mirrors]
+    if not mirrors:
+        raise ValueError("mirrors: need at least one base URL, got an empty list")
+    return mirrors
+
+
+class _Progress:
+    """tqdm bar when tqdm is installed, else a plain one-line counter on stderr."""
+
+    def __init__(self, total, desc, enabled):
+        self._bar = None
+        self._enabled = enabled
+        self._desc = desc
+        self._total = total
+        self._done = 0
+        if not enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            print(f"downloading {desc} ...", file=sys.stderr, flush=True)
+        else:
+            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True,
+                             unit_divisor=1024, leave=False)
+
+    def update(self, n):
+        self._done += n
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+        elif self._enabled:
+            print(f"downloaded {self._desc} ({self._done} bytes)", file=sys.stderr, flush=True)
+
+
+def _download(name, data_dir, mirrors, sha256, progress):
+    """Fetch ``name`` from the first mirror that serves it intact; return its path.
+
+    The body goes to a temporary file in ``data_dir`` that is checked (gzip,
+    IDX structure, checksum) and only then renamed into place with
+    ``os.replace``; on any failure it is removed, so the directory never holds
+    a partial or unverified file under the real name.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    errors = []
+    corrupt = False
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + name + ".gz"
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=data_dir)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                req = urllib.request.Request(url, headers={"User-Agent": "fastconv"})
+                with urllib.request.urlopen(req, timeout=_DOWNLOAD_TIMEOUT) as resp:
+                    length = resp.headers.get("Content-Length")
+                    bar = _Progress(int(length) if length else None, name + ".gz", progress)
+                    try:
+                        while chunk := resp.read(_CHUNK):
+                            out.write(chunk)
+                            bar.update(len(chunk))
+                    finally:
+                        bar.close()
+            with open(tmp, "rb") as f:
+                is_gzip = f.read(2) == _GZIP_MAGIC
+            data = _read_bytes(tmp)
+            _check_sha256(data, sha256, f"{name} from {url}")
+            _parse_idx(data, f"{name} from {url}")
+            dest = data_dir / (name + ".gz" if is_gzip else name)
+            os.replace(tmp, dest)
+            return dest
+        except ValueError as exc:
+            corrupt = True
+            errors.append(str(exc).replace(tmp, f"{name} from {url}"))
+        except (OSError, urllib.error.URLError) as exc:
+            errors.append(f"{url}: {exc}")
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    detail = "\n  ".join(errors)
+    msg = f"could not download {name} from any of {len(mirrors)} mirror(s):\n  {detail}"
+    # Bad data is a ValueError like a bad local file; pure network failure is an OSError.
+    raise (ValueError if corrupt else OSError)(msg)
+
+
+# --------------------------------------------------------------------------- #
+# Loading datasets
+# --------------------------------------------------------------------------- #
+
+
+def _check_float_dtype(dtype, func):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{func}: dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"{func}: dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=False,
+                     mirrors=None, sha256=None, progress=True):
+    """Load an image-classification dataset stored as four IDX files.
+
+    Works for any dataset in MNIST's layout (Fashion-MNIST, KMNIST, EMNIST
+    splits): unsigned-byte images of shape ``(N, H, W)`` and labels of shape ``(N,)``.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        Directory holding the files, each as ``<name>`` or ``<name>.gz``.
+    names : sequence of 4 str, default :data:`MNIST_FILES`
+        Base names of (train images, train labels, test images, test labels).
+    dtype : {float32, float64}, default float32
+        dtype of the returned images.
+    download : bool, default False
+        Fetch missing files as ``<mirror>/<name>.gz`` from ``mirrors``.
+    mirrors : sequence of str, optional
+        Base URLs tried in order. Default: ``$FASTCONV_MNIST_MIRRORS``
+        (comma or space separated) if set, else :data:`MNIST_MIRRORS`.
+    sha256 : mapping of str to str, optional
+        Expected SHA-256 of the decompressed file, by base name. Files not in the
+        mapping (or all files, if None) are checked for IDX structure only.
+    progress : bool, default True
+        Show a download progress bar (tqdm if installed).
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test)
+        ``x`` of shape ``(N, 1, H, W)`` and ``dtype``, scaled to ``[0, 1]``;
+        ``y`` of shape ``(N,)``, int64.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file is missing and ``download`` is False.
+    ValueError
+        A file is corrupt (see :func:`read_idx`) or the four do not fit together.
+    OSError
+        Downloading failed on every mirror for network reasons.
+    """
+    dt = _check_float_dtype(dtype, "load_idx_dataset")
+    if isinstance(names, str) or len(names) != 4:
+        raise ValueError(
+            "load_idx_dataset: names must be 4 base names (train images, train labels,"
+            f" test images, test labels), got {names!r}"
+        )
+    data_dir = Path(data_dir).expanduser()
+    sha256 = dict(sha256 or {})
+
+    paths = []
+    for name in names:
+        path = _find(data_dir, name)
+        if path is None:
+            if not download:
+                raise FileNotFoundError(
+                    f"{name} (or {name}.gz) not found in {data_dir}; pass download=True"
+                    " or put the file there"
+                )
+            path = _download(name, data_dir, _mirror_list(mirrors), sha256.get(name), progress)
+        paths.append(path)
+
+    arrays = [read_idx(p, sha256=sha256.get(n)) for p, n in zip(paths, names)]
+    out = []
+    for (images, labels), (pi, pl) in zip(
+        ((arrays[0], arrays[1]), (arrays[2], arrays[3])), ((paths[0], paths[1]), (paths[2], paths[3]))
+    ):
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(
+                f"{pi}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}"
+            )
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ValueError(f"{pl}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}")
+        if len(labels) != len(images):
+            raise ValueError(f"{pi} has {len(images)} images but {pl} has {len(labels)} labels")
+        x = images.reshape(images.shape[0], 1, *images.shape[1:]).astype(dt)
+        x /= 255  # exact division: pixel k maps to the float nearest k/255
+        out.append((x, labels.astype(np.int64)))
+    return out[0], out[1]
+
+
+def load_mnist(data_dir=None, *, download=True, dtype=np.float32, verify=True,
+               mirrors=None, progress=True):
+    """Load MNIST, downloading and verifying it on first use.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+        Directory with the four IDX files (plain or ``.gz``). Default:
+        :func:`default_data_dir` (``$FASTCONV_DATA``, else the user cache dir).
+    download : bool, default True
+        Download missing files from ``mirrors`` into ``data_dir``.
+    dtype : {float32, float64}, default float32
+        dtype of the images.
+    verify : bool, default True
+        Check each file's decompressed SHA-256 against :data:`MNIST_SHA256`.
+        Pass False to load another dataset stored under MNIST's file names
+        (e.g. Fashion-MNIST); the IDX structure is still checked.
+    mirrors : sequence of str, optional
+        Download base URLs, tried in order (see :func:`load_idx_dataset`).
+    progress : bool, default True
+        Show a progress bar while downloading.
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test)
+        ``x_train`` of shape (60000, 1, 28, 28), ``x_test`` of shape
+        (10000, 1, 28, 28), ``dtype``, values in ``[0, 1]``; labels int64 in 0..9.
+
+    Raises
+    ------
+    ValueError
+        A file is corrupt, truncated or fails its checksum; the message names it.
+    FileNotFoundError
+        A file is missing and ``download`` is False.
+    OSError
+        No mirror could be reached.
+    """
+    if data_dir is None:
+        data_dir = default_data_dir()
+    return load_idx_dataset(
+        data_dir, MNIST_FILES, dtype=dtype, download=download, mirrors=mirrors,
+        sha256=MNIST_SHA256 if verify else None, progress=progress,
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Batching
+# --------------------------------------------------------------------------- #
+
+
+def _as_rng(rng, argname="rng"):
+    if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    raise TypeError(f"{argname} must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def _check_xy(x, y, func):
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"{func}: x and y must be arrays with a leading sample axis")
+    if len(x) != len(y):
+        raise ValueError(f"{func}: x has {len(x)} samples but y has {len(y)}")
+    return x, y
+
+
+def _check_int(value, name, func, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{func}: {name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{func}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def iterate_minibatches(x, y, batch_size, shuffle=True, rng=None, drop_last=False):
+    """Yield ``(x_batch, y_batch)`` pairs covering the data once.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, ...)
+    y : ndarray of shape (N, ...)
+    batch_size : int
+        Samples per batch; the last batch is smaller unless ``drop_last``.
+    shuffle : bool, default True
+        Visit samples in a random order drawn from ``rng``.
+    rng : None, int or numpy.random.Generator
+        Source of the permutation; an int seeds a fresh generator, so the same
+        seed gives the same batches.
+    drop_last : bool, default False
+        Skip a final incomplete batch.
+
+    Yields
+    ------
+    x_batch, y_batch : ndarray
+        Copies when shuffling, views otherwise.
+    """
+    x, y = _check_xy(x, y, "iterate_minibatches")
+    batch_size = _check_int(batch_size, "batch_size", "iterate_minibatches", 1)
+    n = len(x)
+    order = _as_rng(rng).permutation(n) if shuffle else None
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        if order is None:
+            yield x[start:start + batch_size], y[start:start + batch_size]
+        else:
+            idx = order[start:start + batch_size]
+            yield x[idx], y[idx]
+
+
+def one_hot(y, num_classes=10, dtype=np.float32):
+    """One-hot encode integer labels.
+
+    Parameters
+    ----------
+    y : array_like of int, shape (N,)
+    num_classes : int, default 10
+    dtype : dtype, default float32
+
+    Returns
+    -------
+    ndarray of shape (N, num_classes)
+    """
+    y = np.asarray(y)
+    if y.ndim != 1 or (y.size and y.dtype.kind not in "iu"):
+        raise ValueError(f"one_hot: y must be a 1-D integer array, got {y.dtype} of shape {y.shape}")
+    num_classes = _check_int(num_classes, "num_classes", "one_hot", 1)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
+    out = np.zeros((len(y), num_classes), dtype=dtype)
+    out[np.arange(len(y)), y] = 1
+    return out
+
+
+def train_val_split(x, y, val_size=0.1, *, shuffle=True, rng=0):
+    """Split off a validation set.
+
+    Parameters
+    ----------
+    x, y : ndarray with the same leading length N
+    val_size : float in (0, 1) or int in [1, N)
+        Fraction or number of samples for validation.
+    shuffle : bool, default True
+        Pick the validation samples at random (from ``rng``); otherwise take the
+        last ``val_size`` samples.
+    rng : None, int or numpy.random.Generator, default 0
+        Fixed by default so the split is reproducible.
+
+    Returns
+    -------
+    (x_train, y_train), (x_val, y_val)
+    """
+    x, y = _check_xy(x, y, "train_val_split")
+    n = len(x)
+    if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
+        raise TypeError(f"train_val_split: val_size must be a float or int, got {type(val_size).__name__}")
+    if isinstance(val_size, numbers.Integral):
+        n_val = int(val_size)
+    elif 0 < val_size < 1:
+        n_val = int(round(val_size * n))
+    else:
+        raise ValueError(f"train_val_split: a float val_size must lie in (0, 1), got {val_size}")
+    if not 1 <= n_val < n:
+        raise ValueError(f"train_val_split: val_size gives {n_val} validation samples of {n}; need 1 <= n_val < N")
+    if shuffle:
+        order = _as_rng(rng).permutation(n)
+        tr, va = np.sort(order[n_val:]), np.sort(order[:n_val])
+        return (x[tr], y[tr]), (x[va], y[va])
+    return (x[:n - n_val], y[:n - n_val]), (x[n - n_val:], y[n - n_val:])
+
+
+# --------------------------------------------------------------------------- #
+# Data expansion
+# --------------------------------------------------------------------------- #
+
+
+def _check_batch(x, func):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{func}: x must be an ndarray, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{func}: x must have shape (N, C, H, W), got shape {x.shape}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{func}: x must be float32 or float64, got {x.dtype}")
+    return x
+
+
+def _per_image(v, n, name, func):
+    v = np.asarray(v)
+    if v.ndim == 0:
+        v = np.full(n, v)
+    if v.shape != (n,):
+        raise ValueError(f"{func}: {name} must be a scalar or have shape ({n},), got shape {v.shape}")
+    return v
+
+
+def shift_images(x, dy, dx):
+    """Translate images by whole pixels, filling with zeros.
+
+    ``out[n, c, i, j] = x[n, c, i - dy[n], j - dx[n]]`` (zero outside), so a
+    positive ``dy`` moves the content down and a positive ``dx`` moves it right.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), float32 or float64
+    dy, dx : int or array of int, shape (N,)
+
+    Returns
+    -------
+    ndarray of the shape and dtype of ``x`` (a new array).
+    """
+    x = _check_batch(x, "shift_images")
+    n, c, h, w = x.shape
+    dy = _per_image(dy, n, "dy", "shift_images").astype(np.intp)
+    dx = _per_image(dx, n, "dx", "shift_images").astype(np.intp)
+    m = int(max(np.abs(dy).max(initial=0), np.abs(dx).max(initial=0)))
+    m = min(m, max(h, w))  # shifting farther than the image is the same as blanking it
+    dy = np.clip(dy, -m, m)
+    dx = np.clip(dx, -m, m)
+    padded = np.zeros((n, c, h + 2 * m, w + 2 * m), dtype=x.dtype)
+    padded[:, :, m:m + h, m:m + w] = x
+    rows = np.arange(h)[None, :] + m - dy[:, None]  # (N, H)
+    cols = np.arange(w)[None, :] + m - dx[:, None]  # (N, W)
+    return padded[
+        np.arange(n)[:, None, None, None],
+        np.arange(c)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+
+
+def rotate_images(x, degrees):
+    """Rotate images about their centres with bilinear interpolation, zero fill.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), float32 or float64
+    degrees : float or array of float, shape (N,)
+        Anticlockwise angle (as displayed, row 0 at the top) for each image.
+
+    Returns
+    -------
+    ndarray of the shape and dtype of ``x`` (a new array). A convex combination
+    of input pixels and zeros, so values stay within the input's range and 0.
+    """
+    x = _check_batch(x, "rotate_images")
+    n, c, h, w = x.shape
+    theta = np.deg2rad(_per_image(degrees, n, "degrees", "rotate_images").astype(np.float64))
+    cos = np.cos(theta)[:, None, None]
+    sin = np.sin(theta)[:, None, None]
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    yy = (np.arange(h, dtype=np.float64) - cy)[None, :, None]
+    xx = (np.arange(w, dtype=np.float64) - cx)[None, None, :]
+    # Inverse map: the source point that lands on each output pixel (N, H, W).
+    # With rows pointing down, an anticlockwise display rotation by t sends
+    # (y, x) -> (y cos t - x sin t, x cos t + y sin t); invert with -t.
+    sy = cos * yy + sin * xx + cy
+    sx = cos * xx - sin * yy + cx
+    y0 = np.floor(sy)
+    x0 = np.floor(sx)
+    wy = (sy - y0).astype(x.dtype)[:, None]
+    wx = (sx - x0).astype(x.dtype)[:, None]
+    # One ring of zero padding; indices clipped into it read zeros, which makes
+    # sources outside the image (or half outside) fade to the fill value.
+    padded = np.zeros((n, c, h + 2, w + 2), dtype=x.dtype)
+    padded[:, :, 1:-1, 1:-1] = x
+    y0i = np.clip(y0.astype(np.intp), -1, h) + 1
+    x0i = np.clip(x0.astype(np.intp), -1, w) + 1
+    y1i = np.clip(y0.astype(np.intp) + 1, -1, h) + 1
+    x1i = np.clip(x0.astype(np.intp) + 1, -1, w) + 1
+    ni = np.arange(n)[:, None, None, None]
+    ci = np.arange(c)[None, :, None, None]
+    y0i, x0i, y1i, x1i = (a[:, None] for a in (y0i, x0i, y1i, x1i))
+    top = padded[ni, ci, y0i, x0i] * (1 - wx) + padded[ni, ci, y0i, x1i] * wx
+    bottom = padded[ni, ci, y1i, x0i] * (1 - wx) + padded[ni, ci, y1i, x1i] * wx
+    return top * (1 - wy) + bottom * wy
+
+
+class RandomShift:
+    """Shift each image by a random whole number of pixels in each direction.
+
+    Parameters
+    ----------
+    max_shift : int, default 2
+        Shifts are drawn uniformly from ``-max_shift .. max_shift`` independently
+        for rows and columns; vacated pixels are zero.
+
+    Examples
+    --------
+    >>> aug = RandomShift(2)
+    >>> x_aug = aug(x_batch, np.random.default_rng(0))   # doctest: +SKIP
+    """
+
+    def __init__(self, max_shift=2):
+        self.max_shift = _check_int(max_shift, "max_shift", "RandomShift", 0)
+
+    def __call__(self, x, rng):
+        x = _check_batch(x, "RandomShift")
+        rng = _as_rng(rng)
+        m = self.max_shift
+        d = rng.integers(-m, m + 1, size=(2, len(x)))
+        return shift_images(x, d[0], d[1])
+
+    def __repr__(self):
+        return f"RandomShift(max_shift={self.max_shift})"
+
+
+class RandomRotation:
+    """Rotate each image by a random angle (bilinear interpolation, zero fill).
+
+    Parameters
+    ----------
+    max_degrees : float, default 10
+        Angles are drawn uniformly from ``[-max_degrees, max_degrees]``.
+    """
+
+    def __init__(self, max_degrees=10):
+        if isinstance(max_degrees, bool) or not isinstance(max_degrees, numbers.Real):
+            raise TypeError(f"RandomRotation: max_degrees must be a number, got {type(max_degrees).__name__}")
+        if not 0 <= max_degrees <= 180:
+            raise ValueError(f"RandomRotation: max_degrees must lie in [0, 180], got {max_degrees}")
+        self.max_degrees = float(max_degrees)
+
+    def __call__(self, x, rng):
+        x = _check_batch(x, "RandomRotation")
+        rng = _as_rng(rng)
+        angles = rng.uniform(-self.max_degrees, self.max_degrees, size=len(x))
+        return rotate_images(x, angles)
+
+    def __repr__(self):
+        return f"RandomRotation(max_degrees={self.max_degrees:g})"
+
+
+class GaussianNoise:
+    """Add i.i.d. Gaussian noise, then clip to ``[0, 1]``.
+
+    Parameters
+    ----------
+    std : float, default 0.05
+        Standard deviation of the noise.
+    """
+
+    def __init__(self, std=0.05):
+        if isinstance(std, bool) or not isinstance(std, numbers.Real):
+            raise TypeError(f"GaussianNoise: std must be a number, got {type(std).__name__}")
+        if not (std >= 0 and math.isfinite(std)):
+            raise ValueError(f"GaussianNoise: std must be finite and >= 0, got {std}")
+        self.std = float(std)
+
+    def __call__(self, x, rng):
+        x = _check_batch(x, "GaussianNoise")
+        rng = _as_rng(rng)
+        noise = rng.standard_normal(x.shape, dtype=x.dtype)
+        noise *= x.dtype.type(self.std)
+        noise += x
+        return np.clip(noise, 0, 1, out=noise)
+
+    def __repr__(self):
+        return f"GaussianNoise(std={self.std:g})"
+
+
+class Compose:
+    """Apply transforms in order, all drawing from the same generator.
+
+    Parameters
+    ----------
+    transforms : sequence of callables ``(x_batch, rng) -> x_batch``
+    """
+
+    def __init__(self, transforms):
+        transforms = list(transforms)
+        for i, t in enumerate(transforms):
+            if not callable(t):
+                raise TypeError(f"Compose: transforms[{i}] is not callable: {t!r}")
+        self.transforms = transforms
+
+    def __call__(self, x, rng):
+        rng = _as_rng(rng)
+        for t in self.transforms:
+            x = t(x, rng)
+        return x
+
+    def __repr__(self):
+        return f"Compose({self.transforms!r})"
+
+
+def expand_dataset(x, y, copies, transform, seed=0, *, include_original=True, chunk_size=4096):
+    """Enlarge a training set with transformed copies (the classic "expand MNIST").
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), float32 or float64
+    y : ndarray of shape (N, ...)
+    copies : int >= 0
+        Transformed copies of the whole set to add.
+    transform : callable ``(x_batch, rng) -> x_batch``
+        E.g. ``Compose([RandomShift(2), RandomRotation(10)])``.
+    seed : int or numpy.random.Generator, default 0
+        Same seed -> same expanded set.
+    include_original : bool, default True
+        Put the untransformed data first.
+    chunk_size : int, default 4096
+        Images transformed per call, to bound temporary memory.
+
+    Returns
+    -------
+    x_expanded, y_expanded
+        ``(copies + include_original) * N`` samples, in blocks of N: the
+        original (if included), then copy 1, copy 2, ...
+    """
+    x = _check_batch(x, "expand_dataset")
+    x, y = _check_xy(x, y, "expand_dataset")
+    copies = _check_int(copies, "copies", "expand_dataset", 0)
+    chunk_size = _check_int(chunk_size, "chunk_size", "expand_dataset", 1)
+    if not callable(transform):
+        raise TypeError(f"expand_dataset: transform must be callable, got {transform!r}")
+    rng = _as_rng(seed, "seed")
+    n = len(x)
+    blocks = copies + bool(include_original)
+    x_out = np.empty((blocks * n,) + x.shape[1:], dtype=x.dtype)
+    y_out = np.concatenate([y] * blocks) if blocks else y[:0].copy()
+    pos = 0
+    if include_original:
+        x_out[:n] = x
+        pos = n
+    for _ in range(copies):
+        for start in range(0, n, chunk_size):
+            xb = transform(x[start:start + chunk_size], rng)
+            x_out[pos + start:pos + start + len(xb)] = xb
+        pos += n
+    return x_out, y_out
