@@ -169,3 +169,49 @@ def avg_pool2d_backward(g, input_shape, kernel_size, stride=None, padding=0,
         for b in range(kw):
             gxpad[:, :, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw] += share
     return gxpad[:, :, ph:ph + H, pw:pw + W]
+
+
+# --------------------------------------------------------------------------
+# Comparison
+# --------------------------------------------------------------------------
+
+# The one place tolerances live. Relative to the magnitude of the expected
+# result (its largest absolute value, or 1 if that is smaller): a float32
+# kernel accumulates in float32, so its error scales with the terms, not with
+# each output element.
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+
+# Central differences in float64 with step 1e-3: the kernels are linear in each
+# argument (max-pool piecewise so), so only rounding, ~1e-16 / 1e-3, is left.
+GRADCHECK_RTOL = 1e-7
+
+
+def assert_close(actual, expected, dtype, what=""):
+    """``actual`` has dtype ``dtype``, the shape of ``expected``, its NaNs, and
+    differs from it by at most ``TOL[dtype]`` times the magnitude of ``expected``."""
+    dtype = np.dtype(dtype)
+    expected = np.asarray(expected, np.float64)
+    assert isinstance(actual, np.ndarray), f"{what}: got {type(actual).__name__}"
+    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if expected.size == 0:
+        return
+    a = actual.astype(np.float64)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(a), nan, err_msg=f"{what}: NaN positions")
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(a[~finite & ~nan], expected[~finite & ~nan],
+                                  err_msg=f"{what}: infinities")
+    scale = max(1.0, float(np.max(np.abs(expected[finite]), initial=0.0)))
+    err = float(np.max(np.abs(a[finite] - expected[finite]), initial=0.0))
+    assert err <= TOL[dtype] * scale, (
+        f"{what}: max abs error {err:.3g} > {TOL[dtype]:g} * {scale:.3g} ({dtype})")
+
+
+def assert_bitwise_equal(a, b, what=""):
+    """Same dtype, shape and bytes (so NaNs must match bit for bit too)."""
+    assert a.dtype == b.dtype and a.shape == b.shape, (
+        f"{what}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}")
+    assert np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes(), (
+        f"{what}: not bitwise equal (max abs diff "
+        f"{np.max(np.abs(a.astype(np.float64) - b), initial=0.0):.3g})")

@@ -1,0 +1,61 @@
+"""Shared pytest setup for the fastconv test-suite.
+
+Deliberately does not touch sys.path: CI runs these tests against the
+pip-installed package, and a repo-root import would hide a broken wheel.
+(From a source checkout with an in-place build, ``python -m pytest`` already
+finds ``fastconv`` through the current directory.)
+
+Hypothesis profiles, chosen with ``FASTCONV_HYPOTHESIS_PROFILE``:
+
+* ``fast`` (default): ~40 examples per property, for every run;
+* ``long``: >= 100000 examples per property, an opt-in soak run
+  (``FASTCONV_HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py``).
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is a test extra; only test_properties needs it
+    settings = None
+else:
+    settings.register_profile("fast", max_examples=40, deadline=None)
+    settings.register_profile(
+        "long", max_examples=100_000, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.load_profile(os.environ.get("FASTCONV_HYPOTHESIS_PROFILE", "fast"))
+
+
+def pytest_report_header(config):
+    lines = []
+    if settings is not None:
+        lines.append(f"hypothesis profile: {settings.get_current_profile_name()}")
+    try:
+        import fastconv
+
+        info = fastconv.info()
+        lines.append(f"fastconv {fastconv.__version__} from {os.path.dirname(fastconv.__file__)}")
+        lines.append("fastconv info: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+    except Exception as exc:  # the header must never stop the run
+        lines.append(f"fastconv: not importable ({exc!r})")
+    return lines
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test id, so every test is reproducible alone."""
+    seed = sum(map(ord, request.node.nodeid)) * 7919
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def restore_threads():
+    """Run a test that changes the thread count, then put the count back."""
+    import fastconv
+
+    before = fastconv.get_num_threads()
+    yield
+    fastconv.set_num_threads(before)
