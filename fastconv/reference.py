@@ -103,7 +103,11 @@ def _out_size(size, pad_lo, pad_hi, kernel, stride, dilation):
 
 
 def _array(a, name, func, ndim=4):
-    """``a`` as an ndarray of float32/float64 with ``ndim`` axes."""
+    """``a`` as a C-ordered float32/float64 ndarray with ``ndim`` axes.
+
+    C order makes NumPy sum each window in the same order whatever the
+    caller's layout, so the reference too is bitwise layout-independent.
+    """
     a = np.asarray(a)
     if a.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{func}: {name} must be float32 or float64, got dtype {a.dtype}")
@@ -111,7 +115,7 @@ def _array(a, name, func, ndim=4):
         hint = " (add the batch axis: x[None])" if ndim == 4 and a.ndim == 3 else ""
         raise ValueError(
             f"{func}: {name} must be {ndim}-D, got shape {a.shape}{hint}")
-    return a
+    return np.ascontiguousarray(a)
 
 
 def _same_dtype(func, **arrays):

@@ -1,0 +1,298 @@
+"""Same inputs, same bits: across thread counts, memory layouts and out= buffers.
+
+Also float32 agrees with float64, inputs are never written to, and OpenMP is
+really compiled in on CI.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import fastconv
+
+from oracle import assert_bitwise_equal, assert_close
+
+DTYPES = [np.float32, np.float64]
+
+# Shapes with enough work for both threads, and with sizes (N = 7, odd
+# widths) that do not split evenly between them.
+CONV = {
+    "dense": dict(x=(7, 6, 15, 13), w=(10, 6, 3, 3), stride=1, padding=1, dilation=1, groups=1),
+    "grouped_strided": dict(x=(5, 8, 17, 16), w=(12, 4, 3, 2), stride=(2, 1),
+                            padding=(1, 0), dilation=(1, 2), groups=2),
+    "batch_of_one": dict(x=(1, 16, 20, 21), w=(8, 16, 5, 5), stride=1, padding="same",
+                         dilation=1, groups=1),
+    "depthwise": dict(x=(3, 12, 19, 11), w=(12, 1, 3, 3), stride=1, padding=1,
+                      dilation=1, groups=12),
+}
+POOL = {
+    "2x2": dict(x=(7, 6, 16, 15), kernel_size=2, stride=None, padding=0),
+    "3x3_s2_p1": dict(x=(3, 5, 17, 19), kernel_size=3, stride=2, padding=1),
+    "batch_of_one": dict(x=(1, 9, 13, 29), kernel_size=(2, 3), stride=(1, 2), padding=(1, 1)),
+}
+
+
+def conv_args(c):
+    return {k: c[k] for k in ("stride", "padding", "dilation", "groups")}
+
+
+def pool_args(c):
+    return {k: c[k] for k in ("kernel_size", "stride", "padding")}
+
+
+def conv_inputs(c, dtype, rng):
+    x = rng.standard_normal(c["x"]).astype(dtype)
+    w = rng.standard_normal(c["w"]).astype(dtype)
+    b = rng.standard_normal(c["w"][0]).astype(dtype)
+    shape = fastconv.conv2d_output_shape(c["x"], c["w"], c["stride"], c["padding"],
+                                         c["dilation"])
+    g = rng.standard_normal(shape).astype(dtype)
+    return x, w, b, g
+
+
+def run_all(dtype, rng_seed):
+    """Every kernel on fixed inputs; a flat dict name -> array."""
+    results = {}
+    for name, c in CONV.items():
+        rng = np.random.default_rng(rng_seed)
+        x, w, b, g = conv_inputs(c, dtype, rng)
+        results[f"conv2d {name}"] = fastconv.conv2d(x, w, b, **conv_args(c))
+        gx, gw, gb = fastconv.conv2d_backward(g, x, w, **conv_args(c))
+        results.update({f"grad_x {name}": gx, f"grad_weight {name}": gw,
+                        f"grad_bias {name}": gb})
+    for name, c in POOL.items():
+        rng = np.random.default_rng(rng_seed)
+        x = rng.standard_normal(c["x"]).astype(dtype)
+        y, idx = fastconv.max_pool2d(x, **pool_args(c), return_indices=True)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        results[f"max_pool2d {name}"] = y
+        results[f"max indices {name}"] = idx
+        results[f"max_pool2d_backward {name}"] = fastconv.max_pool2d_backward(g, idx, x.shape)
+        for cip in (True, False):
+            results[f"avg_pool2d {name} {cip}"] = fastconv.avg_pool2d(
+                x, **pool_args(c), count_include_pad=cip)
+            results[f"avg_pool2d_backward {name} {cip}"] = fastconv.avg_pool2d_backward(
+                g, x.shape, **pool_args(c), count_include_pad=cip)
+    return results
+
+
+# --------------------------------------------------------------------------
+# Thread count
+# --------------------------------------------------------------------------
+
+def test_set_num_threads_round_trips(restore_threads):
+    for n in (1, 2, 3):
+        fastconv.set_num_threads(n)
+        assert fastconv.get_num_threads() == n
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_thread_count_does_not_change_a_bit(dtype, threads, restore_threads):
+    fastconv.set_num_threads(1)
+    serial = run_all(dtype, 1234)
+    fastconv.set_num_threads(threads)
+    parallel = run_all(dtype, 1234)
+    again = run_all(dtype, 1234)
+    for name in serial:
+        assert_bitwise_equal(parallel[name], serial[name], f"{name}, {threads} threads vs 1")
+        assert_bitwise_equal(again[name], parallel[name], f"{name}, run twice")
+
+
+def test_float32_agrees_with_float64():
+    r32 = run_all(np.float32, 99)
+    r64 = run_all(np.float64, 99)  # the same values: float32 draws, widened
+    for name in r64:
+        if "indices" in name:
+            continue  # ties in float32 may break differently than in float64
+        assert_close(r32[name], r64[name], np.float32, name)
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="only CI promises an OpenMP build")
+def test_openmp_enabled_on_ci():
+    assert fastconv.openmp_enabled() is True
+
+
+# --------------------------------------------------------------------------
+# Memory layout: every variant of an input gives the contiguous copy's bits
+# --------------------------------------------------------------------------
+
+def layouts(a):
+    """(name, array) pairs holding the values of ``a`` in other memory layouts."""
+    ro = a.copy()
+    ro.setflags(write=False)
+    yield "read-only", ro
+    yield "fortran", np.asfortranarray(a)
+    rev = np.ascontiguousarray(a[..., ::-1])[..., ::-1]  # negative last stride
+    yield "negative-stride", rev
+    if a.ndim == 4:
+        yield "all-reversed", np.ascontiguousarray(a[::-1, ::-1, ::-1, ::-1])[::-1, ::-1, ::-1, ::-1]
+        yield "transposed-view", np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    big = np.zeros(tuple(2 * s + 1 for s in a.shape), a.dtype)
+    view = big[tuple(slice(1, None, 2) for _ in a.shape)]
+    view[...] = a
+    yield "strided-view", view
+
+
+def check_layouts(func, args, what):
+    """func(*args) gives the same bits when any one array argument changes layout."""
+    want = func(*args)
+    for pos, a in enumerate(args):
+        if not isinstance(a, np.ndarray):
+            continue
+        for name, variant in layouts(a):
+            assert np.array_equal(variant, a)
+            got = func(*args[:pos], variant, *args[pos + 1:])
+            for g, w in zip(as_tuple(got), as_tuple(want), strict=True):
+                assert_bitwise_equal(g, w, f"{what}: argument {pos} {name}")
+
+
+def as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_layouts(dtype, rng):
+    c = CONV["grouped_strided"]
+    x, w, b, g = conv_inputs(c, dtype, rng)
+    kw = conv_args(c)
+    check_layouts(lambda x, w, b: fastconv.conv2d(x, w, b, **kw), (x, w, b), "conv2d")
+    check_layouts(lambda g, x, w: fastconv.conv2d_backward(g, x, w, **kw), (g, x, w),
+                  "conv2d_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pool_layouts(dtype, rng):
+    c = POOL["3x3_s2_p1"]
+    kw = pool_args(c)
+    x = rng.standard_normal(c["x"]).astype(dtype)
+    y, idx = fastconv.max_pool2d(x, **kw, return_indices=True)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    check_layouts(lambda x: fastconv.max_pool2d(x, **kw, return_indices=True), (x,),
+                  "max_pool2d")
+    check_layouts(lambda g, i: fastconv.max_pool2d_backward(g, i, x.shape), (g, idx),
+                  "max_pool2d_backward")
+    check_layouts(lambda x: fastconv.avg_pool2d(x, **kw), (x,), "avg_pool2d")
+    check_layouts(lambda g: fastconv.avg_pool2d_backward(g, x.shape, **kw), (g,),
+                  "avg_pool2d_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inputs_are_not_written(dtype, rng):
+    c = CONV["dense"]
+    x, w, b, g = conv_inputs(c, dtype, rng)
+    keep = [a.copy() for a in (x, w, b, g)]
+    fastconv.conv2d(x, w, b, **conv_args(c))
+    fastconv.conv2d_backward(g, x, w, **conv_args(c))
+    p = POOL["3x3_s2_p1"]
+    xp = rng.standard_normal(p["x"]).astype(dtype)
+    y, idx = fastconv.max_pool2d(xp, **pool_args(p), return_indices=True)
+    gp = rng.standard_normal(y.shape).astype(dtype)
+    keep += [a.copy() for a in (xp, idx, gp)]
+    fastconv.max_pool2d_backward(gp, idx, xp.shape)
+    fastconv.avg_pool2d(xp, **pool_args(p))
+    fastconv.avg_pool2d_backward(gp, xp.shape, **pool_args(p))
+    for a, k in zip((x, w, b, g, xp, idx, gp), keep):
+        assert_bitwise_equal(a, k, "input modified")
+
+
+# --------------------------------------------------------------------------
+# out= buffers
+# --------------------------------------------------------------------------
+
+def garbage_like(a):
+    """A buffer for ``a`` full of NaN (or junk ints): a kernel must overwrite it."""
+    buf = np.empty_like(a)
+    buf[...] = np.nan if a.dtype.kind == "f" else -12345
+    return buf
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_out_buffers_are_filled_and_returned(dtype, rng):
+    c = CONV["grouped_strided"]
+    x, w, b, g = conv_inputs(c, dtype, rng)
+    kw = conv_args(c)
+
+    y = fastconv.conv2d(x, w, b, **kw)
+    buf = garbage_like(y)
+    assert fastconv.conv2d(x, w, b, **kw, out=buf) is buf
+    assert_bitwise_equal(buf, y, "conv2d out")
+
+    grads = fastconv.conv2d_backward(g, x, w, **kw)
+    bufs = tuple(garbage_like(a) for a in grads)
+    got = fastconv.conv2d_backward(g, x, w, **kw, out=bufs)
+    for a, bb, want, what in zip(got, bufs, grads, ("grad_x", "grad_weight", "grad_bias")):
+        assert a is bb, f"conv2d_backward did not return out buffer for {what}"
+        assert_bitwise_equal(a, want, f"conv2d_backward out {what}")
+    # entries may be None: those are allocated
+    got = fastconv.conv2d_backward(g, x, w, **kw, out=(None, bufs[1], None))
+    assert got[1] is bufs[1]
+    for a, want in zip(got, grads):
+        assert_bitwise_equal(a, want, "conv2d_backward partial out")
+
+    p = POOL["3x3_s2_p1"]
+    xp = rng.standard_normal(p["x"]).astype(dtype)
+    y, idx = fastconv.max_pool2d(xp, **pool_args(p), return_indices=True)
+    gp = rng.standard_normal(y.shape).astype(dtype)
+    for func, args, kwargs in (
+        (fastconv.max_pool2d, (xp,), pool_args(p)),
+        (fastconv.max_pool2d_backward, (gp, idx, xp.shape), {}),
+        (fastconv.avg_pool2d, (xp,), pool_args(p)),
+        (fastconv.avg_pool2d_backward, (gp, xp.shape), pool_args(p)),
+    ):
+        want = func(*args, **kwargs)
+        buf = garbage_like(want)
+        assert func(*args, **kwargs, out=buf) is buf, func.__name__
+        assert_bitwise_equal(buf, want, f"{func.__name__} out")
+
+
+def test_wrong_out_buffers_raise(rng):
+    x = rng.standard_normal((2, 3, 6, 6))
+    w = rng.standard_normal((4, 3, 3, 3))
+    y = fastconv.conv2d(x, w)
+    g = np.ones_like(y)
+    with pytest.raises(ValueError, match="out"):
+        fastconv.conv2d(x, w, out=np.empty((2, 4, 4, 5)))
+    with pytest.raises(ValueError, match="out"):
+        fastconv.conv2d(x, w, out=np.empty((2, 4, 16)))
+    with pytest.raises(TypeError, match="out"):
+        fastconv.conv2d(x, w, out=np.empty(y.shape, np.float32))
+    ro = np.empty(y.shape)
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="out"):
+        fastconv.conv2d(x, w, out=ro)
+    with pytest.raises(ValueError, match="out"):
+        fastconv.conv2d_backward(g, x, w, out=(np.empty((2, 3, 6, 5)), None, None))
+    with pytest.raises(TypeError, match="out"):
+        fastconv.conv2d_backward(g, x, w, out=(None, np.empty(w.shape, np.float32), None))
+    with pytest.raises(ValueError, match="out"):
+        fastconv.conv2d_backward(g, x, w, out=(None, None, np.empty(5)))
+    with pytest.raises(ValueError, match="out"):
+        fastconv.max_pool2d(x, 2, out=np.empty((2, 3, 2, 2)))
+    with pytest.raises(TypeError, match="out"):
+        fastconv.avg_pool2d(x, 2, out=np.empty((2, 3, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="out"):
+        fastconv.avg_pool2d_backward(np.ones((2, 3, 3, 3)), x.shape, 2,
+                                     out=np.empty((2, 3, 6, 7)))
+    _, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    with pytest.raises(TypeError, match="out"):
+        fastconv.max_pool2d_backward(np.ones((2, 3, 3, 3)), idx, x.shape,
+                                     out=np.empty(x.shape, np.float32))
+
+
+def test_non_contiguous_out_is_filled_or_refused(rng):
+    """A strided ``out`` may be refused, but must never be half-written."""
+    x = rng.standard_normal((2, 3, 6, 6))
+    w = rng.standard_normal((4, 3, 3, 3))
+    want = fastconv.conv2d(x, w)
+    big = np.full((2, 4, 4, 8), np.nan)
+    buf = big[..., ::2]
+    try:
+        got = fastconv.conv2d(x, w, out=buf)
+    except ValueError as exc:
+        assert "out" in str(exc)
+    else:
+        assert got is buf
+        np.testing.assert_array_equal(buf, want)
+        assert np.isnan(big[..., 1::2]).all(), "wrote outside the out view"
