@@ -9,7 +9,7 @@ extension needs build-time decisions that setuptools cannot express there:
   ``FASTCONV_FAIL_NO_OPENMP=1`` turns that into an error.
 * ``-O3`` but never ``-march=native`` or ``-ffast-math``: one wheel must run on
   any x86-64, and AVX2 / AVX-512 code paths are chosen at run time
-  (see csrc/fc_dispatch.c).
+  (see csrc/fc_ukernels.c).
 * Cython directives set once here, with ``FASTCONV_DEBUG=1`` turning bounds
   checking back on, and ``FASTCONV_SANITIZE=1`` building with ASan + UBSan.
 """
@@ -26,7 +26,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-CSRC = ["csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_dispatch.c"]
+CSRC = ["csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_ukernels.c"]
 
 
 def _env_flag(name):
@@ -140,7 +140,7 @@ def _extensions():
             include_dirs=["csrc", np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             depends=["csrc/fastconv.h", "csrc/fc_internal.h", "csrc/fc_conv_impl.h",
-                     "csrc/fc_ukernels.h", "fastconv/_kernels.pxd"],
+                     "csrc/fc_pool_impl.h", "fastconv/_kernels.pxd"],
         )
     ]
     return cythonize(exts, compiler_directives=directives,

@@ -1,0 +1,103 @@
+/*
+ * fastconv.h - the C kernels behind fastconv (public header).
+ *
+ * Conventions
+ *   - NCHW activations, OIHW weights (O = out channels, I = in channels / groups),
+ *     all arrays C-contiguous. The caller validates shapes; nothing here checks.
+ *   - Each kernel comes as an _f32 / _f64 pair. Arguments: const inputs first,
+ *     then the geometry and thread count, outputs last (marked OUT).
+ *   - Every offset and size is ptrdiff_t: tensors pass 2**31 elements.
+ *   - Results are bitwise identical for any nthreads (fixed work partition,
+ *     fixed reduction order), for a given SIMD level.
+ *   - Kernels return 0 on success, FC_ENOMEM when a scratch allocation failed,
+ *     FC_EINDEX when max-pool indices were out of range (nothing written for them).
+ */
+#ifndef FASTCONV_H
+#define FASTCONV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FC_OK 0
+#define FC_ENOMEM (-1)
+#define FC_EINDEX (-2)
+
+/* SIMD levels, chosen at run time (fc_simd_level) */
+#define FC_SIMD_GENERIC 0
+#define FC_SIMD_AVX2 1
+#define FC_SIMD_AVX512 2
+
+typedef struct {
+    ptrdiff_t n, c, h, w;      /* input  (N, C, H, W) */
+    ptrdiff_t k, kh, kw;       /* weight (K, C/groups, kh, kw) */
+    ptrdiff_t ho, wo;          /* output (N, K, ho, wo) */
+    ptrdiff_t sh, sw;          /* stride   >= 1 */
+    ptrdiff_t ph, pw;          /* padding  >= 0 (top/left = bottom/right) */
+    ptrdiff_t dh, dw;          /* dilation >= 1 */
+    ptrdiff_t groups;          /* divides c and k */
+} fc_conv_geom;
+
+typedef struct {
+    ptrdiff_t n, c, h, w;      /* input (N, C, H, W) */
+    ptrdiff_t kh, kw;          /* window */
+    ptrdiff_t ho, wo;          /* output */
+    ptrdiff_t sh, sw;          /* stride */
+    ptrdiff_t ph, pw;          /* padding (<= half the window) */
+    int count_include_pad;     /* avg pool only */
+} fc_pool_geom;
+
+/* ---- convolution ---------------------------------------------------------- */
+/* y = conv(x, w) + bias; bias may be NULL; relu != 0 applies max(., 0) after. */
+int fc_conv2d_fwd_f32(const float *x, const float *w, const float *bias,
+                      const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
+int fc_conv2d_fwd_f64(const double *x, const double *w, const double *bias,
+                      const fc_conv_geom *g, int relu, int nthreads, double *y /* OUT */);
+
+/* gx = d(loss)/dx given gy = d(loss)/dy (shape of y). */
+int fc_conv2d_bwd_data_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                           int nthreads, float *gx /* OUT */);
+int fc_conv2d_bwd_data_f64(const double *gy, const double *w, const fc_conv_geom *g,
+                           int nthreads, double *gx /* OUT */);
+
+/* gw (and gb when not NULL) from gy and x. gw is overwritten, not accumulated. */
+int fc_conv2d_bwd_weight_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                             int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
+int fc_conv2d_bwd_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
+                             int nthreads, double *gw /* OUT */, double *gb /* OUT or NULL */);
+
+/* ---- pooling -------------------------------------------------------------- */
+/* idx may be NULL (no indices wanted). Indices are h * W + w in the input plane. */
+int fc_maxpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads,
+                         float *y /* OUT */, int64_t *idx /* OUT or NULL */);
+int fc_maxpool2d_fwd_f64(const double *x, const fc_pool_geom *g, int nthreads,
+                         double *y /* OUT */, int64_t *idx /* OUT or NULL */);
+/* gx is overwritten. Returns FC_EINDEX if any index is outside [0, H*W). */
+int fc_maxpool2d_bwd_f32(const float *gy, const int64_t *idx, const fc_pool_geom *g,
+                         int nthreads, float *gx /* OUT */);
+int fc_maxpool2d_bwd_f64(const double *gy, const int64_t *idx, const fc_pool_geom *g,
+                         int nthreads, double *gx /* OUT */);
+int fc_avgpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads, float *y /* OUT */);
+int fc_avgpool2d_fwd_f64(const double *x, const fc_pool_geom *g, int nthreads, double *y /* OUT */);
+int fc_avgpool2d_bwd_f32(const float *gy, const fc_pool_geom *g, int nthreads, float *gx /* OUT */);
+int fc_avgpool2d_bwd_f64(const double *gy, const fc_pool_geom *g, int nthreads, double *gx /* OUT */);
+
+/* ---- run-time facts ------------------------------------------------------- */
+int fc_simd_level(void);               /* the level in use */
+int fc_simd_supported(void);           /* the best level this CPU + build can run */
+int fc_set_simd_level(int level);      /* clamp to supported; returns the level set */
+const char *fc_simd_name(int level);
+int fc_openmp_enabled(void);
+int fc_max_threads(void);              /* omp_get_max_threads(), or 1 */
+void fc_set_max_threads(int n);        /* omp_set_num_threads() */
+const char *fc_compiler(void);
+/* Measured FMA throughput of this core's best SIMD path in GFLOP/s (one thread). */
+double fc_fma_peak_gflops(double seconds);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FASTCONV_H */

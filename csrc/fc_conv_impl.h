@@ -1,0 +1,591 @@
+/*
+ * fc_conv_impl.h - convolution drivers, written once for both dtypes.
+ * Included by fc_conv.c with REAL (float/double), SFX(name) and KERN set.
+ *
+ * Every pass is an "implicit GEMM":  OUT[m, q] = sum_k A[m, k] * SRC[q + koff[k]]
+ * over a column grid q = r * qpitch + t laid on a zero-padded copy of the
+ * source, so one kernel family does all the arithmetic:
+ *
+ *   forward      SRC = x, padded and split into stride phases; A = weights.
+ *   grad-input   SRC = grad_out, padded; A = weights transposed; one job per
+ *                stride phase of grad_x, with only the taps that land on it.
+ *   grad-weight  SRC = patch rows of x (NHWC, packed per pixel block);
+ *                A = grad_out transposed; reduced over pixel blocks through
+ *                per-chunk partial sums merged in chunk order.
+ *
+ * Work is split into tasks (image, column block) that each own their output
+ * elements, and the chunking depends only on the shape, so results are
+ * bitwise identical for any thread count.
+ */
+
+#define JOB SFX(fc_job)
+#define PLAN SFX(fc_plan)
+
+typedef struct {
+    const REAL *src;           /* image 0 of the source grid */
+    ptrdiff_t src_n;           /* source stride between images */
+    const ptrdiff_t *koff;     /* kdim offsets into the source, per reduction index */
+    ptrdiff_t kdim;
+    const REAL *apack;         /* A packed in panels (see pack_a) */
+    ptrdiff_t m;               /* rows of A = output channels of this job */
+    ptrdiff_t qpitch, rows, cols;
+    REAL *dst;                 /* element (n, m, r, t) */
+    ptrdiff_t dst_n, dst_m, dst_r, dst_t;
+    const REAL *bias;          /* per row, or NULL */
+    int relu;
+} JOB;
+
+/* How the M rows of a job are cut into micro-kernel panels. */
+typedef struct {
+    int slot_full, slot_tail;  /* kernel slots for full panels and the remainder */
+    ptrdiff_t mr_full, mr_tail;
+    ptrdiff_t nfull;           /* number of full panels; tail panel iff mr_tail > 0 */
+    ptrdiff_t mpad;            /* rows including padding */
+} PLAN;
+
+static PLAN SFX(plan_rows)(const KERN *kk, ptrdiff_t m)
+{
+    PLAN p;
+    int top = 0;
+    for (int s = 0; s < FC_NUM_MR; ++s)
+        if (kk->mr[s] > 0) top = s;
+    /* fewer rows than the biggest kernel: the smallest kernel that covers them */
+    int fit = top;
+    for (int s = 0; s < FC_NUM_MR; ++s)
+        if (kk->mr[s] >= m) { fit = s; break; }
+    if (m <= kk->mr[top]) {
+        p.slot_full = fit; p.mr_full = kk->mr[fit]; p.nfull = 1;
+        p.slot_tail = fit; p.mr_tail = 0;
+    } else {
+        p.slot_full = top; p.mr_full = kk->mr[top]; p.nfull = m / kk->mr[top];
+        ptrdiff_t rem = m - p.nfull * p.mr_full;
+        p.slot_tail = top; p.mr_tail = 0;
+        if (rem > 0) {
+            for (int s = 0; s < FC_NUM_MR; ++s)
+                if (kk->mr[s] >= rem) { p.slot_tail = s; break; }
+            p.mr_tail = kk->mr[p.slot_tail];
+        }
+    }
+    p.mpad = p.nfull * p.mr_full + p.mr_tail;
+    return p;
+}
+
+/*
+ * Pack A[m, k] = w[m * rs + woff[k]] (m < M, else 0) into panels: panel i holds
+ * kdim groups of mr values, panels stored one after another.
+ */
+static void SFX(pack_a)(const REAL *w, ptrdiff_t rs, const ptrdiff_t *woff, ptrdiff_t m,
+                        ptrdiff_t kdim, const PLAN *pl, REAL *ap /* OUT */)
+{
+    ptrdiff_t npan = pl->nfull + (pl->mr_tail > 0);
+    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+        ptrdiff_t mr = pi < pl->nfull ? pl->mr_full : pl->mr_tail;
+        ptrdiff_t r0 = pi * pl->mr_full;
+        for (ptrdiff_t k = 0; k < kdim; ++k)
+            for (ptrdiff_t r = 0; r < mr; ++r)
+                ap[k * mr + r] = (r0 + r < m) ? w[(r0 + r) * rs + woff[k]] : (REAL)0;
+        ap += kdim * mr;
+    }
+}
+
+/*
+ * dst[n][phase][c][hq][wq] = src[n][c][hq*s_h + rh - top][wq*s_w + rw - left]
+ * (0 outside), phase = rh * s_w + rw. Stride 1 makes it a plain padded copy.
+ */
+static void SFX(pad_phase_copy)(const REAL *src, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h,
+                                ptrdiff_t w, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t top,
+                                ptrdiff_t left, ptrdiff_t hq, ptrdiff_t wq,
+                                ptrdiff_t dst_n, int nt, REAL *dst /* OUT */)
+{
+    const ptrdiff_t plane = hq * wq;
+    const ptrdiff_t total = n * c;
+    ptrdiff_t t;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (t = 0; t < total; ++t) {
+        const ptrdiff_t in = t / c, ic = t % c;
+        const REAL *s = src + (in * c + ic) * h * w;
+        for (ptrdiff_t rh = 0; rh < sh; ++rh)
+            for (ptrdiff_t rw = 0; rw < sw; ++rw) {
+                REAL *d = dst + in * dst_n + ((rh * sw + rw) * c + ic) * plane;
+                /* wq range whose source column lies inside [0, w) */
+                ptrdiff_t lo = left - rw > 0 ? FC_CEILDIV(left - rw, sw) : 0;
+                ptrdiff_t hi = FC_CEILDIV(w + left - rw, sw);
+                if (hi > wq) hi = wq;
+                if (hi < 0) hi = 0;
+                if (lo > hi) lo = hi;
+                for (ptrdiff_t yq = 0; yq < hq; ++yq) {
+                    REAL *drow = d + yq * wq;
+                    ptrdiff_t ys = yq * sh + rh - top;
+                    if (ys < 0 || ys >= h) {
+                        memset(drow, 0, sizeof(REAL) * (size_t)wq);
+                        continue;
+                    }
+                    const REAL *srow = s + ys * w + (rw - left);
+                    for (ptrdiff_t x = 0; x < lo; ++x) drow[x] = 0;
+                    if (sw == 1)
+                        memcpy(drow + lo, srow + lo, sizeof(REAL) * (size_t)(hi - lo));
+                    else
+                        for (ptrdiff_t x = lo; x < hi; ++x) drow[x] = srow[x * sw];
+                    for (ptrdiff_t x = hi; x < wq; ++x) drow[x] = 0;
+                }
+            }
+    }
+}
+
+/* Columns per task for a job: about 512, spread evenly, rounded to the kernel width. */
+static ptrdiff_t SFX(block_cols)(const KERN *kk, const PLAN *pl, ptrdiff_t ncols)
+{
+    const ptrdiff_t nr = kk->nr[pl->slot_full];
+    const ptrdiff_t target = 512;
+    ptrdiff_t nb = FC_CEILDIV(ncols, target);
+    if (nb < 1) nb = 1;
+    return FC_ROUNDUP(FC_CEILDIV(ncols, nb), nr);
+}
+
+#define FC_KC 512 /* reduction block: A panel and the B rows it touches stay in L1/L2 */
+
+/*
+ * Run jobs over n images. jobs[j].src must be readable up to
+ * src + (n-1)*src_n + max(koff) + ncols_grid + nb + nr_max (the caller's slack).
+ * Returns FC_ENOMEM if per-thread scratch could not be allocated.
+ */
+static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n, int nt)
+{
+    /* task index space: for each job, n images x its column blocks */
+    ptrdiff_t ntask = 0, cbuf_elems = 0, nr_max = 0;
+    ptrdiff_t *first = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * njobs + 1));
+    if (!first) return FC_ENOMEM;
+    ptrdiff_t *nbc = first + njobs + 1;
+    for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
+    for (int j = 0; j < njobs; ++j) {
+        PLAN pl = SFX(plan_rows)(kk, jobs[j].m);
+        ptrdiff_t ncols = jobs[j].rows * jobs[j].qpitch;
+        nbc[j] = ncols > 0 ? SFX(block_cols)(kk, &pl, ncols) : 1;
+        first[j] = ntask;
+        ntask += ncols > 0 ? n * FC_CEILDIV(ncols, nbc[j]) : 0;
+        cbuf_elems = FC_MAX(cbuf_elems, pl.mpad * (nbc[j] + nr_max));
+    }
+    first[njobs] = ntask;
+    int failed = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1 && ntask > 1)
+    {
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)cbuf_elems);
+        if (!cbuf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t t;
+#pragma omp for schedule(static)
+        for (t = 0; t < ntask; ++t) {
+            if (!cbuf) continue;
+            int j = 0;
+            while (t >= first[j + 1]) ++j;
+            const JOB *jb = &jobs[j];
+            const PLAN pl = SFX(plan_rows)(kk, jb->m);
+            const ptrdiff_t nb = nbc[j];
+            const ptrdiff_t ncols = jb->rows * jb->qpitch;
+            const ptrdiff_t nblk = FC_CEILDIV(ncols, nb);
+            const ptrdiff_t img = (t - first[j]) / nblk, blk = (t - first[j]) % nblk;
+            const ptrdiff_t q0 = blk * nb, ldc = nb + nr_max;
+            const REAL *srcq = jb->src + img * jb->src_n + q0;
+            const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
+            const REAL *ap = jb->apack;
+            for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+                const int slot = pi < pl.nfull ? pl.slot_full : pl.slot_tail;
+                const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
+                REAL *crow = cbuf + pi * pl.mr_full * ldc;
+                for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
+                    const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
+                    for (ptrdiff_t jr = 0; jr < nb; jr += nr)
+                        kk->ukr[slot](kc, ap + pc * mr, srcq + jr, jb->koff + pc,
+                                      crow + jr, ldc, pc > 0);
+                    if (jb->kdim == 0) break;
+                }
+                ap += jb->kdim * mr;
+            }
+            /* write the valid columns of the block */
+            const ptrdiff_t q1 = FC_MIN(q0 + nb, ncols);
+            REAL *dimg = jb->dst + img * jb->dst_n;
+            for (ptrdiff_t mm = 0; mm < jb->m; ++mm) {
+                const REAL bv = jb->bias ? jb->bias[mm] : (REAL)0;
+                const REAL *crow = cbuf + mm * ldc - q0;
+                REAL *dm = dimg + mm * jb->dst_m;
+                for (ptrdiff_t r = q0 / jb->qpitch; r * jb->qpitch < q1; ++r) {
+                    ptrdiff_t a = FC_MAX(q0, r * jb->qpitch);
+                    ptrdiff_t b = FC_MIN(q1, r * jb->qpitch + jb->cols);
+                    REAL *drow = dm + r * jb->dst_r - r * jb->qpitch * jb->dst_t;
+                    if (jb->relu) {
+                        for (ptrdiff_t q = a; q < b; ++q) {
+                            REAL v = crow[q] + bv;
+                            drow[q * jb->dst_t] = v > 0 ? v : (REAL)0;
+                        }
+                    } else if (jb->dst_t == 1) {
+                        for (ptrdiff_t q = a; q < b; ++q) drow[q] = crow[q] + bv;
+                    } else {
+                        for (ptrdiff_t q = a; q < b; ++q) drow[q * jb->dst_t] = crow[q] + bv;
+                    }
+                }
+            }
+        }
+        fc_free(cbuf);
+    }
+    free(first);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/* Bytes past the last image that run_jobs may read for a job. */
+static ptrdiff_t SFX(job_slack)(const KERN *kk, const JOB *jb, ptrdiff_t img_elems)
+{
+    PLAN pl = SFX(plan_rows)(kk, jb->m);
+    ptrdiff_t ncols = jb->rows * jb->qpitch;
+    if (ncols <= 0) return 0;
+    ptrdiff_t nb = SFX(block_cols)(kk, &pl, ncols);
+    ptrdiff_t nr_max = 0, kmax = 0;
+    for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
+    for (ptrdiff_t k = 0; k < jb->kdim; ++k) kmax = FC_MAX(kmax, jb->koff[k]);
+    ptrdiff_t end = FC_CEILDIV(ncols, nb) * nb + nr_max + kmax;
+    return FC_MAX((ptrdiff_t)0, end - img_elems) + 64;
+}
+
+/* ---------------------------------------------------------------- forward -- */
+int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
+                       const fc_conv_geom *g, int relu, int nthreads, REAL *y)
+{
+    const KERN *kk = GETK();
+    const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
+    const ptrdiff_t kdim = cg * g->kh * g->kw;
+    const ptrdiff_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    const ptrdiff_t hq = FC_CEILDIV(hp, g->sh), wq = FC_CEILDIV(wp, g->sw);
+    const ptrdiff_t plane = hq * wq;
+    const ptrdiff_t img = g->sh * g->sw * g->c * plane;
+    int rc = FC_OK;
+
+    PLAN pl = SFX(plan_rows)(kk, mg);
+    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * kdim + 1));
+    REAL *ap = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(G * pl.mpad * kdim + 1));
+    JOB *jobs = (JOB *)malloc(sizeof(JOB) * (size_t)G);
+    REAL *xq = NULL;
+    if (!koff || !ap || !jobs) { rc = FC_ENOMEM; goto done; }
+    ptrdiff_t *woff = koff + kdim;
+    for (ptrdiff_t c = 0, k = 0; c < cg; ++c)
+        for (ptrdiff_t i = 0; i < g->kh; ++i)
+            for (ptrdiff_t j = 0; j < g->kw; ++j, ++k) {
+                const ptrdiff_t ei = i * g->dh, ej = j * g->dw;
+                const ptrdiff_t phase = (ei % g->sh) * g->sw + (ej % g->sw);
+                koff[k] = (phase * g->c + c) * plane + (ei / g->sh) * wq + ej / g->sw;
+                woff[k] = k;
+            }
+    for (ptrdiff_t gi = 0; gi < G; ++gi) {
+        JOB *jb = &jobs[gi];
+        jb->apack = ap + gi * pl.mpad * kdim;
+        SFX(pack_a)(w + gi * mg * kdim, kdim, woff, mg, kdim, &pl, (REAL *)jb->apack);
+        jb->src_n = img;
+        jb->koff = koff;
+        jb->kdim = kdim;
+        jb->m = mg;
+        jb->qpitch = wq; jb->rows = g->ho; jb->cols = g->wo;
+        jb->dst = y + gi * mg * g->ho * g->wo;
+        jb->dst_n = g->k * g->ho * g->wo; jb->dst_m = g->ho * g->wo;
+        jb->dst_r = g->wo; jb->dst_t = 1;
+        jb->bias = bias ? bias + gi * mg : NULL;
+        jb->relu = relu;
+    }
+    ptrdiff_t slack = SFX(job_slack)(kk, &jobs[0], img);
+    xq = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * img + slack));
+    if (!xq) { rc = FC_ENOMEM; goto done; }
+    memset(xq + g->n * img, 0, sizeof(REAL) * (size_t)slack);
+    SFX(pad_phase_copy)(x, g->n, g->c, g->h, g->w, g->sh, g->sw, g->ph, g->pw, hq, wq, img,
+                        nthreads, xq);
+    for (ptrdiff_t gi = 0; gi < G; ++gi) jobs[gi].src = xq + gi * cg * plane;
+    rc = SFX(run_jobs)(kk, jobs, (int)G, g->n, nthreads);
+done:
+    free(koff);
+    fc_free(ap);
+    free(jobs);
+    fc_free(xq);
+    return rc;
+}
+
+/* ------------------------------------------------------------- grad input -- */
+/* floor division for possibly negative numerators */
+static ptrdiff_t SFX(fdiv)(ptrdiff_t a, ptrdiff_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g,
+                            int nthreads, REAL *gx)
+{
+    const KERN *kk = GETK();
+    const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
+    const ptrdiff_t khw = g->kh * g->kw, sh = g->sh, sw = g->sw;
+    const ptrdiff_t nph = sh * sw;
+    int rc = FC_OK;
+
+    /*
+     * grad_x[ih] collects w[i] * grad_y[oh] for ih + ph - i*dh = oh*sh. For the
+     * rows ih = u*sh + rh of one phase only the taps with
+     * (rh + ph - i*dh) % sh == 0 contribute, at oh = u + (rh + ph - i*dh)/sh:
+     * a stride-1 correlation with a subset of the taps. Pad grad_y so that every
+     * such oh for every phase lies inside the padded copy.
+     */
+    ptrdiff_t padt = 0, padb = 0, padl = 0, padr = 0;
+    for (ptrdiff_t rh = 0; rh < sh; ++rh) {
+        ptrdiff_t hu = rh < g->h ? FC_CEILDIV(g->h - rh, sh) : 0;
+        for (ptrdiff_t i = 0; i < g->kh; ++i) {
+            ptrdiff_t num = rh + g->ph - i * g->dh;
+            if (((num % sh) + sh) % sh) continue;
+            ptrdiff_t a = SFX(fdiv)(num, sh);
+            padt = FC_MAX(padt, -a);
+            padb = FC_MAX(padb, hu - 1 + a - (g->ho - 1));
+        }
+    }
+    for (ptrdiff_t rw = 0; rw < sw; ++rw) {
+        ptrdiff_t wu = rw < g->w ? FC_CEILDIV(g->w - rw, sw) : 0;
+        for (ptrdiff_t j = 0; j < g->kw; ++j) {
+            ptrdiff_t num = rw + g->pw - j * g->dw;
+            if (((num % sw) + sw) % sw) continue;
+            ptrdiff_t b = SFX(fdiv)(num, sw);
+            padl = FC_MAX(padl, -b);
+            padr = FC_MAX(padr, wu - 1 + b - (g->wo - 1));
+        }
+    }
+    const ptrdiff_t hg = g->ho + padt + padb, wg = g->wo + padl + padr;
+    const ptrdiff_t plane = hg * wg, img = g->k * plane;
+
+    PLAN pl = SFX(plan_rows)(kk, cg);
+    const ptrdiff_t kmax = mg * khw;
+    ptrdiff_t *tabs = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * nph * kmax + 1));
+    REAL *ap = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(nph * G * pl.mpad * kmax + 1));
+    JOB *jobs = (JOB *)malloc(sizeof(JOB) * (size_t)(nph * G));
+    REAL *gyp = NULL;
+    if (!tabs || !ap || !jobs) { rc = FC_ENOMEM; goto done; }
+    ptrdiff_t slack = 64;
+    for (ptrdiff_t rh = 0; rh < sh; ++rh)
+        for (ptrdiff_t rw = 0; rw < sw; ++rw) {
+            const ptrdiff_t ph = rh * sw + rw;
+            ptrdiff_t *koff = tabs + 2 * ph * kmax, *woff = koff + kmax;
+            ptrdiff_t kd = 0;
+            for (ptrdiff_t m = 0; m < mg; ++m)
+                for (ptrdiff_t i = 0; i < g->kh; ++i) {
+                    ptrdiff_t ni = rh + g->ph - i * g->dh;
+                    if (((ni % sh) + sh) % sh) continue;
+                    ptrdiff_t a = SFX(fdiv)(ni, sh);
+                    for (ptrdiff_t j = 0; j < g->kw; ++j) {
+                        ptrdiff_t nj = rw + g->pw - j * g->dw;
+                        if (((nj % sw) + sw) % sw) continue;
+                        ptrdiff_t b = SFX(fdiv)(nj, sw);
+                        koff[kd] = m * plane + (a + padt) * wg + (b + padl);
+                        woff[kd] = m * cg * khw + i * g->kw + j;
+                        ++kd;
+                    }
+                }
+            for (ptrdiff_t gi = 0; gi < G; ++gi) {
+                JOB *jb = &jobs[ph * G + gi];
+                REAL *apj = ap + (ph * G + gi) * pl.mpad * kmax;
+                /* A[c, (m,i,j)] = w[gi*mg + m, c, i, j] */
+                SFX(pack_a)(w + gi * mg * cg * khw, khw, woff, cg, kd, &pl, apj);
+                jb->apack = apj;
+                jb->src_n = img;
+                jb->koff = koff;
+                jb->kdim = kd;
+                jb->m = cg;
+                jb->qpitch = wg;
+                jb->rows = rh < g->h ? FC_CEILDIV(g->h - rh, sh) : 0;
+                jb->cols = rw < g->w ? FC_CEILDIV(g->w - rw, sw) : 0;
+                jb->dst = gx + gi * cg * g->h * g->w + rh * g->w + rw;
+                jb->dst_n = g->c * g->h * g->w; jb->dst_m = g->h * g->w;
+                jb->dst_r = sh * g->w; jb->dst_t = sw;
+                jb->bias = NULL;
+                jb->relu = 0;
+                slack = FC_MAX(slack, SFX(job_slack)(kk, jb, img));
+            }
+        }
+    gyp = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * img + slack));
+    if (!gyp) { rc = FC_ENOMEM; goto done; }
+    memset(gyp + g->n * img, 0, sizeof(REAL) * (size_t)slack);
+    SFX(pad_phase_copy)(gy, g->n, g->k, g->ho, g->wo, 1, 1, padt, padl, hg, wg, img,
+                        nthreads, gyp);
+    for (ptrdiff_t ph = 0; ph < nph; ++ph)
+        for (ptrdiff_t gi = 0; gi < G; ++gi)
+            jobs[ph * G + gi].src = gyp + gi * mg * plane;
+    rc = SFX(run_jobs)(kk, jobs, (int)(nph * G), g->n, nthreads);
+done:
+    free(tabs);
+    fc_free(ap);
+    free(jobs);
+    fc_free(gyp);
+    return rc;
+}
+
+/* ------------------------------------------------------------ grad weight -- */
+/*
+ * gw[m, (i, j, c)] = sum_p gy[m, p] * patch[p, (i, j, c)], reduced over pixel
+ * blocks of PB pixels. The patch rows are read from an NHWC padded copy of x,
+ * where the kw*C values of one kernel row are contiguous. Blocks are grouped
+ * into at most FC_DW_CHUNKS chunks (a function of the shape only); each chunk
+ * sums into its own partial buffer and the partials are added in chunk order.
+ */
+#define FC_DW_PB 256
+#define FC_DW_CHUNKS 32
+
+int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom *g,
+                              int nthreads, REAL *gw, REAL *gb)
+{
+    const KERN *kk = GETK();
+    const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G, C = g->c;
+    const ptrdiff_t kh = g->kh, kw = g->kw, ckk = cg * kh * kw;
+    const ptrdiff_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    const ptrdiff_t hw = g->ho * g->wo;
+    const ptrdiff_t nbi = FC_CEILDIV(hw, FC_DW_PB); /* pixel blocks per image */
+    const ptrdiff_t nblk = g->n * nbi;
+    int rc = FC_OK;
+
+    PLAN pl = SFX(plan_rows)(kk, mg);
+    ptrdiff_t nr_max = 0;
+    for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
+    const ptrdiff_t ldb = FC_ROUNDUP(ckk, 16) + nr_max; /* patch row; tiles may overhang */
+    const ptrdiff_t part_g = pl.mpad * ldb;            /* partial for one group */
+    const ptrdiff_t part = G * part_g + g->k;          /* + bias partial */
+    /* chunk count: a function of the shape only, capped so partials stay < 256 MiB */
+    ptrdiff_t nch = FC_MIN(nblk, (ptrdiff_t)FC_DW_CHUNKS);
+    while (nch > 1 && (double)nch * (double)part * sizeof(REAL) > 256.0 * 1048576.0) nch /= 2;
+    if (nch < 1) nch = 1;
+
+    REAL *xh = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * hp * wp * C));
+    REAL *parts = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(nch * part));
+    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * FC_DW_PB);
+    if (!xh || !parts || !koff) { rc = FC_ENOMEM; goto done; }
+    for (ptrdiff_t p = 0; p < FC_DW_PB; ++p) koff[p] = p * ldb;
+
+    /* NHWC padded copy of x */
+    {
+        ptrdiff_t t, total = g->n * hp;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        for (t = 0; t < total; ++t) {
+            const ptrdiff_t in = t / hp, yp = t % hp, ys = yp - g->ph;
+            REAL *d = xh + (in * hp + yp) * wp * C;
+            if (ys < 0 || ys >= g->h) {
+                memset(d, 0, sizeof(REAL) * (size_t)(wp * C));
+                continue;
+            }
+            memset(d, 0, sizeof(REAL) * (size_t)(g->pw * C));
+            memset(d + (g->pw + g->w) * C, 0, sizeof(REAL) * (size_t)(g->pw * C));
+            const REAL *s = x + in * C * g->h * g->w + ys * g->w;
+            for (ptrdiff_t c = 0; c < C; ++c)
+                for (ptrdiff_t xx = 0; xx < g->w; ++xx)
+                    d[(g->pw + xx) * C + c] = s[c * g->h * g->w + xx];
+        }
+    }
+
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && nch > 1)
+    {
+        REAL *bt = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(FC_DW_PB * ldb + nr_max));
+        REAL *at = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(FC_DW_PB * pl.mpad));
+        if (!bt || !at) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t ch;
+#pragma omp for schedule(static)
+        for (ch = 0; ch < nch; ++ch) {
+            if (!bt || !at) continue;
+            REAL *pc = parts + ch * part;
+            memset(pc, 0, sizeof(REAL) * (size_t)part);
+            const ptrdiff_t b0 = ch * nblk / nch, b1 = (ch + 1) * nblk / nch;
+            for (ptrdiff_t bi = b0; bi < b1; ++bi) {
+                const ptrdiff_t in = bi / nbi, p0 = (bi % nbi) * FC_DW_PB;
+                const ptrdiff_t pb = FC_MIN((ptrdiff_t)FC_DW_PB, hw - p0);
+                const REAL *gyn = gy + in * g->k * hw;
+                const REAL *xn = xh + in * hp * wp * C;
+                /* bias partial: one fixed-order sum per block and channel */
+                REAL *pbias = pc + G * part_g;
+                for (ptrdiff_t m = 0; m < g->k; ++m) {
+                    const REAL *r = gyn + m * hw + p0;
+                    REAL s = 0;
+                    for (ptrdiff_t p = 0; p < pb; ++p) s += r[p];
+                    pbias[m] += s;
+                }
+                for (ptrdiff_t gi = 0; gi < G; ++gi) {
+                    /* patch rows: bt[p, (i, j, c)] */
+                    for (ptrdiff_t p = 0; p < pb; ++p) {
+                        const ptrdiff_t oh = (p0 + p) / g->wo, ow = (p0 + p) % g->wo;
+                        REAL *row = bt + p * ldb;
+                        for (ptrdiff_t i = 0; i < kh; ++i) {
+                            const REAL *srow = xn + ((oh * g->sh + i * g->dh) * wp
+                                                     + ow * g->sw) * C + gi * cg;
+                            REAL *drow = row + i * kw * cg;
+                            if (g->dw == 1 && G == 1)
+                                memcpy(drow, srow, sizeof(REAL) * (size_t)(kw * C));
+                            else
+                                for (ptrdiff_t j = 0; j < kw; ++j)
+                                    memcpy(drow + j * cg, srow + j * g->dw * C,
+                                           sizeof(REAL) * (size_t)cg);
+                        }
+                        for (ptrdiff_t k = ckk; k < ldb; ++k) row[k] = 0;
+                    }
+                    /* A = gy^T of this group, packed in panels of mr rows per pixel */
+                    {
+                        const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
+                        REAL *a = at;
+                        for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+                            ptrdiff_t mr = pi < pl.nfull ? pl.mr_full : pl.mr_tail;
+                            ptrdiff_t r0 = pi * pl.mr_full;
+                            for (ptrdiff_t p = 0; p < pb; ++p)
+                                for (ptrdiff_t r = 0; r < mr; ++r)
+                                    a[p * mr + r] = r0 + r < mg
+                                        ? gyn[(gi * mg + r0 + r) * hw + p0 + p] : (REAL)0;
+                            a += pb * mr;
+                        }
+                    }
+                    /* partial[m, k] += sum_p A[p, m] * bt[p, k] */
+                    {
+                        const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
+                        const REAL *a = at;
+                        REAL *cpart = pc + gi * part_g;
+                        for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+                            const int slot = pi < pl.nfull ? pl.slot_full : pl.slot_tail;
+                            const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
+                            for (ptrdiff_t jr = 0; jr < ckk; jr += nr)
+                                kk->ukr[slot](pb, a, bt + jr, koff,
+                                              cpart + pi * pl.mr_full * ldb + jr, ldb, 1);
+                            a += pb * mr;
+                        }
+                    }
+                }
+            }
+        }
+        fc_free(bt);
+        fc_free(at);
+    }
+    if (failed) { rc = FC_ENOMEM; goto done; }
+
+    /* merge partials in chunk order; permute (i, j, c) -> (c, i, j) */
+    {
+        ptrdiff_t t, total = g->k;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        for (t = 0; t < total; ++t) {
+            const ptrdiff_t gi = t / mg, m = t % mg;
+            REAL *dst = gw + t * ckk;
+            for (ptrdiff_t c = 0; c < cg; ++c)
+                for (ptrdiff_t i = 0; i < kh; ++i)
+                    for (ptrdiff_t j = 0; j < kw; ++j) {
+                        const ptrdiff_t src = gi * part_g + m * ldb + (i * kw + j) * cg + c;
+                        REAL s = parts[src];
+                        for (ptrdiff_t ch = 1; ch < nch; ++ch) s += parts[ch * part + src];
+                        dst[(c * kh + i) * kw + j] = s;
+                    }
+            if (gb) {
+                REAL s = parts[G * part_g + t];
+                for (ptrdiff_t ch = 1; ch < nch; ++ch) s += parts[ch * part + G * part_g + t];
+                gb[t] = s;
+            }
+        }
+    }
+done:
+    fc_free(xh);
+    fc_free(parts);
+    free(koff);
+    return rc;
+}
+
+#undef JOB
+#undef PLAN

@@ -1,0 +1,66 @@
+/* fc_internal.h - shared between the fastconv C sources; not installed. */
+#ifndef FC_INTERNAL_H
+#define FC_INTERNAL_H
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fastconv.h"
+
+#ifndef FC_HAVE_OPENMP
+#define FC_HAVE_OPENMP 0
+#endif
+#if FC_HAVE_OPENMP
+#include <omp.h>
+#define FC_THREAD_ID() omp_get_thread_num()
+#else
+#define FC_THREAD_ID() 0
+#endif
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FC_X86_SIMD 1
+#else
+#define FC_X86_SIMD 0
+#endif
+
+#define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define FC_CEILDIV(a, b) (((a) + (b) - 1) / (b))
+#define FC_ROUNDUP(a, b) (FC_CEILDIV(a, b) * (b))
+
+/*
+ * Register-blocked micro-kernel:
+ *   C[0:MR, 0:NR] (row stride ldc)  (=  or +=)  sum_k A[k, 0:MR] * B_k[0:NR]
+ * A is packed k-major (MR values per k); row k of B is the NR contiguous values
+ * at b + koff[k] (unaligned). The offset table lets one kernel read an implicit
+ * im2col matrix straight out of a padded input (forward, grad-input) or a
+ * packed patch matrix (grad-weight). Each C element is a chain of FMAs in k
+ * order, so the result does not depend on how the caller splits the columns.
+ */
+#define FC_NUM_MR 6 /* kernels per (SIMD level, dtype): MR in fc_mr_values */
+typedef void (*fc_ukr_f32)(ptrdiff_t kc, const float *a, const float *b,
+                           const ptrdiff_t *koff, float *c, ptrdiff_t ldc, int acc);
+typedef void (*fc_ukr_f64)(ptrdiff_t kc, const double *a, const double *b,
+                           const ptrdiff_t *koff, double *c, ptrdiff_t ldc, int acc);
+
+typedef struct {
+    int mr[FC_NUM_MR];        /* ascending rows per kernel; 0 = slot unused */
+    int nr[FC_NUM_MR];        /* columns per kernel */
+    fc_ukr_f32 ukr[FC_NUM_MR];
+} fc_kernels_f32;
+
+typedef struct {
+    int mr[FC_NUM_MR];
+    int nr[FC_NUM_MR];
+    fc_ukr_f64 ukr[FC_NUM_MR];
+} fc_kernels_f64;
+
+const fc_kernels_f32 *fc_get_kernels_f32(void);
+const fc_kernels_f64 *fc_get_kernels_f64(void);
+
+/* 64-byte aligned scratch; free with fc_free. NULL on failure or n == 0. */
+void *fc_malloc(size_t nbytes);
+void fc_free(void *p);
+
+#endif /* FC_INTERNAL_H */

@@ -1,0 +1,152 @@
+/*
+ * fc_pool_impl.h - max and average pooling, written once for both dtypes.
+ * Included by fc_pool.c with REAL and SFX(name) set.
+ *
+ * Each (n, c) plane is one task; a plane's gradient is accumulated serially in
+ * a fixed order, so results do not depend on the thread count.
+ * Semantics follow torch.nn.functional: max pooling pads with -inf, the first
+ * maximum in raster order wins, a NaN wins over numbers (the last NaN, as in
+ * PyTorch); average pooling divides by the window clipped to the padded input
+ * (count_include_pad) or to the real input.
+ */
+
+/* window rows [*lo, *hi) of output row o, clipped to the input; returns padded size */
+static inline ptrdiff_t SFX(win)(ptrdiff_t o, ptrdiff_t s, ptrdiff_t p, ptrdiff_t k,
+                                 ptrdiff_t n, ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    ptrdiff_t a = o * s - p, b = FC_MIN(a + k, n + p);
+    ptrdiff_t padded = b - a;
+    *lo = FC_MAX(a, (ptrdiff_t)0);
+    *hi = FC_MIN(b, n);
+    return padded;
+}
+
+int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y,
+                          int64_t *idx)
+{
+    const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
+    ptrdiff_t t;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+    for (t = 0; t < planes; ++t) {
+        const REAL *xp = x + t * hw;
+        REAL *yp = y + t * ohw;
+        int64_t *ip = idx ? idx + t * ohw : NULL;
+        if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0) {
+            /* the common LeNet case: four candidates, raster order, no clipping */
+            for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
+                const REAL *r0 = xp + 2 * oh * g->w, *r1 = r0 + g->w;
+                for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
+                    const ptrdiff_t c0 = 2 * ow;
+                    REAL v[4] = {r0[c0], r0[c0 + 1], r1[c0], r1[c0 + 1]};
+                    ptrdiff_t off[4] = {0, 1, g->w, g->w + 1};
+                    REAL best = -(REAL)INFINITY;
+                    int bi = 0;
+                    for (int q = 0; q < 4; ++q)
+                        if (v[q] > best || v[q] != v[q]) { best = v[q]; bi = q; }
+                    yp[oh * g->wo + ow] = best;
+                    if (ip) ip[oh * g->wo + ow] = (int64_t)(2 * oh * g->w + c0 + off[bi]);
+                }
+            }
+            continue;
+        }
+        for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
+            ptrdiff_t h0, h1;
+            SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
+            for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
+                ptrdiff_t w0, w1;
+                SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
+                REAL best = -(REAL)INFINITY;
+                ptrdiff_t bi = h0 * g->w + w0;
+                for (ptrdiff_t ih = h0; ih < h1; ++ih)
+                    for (ptrdiff_t iw = w0; iw < w1; ++iw) {
+                        REAL v = xp[ih * g->w + iw];
+                        if (v > best || v != v) { best = v; bi = ih * g->w + iw; }
+                    }
+                yp[oh * g->wo + ow] = best;
+                if (ip) ip[oh * g->wo + ow] = (int64_t)bi;
+            }
+        }
+    }
+    return FC_OK;
+}
+
+int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom *g,
+                          int nthreads, REAL *gx)
+{
+    const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
+    int bad = 0;
+    ptrdiff_t t;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1) \
+    reduction(| : bad)
+    for (t = 0; t < planes; ++t) {
+        REAL *gp = gx + t * hw;
+        const REAL *yp = gy + t * ohw;
+        const int64_t *ip = idx + t * ohw;
+        memset(gp, 0, sizeof(REAL) * (size_t)hw);
+        for (ptrdiff_t o = 0; o < ohw; ++o) {
+            int64_t i = ip[o];
+            if (i < 0 || i >= (int64_t)hw) { bad |= 1; continue; }
+            gp[i] += yp[o];
+        }
+    }
+    return bad ? FC_EINDEX : FC_OK;
+}
+
+int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y)
+{
+    const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
+    ptrdiff_t t;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+    for (t = 0; t < planes; ++t) {
+        const REAL *xp = x + t * hw;
+        REAL *yp = y + t * ohw;
+        if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0) {
+            for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
+                const REAL *r0 = xp + 2 * oh * g->w, *r1 = r0 + g->w;
+                for (ptrdiff_t ow = 0; ow < g->wo; ++ow)
+                    yp[oh * g->wo + ow] =
+                        (((r0[2 * ow] + r0[2 * ow + 1]) + r1[2 * ow]) + r1[2 * ow + 1]) / (REAL)4;
+            }
+            continue;
+        }
+        for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
+            ptrdiff_t h0, h1;
+            ptrdiff_t ph = SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
+            for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
+                ptrdiff_t w0, w1;
+                ptrdiff_t pw = SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
+                REAL s = 0;
+                for (ptrdiff_t ih = h0; ih < h1; ++ih)
+                    for (ptrdiff_t iw = w0; iw < w1; ++iw) s += xp[ih * g->w + iw];
+                ptrdiff_t div = g->count_include_pad ? ph * pw : (h1 - h0) * (w1 - w0);
+                yp[oh * g->wo + ow] = s / (REAL)div;
+            }
+        }
+    }
+    return FC_OK;
+}
+
+int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, REAL *gx)
+{
+    const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
+    ptrdiff_t t;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+    for (t = 0; t < planes; ++t) {
+        REAL *gp = gx + t * hw;
+        const REAL *yp = gy + t * ohw;
+        memset(gp, 0, sizeof(REAL) * (size_t)hw);
+        for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
+            ptrdiff_t h0, h1;
+            ptrdiff_t ph = SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
+            for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
+                ptrdiff_t w0, w1;
+                ptrdiff_t pw = SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
+                ptrdiff_t div = g->count_include_pad ? ph * pw : (h1 - h0) * (w1 - w0);
+                const REAL v = yp[oh * g->wo + ow] / (REAL)div;
+                for (ptrdiff_t ih = h0; ih < h1; ++ih)
+                    for (ptrdiff_t iw = w0; iw < w1; ++iw) gp[ih * g->w + iw] += v;
+            }
+        }
+    }
+    return FC_OK;
+}

@@ -1,0 +1,339 @@
+/*
+ * fc_ukernels.c - register-blocked micro-kernels and their run-time dispatch.
+ *
+ * The build never uses -march=native: every SIMD kernel carries its own target
+ * attribute, and fc_simd_supported() asks the CPU (cpuid + OS state, through
+ * __builtin_cpu_supports) which ones may run. FASTCONV_SIMD=generic|avx2|avx512
+ * in the environment lowers the level (tests use it to exercise every path).
+ *
+ * One kernel family per (level, dtype): MR rows x NV vectors, sized so that the
+ * MR*NV accumulators plus the NV B-vectors and one broadcast fit the register
+ * file (32 zmm / 16 ymm). Small MR variants exist because conv layers often
+ * have few output (or, for grad-input, input) channels: a LeNet conv1 has 6,
+ * its grad-input 1; padding those to 8 rows would waste most of the FMAs.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fc_internal.h"
+
+#if FC_X86_SIMD
+#include <immintrin.h>
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define FC_UNROLL _Pragma("GCC unroll 8")
+#elif defined(__clang__)
+#define FC_UNROLL _Pragma("unroll")
+#else
+#define FC_UNROLL
+#endif
+
+#if defined(_MSC_VER)
+#define FC_RESTRICT __restrict
+#else
+#define FC_RESTRICT __restrict__
+#endif
+
+/*
+ * The kernel body, shared by every level and dtype. VT is the vector type, VL
+ * its lane count; LOADU/STOREU/SET1/FMADD/ADD/ZERO the operations on it.
+ */
+#define FC_UKR_BODY(T, VT, VL, MR, NV, LOADU, STOREU, SET1, FMADD, ADD, ZERO)      \
+    {                                                                               \
+        VT acc_[MR][NV];                                                            \
+        FC_UNROLL for (int r = 0; r < MR; ++r)                                      \
+            FC_UNROLL for (int v = 0; v < NV; ++v) acc_[r][v] = ZERO;               \
+        for (ptrdiff_t k = 0; k < kc; ++k) {                                        \
+            const T *bk = b + koff[k];                                              \
+            VT bv_[NV];                                                             \
+            FC_UNROLL for (int v = 0; v < NV; ++v) bv_[v] = LOADU(bk + v * VL);     \
+            FC_UNROLL for (int r = 0; r < MR; ++r) {                                \
+                VT ar = SET1(a[r]);                                                 \
+                FC_UNROLL for (int v = 0; v < NV; ++v)                              \
+                    acc_[r][v] = FMADD(ar, bv_[v], acc_[r][v]);                     \
+            }                                                                       \
+            a += MR;                                                                \
+        }                                                                           \
+        if (acc) {                                                                  \
+            FC_UNROLL for (int r = 0; r < MR; ++r)                                  \
+                FC_UNROLL for (int v = 0; v < NV; ++v) {                            \
+                    T *cp = c + r * ldc + v * VL;                                   \
+                    STOREU(cp, ADD(LOADU(cp), acc_[r][v]));                         \
+                }                                                                   \
+        } else {                                                                    \
+            FC_UNROLL for (int r = 0; r < MR; ++r)                                  \
+                FC_UNROLL for (int v = 0; v < NV; ++v)                              \
+                    STOREU(c + r * ldc + v * VL, acc_[r][v]);                       \
+        }                                                                           \
+    }
+
+#define FC_UKR_SIG(NAME, T)                                                           \
+    static void NAME(ptrdiff_t kc, const T *FC_RESTRICT a, const T *FC_RESTRICT b,    \
+                     const ptrdiff_t *FC_RESTRICT koff, T *FC_RESTRICT c, ptrdiff_t ldc, \
+                     int acc)
+
+/* ---- generic C (any CPU; the compiler may auto-vectorise the v loop) ---- */
+#define G_LOADU(p) (*(p))
+#define G_STOREU(p, v) (*(p) = (v))
+#define G_SET1(x) (x)
+#define G_FMADD(a, b, c) ((a) * (b) + (c))
+#define G_ADD(a, b) ((a) + (b))
+
+#define FC_DEF_GENERIC(NAME, T, MR, NV)                                            \
+    FC_UKR_SIG(NAME, T)                                                             \
+    FC_UKR_BODY(T, T, 1, MR, NV, G_LOADU, G_STOREU, G_SET1, G_FMADD, G_ADD, (T)0)
+
+FC_DEF_GENERIC(ukr_gen_f32_1, float, 1, 16)
+FC_DEF_GENERIC(ukr_gen_f32_2, float, 2, 16)
+FC_DEF_GENERIC(ukr_gen_f32_4, float, 4, 8)
+FC_DEF_GENERIC(ukr_gen_f64_1, double, 1, 8)
+FC_DEF_GENERIC(ukr_gen_f64_2, double, 2, 8)
+FC_DEF_GENERIC(ukr_gen_f64_4, double, 4, 4)
+
+#if FC_X86_SIMD
+/* ---- AVX2 + FMA: 16 ymm registers, <= 12 accumulators ---- */
+#define A2_TGT __attribute__((target("avx2,fma")))
+#define FC_DEF_AVX2_F32(NAME, MR, NV)                                                  \
+    A2_TGT FC_UKR_SIG(NAME, float)                                                      \
+    FC_UKR_BODY(float, __m256, 8, MR, NV, _mm256_loadu_ps, _mm256_storeu_ps,            \
+                _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_setzero_ps())
+#define FC_DEF_AVX2_F64(NAME, MR, NV)                                                  \
+    A2_TGT FC_UKR_SIG(NAME, double)                                                     \
+    FC_UKR_BODY(double, __m256d, 4, MR, NV, _mm256_loadu_pd, _mm256_storeu_pd,          \
+                _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd, _mm256_setzero_pd())
+FC_DEF_AVX2_F32(ukr_avx2_f32_1, 1, 4)
+FC_DEF_AVX2_F32(ukr_avx2_f32_2, 2, 4)
+FC_DEF_AVX2_F32(ukr_avx2_f32_3, 3, 4)
+FC_DEF_AVX2_F32(ukr_avx2_f32_4, 4, 3)
+FC_DEF_AVX2_F32(ukr_avx2_f32_6, 6, 2)
+FC_DEF_AVX2_F64(ukr_avx2_f64_1, 1, 4)
+FC_DEF_AVX2_F64(ukr_avx2_f64_2, 2, 4)
+FC_DEF_AVX2_F64(ukr_avx2_f64_3, 3, 4)
+FC_DEF_AVX2_F64(ukr_avx2_f64_4, 4, 3)
+FC_DEF_AVX2_F64(ukr_avx2_f64_6, 6, 2)
+
+/* ---- AVX-512F: 32 zmm registers, <= 24 accumulators ---- */
+#define A5_TGT __attribute__((target("avx512f,avx2,fma")))
+#define FC_DEF_AVX512_F32(NAME, MR, NV)                                                \
+    A5_TGT FC_UKR_SIG(NAME, float)                                                      \
+    FC_UKR_BODY(float, __m512, 16, MR, NV, _mm512_loadu_ps, _mm512_storeu_ps,           \
+                _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_setzero_ps())
+#define FC_DEF_AVX512_F64(NAME, MR, NV)                                                \
+    A5_TGT FC_UKR_SIG(NAME, double)                                                     \
+    FC_UKR_BODY(double, __m512d, 8, MR, NV, _mm512_loadu_pd, _mm512_storeu_pd,          \
+                _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd, _mm512_setzero_pd())
+FC_DEF_AVX512_F32(ukr_avx512_f32_1, 1, 8)
+FC_DEF_AVX512_F32(ukr_avx512_f32_2, 2, 8)
+FC_DEF_AVX512_F32(ukr_avx512_f32_3, 3, 8)
+FC_DEF_AVX512_F32(ukr_avx512_f32_4, 4, 6)
+FC_DEF_AVX512_F32(ukr_avx512_f32_6, 6, 4)
+FC_DEF_AVX512_F32(ukr_avx512_f32_8, 8, 3)
+FC_DEF_AVX512_F64(ukr_avx512_f64_1, 1, 8)
+FC_DEF_AVX512_F64(ukr_avx512_f64_2, 2, 8)
+FC_DEF_AVX512_F64(ukr_avx512_f64_3, 3, 8)
+FC_DEF_AVX512_F64(ukr_avx512_f64_4, 4, 6)
+FC_DEF_AVX512_F64(ukr_avx512_f64_6, 6, 4)
+FC_DEF_AVX512_F64(ukr_avx512_f64_8, 8, 3)
+#endif /* FC_X86_SIMD */
+
+static const fc_kernels_f32 K_GEN_F32 = {
+    {1, 2, 4, 0, 0, 0}, {16, 16, 8, 0, 0, 0},
+    {ukr_gen_f32_1, ukr_gen_f32_2, ukr_gen_f32_4, 0, 0, 0}};
+static const fc_kernels_f64 K_GEN_F64 = {
+    {1, 2, 4, 0, 0, 0}, {8, 8, 4, 0, 0, 0},
+    {ukr_gen_f64_1, ukr_gen_f64_2, ukr_gen_f64_4, 0, 0, 0}};
+#if FC_X86_SIMD
+static const fc_kernels_f32 K_AVX2_F32 = {
+    {1, 2, 3, 4, 6, 0}, {32, 32, 32, 24, 16, 0},
+    {ukr_avx2_f32_1, ukr_avx2_f32_2, ukr_avx2_f32_3, ukr_avx2_f32_4, ukr_avx2_f32_6, 0}};
+static const fc_kernels_f64 K_AVX2_F64 = {
+    {1, 2, 3, 4, 6, 0}, {16, 16, 16, 12, 8, 0},
+    {ukr_avx2_f64_1, ukr_avx2_f64_2, ukr_avx2_f64_3, ukr_avx2_f64_4, ukr_avx2_f64_6, 0}};
+static const fc_kernels_f32 K_AVX512_F32 = {
+    {1, 2, 3, 4, 6, 8}, {128, 128, 128, 96, 64, 48},
+    {ukr_avx512_f32_1, ukr_avx512_f32_2, ukr_avx512_f32_3, ukr_avx512_f32_4,
+     ukr_avx512_f32_6, ukr_avx512_f32_8}};
+static const fc_kernels_f64 K_AVX512_F64 = {
+    {1, 2, 3, 4, 6, 8}, {64, 64, 64, 48, 32, 24},
+    {ukr_avx512_f64_1, ukr_avx512_f64_2, ukr_avx512_f64_3, ukr_avx512_f64_4,
+     ukr_avx512_f64_6, ukr_avx512_f64_8}};
+#endif
+
+/* ---- dispatch ------------------------------------------------------------- */
+static int g_level = -1; /* -1: not chosen yet */
+
+int fc_simd_supported(void)
+{
+#if FC_X86_SIMD
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+        return FC_SIMD_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return FC_SIMD_AVX2;
+#endif
+    return FC_SIMD_GENERIC;
+}
+
+static int level_from_env(int best)
+{
+    const char *s = getenv("FASTCONV_SIMD");
+    if (!s || !*s) return best;
+    int want = best;
+    if (!strcmp(s, "generic")) want = FC_SIMD_GENERIC;
+    else if (!strcmp(s, "avx2")) want = FC_SIMD_AVX2;
+    else if (!strcmp(s, "avx512")) want = FC_SIMD_AVX512;
+    return want < best ? want : best;
+}
+
+int fc_simd_level(void)
+{
+    int lv = g_level;
+    if (lv < 0) {
+        /* Racing first calls compute the same value, so a plain store is fine. */
+        lv = level_from_env(fc_simd_supported());
+        g_level = lv;
+    }
+    return lv;
+}
+
+int fc_set_simd_level(int level)
+{
+    int best = fc_simd_supported();
+    if (level < FC_SIMD_GENERIC) level = FC_SIMD_GENERIC;
+    g_level = level > best ? best : level;
+    return g_level;
+}
+
+const char *fc_simd_name(int level)
+{
+    switch (level) {
+    case FC_SIMD_AVX512: return "avx512";
+    case FC_SIMD_AVX2: return "avx2";
+    default: return "generic";
+    }
+}
+
+const fc_kernels_f32 *fc_get_kernels_f32(void)
+{
+#if FC_X86_SIMD
+    switch (fc_simd_level()) {
+    case FC_SIMD_AVX512: return &K_AVX512_F32;
+    case FC_SIMD_AVX2: return &K_AVX2_F32;
+    default: break;
+    }
+#endif
+    return &K_GEN_F32;
+}
+
+const fc_kernels_f64 *fc_get_kernels_f64(void)
+{
+#if FC_X86_SIMD
+    switch (fc_simd_level()) {
+    case FC_SIMD_AVX512: return &K_AVX512_F64;
+    case FC_SIMD_AVX2: return &K_AVX2_F64;
+    default: break;
+    }
+#endif
+    return &K_GEN_F64;
+}
+
+/* ---- threads, build facts, scratch ---------------------------------------- */
+int fc_openmp_enabled(void) { return FC_HAVE_OPENMP; }
+
+int fc_max_threads(void)
+{
+#if FC_HAVE_OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void fc_set_max_threads(int n)
+{
+#if FC_HAVE_OPENMP
+    if (n >= 1) omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+const char *fc_compiler(void)
+{
+#ifdef FC_COMPILER
+    return FC_COMPILER;
+#else
+    return "unknown";
+#endif
+}
+
+void *fc_malloc(size_t nbytes)
+{
+    if (nbytes == 0) return NULL;
+    /* round up: aligned_alloc wants a multiple of the alignment */
+    size_t sz = (nbytes + 63) & ~(size_t)63;
+#if defined(_MSC_VER)
+    return _aligned_malloc(sz, 64);
+#else
+    void *p = NULL;
+    if (posix_memalign(&p, 64, sz) != 0) return NULL;
+    return p;
+#endif
+}
+
+void fc_free(void *p)
+{
+#if defined(_MSC_VER)
+    _aligned_free(p);
+#else
+    free(p);
+#endif
+}
+
+/* ---- peak probe ------------------------------------------------------------ */
+static double now_seconds(void)
+{
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/*
+ * Peak is measured with the micro-kernel itself on L1-resident operands: the
+ * best this code can do per core, which is the honest denominator for
+ * "fraction of peak" in the benchmarks.
+ */
+double fc_fma_peak_gflops(double seconds)
+{
+    const fc_kernels_f32 *kk = fc_get_kernels_f32();
+    int slot = 0;
+    for (int i = 0; i < FC_NUM_MR; ++i)
+        if (kk->mr[i] * kk->nr[i] > kk->mr[slot] * kk->nr[slot]) slot = i;
+    const int mr = kk->mr[slot], nr = kk->nr[slot];
+    const ptrdiff_t kc = 256;
+    float *a = (float *)fc_malloc(sizeof(float) * (size_t)(kc * mr));
+    float *b = (float *)fc_malloc(sizeof(float) * (size_t)nr * 2);
+    float *c = (float *)fc_malloc(sizeof(float) * (size_t)(mr * nr));
+    ptrdiff_t *koff = (ptrdiff_t *)fc_malloc(sizeof(ptrdiff_t) * (size_t)kc);
+    if (!a || !b || !c || !koff) {
+        fc_free(a); fc_free(b); fc_free(c); fc_free(koff);
+        return 0.0;
+    }
+    for (ptrdiff_t i = 0; i < kc * mr; ++i) a[i] = 1e-3f;
+    for (ptrdiff_t i = 0; i < 2 * nr; ++i) b[i] = 1e-3f;
+    for (ptrdiff_t k = 0; k < kc; ++k) koff[k] = (k & 1) ? nr : 0;
+    long reps = 0;
+    double t0 = now_seconds(), t = t0;
+    while (t - t0 < seconds) {
+        for (int i = 0; i < 200; ++i) kk->ukr[slot](kc, a, b, koff, c, nr, 0);
+        reps += 200;
+        t = now_seconds();
+    }
+    double flops = 2.0 * (double)reps * (double)(kc * mr * nr);
+    fc_free(a); fc_free(b); fc_free(c); fc_free(koff);
+    return flops / (t - t0) * 1e-9;
+}

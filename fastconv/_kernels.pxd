@@ -1,0 +1,63 @@
+# Declarations of csrc/fastconv.h, line for line. Every prototype is nogil.
+from libc.stdint cimport int64_t
+
+cdef extern from "fastconv.h" nogil:
+    int FC_OK
+    int FC_ENOMEM
+    int FC_EINDEX
+    int FC_SIMD_GENERIC
+    int FC_SIMD_AVX2
+    int FC_SIMD_AVX512
+
+    ctypedef struct fc_conv_geom:
+        Py_ssize_t n, c, h, w
+        Py_ssize_t k, kh, kw
+        Py_ssize_t ho, wo
+        Py_ssize_t sh, sw
+        Py_ssize_t ph, pw
+        Py_ssize_t dh, dw
+        Py_ssize_t groups
+
+    ctypedef struct fc_pool_geom:
+        Py_ssize_t n, c, h, w
+        Py_ssize_t kh, kw
+        Py_ssize_t ho, wo
+        Py_ssize_t sh, sw
+        Py_ssize_t ph, pw
+        int count_include_pad
+
+    int fc_conv2d_fwd_f32(const float *x, const float *w, const float *bias,
+                          const fc_conv_geom *g, int relu, int nthreads, float *y)
+    int fc_conv2d_fwd_f64(const double *x, const double *w, const double *bias,
+                          const fc_conv_geom *g, int relu, int nthreads, double *y)
+    int fc_conv2d_bwd_data_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                               int nthreads, float *gx)
+    int fc_conv2d_bwd_data_f64(const double *gy, const double *w, const fc_conv_geom *g,
+                               int nthreads, double *gx)
+    int fc_conv2d_bwd_weight_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                                 int nthreads, float *gw, float *gb)
+    int fc_conv2d_bwd_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
+                                 int nthreads, double *gw, double *gb)
+
+    int fc_maxpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads,
+                             float *y, int64_t *idx)
+    int fc_maxpool2d_fwd_f64(const double *x, const fc_pool_geom *g, int nthreads,
+                             double *y, int64_t *idx)
+    int fc_maxpool2d_bwd_f32(const float *gy, const int64_t *idx, const fc_pool_geom *g,
+                             int nthreads, float *gx)
+    int fc_maxpool2d_bwd_f64(const double *gy, const int64_t *idx, const fc_pool_geom *g,
+                             int nthreads, double *gx)
+    int fc_avgpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads, float *y)
+    int fc_avgpool2d_fwd_f64(const double *x, const fc_pool_geom *g, int nthreads, double *y)
+    int fc_avgpool2d_bwd_f32(const float *gy, const fc_pool_geom *g, int nthreads, float *gx)
+    int fc_avgpool2d_bwd_f64(const double *gy, const fc_pool_geom *g, int nthreads, double *gx)
+
+    int fc_simd_level()
+    int fc_simd_supported()
+    int fc_set_simd_level(int level)
+    const char *fc_simd_name(int level)
+    int fc_openmp_enabled()
+    int fc_max_threads()
+    void fc_set_max_threads(int n)
+    const char *fc_compiler()
+    double fc_fma_peak_gflops(double seconds)

@@ -1,0 +1,176 @@
+# cython: language_level=3
+"""Cython bridge to the C kernels in csrc/.
+
+Converts typed memoryviews to pointers, picks the float or double kernel and
+releases the GIL; it makes no decisions. Shapes, dtypes, contiguity, output
+allocation and the thread count are settled by fastconv.functional first.
+Geometry arrives as a tuple of ints in the field order of fc_conv_geom /
+fc_pool_geom.
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+from fastconv._kernels cimport *
+
+
+cdef fc_conv_geom _conv_geom(tuple t):
+    cdef fc_conv_geom g
+    (g.n, g.c, g.h, g.w, g.k, g.kh, g.kw, g.ho, g.wo,
+     g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups) = t
+    return g
+
+
+cdef fc_pool_geom _pool_geom(tuple t, bint count_include_pad):
+    cdef fc_pool_geom g
+    (g.n, g.c, g.h, g.w, g.kh, g.kw, g.ho, g.wo, g.sh, g.sw, g.ph, g.pw) = t
+    g.count_include_pad = count_include_pad
+    return g
+
+
+cdef int _check(int rc) except -1:
+    if rc == FC_ENOMEM:
+        raise MemoryError("fastconv: could not allocate kernel scratch memory")
+    return rc
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                   const floating[::1] bias, tuple geom, bint relu, int nthreads,
+                   floating[:, :, :, ::1] y):
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef const floating *bp = NULL
+    cdef int rc
+    if bias is not None:
+        bp = &bias[0]
+    with nogil:
+        if floating is float:
+            rc = fc_conv2d_fwd_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, relu, nthreads,
+                                   &y[0, 0, 0, 0])
+        else:
+            rc = fc_conv2d_fwd_f64(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, relu, nthreads,
+                                   &y[0, 0, 0, 0])
+    _check(rc)
+
+
+def conv2d_backward_data(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] w,
+                         tuple geom, int nthreads, floating[:, :, :, ::1] gx):
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef int rc
+    with nogil:
+        if floating is float:
+            rc = fc_conv2d_bwd_data_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
+                                        &gx[0, 0, 0, 0])
+        else:
+            rc = fc_conv2d_bwd_data_f64(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
+                                        &gx[0, 0, 0, 0])
+    _check(rc)
+
+
+def conv2d_backward_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+                           tuple geom, int nthreads, floating[:, :, :, ::1] gw,
+                           floating[::1] gb):
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef floating *gbp = NULL
+    cdef int rc
+    if gb is not None:
+        gbp = &gb[0]
+    with nogil:
+        if floating is float:
+            rc = fc_conv2d_bwd_weight_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
+                                          &gw[0, 0, 0, 0], gbp)
+        else:
+            rc = fc_conv2d_bwd_weight_f64(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
+                                          &gw[0, 0, 0, 0], gbp)
+    _check(rc)
+
+
+def max_pool2d_forward(const floating[:, :, :, ::1] x, tuple geom, int nthreads,
+                       floating[:, :, :, ::1] y, int64_t[:, :, :, ::1] idx):
+    cdef fc_pool_geom g = _pool_geom(geom, False)
+    cdef int64_t *ip = NULL
+    cdef int rc
+    if idx is not None:
+        ip = &idx[0, 0, 0, 0]
+    with nogil:
+        if floating is float:
+            rc = fc_maxpool2d_fwd_f32(&x[0, 0, 0, 0], &g, nthreads, &y[0, 0, 0, 0], ip)
+        else:
+            rc = fc_maxpool2d_fwd_f64(&x[0, 0, 0, 0], &g, nthreads, &y[0, 0, 0, 0], ip)
+    _check(rc)
+
+
+def max_pool2d_backward(const floating[:, :, :, ::1] gy, const int64_t[:, :, :, ::1] idx,
+                        tuple geom, int nthreads, floating[:, :, :, ::1] gx):
+    """Returns False if an index was outside its input plane (those were skipped)."""
+    cdef fc_pool_geom g = _pool_geom(geom, False)
+    cdef int rc
+    with nogil:
+        if floating is float:
+            rc = fc_maxpool2d_bwd_f32(&gy[0, 0, 0, 0], &idx[0, 0, 0, 0], &g, nthreads,
+                                      &gx[0, 0, 0, 0])
+        else:
+            rc = fc_maxpool2d_bwd_f64(&gy[0, 0, 0, 0], &idx[0, 0, 0, 0], &g, nthreads,
+                                      &gx[0, 0, 0, 0])
+    return _check(rc) != FC_EINDEX
+
+
+def avg_pool2d_forward(const floating[:, :, :, ::1] x, tuple geom, bint count_include_pad,
+                       int nthreads, floating[:, :, :, ::1] y):
+    cdef fc_pool_geom g = _pool_geom(geom, count_include_pad)
+    cdef int rc
+    with nogil:
+        if floating is float:
+            rc = fc_avgpool2d_fwd_f32(&x[0, 0, 0, 0], &g, nthreads, &y[0, 0, 0, 0])
+        else:
+            rc = fc_avgpool2d_fwd_f64(&x[0, 0, 0, 0], &g, nthreads, &y[0, 0, 0, 0])
+    _check(rc)
+
+
+def avg_pool2d_backward(const floating[:, :, :, ::1] gy, tuple geom, bint count_include_pad,
+                        int nthreads, floating[:, :, :, ::1] gx):
+    cdef fc_pool_geom g = _pool_geom(geom, count_include_pad)
+    cdef int rc
+    with nogil:
+        if floating is float:
+            rc = fc_avgpool2d_bwd_f32(&gy[0, 0, 0, 0], &g, nthreads, &gx[0, 0, 0, 0])
+        else:
+            rc = fc_avgpool2d_bwd_f64(&gy[0, 0, 0, 0], &g, nthreads, &gx[0, 0, 0, 0])
+    _check(rc)
+
+
+def simd_level():
+    return fc_simd_level()
+
+
+def simd_supported():
+    return fc_simd_supported()
+
+
+def set_simd_level(int level):
+    return fc_set_simd_level(level)
+
+
+def simd_name(int level):
+    return fc_simd_name(level).decode()
+
+
+def openmp_enabled():
+    return bool(fc_openmp_enabled())
+
+
+def max_threads():
+    return fc_max_threads()
+
+
+def set_max_threads(int n):
+    fc_set_max_threads(n)
+
+
+def compiler():
+    return fc_compiler().decode()
+
+
+def fma_peak_gflops(double seconds=0.2):
+    cdef double r
+    with nogil:
+        r = fc_fma_peak_gflops(seconds)
+    return r

@@ -1,0 +1,571 @@
+"""The kernel API: validation, dtype rules, output allocation and thread count.
+
+Every public function here checks its arguments once, in Python, then hands
+C-contiguous arrays to the compiled kernels (``fastconv._kernels``), which
+release the GIL and run in parallel with OpenMP. Semantics follow
+``torch.nn.functional`` (convolution is cross-correlation; NCHW input, OIHW
+weight), except that inputs must be 4-D.
+
+Output size of convolution and pooling along each spatial axis::
+
+    H_out = (H + 2*padding - dilation*(kernel - 1) - 1) // stride + 1
+"""
+
+import operator
+import platform
+
+import numpy as np
+
+from . import _kernels
+from ._version import __version__
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_output_shape",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "set_num_threads",
+    "get_num_threads",
+    "openmp_enabled",
+    "info",
+    "simd_level",
+    "set_simd_level",
+]
+
+# Sizes past these are mistakes, not workloads: refuse them before allocating.
+_MAX_PARAM = 2**31 - 1
+_MAX_ELEMENTS = 2**46
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_SIMD_NAMES = {"generic": 0, "avx2": 1, "avx512": 2}
+
+# ---------------------------------------------------------------- threads ---
+_thread_cap = None  # set by set_num_threads; None = follow the OpenMP runtime
+
+
+def set_num_threads(n):
+    """Set the number of threads the kernels use.
+
+    Parameters
+    ----------
+    n : int >= 1
+        Thread count. Also passed to ``omp_set_num_threads`` so that the OpenMP
+        runtime (and ``threadpoolctl``) report it.
+    """
+    global _thread_cap
+    n = _as_int("set_num_threads", "n", n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _thread_cap = n
+    _kernels.set_max_threads(n)
+
+
+def get_num_threads():
+    """Return the number of threads the next kernel call will use.
+
+    That is the OpenMP runtime's ``omp_get_max_threads()`` for the calling
+    thread (which honours ``OMP_NUM_THREADS`` and ``threadpoolctl`` limits),
+    capped by :func:`set_num_threads` if it was called.
+    """
+    n = _kernels.max_threads()
+    if _thread_cap is not None:
+        n = min(n, _thread_cap)
+    return max(1, n)
+
+
+def openmp_enabled():
+    """True if the compiled kernels were built with OpenMP (parallel)."""
+    return _kernels.openmp_enabled()
+
+
+def simd_level():
+    """Name of the SIMD code path the kernels use: 'avx512', 'avx2' or 'generic'."""
+    return _kernels.simd_name(_kernels.simd_level())
+
+
+def set_simd_level(name):
+    """Select a SIMD code path ('generic', 'avx2', 'avx512'); for tests and debugging.
+
+    The level is capped at what this CPU supports; the path actually selected
+    is returned. The environment variable ``FASTCONV_SIMD`` sets the same at
+    start-up.
+    """
+    if name not in _SIMD_NAMES:
+        raise ValueError(
+            f"set_simd_level: name must be one of {sorted(_SIMD_NAMES)}, got {name!r}")
+    return _kernels.simd_name(_kernels.set_simd_level(_SIMD_NAMES[name]))
+
+
+def info():
+    """Describe this build and machine as a dict (version, OpenMP, SIMD path, threads)."""
+    return {
+        "version": __version__,
+        "openmp": openmp_enabled(),
+        "compiler": _kernels.compiler(),
+        "simd": simd_level(),
+        "simd_supported": _kernels.simd_name(_kernels.simd_supported()),
+        "threads": get_num_threads(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+# ------------------------------------------------------------- validation ---
+def _as_int(fn, name, v):
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be an int, got bool {v!r}")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__} {v!r}") from None
+
+
+def _pair(fn, name, v, minimum):
+    """Normalise an int or (h, w) pair; each value >= minimum and not absurd."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{fn}: {name} must be an int or a pair (h, w), got {v!r}")
+        p = (_as_int(fn, name, v[0]), _as_int(fn, name, v[1]))
+    else:
+        i = _as_int(fn, name, v)
+        p = (i, i)
+    for x in p:
+        if x < minimum:
+            raise ValueError(f"{fn}: {name} must be >= {minimum}, got {v!r}")
+        if x > _MAX_PARAM:
+            raise ValueError(f"{fn}: {name} must be <= 2**31 - 1, got {v!r}")
+    return p
+
+
+def _array(fn, name, a):
+    """Coerce to ndarray and require float32/float64."""
+    if not isinstance(a, np.ndarray):
+        if a is None:
+            raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got None")
+        a = np.asarray(a)
+    if a.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{fn}: {name} must have dtype float32 or float64, got {a.dtype}")
+    return a
+
+
+def _rank4(fn, name, a, what="(N, C, H, W)"):
+    if a.ndim == 3 and what == "(N, C, H, W)":
+        raise ValueError(
+            f"{fn}: {name} must be 4-D {what}, got 3-D shape {a.shape}; "
+            f"add the batch axis, e.g. {name}[None]")
+    if a.ndim != 4:
+        raise ValueError(f"{fn}: {name} must be 4-D {what}, got shape {a.shape}")
+
+
+def _same_dtype(fn, ref_name, ref, **others):
+    for name, a in others.items():
+        if a is not None and a.dtype != ref.dtype:
+            raise TypeError(
+                f"{fn}: {name} has dtype {a.dtype} but {ref_name} has dtype {ref.dtype}; "
+                "mixing float32 and float64 is not supported, cast one of them")
+
+
+def _contig(a):
+    return np.ascontiguousarray(a)
+
+
+def _check_out(fn, name, out, shape, dtype):
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{fn}: {name} must be a numpy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{fn}: {name} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{fn}: {name} must be a writeable C-contiguous array")
+    return out
+
+
+def _check_size(fn, what, count):
+    if count > _MAX_ELEMENTS:
+        raise ValueError(f"{fn}: {what} would have {count} elements; that is too large")
+
+
+def _out_len(fn, axis, n, k, s, p, d):
+    eff = d * (k - 1) + 1
+    if n + 2 * p < eff:
+        raise ValueError(
+            f"{fn}: kernel extent {eff} along {axis} (kernel {k}, dilation {d}) is larger "
+            f"than the padded input {n + 2 * p} (size {n}, padding {p})")
+    return (n + 2 * p - eff) // s + 1
+
+
+# ----------------------------------------------------------- convolution ---
+class _ConvGeom:
+    """Validated convolution geometry (symmetric padding after 'same' handling)."""
+
+    __slots__ = ("n", "c", "h", "w", "k", "kh", "kw", "ho", "wo", "stride", "pad",
+                 "dilation", "groups", "extra")
+
+    def __init__(self, fn, x_shape, w_shape, stride, padding, dilation, groups):
+        n, c, h, w = x_shape
+        k, cg, kh, kw = w_shape
+        self.stride = _pair(fn, "stride", stride, 1)
+        self.dilation = _pair(fn, "dilation", dilation, 1)
+        groups = _as_int(fn, "groups", groups)
+        if groups < 1 or groups > _MAX_PARAM:
+            raise ValueError(f"{fn}: groups must be >= 1, got {groups}")
+        if kh < 1 or kw < 1 or k < 1:
+            raise ValueError(f"{fn}: weight must have a non-empty shape, got {w_shape}")
+        if c % groups or k % groups:
+            raise ValueError(
+                f"{fn}: groups={groups} must divide the input channels ({c}) and the "
+                f"output channels ({k})")
+        if cg * groups != c:
+            raise ValueError(
+                f"{fn}: weight of shape {tuple(w_shape)} expects input with "
+                f"{cg * groups} channel{'s' if cg * groups != 1 else ''} "
+                f"(groups={groups}), got input of shape {tuple(x_shape)}")
+        self.extra = (0, 0)  # extra bottom/right zero rows for even-kernel 'same'
+        if isinstance(padding, str):
+            if padding == "valid":
+                pad = (0, 0)
+            elif padding == "same":
+                if self.stride != (1, 1):
+                    raise ValueError(
+                        f"{fn}: padding='same' needs stride 1, got stride {stride!r}")
+                tot = (self.dilation[0] * (kh - 1), self.dilation[1] * (kw - 1))
+                pad = (tot[0] // 2, tot[1] // 2)
+                self.extra = (tot[0] - 2 * pad[0], tot[1] - 2 * pad[1])
+            else:
+                raise ValueError(
+                    f"{fn}: padding must be an int, a pair, 'valid' or 'same', "
+                    f"got {padding!r}")
+        else:
+            pad = _pair(fn, "padding", padding, 0)
+        self.pad = pad
+        hh, ww = h + self.extra[0], w + self.extra[1]
+        _check_size(fn, "the padded input",
+                    n * c * (hh + 2 * pad[0]) * (ww + 2 * pad[1]))
+        self.ho = _out_len(fn, "height", hh, kh, self.stride[0], pad[0], self.dilation[0])
+        self.wo = _out_len(fn, "width", ww, kw, self.stride[1], pad[1], self.dilation[1])
+        _check_size(fn, "the output", n * k * self.ho * self.wo)
+        self.n, self.c, self.h, self.w = n, c, hh, ww
+        self.k, self.kh, self.kw, self.groups = k, kh, kw, groups
+
+    @property
+    def out_shape(self):
+        return (self.n, self.k, self.ho, self.wo)
+
+    def as_tuple(self):
+        return (self.n, self.c, self.h, self.w, self.k, self.kh, self.kw, self.ho, self.wo,
+                self.stride[0], self.stride[1], self.pad[0], self.pad[1],
+                self.dilation[0], self.dilation[1], self.groups)
+
+    def grow(self, x):
+        """Zero rows/columns at the bottom/right for 'same' with an even kernel."""
+        if self.extra == (0, 0):
+            return x
+        return np.pad(x, ((0, 0), (0, 0), (0, self.extra[0]), (0, self.extra[1])))
+
+
+def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1,
+                        groups=1):
+    """Output shape (N, K, H_out, W_out) of :func:`conv2d`, with the same validation."""
+    fn = "conv2d_output_shape"
+    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
+    if len(input_shape) != 4 or len(weight_shape) != 4:
+        raise ValueError(f"{fn}: shapes must be 4-D, got {input_shape} and {weight_shape}")
+    return _ConvGeom(fn, input_shape, weight_shape, stride, padding, dilation,
+                     groups).out_shape
+
+
+def _conv_inputs(fn, x, weight, bias):
+    x = _array(fn, "input", x)
+    weight = _array(fn, "weight", weight)
+    _rank4(fn, "input", x)
+    _rank4(fn, "weight", weight, "(out_channels, in_channels/groups, kH, kW)")
+    _same_dtype(fn, "input", x, weight=weight)
+    if bias is not None:
+        bias = _array(fn, "bias", bias)
+        _same_dtype(fn, "input", x, bias=bias)
+        if bias.ndim != 1 or bias.shape[0] != weight.shape[0]:
+            raise ValueError(
+                f"{fn}: bias must have shape ({weight.shape[0]},) to match weight of "
+                f"shape {weight.shape}, got {bias.shape}")
+    return x, weight, bias
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, out=None,
+           activation=None):
+    """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), dtype float32 or float64
+    weight : ndarray of shape (K, C // groups, kH, kW), same dtype as x
+    bias : ndarray of shape (K,), optional
+    stride, dilation : int or (int, int), >= 1
+    padding : int, (int, int), 'valid' or 'same'
+        Zeros added on every side. 'same' (stride 1 only) keeps H and W; with an
+        even kernel the extra row/column goes at the bottom/right, as PyTorch does.
+    groups : int
+        Channels are split into ``groups`` independent convolutions.
+    out : ndarray of shape (N, K, H_out, W_out), optional
+        Where to write the result (C-contiguous, same dtype).
+    activation : None or 'relu'
+        'relu' applies max(y, 0) in the same pass (saves a trip over memory).
+
+    Returns
+    -------
+    y : ndarray of shape (N, K, H_out, W_out), dtype of x
+        ``H_out = (H + 2*padding - dilation*(kH - 1) - 1) // stride + 1``, likewise W_out.
+    """
+    fn = "conv2d"
+    x, weight, bias = _conv_inputs(fn, x, weight, bias)
+    if activation not in (None, "relu"):
+        raise ValueError(f"{fn}: activation must be None or 'relu', got {activation!r}")
+    g = _ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
+    y = _check_out(fn, "out", out, g.out_shape, x.dtype)
+    if y.size == 0:
+        return y
+    _kernels.conv2d_forward(_contig(g.grow(x)), _contig(weight),
+                            None if bias is None else _contig(bias), g.as_tuple(),
+                            activation == "relu", get_num_threads(), y)
+    return y
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    output_mask=(True, True, True), out=None):
+    """Gradients of :func:`conv2d` with respect to input, weight and bias.
+
+    Parameters
+    ----------
+    grad_out : ndarray of shape (N, K, H_out, W_out)
+        Gradient of the loss with respect to the conv2d output.
+    x, weight, stride, padding, dilation, groups
+        As passed to :func:`conv2d`.
+    output_mask : tuple of 3 bools
+        Which of (grad_input, grad_weight, grad_bias) to compute; the others are
+        returned as None (a first layer needs no grad_input).
+    out : tuple of 3 arrays or None, optional
+        Preallocated outputs for (grad_input, grad_weight, grad_bias).
+
+    Returns
+    -------
+    grad_input : ndarray of shape (N, C, H, W) or None
+    grad_weight : ndarray of shape (K, C // groups, kH, kW) or None
+    grad_bias : ndarray of shape (K,) or None
+    """
+    fn = "conv2d_backward"
+    x, weight, _ = _conv_inputs(fn, x, weight, None)
+    grad_out = _array(fn, "grad_out", grad_out)
+    _same_dtype(fn, "input", x, grad_out=grad_out)
+    g = _ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
+    if grad_out.shape != g.out_shape:
+        raise ValueError(
+            f"{fn}: grad_out must have the conv2d output shape {g.out_shape} for input "
+            f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
+    try:
+        mask = tuple(bool(m) for m in output_mask)
+    except TypeError:
+        raise TypeError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}") from None
+    if len(mask) != 3:
+        raise ValueError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}")
+    if out is None:
+        out = (None, None, None)
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise TypeError(f"{fn}: out must be a tuple of 3 arrays or None, got {out!r}")
+    gx = _check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
+    gw = _check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
+    gb = _check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
+    nt = get_num_threads()
+    if grad_out.size == 0:  # N == 0: nothing flows back
+        for a in (gx, gw, gb):
+            if a is not None:
+                a.fill(0)
+        return gx, gw, gb
+    gy = _contig(grad_out)
+    geom = g.as_tuple()
+    if gx is not None:
+        if g.extra == (0, 0):
+            _kernels.conv2d_backward_data(gy, _contig(weight), geom, nt, gx)
+        else:
+            full = np.empty((g.n, g.c, g.h, g.w), dtype=x.dtype)
+            _kernels.conv2d_backward_data(gy, _contig(weight), geom, nt, full)
+            gx[...] = full[:, :, :x.shape[2], :x.shape[3]]
+    if gw is not None or gb is not None:
+        gw_buf = gw if gw is not None else np.empty(weight.shape, dtype=x.dtype)
+        _kernels.conv2d_backward_weight(gy, _contig(g.grow(x)), geom, nt, gw_buf, gb)
+    return gx, gw, gb
+
+
+# --------------------------------------------------------------- pooling ---
+def _pool_geom(fn, x_shape, kernel_size, stride, padding):
+    k = _pair(fn, "kernel_size", kernel_size, 1)
+    s = k if stride is None else _pair(fn, "stride", stride, 1)
+    p = _pair(fn, "padding", padding, 0)
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(
+            f"{fn}: padding must be at most half the kernel size, got padding {padding!r} "
+            f"for kernel_size {kernel_size!r}")
+    n, c, h, w = x_shape
+    ho = _out_len(fn, "height", h, k[0], s[0], p[0], 1)
+    wo = _out_len(fn, "width", w, k[1], s[1], p[1], 1)
+    _check_size(fn, "the output", n * c * ho * wo)
+    return (n, c, h, w, k[0], k[1], ho, wo, s[0], s[1], p[0], p[1]), (n, c, ho, wo)
+
+
+def _pool_input(fn, name, x):
+    x = _array(fn, name, x)
+    _rank4(fn, name, x)
+    return x
+
+
+def _input_shape(fn, input_shape):
+    try:
+        shape = tuple(_as_int(fn, "input_shape", v) for v in input_shape)
+    except TypeError:
+        raise TypeError(f"{fn}: input_shape must be a tuple of 4 ints, got {input_shape!r}") \
+            from None
+    if len(shape) != 4 or min(shape) < 0:
+        raise ValueError(f"{fn}: input_shape must be 4 non-negative ints (N, C, H, W), "
+                         f"got {input_shape!r}")
+    return shape
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, out=None):
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d`` (floor mode).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), dtype float32 or float64
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int)
+        Implicit -inf padding, at most half the kernel size.
+    return_indices : bool
+        Also return the argmax of each window as int64 ``h * W + w`` within its
+        (n, c) plane. Ties go to the first element in raster order; a NaN wins.
+    out : ndarray, optional
+        Preallocated output of shape (N, C, H_out, W_out).
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, H_out, W_out)
+    indices : ndarray of int64, same shape as y (only if return_indices)
+    """
+    fn = "max_pool2d"
+    x = _pool_input(fn, "input", x)
+    geom, oshape = _pool_geom(fn, x.shape, kernel_size, stride, padding)
+    y = _check_out(fn, "out", out, oshape, x.dtype)
+    idx = np.empty(oshape, dtype=np.int64) if return_indices else None
+    if y.size:
+        _kernels.max_pool2d_forward(_contig(x), geom, get_num_threads(), y, idx)
+    return (y, idx) if return_indices else y
+
+
+def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
+    """Gradient of :func:`max_pool2d`: routes each grad_out value to its argmax.
+
+    Parameters
+    ----------
+    grad_out : ndarray of shape (N, C, H_out, W_out), float32 or float64
+    indices : ndarray of int64, same shape, from ``max_pool2d(..., return_indices=True)``
+    input_shape : tuple (N, C, H, W) of the pooled input
+    out : ndarray of shape input_shape, optional
+
+    Returns
+    -------
+    grad_input : ndarray of shape input_shape, dtype of grad_out
+    """
+    fn = "max_pool2d_backward"
+    grad_out = _pool_input(fn, "grad_out", grad_out)
+    if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
+        got = indices.dtype if isinstance(indices, np.ndarray) else type(indices).__name__
+        raise TypeError(f"{fn}: indices must be an int64 array, got {got}")
+    if indices.shape != grad_out.shape:
+        raise ValueError(f"{fn}: indices must have the shape of grad_out {grad_out.shape}, "
+                         f"got {indices.shape}")
+    shape = _input_shape(fn, input_shape)
+    if shape[:2] != grad_out.shape[:2]:
+        raise ValueError(f"{fn}: input_shape {shape} does not match grad_out of shape "
+                         f"{grad_out.shape} in N and C")
+    gx = _check_out(fn, "out", out, shape, grad_out.dtype)
+    if gx.size == 0 or grad_out.size == 0:
+        gx.fill(0)
+        return gx
+    n, c, h, w = shape
+    geom = (n, c, h, w, 1, 1, grad_out.shape[2], grad_out.shape[3], 1, 1, 0, 0)
+    ok = _kernels.max_pool2d_backward(_contig(grad_out), _contig(indices), geom,
+                                      get_num_threads(), gx)
+    if not ok:
+        bad = indices[(indices < 0) | (indices >= h * w)]
+        raise ValueError(f"{fn}: indices must lie in [0, H*W) = [0, {h * w}) for "
+                         f"input_shape {shape}, got {bad.size} outside, e.g. {bad.flat[0]}")
+    return gx
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True, out=None):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d`` (floor mode).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), dtype float32 or float64
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int)
+        Implicit zero padding, at most half the kernel size.
+    count_include_pad : bool
+        Divide by the window size including padded zeros (True) or only by the
+        number of real input elements in the window (False).
+    out : ndarray, optional
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, H_out, W_out)
+    """
+    fn = "avg_pool2d"
+    x = _pool_input(fn, "input", x)
+    geom, oshape = _pool_geom(fn, x.shape, kernel_size, stride, padding)
+    y = _check_out(fn, "out", out, oshape, x.dtype)
+    if y.size:
+        _kernels.avg_pool2d_forward(_contig(x), geom, bool(count_include_pad),
+                                    get_num_threads(), y)
+    return y
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *,
+                        count_include_pad=True, out=None):
+    """Gradient of :func:`avg_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_out : ndarray of shape (N, C, H_out, W_out)
+    input_shape : tuple (N, C, H, W)
+    kernel_size, stride, padding, count_include_pad
+        As passed to :func:`avg_pool2d`.
+    out : ndarray of shape input_shape, optional
+
+    Returns
+    -------
+    grad_input : ndarray of shape input_shape, dtype of grad_out
+    """
+    fn = "avg_pool2d_backward"
+    grad_out = _pool_input(fn, "grad_out", grad_out)
+    shape = _input_shape(fn, input_shape)
+    geom, oshape = _pool_geom(fn, shape, kernel_size, stride, padding)
+    if grad_out.shape != oshape:
+        raise ValueError(f"{fn}: grad_out must have shape {oshape} for input_shape {shape}, "
+                         f"got {grad_out.shape}")
+    gx = _check_out(fn, "out", out, shape, grad_out.dtype)
+    if grad_out.size == 0:
+        gx.fill(0)
+        return gx
+    _kernels.avg_pool2d_backward(_contig(grad_out), geom, bool(count_include_pad),
+                                 get_num_threads(), gx)
+    return gx
