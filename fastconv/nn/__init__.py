@@ -1,0 +1,87 @@
+"""Layers, losses, initialisers and a Keras-style ``Sequential`` model.
+
+Everything convolution- and pooling-shaped runs in the compiled kernels
+(``fastconv.conv2d`` and friends); this package is the thin layer on top:
+
+* ``Module`` / ``Parameter`` - forward/backward building blocks
+* layers - ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``Linear`` (``Dense``),
+  ``Flatten``, ``ReLU``, ``Sigmoid``, ``Tanh``, ``Softmax``, ``Dropout``,
+  ``BatchNorm1d``, ``BatchNorm2d``
+* losses - ``CrossEntropyLoss``, ``MSELoss``
+* ``init`` - zeros, normal, Glorot/Xavier, He/Kaiming initialisers
+* ``Sequential`` - ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``save``
+* ``callbacks`` - ``LearningRateScheduler``, ``EarlyStopping``, ``ModelCheckpoint``
+* ``load_model``, ``save_checkpoint``, ``load_checkpoint`` - ``.npz`` persistence
+"""
+
+from . import callbacks, init
+from .callbacks import (
+    Callback,
+    EarlyStopping,
+    History,
+    LambdaCallback,
+    LearningRateScheduler,
+    ModelCheckpoint,
+)
+from .layers import (
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    get_layer_class,
+    layer_from_config,
+    register_layer,
+)
+from .losses import CrossEntropyLoss, Loss, MSELoss, get_loss
+from .module import Module, Parameter, is_grad_enabled, no_grad
+from .sequential import Sequential
+from .serialization import load_checkpoint, load_model, save_checkpoint, save_model
+
+__all__ = [
+    "Module",
+    "Parameter",
+    "no_grad",
+    "is_grad_enabled",
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "Linear",
+    "Dense",
+    "Flatten",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "Dropout",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Loss",
+    "CrossEntropyLoss",
+    "MSELoss",
+    "get_loss",
+    "Sequential",
+    "Callback",
+    "History",
+    "LambdaCallback",
+    "LearningRateScheduler",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "register_layer",
+    "get_layer_class",
+    "layer_from_config",
+    "save_model",
+    "load_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "init",
+    "callbacks",
+]

@@ -1,0 +1,334 @@
+"""Keras-style training callbacks for ``Sequential.fit``.
+
+A callback receives ``set_model(model)`` and then the hooks
+``on_train_begin/end(logs)``, ``on_epoch_begin/end(epoch, logs)`` and
+``on_batch_begin/end(batch, logs)``; ``epoch`` and ``batch`` are 0-based.
+Epoch-end ``logs`` hold ``loss``, ``accuracy``, ``images_per_second``,
+``lr`` and, with validation data, ``val_loss`` / ``val_accuracy``;
+batch-end ``logs`` hold ``loss``, ``accuracy`` and ``size`` for that batch.
+Setting ``model.stop_training = True`` ends ``fit`` after the current epoch.
+"""
+
+import math
+import warnings
+
+import numpy as np
+
+__all__ = [
+    "Callback",
+    "CallbackList",
+    "History",
+    "LambdaCallback",
+    "LearningRateScheduler",
+    "EarlyStopping",
+    "ModelCheckpoint",
+]
+
+
+class Callback:
+    """Base class: override any of the ``on_*`` hooks (all default to no-ops).
+
+    Attributes
+    ----------
+    model : Sequential
+        Set by ``fit`` before ``on_train_begin``.
+    params : dict
+        ``epochs``, ``steps``, ``batch_size``, ``samples``, ``verbose``.
+    """
+
+    def __init__(self):
+        self.model = None
+        self.params = {}
+
+    def set_model(self, model):
+        """Attach the model being trained."""
+        self.model = model
+
+    def set_params(self, params):
+        """Receive the run's parameters (epochs, steps, ...)."""
+        self.params = dict(params)
+
+    def on_train_begin(self, logs=None):
+        """Called once before the first epoch."""
+
+    def on_train_end(self, logs=None):
+        """Called once after the last epoch (also after an early stop)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Called before epoch ``epoch`` (0-based)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Called after epoch ``epoch`` with the epoch's metrics in ``logs``."""
+
+    def on_batch_begin(self, batch, logs=None):
+        """Called before training step ``batch`` (0-based, within the epoch)."""
+
+    def on_batch_end(self, batch, logs=None):
+        """Called after training step ``batch`` with that batch's metrics."""
+
+
+class CallbackList:
+    """Dispatch each hook to a list of callbacks, in order.
+
+    Parameters
+    ----------
+    callbacks : iterable of Callback
+    """
+
+    def __init__(self, callbacks=()):
+        self.callbacks = list(callbacks)
+        for i, cb in enumerate(self.callbacks):
+            if not isinstance(cb, Callback):
+                raise TypeError(
+                    f"callbacks[{i}]: expected a fastconv.nn.callbacks.Callback, got {type(cb).__name__}"
+                )
+
+    def __getattr__(self, name):
+        if not name.startswith(("on_", "set_")):
+            raise AttributeError(name)
+
+        def call(*args, **kwargs):
+            for cb in self.callbacks:
+                getattr(cb, name)(*args, **kwargs)
+
+        return call
+
+
+class History(Callback):
+    """Records epoch-end logs; ``fit`` returns it.
+
+    Attributes
+    ----------
+    history : dict of str to list of float
+        E.g. ``history["loss"]``, ``["accuracy"]``, ``["val_loss"]``,
+        ``["val_accuracy"]``, ``["images_per_second"]``, ``["lr"]``.
+    epoch : list of int
+        The 0-based epoch index of each entry.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.history = {}
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self):
+        last = {k: v[-1] for k, v in self.history.items() if v}
+        return f"History(epochs={len(self.epoch)}, last={last})"
+
+
+class LambdaCallback(Callback):
+    """Callback built from plain functions, e.g.
+    ``LambdaCallback(on_epoch_end=lambda epoch, logs: print(logs))``.
+
+    Parameters
+    ----------
+    on_train_begin, on_train_end : callable(logs), optional
+    on_epoch_begin, on_epoch_end : callable(epoch, logs), optional
+    on_batch_begin, on_batch_end : callable(batch, logs), optional
+    """
+
+    def __init__(self, **hooks):
+        super().__init__()
+        for name, fn in hooks.items():
+            if not name.startswith("on_") or not hasattr(Callback, name):
+                raise ValueError(f"LambdaCallback: unknown hook {name!r}")
+            if not callable(fn):
+                raise TypeError(f"LambdaCallback: {name} must be callable")
+            setattr(self, name, fn)
+
+
+class LearningRateScheduler(Callback):
+    """Set ``optimizer.lr`` at the start of every epoch.
+
+    Parameters
+    ----------
+    schedule : LRSchedule or callable
+        An ``fastconv.optim.LRSchedule`` (its base rate defaults to the
+        optimiser's ``initial_lr``), or a function ``f(epoch) -> lr`` or
+        ``f(epoch, current_lr) -> lr`` (the Keras signature).
+    verbose : int, default 0
+        1 prints the new rate each epoch.
+
+    Examples
+    --------
+    >>> from fastconv.optim import ExponentialDecay                # doctest: +SKIP
+    >>> model.fit(x, y, callbacks=[LearningRateScheduler(ExponentialDecay(0.6))])
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(
+                f"LearningRateScheduler: schedule must be callable, got {type(schedule).__name__}"
+            )
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from ..optim import LRSchedule, _n_positional
+
+        opt = self.model.optimizer
+        if isinstance(self.schedule, LRSchedule):
+            lr = self.schedule(epoch, opt)
+        elif _n_positional(self.schedule) >= 2:
+            lr = self.schedule(epoch, opt.lr)
+        else:
+            lr = self.schedule(epoch)
+        lr = float(lr)
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"LearningRateScheduler: schedule returned lr={lr} at epoch {epoch}")
+        opt.lr = lr
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: learning rate {lr:.6g}")
+
+
+def _monitor_op(monitor, mode, owner):
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "auto":
+        mode = "max" if ("acc" in monitor or monitor.endswith("per_second")) else "min"
+    return mode
+
+
+class EarlyStopping(Callback):
+    """Stop training when a monitored metric has stopped improving.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        Epoch-log key to watch.
+    min_delta : float, default 0
+        Smallest change that counts as an improvement.
+    patience : int, default 0
+        Number of epochs without improvement after which training stops.
+    mode : {"auto", "min", "max"}, default "auto"
+        "auto" maximises metrics containing "acc" and minimises the rest.
+    restore_best_weights : bool, default False
+        At the end of training, load the weights of the best epoch.
+    baseline : float, optional
+        Training stops if the metric does not beat it within ``patience``.
+
+    Attributes
+    ----------
+    stopped_epoch : int or None
+        0-based epoch after which training was stopped.
+    best : float
+    best_epoch : int or None
+    """
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
+                 restore_best_weights=False, baseline=None):
+        super().__init__()
+        if not isinstance(patience, (int, np.integer)) or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        self.monitor = monitor
+        self.mode = _monitor_op(monitor, mode, "EarlyStopping")
+        self.min_delta = abs(float(min_delta))
+        self.patience = int(patience)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.baseline = baseline
+
+    def _improved(self, current, reference):
+        if self.mode == "min":
+            return current < reference - self.min_delta
+        return current > reference + self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = None
+        self.best_epoch = None
+        self.best_weights = None
+        if self.baseline is not None:
+            self.best = float(self.baseline)
+        else:
+            self.best = math.inf if self.mode == "min" else -math.inf
+        self._warned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            if not self._warned:
+                warnings.warn(
+                    f"EarlyStopping: monitor {self.monitor!r} is not in the epoch logs "
+                    f"(available: {sorted(logs or {})}); not stopping", stacklevel=2)
+                self._warned = True
+            return
+        if self._improved(current, self.best):
+            self.best = float(current)
+            self.best_epoch = epoch
+            self.wait = 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.state_dict()
+            return
+        self.wait += 1
+        if self.wait >= max(self.patience, 1):
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (with optimiser and RNG state, resumable) after epochs.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File to write; may contain ``{epoch}`` (1-based) and log keys, e.g.
+        ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``.
+    monitor : str, default "val_loss"
+        Used with ``save_best_only``.
+    save_best_only : bool, default False
+        Only write when ``monitor`` improves.
+    mode : {"auto", "min", "max"}, default "auto"
+    verbose : int, default 0
+
+    Notes
+    -----
+    Files are written by ``fastconv.nn.save_checkpoint`` (atomically), so both
+    ``load_model`` and ``load_checkpoint`` read them; the checkpoint holds the
+    shuffling generator's state of the ``fit`` call.
+    """
+
+    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto", verbose=0):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.save_best_only = bool(save_best_only)
+        self.mode = _monitor_op(monitor, mode, "ModelCheckpoint")
+        self.verbose = verbose
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.saved = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        from .serialization import save_checkpoint
+
+        logs = logs or {}
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                warnings.warn(
+                    f"ModelCheckpoint: monitor {self.monitor!r} is not in the epoch logs; "
+                    "skipping", stacklevel=2)
+                return
+            better = current < self.best if self.mode == "min" else current > self.best
+            if not better:
+                return
+            self.best = float(current)
+        path = str(self.path)
+        if "{" in path:
+            path = path.format(epoch=epoch + 1, **logs)
+        rng = getattr(self.model, "fit_rng", None)
+        save_checkpoint(path, self.model, self.model.optimizer, epoch,
+                        rng_state=rng, extra={"logs": {k: float(v) for k, v in logs.items()}})
+        self.saved.append(path)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: saved {path}")
+

@@ -1,0 +1,236 @@
+"""Loss functions: ``forward(output, target) -> float``, ``backward() -> dL/doutput``."""
+
+import numpy as np
+
+__all__ = ["Loss", "CrossEntropyLoss", "MSELoss", "get_loss", "register_loss"]
+
+_LOSSES = {}
+
+
+def register_loss(*names):
+    """Class decorator: make a ``Loss`` subclass reachable by the given names."""
+
+    def deco(cls):
+        for name in (cls.__name__,) + names:
+            _LOSSES[name.lower()] = cls
+        return cls
+
+    return deco
+
+
+def get_loss(loss):
+    """Resolve a loss given as an instance, a class or a name.
+
+    Parameters
+    ----------
+    loss : Loss, type or str
+        Names: ``"cross_entropy"`` (aliases ``"crossentropy"``,
+        ``"categorical_crossentropy"``, ``"sparse_categorical_crossentropy"``,
+        ``"ce"``) and ``"mse"`` (aliases ``"mean_squared_error"``,
+        ``"quadratic"``); case-insensitive.
+
+    Returns
+    -------
+    Loss
+
+    Raises
+    ------
+    ValueError
+        Unknown name.
+    TypeError
+        Not a loss.
+    """
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, type) and issubclass(loss, Loss):
+        return loss()
+    if isinstance(loss, str):
+        cls = _LOSSES.get(loss.lower())
+        if cls is None:
+            raise ValueError(f"loss: unknown loss {loss!r}; expected one of {sorted(_LOSSES)}")
+        return cls()
+    raise TypeError(f"loss: expected a Loss instance or a name, got {type(loss).__name__}")
+
+
+def _check_output(owner, output):
+    if not isinstance(output, np.ndarray) or output.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{owner}: output must be a float32 or float64 ndarray, got "
+            f"{getattr(output, 'dtype', type(output).__name__)}"
+        )
+    if output.ndim != 2:
+        raise ValueError(f"{owner}: output must be 2-D (N, classes), got shape {output.shape}")
+
+
+def _labels_or_dense(owner, target, output):
+    """Integer labels of shape (N,) or float targets of the output's shape."""
+    target = np.asarray(target)
+    n, c = output.shape
+    if target.dtype.kind in "iu":
+        if target.shape != (n,):
+            raise ValueError(
+                f"{owner}: integer target must have shape ({n},) for output of shape "
+                f"{output.shape}, got shape {target.shape}"
+            )
+        if n and (target.min() < 0 or target.max() >= c):
+            raise ValueError(
+                f"{owner}: class labels must be in [0, {c}), got values in "
+                f"[{target.min()}, {target.max()}]"
+            )
+        return target, None
+    if target.dtype.kind == "f" or target.dtype == np.bool_:
+        if target.shape != output.shape:
+            raise ValueError(
+                f"{owner}: float target must have the output's shape {output.shape}, "
+                f"got shape {target.shape}"
+            )
+        return None, target.astype(output.dtype, copy=False)
+    raise TypeError(
+        f"{owner}: target must be integer class labels or float one-hot/probabilities, "
+        f"got dtype {target.dtype}"
+    )
+
+
+def loss_from_config(spec):
+    """Build a loss from ``{"class": name, "config": {...}}``."""
+    cls = _LOSSES.get(str(spec.get("class")).lower())
+    if cls is None:
+        raise ValueError(f"loss: unknown loss class {spec.get('class')!r}")
+    return cls(**spec.get("config", {}))
+
+
+class Loss:
+    """Base class: ``loss = forward(output, target)``, then ``grad = backward()``.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+        Average or sum over the batch.
+    """
+
+    def __init__(self, reduction="mean"):
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+
+    def __call__(self, output, target):
+        return self.forward(output, target)
+
+    def forward(self, output, target):
+        """Scalar loss of ``output`` against ``target``."""
+        raise NotImplementedError
+
+    def backward(self):
+        """dL/doutput for the last ``forward`` (same shape and dtype as ``output``)."""
+        raise NotImplementedError
+
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable."""
+        return {"reduction": self.reduction}
+
+    def __repr__(self):
+        return f"{type(self).__name__}(reduction={self.reduction!r})"
+
+
+@register_loss("cross_entropy", "crossentropy", "categorical_crossentropy",
+               "sparse_categorical_crossentropy", "ce")
+class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy over logits (softmax fused, log-sum-exp stable).
+
+    ``L_i = logsumexp(z_i) - sum_c t_ic * z_ic`` for targets summing to one;
+    ``L_i = logsumexp(z_i) - z_i[y_i]`` for integer labels.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+
+    Notes
+    -----
+    ``forward(logits, target)``: ``logits`` (N, C) float32/float64; ``target``
+    integer labels (N,) in [0, C) or float (N, C) one-hot / probabilities.
+    ``backward()`` returns ``(softmax(z) * sum_c t_c - t) / N`` (mean
+    reduction), which is ``(softmax(z) - onehot(y)) / N`` for labels.
+    """
+
+    def forward(self, output, target):
+        """Mean (or summed) cross-entropy; returns a Python float."""
+        _check_output("CrossEntropyLoss", output)
+        labels, dense = _labels_or_dense("CrossEntropyLoss", target, output)
+        n = output.shape[0]
+        if n == 0:
+            raise ValueError("CrossEntropyLoss: empty batch")
+        shifted = output - output.max(axis=1, keepdims=True)
+        probs = np.exp(shifted)
+        sums = probs.sum(axis=1, keepdims=True)
+        log_z = np.log(sums)
+        probs /= sums
+        if labels is not None:
+            picked = np.take_along_axis(shifted, labels[:, None], axis=1)
+            per_sample = (log_z - picked).ravel()
+        else:
+            # -sum t * (shifted - log_z) with t possibly not summing to one
+            per_sample = log_z.ravel() * dense.sum(axis=1) - np.einsum("ij,ij->i", dense, shifted)
+        self._probs, self._labels, self._dense = probs, labels, dense
+        total = float(per_sample.sum(dtype=np.float64))
+        return total / n if self.reduction == "mean" else total
+
+    def backward(self):
+        """dL/dlogits, shape (N, C)."""
+        probs = getattr(self, "_probs", None)
+        if probs is None:
+            raise RuntimeError("CrossEntropyLoss.backward called before forward")
+        n = probs.shape[0]
+        grad = probs.copy()
+        if self._labels is not None:
+            grad[np.arange(n), self._labels] -= 1
+        else:
+            grad *= self._dense.sum(axis=1, keepdims=True)
+            grad -= self._dense
+        if self.reduction == "mean":
+            grad /= n
+        return grad
+
+    @property
+    def probabilities(self):
+        """Softmax of the logits of the last ``forward`` (N, C), or None."""
+        return getattr(self, "_probs", None)
+
+
+@register_loss("mse", "mean_squared_error", "quadratic")
+class MSELoss(Loss):
+    """Mean squared error (quadratic cost) ``mean((output - target)**2)``.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+        "mean" averages over all N*C elements (the PyTorch convention);
+        "sum" sums them.
+
+    Notes
+    -----
+    ``target`` is a float array of the output's shape, or integer labels (N,)
+    which are one-hot encoded (the classic quadratic cost of a classifier,
+    usually after a ``Sigmoid`` or ``Softmax`` output layer).
+    ``backward()`` returns ``2 * (output - target) / (N*C)`` for "mean".
+    """
+
+    def forward(self, output, target):
+        """Mean (or summed) squared error; returns a Python float."""
+        _check_output("MSELoss", output)
+        labels, dense = _labels_or_dense("MSELoss", target, output)
+        diff = output.copy()
+        if labels is not None:
+            diff[np.arange(output.shape[0]), labels] -= 1
+        else:
+            diff -= dense
+        self._diff = diff
+        total = float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
+        return total / diff.size if self.reduction == "mean" else total
+
+    def backward(self):
+        """dL/doutput, same shape as the output."""
+        diff = getattr(self, "_diff", None)
+        if diff is None:
+            raise RuntimeError("MSELoss.backward called before forward")
+        scale = 2.0 / diff.size if self.reduction == "mean" else 2.0
+        return diff * diff.dtype.type(scale)

@@ -1,0 +1,690 @@
+"""``Sequential``: a stack of layers with a Keras-style training API."""
+
+import math
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from .callbacks import CallbackList, History
+from .layers import Sigmoid, Softmax, _Layer, _layer_spec, layer_from_config, register_layer
+from .losses import CrossEntropyLoss, get_loss
+from .module import Module, no_grad
+
+__all__ = ["Sequential"]
+
+_METRICS = ("accuracy",)
+_METRIC_ALIASES = {"accuracy": "accuracy", "acc": "accuracy"}
+
+
+def _as_int(name, value, low, owner):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{owner}: {name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _check_xy(owner, x, y, xname="x", yname="y"):
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise TypeError(f"{owner}: {xname} must be a real numeric array, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(
+            f"{owner}: {xname} must have a batch axis and at least 2 dimensions "
+            f"(N, C, H, W) or (N, features), got shape {x.shape}"
+        )
+    if y is None:
+        return x, None
+    y = np.asarray(y)
+    if y.ndim == 0 or len(y) != len(x):
+        raise ValueError(
+            f"{owner}: {xname} and {yname} must have the same length, got {len(x)} samples in "
+            f"{xname} and {len(y) if y.ndim else 'a scalar'} in {yname}"
+        )
+    if y.dtype.kind in "iu":
+        if y.ndim != 1:
+            raise ValueError(
+                f"{owner}: integer {yname} must be class labels of shape (N,), got shape {y.shape}"
+            )
+    elif y.dtype.kind in "fb":
+        if y.ndim not in (1, 2):
+            raise ValueError(
+                f"{owner}: float {yname} must be (N, classes) one-hot/probabilities or (N,) targets, "
+                f"got shape {y.shape}"
+            )
+    else:
+        raise TypeError(
+            f"{owner}: {yname} must be int64 class labels or float one-hot targets, got dtype {y.dtype}"
+        )
+    return x, y
+
+
+def _sample_weighted(loss, value, m):
+    """Batch loss times batch size, so that sums over batches average over samples."""
+    return value * m if loss.reduction == "mean" else value
+
+
+def _true_labels(y):
+    """Class indices for the accuracy metric (None when not a classification target)."""
+    if y.dtype.kind in "iu":
+        return y
+    if y.ndim == 2:
+        return y.argmax(axis=1)
+    return None
+
+
+class _Progress:
+    """tqdm bar per epoch when tqdm is installed, else a throttled text line."""
+
+    def __init__(self, verbose, epochs, steps, stream=None):
+        self.verbose = verbose
+        self.epochs = epochs
+        self.steps = steps
+        self.stream = stream if stream is not None else sys.stdout
+        self._tqdm = None
+        if verbose == 1:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            self._tqdm = tqdm
+
+    def begin_epoch(self, epoch):
+        self.epoch = epoch
+        self._last = 0.0
+        self._done = 0
+        if self.verbose == 1 and self._tqdm is not None:
+            self.bar = self._tqdm(
+                total=self.steps, desc=f"Epoch {epoch + 1}/{self.epochs}", unit="batch",
+                leave=True, dynamic_ncols=True,
+            )
+
+    @staticmethod
+    def _fmt(logs):
+        parts = []
+        for k, v in logs.items():
+            if k == "images_per_second":
+                parts.append(f"{v:,.0f} img/s")
+            elif k == "lr":
+                parts.append(f"lr {v:.3g}")
+            else:
+                parts.append(f"{k} {v:.4f}")
+        return "  ".join(parts)
+
+    def update(self, step, logs):
+        if self.verbose != 1:
+            return
+        now = time.perf_counter()
+        if self._tqdm is not None:
+            self.bar.update(step + 1 - self._done)
+            self._done = step + 1
+            if now - self._last > 0.25:
+                self._last = now
+                self.bar.set_postfix_str(self._fmt(logs), refresh=False)
+        elif now - self._last > 0.5 or step + 1 == self.steps:
+            self._last = now
+            self.stream.write(
+                f"\rEpoch {self.epoch + 1}/{self.epochs} {step + 1}/{self.steps}  {self._fmt(logs)}"
+            )
+            self.stream.flush()
+
+    def end_epoch(self, logs):
+        if self.verbose == 0:
+            return
+        if self.verbose == 1 and self._tqdm is not None:
+            self.bar.set_postfix_str(self._fmt(logs), refresh=True)
+            self.bar.close()
+            return
+        prefix = "\r" if self.verbose == 1 else ""
+        self.stream.write(
+            f"{prefix}Epoch {self.epoch + 1}/{self.epochs} {self.steps}/{self.steps}  {self._fmt(logs)}\n"
+        )
+        self.stream.flush()
+
+    def close(self):
+        bar = getattr(self, "bar", None)
+        if bar is not None:
+            bar.close()
+
+
+@register_layer
+class Sequential(_Layer):
+    """A stack of layers applied in order, with ``compile`` / ``fit`` / ``evaluate`` / ``predict``.
+
+    Parameters
+    ----------
+    layers : list of Module, optional
+
+    Attributes
+    ----------
+    layers : list of Module
+    optimizer : Optimizer or None
+        Set by ``compile``.
+    loss : Loss or None
+        Set by ``compile``.
+    history : History or None
+        Of the last ``fit``.
+    stop_training : bool
+        Set by callbacks to end ``fit`` after the current epoch.
+    fit_rng : numpy.random.Generator or None
+        The shuffling/augmentation generator of the current or last ``fit``
+        (saved by ``ModelCheckpoint`` so that training can resume exactly).
+
+    Notes
+    -----
+    The layers of a ``Sequential`` write their outputs and gradients into
+    arrays they reuse between steps (``reuse_buffers``); ``forward`` and
+    ``backward`` of the top-level model return copies, so results handed to
+    the caller are never overwritten. A top-level model does not compute the
+    gradient with respect to its input (``needs_input_grad = False``, so
+    ``backward`` returns None and the first conv layer skips its most
+    expensive gradient); set ``model.needs_input_grad = True`` to get it
+    (e.g. for saliency maps).
+
+    Examples
+    --------
+    >>> from fastconv import nn                                      # doctest: +SKIP
+    >>> model = nn.Sequential([nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+    ...                        nn.Flatten(), nn.Linear(6 * 14 * 14, 10)])
+    >>> model.compile(optimizer="adam", loss="cross_entropy", metrics=["accuracy"])
+    >>> history = model.fit(x_train, y_train, batch_size=64, epochs=3,
+    ...                     validation_data=(x_test, y_test))
+    >>> model.evaluate(x_test, y_test)
+    {'loss': ..., 'accuracy': ...}
+    """
+
+    def __init__(self, layers=None):
+        self.layers = []
+        super().__init__()
+        self.optimizer = None
+        self.loss = None
+        self.metrics = []
+        self.history = None
+        self.stop_training = False
+        self.fit_rng = None
+        self._needs_input_grad = False
+        self._reuse = False
+        for layer in layers or ():
+            self.add(layer)
+
+    # -- structure -------------------------------------------------------------
+    def add(self, layer):
+        """Append a layer.
+
+        Parameters
+        ----------
+        layer : Module
+        """
+        if not isinstance(layer, Module):
+            raise TypeError(
+                f"Sequential: layers[{len(self.layers)}] must be a fastconv.nn Module, "
+                f"got {type(layer).__name__}"
+            )
+        if any(layer is m for m in self.layers):
+            raise ValueError("Sequential: the same layer object appears twice")
+        layer.reuse_buffers = True
+        self.layers.append(layer)
+        self._configure_input_grads()
+
+    def named_children(self):
+        for i, layer in enumerate(self.layers):
+            yield str(i), layer
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    @property
+    def needs_input_grad(self):
+        """Whether ``backward`` returns the gradient w.r.t. the model input."""
+        return self._needs_input_grad
+
+    @needs_input_grad.setter
+    def needs_input_grad(self, value):
+        self._needs_input_grad = bool(value)
+        self._configure_input_grads()
+
+    @property
+    def reuse_buffers(self):
+        """True when nested in another container (then outputs are not copied)."""
+        return self._reuse
+
+    @reuse_buffers.setter
+    def reuse_buffers(self, value):
+        self._reuse = bool(value)
+
+    def _configure_input_grads(self):
+        # A layer needs grad-input iff something before it has parameters (or
+        # the caller wants the input gradient); backward stops at the first
+        # layer that returns None.
+        upstream = self._needs_input_grad
+        for layer in self.layers:
+            layer.needs_input_grad = upstream
+            upstream = upstream or bool(layer.parameters())
+
+    @property
+    def dtype(self):
+        """Dtype of the parameters (float32 when there are none)."""
+        params = self.parameters()
+        return params[0].data.dtype if params else np.dtype(np.float32)
+
+    # -- computation -----------------------------------------------------------
+    def _forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward(self, x):
+        """Apply the layers in order.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, C, H, W) (or (N, features)), the model's dtype
+
+        Returns
+        -------
+        ndarray
+            Output of the last layer (logits for the models of this package).
+        """
+        y = self._forward(x)
+        # layers write into reused buffers; a top-level caller gets its own copy
+        return y if self._reuse or not self.layers else y.copy()
+
+    def backward(self, grad_out):
+        """Back-propagate through the layers in reverse order.
+
+        Parameters
+        ----------
+        grad_out : ndarray
+            dL/doutput, shape of the last ``forward`` output.
+
+        Returns
+        -------
+        ndarray or None
+            dL/dx when ``needs_input_grad`` is True, else None.
+        """
+        g = grad_out
+        for layer in reversed(self.layers):
+            g = layer.backward(g)
+            if g is None:
+                return None
+        if not self._reuse and self.layers:
+            g = g.copy()
+        return g
+
+    def get_config(self):
+        """``{"layers": [{"class": ..., "config": ...}, ...]}``."""
+        return {"layers": [_layer_spec(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from ``get_config()`` output (fresh weights)."""
+        return cls([layer_from_config(spec) for spec in config.get("layers", [])])
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"  ({i}): {layer!r}".replace("\n", "\n  ") for i, layer in enumerate(self.layers)]
+        return "Sequential(\n" + "\n".join(lines) + "\n)" if lines else "Sequential()"
+
+    def summary(self, input_shape=None, print_fn=print):
+        """Print one line per layer: output shape (if ``input_shape``) and parameter count.
+
+        Parameters
+        ----------
+        input_shape : tuple of int, optional
+            Shape of one sample, e.g. ``(1, 28, 28)``.
+        print_fn : callable, default print
+
+        Returns
+        -------
+        str
+            The printed table.
+        """
+        rows = [("layer", "output shape", "params")]
+        x = None
+        if input_shape is not None:
+            x = np.zeros((1,) + tuple(input_shape), self.dtype)
+        with no_grad():
+            was_training = self.training
+            self.eval()
+            try:
+                for i, layer in enumerate(self.layers):
+                    shape = ""
+                    if x is not None:
+                        x = layer(x)
+                        shape = str((None,) + x.shape[1:])
+                    rows.append((f"{i}: {type(layer).__name__}", shape, f"{layer.num_parameters():,}"))
+            finally:
+                self.train(was_training)
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append(f"total params: {self.num_parameters():,} "
+                     f"(trainable {self.num_parameters(trainable_only=True):,})")
+        text = "\n".join(lines)
+        print_fn(text)
+        return text
+
+    # -- Keras-style API -------------------------------------------------------
+    def compile(self, optimizer="adam", loss="cross_entropy", metrics=None):
+        """Choose the optimiser, loss and metrics for ``fit`` / ``evaluate``.
+
+        Parameters
+        ----------
+        optimizer : Optimizer or str, default "adam"
+            An instance built on ``model.parameters()``, or a name
+            (``"sgd"``, ``"adam"``, ``"adagrad"``, ``"rmsprop"``) for default
+            hyper-parameters.
+        loss : Loss or str, default "cross_entropy"
+            An instance or a name (``"cross_entropy"``, ``"mse"``, ...).
+        metrics : list of str, optional
+            Only ``"accuracy"`` (alias ``"acc"``) is supported.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            Unknown names, or an optimiser built on another model's parameters.
+        """
+        from ..optim import Optimizer, get_optimizer
+
+        if not self.parameters():
+            raise ValueError("compile: the model has no parameters to optimise")
+        opt = get_optimizer(optimizer, self.parameters())
+        if isinstance(optimizer, Optimizer):
+            mine = {id(p) for p in self.parameters()}
+            if not any(id(p) in mine for p in opt.params):
+                raise ValueError(
+                    "compile: the optimizer was built on parameters of another model; "
+                    "build it with model.parameters()"
+                )
+        self.optimizer = opt
+        self.loss = get_loss(loss)
+        names = []
+        for m in metrics or []:
+            key = _METRIC_ALIASES.get(str(m).lower()) if isinstance(m, str) else None
+            if key is None:
+                raise ValueError(f"compile: unknown metric {m!r}; supported metrics: {list(_METRICS)}")
+            names.append(key)
+        self.metrics = names
+        if isinstance(self.loss, CrossEntropyLoss) and self.layers and isinstance(self.layers[-1], (Softmax, Sigmoid)):
+            warnings.warn(
+                "compile: CrossEntropyLoss expects logits and applies softmax itself, but the "
+                f"last layer is {type(self.layers[-1]).__name__}; remove it", stacklevel=2)
+        return self
+
+    def _require_compiled(self, owner):
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError(f"{owner}: call model.compile(optimizer=..., loss=...) first")
+
+    def _batch_input(self, x, idx, dtype):
+        xb = x[idx]
+        if xb.dtype != dtype or not xb.flags.c_contiguous:
+            xb = np.ascontiguousarray(xb, dtype=dtype)
+        return xb
+
+    def fit(self, x, y, batch_size=64, epochs=1, validation_data=None, callbacks=None,
+            verbose=1, shuffle=True, seed=None, augment=None, initial_epoch=0,
+            validation_batch_size=None):
+        """Train with mini-batch gradient descent.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, C, H, W) (or (N, features))
+            Any real dtype; batches are converted to the model's dtype.
+        y : ndarray
+            int class labels (N,), or float one-hot / probability targets (N, classes).
+        batch_size : int, default 64
+        epochs : int, default 1
+            Index of the last epoch (Keras convention: with ``initial_epoch``
+            the run covers epochs ``initial_epoch .. epochs-1``).
+        validation_data : (x_val, y_val), optional
+            Evaluated after every epoch (``val_loss``, ``val_accuracy``).
+        callbacks : list of Callback, optional
+        verbose : {0, 1, 2}, default 1
+            0 silent; 1 a progress bar (tqdm if installed, else a text line)
+            with loss/accuracy and images/s; 2 one line per epoch.
+        shuffle : bool, default True
+            Reshuffle the samples every epoch.
+        seed : int, numpy.random.Generator or None
+            Source of the shuffling order and of ``augment``'s randomness. A
+            Generator is used (and advanced) as is, which lets a resumed run
+            continue the random stream of an interrupted one.
+        augment : callable, optional
+            ``augment(x_batch, rng) -> x_batch`` applied to each training batch.
+        initial_epoch : int, default 0
+            Epoch to start from (for resuming).
+        validation_batch_size : int, optional
+            Default: ``max(batch_size, 256)``.
+
+        Returns
+        -------
+        History
+            ``history.history["loss"]``, ``["accuracy"]``, ``["val_loss"]``,
+            ``["val_accuracy"]``, ``["images_per_second"]``, ``["lr"]``.
+
+        Raises
+        ------
+        FloatingPointError
+            A batch loss became NaN or Inf (names the epoch and step).
+        ValueError, TypeError
+            Bad arguments (shapes, lengths, dtypes, batch_size < 1, ...).
+        """
+        owner = "fit"
+        self._require_compiled(owner)
+        x, y = _check_xy(owner, x, y)
+        batch_size = _as_int("batch_size", batch_size, 1, owner)
+        epochs = _as_int("epochs", epochs, 0, owner)
+        initial_epoch = _as_int("initial_epoch", initial_epoch, 0, owner)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"{owner}: verbose must be 0, 1 or 2, got {verbose!r}")
+        if augment is not None and not callable(augment):
+            raise TypeError(f"{owner}: augment must be callable (x_batch, rng) -> x_batch")
+        n = len(x)
+        if n == 0:
+            raise ValueError(f"{owner}: x is empty")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError(f"{owner}: validation_data must be a pair (x_val, y_val)")
+            xv, yv = _check_xy(owner, *validation_data, xname="validation_data[0]",
+                               yname="validation_data[1]")
+            if xv.shape[1:] != x.shape[1:]:
+                raise ValueError(
+                    f"{owner}: validation_data[0] samples have shape {xv.shape[1:]}, "
+                    f"x samples have shape {x.shape[1:]}"
+                )
+        val_bs = max(batch_size, 256) if validation_batch_size is None else \
+            _as_int("validation_batch_size", validation_batch_size, 1, owner)
+
+        if isinstance(seed, np.random.Generator):
+            rng = seed
+        else:
+            rng = np.random.default_rng(seed)
+        self.fit_rng = rng
+        dtype = self.dtype
+        labels = _true_labels(y)
+        want_acc = "accuracy" in self.metrics and labels is not None
+        steps = math.ceil(n / batch_size)
+
+        history = History()
+        cbs = CallbackList([history] + list(callbacks or []))
+        cbs.set_model(self)
+        cbs.set_params({"epochs": epochs, "steps": steps, "batch_size": batch_size,
+                        "samples": n, "verbose": verbose})
+        progress = _Progress(verbose, epochs, steps)
+        self.history = history
+        self.stop_training = False
+        opt, loss_fn = self.optimizer, self.loss
+        was_training = self.training
+        cbs.on_train_begin()
+        try:
+            for epoch in range(initial_epoch, epochs):
+                self.train()
+                cbs.on_epoch_begin(epoch)
+                progress.begin_epoch(epoch)
+                order = rng.permutation(n) if shuffle else np.arange(n)
+                t0 = time.perf_counter()
+                loss_sum = 0.0
+                correct = 0
+                seen = 0
+                for step in range(steps):
+                    cbs.on_batch_begin(step)
+                    idx = order[step * batch_size:(step + 1) * batch_size]
+                    xb = self._batch_input(x, idx, dtype)
+                    if augment is not None:
+                        xb = np.ascontiguousarray(augment(xb, rng), dtype=dtype)
+                    yb = y[idx]
+                    opt.zero_grad()
+                    out = self._forward(xb)
+                    batch_loss = loss_fn.forward(out, yb)
+                    if not math.isfinite(batch_loss):
+                        raise FloatingPointError(
+                            f"fit: loss is {batch_loss} at epoch {epoch + 1}, step {step + 1} "
+                            f"(of {steps}); lower the learning rate (now {opt.lr:g}) or check "
+                            "the inputs for NaN/Inf"
+                        )
+                    self.backward(loss_fn.backward())
+                    opt.step()
+                    m = len(idx)
+                    seen += m
+                    loss_sum += _sample_weighted(loss_fn, batch_loss, m)
+                    logs = {"loss": loss_sum / seen}
+                    if want_acc:
+                        correct += int(np.count_nonzero(out.argmax(axis=1) == labels[idx]))
+                        logs["accuracy"] = correct / seen
+                    progress.update(step, logs)
+                    cbs.on_batch_end(step, {"loss": batch_loss, "size": m})
+                elapsed = time.perf_counter() - t0
+                logs = {"loss": loss_sum / seen}
+                if want_acc:
+                    logs["accuracy"] = correct / seen
+                if validation_data is not None:
+                    val = self.evaluate(xv, yv, batch_size=val_bs)
+                    logs.update({"val_" + k: v for k, v in val.items()})
+                logs["images_per_second"] = seen / elapsed if elapsed > 0 else float("inf")
+                logs["lr"] = float(opt.lr)
+                progress.end_epoch(logs)
+                cbs.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            progress.close()
+            self.train(was_training)
+        cbs.on_train_end()
+        return history
+
+    def _inference_batches(self, x, batch_size, owner):
+        """Yield (slice, model output) in eval mode without caching for backward."""
+        dtype = self.dtype
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                for start in range(0, len(x), batch_size):
+                    sl = slice(start, start + batch_size)
+                    yield sl, self._forward(self._batch_input(x, sl, dtype))
+        finally:
+            self.train(was_training)
+
+    def evaluate(self, x, y, batch_size=256, verbose=0):
+        """Loss and metrics on ``(x, y)`` in evaluation mode.
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, C, H, W) (or (N, features))
+        y : ndarray
+            int class labels (N,) or float one-hot targets (N, classes).
+        batch_size : int, default 256
+        verbose : int, default 0
+            1 prints the result.
+
+        Returns
+        -------
+        dict
+            ``{"loss": float, "accuracy": float}`` (accuracy for
+            classification targets).
+        """
+        owner = "evaluate"
+        if self.loss is None:
+            raise RuntimeError(f"{owner}: call model.compile(...) first (the loss is needed)")
+        x, y = _check_xy(owner, x, y)
+        batch_size = _as_int("batch_size", batch_size, 1, owner)
+        if len(x) == 0:
+            raise ValueError(f"{owner}: x is empty")
+        labels = _true_labels(y)
+        loss_sum = 0.0
+        correct = 0
+        for sl, out in self._inference_batches(x, batch_size, owner):
+            loss_sum += _sample_weighted(self.loss, self.loss.forward(out, y[sl]), len(out))
+            if labels is not None:
+                correct += int(np.count_nonzero(out.argmax(axis=1) == labels[sl]))
+        result = {"loss": loss_sum / len(x)}
+        if labels is not None:
+            result["accuracy"] = correct / len(x)
+        if verbose:
+            print("  ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        return result
+
+    def _outputs_probabilities(self):
+        last = self.layers[-1] if self.layers else None
+        if isinstance(last, (Softmax, Sigmoid)):
+            return True
+        return self.loss is not None and not isinstance(self.loss, CrossEntropyLoss)
+
+    def predict(self, x, batch_size=256):
+        """Class probabilities for ``x`` (evaluation mode).
+
+        Parameters
+        ----------
+        x : ndarray of shape (N, C, H, W) (or (N, features))
+        batch_size : int, default 256
+
+        Returns
+        -------
+        ndarray of shape (N, classes), the model's dtype
+            Softmax of the logits. If the last layer already is ``Softmax`` or
+            ``Sigmoid``, or the model is compiled with a loss other than
+            cross-entropy (e.g. MSE regression), the raw outputs instead.
+            ``predict(x).argmax(1)`` gives the predicted classes.
+        """
+        owner = "predict"
+        x, _ = _check_xy(owner, x, None)
+        batch_size = _as_int("batch_size", batch_size, 1, owner)
+        result = None
+        softmax = not self._outputs_probabilities()
+        for sl, out in self._inference_batches(x, batch_size, owner):
+            if result is None:
+                result = np.empty((len(x),) + out.shape[1:], out.dtype)
+            dst = result[sl]
+            if softmax:
+                np.subtract(out, out.max(axis=1, keepdims=True), out=dst)
+                np.exp(dst, out=dst)
+                dst /= dst.sum(axis=1, keepdims=True)
+            else:
+                dst[...] = out
+        if result is None:
+            raise ValueError(f"{owner}: x is empty")
+        return result
+
+    def save(self, path, include_optimizer=True):
+        """Write weights, buffers, architecture and compile settings to one ``.npz``.
+
+        See ``fastconv.nn.save_model``.
+        """
+        from .serialization import save_model
+
+        save_model(self, path, include_optimizer=include_optimizer)
+
