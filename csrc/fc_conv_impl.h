@@ -423,6 +423,20 @@ done:
  * into at most FC_DW_CHUNKS chunks (a function of the shape only); each chunk
  * sums into its own partial buffer and the partials are added in chunk order.
  */
+/* Sum of n values in a fixed order: 16 interleaved lanes (vectorisable without
+ * reassociation by the compiler), then the lanes in a fixed tree. */
+static REAL SFX(sum_lanes)(const REAL *v, ptrdiff_t n)
+{
+    REAL l[16] = {0};
+    ptrdiff_t p = 0;
+    for (; p + 16 <= n; p += 16)
+        for (int q = 0; q < 16; ++q) l[q] += v[p + q];
+    for (int q = 0; p < n; ++p, ++q) l[q] += v[p];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int q = 0; q < w; ++q) l[q] += l[q + w];
+    return l[0];
+}
+
 #define FC_DW_PB 256
 #define FC_DW_CHUNKS 32
 
@@ -441,7 +455,9 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
     PLAN pl = SFX(plan_rows)(kk, mg);
     ptrdiff_t nr_max = 0;
     for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
-    const ptrdiff_t ldb = FC_ROUNDUP(ckk, 16) + nr_max; /* patch row; tiles may overhang */
+    /* patch row length: the last column tile of the widest kernel used may overhang ckk */
+    const ptrdiff_t nr_used = FC_MAX((ptrdiff_t)kk->nr[pl.slot_full], (ptrdiff_t)kk->nr[pl.slot_tail]);
+    const ptrdiff_t ldb = FC_ROUNDUP(ckk, nr_used);
     const ptrdiff_t part_g = pl.mpad * ldb;            /* partial for one group */
     const ptrdiff_t part = G * part_g + g->k;          /* + bias partial */
     /* chunk count: a function of the shape only, capped so partials stay < 256 MiB */
@@ -483,6 +499,9 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
         if (!bt || !at) {
 #pragma omp atomic write
             failed = 1;
+        } else {
+            /* columns ckk..ldb of every patch row stay zero: the copies below never touch them */
+            memset(bt, 0, sizeof(REAL) * (size_t)(FC_DW_PB * ldb + nr_max));
         }
         ptrdiff_t ch;
 #pragma omp for schedule(static)
@@ -498,12 +517,8 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
                 const REAL *xn = xh + in * hp * wp * C;
                 /* bias partial: one fixed-order sum per block and channel */
                 REAL *pbias = pc + G * part_g;
-                for (ptrdiff_t m = 0; m < g->k; ++m) {
-                    const REAL *r = gyn + m * hw + p0;
-                    REAL s = 0;
-                    for (ptrdiff_t p = 0; p < pb; ++p) s += r[p];
-                    pbias[m] += s;
-                }
+                for (ptrdiff_t m = 0; m < g->k; ++m)
+                    pbias[m] += SFX(sum_lanes)(gyn + m * hw + p0, pb);
                 for (ptrdiff_t gi = 0; gi < G; ++gi) {
                     /* patch rows: bt[p, (i, j, c)] */
                     for (ptrdiff_t p = 0; p < pb; ++p) {
@@ -513,14 +528,19 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
                             const REAL *srow = xn + ((oh * g->sh + i * g->dh) * wp
                                                      + ow * g->sw) * C + gi * cg;
                             REAL *drow = row + i * kw * cg;
-                            if (g->dw == 1 && G == 1)
-                                memcpy(drow, srow, sizeof(REAL) * (size_t)(kw * C));
-                            else
+                            if (g->dw == 1 && G == 1) {
+                                /* one contiguous run of kw*C values; short runs inline */
+                                const ptrdiff_t len = kw * C;
+                                if (len < 32)
+                                    for (ptrdiff_t e = 0; e < len; ++e) drow[e] = srow[e];
+                                else
+                                    memcpy(drow, srow, sizeof(REAL) * (size_t)len);
+                            } else {
                                 for (ptrdiff_t j = 0; j < kw; ++j)
-                                    memcpy(drow + j * cg, srow + j * g->dw * C,
-                                           sizeof(REAL) * (size_t)cg);
+                                    for (ptrdiff_t e = 0; e < cg; ++e)
+                                        drow[j * cg + e] = srow[j * g->dw * C + e];
+                            }
                         }
-                        for (ptrdiff_t k = ckk; k < ldb; ++k) row[k] = 0;
                     }
                     /* A = gy^T of this group, packed in panels of mr rows per pixel */
                     {
