@@ -183,8 +183,10 @@ def read_idx(path, *, sha256=None):
         If ``path`` does not exist.
     """
     data = _read_bytes(path)
+    # Structure first: "truncated" or "bad magic" says more than a hash mismatch.
+    arr = _parse_idx(data, str(path))
     _check_sha256(data, sha256, str(path))
-    return _parse_idx(data, str(path))
+    return arr
 
 
 # --------------------------------------------------------------------------- #
@@ -289,8 +291,8 @@ def _download(name, data_dir, mirrors, sha256, progress):
             with open(tmp, "rb") as f:
                 is_gzip = f.read(2) == _GZIP_MAGIC
             data = _read_bytes(tmp)
-            _check_sha256(data, sha256, f"{name} from {url}")
             _parse_idx(data, f"{name} from {url}")
+            _check_sha256(data, sha256, f"{name} from {url}")
             dest = data_dir / (name + ".gz" if is_gzip else name)
             os.replace(tmp, dest)
             return dest
