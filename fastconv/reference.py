@@ -210,14 +210,15 @@ def _pad(x, pads, value=0.0):
 # Convolution
 # --------------------------------------------------------------------------
 
-def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1):
-    """Shape of ``conv2d(x, weight, ...)`` for ``groups=1``-compatible shapes.
+def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1,
+                        groups=1):
+    """Shape of ``conv2d(x, weight, ...)``, with the same checks.
 
     Parameters
     ----------
     input_shape : tuple of 4 ints (N, C, H, W)
-    weight_shape : tuple of 4 ints (K, C/groups, kh, kw)
-    stride, padding, dilation : as for :func:`conv2d`
+    weight_shape : tuple of 4 ints (K, C // groups, kh, kw)
+    stride, padding, dilation, groups : as for :func:`conv2d`
 
     Returns
     -------
@@ -225,12 +226,10 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
         ``H_out = (H + pad_top + pad_bottom - dilation*(kh-1) - 1) // stride + 1``.
     """
     func = "conv2d_output_shape"
-    N, C, H, W = _shape4(input_shape, "input_shape", func)
-    K, Cg, kh, kw = _shape4(weight_shape, "weight_shape", func)
-    groups = C // Cg if Cg and C % Cg == 0 else 1  # the only groups that can fit
-    *_, Ho, Wo = _conv_geometry((N, C, H, W), (K, Cg, kh, kw), stride, padding,
-                                dilation, groups, func)
-    return (N, K, Ho, Wo)
+    x_shape = _shape4(input_shape, "input_shape", func)
+    w_shape = _shape4(weight_shape, "weight_shape", func)
+    *_, Ho, Wo = _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, func)
+    return (x_shape[0], w_shape[0], Ho, Wo)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, out=None):

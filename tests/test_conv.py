@@ -125,8 +125,7 @@ def backward(source, c, g, x, w):
 
 
 def out_shape(c):
-    return reference.conv2d_output_shape(c["x"], c["w"], c["stride"], c["padding"],
-                                         c["dilation"])
+    return reference.conv2d_output_shape(c["x"], c["w"], **params(c))
 
 
 # --------------------------------------------------------------------------
@@ -159,8 +158,7 @@ def test_conv2d_backward(name, source, dtype, rng):
 def test_conv2d_output_shape(name, rng):
     c = ALL[name]
     x, w, b = make(c, np.float64, rng)
-    shape = fastconv.conv2d_output_shape(c["x"], c["w"], c["stride"], c["padding"],
-                                         c["dilation"])
+    shape = fastconv.conv2d_output_shape(c["x"], c["w"], **params(c))
     assert tuple(shape) == fastconv.conv2d(x, w, b, **params(c)).shape
     assert tuple(shape) == oracle.conv2d(x, w, b, **params(c)).shape
 

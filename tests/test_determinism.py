@@ -45,8 +45,7 @@ def conv_inputs(c, dtype, rng):
     x = rng.standard_normal(c["x"]).astype(dtype)
     w = rng.standard_normal(c["w"]).astype(dtype)
     b = rng.standard_normal(c["w"][0]).astype(dtype)
-    shape = fastconv.conv2d_output_shape(c["x"], c["w"], c["stride"], c["padding"],
-                                         c["dilation"])
+    shape = fastconv.conv2d_output_shape(c["x"], c["w"], **conv_args(c))
     g = rng.standard_normal(shape).astype(dtype)
     return x, w, b, g
 
