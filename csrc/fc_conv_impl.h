@@ -440,10 +440,120 @@ static REAL SFX(sum_lanes)(const REAL *v, ptrdiff_t n)
 #define FC_DW_PB 256
 #define FC_DW_CHUNKS 32
 
+/*
+ * Small layers (first layers: few output channels times a small patch) take a
+ * dot-product route instead: gw[m, k] = sum_q gyq[m, q] * xq[q + koff[k]], with
+ * gyq = gy laid on the forward pass's column grid (zeros in the junk columns)
+ * and xq the forward pass's padded, phase-split input. Nothing is packed per
+ * pixel, and the vector accumulators stay in registers across all the images
+ * of a chunk. Chunks are fixed runs of images, merged in order.
+ */
+static int SFX(bwd_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
+                               const fc_conv_geom *g, int nt, REAL *gw, REAL *gb)
+{
+    const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G, K = g->k;
+    const ptrdiff_t ckk = cg * g->kh * g->kw;
+    const ptrdiff_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    const ptrdiff_t hq = FC_CEILDIV(hp, g->sh), wq = FC_CEILDIV(wp, g->sw);
+    const ptrdiff_t plane = hq * wq, img = g->sh * g->sw * g->c * plane;
+    const ptrdiff_t lq = FC_ROUNDUP(g->ho * wq, (ptrdiff_t)kk->dvl);
+    const ptrdiff_t N = g->n, nch = FC_MIN(N, (ptrdiff_t)FC_DW_CHUNKS);
+    const ptrdiff_t part = K * ckk + K;
+    const int dmr = kk->dmr, dnr = kk->dnr;
+    int rc = FC_OK;
+
+    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)ckk);
+    REAL *gq = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(N * K * lq));
+    REAL *parts = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(nch * part));
+    REAL *xq = NULL;
+    if (!koff || !gq || !parts) { rc = FC_ENOMEM; goto done; }
+    ptrdiff_t kmax = 0;
+    for (ptrdiff_t c = 0, k = 0; c < cg; ++c)
+        for (ptrdiff_t i = 0; i < g->kh; ++i)
+            for (ptrdiff_t j = 0; j < g->kw; ++j, ++k) {
+                const ptrdiff_t ei = i * g->dh, ej = j * g->dw;
+                const ptrdiff_t phase = (ei % g->sh) * g->sw + (ej % g->sw);
+                koff[k] = (phase * g->c + c) * plane + (ei / g->sh) * wq + ej / g->sw;
+                kmax = FC_MAX(kmax, koff[k]);
+            }
+    const ptrdiff_t slack = FC_MAX((ptrdiff_t)0, lq + kmax - img) + 64;
+    xq = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(N * img + slack));
+    if (!xq) { rc = FC_ENOMEM; goto done; }
+    memset(xq + N * img, 0, sizeof(REAL) * (size_t)slack);
+    SFX(pad_phase_copy)(x, N, g->c, g->h, g->w, g->sh, g->sw, g->ph, g->pw, hq, wq, img, nt, xq);
+    {
+        ptrdiff_t t, rows = N * K;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+        for (t = 0; t < rows; ++t) {
+            REAL *d = gq + t * lq;
+            const REAL *sr = gy + t * g->ho * g->wo;
+            memset(d, 0, sizeof(REAL) * (size_t)lq);
+            for (ptrdiff_t oh = 0; oh < g->ho; ++oh)
+                memcpy(d + oh * wq, sr + oh * g->wo, sizeof(REAL) * (size_t)g->wo);
+        }
+    }
+    {
+        ptrdiff_t ch;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && nch > 1)
+        for (ch = 0; ch < nch; ++ch) {
+            REAL *pc = parts + ch * part;
+            const ptrdiff_t i0 = ch * N / nch, i1 = (ch + 1) * N / nch;
+            const REAL *grow[8];
+            ptrdiff_t off[8];
+            REAL tile[64];
+            memset(pc, 0, sizeof(REAL) * (size_t)part);
+            for (ptrdiff_t gi = 0; gi < G; ++gi)
+                for (ptrdiff_t m0 = 0; m0 < mg; m0 += dmr)
+                    for (ptrdiff_t c0 = 0; c0 < ckk; c0 += dnr) {
+                        /* edge tiles repeat the last row/offset; the extra sums are dropped */
+                        for (int r = 0; r < dmr; ++r)
+                            grow[r] = gq + (i0 * K + gi * mg + FC_MIN(m0 + r, mg - 1)) * lq;
+                        for (int c = 0; c < dnr; ++c) off[c] = koff[FC_MIN(c0 + c, ckk - 1)];
+                        memset(tile, 0, sizeof(tile));
+                        kk->dot(lq, (int)(i1 - i0), grow, K * lq, xq + i0 * img + gi * cg * plane,
+                                img, off, tile, dnr);
+                        for (int r = 0; r < dmr && m0 + r < mg; ++r)
+                            for (int c = 0; c < dnr && c0 + c < ckk; ++c)
+                                pc[(gi * mg + m0 + r) * ckk + c0 + c] = tile[r * dnr + c];
+                    }
+            if (gb)
+                for (ptrdiff_t im = i0; im < i1; ++im)
+                    for (ptrdiff_t m = 0; m < K; ++m)
+                        pc[K * ckk + m] += SFX(sum_lanes)(gq + (im * K + m) * lq, lq);
+        }
+    }
+    {
+        ptrdiff_t t, total = K * ckk + (gb ? K : 0);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 4096)
+        for (t = 0; t < total; ++t) {
+            REAL s = parts[t];
+            for (ptrdiff_t ch = 1; ch < nch; ++ch) s += parts[ch * part + t];
+            if (t < K * ckk) gw[t] = s;
+            else gb[t - K * ckk] = s;
+        }
+    }
+done:
+    free(koff);
+    fc_free(gq);
+    fc_free(parts);
+    fc_free(xq);
+    return rc;
+}
+
+/* Below this many weights per group the dot route wins (measured on a, b, c). */
+#ifndef FC_DW_DOT_MAX
+#define FC_DW_DOT_MAX 4096
+#endif
+
 int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom *g,
                               int nthreads, REAL *gw, REAL *gb)
 {
     const KERN *kk = GETK();
+    {
+        const ptrdiff_t dot_max = getenv("FASTCONV_DW_DOT_MAX") ? atol(getenv("FASTCONV_DW_DOT_MAX")) : FC_DW_DOT_MAX;
+        if ((g->k / g->groups) * (g->c / g->groups) * g->kh * g->kw <= dot_max)
+            return SFX(bwd_weight_dot)(kk, gy, x, g, nthreads, gw, gb);
+    }
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G, C = g->c;
     const ptrdiff_t kh = g->kh, kw = g->kw, ckk = cg * kh * kw;
     const ptrdiff_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;

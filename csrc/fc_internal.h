@@ -44,16 +44,33 @@ typedef void (*fc_ukr_f32)(ptrdiff_t kc, const float *a, const float *b,
 typedef void (*fc_ukr_f64)(ptrdiff_t kc, const double *a, const double *b,
                            const ptrdiff_t *koff, double *c, ptrdiff_t ldc, int acc);
 
+/*
+ * Dot-product kernel for small grad-weight problems:
+ *   out[r * ldo + c] += sum_{i < nimg} sum_{q < len} g[r] [i*gs + q] * s[i*ss + q + off[c]]
+ * for r < DMR, c < DNR; len is a multiple of the vector width. The vector
+ * accumulators live in registers across all images; lanes are summed once.
+ */
+typedef void (*fc_dot_f32)(ptrdiff_t len, int nimg, const float *const *g, ptrdiff_t gs,
+                           const float *s, ptrdiff_t ss, const ptrdiff_t *off, float *out,
+                           ptrdiff_t ldo);
+typedef void (*fc_dot_f64)(ptrdiff_t len, int nimg, const double *const *g, ptrdiff_t gs,
+                           const double *s, ptrdiff_t ss, const ptrdiff_t *off, double *out,
+                           ptrdiff_t ldo);
+
 typedef struct {
     int mr[FC_NUM_MR];        /* ascending rows per kernel; 0 = slot unused */
     int nr[FC_NUM_MR];        /* columns per kernel */
     fc_ukr_f32 ukr[FC_NUM_MR];
+    int dmr, dnr, dvl;        /* dot kernel: rows, offsets, vector width */
+    fc_dot_f32 dot;
 } fc_kernels_f32;
 
 typedef struct {
     int mr[FC_NUM_MR];
     int nr[FC_NUM_MR];
     fc_ukr_f64 ukr[FC_NUM_MR];
+    int dmr, dnr, dvl;
+    fc_dot_f64 dot;
 } fc_kernels_f64;
 
 const fc_kernels_f32 *fc_get_kernels_f32(void);

@@ -75,6 +75,35 @@
                      const ptrdiff_t *FC_RESTRICT koff, T *FC_RESTRICT c, ptrdiff_t ldc, \
                      int acc)
 
+/* Dot kernel body: DMR x DNR vector accumulators, summed to scalars with HSUM. */
+#define FC_DOT_BODY(T, VT, VL, DMR, DNR, LOADU, FMADD, ZERO, HSUM)                  \
+    {                                                                               \
+        VT acc_[DMR][DNR];                                                          \
+        FC_UNROLL for (int r = 0; r < DMR; ++r)                                     \
+            FC_UNROLL for (int c = 0; c < DNR; ++c) acc_[r][c] = ZERO;              \
+        for (int im = 0; im < nimg; ++im) {                                         \
+            const T *gp_[DMR];                                                      \
+            const T *sp_[DNR];                                                      \
+            FC_UNROLL for (int r = 0; r < DMR; ++r) gp_[r] = g[r] + im * gs;        \
+            FC_UNROLL for (int c = 0; c < DNR; ++c) sp_[c] = s + im * ss + off[c];  \
+            for (ptrdiff_t q = 0; q < len; q += VL) {                               \
+                VT gv_[DMR];                                                        \
+                FC_UNROLL for (int r = 0; r < DMR; ++r) gv_[r] = LOADU(gp_[r] + q); \
+                FC_UNROLL for (int c = 0; c < DNR; ++c) {                           \
+                    VT sv = LOADU(sp_[c] + q);                                      \
+                    FC_UNROLL for (int r = 0; r < DMR; ++r)                         \
+                        acc_[r][c] = FMADD(gv_[r], sv, acc_[r][c]);                 \
+                }                                                                   \
+            }                                                                       \
+        }                                                                           \
+        FC_UNROLL for (int r = 0; r < DMR; ++r)                                     \
+            FC_UNROLL for (int c = 0; c < DNR; ++c) out[r * ldo + c] += HSUM(acc_[r][c]); \
+    }
+
+#define FC_DOT_SIG(NAME, T)                                                         \
+    static void NAME(ptrdiff_t len, int nimg, const T *const *g, ptrdiff_t gs,      \
+                     const T *s, ptrdiff_t ss, const ptrdiff_t *off, T *out, ptrdiff_t ldo)
+
 /* ---- generic C (any CPU; the compiler may auto-vectorise the v loop) ---- */
 #define G_LOADU(p) (*(p))
 #define G_STOREU(p, v) (*(p) = (v))
@@ -92,6 +121,9 @@ FC_DEF_GENERIC(ukr_gen_f32_4, float, 4, 8)
 FC_DEF_GENERIC(ukr_gen_f64_1, double, 1, 8)
 FC_DEF_GENERIC(ukr_gen_f64_2, double, 2, 8)
 FC_DEF_GENERIC(ukr_gen_f64_4, double, 4, 4)
+#define G_HSUM(v) (v)
+FC_DOT_SIG(dot_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 4, G_LOADU, G_FMADD, 0.0f, G_HSUM)
+FC_DOT_SIG(dot_gen_f64, double) FC_DOT_BODY(double, double, 1, 2, 4, G_LOADU, G_FMADD, 0.0, G_HSUM)
 
 #if FC_X86_SIMD
 /* ---- AVX2 + FMA: 16 ymm registers, <= 12 accumulators ---- */
@@ -114,6 +146,25 @@ FC_DEF_AVX2_F64(ukr_avx2_f64_2, 2, 4)
 FC_DEF_AVX2_F64(ukr_avx2_f64_3, 3, 4)
 FC_DEF_AVX2_F64(ukr_avx2_f64_4, 4, 3)
 FC_DEF_AVX2_F64(ukr_avx2_f64_6, 6, 2)
+A2_TGT static inline float hsum_avx2_f32(__m256 v)
+{
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+A2_TGT static inline double hsum_avx2_f64(__m256d v)
+{
+    __m128d a = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    a = _mm_add_sd(a, _mm_unpackhi_pd(a, a));
+    return _mm_cvtsd_f64(a);
+}
+A2_TGT FC_DOT_SIG(dot_avx2_f32, float)
+FC_DOT_BODY(float, __m256, 8, 3, 4, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps(),
+            hsum_avx2_f32)
+A2_TGT FC_DOT_SIG(dot_avx2_f64, double)
+FC_DOT_BODY(double, __m256d, 4, 3, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd(),
+            hsum_avx2_f64)
 
 /* ---- AVX-512F: 32 zmm registers, <= 24 accumulators ---- */
 #define A5_TGT __attribute__((target("avx512f,avx2,fma")))
@@ -137,29 +188,39 @@ FC_DEF_AVX512_F64(ukr_avx512_f64_3, 3, 8)
 FC_DEF_AVX512_F64(ukr_avx512_f64_4, 4, 6)
 FC_DEF_AVX512_F64(ukr_avx512_f64_6, 6, 4)
 FC_DEF_AVX512_F64(ukr_avx512_f64_8, 8, 3)
+A5_TGT FC_DOT_SIG(dot_avx512_f32, float)
+FC_DOT_BODY(float, __m512, 16, 4, 6, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps(),
+            _mm512_reduce_add_ps)
+A5_TGT FC_DOT_SIG(dot_avx512_f64, double)
+FC_DOT_BODY(double, __m512d, 8, 4, 6, _mm512_loadu_pd, _mm512_fmadd_pd, _mm512_setzero_pd(),
+            _mm512_reduce_add_pd)
 #endif /* FC_X86_SIMD */
 
 static const fc_kernels_f32 K_GEN_F32 = {
     {1, 2, 4, 0, 0, 0}, {16, 16, 8, 0, 0, 0},
-    {ukr_gen_f32_1, ukr_gen_f32_2, ukr_gen_f32_4, 0, 0, 0}};
+    {ukr_gen_f32_1, ukr_gen_f32_2, ukr_gen_f32_4, 0, 0, 0}, 2, 4, 1, dot_gen_f32};
 static const fc_kernels_f64 K_GEN_F64 = {
     {1, 2, 4, 0, 0, 0}, {8, 8, 4, 0, 0, 0},
-    {ukr_gen_f64_1, ukr_gen_f64_2, ukr_gen_f64_4, 0, 0, 0}};
+    {ukr_gen_f64_1, ukr_gen_f64_2, ukr_gen_f64_4, 0, 0, 0}, 2, 4, 1, dot_gen_f64};
 #if FC_X86_SIMD
 static const fc_kernels_f32 K_AVX2_F32 = {
     {1, 2, 3, 4, 6, 0}, {32, 32, 32, 24, 16, 0},
-    {ukr_avx2_f32_1, ukr_avx2_f32_2, ukr_avx2_f32_3, ukr_avx2_f32_4, ukr_avx2_f32_6, 0}};
+    {ukr_avx2_f32_1, ukr_avx2_f32_2, ukr_avx2_f32_3, ukr_avx2_f32_4, ukr_avx2_f32_6, 0},
+    3, 4, 8, dot_avx2_f32};
 static const fc_kernels_f64 K_AVX2_F64 = {
     {1, 2, 3, 4, 6, 0}, {16, 16, 16, 12, 8, 0},
-    {ukr_avx2_f64_1, ukr_avx2_f64_2, ukr_avx2_f64_3, ukr_avx2_f64_4, ukr_avx2_f64_6, 0}};
+    {ukr_avx2_f64_1, ukr_avx2_f64_2, ukr_avx2_f64_3, ukr_avx2_f64_4, ukr_avx2_f64_6, 0},
+    3, 4, 4, dot_avx2_f64};
 static const fc_kernels_f32 K_AVX512_F32 = {
     {1, 2, 3, 4, 6, 8}, {128, 128, 128, 96, 64, 48},
     {ukr_avx512_f32_1, ukr_avx512_f32_2, ukr_avx512_f32_3, ukr_avx512_f32_4,
-     ukr_avx512_f32_6, ukr_avx512_f32_8}};
+     ukr_avx512_f32_6, ukr_avx512_f32_8},
+    4, 6, 16, dot_avx512_f32};
 static const fc_kernels_f64 K_AVX512_F64 = {
     {1, 2, 3, 4, 6, 8}, {64, 64, 64, 48, 32, 24},
     {ukr_avx512_f64_1, ukr_avx512_f64_2, ukr_avx512_f64_3, ukr_avx512_f64_4,
-     ukr_avx512_f64_6, ukr_avx512_f64_8}};
+     ukr_avx512_f64_6, ukr_avx512_f64_8},
+    4, 6, 8, dot_avx512_f64};
 #endif
 
 /* ---- dispatch ------------------------------------------------------------- */
