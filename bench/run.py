@@ -1,0 +1,509 @@
+#!/usr/bin/env python
+"""Benchmark fastconv against PyTorch, NumPy im2col and the plain-loop reference.
+
+    python bench/run.py                 # quick run, a few minutes
+    python bench/run.py --full          # more repeats, float64 for every impl, naive bwd too
+    python bench/run.py --threads 1 --shapes d,e --ops conv --dtype float32
+    python bench/run.py --training      # also LeNet-5 / MNIST-CNN training img/s and RSS
+    python -m fastconv bench ...        # the same, from an installed package
+
+For every (op, shape, dtype, threads) each implementation is warmed up, then
+timed several times; the table shows medians, GFLOP/s, the fraction of the
+measured BLAS peak, every alternative's time divided by fastconv's (its
+speed-up) and PASS/FAIL against the targets of the speed issue. The results
+(JSON, the table as text, a PNG bar chart) go to bench/results/<date>-<host>/.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+
+def _choose_fastconv(installed_only):
+    """Prefer an in-place build of this checkout over an installed fastconv.
+
+    ``python bench/run.py`` puts bench/, not the repository root, on sys.path,
+    so without this an installed fastconv would be measured even when the
+    checkout next to this file has a fresher in-place build.
+    """
+    here = REPO / "fastconv"
+    built = any(here.glob("_*.so")) or any(here.glob("_*.pyd"))
+    if built and not installed_only and str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+
+
+MODES = {
+    "quick": dict(warmup=1, repeats=7, max_total_s=2.0, naive_phases=("fwd",),
+                  naive_budget_s=1.0, naive_repeats=1, f64_impls=("fastconv",)),
+    "full": dict(warmup=2, repeats=15, max_total_s=8.0, naive_phases=("fwd", "bwd", "fwdbwd"),
+                 naive_budget_s=4.0, naive_repeats=3, f64_impls=None),
+}
+SETTLE_S = 0.25   # idle time after switching implementation, see README ("thread pools")
+BUSY_CORES = 0.25  # other processes using more CPU than this during a measurement: flagged
+
+
+def _csv(s):
+    return [v.strip() for v in s.split(",") if v.strip()] if s else None
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[1:]))
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                   help="few repeats, naive forward only, float64 for fastconv only (default)")
+    m.add_argument("--full", dest="mode", action="store_const", const="full",
+                   help="more repeats, every impl in every dtype, naive on every phase")
+    p.set_defaults(mode="quick")
+    p.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2 (default)")
+    p.add_argument("--dtype", default=None,
+                   help="float32,float64 (default: float32, plus float64 as the mode says)")
+    p.add_argument("--shapes", default=None, help="case names, e.g. a,b,p1 (default: all)")
+    p.add_argument("--ops", default="conv,maxpool,avgpool", help="conv,maxpool,avgpool")
+    p.add_argument("--phases", default="fwd,bwd,fwdbwd", help="fwd,bwd,fwdbwd")
+    p.add_argument("--impls", default="fastconv,torch,numpy,naive",
+                   help="which implementations (default: all four)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument("--no-naive", action="store_true", help="leave fastconv.reference out")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the agreement check of every impl against NumPy before timing")
+    p.add_argument("--no-peak", action="store_true", help="skip the BLAS peak measurement")
+    p.add_argument("--training", action="store_true",
+                   help="also measure LeNet-5 / MNIST-CNN training throughput and peak RSS")
+    p.add_argument("--training-batches", type=int, default=None,
+                   help="timed batches per training run (default 100 quick, 300 full)")
+    p.add_argument("--installed", action="store_true",
+                   help="measure the installed fastconv even if this checkout has an in-place build")
+    p.add_argument("--out", default=None,
+                   help="results directory (default bench/results/<date>-<hostname>)")
+    p.add_argument("--no-save", action="store_true", help="print only; write no files")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------
+# Machine description
+# ---------------------------------------------------------------------------
+def machine_info():
+    info = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "env": {k: os.environ[k] for k in sorted(os.environ)
+                if k.startswith(("OMP_", "MKL_", "OPENBLAS_", "GOMP_", "MALLOC_", "KMP_"))},
+    }
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        flags = set(fields.get("flags", "").split())
+        info["cpu_model"] = fields.get("model name")
+        info["cpu_mhz_nominal"] = fields.get("cpu MHz")
+        info["cpu_flags"] = sorted(f for f in flags
+                                   if f in {"fma", "avx", "avx2", "avx512f", "avx512bw",
+                                            "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16",
+                                            "avx512_fp16", "amx_tile"})
+        info["avx2"] = "avx2" in flags
+        info["avx512"] = "avx512f" in flags
+    except OSError:
+        info["cpu_model"] = platform.processor()
+    try:
+        meminfo = Path("/proc/meminfo").read_text().split("\n", 1)[0]
+        info["mem_total_kib"] = int(meminfo.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    import numpy
+
+    info["numpy"] = numpy.__version__
+    try:
+        import threadpoolctl
+
+        info["threadpoolctl"] = threadpoolctl.__version__
+        info["threadpools"] = [{k: v for k, v in d.items() if k != "filepath"}
+                               for d in threadpoolctl.threadpool_info()]
+    except ImportError:
+        info["threadpoolctl"] = None
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_parallel"] = torch.__config__.parallel_info().splitlines()[:8]
+    except ImportError:
+        info["torch"] = None
+    try:
+        import fastconv
+
+        info["fastconv"] = fastconv.__version__
+        info["fastconv_path"] = str(Path(fastconv.__file__).parent)
+        info["fastconv_info"] = fastconv.info() if hasattr(fastconv, "info") else None
+    except Exception as exc:
+        info["fastconv"] = None
+        info["fastconv_error"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+# ---------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------
+def measure_one(impl, op, phase, case, dtype, mode, naive_cache):
+    """(median s, batch actually run, samples in s) of one op on one impl."""
+    from harness import make_runner, median, time_call, time_scaled
+
+    if impl.scaled:
+        # the reference is single-threaded Python: measure it once per thread sweep
+        key = (op, phase, case.name, dtype)
+        if key not in naive_cache:
+            naive_cache[key] = time_scaled(impl, op, phase, case, dtype,
+                                           budget_s=mode["naive_budget_s"],
+                                           repeats=mode["naive_repeats"])
+        return naive_cache[key]
+    samples = time_call(make_runner(impl, op, phase, case, dtype), warmup=mode["warmup"],
+                        repeats=mode["repeats"], max_total_s=mode["max_total_s"])
+    return median(samples), case.N, samples
+
+
+def measure_grid(impls, args, mode, peaks, log):
+    from harness import OtherLoad, set_threads
+    from shapes import OPS, select
+
+    threads = [int(t) for t in _csv(args.threads)]
+    dtypes = _csv(args.dtype) or ["float32", "float64"]
+    phases = _csv(args.phases)
+    records, naive_cache, prev = [], {}, None
+    for th in threads:
+        set_threads(impls, th)
+        for op in _csv(args.ops):
+            for case in select(_csv(args.shapes), OPS[op]):
+                for dtype in dtypes:
+                    for impl in impls.values():
+                        if (dtype == "float64" and args.dtype is None
+                                and mode["f64_impls"] is not None
+                                and impl.name not in mode["f64_impls"]):
+                            continue
+                        if prev is not None and impl.name != prev:
+                            time.sleep(SETTLE_S)
+                        prev = impl.name
+                        for phase in phases:
+                            if impl.scaled and phase not in mode["naive_phases"]:
+                                continue
+                            rec = dict(op=op, phase=phase, case=case.name, shape=case.describe(),
+                                       dtype=dtype, threads=th, impl=impl.name)
+                            head = f"  {op:<7} {case.name:<3} {phase:<6} {dtype} {th}T {impl.name:<8}"
+                            try:
+                                with OtherLoad() as load:
+                                    t, n_used, samples = measure_one(impl, op, phase, case, dtype,
+                                                                     mode, naive_cache)
+                            except Exception as exc:
+                                rec["error"] = f"{type(exc).__name__}: {exc}"
+                                records.append(rec)
+                                log(f"{head} ERROR {rec['error']}")
+                                continue
+                            flops = case.flops(phase)
+                            gflops = flops / t / 1e9 if flops else None
+                            peak = peaks.get((dtype, th))
+                            rec.update(ms=t * 1e3, samples_ms=[x * 1e3 for x in samples],
+                                       n_used=n_used, gflops=gflops,
+                                       pct_peak=100 * gflops / peak if peak and gflops else None,
+                                       other_load=load.cores)
+                            records.append(rec)
+                            log(f"{head} {t * 1e3:10.3f} ms"
+                                + (f"  (scaled from N={n_used})" if n_used != case.N else "")
+                                + (f"  [other processes: {load.cores:.1f} cores]"
+                                   if load.cores and load.cores > BUSY_CORES else ""))
+    return records
+
+
+def add_ratios(records):
+    """ratio = impl time / fastconv time for the same op, phase, case, dtype, threads."""
+    from shapes import ratio_target
+
+    fast = {(r["op"], r["phase"], r["case"], r["dtype"], r["threads"]): r["ms"]
+            for r in records if r["impl"] == "fastconv" and "ms" in r}
+    for r in records:
+        f = fast.get((r["op"], r["phase"], r["case"], r["dtype"], r["threads"]))
+        r["ratio"] = r["ms"] / f if f and "ms" in r else None
+        r["target"] = None
+        if r["impl"] != "fastconv" and r["dtype"] == "float32":
+            r["target"] = ratio_target(r["op"], r["phase"], r["case"], r["impl"])
+        r["status"] = "" if r["target"] is None or r["ratio"] is None else (
+            "PASS" if r["ratio"] >= r["target"] else "FAIL")
+
+
+def evaluate_targets(records, peaks, training):
+    """One row per target of the speed issue that this run measured."""
+    import shapes as S
+
+    by = {(r["op"], r["phase"], r["case"], r["dtype"], r["threads"], r["impl"]): r
+          for r in records if "ms" in r}
+    threads = sorted({r["threads"] for r in records})
+    out = []
+
+    def add(target, where, value, threshold, higher_is_better=True, unit="x"):
+        ok = value >= threshold if higher_is_better else value <= threshold
+        out.append(dict(target=target, where=where, value=value, threshold=threshold,
+                        unit=unit, ok=ok, margin=value / threshold))
+
+    def ratio(op, phase, case, th, impl, dtype="float32"):
+        r = by.get((op, phase, case, dtype, th, impl))
+        f = by.get((op, phase, case, dtype, th, "fastconv"))
+        return r["ms"] / f["ms"] if r and f else None
+
+    for th in threads:
+        for case, tgt in S.TORCH_FWDBWD_TARGET.items():
+            v = ratio("conv", "fwdbwd", case, th, "torch")
+            if v is not None:
+                add(f"conv {case} fwd+bwd torch/fastconv >= {tgt}x", f"{th}T", v, tgt)
+        for op in ("maxpool", "avgpool"):
+            for case, tgt in S.POOL_TORCH_TARGET.items():
+                v = ratio(op, "fwdbwd", case, th, "torch")
+                if v is not None:
+                    add(f"{op} {case} fwd+bwd torch/fastconv >= {tgt}x", f"{th}T", v, tgt)
+        for case, frac in S.PEAK_FRACTION_TARGET.items():
+            f = by.get(("conv", "fwdbwd", case, "float32", th, "fastconv"))
+            peak = peaks.get(("float32", th))
+            if f and peak:
+                add(f"conv {case} fwd+bwd >= {frac:.0%} of measured peak", f"{th}T",
+                    f["gflops"] / peak, frac, unit="of peak")
+        for impl, tgt in (("naive", S.NAIVE_TARGET), ("numpy", S.NUMPY_TARGET)):
+            cases = sorted({r["case"] for r in records if r["impl"] == impl})
+            for case in cases:
+                vals = [(ratio(r["op"], r["phase"], case, th, impl), f"{r['op']} {r['phase']}")
+                        for r in records if r["impl"] == impl and r["case"] == case
+                        and r["threads"] == th and r["dtype"] == "float32"]
+                vals = [v for v in vals if v[0] is not None]
+                if vals:
+                    v, where = min(vals)
+                    add(f"{case} every op {impl}/fastconv >= {tgt:g}x",
+                        f"{th}T, worst: {where}", v, tgt)
+    if 1 in threads and 2 in threads:
+        for case, tgt in S.THREAD_SCALING_TARGET.items():
+            a = by.get(("conv", "fwdbwd", case, "float32", 1, "fastconv"))
+            b = by.get(("conv", "fwdbwd", case, "float32", 2, "fastconv"))
+            if a and b:
+                add(f"conv {case} fwd+bwd fastconv 1T->2T speed-up >= {tgt}x", "float32",
+                    a["ms"] / b["ms"], tgt)
+    for th in threads:
+        worst = None
+        for r in records:
+            if (r["impl"] == "fastconv" and r["dtype"] == "float64" and r["threads"] == th
+                    and "ms" in r):
+                f = by.get((r["op"], r["phase"], r["case"], "float32", th, "fastconv"))
+                if f:
+                    v = r["ms"] / f["ms"]
+                    if worst is None or v > worst[0]:
+                        worst = (v, f"{r['op']} {r['case']} {r['phase']}")
+        if worst:
+            add(f"fastconv float64 time <= {S.FLOAT64_SLOWDOWN_MAX}x float32", f"{th}T, worst: "
+                f"{worst[1]}", worst[0], S.FLOAT64_SLOWDOWN_MAX, higher_is_better=False)
+    for t in training or []:
+        if t.get("impl") != "fastconv" or "img_s" not in t:
+            continue
+        ref = next((u for u in training if u.get("impl") == "torch" and u["model"] == t["model"]
+                    and u["threads"] == t["threads"] and "img_s" in u), None)
+        tgt = S.TRAINING_TARGET.get(t["model"])
+        if ref and tgt:
+            add(f"{t['model']} training img/s fastconv/torch >= {tgt}x", f"{t['threads']}T",
+                t["img_s"] / ref["img_s"], tgt)
+        if t["model"] == "lenet5" and t.get("peak_rss_mib"):
+            add(f"lenet5 training peak RSS <= {S.LENET_RSS_MAX_MIB:g} MiB", f"{t['threads']}T",
+                t["peak_rss_mib"], S.LENET_RSS_MAX_MIB, higher_is_better=False, unit="MiB")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------
+def format_table(headers, rows):
+    cols = list(zip(*([headers] + rows))) if rows else [[h] for h in headers]
+    widths = [max(len(str(c)) for c in col) for col in cols]
+    right = [i for i, h in enumerate(headers) if h in {"ms", "GFLOP/s", "% peak", "vs fastconv",
+                                                       "min x", "T", "value", "threshold",
+                                                       "margin"}]
+    fmt = lambda row: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                                for i, (c, w) in enumerate(zip(row, widths)))
+    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def _num(v, spec):
+    return "" if v is None else format(v, spec)
+
+
+def render(records, targets, checks, peaks, info):
+    from baselines import IMPL_ORDER
+    from shapes import ALL_CASES, PHASES
+
+    lines = []
+    lines.append(f"fastconv {info.get('fastconv')}  |  {info.get('cpu_model')}  |  "
+                 f"{info.get('cpus_usable')} cores  |  avx2={info.get('avx2')} "
+                 f"avx512={info.get('avx512')}  |  numpy {info.get('numpy')}  torch "
+                 f"{info.get('torch')}  |  {info['date']}")
+    if peaks:
+        lines.append("measured peak (BLAS SGEMM/DGEMM 2048^3): " + ", ".join(
+            f"{d} {t}T {g:.0f} GFLOP/s" for (d, t), g in sorted(peaks.items())))
+    bad = [c for c in checks if not c["ok"]]
+    if checks:
+        lines.append(f"agreement with NumPy on a batch of 2: {len(checks) - len(bad)}/{len(checks)} ok"
+                     + "".join(f"\n  MISMATCH {c['impl']} {c['op']} {c['case']} {c['dtype']}: "
+                               f"{c['worst']} rel err {c['err']:.2e} {c.get('error', '')}"
+                               for c in bad))
+    busy = [r for r in records if (r.get("other_load") or 0) > BUSY_CORES]
+    if busy:
+        lines.append(f"WARNING: other processes used > {BUSY_CORES} cores during {len(busy)} of "
+                     f"{len(records)} measurements (marked *; worst "
+                     f"{max(r['other_load'] for r in busy):.1f} cores): those times are not "
+                     "trustworthy, rerun on an idle machine")
+    order = {n: i for i, n in enumerate(IMPL_ORDER)}
+    case_order = {n: i for i, n in enumerate(ALL_CASES)}
+    headers = ["shape", "phase", "dtype", "T", "impl", "ms", "GFLOP/s", "% peak",
+               "vs fastconv", "min x", "check"]
+    for op in ("conv", "maxpool", "avgpool"):
+        rows = [r for r in records if r["op"] == op]
+        if not rows:
+            continue
+        rows.sort(key=lambda r: (PHASES.index(r["phase"]), case_order[r["case"]], r["dtype"],
+                                 r["threads"], order.get(r["impl"], 99)))
+        table, last = [], None
+        for r in rows:
+            group = (r["phase"], r["case"], r["dtype"], r["threads"])
+            if last is not None and group[:2] != last[:2]:
+                table.append([""] * len(headers))
+            last = group
+            impl = r["impl"] + (f" (scaled from N={r['n_used']})" if r.get("n_used") and
+                                r["n_used"] != ALL_CASES[r["case"]].N else "")
+            table.append([
+                f"{r['case']} {r['shape']}", r["phase"], r["dtype"], r["threads"], impl,
+                ("ERROR" if "ms" not in r else _num(r["ms"], ".3f")
+                 + ("*" if (r.get("other_load") or 0) > BUSY_CORES else "")),
+                _num(r.get("gflops"), ".1f"), _num(r.get("pct_peak"), ".0f"),
+                "" if r["impl"] == "fastconv" or r.get("ratio") is None
+                else f"{r['ratio']:.2f}x", _num(r.get("target"), "g"), r.get("status", ""),
+            ])
+        lines += ["", f"== {op} (ms = median; vs fastconv = impl time / fastconv time, "
+                  f"> 1 means fastconv is faster) ==", format_table(headers, table)]
+    if targets:
+        trows = [[t["target"], t["where"], f"{t['value']:.3g}", f"{t['threshold']:g}",
+                  f"{t['margin']:.2f}", "PASS" if t["ok"] else "FAIL"] for t in targets]
+        npass = sum(t["ok"] for t in targets)
+        lines += ["", f"== targets: {npass} PASS, {len(targets) - npass} FAIL "
+                  "(margin = value / threshold) ==",
+                  format_table(["target", "where", "value", "threshold", "margin", "result"],
+                               trows)]
+    return "\n".join(lines)
+
+
+def draw_chart(records, path):
+    from pngchart import bar_chart
+    from shapes import ALL_CASES, ratio_target
+
+    cats, series, targets = [], {}, []
+    threads = sorted({r["threads"] for r in records})
+    key = {(r["op"], r["case"], r["threads"]): r.get("ratio") for r in records
+           if r["impl"] == "torch" and r["phase"] == "fwdbwd" and r["dtype"] == "float32"}
+    for op in ("conv", "maxpool", "avgpool"):
+        for case in ALL_CASES:
+            if any((op, case, t) in key for t in threads):
+                cats.append(f"{op} {case}")
+                targets.append(ratio_target(op, "fwdbwd", case, "torch"))
+                for t in threads:
+                    series.setdefault(f"{t}T", []).append(key.get((op, case, t)))
+    if not cats or not any(v for vs in series.values() for v in vs):
+        return None
+    return bar_chart(path, "torch time / fastconv time, fwd+bwd float32", cats, series,
+                     targets, "speed-up of fastconv (x)")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    mode = MODES[args.mode]
+    _choose_fastconv(args.installed)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+
+    import baselines
+    from harness import check_agreement, set_threads
+    from shapes import OPS, select
+
+    wanted = [n for n in _csv(args.impls)
+              if not (args.no_torch and n == "torch") and not (args.no_naive and n == "naive")]
+    impls, skipped = baselines.load(wanted)
+    for name, why in skipped.items():
+        log(f"skipping {name}: {why}")
+    info = machine_info()
+    log(f"fastconv: {info.get('fastconv_path') or info.get('fastconv_error')}")
+
+    peaks, peak_records = {}, []
+    if not args.no_peak:
+        from measure_peak import measure
+
+        dts = _csv(args.dtype) or ["float32", "float64"]
+        peaks, peak_records = measure([int(t) for t in _csv(args.threads)], dts)
+        for r in peak_records:
+            log(f"{r['what']} {r['dtype']} {r['threads']}T: {r['gflops']:.1f} GFLOP/s")
+
+    checks = []
+    if not args.no_check and "fastconv" in impls:
+        oracle = baselines.NumpyImpl()
+        set_threads({"numpy": oracle, **impls}, 1)
+        others = [i for n, i in impls.items() if n in ("fastconv", "torch")]
+        for op in _csv(args.ops):
+            for case in select(_csv(args.shapes), OPS[op]):
+                for dtype in ("float32", "float64"):
+                    for c in check_agreement(others, oracle, op, case, dtype):
+                        checks.append(dict(c, op=op, case=case.name, dtype=dtype))
+        for c in checks:
+            if not c["ok"]:
+                log(f"MISMATCH {c['impl']} {c['op']} {c['case']} {c['dtype']}: {c['worst']} "
+                    f"rel err {c['err']:.2e} {c.get('error', '')}")
+
+    t0 = time.perf_counter()
+    records = measure_grid(impls, args, mode, peaks, log)
+    add_ratios(records)
+
+    training = None
+    if args.training:
+        import train_throughput
+
+        batches = args.training_batches or (100 if args.mode == "quick" else 300)
+        training = train_throughput.run_all(
+            threads=[int(t) for t in _csv(args.threads)], batches=batches,
+            impls=[n for n in ("fastconv", "torch") if n in impls or n == "fastconv"], log=log)
+
+    targets = evaluate_targets(records, peaks, training)
+    text = render(records, targets, checks, peaks, info)
+    if training:
+        text += "\n\n" + train_throughput.render(training)
+    print(text)
+    log(f"measured in {time.perf_counter() - t0:.0f} s")
+
+    if args.no_save:
+        return 0
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else BENCH_DIR / "results" / f"{stamp}-{socket.gethostname()}"
+    out.mkdir(parents=True, exist_ok=True)
+    payload = dict(machine=info, mode=args.mode, mode_settings=mode, argv=sys.argv[1:] if
+                   argv is None else list(argv), peaks=peak_records, checks=checks,
+                   records=records, targets=targets, training=training)
+    (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
+    (out / "table.txt").write_text(text + "\n")
+    chart = out / "speedup_vs_torch.png"
+    backend = draw_chart(records, chart)
+    log(f"wrote {out / 'results.json'}, {out / 'table.txt'}"
+        + (f", {chart} ({backend})" if backend else " (no chart: no torch/fastconv pair)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
