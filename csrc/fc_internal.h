@@ -24,6 +24,12 @@
 #define FC_X86_SIMD 0
 #endif
 
+#if defined(_MSC_VER)
+#define FC_RESTRICT __restrict
+#else
+#define FC_RESTRICT __restrict__
+#endif
+
 #define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define FC_CEILDIV(a, b) (((a) + (b) - 1) / (b))

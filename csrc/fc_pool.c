@@ -3,6 +3,79 @@
 
 #include "fc_internal.h"
 
+/*
+ * Vector 2x2/2 max pooling for one output row; returns how many outputs it did
+ * (the rest go through the scalar loop). Same rule as the scalar code: raster
+ * order, strict '>' so the first maximum wins, and a NaN always takes over.
+ */
+#if FC_X86_SIMD
+#include <immintrin.h>
+__attribute__((target("avx512f,avx512bw"))) static ptrdiff_t
+max2x2_avx512_f32(const float *r0, ptrdiff_t w, ptrdiff_t wo, int64_t base, float *y,
+                  int64_t *idx)
+{
+    const float *r1 = r0 + w;
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512i o1 = _mm512_set1_epi32(1), o2 = _mm512_set1_epi32((int)w),
+                  o3 = _mm512_set1_epi32((int)w + 1);
+    const __m512i lane2 = _mm512_slli_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 1);
+    for (ptrdiff_t ow = 0; ow < wo; ow += 16) {
+        /* the last group of a row (often the only one: a 28-wide plane has 14
+         * outputs per row) runs masked, so nothing past the row is touched */
+        const ptrdiff_t n = wo - ow < 16 ? wo - ow : 16;
+        const __mmask16 ma = n >= 8 ? (__mmask16)0xFFFF : (__mmask16)((1u << (2 * n)) - 1);
+        const __mmask16 mb = n > 8 ? (__mmask16)((1u << (2 * n - 16)) - 1) : (__mmask16)0;
+        const __mmask16 my = (__mmask16)((1u << n) - 1);
+        __m512 a = _mm512_maskz_loadu_ps(ma, r0 + 2 * ow), b = _mm512_maskz_loadu_ps(mb, r0 + 2 * ow + 16);
+        __m512 c = _mm512_maskz_loadu_ps(ma, r1 + 2 * ow), d = _mm512_maskz_loadu_ps(mb, r1 + 2 * ow + 16);
+        __m512 v0 = _mm512_permutex2var_ps(a, even, b), v1 = _mm512_permutex2var_ps(a, odd, b);
+        __m512 v2 = _mm512_permutex2var_ps(c, even, d), v3 = _mm512_permutex2var_ps(c, odd, d);
+        __m512 best = v0;
+        __m512i off = _mm512_setzero_si512();
+        __mmask16 t;
+        t = _mm512_cmp_ps_mask(v1, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+        best = _mm512_mask_mov_ps(best, t, v1);
+        off = _mm512_mask_mov_epi32(off, t, o1);
+        t = _mm512_cmp_ps_mask(v2, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v2, v2, _CMP_UNORD_Q);
+        best = _mm512_mask_mov_ps(best, t, v2);
+        off = _mm512_mask_mov_epi32(off, t, o2);
+        t = _mm512_cmp_ps_mask(v3, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v3, v3, _CMP_UNORD_Q);
+        best = _mm512_mask_mov_ps(best, t, v3);
+        off = _mm512_mask_mov_epi32(off, t, o3);
+        _mm512_mask_storeu_ps(y + ow, my, best);
+        if (idx) {
+            __m512i rel = _mm512_add_epi32(off, lane2); /* 2*lane + offset, < 2**31 */
+            __m512i b64 = _mm512_set1_epi64(base + 2 * ow);
+            _mm512_mask_storeu_epi64(idx + ow, (__mmask8)(my & 0xFF),
+                _mm512_add_epi64(b64, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(rel))));
+            _mm512_mask_storeu_epi64(idx + ow + 8, (__mmask8)(my >> 8),
+                _mm512_add_epi64(b64, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(rel, 1))));
+        }
+    }
+    return wo;
+}
+#endif
+
+static ptrdiff_t max2x2_simd_f32(const float *r0, ptrdiff_t w, ptrdiff_t wo, int64_t base,
+                                 float *y, int64_t *idx)
+{
+#if FC_X86_SIMD
+    if (fc_simd_level() >= FC_SIMD_AVX512 && __builtin_cpu_supports("avx512bw") && w < (1 << 30))
+        return max2x2_avx512_f32(r0, w, wo, base, y, idx);
+#endif
+    (void)r0; (void)w; (void)wo; (void)base; (void)y; (void)idx;
+    return 0;
+}
+
+static ptrdiff_t max2x2_simd_f64(const double *r0, ptrdiff_t w, ptrdiff_t wo, int64_t base,
+                                 double *y, int64_t *idx)
+{
+    (void)r0; (void)w; (void)wo; (void)base; (void)y; (void)idx;
+    return 0;
+}
+
 #define REAL float
 #define SFX(name) name##_f32
 #include "fc_pool_impl.h"

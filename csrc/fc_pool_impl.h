@@ -21,6 +21,30 @@ static inline ptrdiff_t SFX(win)(ptrdiff_t o, ptrdiff_t s, ptrdiff_t p, ptrdiff_
     return padded;
 }
 
+/* One output row of 2x2/2 max pooling; restrict and local sizes let it vectorise. */
+static void SFX(max2x2_row)(const REAL *FC_RESTRICT r0, ptrdiff_t w, ptrdiff_t wo, int64_t base,
+                            REAL *FC_RESTRICT y, int64_t *FC_RESTRICT idx)
+{
+    const REAL *FC_RESTRICT r1 = r0 + w;
+    for (ptrdiff_t ow = SFX(max2x2_simd)(r0, w, wo, base, y, idx); ow < wo; ++ow) {
+        const REAL v0 = r0[2 * ow], v1 = r0[2 * ow + 1];
+        const REAL v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
+        REAL best = v0;
+        int64_t off = 0;
+        int take = (v1 > best) | (v1 != v1);
+        best = take ? v1 : best;
+        off = take ? 1 : off;
+        take = (v2 > best) | (v2 != v2);
+        best = take ? v2 : best;
+        off = take ? (int64_t)w : off;
+        take = (v3 > best) | (v3 != v3);
+        best = take ? v3 : best;
+        off = take ? (int64_t)w + 1 : off;
+        y[ow] = best;
+        if (idx) idx[ow] = base + 2 * ow + off;
+    }
+}
+
 int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y,
                           int64_t *idx)
 {
@@ -32,21 +56,15 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         REAL *yp = y + t * ohw;
         int64_t *ip = idx ? idx + t * ohw : NULL;
         if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0) {
-            /* the common LeNet case: four candidates, raster order, no clipping */
-            for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
-                const REAL *r0 = xp + 2 * oh * g->w, *r1 = r0 + g->w;
-                for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
-                    const ptrdiff_t c0 = 2 * ow;
-                    REAL v[4] = {r0[c0], r0[c0 + 1], r1[c0], r1[c0 + 1]};
-                    ptrdiff_t off[4] = {0, 1, g->w, g->w + 1};
-                    REAL best = -(REAL)INFINITY;
-                    int bi = 0;
-                    for (int q = 0; q < 4; ++q)
-                        if (v[q] > best || v[q] != v[q]) { best = v[q]; bi = q; }
-                    yp[oh * g->wo + ow] = best;
-                    if (ip) ip[oh * g->wo + ow] = (int64_t)(2 * oh * g->w + c0 + off[bi]);
-                }
-            }
+            /*
+             * The common LeNet case: four candidates in raster order, no clipping.
+             * Written as selects, not branches: on real data the winner is
+             * unpredictable and mispredictions cost more than the arithmetic.
+             * Starting from the first candidate equals starting from -inf.
+             */
+            for (ptrdiff_t oh = 0; oh < g->ho; ++oh)
+                SFX(max2x2_row)(xp + 2 * oh * g->w, g->w, g->wo, (int64_t)(2 * oh * g->w),
+                                yp + oh * g->wo, ip ? ip + oh * g->wo : NULL);
             continue;
         }
         for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
@@ -134,6 +152,20 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
     for (t = 0; t < planes; ++t) {
         REAL *gp = gx + t * hw;
         const REAL *yp = gy + t * ohw;
+        if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0) {
+            /* windows tile the input: write every element once, no scatter */
+            for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
+                REAL *r0 = gp + 2 * oh * g->w, *r1 = r0 + g->w;
+                for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
+                    const REAL v = yp[oh * g->wo + ow] / (REAL)4;
+                    r0[2 * ow] = v; r0[2 * ow + 1] = v; r1[2 * ow] = v; r1[2 * ow + 1] = v;
+                }
+                for (ptrdiff_t x = 2 * g->wo; x < g->w; ++x) r0[x] = r1[x] = 0;
+            }
+            for (ptrdiff_t y = 2 * g->ho; y < g->h; ++y)
+                memset(gp + y * g->w, 0, sizeof(REAL) * (size_t)g->w);
+            continue;
+        }
         memset(gp, 0, sizeof(REAL) * (size_t)hw);
         for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
             ptrdiff_t h0, h1;

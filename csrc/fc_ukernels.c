@@ -31,11 +31,6 @@
 #define FC_UNROLL
 #endif
 
-#if defined(_MSC_VER)
-#define FC_RESTRICT __restrict
-#else
-#define FC_RESTRICT __restrict__
-#endif
 
 /*
  * The kernel body, shared by every level and dtype. VT is the vector type, VL
