@@ -394,8 +394,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
     -------
     y : ndarray of shape (N, C, H_out, W_out), dtype of ``x``
         ``H_out = (H + 2*pad - kh) // stride + 1``. Within a window the first
-        maximum in raster order wins; a NaN wins over any number (the first
-        NaN, if several).
+        maximum in raster order wins; a NaN wins over any number (the last
+        NaN, if several, as in PyTorch).
     indices : ndarray of shape (N, C, H_out, W_out), int64
         Only with ``return_indices``: ``h*W + w`` of the winner in its
         unpadded (n, c) plane.
@@ -421,7 +421,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
                     for h in range(h0, h1):
                         for v in range(w0, w1):
                             value = x[n, c, h, v]
-                            if value > best or (math.isnan(value) and not math.isnan(best)):
+                            # PyTorch's rule: a NaN always takes over, so the
+                            # last NaN in raster order is the one reported
+                            if value > best or math.isnan(value):
                                 best, where = value, h * W + v
                     y[n, c, i, j] = best
                     idx[n, c, i, j] = where
