@@ -22,7 +22,9 @@ needs_mnist = pytest.mark.skipif(
     not HAVE_MNIST, reason=f"MNIST IDX files not found in {MNIST_DIR} (set FASTCONV_MNIST_DIR)"
 )
 
-SMALL = ["--data-dir", str(MNIST_DIR), "--no-download", "--train-subset", "2000", "--test-subset", "1000"]
+DATA = ["--data-dir", str(MNIST_DIR), "--no-download"]
+SMALL = DATA + ["--train-subset", "2000", "--test-subset", "1000"]
+TINY = DATA + ["--train-subset", "1000", "--test-subset", "500"]
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +97,7 @@ def test_train_end_to_end(tmp_path, capsys, fast_data):
 
 @needs_mnist
 def test_resume_equals_uninterrupted_bitwise(tmp_path, capsys, fast_data, monkeypatch):
-    common = ["train", *SMALL, "--epochs", "2", "--seed", "1", "--augment", "--quiet"]
+    common = ["train", *TINY, "--epochs", "2", "--seed", "1", "--augment", "--quiet"]
     full = tmp_path / "full.npz"
     code, _, err = run(common + ["--save", str(full), "--metrics-out", str(tmp_path / "full.json")],
                        capsys)
@@ -115,7 +117,7 @@ def test_resume_equals_uninterrupted_bitwise(tmp_path, capsys, fast_data, monkey
     monkeypatch.setattr(nn, "save_checkpoint", real_save)
     assert nn.load_checkpoint(ckpt)["epoch"] == 0
 
-    code, _, err = run(["train", *SMALL, "--quiet", "--resume", str(ckpt), "--save", str(resumed),
+    code, _, err = run(["train", *TINY, "--quiet", "--resume", str(ckpt), "--save", str(resumed),
                         "--threads", "1", "--metrics-out", str(tmp_path / "resumed.json")], capsys)
     assert code == 0, err
     a, b = weights(full), weights(resumed)
@@ -132,17 +134,21 @@ def test_resume_equals_uninterrupted_bitwise(tmp_path, capsys, fast_data, monkey
 @needs_mnist
 def test_resume_rejects_changed_settings(tmp_path, capsys, fast_data):
     ckpt = tmp_path / "c.npz"
-    code, _, err = run(["train", *SMALL, "--epochs", "1", "--quiet", "--checkpoint", str(ckpt)], capsys)
+    code, _, err = run(["train", *TINY, "--epochs", "1", "--quiet", "--checkpoint", str(ckpt)], capsys)
     assert code == 0, err
-    code, _, err = run(["train", *SMALL, "--resume", str(ckpt), "--lr", "0.5"], capsys)
+    code, _, err = run(["train", *TINY, "--resume", str(ckpt), "--lr", "0.5"], capsys)
     assert code == 2 and "--lr 0.5 differs from the checkpoint" in err and "usage:" in err
-    code, out, err = run(["train", *SMALL, "--resume", str(ckpt)], capsys)  # already done
+    code, _, err = run(["train", *SMALL, "--resume", str(ckpt)], capsys)
+    assert code == 2 and "--train-subset 2000 differs" in err
+    code, out, err = run(["train", *TINY, "--resume", str(ckpt)], capsys)  # already done
     assert code == 0 and "nothing to train" in out
 
 
 @needs_mnist
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_nan_loss_stops_with_clear_error(tmp_path, capsys, fast_data):
-    code, out, err = run(["train", *SMALL, "--epochs", "1", "--optimizer", "sgd", "--lr", "1e12",
+    code, out, err = run(["train", *TINY, "--epochs", "1", "--optimizer", "sgd", "--lr", "1e12",
                           "--metrics-out", str(tmp_path / "m.json")], capsys)
     assert code == 1
     assert "training diverged" in err and "Traceback" not in err
@@ -210,11 +216,12 @@ def test_parse_augment():
     assert aug.transforms[0].max_shift == 3 and aug.transforms[1].max_degrees == 5
 
 
-def test_python_dash_m_and_help():
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+def test_python_dash_m_and_help(tmp_path):
+    # the fastconv under test (installed or in-place build), not whatever the cwd holds
+    env = dict(os.environ, PYTHONPATH=str(Path(fastconv.__file__).resolve().parents[1]))
     proc = subprocess.run([sys.executable, "-m", "fastconv", "train", "--help"],
-                          capture_output=True, text=True, env=env, timeout=60)
+                          capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0 and "--lr-decay" in proc.stdout and "--resume" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "fastconv", "train", "--epochs", "0"],
-                          capture_output=True, text=True, env=env, timeout=60)
+                          capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
     assert proc.returncode == 2 and "usage:" in proc.stderr and "Traceback" not in proc.stderr
