@@ -106,7 +106,8 @@ def _pool_params(kernel_size, stride, padding):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
-    """(y, indices). Winner: the first maximum in raster order; the first NaN."""
+    """(y, indices). Winner: the first maximum in raster order, or the last NaN
+    (PyTorch's rule, which reference.py and the kernels follow)."""
     x = np.asarray(x)
     N, C, H, W = x.shape
     (kh, kw), stride, (ph, pw) = _pool_params(kernel_size, stride, padding)
@@ -120,9 +121,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     flat = np.arange(H * W).reshape(1, 1, H, W)
     where = _windows(_pad(flat, pads, -1), (kh, kw), stride, (1, 1))
     where = np.broadcast_to(where.reshape(1, 1, Ho, Wo, kh * kw), win.shape)
-    hit = (win == y[..., None]) | (np.isnan(win) & np.isnan(y[..., None]))
-    hit &= where >= 0  # a padding -inf never wins, even against an all -inf window
+    hit = (win == y[..., None]) & (where >= 0)  # padding -inf never wins a tie
     first = np.argmax(hit, axis=-1)
+    nan = np.isnan(win)
+    last_nan = win.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+    first = np.where(nan.any(axis=-1), last_nan, first)
     idx = np.take_along_axis(where, first[..., None], axis=-1)[..., 0]
     return y, idx.astype(np.int64)
 

@@ -104,10 +104,13 @@ def test_conv2d_and_backward_match_reference(c, dtype, seed):
         assert_close(got, want, dtype, f"conv2d_backward {what} {c}")
 
 
-@given(pool_configs(), dtypes, seeds, st.booleans())
-def test_max_pool2d_and_backward_match_reference(c, dtype, seed, ties):
+@given(pool_configs(), dtypes, seeds, st.booleans(), st.booleans())
+def test_max_pool2d_and_backward_match_reference(c, dtype, seed, ties, specials):
     rng = np.random.default_rng(seed)
     x = values(rng, c["x"], dtype, ties)
+    if specials:  # NaN and infinities at random places
+        x.flat[rng.integers(0, x.size, size=x.size // 3)] = rng.choice(
+            np.array([np.nan, np.inf, -np.inf], dtype), size=x.size // 3)
     y, idx = fastconv.max_pool2d(x, **c["args"], return_indices=True)
     want_y, want_idx = reference.max_pool2d(x, **c["args"], return_indices=True)
     np.testing.assert_array_equal(y, want_y, err_msg=f"max_pool2d {c}")
