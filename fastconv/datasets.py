@@ -20,13 +20,13 @@ Data expansion
 
 import gzip
 import hashlib
+import http.client
 import math
 import numbers
 import os
 import shutil
 import sys
 import tempfile
-import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
@@ -281,13 +281,20 @@ def _download(name, data_dir, mirrors, sha256, progress):
                 req = urllib.request.Request(url, headers={"User-Agent": "fastconv"})
                 with urllib.request.urlopen(req, timeout=_DOWNLOAD_TIMEOUT) as resp:
                     length = resp.headers.get("Content-Length")
-                    bar = _Progress(int(length) if length else None, name + ".gz", progress)
+                    expected = int(length) if length and length.isdigit() else None
+                    bar = _Progress(expected, name + ".gz", progress)
+                    received = 0
                     try:
                         while chunk := resp.read(_CHUNK):
                             out.write(chunk)
+                            received += len(chunk)
                             bar.update(len(chunk))
                     finally:
                         bar.close()
+                    if expected is not None and received != expected:
+                        raise ConnectionError(
+                            f"connection closed after {received} of {expected} bytes"
+                        )
             with open(tmp, "rb") as f:
                 is_gzip = f.read(2) == _GZIP_MAGIC
             data = _read_bytes(tmp)
@@ -299,8 +306,10 @@ def _download(name, data_dir, mirrors, sha256, progress):
         except ValueError as exc:
             corrupt = True
             errors.append(str(exc).replace(tmp, f"{name} from {url}"))
-        except (OSError, urllib.error.URLError) as exc:
-            errors.append(f"{url}: {exc}")
+        except (OSError, http.client.HTTPException) as exc:
+            # URLError/HTTPError and timeouts are OSErrors; a connection closed
+            # before Content-Length bytes arrived is an IncompleteRead.
+            errors.append(f"{url}: {type(exc).__name__}: {exc}")
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)

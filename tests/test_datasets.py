@@ -278,6 +278,18 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_GET(self):
+        if self.path.startswith("/cut/"):
+            # promise 1000 bytes, send 20, hang up: a download cut off mid-way
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"\x1f\x8b" + b"\x00" * 18)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
 
 @pytest.fixture
 def server(tmp_path):
@@ -365,6 +377,15 @@ def test_download_unreachable_is_oserror(server, tmp_path):
     cache = tmp_path / "cache"
     with pytest.raises(OSError, match="could not download train-images-idx3-ubyte") as info:
         ds.load_idx_dataset(cache, download=True, mirrors=[url + "nothing-here/"], progress=False)
+    assert not isinstance(info.value, ValueError)
+    assert listing(cache) == []
+
+
+def test_download_cut_off_leaves_nothing(server, tmp_path):
+    _, url = server
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError, match=r"closed after 20 of 1000 bytes|IncompleteRead") as info:
+        ds.load_idx_dataset(cache, download=True, mirrors=[url + "cut/"], progress=False)
     assert not isinstance(info.value, ValueError)
     assert listing(cache) == []
 
