@@ -310,10 +310,126 @@ done:
 /* floor division for possibly negative numerators */
 static ptrdiff_t SFX(fdiv)(ptrdiff_t a, ptrdiff_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
+/*
+ * Grad-input for layers with few input channels per group (a first layer has
+ * one): the implicit route would have only that many rows per micro-kernel
+ * call and be load-bound. Here dcols[(c,i,j), p] = sum_m w[m, c, i, j] * gy[m, p]
+ * is a GEMM with C*kh*kw rows, then col2im adds dcols into grad_x. Tasks are
+ * images; inside one, pixel blocks and rows are added in a fixed order.
+ */
+#define FC_COL2IM_PB 512
+
+static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
+                                const fc_conv_geom *g, int nt, REAL *gx)
+{
+    const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
+    const ptrdiff_t kh = g->kh, kw = g->kw, ckk = cg * kh * kw;
+    const ptrdiff_t hw = g->ho * g->wo, chw = g->h * g->w;
+    const ptrdiff_t img = g->k * hw;
+    ptrdiff_t nr_max = 0;
+    for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
+    const PLAN pl = SFX(plan_rows)(kk, ckk);
+    const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
+    const ptrdiff_t pb_max = FC_MIN((ptrdiff_t)FC_COL2IM_PB, FC_ROUNDUP(hw, 16));
+    const ptrdiff_t ldc = pb_max + nr_max;
+    int rc = FC_OK, failed = 0;
+
+    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * mg));
+    REAL *ap = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(G * pl.mpad * mg));
+    /* a copy of gy with slack: column tiles may read past the last row */
+    REAL *gyc = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * img + ldc + 64));
+    if (!koff || !ap || !gyc) { rc = FC_ENOMEM; goto done; }
+    ptrdiff_t *woff = koff + mg;
+    for (ptrdiff_t m = 0; m < mg; ++m) { koff[m] = m * hw; woff[m] = m * ckk; }
+    for (ptrdiff_t gi = 0; gi < G; ++gi)
+        SFX(pack_a)(w + gi * mg * ckk, 1, woff, ckk, mg, &pl, ap + gi * pl.mpad * mg);
+    memcpy(gyc, gy, sizeof(REAL) * (size_t)(g->n * img));
+    memset(gyc + g->n * img, 0, sizeof(REAL) * (size_t)(ldc + 64));
+
+#pragma omp parallel num_threads(nt) if (nt > 1 && g->n > 1)
+    {
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(pl.mpad * ldc));
+        if (!cbuf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t in;
+#pragma omp for schedule(static)
+        for (in = 0; in < g->n; ++in) {
+            if (!cbuf) continue;
+            REAL *gxn = gx + in * g->c * chw;
+            memset(gxn, 0, sizeof(REAL) * (size_t)(g->c * chw));
+            for (ptrdiff_t gi = 0; gi < G; ++gi) {
+                const REAL *src = gyc + in * img + gi * mg * hw;
+                const REAL *apg = ap + gi * pl.mpad * mg;
+                for (ptrdiff_t p0 = 0; p0 < hw; p0 += pb_max) {
+                    const ptrdiff_t pb = FC_MIN(pb_max, hw - p0);
+                    const REAL *a = apg;
+                    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+                        const int slot = pi < pl.nfull ? pl.slot_full : pl.slot_tail;
+                        const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
+                        for (ptrdiff_t jr = 0; jr < pb; jr += nr)
+                            kk->ukr[slot](mg, a, src + p0 + jr, koff,
+                                          cbuf + pi * pl.mr_full * ldc + jr, ldc, 0);
+                        a += mg * mr;
+                    }
+                    /* col2im: row (c, i, j) of dcols adds into grad_x[c] */
+                    for (ptrdiff_t c = 0; c < cg; ++c) {
+                        REAL *gxc = gxn + (gi * cg + c) * chw;
+                        for (ptrdiff_t i = 0; i < kh; ++i)
+                            for (ptrdiff_t j = 0; j < kw; ++j) {
+                                const REAL *drow = cbuf + ((c * kh + i) * kw + j) * ldc - p0;
+                                const ptrdiff_t di = i * g->dh - g->ph, dj = j * g->dw - g->pw;
+                                for (ptrdiff_t oh = p0 / g->wo; oh * g->wo < p0 + pb; ++oh) {
+                                    const ptrdiff_t ih = oh * g->sh + di;
+                                    if (ih < 0 || ih >= g->h) continue;
+                                    ptrdiff_t a0 = FC_MAX(p0, oh * g->wo) - oh * g->wo;
+                                    ptrdiff_t a1 = FC_MIN(p0 + pb, (oh + 1) * g->wo) - oh * g->wo;
+                                    /* ow range whose column lies inside [0, w) */
+                                    ptrdiff_t lo = dj < 0 ? FC_CEILDIV(-dj, g->sw) : 0;
+                                    ptrdiff_t hi = g->w - dj > 0 ? FC_CEILDIV(g->w - dj, g->sw) : 0;
+                                    a0 = FC_MAX(a0, lo);
+                                    a1 = FC_MIN(a1, hi);
+                                    REAL *grow = gxc + ih * g->w + dj;
+                                    const REAL *dr = drow + oh * g->wo;
+                                    if (g->sw == 1)
+                                        for (ptrdiff_t ow = a0; ow < a1; ++ow) grow[ow] += dr[ow];
+                                    else
+                                        for (ptrdiff_t ow = a0; ow < a1; ++ow)
+                                            grow[ow * g->sw] += dr[ow];
+                                }
+                            }
+                    }
+                }
+            }
+        }
+        fc_free(cbuf);
+    }
+    if (failed) rc = FC_ENOMEM;
+done:
+    free(koff);
+    fc_free(ap);
+    fc_free(gyc);
+    return rc;
+}
+
+/* Input channels per group up to which grad-input takes the col2im route
+ * (FASTCONV_DX_COL2IM_MAX_C overrides; 1-thread CPU time: c 2.35 -> 1.56 ms). */
+#ifndef FC_DX_COL2IM_MAX_C
+#define FC_DX_COL2IM_MAX_C 4
+#endif
+
 int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g,
                             int nthreads, REAL *gx)
 {
     const KERN *kk = GETK();
+    {
+        const char *e = getenv("FASTCONV_DX_COL2IM_MAX_C");
+        const ptrdiff_t lim = e ? atol(e) : FC_DX_COL2IM_MAX_C;
+        /* needs a reduction long enough to amortise the C tile stores (a: 6 is not) */
+        if (g->c / g->groups <= lim && g->k / g->groups >= 16)
+            return SFX(bwd_data_col2im)(kk, gy, w, g, nthreads, gx);
+    }
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
     const ptrdiff_t khw = g->kh * g->kw, sh = g->sh, sw = g->sw;
     const ptrdiff_t nph = sh * sw;

@@ -28,6 +28,11 @@ CONV_CASES = [
     (1, 8, 6, 6, 16, 3, 3, (2, 3), (1, 0), 1, 2),
     (2, 2, 5, 5, 19, 1, 1, 1, 0, 1, 1),  # M = 19: full panels plus a tail panel
     (1, 2, 3, 3, 2, 3, 3, 1, 4, 1, 1),   # padding larger than the kernel
+    # >= 16 output and <= 4 input channels per group: grad-input may go col2im
+    (2, 3, 15, 15, 16, 7, 7, 2, 3, 1, 1),
+    (1, 2, 9, 8, 16, 3, 3, 2, (1, 2), (2, 1), 1),
+    (2, 4, 8, 8, 32, 3, 3, 1, 1, 1, 2),
+    (2, 1, 10, 10, 16, 5, 5, 1, 2, 1, 1),
 ]
 
 
@@ -46,8 +51,16 @@ def dw_route(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["implicit", "col2im"])
+def dx_route(request, monkeypatch):
+    # FASTCONV_DX_COL2IM_MAX_C: input channels per group up to which grad-input
+    # uses dcols = W^T gy + col2im (also needs >= 16 output channels per group).
+    monkeypatch.setenv("FASTCONV_DX_COL2IM_MAX_C", "0" if request.param == "implicit" else "64")
+    return request.param
+
+
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c[:7])))
-def test_conv_every_path_matches_reference(case, simd, dw_route):
+def test_conv_every_path_matches_reference(case, simd, dw_route, dx_route):
     n, c, h, w, k, kh, kw, s, p, d, g = case
     rng = np.random.default_rng(sum(map(hash, map(str, case))) % 2**32)
     x = rng.standard_normal((n, c, h, w))
