@@ -193,12 +193,14 @@ def _check_size(fn, what, count):
         raise ValueError(f"{fn}: {what} would have {count} elements; that is too large")
 
 
-def _out_len(fn, axis, n, k, s, p, d):
+def _out_len(fn, axis, n, k, s, p, d, kname="weight"):
     eff = d * (k - 1) + 1
     if n + 2 * p < eff:
+        what = (f"kernel extent {eff} (kernel {k}, dilation {d})" if kname == "weight"
+                else f"{kname} {k}")
         raise ValueError(
-            f"{fn}: kernel extent {eff} along {axis} (kernel {k}, dilation {d}) is larger "
-            f"than the padded input {n + 2 * p} (size {n}, padding {p})")
+            f"{fn}: {what} along {axis} is larger than the padded input {n + 2 * p} "
+            f"(size {n}, padding {p})")
     return (n + 2 * p - eff) // s + 1
 
 
@@ -412,8 +414,8 @@ def _pool_geom(fn, x_shape, kernel_size, stride, padding):
             f"{fn}: padding must be at most half the kernel size, got padding {padding!r} "
             f"for kernel_size {kernel_size!r}")
     n, c, h, w = x_shape
-    ho = _out_len(fn, "height", h, k[0], s[0], p[0], 1)
-    wo = _out_len(fn, "width", w, k[1], s[1], p[1], 1)
+    ho = _out_len(fn, "height", h, k[0], s[0], p[0], 1, "kernel_size")
+    wo = _out_len(fn, "width", w, k[1], s[1], p[1], 1, "kernel_size")
     _check_size(fn, "the output", n * c * ho * wo)
     return (n, c, h, w, k[0], k[1], ho, wo, s[0], s[1], p[0], p[1]), (n, c, ho, wo)
 
