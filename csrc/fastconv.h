@@ -85,6 +85,17 @@ int fc_avgpool2d_fwd_f64(const double *x, const fc_pool_geom *g, int nthreads, d
 int fc_avgpool2d_bwd_f32(const float *gy, const fc_pool_geom *g, int nthreads, float *gx /* OUT */);
 int fc_avgpool2d_bwd_f64(const double *gy, const fc_pool_geom *g, int nthreads, double *gx /* OUT */);
 
+/* ---- threads ---------------------------------------------------------------- */
+/*
+ * The thread count a kernel will really use for a request. In a process forked
+ * after its parent ran a parallel region, GNU libgomp's thread pool is gone and
+ * a new parallel region would hang; there every kernel runs on one thread.
+ */
+int fc_threads(int requested);
+/* Register the fork handler; called once when the extension is imported. */
+void fc_init(void);
+int fc_forked_child(void);             /* 1 in such a forked child */
+
 /* ---- run-time facts ------------------------------------------------------- */
 int fc_simd_level(void);               /* the level in use */
 int fc_simd_supported(void);           /* the best level this CPU + build can run */

@@ -251,6 +251,7 @@ static ptrdiff_t SFX(job_slack)(const KERN *kk, const JOB *jb, ptrdiff_t img_ele
 int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
                        const fc_conv_geom *g, int relu, int nthreads, REAL *y)
 {
+    nthreads = fc_threads(nthreads);
     const KERN *kk = GETK();
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
     const ptrdiff_t kdim = cg * g->kh * g->kw;
@@ -422,6 +423,7 @@ done:
 int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g,
                             int nthreads, REAL *gx)
 {
+    nthreads = fc_threads(nthreads);
     const KERN *kk = GETK();
     {
         const char *e = getenv("FASTCONV_DX_COL2IM_MAX_C");
@@ -664,6 +666,7 @@ done:
 int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom *g,
                               int nthreads, REAL *gw, REAL *gb)
 {
+    nthreads = fc_threads(nthreads);
     const KERN *kk = GETK();
     {
         const ptrdiff_t dot_max = getenv("FASTCONV_DW_DOT_MAX") ? atol(getenv("FASTCONV_DW_DOT_MAX")) : FC_DW_DOT_MAX;

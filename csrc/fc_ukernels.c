@@ -298,12 +298,43 @@ const fc_kernels_f64 *fc_get_kernels_f64(void)
 }
 
 /* ---- threads, build facts, scratch ---------------------------------------- */
+static volatile int g_team_used = 0;   /* a kernel ran a region with > 1 thread */
+static volatile int g_forked_child = 0;
+
+#if FC_HAVE_OPENMP && !defined(_WIN32)
+#include <pthread.h>
+static void on_fork_child(void)
+{
+    if (g_team_used) g_forked_child = 1;
+}
+#endif
+
+void fc_init(void)
+{
+#if FC_HAVE_OPENMP && !defined(_WIN32)
+    static int done = 0;
+    if (!done) {
+        done = 1;
+        pthread_atfork(NULL, NULL, on_fork_child);
+    }
+#endif
+}
+
+int fc_forked_child(void) { return g_forked_child; }
+
+int fc_threads(int requested)
+{
+    if (requested <= 1 || !FC_HAVE_OPENMP || g_forked_child) return 1;
+    g_team_used = 1;
+    return requested;
+}
+
 int fc_openmp_enabled(void) { return FC_HAVE_OPENMP; }
 
 int fc_max_threads(void)
 {
 #if FC_HAVE_OPENMP
-    return omp_get_max_threads();
+    return g_forked_child ? 1 : omp_get_max_threads();
 #else
     return 1;
 #endif

@@ -52,6 +52,10 @@ cdef extern from "fastconv.h" nogil:
     int fc_avgpool2d_bwd_f32(const float *gy, const fc_pool_geom *g, int nthreads, float *gx)
     int fc_avgpool2d_bwd_f64(const double *gy, const fc_pool_geom *g, int nthreads, double *gx)
 
+    int fc_threads(int requested)
+    void fc_init()
+    int fc_forked_child()
+
     int fc_simd_level()
     int fc_simd_supported()
     int fc_set_simd_level(int level)

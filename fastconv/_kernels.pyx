@@ -12,6 +12,8 @@ from libc.stdint cimport int64_t
 
 from fastconv._kernels cimport *
 
+fc_init()  # fork handler: a child forked after a parallel region runs serially
+
 
 cdef fc_conv_geom _conv_geom(tuple t):
     cdef fc_conv_geom g
@@ -163,6 +165,10 @@ def max_threads():
 
 def set_max_threads(int n):
     fc_set_max_threads(n)
+
+
+def forked_child():
+    return bool(fc_forked_child())
 
 
 def compiler():

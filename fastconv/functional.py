@@ -108,6 +108,7 @@ def info():
         "simd": simd_level(),
         "simd_supported": _kernels.simd_name(_kernels.simd_supported()),
         "threads": get_num_threads(),
+        "forked_child_serial": _kernels.forked_child(),
         "numpy": np.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
