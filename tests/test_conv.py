@@ -267,3 +267,21 @@ def test_reference_conv2d_dtype_out_and_mask(dtype, rng):
     gx, gw, gb = reference.conv2d_backward(g, x, w, **params(c),
                                            output_mask=(False, True, False))
     assert gx is None and gb is None and gw.dtype == dtype and gw.shape == w.shape
+
+
+# --------------------------------------------------------------------------
+# Past 2**31 elements (opt in: -m large; ~9 GiB)
+# --------------------------------------------------------------------------
+
+@pytest.mark.large
+def test_conv2d_output_past_2_31_elements():
+    """Offsets into the output overflow a 32-bit int past element 2**31."""
+    H, W, K = 8192, 8200, 32  # K*H*W = 2_149_580_800 > 2**31
+    x = np.zeros((1, 1, H, W), np.float32)
+    x[0, 0, -1, -3:] = [1.0, 2.0, 3.0]
+    w = (np.arange(K, dtype=np.float32) + 1).reshape(K, 1, 1, 1)
+    y = fastconv.conv2d(x, w, padding=(0, 1))  # (1, K, H, W + 2)
+    assert y.shape == (1, K, H, W + 2)
+    np.testing.assert_array_equal(y[0, -1, -1, -5:], [0, 32, 64, 96, 0])
+    np.testing.assert_array_equal(y[0, 0, -1, -5:], [0, 1, 2, 3, 0])
+    assert not y[0, -1, :-1].any()

@@ -384,3 +384,29 @@ def test_reference_max_pool2d_out_and_dtype():
     got = reference.max_pool2d(x, 2, return_indices=True, out=buf)
     assert got[0] is buf[0] and got[1] is buf[1]
     np.testing.assert_array_equal(buf[1][0, 0], [[5, 7], [13, 15]])
+
+
+# --------------------------------------------------------------------------
+# Past 2**31 elements in one plane (opt in: -m large; ~9 GiB)
+# --------------------------------------------------------------------------
+
+@pytest.mark.large
+def test_max_pool2d_indices_past_2_31():
+    """Flat indices h*W + w beyond 2**31 must not wrap (int64 all the way)."""
+    H, W = 46341, 46344  # H*W = 2_147_627_304 > 2**31
+    x = np.zeros((1, 1, H, W), np.float32)
+    x[0, 0, -1, -1] = 5.0
+    x[0, 0, -2, -4] = 4.0
+    y, idx = fastconv.max_pool2d(x, 4, return_indices=True)  # floor drops the last row
+    assert y.shape == (1, 1, H // 4, W // 4)
+    # the last full window covers rows H-5..H-2 (H = 4*11585 + 1)
+    assert y[0, 0, -1, -1] == 4.0
+    assert idx[0, 0, -1, -1] == (H - 2) * W + (W - 4)
+    assert idx[0, 0, -1, -1] > 2**31
+    g = np.zeros(y.shape, np.float32)
+    g[0, 0, -1, -1] = 1.5
+    del x
+    gx = fastconv.max_pool2d_backward(g, idx, (1, 1, H, W))
+    assert gx[0, 0, -2, -4] == 1.5
+    gx[0, 0, -2, -4] = 0
+    assert not gx[0, 0, -8:].any()
