@@ -1,5 +1,6 @@
 """``Sequential``: a stack of layers with a Keras-style training API."""
 
+import contextlib
 import math
 import sys
 import time
@@ -60,6 +61,25 @@ def _check_xy(owner, x, y, xname="x", yname="y"):
             f"{owner}: {yname} must be int64 class labels or float one-hot targets, got dtype {y.dtype}"
         )
     return x, y
+
+
+def _blas_limit(threads):
+    """Cap NumPy's BLAS pool while the OpenMP kernels run (no-op without threadpoolctl).
+
+    On a machine with few cores, OpenBLAS worker threads that busy-wait after a
+    dense-layer matmul compete with the conv kernels' OpenMP team for the same
+    cores (and OpenMP's spinning workers slow the next matmul); measured on the
+    2-core reference machine under load, a LeNet-5 step was 5x faster with
+    BLAS limited to one thread. The dense layers of LeNet-style nets are too
+    small to gain from a second BLAS thread.
+    """
+    if threads is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def _sample_weighted(loss, value, m):
@@ -195,6 +215,10 @@ class Sequential(_Layer):
     >>> model.evaluate(x_test, y_test)
     {'loss': ..., 'accuracy': ...}
     """
+
+    #: BLAS threads for NumPy matmuls inside fit/evaluate/predict (None: leave
+    #: the BLAS pool alone). Applied through threadpoolctl when it is installed.
+    blas_threads = 1
 
     def __init__(self, layers=None):
         self.layers = []
@@ -529,61 +553,63 @@ class Sequential(_Layer):
         self.stop_training = False
         opt, loss_fn = self.optimizer, self.loss
         was_training = self.training
-        cbs.on_train_begin()
-        try:
-            for epoch in range(initial_epoch, epochs):
-                self.train()
-                cbs.on_epoch_begin(epoch)
-                progress.begin_epoch(epoch)
-                order = rng.permutation(n) if shuffle else np.arange(n)
-                t0 = time.perf_counter()
-                loss_sum = 0.0
-                correct = 0
-                seen = 0
-                for step in range(steps):
-                    cbs.on_batch_begin(step)
-                    idx = order[step * batch_size:(step + 1) * batch_size]
-                    xb = self._batch_input(x, idx, dtype)
-                    if augment is not None:
-                        xb = np.ascontiguousarray(augment(xb, rng), dtype=dtype)
-                    yb = y[idx]
-                    opt.zero_grad()
-                    out = self._forward(xb)
-                    batch_loss = loss_fn.forward(out, yb)
-                    if not math.isfinite(batch_loss):
-                        raise FloatingPointError(
-                            f"fit: loss is {batch_loss} at epoch {epoch + 1}, step {step + 1} "
-                            f"(of {steps}); lower the learning rate (now {opt.lr:g}) or check "
-                            "the inputs for NaN/Inf"
-                        )
-                    self.backward(loss_fn.backward())
-                    opt.step()
-                    m = len(idx)
-                    seen += m
-                    loss_sum += _sample_weighted(loss_fn, batch_loss, m)
+        logs = {}
+        cbs.on_train_begin({})
+        with _blas_limit(self.blas_threads):
+            try:
+                for epoch in range(initial_epoch, epochs):
+                    self.train()
+                    cbs.on_epoch_begin(epoch, {})
+                    progress.begin_epoch(epoch)
+                    order = rng.permutation(n) if shuffle else np.arange(n)
+                    t0 = time.perf_counter()
+                    loss_sum = 0.0
+                    correct = 0
+                    seen = 0
+                    for step in range(steps):
+                        cbs.on_batch_begin(step, {})
+                        idx = order[step * batch_size:(step + 1) * batch_size]
+                        xb = self._batch_input(x, idx, dtype)
+                        if augment is not None:
+                            xb = np.ascontiguousarray(augment(xb, rng), dtype=dtype)
+                        yb = y[idx]
+                        opt.zero_grad()
+                        out = self._forward(xb)
+                        batch_loss = loss_fn.forward(out, yb)
+                        if not math.isfinite(batch_loss):
+                            raise FloatingPointError(
+                                f"fit: loss is {batch_loss} at epoch {epoch + 1}, step {step + 1} "
+                                f"(of {steps}); lower the learning rate (now {opt.lr:g}) or check "
+                                "the inputs for NaN/Inf"
+                            )
+                        self.backward(loss_fn.backward())
+                        opt.step()
+                        m = len(idx)
+                        seen += m
+                        loss_sum += _sample_weighted(loss_fn, batch_loss, m)
+                        logs = {"loss": loss_sum / seen}
+                        if want_acc:
+                            correct += int(np.count_nonzero(out.argmax(axis=1) == labels[idx]))
+                            logs["accuracy"] = correct / seen
+                        progress.update(step, logs)
+                        cbs.on_batch_end(step, {"loss": batch_loss, "size": m})
+                    elapsed = time.perf_counter() - t0
                     logs = {"loss": loss_sum / seen}
                     if want_acc:
-                        correct += int(np.count_nonzero(out.argmax(axis=1) == labels[idx]))
                         logs["accuracy"] = correct / seen
-                    progress.update(step, logs)
-                    cbs.on_batch_end(step, {"loss": batch_loss, "size": m})
-                elapsed = time.perf_counter() - t0
-                logs = {"loss": loss_sum / seen}
-                if want_acc:
-                    logs["accuracy"] = correct / seen
-                if validation_data is not None:
-                    val = self.evaluate(xv, yv, batch_size=val_bs)
-                    logs.update({"val_" + k: v for k, v in val.items()})
-                logs["images_per_second"] = seen / elapsed if elapsed > 0 else float("inf")
-                logs["lr"] = float(opt.lr)
-                progress.end_epoch(logs)
-                cbs.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
-        finally:
-            progress.close()
-            self.train(was_training)
-        cbs.on_train_end()
+                    if validation_data is not None:
+                        val = self.evaluate(xv, yv, batch_size=val_bs)
+                        logs.update({"val_" + k: v for k, v in val.items()})
+                    logs["images_per_second"] = seen / elapsed if elapsed > 0 else float("inf")
+                    logs["lr"] = float(opt.lr)
+                    progress.end_epoch(logs)
+                    cbs.on_epoch_end(epoch, logs)
+                    if self.stop_training:
+                        break
+            finally:
+                progress.close()
+                self.train(was_training)
+        cbs.on_train_end(dict(logs) if logs else {})
         return history
 
     def _inference_batches(self, x, batch_size, owner):
@@ -592,7 +618,7 @@ class Sequential(_Layer):
         was_training = self.training
         self.eval()
         try:
-            with no_grad():
+            with no_grad(), _blas_limit(self.blas_threads):
                 for start in range(0, len(x), batch_size):
                     sl = slice(start, start + batch_size)
                     yield sl, self._forward(self._batch_input(x, sl, dtype))

@@ -113,7 +113,7 @@ def _collect(model, optimizer=None, include_optimizer=True):
         raise TypeError(f"model: expected a fastconv.nn Module, got {type(model).__name__}")
     if optimizer is None and include_optimizer:
         optimizer = getattr(model, "optimizer", None)
-    arrays = {f"model/{k}": np.ascontiguousarray(v) for k, v in model.state_dict().items()}
+    arrays = {f"model/{k}": np.array(v, order="C") for k, v in model.state_dict().items()}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -133,7 +133,7 @@ def _collect(model, optimizer=None, include_optimizer=True):
     if optimizer is not None and include_optimizer:
         state = optimizer.state_dict()
         meta["optimizer"] = {k: state[k] for k in ("config", "lr", "initial_lr", "iterations")}
-        arrays.update({f"optimizer/{k}": np.ascontiguousarray(v) for k, v in state["slots"].items()})
+        arrays.update({f"optimizer/{k}": np.array(v, order="C") for k, v in state["slots"].items()})
     return meta, arrays
 
 
