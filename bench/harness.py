@@ -235,3 +235,22 @@ def check_agreement(impls, oracle, op, case, dtype, n=2):
         rows.append({"impl": impl.name, "worst": worst, "err": err,
                      "ok": err <= CHECK_RTOL[str(np.dtype(dtype))]})
     return rows
+
+
+def wait_idle(max_wait_s, threshold=0.25, window_s=1.0, needed=3):
+    """Wait until other processes use < ``threshold`` cores for ``needed`` windows in a row.
+
+    Gives up after ``max_wait_s``; returns the last window's load in cores
+    (None where /proc/stat is unavailable).
+    """
+    deadline = time.perf_counter() + max_wait_s
+    quiet, cores = 0, None
+    while True:
+        with OtherLoad() as load:
+            time.sleep(window_s)
+        cores = load.cores
+        if cores is None:
+            return None
+        quiet = quiet + 1 if cores < threshold else 0
+        if quiet >= needed or time.perf_counter() >= deadline:
+            return cores

@@ -86,6 +86,14 @@ def parse_args(argv):
                    help="timed batches per training run (default 100 quick, 300 full)")
     p.add_argument("--installed", action="store_true",
                    help="measure the installed fastconv even if this checkout has an in-place build")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                   help="before starting, wait up to S seconds for other processes to go quiet")
+    p.add_argument("--busy-retries", type=int, default=1, metavar="K",
+                   help="re-measure a row up to K times if other processes were busy (default 1)")
+    p.add_argument("--busy-wait", type=float, default=15.0, metavar="S",
+                   help="before such a retry, wait up to S seconds for quiet (default 15)")
+    p.add_argument("--busy-wait-total", type=float, default=120.0, metavar="S",
+                   help="stop retrying once S seconds in all were spent waiting (default 120)")
     p.add_argument("--out", default=None,
                    help="results directory (default bench/results/<date>-<hostname>)")
     p.add_argument("--no-save", action="store_true", help="print only; write no files")
@@ -177,13 +185,14 @@ def measure_one(impl, op, phase, case, dtype, mode, naive_cache):
 
 
 def measure_grid(impls, args, mode, peaks, log):
-    from harness import OtherLoad, set_threads
+    from harness import OtherLoad, set_threads, wait_idle
     from shapes import OPS, select
 
     threads = [int(t) for t in _csv(args.threads)]
     dtypes = _csv(args.dtype) or ["float32", "float64"]
     phases = _csv(args.phases)
     records, naive_cache, prev = [], {}, None
+    waited = [0.0]     # seconds spent waiting for quiet, bounded by --busy-wait-total
     for th in threads:
         set_threads(impls, th)
         for op in _csv(args.ops):
@@ -204,9 +213,26 @@ def measure_grid(impls, args, mode, peaks, log):
                                        dtype=dtype, threads=th, impl=impl.name)
                             head = f"  {op:<7} {case.name:<3} {phase:<6} {dtype} {th}T {impl.name:<8}"
                             try:
-                                with OtherLoad() as load:
-                                    t, n_used, samples = measure_one(impl, op, phase, case, dtype,
-                                                                     mode, naive_cache)
+                                best = None   # (other load, result): the quietest attempt
+                                for attempt in range(args.busy_retries + 1):
+                                    if attempt:   # the last one ran beside other work: again
+                                        if waited[0] >= args.busy_wait_total:
+                                            break    # the machine stays busy: just flag rows
+                                        if impl.scaled:
+                                            naive_cache.pop((op, phase, case.name, dtype), None)
+                                        w0 = time.perf_counter()
+                                        wait_idle(args.busy_wait, BUSY_CORES)
+                                        waited[0] += time.perf_counter() - w0
+                                    with OtherLoad() as load:
+                                        result = measure_one(impl, op, phase, case, dtype, mode,
+                                                             naive_cache)
+                                    if best is None or (load.cores or 0) < best[0]:
+                                        best = (load.cores or 0, result)
+                                    if best[0] <= BUSY_CORES:
+                                        break
+                                other, (t, n_used, samples) = best
+                                if impl.scaled:
+                                    naive_cache[(op, phase, case.name, dtype)] = best[1]
                             except Exception as exc:
                                 rec["error"] = f"{type(exc).__name__}: {exc}"
                                 records.append(rec)
@@ -218,12 +244,12 @@ def measure_grid(impls, args, mode, peaks, log):
                             rec.update(ms=t * 1e3, samples_ms=[x * 1e3 for x in samples],
                                        n_used=n_used, gflops=gflops,
                                        pct_peak=100 * gflops / peak if peak and gflops else None,
-                                       other_load=load.cores)
+                                       other_load=other)
                             records.append(rec)
                             log(f"{head} {t * 1e3:10.3f} ms"
                                 + (f"  (scaled from N={n_used})" if n_used != case.N else "")
-                                + (f"  [other processes: {load.cores:.1f} cores]"
-                                   if load.cores and load.cores > BUSY_CORES else ""))
+                                + (f"  [other processes: {other:.1f} cores]"
+                                   if other > BUSY_CORES else ""))
     return records
 
 
@@ -449,7 +475,23 @@ def main(argv=None):
         from measure_peak import measure
 
         dts = _csv(args.dtype) or ["float32", "float64"]
-        peaks, peak_records = measure([int(t) for t in _csv(args.threads)], dts)
+        from harness import OtherLoad, wait_idle
+
+        # a peak is the best the machine does: keep the highest of the attempts
+        for attempt in range(args.busy_retries + 1):
+            if attempt:
+                wait_idle(args.busy_wait, BUSY_CORES)
+            with OtherLoad() as load:
+                _, recs = measure([int(t) for t in _csv(args.threads)], dts)
+            for r in recs:
+                key = (r["dtype"], r["threads"])
+                if r["gflops"] > peaks.get(key, 0.0):
+                    peaks[key] = r["gflops"]
+                    peak_records = [q for q in peak_records
+                                    if (q["dtype"], q["threads"]) != key] + [r]
+                    r["other_load"] = load.cores
+            if not load.cores or load.cores <= BUSY_CORES:
+                break
         for r in peak_records:
             log(f"{r['what']} {r['dtype']} {r['threads']}T: {r['gflops']:.1f} GFLOP/s")
 
@@ -467,6 +509,12 @@ def main(argv=None):
             if not c["ok"]:
                 log(f"MISMATCH {c['impl']} {c['op']} {c['case']} {c['dtype']}: {c['worst']} "
                     f"rel err {c['err']:.2e} {c.get('error', '')}")
+
+    if args.wait_idle > 0:
+        from harness import wait_idle
+
+        cores = wait_idle(args.wait_idle, BUSY_CORES)
+        log(f"other processes: {cores:.2f} cores busy" if cores is not None else "")
 
     t0 = time.perf_counter()
     records = measure_grid(impls, args, mode, peaks, log)
