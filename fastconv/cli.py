@@ -161,32 +161,32 @@ def build_parser():
         description=(
             "Train a CNN on MNIST and report the test accuracy. Without options this runs the "
             f"LeNet-5 recipe: Adam, lr {lenet['lr']:g} decayed by {lenet['lr_decay']:g} per epoch, "
-            f"batch {lenet['batch_size']}, {lenet['epochs']} epochs (>= 99.0%% test accuracy)."
+            f"batch {lenet['batch_size']}, {lenet['epochs']} epochs (>= 99.0% test accuracy)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     t.add_argument("--model", choices=sorted(RECIPES), default=None,
                    help="network (default: lenet5, or the checkpoint's with --resume)")
-    t.add_argument("--epochs", type=_int_at_least(1), default=None,
+    t.add_argument("--epochs", type=_int_at_least(1), default=None, metavar="N",
                    help="total epochs (default: the model's recipe)")
-    t.add_argument("--batch-size", type=_int_at_least(1), default=None,
+    t.add_argument("--batch-size", type=_int_at_least(1), default=None, metavar="N",
                    help="training batch size (default: the model's recipe)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
                    help="optimiser; momentum = SGD with momentum 0.9 (default: adam)")
     t.add_argument("--lr", type=_float_in(0, math.inf), default=None,
-                   help=f"initial learning rate (default per optimiser: {DEFAULT_LR})")
+                   help="initial learning rate (default: the recipe's; else "
+                        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
     t.add_argument("--lr-decay", type=_float_in(0, 1), default=None, metavar="GAMMA",
                    help="exponential decay: lr of epoch e = lr * GAMMA**e (1 = constant; "
                         "default: the recipe's)")
     t.add_argument("--weight-decay", type=_float_in(0, math.inf, low_open=False), default=None,
-                   help="L2 penalty (default 0)")
+                   metavar="L2", help="L2 penalty (default 0)")
     t.add_argument("--seed", type=_int_at_least(0), default=None,
                    help="seeds the initial weights, shuffling and augmentation (default 0)")
-    t.add_argument("--data-dir", type=Path, default=None,
+    t.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                    help="directory with the MNIST IDX files (default: $FASTCONV_DATA, else "
                         "~/.cache/fastconv/mnist, downloading if needed)")
     t.add_argument("--no-download", action="store_true", help="never download MNIST")
-    t.add_argument("--threads", type=_int_at_least(1), default=None,
+    t.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
                    help="OpenMP threads for the kernels (default: the library's choice)")
     t.add_argument("--train-subset", type=_int_at_least(1), default=None, metavar="N",
                    help="use only the first N training images (quick runs)")
