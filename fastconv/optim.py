@@ -421,11 +421,13 @@ class Adam(Optimizer):
         self.eps = _check_nonneg("Adam", "eps", eps)
 
     def get_config(self):
+        """Hyper-parameters; ``betas`` as a list (JSON)."""
         cfg = super().get_config()
         cfg["betas"] = list(self.betas)
         return cfg
 
     def load_state_dict(self, state_dict):
+        """Restore ``state_dict()`` output; see ``Optimizer.load_state_dict``."""
         super().load_state_dict(state_dict)
         self.betas = tuple(float(b) for b in self.betas)
 
@@ -580,6 +582,7 @@ class ExponentialDecay(LRSchedule):
         self.gamma = _check_nonneg("ExponentialDecay", "gamma", gamma)
 
     def get_lr(self, epoch, lr0):
+        """Learning rate at ``epoch`` from base rate ``lr0``."""
         return lr0 * self.gamma**epoch
 
 
@@ -603,6 +606,7 @@ class StepDecay(LRSchedule):
         self.gamma = _check_nonneg("StepDecay", "gamma", gamma)
 
     def get_lr(self, epoch, lr0):
+        """Learning rate at ``epoch`` from base rate ``lr0``."""
         return lr0 * self.gamma ** (epoch // self.step_size)
 
 
@@ -625,6 +629,7 @@ class LambdaSchedule(LRSchedule):
         self.fn = fn
 
     def get_lr(self, epoch, lr0):
+        """Learning rate at ``epoch`` from base rate ``lr0``."""
         return lr0 * float(self.fn(epoch))
 
 

@@ -15,6 +15,17 @@ EPS = 1e-6
 TOL = {"rtol": 1e-5, "atol": 1e-7}
 
 
+@pytest.fixture(autouse=True)
+def _one_kernel_thread():
+    """Gradient checks make thousands of tiny kernel calls; on a loaded 2-core
+    machine a 2-thread OpenMP team waits on descheduled workers (mean call time
+    3x the median), and thread counts are covered by tests/test_determinism.py."""
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(1)
+    yield
+    fastconv.set_num_threads(before)
+
+
 def numerical_grad(f, arr, eps=EPS, max_entries=None, rng=None):
     """Central differences of the scalar ``f()`` w.r.t. ``arr`` (perturbed in place).
 

@@ -567,6 +567,7 @@ class _Activation(_Layer):
     """Element-wise activation whose derivative is a function of its output."""
 
     def forward(self, x):
+        """Apply the activation element-wise (any shape, float32 or float64)."""
         _check_input(type(self).__name__, x, range(1, 33))
         y = self._buffer("y", x.shape, x.dtype)
         self._apply(x, y)
@@ -574,6 +575,7 @@ class _Activation(_Layer):
         return y
 
     def backward(self, grad_out):
+        """dL/dx from dL/dy, using the cached output ``y``."""
         y = self._saved("_y")
         if not self.needs_input_grad:
             return None

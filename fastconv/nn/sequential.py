@@ -254,6 +254,7 @@ class Sequential(_Layer):
         self._configure_input_grads()
 
     def named_children(self):
+        """Yield ``(str(index), layer)``; parameter names are ``"<index>.<name>"``."""
         for i, layer in enumerate(self.layers):
             yield str(i), layer
 
