@@ -190,6 +190,17 @@ GRADCHECK = {
 
 
 def numerical_grad(f, a, eps):
+    """d f / d a by central differences, perturbing ``a`` in place; single
+    threaded, as in test_conv.py (many tiny calls)."""
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(1)
+    try:
+        return _central_differences(f, a, eps)
+    finally:
+        fastconv.set_num_threads(before)
+
+
+def _central_differences(f, a, eps):
     grad = np.zeros_like(a)
     for i in np.ndindex(a.shape):
         keep = a[i]
