@@ -217,10 +217,10 @@ def build_parser():
     i.add_argument("--json", action="store_true", help="print as JSON")
     i.set_defaults(func=cmd_info, _parser=i)
 
-    b = sub.add_parser("bench", help="run the kernel benchmarks (arguments are passed on)",
-                       add_help=False)
-    b.add_argument("bench_args", nargs=argparse.REMAINDER)
-    b.set_defaults(func=cmd_bench, _parser=b)
+    # Listed for --help only: main() hands everything after "bench" to the
+    # runner untouched (argparse's REMAINDER would still claim "--options").
+    sub.add_parser("bench", help="run the kernel benchmarks (arguments are passed on)",
+                   add_help=False)
     return parser
 
 
@@ -533,8 +533,8 @@ def cmd_info(args):
     return EXIT_OK
 
 
-def cmd_bench(args):
-    """Run ``fastconv bench``: the benchmark runner when installed, else instructions."""
+def cmd_bench(bench_args):
+    """Run ``fastconv bench ARGS``: the benchmark runner when installed, else instructions."""
     import importlib
 
     try:
@@ -545,7 +545,7 @@ def cmd_bench(args):
         print("the benchmark runner is not part of this installation; from a source checkout run:\n"
               "    python bench/run.py --help", file=sys.stderr)
         return EXIT_FAILURE
-    return int(runner.main(list(args.bench_args)) or 0)
+    return int(runner.main(list(bench_args)) or 0)
 
 
 # --------------------------------------------------------------------------- #
@@ -569,6 +569,8 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
+        if argv[:1] == ["bench"]:
+            return cmd_bench(argv[1:])
         args = parser.parse_args(argv)
         args._argv = argv[1:] if argv else []
         return args.func(args)

@@ -24,7 +24,6 @@ import http.client
 import math
 import numbers
 import os
-import shutil
 import sys
 import tempfile
 import urllib.request

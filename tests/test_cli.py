@@ -208,6 +208,17 @@ def test_bench_without_runner(capsys, monkeypatch):
     assert code == 1 and "bench/run.py" in err
 
 
+def test_bench_delegates_to_runner(capsys, monkeypatch):
+    import types
+
+    seen = []
+    fake = types.ModuleType("fastconv._bench_cli")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "fastconv._bench_cli", fake)
+    code, _, _ = run(["bench", "--shapes", "a", "--threads", "1"], capsys)
+    assert code == 0 and seen == [["--shapes", "a", "--threads", "1"]]
+
+
 def test_parse_augment():
     assert cli.parse_augment("none") is None
     assert isinstance(cli.parse_augment("shift"), ds.RandomShift)
