@@ -126,8 +126,10 @@ def layouts(a):
     rev = np.ascontiguousarray(a[..., ::-1])[..., ::-1]  # negative last stride
     yield "negative-stride", rev
     if a.ndim == 4:
-        yield "all-reversed", np.ascontiguousarray(a[::-1, ::-1, ::-1, ::-1])[::-1, ::-1, ::-1, ::-1]
-        yield "transposed-view", np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        flip = (slice(None, None, -1),) * 4
+        yield "all-reversed", np.ascontiguousarray(a[flip])[flip]
+        nhwc = np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+        yield "channels-last-view", nhwc.transpose(0, 3, 1, 2)
     big = np.zeros(tuple(2 * s + 1 for s in a.shape), a.dtype)
     view = big[tuple(slice(1, None, 2) for _ in a.shape)]
     view[...] = a
