@@ -85,6 +85,14 @@ int fc_avgpool2d_fwd_f64(const double *x, const fc_pool_geom *g, int nthreads, d
 int fc_avgpool2d_bwd_f32(const float *gy, const fc_pool_geom *g, int nthreads, float *gx /* OUT */);
 int fc_avgpool2d_bwd_f64(const double *gy, const fc_pool_geom *g, int nthreads, double *gx /* OUT */);
 
+/* ---- element-wise ------------------------------------------------------------ */
+/* y = max(x, 0); gx = gy where y > 0 else 0 (y is the ReLU output). In place is fine. */
+int fc_relu_fwd_f32(const float *x, ptrdiff_t n, int nthreads, float *y /* OUT */);
+int fc_relu_fwd_f64(const double *x, ptrdiff_t n, int nthreads, double *y /* OUT */);
+int fc_relu_bwd_f32(const float *gy, const float *y, ptrdiff_t n, int nthreads, float *gx /* OUT */);
+int fc_relu_bwd_f64(const double *gy, const double *y, ptrdiff_t n, int nthreads,
+                    double *gx /* OUT */);
+
 /* ---- threads ---------------------------------------------------------------- */
 /*
  * The thread count a kernel will really use for a request. In a process forked

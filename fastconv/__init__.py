@@ -24,6 +24,8 @@ from .functional import (
     max_pool2d,
     max_pool2d_backward,
     openmp_enabled,
+    relu,
+    relu_backward,
     set_num_threads,
 )
 
@@ -38,6 +40,8 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "relu",
+    "relu_backward",
     "set_num_threads",
     "get_num_threads",
     "openmp_enabled",

@@ -52,6 +52,12 @@ cdef extern from "fastconv.h" nogil:
     int fc_avgpool2d_bwd_f32(const float *gy, const fc_pool_geom *g, int nthreads, float *gx)
     int fc_avgpool2d_bwd_f64(const double *gy, const fc_pool_geom *g, int nthreads, double *gx)
 
+    int fc_relu_fwd_f32(const float *x, Py_ssize_t n, int nthreads, float *y)
+    int fc_relu_fwd_f64(const double *x, Py_ssize_t n, int nthreads, double *y)
+    int fc_relu_bwd_f32(const float *gy, const float *y, Py_ssize_t n, int nthreads, float *gx)
+    int fc_relu_bwd_f64(const double *gy, const double *y, Py_ssize_t n, int nthreads,
+                        double *gx)
+
     int fc_threads(int requested)
     void fc_init()
     int fc_forked_child()

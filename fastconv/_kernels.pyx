@@ -139,6 +139,25 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] gy, tuple geom, bint count_
     _check(rc)
 
 
+def relu_forward(const floating[::1] x, int nthreads, floating[::1] y):
+    cdef Py_ssize_t n = x.shape[0]
+    with nogil:
+        if floating is float:
+            fc_relu_fwd_f32(&x[0], n, nthreads, &y[0])
+        else:
+            fc_relu_fwd_f64(&x[0], n, nthreads, &y[0])
+
+
+def relu_backward(const floating[::1] gy, const floating[::1] y, int nthreads,
+                  floating[::1] gx):
+    cdef Py_ssize_t n = gy.shape[0]
+    with nogil:
+        if floating is float:
+            fc_relu_bwd_f32(&gy[0], &y[0], n, nthreads, &gx[0])
+        else:
+            fc_relu_bwd_f64(&gy[0], &y[0], n, nthreads, &gx[0])
+
+
 def simd_level():
     return fc_simd_level()
 

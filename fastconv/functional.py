@@ -27,6 +27,8 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "relu",
+    "relu_backward",
     "set_num_threads",
     "get_num_threads",
     "openmp_enabled",
@@ -341,7 +343,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
-                    output_mask=(True, True, True), out=None):
+                    output_mask=(True, True, True), out=None, relu_output=None):
     """Gradients of :func:`conv2d` with respect to input, weight and bias.
 
     Parameters
@@ -355,6 +357,10 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         returned as None (a first layer needs no grad_input).
     out : tuple of 3 arrays or None, optional
         Preallocated outputs for (grad_input, grad_weight, grad_bias).
+    relu_output : ndarray of shape (N, K, H_out, W_out), optional
+        The output of ``conv2d(..., activation='relu')``. If given, grad_out is the
+        gradient after the ReLU and is masked by ``relu_output > 0`` first, in
+        one pass (the backward of the fused forward).
 
     Returns
     -------
@@ -391,6 +397,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
                 a.fill(0)
         return gx, gw, gb
     gy = _contig(grad_out)
+    if relu_output is not None:
+        gy = relu_backward(gy, relu_output)
     geom = g.as_tuple()
     if gx is not None:
         if g.extra == (0, 0):
@@ -571,4 +579,61 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
         return gx
     _kernels.avg_pool2d_backward(_contig(grad_out), geom, bool(count_include_pad),
                                  get_num_threads(), gx)
+    return gx
+
+
+# ------------------------------------------------------------ element-wise ---
+def _flat(a):
+    return _contig(a).reshape(-1)
+
+
+def relu(x, *, out=None):
+    """ReLU, ``max(x, 0)``, in one parallel pass.
+
+    Parameters
+    ----------
+    x : ndarray of any shape, dtype float32 or float64
+    out : ndarray, optional
+        Where to write the result (same shape and dtype, C-contiguous); may be ``x``
+        itself for an in-place ReLU.
+
+    Returns
+    -------
+    y : ndarray, shape and dtype of x
+    """
+    fn = "relu"
+    x = _array(fn, "input", x)
+    y = _check_out(fn, "out", out, x.shape, x.dtype)
+    if y.size:
+        _kernels.relu_forward(_flat(x), get_num_threads(), y.reshape(-1))
+    return y
+
+
+def relu_backward(grad_out, output, *, out=None):
+    """Gradient of :func:`relu`: ``grad_out`` where ``output > 0``, else 0.
+
+    Parameters
+    ----------
+    grad_out : ndarray, float32 or float64
+        Gradient of the loss with respect to the ReLU output.
+    output : ndarray, same shape and dtype
+        The ReLU output (or its input: the sign is the same).
+    out : ndarray, optional
+        Where to write the result; may be ``grad_out`` itself.
+
+    Returns
+    -------
+    grad_input : ndarray, shape and dtype of grad_out
+    """
+    fn = "relu_backward"
+    grad_out = _array(fn, "grad_out", grad_out)
+    output = _array(fn, "output", output)
+    _same_dtype(fn, "grad_out", grad_out, output=output)
+    if output.shape != grad_out.shape:
+        raise ValueError(f"{fn}: output must have the shape of grad_out {grad_out.shape}, "
+                         f"got {output.shape}")
+    gx = _check_out(fn, "out", out, grad_out.shape, grad_out.dtype)
+    if gx.size:
+        _kernels.relu_backward(_flat(grad_out), _flat(output), get_num_threads(),
+                               gx.reshape(-1))
     return gx
