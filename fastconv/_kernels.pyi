@@ -1,0 +1,74 @@
+"""Type stubs for the compiled Cython bridge ``fastconv._kernels``.
+
+This module is private: use the checked API in ``fastconv`` (``fastconv.conv2d``
+and friends), which validates shapes and dtypes, allocates outputs and picks
+the thread count before calling these. Every kernel here takes C-contiguous
+arrays (4-D for conv and pooling, 1-D for relu) of one floating dtype (float32 or float64: the Cython fused type
+``floating``), writes into the caller's output arrays (arguments after
+``nthreads``) and returns nothing, except where noted.
+
+``geom`` is a tuple of ints in the field order of the C structs in
+``csrc/fastconv.h``:
+
+* conv: ``(n, c, h, w, k, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw, groups)``
+* pool: ``(n, c, h, w, kh, kw, ho, wo, sh, sw, ph, pw)``
+"""
+
+from typing import Optional, Tuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+__test__: dict[str, str]  # Cython's doctest table
+
+_Float = NDArray[np.floating]
+_Int64 = NDArray[np.int64]
+_ConvGeom = Tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
+_PoolGeom = Tuple[int, int, int, int, int, int, int, int, int, int, int, int]
+
+def conv2d_forward(
+    x: _Float,
+    w: _Float,
+    bias: Optional[_Float],
+    geom: _ConvGeom,
+    relu: bool,
+    nthreads: int,
+    y: _Float,
+) -> None: ...
+def conv2d_backward_data(
+    gy: _Float, w: _Float, geom: _ConvGeom, nthreads: int, gx: _Float
+) -> None: ...
+def conv2d_backward_weight(
+    gy: _Float,
+    x: _Float,
+    geom: _ConvGeom,
+    nthreads: int,
+    gw: _Float,
+    gb: Optional[_Float],
+) -> None: ...
+def max_pool2d_forward(
+    x: _Float, geom: _PoolGeom, nthreads: int, y: _Float, idx: Optional[_Int64]
+) -> None: ...
+def max_pool2d_backward(
+    gy: _Float, idx: _Int64, geom: _PoolGeom, nthreads: int, gx: _Float
+) -> bool:
+    """False if an index was outside its input plane (those were skipped)."""
+def avg_pool2d_forward(
+    x: _Float, geom: _PoolGeom, count_include_pad: bool, nthreads: int, y: _Float
+) -> None: ...
+def avg_pool2d_backward(
+    gy: _Float, geom: _PoolGeom, count_include_pad: bool, nthreads: int, gx: _Float
+) -> None: ...
+def relu_forward(x: _Float, nthreads: int, y: _Float) -> None: ...
+def relu_backward(gy: _Float, y: _Float, nthreads: int, gx: _Float) -> None: ...
+
+def simd_level() -> int: ...
+def simd_supported() -> int: ...
+def set_simd_level(level: int) -> int: ...
+def simd_name(level: int) -> str: ...
+def openmp_enabled() -> bool: ...
+def max_threads() -> int: ...
+def set_max_threads(n: int) -> None: ...
+def forked_child() -> bool: ...
+def compiler() -> str: ...
+def fma_peak_gflops(seconds: float = 0.2) -> float: ...

@@ -1,0 +1,134 @@
+"""Type stubs for ``fastconv.functional`` (the kernel API, re-exported as ``fastconv.<name>``).
+
+Array inputs accept anything NumPy converts to a float32 or float64 array;
+results are ndarrays of the input's dtype. Shapes and semantics are in the
+docstrings of the implementation (and docs/api.md).
+"""
+
+from typing import Any, Literal, Sequence, Tuple, Union, overload
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__version__: str
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_output_shape",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "relu",
+    "relu_backward",
+    "set_num_threads",
+    "get_num_threads",
+    "openmp_enabled",
+    "info",
+    "simd_level",
+    "set_simd_level",
+]
+
+_Array = NDArray[Any]
+_Int2 = Union[int, Tuple[int, int], Sequence[int]]
+_Shape = Sequence[int]
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def openmp_enabled() -> bool: ...
+def simd_level() -> str: ...
+def set_simd_level(name: str) -> str: ...
+def info() -> dict[str, Any]: ...
+def conv2d_output_shape(
+    input_shape: _Shape,
+    weight_shape: _Shape,
+    stride: _Int2 = 1,
+    padding: Union[_Int2, str] = 0,
+    dilation: _Int2 = 1,
+    groups: int = 1,
+) -> Tuple[int, int, int, int]: ...
+def conv2d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: _Int2 = 1,
+    padding: Union[_Int2, str] = 0,
+    dilation: _Int2 = 1,
+    groups: int = 1,
+    *,
+    out: _Array | None = None,
+    activation: Literal["relu"] | None = None,
+) -> _Array: ...
+def conv2d_backward(
+    grad_out: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: _Int2 = 1,
+    padding: Union[_Int2, str] = 0,
+    dilation: _Int2 = 1,
+    groups: int = 1,
+    *,
+    output_mask: Sequence[bool] = (True, True, True),
+    out: Sequence[_Array | None] | None = None,
+    relu_output: ArrayLike | None = None,
+) -> Tuple[_Array | None, _Array | None, _Array | None]: ...
+@overload
+def max_pool2d(
+    x: ArrayLike,
+    kernel_size: _Int2,
+    stride: _Int2 | None = None,
+    padding: _Int2 = 0,
+    *,
+    return_indices: Literal[False] = False,
+    out: _Array | None = None,
+) -> _Array: ...
+@overload
+def max_pool2d(
+    x: ArrayLike,
+    kernel_size: _Int2,
+    stride: _Int2 | None = None,
+    padding: _Int2 = 0,
+    *,
+    return_indices: Literal[True],
+    out: _Array | None = None,
+) -> Tuple[_Array, NDArray[np.int64]]: ...
+@overload
+def max_pool2d(
+    x: ArrayLike,
+    kernel_size: _Int2,
+    stride: _Int2 | None = None,
+    padding: _Int2 = 0,
+    *,
+    return_indices: bool,
+    out: _Array | None = None,
+) -> _Array | Tuple[_Array, NDArray[np.int64]]: ...
+def max_pool2d_backward(
+    grad_out: ArrayLike,
+    indices: ArrayLike,
+    input_shape: _Shape,
+    *,
+    out: _Array | None = None,
+) -> _Array: ...
+def avg_pool2d(
+    x: ArrayLike,
+    kernel_size: _Int2,
+    stride: _Int2 | None = None,
+    padding: _Int2 = 0,
+    *,
+    count_include_pad: bool = True,
+    out: _Array | None = None,
+) -> _Array: ...
+def avg_pool2d_backward(
+    grad_out: ArrayLike,
+    input_shape: _Shape,
+    kernel_size: _Int2,
+    stride: _Int2 | None = None,
+    padding: _Int2 = 0,
+    *,
+    count_include_pad: bool = True,
+    out: _Array | None = None,
+) -> _Array: ...
+def relu(x: ArrayLike, *, out: _Array | None = None) -> _Array: ...
+def relu_backward(
+    grad_out: ArrayLike, output: ArrayLike, *, out: _Array | None = None
+) -> _Array: ...
