@@ -419,6 +419,31 @@ def test_sequential_input_grad_flag(rng):
     assert head.backward(np.ones((1, 2), np.float32)) is None
 
 
+def test_conv_relu_fusion_is_exact(rng):
+    x = rng.standard_normal((3, 2, 9, 9))
+    labels = np.array([0, 1, 3])
+    results = []
+    for fuse in (True, False):
+        model = nn.Sequential([
+            nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=np.float64), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 4, 2, rng=1, dtype=np.float64), nn.ReLU(), nn.Flatten(),
+            nn.Linear(36, 4, rng=2, dtype=np.float64)])
+        model.fuse_conv_relu = fuse
+        model.needs_input_grad = True
+        loss = nn.CrossEntropyLoss()
+        out = model(x)
+        loss.forward(out, labels)
+        gx = model.backward(loss.backward())
+        results.append((out, gx, [p.grad.copy() for p in model.parameters()]))
+    (a, ga, pa), (b, gb, pb) = results
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ga, gb)
+    for u, v in zip(pa, pb):
+        np.testing.assert_array_equal(u, v)
+    conv = nn.Conv2d(1, 2, 3, rng=0)  # a standalone conv never rectifies
+    assert (conv(rng.standard_normal((1, 1, 5, 5)).astype(np.float32)) < 0).any()
+
+
 def test_no_grad_skips_caches():
     layer = nn.Conv2d(1, 1, 3)
     with nn.no_grad():

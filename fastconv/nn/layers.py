@@ -260,6 +260,11 @@ class Conv2d(_Layer):
 
     def forward(self, x):
         """Convolve ``x`` of shape (N, in_channels, H, W)."""
+        return self._forward(x, None)
+
+    def _forward(self, x, activation):
+        # activation="relu" is used by Sequential when a ReLU layer follows:
+        # the kernel rectifies in the same pass over the output
         _check_input("Conv2d", x, 4, self.dtype)
         if x.shape[1] != self.in_channels:
             raise ValueError(
@@ -272,7 +277,8 @@ class Conv2d(_Layer):
         if self.reuse_buffers:
             shape = F.conv2d_output_shape(x.shape, w.shape, self.stride, self.padding, self.dilation)
             out = self._buffer("y", shape, x.dtype)
-        y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups, out=out)
+        y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups, out=out,
+                     activation=activation)
         self._x = x if is_grad_enabled() else None
         return y
 
@@ -587,6 +593,11 @@ class _Activation(_Layer):
 @register_layer
 class ReLU(_Activation):
     """``max(x, 0)``; the derivative at 0 is taken as 0."""
+
+    def _adopt(self, y):
+        """Take ``y``, already rectified by the preceding conv kernel, as this layer's output."""
+        self._y = y if is_grad_enabled() else None
+        return y
 
     def _apply(self, x, y):
         np.maximum(x, 0, out=y)

@@ -9,7 +9,16 @@ import warnings
 import numpy as np
 
 from .callbacks import CallbackList, History
-from .layers import Sigmoid, Softmax, _Layer, _layer_spec, layer_from_config, register_layer
+from .layers import (
+    Conv2d,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    _Layer,
+    _layer_spec,
+    layer_from_config,
+    register_layer,
+)
 from .losses import CrossEntropyLoss, get_loss
 from .module import Module, no_grad
 
@@ -220,6 +229,10 @@ class Sequential(_Layer):
     #: the BLAS pool alone). Applied through threadpoolctl when it is installed.
     blas_threads = 1
 
+    #: Let a Conv2d kernel apply a directly following ReLU in the same pass
+    #: (saves one trip over the activation; results are identical).
+    fuse_conv_relu = True
+
     def __init__(self, layers=None):
         self.layers = []
         super().__init__()
@@ -303,8 +316,20 @@ class Sequential(_Layer):
 
     # -- computation -----------------------------------------------------------
     def _forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
+        layers = self.layers
+        n = len(layers)
+        i = 0
+        while i < n:
+            layer = layers[i]
+            if (self.fuse_conv_relu and i + 1 < n and type(layer) is Conv2d
+                    and type(layers[i + 1]) is ReLU):
+                # conv kernel applies the ReLU in its own pass; the ReLU layer
+                # keeps the rectified output for its backward
+                x = layers[i + 1]._adopt(layer._forward(x, "relu"))
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
         return x
 
     def forward(self, x):
