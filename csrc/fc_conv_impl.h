@@ -337,15 +337,16 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
 
     ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * mg));
     REAL *ap = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(G * pl.mpad * mg));
-    /* a copy of gy with slack: column tiles may read past the last row */
-    REAL *gyc = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * img + ldc + 64));
+    /* Column tiles may read up to ldc values past a pixel row: harmless inside
+     * gy, but not past its end, so the last image is read from a copy with slack. */
+    REAL *gyc = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(img + ldc + 64));
     if (!koff || !ap || !gyc) { rc = FC_ENOMEM; goto done; }
     ptrdiff_t *woff = koff + mg;
     for (ptrdiff_t m = 0; m < mg; ++m) { koff[m] = m * hw; woff[m] = m * ckk; }
     for (ptrdiff_t gi = 0; gi < G; ++gi)
         SFX(pack_a)(w + gi * mg * ckk, 1, woff, ckk, mg, &pl, ap + gi * pl.mpad * mg);
-    memcpy(gyc, gy, sizeof(REAL) * (size_t)(g->n * img));
-    memset(gyc + g->n * img, 0, sizeof(REAL) * (size_t)(ldc + 64));
+    memcpy(gyc, gy + (g->n - 1) * img, sizeof(REAL) * (size_t)img);
+    memset(gyc + img, 0, sizeof(REAL) * (size_t)(ldc + 64));
 
 #pragma omp parallel num_threads(nt) if (nt > 1 && g->n > 1)
     {
@@ -361,19 +362,32 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
             REAL *gxn = gx + in * g->c * chw;
             memset(gxn, 0, sizeof(REAL) * (size_t)(g->c * chw));
             for (ptrdiff_t gi = 0; gi < G; ++gi) {
-                const REAL *src = gyc + in * img + gi * mg * hw;
+                const REAL *src = (in == g->n - 1 ? gyc : gy + in * img) + gi * mg * hw;
                 const REAL *apg = ap + gi * pl.mpad * mg;
+                const ptrdiff_t nr_full = kk->nr[pl.slot_full];
                 for (ptrdiff_t p0 = 0; p0 < hw; p0 += pb_max) {
                     const ptrdiff_t pb = FC_MIN(pb_max, hw - p0);
-                    const REAL *a = apg;
-                    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
-                        const int slot = pi < pl.nfull ? pl.slot_full : pl.slot_tail;
-                        const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
-                        for (ptrdiff_t jr = 0; jr < pb; jr += nr)
-                            kk->ukr[slot](mg, a, src + p0 + jr, koff,
-                                          cbuf + pi * pl.mr_full * ldc + jr, ldc, 0);
-                        a += mg * mr;
+                    /* column tile outermost: its mg rows of gy stay in L1 for every
+                     * panel; a tail panel with a wider kernel gets its own sweep */
+                    const ptrdiff_t nr_tail = kk->nr[pl.slot_tail];
+                    const int tail_apart = pl.mr_tail > 0 && nr_tail > nr_full;
+                    const ptrdiff_t npan_in = npan - tail_apart;
+                    for (ptrdiff_t jr = 0; jr < pb; jr += nr_full) {
+                        const REAL *a = apg;
+                        for (ptrdiff_t pi = 0; pi < npan_in; ++pi) {
+                            const int slot = pi < pl.nfull ? pl.slot_full : pl.slot_tail;
+                            const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
+                            for (ptrdiff_t j2 = jr; j2 < jr + nr_full; j2 += nr)
+                                kk->ukr[slot](mg, a, src + p0 + j2, koff,
+                                              cbuf + pi * pl.mr_full * ldc + j2, ldc, 0);
+                            a += mg * mr;
+                        }
                     }
+                    if (tail_apart)
+                        for (ptrdiff_t jr = 0; jr < pb; jr += nr_tail)
+                            kk->ukr[pl.slot_tail](mg, apg + pl.nfull * pl.mr_full * mg,
+                                                  src + p0 + jr, koff,
+                                                  cbuf + pl.nfull * pl.mr_full * ldc + jr, ldc, 0);
                     /* col2im: row (c, i, j) of dcols adds into grad_x[c] */
                     for (ptrdiff_t c = 0; c < cg; ++c) {
                         REAL *gxc = gxn + (gi * cg + c) * chw;
