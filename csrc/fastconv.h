@@ -104,6 +104,10 @@ int fc_threads(int requested);
 void fc_init(void);
 int fc_forked_child(void);             /* 1 in such a forked child */
 
+/* Large scratch blocks are pooled between calls; this frees them all. */
+void fc_release_pool(void);
+size_t fc_pool_bytes(void);           /* bytes held by the pool now */
+
 /* ---- run-time facts ------------------------------------------------------- */
 int fc_simd_level(void);               /* the level in use */
 int fc_simd_supported(void);           /* the best level this CPU + build can run */

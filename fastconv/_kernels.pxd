@@ -61,6 +61,8 @@ cdef extern from "fastconv.h" nogil:
     int fc_threads(int requested)
     void fc_init()
     int fc_forked_child()
+    void fc_release_pool()
+    size_t fc_pool_bytes()
 
     int fc_simd_level()
     int fc_simd_supported()

@@ -190,6 +190,14 @@ def forked_child():
     return bool(fc_forked_child())
 
 
+def release_pool():
+    fc_release_pool()
+
+
+def pool_bytes():
+    return fc_pool_bytes()
+
+
 def compiler():
     return fc_compiler().decode()
 

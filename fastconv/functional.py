@@ -35,6 +35,7 @@ __all__ = [
     "info",
     "simd_level",
     "set_simd_level",
+    "release_memory",
 ]
 
 # Sizes past these are mistakes, not workloads: refuse them before allocating.
@@ -101,6 +102,15 @@ def set_simd_level(name):
     return _kernels.simd_name(_kernels.set_simd_level(_SIMD_NAMES[name]))
 
 
+def release_memory():
+    """Return the kernels' pooled scratch memory to the system.
+
+    Large temporary buffers are kept between calls (reusing them avoids the
+    cost of fresh pages); ``info()["scratch_pool_bytes"]`` shows how much.
+    """
+    _kernels.release_pool()
+
+
 def info():
     """Describe this build and machine as a dict (version, OpenMP, SIMD path, threads)."""
     return {
@@ -111,6 +121,7 @@ def info():
         "simd_supported": _kernels.simd_name(_kernels.simd_supported()),
         "threads": get_num_threads(),
         "forked_child_serial": _kernels.forked_child(),
+        "scratch_pool_bytes": _kernels.pool_bytes(),
         "numpy": np.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
