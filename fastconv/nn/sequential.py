@@ -213,6 +213,14 @@ class Sequential(_Layer):
     expensive gradient); set ``model.needs_input_grad = True`` to get it
     (e.g. for saliency maps).
 
+    Two speed-ups apply inside a ``Sequential`` only: a ``Conv2d`` directly
+    followed by ``ReLU`` runs as one fused kernel call (``fuse_conv_relu``;
+    results are bitwise identical), and ``fit`` / ``evaluate`` / ``predict``
+    cap NumPy's BLAS at ``blas_threads`` (default 1, via threadpoolctl when it
+    is installed) so that BLAS workers do not compete with the kernels'
+    OpenMP threads. Loss values in logs and ``evaluate`` are averages over
+    samples.
+
     Examples
     --------
     >>> from fastconv import nn                                      # doctest: +SKIP
