@@ -24,10 +24,11 @@ from pathlib import Path
 
 __all__ = ["main", "build_parser", "RECIPES"]
 
-# The default recipe of each model. lenet5's is the fastest one measured to
-# reach >= 99.0 % test accuracy for every seed tried (see README / docs).
+# The default recipe of each model. lenet5's aims at >= 99.0 % test accuracy
+# for any seed: Adam 1e-3, batch 64 reaches ~97.2 % after one epoch and ~98.4 %
+# after two (seed 0); the decayed rate lets the next epochs settle above 99 %.
 RECIPES = {
-    "lenet5": {"epochs": 4, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.7},
+    "lenet5": {"epochs": 6, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.75},
     "mnist_cnn": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.7},
 }
 # Learning rates used when --optimizer differs from the recipe's and --lr is not given.
@@ -161,7 +162,7 @@ def build_parser():
         description=(
             "Train a CNN on MNIST and report the test accuracy. Without options this runs the "
             f"LeNet-5 recipe: Adam, lr {lenet['lr']:g} decayed by {lenet['lr_decay']:g} per epoch, "
-            f"batch {lenet['batch_size']}, {lenet['epochs']} epochs (>= 99.0% test accuracy)."
+            f"batch {lenet['batch_size']}, {lenet['epochs']} epochs, aiming at >= 99.0% test accuracy."
         ),
     )
     t.add_argument("--model", choices=sorted(RECIPES), default=None,

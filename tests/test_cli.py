@@ -236,3 +236,17 @@ def test_python_dash_m_and_help(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "fastconv", "train", "--epochs", "0"],
                           capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
     assert proc.returncode == 2 and "usage:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_lenet5_recipe_reaches_99_percent(tmp_path, capsys, seed):
+    """The promise of ``fastconv train`` without options (minutes per seed; -m slow)."""
+    metrics = tmp_path / "m.json"
+    code, out, err = run(["train", *DATA, "--seed", str(seed), "--metrics-out", str(metrics)], capsys)
+    assert code == 0, err
+    m = json.loads(metrics.read_text())
+    print(f"seed {seed}: test accuracy {m['test_accuracy']:.4f} in {m['wall_seconds']:.0f} s "
+          f"({m['train_images_per_second']:.0f} img/s, {m['threads']} threads)")
+    assert m["test_accuracy"] >= 0.99
