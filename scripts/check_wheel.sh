@@ -98,8 +98,9 @@ step "fresh venv: numpy + the wheel only"
 VPY="$WORK/venv/bin/python"
 [[ -x "$VPY" ]] || VPY="$WORK/venv/Scripts/python.exe"
 "$VPY" -m pip install -q --disable-pip-version-check numpy "$WHEEL"
-"$VPY" -m pip list --disable-pip-version-check 2>/dev/null | grep -iE "^(cython|setuptools) " &&
-    fail "the venv is not bare: it has Cython or setuptools"
+# (python -m venv on Python <= 3.11 also seeds setuptools; a compiler is never used)
+"$VPY" -m pip list --disable-pip-version-check 2>/dev/null | grep -iE "^cython " &&
+    fail "the venv is not bare: it has Cython"
 
 step "checks, run from an empty directory"
 mkdir -p "$WORK/empty"
