@@ -520,6 +520,29 @@ def main(argv=None):
     records = measure_grid(impls, args, mode, peaks, log)
     add_ratios(records)
 
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else BENCH_DIR / "results" / f"{stamp}-{socket.gethostname()}"
+
+    def report(training):
+        """Print and (unless --no-save) write everything measured so far."""
+        targets = evaluate_targets(records, peaks, training)
+        text = render(records, targets, checks, peaks, info)
+        if training:
+            import train_throughput
+
+            text += "\n\n" + train_throughput.render(training)
+        if args.no_save:
+            return text
+        out.mkdir(parents=True, exist_ok=True)
+        payload = dict(machine=info, mode=args.mode, mode_settings=mode,
+                       argv=sys.argv[1:] if argv is None else list(argv), peaks=peak_records,
+                       checks=checks, records=records, targets=targets, training=training)
+        (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
+        (out / "table.txt").write_text(text + "\n")
+        return text
+
+    # the kernel results are written before the (long) training runs start
+    text = report(None)
     training = None
     if args.training:
         import train_throughput
@@ -528,24 +551,11 @@ def main(argv=None):
         training = train_throughput.run_all(
             threads=[int(t) for t in _csv(args.threads)], batches=batches,
             impls=[n for n in ("fastconv", "torch") if n in impls or n == "fastconv"], log=log)
-
-    targets = evaluate_targets(records, peaks, training)
-    text = render(records, targets, checks, peaks, info)
-    if training:
-        text += "\n\n" + train_throughput.render(training)
+        text = report(training)
     print(text)
     log(f"measured in {time.perf_counter() - t0:.0f} s")
-
     if args.no_save:
         return 0
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else BENCH_DIR / "results" / f"{stamp}-{socket.gethostname()}"
-    out.mkdir(parents=True, exist_ok=True)
-    payload = dict(machine=info, mode=args.mode, mode_settings=mode, argv=sys.argv[1:] if
-                   argv is None else list(argv), peaks=peak_records, checks=checks,
-                   records=records, targets=targets, training=training)
-    (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
-    (out / "table.txt").write_text(text + "\n")
     chart = out / "speedup_vs_torch.png"
     backend = draw_chart(records, chart)
     log(f"wrote {out / 'results.json'}, {out / 'table.txt'}"

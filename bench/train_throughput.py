@@ -14,8 +14,9 @@ user writes: ``randperm`` once per epoch, slice, ``zero_grad / forward / loss /
 backward / step``.
 
 Every (implementation, model, threads) runs in a fresh subprocess, so its peak
-RSS (``ru_maxrss``) is its own and no thread pool of the other library is
-alive next to it. In the worker: ``warmup`` batches, then ``segments`` timed
+RSS is its own and no thread pool of the other library is alive next to it.
+Peak RSS is ``VmHWM`` from /proc/self/status (``ru_maxrss`` is recorded too,
+but Linux carries it over from the parent across fork + exec). In the worker: ``warmup`` batches, then ``segments`` timed
 runs of ``batches`` batches each; img/s is the median over segments.
 """
 
@@ -62,24 +63,41 @@ def load_train(n=60000):
         x = rng.random((n, 1, 28, 28), dtype=np.float32)
         return x, rng.integers(0, 10, n).astype(np.int64), "synthetic (MNIST files not found)"
     with gzip.open(d / "train-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16)[:n * 784]
+        raw = np.frombuffer(f.read(), np.uint8, offset=16)[:n * 784]
     with gzip.open(d / "train-labels-idx1-ubyte.gz") as f:
         y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    x = (x.reshape(-1, 1, 28, 28).astype(np.float32) / np.float32(255.0))
+    # scaled in place: the RSS figure should be the training's, not a temporary's
+    x = raw.reshape(-1, 1, 28, 28).astype(np.float32)
+    del raw
+    x /= np.float32(255.0)
     return x, y.astype(np.int64), f"MNIST train from {d}"
 
 
-def _rss_now_mib():
+def _status_mib(field):
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
 
 
+def _rss_now_mib():
+    return _status_mib("VmRSS")
+
+
 def _peak_rss_mib():
+    """Peak RSS of this process in MiB.
+
+    Not ``ru_maxrss`` alone: Linux carries it over from the parent across
+    fork + exec, so a worker started by a big process (run.py with torch and
+    the timing arrays loaded) would report the parent's peak. ``VmHWM`` is the
+    high-water mark of this program's own address space.
+    """
+    hwm = _status_mib("VmHWM")
+    if hwm is not None:
+        return hwm
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
 
 
@@ -171,7 +189,9 @@ def worker(impl, model_name, threads, batches, warmup, segments):
     return dict(impl=impl, model=model_name, threads=threads, version=version, data=source,
                 batch_size=BATCH, batches=batches, segments=segments,
                 img_s=statistics.median(rates), img_s_segments=rates,
-                peak_rss_mib=_peak_rss_mib(), rss_start_mib=rss_start,
+                peak_rss_mib=_peak_rss_mib(),
+                ru_maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                rss_start_mib=rss_start,
                 rss_after_import_mib=rss_import, rss_after_data_mib=rss_data,
                 other_load=load.cores)
 
