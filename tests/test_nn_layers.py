@@ -307,6 +307,26 @@ def test_activation_values():
     assert p.sum() == pytest.approx(1.0) and p[0, -1] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("shape", [(2, 3), (64, 6, 28, 28)], ids=["numpy-path", "kernel-path"])
+def test_relu_paths_agree_and_keep_nan(shape, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::97] = 0.0
+    x.reshape(-1)[5] = np.nan
+    layer = nn.ReLU()
+    y = layer(x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))  # NaN stays NaN, as in PyTorch
+    g = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(layer.backward(g), g * (np.maximum(x, 0) > 0))
+
+
+def test_nan_input_reaches_the_loss_of_a_conv_relu_net():
+    """Regression: a fused conv+ReLU that rectified NaN to 0 would hide NaN inputs."""
+    x = np.ones((2, 1, 28, 28), np.float32)
+    x[0, 0, 10, 10] = np.nan
+    out = fastconv.models.lenet5(seed=0)(x)
+    assert np.isnan(out[0]).all() and np.isfinite(out[1]).all()
+
+
 def test_dropout_train_eval_and_seed(rng):
     x = np.ones((200, 50), np.float32)
     d = nn.Dropout(0.25, rng=3)

@@ -569,6 +569,29 @@ class Flatten(_Layer):
 
 
 # -- activations -------------------------------------------------------------
+_RELU_NAN_OK = None
+
+
+def kernel_relu_propagates_nan():
+    """Whether ``fastconv.relu`` and ``conv2d(..., activation='relu')`` keep NaN.
+
+    ``ReLU`` must propagate NaN (as ``np.maximum`` and PyTorch do) so that a
+    diverged network shows up as a NaN loss instead of being silently
+    rectified to zero. The compiled ReLU paths are used only when they do;
+    checked once, on two one-element calls.
+    """
+    global _RELU_NAN_OK
+    if _RELU_NAN_OK is None:
+        nan = np.full((1, 1, 1, 1), np.nan, np.float32)
+        one = np.ones((1, 1, 1, 1), np.float32)
+        try:
+            _RELU_NAN_OK = bool(np.isnan(F.relu(nan)).all()
+                                and np.isnan(F.conv2d(nan, one, activation="relu")).all())
+        except (AttributeError, TypeError, ValueError):  # kernels without fused ReLU
+            _RELU_NAN_OK = False
+    return _RELU_NAN_OK
+
+
 class _Activation(_Layer):
     """Element-wise activation whose derivative is a function of its output."""
 
@@ -594,16 +617,26 @@ class _Activation(_Layer):
 class ReLU(_Activation):
     """``max(x, 0)``; the derivative at 0 is taken as 0."""
 
+    # Below this many elements NumPy beats a parallel kernel call's start-up.
+    _KERNEL_MIN_SIZE = 32768
+
+    def _apply(self, x, y):
+        if (x.size >= self._KERNEL_MIN_SIZE and x.flags.c_contiguous
+                and kernel_relu_propagates_nan()):
+            F.relu(x, out=y)
+        else:
+            np.maximum(x, 0, out=y)
+
+    def _grad(self, g, y, gx):
+        if y.size >= self._KERNEL_MIN_SIZE and g.flags.c_contiguous and y.flags.c_contiguous:
+            F.relu_backward(g, y, out=gx)
+        else:
+            np.multiply(g, y > 0, out=gx)
+
     def _adopt(self, y):
         """Take ``y``, already rectified by the preceding conv kernel, as this layer's output."""
         self._y = y if is_grad_enabled() else None
         return y
-
-    def _apply(self, x, y):
-        np.maximum(x, 0, out=y)
-
-    def _grad(self, g, y, gx):
-        np.multiply(g, y > 0, out=gx)
 
 
 @register_layer

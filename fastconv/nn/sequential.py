@@ -16,6 +16,7 @@ from .layers import (
     Softmax,
     _Layer,
     _layer_spec,
+    kernel_relu_propagates_nan,
     layer_from_config,
     register_layer,
 )
@@ -215,7 +216,8 @@ class Sequential(_Layer):
 
     Two speed-ups apply inside a ``Sequential`` only: a ``Conv2d`` directly
     followed by ``ReLU`` runs as one fused kernel call (``fuse_conv_relu``;
-    results are bitwise identical), and ``fit`` / ``evaluate`` / ``predict``
+    results are bitwise identical; only with kernels whose fused ReLU keeps
+    NaN, see ``fastconv.nn.layers.kernel_relu_propagates_nan``), and ``fit`` / ``evaluate`` / ``predict``
     cap NumPy's BLAS at ``blas_threads`` (default 1, via threadpoolctl when it
     is installed) so that BLAS workers do not compete with the kernels'
     OpenMP threads. Loss values in logs and ``evaluate`` are averages over
@@ -330,7 +332,7 @@ class Sequential(_Layer):
         while i < n:
             layer = layers[i]
             if (self.fuse_conv_relu and i + 1 < n and type(layer) is Conv2d
-                    and type(layers[i + 1]) is ReLU):
+                    and type(layers[i + 1]) is ReLU and kernel_relu_propagates_nan()):
                 # conv kernel applies the ReLU in its own pass; the ReLU layer
                 # keeps the rectified output for its backward
                 x = layers[i + 1]._adopt(layer._forward(x, "relu"))
