@@ -25,10 +25,13 @@ from pathlib import Path
 __all__ = ["main", "build_parser", "RECIPES"]
 
 # The default recipe of each model. lenet5's aims at >= 99.0 % test accuracy
-# for any seed: Adam 1e-3, batch 64 reaches ~97.2 % after one epoch and ~98.4 %
-# after two (seed 0); the decayed rate lets the next epochs settle above 99 %.
+# for any seed. Measured with Adam 1e-3, batch 64, decay 0.75: 97.2-97.6 %
+# after one epoch, 97.9-98.4 % after two, 98.5 % after three (seeds 0, 1), and
+# still underfitting (train loss 0.045), so the recipe trains longer with a
+# gentler decay rather than adding augmentation. Check with
+# `pytest -m slow tests/test_cli.py` on a quiet machine.
 RECIPES = {
-    "lenet5": {"epochs": 6, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.75},
+    "lenet5": {"epochs": 8, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.8},
     "mnist_cnn": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.7},
 }
 # Learning rates used when --optimizer differs from the recipe's and --lr is not given.
