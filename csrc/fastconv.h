@@ -86,7 +86,8 @@ int fc_avgpool2d_bwd_f32(const float *gy, const fc_pool_geom *g, int nthreads, f
 int fc_avgpool2d_bwd_f64(const double *gy, const fc_pool_geom *g, int nthreads, double *gx /* OUT */);
 
 /* ---- element-wise ------------------------------------------------------------ */
-/* y = max(x, 0); gx = gy where y > 0 else 0 (y is the ReLU output). In place is fine. */
+/* y = max(x, 0); gx = gy where y > 0 else 0 (y is the ReLU output); NaN propagates
+ * (y = NaN for x = NaN, and gy passes where y is NaN, as PyTorch does). In place is fine. */
 int fc_relu_fwd_f32(const float *x, ptrdiff_t n, int nthreads, float *y /* OUT */);
 int fc_relu_fwd_f64(const double *x, ptrdiff_t n, int nthreads, double *y /* OUT */);
 int fc_relu_bwd_f32(const float *gy, const float *y, ptrdiff_t n, int nthreads, float *gx /* OUT */);
@@ -100,6 +101,9 @@ int fc_relu_bwd_f64(const double *gy, const double *y, ptrdiff_t n, int nthreads
  * a new parallel region would hang; there every kernel runs on one thread.
  */
 int fc_threads(int requested);
+/* Same, but one thread when `work` (multiply-adds or elements) is too small to
+ * pay for waking a team: results do not depend on the thread count anyway. */
+int fc_threads_for(int requested, double work);
 /* Register the fork handler; called once when the extension is imported. */
 void fc_init(void);
 int fc_forked_child(void);             /* 1 in such a forked child */

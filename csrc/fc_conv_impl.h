@@ -217,7 +217,7 @@ static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n
                     if (jb->relu) {
                         for (ptrdiff_t q = a; q < b; ++q) {
                             REAL v = crow[q] + bv;
-                            drow[q * jb->dst_t] = v > 0 ? v : (REAL)0;
+                            drow[q * jb->dst_t] = v <= 0 ? (REAL)0 : v; /* NaN stays NaN */
                         }
                     } else if (jb->dst_t == 1) {
                         for (ptrdiff_t q = a; q < b; ++q) drow[q] = crow[q] + bv;
@@ -251,7 +251,7 @@ static ptrdiff_t SFX(job_slack)(const KERN *kk, const JOB *jb, ptrdiff_t img_ele
 int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
                        const fc_conv_geom *g, int relu, int nthreads, REAL *y)
 {
-    nthreads = fc_threads(nthreads);
+    nthreads = fc_threads_for(nthreads, (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw);
     const KERN *kk = GETK();
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
     const ptrdiff_t kdim = cg * g->kh * g->kw;
@@ -437,7 +437,7 @@ done:
 int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g,
                             int nthreads, REAL *gx)
 {
-    nthreads = fc_threads(nthreads);
+    nthreads = fc_threads_for(nthreads, (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw);
     const KERN *kk = GETK();
     {
         const char *e = getenv("FASTCONV_DX_COL2IM_MAX_C");
@@ -680,7 +680,7 @@ done:
 int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom *g,
                               int nthreads, REAL *gw, REAL *gb)
 {
-    nthreads = fc_threads(nthreads);
+    nthreads = fc_threads_for(nthreads, (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw);
     const KERN *kk = GETK();
     {
         const ptrdiff_t dot_max = getenv("FASTCONV_DW_DOT_MAX") ? atol(getenv("FASTCONV_DW_DOT_MAX")) : FC_DW_DOT_MAX;
@@ -698,9 +698,11 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
     PLAN pl = SFX(plan_rows)(kk, mg);
     ptrdiff_t nr_max = 0;
     for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
-    /* patch row length: the last column tile of the widest kernel used may overhang ckk */
-    const ptrdiff_t nr_used = FC_MAX((ptrdiff_t)kk->nr[pl.slot_full], (ptrdiff_t)kk->nr[pl.slot_tail]);
-    const ptrdiff_t ldb = FC_ROUNDUP(ckk, nr_used);
+    /* patch row length: each kernel's last column tile may overhang ckk, and a
+     * narrower kernel can overhang further (ckk 10: 8-wide tiles reach 16,
+     * 12-wide ones 12), so take the larger of both roundings */
+    const ptrdiff_t ldb = FC_MAX(FC_ROUNDUP(ckk, (ptrdiff_t)kk->nr[pl.slot_full]),
+                                 FC_ROUNDUP(ckk, (ptrdiff_t)kk->nr[pl.slot_tail]));
     const ptrdiff_t part_g = pl.mpad * ldb;            /* partial for one group */
     const ptrdiff_t part = G * part_g + g->k;          /* + bias partial */
     /* chunk count: a function of the shape only, capped so partials stay < 256 MiB */

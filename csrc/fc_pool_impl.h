@@ -48,7 +48,7 @@ static void SFX(max2x2_row)(const REAL *FC_RESTRICT r0, ptrdiff_t w, ptrdiff_t w
 int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y,
                           int64_t *idx)
 {
-    nthreads = fc_threads(nthreads);
+    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     ptrdiff_t t;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
@@ -92,7 +92,7 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
 int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom *g,
                           int nthreads, REAL *gx)
 {
-    nthreads = fc_threads(nthreads);
+    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int bad = 0;
     ptrdiff_t t;
@@ -114,7 +114,7 @@ int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom
 
 int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y)
 {
-    nthreads = fc_threads(nthreads);
+    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     ptrdiff_t t;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
@@ -149,7 +149,7 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
 
 int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, REAL *gx)
 {
-    nthreads = fc_threads(nthreads);
+    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     ptrdiff_t t;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)

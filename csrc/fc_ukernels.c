@@ -335,6 +335,15 @@ int fc_threads(int requested)
     return requested;
 }
 
+/* About 20 us of single-thread work: below it, a team's wake-up and barrier
+ * cost more than they save (and far more on an oversubscribed machine). */
+#define FC_MIN_PARALLEL_WORK 2e5
+
+int fc_threads_for(int requested, double work)
+{
+    return work < FC_MIN_PARALLEL_WORK ? 1 : fc_threads(requested);
+}
+
 int fc_openmp_enabled(void) { return FC_HAVE_OPENMP; }
 
 int fc_max_threads(void)

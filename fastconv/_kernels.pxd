@@ -59,6 +59,7 @@ cdef extern from "fastconv.h" nogil:
                         double *gx)
 
     int fc_threads(int requested)
+    int fc_threads_for(int requested, double work)
     void fc_init()
     int fc_forked_child()
     void fc_release_pool()

@@ -48,3 +48,16 @@ def test_relu_bad_input():
         fastconv.relu_backward(np.zeros(3), np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="conv2d: activation must be None or 'relu'"):
         fastconv.conv2d(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 3, 3)), activation="tanh")
+
+
+def test_regression_relu_propagates_nan():
+    """BUG (found by the nn tests): the fused ReLU wrote 0 for NaN (x > 0 ? x : 0),
+    hiding NaN from the loss check; NumPy's maximum and PyTorch keep NaN."""
+    x = np.ones((1, 1, 3, 3), np.float32)
+    x[0, 0, 1, 1] = np.nan
+    assert np.isnan(fastconv.relu(x)[0, 0, 1, 1])
+    y = fastconv.conv2d(x, np.ones((1, 1, 1, 1), np.float32), activation="relu")
+    assert np.isnan(y[0, 0, 1, 1]) and np.isnan(y).sum() == 1
+    g = np.full(x.shape, 2.0, np.float32)
+    gx = fastconv.relu_backward(g, y)
+    assert gx[0, 0, 1, 1] == 2.0  # as torch.relu's backward: (y <= 0) ? 0 : g

@@ -10,6 +10,8 @@ forces each one.
 import numpy as np
 import pytest
 
+import oracle
+
 import fastconv
 from fastconv import functional as F
 from fastconv import reference as R
@@ -116,3 +118,82 @@ def test_simd_level_is_reported_and_capped():
         F.set_simd_level(before)
     with pytest.raises(ValueError, match="set_simd_level: name"):
         F.set_simd_level("sse9")
+
+
+@pytest.mark.parametrize("xs, ws, kw", [
+    ((1, 5, 4, 4), (10, 5, 2, 1), dict(dilation=(2, 1))),
+    ((4, 4, 4, 8), (10, 4, 3, 5), dict(stride=(3, 1), padding=(2, 1), dilation=(2, 2))),
+])
+def test_regression_grad_weight_tile_overhang(xs, ws, kw, simd, monkeypatch):
+    """BUG (found by the reference suite): the packed grad-weight route sized its patch
+    rows by the wider kernel's rounding, but a narrower kernel's last tile can reach
+    further (10 columns: 8-wide tiles end at 16, 12-wide at 12) and wrote into the next
+    row: grad_weight off by ~5 on AVX2 and AVX-512 with 10 output channels."""
+    monkeypatch.setenv("FASTCONV_DW_DOT_MAX", "0")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(xs)
+    w = rng.standard_normal(ws)
+    g = rng.standard_normal(R.conv2d(x, w, **kw).shape)
+    got = fastconv.conv2d_backward(g, x, w, **kw)[1]
+    np.testing.assert_allclose(got, R.conv2d_backward(g, x, w, **kw)[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", range(1, 27))
+def test_every_row_count_and_tail_kernel(k, simd, dw_route, dx_route):
+    """K = 1..26 walks every (full panel, tail panel) kernel pairing at each SIMD level;
+    the patch widths 3*2*1=6 and 2*3*3=18 make the last column tiles overhang.
+    Checked against the einsum oracle (the loop reference is too slow for 300 cases)."""
+    rng = np.random.default_rng(k)
+    for c, kh, kw in ((3, 2, 1), (2, 3, 3)):
+        x = rng.standard_normal((2, c, 6, 5))
+        w = rng.standard_normal((k, c, kh, kw))
+        y = fastconv.conv2d(x, w, None, 1, 1)
+        np.testing.assert_allclose(y, oracle.conv2d(x, w, None, 1, 1), rtol=1e-12, atol=1e-12)
+        g = rng.standard_normal(y.shape)
+        got = fastconv.conv2d_backward(g, x, w, 1, 1)
+        want = oracle.conv2d_backward(g, x, w, 1, 1)
+        for name, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+            np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-11, err_msg=name)
+
+
+def _thread_runs(fn):
+    before = fastconv.get_num_threads()
+    try:
+        out = []
+        for n in (1, 2, 1, 2):
+            fastconv.set_num_threads(n)
+            out.append(fn())
+        return out
+    finally:
+        fastconv.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_enough_to_run_parallel_is_bitwise_thread_independent(dtype, simd, dw_route,
+                                                                   dx_route):
+    """Kernels below ~2e5 multiply-adds run on one thread (fc_threads_for), so the
+    determinism check needs shapes big enough to really use two threads on every route."""
+    rng = np.random.default_rng(5)
+    cases = [((6, 3, 20, 18), (16, 3, 5, 5), dict(stride=1, padding=2)),        # col2im dX
+             ((4, 8, 16, 16), (12, 4, 3, 3), dict(stride=(2, 1), padding=1, groups=2)),
+             ((3, 12, 15, 17), (40, 12, 3, 3), dict(stride=1, padding=1, dilation=2))]
+    for xs, ws, kw in cases:
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        y = fastconv.conv2d(x, w, None, **kw)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        runs = _thread_runs(lambda: (fastconv.conv2d(x, w, None, **kw),)
+                            + fastconv.conv2d_backward(g, x, w, **kw))
+        for r in runs[1:]:
+            for a, b in zip(runs[0], r):
+                np.testing.assert_array_equal(a, b)
+    x = rng.standard_normal((8, 16, 30, 28)).astype(dtype)
+    for pool in (lambda: fastconv.max_pool2d(x, 2, return_indices=True),
+                 lambda: fastconv.max_pool2d(x, 3, 2, 1, return_indices=True),
+                 lambda: (fastconv.avg_pool2d(x, 3, 2, 1),
+                          fastconv.avg_pool2d_backward(np.ones((8, 16, 15, 14), dtype),
+                                                       x.shape, 3, 2, 1))):
+        runs = _thread_runs(pool)
+        for r in runs[1:]:
+            for a, b in zip(runs[0], r):
+                np.testing.assert_array_equal(a, b)
