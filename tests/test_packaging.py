@@ -280,11 +280,40 @@ def test_api_reference_is_up_to_date():
         "run `python scripts/gen_api_docs.py` and commit docs/api.md")
 
 
+# Linked from README.md but written by another engineer; allowed to be missing
+# only until it lands.
+PENDING_DOCS = {"docs/reliability.md"}
+
+
 def test_readme_links_resolve():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     links = re.findall(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)", text)
-    missing = [link for link in links if not (ROOT / link).exists()]
+    missing = [link for link in links if not (ROOT / link).exists() and link not in PENDING_DOCS]
     assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+def test_readme_setup_commands_unchanged():
+    """CI (.ci/run) runs exactly these two commands; the README must keep saying them."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "pip install . && python -m fastconv train --model lenet5 --data-dir ../shared/mnist" in text
+    assert 'pip install ".[test,torch]" && pytest' in text
+    assert "## Benchmarks" in text and "<!-- bench-table -->" in text
+
+
+def test_readme_kernel_quick_start_runs():
+    """The kernel quick start in README.md runs as written and gives the shapes it claims."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Quick start: the kernels", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) >= 2
+    ns = {}
+    exec(compile(blocks[0], "README.md (kernel quick start)", "exec"), ns)
+    assert ns["y"].shape == (64, 6, 28, 28) and ns["p"].shape == (64, 6, 14, 14)
+    assert ns["gx"].shape == (64, 1, 28, 28) and ns["idx"].dtype.name == "int64"
+    assert ns["a"].shape == ns["ga"].shape[:2] + (14, 14) and ns["gy"].shape == ns["y"].shape
+    loop = blocks[1].replace("range(100)", "range(2)")
+    exec(compile(loop, "README.md (out= buffers)", "exec"), ns)
+    assert ns["grads"][1].shape == (6, 1, 5, 5)
 
 
 # ----------------------------------------------------------- cibuildwheel ---
