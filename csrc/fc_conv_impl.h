@@ -132,6 +132,16 @@ static void SFX(pad_phase_copy)(const REAL *src, ptrdiff_t n, ptrdiff_t c, ptrdi
     }
 }
 
+/* out = relu(c + bias), branch-free (a sign branch mispredicts on real data) */
+static void SFX(bias_relu_row)(const REAL *FC_RESTRICT c, REAL bias, ptrdiff_t n,
+                               REAL *FC_RESTRICT out)
+{
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        const REAL v = c[i] + bias;
+        out[i] = v <= 0 ? (REAL)0 : v; /* NaN stays NaN */
+    }
+}
+
 /* Columns per task for a job: about 512, spread evenly, rounded to the kernel width. */
 static ptrdiff_t SFX(block_cols)(const KERN *kk, const PLAN *pl, ptrdiff_t ncols)
 {
@@ -214,7 +224,9 @@ static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n
                     ptrdiff_t a = FC_MAX(q0, r * jb->qpitch);
                     ptrdiff_t b = FC_MIN(q1, r * jb->qpitch + jb->cols);
                     REAL *drow = dm + r * jb->dst_r - r * jb->qpitch * jb->dst_t;
-                    if (jb->relu) {
+                    if (jb->relu && jb->dst_t == 1) {
+                        SFX(bias_relu_row)(crow + a, bv, b - a, drow + a);
+                    } else if (jb->relu) {
                         for (ptrdiff_t q = a; q < b; ++q) {
                             REAL v = crow[q] + bv;
                             drow[q * jb->dst_t] = v <= 0 ? (REAL)0 : v; /* NaN stays NaN */
