@@ -316,7 +316,8 @@ def test_relu_paths_agree_and_keep_nan(shape, rng):
     y = layer(x)
     np.testing.assert_array_equal(y, np.maximum(x, 0))  # NaN stays NaN, as in PyTorch
     g = rng.standard_normal(shape).astype(np.float32)
-    np.testing.assert_array_equal(layer.backward(g), g * (np.maximum(x, 0) > 0))
+    # as torch.relu's backward: zero where y <= 0, so the gradient passes at NaN
+    np.testing.assert_array_equal(layer.backward(g), g * ~(np.maximum(x, 0) <= 0))
 
 
 def test_nan_input_reaches_the_loss_of_a_conv_relu_net():

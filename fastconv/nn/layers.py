@@ -631,7 +631,9 @@ class ReLU(_Activation):
         if y.size >= self._KERNEL_MIN_SIZE and g.flags.c_contiguous and y.flags.c_contiguous:
             F.relu_backward(g, y, out=gx)
         else:
-            np.multiply(g, y > 0, out=gx)
+            # PyTorch's threshold_backward: zero where y <= 0, so a NaN output
+            # passes its gradient on, exactly like the compiled path
+            np.multiply(g, ~(y <= 0), out=gx)
 
     def _adopt(self, y):
         """Take ``y``, already rectified by the preceding conv kernel, as this layer's output."""
