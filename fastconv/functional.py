@@ -16,7 +16,16 @@ import platform
 
 import numpy as np
 
-from . import _kernels
+try:
+    from . import _kernels
+except ImportError as exc:  # pragma: no cover - depends on how fastconv was obtained
+    import os as _os
+
+    raise ImportError(
+        "fastconv's compiled kernels (fastconv._kernels) are not importable from "
+        f"{_os.path.dirname(__file__)}. If that is a source checkout, either install it "
+        "(pip install .) and run from another directory, or build in place "
+        "(python setup.py build_ext --inplace).") from exc
 from ._version import __version__
 
 __all__ = [
