@@ -133,7 +133,7 @@ static void SFX(pad_phase_copy)(const REAL *src, ptrdiff_t n, ptrdiff_t c, ptrdi
 }
 
 /* out = relu(c + bias), branch-free (a sign branch mispredicts on real data) */
-static void SFX(bias_relu_row)(const REAL *FC_RESTRICT c, REAL bias, ptrdiff_t n,
+FC_CLONES static void SFX(bias_relu_row)(const REAL *FC_RESTRICT c, REAL bias, ptrdiff_t n,
                                REAL *FC_RESTRICT out)
 {
     for (ptrdiff_t i = 0; i < n; ++i) {

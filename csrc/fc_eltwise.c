@@ -9,16 +9,16 @@
 #define FC_ELT_CHUNK 65536 /* elements per task: large enough to amortise the fork */
 
 #define FC_DEF_RELU(REAL, SFX)                                                          \
-    static void relu_fwd_run_##SFX(const REAL *FC_RESTRICT x, ptrdiff_t n,              \
+    FC_CLONES static void relu_fwd_run_##SFX(const REAL *FC_RESTRICT x, ptrdiff_t n,              \
                                    REAL *FC_RESTRICT y)                                 \
     {                                                                                   \
         for (ptrdiff_t i = 0; i < n; ++i) { const REAL v = x[i]; y[i] = v <= 0 ? (REAL)0 : v; }            \
     }                                                                                   \
-    static void relu_fwd_inplace_##SFX(REAL *y, ptrdiff_t n)                            \
+    FC_CLONES static void relu_fwd_inplace_##SFX(REAL *y, ptrdiff_t n)                            \
     {                                                                                   \
         for (ptrdiff_t i = 0; i < n; ++i) { const REAL v = y[i]; y[i] = v <= 0 ? (REAL)0 : v; }            \
     }                                                                                   \
-    static void relu_bwd_run_##SFX(const REAL *FC_RESTRICT gy, const REAL *FC_RESTRICT y, \
+    FC_CLONES static void relu_bwd_run_##SFX(const REAL *FC_RESTRICT gy, const REAL *FC_RESTRICT y, \
                                    ptrdiff_t n, REAL *FC_RESTRICT gx)                   \
     {                                                                                   \
         for (ptrdiff_t i = 0; i < n; ++i) {                                   \
@@ -26,7 +26,7 @@
             gx[i] = v <= 0 ? (REAL)0 : g;                                               \
         }          \
     }                                                                                   \
-    static void relu_bwd_inplace_##SFX(REAL *g, const REAL *FC_RESTRICT y, ptrdiff_t n) \
+    FC_CLONES static void relu_bwd_inplace_##SFX(REAL *g, const REAL *FC_RESTRICT y, ptrdiff_t n) \
     {                                                                                   \
         for (ptrdiff_t i = 0; i < n; ++i) {                                   \
             const REAL v = y[i], gg = g[i];                                             \

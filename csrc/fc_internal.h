@@ -30,6 +30,18 @@
 #define FC_RESTRICT __restrict__
 #endif
 
+/*
+ * Auxiliary loops (pool taps, ReLU) whose results are exact on any ISA (selects,
+ * additions in a fixed order per element) get AVX-512 / AVX2 clones chosen by
+ * the loader (GCC target_clones, an ifunc); the baseline x86-64 build alone
+ * would vectorise them with 16-byte SSE2 only.
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FC_CLONES
+#endif
+
 #define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define FC_CEILDIV(a, b) (((a) + (b) - 1) / (b))

@@ -77,13 +77,17 @@ static ptrdiff_t max2x2_simd_f64(const double *r0, ptrdiff_t w, ptrdiff_t wo, in
 }
 
 #define REAL float
+#define UINT uint32_t
 #define SFX(name) name##_f32
 #include "fc_pool_impl.h"
 #undef REAL
+#undef UINT
 #undef SFX
 
 #define REAL double
+#define UINT uint64_t
 #define SFX(name) name##_f64
 #include "fc_pool_impl.h"
 #undef REAL
+#undef UINT
 #undef SFX

@@ -45,14 +45,101 @@ static void SFX(max2x2_row)(const REAL *FC_RESTRICT r0, ptrdiff_t w, ptrdiff_t w
     }
 }
 
+/* output columns [*lo, *hi) whose tap at offset e (= j*1 - pad) lies inside [0, n) */
+static inline void SFX(tap_cols)(ptrdiff_t e, ptrdiff_t s, ptrdiff_t n, ptrdiff_t no,
+                                 ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    ptrdiff_t a = e < 0 ? FC_CEILDIV(-e, s) : 0;
+    ptrdiff_t b = n - e > 0 ? FC_CEILDIV(n - e, s) : 0;
+    *lo = a;
+    *hi = FC_MIN(b, no);
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* output rows [*lo, *hi) whose tap row oh*s + e lies inside [0, n) (same as columns) */
+#define SFX_TAP_ROWS SFX(tap_cols)
+
+/*
+ * One tap of a max window over a block of outputs: best = the tap value where it
+ * wins (strictly greater, or NaN). Selects on bit patterns with all-ones masks:
+ * GCC will not if-convert a NaN-aware float select, but vectorises and/or.
+ */
+FC_CLONES static void SFX(max_tap)(const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t sw,
+                                   ptrdiff_t rows, ptrdiff_t n, int64_t i0, int64_t i0_rs,
+                                   REAL *FC_RESTRICT best, int64_t *FC_RESTRICT bidx,
+                                   ptrdiff_t rs)
+{
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+        const REAL *sr = src + r * src_rs;
+        const UINT *FC_RESTRICT sb = (const UINT *)sr;
+        REAL *br = best + r * rs;
+        UINT *FC_RESTRICT bb = (UINT *)br;
+        int64_t *FC_RESTRICT ir = bidx + r * rs;
+        const int64_t base = i0 + r * i0_rs;
+        for (ptrdiff_t o = 0; o < n; ++o) {
+            const REAL v = sr[o * sw], bv = br[o];
+            const UINT m = (UINT)0 - (UINT)((v > bv) | (v != v));
+            bb[o] = (sb[o * sw] & m) | (bb[o] & ~m);
+            const uint64_t m64 = (uint64_t)0 - (uint64_t)(m & 1);
+            ir[o] = (int64_t)(((uint64_t)(base + (int64_t)(o * sw)) & m64) |
+                              ((uint64_t)ir[o] & ~m64));
+        }
+    }
+}
+
+/*
+ * Max pooling of one plane with any window: taps outermost in raster order, all
+ * outputs innermost. Each output still sees its window in raster order, so the
+ * first maximum and the last NaN win exactly as in the one-window-at-a-time rule.
+ */
+static void SFX(max_plane_generic)(const REAL *xp, const fc_pool_geom *g, REAL *best,
+                                   int64_t *bidx)
+{
+    for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
+        ptrdiff_t h0, h1;
+        SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
+        for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
+            ptrdiff_t w0, w1;
+            SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
+            best[oh * g->wo + ow] = -(REAL)INFINITY;
+            bidx[oh * g->wo + ow] = (int64_t)(h0 * g->w + w0);
+        }
+    }
+    for (ptrdiff_t i = 0; i < g->kh; ++i) {
+        ptrdiff_t r0, r1;
+        const ptrdiff_t ei = i - g->ph;
+        SFX_TAP_ROWS(ei, g->sh, g->h, g->ho, &r0, &r1);
+        for (ptrdiff_t j = 0; j < g->kw; ++j) {
+            ptrdiff_t lo, hi;
+            const ptrdiff_t e = j - g->pw;
+            SFX(tap_cols)(e, g->sw, g->w, g->wo, &lo, &hi);
+            if (r1 <= r0 || hi <= lo) continue;
+            const ptrdiff_t off = (r0 * g->sh + ei) * g->w + lo * g->sw + e;
+            SFX(max_tap)(xp + off, g->sh * g->w, g->sw, r1 - r0, hi - lo, (int64_t)off,
+                         (int64_t)(g->sh * g->w), best + r0 * g->wo + lo, bidx + r0 * g->wo + lo,
+                         g->wo);
+        }
+    }
+}
+
 int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y,
                           int64_t *idx)
 {
     nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+    /* running indices of one plane, for when the caller wants none */
+    int64_t *bidx = (int64_t *)fc_malloc(sizeof(int64_t) * (size_t)ohw);
+    if (!bidx) {
+#pragma omp atomic write
+        failed = 1;
+    }
     ptrdiff_t t;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+#pragma omp for schedule(static)
     for (t = 0; t < planes; ++t) {
+        if (!bidx) continue;
         const REAL *xp = x + t * hw;
         REAL *yp = y + t * ohw;
         int64_t *ip = idx ? idx + t * ohw : NULL;
@@ -68,25 +155,12 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
                                 yp + oh * g->wo, ip ? ip + oh * g->wo : NULL);
             continue;
         }
-        for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
-            ptrdiff_t h0, h1;
-            SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
-            for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
-                ptrdiff_t w0, w1;
-                SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
-                REAL best = -(REAL)INFINITY;
-                ptrdiff_t bi = h0 * g->w + w0;
-                for (ptrdiff_t ih = h0; ih < h1; ++ih)
-                    for (ptrdiff_t iw = w0; iw < w1; ++iw) {
-                        REAL v = xp[ih * g->w + iw];
-                        if (v > best || v != v) { best = v; bi = ih * g->w + iw; }
-                    }
-                yp[oh * g->wo + ow] = best;
-                if (ip) ip[oh * g->wo + ow] = (int64_t)bi;
-            }
-        }
+        /* the running maxima live in y itself, the indices in idx when wanted */
+        SFX(max_plane_generic)(xp, g, yp, ip ? ip : bidx);
     }
-    return FC_OK;
+    fc_free(bidx);
+    }
+    return failed ? FC_ENOMEM : FC_OK;
 }
 
 int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom *g,
@@ -112,13 +186,46 @@ int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom
     return bad ? FC_EINDEX : FC_OK;
 }
 
+/* acc[r, o] += src[r * src_rs + o * sw]: one tap of an average window over a block */
+FC_CLONES static void SFX(add_tap)(const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t sw,
+                                   ptrdiff_t rows, ptrdiff_t n, REAL *FC_RESTRICT acc,
+                                   ptrdiff_t rs)
+{
+    for (ptrdiff_t r = 0; r < rows; ++r)
+        for (ptrdiff_t o = 0; o < n; ++o) acc[r * rs + o] += src[r * src_rs + o * sw];
+}
+
+/* the divisor of each output of a plane */
+static void SFX(avg_divisors)(const fc_pool_geom *g, REAL *div)
+{
+    for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
+        ptrdiff_t h0, h1;
+        const ptrdiff_t ph = SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
+        for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
+            ptrdiff_t w0, w1;
+            const ptrdiff_t pw = SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
+            div[oh * g->wo + ow] =
+                (REAL)(g->count_include_pad ? ph * pw : (h1 - h0) * (w1 - w0));
+        }
+    }
+}
+
 int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y)
 {
     nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+    REAL *div = (REAL *)fc_malloc(sizeof(REAL) * (size_t)ohw); /* per-output divisors */
+    if (!div) {
+#pragma omp atomic write
+        failed = 1;
+    }
     ptrdiff_t t;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+#pragma omp for schedule(static)
     for (t = 0; t < planes; ++t) {
+        if (!div) continue;
         const REAL *xp = x + t * hw;
         REAL *yp = y + t * ohw;
         if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0) {
@@ -130,30 +237,45 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
             }
             continue;
         }
-        for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
-            ptrdiff_t h0, h1;
-            ptrdiff_t ph = SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
-            for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
-                ptrdiff_t w0, w1;
-                ptrdiff_t pw = SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
-                REAL s = 0;
-                for (ptrdiff_t ih = h0; ih < h1; ++ih)
-                    for (ptrdiff_t iw = w0; iw < w1; ++iw) s += xp[ih * g->w + iw];
-                ptrdiff_t div = g->count_include_pad ? ph * pw : (h1 - h0) * (w1 - w0);
-                yp[oh * g->wo + ow] = s / (REAL)div;
+        /* taps outermost (raster order per output, as one window at a time), outputs innermost */
+        for (ptrdiff_t q = 0; q < ohw; ++q) yp[q] = 0;
+        for (ptrdiff_t i = 0; i < g->kh; ++i) {
+            ptrdiff_t r0, r1;
+            const ptrdiff_t ei = i - g->ph;
+            SFX_TAP_ROWS(ei, g->sh, g->h, g->ho, &r0, &r1);
+            for (ptrdiff_t j = 0; j < g->kw; ++j) {
+                ptrdiff_t lo, hi;
+                const ptrdiff_t e = j - g->pw;
+                SFX(tap_cols)(e, g->sw, g->w, g->wo, &lo, &hi);
+                if (r1 <= r0 || hi <= lo) continue;
+                SFX(add_tap)(xp + (r0 * g->sh + ei) * g->w + lo * g->sw + e, g->sh * g->w, g->sw,
+                             r1 - r0, hi - lo, yp + r0 * g->wo + lo, g->wo);
             }
         }
+        SFX(avg_divisors)(g, div);
+        for (ptrdiff_t q = 0; q < ohw; ++q) yp[q] /= div[q];
     }
-    return FC_OK;
+    fc_free(div);
+    }
+    return failed ? FC_ENOMEM : FC_OK;
 }
 
 int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, REAL *gx)
 {
     nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+    REAL *vrow = (REAL *)fc_malloc(sizeof(REAL) * (size_t)ohw); /* grad / divisor */
+    if (!vrow) {
+#pragma omp atomic write
+        failed = 1;
+    }
     ptrdiff_t t;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+#pragma omp for schedule(static)
     for (t = 0; t < planes; ++t) {
+        if (!vrow) continue;
         REAL *gp = gx + t * hw;
         const REAL *yp = gy + t * ohw;
         if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0) {
@@ -171,18 +293,27 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
             continue;
         }
         memset(gp, 0, sizeof(REAL) * (size_t)hw);
-        for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
-            ptrdiff_t h0, h1;
-            ptrdiff_t ph = SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
-            for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
-                ptrdiff_t w0, w1;
-                ptrdiff_t pw = SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
-                ptrdiff_t div = g->count_include_pad ? ph * pw : (h1 - h0) * (w1 - w0);
-                const REAL v = yp[oh * g->wo + ow] / (REAL)div;
-                for (ptrdiff_t ih = h0; ih < h1; ++ih)
-                    for (ptrdiff_t iw = w0; iw < w1; ++iw) gp[ih * g->w + iw] += v;
+        SFX(avg_divisors)(g, vrow);
+        for (ptrdiff_t q = 0; q < ohw; ++q) vrow[q] = yp[q] / vrow[q];
+        /* every tap adds the plane of grad/divisor into grad_x; fixed order */
+        for (ptrdiff_t i = 0; i < g->kh; ++i) {
+            ptrdiff_t r0, r1;
+            const ptrdiff_t ei = i - g->ph;
+            SFX_TAP_ROWS(ei, g->sh, g->h, g->ho, &r0, &r1);
+            for (ptrdiff_t j = 0; j < g->kw; ++j) {
+                ptrdiff_t lo, hi;
+                const ptrdiff_t e = j - g->pw;
+                SFX(tap_cols)(e, g->sw, g->w, g->wo, &lo, &hi);
+                for (ptrdiff_t r = r0; r < r1; ++r) {
+                    REAL *dst = gp + (r * g->sh + ei) * g->w + lo * g->sw + e;
+                    const REAL *v = vrow + r * g->wo + lo;
+                    for (ptrdiff_t o = 0; o < hi - lo; ++o) dst[o * g->sw] += v[o];
+                }
             }
         }
     }
-    return FC_OK;
+    fc_free(vrow);
+    }
+    return failed ? FC_ENOMEM : FC_OK;
 }
+
