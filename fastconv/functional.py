@@ -467,7 +467,8 @@ def _input_shape(fn, input_shape):
     return shape
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, out=None):
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, out=None,
+               indices_out=None):
     """2-D max pooling, as ``torch.nn.functional.max_pool2d`` (floor mode).
 
     Parameters
@@ -483,6 +484,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
         (n, c) plane. Ties go to the first element in raster order; a NaN wins.
     out : ndarray, optional
         Preallocated output of shape (N, C, H_out, W_out).
+    indices_out : ndarray of int64, optional
+        Preallocated indices (with ``return_indices``): a training loop that
+        reuses it avoids a fresh int64 array, and its page faults, every call.
 
     Returns
     -------
@@ -493,7 +497,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
     x = _pool_input(fn, "input", x)
     geom, oshape = _pool_geom(fn, x.shape, kernel_size, stride, padding)
     y = _check_out(fn, "out", out, oshape, x.dtype)
-    idx = np.empty(oshape, dtype=np.int64) if return_indices else None
+    if indices_out is not None and not return_indices:
+        raise ValueError(f"{fn}: indices_out is only used with return_indices=True")
+    idx = (_check_out(fn, "indices_out", indices_out, oshape, np.dtype(np.int64))
+           if return_indices else None)
     if y.size:
         _kernels.max_pool2d_forward(_contig(x), geom, get_num_threads(), y, idx)
     return (y, idx) if return_indices else y

@@ -83,6 +83,7 @@ def max_pool2d(
     *,
     return_indices: Literal[False] = False,
     out: _Array | None = None,
+    indices_out: NDArray[np.int64] | None = None,
 ) -> _Array: ...
 @overload
 def max_pool2d(
@@ -93,6 +94,7 @@ def max_pool2d(
     *,
     return_indices: Literal[True],
     out: _Array | None = None,
+    indices_out: NDArray[np.int64] | None = None,
 ) -> Tuple[_Array, NDArray[np.int64]]: ...
 @overload
 def max_pool2d(
@@ -103,6 +105,7 @@ def max_pool2d(
     *,
     return_indices: bool,
     out: _Array | None = None,
+    indices_out: NDArray[np.int64] | None = None,
 ) -> _Array | Tuple[_Array, NDArray[np.int64]]: ...
 def max_pool2d_backward(
     grad_out: ArrayLike,

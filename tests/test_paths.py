@@ -197,3 +197,17 @@ def test_large_enough_to_run_parallel_is_bitwise_thread_independent(dtype, simd,
         for r in runs[1:]:
             for a, b in zip(runs[0], r):
                 np.testing.assert_array_equal(a, b)
+
+
+def test_max_pool_indices_out_is_used_and_checked():
+    x = np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    idx = np.empty((2, 3, 4, 4), np.int64)
+    y, got = fastconv.max_pool2d(x, 2, return_indices=True, indices_out=idx)
+    assert got is idx
+    np.testing.assert_array_equal(idx, R.max_pool2d(x, 2, return_indices=True)[1])
+    with pytest.raises(ValueError, match="indices_out must have shape"):
+        fastconv.max_pool2d(x, 2, return_indices=True, indices_out=np.empty((2, 3, 4), np.int64))
+    with pytest.raises(TypeError, match="indices_out must have dtype int64"):
+        fastconv.max_pool2d(x, 2, return_indices=True, indices_out=np.empty((2, 3, 4, 4)))
+    with pytest.raises(ValueError, match="only used with return_indices"):
+        fastconv.max_pool2d(x, 2, indices_out=idx)

@@ -390,8 +390,10 @@ class MaxPool2d(_Pool2d):
             self._x_shape = self._indices = None
             out = self._buffer("y", self._pool_out_shape(x.shape), x.dtype) if self.reuse_buffers else None
             return F.max_pool2d(x, *args, out=out)
-        out = self._buffer("y", self._pool_out_shape(x.shape), x.dtype) if self.reuse_buffers else None
-        y, self._indices = F.max_pool2d(x, *args, return_indices=True, out=out)
+        oshape = self._pool_out_shape(x.shape)
+        out = self._buffer("y", oshape, x.dtype) if self.reuse_buffers else None
+        idx = self._buffer("indices", oshape, np.int64) if self.reuse_buffers else None
+        y, self._indices = F.max_pool2d(x, *args, return_indices=True, out=out, indices_out=idx)
         self._x_shape = x.shape
         return y
 
