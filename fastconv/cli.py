@@ -24,15 +24,18 @@ from pathlib import Path
 
 __all__ = ["main", "build_parser", "RECIPES"]
 
-# The default recipe of each model. lenet5's aims at >= 99.0 % test accuracy
-# for any seed. Measured with Adam 1e-3, batch 64, decay 0.75: 97.2-97.6 %
-# after one epoch, 97.9-98.4 % after two, 98.5 % after three (seeds 0, 1), and
-# still underfitting (train loss 0.045), so the recipe trains longer with a
-# gentler decay rather than adding augmentation. Check with
-# `pytest -m slow tests/test_cli.py` on a quiet machine.
+# The default recipe of each model; lenet5's aims at >= 99.0 % test accuracy
+# for any seed. Measured without augmentation (Adam 1e-3, batch 64, decay
+# 0.75/epoch), test accuracy after epochs 1..6: seed 0 97.20 98.37 98.48 98.67
+# 98.82 98.91, seed 1 97.58 97.92 98.61 98.98 98.83 99.01, train loss 0.02 at
+# the end: a plateau at the 99 % line that more epochs alone do not lift.
+# Random 2-pixel shifts (about 1 % of a step's time) regularise it; with a
+# gentler decay over 8 epochs. Check with `pytest -m slow tests/test_cli.py`.
 RECIPES = {
-    "lenet5": {"epochs": 8, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.8},
-    "mnist_cnn": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.7},
+    "lenet5": {"epochs": 8, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.8,
+               "augment": "shift:2"},
+    "mnist_cnn": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.7,
+                  "augment": "none"},
 }
 # Learning rates used when --optimizer differs from the recipe's and --lr is not given.
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05, "momentum": 0.01, "rmsprop": 1e-3, "adagrad": 0.01}
@@ -165,7 +168,8 @@ def build_parser():
         description=(
             "Train a CNN on MNIST and report the test accuracy. Without options this runs the "
             f"LeNet-5 recipe: Adam, lr {lenet['lr']:g} decayed by {lenet['lr_decay']:g} per epoch, "
-            f"batch {lenet['batch_size']}, {lenet['epochs']} epochs, aiming at >= 99.0% test accuracy."
+            f"batch {lenet['batch_size']}, {lenet['epochs']} epochs, augment {lenet['augment']}, aiming at "
+            ">= 99.0% test accuracy."
         ),
     )
     t.add_argument("--model", choices=sorted(RECIPES), default=None,
@@ -202,7 +206,8 @@ def build_parser():
     t.add_argument("--augment", nargs="?", const=AUGMENT_DEFAULT, default=None, type=_augment_arg,
                    metavar="SPEC",
                    help="random data expansion of each batch: comma-separated shift[:PIXELS], "
-                        f"rotate[:DEGREES], noise[:STD]; bare --augment means {AUGMENT_DEFAULT}")
+                        f"rotate[:DEGREES], noise[:STD] or none; bare --augment means "
+                        f"{AUGMENT_DEFAULT} (default: the recipe's, lenet5 {lenet['augment']})")
     t.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="compute precision (default float32)")
     t.add_argument("--save", type=Path, default=None, metavar="PATH",
@@ -294,7 +299,7 @@ def _resolve(args, parser):
         "lr_decay": given.get("lr_decay", recipe["lr_decay"]),
         "weight_decay": given.get("weight_decay", 0.0),
         "seed": given.get("seed", 0),
-        "augment": given.get("augment", "none"),
+        "augment": given.get("augment", recipe["augment"]),
         "train_subset": given.get("train_subset"),
         "test_subset": given.get("test_subset"),
         "val_size": given.get("val_size", 0),
