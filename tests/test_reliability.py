@@ -406,13 +406,10 @@ def test_ungrouped_conv2d_same_shape_does_not_crash():
     assert float(proc.stdout) == 16 * 9.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the compiled ReLU turns NaN into 0: fastconv.functional.relu(nan) and "
-    "conv2d(..., activation='relu') give 0.0 where np.maximum(nan, 0) and torch.relu "
-    "give NaN, so a diverged layer is silently rectified (fastconv.nn works around it "
-    "with kernel_relu_propagates_nan, which disables fusion)"))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_compiled_relu_propagates_nan(dtype):
+    """Regression: the compiled ReLU (alone and fused into conv2d) turned NaN into 0,
+    where np.maximum and torch.relu keep NaN, so a diverged layer was rectified."""
     from fastconv import functional as F
 
     x = np.array([[[[np.nan, -1.0, 2.0]]]], dtype)
