@@ -30,7 +30,7 @@ OUT=${OUT:-/tmp/fc-sanitize-logs/$MODE}
 mkdir -p "$OUT"; rm -f "$OUT"/asan.* "$OUT"/ubsan.* "$OUT"/pytest-$MODE.log
 if [[ -z "${KEEP:-}" ]]; then trap 'rm -rf "$WORK"' EXIT; fi
 echo "== copying $SRC -> $WORK"
-(cd "$SRC" && git ls-files -co --exclude-standard -z | tar --null -T - -cf -) | (cd "$WORK" && tar -xf -)
+(cd "$SRC" && git ls-files -co --exclude-standard -z | tar --null --ignore-failed-read -T - -cf -) | (cd "$WORK" && tar -xf -)
 
 cd "$WORK"
 case "$MODE" in
@@ -56,13 +56,14 @@ set +e
 "$PY" -m pytest $TESTS -q "$@" 2>&1 | tee "$OUT/pytest-$MODE.log"
 rc=${PIPESTATUS[0]}
 set -e
-reports=$(cat "$OUT"/asan.* "$OUT"/ubsan.* 2>/dev/null | grep -cE "ERROR: AddressSanitizer|runtime error:" || true)
+logs() { cat "$OUT"/asan.* "$OUT"/ubsan.* 2>/dev/null || true; }
+reports=$(logs | grep -cE "ERROR: AddressSanitizer|runtime error:" || true)
 if [[ "$reports" != 0 ]]; then
-  echo "== sanitizer reports (first frame in fastconv code, with counts):"
-  cat "$OUT"/asan.* "$OUT"/ubsan.* | grep -E "^    #[0-9]+ .* in .*(csrc|fastconv)/" \
-    | sed -E 's/^ *#[0-9]+ 0x[0-9a-f]+ //' | sort | uniq -c | sort -rn | head -20
-  cat "$OUT"/asan.* "$OUT"/ubsan.* | grep -E "ERROR: AddressSanitizer|runtime error:" \
-    | sed -E 's/==[0-9]+==//; s/ on address.*//' | sort | uniq -c
+  echo "== sanitizer reports: stack frames in fastconv code, with counts:"
+  logs | grep -E "^    #[0-9]+ .* in .*(csrc|fastconv)/" \
+    | sed -E 's/^ *#[0-9]+ 0x[0-9a-f]+ //' | sort | uniq -c | sort -rn | head -20 || true
+  logs | grep -E "ERROR: AddressSanitizer|runtime error:" \
+    | sed -E 's/==[0-9]+==//; s/ on address.*//' | sort | uniq -c || true
 fi
 echo "== mode=$MODE pytest exit=$rc sanitizer reports=$reports (logs: $OUT)"
 [[ "$rc" == 0 && "$reports" == 0 ]]
