@@ -10,6 +10,12 @@
  * (count_include_pad) or to the real input.
  */
 
+/* the LeNet case, 2x2 windows with stride 2 and no padding: they tile the input */
+static inline int SFX(is_2x2s2)(const fc_pool_geom *g)
+{
+    return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
+}
+
 /* window rows [*lo, *hi) of output row o, clipped to the input; returns padded size */
 static inline ptrdiff_t SFX(win)(ptrdiff_t o, ptrdiff_t s, ptrdiff_t p, ptrdiff_t k,
                                  ptrdiff_t n, ptrdiff_t *lo, ptrdiff_t *hi)
@@ -143,7 +149,7 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         const REAL *xp = x + t * hw;
         REAL *yp = y + t * ohw;
         int64_t *ip = idx ? idx + t * ohw : NULL;
-        if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0) {
+        if (SFX(is_2x2s2)(g)) {
             /*
              * The common LeNet case: four candidates in raster order, no clipping.
              * Written as selects, not branches: on real data the winner is
@@ -228,7 +234,7 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         if (!div) continue;
         const REAL *xp = x + t * hw;
         REAL *yp = y + t * ohw;
-        if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0) {
+        if (SFX(is_2x2s2)(g)) {
             for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
                 const REAL *r0 = xp + 2 * oh * g->w, *r1 = r0 + g->w;
                 for (ptrdiff_t ow = 0; ow < g->wo; ++ow)
@@ -278,7 +284,7 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
         if (!vrow) continue;
         REAL *gp = gx + t * hw;
         const REAL *yp = gy + t * ohw;
-        if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0) {
+        if (SFX(is_2x2s2)(g)) {
             /* windows tile the input: write every element once, no scatter */
             for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
                 REAL *r0 = gp + 2 * oh * g->w, *r1 = r0 + g->w;

@@ -218,3 +218,29 @@ def assert_bitwise_equal(a, b, what=""):
     assert np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes(), (
         f"{what}: not bitwise equal (max abs diff "
         f"{np.max(np.abs(a.astype(np.float64) - b), initial=0.0):.3g})")
+
+
+def numerical_grad(f, a, eps=1e-3):
+    """d f / d a by central differences, perturbing ``a`` in place.
+
+    Runs single-threaded: it is thousands of tiny calls, and on a loaded
+    machine waking a second thread costs far more than the work itself
+    (the analytic gradients being checked use the default thread count).
+    """
+    import fastconv
+
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(1)
+    try:
+        grad = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            keep = a[i]
+            a[i] = keep + eps
+            up = f()
+            a[i] = keep - eps
+            down = f()
+            a[i] = keep
+            grad[i] = (up - down) / (2 * eps)
+        return grad
+    finally:
+        fastconv.set_num_threads(before)

@@ -16,6 +16,7 @@ import fastconv
 from fastconv import reference
 
 import oracle
+from oracle import numerical_grad
 from oracle import assert_close
 
 DTYPES = [np.float32, np.float64]
@@ -190,34 +191,6 @@ GRADCHECK = {
     "1x1": case((2, 2, 3, 3), (3, 2, 1, 1)),
     "uncovered_tail": case((1, 1, 6, 7), (1, 1, 2, 2), stride=3),  # last rows unread
 }
-
-
-def numerical_grad(f, a, eps=1e-3):
-    """d f / d a by central differences, perturbing ``a`` in place.
-
-    Runs single-threaded: it is thousands of tiny calls, and on a loaded
-    machine waking a second thread costs far more than the work itself.
-    (The analytic gradients are computed with the default thread count.)
-    """
-    before = fastconv.get_num_threads()
-    fastconv.set_num_threads(1)
-    try:
-        return _central_differences(f, a, eps)
-    finally:
-        fastconv.set_num_threads(before)
-
-
-def _central_differences(f, a, eps):
-    grad = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        keep = a[i]
-        a[i] = keep + eps
-        up = f()
-        a[i] = keep - eps
-        down = f()
-        a[i] = keep
-        grad[i] = (up - down) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("impl", ["fastconv", "reference"])

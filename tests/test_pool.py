@@ -8,6 +8,7 @@ import fastconv
 from fastconv import reference
 
 import oracle
+from oracle import numerical_grad
 from oracle import assert_close
 
 DTYPES = [np.float32, np.float64]
@@ -187,30 +188,6 @@ GRADCHECK = {
     "nonsquare": case((1, 2, 4, 6), (2, 3), (1, 2), (1, 1)),
     "global": case((1, 2, 3, 4), (3, 4)),
 }
-
-
-def numerical_grad(f, a, eps):
-    """d f / d a by central differences, perturbing ``a`` in place; single
-    threaded, as in test_conv.py (many tiny calls)."""
-    before = fastconv.get_num_threads()
-    fastconv.set_num_threads(1)
-    try:
-        return _central_differences(f, a, eps)
-    finally:
-        fastconv.set_num_threads(before)
-
-
-def _central_differences(f, a, eps):
-    grad = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        keep = a[i]
-        a[i] = keep + eps
-        up = f()
-        a[i] = keep - eps
-        down = f()
-        a[i] = keep
-        grad[i] = (up - down) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("impl", ["fastconv", "reference"])
