@@ -34,8 +34,10 @@ __all__ = ["main", "build_parser", "RECIPES"]
 RECIPES = {
     "lenet5": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 2e-3, "lr_decay": 0.8,
                "augment": "shift:1"},
-    "mnist_cnn": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.7,
-                  "augment": "none"},
+    # 3 epochs without shifts gave 99.29 / 99.14% (seeds 0 / 1); with 1-pixel shifts
+    # and decay 0.8: 99.40 / 99.48% after 6 epochs, >= 99.3% from epoch 5.
+    "mnist_cnn": {"epochs": 6, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "lr_decay": 0.8,
+                  "augment": "shift:1"},
 }
 # Learning rates used when --optimizer differs from the recipe's and --lr is not given.
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05, "momentum": 0.01, "rmsprop": 1e-3, "adagrad": 0.01}
