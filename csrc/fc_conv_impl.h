@@ -245,8 +245,13 @@ static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/* Bytes past the last image that run_jobs may read for a job. */
-static ptrdiff_t SFX(job_slack)(const KERN *kk, const JOB *jb, ptrdiff_t img_elems)
+/*
+ * Elements past the end of the last image's region that run_jobs may read for a
+ * job whose source starts src_off elements into an image region of img_elems
+ * (a group's channels start part-way into the image).
+ */
+static ptrdiff_t SFX(job_slack)(const KERN *kk, const JOB *jb, ptrdiff_t img_elems,
+                                ptrdiff_t src_off)
 {
     PLAN pl = SFX(plan_rows)(kk, jb->m);
     ptrdiff_t ncols = jb->rows * jb->qpitch;
@@ -255,7 +260,7 @@ static ptrdiff_t SFX(job_slack)(const KERN *kk, const JOB *jb, ptrdiff_t img_ele
     ptrdiff_t nr_max = 0, kmax = 0;
     for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
     for (ptrdiff_t k = 0; k < jb->kdim; ++k) kmax = FC_MAX(kmax, jb->koff[k]);
-    ptrdiff_t end = FC_CEILDIV(ncols, nb) * nb + nr_max + kmax;
+    ptrdiff_t end = src_off + FC_CEILDIV(ncols, nb) * nb + nr_max + kmax;
     return FC_MAX((ptrdiff_t)0, end - img_elems) + 64;
 }
 
@@ -303,7 +308,8 @@ int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
         jb->bias = bias ? bias + gi * mg : NULL;
         jb->relu = relu;
     }
-    ptrdiff_t slack = SFX(job_slack)(kk, &jobs[0], img);
+    /* the last group reads furthest: its channels start (G-1)*cg planes in */
+    ptrdiff_t slack = SFX(job_slack)(kk, &jobs[0], img, (G - 1) * cg * plane);
     xq = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * img + slack));
     if (!xq) { rc = FC_ENOMEM; goto done; }
     memset(xq + g->n * img, 0, sizeof(REAL) * (size_t)slack);
@@ -539,7 +545,7 @@ int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g
                 jb->dst_r = sh * g->w; jb->dst_t = sw;
                 jb->bias = NULL;
                 jb->relu = 0;
-                slack = FC_MAX(slack, SFX(job_slack)(kk, jb, img));
+                slack = FC_MAX(slack, SFX(job_slack)(kk, jb, img, gi * mg * plane));
             }
         }
     gyp = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * img + slack));

@@ -306,12 +306,16 @@ static volatile int g_forked_child = 0;
 
 #if !defined(_WIN32)
 #include <pthread.h>
+#if !defined(FC_NO_POOL)
 static pthread_mutex_t g_pool_lock;
+#endif
 static void on_fork_child(void)
 {
     if (g_team_used) g_forked_child = 1;
+#if !defined(FC_NO_POOL)
     /* another thread may have held the pool lock at fork(); it does not exist here */
     pthread_mutex_init(&g_pool_lock, NULL);
+#endif
 }
 #endif
 
@@ -386,7 +390,7 @@ const char *fc_compiler(void)
 #define FC_POOL_MIN ((size_t)64 << 10)
 #define FC_POOL_MAX_BYTES ((size_t)1 << 30)
 
-#if !defined(_WIN32)
+#if !defined(_WIN32) && !defined(FC_NO_POOL) /* sanitizer builds: every block is fresh */
 #include <pthread.h>
 static pthread_mutex_t g_pool_lock = PTHREAD_MUTEX_INITIALIZER;
 #define POOL_LOCK() pthread_mutex_lock(&g_pool_lock)

@@ -211,3 +211,22 @@ def test_max_pool_indices_out_is_used_and_checked():
         fastconv.max_pool2d(x, 2, return_indices=True, indices_out=np.empty((2, 3, 4, 4)))
     with pytest.raises(ValueError, match="only used with return_indices"):
         fastconv.max_pool2d(x, 2, indices_out=idx)
+
+
+@pytest.mark.parametrize("groups", [2, 4, 16])
+def test_regression_grouped_conv_reads_within_its_scratch(groups, simd):
+    """BUG (found under ASan by the reliability suite): the read slack after the padded
+    copy was sized for group 0, but the last group's channels start (G-1)*C/G planes
+    further in, so grouped convolutions read past the allocation (a crash before the
+    scratch pool; hidden by it since). Results were right: the extra columns are
+    dropped. Checked for correctness here; the sanitizer build checks the reads."""
+    rng = np.random.default_rng(groups)
+    x = rng.standard_normal((2, 16, 13, 11))
+    w = rng.standard_normal((16, 16 // groups, 3, 3))
+    y = fastconv.conv2d(x, w, None, 1, 1, 1, groups)
+    np.testing.assert_allclose(y, oracle.conv2d(x, w, None, 1, 1, 1, groups), rtol=1e-12,
+                               atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    for a, e in zip(fastconv.conv2d_backward(g, x, w, 1, 1, 1, groups),
+                    oracle.conv2d_backward(g, x, w, 1, 1, 1, groups)):
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-11)
