@@ -504,11 +504,10 @@ def test_layer_bad_input(case):
     _check_clear(info.value, expected, match)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Conv2d with groups > 1 under reuse_buffers (every Sequential predict/fit) fails: "
-    "layers.py Conv2d._forward calls F.conv2d_output_shape without groups=, so a valid "
-    "grouped input raises 'weight ... expects input with C/groups channels (groups=1)'"))
 def test_grouped_conv_layer_in_sequential():
+    """Regression: Conv2d with groups > 1 under reuse_buffers (every Sequential
+    predict/fit) failed, because Conv2d._forward called F.conv2d_output_shape
+    without groups= and a valid grouped input was refused."""
     model = nn.Sequential([nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)])
     model.compile(optimizer="sgd", loss="cross_entropy")
     x = np.ones((2, 4, 8, 8), F32)

@@ -275,7 +275,8 @@ class Conv2d(_Layer):
         b = None if self.bias is None else self.bias.data
         out = None
         if self.reuse_buffers:
-            shape = F.conv2d_output_shape(x.shape, w.shape, self.stride, self.padding, self.dilation)
+            shape = F.conv2d_output_shape(x.shape, w.shape, self.stride, self.padding,
+                                          self.dilation, self.groups)
             out = self._buffer("y", shape, x.dtype)
         y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups, out=out,
                      activation=activation)
