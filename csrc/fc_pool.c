@@ -76,6 +76,19 @@ static ptrdiff_t max2x2_simd_f64(const double *r0, ptrdiff_t w, ptrdiff_t wo, in
     return 0;
 }
 
+/* whether the 2x2/2 row kernel is vector code; otherwise the generic plane path
+ * (vectorised selects) is faster than the scalar row */
+static int max2x2_fast_f32(void)
+{
+#if FC_X86_SIMD
+    return fc_simd_level() >= FC_SIMD_AVX512 && __builtin_cpu_supports("avx512bw");
+#else
+    return 0;
+#endif
+}
+
+static int max2x2_fast_f64(void) { return 0; }
+
 #define REAL float
 #define UINT uint32_t
 #define SFX(name) name##_f32

@@ -149,7 +149,7 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         const REAL *xp = x + t * hw;
         REAL *yp = y + t * ohw;
         int64_t *ip = idx ? idx + t * ohw : NULL;
-        if (SFX(is_2x2s2)(g)) {
+        if (SFX(is_2x2s2)(g) && SFX(max2x2_fast)() && g->w < (1 << 30)) {
             /*
              * The common LeNet case: four candidates in raster order, no clipping.
              * Written as selects, not branches: on real data the winner is
