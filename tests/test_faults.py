@@ -30,8 +30,13 @@ from fastconv import nn
 from fastconv.nn import serialization
 
 REPO_ROOT = Path(fastconv.__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
-MNIST_DIR = Path(os.environ.get("FASTCONV_MNIST_DIR") or REPO_ROOT.parent / "shared" / "mnist")
+# The fastconv under test (installed in CI, in-place build in a checkout); children
+# never run from the repository root, whose uncompiled sources would shadow it.
+PKG_PARENT = str(Path(fastconv.__file__).resolve().parent.parent)
+ENV = dict(os.environ, PYTHONPATH=PKG_PARENT, OMP_NUM_THREADS="1")
+# MNIST sits beside the checkout (tests/ -> repo -> its parent), wherever fastconv is installed
+MNIST_DIR = Path(os.environ.get("FASTCONV_MNIST_DIR")
+                 or Path(__file__).resolve().parents[1].parent / "shared" / "mnist")
 HAVE_MNIST = any(MNIST_DIR.glob("train-images-idx3-ubyte*"))
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"no MNIST in {MNIST_DIR}")
 TRAIN = [sys.executable, "-m", "fastconv", "train", "--data-dir", str(MNIST_DIR),
@@ -144,7 +149,8 @@ def test_sigkill_during_back_to_back_checkpoint_writes(tmp_path):
     loaded = 0
     for _ in range(4):
         proc = subprocess.Popen([sys.executable, "-c", _SAVE_LOOP, str(path)], env=ENV,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=PKG_PARENT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
         assert proc.stdout.readline(), proc.stderr.read()  # first save done
         time.sleep(rng.uniform(0.0, 0.4))
         proc.send_signal(signal.SIGKILL)

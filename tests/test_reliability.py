@@ -32,7 +32,11 @@ import fastconv
 from fastconv import nn
 
 REPO_ROOT = Path(fastconv.__file__).resolve().parents[1]
-SUBPROCESS_ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+# Children import the fastconv under test (the installed one in CI, the in-place
+# build in a checkout) and run from its parent directory: a child started with
+# `python -c` in the repository root would import the uncompiled source tree.
+PKG_PARENT = str(Path(fastconv.__file__).resolve().parent.parent)
+SUBPROCESS_ENV = dict(os.environ, PYTHONPATH=PKG_PARENT)
 
 
 def _rss_bytes():
@@ -252,7 +256,7 @@ def test_os_fork_child_runs_serial_and_correct(restore_threads):
         "sys.exit(os.waitstatus_to_exitcode(status))\n" % str(Path(__file__).parent)
     )
     proc = subprocess.run([sys.executable, "-c", code], env=SUBPROCESS_ENV, timeout=120,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, cwd=PKG_PARENT)
     assert proc.returncode == 0, proc.stderr
     assert _run_workload(7, np.float64) == want
 
@@ -348,7 +352,9 @@ def test_rss_flat_over_training_epochs_small():
     assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 4 epochs"
 
 
-MNIST_DIR = Path(os.environ.get("FASTCONV_MNIST_DIR") or REPO_ROOT.parent / "shared" / "mnist")
+# MNIST sits beside the checkout (tests/ -> repo -> its parent), wherever fastconv is installed
+MNIST_DIR = Path(os.environ.get("FASTCONV_MNIST_DIR")
+                 or Path(__file__).resolve().parents[1].parent / "shared" / "mnist")
 
 
 @pytest.mark.slow
@@ -382,7 +388,7 @@ def _conv_in_subprocess(shape, groups, dtype="float32"):
         "print(float(y[0, 0, 1, 1]))\n"
     )
     return subprocess.run([sys.executable, "-c", code], env=SUBPROCESS_ENV, timeout=120,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, cwd=PKG_PARENT)
 
 
 def test_grouped_conv2d_forward_does_not_crash():
