@@ -70,6 +70,14 @@ static PLAN SFX(plan_rows)(const KERN *kk, ptrdiff_t m)
     return p;
 }
 
+/* the widest column tile of any kernel: the overhang every buffer must allow */
+static ptrdiff_t SFX(widest)(const KERN *kk)
+{
+    ptrdiff_t w = 0;
+    for (int s = 0; s < FC_NUM_MR; ++s) w = FC_MAX(w, (ptrdiff_t)kk->nr[s]);
+    return w;
+}
+
 /*
  * Pack A[m, k] = w[m * rs + woff[k]] (m < M, else 0) into panels: panel i holds
  * kdim groups of mr values, panels stored one after another.
@@ -162,11 +170,11 @@ static ptrdiff_t SFX(block_cols)(const KERN *kk, const PLAN *pl, ptrdiff_t ncols
 static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n, int nt)
 {
     /* task index space: for each job, n images x its column blocks */
-    ptrdiff_t ntask = 0, cbuf_elems = 0, nr_max = 0;
+    ptrdiff_t ntask = 0, cbuf_elems = 0;
+    const ptrdiff_t nr_max = SFX(widest)(kk);
     ptrdiff_t *first = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * njobs + 1));
     if (!first) return FC_ENOMEM;
     ptrdiff_t *nbc = first + njobs + 1;
-    for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
     for (int j = 0; j < njobs; ++j) {
         PLAN pl = SFX(plan_rows)(kk, jobs[j].m);
         ptrdiff_t ncols = jobs[j].rows * jobs[j].qpitch;
@@ -257,8 +265,8 @@ static ptrdiff_t SFX(job_slack)(const KERN *kk, const JOB *jb, ptrdiff_t img_ele
     ptrdiff_t ncols = jb->rows * jb->qpitch;
     if (ncols <= 0) return 0;
     ptrdiff_t nb = SFX(block_cols)(kk, &pl, ncols);
-    ptrdiff_t nr_max = 0, kmax = 0;
-    for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
+    const ptrdiff_t nr_max = SFX(widest)(kk);
+    ptrdiff_t kmax = 0;
     for (ptrdiff_t k = 0; k < jb->kdim; ++k) kmax = FC_MAX(kmax, jb->koff[k]);
     ptrdiff_t end = src_off + FC_CEILDIV(ncols, nb) * nb + nr_max + kmax;
     return FC_MAX((ptrdiff_t)0, end - img_elems) + 64;
@@ -345,8 +353,7 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
     const ptrdiff_t kh = g->kh, kw = g->kw, ckk = cg * kh * kw;
     const ptrdiff_t hw = g->ho * g->wo, chw = g->h * g->w;
     const ptrdiff_t img = g->k * hw;
-    ptrdiff_t nr_max = 0;
-    for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
+    const ptrdiff_t nr_max = SFX(widest)(kk);
     const PLAN pl = SFX(plan_rows)(kk, ckk);
     const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
     const ptrdiff_t pb_max = FC_MIN((ptrdiff_t)FC_COL2IM_PB, FC_ROUNDUP(hw, 16));
@@ -714,8 +721,7 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
     int rc = FC_OK;
 
     PLAN pl = SFX(plan_rows)(kk, mg);
-    ptrdiff_t nr_max = 0;
-    for (int s = 0; s < FC_NUM_MR; ++s) nr_max = FC_MAX(nr_max, (ptrdiff_t)kk->nr[s]);
+    const ptrdiff_t nr_max = SFX(widest)(kk);
     /* patch row length: each kernel's last column tile may overhang ckk, and a
      * narrower kernel can overhang further (ckk 10: 8-wide tiles reach 16,
      * 12-wide ones 12), so take the larger of both roundings */

@@ -51,7 +51,8 @@ static void SFX(max2x2_row)(const REAL *FC_RESTRICT r0, ptrdiff_t w, ptrdiff_t w
     }
 }
 
-/* output columns [*lo, *hi) whose tap at offset e (= j*1 - pad) lies inside [0, n) */
+/* outputs [*lo, *hi) along one axis whose tap at offset e (tap - pad) lies inside
+ * [0, n) with stride s; used for rows and for columns */
 static inline void SFX(tap_cols)(ptrdiff_t e, ptrdiff_t s, ptrdiff_t n, ptrdiff_t no,
                                  ptrdiff_t *lo, ptrdiff_t *hi)
 {
@@ -61,9 +62,6 @@ static inline void SFX(tap_cols)(ptrdiff_t e, ptrdiff_t s, ptrdiff_t n, ptrdiff_
     *hi = FC_MIN(b, no);
     if (*hi < *lo) *hi = *lo;
 }
-
-/* output rows [*lo, *hi) whose tap row oh*s + e lies inside [0, n) (same as columns) */
-#define SFX_TAP_ROWS SFX(tap_cols)
 
 /*
  * One tap of a max window over a block of outputs: best = the tap value where it
@@ -114,7 +112,7 @@ static void SFX(max_plane_generic)(const REAL *xp, const fc_pool_geom *g, REAL *
     for (ptrdiff_t i = 0; i < g->kh; ++i) {
         ptrdiff_t r0, r1;
         const ptrdiff_t ei = i - g->ph;
-        SFX_TAP_ROWS(ei, g->sh, g->h, g->ho, &r0, &r1);
+        SFX(tap_cols)(ei, g->sh, g->h, g->ho, &r0, &r1);
         for (ptrdiff_t j = 0; j < g->kw; ++j) {
             ptrdiff_t lo, hi;
             const ptrdiff_t e = j - g->pw;
@@ -248,7 +246,7 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         for (ptrdiff_t i = 0; i < g->kh; ++i) {
             ptrdiff_t r0, r1;
             const ptrdiff_t ei = i - g->ph;
-            SFX_TAP_ROWS(ei, g->sh, g->h, g->ho, &r0, &r1);
+            SFX(tap_cols)(ei, g->sh, g->h, g->ho, &r0, &r1);
             for (ptrdiff_t j = 0; j < g->kw; ++j) {
                 ptrdiff_t lo, hi;
                 const ptrdiff_t e = j - g->pw;
@@ -305,7 +303,7 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
         for (ptrdiff_t i = 0; i < g->kh; ++i) {
             ptrdiff_t r0, r1;
             const ptrdiff_t ei = i - g->ph;
-            SFX_TAP_ROWS(ei, g->sh, g->h, g->ho, &r0, &r1);
+            SFX(tap_cols)(ei, g->sh, g->h, g->ho, &r0, &r1);
             for (ptrdiff_t j = 0; j < g->kw; ++j) {
                 ptrdiff_t lo, hi;
                 const ptrdiff_t e = j - g->pw;
