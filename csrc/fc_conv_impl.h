@@ -784,10 +784,12 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
                 const ptrdiff_t pb = FC_MIN((ptrdiff_t)FC_DW_PB, hw - p0);
                 const REAL *gyn = gy + in * g->k * hw;
                 const REAL *xn = xh + in * hp * wp * C;
-                /* bias partial: one fixed-order sum per block and channel */
-                REAL *pbias = pc + G * part_g;
-                for (ptrdiff_t m = 0; m < g->k; ++m)
-                    pbias[m] += SFX(sum_lanes)(gyn + m * hw + p0, pb);
+                /* bias partial (only when asked for): one fixed-order sum per block and channel */
+                if (gb) {
+                    REAL *pbias = pc + G * part_g;
+                    for (ptrdiff_t m = 0; m < g->k; ++m)
+                        pbias[m] += SFX(sum_lanes)(gyn + m * hw + p0, pb);
+                }
                 for (ptrdiff_t gi = 0; gi < G; ++gi) {
                     /* patch rows: bt[p, (i, j, c)] */
                     for (ptrdiff_t p = 0; p < pb; ++p) {
