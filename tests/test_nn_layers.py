@@ -465,6 +465,37 @@ def test_conv_relu_fusion_is_exact(rng):
     assert (conv(rng.standard_normal((1, 1, 5, 5)).astype(np.float32)) < 0).any()
 
 
+@pytest.mark.parametrize("pool", [(2, 2), (3, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_pool_backward_fusion_is_exact(rng, pool, dtype):
+    # ReLU -> MaxPool2d back-propagates inside the pool's backward; gradients
+    # must match the layer-by-layer path bit for bit, overlapping windows (3x3
+    # stride 2), exact zeros and a NaN included
+    x = rng.standard_normal((4, 2, 11, 11)).astype(dtype)
+    x[0, 0, :3, :3] = -1.0  # a window whose ReLU output is all zero
+    x[1, 1, 4, 4] = np.nan
+    g_out = rng.standard_normal((4, 10)).astype(dtype)
+    g_out[0, 0] = -0.0
+    results = []
+    for fuse in (True, False):
+        model = nn.Sequential([
+            nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=dtype), nn.ReLU(), nn.MaxPool2d(*pool),
+            nn.Conv2d(3, 4, 1, rng=1, dtype=dtype), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(4 * 2 * 2, 10, rng=2, dtype=dtype)])
+        model.fuse_relu_pool = fuse
+        model.needs_input_grad = True
+        model(x)
+        gx = model.backward(g_out)
+        results.append((gx, [p.grad.copy() for p in model.parameters()]))
+        # the masks matter: some pooled outputs are exact zeros
+        assert (model.layers[2]._y == 0).any() and (model.layers[5]._y == 0).any()
+    (ga, pa), (gb, pb) = results
+    np.testing.assert_array_equal(ga, gb)
+    assert np.signbit(ga).tolist() == np.signbit(gb).tolist()
+    for u, v in zip(pa, pb):
+        np.testing.assert_array_equal(u, v)
+
+
 def test_no_grad_skips_caches():
     layer = nn.Conv2d(1, 1, 3)
     with nn.no_grad():

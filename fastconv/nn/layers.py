@@ -388,7 +388,7 @@ class MaxPool2d(_Pool2d):
         _check_input("MaxPool2d", x, 4)
         args = (self.kernel_size, self.stride, self.padding)
         if not is_grad_enabled():
-            self._x_shape = self._indices = None
+            self._x_shape = self._indices = self._y = None
             out = self._buffer("y", self._pool_out_shape(x.shape), x.dtype) if self.reuse_buffers else None
             return F.max_pool2d(x, *args, out=out)
         oshape = self._pool_out_shape(x.shape)
@@ -396,6 +396,7 @@ class MaxPool2d(_Pool2d):
         idx = self._buffer("indices", oshape, np.int64) if self.reuse_buffers else None
         y, self._indices = F.max_pool2d(x, *args, return_indices=True, out=out, indices_out=idx)
         self._x_shape = x.shape
+        self._y = y
         return y
 
     def backward(self, grad_out):
@@ -405,6 +406,23 @@ class MaxPool2d(_Pool2d):
             return None
         out = self._buffer("gx", shape, grad_out.dtype) if self.reuse_buffers else None
         return F.max_pool2d_backward(grad_out, self._indices, shape, out=out)
+
+    def _backward_after_relu(self, grad_out):
+        """Backward of ``ReLU`` followed by this layer, in one trip over the input.
+
+        Every input position that receives gradient is the argmax of a window,
+        and there the ReLU output equals this layer's output; elsewhere the
+        gradient is zero either way. So ReLU's mask (zero where output <= 0)
+        is applied to ``grad_out`` on the pooled grid, four times smaller for
+        a 2x2 pool, and the ReLU layer's own pass over the input is skipped.
+        The result is bitwise the one of ``ReLU.backward(self.backward(g))``.
+        """
+        y = self._saved("_y")
+        if not self.needs_input_grad:
+            return None
+        g = self._buffer("g_relu", y.shape, y.dtype) if self.reuse_buffers else np.empty_like(y)
+        ReLU._grad(grad_out, y, g)
+        return self.backward(g)
 
 
 @register_layer
@@ -620,8 +638,8 @@ class _Activation(_Layer):
 class ReLU(_Activation):
     """``max(x, 0)``; the derivative at 0 is taken as 0."""
 
-    # Below this many elements NumPy beats a parallel kernel call's start-up.
-    _KERNEL_MIN_SIZE = 32768
+    # Below this many elements np.maximum beats the compiled forward's call overhead.
+    _KERNEL_MIN_SIZE = 16384
 
     def _apply(self, x, y):
         if (x.size >= self._KERNEL_MIN_SIZE and x.flags.c_contiguous
@@ -630,13 +648,18 @@ class ReLU(_Activation):
         else:
             np.maximum(x, 0, out=y)
 
-    def _grad(self, g, y, gx):
-        if y.size >= self._KERNEL_MIN_SIZE and g.flags.c_contiguous and y.flags.c_contiguous:
+    @staticmethod
+    def _grad(g, y, gx):
+        # the compiled select beats NumPy at every size (3.8 us against 4.5 us
+        # at 7,680 elements, 10.5 against 25 us at 75,264)
+        if g.flags.c_contiguous and y.flags.c_contiguous:
             F.relu_backward(g, y, out=gx)
         else:
             # PyTorch's threshold_backward: zero where y <= 0, so a NaN output
-            # passes its gradient on, exactly like the compiled path
-            np.multiply(g, ~(y <= 0), out=gx)
+            # passes its gradient on. A select, like the compiled path (a
+            # multiply by the mask would turn -g into -0.0 and inf into NaN).
+            np.copyto(gx, g)
+            np.copyto(gx, 0, where=y <= 0)
 
     def _adopt(self, y):
         """Take ``y``, already rectified by the preceding conv kernel, as this layer's output."""

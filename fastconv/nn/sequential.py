@@ -11,6 +11,7 @@ import numpy as np
 from .callbacks import CallbackList, History
 from .layers import (
     Conv2d,
+    MaxPool2d,
     ReLU,
     Sigmoid,
     Softmax,
@@ -217,7 +218,10 @@ class Sequential(_Layer):
     Two speed-ups apply inside a ``Sequential`` only: a ``Conv2d`` directly
     followed by ``ReLU`` runs as one fused kernel call (``fuse_conv_relu``;
     results are bitwise identical; only with kernels whose fused ReLU keeps
-    NaN, see ``fastconv.nn.layers.kernel_relu_propagates_nan``), and ``fit`` / ``evaluate`` / ``predict``
+    NaN, see ``fastconv.nn.layers.kernel_relu_propagates_nan``); a ``ReLU``
+    directly followed by ``MaxPool2d`` back-propagates in the pool's backward
+    (``fuse_relu_pool``; the ReLU mask is applied on the pooled grid, results
+    are bitwise identical); and ``fit`` / ``evaluate`` / ``predict``
     cap NumPy's BLAS at ``blas_threads`` (default 1, via threadpoolctl when it
     is installed) so that BLAS workers do not compete with the kernels'
     OpenMP threads. Loss values in logs and ``evaluate`` are averages over
@@ -242,6 +246,10 @@ class Sequential(_Layer):
     #: Let a Conv2d kernel apply a directly following ReLU in the same pass
     #: (saves one trip over the activation; results are identical).
     fuse_conv_relu = True
+
+    #: Back-propagate a ``ReLU`` directly followed by ``MaxPool2d`` in the
+    #: pool's backward (the mask is applied on the pooled grid; identical results).
+    fuse_relu_pool = True
 
     def __init__(self, layers=None):
         self.layers = []
@@ -372,8 +380,18 @@ class Sequential(_Layer):
             dL/dx when ``needs_input_grad`` is True, else None.
         """
         g = grad_out
-        for layer in reversed(self.layers):
-            g = layer.backward(g)
+        layers = self.layers
+        i = len(layers) - 1
+        while i >= 0:
+            layer = layers[i]
+            if (self.fuse_relu_pool and i > 0 and type(layer) is MaxPool2d
+                    and type(layers[i - 1]) is ReLU):
+                # the pool applies ReLU's mask on its own (smaller) grid
+                g = layer._backward_after_relu(g)
+                i -= 2
+            else:
+                g = layer.backward(g)
+                i -= 1
             if g is None:
                 return None
         if not self._reuse and self.layers:
