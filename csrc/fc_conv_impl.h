@@ -150,6 +150,20 @@ FC_CLONES static void SFX(bias_relu_row)(const REAL *FC_RESTRICT c, REAL bias, p
     }
 }
 
+/* out = c + bias (vectorised at the widest ISA: these write-outs are a third
+ * of the time of a layer with one input channel) */
+FC_CLONES static void SFX(bias_row)(const REAL *FC_RESTRICT c, REAL bias, ptrdiff_t n,
+                                    REAL *FC_RESTRICT out)
+{
+    for (ptrdiff_t i = 0; i < n; ++i) out[i] = c[i] + bias;
+}
+
+/* d += s over n values (col2im's inner loop) */
+FC_CLONES static void SFX(add_row)(REAL *FC_RESTRICT d, const REAL *FC_RESTRICT s, ptrdiff_t n)
+{
+    for (ptrdiff_t i = 0; i < n; ++i) d[i] += s[i];
+}
+
 /* Columns per task for a job: about 512, spread evenly, rounded to the kernel width. */
 static ptrdiff_t SFX(block_cols)(const KERN *kk, const PLAN *pl, ptrdiff_t ncols)
 {
@@ -240,7 +254,7 @@ static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n
                             drow[q * jb->dst_t] = v <= 0 ? (REAL)0 : v; /* NaN stays NaN */
                         }
                     } else if (jb->dst_t == 1) {
-                        for (ptrdiff_t q = a; q < b; ++q) drow[q] = crow[q] + bv;
+                        SFX(bias_row)(crow + a, bv, b - a, drow + a);
                     } else {
                         for (ptrdiff_t q = a; q < b; ++q) drow[q * jb->dst_t] = crow[q] + bv;
                     }
@@ -433,7 +447,7 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
                                     REAL *grow = gxc + ih * g->w + dj;
                                     const REAL *dr = drow + oh * g->wo;
                                     if (g->sw == 1)
-                                        for (ptrdiff_t ow = a0; ow < a1; ++ow) grow[ow] += dr[ow];
+                                        SFX(add_row)(grow + a0, dr + a0, a1 - a0);
                                     else
                                         for (ptrdiff_t ow = a0; ow < a1; ++ow)
                                             grow[ow * g->sw] += dr[ow];
