@@ -65,65 +65,156 @@ static inline void SFX(tap_cols)(ptrdiff_t e, ptrdiff_t s, ptrdiff_t n, ptrdiff_
 
 /*
  * One tap of a max window over a block of outputs: best = the tap value where it
- * wins (strictly greater, or NaN). Selects on bit patterns with all-ones masks:
- * GCC will not if-convert a NaN-aware float select, but vectorises and/or.
+ * wins (strictly greater, or NaN), and tid = this tap's number there. The source
+ * is contiguous along a row (the caller splits strided rows into phases).
+ * Selects on bit patterns with all-ones masks: GCC will not if-convert a
+ * NaN-aware float select, but vectorises and/or.
  */
-FC_CLONES static void SFX(max_tap)(const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t sw,
-                                   ptrdiff_t rows, ptrdiff_t n, int64_t i0, int64_t i0_rs,
-                                   REAL *FC_RESTRICT best, int64_t *FC_RESTRICT bidx,
-                                   ptrdiff_t rs)
+FC_CLONES static void SFX(max_tap)(const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t rows,
+                                   ptrdiff_t n, uint32_t tap, REAL *FC_RESTRICT best,
+                                   uint32_t *FC_RESTRICT tid, ptrdiff_t rs)
 {
+    if (src_rs == n && rs == n) { /* contiguous rows: one long run vectorises better */
+        n *= rows;
+        rows = 1;
+    }
     for (ptrdiff_t r = 0; r < rows; ++r) {
         const REAL *sr = src + r * src_rs;
         const UINT *FC_RESTRICT sb = (const UINT *)sr;
         REAL *br = best + r * rs;
         UINT *FC_RESTRICT bb = (UINT *)br;
-        int64_t *FC_RESTRICT ir = bidx + r * rs;
-        const int64_t base = i0 + r * i0_rs;
+        uint32_t *FC_RESTRICT tr = tid + r * rs;
         for (ptrdiff_t o = 0; o < n; ++o) {
-            const REAL v = sr[o * sw], bv = br[o];
+            const REAL v = sr[o], bv = br[o];
             const UINT m = (UINT)0 - (UINT)((v > bv) | (v != v));
-            bb[o] = (sb[o * sw] & m) | (bb[o] & ~m);
-            const uint64_t m64 = (uint64_t)0 - (uint64_t)(m & 1);
-            ir[o] = (int64_t)(((uint64_t)(base + (int64_t)(o * sw)) & m64) |
-                              ((uint64_t)ir[o] & ~m64));
+            bb[o] = (sb[o] & m) | (bb[o] & ~m);
+            tr[o] = (tap & (uint32_t)m) | (tr[o] & ~(uint32_t)m);
         }
     }
 }
 
 /*
- * Max pooling of one plane with any window: taps outermost in raster order, all
- * outputs innermost. Each output still sees its window in raster order, so the
- * first maximum and the last NaN win exactly as in the one-window-at-a-time rule.
+ * Per-thread scratch of max_plane_generic. Shape-only tables first (set up once
+ * by max_plane_setup): tid0 = the tap number each output starts from (its first
+ * element inside the input, where an all -inf window points), base = the input
+ * index of its window's origin, tapoff = a tap's index offset from the origin;
+ * then the per-plane tap numbers and the phase-split rows.
  */
-static void SFX(max_plane_generic)(const REAL *xp, const fc_pool_geom *g, REAL *best,
-                                   int64_t *bidx)
+typedef struct {
+    int64_t *base, *tapoff;
+    uint32_t *tid0, *tid;
+    REAL *ph;
+} SFX(max_scratch);
+
+static size_t SFX(max_scratch_bytes)(const fc_pool_geom *g)
 {
+    const size_t ohw = (size_t)(g->ho * g->wo), wph = (size_t)FC_CEILDIV(g->w, g->sw);
+    const size_t hph = (size_t)FC_CEILDIV(g->h, g->sh);
+    const int split = g->sh > 1 || g->sw > 1;
+    return sizeof(int64_t) * (ohw + (size_t)(g->kh * g->kw)) + sizeof(uint32_t) * 2 * ohw +
+           sizeof(REAL) * (split ? (size_t)(g->sh * g->sw) * hph * wph : 0) + 64;
+}
+
+static SFX(max_scratch) SFX(max_plane_setup)(const fc_pool_geom *g, char *mem)
+{
+    SFX(max_scratch) sc;
+    const ptrdiff_t ohw = g->ho * g->wo;
+    sc.base = (int64_t *)mem;
+    sc.tapoff = sc.base + ohw;
+    sc.tid0 = (uint32_t *)(sc.tapoff + g->kh * g->kw);
+    sc.tid = sc.tid0 + ohw;
+    sc.ph = (REAL *)FC_ROUNDUP((uintptr_t)(sc.tid + ohw), (uintptr_t)sizeof(REAL));
     for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
         ptrdiff_t h0, h1;
         SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
         for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
             ptrdiff_t w0, w1;
             SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
-            best[oh * g->wo + ow] = -(REAL)INFINITY;
-            bidx[oh * g->wo + ow] = (int64_t)(h0 * g->w + w0);
+            const ptrdiff_t a = oh * g->sh - g->ph, b = ow * g->sw - g->pw;
+            sc.tid0[oh * g->wo + ow] = (uint32_t)((h0 - a) * g->kw + (w0 - b));
+            sc.base[oh * g->wo + ow] = (int64_t)(a * g->w + b);
         }
     }
+    for (ptrdiff_t i = 0; i < g->kh; ++i)
+        for (ptrdiff_t j = 0; j < g->kw; ++j) sc.tapoff[i * g->kw + j] = (int64_t)(i * g->w + j);
+    return sc;
+}
+
+/* the columns of one row split by parity: the common stride 2, vectorised */
+FC_CLONES static void SFX(split2)(const REAL *FC_RESTRICT src, ptrdiff_t w, REAL *FC_RESTRICT even,
+                                  REAL *FC_RESTRICT odd)
+{
+    for (ptrdiff_t k = 0; k < w / 2; ++k) {
+        even[k] = src[2 * k];
+        odd[k] = src[2 * k + 1];
+    }
+    if (w & 1) even[w / 2] = src[w - 1];
+}
+
+/* idx = base + tapoff[tid] (int64 input indices from the 32-bit tap numbers) */
+FC_CLONES static void SFX(tap_index)(const int64_t *FC_RESTRICT base, const int64_t *FC_RESTRICT tapoff,
+                                     const uint32_t *FC_RESTRICT tid, ptrdiff_t n,
+                                     int64_t *FC_RESTRICT idx)
+{
+    for (ptrdiff_t o = 0; o < n; ++o) idx[o] = base[o] + tapoff[tid[o]];
+}
+
+/*
+ * Max pooling of one plane with any window: taps outermost in raster order, all
+ * outputs innermost. Each output still sees its window in raster order, so the
+ * first maximum and the last NaN win exactly as in the one-window-at-a-time rule.
+ * With a column stride the rows are first split into stride phases (column
+ * ow*sw + e is element ow + floor(e/sw) of phase e mod sw), so every tap reads
+ * contiguous values; a tap number per output is kept (32-bit, like the f32
+ * values it is selected with) and turned into the int64 input index at the end.
+ */
+static void SFX(max_plane_generic)(const REAL *xp, const fc_pool_geom *g, REAL *best,
+                                   int64_t *idx, const SFX(max_scratch) *sc)
+{
+    const ptrdiff_t sh = g->sh, sw = g->sw, w = g->w;
+    const ptrdiff_t hph = FC_CEILDIV(g->h, sh), wph = FC_CEILDIV(w, sw);
+    const ptrdiff_t ohw = g->ho * g->wo;
+    /* phase (ev, eh) holds rows ev, ev+sh, ... and of those the columns eh, eh+sw, ...:
+     * phase plane p = ev * sw + eh, its row y' and column k at (p * hph + y') * wph + k */
+    const REAL *planes = xp;
+    ptrdiff_t pstride = w; /* row pitch of the phase planes */
+    if (sh > 1 || sw > 1) {
+        for (ptrdiff_t y = 0; y < g->h; ++y) {
+            REAL *d = sc->ph + ((y % sh) * sw * hph + y / sh) * wph; /* phase (y % sh, 0) */
+            if (sw == 2) {
+                SFX(split2)(xp + y * w, w, d, d + hph * wph);
+                continue;
+            }
+            for (ptrdiff_t r = 0; r < sw; ++r) {
+                const REAL *sr = xp + y * w + r;
+                const ptrdiff_t nr = r < w ? FC_CEILDIV(w - r, sw) : 0;
+                for (ptrdiff_t k = 0; k < nr; ++k) d[r * hph * wph + k] = sr[k * sw];
+            }
+        }
+        planes = sc->ph;
+        pstride = wph;
+    }
+    for (ptrdiff_t o = 0; o < ohw; ++o) best[o] = -(REAL)INFINITY;
+    memcpy(sc->tid, sc->tid0, sizeof(uint32_t) * (size_t)ohw);
     for (ptrdiff_t i = 0; i < g->kh; ++i) {
         ptrdiff_t r0, r1;
         const ptrdiff_t ei = i - g->ph;
-        SFX(tap_cols)(ei, g->sh, g->h, g->ho, &r0, &r1);
+        SFX(tap_cols)(ei, sh, g->h, g->ho, &r0, &r1);
+        const ptrdiff_t ev = ((ei % sh) + sh) % sh, qv = (ei - ev) / sh;
         for (ptrdiff_t j = 0; j < g->kw; ++j) {
             ptrdiff_t lo, hi;
             const ptrdiff_t e = j - g->pw;
-            SFX(tap_cols)(e, g->sw, g->w, g->wo, &lo, &hi);
+            SFX(tap_cols)(e, sw, g->w, g->wo, &lo, &hi);
             if (r1 <= r0 || hi <= lo) continue;
-            const ptrdiff_t off = (r0 * g->sh + ei) * g->w + lo * g->sw + e;
-            SFX(max_tap)(xp + off, g->sh * g->w, g->sw, r1 - r0, hi - lo, (int64_t)off,
-                         (int64_t)(g->sh * g->w), best + r0 * g->wo + lo, bidx + r0 * g->wo + lo,
-                         g->wo);
+            /* output (r, o) reads input row r*sh + ei = (r + qv)*sh + ev and
+             * column o*sw + e = (o + qh)*sw + eh */
+            const ptrdiff_t eh = ((e % sw) + sw) % sw, qh = (e - eh) / sw;
+            const REAL *src = planes + ((ev * sw + eh) * hph + r0 + qv) * pstride + lo + qh;
+            SFX(max_tap)(src, pstride, r1 - r0, hi - lo, (uint32_t)(i * g->kw + j),
+                         best + r0 * g->wo + lo, sc->tid + r0 * g->wo + lo, g->wo);
         }
     }
+    if (idx) SFX(tap_index)(sc->base, sc->tapoff, sc->tid, ohw, idx);
 }
 
 int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y,
@@ -134,16 +225,17 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-    /* running indices of one plane, for when the caller wants none */
-    int64_t *bidx = (int64_t *)fc_malloc(sizeof(int64_t) * (size_t)ohw);
-    if (!bidx) {
+    char *scratch = (char *)fc_malloc(SFX(max_scratch_bytes)(g));
+    SFX(max_scratch) sc;
+    if (scratch) sc = SFX(max_plane_setup)(g, scratch);
+    if (!scratch) {
 #pragma omp atomic write
         failed = 1;
     }
     ptrdiff_t t;
 #pragma omp for schedule(static)
     for (t = 0; t < planes; ++t) {
-        if (!bidx) continue;
+        if (!scratch) continue;
         const REAL *xp = x + t * hw;
         REAL *yp = y + t * ohw;
         int64_t *ip = idx ? idx + t * ohw : NULL;
@@ -159,10 +251,10 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
                                 yp + oh * g->wo, ip ? ip + oh * g->wo : NULL);
             continue;
         }
-        /* the running maxima live in y itself, the indices in idx when wanted */
-        SFX(max_plane_generic)(xp, g, yp, ip ? ip : bidx);
+        /* the running maxima live in y itself */
+        SFX(max_plane_generic)(xp, g, yp, ip, &sc);
     }
-    fc_free(bidx);
+    fc_free(scratch);
     }
     return failed ? FC_ENOMEM : FC_OK;
 }
