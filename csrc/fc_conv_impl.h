@@ -639,7 +639,9 @@ static int SFX(bwd_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
     const ptrdiff_t hwo = g->ho * g->wo;
     const ptrdiff_t N = g->n, nch = FC_MIN(N, (ptrdiff_t)FC_DW_CHUNKS);
     const ptrdiff_t part = K * ckk + K;
-    const int dmr = kk->dmr, dnr = kk->dnr;
+    /* the kernel with 5 offsets where it pads the patch less (25 taps: 25 not 30) */
+    const int use5 = FC_ROUNDUP(ckk, (ptrdiff_t)5) < FC_ROUNDUP(ckk, (ptrdiff_t)kk->dnr);
+    const int dmr = kk->dmr, dnr = use5 ? 5 : kk->dnr;
     const ptrdiff_t ntile = FC_CEILDIV(mg, (ptrdiff_t)dmr);
     const ptrdiff_t ntask = G * nch * ntile;
     const ptrdiff_t chunk_max = FC_CEILDIV(N, nch);
@@ -700,8 +702,8 @@ static int SFX(bwd_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
             for (ptrdiff_t c0 = 0; c0 < ckk; c0 += dnr) {
                 for (int c = 0; c < dnr; ++c) off[c] = koff[FC_MIN(c0 + c, ckk - 1)];
                 memset(tile, 0, sizeof(tile));
-                kk->dot(lq, (int)ni, grow, lq, xq + i0 * img + gi * cg * plane, img, off, tile,
-                        dnr);
+                (use5 ? kk->dot5 : kk->dot)(lq, (int)ni, grow, lq,
+                                            xq + i0 * img + gi * cg * plane, img, off, tile, dnr);
                 for (ptrdiff_t r = 0; r < mrows; ++r)
                     for (int c = 0; c < dnr && c0 + c < ckk; ++c)
                         pc[(gi * mg + m0 + r) * ckk + c0 + c] = tile[r * dnr + c];

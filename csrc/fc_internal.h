@@ -81,6 +81,7 @@ typedef struct {
     fc_ukr_f32 ukr[FC_NUM_MR];
     int dmr, dnr, dvl;        /* dot kernel: rows, offsets, vector width */
     fc_dot_f32 dot;
+    fc_dot_f32 dot5;          /* the same with 5 offsets (5x5 taps tile exactly) */
 } fc_kernels_f32;
 
 typedef struct {
@@ -89,6 +90,7 @@ typedef struct {
     fc_ukr_f64 ukr[FC_NUM_MR];
     int dmr, dnr, dvl;
     fc_dot_f64 dot;
+    fc_dot_f64 dot5;
 } fc_kernels_f64;
 
 const fc_kernels_f32 *fc_get_kernels_f32(void);

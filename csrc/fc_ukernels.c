@@ -121,7 +121,9 @@ FC_DEF_GENERIC(ukr_gen_f64_2, double, 2, 8)
 FC_DEF_GENERIC(ukr_gen_f64_4, double, 4, 4)
 #define G_HSUM(v) (v)
 FC_DOT_SIG(dot_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 4, G_LOADU, G_FMADD, 0.0f, G_HSUM)
+FC_DOT_SIG(dot5_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 5, G_LOADU, G_FMADD, 0.0f, G_HSUM)
 FC_DOT_SIG(dot_gen_f64, double) FC_DOT_BODY(double, double, 1, 2, 4, G_LOADU, G_FMADD, 0.0, G_HSUM)
+FC_DOT_SIG(dot5_gen_f64, double) FC_DOT_BODY(double, double, 1, 2, 5, G_LOADU, G_FMADD, 0.0, G_HSUM)
 
 #if FC_X86_SIMD
 /* ---- AVX2 + FMA: 16 ymm registers, <= 12 accumulators ---- */
@@ -163,6 +165,12 @@ FC_DOT_BODY(float, __m256, 8, 3, 4, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_set
 A2_TGT FC_DOT_SIG(dot_avx2_f64, double)
 FC_DOT_BODY(double, __m256d, 4, 3, 4, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd(),
             hsum_avx2_f64)
+A2_TGT FC_DOT_SIG(dot5_avx2_f32, float)
+FC_DOT_BODY(float, __m256, 8, 3, 5, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_setzero_ps(),
+            hsum_avx2_f32)
+A2_TGT FC_DOT_SIG(dot5_avx2_f64, double)
+FC_DOT_BODY(double, __m256d, 4, 3, 5, _mm256_loadu_pd, _mm256_fmadd_pd, _mm256_setzero_pd(),
+            hsum_avx2_f64)
 
 /* ---- AVX-512F: 32 zmm registers, <= 24 accumulators ---- */
 #define A5_TGT __attribute__((target("avx512f,avx2,fma")))
@@ -192,33 +200,39 @@ FC_DOT_BODY(float, __m512, 16, 4, 6, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_se
 A5_TGT FC_DOT_SIG(dot_avx512_f64, double)
 FC_DOT_BODY(double, __m512d, 8, 4, 6, _mm512_loadu_pd, _mm512_fmadd_pd, _mm512_setzero_pd(),
             _mm512_reduce_add_pd)
+A5_TGT FC_DOT_SIG(dot5_avx512_f32, float)
+FC_DOT_BODY(float, __m512, 16, 4, 5, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps(),
+            _mm512_reduce_add_ps)
+A5_TGT FC_DOT_SIG(dot5_avx512_f64, double)
+FC_DOT_BODY(double, __m512d, 8, 4, 5, _mm512_loadu_pd, _mm512_fmadd_pd, _mm512_setzero_pd(),
+            _mm512_reduce_add_pd)
 #endif /* FC_X86_SIMD */
 
 static const fc_kernels_f32 K_GEN_F32 = {
     {1, 2, 4, 0, 0, 0}, {16, 16, 8, 0, 0, 0},
-    {ukr_gen_f32_1, ukr_gen_f32_2, ukr_gen_f32_4, 0, 0, 0}, 2, 4, 1, dot_gen_f32};
+    {ukr_gen_f32_1, ukr_gen_f32_2, ukr_gen_f32_4, 0, 0, 0}, 2, 4, 1, dot_gen_f32, dot5_gen_f32};
 static const fc_kernels_f64 K_GEN_F64 = {
     {1, 2, 4, 0, 0, 0}, {8, 8, 4, 0, 0, 0},
-    {ukr_gen_f64_1, ukr_gen_f64_2, ukr_gen_f64_4, 0, 0, 0}, 2, 4, 1, dot_gen_f64};
+    {ukr_gen_f64_1, ukr_gen_f64_2, ukr_gen_f64_4, 0, 0, 0}, 2, 4, 1, dot_gen_f64, dot5_gen_f64};
 #if FC_X86_SIMD
 static const fc_kernels_f32 K_AVX2_F32 = {
     {1, 2, 3, 4, 6, 0}, {32, 32, 32, 24, 16, 0},
     {ukr_avx2_f32_1, ukr_avx2_f32_2, ukr_avx2_f32_3, ukr_avx2_f32_4, ukr_avx2_f32_6, 0},
-    3, 4, 8, dot_avx2_f32};
+    3, 4, 8, dot_avx2_f32, dot5_avx2_f32};
 static const fc_kernels_f64 K_AVX2_F64 = {
     {1, 2, 3, 4, 6, 0}, {16, 16, 16, 12, 8, 0},
     {ukr_avx2_f64_1, ukr_avx2_f64_2, ukr_avx2_f64_3, ukr_avx2_f64_4, ukr_avx2_f64_6, 0},
-    3, 4, 4, dot_avx2_f64};
+    3, 4, 4, dot_avx2_f64, dot5_avx2_f64};
 static const fc_kernels_f32 K_AVX512_F32 = {
     {1, 2, 3, 4, 6, 8}, {128, 128, 128, 96, 64, 48},
     {ukr_avx512_f32_1, ukr_avx512_f32_2, ukr_avx512_f32_3, ukr_avx512_f32_4,
      ukr_avx512_f32_6, ukr_avx512_f32_8},
-    4, 6, 16, dot_avx512_f32};
+    4, 6, 16, dot_avx512_f32, dot5_avx512_f32};
 static const fc_kernels_f64 K_AVX512_F64 = {
     {1, 2, 3, 4, 6, 8}, {64, 64, 64, 48, 32, 24},
     {ukr_avx512_f64_1, ukr_avx512_f64_2, ukr_avx512_f64_3, ukr_avx512_f64_4,
      ukr_avx512_f64_6, ukr_avx512_f64_8},
-    4, 6, 8, dot_avx512_f64};
+    4, 6, 8, dot_avx512_f64, dot5_avx512_f64};
 #endif
 
 /* ---- dispatch ------------------------------------------------------------- */
