@@ -158,10 +158,32 @@ FC_CLONES static void SFX(bias_row)(const REAL *FC_RESTRICT c, REAL bias, ptrdif
     for (ptrdiff_t i = 0; i < n; ++i) out[i] = c[i] + bias;
 }
 
-/* d += s over n values (col2im's inner loop) */
-FC_CLONES static void SFX(add_row)(REAL *FC_RESTRICT d, const REAL *FC_RESTRICT s, ptrdiff_t n)
+/*
+ * col2im of one tap over a block of pixels [p0, p0 + pb): grad_x[c] at
+ * (oh*sh + di, ow*sw + dj) += drow[oh*wo + ow]. One call per tap, so the row
+ * loop runs inside the widest-ISA clone.
+ */
+FC_CLONES static void SFX(col2im_tap)(const fc_conv_geom *g, const REAL *FC_RESTRICT drow,
+                                      ptrdiff_t p0, ptrdiff_t pb, ptrdiff_t di, ptrdiff_t dj,
+                                      REAL *FC_RESTRICT gxc)
 {
-    for (ptrdiff_t i = 0; i < n; ++i) d[i] += s[i];
+    /* ow range whose column lies inside [0, w) */
+    const ptrdiff_t lo = dj < 0 ? FC_CEILDIV(-dj, g->sw) : 0;
+    const ptrdiff_t hi = g->w - dj > 0 ? FC_CEILDIV(g->w - dj, g->sw) : 0;
+    for (ptrdiff_t oh = p0 / g->wo; oh * g->wo < p0 + pb; ++oh) {
+        const ptrdiff_t ih = oh * g->sh + di;
+        if (ih < 0 || ih >= g->h) continue;
+        ptrdiff_t a0 = FC_MAX(p0, oh * g->wo) - oh * g->wo;
+        ptrdiff_t a1 = FC_MIN(p0 + pb, (oh + 1) * g->wo) - oh * g->wo;
+        a0 = FC_MAX(a0, lo);
+        a1 = FC_MIN(a1, hi);
+        REAL *FC_RESTRICT grow = gxc + ih * g->w + dj;
+        const REAL *FC_RESTRICT dr = drow + oh * g->wo;
+        if (g->sw == 1)
+            for (ptrdiff_t ow = a0; ow < a1; ++ow) grow[ow] += dr[ow];
+        else
+            for (ptrdiff_t ow = a0; ow < a1; ++ow) grow[ow * g->sw] += dr[ow];
+    }
 }
 
 /* Columns per task for a job: about 512, spread evenly, rounded to the kernel width. */
@@ -433,25 +455,8 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
                         for (ptrdiff_t i = 0; i < kh; ++i)
                             for (ptrdiff_t j = 0; j < kw; ++j) {
                                 const REAL *drow = cbuf + ((c * kh + i) * kw + j) * ldc - p0;
-                                const ptrdiff_t di = i * g->dh - g->ph, dj = j * g->dw - g->pw;
-                                for (ptrdiff_t oh = p0 / g->wo; oh * g->wo < p0 + pb; ++oh) {
-                                    const ptrdiff_t ih = oh * g->sh + di;
-                                    if (ih < 0 || ih >= g->h) continue;
-                                    ptrdiff_t a0 = FC_MAX(p0, oh * g->wo) - oh * g->wo;
-                                    ptrdiff_t a1 = FC_MIN(p0 + pb, (oh + 1) * g->wo) - oh * g->wo;
-                                    /* ow range whose column lies inside [0, w) */
-                                    ptrdiff_t lo = dj < 0 ? FC_CEILDIV(-dj, g->sw) : 0;
-                                    ptrdiff_t hi = g->w - dj > 0 ? FC_CEILDIV(g->w - dj, g->sw) : 0;
-                                    a0 = FC_MAX(a0, lo);
-                                    a1 = FC_MIN(a1, hi);
-                                    REAL *grow = gxc + ih * g->w + dj;
-                                    const REAL *dr = drow + oh * g->wo;
-                                    if (g->sw == 1)
-                                        SFX(add_row)(grow + a0, dr + a0, a1 - a0);
-                                    else
-                                        for (ptrdiff_t ow = a0; ow < a1; ++ow)
-                                            grow[ow * g->sw] += dr[ow];
-                                }
+                                SFX(col2im_tap)(g, drow, p0, pb, i * g->dh - g->ph,
+                                                j * g->dw - g->pw, gxc);
                             }
                     }
                 }
