@@ -1,0 +1,614 @@
+/*
+ * fc_winograd.c - Winograd F(2x2, 5x5) convolution, float32, all three passes.
+ *
+ * For a 5x5, stride-1, dilation-1, ungrouped convolution each 2x2 output tile
+ * is computed from the 6x6 input patch d under it as
+ *
+ *     Y = A^T [ (G g G^T) (.) (B^T d B) ] A           (.) = element-wise
+ *
+ * so the 25 multiply-adds per output and input channel of the direct method
+ * become 36 / 4 = 9 (2.78x fewer). The matrices come from Toom-Cook with the
+ * points 0, 1, -1, 2, -2, infinity (B^T is the one F(4x4, 3x3) uses):
+ *
+ *   B^T = [4  0 -5  0  1  0]   G = [ 1/4     0     0     0    0 ]   A^T = [1 1  1 1  1 0]
+ *         [0  4  4 -1 -1  0]       [ 1/6   1/6   1/6   1/6  1/6 ]         [0 1 -1 2 -2 1]
+ *         [0 -4  4  1 -1  0]       [ 1/6  -1/6   1/6  -1/6  1/6 ]
+ *         [0 -2 -1  2  1  0]       [1/24  1/12   1/6   1/3  2/3 ]
+ *         [0  2 -1 -2  1  0]       [1/24 -1/12   1/6  -1/3  2/3 ]
+ *         [0  4  0 -5  0  1]       [   0     0     0     0    1 ]
+ *
+ * Summed over input channels, the 36 transform points p give 36 independent
+ * GEMMs  M[p] (K x tiles) = U[p] (K x C) . V[p] (C x tiles),  run with the
+ * register-blocked micro-kernels of fc_ukernels.c.
+ *
+ *   forward      U from the weights (once per call). Tiles (across images) are
+ *                cut into fixed blocks; a thread transforms the input tiles of
+ *                a block into V, runs the 36 GEMMs into M and transforms M
+ *                straight into y (bias, optional ReLU). V and M stay in L2.
+ *   grad-input   the same code: for a stride-1 5x5 layer with padding p,
+ *                grad_x is the convolution of grad_y with the weights flipped
+ *                and channel-transposed, padding 4 - p (so p <= 4).
+ *   grad-weight  dU[p] = sum over tiles of (A dY A^T)[p] (x) V[p]^T, a GEMM per
+ *                point whose reduction runs over the tiles; dW = G^T dU G.
+ *                Blocks are grouped into a number of chunks that depends only
+ *                on the shape; each chunk owns a partial dU, and the partials
+ *                are added in chunk order, so results do not depend on the
+ *                thread count.
+ *
+ * The transforms work on WL tiles at a time (one value per tile in a lane
+ * array) so that the compiler vectorises them; FC_CLONES gives them AVX-512 /
+ * AVX2 versions. Weight transforms are done in double (they are cheap).
+ */
+#include "fc_internal.h"
+
+#define WL 16        /* tiles transformed together (lanes) */
+#define NP 36        /* transform points per tile */
+#define WINO_BLOCK_BYTES (1 << 20) /* per-thread V + M budget: stays in the 2 MB L2 */
+
+static const double WG[6][5] = {
+    {1.0 / 4, 0, 0, 0, 0},
+    {1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6},
+    {1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6, 1.0 / 6},
+    {1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 3, 2.0 / 3},
+    {1.0 / 24, -1.0 / 12, 1.0 / 6, -1.0 / 3, 2.0 / 3},
+    {0, 0, 0, 0, 1},
+};
+
+/* ---- micro-kernel and block choice --------------------------------------- */
+/*
+ * One kernel slot for all panels of a GEMM with `rows` rows and `cols`
+ * columns: the one that pads least (rows to MR, cols to NR), ties to the larger
+ * MR (fewer B loads per FMA). Padding rows are zeros in the packed A.
+ */
+static int wino_slot(const fc_kernels_f32 *kk, ptrdiff_t rows, ptrdiff_t cols)
+{
+    int best = -1;
+    double best_cost = 0;
+    for (int s = 0; s < FC_NUM_MR; ++s) {
+        if (kk->mr[s] <= 0) continue;
+        double cost = (double)FC_ROUNDUP(rows, kk->mr[s]) * (double)FC_ROUNDUP(cols, kk->nr[s]);
+        if (best < 0 || cost < best_cost || (cost == best_cost && kk->mr[s] > kk->mr[best])) {
+            best = s;
+            best_cost = cost;
+        }
+    }
+    return best;
+}
+
+/*
+ * Forward blocking: a block is `rows` whole tile rows (tw tiles each, across
+ * images), its tiles are GEMM columns rounded up to the kernel width. Picks the
+ * kernel slot and rows per block that waste least (padded output channels and
+ * columns) within the per-thread buffer budget.
+ */
+static void wino_fwd_plan(const fc_kernels_f32 *kk, ptrdiff_t m, ptrdiff_t cin, ptrdiff_t tw,
+                          ptrdiff_t trows, int *slot, ptrdiff_t *rows)
+{
+    double best = -1;
+    *slot = 0;
+    *rows = 1;
+    for (int s = 0; s < FC_NUM_MR; ++s) {
+        if (kk->mr[s] <= 0) continue;
+        const ptrdiff_t mpad = FC_ROUNDUP(m, kk->mr[s]), nr = kk->nr[s];
+        const ptrdiff_t per_col = NP * (cin + mpad) * (ptrdiff_t)sizeof(float);
+        for (ptrdiff_t r = 1; r <= trows; ++r) {
+            const ptrdiff_t cols = FC_ROUNDUP(r * tw, nr);
+            if (r > 1 && cols * per_col > WINO_BLOCK_BYTES) break;
+            const double eff = (double)m / mpad * (double)(r * tw) / cols;
+            if (eff > best + 1e-9 || (eff > best - 1e-9 && kk->mr[s] > kk->mr[*slot])) {
+                best = eff;
+                *slot = s;
+                *rows = r;
+            }
+        }
+    }
+}
+
+/* ---- weight transforms (double) ----------------------------------------- */
+/*
+ * u[p][r][c] = (G g G^T)[p] for g = w[r][c] (flip = 0) or, for grad-input,
+ * g = w[c][r] rotated by 180 degrees (flip = 1). w is (rows, cols, 5, 5) for
+ * flip = 0 and (cols, rows, 5, 5) for flip = 1. u is (36, rows, cols).
+ */
+static void wino_weight_transform(const float *w, ptrdiff_t rows, ptrdiff_t cols, int flip,
+                                  int nt, float *u /* OUT */)
+{
+    const ptrdiff_t total = rows * cols;
+    ptrdiff_t t;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total >= 256)
+    for (t = 0; t < total; ++t) {
+        const ptrdiff_t r = t / cols, c = t % cols;
+        double g[5][5], tmp[6][5];
+        const float *src = flip ? w + (c * rows + r) * 25 : w + t * 25;
+        for (int i = 0; i < 5; ++i)
+            for (int j = 0; j < 5; ++j)
+                g[i][j] = flip ? src[(4 - i) * 5 + (4 - j)] : src[i * 5 + j];
+        for (int a = 0; a < 6; ++a)
+            for (int j = 0; j < 5; ++j) {
+                double s = 0;
+                for (int i = 0; i < 5; ++i) s += WG[a][i] * g[i][j];
+                tmp[a][j] = s;
+            }
+        for (int a = 0; a < 6; ++a)
+            for (int b = 0; b < 6; ++b) {
+                double s = 0;
+                for (int j = 0; j < 5; ++j) s += tmp[a][j] * WG[b][j];
+                u[(a * 6 + b) * total + t] = (float)s;
+            }
+    }
+}
+
+/* ap[p] = u[p] (rows x red) packed in panels of mr rows, k-major, padded rows zero */
+static void wino_pack(const float *u, ptrdiff_t rows, ptrdiff_t red, ptrdiff_t mr,
+                      ptrdiff_t rows_pad, float *ap /* OUT */)
+{
+    for (ptrdiff_t p = 0; p < NP; ++p) {
+        const float *up = u + p * rows * red;
+        float *dst = ap + p * rows_pad * red;
+        for (ptrdiff_t r0 = 0; r0 < rows_pad; r0 += mr)
+            for (ptrdiff_t k = 0; k < red; ++k)
+                for (ptrdiff_t r = 0; r < mr; ++r)
+                    *dst++ = r0 + r < rows ? up[(r0 + r) * red + k] : 0.0f;
+    }
+}
+
+/* ---- data transforms ------------------------------------------------------ */
+/* 1-D B^T d on six lane arrays d0..d5 (lane l) into o[0..5][l] */
+#define WINO_BT(o, d0, d1, d2, d3, d4, d5, l)                                       \
+    do {                                                                            \
+        o[0][l] = 4 * d0 - 5 * d2 + d4;                                             \
+        o[1][l] = 4 * (d1 + d2) - (d3 + d4);                                        \
+        o[2][l] = 4 * (d2 - d1) + (d3 - d4);                                        \
+        o[3][l] = 2 * (d3 - d1) + (d4 - d2);                                        \
+        o[4][l] = 2 * (d1 - d3) + (d4 - d2);                                        \
+        o[5][l] = 4 * d1 - 5 * d3 + d5;                                             \
+    } while (0)
+
+/*
+ * Input transform of one channel for up to WL tiles side by side in one tile
+ * row: the patch of tile q starts at src + 2q (row pitch ld). The even and odd
+ * columns are split first, so that both passes run on unit-stride lane arrays.
+ * Reads up to 2*WL + 4 values past the last patch (the caller's slack). V point
+ * p of tile q < nq goes to dst[p * sp + q * st].
+ */
+FC_CLONES static void wino_in_row(const float *FC_RESTRICT src, ptrdiff_t ld, int nq,
+                                  float *FC_RESTRICT dst, ptrdiff_t sp, ptrdiff_t st)
+{
+    float ev[6][WL + 2], od[6][WL + 2], re[6][WL + 2], ro[6][WL + 2];
+    for (int i = 0; i < 6; ++i)
+        for (int q = 0; q < WL + 2; ++q) {
+            ev[i][q] = src[i * ld + 2 * q];
+            od[i][q] = src[i * ld + 2 * q + 1];
+        }
+    /* rows: B^T d on each column */
+    for (int q = 0; q < WL + 2; ++q) {
+        WINO_BT(re, ev[0][q], ev[1][q], ev[2][q], ev[3][q], ev[4][q], ev[5][q], q);
+        WINO_BT(ro, od[0][q], od[1][q], od[2][q], od[3][q], od[4][q], od[5][q], q);
+    }
+    /* columns: patch column j of tile q is re[.][q + j/2] (j even) or ro[.][q + j/2] */
+    for (int a = 0; a < 6; ++a) {
+        float o[6][WL];
+        for (int q = 0; q < WL; ++q)
+            WINO_BT(o, re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
+                    ro[a][q + 2], q);
+        for (int b = 0; b < 6; ++b) {
+            float *dp = dst + (a * 6 + b) * sp;
+            if (st == 1)
+                for (int q = 0; q < nq; ++q) dp[q] = o[b][q];
+            else
+                for (int q = 0; q < nq; ++q) dp[q * st] = o[b][q];
+        }
+    }
+}
+
+/*
+ * Output transform of one output channel for up to WL tiles side by side in a
+ * tile row: M point p of tile q is m[p * sp + q]. Y = A^T M A + bias (then
+ * ReLU); output row a < nrow of the tiles goes to y + a * ld, its first ncol
+ * values (2 per tile, fewer at an odd right edge).
+ */
+FC_CLONES static void wino_out_row(const float *FC_RESTRICT m, ptrdiff_t sp, float bias,
+                                   int relu, int nrow, int ncol, ptrdiff_t ld,
+                                   float *FC_RESTRICT y)
+{
+    float t[2][6][WL], buf[2][2 * WL];
+    for (int j = 0; j < 6; ++j) {
+        const float *m0 = m + j * sp, *m1 = m0 + 6 * sp, *m2 = m1 + 6 * sp, *m3 = m2 + 6 * sp,
+                    *m4 = m3 + 6 * sp, *m5 = m4 + 6 * sp;
+        for (int l = 0; l < WL; ++l) {
+            t[0][j][l] = (m0[l] + m1[l]) + (m2[l] + m3[l]) + m4[l];
+            t[1][j][l] = (m1[l] - m2[l]) + 2 * (m3[l] - m4[l]) + m5[l];
+        }
+    }
+    for (int a = 0; a < 2; ++a)
+        for (int l = 0; l < WL; ++l) {
+            const float *s0 = t[a][0], *s1 = t[a][1], *s2 = t[a][2], *s3 = t[a][3],
+                        *s4 = t[a][4], *s5 = t[a][5];
+            float v0 = (s0[l] + s1[l]) + (s2[l] + s3[l]) + s4[l] + bias;
+            float v1 = (s1[l] - s2[l]) + 2 * (s3[l] - s4[l]) + s5[l] + bias;
+            if (relu) {
+                v0 = v0 <= 0 ? 0.0f : v0; /* NaN stays NaN */
+                v1 = v1 <= 0 ? 0.0f : v1;
+            }
+            buf[a][2 * l] = v0;
+            buf[a][2 * l + 1] = v1;
+        }
+    /* a loop, not memcpy: ncol is small and a libc call per row costs more than the copy */
+    for (int a = 0; a < nrow; ++a)
+        for (int i = 0; i < ncol; ++i) y[a * ld + i] = buf[a][i];
+}
+
+/*
+ * Grad-output transform for grad-weight on WL channels of one tile: Z = A dY A^T
+ * with dY[a][b] = g[a * sa + b * sb + lane] for a < nrow, b < ncol (else 0).
+ * Z point p goes to dst[p * sp + lane].
+ */
+FC_CLONES static void wino_gy_tile(const float *FC_RESTRICT g, ptrdiff_t sa, ptrdiff_t sb,
+                                   int nrow, int ncol, float *FC_RESTRICT dst, ptrdiff_t sp)
+{
+    float y[2][2][WL], r[6][2][WL];
+    for (int a = 0; a < 2; ++a)
+        for (int b = 0; b < 2; ++b)
+            for (int l = 0; l < WL; ++l)
+                y[a][b][l] = (a < nrow && b < ncol) ? g[a * sa + b * sb + l] : 0.0f;
+    /* A = (A^T)^T: z = [y0, y0 + y1, y0 - y1, y0 + 2 y1, y0 - 2 y1, y1] */
+    for (int b = 0; b < 2; ++b)
+        for (int l = 0; l < WL; ++l) {
+            const float y0 = y[0][b][l], y1 = y[1][b][l];
+            r[0][b][l] = y0;
+            r[1][b][l] = y0 + y1;
+            r[2][b][l] = y0 - y1;
+            r[3][b][l] = y0 + 2 * y1;
+            r[4][b][l] = y0 - 2 * y1;
+            r[5][b][l] = y1;
+        }
+    for (int a = 0; a < 6; ++a) {
+        float *dp = dst + a * 6 * sp;
+        for (int l = 0; l < WL; ++l) {
+            const float y0 = r[a][0][l], y1 = r[a][1][l];
+            dp[0 * sp + l] = y0;
+            dp[1 * sp + l] = y0 + y1;
+            dp[2 * sp + l] = y0 - y1;
+            dp[3 * sp + l] = y0 + 2 * y1;
+            dp[4 * sp + l] = y0 - 2 * y1;
+            dp[5 * sp + l] = y1;
+        }
+    }
+}
+
+/*
+ * Zero-padded copy: xp[n][c][hp][wp] = x[n][c][yq - top][xq - left] (0 outside).
+ * Rows/columns of x beyond hp/wp are not needed by any tile and are dropped.
+ */
+static void wino_pad(const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w,
+                     ptrdiff_t top, ptrdiff_t left, ptrdiff_t hp, ptrdiff_t wp, int nt,
+                     float *xp /* OUT */)
+{
+    const ptrdiff_t total = n * c;
+    const ptrdiff_t lo = FC_MIN(left, wp), hi = FC_MAX(lo, FC_MIN(left + w, wp));
+    ptrdiff_t t;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (t = 0; t < total; ++t) {
+        const float *s = x + t * h * w;
+        float *d = xp + t * hp * wp;
+        for (ptrdiff_t yq = 0; yq < hp; ++yq) {
+            float *drow = d + yq * wp;
+            const ptrdiff_t ys = yq - top;
+            if (ys < 0 || ys >= h) {
+                memset(drow, 0, sizeof(float) * (size_t)wp);
+                continue;
+            }
+            for (ptrdiff_t q = 0; q < lo; ++q) drow[q] = 0;
+            memcpy(drow + lo, s + ys * w + (lo - left), sizeof(float) * (size_t)(hi - lo));
+            for (ptrdiff_t q = hi; q < wp; ++q) drow[q] = 0;
+        }
+    }
+}
+
+/* ---- forward core (also grad-input) -------------------------------------- */
+/*
+ * y (n, m, ho, wo) = conv5x5(x (n, cin, h, w), padding top/left) from the
+ * transformed weights u (36, m, cin) (see wino_weight_transform).
+ */
+static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, ptrdiff_t w,
+                     ptrdiff_t top, ptrdiff_t left, ptrdiff_t m, ptrdiff_t ho, ptrdiff_t wo,
+                     const float *u, const float *bias, int relu, int nt, float *y /* OUT */)
+{
+    const fc_kernels_f32 *kk = fc_get_kernels_f32();
+    const ptrdiff_t th = FC_CEILDIV(ho, 2), tw = FC_CEILDIV(wo, 2);
+    const ptrdiff_t trows = n * th;           /* tile rows over all images */
+    const ptrdiff_t hp = 2 * th + 4, wp = 2 * tw + 4, plane = hp * wp;
+    const ptrdiff_t slack = 2 * WL + 64;      /* wino_in_row reads past the last patch */
+    int slot;
+    ptrdiff_t rpb;
+    wino_fwd_plan(kk, m, cin, tw, trows, &slot, &rpb);
+    const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
+    const ptrdiff_t mpad = FC_ROUNDUP(m, mr);
+    const ptrdiff_t bt = FC_ROUNDUP(rpb * tw, nr);  /* GEMM columns per block */
+    const ptrdiff_t nblk = FC_CEILDIV(trows, rpb);
+    int rc = FC_OK, failed = 0;
+
+    float *ap = (float *)fc_malloc(sizeof(float) * (size_t)(NP * mpad * cin));
+    float *xp = (float *)fc_malloc(sizeof(float) * (size_t)(n * cin * plane + slack));
+    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)cin);
+    if (!ap || !xp || !koff) { rc = FC_ENOMEM; goto done; }
+    wino_pack(u, m, cin, mr, mpad, ap);
+    for (ptrdiff_t c = 0; c < cin; ++c) koff[c] = c * NP * bt;
+    memset(xp + n * cin * plane, 0, sizeof(float) * (size_t)slack);
+    wino_pad(x, n, cin, h, w, top, left, hp, wp, nt, xp);
+
+#pragma omp parallel num_threads(nt) if (nt > 1 && nblk > 1)
+    {
+        float *vb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * cin * bt));
+        /* + WL: wino_out_row reads whole lane arrays past the last tile */
+        float *mb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * mpad * bt + WL));
+        if (!vb || !mb) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+            /* columns past the block's tiles are computed, never stored: keep them finite */
+            memset(vb, 0, sizeof(float) * (size_t)(NP * cin * bt));
+        }
+        ptrdiff_t b;
+#pragma omp for schedule(static)
+        for (b = 0; b < nblk; ++b) {
+            if (!vb || !mb) continue;
+            const ptrdiff_t s0 = b * rpb, s1 = FC_MIN(trows, s0 + rpb);
+            /* input transform: V point p of channel c, column col = (s - s0) * tw + q at
+             * vb[(c * NP + p) * bt + col]: one channel's transform stays in L1 */
+            for (ptrdiff_t c = 0; c < cin; ++c)
+                for (ptrdiff_t s = s0; s < s1; ++s) {
+                    const ptrdiff_t in = s / th, r = s % th;
+                    const float *src = xp + (in * cin + c) * plane + 2 * r * wp;
+                    for (ptrdiff_t q0 = 0; q0 < tw; q0 += WL)
+                        wino_in_row(src + 2 * q0, wp, (int)FC_MIN((ptrdiff_t)WL, tw - q0),
+                                    vb + c * NP * bt + (s - s0) * tw + q0, bt, 1);
+                }
+            /* 36 GEMMs: M[p] (mpad x bt) = U[p] . V[p]; M point p of output channel k
+             * at mb[(k * NP + p) * bt + col] */
+            for (ptrdiff_t p = 0; p < NP; ++p) {
+                const float *vp = vb + p * bt;
+                for (ptrdiff_t r0 = 0; r0 < mpad; r0 += mr) {
+                    const float *a = ap + (p * mpad + r0) * cin;
+                    float *cp = mb + (r0 * NP + p) * bt;
+                    for (ptrdiff_t j = 0; j < bt; j += nr)
+                        kk->ukr[slot](cin, a, vp + j, koff, cp + j, NP * bt, 0);
+                }
+            }
+            /* output transform straight into y */
+            for (ptrdiff_t k = 0; k < m; ++k) {
+                const float bv = bias ? bias[k] : 0.0f;
+                for (ptrdiff_t s = s0; s < s1; ++s) {
+                    const ptrdiff_t in = s / th, r = s % th;
+                    float *yrow = y + (in * m + k) * ho * wo + 2 * r * wo;
+                    const int nrow = (int)FC_MIN((ptrdiff_t)2, ho - 2 * r);
+                    for (ptrdiff_t q0 = 0; q0 < tw; q0 += WL) {
+                        const int ncol = (int)FC_MIN(2 * (ptrdiff_t)WL, wo - 2 * q0);
+                        wino_out_row(mb + k * NP * bt + (s - s0) * tw + q0, bt, bv, relu, nrow,
+                                     ncol, wo, yrow + 2 * q0);
+                    }
+                }
+            }
+        }
+        fc_free(vb);
+        fc_free(mb);
+    }
+    if (failed) rc = FC_ENOMEM;
+done:
+    fc_free(ap);
+    fc_free(xp);
+    free(koff);
+    return rc;
+}
+
+static double wino_work(const fc_conv_geom *g)
+{
+    return (double)g->n * g->k * g->c * FC_CEILDIV(g->ho, 2) * FC_CEILDIV(g->wo, 2) * NP;
+}
+
+int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
+                           const fc_conv_geom *g, int relu, int nthreads, float *y)
+{
+    nthreads = fc_threads_for(nthreads, wino_work(g));
+    float *u = (float *)fc_malloc(sizeof(float) * (size_t)(NP * g->k * g->c));
+    if (!u) return FC_ENOMEM;
+    wino_weight_transform(w, g->k, g->c, 0, nthreads, u);
+    int rc = wino_conv(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u, bias,
+                       relu, nthreads, y);
+    fc_free(u);
+    return rc;
+}
+
+int fc_conv2d_bwd_data_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                                int nthreads, float *gx)
+{
+    nthreads = fc_threads_for(nthreads, wino_work(g));
+    float *u = (float *)fc_malloc(sizeof(float) * (size_t)(NP * g->k * g->c));
+    if (!u) return FC_ENOMEM;
+    wino_weight_transform(w, g->c, g->k, 1, nthreads, u);
+    int rc = wino_conv(gy, g->n, g->k, g->ho, g->wo, 4 - g->ph, 4 - g->pw, g->c, g->h, g->w,
+                       u, NULL, 0, nthreads, gx);
+    fc_free(u);
+    return rc;
+}
+
+/* ---- grad-weight ----------------------------------------------------------- */
+#define WINO_DW_CHUNKS 8                 /* partial sums (fixed; not the thread count) */
+#define WINO_DW_PARTIAL_BYTES (64 << 20) /* cap on all partials together */
+
+int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                                  int nthreads, float *gw, float *gb)
+{
+    nthreads = fc_threads_for(nthreads, wino_work(g));
+    const fc_kernels_f32 *kk = fc_get_kernels_f32();
+    const ptrdiff_t K = g->k, C = g->c, ho = g->ho, wo = g->wo;
+    const ptrdiff_t th = FC_CEILDIV(ho, 2), tw = FC_CEILDIV(wo, 2), trows = g->n * th;
+    const ptrdiff_t hp = 2 * th + 4, wp = 2 * tw + 4, plane = hp * wp;
+    const ptrdiff_t slack = 2 * WL + 64;
+    /*
+     * dU[p] (C x K) = sum over tiles of V[p] (x) Z[p]: GEMM rows are input
+     * channels (A: V packed in panels of MR, tile-major), columns grad_y channels
+     * (B: Z[p][tile][k], made WL channels at a time from a channels-last copy of
+     * grad_y), the reduction runs over the tiles of a block (no padding needed).
+     */
+    const int slot = wino_slot(kk, C, K);
+    const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
+    const ptrdiff_t rpad = FC_ROUNDUP(C, mr), cpad = FC_ROUNDUP(K, nr);
+    const ptrdiff_t k16 = FC_ROUNDUP(K, WL), ldb = FC_MAX(cpad, k16);
+    ptrdiff_t rpb = WINO_BLOCK_BYTES / (NP * (rpad + ldb) * (ptrdiff_t)sizeof(float) * tw);
+    rpb = FC_MAX((ptrdiff_t)1, FC_MIN(rpb, trows));
+    const ptrdiff_t bt = rpb * tw;                     /* tiles per block */
+    const ptrdiff_t nblk = FC_CEILDIV(trows, rpb);
+    const ptrdiff_t part = NP * rpad * cpad;
+    ptrdiff_t nchunk = FC_MIN((ptrdiff_t)WINO_DW_CHUNKS, nblk);
+    nchunk = FC_MAX((ptrdiff_t)1,
+                    FC_MIN(nchunk, (ptrdiff_t)(WINO_DW_PARTIAL_BYTES / (part * sizeof(float)))));
+    int rc = FC_OK, failed = 0;
+
+    float *xp = (float *)fc_malloc(sizeof(float) * (size_t)(g->n * C * plane + slack));
+    float *gyt = (float *)fc_malloc(sizeof(float) * (size_t)(g->n * ho * wo * k16));
+    float *parts = (float *)fc_malloc(sizeof(float) * (size_t)(nchunk * part));
+    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)bt);
+    if (!xp || !gyt || !parts || !koff) { rc = FC_ENOMEM; goto done; }
+    for (ptrdiff_t t = 0; t < bt; ++t) koff[t] = t * NP * ldb;
+    memset(xp + g->n * C * plane, 0, sizeof(float) * (size_t)slack);
+    wino_pad(x, g->n, C, g->h, g->w, g->ph, g->pw, hp, wp, nthreads, xp);
+    {
+        /* grad_y channels-last, channels padded with zeros to a multiple of WL */
+        const ptrdiff_t hw = ho * wo;
+        ptrdiff_t in;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        for (in = 0; in < g->n; ++in) {
+            const float *src = gy + in * K * hw;
+            float *dst = gyt + in * hw * k16;
+            for (ptrdiff_t p0 = 0; p0 < hw; p0 += 16) {
+                const ptrdiff_t p1 = FC_MIN(hw, p0 + 16);
+                for (ptrdiff_t k = 0; k < K; ++k)
+                    for (ptrdiff_t q = p0; q < p1; ++q) dst[q * k16 + k] = src[k * hw + q];
+                for (ptrdiff_t q = p0; q < p1; ++q)
+                    for (ptrdiff_t k = K; k < k16; ++k) dst[q * k16 + k] = 0;
+            }
+        }
+    }
+
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && nchunk > 1)
+    {
+        float *ab = (float *)fc_malloc(sizeof(float) * (size_t)(NP * rpad * bt));
+        float *bb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * bt * ldb));
+        if (!ab || !bb) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+            /* padding rows (channels past C) and columns past K stay zero for good */
+            memset(ab, 0, sizeof(float) * (size_t)(NP * rpad * bt));
+            memset(bb, 0, sizeof(float) * (size_t)(NP * bt * ldb));
+        }
+        ptrdiff_t ch;
+#pragma omp for schedule(static)
+        for (ch = 0; ch < nchunk; ++ch) {
+            if (!ab || !bb) continue;
+            float *pc = parts + ch * part;
+            memset(pc, 0, sizeof(float) * (size_t)part);
+            for (ptrdiff_t b = ch * nblk / nchunk; b < (ch + 1) * nblk / nchunk; ++b) {
+                const ptrdiff_t s0 = b * rpb, s1 = FC_MIN(trows, s0 + rpb);
+                const ptrdiff_t ntb = (s1 - s0) * tw;  /* tiles in this block */
+                /* A: element (p, c, tile t) at ((c/mr)*NP + p)*bt*mr + t*mr + c%mr */
+                for (ptrdiff_t c = 0; c < C; ++c)
+                    for (ptrdiff_t s = s0; s < s1; ++s) {
+                        const ptrdiff_t in = s / th, r = s % th;
+                        const float *src = xp + (in * C + c) * plane + 2 * r * wp;
+                        for (ptrdiff_t q0 = 0; q0 < tw; q0 += WL)
+                            wino_in_row(src + 2 * q0, wp, (int)FC_MIN((ptrdiff_t)WL, tw - q0),
+                                        ab + (c / mr) * NP * bt * mr + ((s - s0) * tw + q0) * mr
+                                            + c % mr,
+                                        bt * mr, mr);
+                    }
+                /* B: element (p, tile t, k) at (t*NP + p)*ldb + k: one tile's points together */
+                for (ptrdiff_t s = s0; s < s1; ++s) {
+                    const ptrdiff_t in = s / th, r = s % th;
+                    const int nrow = (int)FC_MIN((ptrdiff_t)2, ho - 2 * r);
+                    for (ptrdiff_t q = 0; q < tw; ++q) {
+                        const int ncol = (int)FC_MIN((ptrdiff_t)2, wo - 2 * q);
+                        const float *src = gyt + ((in * ho + 2 * r) * wo + 2 * q) * k16;
+                        float *dst = bb + ((s - s0) * tw + q) * NP * ldb;
+                        for (ptrdiff_t k0 = 0; k0 < k16; k0 += WL)
+                            wino_gy_tile(src + k0, wo * k16, k16, nrow, ncol, dst + k0, ldb);
+                    }
+                }
+                for (ptrdiff_t p = 0; p < NP; ++p)
+                    for (ptrdiff_t r0 = 0; r0 < rpad; r0 += mr) {
+                        const float *a = ab + (r0 * NP + p * mr) * bt;
+                        float *cp = pc + (p * rpad + r0) * cpad;
+                        for (ptrdiff_t j = 0; j < cpad; j += nr)
+                            kk->ukr[slot](ntb, a, bb + p * ldb + j, koff, cp + j, cpad, 1);
+                    }
+            }
+        }
+        fc_free(ab);
+        fc_free(bb);
+    }
+    if (failed) { rc = FC_ENOMEM; goto done; }
+
+    {
+        /* partials added in chunk order into the first, element by element */
+        const int nt1 = fc_threads_for(nthreads, (double)part * nchunk);
+        ptrdiff_t e;
+#pragma omp parallel for schedule(static) num_threads(nt1) if (nt1 > 1)
+        for (e = 0; e < part; ++e) {
+            float s = parts[e];
+            for (ptrdiff_t j = 1; j < nchunk; ++j) s += parts[j * part + e];
+            parts[e] = s;
+        }
+    }
+    {
+        /* dW = G^T dU G per (k, c), in double */
+        const ptrdiff_t total = K * C;
+        const int nt2 = fc_threads_for(nthreads, (double)total * 1000);
+        ptrdiff_t t;
+#pragma omp parallel for schedule(static) num_threads(nt2) if (nt2 > 1)
+        for (t = 0; t < total; ++t) {
+            const ptrdiff_t k = t / C, c = t % C;
+            double du[6][6], tmp[5][6];
+            for (int p = 0; p < NP; ++p) {
+                du[p / 6][p % 6] = parts[(p * rpad + c) * cpad + k];
+            }
+            for (int i = 0; i < 5; ++i)
+                for (int b = 0; b < 6; ++b) {
+                    double s = 0;
+                    for (int a = 0; a < 6; ++a) s += WG[a][i] * du[a][b];
+                    tmp[i][b] = s;
+                }
+            for (int i = 0; i < 5; ++i)
+                for (int j = 0; j < 5; ++j) {
+                    double s = 0;
+                    for (int b = 0; b < 6; ++b) s += tmp[i][b] * WG[b][j];
+                    gw[t * 25 + i * 5 + j] = (float)s;
+                }
+        }
+    }
+    if (gb) {
+        /* per channel: a fixed-order float sum per image plane (16 lanes), added in double */
+        const ptrdiff_t hw = ho * wo;
+        ptrdiff_t k;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        for (k = 0; k < K; ++k) {
+            double s = 0;
+            for (ptrdiff_t in = 0; in < g->n; ++in) {
+                const float *src = gy + (in * K + k) * hw;
+                float lane[WL] = {0};
+                ptrdiff_t q = 0;
+                for (; q + WL <= hw; q += WL)
+                    for (int l = 0; l < WL; ++l) lane[l] += src[q + l];
+                for (int l = 0; q < hw; ++q, ++l) lane[l] += src[q];
+                for (int l = 0; l < WL; ++l) s += lane[l];
+            }
+            gb[k] = (float)s;
+        }
+    }
+done:
+    fc_free(xp);
+    fc_free(gyt);
+    fc_free(parts);
+    free(koff);
+    return rc;
+}
