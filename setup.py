@@ -143,6 +143,7 @@ def _extensions():
             include_dirs=["csrc", np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             depends=["csrc/fastconv.h", "csrc/fc_internal.h", "csrc/fc_conv_impl.h",
+                     "csrc/fc_winograd_rows.h",
                      "csrc/fc_pool_impl.h", "fastconv/_kernels.pxd"],
         )
     ]

@@ -42,6 +42,14 @@
 #include "fc_internal.h"
 
 #define WL 16        /* tiles transformed together (lanes) */
+
+/* Keep short copy loops inline: GCC would turn them into memcpy calls, whose
+ * overhead dominates for rows of a few floats. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FC_NO_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define FC_NO_MEMCPY
+#endif
 #define NP 36        /* transform points per tile */
 #define WINO_BLOCK_BYTES (1 << 20) /* per-thread V + M budget: stays in the 2 MB L2 */
 
@@ -164,79 +172,17 @@ static void wino_pack(const float *u, ptrdiff_t rows, ptrdiff_t red, ptrdiff_t m
         o[5][l] = 4 * d1 - 5 * d3 + d5;                                             \
     } while (0)
 
-/*
- * Input transform of one channel for up to WL tiles side by side in one tile
- * row: the patch of tile q starts at src + 2q (row pitch ld). The even and odd
- * columns are split first, so that both passes run on unit-stride lane arrays.
- * Reads up to 2*WL + 4 values past the last patch (the caller's slack). V point
- * p of tile q < nq goes to dst[p * sp + q * st].
- */
-FC_CLONES static void wino_in_row(const float *FC_RESTRICT src, ptrdiff_t ld, int nq,
-                                  float *FC_RESTRICT dst, ptrdiff_t sp, ptrdiff_t st)
-{
-    float ev[6][WL + 2], od[6][WL + 2], re[6][WL + 2], ro[6][WL + 2];
-    for (int i = 0; i < 6; ++i)
-        for (int q = 0; q < WL + 2; ++q) {
-            ev[i][q] = src[i * ld + 2 * q];
-            od[i][q] = src[i * ld + 2 * q + 1];
-        }
-    /* rows: B^T d on each column */
-    for (int q = 0; q < WL + 2; ++q) {
-        WINO_BT(re, ev[0][q], ev[1][q], ev[2][q], ev[3][q], ev[4][q], ev[5][q], q);
-        WINO_BT(ro, od[0][q], od[1][q], od[2][q], od[3][q], od[4][q], od[5][q], q);
-    }
-    /* columns: patch column j of tile q is re[.][q + j/2] (j even) or ro[.][q + j/2] */
-    for (int a = 0; a < 6; ++a) {
-        float o[6][WL];
-        for (int q = 0; q < WL; ++q)
-            WINO_BT(o, re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
-                    ro[a][q + 2], q);
-        for (int b = 0; b < 6; ++b) {
-            float *dp = dst + (a * 6 + b) * sp;
-            if (st == 1)
-                for (int q = 0; q < nq; ++q) dp[q] = o[b][q];
-            else
-                for (int q = 0; q < nq; ++q) dp[q * st] = o[b][q];
-        }
-    }
-}
+/* The row transforms, RL tiles at a time. (An 8-lane instantiation for 7-tile
+ * rows measured 1.7x slower in total on AVX-512 with GCC: it is not used.) */
+#define RL 16
+#define RSFX(name) name##_16
+#include "fc_winograd_rows.h"
+#undef RL
+#undef RSFX
 
-/*
- * Output transform of one output channel for up to WL tiles side by side in a
- * tile row: M point p of tile q is m[p * sp + q]. Y = A^T M A + bias (then
- * ReLU); output row a < nrow of the tiles goes to y + a * ld, its first ncol
- * values (2 per tile, fewer at an odd right edge).
- */
-FC_CLONES static void wino_out_row(const float *FC_RESTRICT m, ptrdiff_t sp, float bias,
-                                   int relu, int nrow, int ncol, ptrdiff_t ld,
-                                   float *FC_RESTRICT y)
-{
-    float t[2][6][WL], buf[2][2 * WL];
-    for (int j = 0; j < 6; ++j) {
-        const float *m0 = m + j * sp, *m1 = m0 + 6 * sp, *m2 = m1 + 6 * sp, *m3 = m2 + 6 * sp,
-                    *m4 = m3 + 6 * sp, *m5 = m4 + 6 * sp;
-        for (int l = 0; l < WL; ++l) {
-            t[0][j][l] = (m0[l] + m1[l]) + (m2[l] + m3[l]) + m4[l];
-            t[1][j][l] = (m1[l] - m2[l]) + 2 * (m3[l] - m4[l]) + m5[l];
-        }
-    }
-    for (int a = 0; a < 2; ++a)
-        for (int l = 0; l < WL; ++l) {
-            const float *s0 = t[a][0], *s1 = t[a][1], *s2 = t[a][2], *s3 = t[a][3],
-                        *s4 = t[a][4], *s5 = t[a][5];
-            float v0 = (s0[l] + s1[l]) + (s2[l] + s3[l]) + s4[l] + bias;
-            float v1 = (s1[l] - s2[l]) + 2 * (s3[l] - s4[l]) + s5[l] + bias;
-            if (relu) {
-                v0 = v0 <= 0 ? 0.0f : v0; /* NaN stays NaN */
-                v1 = v1 <= 0 ? 0.0f : v1;
-            }
-            buf[a][2 * l] = v0;
-            buf[a][2 * l + 1] = v1;
-        }
-    /* a loop, not memcpy: ncol is small and a libc call per row costs more than the copy */
-    for (int a = 0; a < nrow; ++a)
-        for (int i = 0; i < ncol; ++i) y[a * ld + i] = buf[a][i];
-}
+typedef void (*wino_in_row_fn)(const float *, ptrdiff_t, int, float *, ptrdiff_t, ptrdiff_t, int);
+typedef void (*wino_out_row_fn)(const float *, ptrdiff_t, float, int, int, int, ptrdiff_t,
+                                float *);
 
 /*
  * Grad-output transform for grad-weight on WL channels of one tile: Z = A dY A^T
@@ -263,15 +209,20 @@ FC_CLONES static void wino_gy_tile(const float *FC_RESTRICT g, ptrdiff_t sa, ptr
             r[5][b][l] = y1;
         }
     for (int a = 0; a < 6; ++a) {
-        float *dp = dst + a * 6 * sp;
+        float z[6][WL];
         for (int l = 0; l < WL; ++l) {
             const float y0 = r[a][0][l], y1 = r[a][1][l];
-            dp[0 * sp + l] = y0;
-            dp[1 * sp + l] = y0 + y1;
-            dp[2 * sp + l] = y0 - y1;
-            dp[3 * sp + l] = y0 + 2 * y1;
-            dp[4 * sp + l] = y0 - 2 * y1;
-            dp[5 * sp + l] = y1;
+            z[0][l] = y0;
+            z[1][l] = y0 + y1;
+            z[2][l] = y0 - y1;
+            z[3][l] = y0 + 2 * y1;
+            z[4][l] = y0 - 2 * y1;
+            z[5][l] = y1;
+        }
+        /* one store loop per point: the compiler cannot prove six strided rows apart */
+        for (int b = 0; b < 6; ++b) {
+            float *dp = dst + (a * 6 + b) * sp;
+            for (int l = 0; l < WL; ++l) dp[l] = z[b][l];
         }
     }
 }
@@ -280,7 +231,7 @@ FC_CLONES static void wino_gy_tile(const float *FC_RESTRICT g, ptrdiff_t sa, ptr
  * Zero-padded copy: xp[n][c][hp][wp] = x[n][c][yq - top][xq - left] (0 outside).
  * Rows/columns of x beyond hp/wp are not needed by any tile and are dropped.
  */
-static void wino_pad(const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w,
+FC_NO_MEMCPY static void wino_pad(const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrdiff_t w,
                      ptrdiff_t top, ptrdiff_t left, ptrdiff_t hp, ptrdiff_t wp, int nt,
                      float *xp /* OUT */)
 {
@@ -299,7 +250,8 @@ static void wino_pad(const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h, ptrd
                 continue;
             }
             for (ptrdiff_t q = 0; q < lo; ++q) drow[q] = 0;
-            memcpy(drow + lo, s + ys * w + (lo - left), sizeof(float) * (size_t)(hi - lo));
+            const float *srow = s + ys * w - left;
+            for (ptrdiff_t q = lo; q < hi; ++q) drow[q] = srow[q];
             for (ptrdiff_t q = hi; q < wp; ++q) drow[q] = 0;
         }
     }
@@ -319,12 +271,16 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
     const ptrdiff_t trows = n * th;           /* tile rows over all images */
     const ptrdiff_t hp = 2 * th + 4, wp = 2 * tw + 4, plane = hp * wp;
     const ptrdiff_t slack = 2 * WL + 64;      /* wino_in_row reads past the last patch */
+    const ptrdiff_t rl = 16;                  /* lanes of the row transforms */
+    const wino_in_row_fn in_row = wino_in_row_16;
+    const wino_out_row_fn out_row = wino_out_row_16;
     int slot;
     ptrdiff_t rpb;
     wino_fwd_plan(kk, m, cin, tw, trows, &slot, &rpb);
     const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
     const ptrdiff_t mpad = FC_ROUNDUP(m, mr);
     const ptrdiff_t bt = FC_ROUNDUP(rpb * tw, nr);  /* GEMM columns per block */
+    const ptrdiff_t vp_pitch = bt + WL;              /* room for wino_in_row's full stores */
     const ptrdiff_t nblk = FC_CEILDIV(trows, rpb);
     int rc = FC_OK, failed = 0;
 
@@ -333,13 +289,13 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
     ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)cin);
     if (!ap || !xp || !koff) { rc = FC_ENOMEM; goto done; }
     wino_pack(u, m, cin, mr, mpad, ap);
-    for (ptrdiff_t c = 0; c < cin; ++c) koff[c] = c * NP * bt;
+    for (ptrdiff_t c = 0; c < cin; ++c) koff[c] = c * NP * vp_pitch;
     memset(xp + n * cin * plane, 0, sizeof(float) * (size_t)slack);
     wino_pad(x, n, cin, h, w, top, left, hp, wp, nt, xp);
 
 #pragma omp parallel num_threads(nt) if (nt > 1 && nblk > 1)
     {
-        float *vb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * cin * bt));
+        float *vb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * cin * vp_pitch));
         /* + WL: wino_out_row reads whole lane arrays past the last tile */
         float *mb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * mpad * bt + WL));
         if (!vb || !mb) {
@@ -347,7 +303,7 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
             failed = 1;
         } else {
             /* columns past the block's tiles are computed, never stored: keep them finite */
-            memset(vb, 0, sizeof(float) * (size_t)(NP * cin * bt));
+            memset(vb, 0, sizeof(float) * (size_t)(NP * cin * vp_pitch));
         }
         ptrdiff_t b;
 #pragma omp for schedule(static)
@@ -355,19 +311,19 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
             if (!vb || !mb) continue;
             const ptrdiff_t s0 = b * rpb, s1 = FC_MIN(trows, s0 + rpb);
             /* input transform: V point p of channel c, column col = (s - s0) * tw + q at
-             * vb[(c * NP + p) * bt + col]: one channel's transform stays in L1 */
+             * vb[(c * NP + p) * vp_pitch + col]: one channel's transform stays in L1 */
             for (ptrdiff_t c = 0; c < cin; ++c)
                 for (ptrdiff_t s = s0; s < s1; ++s) {
                     const ptrdiff_t in = s / th, r = s % th;
                     const float *src = xp + (in * cin + c) * plane + 2 * r * wp;
-                    for (ptrdiff_t q0 = 0; q0 < tw; q0 += WL)
-                        wino_in_row(src + 2 * q0, wp, (int)FC_MIN((ptrdiff_t)WL, tw - q0),
-                                    vb + c * NP * bt + (s - s0) * tw + q0, bt, 1);
+                    for (ptrdiff_t q0 = 0; q0 < tw; q0 += rl)
+                        in_row(src + 2 * q0, wp, (int)FC_MIN(rl, tw - q0),
+                                    vb + c * NP * vp_pitch + (s - s0) * tw + q0, vp_pitch, 1, 1);
                 }
             /* 36 GEMMs: M[p] (mpad x bt) = U[p] . V[p]; M point p of output channel k
              * at mb[(k * NP + p) * bt + col] */
             for (ptrdiff_t p = 0; p < NP; ++p) {
-                const float *vp = vb + p * bt;
+                const float *vp = vb + p * vp_pitch;
                 for (ptrdiff_t r0 = 0; r0 < mpad; r0 += mr) {
                     const float *a = ap + (p * mpad + r0) * cin;
                     float *cp = mb + (r0 * NP + p) * bt;
@@ -382,9 +338,9 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
                     const ptrdiff_t in = s / th, r = s % th;
                     float *yrow = y + (in * m + k) * ho * wo + 2 * r * wo;
                     const int nrow = (int)FC_MIN((ptrdiff_t)2, ho - 2 * r);
-                    for (ptrdiff_t q0 = 0; q0 < tw; q0 += WL) {
-                        const int ncol = (int)FC_MIN(2 * (ptrdiff_t)WL, wo - 2 * q0);
-                        wino_out_row(mb + k * NP * bt + (s - s0) * tw + q0, bt, bv, relu, nrow,
+                    for (ptrdiff_t q0 = 0; q0 < tw; q0 += rl) {
+                        const int ncol = (int)FC_MIN(2 * rl, wo - 2 * q0);
+                        out_row(mb + k * NP * bt + (s - s0) * tw + q0, bt, bv, relu, nrow,
                                      ncol, wo, yrow + 2 * q0);
                     }
                 }
@@ -445,6 +401,8 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
     const ptrdiff_t th = FC_CEILDIV(ho, 2), tw = FC_CEILDIV(wo, 2), trows = g->n * th;
     const ptrdiff_t hp = 2 * th + 4, wp = 2 * tw + 4, plane = hp * wp;
     const ptrdiff_t slack = 2 * WL + 64;
+    const ptrdiff_t rl = 16;
+    const wino_in_row_fn in_row = wino_in_row_16;
     /*
      * dU[p] (C x K) = sum over tiles of V[p] (x) Z[p]: GEMM rows are input
      * channels (A: V packed in panels of MR, tile-major), columns grad_y channels
@@ -517,11 +475,11 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
                     for (ptrdiff_t s = s0; s < s1; ++s) {
                         const ptrdiff_t in = s / th, r = s % th;
                         const float *src = xp + (in * C + c) * plane + 2 * r * wp;
-                        for (ptrdiff_t q0 = 0; q0 < tw; q0 += WL)
-                            wino_in_row(src + 2 * q0, wp, (int)FC_MIN((ptrdiff_t)WL, tw - q0),
+                        for (ptrdiff_t q0 = 0; q0 < tw; q0 += rl)
+                            in_row(src + 2 * q0, wp, (int)FC_MIN(rl, tw - q0),
                                         ab + (c / mr) * NP * bt * mr + ((s - s0) * tw + q0) * mr
                                             + c % mr,
-                                        bt * mr, mr);
+                                        bt * mr, mr, 0);
                     }
                 /* B: element (p, tile t, k) at (t*NP + p)*ldb + k: one tile's points together */
                 for (ptrdiff_t s = s0; s < s1; ++s) {
