@@ -8,19 +8,35 @@
  * row: the patch of tile q starts at src + 2q (row pitch ld). The even and odd
  * columns are split first, so that both passes run on unit-stride lane arrays.
  * Reads up to 2*RL + 4 values past the last patch (the caller's slack). V point
- * p of tile q < nq goes to dst[p * sp + q * st]. With `room` (and st == 1) all
- * RL lanes are stored (full vectors): the caller leaves RL columns of room after
- * each point and writes tiles left to right, so the extra lanes are overwritten.
+ * p of tile q < nq goes to dst[p * sp + q * st].
+ *
+ * A narrow layer (nq <= WINO_PAIR_MAX tiles per row, e.g. 7 for a 14-wide
+ * output) would leave most lanes idle: then src2, if not NULL, is a second
+ * tile row of nq tiles, worked on in lanes WINO_PAIR_OFF.. (its patches need
+ * columns up to 2*nq + 3, which must not overlap the first row's), and its V
+ * goes to dst[p * sp + (nq + q) * st].
+ *
+ * With `room` (and st == 1) whole lane arrays are stored (full vectors): the
+ * caller leaves 2*RL columns of room after each point and writes tiles left to
+ * right, so the extra lanes are overwritten later or never read.
  */
-FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src, ptrdiff_t ld, int nq,
-                                  float *FC_RESTRICT dst, ptrdiff_t sp, ptrdiff_t st, int room)
+FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
+                                        const float *FC_RESTRICT src2, ptrdiff_t ld, int nq,
+                                        float *FC_RESTRICT dst, ptrdiff_t sp, ptrdiff_t st,
+                                        int room)
 {
     float ev[6][RL + 2], od[6][RL + 2], re[6][RL + 2], ro[6][RL + 2];
-    for (int i = 0; i < 6; ++i)
-        for (int q = 0; q < RL + 2; ++q) {
+    const int split = src2 ? WINO_PAIR_OFF : RL + 2;
+    for (int i = 0; i < 6; ++i) {
+        for (int q = 0; q < split; ++q) {
             ev[i][q] = src[i * ld + 2 * q];
             od[i][q] = src[i * ld + 2 * q + 1];
         }
+        for (int q = split; q < RL + 2; ++q) {
+            ev[i][q] = src2[i * ld + 2 * (q - split)];
+            od[i][q] = src2[i * ld + 2 * (q - split) + 1];
+        }
+    }
     /* rows: B^T d on each column */
     for (int q = 0; q < RL + 2; ++q) {
         WINO_BT(re, ev[0][q], ev[1][q], ev[2][q], ev[3][q], ev[4][q], ev[5][q], q);
@@ -28,16 +44,23 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src, ptrdiff_t 
     }
     /* columns: patch column j of tile q is re[.][q + j/2] (j even) or ro[.][q + j/2] */
     for (int a = 0; a < 6; ++a) {
-        float o[6][RL];
+        float o[6][RL + WINO_PAIR_OFF];
         for (int q = 0; q < RL; ++q)
             WINO_BT(o, re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
                     ro[a][q + 2], q);
         for (int b = 0; b < 6; ++b) {
             float *dp = dst + (a * 6 + b) * sp;
-            if (room)
+            if (room) {
                 for (int q = 0; q < RL; ++q) dp[q] = o[b][q];
-            else
+                if (src2) {
+                    for (int q = RL; q < RL + WINO_PAIR_OFF; ++q) o[b][q] = 0;
+                    for (int q = 0; q < RL; ++q) dp[nq + q] = o[b][WINO_PAIR_OFF + q];
+                }
+            } else {
                 for (int q = 0; q < nq; ++q) dp[q * st] = o[b][q];
+                if (src2)
+                    for (int q = 0; q < nq; ++q) dp[(nq + q) * st] = o[b][WINO_PAIR_OFF + q];
+            }
         }
     }
 }
