@@ -26,6 +26,39 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
                                         int room)
 {
     float ev[6][RL + 2], od[6][RL + 2], re[6][RL + 2], ro[6][RL + 2];
+#if WINO_VEC16 && RL == 16
+    /* GCC vector extensions: two contiguous loads and a two-source permute per
+     * row split even from odd columns (plain C makes 32 scalar inserts of it) */
+    for (int i = 0; i < 6; ++i) {
+        const float *sa = src + i * ld;
+        wino_v16 a0, a1, e, o;
+        memcpy(&a0, sa, sizeof a0);
+        memcpy(&a1, sa + 16, sizeof a1);
+        e = __builtin_shuffle(a0, a1, WINO_EVEN);
+        o = __builtin_shuffle(a0, a1, WINO_ODD);
+        if (src2) {
+            const float *sb = src2 + i * ld;
+            wino_v16 b0, b1, e2, o2;
+            memcpy(&b0, sb, sizeof b0);
+            memcpy(&b1, sb + 16, sizeof b1);
+            e2 = __builtin_shuffle(b0, b1, WINO_EVEN);
+            o2 = __builtin_shuffle(b0, b1, WINO_ODD);
+            e = __builtin_shuffle(e, e2, WINO_JOIN);
+            o = __builtin_shuffle(o, o2, WINO_JOIN);
+            ev[i][16] = e2[16 - WINO_PAIR_OFF];
+            ev[i][17] = e2[17 - WINO_PAIR_OFF];
+            od[i][16] = o2[16 - WINO_PAIR_OFF];
+            od[i][17] = o2[17 - WINO_PAIR_OFF];
+        } else {
+            ev[i][16] = sa[32];
+            ev[i][17] = sa[34];
+            od[i][16] = sa[33];
+            od[i][17] = sa[35];
+        }
+        memcpy(ev[i], &e, sizeof e);
+        memcpy(od[i], &o, sizeof o);
+    }
+#else
     const int split = src2 ? WINO_PAIR_OFF : RL + 2;
     for (int i = 0; i < 6; ++i) {
         for (int q = 0; q < split; ++q) {
@@ -37,25 +70,27 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
             od[i][q] = src2[i * ld + 2 * (q - split) + 1];
         }
     }
+#endif
     /* rows: B^T d on each column */
     for (int q = 0; q < RL + 2; ++q) {
         WINO_BT(re, ev[0][q], ev[1][q], ev[2][q], ev[3][q], ev[4][q], ev[5][q], q);
         WINO_BT(ro, od[0][q], od[1][q], od[2][q], od[3][q], od[4][q], od[5][q], q);
     }
     /* columns: patch column j of tile q is re[.][q + j/2] (j even) or ro[.][q + j/2] */
+    float o[6][RL + WINO_PAIR_OFF];
+    for (int b = 0; b < 6; ++b)
+        for (int q = RL; q < RL + WINO_PAIR_OFF; ++q) o[b][q] = 0; /* never computed */
     for (int a = 0; a < 6; ++a) {
-        float o[6][RL + WINO_PAIR_OFF];
         for (int q = 0; q < RL; ++q)
             WINO_BT(o, re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
                     ro[a][q + 2], q);
         for (int b = 0; b < 6; ++b) {
             float *dp = dst + (a * 6 + b) * sp;
             if (room) {
-                for (int q = 0; q < RL; ++q) dp[q] = o[b][q];
-                if (src2) {
-                    for (int q = RL; q < RL + WINO_PAIR_OFF; ++q) o[b][q] = 0;
-                    for (int q = 0; q < RL; ++q) dp[nq + q] = o[b][WINO_PAIR_OFF + q];
-                }
+                /* fixed-size memcpy: one vector move (GCC assembles the loop
+                 * form from 16 scalar loads at this unaligned offset) */
+                memcpy(dp, o[b], sizeof(float) * RL);
+                if (src2) memcpy(dp + nq, o[b] + WINO_PAIR_OFF, sizeof(float) * RL);
             } else {
                 for (int q = 0; q < nq; ++q) dp[q * st] = o[b][q];
                 if (src2)
