@@ -128,7 +128,10 @@ def set_winograd(mode):
     ----------
     mode : None, True or False
         None (the default, also ``FASTCONV_WINOGRAD=auto``): where measured to
-        be faster (at least 16 input and 16 output channels). True
+        be faster, per pass: forward and grad_input with at least 16 input and
+        16 output channels and 512 channel pairs; grad_weight with at least 32
+        of each (its GEMM pads small output-channel counts to the kernel
+        width, 48 or 64 on AVX-512). True
         (``FASTCONV_WINOGRAD=1``): for every supported layer. False
         (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
 
@@ -149,8 +152,13 @@ def set_winograd(mode):
     return previous
 
 
-def _winograd_ok(g, dtype):
-    """True if this convolution should run on the Winograd kernels."""
+def _winograd_ok(g, dtype, grad_weight=False):
+    """True if this convolution pass should run on the Winograd kernels.
+
+    The auto rule is measured (1 thread, AVX-512, batch 64, 14x14 and 28x28):
+    forward and grad-input gain from 16 -> 32 channels up (16 -> 16 is a tie);
+    grad-weight loses below 32 output channels and gains from 32 -> 32 up.
+    """
     if _winograd is False or dtype != np.float32:
         return False
     if (g.kh, g.kw) != (5, 5) or g.stride != (1, 1) or g.dilation != (1, 1):
@@ -159,7 +167,9 @@ def _winograd_ok(g, dtype):
         return False
     if _winograd is True:
         return True
-    return g.c >= 16 and g.k >= 16
+    if grad_weight:
+        return g.c >= 32 and g.k >= 32
+    return g.c >= 16 and g.k >= 16 and g.c * g.k >= 512
 
 
 def release_memory():
@@ -478,8 +488,9 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         gy = relu_backward(gy, relu_output)
     geom = g.as_tuple()
     wino = _winograd_ok(g, x.dtype)
+    wino_w = _winograd_ok(g, x.dtype, grad_weight=True)
     bwd_data = _kernels.conv2d_backward_data_winograd if wino else _kernels.conv2d_backward_data
-    bwd_weight = (_kernels.conv2d_backward_weight_winograd if wino
+    bwd_weight = (_kernels.conv2d_backward_weight_winograd if wino_w
                   else _kernels.conv2d_backward_weight)
     if gx is not None:
         _last_algorithm["grad_input"] = "winograd" if wino else "direct"
@@ -490,7 +501,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
             bwd_data(gy, _contig(weight), geom, nt, full)
             gx[...] = full[:, :, :x.shape[2], :x.shape[3]]
     if gw is not None or gb is not None:
-        _last_algorithm["grad_weight"] = "winograd" if wino else "direct"
+        _last_algorithm["grad_weight"] = "winograd" if wino_w else "direct"
         gw_buf = gw if gw is not None else np.empty(weight.shape, dtype=x.dtype)
         bwd_weight(gy, _contig(g.grow(x)), geom, nt, gw_buf, gb)
     return gx, gw, gb

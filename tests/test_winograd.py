@@ -168,31 +168,38 @@ def test_winograd_1_and_2_threads_bitwise_equal(wino, rng, restore_threads):
         oracle.assert_bitwise_equal(a, b_, what)
 
 
+W, D = "winograd", "direct"
+
+
 @pytest.mark.parametrize("kw, expect", [
-    (dict(), "winograd"),                                        # MNIST CNN conv2
-    (dict(dtype=np.float64), "direct"),
-    (dict(stride=2), "direct"),
-    (dict(dilation=2), "direct"),
-    (dict(groups=2), "direct"),
-    (dict(padding=5), "direct"),                                 # grad-input needs pad <= 4
-    (dict(ksize=3), "direct"),
-    (dict(c=6), "direct"),                                       # auto: too few channels
-    (dict(padding="same"), "winograd"),
-    (dict(padding="valid"), "winograd"),
+    (dict(), (W, W, W)),                          # 32 -> 32 channels
+    (dict(k=64), (W, W, W)),                      # the MNIST CNN's conv2
+    (dict(dtype=np.float64), (D, D, D)),
+    (dict(stride=2), (D, D, D)),
+    (dict(dilation=2), (D, D, D)),
+    (dict(groups=2), (D, D, D)),
+    (dict(padding=5), (D, D, D)),                 # grad-input needs padding <= 4
+    (dict(ksize=3), (D, D, D)),
+    (dict(c=6, k=16), (D, D, D)),                 # LeNet-5 conv2: too few channels
+    (dict(c=16, k=16), (D, D, D)),                # measured a tie
+    (dict(c=16), (W, W, D)),                      # grad-weight wants >= 32 of each
+    (dict(padding="same"), (W, W, W)),
+    (dict(padding="valid"), (W, W, W)),
 ])
 def test_winograd_dispatch_auto(kw, expect, rng):
     previous = F.set_winograd(None)
     try:
         dtype = kw.get("dtype", np.float32)
-        c, ks, groups = kw.get("c", 32), kw.get("ksize", 5), kw.get("groups", 1)
+        c, k = kw.get("c", 32), kw.get("k", 32)
+        ks, groups = kw.get("ksize", 5), kw.get("groups", 1)
         x = rng.standard_normal((2, c, 14, 14)).astype(dtype)
-        wt = rng.standard_normal((32, c // groups, ks, ks)).astype(dtype)
+        wt = rng.standard_normal((k, c // groups, ks, ks)).astype(dtype)
         args = dict(stride=kw.get("stride", 1), padding=kw.get("padding", 2),
                     dilation=kw.get("dilation", 1), groups=groups)
         y = F.conv2d(x, wt, None, **args)
         F.conv2d_backward(np.ones_like(y), x, wt, **args)
         algo = F.info()["last_conv_algorithm"]
-        assert algo == {"forward": expect, "grad_input": expect, "grad_weight": expect}
+        assert (algo["forward"], algo["grad_input"], algo["grad_weight"]) == expect
         assert F.info()["winograd"] == "auto"
     finally:
         F.set_winograd(previous)
