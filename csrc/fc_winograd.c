@@ -199,8 +199,8 @@ typedef int wino_i16 __attribute__((vector_size(64)));
 
 typedef void (*wino_in_row_fn)(const float *, const float *, ptrdiff_t, int, float *, ptrdiff_t,
                                ptrdiff_t, int);
-typedef void (*wino_out_row_fn)(const float *, ptrdiff_t, float, int, int, int, ptrdiff_t,
-                                float *);
+typedef void (*wino_out_row_fn)(const float *, ptrdiff_t, float, int, int, int, int, ptrdiff_t,
+                                float *, int, float *);
 
 /*
  * Grad-output transform for grad-weight on WL channels of one tile: Z = A dY A^T
@@ -359,18 +359,28 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
                         kk->ukr[slot](cin, a, vp + j, koff, cp + j, NP * bt, 0);
                 }
             }
-            /* output transform straight into y */
+            /* output transform straight into y (narrow tile rows in pairs) */
             for (ptrdiff_t k = 0; k < m; ++k) {
                 const float bv = bias ? bias[k] : 0.0f;
-                for (ptrdiff_t s = s0; s < s1; ++s) {
-                    const ptrdiff_t in = s / th, r = s % th;
-                    float *yrow = y + (in * m + k) * ho * wo + 2 * r * wo;
+                for (ptrdiff_t s = s0; s < s1;) {
+                    const ptrdiff_t r = s % th;
+                    float *yrow = y + ((s / th) * m + k) * ho * wo + 2 * r * wo;
                     const int nrow = (int)FC_MIN((ptrdiff_t)2, ho - 2 * r);
+                    const float *mk = mb + k * NP * bt + (s - s0) * tw;
+                    if (2 * tw <= rl && s + 1 < s1) {
+                        const ptrdiff_t r2 = (s + 1) % th;
+                        float *yrow2 = y + (((s + 1) / th) * m + k) * ho * wo + 2 * r2 * wo;
+                        out_row(mk, bt, bv, relu, (int)tw, nrow, (int)wo, wo, yrow,
+                                (int)FC_MIN((ptrdiff_t)2, ho - 2 * r2), yrow2);
+                        s += 2;
+                        continue;
+                    }
                     for (ptrdiff_t q0 = 0; q0 < tw; q0 += rl) {
                         const int ncol = (int)FC_MIN(2 * rl, wo - 2 * q0);
-                        out_row(mb + k * NP * bt + (s - s0) * tw + q0, bt, bv, relu, nrow,
-                                     ncol, wo, yrow + 2 * q0);
+                        out_row(mk + q0, bt, bv, relu, (int)FC_MIN(rl, tw - q0), nrow, ncol, wo,
+                                yrow + 2 * q0, 0, NULL);
                     }
+                    ++s;
                 }
             }
         }

@@ -104,11 +104,14 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
  * Output transform of one output channel for up to RL tiles side by side in a
  * tile row: M point p of tile q is m[p * sp + q]. Y = A^T M A + bias (then
  * ReLU); output row a < nrow of the tiles goes to y + a * ld, its first ncol
- * values (2 per tile, fewer at an odd right edge).
+ * values (2 per tile, fewer at an odd right edge). If y2 is not NULL, the next
+ * tile row (nq <= RL/2 tiles each) follows in lanes nq..2nq-1 of m and goes to
+ * y2 (nrow2 rows, the same ncol).
  */
-FC_CLONES FC_NO_MEMCPY static void RSFX(wino_out_row)(const float *FC_RESTRICT m, ptrdiff_t sp, float bias,
-                                   int relu, int nrow, int ncol, ptrdiff_t ld,
-                                   float *FC_RESTRICT y)
+FC_CLONES FC_NO_MEMCPY static void RSFX(wino_out_row)(const float *FC_RESTRICT m, ptrdiff_t sp,
+                                                      float bias, int relu, int nq, int nrow,
+                                                      int ncol, ptrdiff_t ld, float *y,
+                                                      int nrow2, float *y2)
 {
     float t[2][6][RL], buf[2][2 * RL];
     for (int j = 0; j < 6; ++j) {
@@ -135,5 +138,8 @@ FC_CLONES FC_NO_MEMCPY static void RSFX(wino_out_row)(const float *FC_RESTRICT m
     /* a loop, not memcpy: ncol is small and a libc call per row costs more than the copy */
     for (int a = 0; a < nrow; ++a)
         for (int i = 0; i < ncol; ++i) y[a * ld + i] = buf[a][i];
+    if (y2)
+        for (int a = 0; a < nrow2; ++a)
+            for (int i = 0; i < ncol; ++i) y2[a * ld + i] = buf[a][2 * nq + i];
 }
 
