@@ -231,3 +231,26 @@ def test_fastconv_winograd_environment_variable(value, mode):
         env=env, capture_output=True, text=True, check=True,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__))))
     assert out.stdout.strip() == mode
+
+
+def test_winograd_nan_spreads_to_whole_tiles(rng):
+    """A NaN input poisons every output whose 5x5 window holds it (the direct path's
+    set) and, under Winograd, all 4 outputs of every tile whose 6x6 patch holds it
+    (documented in docs/design.md)."""
+    f = np.float32
+    x = rng.standard_normal((1, 16, 9, 9)).astype(f)
+    x[0, 3, 4, 5] = np.nan
+    wt = rng.standard_normal((32, 16, 5, 5)).astype(f)
+    previous = F.set_winograd(False)
+    try:
+        direct = np.isnan(F.conv2d(x, wt, padding=2))
+        F.set_winograd(True)
+        wino = np.isnan(F.conv2d(x, wt, padding=2))
+    finally:
+        F.set_winograd(previous)
+    want_direct = np.zeros((9, 9), bool)
+    want_direct[2:7, 3:8] = True            # |oh - 4| <= 2, |ow - 5| <= 2
+    want_wino = np.zeros((9, 9), bool)
+    want_wino[2:8, 2:8] = True              # tiles (1..3, 1..3): patches reach row 4, col 5
+    assert (direct == want_direct).all()
+    assert (wino == want_wino).all()
