@@ -35,13 +35,18 @@
  *                are added in chunk order, so results do not depend on the
  *                thread count.
  *
- * The transforms work on WL tiles at a time (one value per tile in a lane
- * array) so that the compiler vectorises them; FC_CLONES gives them AVX-512 /
- * AVX2 versions. Weight transforms are done in double (they are cheap).
+ * The data transforms are plain C on lane arrays, which the compiler vectorises
+ * (FC_CLONES gives them AVX-512 / AVX2 versions): the input and output
+ * transforms run across the 16 tiles of a tile row (two rows of <= 7 tiles per
+ * call, as a 14-wide output has), the grad_y transform of grad-weight across
+ * 16 channels of a channels-last copy. Weight transforms are done in double
+ * (they are cheap) and rounded once.
  */
 #include "fc_internal.h"
 
-#define WL 16        /* tiles transformed together (lanes) */
+#define WL 16        /* lanes of the data transforms */
+#define NP 36        /* transform points per tile */
+#define WINO_BLOCK_BYTES (1 << 20) /* per-thread V + M budget: stays in the 2 MB L2 */
 
 /* Keep short copy loops inline: GCC would turn them into memcpy calls, whose
  * overhead dominates for rows of a few floats. */
@@ -50,8 +55,6 @@
 #else
 #define FC_NO_MEMCPY
 #endif
-#define NP 36        /* transform points per tile */
-#define WINO_BLOCK_BYTES (1 << 20) /* per-thread V + M budget: stays in the 2 MB L2 */
 
 static const double WG[6][5] = {
     {1.0 / 4, 0, 0, 0, 0},
