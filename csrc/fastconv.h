@@ -69,6 +69,19 @@ int fc_conv2d_bwd_weight_f32(const float *gy, const float *x, const fc_conv_geom
 int fc_conv2d_bwd_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
                              int nthreads, double *gw /* OUT */, double *gb /* OUT or NULL */);
 
+/*
+ * Winograd F(2x2, 5x5) versions of the three passes (csrc/fc_winograd.c), float32
+ * only. Same contract as above, for 5x5 kernels, stride 1, dilation 1, groups 1;
+ * grad-input also needs padding <= 4. Fewer multiplies, different rounding:
+ * results differ from the direct kernels by a few float32 ulps of the output scale.
+ */
+int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
+                           const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
+int fc_conv2d_bwd_data_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                                int nthreads, float *gx /* OUT */);
+int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                                  int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
+
 /* ---- pooling -------------------------------------------------------------- */
 /* idx may be NULL (no indices wanted). Indices are h * W + w in the input plane. */
 int fc_maxpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads,

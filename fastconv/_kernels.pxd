@@ -39,6 +39,13 @@ cdef extern from "fastconv.h" nogil:
     int fc_conv2d_bwd_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
                                  int nthreads, double *gw, double *gb)
 
+    int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
+                               const fc_conv_geom *g, int relu, int nthreads, float *y)
+    int fc_conv2d_bwd_data_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                                    int nthreads, float *gx)
+    int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                                      int nthreads, float *gw, float *gb)
+
     int fc_maxpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads,
                              float *y, int64_t *idx)
     int fc_maxpool2d_fwd_f64(const double *x, const fc_pool_geom *g, int nthreads,

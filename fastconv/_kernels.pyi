@@ -46,6 +46,27 @@ def conv2d_backward_weight(
     gw: _Float,
     gb: Optional[_Float],
 ) -> None: ...
+# Winograd F(2x2, 5x5): float32 only; 5x5, stride 1, dilation 1, groups 1, padding <= 4.
+def conv2d_forward_winograd(
+    x: _Float,
+    w: _Float,
+    bias: Optional[_Float],
+    geom: _ConvGeom,
+    relu: bool,
+    nthreads: int,
+    y: _Float,
+) -> None: ...
+def conv2d_backward_data_winograd(
+    gy: _Float, w: _Float, geom: _ConvGeom, nthreads: int, gx: _Float
+) -> None: ...
+def conv2d_backward_weight_winograd(
+    gy: _Float,
+    x: _Float,
+    geom: _ConvGeom,
+    nthreads: int,
+    gw: _Float,
+    gb: Optional[_Float],
+) -> None: ...
 def max_pool2d_forward(
     x: _Float, geom: _PoolGeom, nthreads: int, y: _Float, idx: Optional[_Int64]
 ) -> None: ...

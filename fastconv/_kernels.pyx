@@ -85,6 +85,44 @@ def conv2d_backward_weight(const floating[:, :, :, ::1] gy, const floating[:, :,
     _check(rc)
 
 
+
+def conv2d_forward_winograd(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w,
+                            const float[::1] bias, tuple geom, bint relu, int nthreads,
+                            float[:, :, :, ::1] y):
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef const float *bp = NULL
+    cdef int rc
+    if bias is not None:
+        bp = &bias[0]
+    with nogil:
+        rc = fc_conv2d_fwd_wino_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, relu, nthreads,
+                                    &y[0, 0, 0, 0])
+    _check(rc)
+
+
+def conv2d_backward_data_winograd(const float[:, :, :, ::1] gy, const float[:, :, :, ::1] w,
+                                  tuple geom, int nthreads, float[:, :, :, ::1] gx):
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef int rc
+    with nogil:
+        rc = fc_conv2d_bwd_data_wino_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
+                                         &gx[0, 0, 0, 0])
+    _check(rc)
+
+
+def conv2d_backward_weight_winograd(const float[:, :, :, ::1] gy,
+                                    const float[:, :, :, ::1] x, tuple geom, int nthreads,
+                                    float[:, :, :, ::1] gw, float[::1] gb):
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef float *gbp = NULL
+    cdef int rc
+    if gb is not None:
+        gbp = &gb[0]
+    with nogil:
+        rc = fc_conv2d_bwd_weight_wino_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
+                                           &gw[0, 0, 0, 0], gbp)
+    _check(rc)
+
 def max_pool2d_forward(const floating[:, :, :, ::1] x, tuple geom, int nthreads,
                        floating[:, :, :, ::1] y, int64_t[:, :, :, ::1] idx):
     cdef fc_pool_geom g = _pool_geom(geom, False)

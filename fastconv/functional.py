@@ -12,6 +12,7 @@ Output size of convolution and pooling along each spatial axis::
 """
 
 import operator
+import os
 import platform
 
 import numpy as np
@@ -44,6 +45,7 @@ __all__ = [
     "info",
     "simd_level",
     "set_simd_level",
+    "set_winograd",
     "release_memory",
 ]
 
@@ -111,6 +113,65 @@ def set_simd_level(name):
     return _kernels.simd_name(_kernels.set_simd_level(_SIMD_NAMES[name]))
 
 
+# ------------------------------------------------------------- winograd ---
+# None = auto (measured rule in _winograd_ok), True = wherever supported, False = never.
+_WINOGRAD_ENV = {"": None, "auto": None, "1": True, "on": True, "0": False, "off": False}
+_winograd = _WINOGRAD_ENV.get(os.environ.get("FASTCONV_WINOGRAD", "").strip().lower())
+# Which algorithm each conv pass ran last ('winograd' or 'direct'); for tests and debugging.
+_last_algorithm = {}
+
+
+def set_winograd(mode):
+    """Choose when float32 5x5 stride-1 convolutions use the Winograd kernels.
+
+    Parameters
+    ----------
+    mode : None, True or False
+        None (the default, also ``FASTCONV_WINOGRAD=auto``): where measured to
+        be faster, per pass: forward and grad_input with at least 16 input and
+        16 output channels and 512 channel pairs; grad_weight with at least 32
+        of each (its GEMM pads small output-channel counts to the kernel
+        width, 48 or 64 on AVX-512). True
+        (``FASTCONV_WINOGRAD=1``): for every supported layer. False
+        (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
+
+    Supported: float32, 5x5 kernel, stride 1, dilation 1, groups 1, padding <= 4.
+    Winograd F(2x2, 5x5) does 2.78x fewer multiplies and rounds differently: on
+    N(0, 1) data its results differ from the direct kernels by about 1e-5 of
+    the output's largest magnitude (docs/design.md has the figures).
+
+    Returns
+    -------
+    previous : None, True or False
+        The mode in force before the call (to restore it).
+    """
+    global _winograd
+    if mode is not None and not isinstance(mode, bool):
+        raise TypeError(f"set_winograd: mode must be None, True or False, got {mode!r}")
+    previous, _winograd = _winograd, mode
+    return previous
+
+
+def _winograd_ok(g, dtype, grad_weight=False):
+    """True if this convolution pass should run on the Winograd kernels.
+
+    The auto rule is measured (1 thread, AVX-512, batch 64, 14x14 and 28x28):
+    forward and grad-input gain from 16 -> 32 channels up (16 -> 16 is a tie);
+    grad-weight loses below 32 output channels and gains from 32 -> 32 up.
+    """
+    if _winograd is False or dtype != np.float32:
+        return False
+    if (g.kh, g.kw) != (5, 5) or g.stride != (1, 1) or g.dilation != (1, 1):
+        return False
+    if g.groups != 1 or g.extra != (0, 0) or max(g.pad) > 4:
+        return False
+    if _winograd is True:
+        return True
+    if grad_weight:
+        return g.c >= 32 and g.k >= 32
+    return g.c >= 16 and g.k >= 16 and g.c * g.k >= 512
+
+
 def release_memory():
     """Return the kernels' pooled scratch memory to the system.
 
@@ -131,6 +192,8 @@ def info():
         "threads": get_num_threads(),
         "forked_child_serial": _kernels.forked_child(),
         "scratch_pool_bytes": _kernels.pool_bytes(),
+        "winograd": {None: "auto", True: "on", False: "off"}[_winograd],
+        "last_conv_algorithm": dict(_last_algorithm),
         "numpy": np.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -356,9 +419,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
     y = _check_out(fn, "out", out, g.out_shape, x.dtype)
     if y.size == 0:
         return y
-    _kernels.conv2d_forward(_contig(g.grow(x)), _contig(weight),
-                            None if bias is None else _contig(bias), g.as_tuple(),
-                            activation == "relu", get_num_threads(), y)
+    kern = _kernels.conv2d_forward
+    _last_algorithm["forward"] = "direct"
+    if _winograd_ok(g, x.dtype):
+        kern = _kernels.conv2d_forward_winograd
+        _last_algorithm["forward"] = "winograd"
+    kern(_contig(g.grow(x)), _contig(weight), None if bias is None else _contig(bias),
+         g.as_tuple(), activation == "relu", get_num_threads(), y)
     return y
 
 
@@ -420,16 +487,23 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     if relu_output is not None:
         gy = relu_backward(gy, relu_output)
     geom = g.as_tuple()
+    wino = _winograd_ok(g, x.dtype)
+    wino_w = _winograd_ok(g, x.dtype, grad_weight=True)
+    bwd_data = _kernels.conv2d_backward_data_winograd if wino else _kernels.conv2d_backward_data
+    bwd_weight = (_kernels.conv2d_backward_weight_winograd if wino_w
+                  else _kernels.conv2d_backward_weight)
     if gx is not None:
+        _last_algorithm["grad_input"] = "winograd" if wino else "direct"
         if g.extra == (0, 0):
-            _kernels.conv2d_backward_data(gy, _contig(weight), geom, nt, gx)
+            bwd_data(gy, _contig(weight), geom, nt, gx)
         else:
             full = np.empty((g.n, g.c, g.h, g.w), dtype=x.dtype)
-            _kernels.conv2d_backward_data(gy, _contig(weight), geom, nt, full)
+            bwd_data(gy, _contig(weight), geom, nt, full)
             gx[...] = full[:, :, :x.shape[2], :x.shape[3]]
     if gw is not None or gb is not None:
+        _last_algorithm["grad_weight"] = "winograd" if wino_w else "direct"
         gw_buf = gw if gw is not None else np.empty(weight.shape, dtype=x.dtype)
-        _kernels.conv2d_backward_weight(gy, _contig(g.grow(x)), geom, nt, gw_buf, gb)
+        bwd_weight(gy, _contig(g.grow(x)), geom, nt, gw_buf, gb)
     return gx, gw, gb
 
 

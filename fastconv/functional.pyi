@@ -5,7 +5,7 @@ results are ndarrays of the input's dtype. Shapes and semantics are in the
 docstrings of the implementation (and docs/api.md).
 """
 
-from typing import Any, Literal, Sequence, Tuple, Union, overload
+from typing import Any, Literal, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -27,6 +27,7 @@ __all__ = [
     "info",
     "simd_level",
     "set_simd_level",
+    "set_winograd",
     "release_memory",
 ]
 
@@ -39,6 +40,7 @@ def get_num_threads() -> int: ...
 def openmp_enabled() -> bool: ...
 def simd_level() -> str: ...
 def set_simd_level(name: str) -> str: ...
+def set_winograd(mode: Optional[bool]) -> Optional[bool]: ...
 def release_memory() -> None: ...
 def info() -> dict[str, Any]: ...
 def conv2d_output_shape(

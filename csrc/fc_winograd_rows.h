@@ -1,0 +1,145 @@
+/*
+ * fc_winograd_rows.h - the Winograd F(2x2, 5x5) input and output transforms of
+ * one tile row, vectorised across the tiles of the row (RL lanes). Included by
+ * fc_winograd.c with RL and RSFX(name) set.
+ */
+/*
+ * Input transform of one channel for up to RL tiles side by side in one tile
+ * row: the patch of tile q starts at src + 2q (row pitch ld). The even and odd
+ * columns are split first, so that both passes run on unit-stride lane arrays.
+ * Reads up to 2*RL + 4 values past the last patch (the caller's slack). V point
+ * p of tile q < nq goes to dst[p * sp + q * st].
+ *
+ * A narrow layer (nq <= WINO_PAIR_MAX tiles per row, e.g. 7 for a 14-wide
+ * output) would leave most lanes idle: then src2, if not NULL, is a second
+ * tile row of nq tiles, worked on in lanes WINO_PAIR_OFF.. (its patches need
+ * columns up to 2*nq + 3, which must not overlap the first row's), and its V
+ * goes to dst[p * sp + (nq + q) * st].
+ *
+ * With `room` (and st == 1) whole lane arrays are stored (full vectors): the
+ * caller leaves 2*RL columns of room after each point and writes tiles left to
+ * right, so the extra lanes are overwritten later or never read.
+ */
+FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
+                                        const float *FC_RESTRICT src2, ptrdiff_t ld, int nq,
+                                        float *FC_RESTRICT dst, ptrdiff_t sp, ptrdiff_t st,
+                                        int room)
+{
+    float ev[6][RL + 2], od[6][RL + 2], re[6][RL + 2], ro[6][RL + 2];
+#if WINO_VEC16 && RL == 16
+    /* GCC vector extensions: two contiguous loads and a two-source permute per
+     * row split even from odd columns (plain C makes 32 scalar inserts of it) */
+    for (int i = 0; i < 6; ++i) {
+        const float *sa = src + i * ld;
+        wino_v16 a0, a1, e, o;
+        memcpy(&a0, sa, sizeof a0);
+        memcpy(&a1, sa + 16, sizeof a1);
+        e = __builtin_shuffle(a0, a1, WINO_EVEN);
+        o = __builtin_shuffle(a0, a1, WINO_ODD);
+        if (src2) {
+            const float *sb = src2 + i * ld;
+            wino_v16 b0, b1, e2, o2;
+            memcpy(&b0, sb, sizeof b0);
+            memcpy(&b1, sb + 16, sizeof b1);
+            e2 = __builtin_shuffle(b0, b1, WINO_EVEN);
+            o2 = __builtin_shuffle(b0, b1, WINO_ODD);
+            e = __builtin_shuffle(e, e2, WINO_JOIN);
+            o = __builtin_shuffle(o, o2, WINO_JOIN);
+            ev[i][16] = e2[16 - WINO_PAIR_OFF];
+            ev[i][17] = e2[17 - WINO_PAIR_OFF];
+            od[i][16] = o2[16 - WINO_PAIR_OFF];
+            od[i][17] = o2[17 - WINO_PAIR_OFF];
+        } else {
+            ev[i][16] = sa[32];
+            ev[i][17] = sa[34];
+            od[i][16] = sa[33];
+            od[i][17] = sa[35];
+        }
+        memcpy(ev[i], &e, sizeof e);
+        memcpy(od[i], &o, sizeof o);
+    }
+#else
+    const int split = src2 ? WINO_PAIR_OFF : RL + 2;
+    for (int i = 0; i < 6; ++i) {
+        for (int q = 0; q < split; ++q) {
+            ev[i][q] = src[i * ld + 2 * q];
+            od[i][q] = src[i * ld + 2 * q + 1];
+        }
+        for (int q = split; q < RL + 2; ++q) {
+            ev[i][q] = src2[i * ld + 2 * (q - split)];
+            od[i][q] = src2[i * ld + 2 * (q - split) + 1];
+        }
+    }
+#endif
+    /* rows: B^T d on each column */
+    for (int q = 0; q < RL + 2; ++q) {
+        WINO_BT(re, ev[0][q], ev[1][q], ev[2][q], ev[3][q], ev[4][q], ev[5][q], q);
+        WINO_BT(ro, od[0][q], od[1][q], od[2][q], od[3][q], od[4][q], od[5][q], q);
+    }
+    /* columns: patch column j of tile q is re[.][q + j/2] (j even) or ro[.][q + j/2] */
+    float o[6][RL + WINO_PAIR_OFF];
+    for (int b = 0; b < 6; ++b)
+        for (int q = RL; q < RL + WINO_PAIR_OFF; ++q) o[b][q] = 0; /* never computed */
+    for (int a = 0; a < 6; ++a) {
+        for (int q = 0; q < RL; ++q)
+            WINO_BT(o, re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
+                    ro[a][q + 2], q);
+        for (int b = 0; b < 6; ++b) {
+            float *dp = dst + (a * 6 + b) * sp;
+            if (room) {
+                /* fixed-size memcpy: one vector move (GCC assembles the loop
+                 * form from 16 scalar loads at this unaligned offset) */
+                memcpy(dp, o[b], sizeof(float) * RL);
+                if (src2) memcpy(dp + nq, o[b] + WINO_PAIR_OFF, sizeof(float) * RL);
+            } else {
+                for (int q = 0; q < nq; ++q) dp[q * st] = o[b][q];
+                if (src2)
+                    for (int q = 0; q < nq; ++q) dp[(nq + q) * st] = o[b][WINO_PAIR_OFF + q];
+            }
+        }
+    }
+}
+
+/*
+ * Output transform of one output channel for up to RL tiles side by side in a
+ * tile row: M point p of tile q is m[p * sp + q]. Y = A^T M A + bias (then
+ * ReLU); output row a < nrow of the tiles goes to y + a * ld, its first ncol
+ * values (2 per tile, fewer at an odd right edge). If y2 is not NULL, the next
+ * tile row (nq <= RL/2 tiles each) follows in lanes nq..2nq-1 of m and goes to
+ * y2 (nrow2 rows, the same ncol).
+ */
+FC_CLONES FC_NO_MEMCPY static void RSFX(wino_out_row)(const float *FC_RESTRICT m, ptrdiff_t sp,
+                                                      float bias, int relu, int nq, int nrow,
+                                                      int ncol, ptrdiff_t ld, float *y,
+                                                      int nrow2, float *y2)
+{
+    float t[2][6][RL], buf[2][2 * RL];
+    for (int j = 0; j < 6; ++j) {
+        const float *m0 = m + j * sp, *m1 = m0 + 6 * sp, *m2 = m1 + 6 * sp, *m3 = m2 + 6 * sp,
+                    *m4 = m3 + 6 * sp, *m5 = m4 + 6 * sp;
+        for (int l = 0; l < RL; ++l) {
+            t[0][j][l] = (m0[l] + m1[l]) + (m2[l] + m3[l]) + m4[l];
+            t[1][j][l] = (m1[l] - m2[l]) + 2 * (m3[l] - m4[l]) + m5[l];
+        }
+    }
+    for (int a = 0; a < 2; ++a)
+        for (int l = 0; l < RL; ++l) {
+            const float *s0 = t[a][0], *s1 = t[a][1], *s2 = t[a][2], *s3 = t[a][3],
+                        *s4 = t[a][4], *s5 = t[a][5];
+            float v0 = (s0[l] + s1[l]) + (s2[l] + s3[l]) + s4[l] + bias;
+            float v1 = (s1[l] - s2[l]) + 2 * (s3[l] - s4[l]) + s5[l] + bias;
+            if (relu) {
+                v0 = v0 <= 0 ? 0.0f : v0; /* NaN stays NaN */
+                v1 = v1 <= 0 ? 0.0f : v1;
+            }
+            buf[a][2 * l] = v0;
+            buf[a][2 * l + 1] = v1;
+        }
+    /* a loop, not memcpy: ncol is small and a libc call per row costs more than the copy */
+    for (int a = 0; a < nrow; ++a)
+        for (int i = 0; i < ncol; ++i) y[a * ld + i] = buf[a][i];
+    if (y2)
+        for (int a = 0; a < nrow2; ++a)
+            for (int i = 0; i < ncol; ++i) y2[a * ld + i] = buf[a][2 * nq + i];
+}
+
