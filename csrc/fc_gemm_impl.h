@@ -1,0 +1,434 @@
+/*
+ * fc_gemm_impl.h - dense matrix product for the Linear layer, written once for
+ * both dtypes. Included by fc_gemm.c with REAL, SFX(name), KERN, GETK, RKERN
+ * and GETR set.
+ *
+ * fc_gemm computes C (=|+=) op(A) op(B) (+ bias). Internally it multiplies
+ *     P[m, n] = A'[m, k] B'[k, n]
+ * where row k of B' must be contiguous in n (the micro-kernels load NR
+ * consecutive values of it). When op(B) is B itself that holds and P = C.
+ * When op(B) = B^T it does not, so the driver computes P = C^T = op(B)^T op(A)^T
+ * instead and writes P transposed into C. Then:
+ *   - A' is either read in place, a row-major block (row-A kernels: a dense
+ *     layer's weight is never copied), or packed into k-major panels of MR rows
+ *     (a transposed A, which is the small grad_out in the weight gradient);
+ *   - B' is read in place with row stride ldb, or is a zero-padded transposed
+ *     copy when neither layout fits (the forward's input x, also small).
+ * The big operand of every dense-layer product (the weight, or the weight
+ * gradient being written) is thus touched exactly once and never copied.
+ *
+ * Work: P is cut into register tiles MR x NR of one kernel slot; tiles are
+ * grouped into tasks along one dimension (a number of tasks that depends on
+ * the shape only); inside a task the reduction runs in KC-blocks in a fixed
+ * order. Every P element is computed by one task in one fixed order, so the
+ * result is bitwise identical for any thread count.
+ */
+
+#define GEMM SFX(fc_gemm_plan)
+
+typedef struct {
+    ptrdiff_t m, n, kdim;
+    int slot;                  /* kernel slot: mr x nr */
+    ptrdiff_t mr, nr;
+    /* A': rows (row-A kernel) or packed panels */
+    const REAL *arow;          /* A'[i, k] = arow[i * lda + k]; NULL when packed */
+    ptrdiff_t lda;
+    const REAL *atail;         /* row-A: the last, partial panel's rows, zero padded, lda = kdim */
+    const REAL *apack;         /* packed: panel p at apack + p * kdim * mr, mr values per k */
+    /* B': row k at b + koff[k]; the last tile reads from btail (koff_t) when set */
+    const REAL *b;
+    const ptrdiff_t *koff;
+    const REAL *btail;
+    const ptrdiff_t *koff_t;
+    int b_strided;             /* B' is read in place from a caller's matrix */
+    /* destination */
+    REAL *c;
+    ptrdiff_t ldc;
+    int trans_out;             /* P[i, j] goes to c[j * ldc + i] */
+    const REAL *bias;
+    int bias_rows;             /* bias indexed by the row (1) or the column (0) of P */
+    int accumulate;
+} GEMM;
+
+/* Reduction block: the B' block of one tile (KC x NR) stays in L1 while every
+ * row panel of the task runs over it. FASTCONV_GEMM_KC overrides (tuning). */
+#define FC_GEMM_KC 256
+
+/*
+ * Kernel slot for an m x n product: the least padded work per unit of register
+ * tile (all the big tiles keep the FMA units equally busy), ties to the taller
+ * tile, whose B loads are shared by more rows.
+ */
+static int SFX(gemm_slot)(const KERN *kk, ptrdiff_t m, ptrdiff_t n)
+{
+    int best = -1;
+    double best_cost = 0;
+    for (int s = 0; s < FC_NUM_MR; ++s) {
+        if (kk->mr[s] <= 0) continue;
+        const double mr = kk->mr[s], nr = kk->nr[s];
+        const double area = mr * nr;
+        const double cost = (double)FC_ROUNDUP(m, (ptrdiff_t)mr) *
+                            (double)FC_ROUNDUP(n, (ptrdiff_t)nr) / area;
+        if (best < 0 || cost < best_cost * 0.999 ||
+            (cost <= best_cost * 1.001 && kk->mr[s] > kk->mr[best])) {
+            best = s;
+            best_cost = cost;
+        }
+    }
+    return best;
+}
+
+/* Store a computed block of P (rows i0.., cols j0.., pitch ldp) into C. */
+static void SFX(gemm_store)(const GEMM *g, const REAL *p, ptrdiff_t ldp, ptrdiff_t i0,
+                            ptrdiff_t rows, ptrdiff_t j0, ptrdiff_t cols)
+{
+    for (ptrdiff_t i = 0; i < rows; ++i) {
+        const REAL *pr = p + i * ldp;
+        const ptrdiff_t gi = i0 + i;
+        const REAL brow = (g->bias && g->bias_rows) ? g->bias[gi] : (REAL)0;
+        const REAL *bcol = (g->bias && !g->bias_rows) ? g->bias + j0 : NULL;
+        if (!g->trans_out) {
+            REAL *cr = g->c + gi * g->ldc + j0;
+            if (g->accumulate) {
+                if (bcol) for (ptrdiff_t j = 0; j < cols; ++j) cr[j] += pr[j] + bcol[j];
+                else for (ptrdiff_t j = 0; j < cols; ++j) cr[j] += pr[j] + brow;
+            } else {
+                if (bcol) for (ptrdiff_t j = 0; j < cols; ++j) cr[j] = pr[j] + bcol[j];
+                else for (ptrdiff_t j = 0; j < cols; ++j) cr[j] = pr[j] + brow;
+            }
+        } else {
+            REAL *cc = g->c + j0 * g->ldc + gi;
+            const ptrdiff_t ld = g->ldc;
+            if (g->accumulate) {
+                if (bcol) for (ptrdiff_t j = 0; j < cols; ++j) cc[j * ld] += pr[j] + bcol[j];
+                else for (ptrdiff_t j = 0; j < cols; ++j) cc[j * ld] += pr[j] + brow;
+            } else {
+                if (bcol) for (ptrdiff_t j = 0; j < cols; ++j) cc[j * ld] = pr[j] + bcol[j];
+                else for (ptrdiff_t j = 0; j < cols; ++j) cc[j * ld] = pr[j] + brow;
+            }
+        }
+    }
+}
+
+/* Tasks: FC_GEMM_TASKS blocks of tiles along the longer tile dimension. */
+#define FC_GEMM_TASKS 24
+
+static int SFX(gemm_run)(const GEMM *g, int nt)
+{
+    const KERN *kk = GETK();
+    const RKERN *rk = GETR();
+    const ptrdiff_t mr = g->mr, nr = g->nr;
+    const ptrdiff_t tm = FC_CEILDIV(g->m, mr), tn = FC_CEILDIV(g->n, nr);
+    /* split the columns when there are many column tiles, else the rows */
+    const int split_n = tn >= 16 || tn >= tm;
+    const ptrdiff_t tsplit = split_n ? tn : tm;
+    const ptrdiff_t ntask = FC_MIN(tsplit, (ptrdiff_t)gemm_env_int("FASTCONV_GEMM_TASKS", FC_GEMM_TASKS));
+    ptrdiff_t kcb = gemm_env_int("FASTCONV_GEMM_KC", FC_GEMM_KC);
+    if (kcb < 8) kcb = FC_GEMM_KC;
+    /* the most tiles any task gets along the split dimension */
+    const ptrdiff_t per_max = FC_CEILDIV(tsplit, ntask);
+    const ptrdiff_t cb_rows = (split_n ? tm : per_max) * mr;
+    const ptrdiff_t cb_cols = (split_n ? per_max : tn) * nr;
+    const int direct_ok = !g->trans_out && !g->bias;
+    /* copy B' tiles when they are read in place and shared by several row panels */
+    const int pack_b = g->b_strided && (split_n ? tm : FC_CEILDIV(tsplit, ntask)) > 1 &&
+                       gemm_env_int("FASTCONV_GEMM_PACKB", 1);
+    int failed = 0;
+
+#pragma omp parallel num_threads(nt) if (nt > 1 && ntask > 1)
+    {
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(cb_rows * cb_cols));
+        REAL *bbuf = NULL;
+        ptrdiff_t *koff_c = NULL;
+        if (pack_b && cbuf) {
+            bbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(kcb * cb_cols));
+            koff_c = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)kcb);
+            if (!bbuf || !koff_c) {
+                fc_free(cbuf);
+                cbuf = NULL;
+            } else {
+                for (ptrdiff_t q = 0; q < kcb; ++q) koff_c[q] = q * nr;
+            }
+        }
+        if (!cbuf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t t;
+#pragma omp for schedule(static)
+        for (t = 0; t < ntask; ++t) {
+            if (!cbuf) continue;
+            /* tiles [lo, hi) of the split dimension, spread evenly */
+            const ptrdiff_t lo = t * tsplit / ntask, hi = (t + 1) * tsplit / ntask;
+            const ptrdiff_t pi0 = split_n ? 0 : lo, pi1 = split_n ? tm : hi;
+            const ptrdiff_t tj0 = split_n ? lo : 0, tj1 = split_n ? hi : tn;
+            for (ptrdiff_t pc = 0; pc < g->kdim; pc += kcb) {
+                const ptrdiff_t kc = FC_MIN(kcb, g->kdim - pc);
+                if (bbuf) {
+                    /* B' rows far apart in memory (a weight's rows) cost a TLB walk
+                     * each and map onto few cache sets: copy this reduction block of
+                     * the task's full tiles, a whole row at a time, into tile-major
+                     * order, where each tile stays in L1 for every row panel. */
+                    const ptrdiff_t tfull = FC_MIN(tj1, g->n / nr) - tj0;
+                    for (ptrdiff_t q = 0; q < kc; ++q) {
+                        const REAL *src = g->b + tj0 * nr + g->koff[pc + q];
+                        for (ptrdiff_t u = 0; u < tfull; ++u)
+                            memcpy(bbuf + (u * kc + q) * nr, src + u * nr,
+                                   sizeof(REAL) * (size_t)nr);
+                    }
+                }
+                for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
+                    const ptrdiff_t j0 = tj * nr;
+                    const int full_n = j0 + nr <= g->n;
+                    const REAL *bp;
+                    const ptrdiff_t *ko;
+                    if (!full_n && g->btail) {
+                        bp = g->btail;
+                        ko = g->koff_t + pc;
+                    } else if (bbuf) {
+                        bp = bbuf + (tj - tj0) * kc * nr;
+                        ko = koff_c;
+                    } else {
+                        bp = g->b + j0;
+                        ko = g->koff + pc;
+                    }
+                    for (ptrdiff_t pi = pi0; pi < pi1; ++pi) {
+                        const ptrdiff_t i0 = pi * mr;
+                        const int full_m = i0 + mr <= g->m;
+                        const int direct = direct_ok && full_n && full_m;
+                        REAL *cp;
+                        ptrdiff_t ldc;
+                        int acc;
+                        if (direct) {
+                            cp = g->c + i0 * g->ldc + j0;
+                            ldc = g->ldc;
+                            acc = pc > 0 || g->accumulate;
+                        } else {
+                            cp = cbuf + (pi - pi0) * mr * cb_cols + (tj - tj0) * nr;
+                            ldc = cb_cols;
+                            acc = pc > 0;
+                        }
+                        if (g->arow) {
+                            if (full_m)
+                                rk[g->slot](kc, g->arow + i0 * g->lda + pc, g->lda, bp, ko,
+                                            cp, ldc, acc);
+                            else
+                                rk[g->slot](kc, g->atail + pc, g->kdim, bp, ko, cp, ldc, acc);
+                        } else {
+                            kk->ukr[g->slot](kc, g->apack + pi * g->kdim * mr + pc * mr, bp,
+                                             ko, cp, ldc, acc);
+                        }
+                    }
+                }
+            }
+            /* the tiles that went through cbuf */
+            for (ptrdiff_t pi = pi0; pi < pi1; ++pi) {
+                const ptrdiff_t i0 = pi * mr, rows = FC_MIN(mr, g->m - i0);
+                for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
+                    const ptrdiff_t j0 = tj * nr, cols = FC_MIN(nr, g->n - j0);
+                    if (direct_ok && rows == mr && cols == nr) continue;
+                    SFX(gemm_store)(g, cbuf + (pi - pi0) * mr * cb_cols + (tj - tj0) * nr,
+                                    cb_cols, i0, rows, j0, cols);
+                }
+            }
+        }
+        fc_free(cbuf);
+        fc_free(bbuf);
+        free(koff_c);
+    }
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/*
+ * Zero-padded transposed copy: dst[k * ld + i] = src[i * ls + k] for i < m,
+ * 0 for m <= i < ld; k < kdim. Blocks of 16 x 16 keep both sides in cache.
+ */
+static void SFX(gemm_transpose_pad)(const REAL *src, ptrdiff_t ls, ptrdiff_t m, ptrdiff_t kdim,
+                                    ptrdiff_t ld, int nt, REAL *dst)
+{
+    const ptrdiff_t nkb = FC_CEILDIV(kdim, 16);
+    ptrdiff_t kb;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && nkb > 1)
+    for (kb = 0; kb < nkb; ++kb) {
+        const ptrdiff_t k0 = kb * 16, k1 = FC_MIN(kdim, k0 + 16);
+        for (ptrdiff_t i0 = 0; i0 < m; i0 += 16) {
+            const ptrdiff_t i1 = FC_MIN(m, i0 + 16);
+            for (ptrdiff_t k = k0; k < k1; ++k)
+                for (ptrdiff_t i = i0; i < i1; ++i) dst[k * ld + i] = src[i * ls + k];
+        }
+        for (ptrdiff_t k = k0; k < k1; ++k)
+            for (ptrdiff_t i = m; i < ld; ++i) dst[k * ld + i] = 0;
+    }
+}
+
+int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                 const REAL *a, ptrdiff_t lda, const REAL *b, ptrdiff_t ldb, const REAL *bias,
+                 int bias_mode, int accumulate, int nthreads, REAL *c, ptrdiff_t ldc)
+{
+    if (m <= 0 || n <= 0) return FC_OK;
+    if (bias_mode == FC_BIAS_NONE) bias = NULL;
+    if (k <= 0) { /* empty reduction: C (=|+=) bias or 0 */
+        for (ptrdiff_t i = 0; i < m; ++i)
+            for (ptrdiff_t j = 0; j < n; ++j) {
+                const REAL v = !bias ? (REAL)0
+                               : bias_mode == FC_BIAS_ROWS ? bias[i] : bias[j];
+                c[i * ldc + j] = accumulate ? c[i * ldc + j] + v : v;
+            }
+        return FC_OK;
+    }
+    nthreads = fc_threads_for(nthreads, (double)m * (double)n * (double)k);
+    const KERN *kk = GETK();
+    GEMM g;
+    memset(&g, 0, sizeof g);
+    g.c = c;
+    g.ldc = ldc;
+    g.accumulate = accumulate;
+    g.kdim = k;
+    /* operands of P = A' B' */
+    const REAL *arow = NULL, *apk_src = NULL, *bdir = NULL, *btr_src = NULL;
+    ptrdiff_t a_ld = 0, apk_ld = 0, bdir_ld = 0, btr_ld = 0;
+    ptrdiff_t apk_rs = 1;          /* packed source: A'[i, k] = apk_src[i * apk_rs + k * apk_ld] */
+    if (!transb) {                 /* P = C = op(A) B */
+        g.m = m; g.n = n; g.trans_out = 0;
+        if (!transa) { arow = a; a_ld = lda; }
+        else { apk_src = a; apk_ld = lda; }           /* A'[i, k] = a[k * lda + i] */
+        bdir = b; bdir_ld = ldb;
+        g.bias_rows = bias_mode == FC_BIAS_ROWS;
+    } else {                       /* P = C^T = B op(A)^T, with B = b rows (n x k) */
+        g.m = n; g.n = m; g.trans_out = 1;
+        arow = b; a_ld = ldb;
+        if (transa) { bdir = a; bdir_ld = lda; }      /* B'[k, i] = a[k * lda + i] */
+        else { btr_src = a; btr_ld = lda; }           /* B'[k, i] = a[i * lda + k] */
+        g.bias_rows = bias_mode == FC_BIAS_COLS;
+    }
+    g.bias = bias;
+    g.slot = SFX(gemm_slot)(kk, g.m, g.n);
+    {
+        const int forced = gemm_env_int("FASTCONV_GEMM_SLOT", -1);
+        if (forced >= 0 && forced < FC_NUM_MR && kk->mr[forced] > 0) g.slot = forced;
+    }
+    g.mr = kk->mr[g.slot];
+    g.nr = kk->nr[g.slot];
+    /*
+     * A row-major A' that is the smaller operand and is reused by several column
+     * tiles is packed after all: its rows are often a power-of-two apart (a
+     * grad_out of 1024 features) and would then fight for the same L1 sets.
+     * The big operand (a weight) is never copied.
+     */
+    if (arow && g.n > g.nr && (double)g.m <= (double)g.n &&
+        gemm_env_int("FASTCONV_GEMM_PACKA", 1)) {
+        apk_src = arow; apk_rs = a_ld; apk_ld = 1;
+        arow = NULL;
+    }
+    const ptrdiff_t mr = g.mr, nr = g.nr;
+    const ptrdiff_t npad = FC_ROUNDUP(g.n, nr), mpad = FC_ROUNDUP(g.m, mr);
+    const ptrdiff_t m_rem = g.m % mr, n_rem = g.n % nr;
+
+    /* one allocation for the offset tables, then the REAL scratch */
+    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * k));
+    size_t nscratch = 0;
+    if (arow && m_rem) nscratch += (size_t)(mr * k);            /* atail */
+    if (apk_src) nscratch += (size_t)(mpad * k);                 /* apack */
+    if (btr_src) nscratch += (size_t)(k * npad);                 /* transposed B' */
+    else if (n_rem) nscratch += (size_t)(k * nr);                /* btail */
+    REAL *scratch = nscratch ? (REAL *)fc_malloc(sizeof(REAL) * nscratch) : NULL;
+    if (!koff || (nscratch && !scratch)) {
+        free(koff);
+        fc_free(scratch);
+        return FC_ENOMEM;
+    }
+    REAL *sp = scratch;
+    ptrdiff_t *koff_t = koff + k;
+    if (arow) {
+        g.arow = arow;
+        g.lda = a_ld;
+        if (m_rem) {
+            REAL *at = sp;
+            sp += mr * k;
+            const ptrdiff_t i0 = g.m - m_rem;
+            for (ptrdiff_t r = 0; r < mr; ++r) {
+                if (r < m_rem) memcpy(at + r * k, arow + (i0 + r) * a_ld, sizeof(REAL) * (size_t)k);
+                else memset(at + r * k, 0, sizeof(REAL) * (size_t)k);
+            }
+            g.atail = at;
+        }
+    } else {
+        REAL *ap = sp;
+        sp += mpad * k;
+        const ptrdiff_t npan = mpad / mr;
+        ptrdiff_t p;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && npan > 1)
+        for (p = 0; p < npan; ++p) {
+            REAL *dst = ap + p * k * mr;
+            const ptrdiff_t i0 = p * mr, rows = FC_MIN(mr, g.m - i0);
+            if (apk_rs == 1) {
+                for (ptrdiff_t kk2 = 0; kk2 < k; ++kk2) {
+                    const REAL *s = apk_src + kk2 * apk_ld + i0;
+                    ptrdiff_t r = 0;
+                    for (; r < rows; ++r) dst[kk2 * mr + r] = s[r];
+                    for (; r < mr; ++r) dst[kk2 * mr + r] = 0;
+                }
+            } else { /* rows of a row-major A' (apk_ld == 1) */
+                for (ptrdiff_t r = 0; r < mr; ++r) {
+                    const REAL *s = apk_src + (i0 + r) * apk_rs;
+                    if (r < rows)
+                        for (ptrdiff_t kk2 = 0; kk2 < k; ++kk2) dst[kk2 * mr + r] = s[kk2];
+                    else
+                        for (ptrdiff_t kk2 = 0; kk2 < k; ++kk2) dst[kk2 * mr + r] = 0;
+                }
+            }
+        }
+        g.apack = ap;
+    }
+    if (btr_src) {
+        REAL *bt = sp;
+        sp += k * npad;
+        SFX(gemm_transpose_pad)(btr_src, btr_ld, g.n, k, npad, nthreads, bt);
+        g.b = bt;
+        for (ptrdiff_t i = 0; i < k; ++i) koff[i] = i * npad;
+    } else {
+        g.b = bdir;
+        g.b_strided = 1;
+        for (ptrdiff_t i = 0; i < k; ++i) koff[i] = i * bdir_ld;
+        if (n_rem) { /* the last tile would read past the end of B's last row */
+            REAL *bt = sp;
+            sp += k * nr;
+            const ptrdiff_t j0 = g.n - n_rem;
+            for (ptrdiff_t i = 0; i < k; ++i) {
+                memcpy(bt + i * nr, bdir + i * bdir_ld + j0, sizeof(REAL) * (size_t)n_rem);
+                memset(bt + i * nr + n_rem, 0, sizeof(REAL) * (size_t)(nr - n_rem));
+                koff_t[i] = i * nr;
+            }
+            g.btail = bt;
+            g.koff_t = koff_t;
+        }
+    }
+    g.koff = koff;
+    int rc = SFX(gemm_run)(&g, nthreads);
+    free(koff);
+    fc_free(scratch);
+    return rc;
+}
+
+int SFX(fc_colsum)(const REAL *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda, int accumulate,
+                   int nthreads, REAL *out)
+{
+    /* column blocks of 256: each output sums its column top to bottom, in order */
+    const ptrdiff_t nb = FC_CEILDIV(n, 256);
+    nthreads = fc_threads_for(nthreads, (double)m * (double)n);
+    ptrdiff_t jb;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && nb > 1)
+    for (jb = 0; jb < nb; ++jb) {
+        const ptrdiff_t j0 = jb * 256, j1 = FC_MIN(n, j0 + 256);
+        REAL s[256];
+        for (ptrdiff_t j = j0; j < j1; ++j) s[j - j0] = 0;
+        for (ptrdiff_t i = 0; i < m; ++i) {
+            const REAL *r = a + i * lda;
+            for (ptrdiff_t j = j0; j < j1; ++j) s[j - j0] += r[j];
+        }
+        for (ptrdiff_t j = j0; j < j1; ++j) out[j] = accumulate ? out[j] + s[j - j0] : s[j - j0];
+    }
+    return FC_OK;
+}
+
+#undef GEMM
