@@ -1,6 +1,12 @@
 /* fc_gemm.c - instantiates the dense matrix product (fc_gemm_impl.h) for float and double. */
 #include "fc_internal.h"
 
+#if defined(__GNUC__)
+#define FC_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#else
+#define FC_PREFETCH_L2(p) ((void)(p))
+#endif
+
 /*
  * Integer tuning switch from the environment, read on every call (tests and
  * tuning flip them between calls): FASTCONV_GEMM_KC (reduction block),
