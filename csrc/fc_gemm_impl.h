@@ -220,6 +220,16 @@ static int SFX(gemm_run)(const GEMM *g, int nt)
                             cp = g->c + i0 * g->ldc + j0;
                             ldc = g->ldc;
                             acc = pc > 0 || g->accumulate;
+                            /* The next panel's C tile is mr rows a whole C row apart (a
+                             * weight gradient's 12.5 KB): no hardware prefetcher follows
+                             * that, and the kernel would wait on memory at its end. */
+                            if (pi + 1 < pi1 && pc == 0)
+                                for (ptrdiff_t r = 0; r < mr; ++r) {
+                                    const char *row = (const char *)(cp + (mr + r) * ldc);
+                                    for (ptrdiff_t off = 0; off < nr * (ptrdiff_t)sizeof(REAL);
+                                         off += 64)
+                                        FC_PREFETCH_W(row + off);
+                                }
                         } else {
                             cp = cbuf + (pi - pi0) * mr * cb_cols + (tj - tj0) * nr;
                             ldc = cb_cols;
