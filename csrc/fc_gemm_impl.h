@@ -48,6 +48,13 @@ typedef struct {
     const REAL *bias;
     int bias_rows;             /* bias indexed by the row (1) or the column (0) of P */
     int accumulate;
+    /* packing done by the team at the start of gemm_run (one parallel region) */
+    const REAL *apk_src;       /* A'[i, k] = apk_src[i * apk_rs + k * apk_ld] -> apack */
+    ptrdiff_t apk_rs, apk_ld;
+    REAL *apack_dst;
+    const REAL *btr_src;       /* B'[k, j] = btr_src[j * btr_ld + k] -> bt_dst, ld npad */
+    ptrdiff_t btr_ld, npad;
+    REAL *bt_dst;
 } GEMM;
 
 /* Reduction block: the B' block of one tile (KC x NR) stays in L1 while every
@@ -110,6 +117,49 @@ static void SFX(gemm_store)(const GEMM *g, const REAL *p, ptrdiff_t ldp, ptrdiff
     }
 }
 
+/*
+ * Block kb (16 values of k) of the zero-padded transposed copy of B':
+ * bt_dst[k * npad + j] = btr_src[j * btr_ld + k] for j < n, 0 up to npad.
+ */
+static void SFX(gemm_transpose_block)(const GEMM *g, ptrdiff_t kb)
+{
+    const REAL *src = g->btr_src;
+    REAL *dst = g->bt_dst;
+    const ptrdiff_t ls = g->btr_ld, ld = g->npad, n = g->n;
+    const ptrdiff_t k0 = kb * 16, k1 = FC_MIN(g->kdim, k0 + 16);
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += 16) {
+        const ptrdiff_t j1 = FC_MIN(n, j0 + 16);
+        for (ptrdiff_t k = k0; k < k1; ++k)
+            for (ptrdiff_t j = j0; j < j1; ++j) dst[k * ld + j] = src[j * ls + k];
+    }
+    for (ptrdiff_t k = k0; k < k1; ++k)
+        for (ptrdiff_t j = n; j < ld; ++j) dst[k * ld + j] = 0;
+}
+
+/* Panel p of A' into apack_dst: mr values per k, rows past m zero. */
+static void SFX(gemm_pack_panel)(const GEMM *g, ptrdiff_t p)
+{
+    const ptrdiff_t mr = g->mr, k = g->kdim;
+    REAL *dst = g->apack_dst + p * k * mr;
+    const ptrdiff_t i0 = p * mr, rows = FC_MIN(mr, g->m - i0);
+    if (g->apk_rs == 1) {
+        for (ptrdiff_t q = 0; q < k; ++q) {
+            const REAL *s = g->apk_src + q * g->apk_ld + i0;
+            ptrdiff_t r = 0;
+            for (; r < rows; ++r) dst[q * mr + r] = s[r];
+            for (; r < mr; ++r) dst[q * mr + r] = 0;
+        }
+    } else { /* rows of a row-major A' (apk_ld == 1) */
+        for (ptrdiff_t r = 0; r < mr; ++r) {
+            const REAL *s = g->apk_src + (i0 + r) * g->apk_rs;
+            if (r < rows)
+                for (ptrdiff_t q = 0; q < k; ++q) dst[q * mr + r] = s[q];
+            else
+                for (ptrdiff_t q = 0; q < k; ++q) dst[q * mr + r] = 0;
+        }
+    }
+}
+
 /* Tasks: FC_GEMM_TASKS blocks of tiles along the longer tile dimension. */
 #define FC_GEMM_TASKS 24
 
@@ -154,7 +204,20 @@ static int SFX(gemm_run)(const GEMM *g, int nt)
 #pragma omp atomic write
             failed = 1;
         }
+        /* packing the small operands: a worksharing loop each, so the team is
+         * woken once per product (each extra region or barrier costs a time slice
+         * when the machine is oversubscribed) */
         ptrdiff_t t;
+        if (g->apack_dst) {
+            const ptrdiff_t npan = FC_CEILDIV(g->m, mr);
+#pragma omp for schedule(static)
+            for (t = 0; t < npan; ++t) SFX(gemm_pack_panel)(g, t);
+        }
+        if (g->bt_dst) {
+            const ptrdiff_t nkb = FC_CEILDIV(g->kdim, 16);
+#pragma omp for schedule(static)
+            for (t = 0; t < nkb; ++t) SFX(gemm_transpose_block)(g, t);
+        }
 #pragma omp for schedule(static)
         for (t = 0; t < ntask; ++t) {
             if (!cbuf) continue;
@@ -266,28 +329,6 @@ static int SFX(gemm_run)(const GEMM *g, int nt)
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/*
- * Zero-padded transposed copy: dst[k * ld + i] = src[i * ls + k] for i < m,
- * 0 for m <= i < ld; k < kdim. Blocks of 16 x 16 keep both sides in cache.
- */
-static void SFX(gemm_transpose_pad)(const REAL *src, ptrdiff_t ls, ptrdiff_t m, ptrdiff_t kdim,
-                                    ptrdiff_t ld, int nt, REAL *dst)
-{
-    const ptrdiff_t nkb = FC_CEILDIV(kdim, 16);
-    ptrdiff_t kb;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && nkb > 1)
-    for (kb = 0; kb < nkb; ++kb) {
-        const ptrdiff_t k0 = kb * 16, k1 = FC_MIN(kdim, k0 + 16);
-        for (ptrdiff_t i0 = 0; i0 < m; i0 += 16) {
-            const ptrdiff_t i1 = FC_MIN(m, i0 + 16);
-            for (ptrdiff_t k = k0; k < k1; ++k)
-                for (ptrdiff_t i = i0; i < i1; ++i) dst[k * ld + i] = src[i * ls + k];
-        }
-        for (ptrdiff_t k = k0; k < k1; ++k)
-            for (ptrdiff_t i = m; i < ld; ++i) dst[k * ld + i] = 0;
-    }
-}
-
 int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                  const REAL *a, ptrdiff_t lda, const REAL *b, ptrdiff_t ldb, const REAL *bias,
                  int bias_mode, int accumulate, int nthreads, REAL *c, ptrdiff_t ldc)
@@ -380,37 +421,19 @@ int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
             g.atail = at;
         }
     } else {
-        REAL *ap = sp;
+        g.apack = g.apack_dst = sp;
         sp += mpad * k;
-        const ptrdiff_t npan = mpad / mr;
-        ptrdiff_t p;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && npan > 1)
-        for (p = 0; p < npan; ++p) {
-            REAL *dst = ap + p * k * mr;
-            const ptrdiff_t i0 = p * mr, rows = FC_MIN(mr, g.m - i0);
-            if (apk_rs == 1) {
-                for (ptrdiff_t kk2 = 0; kk2 < k; ++kk2) {
-                    const REAL *s = apk_src + kk2 * apk_ld + i0;
-                    ptrdiff_t r = 0;
-                    for (; r < rows; ++r) dst[kk2 * mr + r] = s[r];
-                    for (; r < mr; ++r) dst[kk2 * mr + r] = 0;
-                }
-            } else { /* rows of a row-major A' (apk_ld == 1) */
-                for (ptrdiff_t r = 0; r < mr; ++r) {
-                    const REAL *s = apk_src + (i0 + r) * apk_rs;
-                    if (r < rows)
-                        for (ptrdiff_t kk2 = 0; kk2 < k; ++kk2) dst[kk2 * mr + r] = s[kk2];
-                    else
-                        for (ptrdiff_t kk2 = 0; kk2 < k; ++kk2) dst[kk2 * mr + r] = 0;
-                }
-            }
-        }
-        g.apack = ap;
+        g.apk_src = apk_src;
+        g.apk_rs = apk_rs;
+        g.apk_ld = apk_ld;
     }
     if (btr_src) {
         REAL *bt = sp;
         sp += k * npad;
-        SFX(gemm_transpose_pad)(btr_src, btr_ld, g.n, k, npad, nthreads, bt);
+        g.bt_dst = bt;
+        g.btr_src = btr_src;
+        g.btr_ld = btr_ld;
+        g.npad = npad;
         g.b = bt;
         for (ptrdiff_t i = 0; i < k; ++i) koff[i] = i * npad;
     } else {
