@@ -115,6 +115,20 @@ int fc_gemm_f64(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                 const double *a, ptrdiff_t lda, const double *b, ptrdiff_t ldb,
                 const double *bias, int bias_mode, int accumulate, int nthreads,
                 double *c /* OUT */, ptrdiff_t ldc);
+/*
+ * The dense layer's backward in one parallel region: for gy (n, out), x (n, in),
+ * w (out, in), gx = gy w, gw (=|+=) gy^T x, gb (=|+=) column sums of gy (rows in
+ * order); any output may be NULL (not computed). Same results as fc_gemm /
+ * fc_colsum called one after the other.
+ */
+int fc_linear_bwd_f32(const float *gy, const float *x, const float *w, ptrdiff_t n,
+                      ptrdiff_t in, ptrdiff_t out, int accumulate, int nthreads,
+                      float *gx /* OUT or NULL */, float *gw /* OUT or NULL */,
+                      float *gb /* OUT or NULL */);
+int fc_linear_bwd_f64(const double *gy, const double *x, const double *w, ptrdiff_t n,
+                      ptrdiff_t in, ptrdiff_t out, int accumulate, int nthreads,
+                      double *gx /* OUT or NULL */, double *gw /* OUT or NULL */,
+                      double *gb /* OUT or NULL */);
 /* out[j] (= or +=) sum over i = 0, 1, ..., m-1 of a[i * lda + j]: a bias gradient. */
 int fc_colsum_f32(const float *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda, int accumulate,
                   int nthreads, float *out /* OUT */);

@@ -163,7 +163,12 @@ static void SFX(gemm_pack_panel)(const GEMM *g, ptrdiff_t p)
 /* Tasks: FC_GEMM_TASKS blocks of tiles along the longer tile dimension. */
 #define FC_GEMM_TASKS 24
 
-static int SFX(gemm_run)(const GEMM *g, int nt)
+/*
+ * The product, run by every thread of the calling team (or by one thread
+ * outside a parallel region): worksharing loops pack the small operands, then
+ * share out the tasks. Sets *failed when scratch memory ran out.
+ */
+static void SFX(gemm_team)(const GEMM *g, int *failed)
 {
     const KERN *kk = GETK();
     const RKERN *rk = GETR();
@@ -183,9 +188,6 @@ static int SFX(gemm_run)(const GEMM *g, int nt)
     /* copy B' tiles when they are read in place and shared by several row panels */
     const int pack_b = g->b_strided && (split_n ? tm : FC_CEILDIV(tsplit, ntask)) > 1 &&
                        gemm_env_int("FASTCONV_GEMM_PACKB", 1);
-    int failed = 0;
-
-#pragma omp parallel num_threads(nt) if (nt > 1 && ntask > 1)
     {
         REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(cb_rows * cb_cols));
         REAL *bbuf = NULL;
@@ -202,7 +204,7 @@ static int SFX(gemm_run)(const GEMM *g, int nt)
         }
         if (!cbuf) {
 #pragma omp atomic write
-            failed = 1;
+            *failed = 1;
         }
         /* packing the small operands: a worksharing loop each, so the team is
          * woken once per product (each extra region or barrier costs a time slice
@@ -326,28 +328,32 @@ static int SFX(gemm_run)(const GEMM *g, int nt)
         fc_free(bbuf);
         free(koff_c);
     }
+}
+
+static int SFX(gemm_run)(const GEMM *g, int nt)
+{
+    int failed = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    SFX(gemm_team)(g, &failed);
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-                 const REAL *a, ptrdiff_t lda, const REAL *b, ptrdiff_t ldb, const REAL *bias,
-                 int bias_mode, int accumulate, int nthreads, REAL *c, ptrdiff_t ldc)
+/*
+ * Plan a product with m, n, k >= 1 (arguments as fc_gemm): fills *gp and
+ * allocates its offset tables (*koff_out) and scratch (*scratch_out), which the
+ * caller frees with free / fc_free after running it.
+ */
+static int SFX(gemm_plan)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                          const REAL *a, ptrdiff_t lda, const REAL *b, ptrdiff_t ldb,
+                          const REAL *bias, int bias_mode, int accumulate, REAL *c,
+                          ptrdiff_t ldc, GEMM *gp, ptrdiff_t **koff_out, REAL **scratch_out)
 {
-    if (m <= 0 || n <= 0) return FC_OK;
-    if (bias_mode == FC_BIAS_NONE) bias = NULL;
-    if (k <= 0) { /* empty reduction: C (=|+=) bias or 0 */
-        for (ptrdiff_t i = 0; i < m; ++i)
-            for (ptrdiff_t j = 0; j < n; ++j) {
-                const REAL v = !bias ? (REAL)0
-                               : bias_mode == FC_BIAS_ROWS ? bias[i] : bias[j];
-                c[i * ldc + j] = accumulate ? c[i * ldc + j] + v : v;
-            }
-        return FC_OK;
-    }
-    nthreads = fc_threads_for(nthreads, (double)m * (double)n * (double)k);
     const KERN *kk = GETK();
     GEMM g;
     memset(&g, 0, sizeof g);
+    *koff_out = NULL;
+    *scratch_out = NULL;
+    if (bias_mode == FC_BIAS_NONE) bias = NULL;
     g.c = c;
     g.ldc = ldc;
     g.accumulate = accumulate;
@@ -454,31 +460,111 @@ int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
         }
     }
     g.koff = koff;
-    int rc = SFX(gemm_run)(&g, nthreads);
+    *gp = g;
+    *koff_out = koff;
+    *scratch_out = scratch;
+    return FC_OK;
+}
+
+int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                 const REAL *a, ptrdiff_t lda, const REAL *b, ptrdiff_t ldb, const REAL *bias,
+                 int bias_mode, int accumulate, int nthreads, REAL *c, ptrdiff_t ldc)
+{
+    if (m <= 0 || n <= 0) return FC_OK;
+    if (bias_mode == FC_BIAS_NONE) bias = NULL;
+    if (k <= 0) { /* empty reduction: C (=|+=) bias or 0 */
+        for (ptrdiff_t i = 0; i < m; ++i)
+            for (ptrdiff_t j = 0; j < n; ++j) {
+                const REAL v = !bias ? (REAL)0
+                               : bias_mode == FC_BIAS_ROWS ? bias[i] : bias[j];
+                c[i * ldc + j] = accumulate ? c[i * ldc + j] + v : v;
+            }
+        return FC_OK;
+    }
+    nthreads = fc_threads_for(nthreads, (double)m * (double)n * (double)k);
+    GEMM g;
+    ptrdiff_t *koff;
+    REAL *scratch;
+    int rc = SFX(gemm_plan)(transa, transb, m, n, k, a, lda, b, ldb, bias, bias_mode,
+                            accumulate, c, ldc, &g, &koff, &scratch);
+    if (rc == FC_OK) rc = SFX(gemm_run)(&g, nthreads);
     free(koff);
     fc_free(scratch);
     return rc;
 }
 
+/* Columns [jb * 256, +256) of the column sums: each summed top to bottom. */
+static void SFX(colsum_block)(const REAL *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda,
+                              int accumulate, ptrdiff_t jb, REAL *out)
+{
+    const ptrdiff_t j0 = jb * 256, j1 = FC_MIN(n, j0 + 256);
+    REAL s[256];
+    for (ptrdiff_t j = j0; j < j1; ++j) s[j - j0] = 0;
+    for (ptrdiff_t i = 0; i < m; ++i) {
+        const REAL *r = a + i * lda;
+        for (ptrdiff_t j = j0; j < j1; ++j) s[j - j0] += r[j];
+    }
+    for (ptrdiff_t j = j0; j < j1; ++j) out[j] = accumulate ? out[j] + s[j - j0] : s[j - j0];
+}
+
 int SFX(fc_colsum)(const REAL *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda, int accumulate,
                    int nthreads, REAL *out)
 {
-    /* column blocks of 256: each output sums its column top to bottom, in order */
     const ptrdiff_t nb = FC_CEILDIV(n, 256);
     nthreads = fc_threads_for(nthreads, (double)m * (double)n);
     ptrdiff_t jb;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && nb > 1)
-    for (jb = 0; jb < nb; ++jb) {
-        const ptrdiff_t j0 = jb * 256, j1 = FC_MIN(n, j0 + 256);
-        REAL s[256];
-        for (ptrdiff_t j = j0; j < j1; ++j) s[j - j0] = 0;
-        for (ptrdiff_t i = 0; i < m; ++i) {
-            const REAL *r = a + i * lda;
-            for (ptrdiff_t j = j0; j < j1; ++j) s[j - j0] += r[j];
-        }
-        for (ptrdiff_t j = j0; j < j1; ++j) out[j] = accumulate ? out[j] + s[j - j0] : s[j - j0];
-    }
+    for (jb = 0; jb < nb; ++jb) SFX(colsum_block)(a, m, n, lda, accumulate, jb, out);
     return FC_OK;
+}
+
+int SFX(fc_linear_bwd)(const REAL *gy, const REAL *x, const REAL *w, ptrdiff_t n,
+                       ptrdiff_t in, ptrdiff_t out, int accumulate, int nthreads, REAL *gx,
+                       REAL *gw, REAL *gb)
+{
+    int rc = FC_OK;
+    if (n <= 0 || in <= 0 || out <= 0) { /* degenerate: the general entry points cope */
+        if (gx && (rc = SFX(fc_gemm)(0, 0, n, in, out, gy, out, w, in, NULL, FC_BIAS_NONE, 0,
+                                     nthreads, gx, in)) != FC_OK)
+            return rc;
+        if (gw && (rc = SFX(fc_gemm)(1, 0, out, in, n, gy, out, x, in, NULL, FC_BIAS_NONE,
+                                     accumulate, nthreads, gw, in)) != FC_OK)
+            return rc;
+        if (gb && n > 0) rc = SFX(fc_colsum)(gy, n, out, out, accumulate, nthreads, gb);
+        else if (gb && !accumulate) memset(gb, 0, sizeof(REAL) * (size_t)FC_MAX(out, 0));
+        return rc;
+    }
+    GEMM gd, gwp;
+    ptrdiff_t *kd = NULL, *kw = NULL;
+    REAL *sd = NULL, *sw = NULL;
+    if (gx) rc = SFX(gemm_plan)(0, 0, n, in, out, gy, out, w, in, NULL, FC_BIAS_NONE, 0, gx,
+                                in, &gd, &kd, &sd);
+    if (rc == FC_OK && gw)
+        rc = SFX(gemm_plan)(1, 0, out, in, n, gy, out, x, in, NULL, FC_BIAS_NONE, accumulate,
+                            gw, in, &gwp, &kw, &sw);
+    if (rc == FC_OK) {
+        const double work = (double)n * (double)in * (double)out * ((gx != NULL) + (gw != NULL));
+        nthreads = fc_threads_for(nthreads, work);
+        const ptrdiff_t nb = FC_CEILDIV(out, 256);
+        int failed = 0;
+        /* one team for both products and the bias sums */
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+        {
+            if (gx) SFX(gemm_team)(&gd, &failed);
+            if (gw) SFX(gemm_team)(&gwp, &failed);
+            if (gb) {
+                ptrdiff_t jb;
+#pragma omp for schedule(static)
+                for (jb = 0; jb < nb; ++jb) SFX(colsum_block)(gy, n, out, out, accumulate, jb, gb);
+            }
+        }
+        if (failed) rc = FC_ENOMEM;
+    }
+    free(kd);
+    free(kw);
+    fc_free(sd);
+    fc_free(sw);
+    return rc;
 }
 
 #undef GEMM

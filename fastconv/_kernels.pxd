@@ -69,6 +69,12 @@ cdef extern from "fastconv.h" nogil:
                     const double *a, Py_ssize_t lda, const double *b, Py_ssize_t ldb,
                     const double *bias, int bias_mode, int accumulate, int nthreads,
                     double *c, Py_ssize_t ldc)
+    int fc_linear_bwd_f32(const float *gy, const float *x, const float *w, Py_ssize_t n,
+                          Py_ssize_t in_, Py_ssize_t out, int accumulate, int nthreads,
+                          float *gx, float *gw, float *gb)
+    int fc_linear_bwd_f64(const double *gy, const double *x, const double *w, Py_ssize_t n,
+                          Py_ssize_t in_, Py_ssize_t out, int accumulate, int nthreads,
+                          double *gx, double *gw, double *gb)
     int fc_colsum_f32(const float *a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t lda,
                       int accumulate, int nthreads, float *out)
     int fc_colsum_f64(const double *a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t lda,

@@ -86,3 +86,13 @@ def gemm(
     c: _Float,
 ) -> None: ...
 def colsum(a: _Float, accumulate: bool, nthreads: int, out: _Float) -> None: ...
+def linear_backward(
+    gy: _Float,
+    x: _Float,
+    w: _Float,
+    accumulate: bool,
+    nthreads: int,
+    gx: Optional[_Float],
+    gw: Optional[_Float],
+    gb: Optional[_Float],
+) -> None: ...

@@ -180,6 +180,33 @@ def gemm(bint transa, bint transb, const floating[:, ::1] a, const floating[:, :
     _check(rc)
 
 
+def linear_backward(const floating[:, ::1] gy, const floating[:, ::1] x,
+                    const floating[:, ::1] w, bint accumulate, int nthreads,
+                    floating[:, ::1] gx, floating[:, ::1] gw, floating[::1] gb):
+    """gx = gy w, gw (=|+=) gy^T x, gb (=|+=) gy summed over rows; None = not wanted."""
+    cdef Py_ssize_t n = x.shape[0], nin = x.shape[1], nout = w.shape[0]
+    cdef floating *gxp = NULL
+    cdef floating *gwp = NULL
+    cdef floating *gbp = NULL
+    cdef int rc
+    if gx is not None and gx.shape[0] * gx.shape[1] > 0:
+        gxp = &gx[0, 0]
+    if gw is not None and gw.shape[0] * gw.shape[1] > 0:
+        gwp = &gw[0, 0]
+    if gb is not None and gb.shape[0] > 0:
+        gbp = &gb[0]
+    if n == 0 or nin == 0 or nout == 0:
+        raise ValueError("linear_backward: empty operands are handled in Python")
+    with nogil:
+        if floating is float:
+            rc = fc_linear_bwd_f32(&gy[0, 0], &x[0, 0], &w[0, 0], n, nin, nout, accumulate,
+                                   nthreads, gxp, gwp, gbp)
+        else:
+            rc = fc_linear_bwd_f64(&gy[0, 0], &x[0, 0], &w[0, 0], n, nin, nout, accumulate,
+                                   nthreads, gxp, gwp, gbp)
+    _check(rc)
+
+
 def colsum(const floating[:, ::1] a, bint accumulate, int nthreads, floating[::1] out):
     """out (=|+=) a.sum(axis=0), each column summed top to bottom."""
     with nogil:

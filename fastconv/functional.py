@@ -802,6 +802,10 @@ def linear_backward(grad_out, x, weight, *, output_mask=(True, True, True), out=
             _no_overlap(fn, f"out[{i}]", a, grad_out=grad_out, input=x, weight=weight)
     nt = get_num_threads()
     gy = _contig(grad_out)
+    if x.size and weight.size:  # every dimension >= 1: one call, one thread team
+        if gx is not None or gw is not None or gb is not None:
+            _kernels.linear_backward(gy, _contig(x), _contig(weight), acc, nt, gx, gw, gb)
+        return gx, gw, gb
     if gx is not None and gx.size:
         if weight.shape[0] == 0:
             gx.fill(0)

@@ -317,3 +317,19 @@ def test_nn_linear_gradients_on_kernels(rng, monkeypatch):
         lm = loss(x)
         w[idx] = old
         assert abs((lp - lm) / (2 * eps) - layer.weight.grad[idx]) < 1e-7
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_in_one_region_equals_separate_products(dtype, rng):
+    """fc_linear_bwd (one thread team) gives the bits of fc_gemm + fc_colsum one by one."""
+    x, w, b, gy = data(rng, 33, 1001, 129, dtype)
+    gw0 = rng.standard_normal(w.shape).astype(dtype)
+    gx, gw, gb = np.empty_like(x), gw0.copy(), b.copy()
+    F.linear_backward(gy, x, w, out=(gx, gw, gb), accumulate=True)
+    rx, rw, rb = np.empty_like(x), gw0.copy(), b.copy()
+    nt = fastconv.get_num_threads()
+    _kernels.gemm(False, False, gy, w, None, 0, False, nt, rx)
+    _kernels.gemm(True, False, gy, x, None, 0, True, nt, rw)
+    _kernels.colsum(gy, True, nt, rb)
+    for got, want in ((gx, rx), (gw, rw), (gb, rb)):
+        assert got.tobytes() == want.tobytes()
