@@ -177,7 +177,8 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
     /* split the columns when there are many column tiles, else the rows */
     const int split_n = tn >= 16 || tn >= tm;
     const ptrdiff_t tsplit = split_n ? tn : tm;
-    const ptrdiff_t ntask = FC_MIN(tsplit, (ptrdiff_t)gemm_env_int("FASTCONV_GEMM_TASKS", FC_GEMM_TASKS));
+    const ptrdiff_t ntask =
+        FC_MIN(tsplit, (ptrdiff_t)FC_MAX(1, gemm_env_int("FASTCONV_GEMM_TASKS", FC_GEMM_TASKS)));
     /*
      * A' read in place (a weight's rows, in the forward) streams from memory once;
      * reading each row whole, rather than in KC pieces revisited per block, keeps

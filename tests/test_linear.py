@@ -10,6 +10,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastconv
 from fastconv import _kernels
@@ -333,3 +335,18 @@ def test_backward_in_one_region_equals_separate_products(dtype, rng):
     _kernels.colsum(gy, True, nt, rb)
     for got, want in ((gx, rx), (gw, rw), (gb, rb)):
         assert got.tobytes() == want.tobytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 70), i=st.integers(1, 300), o=st.integers(1, 150),
+       bias=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_linear_random_shapes(n, i, o, bias, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b, gy = data(rng, n, i, o, np.float64)
+    b = b if bias else None
+    want = f64(x) @ f64(w).T + (0 if b is None else b)
+    close(F.linear(x, w, b), want, np.float64, "y", np.abs(x) @ np.abs(w).T + 1)
+    gx, gw, gb = F.linear_backward(gy, x, w)
+    close(gx, gy @ w, np.float64, "gx", np.abs(gy) @ np.abs(w))
+    close(gw, gy.T @ x, np.float64, "gw", np.abs(gy).T @ np.abs(x))
+    close(gb, gy.sum(axis=0), np.float64, "gb", np.abs(gy).sum(axis=0))
