@@ -9,13 +9,16 @@
  * consecutive values of it). When op(B) is B itself that holds and P = C.
  * When op(B) = B^T it does not, so the driver computes P = C^T = op(B)^T op(A)^T
  * instead and writes P transposed into C. Then:
- *   - A' is either read in place, a row-major block (row-A kernels: a dense
- *     layer's weight is never copied), or packed into k-major panels of MR rows
- *     (a transposed A, which is the small grad_out in the weight gradient);
- *   - B' is read in place with row stride ldb, or is a zero-padded transposed
- *     copy when neither layout fits (the forward's input x, also small).
+ *   - A' is either read in place, a row-major block (row-A kernels: the
+ *     forward reads the weight this way), or packed into k-major panels of MR
+ *     rows (a transposed A, or a row-major A' that is the smaller operand and
+ *     is reused by many column tiles: grad_out in both gradients);
+ *   - B' is read in place with row stride ldb (staged KC rows at a time
+ *     through a small per-thread buffer when several row panels share it: the
+ *     weight in grad-input), or is a zero-padded transposed copy when neither
+ *     layout fits (the forward's input x, small).
  * The big operand of every dense-layer product (the weight, or the weight
- * gradient being written) is thus touched exactly once and never copied.
+ * gradient being written) is thus read or written once, never copied whole.
  *
  * Work: P is cut into register tiles MR x NR of one kernel slot; tiles are
  * grouped into tasks along one dimension (a number of tasks that depends on
