@@ -163,6 +163,22 @@ static void SFX(gemm_pack_panel)(const GEMM *g, ptrdiff_t p)
     }
 }
 
+/* Where tile (pi, tj) of a task starting at (pi0, tj0) lives in cbuf (see gemm_team). */
+static REAL *SFX(gemm_slot_ptr)(REAL *cbuf, int direct_ok, int m_part, ptrdiff_t task_cols,
+                                ptrdiff_t tm, ptrdiff_t cb_cols, ptrdiff_t mr, ptrdiff_t nr,
+                                ptrdiff_t pi, ptrdiff_t pi0, ptrdiff_t tj, ptrdiff_t tj0,
+                                ptrdiff_t *ld)
+{
+    if (!direct_ok) {
+        *ld = cb_cols;
+        return cbuf + (pi - pi0) * mr * cb_cols + (tj - tj0) * nr;
+    }
+    *ld = nr;
+    if (m_part && pi == tm - 1) return cbuf + (tj - tj0) * mr * nr;
+    /* the partial last column tile, down the task's row panels */
+    return cbuf + ((m_part ? task_cols : 0) + (pi - pi0)) * mr * nr;
+}
+
 /* Tasks: FC_GEMM_TASKS blocks of tiles along the longer tile dimension. */
 #define FC_GEMM_TASKS 24
 
@@ -200,11 +216,24 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
     const ptrdiff_t cb_rows = (split_n ? tm : per_max) * mr;
     const ptrdiff_t cb_cols = (split_n ? per_max : tn) * nr;
     const int direct_ok = !g->trans_out && !g->bias;
+    /*
+     * cbuf holds the tiles that cannot be written in place. Without bias or
+     * transposition those are only the partial ones: the last row panel across
+     * the task's column tiles and the last column tile down its row panels, each
+     * an mr x nr slot (a weight gradient of many rows then needs no buffer of its
+     * height). Otherwise it holds every tile of the task, row-major.
+     */
+    const int m_part = g->m % mr != 0, n_part = g->n % nr != 0;
+    const ptrdiff_t task_cols = split_n ? per_max : tn, task_rows = split_n ? tm : per_max;
+    const ptrdiff_t cb_elems =
+        direct_ok ? FC_MAX((ptrdiff_t)1, (m_part ? task_cols : 0) + (n_part ? task_rows : 0)) *
+                        mr * nr
+                  : cb_rows * cb_cols;
     /* copy B' tiles when they are read in place and shared by several row panels */
     const int pack_b = g->b_strided && (split_n ? tm : FC_CEILDIV(tsplit, ntask)) > 1 &&
                        gemm_env_int("FASTCONV_GEMM_PACKB", 1);
     {
-        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(cb_rows * cb_cols));
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)cb_elems);
         REAL *bbuf = NULL;
         ptrdiff_t *koff_c = NULL;
         if (pack_b && cbuf) {
@@ -311,8 +340,8 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
                                         FC_PREFETCH_W(row + off);
                                 }
                         } else {
-                            cp = cbuf + (pi - pi0) * mr * cb_cols + (tj - tj0) * nr;
-                            ldc = cb_cols;
+                            cp = SFX(gemm_slot_ptr)(cbuf, direct_ok, m_part, task_cols, tm,
+                                                    cb_cols, mr, nr, pi, pi0, tj, tj0, &ldc);
                             acc = pc > 0;
                         }
                         if (g->arow) {
@@ -334,8 +363,10 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
                 for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
                     const ptrdiff_t j0 = tj * nr, cols = FC_MIN(nr, g->n - j0);
                     if (direct_ok && rows == mr && cols == nr) continue;
-                    SFX(gemm_store)(g, cbuf + (pi - pi0) * mr * cb_cols + (tj - tj0) * nr,
-                                    cb_cols, i0, rows, j0, cols);
+                    ptrdiff_t ldp;
+                    const REAL *p = SFX(gemm_slot_ptr)(cbuf, direct_ok, m_part, task_cols, tm,
+                                                       cb_cols, mr, nr, pi, pi0, tj, tj0, &ldp);
+                    SFX(gemm_store)(g, p, ldp, i0, rows, j0, cols);
                 }
             }
         }
