@@ -2,10 +2,8 @@
 #include "fc_internal.h"
 
 #if defined(__GNUC__)
-#define FC_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 #define FC_PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
 #else
-#define FC_PREFETCH_L2(p) ((void)(p))
 #define FC_PREFETCH_W(p) ((void)(p))
 #endif
 

@@ -274,13 +274,6 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
             for (ptrdiff_t pc = 0; pc < g->kdim; pc += kcb) {
                 const ptrdiff_t kc = FC_MIN(kcb, g->kdim - pc);
                 const ptrdiff_t tfull = FC_MIN(tj1, g->n / nr) - tj0;
-                /* rows of the next block to prefetch, a share before every kernel call */
-                const ptrdiff_t pf_rows = (bbuf && pc + kc < g->kdim)
-                                              ? FC_MIN(kcb, g->kdim - pc - kc) : 0;
-                const ptrdiff_t pf_step =
-                    FC_CEILDIV(pf_rows, FC_MAX((ptrdiff_t)1, (tj1 - tj0) * (pi1 - pi0)));
-                const ptrdiff_t pf_bytes = tfull * nr * (ptrdiff_t)sizeof(REAL);
-                ptrdiff_t pf_at = 0;
                 if (bbuf) {
                     /* B' rows far apart in memory (a weight's rows) cost a TLB walk
                      * each and map onto few cache sets: copy this reduction block of
@@ -309,16 +302,6 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
                         ko = g->koff + pc;
                     }
                     for (ptrdiff_t pi = pi0; pi < pi1; ++pi) {
-                        /* The copy above waits on memory; the next block's rows, pulled
-                         * into L2 while this one computes, make the next copy cheap. */
-                        for (const ptrdiff_t e = FC_MIN(pf_rows, pf_at + pf_step); pf_at < e;
-                             ++pf_at) {
-                            const char *row =
-                                (const char *)(g->b + tj0 * nr + g->koff[pc + kc + pf_at]);
-                            for (ptrdiff_t off = 0; off < pf_bytes; off += 64)
-                                FC_PREFETCH_L2(row + off);
-                            FC_PREFETCH_L2(row + pf_bytes - 1);
-                        }
                         const ptrdiff_t i0 = pi * mr;
                         const int full_m = i0 + mr <= g->m;
                         const int direct = direct_ok && full_n && full_m;
