@@ -553,7 +553,9 @@ class Linear(_Layer):
         w, b = self.weight, self.bias
         want_w = w.requires_grad
         want_b = b is not None and b.requires_grad
-        if self._on_kernels(x.shape[0]) and (not want_w or self._grad_target(w) is not None) \
+        # the kernels take one dtype; NumPy's path casts a float64 grad_out as before
+        if self._on_kernels(x.shape[0]) and getattr(grad_out, "dtype", None) == x.dtype \
+                and (not want_w or self._grad_target(w) is not None) \
                 and (not want_b or self._grad_target(b) is not None):
             want_x = bool(self.needs_input_grad)
             gx = self._buffer("gx", x.shape, x.dtype) if want_x else None
