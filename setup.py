@@ -27,7 +27,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CSRC = ["csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_eltwise.c", "csrc/fc_ukernels.c",
-        "csrc/fc_winograd.c"]
+        "csrc/fc_winograd.c", "csrc/fc_gemm.c"]
 
 
 def _env_flag(name):
@@ -144,7 +144,8 @@ def _extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             depends=["csrc/fastconv.h", "csrc/fc_internal.h", "csrc/fc_conv_impl.h",
                      "csrc/fc_winograd_rows.h",
-                     "csrc/fc_pool_impl.h", "fastconv/_kernels.pxd"],
+                     "csrc/fc_pool_impl.h", "csrc/fc_gemm_impl.h",
+                     "fastconv/_kernels.pxd"],
         )
     ]
     return cythonize(exts, compiler_directives=directives,

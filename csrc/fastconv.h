@@ -107,6 +107,47 @@ int fc_relu_bwd_f32(const float *gy, const float *y, ptrdiff_t n, int nthreads, 
 int fc_relu_bwd_f64(const double *gy, const double *y, ptrdiff_t n, int nthreads,
                     double *gx /* OUT */);
 
+/* ---- dense (matrix product) ---------------------------------------------- */
+#define FC_BIAS_NONE 0
+#define FC_BIAS_COLS 1 /* C[i, j] += bias[j], bias of length n */
+#define FC_BIAS_ROWS 2 /* C[i, j] += bias[i], bias of length m */
+/*
+ * C (= or +=) op(A) op(B) + bias, with op(A) m x k and op(B) k x n; C is m x n,
+ * row-major with row stride ldc. A is read as a[i * lda + p] (transa == 0) or
+ * a[p * lda + i] (transa == 1); B as b[p * ldb + j] (transb == 0) or
+ * b[j * ldb + p]. accumulate != 0 adds into C (each reduction block of the
+ * product in turn), else C is overwritten. bias may be NULL. C must not
+ * overlap A, B or bias. The dense layer uses (0, 1) forward, (0, 0) for the
+ * input gradient and (1, 0) for the weight gradient.
+ */
+int fc_gemm_f32(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb,
+                const float *bias, int bias_mode, int accumulate, int nthreads,
+                float *c /* OUT */, ptrdiff_t ldc);
+int fc_gemm_f64(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                const double *a, ptrdiff_t lda, const double *b, ptrdiff_t ldb,
+                const double *bias, int bias_mode, int accumulate, int nthreads,
+                double *c /* OUT */, ptrdiff_t ldc);
+/*
+ * The dense layer's backward in one parallel region: for gy (n, out), x (n, in),
+ * w (out, in), gx = gy w, gw (=|+=) gy^T x, gb (=|+=) column sums of gy (rows in
+ * order); any output may be NULL (not computed). Same results as fc_gemm /
+ * fc_colsum called one after the other.
+ */
+int fc_linear_bwd_f32(const float *gy, const float *x, const float *w, ptrdiff_t n,
+                      ptrdiff_t in, ptrdiff_t out, int accumulate, int nthreads,
+                      float *gx /* OUT or NULL */, float *gw /* OUT or NULL */,
+                      float *gb /* OUT or NULL */);
+int fc_linear_bwd_f64(const double *gy, const double *x, const double *w, ptrdiff_t n,
+                      ptrdiff_t in, ptrdiff_t out, int accumulate, int nthreads,
+                      double *gx /* OUT or NULL */, double *gw /* OUT or NULL */,
+                      double *gb /* OUT or NULL */);
+/* out[j] (= or +=) sum over i = 0, 1, ..., m-1 of a[i * lda + j]: a bias gradient. */
+int fc_colsum_f32(const float *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda, int accumulate,
+                  int nthreads, float *out /* OUT */);
+int fc_colsum_f64(const double *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda, int accumulate,
+                  int nthreads, double *out /* OUT */);
+
 /* ---- threads ---------------------------------------------------------------- */
 /*
  * The thread count a kernel will really use for a request. In a process forked

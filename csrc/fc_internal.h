@@ -96,6 +96,19 @@ typedef struct {
 const fc_kernels_f32 *fc_get_kernels_f32(void);
 const fc_kernels_f64 *fc_get_kernels_f64(void);
 
+/*
+ * Row-A variant of the micro-kernel (dense-layer GEMMs, csrc/fc_gemm.c):
+ *   C[0:MR, 0:NR] (=  or +=)  sum_k a[r * lda + k] * B_k[0:NR]
+ * A read in place from MR rows of a row-major matrix. The table returned for
+ * the current SIMD level is indexed by the same slots as fc_kernels_*.
+ */
+typedef void (*fc_ukr_rows_f32)(ptrdiff_t kc, const float *a, ptrdiff_t lda, const float *b,
+                                const ptrdiff_t *koff, float *c, ptrdiff_t ldc, int acc);
+typedef void (*fc_ukr_rows_f64)(ptrdiff_t kc, const double *a, ptrdiff_t lda, const double *b,
+                                const ptrdiff_t *koff, double *c, ptrdiff_t ldc, int acc);
+const fc_ukr_rows_f32 *fc_get_row_kernels_f32(void);
+const fc_ukr_rows_f64 *fc_get_row_kernels_f64(void);
+
 /* 64-byte aligned scratch; free with fc_free. NULL on failure or n == 0. */
 void *fc_malloc(size_t nbytes);
 void fc_free(void *p);

@@ -73,6 +73,49 @@
                      const ptrdiff_t *FC_RESTRICT koff, T *FC_RESTRICT c, ptrdiff_t ldc, \
                      int acc)
 
+/*
+ * The same kernel with A read in place from MR rows of a row-major matrix,
+ * A[r, k] = a[r * lda + k], instead of from a packed panel. The dense layer's
+ * forward multiplies by its weight W (out x in) along W's contiguous axis:
+ * packing W into k-major panels would cost a transposing copy of the whole
+ * weight on every call, about as much time as the multiply itself; broadcasts
+ * straight from MR rows of W are load-port operations that cost nothing extra.
+ */
+#define FC_UKR_ROWS_BODY(T, VT, VL, MR, NV, LOADU, STOREU, SET1, FMADD, ADD, ZERO) \
+    {                                                                               \
+        VT acc_[MR][NV];                                                            \
+        const T *ar_[MR];                                                           \
+        FC_UNROLL for (int r = 0; r < MR; ++r) ar_[r] = a + r * lda;                \
+        FC_UNROLL for (int r = 0; r < MR; ++r)                                      \
+            FC_UNROLL for (int v = 0; v < NV; ++v) acc_[r][v] = ZERO;               \
+        for (ptrdiff_t k = 0; k < kc; ++k) {                                        \
+            const T *bk = b + koff[k];                                              \
+            VT bv_[NV];                                                             \
+            FC_UNROLL for (int v = 0; v < NV; ++v) bv_[v] = LOADU(bk + v * VL);     \
+            FC_UNROLL for (int r = 0; r < MR; ++r) {                                \
+                VT ar = SET1(ar_[r][k]);                                            \
+                FC_UNROLL for (int v = 0; v < NV; ++v)                              \
+                    acc_[r][v] = FMADD(ar, bv_[v], acc_[r][v]);                     \
+            }                                                                       \
+        }                                                                           \
+        if (acc) {                                                                  \
+            FC_UNROLL for (int r = 0; r < MR; ++r)                                  \
+                FC_UNROLL for (int v = 0; v < NV; ++v) {                            \
+                    T *cp = c + r * ldc + v * VL;                                   \
+                    STOREU(cp, ADD(LOADU(cp), acc_[r][v]));                         \
+                }                                                                   \
+        } else {                                                                    \
+            FC_UNROLL for (int r = 0; r < MR; ++r)                                  \
+                FC_UNROLL for (int v = 0; v < NV; ++v)                              \
+                    STOREU(c + r * ldc + v * VL, acc_[r][v]);                       \
+        }                                                                           \
+    }
+
+#define FC_UKR_ROWS_SIG(NAME, T)                                                      \
+    static void NAME(ptrdiff_t kc, const T *FC_RESTRICT a, ptrdiff_t lda,             \
+                     const T *FC_RESTRICT b, const ptrdiff_t *FC_RESTRICT koff,       \
+                     T *FC_RESTRICT c, ptrdiff_t ldc, int acc)
+
 /* Dot kernel body: DMR x DNR vector accumulators, summed to scalars with HSUM. */
 #define FC_DOT_BODY(T, VT, VL, DMR, DNR, LOADU, FMADD, ZERO, HSUM)                  \
     {                                                                               \
@@ -119,6 +162,15 @@ FC_DEF_GENERIC(ukr_gen_f32_4, float, 4, 8)
 FC_DEF_GENERIC(ukr_gen_f64_1, double, 1, 8)
 FC_DEF_GENERIC(ukr_gen_f64_2, double, 2, 8)
 FC_DEF_GENERIC(ukr_gen_f64_4, double, 4, 4)
+#define FC_DEF_GENERIC_ROWS(NAME, T, MR, NV)                                       \
+    FC_UKR_ROWS_SIG(NAME, T)                                                        \
+    FC_UKR_ROWS_BODY(T, T, 1, MR, NV, G_LOADU, G_STOREU, G_SET1, G_FMADD, G_ADD, (T)0)
+FC_DEF_GENERIC_ROWS(rkr_gen_f32_1, float, 1, 16)
+FC_DEF_GENERIC_ROWS(rkr_gen_f32_2, float, 2, 16)
+FC_DEF_GENERIC_ROWS(rkr_gen_f32_4, float, 4, 8)
+FC_DEF_GENERIC_ROWS(rkr_gen_f64_1, double, 1, 8)
+FC_DEF_GENERIC_ROWS(rkr_gen_f64_2, double, 2, 8)
+FC_DEF_GENERIC_ROWS(rkr_gen_f64_4, double, 4, 4)
 #define G_HSUM(v) (v)
 FC_DOT_SIG(dot_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 4, G_LOADU, G_FMADD, 0.0f, G_HSUM)
 FC_DOT_SIG(dot5_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 5, G_LOADU, G_FMADD, 0.0f, G_HSUM)
@@ -146,6 +198,24 @@ FC_DEF_AVX2_F64(ukr_avx2_f64_2, 2, 4)
 FC_DEF_AVX2_F64(ukr_avx2_f64_3, 3, 4)
 FC_DEF_AVX2_F64(ukr_avx2_f64_4, 4, 3)
 FC_DEF_AVX2_F64(ukr_avx2_f64_6, 6, 2)
+#define FC_DEF_AVX2_ROWS_F32(NAME, MR, NV)                                             \
+    A2_TGT FC_UKR_ROWS_SIG(NAME, float)                                                 \
+    FC_UKR_ROWS_BODY(float, __m256, 8, MR, NV, _mm256_loadu_ps, _mm256_storeu_ps,       \
+                     _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_setzero_ps())
+#define FC_DEF_AVX2_ROWS_F64(NAME, MR, NV)                                             \
+    A2_TGT FC_UKR_ROWS_SIG(NAME, double)                                                \
+    FC_UKR_ROWS_BODY(double, __m256d, 4, MR, NV, _mm256_loadu_pd, _mm256_storeu_pd,     \
+                     _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd, _mm256_setzero_pd())
+FC_DEF_AVX2_ROWS_F32(rkr_avx2_f32_1, 1, 4)
+FC_DEF_AVX2_ROWS_F32(rkr_avx2_f32_2, 2, 4)
+FC_DEF_AVX2_ROWS_F32(rkr_avx2_f32_3, 3, 4)
+FC_DEF_AVX2_ROWS_F32(rkr_avx2_f32_4, 4, 3)
+FC_DEF_AVX2_ROWS_F32(rkr_avx2_f32_6, 6, 2)
+FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_1, 1, 4)
+FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_2, 2, 4)
+FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_3, 3, 4)
+FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_4, 4, 3)
+FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_6, 6, 2)
 A2_TGT static inline float hsum_avx2_f32(__m256 v)
 {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -194,6 +264,26 @@ FC_DEF_AVX512_F64(ukr_avx512_f64_3, 3, 8)
 FC_DEF_AVX512_F64(ukr_avx512_f64_4, 4, 6)
 FC_DEF_AVX512_F64(ukr_avx512_f64_6, 6, 4)
 FC_DEF_AVX512_F64(ukr_avx512_f64_8, 8, 3)
+#define FC_DEF_AVX512_ROWS_F32(NAME, MR, NV)                                           \
+    A5_TGT FC_UKR_ROWS_SIG(NAME, float)                                                 \
+    FC_UKR_ROWS_BODY(float, __m512, 16, MR, NV, _mm512_loadu_ps, _mm512_storeu_ps,      \
+                     _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_setzero_ps())
+#define FC_DEF_AVX512_ROWS_F64(NAME, MR, NV)                                           \
+    A5_TGT FC_UKR_ROWS_SIG(NAME, double)                                                \
+    FC_UKR_ROWS_BODY(double, __m512d, 8, MR, NV, _mm512_loadu_pd, _mm512_storeu_pd,     \
+                     _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd, _mm512_setzero_pd())
+FC_DEF_AVX512_ROWS_F32(rkr_avx512_f32_1, 1, 8)
+FC_DEF_AVX512_ROWS_F32(rkr_avx512_f32_2, 2, 8)
+FC_DEF_AVX512_ROWS_F32(rkr_avx512_f32_3, 3, 8)
+FC_DEF_AVX512_ROWS_F32(rkr_avx512_f32_4, 4, 6)
+FC_DEF_AVX512_ROWS_F32(rkr_avx512_f32_6, 6, 4)
+FC_DEF_AVX512_ROWS_F32(rkr_avx512_f32_8, 8, 3)
+FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_1, 1, 8)
+FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_2, 2, 8)
+FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_3, 3, 8)
+FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_4, 4, 6)
+FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_6, 6, 4)
+FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_8, 8, 3)
 A5_TGT FC_DOT_SIG(dot_avx512_f32, float)
 FC_DOT_BODY(float, __m512, 16, 4, 6, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps(),
             _mm512_reduce_add_ps)
@@ -312,6 +402,48 @@ const fc_kernels_f64 *fc_get_kernels_f64(void)
     }
 #endif
     return &K_GEN_F64;
+}
+
+/* Row-A kernels, slot for slot with the packed kernels of the same level. */
+static const fc_ukr_rows_f32 R_GEN_F32[FC_NUM_MR] = {rkr_gen_f32_1, rkr_gen_f32_2, rkr_gen_f32_4,
+                                                     0, 0, 0};
+static const fc_ukr_rows_f64 R_GEN_F64[FC_NUM_MR] = {rkr_gen_f64_1, rkr_gen_f64_2, rkr_gen_f64_4,
+                                                     0, 0, 0};
+#if FC_X86_SIMD
+static const fc_ukr_rows_f32 R_AVX2_F32[FC_NUM_MR] = {
+    rkr_avx2_f32_1, rkr_avx2_f32_2, rkr_avx2_f32_3, rkr_avx2_f32_4, rkr_avx2_f32_6, 0};
+static const fc_ukr_rows_f64 R_AVX2_F64[FC_NUM_MR] = {
+    rkr_avx2_f64_1, rkr_avx2_f64_2, rkr_avx2_f64_3, rkr_avx2_f64_4, rkr_avx2_f64_6, 0};
+static const fc_ukr_rows_f32 R_AVX512_F32[FC_NUM_MR] = {
+    rkr_avx512_f32_1, rkr_avx512_f32_2, rkr_avx512_f32_3, rkr_avx512_f32_4, rkr_avx512_f32_6,
+    rkr_avx512_f32_8};
+static const fc_ukr_rows_f64 R_AVX512_F64[FC_NUM_MR] = {
+    rkr_avx512_f64_1, rkr_avx512_f64_2, rkr_avx512_f64_3, rkr_avx512_f64_4, rkr_avx512_f64_6,
+    rkr_avx512_f64_8};
+#endif
+
+const fc_ukr_rows_f32 *fc_get_row_kernels_f32(void)
+{
+#if FC_X86_SIMD
+    switch (fc_simd_level()) {
+    case FC_SIMD_AVX512: return R_AVX512_F32;
+    case FC_SIMD_AVX2: return R_AVX2_F32;
+    default: break;
+    }
+#endif
+    return R_GEN_F32;
+}
+
+const fc_ukr_rows_f64 *fc_get_row_kernels_f64(void)
+{
+#if FC_X86_SIMD
+    switch (fc_simd_level()) {
+    case FC_SIMD_AVX512: return R_AVX512_F64;
+    case FC_SIMD_AVX2: return R_AVX2_F64;
+    default: break;
+    }
+#endif
+    return R_GEN_F64;
 }
 
 /* ---- threads, build facts, scratch ---------------------------------------- */

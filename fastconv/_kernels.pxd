@@ -65,6 +65,28 @@ cdef extern from "fastconv.h" nogil:
     int fc_relu_bwd_f64(const double *gy, const double *y, Py_ssize_t n, int nthreads,
                         double *gx)
 
+    int FC_BIAS_NONE
+    int FC_BIAS_COLS
+    int FC_BIAS_ROWS
+    int fc_gemm_f32(int transa, int transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                    const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
+                    const float *bias, int bias_mode, int accumulate, int nthreads,
+                    float *c, Py_ssize_t ldc)
+    int fc_gemm_f64(int transa, int transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                    const double *a, Py_ssize_t lda, const double *b, Py_ssize_t ldb,
+                    const double *bias, int bias_mode, int accumulate, int nthreads,
+                    double *c, Py_ssize_t ldc)
+    int fc_linear_bwd_f32(const float *gy, const float *x, const float *w, Py_ssize_t n,
+                          Py_ssize_t in_, Py_ssize_t out, int accumulate, int nthreads,
+                          float *gx, float *gw, float *gb)
+    int fc_linear_bwd_f64(const double *gy, const double *x, const double *w, Py_ssize_t n,
+                          Py_ssize_t in_, Py_ssize_t out, int accumulate, int nthreads,
+                          double *gx, double *gw, double *gb)
+    int fc_colsum_f32(const float *a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t lda,
+                      int accumulate, int nthreads, float *out)
+    int fc_colsum_f64(const double *a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t lda,
+                      int accumulate, int nthreads, double *out)
+
     int fc_threads(int requested)
     int fc_threads_for(int requested, double work)
     void fc_init()

@@ -95,3 +95,25 @@ def release_pool() -> None: ...
 def pool_bytes() -> int: ...
 def compiler() -> str: ...
 def fma_peak_gflops(seconds: float = 0.2) -> float: ...
+def gemm(
+    transa: bool,
+    transb: bool,
+    a: _Float,
+    b: _Float,
+    bias: Optional[_Float],
+    bias_mode: int,
+    accumulate: bool,
+    nthreads: int,
+    c: _Float,
+) -> None: ...
+def colsum(a: _Float, accumulate: bool, nthreads: int, out: _Float) -> None: ...
+def linear_backward(
+    gy: _Float,
+    x: _Float,
+    w: _Float,
+    accumulate: bool,
+    nthreads: int,
+    gx: Optional[_Float],
+    gw: Optional[_Float],
+    gb: Optional[_Float],
+) -> None: ...

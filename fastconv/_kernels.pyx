@@ -196,6 +196,66 @@ def relu_backward(const floating[::1] gy, const floating[::1] y, int nthreads,
             fc_relu_bwd_f64(&gy[0], &y[0], n, nthreads, &gx[0])
 
 
+def gemm(bint transa, bint transb, const floating[:, ::1] a, const floating[:, ::1] b,
+         const floating[::1] bias, int bias_mode, bint accumulate, int nthreads,
+         floating[:, ::1] c):
+    """c (=|+=) op(a) op(b) + bias; shapes already checked (see fc_gemm in fastconv.h)."""
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
+    cdef Py_ssize_t k = a.shape[0] if transa else a.shape[1]
+    cdef const floating *bp = NULL
+    cdef int rc
+    if bias is not None:
+        bp = &bias[0]
+    else:
+        bias_mode = FC_BIAS_NONE
+    with nogil:
+        if floating is float:
+            rc = fc_gemm_f32(transa, transb, m, n, k, &a[0, 0], a.shape[1], &b[0, 0],
+                             b.shape[1], bp, bias_mode, accumulate, nthreads, &c[0, 0], n)
+        else:
+            rc = fc_gemm_f64(transa, transb, m, n, k, &a[0, 0], a.shape[1], &b[0, 0],
+                             b.shape[1], bp, bias_mode, accumulate, nthreads, &c[0, 0], n)
+    _check(rc)
+
+
+def linear_backward(const floating[:, ::1] gy, const floating[:, ::1] x,
+                    const floating[:, ::1] w, bint accumulate, int nthreads,
+                    floating[:, ::1] gx, floating[:, ::1] gw, floating[::1] gb):
+    """gx = gy w, gw (=|+=) gy^T x, gb (=|+=) gy summed over rows; None = not wanted."""
+    cdef Py_ssize_t n = x.shape[0], nin = x.shape[1], nout = w.shape[0]
+    cdef floating *gxp = NULL
+    cdef floating *gwp = NULL
+    cdef floating *gbp = NULL
+    cdef int rc
+    if gx is not None and gx.shape[0] * gx.shape[1] > 0:
+        gxp = &gx[0, 0]
+    if gw is not None and gw.shape[0] * gw.shape[1] > 0:
+        gwp = &gw[0, 0]
+    if gb is not None and gb.shape[0] > 0:
+        gbp = &gb[0]
+    if n == 0 or nin == 0 or nout == 0:
+        raise ValueError("linear_backward: empty operands are handled in Python")
+    with nogil:
+        if floating is float:
+            rc = fc_linear_bwd_f32(&gy[0, 0], &x[0, 0], &w[0, 0], n, nin, nout, accumulate,
+                                   nthreads, gxp, gwp, gbp)
+        else:
+            rc = fc_linear_bwd_f64(&gy[0, 0], &x[0, 0], &w[0, 0], n, nin, nout, accumulate,
+                                   nthreads, gxp, gwp, gbp)
+    _check(rc)
+
+
+def colsum(const floating[:, ::1] a, bint accumulate, int nthreads, floating[::1] out):
+    """out (=|+=) a.sum(axis=0), each column summed top to bottom."""
+    with nogil:
+        if floating is float:
+            fc_colsum_f32(&a[0, 0], a.shape[0], a.shape[1], a.shape[1], accumulate, nthreads,
+                          &out[0])
+        else:
+            fc_colsum_f64(&a[0, 0], a.shape[0], a.shape[1], a.shape[1], accumulate, nthreads,
+                          &out[0])
+
+
 def simd_level():
     return fc_simd_level()
 

@@ -39,6 +39,8 @@ __all__ = [
     "avg_pool2d_backward",
     "relu",
     "relu_backward",
+    "linear",
+    "linear_backward",
     "set_num_threads",
     "get_num_threads",
     "openmp_enabled",
@@ -738,3 +740,161 @@ def relu_backward(grad_out, output, *, out=None):
         _kernels.relu_backward(_flat(grad_out), _flat(output), get_num_threads(),
                                gx.reshape(-1))
     return gx
+
+
+# ------------------------------------------------------------------ dense ---
+_BIAS_COLS = 1  # fc_gemm's bias_mode: C[i, j] += bias[j]
+
+
+def _rank2(fn, name, a, what):
+    if a.ndim != 2:
+        raise ValueError(f"{fn}: {name} must be 2-D {what}, got shape {a.shape}")
+
+
+def _no_overlap(fn, name, out, **inputs):
+    for what, a in inputs.items():
+        if a is not None and np.may_share_memory(out, a):
+            raise ValueError(f"{fn}: {name} must not overlap {what}")
+
+
+def _linear_inputs(fn, x, weight):
+    x = _array(fn, "input", x)
+    weight = _array(fn, "weight", weight)
+    _rank2(fn, "input", x, "(N, in_features)")
+    _rank2(fn, "weight", weight, "(out_features, in_features)")
+    _same_dtype(fn, "input", x, weight=weight)
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"{fn}: weight of shape {weight.shape} expects input with {weight.shape[1]} "
+            f"features, got input of shape {x.shape}")
+    return x, weight
+
+
+def linear(x, weight, bias=None, *, out=None):
+    """Dense layer ``y = x @ weight.T + bias``, as ``torch.nn.functional.linear``.
+
+    The product runs on fastconv's own register-blocked kernels and OpenMP team
+    (not NumPy's BLAS), with a fixed work partition: the result is bitwise the
+    same for any thread count.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, in_features), dtype float32 or float64
+    weight : ndarray of shape (out_features, in_features), same dtype
+        The layout of ``nn.Linear.weight`` (and PyTorch's).
+    bias : ndarray of shape (out_features,), optional
+    out : ndarray of shape (N, out_features), optional
+        Where to write the result (C-contiguous, same dtype, not overlapping
+        the inputs).
+
+    Returns
+    -------
+    y : ndarray of shape (N, out_features), dtype of x
+    """
+    fn = "linear"
+    x, weight = _linear_inputs(fn, x, weight)
+    if bias is not None:
+        bias = _array(fn, "bias", bias)
+        _same_dtype(fn, "input", x, bias=bias)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(
+                f"{fn}: bias must have shape ({weight.shape[0]},) to match weight of "
+                f"shape {weight.shape}, got {bias.shape}")
+    y = _check_out(fn, "out", out, (x.shape[0], weight.shape[0]), x.dtype)
+    _no_overlap(fn, "out", y, input=x, weight=weight, bias=bias)
+    if y.size == 0:
+        return y
+    if x.shape[1] == 0:  # empty reduction
+        y[...] = 0 if bias is None else bias
+        return y
+    _kernels.gemm(False, True, _contig(x), _contig(weight),
+                  None if bias is None else _contig(bias), _BIAS_COLS, False,
+                  get_num_threads(), y)
+    return y
+
+
+def linear_backward(grad_out, x, weight, *, output_mask=(True, True, True), out=None,
+                    accumulate=False):
+    """Gradients of :func:`linear` with respect to input, weight and bias.
+
+    ``grad_input = grad_out @ weight``, ``grad_weight = grad_out.T @ x``,
+    ``grad_bias = grad_out.sum(axis=0)`` (rows added in order), on fastconv's
+    kernels; bitwise the same for any thread count.
+
+    Parameters
+    ----------
+    grad_out : ndarray of shape (N, out_features)
+        Gradient of the loss with respect to the linear output.
+    x, weight
+        As passed to :func:`linear`.
+    output_mask : tuple of 3 bools
+        Which of (grad_input, grad_weight, grad_bias) to compute; the others are
+        returned as None.
+    out : tuple of 3 arrays or None, optional
+        Preallocated outputs for (grad_input, grad_weight, grad_bias).
+    accumulate : bool, default False
+        Add grad_weight and grad_bias into ``out[1]`` and ``out[2]`` (which must
+        then be given) instead of overwriting them: a layer's ``.grad`` without
+        a temporary the size of the weight. grad_input is always overwritten.
+
+    Returns
+    -------
+    grad_input : ndarray of shape (N, in_features) or None
+    grad_weight : ndarray of shape (out_features, in_features) or None
+    grad_bias : ndarray of shape (out_features,) or None
+    """
+    fn = "linear_backward"
+    x, weight = _linear_inputs(fn, x, weight)
+    grad_out = _array(fn, "grad_out", grad_out)
+    _same_dtype(fn, "input", x, grad_out=grad_out)
+    yshape = (x.shape[0], weight.shape[0])
+    if grad_out.shape != yshape:
+        raise ValueError(
+            f"{fn}: grad_out must have the linear output shape {yshape} for input "
+            f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
+    try:
+        mask = tuple(bool(m) for m in output_mask)
+    except TypeError:
+        raise TypeError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}") from None
+    if len(mask) != 3:
+        raise ValueError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}")
+    if out is None:
+        out = (None, None, None)
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise TypeError(f"{fn}: out must be a tuple of 3 arrays or None, got {out!r}")
+    acc = bool(accumulate)
+    if acc:
+        for i, what in ((1, "grad_weight"), (2, "grad_bias")):
+            if mask[i] and out[i] is None:
+                raise ValueError(
+                    f"{fn}: accumulate=True adds into out[{i}], but no {what} array was given")
+    gx = _check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
+    gw = _check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
+    gb = _check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
+    for i, a in enumerate((gx, gw, gb)):
+        if a is not None:
+            _no_overlap(fn, f"out[{i}]", a, grad_out=grad_out, input=x, weight=weight)
+    nt = get_num_threads()
+    gy = _contig(grad_out)
+    if x.size and weight.size:  # every dimension >= 1: one call, one thread team
+        if gx is not None or gw is not None or gb is not None:
+            _kernels.linear_backward(gy, _contig(x), _contig(weight), acc, nt, gx, gw, gb)
+        return gx, gw, gb
+    if gx is not None and gx.size:
+        if weight.shape[0] == 0:
+            gx.fill(0)
+        else:
+            _kernels.gemm(False, False, gy, _contig(weight), None, 0, False, nt, gx)
+    if gw is not None and gw.size:
+        if x.shape[0] == 0:
+            if not acc:
+                gw.fill(0)
+        else:
+            _kernels.gemm(True, False, gy, _contig(x), None, 0, acc, nt, gw)
+    if gb is not None and gb.size:
+        if x.shape[0] == 0:
+            if not acc:
+                gb.fill(0)
+        else:
+            _kernels.colsum(gy, acc, nt, gb)
+    return gx, gw, gb

@@ -21,6 +21,8 @@ __all__ = [
     "avg_pool2d_backward",
     "relu",
     "relu_backward",
+    "linear",
+    "linear_backward",
     "set_num_threads",
     "get_num_threads",
     "openmp_enabled",
@@ -139,3 +141,15 @@ def relu(x: ArrayLike, *, out: _Array | None = None) -> _Array: ...
 def relu_backward(
     grad_out: ArrayLike, output: ArrayLike, *, out: _Array | None = None
 ) -> _Array: ...
+def linear(
+    x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, *, out: _Array | None = None
+) -> _Array: ...
+def linear_backward(
+    grad_out: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    *,
+    output_mask: Sequence[bool] = (True, True, True),
+    out: Tuple[_Array | None, _Array | None, _Array | None] | None = None,
+    accumulate: bool = False,
+) -> Tuple[_Array | None, _Array | None, _Array | None]: ...

@@ -1,0 +1,48 @@
+/* fc_gemm.c - instantiates the dense matrix product (fc_gemm_impl.h) for float and double. */
+#include "fc_internal.h"
+
+#if defined(__GNUC__)
+#define FC_PREFETCH_W(p) __builtin_prefetch((p), 1, 3)
+#else
+#define FC_PREFETCH_W(p) ((void)(p))
+#endif
+
+/*
+ * Integer tuning switch from the environment, read on every call (tests and
+ * tuning flip them between calls): FASTCONV_GEMM_KC (reduction block),
+ * FASTCONV_GEMM_TASKS (tasks per product), FASTCONV_GEMM_SLOT (force a kernel
+ * slot), FASTCONV_GEMM_PACKA / _PACKB (0 = read that operand in place).
+ */
+static int gemm_env_int(const char *name, int dflt)
+{
+    const char *s = getenv(name);
+    return (s && *s) ? atoi(s) : dflt;
+}
+
+#define REAL float
+#define SFX(name) name##_f32
+#define KERN fc_kernels_f32
+#define GETK fc_get_kernels_f32
+#define RKERN fc_ukr_rows_f32
+#define GETR fc_get_row_kernels_f32
+#include "fc_gemm_impl.h"
+#undef REAL
+#undef SFX
+#undef KERN
+#undef GETK
+#undef RKERN
+#undef GETR
+
+#define REAL double
+#define SFX(name) name##_f64
+#define KERN fc_kernels_f64
+#define GETK fc_get_kernels_f64
+#define RKERN fc_ukr_rows_f64
+#define GETR fc_get_row_kernels_f64
+#include "fc_gemm_impl.h"
+#undef REAL
+#undef SFX
+#undef KERN
+#undef GETK
+#undef RKERN
+#undef GETR
