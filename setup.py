@@ -26,7 +26,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-CSRC = ["csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_eltwise.c", "csrc/fc_ukernels.c"]
+CSRC = ["csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_eltwise.c", "csrc/fc_ukernels.c",
+        "csrc/fc_optim.c"]
 
 
 def _env_flag(name):
