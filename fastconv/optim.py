@@ -115,6 +115,10 @@ class Optimizer:
     Penalties apply only to parameters with ``regularize=True``: the layers
     of ``fastconv.nn`` set it for conv/dense weights and clear it for biases
     and batch-norm parameters. Subclasses override ``_update``.
+
+    The attribute ``fused`` (default True, or False when the environment has
+    ``FASTCONV_FUSED_OPTIM=0``) lets ``step`` use the compiled update where it
+    applies; it gives bitwise the results of ``_update`` (see the module doc).
     """
 
     defaults = {}
@@ -388,7 +392,7 @@ class SGD(Optimizer):
                 first = True
             elif not _slot_fits(buf, p.data):
                 return None
-        return (p.data, p.grad, buf, None, p.regularize, first, 0.0, 0.0)
+        return (p.data, p.grad, buf, None, bool(p.regularize), first, 0.0, 0.0)
 
 
 @register_optimizer()
@@ -438,7 +442,7 @@ class Adagrad(Optimizer):
             acc = state["sum"] = np.full_like(p.data, self.initial_accumulator_value)
         elif not _slot_fits(acc, p.data):
             return None
-        return (p.data, p.grad, acc, None, p.regularize, False, 0.0, 0.0)
+        return (p.data, p.grad, acc, None, bool(p.regularize), False, 0.0, 0.0)
 
 
 @register_optimizer("rmsprop")
@@ -506,7 +510,7 @@ class RMSprop(Optimizer):
             sq = state["square_avg"] = np.zeros_like(p.data)
         if self.momentum and buf is None:
             buf = state["momentum_buffer"] = np.zeros_like(p.data)
-        return (p.data, p.grad, sq, buf, p.regularize, False, 0.0, 0.0)
+        return (p.data, p.grad, sq, buf, bool(p.regularize), False, 0.0, 0.0)
 
 
 @register_optimizer()
@@ -594,7 +598,7 @@ class Adam(Optimizer):
         # the same Python expressions as _update, rounded to the dtype in the kernel
         step_size = self.lr / (1.0 - b1**t)
         bias_correction2 = math.sqrt(1.0 - b2**t)
-        return (p.data, p.grad, m, state["exp_avg_sq"], p.regularize, False, step_size,
+        return (p.data, p.grad, m, state["exp_avg_sq"], bool(p.regularize), False, step_size,
                 bias_correction2)
 
 
