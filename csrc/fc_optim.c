@@ -38,6 +38,11 @@
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+/* The build's -std=c11 already means no contraction; this keeps it so when
+ * CFLAGS add -ffp-contract=fast or a GNU dialect (with -march=native it would
+ * otherwise fuse a*b+c into FMAs and break bitwise equality with NumPy). */
+#pragma GCC optimize("fp-contract=off")
 #endif
 
 #if defined(__GNUC__)
