@@ -174,7 +174,7 @@ class Optimizer:
         for p, state in zip(self.params, self.state):
             if not p.requires_grad:
                 continue
-            t = self._fused_tensor(p, state) if _fusable(p) else None
+            t = self._fused_tensor(p, state)
             if t is None:
                 self._update(p, self._regularized_grad(p, state), state)
             else:
@@ -383,15 +383,14 @@ class SGD(Optimizer):
                 self.nesterov, 0.0, 0.0, 0.0, 0.0)
 
     def _fused_tensor(self, p, state):
-        buf, first = None, False
-        if self.momentum:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                # the kernel writes buf = grad on this first step
-                buf = state["momentum_buffer"] = np.empty_like(p.data)
-                first = True
-            elif not _slot_fits(buf, p.data):
-                return None
+        buf = state.get("momentum_buffer") if self.momentum else None
+        if not _fused_ok(p, state, buf, None):
+            return None
+        first = False
+        if self.momentum and buf is None:
+            # the kernel writes buf = grad on this first step
+            buf = state["momentum_buffer"] = np.empty_like(p.data)
+            first = True
         return (p.data, p.grad, buf, None, bool(p.regularize), first, 0.0, 0.0)
 
 
@@ -438,10 +437,10 @@ class Adagrad(Optimizer):
 
     def _fused_tensor(self, p, state):
         acc = state.get("sum")
+        if not _fused_ok(p, state, acc, None):
+            return None
         if acc is None:
             acc = state["sum"] = np.full_like(p.data, self.initial_accumulator_value)
-        elif not _slot_fits(acc, p.data):
-            return None
         return (p.data, p.grad, acc, None, bool(p.regularize), False, 0.0, 0.0)
 
 
@@ -503,8 +502,7 @@ class RMSprop(Optimizer):
     def _fused_tensor(self, p, state):
         sq = state.get("square_avg")
         buf = state.get("momentum_buffer") if self.momentum else None
-        if (sq is not None and not _slot_fits(sq, p.data)) or (
-                buf is not None and not _slot_fits(buf, p.data)):
+        if not _fused_ok(p, state, sq, buf):
             return None
         if sq is None:
             sq = state["square_avg"] = np.zeros_like(p.data)
@@ -586,12 +584,12 @@ class Adam(Optimizer):
 
     def _fused_tensor(self, p, state):
         m = state.get("exp_avg")
+        if not _fused_ok(p, state, m, None if m is None else state["exp_avg_sq"]):
+            return None
         if m is None:
             m = state["exp_avg"] = np.zeros_like(p.data)
             state["exp_avg_sq"] = np.zeros_like(p.data)
             state["step"] = 0
-        elif not (_slot_fits(m, p.data) and _slot_fits(state["exp_avg_sq"], p.data)):
-            return None
         state["step"] += 1
         t = state["step"]
         b1, b2 = self.betas
@@ -602,19 +600,35 @@ class Adam(Optimizer):
                 bias_correction2)
 
 
-def _fusable(p):
-    """True if parameter ``p`` (data and grad) can take the fused path."""
+def _fused_ok(p, state, slot1, slot2):
+    """True if ``p.data``, ``p.grad`` and its stored slots (None: not created yet)
+    can go to the kernel.
+
+    The verdict is kept in ``state["_fused_checked"]`` with the arrays it was
+    reached for, and reused while ``p.data``, ``p.grad`` and the slots are the
+    same objects: the checks cost more than the update of a small parameter.
+    (An array whose flags are changed in place is still caught by the guard in
+    ``_kernels.optim_step``.)
+    """
     w, g = p.data, p.grad
-    return (w.dtype in _FLOAT_DTYPES and g.dtype == w.dtype and g.shape == w.shape
-            and w.size >= _FUSED_MIN_SIZE and w.flags.c_contiguous and w.flags.writeable
-            and g.flags.c_contiguous and not np.may_share_memory(w, g))
+    seen = state.get("_fused_checked")
+    if (seen is not None and seen[0] is w and seen[1] is g and seen[2] is slot1
+            and seen[3] is slot2):
+        return True
+    ok = (w.dtype in _FLOAT_DTYPES and g.dtype == w.dtype and g.shape == w.shape
+          and w.size >= _FUSED_MIN_SIZE and w.flags.c_contiguous and w.flags.writeable
+          and g.flags.c_contiguous and not np.may_share_memory(w, g)
+          and _slot_fits(slot1, w) and _slot_fits(slot2, w))
+    state["_fused_checked"] = (w, g, slot1, slot2) if ok else None
+    return ok
 
 
 def _slot_fits(slot, w):
-    """True if a stored state slot can be handed to the kernel next to ``w``."""
-    return (type(slot) is np.ndarray and slot.dtype == w.dtype and slot.shape == w.shape
-            and slot.flags.c_contiguous and slot.flags.writeable
-            and not np.may_share_memory(slot, w))
+    """True if a stored state slot (or None) can be handed to the kernel next to ``w``."""
+    return slot is None or (
+        type(slot) is np.ndarray and slot.dtype == w.dtype and slot.shape == w.shape
+        and slot.flags.c_contiguous and slot.flags.writeable
+        and not np.may_share_memory(slot, w))
 
 
 # The _update methods the kernel reproduces, and the class that knows how.

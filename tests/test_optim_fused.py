@@ -273,3 +273,31 @@ def test_kernel_guard_rejects_bad_arrays():
                             False, 1)
     with pytest.raises(ValueError, match="unknown kind"):
         _kernels.optim_step((9,) + hyper[1:], [], False, 1)
+
+
+def test_rebinding_arrays_after_a_fused_step_is_noticed(rng, kernel_calls):
+    # the eligibility verdict is cached per array identity; new arrays are re-checked
+    params = make_params(rng, np.float64, sizes=[(6, 8)])
+    grads = make_grads(rng, params, 3)
+    out = []
+    for fused in (True, False):
+        ps = clone(params)
+        opt = optim.SGD(ps, lr=0.1, momentum=0.9)
+        opt.fused = fused
+        for k, step in enumerate(grads):
+            if k == 1:   # now Fortran-ordered: the NumPy path must take over
+                ps[0].data = np.asfortranarray(ps[0].data)
+                ps[0].grad = np.asfortranarray(ps[0].grad)
+            if k == 2:   # and back
+                ps[0].data = np.ascontiguousarray(ps[0].data)
+                ps[0].grad = np.ascontiguousarray(ps[0].grad)
+            opt.zero_grad()
+            ps[0].grad += step[0]
+            opt.step()
+        out.append((ps, opt))
+    assert kernel_calls == [(True, 1), (True, 1)]
+    assert_same(*out)
+    # a parameter made read-only in place: a clear error, as on the NumPy path
+    out[0][0][0].data.flags.writeable = False
+    with pytest.raises(ValueError):
+        out[0][1].step()
