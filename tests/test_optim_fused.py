@@ -301,3 +301,15 @@ def test_rebinding_arrays_after_a_fused_step_is_noticed(rng, kernel_calls):
     out[0][0][0].data.flags.writeable = False
     with pytest.raises(ValueError):
         out[0][1].step()
+
+
+def test_environment_switch_turns_the_fused_path_off():
+    import os
+    import subprocess
+    import sys
+
+    code = "from fastconv import optim; print(optim.Optimizer.fused, optim.SGD.fused)"
+    env = dict(os.environ, FASTCONV_FUSED_OPTIM="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(fastconv.__file__)))
+    assert out.stdout.split() == ["False", "False"]
