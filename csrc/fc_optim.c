@@ -14,8 +14,9 @@
  *     sqrt(1 - b2**t)) are computed the same way in double, or handed over from
  *     Python, before that rounding.
  *   - No contraction of a*b+c into an FMA: GCC does not contract under -std=c11
- *     (the build's dialect); clang obeys the pragma below. Each operation is its
- *     own statement to keep it that way under any -ffp-contract=on compiler.
+ *     (the build's dialect), and the pragmas below keep it off under other
+ *     flags (GCC) and in clang. Each operation is also its own statement, which
+ *     an -ffp-contract=on compiler never fuses across.
  *   - sqrt and division are correctly rounded in IEEE arithmetic, as in NumPy.
  *   - sign(w) follows numpy.sign: +1, -1, 0 for +-0, and NaN for NaN.
  * The one thing not reproduced is which payload a NaN carries when two NaN
@@ -23,11 +24,12 @@
  *
  * Loop-invariant options (penalties on or off, nesterov, SGD's first step) are
  * selects rather than separate loops: the vectoriser turns them into blends, and
- * the loop stays memory-bound (Adam streams 4 arrays in and 3 out).
+ * the loops are bound by memory traffic (SGD) or by the divide and square-root
+ * units (Adam in float32: two divisions and one square root per element).
  *
  * Parallelism: the parameters of one call are treated as one concatenated
- * vector, cut into one contiguous range per thread (boundaries at multiples of
- * 16 elements so no two threads write the same cache line). The update is
+ * vector, cut into one contiguous range per thread (boundaries rounded down to
+ * multiples of 16 elements). The update is
  * element-wise, so the result does not depend on the partition or thread count.
  * The SIMD width follows fc_simd_level() (so FASTCONV_SIMD and set_simd_level
  * apply); the results are the same at every level.
@@ -95,7 +97,7 @@
         gi = l1_on ? gl : gi;                                                           \
     }
 
-#define FC_OPT_DEF_LOOPS(REAL, SFX, SQRT)                                                   \
+#define FC_OPT_DEF_LOOPS(REAL, SFX, SQRT)                                               \
     /* SGD, momentum 0:  tmp = g * lr; w -= tmp */                                      \
     FC_OPT_INLINE void sgd_##SFX(ptrdiff_t n, const REAL *FC_RESTRICT g, REAL wd,       \
                                  REAL l1, int wd_on, int l1_on, REAL lr,                \
@@ -286,8 +288,7 @@ static ptrdiff_t opt_bound(ptrdiff_t total, ptrdiff_t nth, ptrdiff_t tid)
 }
 
 #if FC_X86_SIMD
-/* No "fma" in these targets: nothing here may be contracted anyway, and the
- * AVX-512 FMA forms are not used because the dialect forbids contraction. */
+/* No "fma" in these targets: nothing here is to be contracted. */
 #define FC_OPT_TGT_AVX2 __attribute__((target("avx2")))
 #define FC_OPT_TGT_AVX512 __attribute__((target("avx512f,avx2")))
 #else
