@@ -56,10 +56,13 @@ _OPTIMIZERS = {}
 
 _FUSED_DEFAULT = os.environ.get("FASTCONV_FUSED_OPTIM", "1").strip().lower() not in (
     "0", "false", "no", "off")
-# Parameters with fewer elements than this take the NumPy path. The fused call
-# is faster at every size measured (one kernel call for all parameters costs
-# less than one NumPy ufunc call per parameter), so this is 0; it exists to
-# route tiny tensors to NumPy should a platform prove otherwise.
+# Parameters with fewer elements than this take the NumPy path. Measured (one
+# thread, float32): the step costs ~2.5 us plus ~0.4 us per parameter fused,
+# against ~0.4 us (SGD) to ~5 us (Adam) per parameter and NumPy call chain, so
+# the only case where NumPy wins is an optimiser over a single tiny tensor with
+# plain SGD (1.3 us vs 2.7 us); at 10 parameters of 16 elements fused wins
+# (SGD 6 vs 10 us, Adam 8 vs 55 us). A size cut-off would only add NumPy calls
+# to a shared kernel call, so it is 0; it is here for platforms that disagree.
 _FUSED_MIN_SIZE = 0
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
