@@ -148,6 +148,54 @@ int fc_colsum_f32(const float *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda, int a
 int fc_colsum_f64(const double *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda, int accumulate,
                   int nthreads, double *out /* OUT */);
 
+/* ---- optimiser updates (fc_optim.c) ----------------------------------------- */
+/*
+ * One step of fastconv.optim's SGD / Adagrad / RMSprop / Adam over a list of
+ * parameters, in one pass per parameter, bitwise equal to optim.py's NumPy path
+ * (same operations, order and per-operation rounding; see fc_optim.c).
+ * Hyper-parameters are doubles, rounded to the dtype as NumPy rounds a Python
+ * float operand. The arrays of one tensor are C-contiguous with n elements and
+ * must not overlap each other.
+ */
+#define FC_OPTIM_SGD 0
+#define FC_OPTIM_ADAGRAD 1
+#define FC_OPTIM_RMSPROP 2
+#define FC_OPTIM_ADAM 3
+
+typedef struct {
+    int kind;                  /* FC_OPTIM_* */
+    double lr;
+    double weight_decay, l1;   /* penalties, applied to tensors with regularize != 0 */
+    double momentum;           /* SGD, RMSprop; 0 = none */
+    int nesterov;              /* SGD */
+    double eps;                /* Adagrad, RMSprop, Adam */
+    double alpha;              /* RMSprop */
+    double beta1, beta2;       /* Adam */
+} fc_optim_hyper;
+
+/* slot1 / slot2 by kind: SGD momentum_buffer / -; Adagrad sum / -;
+ * RMSprop square_avg / momentum_buffer (momentum != 0); Adam exp_avg / exp_avg_sq.
+ * Unused slots may be NULL. */
+#define FC_DEF_OPTIM_TENSOR(REAL, SFX)                                                  \
+    typedef struct {                                                                    \
+        ptrdiff_t n;                                                                    \
+        const REAL *grad;                                                               \
+        int regularize;            /* apply weight_decay / l1 to this tensor */         \
+        int first;                 /* SGD with momentum: buffer = grad (first step) */  \
+        double step_size;          /* Adam: lr / (1 - beta1**t) */                      \
+        double bias_correction2;   /* Adam: sqrt(1 - beta2**t) */                       \
+        REAL *w;                   /* INOUT: the parameter */                           \
+        REAL *slot1, *slot2;       /* INOUT: optimiser state */                         \
+    } fc_optim_tensor_##SFX;
+FC_DEF_OPTIM_TENSOR(float, f32)
+FC_DEF_OPTIM_TENSOR(double, f64)
+#undef FC_DEF_OPTIM_TENSOR
+
+int fc_optim_step_f32(const fc_optim_hyper *h, const fc_optim_tensor_f32 *t, ptrdiff_t ntensors,
+                      int nthreads);
+int fc_optim_step_f64(const fc_optim_hyper *h, const fc_optim_tensor_f64 *t, ptrdiff_t ntensors,
+                      int nthreads);
+
 /* ---- threads ---------------------------------------------------------------- */
 /*
  * The thread count a kernel will really use for a request. In a process forked

@@ -87,6 +87,48 @@ cdef extern from "fastconv.h" nogil:
     int fc_colsum_f64(const double *a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t lda,
                       int accumulate, int nthreads, double *out)
 
+    int FC_OPTIM_SGD
+    int FC_OPTIM_ADAGRAD
+    int FC_OPTIM_RMSPROP
+    int FC_OPTIM_ADAM
+
+    ctypedef struct fc_optim_hyper:
+        int kind
+        double lr
+        double weight_decay, l1
+        double momentum
+        int nesterov
+        double eps
+        double alpha
+        double beta1, beta2
+
+    ctypedef struct fc_optim_tensor_f32:
+        Py_ssize_t n
+        const float *grad
+        int regularize
+        int first
+        double step_size
+        double bias_correction2
+        float *w
+        float *slot1
+        float *slot2
+
+    ctypedef struct fc_optim_tensor_f64:
+        Py_ssize_t n
+        const double *grad
+        int regularize
+        int first
+        double step_size
+        double bias_correction2
+        double *w
+        double *slot1
+        double *slot2
+
+    int fc_optim_step_f32(const fc_optim_hyper *h, const fc_optim_tensor_f32 *t,
+                          Py_ssize_t ntensors, int nthreads)
+    int fc_optim_step_f64(const fc_optim_hyper *h, const fc_optim_tensor_f64 *t,
+                          Py_ssize_t ntensors, int nthreads)
+
     int fc_threads(int requested)
     int fc_threads_for(int requested, double work)
     void fc_init()

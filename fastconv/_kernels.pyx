@@ -9,10 +9,13 @@ fc_pool_geom.
 """
 from cython cimport floating
 from libc.stdint cimport int64_t
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+cimport numpy as cnp
 
 from fastconv._kernels cimport *
 
 fc_init()  # fork handler: a child forked after a parallel region runs serially
+cnp.import_array()
 
 
 cdef fc_conv_geom _conv_geom(tuple t):
@@ -254,6 +257,89 @@ def colsum(const floating[:, ::1] a, bint accumulate, int nthreads, floating[::1
         else:
             fc_colsum_f64(&a[0, 0], a.shape[0], a.shape[1], a.shape[1], accumulate, nthreads,
                           &out[0])
+
+
+cdef void *_optim_ptr(object a, int typenum, Py_ssize_t n, bint writeable) except NULL:
+    # The one guard between a Python object and a raw pointer: fastconv.optim
+    # only passes arrays it has checked, so this never fires in normal use.
+    cdef cnp.ndarray arr = <cnp.ndarray?>a
+    if (cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or cnp.PyArray_SIZE(arr) != n or (writeable and not cnp.PyArray_ISWRITEABLE(arr))):
+        raise ValueError("optim_step: every array of a tensor must be a C-contiguous "
+                         "array of the same dtype and size (and writeable when updated)")
+    return cnp.PyArray_DATA(arr)
+
+
+OPTIM_SGD = FC_OPTIM_SGD
+OPTIM_ADAGRAD = FC_OPTIM_ADAGRAD
+OPTIM_RMSPROP = FC_OPTIM_RMSPROP
+OPTIM_ADAM = FC_OPTIM_ADAM
+
+
+def optim_step(tuple hyper, list tensors, bint f64, int nthreads):
+    """One fused optimiser step over ``tensors`` (see fc_optim_step_f32 in fastconv.h).
+
+    hyper: (kind, lr, weight_decay, l1, momentum, nesterov, eps, alpha, beta1, beta2).
+    tensors: tuples (w, grad, slot1, slot2, regularize, first, step_size,
+    bias_correction2), the arrays float64 if f64 else float32; slots may be None.
+    """
+    cdef fc_optim_hyper h
+    (h.kind, h.lr, h.weight_decay, h.l1, h.momentum, h.nesterov, h.eps, h.alpha,
+     h.beta1, h.beta2) = hyper
+    cdef Py_ssize_t nt = len(tensors), k, n
+    cdef int typenum = cnp.NPY_FLOAT64 if f64 else cnp.NPY_FLOAT32
+    cdef void *buf = PyMem_Malloc(max(nt, 1) * (sizeof(fc_optim_tensor_f64) if f64 else
+                                                 sizeof(fc_optim_tensor_f32)))
+    cdef fc_optim_tensor_f32 *t32 = <fc_optim_tensor_f32 *>buf
+    cdef fc_optim_tensor_f64 *t64 = <fc_optim_tensor_f64 *>buf
+    cdef void *w
+    cdef void *g
+    cdef void *s1
+    cdef void *s2
+    # slots the kernel dereferences, by kind
+    cdef bint need1 = h.kind != FC_OPTIM_SGD or h.momentum != 0.0
+    cdef bint need2 = h.kind == FC_OPTIM_ADAM or (h.kind == FC_OPTIM_RMSPROP and h.momentum != 0.0)
+    if h.kind < FC_OPTIM_SGD or h.kind > FC_OPTIM_ADAM:
+        raise ValueError(f"optim_step: unknown kind {h.kind}")
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        for k in range(nt):
+            tw, tg, ts1, ts2, reg, first, step_size, bc2 = tensors[k]
+            n = cnp.PyArray_SIZE(<cnp.ndarray?>tw)
+            w = _optim_ptr(tw, typenum, n, True)
+            g = _optim_ptr(tg, typenum, n, False)
+            s1 = NULL if ts1 is None else _optim_ptr(ts1, typenum, n, True)
+            s2 = NULL if ts2 is None else _optim_ptr(ts2, typenum, n, True)
+            if (need1 and s1 == NULL) or (need2 and s2 == NULL):
+                raise ValueError(f"optim_step: tensor {k} lacks an optimiser state slot")
+            if f64:
+                t64[k].n = n
+                t64[k].grad = <const double *>g
+                t64[k].regularize = reg
+                t64[k].first = first
+                t64[k].step_size = step_size
+                t64[k].bias_correction2 = bc2
+                t64[k].w = <double *>w
+                t64[k].slot1 = <double *>s1
+                t64[k].slot2 = <double *>s2
+            else:
+                t32[k].n = n
+                t32[k].grad = <const float *>g
+                t32[k].regularize = reg
+                t32[k].first = first
+                t32[k].step_size = step_size
+                t32[k].bias_correction2 = bc2
+                t32[k].w = <float *>w
+                t32[k].slot1 = <float *>s1
+                t32[k].slot2 = <float *>s2
+        with nogil:
+            if f64:
+                fc_optim_step_f64(&h, t64, nt, nthreads)
+            else:
+                fc_optim_step_f32(&h, t32, nt, nthreads)
+    finally:
+        PyMem_Free(buf)
 
 
 def simd_level():
