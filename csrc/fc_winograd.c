@@ -188,6 +188,10 @@ typedef int wino_i16 __attribute__((vector_size(64)));
 #define WINO_ODD ((wino_i16){1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31})
 /* lanes 0..8 of the first row, then lanes 0..6 of the second (WINO_PAIR_OFF = 9) */
 #define WINO_JOIN ((wino_i16){0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 21, 22})
+/* the same two rows seen from lane 2: lanes 2..8 of the first, 0..8 of the second */
+#define WINO_JOIN_HI ((wino_i16){2, 3, 4, 5, 6, 7, 8, 16, 17, 18, 19, 20, 21, 22, 23, 24})
+/* lanes 1..16 from a low (0..15) and a high (2..17) vector */
+#define WINO_SHIFT1 ((wino_i16){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 30})
 #else
 #define WINO_VEC16 0
 #endif

@@ -25,40 +25,91 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
                                         float *FC_RESTRICT dst, ptrdiff_t sp, ptrdiff_t st,
                                         int room)
 {
-    float ev[6][RL + 2], od[6][RL + 2], re[6][RL + 2], ro[6][RL + 2];
 #if WINO_VEC16 && RL == 16
-    /* GCC vector extensions: two contiguous loads and a two-source permute per
-     * row split even from odd columns (plain C makes 32 scalar inserts of it) */
+    /*
+     * Whole-vector version. Lane q needs the even/odd column arrays at lanes q,
+     * q+1 and q+2, i.e. lanes 0..17: kept as a low vector (lanes 0..15), a high
+     * vector (lanes 2..17) and, for the middle, a one-lane shift built from both.
+     * No scalar remainder anywhere (the plain C form ran lanes 16..17 scalar).
+     */
+    wino_v16 el[6], eh[6], ol[6], oh[6];
+    wino_i16 pack; /* lanes 0..nq-1 stay, lanes 9.. follow them */
+    for (int l = 0; l < 16; ++l) pack[l] = l < nq ? l : (l < 2 * nq ? WINO_PAIR_OFF + l - nq : 15);
     for (int i = 0; i < 6; ++i) {
         const float *sa = src + i * ld;
-        wino_v16 a0, a1, e, o;
+        wino_v16 a0, a1;
         memcpy(&a0, sa, sizeof a0);
         memcpy(&a1, sa + 16, sizeof a1);
-        e = __builtin_shuffle(a0, a1, WINO_EVEN);
-        o = __builtin_shuffle(a0, a1, WINO_ODD);
+        const wino_v16 e = __builtin_shuffle(a0, a1, WINO_EVEN);
+        const wino_v16 od_ = __builtin_shuffle(a0, a1, WINO_ODD);
         if (src2) {
             const float *sb = src2 + i * ld;
-            wino_v16 b0, b1, e2, o2;
+            wino_v16 b0, b1;
             memcpy(&b0, sb, sizeof b0);
             memcpy(&b1, sb + 16, sizeof b1);
-            e2 = __builtin_shuffle(b0, b1, WINO_EVEN);
-            o2 = __builtin_shuffle(b0, b1, WINO_ODD);
-            e = __builtin_shuffle(e, e2, WINO_JOIN);
-            o = __builtin_shuffle(o, o2, WINO_JOIN);
-            ev[i][16] = e2[16 - WINO_PAIR_OFF];
-            ev[i][17] = e2[17 - WINO_PAIR_OFF];
-            od[i][16] = o2[16 - WINO_PAIR_OFF];
-            od[i][17] = o2[17 - WINO_PAIR_OFF];
+            const wino_v16 e2 = __builtin_shuffle(b0, b1, WINO_EVEN);
+            const wino_v16 o2 = __builtin_shuffle(b0, b1, WINO_ODD);
+            el[i] = __builtin_shuffle(e, e2, WINO_JOIN);
+            ol[i] = __builtin_shuffle(od_, o2, WINO_JOIN);
+            eh[i] = __builtin_shuffle(e, e2, WINO_JOIN_HI);
+            oh[i] = __builtin_shuffle(od_, o2, WINO_JOIN_HI);
         } else {
-            ev[i][16] = sa[32];
-            ev[i][17] = sa[34];
-            od[i][16] = sa[33];
-            od[i][17] = sa[35];
+            wino_v16 c0, c1;
+            memcpy(&c0, sa + 4, sizeof c0);
+            memcpy(&c1, sa + 20, sizeof c1);
+            el[i] = e;
+            ol[i] = od_;
+            eh[i] = __builtin_shuffle(c0, c1, WINO_EVEN); /* columns 4, 6, .., 34 */
+            oh[i] = __builtin_shuffle(c0, c1, WINO_ODD);  /* columns 5, 7, .., 35 */
         }
-        memcpy(ev[i], &e, sizeof e);
-        memcpy(od[i], &o, sizeof o);
     }
+    /* rows: B^T d on each column, the four lane vectors alike */
+    wino_v16 rel[6], reh[6], rol[6], roh[6];
+#define WINO_BT_V(o, d)                                                             \
+    do {                                                                            \
+        o[0] = 4 * d[0] - 5 * d[2] + d[4];                                          \
+        o[1] = 4 * (d[1] + d[2]) - (d[3] + d[4]);                                   \
+        o[2] = 4 * (d[2] - d[1]) + (d[3] - d[4]);                                   \
+        o[3] = 2 * (d[3] - d[1]) + (d[4] - d[2]);                                   \
+        o[4] = 2 * (d[1] - d[3]) + (d[4] - d[2]);                                   \
+        o[5] = 4 * d[1] - 5 * d[3] + d[5];                                          \
+    } while (0)
+    WINO_BT_V(rel, el);
+    WINO_BT_V(reh, eh);
+    WINO_BT_V(rol, ol);
+    WINO_BT_V(roh, oh);
+    /* columns: patch column j of tile q is the even (j even) or odd array at lane q + j/2 */
+    for (int a = 0; a < 6; ++a) {
+        wino_v16 d[6], r[6];
+        d[0] = rel[a];
+        d[1] = rol[a];
+        d[2] = __builtin_shuffle(rel[a], reh[a], WINO_SHIFT1);
+        d[3] = __builtin_shuffle(rol[a], roh[a], WINO_SHIFT1);
+        d[4] = reh[a];
+        d[5] = roh[a];
+        WINO_BT_V(r, d);
+        /* stores straight from the registers (a round trip through a stack array
+         * cost a failed store-to-load forward per point: 60% of this function) */
+        for (int b = 0; b < 6; ++b) {
+            float *dp = dst + (a * 6 + b) * sp;
+            if (room) {
+                /* one store per point: with a second row, its nq tiles are moved
+                 * next to the first row's (lanes nq..2nq-1) */
+                const wino_v16 rv = src2 ? __builtin_shuffle(r[b], pack) : r[b];
+                memcpy(dp, &rv, sizeof rv);
+            } else {
+                for (int q = 0; q < nq; ++q) dp[q * st] = r[b][q];
+                if (src2)
+                    for (int q = 0; q < nq; ++q) dp[(nq + q) * st] = r[b][WINO_PAIR_OFF + q];
+            }
+        }
+    }
+#undef WINO_BT_V
 #else
+    float ev[6][RL + 2], od[6][RL + 2], re[6][RL + 2], ro[6][RL + 2];
+    float o[6][RL + WINO_PAIR_OFF];
+    for (int b = 0; b < 6; ++b)
+        for (int q = RL; q < RL + WINO_PAIR_OFF; ++q) o[b][q] = 0; /* never computed */
     const int split = src2 ? WINO_PAIR_OFF : RL + 2;
     for (int i = 0; i < 6; ++i) {
         for (int q = 0; q < split; ++q) {
@@ -70,16 +121,12 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
             od[i][q] = src2[i * ld + 2 * (q - split) + 1];
         }
     }
-#endif
     /* rows: B^T d on each column */
     for (int q = 0; q < RL + 2; ++q) {
         WINO_BT(re, ev[0][q], ev[1][q], ev[2][q], ev[3][q], ev[4][q], ev[5][q], q);
         WINO_BT(ro, od[0][q], od[1][q], od[2][q], od[3][q], od[4][q], od[5][q], q);
     }
     /* columns: patch column j of tile q is re[.][q + j/2] (j even) or ro[.][q + j/2] */
-    float o[6][RL + WINO_PAIR_OFF];
-    for (int b = 0; b < 6; ++b)
-        for (int q = RL; q < RL + WINO_PAIR_OFF; ++q) o[b][q] = 0; /* never computed */
     for (int a = 0; a < 6; ++a) {
         for (int q = 0; q < RL; ++q)
             WINO_BT(o, re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
@@ -98,6 +145,7 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
             }
         }
     }
+#endif
 }
 
 /*
