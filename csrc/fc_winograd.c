@@ -46,6 +46,10 @@
 
 #define WL 16        /* lanes of the data transforms */
 #define NP 36        /* transform points per tile */
+/* Two tile rows of at most WINO_PAIR_MAX tiles share one input-transform call,
+ * the second in lanes WINO_PAIR_OFF.. (its patch columns start 2*OFF apart). */
+#define WINO_PAIR_OFF 9
+#define WINO_PAIR_MAX 7
 #define WINO_BLOCK_BYTES (1 << 20) /* per-thread V + M budget: stays in the 2 MB L2 */
 
 /* Keep short copy loops inline: GCC would turn them into memcpy calls, whose
@@ -87,6 +91,24 @@ static int wino_slot(const fc_kernels_f32 *kk, ptrdiff_t rows, ptrdiff_t cols)
 }
 
 /*
+ * Column of the first tile of tile row j (0-based within a block) in the
+ * forward's V and M buffers. Narrow rows (tw <= WINO_PAIR_MAX, transformed in
+ * pairs) take 16 columns per pair, the second row right after the first:
+ * every input-transform store is then one whole aligned vector, and pairs
+ * never share a cache line. Wider rows are packed back to back.
+ */
+static ptrdiff_t wino_tile_col(ptrdiff_t j, ptrdiff_t tw)
+{
+    return tw <= WINO_PAIR_MAX ? (j / 2) * 16 + (j % 2) * tw : j * tw;
+}
+
+/* GEMM columns used by `rows` tile rows of tw tiles */
+static ptrdiff_t wino_block_cols(ptrdiff_t rows, ptrdiff_t tw)
+{
+    return tw <= WINO_PAIR_MAX ? FC_CEILDIV(rows, 2) * 16 : rows * tw;
+}
+
+/*
  * Forward blocking: a block is `rows` whole tile rows (tw tiles each, across
  * images), its tiles are GEMM columns rounded up to the kernel width. Picks the
  * kernel slot and rows per block that waste least (padded output channels and
@@ -103,7 +125,7 @@ static void wino_fwd_plan(const fc_kernels_f32 *kk, ptrdiff_t m, ptrdiff_t cin, 
         const ptrdiff_t mpad = FC_ROUNDUP(m, kk->mr[s]), nr = kk->nr[s];
         const ptrdiff_t per_col = NP * (cin + mpad) * (ptrdiff_t)sizeof(float);
         for (ptrdiff_t r = 1; r <= trows; ++r) {
-            const ptrdiff_t cols = FC_ROUNDUP(r * tw, nr);
+            const ptrdiff_t cols = FC_ROUNDUP(wino_block_cols(r, tw), nr);
             if (r > 1 && cols * per_col > WINO_BLOCK_BYTES) break;
             const double eff = (double)m / mpad * (double)(r * tw) / cols;
             if (eff > best + 1e-9 || (eff > best - 1e-9 && kk->mr[s] > kk->mr[*slot])) {
@@ -175,10 +197,6 @@ static void wino_pack(const float *u, ptrdiff_t rows, ptrdiff_t red, ptrdiff_t m
         o[5][l] = 4 * d1 - 5 * d3 + d5;                                             \
     } while (0)
 
-/* Two tile rows of at most WINO_PAIR_MAX tiles share one input-transform call,
- * the second in lanes WINO_PAIR_OFF.. (its patch columns start 2*OFF apart). */
-#define WINO_PAIR_OFF 9
-#define WINO_PAIR_MAX 7
 
 #if defined(__GNUC__) && !defined(__clang__)
 #define WINO_VEC16 1
@@ -304,7 +322,7 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
     wino_fwd_plan(kk, m, cin, tw, trows, &slot, &rpb);
     const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
     const ptrdiff_t mpad = FC_ROUNDUP(m, mr);
-    const ptrdiff_t bt = FC_ROUNDUP(rpb * tw, nr);  /* GEMM columns per block */
+    const ptrdiff_t bt = FC_ROUNDUP(wino_block_cols(rpb, tw), nr); /* GEMM columns per block */
     const ptrdiff_t vp_pitch = bt + 2 * WL;          /* room for wino_in_row's full stores */
     const ptrdiff_t nblk = FC_CEILDIV(trows, rpb);
     int rc = FC_OK, failed = 0;
@@ -340,7 +358,7 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
             for (ptrdiff_t c = 0; c < cin; ++c)
                 for (ptrdiff_t s = s0; s < s1;) {
                     const float *src = xp + ((s / th) * cin + c) * plane + 2 * (s % th) * wp;
-                    float *dst = vb + c * NP * vp_pitch + (s - s0) * tw;
+                    float *dst = vb + c * NP * vp_pitch + wino_tile_col(s - s0, tw);
                     if (tw <= WINO_PAIR_MAX) {
                         /* narrow rows go in pairs */
                         const float *src2 = NULL;
@@ -373,7 +391,7 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
                     const ptrdiff_t r = s % th;
                     float *yrow = y + ((s / th) * m + k) * ho * wo + 2 * r * wo;
                     const int nrow = (int)FC_MIN((ptrdiff_t)2, ho - 2 * r);
-                    const float *mk = mb + k * NP * bt + (s - s0) * tw;
+                    const float *mk = mb + k * NP * bt + wino_tile_col(s - s0, tw);
                     if (2 * tw <= rl && s + 1 < s1) {
                         const ptrdiff_t r2 = (s + 1) % th;
                         float *yrow2 = y + (((s + 1) / th) * m + k) * ho * wo + 2 * r2 * wo;
