@@ -460,6 +460,7 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
 {
     nthreads = fc_threads_for(nthreads, wino_work(g));
     const fc_kernels_f32 *kk = fc_get_kernels_f32();
+    const fc_ukr_rows_f32 *rk = fc_get_row_kernels_f32();
     const ptrdiff_t K = g->k, C = g->c, ho = g->ho, wo = g->wo;
     const ptrdiff_t th = FC_CEILDIV(ho, 2), tw = FC_CEILDIV(wo, 2), trows = g->n * th;
     const ptrdiff_t hp = 2 * th + 4, wp = 2 * tw + 4, plane = hp * wp;
@@ -468,9 +469,12 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
     const wino_in_row_fn in_row = wino_in_row_16;
     /*
      * dU[p] (C x K) = sum over tiles of V[p] (x) Z[p]: GEMM rows are input
-     * channels (A: V packed in panels of MR, tile-major), columns grad_y channels
-     * (B: Z[p][tile][k], made WL channels at a time from a channels-last copy of
-     * grad_y), the reduction runs over the tiles of a block (no padding needed).
+     * channels, read straight from V in the forward's layout (V point p of
+     * channel c at vb[(c * NP + p) * vp_pitch + col], tile columns as
+     * wino_tile_col lays them out) by the row-A micro-kernels, so V is never
+     * repacked; columns are grad_y channels (B: Z[p][tile][k], made WL channels
+     * at a time from a channels-last copy of grad_y); the reduction runs over a
+     * block's tile columns, a spare column reading a zero row of B.
      */
     const int slot = wino_slot(kk, C, K);
     const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
@@ -478,7 +482,9 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
     const ptrdiff_t k16 = FC_ROUNDUP(K, WL), ldb = FC_MAX(cpad, k16);
     ptrdiff_t rpb = WINO_BLOCK_BYTES / (NP * (rpad + ldb) * (ptrdiff_t)sizeof(float) * tw);
     rpb = FC_MAX((ptrdiff_t)1, FC_MIN(rpb, trows));
-    const ptrdiff_t bt = rpb * tw;                     /* tiles per block */
+    const ptrdiff_t bt = rpb * tw;                      /* tiles per block */
+    const ptrdiff_t bcols = wino_block_cols(rpb, tw);   /* their V columns */
+    const ptrdiff_t vp_pitch = FC_ROUNDUP(bcols, (ptrdiff_t)WL) + 2 * WL;
     const ptrdiff_t nblk = FC_CEILDIV(trows, rpb);
     const ptrdiff_t part = NP * rpad * cpad;
     ptrdiff_t nchunk = FC_MIN((ptrdiff_t)WINO_DW_CHUNKS, nblk);
@@ -489,9 +495,7 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
     float *xp = (float *)fc_malloc(sizeof(float) * (size_t)(g->n * C * plane + slack));
     float *gyt = (float *)fc_malloc(sizeof(float) * (size_t)(g->n * ho * wo * k16));
     float *parts = (float *)fc_malloc(sizeof(float) * (size_t)(nchunk * part));
-    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)bt);
-    if (!xp || !gyt || !parts || !koff) { rc = FC_ENOMEM; goto done; }
-    for (ptrdiff_t t = 0; t < bt; ++t) koff[t] = t * NP * ldb;
+    if (!xp || !gyt || !parts) { rc = FC_ENOMEM; goto done; }
     memset(xp + g->n * C * plane, 0, sizeof(float) * (size_t)slack);
     wino_pad(x, g->n, C, g->h, g->w, g->ph, g->pw, hp, wp, nthreads, xp);
     {
@@ -514,42 +518,44 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
 
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && nchunk > 1)
     {
-        float *ab = (float *)fc_malloc(sizeof(float) * (size_t)(NP * rpad * bt));
-        float *bb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * bt * ldb));
-        if (!ab || !bb) {
+        float *vb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * rpad * vp_pitch));
+        /* Z of the block's tiles, then one zero tile that spare columns read */
+        float *bb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * (bt + 1) * ldb));
+        ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(bcols + 1));
+        if (!vb || !bb || !koff) {
 #pragma omp atomic write
             failed = 1;
         } else {
-            /* padding rows (channels past C) and columns past K stay zero for good */
-            memset(ab, 0, sizeof(float) * (size_t)(NP * rpad * bt));
-            memset(bb, 0, sizeof(float) * (size_t)(NP * bt * ldb));
+            /* padding rows (channels past C), columns past K and the zero tile stay zero */
+            memset(vb, 0, sizeof(float) * (size_t)(NP * rpad * vp_pitch));
+            memset(bb, 0, sizeof(float) * (size_t)(NP * (bt + 1) * ldb));
         }
         ptrdiff_t ch;
 #pragma omp for schedule(static)
         for (ch = 0; ch < nchunk; ++ch) {
-            if (!ab || !bb) continue;
+            if (!vb || !bb || !koff) continue;
             float *pc = parts + ch * part;
             memset(pc, 0, sizeof(float) * (size_t)part);
             for (ptrdiff_t b = ch * nblk / nchunk; b < (ch + 1) * nblk / nchunk; ++b) {
                 const ptrdiff_t s0 = b * rpb, s1 = FC_MIN(trows, s0 + rpb);
-                const ptrdiff_t ntb = (s1 - s0) * tw;  /* tiles in this block */
-                /* A: element (p, c, tile t) at ((c/mr)*NP + p)*bt*mr + t*mr + c%mr */
+                const ptrdiff_t ncols = wino_block_cols(s1 - s0, tw);
+                /* V, as the forward transforms it */
                 for (ptrdiff_t c = 0; c < C; ++c)
                     for (ptrdiff_t s = s0; s < s1;) {
                         const float *src = xp + ((s / th) * C + c) * plane + 2 * (s % th) * wp;
-                        float *dst = ab + (c / mr) * NP * bt * mr + (s - s0) * tw * mr + c % mr;
+                        float *dst = vb + c * NP * vp_pitch + wino_tile_col(s - s0, tw);
                         if (tw <= WINO_PAIR_MAX) {
                             const float *src2 = NULL;
                             if (s + 1 < s1)
                                 src2 = xp + (((s + 1) / th) * C + c) * plane
                                        + 2 * ((s + 1) % th) * wp;
-                            in_row(src, src2, wp, (int)tw, dst, bt * mr, mr, 0);
+                            in_row(src, src2, wp, (int)tw, dst, vp_pitch, 1, 1);
                             s += src2 ? 2 : 1;
                             continue;
                         }
                         for (ptrdiff_t q0 = 0; q0 < tw; q0 += rl)
-                            in_row(src + 2 * q0, NULL, wp, (int)FC_MIN(rl, tw - q0),
-                                   dst + q0 * mr, bt * mr, mr, 0);
+                            in_row(src + 2 * q0, NULL, wp, (int)FC_MIN(rl, tw - q0), dst + q0,
+                                   vp_pitch, 1, 1);
                         ++s;
                     }
                 /* B: element (p, tile t, k) at (t*NP + p)*ldb + k: one tile's points together */
@@ -564,17 +570,34 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
                             wino_gy_tile(src + k0, wo * k16, k16, nrow, ncol, dst + k0, ldb);
                     }
                 }
+                /* the tile behind each V column (the zero tile for a spare one) */
+                for (ptrdiff_t col = 0; col < ncols; ++col) {
+                    ptrdiff_t j, q;
+                    if (tw <= WINO_PAIR_MAX) {
+                        const ptrdiff_t off = col % 16;
+                        j = 2 * (col / 16) + (off >= tw);
+                        q = off >= tw ? off - tw : off;
+                        if (q >= tw) j = -1; /* past the pair's second row */
+                    } else {
+                        j = col / tw;
+                        q = col % tw;
+                    }
+                    const ptrdiff_t t = (j >= 0 && j < s1 - s0) ? j * tw + q : bt;
+                    koff[col] = t * NP * ldb;
+                }
                 for (ptrdiff_t p = 0; p < NP; ++p)
                     for (ptrdiff_t r0 = 0; r0 < rpad; r0 += mr) {
-                        const float *a = ab + (r0 * NP + p * mr) * bt;
+                        const float *a = vb + (r0 * NP + p) * vp_pitch;
                         float *cp = pc + (p * rpad + r0) * cpad;
                         for (ptrdiff_t j = 0; j < cpad; j += nr)
-                            kk->ukr[slot](ntb, a, bb + p * ldb + j, koff, cp + j, cpad, 1);
+                            rk[slot](ncols, a, NP * vp_pitch, bb + p * ldb + j, koff, cp + j,
+                                     cpad, 1);
                     }
             }
         }
-        fc_free(ab);
+        fc_free(vb);
         fc_free(bb);
+        free(koff);
     }
     if (failed) { rc = FC_ENOMEM; goto done; }
 
@@ -638,6 +661,5 @@ done:
     fc_free(xp);
     fc_free(gyt);
     fc_free(parts);
-    free(koff);
     return rc;
 }

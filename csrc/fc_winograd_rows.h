@@ -33,8 +33,14 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
      * No scalar remainder anywhere (the plain C form ran lanes 16..17 scalar).
      */
     wino_v16 el[6], eh[6], ol[6], oh[6];
-    wino_i16 pack; /* lanes 0..nq-1 stay, lanes 9.. follow them */
-    for (int l = 0; l < 16; ++l) pack[l] = l < nq ? l : (l < 2 * nq ? WINO_PAIR_OFF + l - nq : 15);
+    /* lanes 0..nq-1 stay, a second row's lanes 9.. follow them, the rest become
+     * exact zeros (lane 16 = the zero vector's): grad-weight sums over these
+     * columns, so spare columns must hold no stale or non-finite values */
+    wino_i16 pack;
+    const int used = src2 ? 2 * nq : nq;
+    for (int l = 0; l < 16; ++l)
+        pack[l] = l < nq ? l : (l < used ? WINO_PAIR_OFF + l - nq : 16);
+    const wino_v16 zero = {0};
     for (int i = 0; i < 6; ++i) {
         const float *sa = src + i * ld;
         wino_v16 a0, a1;
@@ -95,7 +101,7 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
             if (room) {
                 /* one store per point: with a second row, its nq tiles are moved
                  * next to the first row's (lanes nq..2nq-1) */
-                const wino_v16 rv = src2 ? __builtin_shuffle(r[b], pack) : r[b];
+                const wino_v16 rv = __builtin_shuffle(r[b], zero, pack);
                 memcpy(dp, &rv, sizeof rv);
             } else {
                 for (int q = 0; q < nq; ++q) dp[q * st] = r[b][q];
