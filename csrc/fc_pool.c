@@ -56,6 +56,46 @@ max2x2_avx512_f32(const float *r0, ptrdiff_t w, ptrdiff_t wo, int64_t base, floa
     }
     return wo;
 }
+
+/* The same for double: 8 outputs a step, the offsets kept as 64-bit lanes. */
+__attribute__((target("avx512f"))) static ptrdiff_t
+max2x2_avx512_f64(const double *r0, ptrdiff_t w, ptrdiff_t wo, int64_t base, double *y,
+                  int64_t *idx)
+{
+    const double *r1 = r0 + w;
+    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi64(even, _mm512_set1_epi64(1));
+    const __m512i o1 = _mm512_set1_epi64(1), o2 = _mm512_set1_epi64((long long)w),
+                  o3 = _mm512_set1_epi64((long long)w + 1);
+    const __m512i lane2 = _mm512_slli_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), 1);
+    for (ptrdiff_t ow = 0; ow < wo; ow += 8) {
+        const ptrdiff_t n = wo - ow < 8 ? wo - ow : 8;
+        const __mmask8 ma = n >= 4 ? (__mmask8)0xFF : (__mmask8)((1u << (2 * n)) - 1);
+        const __mmask8 mb = n > 4 ? (__mmask8)((1u << (2 * n - 8)) - 1) : (__mmask8)0;
+        const __mmask8 my = (__mmask8)((1u << n) - 1);
+        __m512d a = _mm512_maskz_loadu_pd(ma, r0 + 2 * ow), b = _mm512_maskz_loadu_pd(mb, r0 + 2 * ow + 8);
+        __m512d c = _mm512_maskz_loadu_pd(ma, r1 + 2 * ow), d = _mm512_maskz_loadu_pd(mb, r1 + 2 * ow + 8);
+        __m512d v0 = _mm512_permutex2var_pd(a, even, b), v1 = _mm512_permutex2var_pd(a, odd, b);
+        __m512d v2 = _mm512_permutex2var_pd(c, even, d), v3 = _mm512_permutex2var_pd(c, odd, d);
+        __m512d best = v0;
+        __m512i off = _mm512_setzero_si512();
+        __mmask8 t;
+        t = _mm512_cmp_pd_mask(v1, best, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v1, v1, _CMP_UNORD_Q);
+        best = _mm512_mask_mov_pd(best, t, v1);
+        off = _mm512_mask_mov_epi64(off, t, o1);
+        t = _mm512_cmp_pd_mask(v2, best, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v2, v2, _CMP_UNORD_Q);
+        best = _mm512_mask_mov_pd(best, t, v2);
+        off = _mm512_mask_mov_epi64(off, t, o2);
+        t = _mm512_cmp_pd_mask(v3, best, _CMP_GT_OQ) | _mm512_cmp_pd_mask(v3, v3, _CMP_UNORD_Q);
+        best = _mm512_mask_mov_pd(best, t, v3);
+        off = _mm512_mask_mov_epi64(off, t, o3);
+        _mm512_mask_storeu_pd(y + ow, my, best);
+        if (idx)
+            _mm512_mask_storeu_epi64(idx + ow, my,
+                _mm512_add_epi64(_mm512_set1_epi64(base + 2 * ow), _mm512_add_epi64(off, lane2)));
+    }
+    return wo;
+}
 #endif
 
 static ptrdiff_t max2x2_simd_f32(const float *r0, ptrdiff_t w, ptrdiff_t wo, int64_t base,
@@ -72,6 +112,10 @@ static ptrdiff_t max2x2_simd_f32(const float *r0, ptrdiff_t w, ptrdiff_t wo, int
 static ptrdiff_t max2x2_simd_f64(const double *r0, ptrdiff_t w, ptrdiff_t wo, int64_t base,
                                  double *y, int64_t *idx)
 {
+#if FC_X86_SIMD
+    if (fc_simd_level() >= FC_SIMD_AVX512)
+        return max2x2_avx512_f64(r0, w, wo, base, y, idx);
+#endif
     (void)r0; (void)w; (void)wo; (void)base; (void)y; (void)idx;
     return 0;
 }
@@ -87,7 +131,14 @@ static int max2x2_fast_f32(void)
 #endif
 }
 
-static int max2x2_fast_f64(void) { return 0; }
+static int max2x2_fast_f64(void)
+{
+#if FC_X86_SIMD
+    return fc_simd_level() >= FC_SIMD_AVX512;
+#else
+    return 0;
+#endif
+}
 
 #define REAL float
 #define UINT uint32_t
