@@ -160,6 +160,52 @@ FC_CLONES static void SFX(tap_index)(const int64_t *FC_RESTRICT base, const int6
 }
 
 /*
+ * A plane split into its stride phases: phase (ev, eh) holds rows ev, ev+sh, ...
+ * and of those the columns eh, eh+sw, ...; phase plane p = ev * sw + eh, its row
+ * y' and column k at ph[(p * hph + y') * wph + k], hph = ceil(h/sh),
+ * wph = ceil(w/sw). A strided window tap then reads contiguous values.
+ */
+static void SFX(split_phases)(const REAL *xp, const fc_pool_geom *g, REAL *ph)
+{
+    const ptrdiff_t sh = g->sh, sw = g->sw, w = g->w;
+    const ptrdiff_t hph = FC_CEILDIV(g->h, sh), wph = FC_CEILDIV(w, sw);
+    for (ptrdiff_t y = 0; y < g->h; ++y) {
+        REAL *d = ph + ((y % sh) * sw * hph + y / sh) * wph; /* phase (y % sh, 0) */
+        if (sw == 2) {
+            SFX(split2)(xp + y * w, w, d, d + hph * wph);
+            continue;
+        }
+        for (ptrdiff_t r = 0; r < sw; ++r) {
+            const REAL *sr = xp + y * w + r;
+            const ptrdiff_t nr = r < w ? FC_CEILDIV(w - r, sw) : 0;
+            for (ptrdiff_t k = 0; k < nr; ++k) d[r * hph * wph + k] = sr[k * sw];
+        }
+    }
+}
+
+/* the inverse: phase planes back into one plane (every element written once) */
+static void SFX(merge_phases)(const REAL *ph, const fc_pool_geom *g, REAL *xp)
+{
+    const ptrdiff_t sh = g->sh, sw = g->sw, w = g->w;
+    const ptrdiff_t hph = FC_CEILDIV(g->h, sh), wph = FC_CEILDIV(w, sw);
+    for (ptrdiff_t y = 0; y < g->h; ++y) {
+        const REAL *d = ph + ((y % sh) * sw * hph + y / sh) * wph;
+        for (ptrdiff_t r = 0; r < sw; ++r) {
+            REAL *sr = xp + y * w + r;
+            const ptrdiff_t nr = r < w ? FC_CEILDIV(w - r, sw) : 0;
+            for (ptrdiff_t k = 0; k < nr; ++k) sr[k * sw] = d[r * hph * wph + k];
+        }
+    }
+}
+
+/* Elements of a plane's phase split (0 when there is no stride to split). */
+static ptrdiff_t SFX(phase_elems)(const fc_pool_geom *g)
+{
+    return g->sh > 1 || g->sw > 1 ? g->sh * g->sw * FC_CEILDIV(g->h, g->sh) * FC_CEILDIV(g->w, g->sw)
+                                  : 0;
+}
+
+/*
  * Max pooling of one plane with any window: taps outermost in raster order, all
  * outputs innermost. Each output still sees its window in raster order, so the
  * first maximum and the last NaN win exactly as in the one-window-at-a-time rule.
@@ -179,18 +225,7 @@ static void SFX(max_plane_generic)(const REAL *xp, const fc_pool_geom *g, REAL *
     const REAL *planes = xp;
     ptrdiff_t pstride = w; /* row pitch of the phase planes */
     if (sh > 1 || sw > 1) {
-        for (ptrdiff_t y = 0; y < g->h; ++y) {
-            REAL *d = sc->ph + ((y % sh) * sw * hph + y / sh) * wph; /* phase (y % sh, 0) */
-            if (sw == 2) {
-                SFX(split2)(xp + y * w, w, d, d + hph * wph);
-                continue;
-            }
-            for (ptrdiff_t r = 0; r < sw; ++r) {
-                const REAL *sr = xp + y * w + r;
-                const ptrdiff_t nr = r < w ? FC_CEILDIV(w - r, sw) : 0;
-                for (ptrdiff_t k = 0; k < nr; ++k) d[r * hph * wph + k] = sr[k * sw];
-            }
-        }
+        SFX(split_phases)(xp, g, sc->ph);
         planes = sc->ph;
         pstride = wph;
     }
@@ -291,6 +326,14 @@ FC_CLONES static void SFX(add_tap)(const REAL *FC_RESTRICT src, ptrdiff_t src_rs
         for (ptrdiff_t o = 0; o < n; ++o) acc[r * rs + o] += src[r * src_rs + o * sw];
 }
 
+/* dst[r * rs + o] += v[r * vs + o]: one tap of an average window's backward */
+FC_CLONES static void SFX(add_rows)(const REAL *FC_RESTRICT v, ptrdiff_t vs, ptrdiff_t rows,
+                                    ptrdiff_t n, REAL *FC_RESTRICT dst, ptrdiff_t rs)
+{
+    for (ptrdiff_t r = 0; r < rows; ++r)
+        for (ptrdiff_t o = 0; o < n; ++o) dst[r * rs + o] += v[r * vs + o];
+}
+
 /* the divisor of each output of a plane */
 static void SFX(avg_divisors)(const fc_pool_geom *g, REAL *div)
 {
@@ -313,11 +356,17 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-    REAL *div = (REAL *)fc_malloc(sizeof(REAL) * (size_t)ohw); /* per-output divisors */
+    /* per-output divisors (shape-only), then the plane's phase split */
+    REAL *div = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(ohw + SFX(phase_elems)(g)));
     if (!div) {
 #pragma omp atomic write
         failed = 1;
+    } else {
+        SFX(avg_divisors)(g, div);
     }
+    REAL *ph = div ? div + ohw : NULL;
+    const ptrdiff_t hph = FC_CEILDIV(g->h, g->sh), wph = FC_CEILDIV(g->w, g->sw);
+    const int split = g->sh > 1 || g->sw > 1;
     ptrdiff_t t;
 #pragma omp for schedule(static)
     for (t = 0; t < planes; ++t) {
@@ -333,22 +382,29 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
             }
             continue;
         }
-        /* taps outermost (raster order per output, as one window at a time), outputs innermost */
+        /* taps outermost (raster order per output, as one window at a time), outputs
+         * innermost; with a stride the taps read the phase split (contiguous rows) */
+        if (split) SFX(split_phases)(xp, g, ph);
         for (ptrdiff_t q = 0; q < ohw; ++q) yp[q] = 0;
         for (ptrdiff_t i = 0; i < g->kh; ++i) {
             ptrdiff_t r0, r1;
             const ptrdiff_t ei = i - g->ph;
             SFX(tap_cols)(ei, g->sh, g->h, g->ho, &r0, &r1);
+            const ptrdiff_t ev = ((ei % g->sh) + g->sh) % g->sh, qv = (ei - ev) / g->sh;
             for (ptrdiff_t j = 0; j < g->kw; ++j) {
                 ptrdiff_t lo, hi;
                 const ptrdiff_t e = j - g->pw;
                 SFX(tap_cols)(e, g->sw, g->w, g->wo, &lo, &hi);
                 if (r1 <= r0 || hi <= lo) continue;
-                SFX(add_tap)(xp + (r0 * g->sh + ei) * g->w + lo * g->sw + e, g->sh * g->w, g->sw,
-                             r1 - r0, hi - lo, yp + r0 * g->wo + lo, g->wo);
+                const ptrdiff_t eh = ((e % g->sw) + g->sw) % g->sw, qh = (e - eh) / g->sw;
+                if (split)
+                    SFX(add_tap)(ph + ((ev * g->sw + eh) * hph + r0 + qv) * wph + lo + qh, wph, 1,
+                                 r1 - r0, hi - lo, yp + r0 * g->wo + lo, g->wo);
+                else
+                    SFX(add_tap)(xp + (r0 + ei) * g->w + lo + e, g->w, 1, r1 - r0, hi - lo,
+                                 yp + r0 * g->wo + lo, g->wo);
             }
         }
-        SFX(avg_divisors)(g, div);
         for (ptrdiff_t q = 0; q < ohw; ++q) yp[q] /= div[q];
     }
     fc_free(div);
@@ -363,11 +419,18 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
-    REAL *vrow = (REAL *)fc_malloc(sizeof(REAL) * (size_t)ohw); /* grad / divisor */
-    if (!vrow) {
+    /* divisors (shape-only), grad / divisor, the phase planes grad_x is summed in */
+    REAL *div = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(2 * ohw + SFX(phase_elems)(g)));
+    if (!div) {
 #pragma omp atomic write
         failed = 1;
+    } else {
+        SFX(avg_divisors)(g, div);
     }
+    REAL *vrow = div ? div + ohw : NULL;
+    REAL *ph = div ? div + 2 * ohw : NULL;
+    const ptrdiff_t hph = FC_CEILDIV(g->h, g->sh), wph = FC_CEILDIV(g->w, g->sw);
+    const int split = g->sh > 1 || g->sw > 1;
     ptrdiff_t t;
 #pragma omp for schedule(static)
     for (t = 0; t < planes; ++t) {
@@ -388,27 +451,31 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
                 memset(gp + y * g->w, 0, sizeof(REAL) * (size_t)g->w);
             continue;
         }
-        memset(gp, 0, sizeof(REAL) * (size_t)hw);
-        SFX(avg_divisors)(g, vrow);
-        for (ptrdiff_t q = 0; q < ohw; ++q) vrow[q] = yp[q] / vrow[q];
-        /* every tap adds the plane of grad/divisor into grad_x; fixed order */
+        for (ptrdiff_t q = 0; q < ohw; ++q) vrow[q] = yp[q] / div[q];
+        /* every tap adds the plane of grad/divisor into grad_x in a fixed order; with a
+         * stride into the phase planes (contiguous rows), merged into grad_x at the end */
+        REAL *acc = split ? ph : gp;
+        const ptrdiff_t pitch = split ? wph : g->w;
+        memset(acc, 0, sizeof(REAL) * (size_t)(split ? SFX(phase_elems)(g) : hw));
         for (ptrdiff_t i = 0; i < g->kh; ++i) {
             ptrdiff_t r0, r1;
             const ptrdiff_t ei = i - g->ph;
             SFX(tap_cols)(ei, g->sh, g->h, g->ho, &r0, &r1);
+            const ptrdiff_t ev = ((ei % g->sh) + g->sh) % g->sh, qv = (ei - ev) / g->sh;
             for (ptrdiff_t j = 0; j < g->kw; ++j) {
                 ptrdiff_t lo, hi;
                 const ptrdiff_t e = j - g->pw;
                 SFX(tap_cols)(e, g->sw, g->w, g->wo, &lo, &hi);
-                for (ptrdiff_t r = r0; r < r1; ++r) {
-                    REAL *dst = gp + (r * g->sh + ei) * g->w + lo * g->sw + e;
-                    const REAL *v = vrow + r * g->wo + lo;
-                    for (ptrdiff_t o = 0; o < hi - lo; ++o) dst[o * g->sw] += v[o];
-                }
+                if (r1 <= r0 || hi <= lo) continue;
+                const ptrdiff_t eh = ((e % g->sw) + g->sw) % g->sw, qh = (e - eh) / g->sw;
+                REAL *dst = split ? ph + ((ev * g->sw + eh) * hph + r0 + qv) * wph + lo + qh
+                                  : gp + (r0 + ei) * g->w + lo + e;
+                SFX(add_rows)(vrow + r0 * g->wo + lo, g->wo, r1 - r0, hi - lo, dst, pitch);
             }
         }
+        if (split) SFX(merge_phases)(ph, g, gp);
     }
-    fc_free(vrow);
+    fc_free(div);
     }
     return failed ? FC_ENOMEM : FC_OK;
 }
