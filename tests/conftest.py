@@ -59,3 +59,28 @@ def restore_threads():
     before = fastconv.get_num_threads()
     yield
     fastconv.set_num_threads(before)
+
+
+def _simd_levels():
+    """The SIMD levels this CPU can run, lowest first."""
+    try:
+        import fastconv
+        from fastconv import functional as F
+    except ImportError:  # reported by the header; the tests that need it fail on their own
+        return ["generic"]
+    top = F._SIMD_NAMES[fastconv.info()["simd_supported"]]
+    return [lv for lv in ("generic", "avx2", "avx512") if F._SIMD_NAMES[lv] <= top]
+
+
+SIMD_LEVELS = _simd_levels()
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd(request):
+    """Run a test once per SIMD level the CPU supports (forced), then restore the level."""
+    from fastconv import functional as F
+
+    before = F.simd_level()
+    assert F.set_simd_level(request.param) == request.param
+    yield request.param
+    F.set_simd_level(before)

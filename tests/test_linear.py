@@ -18,8 +18,6 @@ from fastconv import _kernels
 from fastconv import functional as F
 from fastconv import nn
 
-LEVELS = [lv for lv in ("generic", "avx2", "avx512")
-          if F._SIMD_NAMES[lv] <= F._SIMD_NAMES[fastconv.info()["simd_supported"]]]
 
 # relative to the largest |value| of the result (sums of up to ~3000 products)
 TOL = {np.float64: 1e-13, np.float32: 2e-6}
@@ -39,12 +37,7 @@ SHAPES = [
 BIG = (64, 3136, 1024)  # the MNIST CNN's dense layer: at the default SIMD level only
 
 
-@pytest.fixture(params=LEVELS)
-def simd(request):
-    before = F.simd_level()
-    assert F.set_simd_level(request.param) == request.param
-    yield request.param
-    F.set_simd_level(before)
+# the `simd` fixture (every supported SIMD level) is in conftest.py
 
 
 def close(got, want, dtype, what="", scale=None):

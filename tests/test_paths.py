@@ -13,11 +13,9 @@ import pytest
 import oracle
 
 import fastconv
+from conftest import SIMD_LEVELS
 from fastconv import functional as F
 from fastconv import reference as R
-
-LEVELS = [lv for lv in ("generic", "avx2", "avx512")
-          if F._SIMD_NAMES[lv] <= F._SIMD_NAMES[fastconv.info()["simd_supported"]]]
 
 # (N, C, H, W, K, kh, kw, stride, padding, dilation, groups)
 CONV_CASES = [
@@ -38,12 +36,7 @@ CONV_CASES = [
 ]
 
 
-@pytest.fixture(params=LEVELS)
-def simd(request):
-    before = F.simd_level()
-    assert F.set_simd_level(request.param) == request.param
-    yield request.param
-    F.set_simd_level(before)
+# the `simd` fixture (every supported SIMD level) is in conftest.py
 
 
 @pytest.fixture(params=["dot", "gemm"])
@@ -109,7 +102,7 @@ def test_max_pool_2x2_fast_path_ties_and_nan(simd, shape, dtype):
 
 def test_simd_level_is_reported_and_capped():
     info = fastconv.info()
-    assert info["simd"] in LEVELS
+    assert info["simd"] in SIMD_LEVELS
     # asking for more than the CPU has gives what it has
     before = F.simd_level()
     try:

@@ -28,8 +28,6 @@ from fastconv import reference as R
 
 WINO_ATOL = 5e-5
 
-LEVELS = [lv for lv in ("generic", "avx2", "avx512")
-          if F._SIMD_NAMES[lv] <= F._SIMD_NAMES[fastconv.info()["simd_supported"]]]
 
 # (N, C, H, W, K, padding): odd sizes (partial edge tiles), every padding 0..4,
 # 1 channel, channel counts off every kernel width, one image
@@ -55,12 +53,7 @@ def wino():
     F.set_winograd(previous)
 
 
-@pytest.fixture(params=LEVELS)
-def simd(request):
-    before = F.simd_level()
-    assert F.set_simd_level(request.param) == request.param
-    yield request.param
-    F.set_simd_level(before)
+# the `simd` fixture (every supported SIMD level) is in conftest.py
 
 
 def _close(got, want, what):
