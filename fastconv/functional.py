@@ -276,6 +276,21 @@ def _check_out(fn, name, out, shape, dtype):
     return out
 
 
+def _mask_and_out(fn, output_mask, out):
+    """A backward's (grad_input, grad_weight, grad_bias) switches and output buffers."""
+    try:
+        mask = tuple(bool(m) for m in output_mask)
+    except TypeError:
+        raise TypeError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}") from None
+    if len(mask) != 3:
+        raise ValueError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}")
+    if out is None:
+        out = (None, None, None)
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise TypeError(f"{fn}: out must be a tuple of 3 arrays or None, got {out!r}")
+    return mask, out
+
+
 def _check_size(fn, what, count):
     if count > _MAX_ELEMENTS:
         raise ValueError(f"{fn}: {what} would have {count} elements; that is too large")
@@ -466,16 +481,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         raise ValueError(
             f"{fn}: grad_out must have the conv2d output shape {g.out_shape} for input "
             f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
-    try:
-        mask = tuple(bool(m) for m in output_mask)
-    except TypeError:
-        raise TypeError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}") from None
-    if len(mask) != 3:
-        raise ValueError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}")
-    if out is None:
-        out = (None, None, None)
-    if not isinstance(out, (tuple, list)) or len(out) != 3:
-        raise TypeError(f"{fn}: out must be a tuple of 3 arrays or None, got {out!r}")
+    mask, out = _mask_and_out(fn, output_mask, out)
     gx = _check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
     gw = _check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
     gb = _check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
@@ -852,16 +858,7 @@ def linear_backward(grad_out, x, weight, *, output_mask=(True, True, True), out=
         raise ValueError(
             f"{fn}: grad_out must have the linear output shape {yshape} for input "
             f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
-    try:
-        mask = tuple(bool(m) for m in output_mask)
-    except TypeError:
-        raise TypeError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}") from None
-    if len(mask) != 3:
-        raise ValueError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}")
-    if out is None:
-        out = (None, None, None)
-    if not isinstance(out, (tuple, list)) or len(out) != 3:
-        raise TypeError(f"{fn}: out must be a tuple of 3 arrays or None, got {out!r}")
+    mask, out = _mask_and_out(fn, output_mask, out)
     acc = bool(accumulate)
     if acc:
         for i, what in ((1, "grad_weight"), (2, "grad_bias")):
