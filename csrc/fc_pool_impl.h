@@ -206,6 +206,29 @@ static ptrdiff_t SFX(phase_elems)(const fc_pool_geom *g)
 }
 
 /*
+ * Where tap (i, j) of the window acts: outputs rows [*r0, *r1) and columns
+ * [*lo, *hi) (0 if none), reading the input at *off + r * pitch + o relative to
+ * output (r0 + r, lo + o). Offsets are into the phase split (split_phases) with
+ * row pitch ceil(w/sw); without a stride that is the plane itself (one phase,
+ * pitch w), so the same offset serves both. Output (r, o) reads input row
+ * r*sh + ei = (r + qv)*sh + ev and column o*sw + e = (o + qh)*sw + eh.
+ */
+static int SFX(tap_span)(const fc_pool_geom *g, ptrdiff_t i, ptrdiff_t j, ptrdiff_t *r0,
+                         ptrdiff_t *r1, ptrdiff_t *lo, ptrdiff_t *hi, ptrdiff_t *off)
+{
+    const ptrdiff_t sh = g->sh, sw = g->sw;
+    const ptrdiff_t hph = FC_CEILDIV(g->h, sh), wph = FC_CEILDIV(g->w, sw);
+    const ptrdiff_t ei = i - g->ph, e = j - g->pw;
+    SFX(tap_cols)(ei, sh, g->h, g->ho, r0, r1);
+    SFX(tap_cols)(e, sw, g->w, g->wo, lo, hi);
+    if (*r1 <= *r0 || *hi <= *lo) return 0;
+    const ptrdiff_t ev = ((ei % sh) + sh) % sh, qv = (ei - ev) / sh;
+    const ptrdiff_t eh = ((e % sw) + sw) % sw, qh = (e - eh) / sw;
+    *off = ((ev * sw + eh) * hph + *r0 + qv) * wph + *lo + qh;
+    return 1;
+}
+
+/*
  * Max pooling of one plane with any window: taps outermost in raster order, all
  * outputs innermost. Each output still sees its window in raster order, so the
  * first maximum and the last NaN win exactly as in the one-window-at-a-time rule.
@@ -217,38 +240,20 @@ static ptrdiff_t SFX(phase_elems)(const fc_pool_geom *g)
 static void SFX(max_plane_generic)(const REAL *xp, const fc_pool_geom *g, REAL *best,
                                    int64_t *idx, const SFX(max_scratch) *sc)
 {
-    const ptrdiff_t sh = g->sh, sw = g->sw, w = g->w;
-    const ptrdiff_t hph = FC_CEILDIV(g->h, sh), wph = FC_CEILDIV(w, sw);
     const ptrdiff_t ohw = g->ho * g->wo;
-    /* phase (ev, eh) holds rows ev, ev+sh, ... and of those the columns eh, eh+sw, ...:
-     * phase plane p = ev * sw + eh, its row y' and column k at (p * hph + y') * wph + k */
-    const REAL *planes = xp;
-    ptrdiff_t pstride = w; /* row pitch of the phase planes */
-    if (sh > 1 || sw > 1) {
-        SFX(split_phases)(xp, g, sc->ph);
-        planes = sc->ph;
-        pstride = wph;
-    }
+    const ptrdiff_t wph = FC_CEILDIV(g->w, g->sw); /* row pitch of what the taps read */
+    const int split = g->sh > 1 || g->sw > 1;
+    if (split) SFX(split_phases)(xp, g, sc->ph);
+    const REAL *planes = split ? sc->ph : xp;
     for (ptrdiff_t o = 0; o < ohw; ++o) best[o] = -(REAL)INFINITY;
     memcpy(sc->tid, sc->tid0, sizeof(uint32_t) * (size_t)ohw);
-    for (ptrdiff_t i = 0; i < g->kh; ++i) {
-        ptrdiff_t r0, r1;
-        const ptrdiff_t ei = i - g->ph;
-        SFX(tap_cols)(ei, sh, g->h, g->ho, &r0, &r1);
-        const ptrdiff_t ev = ((ei % sh) + sh) % sh, qv = (ei - ev) / sh;
+    for (ptrdiff_t i = 0; i < g->kh; ++i)
         for (ptrdiff_t j = 0; j < g->kw; ++j) {
-            ptrdiff_t lo, hi;
-            const ptrdiff_t e = j - g->pw;
-            SFX(tap_cols)(e, sw, g->w, g->wo, &lo, &hi);
-            if (r1 <= r0 || hi <= lo) continue;
-            /* output (r, o) reads input row r*sh + ei = (r + qv)*sh + ev and
-             * column o*sw + e = (o + qh)*sw + eh */
-            const ptrdiff_t eh = ((e % sw) + sw) % sw, qh = (e - eh) / sw;
-            const REAL *src = planes + ((ev * sw + eh) * hph + r0 + qv) * pstride + lo + qh;
-            SFX(max_tap)(src, pstride, r1 - r0, hi - lo, (uint32_t)(i * g->kw + j),
+            ptrdiff_t r0, r1, lo, hi, off;
+            if (!SFX(tap_span)(g, i, j, &r0, &r1, &lo, &hi, &off)) continue;
+            SFX(max_tap)(planes + off, wph, r1 - r0, hi - lo, (uint32_t)(i * g->kw + j),
                          best + r0 * g->wo + lo, sc->tid + r0 * g->wo + lo, g->wo);
         }
-    }
     if (idx) SFX(tap_index)(sc->base, sc->tapoff, sc->tid, ohw, idx);
 }
 
@@ -365,7 +370,7 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         SFX(avg_divisors)(g, div);
     }
     REAL *ph = div ? div + ohw : NULL;
-    const ptrdiff_t hph = FC_CEILDIV(g->h, g->sh), wph = FC_CEILDIV(g->w, g->sw);
+    const ptrdiff_t wph = FC_CEILDIV(g->w, g->sw); /* row pitch of what the taps read */
     const int split = g->sh > 1 || g->sw > 1;
     ptrdiff_t t;
 #pragma omp for schedule(static)
@@ -385,26 +390,14 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         /* taps outermost (raster order per output, as one window at a time), outputs
          * innermost; with a stride the taps read the phase split (contiguous rows) */
         if (split) SFX(split_phases)(xp, g, ph);
+        const REAL *planes = split ? ph : xp;
         for (ptrdiff_t q = 0; q < ohw; ++q) yp[q] = 0;
-        for (ptrdiff_t i = 0; i < g->kh; ++i) {
-            ptrdiff_t r0, r1;
-            const ptrdiff_t ei = i - g->ph;
-            SFX(tap_cols)(ei, g->sh, g->h, g->ho, &r0, &r1);
-            const ptrdiff_t ev = ((ei % g->sh) + g->sh) % g->sh, qv = (ei - ev) / g->sh;
+        for (ptrdiff_t i = 0; i < g->kh; ++i)
             for (ptrdiff_t j = 0; j < g->kw; ++j) {
-                ptrdiff_t lo, hi;
-                const ptrdiff_t e = j - g->pw;
-                SFX(tap_cols)(e, g->sw, g->w, g->wo, &lo, &hi);
-                if (r1 <= r0 || hi <= lo) continue;
-                const ptrdiff_t eh = ((e % g->sw) + g->sw) % g->sw, qh = (e - eh) / g->sw;
-                if (split)
-                    SFX(add_tap)(ph + ((ev * g->sw + eh) * hph + r0 + qv) * wph + lo + qh, wph, 1,
-                                 r1 - r0, hi - lo, yp + r0 * g->wo + lo, g->wo);
-                else
-                    SFX(add_tap)(xp + (r0 + ei) * g->w + lo + e, g->w, 1, r1 - r0, hi - lo,
-                                 yp + r0 * g->wo + lo, g->wo);
+                ptrdiff_t r0, r1, lo, hi, off;
+                if (!SFX(tap_span)(g, i, j, &r0, &r1, &lo, &hi, &off)) continue;
+                SFX(add_tap)(planes + off, wph, 1, r1 - r0, hi - lo, yp + r0 * g->wo + lo, g->wo);
             }
-        }
         for (ptrdiff_t q = 0; q < ohw; ++q) yp[q] /= div[q];
     }
     fc_free(div);
@@ -429,7 +422,7 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
     }
     REAL *vrow = div ? div + ohw : NULL;
     REAL *ph = div ? div + 2 * ohw : NULL;
-    const ptrdiff_t hph = FC_CEILDIV(g->h, g->sh), wph = FC_CEILDIV(g->w, g->sw);
+    const ptrdiff_t wph = FC_CEILDIV(g->w, g->sw); /* row pitch of what the taps add into */
     const int split = g->sh > 1 || g->sw > 1;
     ptrdiff_t t;
 #pragma omp for schedule(static)
@@ -455,24 +448,13 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
         /* every tap adds the plane of grad/divisor into grad_x in a fixed order; with a
          * stride into the phase planes (contiguous rows), merged into grad_x at the end */
         REAL *acc = split ? ph : gp;
-        const ptrdiff_t pitch = split ? wph : g->w;
         memset(acc, 0, sizeof(REAL) * (size_t)(split ? SFX(phase_elems)(g) : hw));
-        for (ptrdiff_t i = 0; i < g->kh; ++i) {
-            ptrdiff_t r0, r1;
-            const ptrdiff_t ei = i - g->ph;
-            SFX(tap_cols)(ei, g->sh, g->h, g->ho, &r0, &r1);
-            const ptrdiff_t ev = ((ei % g->sh) + g->sh) % g->sh, qv = (ei - ev) / g->sh;
+        for (ptrdiff_t i = 0; i < g->kh; ++i)
             for (ptrdiff_t j = 0; j < g->kw; ++j) {
-                ptrdiff_t lo, hi;
-                const ptrdiff_t e = j - g->pw;
-                SFX(tap_cols)(e, g->sw, g->w, g->wo, &lo, &hi);
-                if (r1 <= r0 || hi <= lo) continue;
-                const ptrdiff_t eh = ((e % g->sw) + g->sw) % g->sw, qh = (e - eh) / g->sw;
-                REAL *dst = split ? ph + ((ev * g->sw + eh) * hph + r0 + qv) * wph + lo + qh
-                                  : gp + (r0 + ei) * g->w + lo + e;
-                SFX(add_rows)(vrow + r0 * g->wo + lo, g->wo, r1 - r0, hi - lo, dst, pitch);
+                ptrdiff_t r0, r1, lo, hi, off;
+                if (!SFX(tap_span)(g, i, j, &r0, &r1, &lo, &hi, &off)) continue;
+                SFX(add_rows)(vrow + r0 * g->wo + lo, g->wo, r1 - r0, hi - lo, acc + off, wph);
             }
-        }
         if (split) SFX(merge_phases)(ph, g, gp);
     }
     fc_free(div);
