@@ -222,8 +222,7 @@ typedef int wino_i16 __attribute__((vector_size(64)));
 #undef RL
 #undef RSFX
 
-typedef void (*wino_in_row_fn)(const float *, const float *, ptrdiff_t, int, float *, ptrdiff_t,
-                               ptrdiff_t, int);
+typedef void (*wino_in_row_fn)(const float *, const float *, ptrdiff_t, int, float *, ptrdiff_t);
 typedef void (*wino_out_row_fn)(const float *, ptrdiff_t, float, int, int, int, int, ptrdiff_t,
                                 float *, int, float *);
 
@@ -364,13 +363,13 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
                         const float *src2 = NULL;
                         if (s + 1 < s1)
                             src2 = xp + (((s + 1) / th) * cin + c) * plane + 2 * ((s + 1) % th) * wp;
-                        in_row(src, src2, wp, (int)tw, dst, vp_pitch, 1, 1);
+                        in_row(src, src2, wp, (int)tw, dst, vp_pitch);
                         s += src2 ? 2 : 1;
                         continue;
                     }
                     for (ptrdiff_t q0 = 0; q0 < tw; q0 += rl)
                         in_row(src + 2 * q0, NULL, wp, (int)FC_MIN(rl, tw - q0), dst + q0,
-                               vp_pitch, 1, 1);
+                               vp_pitch);
                     ++s;
                 }
             /* 36 GEMMs: M[p] (mpad x bt) = U[p] . V[p]; M point p of output channel k
@@ -549,13 +548,13 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
                             if (s + 1 < s1)
                                 src2 = xp + (((s + 1) / th) * C + c) * plane
                                        + 2 * ((s + 1) % th) * wp;
-                            in_row(src, src2, wp, (int)tw, dst, vp_pitch, 1, 1);
+                            in_row(src, src2, wp, (int)tw, dst, vp_pitch);
                             s += src2 ? 2 : 1;
                             continue;
                         }
                         for (ptrdiff_t q0 = 0; q0 < tw; q0 += rl)
                             in_row(src + 2 * q0, NULL, wp, (int)FC_MIN(rl, tw - q0), dst + q0,
-                                   vp_pitch, 1, 1);
+                                   vp_pitch);
                         ++s;
                     }
                 /* B: element (p, tile t, k) at (t*NP + p)*ldb + k: one tile's points together */

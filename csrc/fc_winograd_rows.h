@@ -8,22 +8,22 @@
  * row: the patch of tile q starts at src + 2q (row pitch ld). The even and odd
  * columns are split first, so that both passes run on unit-stride lane arrays.
  * Reads up to 2*RL + 4 values past the last patch (the caller's slack). V point
- * p of tile q < nq goes to dst[p * sp + q * st].
+ * p of tile q < nq goes to dst[p * sp + q].
  *
  * A narrow layer (nq <= WINO_PAIR_MAX tiles per row, e.g. 7 for a 14-wide
  * output) would leave most lanes idle: then src2, if not NULL, is a second
  * tile row of nq tiles, worked on in lanes WINO_PAIR_OFF.. (its patches need
  * columns up to 2*nq + 3, which must not overlap the first row's), and its V
- * goes to dst[p * sp + (nq + q) * st].
+ * goes to dst[p * sp + nq + q].
  *
- * With `room` (and st == 1) whole lane arrays are stored (full vectors): the
- * caller leaves 2*RL columns of room after each point and writes tiles left to
- * right, so the extra lanes are overwritten later or never read.
+ * Whole lane arrays are stored (one vector per point), the lanes past the
+ * row's (or pair's) tiles as exact zeros: the caller leaves RL columns of room
+ * after each point and writes tiles left to right, and grad-weight sums over
+ * those spare columns.
  */
 FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
                                         const float *FC_RESTRICT src2, ptrdiff_t ld, int nq,
-                                        float *FC_RESTRICT dst, ptrdiff_t sp, ptrdiff_t st,
-                                        int room)
+                                        float *FC_RESTRICT dst, ptrdiff_t sp)
 {
 #if WINO_VEC16 && RL == 16
     /*
@@ -97,25 +97,16 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
         /* stores straight from the registers (a round trip through a stack array
          * cost a failed store-to-load forward per point: 60% of this function) */
         for (int b = 0; b < 6; ++b) {
-            float *dp = dst + (a * 6 + b) * sp;
-            if (room) {
-                /* one store per point: with a second row, its nq tiles are moved
-                 * next to the first row's (lanes nq..2nq-1) */
-                const wino_v16 rv = __builtin_shuffle(r[b], zero, pack);
-                memcpy(dp, &rv, sizeof rv);
-            } else {
-                for (int q = 0; q < nq; ++q) dp[q * st] = r[b][q];
-                if (src2)
-                    for (int q = 0; q < nq; ++q) dp[(nq + q) * st] = r[b][WINO_PAIR_OFF + q];
-            }
+            /* one store per point: with a second row, its nq tiles are moved
+             * next to the first row's (lanes nq..2nq-1) */
+            const wino_v16 rv = __builtin_shuffle(r[b], zero, pack);
+            memcpy(dst + (a * 6 + b) * sp, &rv, sizeof rv);
         }
     }
 #undef WINO_BT_V
 #else
     float ev[6][RL + 2], od[6][RL + 2], re[6][RL + 2], ro[6][RL + 2];
-    float o[6][RL + WINO_PAIR_OFF];
-    for (int b = 0; b < 6; ++b)
-        for (int q = RL; q < RL + WINO_PAIR_OFF; ++q) o[b][q] = 0; /* never computed */
+    float o[6][RL];
     const int split = src2 ? WINO_PAIR_OFF : RL + 2;
     for (int i = 0; i < 6; ++i) {
         for (int q = 0; q < split; ++q) {
@@ -138,17 +129,11 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
             WINO_BT(o, re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
                     ro[a][q + 2], q);
         for (int b = 0; b < 6; ++b) {
+            /* the same layout as the vector version: tiles, a second row's tiles, zeros */
             float *dp = dst + (a * 6 + b) * sp;
-            if (room) {
-                /* fixed-size memcpy: one vector move (GCC assembles the loop
-                 * form from 16 scalar loads at this unaligned offset) */
-                memcpy(dp, o[b], sizeof(float) * RL);
-                if (src2) memcpy(dp + nq, o[b] + WINO_PAIR_OFF, sizeof(float) * RL);
-            } else {
-                for (int q = 0; q < nq; ++q) dp[q * st] = o[b][q];
-                if (src2)
-                    for (int q = 0; q < nq; ++q) dp[(nq + q) * st] = o[b][WINO_PAIR_OFF + q];
-            }
+            const int used = src2 ? 2 * nq : nq;
+            for (int q = 0; q < RL; ++q)
+                dp[q] = q < nq ? o[b][q] : (q < used ? o[b][WINO_PAIR_OFF + q - nq] : 0.0f);
         }
     }
 #endif
