@@ -183,6 +183,17 @@ static void SFX(split_phases)(const REAL *xp, const fc_pool_geom *g, REAL *ph)
     }
 }
 
+/* one row from its even and odd columns (the inverse of split2), vectorised */
+FC_CLONES static void SFX(merge2)(const REAL *FC_RESTRICT even, const REAL *FC_RESTRICT odd,
+                                  ptrdiff_t w, REAL *FC_RESTRICT dst)
+{
+    for (ptrdiff_t k = 0; k < w / 2; ++k) {
+        dst[2 * k] = even[k];
+        dst[2 * k + 1] = odd[k];
+    }
+    if (w & 1) dst[w - 1] = even[w / 2];
+}
+
 /* the inverse: phase planes back into one plane (every element written once) */
 static void SFX(merge_phases)(const REAL *ph, const fc_pool_geom *g, REAL *xp)
 {
@@ -190,6 +201,10 @@ static void SFX(merge_phases)(const REAL *ph, const fc_pool_geom *g, REAL *xp)
     const ptrdiff_t hph = FC_CEILDIV(g->h, sh), wph = FC_CEILDIV(w, sw);
     for (ptrdiff_t y = 0; y < g->h; ++y) {
         const REAL *d = ph + ((y % sh) * sw * hph + y / sh) * wph;
+        if (sw == 2) {
+            SFX(merge2)(d, d + hph * wph, w, xp + y * w);
+            continue;
+        }
         for (ptrdiff_t r = 0; r < sw; ++r) {
             REAL *sr = xp + y * w + r;
             const ptrdiff_t nr = r < w ? FC_CEILDIV(w - r, sw) : 0;
