@@ -124,6 +124,38 @@ class BuildExt(build_ext):
             ext.define_macros = list(ext.define_macros) + macros
         super().build_extensions()
 
+    def run(self):
+        super().run()
+        if not self.inplace:
+            self._copy_into_source_tree()
+
+    def _copy_into_source_tree(self):
+        """Also place the built extension next to the package's sources.
+
+        ``python -m fastconv ...`` and ``python -m pytest`` put the current folder
+        first on the import path, so from the root of a checkout they import the
+        ``fastconv/`` folder rather than the installed package. After
+        ``pip install .`` (which builds in the source tree) that folder then holds
+        the same compiled module as the installed copy, so both import the same
+        code. Builds from an unpacked sdist copy it into their own temporary tree,
+        which is harmless. A checkout that cannot be written to is left as it is.
+        """
+        here = os.path.dirname(os.path.abspath(__file__))
+        for ext in self.extensions:
+            built = self.get_ext_fullpath(ext.name)
+            parts = ext.name.split(".")
+            dest_dir = os.path.join(here, *parts[:-1])
+            dest = os.path.join(dest_dir, os.path.basename(built))
+            if not os.path.isdir(dest_dir) or os.path.abspath(built) == dest:
+                continue
+            try:
+                tmp = dest + ".tmp"
+                shutil.copyfile(built, tmp)
+                os.replace(tmp, dest)  # never leave a half-written module behind
+            except OSError as exc:
+                print(f"fastconv: not copying {os.path.basename(built)} into the source "
+                      f"tree ({exc}); run from another folder", file=sys.stderr)
+
 
 def _extensions():
     directives = {
