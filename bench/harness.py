@@ -1,9 +1,12 @@
 """Inputs, runners, thread control and the one timing function of the suite."""
 
+import contextlib
 import gc
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -116,6 +119,25 @@ class OtherLoad:
             # clock-tick granularity makes short blocks noisy: at least 0.05 s
             self.cores = max(0.0, other / max(end[0] - self._start[0], 0.05))
         return False
+
+
+@contextlib.contextmanager
+def cpu_hog(on=True):
+    """Run one CPU-bound process (``while True: pass``) for the block, if ``on``.
+
+    The busy-machine condition of the contention benchmarks: another program
+    takes one core while the measured one runs.
+    """
+    if not on:
+        yield None
+        return
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)          # let it reach the scheduler's steady state
+        yield hog
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 # ---------------------------------------------------------------------------

@@ -109,7 +109,8 @@ def _fastconv_trainer(model_name, threads):
     import fastconv.models
     import fastconv.optim
 
-    fastconv.set_num_threads(threads)
+    if threads > 0:                      # 0: the library's default thread count
+        fastconv.set_num_threads(threads)
     model = getattr(fastconv.models, model_name)(seed=0)
     model.compile(optimizer=fastconv.optim.Adam(model.parameters(), lr=1e-3),
                   loss="cross_entropy", metrics=["accuracy"])
@@ -137,7 +138,8 @@ def _torch_trainer(model_name, threads):
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = _torch_model(torch, model_name)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -166,7 +168,8 @@ def worker(impl, model_name, threads, batches, warmup, segments):
     try:
         from threadpoolctl import threadpool_limits
 
-        blas_limit = threadpool_limits(limits=threads, user_api="blas")  # noqa: F841
+        if threads > 0:
+            blas_limit = threadpool_limits(limits=threads, user_api="blas")  # noqa: F841
     except ImportError:
         pass
     make = _fastconv_trainer if impl == "fastconv" else _torch_trainer
@@ -203,7 +206,10 @@ def run_one(impl, model_name, threads, batches, warmup=20, segments=3, timeout=9
     """Run one worker in a fresh interpreter; returns its record (or one with 'error')."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
+        if threads > 0:
+            env[var] = str(threads)
+        else:                            # 0: whatever each library does by default
+            env.pop(var, None)
     # the worker imports the same fastconv as this process
     try:
         import fastconv
