@@ -313,16 +313,13 @@ _GRAD_LABELS = ("out[0] (grad_input)", "out[1] (grad_weight)", "out[2] (grad_bia
 
 
 def _overlaps(out, a):
-    """True if the C-contiguous ``out`` and the array ``a`` share memory.
+    """True if ``a`` shares memory with ``out``, given that their address ranges meet.
 
-    Exact, and O(1) unless ``a`` is a strided view whose address range meets
-    ``out``'s: a contiguous array fills its range, so for two of them touching
-    ranges mean shared bytes. A strided view (``x[:, ::2]``) can interleave
-    with ``out`` without sharing a byte, so that case goes to numpy's exact
-    solver, bounded by ``_OVERLAP_MAX_WORK``; an undecided case counts as overlap.
+    ``out`` is C-contiguous, and a contiguous array fills its range, so if ``a``
+    is contiguous too, meeting ranges mean shared bytes. A strided view (``x[:, ::2]``) can interleave with ``out``
+    without sharing a byte, so that case goes to numpy's exact solver, bounded
+    by ``_OVERLAP_MAX_WORK``; an undecided case counts as overlap.
     """
-    if not np.may_share_memory(out, a):  # address ranges only: O(1)
-        return False
     if a.flags.c_contiguous or a.flags.f_contiguous:
         return True
     try:
@@ -333,8 +330,9 @@ def _overlaps(out, a):
 
 def _same_memory(out, a):
     """``a`` is ``out``'s very elements in the same order (an in-place call)."""
-    return (a.dtype == out.dtype and a.shape == out.shape and a.flags.c_contiguous
-            and a.__array_interface__["data"][0] == out.__array_interface__["data"][0])
+    return a is out or (
+        a.dtype == out.dtype and a.shape == out.shape and a.flags.c_contiguous
+        and a.__array_interface__["data"][0] == out.__array_interface__["data"][0])
 
 
 def _check_overlap(fn, outs, inputs, in_place=None):
@@ -358,7 +356,9 @@ def _check_overlap(fn, outs, inputs, in_place=None):
         if o is None:
             continue
         for name, a in inputs:
-            if not isinstance(a, np.ndarray) or not _overlaps(o, a):
+            # the O(1) address-range test settles every call that passes
+            if (not isinstance(a, np.ndarray) or not np.may_share_memory(o, a)
+                    or not _overlaps(o, a)):
                 continue
             if name == in_place:
                 if _same_memory(o, a):
@@ -376,7 +376,9 @@ def _check_overlap(fn, outs, inputs, in_place=None):
 
 def _grad_outs(out, mask):
     """A backward's caller-given output buffers, labelled; None where masked off."""
-    return tuple((label, o if m else None) for label, o, m in zip(_GRAD_LABELS, out, mask))
+    return ((_GRAD_LABELS[0], out[0] if mask[0] else None),
+            (_GRAD_LABELS[1], out[1] if mask[1] else None),
+            (_GRAD_LABELS[2], out[2] if mask[2] else None))
 
 
 def _check_size(fn, what, count):
