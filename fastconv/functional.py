@@ -9,6 +9,12 @@ weight), except that inputs must be 4-D.
 Output size of convolution and pooling along each spatial axis::
 
     H_out = (H + 2*padding - dilation*(kernel - 1) - 1) // stride + 1
+
+An ``out=`` buffer must be C-contiguous with the result's shape and dtype, and
+share no memory with any array the function reads or with another output
+(``ValueError``): the kernels read while they write, on several threads. The
+one exception is the exact in-place ``relu(x, out=x)`` / ``relu_backward(g, y,
+out=g)``.
 """
 
 import operator
@@ -509,7 +515,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
     groups : int
         Channels are split into ``groups`` independent convolutions.
     out : ndarray of shape (N, K, H_out, W_out), optional
-        Where to write the result (C-contiguous, same dtype).
+        Where to write the result (C-contiguous, same dtype, sharing no memory
+        with x, weight or bias).
     activation : None or 'relu'
         'relu' applies max(y, 0) in the same pass (saves a trip over memory).
 
@@ -549,9 +556,12 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         As passed to :func:`conv2d`.
     output_mask : tuple of 3 bools
         Which of (grad_input, grad_weight, grad_bias) to compute; the others are
-        returned as None (a first layer needs no grad_input).
+        returned as None (a first layer needs no grad_input). A tuple, list or
+        1-D array of bools (NumPy bools and 0/1 accepted).
     out : tuple of 3 arrays or None, optional
-        Preallocated outputs for (grad_input, grad_weight, grad_bias).
+        Preallocated outputs for (grad_input, grad_weight, grad_bias), each
+        C-contiguous and sharing no memory with grad_out, x, weight, relu_output
+        or one another (None in a slot: allocate it).
     relu_output : ndarray of shape (N, K, H_out, W_out), optional
         The output of ``conv2d(..., activation='relu')``. If given, grad_out is the
         gradient after the ReLU and is masked by ``relu_output > 0`` first, in
@@ -658,9 +668,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
         Also return the argmax of each window as int64 ``h * W + w`` within its
         (n, c) plane. Ties go to the first element in raster order; a NaN wins.
     out : ndarray, optional
-        Preallocated output of shape (N, C, H_out, W_out).
+        Preallocated output of shape (N, C, H_out, W_out), sharing no memory with
+        x or indices_out.
     indices_out : ndarray of int64, optional
-        Preallocated indices (with ``return_indices``): a training loop that
+        Preallocated indices (with ``return_indices``; no memory shared with x
+        or out): a training loop that
         reuses it avoids a fresh int64 array, and its page faults, every call.
 
     Returns
@@ -691,6 +703,8 @@ def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
     indices : ndarray of int64, same shape, from ``max_pool2d(..., return_indices=True)``
     input_shape : tuple (N, C, H, W) of the pooled input
     out : ndarray of shape input_shape, optional
+        Where to write grad_input (C-contiguous, sharing no memory with grad_out
+        or indices).
 
     Returns
     -------
@@ -738,7 +752,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True
     count_include_pad : bool
         Divide by the window size including padded zeros (True) or only by the
         number of real input elements in the window (False).
-    out : ndarray, optional
+    out : ndarray of shape (N, C, H_out, W_out), optional
+        Where to write the result (C-contiguous, sharing no memory with x).
 
     Returns
     -------
@@ -766,6 +781,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     kernel_size, stride, padding, count_include_pad
         As passed to :func:`avg_pool2d`.
     out : ndarray of shape input_shape, optional
+        Where to write grad_input (C-contiguous, sharing no memory with grad_out).
 
     Returns
     -------
@@ -801,7 +817,7 @@ def relu(x, *, out=None):
     x : ndarray of any shape, dtype float32 or float64
     out : ndarray, optional
         Where to write the result (same shape and dtype, C-contiguous); may be ``x``
-        itself for an in-place ReLU.
+        itself for an in-place ReLU, but must not otherwise overlap x.
 
     Returns
     -------
@@ -826,7 +842,8 @@ def relu_backward(grad_out, output, *, out=None):
     output : ndarray, same shape and dtype
         The ReLU output (or its input: the sign is the same).
     out : ndarray, optional
-        Where to write the result; may be ``grad_out`` itself.
+        Where to write the result; may be ``grad_out`` itself (in place), but must
+        not otherwise overlap grad_out, nor overlap ``output`` at all.
 
     Returns
     -------
@@ -885,8 +902,8 @@ def linear(x, weight, bias=None, *, out=None):
         The layout of ``nn.Linear.weight`` (and PyTorch's).
     bias : ndarray of shape (out_features,), optional
     out : ndarray of shape (N, out_features), optional
-        Where to write the result (C-contiguous, same dtype, not overlapping
-        the inputs).
+        Where to write the result (C-contiguous, same dtype, sharing no memory
+        with x, weight or bias).
 
     Returns
     -------
@@ -930,9 +947,12 @@ def linear_backward(grad_out, x, weight, *, output_mask=(True, True, True), out=
         As passed to :func:`linear`.
     output_mask : tuple of 3 bools
         Which of (grad_input, grad_weight, grad_bias) to compute; the others are
-        returned as None.
+        returned as None. A tuple, list or 1-D array of bools (NumPy bools and
+        0/1 accepted).
     out : tuple of 3 arrays or None, optional
-        Preallocated outputs for (grad_input, grad_weight, grad_bias).
+        Preallocated outputs for (grad_input, grad_weight, grad_bias), each
+        C-contiguous and sharing no memory with grad_out, x, weight or one
+        another.
     accumulate : bool, default False
         Add grad_weight and grad_bias into ``out[1]`` and ``out[2]`` (which must
         then be given) instead of overwriting them: a layer's ``.grad`` without
