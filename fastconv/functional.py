@@ -352,8 +352,9 @@ def _check_overlap(fn, outs, inputs, in_place=None):
         The caller's output buffers (already through ``_check_out``, so
         C-contiguous); None where fastconv allocates or the output is masked off.
     inputs : sequence of (name, array or None)
-        Every array the kernels read. Anything not an ndarray was converted to
-        a fresh one and cannot overlap.
+        Every array the function reads, after ``_array`` (which keeps a buffer
+        that wraps ``out``'s memory as a view of it, so that is caught). A
+        non-array left (a list as ``relu_output``) becomes a fresh array.
     in_place : str, optional
         For the element-wise kernels, which read each element before writing
         it: the input an output may be exactly (same memory, same layout).

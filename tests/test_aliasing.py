@@ -263,6 +263,15 @@ def test_interleaved_strided_input_is_compared_exactly():
         F.relu(sq.T, out=sq)
 
 
+def test_buffer_input_wrapping_out_is_seen():
+    """A non-ndarray input (a memoryview) over out's memory is checked as a view."""
+    z = np.random.default_rng(6).standard_normal((1, 1, 2, 5))
+    with pytest.raises(ValueError, match="avg_pool2d: out must not overlap input 'input'"):
+        F.avg_pool2d(memoryview(z), 1, out=z)
+    flat = z.reshape(-1)
+    assert F.relu(memoryview(flat), out=flat) is flat  # same memory, same order: in place
+
+
 def test_undecidable_overlap_is_refused(monkeypatch):
     """When numpy's solver gives up, the output is refused rather than risked."""
     buf = np.zeros((2, 16))
