@@ -322,9 +322,10 @@ def _overlaps(out, a):
     """True if ``a`` shares memory with ``out``, given that their address ranges meet.
 
     ``out`` is C-contiguous, and a contiguous array fills its range, so if ``a``
-    is contiguous too, meeting ranges mean shared bytes. A strided view (``x[:, ::2]``) can interleave with ``out``
-    without sharing a byte, so that case goes to numpy's exact solver, bounded
-    by ``_OVERLAP_MAX_WORK``; an undecided case counts as overlap.
+    is contiguous too, meeting ranges mean shared bytes. A strided view
+    (``x[:, ::2]``) can interleave with ``out`` without sharing a byte, so that
+    case goes to numpy's exact solver, bounded by ``_OVERLAP_MAX_WORK``; an
+    undecided case counts as overlap.
     """
     if a.flags.c_contiguous or a.flags.f_contiguous:
         return True
