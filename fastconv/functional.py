@@ -674,8 +674,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
         x or indices_out.
     indices_out : ndarray of int64, optional
         Preallocated indices (with ``return_indices``; no memory shared with x
-        or out): a training loop that
-        reuses it avoids a fresh int64 array, and its page faults, every call.
+        or out): a training loop that reuses it avoids a fresh int64 array, and
+        its page faults, every call.
 
     Returns
     -------
