@@ -9,6 +9,12 @@ weight), except that inputs must be 4-D.
 Output size of convolution and pooling along each spatial axis::
 
     H_out = (H + 2*padding - dilation*(kernel - 1) - 1) // stride + 1
+
+An ``out=`` buffer must be C-contiguous with the result's shape and dtype, and
+share no memory with any array the function reads or with another output
+(``ValueError``): the kernels read while they write, on several threads. The
+one exception is the exact in-place ``relu(x, out=x)`` / ``relu_backward(g, y,
+out=g)``.
 """
 
 import operator
@@ -16,6 +22,11 @@ import os
 import platform
 
 import numpy as np
+
+try:
+    from numpy.exceptions import TooHardError as _TooHardError
+except ImportError:  # numpy < 1.25
+    from numpy import TooHardError as _TooHardError
 
 try:
     from . import _kernels
@@ -278,17 +289,104 @@ def _check_out(fn, name, out, shape, dtype):
 
 def _mask_and_out(fn, output_mask, out):
     """A backward's (grad_input, grad_weight, grad_bias) switches and output buffers."""
-    try:
-        mask = tuple(bool(m) for m in output_mask)
-    except TypeError:
-        raise TypeError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}") from None
-    if len(mask) != 3:
-        raise ValueError(f"{fn}: output_mask must be 3 bools, got {output_mask!r}")
+    # Only an ordered sequence of three bools: 'abc' or {1, 2, 3} would iterate
+    # into three truthy values and silently compute everything. NumPy bools are
+    # bools; 0 and 1 are accepted as the int spelling of a bool.
+    if not (isinstance(output_mask, (tuple, list))
+            or (isinstance(output_mask, np.ndarray) and output_mask.ndim == 1)):
+        raise TypeError(f"{fn}: output_mask must be a tuple of 3 bools, got "
+                        f"{type(output_mask).__name__} {output_mask!r}")
+    if len(output_mask) != 3:
+        raise ValueError(f"{fn}: output_mask must be 3 bools, got {len(output_mask)} "
+                         f"values {output_mask!r}")
+    for m in output_mask:
+        if not (isinstance(m, (bool, np.bool_))
+                or (isinstance(m, (int, np.integer)) and m in (0, 1))):
+            raise TypeError(f"{fn}: output_mask must be 3 bools, got {output_mask!r} "
+                            f"(an element is {type(m).__name__} {m!r})")
+    mask = tuple(bool(m) for m in output_mask)
     if out is None:
         out = (None, None, None)
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         raise TypeError(f"{fn}: out must be a tuple of 3 arrays or None, got {out!r}")
     return mask, out
+
+
+# Past this much work numpy's exact overlap solver gives up (about a millisecond
+# on 4-D views); the output is then refused rather than risked.
+_OVERLAP_MAX_WORK = 1 << 16
+_GRAD_LABELS = ("out[0] (grad_input)", "out[1] (grad_weight)", "out[2] (grad_bias)")
+
+
+def _overlaps(out, a):
+    """True if ``a`` shares memory with ``out``, given that their address ranges meet.
+
+    ``out`` is C-contiguous, and a contiguous array fills its range, so if ``a``
+    is contiguous too, meeting ranges mean shared bytes. A strided view
+    (``x[:, ::2]``) can interleave with ``out`` without sharing a byte, so that
+    case goes to numpy's exact solver, bounded by ``_OVERLAP_MAX_WORK``; an
+    undecided case counts as overlap.
+    """
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        return True
+    try:
+        return np.shares_memory(out, a, max_work=_OVERLAP_MAX_WORK)
+    except _TooHardError:
+        return True
+
+
+def _same_memory(out, a):
+    """``a`` is ``out``'s very elements in the same order (an in-place call)."""
+    return a is out or (
+        a.dtype == out.dtype and a.shape == out.shape and a.flags.c_contiguous
+        and a.__array_interface__["data"][0] == out.__array_interface__["data"][0])
+
+
+def _check_overlap(fn, outs, inputs, in_place=None):
+    """Refuse an output that shares memory with an input or with another output.
+
+    The kernels read their inputs while they write their outputs, in parallel
+    and in blocks, so any overlap gives a wrong (and thread-count dependent)
+    answer instead of an error; two outputs in one buffer overwrite each other.
+
+    outs : sequence of (label, array or None)
+        The caller's output buffers (already through ``_check_out``, so
+        C-contiguous); None where fastconv allocates or the output is masked off.
+    inputs : sequence of (name, array or None)
+        Every array the function reads, after ``_array`` (which keeps a buffer
+        that wraps ``out``'s memory as a view of it, so that is caught). A
+        non-array left (a list as ``relu_output``) becomes a fresh array.
+    in_place : str, optional
+        For the element-wise kernels, which read each element before writing
+        it: the input an output may be exactly (same memory, same layout).
+    """
+    for i, (label, o) in enumerate(outs):
+        if o is None:
+            continue
+        for name, a in inputs:
+            # the O(1) address-range test settles every call that passes
+            if (not isinstance(a, np.ndarray) or not np.may_share_memory(o, a)
+                    or not _overlaps(o, a)):
+                continue
+            if name == in_place:
+                if _same_memory(o, a):
+                    continue
+                raise ValueError(
+                    f"{fn}: {label} must not overlap input {name!r} unless it is that "
+                    f"array itself (in place); pass {name} itself or a separate array")
+            raise ValueError(
+                f"{fn}: {label} must not overlap input {name!r}; pass a separate array")
+        for label2, o2 in outs[:i]:
+            if o2 is not None and np.may_share_memory(o, o2):  # both contiguous: exact
+                raise ValueError(
+                    f"{fn}: {label} must not overlap {label2}; pass separate arrays")
+
+
+def _grad_outs(out, mask):
+    """A backward's caller-given output buffers, labelled; None where masked off."""
+    return ((_GRAD_LABELS[0], out[0] if mask[0] else None),
+            (_GRAD_LABELS[1], out[1] if mask[1] else None),
+            (_GRAD_LABELS[2], out[2] if mask[2] else None))
 
 
 def _check_size(fn, what, count):
@@ -419,7 +517,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
     groups : int
         Channels are split into ``groups`` independent convolutions.
     out : ndarray of shape (N, K, H_out, W_out), optional
-        Where to write the result (C-contiguous, same dtype).
+        Where to write the result (C-contiguous, same dtype, sharing no memory
+        with x, weight or bias).
     activation : None or 'relu'
         'relu' applies max(y, 0) in the same pass (saves a trip over memory).
 
@@ -434,6 +533,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
         raise ValueError(f"{fn}: activation must be None or 'relu', got {activation!r}")
     g = _ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
     y = _check_out(fn, "out", out, g.out_shape, x.dtype)
+    _check_overlap(fn, (("out", out),), (("input", x), ("weight", weight), ("bias", bias)))
     if y.size == 0:
         return y
     kern = _kernels.conv2d_forward
@@ -458,9 +558,12 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
         As passed to :func:`conv2d`.
     output_mask : tuple of 3 bools
         Which of (grad_input, grad_weight, grad_bias) to compute; the others are
-        returned as None (a first layer needs no grad_input).
+        returned as None (a first layer needs no grad_input). A tuple, list or
+        1-D array of bools (NumPy bools and 0/1 accepted).
     out : tuple of 3 arrays or None, optional
-        Preallocated outputs for (grad_input, grad_weight, grad_bias).
+        Preallocated outputs for (grad_input, grad_weight, grad_bias), each
+        C-contiguous and sharing no memory with grad_out, x, weight, relu_output
+        or one another (None in a slot: allocate it).
     relu_output : ndarray of shape (N, K, H_out, W_out), optional
         The output of ``conv2d(..., activation='relu')``. If given, grad_out is the
         gradient after the ReLU and is masked by ``relu_output > 0`` first, in
@@ -485,6 +588,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     gx = _check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
     gw = _check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
     gb = _check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
+    _check_overlap(fn, _grad_outs(out, mask), (("grad_out", grad_out), ("input", x),
+                                               ("weight", weight), ("relu_output", relu_output)))
     nt = get_num_threads()
     if grad_out.size == 0:  # N == 0: nothing flows back
         for a in (gx, gw, gb):
@@ -565,10 +670,12 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
         Also return the argmax of each window as int64 ``h * W + w`` within its
         (n, c) plane. Ties go to the first element in raster order; a NaN wins.
     out : ndarray, optional
-        Preallocated output of shape (N, C, H_out, W_out).
+        Preallocated output of shape (N, C, H_out, W_out), sharing no memory with
+        x or indices_out.
     indices_out : ndarray of int64, optional
-        Preallocated indices (with ``return_indices``): a training loop that
-        reuses it avoids a fresh int64 array, and its page faults, every call.
+        Preallocated indices (with ``return_indices``; no memory shared with x
+        or out): a training loop that reuses it avoids a fresh int64 array, and
+        its page faults, every call.
 
     Returns
     -------
@@ -583,6 +690,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
         raise ValueError(f"{fn}: indices_out is only used with return_indices=True")
     idx = (_check_out(fn, "indices_out", indices_out, oshape, np.dtype(np.int64))
            if return_indices else None)
+    _check_overlap(fn, (("out", out), ("indices_out", indices_out)), (("input", x),))
     if y.size:
         _kernels.max_pool2d_forward(_contig(x), geom, get_num_threads(), y, idx)
     return (y, idx) if return_indices else y
@@ -597,6 +705,8 @@ def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
     indices : ndarray of int64, same shape, from ``max_pool2d(..., return_indices=True)``
     input_shape : tuple (N, C, H, W) of the pooled input
     out : ndarray of shape input_shape, optional
+        Where to write grad_input (C-contiguous, sharing no memory with grad_out
+        or indices).
 
     Returns
     -------
@@ -615,6 +725,7 @@ def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
         raise ValueError(f"{fn}: input_shape {shape} does not match grad_out of shape "
                          f"{grad_out.shape} in N and C")
     gx = _check_out(fn, "out", out, shape, grad_out.dtype)
+    _check_overlap(fn, (("out", out),), (("grad_out", grad_out), ("indices", indices)))
     if gx.size == 0 or grad_out.size == 0:
         gx.fill(0)
         return gx
@@ -643,7 +754,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True
     count_include_pad : bool
         Divide by the window size including padded zeros (True) or only by the
         number of real input elements in the window (False).
-    out : ndarray, optional
+    out : ndarray of shape (N, C, H_out, W_out), optional
+        Where to write the result (C-contiguous, sharing no memory with x).
 
     Returns
     -------
@@ -653,6 +765,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True
     x = _pool_input(fn, "input", x)
     geom, oshape = _pool_geom(fn, x.shape, kernel_size, stride, padding)
     y = _check_out(fn, "out", out, oshape, x.dtype)
+    _check_overlap(fn, (("out", out),), (("input", x),))
     if y.size:
         _kernels.avg_pool2d_forward(_contig(x), geom, bool(count_include_pad),
                                     get_num_threads(), y)
@@ -670,6 +783,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     kernel_size, stride, padding, count_include_pad
         As passed to :func:`avg_pool2d`.
     out : ndarray of shape input_shape, optional
+        Where to write grad_input (C-contiguous, sharing no memory with grad_out).
 
     Returns
     -------
@@ -683,6 +797,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
         raise ValueError(f"{fn}: grad_out must have shape {oshape} for input_shape {shape}, "
                          f"got {grad_out.shape}")
     gx = _check_out(fn, "out", out, shape, grad_out.dtype)
+    _check_overlap(fn, (("out", out),), (("grad_out", grad_out),))
     if grad_out.size == 0:
         gx.fill(0)
         return gx
@@ -704,7 +819,7 @@ def relu(x, *, out=None):
     x : ndarray of any shape, dtype float32 or float64
     out : ndarray, optional
         Where to write the result (same shape and dtype, C-contiguous); may be ``x``
-        itself for an in-place ReLU.
+        itself for an in-place ReLU, but must not otherwise overlap x.
 
     Returns
     -------
@@ -713,6 +828,7 @@ def relu(x, *, out=None):
     fn = "relu"
     x = _array(fn, "input", x)
     y = _check_out(fn, "out", out, x.shape, x.dtype)
+    _check_overlap(fn, (("out", out),), (("input", x),), in_place="input")
     if y.size:
         _kernels.relu_forward(_flat(x), get_num_threads(), y.reshape(-1))
     return y
@@ -728,7 +844,8 @@ def relu_backward(grad_out, output, *, out=None):
     output : ndarray, same shape and dtype
         The ReLU output (or its input: the sign is the same).
     out : ndarray, optional
-        Where to write the result; may be ``grad_out`` itself.
+        Where to write the result; may be ``grad_out`` itself (in place), but must
+        not otherwise overlap grad_out, nor overlap ``output`` at all.
 
     Returns
     -------
@@ -742,6 +859,9 @@ def relu_backward(grad_out, output, *, out=None):
         raise ValueError(f"{fn}: output must have the shape of grad_out {grad_out.shape}, "
                          f"got {output.shape}")
     gx = _check_out(fn, "out", out, grad_out.shape, grad_out.dtype)
+    # in place over grad_out only: the kernel reads output through a restrict pointer
+    _check_overlap(fn, (("out", out),), (("grad_out", grad_out), ("output", output)),
+                   in_place="grad_out")
     if gx.size:
         _kernels.relu_backward(_flat(grad_out), _flat(output), get_num_threads(),
                                gx.reshape(-1))
@@ -755,12 +875,6 @@ _BIAS_COLS = 1  # fc_gemm's bias_mode: C[i, j] += bias[j]
 def _rank2(fn, name, a, what):
     if a.ndim != 2:
         raise ValueError(f"{fn}: {name} must be 2-D {what}, got shape {a.shape}")
-
-
-def _no_overlap(fn, name, out, **inputs):
-    for what, a in inputs.items():
-        if a is not None and np.may_share_memory(out, a):
-            raise ValueError(f"{fn}: {name} must not overlap {what}")
 
 
 def _linear_inputs(fn, x, weight):
@@ -790,8 +904,8 @@ def linear(x, weight, bias=None, *, out=None):
         The layout of ``nn.Linear.weight`` (and PyTorch's).
     bias : ndarray of shape (out_features,), optional
     out : ndarray of shape (N, out_features), optional
-        Where to write the result (C-contiguous, same dtype, not overlapping
-        the inputs).
+        Where to write the result (C-contiguous, same dtype, sharing no memory
+        with x, weight or bias).
 
     Returns
     -------
@@ -807,7 +921,7 @@ def linear(x, weight, bias=None, *, out=None):
                 f"{fn}: bias must have shape ({weight.shape[0]},) to match weight of "
                 f"shape {weight.shape}, got {bias.shape}")
     y = _check_out(fn, "out", out, (x.shape[0], weight.shape[0]), x.dtype)
-    _no_overlap(fn, "out", y, input=x, weight=weight, bias=bias)
+    _check_overlap(fn, (("out", out),), (("input", x), ("weight", weight), ("bias", bias)))
     if y.size == 0:
         return y
     if x.shape[1] == 0:  # empty reduction
@@ -835,9 +949,12 @@ def linear_backward(grad_out, x, weight, *, output_mask=(True, True, True), out=
         As passed to :func:`linear`.
     output_mask : tuple of 3 bools
         Which of (grad_input, grad_weight, grad_bias) to compute; the others are
-        returned as None.
+        returned as None. A tuple, list or 1-D array of bools (NumPy bools and
+        0/1 accepted).
     out : tuple of 3 arrays or None, optional
-        Preallocated outputs for (grad_input, grad_weight, grad_bias).
+        Preallocated outputs for (grad_input, grad_weight, grad_bias), each
+        C-contiguous and sharing no memory with grad_out, x, weight or one
+        another.
     accumulate : bool, default False
         Add grad_weight and grad_bias into ``out[1]`` and ``out[2]`` (which must
         then be given) instead of overwriting them: a layer's ``.grad`` without
@@ -868,9 +985,8 @@ def linear_backward(grad_out, x, weight, *, output_mask=(True, True, True), out=
     gx = _check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
     gw = _check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
     gb = _check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
-    for i, a in enumerate((gx, gw, gb)):
-        if a is not None:
-            _no_overlap(fn, f"out[{i}]", a, grad_out=grad_out, input=x, weight=weight)
+    _check_overlap(fn, _grad_outs(out, mask),
+                   (("grad_out", grad_out), ("input", x), ("weight", weight)))
     nt = get_num_threads()
     gy = _contig(grad_out)
     if x.size and weight.size:  # every dimension >= 1: one call, one thread team
