@@ -6,22 +6,18 @@
 
 Run from the repository root with ``python -m pytest`` the in-place build is
 measured (``-m`` puts the current directory on sys.path); run from anywhere
-else, the installed fastconv is. Only bench/ itself is put on sys.path here,
-for the helper modules next to this file.
+else, the installed fastconv is. The helper modules next to this file are
+importable because pytest puts bench/ (a directory without ``__init__.py``) on
+sys.path before it imports this conftest (the default ``prepend`` import mode).
 """
 
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-import baselines  # noqa: E402
-from harness import make_runner, set_threads, time_call  # noqa: E402
+import baselines
+from harness import make_runner, set_threads, time_call
 
 SETTLE_S = 0.25     # see run.py: let the other library's thread pool go to sleep
 NAIVE_BUDGET_S = 1.0

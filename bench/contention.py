@@ -27,10 +27,10 @@ from pathlib import Path
 
 import inference
 import train_throughput
-from harness import cpu_hog
+from harness import add_data_dir_option, cpu_hog, fastconv_origin, markdown_table
 
 
-def training_rows(models, threads, impls, batches, log):
+def training_rows(models, threads, impls, batches, data_dir, log):
     records = []
     for model in models:
         nb = batches if model == "lenet5" else max(20, batches // 3)
@@ -38,7 +38,7 @@ def training_rows(models, threads, impls, batches, log):
             for th in threads:
                 for impl in impls:
                     with cpu_hog(hog):
-                        r = train_throughput.run_one(impl, model, th, nb)
+                        r = train_throughput.run_one(impl, model, th, nb, data_dir=data_dir)
                     r.update(hog=hog, threads=th)
                     records.append(r)
                     label = "default" if th == 0 else f"{th}T"
@@ -50,19 +50,18 @@ def training_rows(models, threads, impls, batches, log):
 def render_training(records):
     by = {(r["model"], r["impl"], r["hog"], r["threads"]): r.get("img_s") for r in records}
     cell = lambda v: f"{v:,.0f}" if v else "-"
-    lines = ["| model | condition | threads | fastconv img/s | torch img/s | vs torch | "
-             "fastconv vs its idle 1T |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for model in sorted({r["model"] for r in records}):
         idle1 = by.get((model, "fastconv", False, 1))
         for hog in (False, True):
             for th in sorted({r["threads"] for r in records}):
                 fc, tt = by.get((model, "fastconv", hog, th)), by.get((model, "torch", hog, th))
-                lines.append(
-                    f"| {model} | {'one CPU hog' if hog else 'idle'} | "
-                    f"{'default' if th == 0 else th} | {cell(fc)} | {cell(tt)} | "
-                    f"{f'{fc / tt:.2f}x' if fc and tt else '-'} | "
-                    f"{f'{fc / idle1:.0%}' if fc and idle1 else '-'} |")
-    return "\n".join(lines)
+                rows.append([model, "one CPU hog" if hog else "idle",
+                             "default" if th == 0 else th, cell(fc), cell(tt),
+                             f"{fc / tt:.2f}x" if fc and tt else "-",
+                             f"{fc / idle1:.0%}" if fc and idle1 else "-"])
+    return markdown_table(["model", "condition", "threads", "fastconv img/s", "torch img/s",
+                           "vs torch", "fastconv vs its idle 1T"], rows)
 
 
 def main(argv=None):
@@ -75,11 +74,14 @@ def main(argv=None):
     p.add_argument("--no-inference", action="store_true")
     p.add_argument("--inference-impls", default=",".join(inference.IMPLS))
     p.add_argument("--out", default=None, help="folder for table.txt and results.json")
+    add_data_dir_option(p)
     args = p.parse_args(argv)
     log = lambda m: print(m, file=sys.stderr, flush=True)
+    log(fastconv_origin())
     models = args.models.split(",")
     threads = [int(t) for t in args.threads.split(",")]
-    train = training_rows(models, threads, args.impls.split(","), args.batches, log)
+    train = training_rows(models, threads, args.impls.split(","), args.batches, args.data_dir,
+                          log)
     text = ["## Training under contention (medians of 3 segments)", "",
             render_training(train)]
     infer = []

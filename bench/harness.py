@@ -1,4 +1,10 @@
-"""Inputs, runners, thread control and the one timing function of the suite."""
+"""What every benchmark script shares: which fastconv is measured, the MNIST
+training set, inputs and runners, thread control, **the** timing function
+``time_call``, the agreement check, machine-load tracking and table formatting.
+
+The scripts are run as ``python bench/NAME.py``, which puts bench/ first on
+sys.path, so they import this module by name with no sys.path edits.
+"""
 
 import contextlib
 import gc
@@ -8,10 +14,77 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from shapes import ConvCase
+
+
+# ---------------------------------------------------------------------------
+# Which fastconv
+# ---------------------------------------------------------------------------
+def fastconv_origin():
+    """``"fastconv 0.1.0 from /path/to/fastconv"``: the build the numbers belong to.
+
+    The benchmarks measure whatever ``import fastconv`` finds. ``python
+    bench/NAME.py`` puts bench/, not the repository root, on sys.path, so that is
+    the installed package; ``PYTHONPATH=. python bench/NAME.py`` from the root
+    measures the checkout's own build (in-place, or the compiled module
+    ``pip install .`` leaves in the source tree). Worker processes inherit the
+    environment and the working directory, so they import the same one.
+    """
+    try:
+        import fastconv
+    except Exception as exc:   # an unbuilt checkout raises ImportError from inside
+        return f"fastconv not importable ({type(exc).__name__}: {exc})"
+    return f"fastconv {fastconv.__version__} from {Path(fastconv.__file__).parent}"
+
+
+# ---------------------------------------------------------------------------
+# MNIST
+# ---------------------------------------------------------------------------
+# Where this project keeps the data set: ../shared/mnist from the repository root.
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "mnist"
+
+
+def add_data_dir_option(parser):
+    """The ``--data-dir`` option of every script that trains on MNIST."""
+    parser.add_argument(
+        "--data-dir", default=str(MNIST_DIR),
+        help="directory with the MNIST IDX files, plain or .gz (default: ../shared/mnist "
+             "from the repository root); random images of the same shape if absent")
+
+
+def load_mnist_train(data_dir):
+    """The 60 000 MNIST training images, read with ``fastconv.datasets.read_idx``.
+
+    Returns ``(x, y, source)``: ``x`` float32 of shape (60000, 1, 28, 28) in
+    [0, 1], ``y`` int64 of shape (60000,), ``source`` a description for the
+    report. Without the files in ``data_dir`` the images are random (``source``
+    says so): throughput does not depend on pixel values, so the benchmark
+    still runs on a machine without the data set.
+
+    Not ``datasets.load_mnist``: it also converts the test set and holds all four
+    uint8 arrays while converting, about 40 MiB more peak RSS, and the peak RSS
+    of training is one of the figures measured.
+    """
+    from fastconv import datasets
+
+    data_dir = Path(data_dir)
+    names = datasets.MNIST_FILES[:2]          # train images, train labels
+    paths = [next((p for p in (data_dir / n, data_dir / f"{n}.gz") if p.is_file()), None)
+             for n in names]
+    if None in paths:
+        rng = np.random.default_rng(0)
+        x = rng.random((60000, 1, 28, 28), dtype=np.float32)
+        return x, rng.integers(0, 10, 60000).astype(np.int64), f"random images (no MNIST in {data_dir})"
+    raw = datasets.read_idx(paths[0], sha256=datasets.MNIST_SHA256[names[0]])
+    x = raw.reshape(-1, 1, 28, 28).astype(np.float32)
+    del raw
+    x /= np.float32(255.0)    # in place: the RSS figure should be the training's, not a temporary's
+    y = datasets.read_idx(paths[1], sha256=datasets.MNIST_SHA256[names[1]]).astype(np.int64)
+    return x, y, f"MNIST train from {data_dir}"
 
 
 # ---------------------------------------------------------------------------
@@ -143,32 +216,39 @@ def cpu_hog(on=True):
 # ---------------------------------------------------------------------------
 # Timing
 # ---------------------------------------------------------------------------
-def time_call(fn, *, warmup=1, repeats=5, min_sample_s=0.005, max_total_s=None):
+def time_call(fn, *, warmup=1, repeats=5, min_sample_s=0.005, max_total_s=None,
+              clock=time.perf_counter, gc_off=True):
     """Per-call seconds of ``fn``: ``repeats`` samples after ``warmup`` calls.
 
     Calls shorter than ``min_sample_s`` are looped inside one sample (the
-    count is fixed by the last warm-up call; no warm-up means one call) so timer resolution does not matter.
+    count is fixed by the last warm-up call; no warm-up means one call) so
+    timer resolution does not matter; ``min_sample_s=0`` times single calls.
     ``max_total_s`` stops sampling early (keeping at least 3 samples) for
-    slow calls. The garbage collector is off while sampling. Returns the list
-    of samples; callers report the median.
+    slow calls. ``clock``: wall time by default; ``time.thread_time`` (CPU
+    time of this thread) is steadier on a shared machine for one-thread
+    calls. The garbage collector is off while sampling unless ``gc_off`` is
+    False (whole training runs: as users run them, and with what the
+    collector frees out of the peak RSS). Returns the list of samples;
+    callers report the median.
     """
     inner = 1
     for _ in range(warmup):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        inner = max(1, math.ceil(min_sample_s / max(time.perf_counter() - t0, 1e-9)))
+        inner = max(1, math.ceil(min_sample_s / max(clock() - t0, 1e-9)))
     samples = []
     gc_was_on = gc.isenabled()
-    gc.disable()
+    if gc_off:
+        gc.disable()
     try:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 fn()
-            samples.append((time.perf_counter() - t0) / inner)
+            samples.append((clock() - t0) / inner)
             if (max_total_s is not None and len(samples) >= 3
-                    and time.perf_counter() - start > max_total_s):
+                    and clock() - start > max_total_s):
                 break
     finally:
         if gc_was_on:
@@ -276,3 +356,22 @@ def wait_idle(max_wait_s, threshold=0.25, window_s=1.0, needed=3):
         quiet = quiet + 1 if cores < threshold else 0
         if quiet >= needed or time.perf_counter() >= deadline:
             return cores
+
+
+# ---------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------
+def format_table(headers, rows, right=()):
+    """A plain-text table: columns padded to their widest cell, a rule under the
+    headers; columns whose header is in ``right`` are right-aligned."""
+    cols = list(zip(*([headers] + rows))) if rows else [[h] for h in headers]
+    widths = [max(len(str(c)) for c in col) for col in cols]
+    fmt = lambda row: "  ".join(str(c).rjust(w) if h in right else str(c).ljust(w)
+                                for h, c, w in zip(headers, row, widths))
+    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def markdown_table(headers, rows):
+    """A Markdown table (to paste into a README)."""
+    return "\n".join([f"| {' | '.join(map(str, headers))} |", "|" + "---|" * len(headers)]
+                     + [f"| {' | '.join(map(str, r))} |" for r in rows])

@@ -30,12 +30,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from harness import OtherLoad, cpu_hog
+from harness import OtherLoad, cpu_hog, fastconv_origin, markdown_table, time_call
 
 MODELS = ("lenet5", "mnist_cnn")
 IMPLS = ("onnxruntime", "torch", "fastconv-predict", "fastconv-forward")
@@ -106,8 +105,8 @@ def _make_call(impl, threads, model_path, onnx_path):
         model = fastconv.load_model(model_path)
         model.eval()
         if impl == "fastconv-predict":
-            return (lambda x: model.predict(x, batch_size=len(x))), f"fastconv {fastconv.__version__}"
-        return model.forward, f"fastconv {fastconv.__version__}"
+            return (lambda x: model.predict(x, batch_size=len(x))), fastconv_origin()
+        return model.forward, fastconv_origin()
     if impl == "torch":
         import torch
 
@@ -144,13 +143,15 @@ def worker(impl, threads, model_path, onnx_path, x_path, out_path, batches, imag
         n = len(chunks) * bs
         for c in chunks[:max(1, len(chunks) // 4)]:     # warm-up: buffers, plans, pools
             call(c)
-        rates = []
+
+        def one_pass():
+            for c in chunks:
+                call(c)
+
         with OtherLoad() as load:
-            for _ in range(passes):
-                t0 = time.perf_counter()
-                for c in chunks:
-                    call(c)
-                rates.append(n / (time.perf_counter() - t0))
+            seconds = time_call(one_pass, warmup=0, repeats=passes, min_sample_s=0.0,
+                                gc_off=False)
+        rates = [n / t for t in seconds]
         rows.append(dict(batch=bs, img_s=statistics.median(rates), img_s_passes=rates,
                          other_load=load.cores))
     return dict(impl=impl, threads=threads, version=version, rows=rows)
@@ -224,9 +225,10 @@ def render(records, batches, threads):
              for r in records if "img_s" in r}
     agree = {(r["model"], r["impl"], r["threads"]): r["agreement_rel_err"]
              for r in records if "agreement_rel_err" in r}
-    head = ("| model | batch | threads | ONNX Runtime | torch | fastconv predict | "
-            "fastconv forward | best fastconv / ORT | best fastconv / torch |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    headers = ["model", "batch", "threads", "ONNX Runtime", "torch", "fastconv predict",
+               "fastconv forward", "best fastconv / ORT", "best fastconv / torch"]
+    rows = []
+    cell = lambda v: f"{v:,.0f}" if v else "-"
     for model in sorted({k[0] for k in speed}):
         for bs in batches:
             for th in threads:
@@ -234,11 +236,10 @@ def render(records, batches, threads):
                 fc = [v for v in (get("fastconv-predict"), get("fastconv-forward")) if v]
                 best = max(fc) if fc else None
                 ratio = lambda other: (f"{best / other:.2f}x" if best and other else "-")
-                cell = lambda v: f"{v:,.0f}" if v else "-"
-                lines.append(f"| {model} | {bs} | {th} | {cell(get('onnxruntime'))} | "
-                             f"{cell(get('torch'))} | {cell(get('fastconv-predict'))} | "
-                             f"{cell(get('fastconv-forward'))} | {ratio(get('onnxruntime'))} | "
-                             f"{ratio(get('torch'))} |")
+                rows.append([model, bs, th, cell(get("onnxruntime")), cell(get("torch")),
+                             cell(get("fastconv-predict")), cell(get("fastconv-forward")),
+                             ratio(get("onnxruntime")), ratio(get("torch"))])
+    lines = [markdown_table(headers, rows)]
     if agree:
         lines.append("")
         lines.append("Agreement with fastconv forward (max |diff| / max |ref|, first 64 images): "
@@ -270,9 +271,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
+    log = lambda m: print(m, file=sys.stderr, flush=True)
+    log(fastconv_origin())
     records = run_all(args.models.split(","), batches, threads, args.impls.split(","),
-                      args.images, args.passes, args.hog,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+                      args.images, args.passes, args.hog, log)
     print(render(records, batches, threads))
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))

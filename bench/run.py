@@ -5,7 +5,11 @@
     python bench/run.py --full          # more repeats, float64 for every impl, naive bwd too
     python bench/run.py --threads 1 --shapes d,e --ops conv --dtype float32
     python bench/run.py --training      # also LeNet-5 / MNIST-CNN training img/s and RSS
-    python -m fastconv bench ...        # the same, from an installed package
+    PYTHONPATH=. python bench/run.py    # from the repository root: the checkout's build
+
+It measures the fastconv that ``import fastconv`` finds (the installed one,
+unless PYTHONPATH says otherwise); its path is printed first and stored in the
+JSON.
 
 For every (op, shape, dtype, threads) each implementation is warmed up, then
 timed several times; the table shows medians, GFLOP/s, the fraction of the
@@ -24,24 +28,16 @@ import sys
 import time
 from pathlib import Path
 
+import baselines
+import shapes as S
+import train_throughput
+from harness import (OtherLoad, add_data_dir_option, check_agreement, fastconv_origin,
+                     format_table, make_runner, median, set_threads, time_call, time_scaled,
+                     wait_idle)
+from measure_peak import measure
+from pngchart import bar_chart
+
 BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-
-def _choose_fastconv(installed_only):
-    """Prefer an in-place build of this checkout over an installed fastconv.
-
-    ``python bench/run.py`` puts bench/, not the repository root, on sys.path,
-    so without this an installed fastconv would be measured even when the
-    checkout next to this file has a fresher in-place build.
-    """
-    here = REPO / "fastconv"
-    built = any(here.glob("_*.so")) or any(here.glob("_*.pyd"))
-    if built and not installed_only and str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-
 
 MODES = {
     "quick": dict(warmup=1, repeats=7, max_total_s=2.0, naive_phases=("fwd",),
@@ -84,8 +80,7 @@ def parse_args(argv):
                    help="also measure LeNet-5 / MNIST-CNN training throughput and peak RSS")
     p.add_argument("--training-batches", type=int, default=None,
                    help="timed batches per training run (default 100 quick, 300 full)")
-    p.add_argument("--installed", action="store_true",
-                   help="measure the installed fastconv even if this checkout has an in-place build")
+    add_data_dir_option(p)
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                    help="before starting, wait up to S seconds for other processes to go quiet")
     p.add_argument("--busy-retries", type=int, default=1, metavar="K",
@@ -169,8 +164,6 @@ def machine_info():
 # ---------------------------------------------------------------------------
 def measure_one(impl, op, phase, case, dtype, mode, naive_cache):
     """(median s, batch actually run, samples in s) of one op on one impl."""
-    from harness import make_runner, median, time_call, time_scaled
-
     if impl.scaled:
         # the reference is single-threaded Python: measure it once per thread sweep
         key = (op, phase, case.name, dtype)
@@ -185,9 +178,6 @@ def measure_one(impl, op, phase, case, dtype, mode, naive_cache):
 
 
 def measure_grid(impls, args, mode, peaks, log):
-    from harness import OtherLoad, set_threads, wait_idle
-    from shapes import OPS, select
-
     threads = [int(t) for t in _csv(args.threads)]
     dtypes = _csv(args.dtype) or ["float32", "float64"]
     phases = _csv(args.phases)
@@ -196,7 +186,7 @@ def measure_grid(impls, args, mode, peaks, log):
     for th in threads:
         set_threads(impls, th)
         for op in _csv(args.ops):
-            for case in select(_csv(args.shapes), OPS[op]):
+            for case in S.select(_csv(args.shapes), S.OPS[op]):
                 for dtype in dtypes:
                     for impl in impls.values():
                         if (dtype == "float64" and args.dtype is None
@@ -255,8 +245,6 @@ def measure_grid(impls, args, mode, peaks, log):
 
 def add_ratios(records):
     """ratio = impl time / fastconv time for the same op, phase, case, dtype, threads."""
-    from shapes import ratio_target
-
     fast = {(r["op"], r["phase"], r["case"], r["dtype"], r["threads"]): r["ms"]
             for r in records if r["impl"] == "fastconv" and "ms" in r}
     for r in records:
@@ -264,15 +252,13 @@ def add_ratios(records):
         r["ratio"] = r["ms"] / f if f and "ms" in r else None
         r["target"] = None
         if r["impl"] != "fastconv" and r["dtype"] == "float32":
-            r["target"] = ratio_target(r["op"], r["phase"], r["case"], r["impl"])
+            r["target"] = S.ratio_target(r["op"], r["phase"], r["case"], r["impl"])
         r["status"] = "" if r["target"] is None or r["ratio"] is None else (
             "PASS" if r["ratio"] >= r["target"] else "FAIL")
 
 
 def evaluate_targets(records, peaks, training):
     """One row per target of the speed issue that this run measured."""
-    import shapes as S
-
     by = {(r["op"], r["phase"], r["case"], r["dtype"], r["threads"], r["impl"]): r
           for r in records if "ms" in r}
     threads = sorted({r["threads"] for r in records})
@@ -353,15 +339,7 @@ def evaluate_targets(records, peaks, training):
 # ---------------------------------------------------------------------------
 # Reporting
 # ---------------------------------------------------------------------------
-def format_table(headers, rows):
-    cols = list(zip(*([headers] + rows))) if rows else [[h] for h in headers]
-    widths = [max(len(str(c)) for c in col) for col in cols]
-    right = [i for i, h in enumerate(headers) if h in {"ms", "GFLOP/s", "% peak", "vs fastconv",
-                                                       "min x", "T", "value", "threshold",
-                                                       "margin"}]
-    fmt = lambda row: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
-                                for i, (c, w) in enumerate(zip(row, widths)))
-    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+NUMERIC = {"ms", "GFLOP/s", "% peak", "vs fastconv", "min x", "T", "value", "threshold", "margin"}
 
 
 def _num(v, spec):
@@ -369,9 +347,6 @@ def _num(v, spec):
 
 
 def render(records, targets, checks, peaks, info):
-    from baselines import IMPL_ORDER
-    from shapes import ALL_CASES, PHASES
-
     lines = []
     lines.append(f"fastconv {info.get('fastconv')}  |  {info.get('cpu_model')}  |  "
                  f"{info.get('cpus_usable')} cores  |  avx2={info.get('avx2')} "
@@ -392,15 +367,15 @@ def render(records, targets, checks, peaks, info):
                      f"{len(records)} measurements (marked *; worst "
                      f"{max(r['other_load'] for r in busy):.1f} cores): those times are not "
                      "trustworthy, rerun on an idle machine")
-    order = {n: i for i, n in enumerate(IMPL_ORDER)}
-    case_order = {n: i for i, n in enumerate(ALL_CASES)}
+    order = {n: i for i, n in enumerate(baselines.IMPL_ORDER)}
+    case_order = {n: i for i, n in enumerate(S.ALL_CASES)}
     headers = ["shape", "phase", "dtype", "T", "impl", "ms", "GFLOP/s", "% peak",
                "vs fastconv", "min x", "check"]
     for op in ("conv", "maxpool", "avgpool"):
         rows = [r for r in records if r["op"] == op]
         if not rows:
             continue
-        rows.sort(key=lambda r: (PHASES.index(r["phase"]), case_order[r["case"]], r["dtype"],
+        rows.sort(key=lambda r: (S.PHASES.index(r["phase"]), case_order[r["case"]], r["dtype"],
                                  r["threads"], order.get(r["impl"], 99)))
         table, last = [], None
         for r in rows:
@@ -409,7 +384,7 @@ def render(records, targets, checks, peaks, info):
                 table.append([""] * len(headers))
             last = group
             impl = r["impl"] + (f" (scaled from N={r['n_used']})" if r.get("n_used") and
-                                r["n_used"] != ALL_CASES[r["case"]].N else "")
+                                r["n_used"] != S.ALL_CASES[r["case"]].N else "")
             table.append([
                 f"{r['case']} {r['shape']}", r["phase"], r["dtype"], r["threads"], impl,
                 ("ERROR" if "ms" not in r else _num(r["ms"], ".3f")
@@ -419,7 +394,7 @@ def render(records, targets, checks, peaks, info):
                 else f"{r['ratio']:.2f}x", _num(r.get("target"), "g"), r.get("status", ""),
             ])
         lines += ["", f"== {op} (ms = median; vs fastconv = impl time / fastconv time, "
-                  f"> 1 means fastconv is faster) ==", format_table(headers, table)]
+                  f"> 1 means fastconv is faster) ==", format_table(headers, table, NUMERIC)]
     if targets:
         trows = [[t["target"], t["where"], f"{t['value']:.3g}", f"{t['threshold']:g}",
                   f"{t['margin']:.2f}", "PASS" if t["ok"] else "FAIL"] for t in targets]
@@ -427,23 +402,20 @@ def render(records, targets, checks, peaks, info):
         lines += ["", f"== targets: {npass} PASS, {len(targets) - npass} FAIL "
                   "(margin = value / threshold) ==",
                   format_table(["target", "where", "value", "threshold", "margin", "result"],
-                               trows)]
+                               trows, NUMERIC)]
     return "\n".join(lines)
 
 
 def draw_chart(records, path):
-    from pngchart import bar_chart
-    from shapes import ALL_CASES, ratio_target
-
     cats, series, targets = [], {}, []
     threads = sorted({r["threads"] for r in records})
     key = {(r["op"], r["case"], r["threads"]): r.get("ratio") for r in records
            if r["impl"] == "torch" and r["phase"] == "fwdbwd" and r["dtype"] == "float32"}
     for op in ("conv", "maxpool", "avgpool"):
-        for case in ALL_CASES:
+        for case in S.ALL_CASES:
             if any((op, case, t) in key for t in threads):
                 cats.append(f"{op} {case}")
-                targets.append(ratio_target(op, "fwdbwd", case, "torch"))
+                targets.append(S.ratio_target(op, "fwdbwd", case, "torch"))
                 for t in threads:
                     series.setdefault(f"{t}T", []).append(key.get((op, case, t)))
     if not cats or not any(v for vs in series.values() for v in vs):
@@ -455,12 +427,8 @@ def draw_chart(records, path):
 def main(argv=None):
     args = parse_args(argv)
     mode = MODES[args.mode]
-    _choose_fastconv(args.installed)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
-
-    import baselines
-    from harness import check_agreement, set_threads
-    from shapes import OPS, select
+    log(fastconv_origin())
 
     wanted = [n for n in _csv(args.impls)
               if not (args.no_torch and n == "torch") and not (args.no_naive and n == "naive")]
@@ -468,15 +436,10 @@ def main(argv=None):
     for name, why in skipped.items():
         log(f"skipping {name}: {why}")
     info = machine_info()
-    log(f"fastconv: {info.get('fastconv_path') or info.get('fastconv_error')}")
 
     peaks, peak_records = {}, []
     if not args.no_peak:
-        from measure_peak import measure
-
         dts = _csv(args.dtype) or ["float32", "float64"]
-        from harness import OtherLoad, wait_idle
-
         # a peak is the best the machine does: keep the highest of the attempts
         for attempt in range(args.busy_retries + 1):
             if attempt:
@@ -501,7 +464,7 @@ def main(argv=None):
         set_threads({"numpy": oracle, **impls}, 1)
         others = [i for n, i in impls.items() if n in ("fastconv", "torch")]
         for op in _csv(args.ops):
-            for case in select(_csv(args.shapes), OPS[op]):
+            for case in S.select(_csv(args.shapes), S.OPS[op]):
                 for dtype in ("float32", "float64"):
                     for c in check_agreement(others, oracle, op, case, dtype):
                         checks.append(dict(c, op=op, case=case.name, dtype=dtype))
@@ -511,8 +474,6 @@ def main(argv=None):
                     f"rel err {c['err']:.2e} {c.get('error', '')}")
 
     if args.wait_idle > 0:
-        from harness import wait_idle
-
         cores = wait_idle(args.wait_idle, BUSY_CORES)
         log(f"other processes: {cores:.2f} cores busy" if cores is not None else "")
 
@@ -528,8 +489,6 @@ def main(argv=None):
         targets = evaluate_targets(records, peaks, training)
         text = render(records, targets, checks, peaks, info)
         if training:
-            import train_throughput
-
             text += "\n\n" + train_throughput.render(training)
         if args.no_save:
             return text
@@ -545,12 +504,11 @@ def main(argv=None):
     text = report(None)
     training = None
     if args.training:
-        import train_throughput
-
         batches = args.training_batches or (100 if args.mode == "quick" else 300)
         training = train_throughput.run_all(
             threads=[int(t) for t in _csv(args.threads)], batches=batches,
-            impls=[n for n in ("fastconv", "torch") if n in impls or n == "fastconv"], log=log)
+            impls=[n for n in ("fastconv", "torch") if n in impls or n == "fastconv"],
+            data_dir=args.data_dir, log=log)
         text = report(training)
     print(text)
     log(f"measured in {time.perf_counter() - t0:.0f} s")

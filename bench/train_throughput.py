@@ -6,9 +6,9 @@
 
 Recipe, the same on both sides (and the one the anchors describe): batch 64,
 Adam(lr=1e-3), cross-entropy, accuracy computed per batch, the training set
-held in memory as float32 in [0, 1] (all 60 000 MNIST images from
-/work/shared/mnist or ``$FASTCONV_MNIST_DIR``; random images of the same shape
-when the files are absent). fastconv runs ``model.fit(x, y, batch_size=64,
+held in memory as float32 in [0, 1] (all 60 000 MNIST images from ``--data-dir``,
+default ../shared/mnist from the repository root; random images of the same
+shape when the files are absent). fastconv runs ``model.fit(x, y, batch_size=64,
 epochs=1, verbose=0)`` (it reshuffles every epoch); PyTorch runs the loop a
 user writes: ``randperm`` once per epoch, slice, ``zero_grad / forward / loss /
 backward / step``.
@@ -21,56 +21,20 @@ runs of ``batches`` batches each; img/s is the median over segments.
 """
 
 import argparse
-import gzip
 import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+from harness import (MNIST_DIR, OtherLoad, add_data_dir_option, fastconv_origin, format_table,
+                     load_mnist_train, time_call)
+from shapes import LENET_RSS_MAX_MIB, TRAINING_TARGET
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-from harness import OtherLoad  # noqa: E402
 MODELS = ("lenet5", "mnist_cnn")
 BATCH = 64
-
-
-# ---------------------------------------------------------------------------
-# Data (identical for both implementations)
-# ---------------------------------------------------------------------------
-def mnist_dir():
-    candidates = [os.environ.get("FASTCONV_MNIST_DIR"), "/work/shared/mnist",
-                  REPO.parent / "shared" / "mnist"]
-    for c in candidates:
-        if c and (Path(c) / "train-images-idx3-ubyte.gz").exists():
-            return Path(c)
-    return None
-
-
-def load_train(n=60000):
-    """(x float32 (n, 1, 28, 28) in [0, 1], y int64 (n,), source description)."""
-    d = mnist_dir()
-    if d is None:
-        rng = np.random.default_rng(0)
-        x = rng.random((n, 1, 28, 28), dtype=np.float32)
-        return x, rng.integers(0, 10, n).astype(np.int64), "synthetic (MNIST files not found)"
-    with gzip.open(d / "train-images-idx3-ubyte.gz") as f:
-        raw = np.frombuffer(f.read(), np.uint8, offset=16)[:n * 784]
-    with gzip.open(d / "train-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    # scaled in place: the RSS figure should be the training's, not a temporary's
-    x = raw.reshape(-1, 1, 28, 28).astype(np.float32)
-    del raw
-    x /= np.float32(255.0)
-    return x, y.astype(np.int64), f"MNIST train from {d}"
 
 
 def _status_mib(field):
@@ -118,7 +82,7 @@ def _fastconv_trainer(model_name, threads):
     def train(x, y):
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
 
-    return train, f"fastconv {fastconv.__version__}"
+    return train, fastconv_origin()
 
 
 def _torch_model(torch, model_name):
@@ -163,7 +127,7 @@ def _torch_trainer(model_name, threads):
     return train, f"torch {torch.__version__}"
 
 
-def worker(impl, model_name, threads, batches, warmup, segments):
+def worker(impl, model_name, threads, batches, warmup, segments, data_dir):
     rss_start = _rss_now_mib()
     try:
         from threadpoolctl import threadpool_limits
@@ -175,20 +139,21 @@ def worker(impl, model_name, threads, batches, warmup, segments):
     make = _fastconv_trainer if impl == "fastconv" else _torch_trainer
     train, version = make(model_name, threads)
     rss_import = _rss_now_mib()
-    x, y, source = load_train()
+    x, y, source = load_mnist_train(data_dir)
     rss_data = _rss_now_mib()
     n = batches * BATCH
     if n > len(x):
         raise SystemExit(f"--batches {batches} needs {n} images, have {len(x)}")
     train(x[:warmup * BATCH], y[:warmup * BATCH])
-    rates = []
+    starts = iter(range(0, segments * n, n))
+
+    def segment():
+        lo = next(starts) % (len(x) - n + 1)
+        train(x[lo:lo + n], y[lo:lo + n])
+
     with OtherLoad() as load:
-        for s in range(segments):
-            lo = (s * n) % (len(x) - n + 1)
-            xs, ys = x[lo:lo + n], y[lo:lo + n]
-            t0 = time.perf_counter()
-            train(xs, ys)
-            rates.append(n / (time.perf_counter() - t0))
+        seconds = time_call(segment, warmup=0, repeats=segments, min_sample_s=0.0, gc_off=False)
+    rates = [n / t for t in seconds]
     return dict(impl=impl, model=model_name, threads=threads, version=version, data=source,
                 batch_size=BATCH, batches=batches, segments=segments,
                 img_s=statistics.median(rates), img_s_segments=rates,
@@ -202,25 +167,20 @@ def worker(impl, model_name, threads, batches, warmup, segments):
 # ---------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------
-def run_one(impl, model_name, threads, batches, warmup=20, segments=3, timeout=900):
-    """Run one worker in a fresh interpreter; returns its record (or one with 'error')."""
+def run_one(impl, model_name, threads, batches, warmup=20, segments=3, timeout=900,
+            data_dir=MNIST_DIR):
+    """Run one worker in a fresh interpreter; returns its record (or one with 'error').
+
+    The worker inherits this process's environment, so it imports the same fastconv.
+    """
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         if threads > 0:
             env[var] = str(threads)
         else:                            # 0: whatever each library does by default
             env.pop(var, None)
-    # the worker imports the same fastconv as this process
-    try:
-        import fastconv
-
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(Path(fastconv.__file__).parent.parent)]
-            + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    except ImportError:
-        pass
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, model_name,
-           str(threads), str(batches), str(warmup), str(segments)]
+           str(threads), str(batches), str(warmup), str(segments), str(data_dir)]
     base = dict(impl=impl, model=model_name, threads=threads)
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -231,14 +191,15 @@ def run_one(impl, model_name, threads, batches, warmup=20, segments=3, timeout=9
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def run_all(threads=(1, 2), batches=100, impls=("fastconv", "torch"), models=MODELS, log=print):
+def run_all(threads=(1, 2), batches=100, impls=("fastconv", "torch"), models=MODELS,
+            data_dir=MNIST_DIR, log=print):
     records = []
     for model_name in models:
         # MNIST-CNN is ~10x the work of LeNet-5 per image; fewer batches keep it short
         nb = batches if model_name == "lenet5" else max(20, batches // 3)
         for th in threads:
             for impl in impls:
-                r = run_one(impl, model_name, th, nb)
+                r = run_one(impl, model_name, th, nb, data_dir=data_dir)
                 records.append(r)
                 log(f"  train {model_name:<9} {th}T {impl:<8} "
                     + (f"ERROR {r['error']}" if "error" in r else
@@ -247,8 +208,6 @@ def run_all(threads=(1, 2), batches=100, impls=("fastconv", "torch"), models=MOD
 
 
 def render(records):
-    from shapes import LENET_RSS_MAX_MIB, TRAINING_TARGET
-
     headers = ["model", "T", "impl", "img/s", "segments", "vs torch", "min x", "peak RSS MiB",
                "RSS after import / data", "check"]
     rows = []
@@ -271,18 +230,18 @@ def render(records):
                      f"{r['rss_after_import_mib']:.0f} / {r['rss_after_data_mib']:.0f}",
                      " ".join(status) + (" (busy machine*)" if (r.get("other_load") or 0) > 0.25
                                          else "")])
-    from run import format_table
-
     data = next((r["data"] for r in records if "data" in r), "?")
     return ("== training throughput (batch 64, Adam 1e-3; vs torch = fastconv img/s / torch "
-            f"img/s; data: {data}) ==\n" + format_table(headers, rows))
+            f"img/s; data: {data}) ==\n"
+            + format_table(headers, rows, {"T", "img/s", "vs torch", "min x", "peak RSS MiB"}))
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--worker":
-        impl, model_name, th, nb, warm, seg = argv[1:7]
-        print(json.dumps(worker(impl, model_name, int(th), int(nb), int(warm), int(seg))))
+        impl, model_name, th, nb, warm, seg, data_dir = argv[1:8]
+        print(json.dumps(worker(impl, model_name, int(th), int(nb), int(warm), int(seg),
+                                data_dir)))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS))
@@ -291,13 +250,12 @@ def main(argv=None):
     p.add_argument("--batches", type=int, default=300,
                    help="timed batches per segment for LeNet-5 (MNIST-CNN: a third)")
     p.add_argument("--json", default=None, help="also write the records to this file")
+    add_data_dir_option(p)
     args = p.parse_args(argv)
-    from run import _choose_fastconv
-
-    _choose_fastconv(installed_only=False)
+    log = lambda m: print(m, file=sys.stderr, flush=True)
+    log(fastconv_origin())
     records = run_all([int(t) for t in args.threads.split(",")], args.batches,
-                      args.impls.split(","), args.models.split(","),
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+                      args.impls.split(","), args.models.split(","), args.data_dir, log)
     print(render(records))
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
