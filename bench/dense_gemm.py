@@ -3,6 +3,7 @@
 
     python bench/dense_gemm.py                      # 1 and 2 threads, float32, MNIST CNN shape
     python bench/dense_gemm.py --threads 1 --dtype float64 --shape 64,400,120
+    PYTHONPATH=. python bench/dense_gemm.py         # from the repository root: the checkout's build
 
 Shape N,in,out (batch, in_features, out_features). Three products per layer
 step: forward ``x @ W.T + b``, grad_input ``gy @ W``, grad_weight ``gy.T @ x``
@@ -10,34 +11,18 @@ added into a gradient (as ``nn.Linear`` does). NumPy runs with as many BLAS
 threads as fastconv has OpenMP threads (threadpoolctl), alternating with
 fastconv in the same process. With 1 thread the clock is ``time.thread_time``
 (CPU time of this thread: robust on a shared machine); with more it is wall
-time, noisy when other processes run. Medians of ``--repeats`` runs.
+time, noisy when other processes run. Medians of ``--repeats`` single calls
+after 3 warm-up calls (``harness.time_call``).
 """
 
 import argparse
-import os
-import statistics
-import sys
 import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.exists(os.path.join(ROOT, "fastconv")):
-    sys.path.insert(0, ROOT)  # the checkout's in-place build
-
-import fastconv  # noqa: E402
-from fastconv import functional as F  # noqa: E402
-
-
-def median_time(f, repeats, clock):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(repeats):
-        t = clock()
-        f()
-        ts.append(clock() - t)
-    return statistics.median(ts)
+import fastconv
+from fastconv import functional as F
+from harness import fastconv_origin, median, time_call
 
 
 def main():
@@ -61,8 +46,7 @@ def main():
     gw = np.zeros((o, i), dt)
     tmp = np.empty((o, i), dt)
     flop = 2.0 * n * i * o
-    print(f"fastconv {fastconv.__version__} from {os.path.dirname(fastconv.__file__)}, "
-          f"simd {F.simd_level()}; shape N={n} in={i} out={o} {dt.name}")
+    print(f"{fastconv_origin()}, simd {F.simd_level()}; shape N={n} in={i} out={o} {dt.name}")
     for nt in (int(v) for v in args.threads.split(",")):
         fastconv.set_num_threads(nt)
         clock = time.thread_time if nt == 1 else time.perf_counter
@@ -79,8 +63,8 @@ def main():
         tot = [0.0, 0.0]
         with threadpool_limits(limits=nt, user_api="blas"):
             for name, fc, ref in cases:
-                a = median_time(fc, args.repeats, clock)
-                c = median_time(ref, args.repeats, clock)
+                a, c = (median(time_call(f, warmup=3, repeats=args.repeats, min_sample_s=0.0,
+                                         clock=clock)) for f in (fc, ref))
                 tot[0] += a
                 tot[1] += c
                 print(f"  {nt}T {name:14s} fastconv {a * 1e3:7.3f} ms {flop / a * 1e-9:6.0f} GF/s"

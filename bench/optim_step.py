@@ -3,29 +3,24 @@
 
     python bench/optim_step.py                                   # mnist_cnn + lenet5, Adam, 1 and 2 threads
     python bench/optim_step.py --models mnist_cnn --optimizers adam,sgd --threads 1 --repeats 200
+    PYTHONPATH=. python bench/optim_step.py                      # from the repository root: the checkout's build
 
 For each (model, optimiser, threads) the three implementations run interleaved
 in one process on parameters of the model's shapes (float32, random gradients),
 after warm-up steps; every timing is the median of ``--repeats`` single steps
-(wall clock, ``time.perf_counter``; with one thread also ``time.thread_time``,
+(``harness.time_call``; wall clock, and with one thread also ``time.thread_time``,
 which a busy shared machine disturbs less). PyTorch runs ``torch.optim`` with
 its CPU defaults and, where the version supports it, ``fused=True``.
 """
 
 import argparse
-import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import fastconv  # noqa: E402
-from fastconv import models, optim  # noqa: E402
+import fastconv
+from fastconv import models, optim
+from harness import fastconv_origin, median, time_call
 
 OPTIMIZERS = {
     "adam": (optim.Adam, dict(lr=1e-3), "Adam", dict(lr=1e-3)),
@@ -33,15 +28,6 @@ OPTIMIZERS = {
     "rmsprop": (optim.RMSprop, dict(lr=0.01), "RMSprop", dict(lr=0.01)),
     "adagrad": (optim.Adagrad, dict(lr=0.01), "Adagrad", dict(lr=0.01)),
 }
-
-
-def median_step(step, repeats, clock):
-    times = []
-    for _ in range(repeats):
-        t0 = clock()
-        step()
-        times.append(clock() - t0)
-    return statistics.median(times)
 
 
 def main(argv=None):
@@ -57,7 +43,7 @@ def main(argv=None):
     except ImportError:
         torch = None
     rng = np.random.default_rng(0)
-    print(f"fastconv {fastconv.__version__}, simd {fastconv.info()['simd']}, "
+    print(f"{fastconv_origin()}, simd {fastconv.info()['simd']}, "
           f"torch {torch.__version__ if torch else 'absent'}; median of {args.repeats} steps, ms")
     print(f"{'model':10} {'optim':8} {'thr':>3} {'params':>9} {'fused':>8} {'numpy':>8} "
           f"{'torch':>8} {'torch-fu':>8} {'np/fused':>8} {'torch/fused':>11}  clock")
@@ -101,8 +87,9 @@ def main(argv=None):
                     per_round = max(1, args.repeats // 10)
                     for _ in range(10):
                         for k, step in runs.items():
-                            res[k].append(median_step(step, per_round, clock))
-                    med = {k: statistics.median(v) * 1e3 for k, v in res.items()}
+                            res[k].append(median(time_call(step, warmup=0, repeats=per_round,
+                                                           min_sample_s=0.0, clock=clock)))
+                    med = {k: median(v) * 1e3 for k, v in res.items()}
                     fu = med["fused"]
                     tbest = min((med[k] for k in ("torch", "torch-fu") if k in med),
                                 default=float("nan"))

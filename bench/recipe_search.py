@@ -1,6 +1,6 @@
 """Test accuracy per epoch of one training recipe on full MNIST (recipe tuning).
 
-    python bench/recipe_search.py SEED LR DECAY SHIFT EPOCHS BATCH [MODEL]
+    python bench/recipe_search.py SEED LR DECAY SHIFT EPOCHS BATCH [MODEL] [--data-dir DIR]
 
 Adam with lr = LR * DECAY**epoch, random SHIFT-pixel shifts (0 = none), one
 kernel thread (so that two runs side by side on a 2-core machine do not
@@ -9,24 +9,28 @@ every epoch and the wall time. Results used for the CLI defaults are in
 bench/results/recipes.md.
 """
 
+import argparse
 import json
-import os
-import sys
 import time
 
 import fastconv
 from fastconv import datasets, models, optim
 from fastconv.nn.callbacks import LearningRateScheduler
+from harness import add_data_dir_option
 
 
-def main(argv):
-    seed, lr, decay = int(argv[0]), float(argv[1]), float(argv[2])
-    shift, epochs, batch = int(argv[3]), int(argv[4]), int(argv[5])
-    model_name = argv[6] if len(argv) > 6 else "lenet5"
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, kind in (("seed", int), ("lr", float), ("decay", float), ("shift", int),
+                       ("epochs", int), ("batch", int)):
+        p.add_argument(name, type=kind, metavar=name.upper())
+    p.add_argument("model", nargs="?", default="lenet5")
+    add_data_dir_option(p)
+    args = p.parse_args(argv)
+    seed, lr, decay, shift = args.seed, args.lr, args.decay, args.shift
+    epochs, batch, model_name = args.epochs, args.batch, args.model
     fastconv.set_num_threads(1)
-    data_dir = os.environ.get("FASTCONV_MNIST_DIR",
-                              os.path.join(os.path.dirname(__file__), "..", "..", "shared", "mnist"))
-    (xtr, ytr), (xte, yte) = datasets.load_mnist(data_dir, download=False)
+    (xtr, ytr), (xte, yte) = datasets.load_mnist(args.data_dir, download=False)
     model = getattr(models, model_name)(seed=seed)
     model.compile(optimizer=optim.Adam(model.parameters(), lr=lr), loss="cross_entropy",
                   metrics=["accuracy"])
@@ -41,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
