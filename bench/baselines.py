@@ -26,6 +26,8 @@ import importlib
 
 import numpy as np
 
+from shapes import out_size
+
 try:  # NumPy's BLAS thread count; optional
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover - threadpoolctl is in the [test] extra
@@ -35,8 +37,6 @@ except ImportError:  # pragma: no cover - threadpoolctl is in the [test] extra
 class Impl:
     name = "?"
     scaled = False      # timed on a reduced batch and scaled linearly to N
-    threaded = True     # False: the thread count does not change its time
-    note = ""
 
     def asarray(self, a):
         return a
@@ -50,8 +50,6 @@ class Impl:
 
 class FastconvImpl(Impl):
     """``fastconv``'s functional API; also used for ``fastconv.reference``."""
-
-    note = "fastconv functional API"
 
     def __init__(self, module="fastconv", name="fastconv"):
         self.name = name
@@ -83,8 +81,6 @@ class FastconvImpl(Impl):
 
 class NaiveImpl(FastconvImpl):
     scaled = True
-    threaded = False
-    note = "fastconv.reference (plain loops)"
 
     def __init__(self):
         super().__init__("fastconv.reference", "naive")
@@ -93,10 +89,6 @@ class NaiveImpl(FastconvImpl):
 # ---------------------------------------------------------------------------
 # NumPy
 # ---------------------------------------------------------------------------
-def _out(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
-
-
 def _pad(x, p, value=0.0):
     if p == 0:
         return x
@@ -113,7 +105,7 @@ def _offset_slices(kh, kw, s, ho, wo):
 def im2col(x, kh, kw, s, p):
     """(N, C, H, W) -> (C*kh*kw, N*Ho*Wo), rows in the OIHW weight order."""
     n, c, h, w = x.shape
-    ho, wo = _out(h, kh, s, p), _out(w, kw, s, p)
+    ho, wo = out_size(h, kh, s, p), out_size(w, kw, s, p)
     xp = _pad(x, p)
     cols = np.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
     for i, j, sh, sw in _offset_slices(kh, kw, s, ho, wo):
@@ -123,7 +115,6 @@ def im2col(x, kh, kw, s, p):
 
 class NumpyImpl(Impl):
     name = "numpy"
-    note = "im2col + np.matmul (BLAS)"
 
     def set_num_threads(self, n):
         if threadpool_limits is not None:
@@ -133,7 +124,7 @@ class NumpyImpl(Impl):
     def conv_fwd(self, x, w, b, stride, padding):
         n, c, h, wd = x.shape
         k, _, kh, kw = w.shape
-        ho, wo = _out(h, kh, stride, padding), _out(wd, kw, stride, padding)
+        ho, wo = out_size(h, kh, stride, padding), out_size(wd, kw, stride, padding)
         y = np.matmul(w.reshape(k, -1), im2col(x, kh, kw, stride, padding))
         y = y.reshape(k, n, ho, wo).transpose(1, 0, 2, 3)
         out = np.empty((n, k, ho, wo), dtype=x.dtype)
@@ -159,7 +150,7 @@ class NumpyImpl(Impl):
 
     def maxpool_fwd(self, x, k, stride, padding, return_indices=False):
         n, c, h, w = x.shape
-        ho, wo = _out(h, k, stride, padding), _out(w, k, stride, padding)
+        ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
         xp = _pad(x, padding, -np.inf)
         taps = _offset_slices(k, k, stride, ho, wo)
         _, _, sh, sw = next(taps)
@@ -186,7 +177,7 @@ class NumpyImpl(Impl):
 
     def avgpool_fwd(self, x, k, stride, padding):
         n, c, h, w = x.shape
-        ho, wo = _out(h, k, stride, padding), _out(w, k, stride, padding)
+        ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
         xp = _pad(x, padding)
         y = np.zeros((n, c, ho, wo), dtype=x.dtype)
         for _, _, sh, sw in _offset_slices(k, k, stride, ho, wo):
@@ -217,7 +208,6 @@ class TorchImpl(Impl):
         self.torch = torch
         self.F = torch.nn.functional
         self.aten = torch.ops.aten
-        self.note = f"torch {torch.__version__}"
         self._shape_tensors = {}
 
     def set_num_threads(self, n):

@@ -4,8 +4,7 @@
 (2048^3 float32 by default; DGEMM for float64) at the given thread count, with
 NumPy's BLAS limited through threadpoolctl. A tuned GEMM gets within a few per
 cent of the FMA peak, so it is the highest rate a convolution can hope for on
-this machine. If fastconv ever exposes its own probe (``fastconv.measure_peak``
-or ``info()['peak_gflops']``) it is recorded beside this one.
+this machine.
 
 Run it alone::
 
@@ -48,21 +47,6 @@ def gemm_peak(threads, dtype="float32", n=2048, repeats=5):
     }
 
 
-def fastconv_probe():
-    """fastconv's own peak probe if it has one, else None."""
-    try:
-        import fastconv
-    except ImportError:
-        return None
-    probe = getattr(fastconv, "measure_peak", None)
-    if callable(probe):
-        return probe()
-    try:
-        return fastconv.info().get("peak_gflops")
-    except Exception:
-        return None
-
-
 def measure(threads=(1, 2), dtypes=("float32",), n=2048, repeats=5):
     """{(dtype, threads): GFLOP/s} plus the raw records."""
     records = [gemm_peak(t, d, n, repeats) for d in dtypes for t in threads]
@@ -83,9 +67,6 @@ def main(argv=None):
     else:
         for r in records:
             print(f"{r['what']:<28} {r['dtype']:<8} {r['threads']}T  {r['gflops']:7.1f} GFLOP/s")
-    probe = fastconv_probe()
-    if probe is not None:
-        print(f"fastconv's own peak probe: {probe}")
 
 
 if __name__ == "__main__":

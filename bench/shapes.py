@@ -3,7 +3,8 @@
 Every number the harness compares against lives here, so the table, the JSON and
 the pytest-benchmark suites all read the same grid.
 
-FLOPs are counted as in ``/work/shared/anchors/pytorch-cpu-baseline.md``:
+FLOPs are counted as in the project's anchors (``../shared/anchors/pytorch-cpu-baseline.md``
+from the repository root):
 forward = ``2 * N * K * Ho * Wo * (C / groups) * kh * kw`` (one multiply and one
 add per weight tap, padding taps included); backward (dX + dW) = 2 x forward;
 forward + backward = 3 x forward. The bias and its gradient are not counted.
@@ -11,10 +12,6 @@ Pooling does no arithmetic worth counting, so it has no GFLOP/s column.
 """
 
 from dataclasses import dataclass, replace
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def out_size(size, k, s, p, d=1):
