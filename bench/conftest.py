@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 import baselines
-from harness import make_runner, set_threads, time_call
+from harness import SETTLE_S, make_runner, scaled_batch, set_threads
 
-SETTLE_S = 0.25     # see run.py: let the other library's thread pool go to sleep
-NAIVE_BUDGET_S = 1.0
+NAIVE_BUDGET_S = 1.0    # as bench/run.py --quick
 
 
 def pytest_addoption(parser):
@@ -75,9 +74,7 @@ def measure(benchmark, impls):
                                     dtype=dtype, threads=threads, impl=impl_name,
                                     gflop=flops / 1e9 if flops else None)
         if impl.scaled:
-            probe = time_call(make_runner(impl, op, phase, case, dtype, n=1), warmup=1,
-                              repeats=1, min_sample_s=0.0)[0]
-            n = int(max(1, min(case.N, NAIVE_BUDGET_S // max(probe, 1e-9))))
+            n, _ = scaled_batch(impl, op, phase, case, dtype, NAIVE_BUDGET_S)
             benchmark.extra_info.update(scaled_from_N=n, scale_to_N=case.N / n)
             benchmark.pedantic(make_runner(impl, op, phase, case, dtype, n=n),
                                rounds=1, iterations=1)

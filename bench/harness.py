@@ -37,7 +37,8 @@ def fastconv_origin():
     try:
         import fastconv
     except Exception as exc:   # an unbuilt checkout raises ImportError from inside
-        return f"fastconv not importable ({type(exc).__name__}: {exc})"
+        return (f"fastconv not importable ({type(exc).__name__}: {exc}); to measure a "
+                "checkout's build, run from its root with PYTHONPATH=.")
     return f"fastconv {fastconv.__version__} from {Path(fastconv.__file__).parent}"
 
 
@@ -148,6 +149,12 @@ def make_runner(impl, op, phase, case, dtype, n=None):
 # ---------------------------------------------------------------------------
 # Threads
 # ---------------------------------------------------------------------------
+# Idle time after switching implementation: PyTorch's, fastconv's and OpenBLAS's
+# pools keep spinning for a while after a call, and on 2 cores a pool still
+# spinning halves the next library's 2-thread speed (README, "thread pools").
+SETTLE_S = 0.25
+
+
 def set_threads(impls, n):
     """Give every implementation (and NumPy's BLAS) ``n`` threads."""
     for impl in impls.values():
@@ -260,15 +267,20 @@ def median(samples):
     return statistics.median(samples)
 
 
+def scaled_batch(impl, op, phase, case, dtype, budget_s):
+    """(N', seconds for one image): the largest batch N' <= N whose call of a
+    slow implementation fits in ``budget_s``, judged from one image."""
+    probe = time_call(make_runner(impl, op, phase, case, dtype, n=1), warmup=1, repeats=1,
+                      min_sample_s=0.0)[0]
+    return int(max(1, min(case.N, budget_s // max(probe, 1e-9)))), probe
+
+
 def time_scaled(impl, op, phase, case, dtype, *, budget_s, repeats):
     """Time a slow implementation on a reduced batch and scale linearly to N.
 
-    One image is timed first; the batch is then the largest N' <= N whose
-    call fits in ``budget_s``. Returns (seconds per call at N, N', samples).
+    The batch is ``scaled_batch``'s N'. Returns (seconds per call at N, N', samples).
     """
-    probe = time_call(make_runner(impl, op, phase, case, dtype, n=1), warmup=1, repeats=1,
-                      min_sample_s=0.0)[0]
-    n_used = int(max(1, min(case.N, budget_s // max(probe, 1e-9))))
+    n_used, probe = scaled_batch(impl, op, phase, case, dtype, budget_s)
     if n_used == 1:
         samples = [probe] + time_call(make_runner(impl, op, phase, case, dtype, n=1),
                                       warmup=0, repeats=max(repeats - 1, 0), min_sample_s=0.0)

@@ -31,9 +31,9 @@ from pathlib import Path
 import baselines
 import shapes as S
 import train_throughput
-from harness import (OtherLoad, add_data_dir_option, check_agreement, fastconv_origin,
-                     format_table, make_runner, median, set_threads, time_call, time_scaled,
-                     wait_idle)
+from harness import (SETTLE_S, OtherLoad, add_data_dir_option, check_agreement,
+                     fastconv_origin, format_table, make_runner, median, set_threads, time_call,
+                     time_scaled, wait_idle)
 from measure_peak import measure
 from pngchart import bar_chart
 
@@ -45,7 +45,6 @@ MODES = {
     "full": dict(warmup=2, repeats=15, max_total_s=8.0, naive_phases=("fwd", "bwd", "fwdbwd"),
                  naive_budget_s=4.0, naive_repeats=3, f64_impls=None),
 }
-SETTLE_S = 0.25   # idle time after switching implementation, see README ("thread pools")
 BUSY_CORES = 0.25  # other processes using more CPU than this during a measurement: flagged
 
 
