@@ -338,6 +338,7 @@ def evaluate_targets(records, peaks, training):
 # ---------------------------------------------------------------------------
 # Reporting
 # ---------------------------------------------------------------------------
+# right-aligned (numeric) columns of the kernel and target tables
 NUMERIC = {"ms", "GFLOP/s", "% peak", "vs fastconv", "min x", "T", "value", "threshold", "margin"}
 
 
