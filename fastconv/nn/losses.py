@@ -309,6 +309,11 @@ class BCEWithLogitsLoss(Loss):
         return diff * diff.dtype.type(scale)
 
 
+# PyTorch's lower bound on p*(1-p) in BCELoss's gradient: 1e-12 as a float32
+# constant (9.99999996e-13), kept so that saturated gradients agree with torch
+_BCE_EPS = float(np.float32(1e-12))
+
+
 @register_loss("bce", "binary_crossentropy", "binary_cross_entropy")
 class BCELoss(Loss):
     """Binary cross-entropy on probabilities (``torch.nn.BCELoss``, Keras ``binary_crossentropy``).
@@ -354,7 +359,7 @@ class BCELoss(Loss):
         if saved is None:
             raise RuntimeError("BCELoss.backward called before forward")
         p, t = saved
-        grad = (p - t) / np.maximum(p * (1 - p), 1e-12)
+        grad = (p - t) / np.maximum(p * (1 - p), _BCE_EPS)
         scale = 1.0 / p.size if self.reduction == "mean" else 1.0
         return (grad * scale).astype(p.dtype, copy=False)
 
