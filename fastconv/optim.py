@@ -23,10 +23,11 @@ else (other layouts, subclasses that override ``_update`` or
 before import, to use the NumPy path throughout.
 
 Schedules (``ExponentialDecay``, ``StepDecay``, ``LambdaSchedule``) map an
-epoch index to a learning rate from the base rate ``lr0`` (by default the
-optimiser's ``initial_lr``); use them with
-``fastconv.nn.callbacks.LearningRateScheduler`` in ``fit`` or call
-``schedule.step()`` once per epoch in a hand-written loop.
+epoch index to a learning rate from the base rate ``lr0`` (by default each
+parameter group's ``initial_lr``); pass them in ``fit(callbacks=[...])`` or
+call ``schedule.step()`` at the end of each epoch in a hand-written loop
+(PyTorch's convention). ``fastconv.nn.callbacks.ReduceLROnPlateau`` cuts the
+rate when a metric stalls.
 """
 
 import inspect
@@ -1199,31 +1200,48 @@ class LRSchedule:
     Parameters
     ----------
     lr0 : float, optional
-        Base rate. Default: ``optimizer.initial_lr`` (the ``lr`` the optimiser
-        was built with), which also survives a checkpoint round trip.
+        Base rate. Default: each parameter group's ``initial_lr`` (the ``lr``
+        it was built with), which also survives a checkpoint round trip.
     optimizer : Optimizer, optional
-        Needed for ``step()`` and when ``lr0`` is not given.
+        Needed for ``step()`` and when ``lr0`` is not given. Building the
+        schedule sets the optimiser's rate to that of epoch 0, as PyTorch's
+        schedulers do.
 
     Notes
     -----
-    ``schedule(epoch)`` returns the rate for that epoch; ``schedule.step()``
-    advances an internal epoch counter and writes the rate into
-    ``optimizer.lr`` (call it at the start of each epoch, PyTorch style, or let
-    ``LearningRateScheduler`` do it in ``fit``). Subclasses override
-    ``get_lr(epoch, lr0)``.
+    Two ways to drive it, which give epoch ``e`` the same rate
+    ``schedule(e)``:
+
+    * PyTorch style: call ``schedule.step()`` once at the *end* of each
+      epoch; after the ``k``-th call the rate is that of epoch ``k`` (so with
+      ``StepDecay(step_size=1)`` the second epoch already runs decayed, like
+      ``torch.optim.lr_scheduler.StepLR``).
+    * Keras style: pass it in ``fit(callbacks=[schedule])`` (it is wrapped in
+      ``LearningRateScheduler``), which sets the rate at the start of each
+      epoch.
+
+    Subclasses override ``get_lr(epoch, lr0)`` and call this constructor
+    after setting their own attributes (it may call ``get_lr``).
     """
 
     def __init__(self, lr0=None, optimizer=None):
         self.lr0 = None if lr0 is None else _check_nonneg(type(self).__name__, "lr0", lr0)
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__}: optimizer must be a fastconv.optim.Optimizer, "
+                            f"got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.last_epoch = -1
+        if optimizer is not None:
+            # PyTorch's schedulers take their initial step on construction
+            self.last_epoch = 0
+            self.apply(0, optimizer)
 
     def get_lr(self, epoch, lr0):
         """Learning rate at ``epoch`` from base rate ``lr0``."""
         raise NotImplementedError
 
     def base_lr(self, optimizer=None):
-        """``lr0``, else the optimiser's ``initial_lr``."""
+        """``lr0``, else the optimiser's ``initial_lr`` (its first group's)."""
         if self.lr0 is not None:
             return self.lr0
         opt = optimizer if optimizer is not None else self.optimizer
@@ -1234,19 +1252,54 @@ class LRSchedule:
     def __call__(self, epoch, optimizer=None):
         return float(self.get_lr(int(epoch), self.base_lr(optimizer)))
 
-    def step(self, epoch=None):
-        """Advance to ``epoch`` (default: the next one) and set ``optimizer.lr``.
+    def apply(self, epoch, optimizer=None):
+        """Set every parameter group's rate to its value at ``epoch``.
+
+        Each group starts from ``lr0`` when given, else from its own
+        ``initial_lr`` (PyTorch's ``base_lrs``).
 
         Returns
         -------
         float
-            The new learning rate.
+            The first group's new rate.
+        """
+        opt = optimizer if optimizer is not None else self.optimizer
+        if opt is None:
+            raise ValueError(f"{type(self).__name__}: no optimizer attached")
+        groups = opt.param_groups or [opt._hyper]
+        for group in groups:
+            base = self.lr0 if self.lr0 is not None else group["initial_lr"]
+            lr = float(self.get_lr(int(epoch), base))
+            if not (math.isfinite(lr) and lr >= 0):
+                raise ValueError(f"{type(self).__name__}: rate at epoch {epoch} is {lr}")
+            group["lr"] = lr
+        return float(groups[0]["lr"])
+
+    def step(self, epoch=None):
+        """Advance to ``epoch`` (default: the next one) and set the optimiser's rates.
+
+        Call it at the end of each epoch (PyTorch style).
+
+        Returns
+        -------
+        float
+            The new learning rate (the first group's).
         """
         if self.optimizer is None:
             raise ValueError(f"{type(self).__name__}.step: no optimizer attached")
         self.last_epoch = self.last_epoch + 1 if epoch is None else int(epoch)
-        self.optimizer.lr = self(self.last_epoch)
-        return self.optimizer.lr
+        return self.apply(self.last_epoch)
+
+    def get_last_lr(self):
+        """The rate of every parameter group, as set by the last ``step`` (PyTorch's name).
+
+        Returns
+        -------
+        list of float
+        """
+        if self.optimizer is None:
+            raise ValueError(f"{type(self).__name__}.get_last_lr: no optimizer attached")
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
 
 
 class ExponentialDecay(LRSchedule):
@@ -1262,8 +1315,8 @@ class ExponentialDecay(LRSchedule):
     """
 
     def __init__(self, gamma, lr0=None, optimizer=None):
-        super().__init__(lr0, optimizer)
         self.gamma = _check_nonneg("ExponentialDecay", "gamma", gamma)
+        super().__init__(lr0, optimizer)   # last: it may set the rate of epoch 0
 
     def get_lr(self, epoch, lr0):
         """Learning rate at ``epoch`` from base rate ``lr0``."""
@@ -1283,11 +1336,11 @@ class StepDecay(LRSchedule):
     """
 
     def __init__(self, step_size, gamma=0.1, lr0=None, optimizer=None):
-        super().__init__(lr0, optimizer)
         if not isinstance(step_size, (int, np.integer)) or step_size < 1:
             raise ValueError(f"StepDecay: step_size must be an int >= 1, got {step_size!r}")
         self.step_size = int(step_size)
         self.gamma = _check_nonneg("StepDecay", "gamma", gamma)
+        super().__init__(lr0, optimizer)   # last: it may set the rate of epoch 0
 
     def get_lr(self, epoch, lr0):
         """Learning rate at ``epoch`` from base rate ``lr0``."""
@@ -1307,10 +1360,10 @@ class LambdaSchedule(LRSchedule):
     """
 
     def __init__(self, fn, lr0=None, optimizer=None):
-        super().__init__(lr0, optimizer)
         if not callable(fn):
             raise TypeError(f"LambdaSchedule: fn must be callable, got {type(fn).__name__}")
         self.fn = fn
+        super().__init__(lr0, optimizer)   # last: it may set the rate of epoch 0
 
     def get_lr(self, epoch, lr0):
         """Learning rate at ``epoch`` from base rate ``lr0``."""
