@@ -170,3 +170,19 @@ def test_bad_arguments_are_named():
         A.GlobalAvgPool2d().forward(np.zeros((2, 3)))
     with pytest.raises(TypeError, match="SiLU: expected float32 or float64 input, got int64"):
         A.SiLU().forward(np.zeros((2, 3), np.int64))
+
+
+def test_custom_module_without_backward_says_what_to_implement(rng):
+    class MyBlock(nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    block = MyBlock()
+    np.testing.assert_array_equal(block(np.ones(3)), 2.0)     # Module.__call__ runs forward
+    model = nn.Sequential([nn.Linear(3, 3), MyBlock()])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(NotImplementedError,
+                       match=r"MyBlock defines forward but not backward; fastconv has no "
+                             r"autograd: implement MyBlock.backward\(grad_out\) returning"):
+        model.fit(rng.standard_normal((4, 3)).astype(np.float32),
+                  rng.standard_normal((4, 3)).astype(np.float32), verbose=0)
