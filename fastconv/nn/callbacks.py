@@ -274,9 +274,18 @@ class ReduceLROnPlateau(Callback):
         self.min_lr = [float(v) for v in min_lr] if isinstance(min_lr, (list, tuple)) \
             else float(min_lr)
         self.eps = float(eps)
-        self.optimizer = optimizer
+        self.optimizer = None
         self.verbose = verbose
         self._reset()
+        if optimizer is not None:
+            self._attach(optimizer)
+
+    def _attach(self, optimizer):
+        n = len(optimizer.param_groups)
+        if isinstance(self.min_lr, list) and len(self.min_lr) != n:
+            raise ValueError(f"ReduceLROnPlateau: min_lr has {len(self.min_lr)} entries for "
+                             f"{n} parameter groups")
+        self.optimizer = optimizer
 
     def _reset(self):
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -327,11 +336,9 @@ class ReduceLROnPlateau(Callback):
         return False
 
     def _reduce(self, opt):
+        self._attach(opt)   # groups may have been added since
         groups = opt.param_groups
         min_lrs = self.min_lr if isinstance(self.min_lr, list) else [self.min_lr] * len(groups)
-        if len(min_lrs) != len(groups):
-            raise ValueError(f"ReduceLROnPlateau: min_lr has {len(min_lrs)} entries for "
-                             f"{len(groups)} parameter groups")
         for i, (group, low) in enumerate(zip(groups, min_lrs)):
             old = float(group["lr"])
             new = max(old * self.factor, low)
@@ -341,7 +348,7 @@ class ReduceLROnPlateau(Callback):
                     print(f"ReduceLROnPlateau: group {i} learning rate {old:.6g} -> {new:.6g}")
 
     def on_train_begin(self, logs=None):
-        self.optimizer = self.model.optimizer
+        self._attach(self.model.optimizer)
         self._reset()
 
     def on_epoch_end(self, epoch, logs=None):
