@@ -18,8 +18,7 @@ can be compared against PyTorch directly. ``clip_grad_norm_`` and
 Fused path: for SGD, Adagrad, RMSprop and Adam, ``step()`` hands every
 C-contiguous float32/float64 parameter (with gradient and state slots of the
 same dtype and shape) to one compiled call per parameter group and dtype,
-``_kernels.optim_step``
-(csrc/fc_optim.c), which does the whole update in one OpenMP-parallel pass per
+``_kernels.optim_step`` (csrc/fc_optim.c), which does the whole update in one OpenMP-parallel pass per
 parameter instead of a dozen NumPy passes. It performs the same operations in
 the same order with the same rounding, so its results are bitwise those of the
 NumPy code in ``_update``, which stays the reference and the path for anything
