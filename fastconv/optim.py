@@ -1,32 +1,38 @@
 """Optimisers and learning-rate schedules.
 
-An ``Optimizer`` holds a list of ``fastconv.nn.Parameter`` objects.
-``zero_grad()`` resets their gradients; ``step()`` applies the optional L1/L2
+An ``Optimizer`` holds ``fastconv.nn.Parameter`` objects in parameter groups
+(``param_groups``, as in ``torch.optim``: each group has its own learning
+rate and other hyper-parameters). It can be built without them, the Keras way
+(``Adam(lr=1e-3)``), and bound later by ``bind`` or ``Sequential.compile``.
+``zero_grad()`` resets the gradients; ``step()`` applies the optional L1/L2
 penalty to each gradient and hands it to the subclass's one update method,
 ``_update(param, grad, state)``, which changes ``param.data`` in place with
 whole-array NumPy calls (``out=`` arguments and per-parameter scratch arrays,
-so a step allocates nothing large).
+so a step allocates nothing large). Inside ``step`` the hyper-parameter
+attributes (``self.lr``, ``self.momentum``, ...) read the group being updated.
 
 Update rules follow ``torch.optim`` (same defaults, same formulas), so results
-can be compared against PyTorch directly.
+can be compared against PyTorch directly. ``clip_grad_norm_`` and
+``clip_grad_value_`` follow ``torch.nn.utils``.
 
-Fused path: for the four built-in optimisers, ``step()`` hands every
+Fused path: for SGD, Adagrad, RMSprop and Adam, ``step()`` hands every
 C-contiguous float32/float64 parameter (with gradient and state slots of the
-same dtype and shape) to one compiled call, ``_kernels.optim_step``
-(csrc/fc_optim.c), which does the whole update in one OpenMP-parallel pass per
+same dtype and shape) to one compiled call per parameter group and dtype,
+``_kernels.optim_step`` (csrc/fc_optim.c), which does the whole update in one OpenMP-parallel pass per
 parameter instead of a dozen NumPy passes. It performs the same operations in
 the same order with the same rounding, so its results are bitwise those of the
 NumPy code in ``_update``, which stays the reference and the path for anything
-else (other layouts, subclasses that override ``_update`` or
+else (AdamW and NAdam, other layouts, subclasses that override ``_update`` or
 ``_regularized_grad``, hyper-parameters that are NumPy scalars). Set
 ``optimizer.fused = False``, or ``FASTCONV_FUSED_OPTIM=0`` in the environment
 before import, to use the NumPy path throughout.
 
 Schedules (``ExponentialDecay``, ``StepDecay``, ``LambdaSchedule``) map an
-epoch index to a learning rate from the base rate ``lr0`` (by default the
-optimiser's ``initial_lr``); use them with
-``fastconv.nn.callbacks.LearningRateScheduler`` in ``fit`` or call
-``schedule.step()`` once per epoch in a hand-written loop.
+epoch index to a learning rate from the base rate ``lr0`` (by default each
+parameter group's ``initial_lr``); pass them in ``fit(callbacks=[...])`` or
+call ``schedule.step()`` at the end of each epoch in a hand-written loop
+(PyTorch's convention). ``fastconv.nn.callbacks.ReduceLROnPlateau`` cuts the
+rate when a metric stalls.
 """
 
 import inspect
@@ -44,6 +50,10 @@ __all__ = [
     "Adagrad",
     "RMSprop",
     "Adam",
+    "AdamW",
+    "NAdam",
+    "clip_grad_norm_",
+    "clip_grad_value_",
     "get_optimizer",
     "register_optimizer",
     "LRSchedule",
@@ -100,9 +110,14 @@ class Optimizer:
 
     Parameters
     ----------
-    params : iterable of Parameter, or a Module
+    params : iterable of Parameter, a Module, a list of dicts, or None
         What to optimise (a module's ``parameters()`` when given a module).
-        Frozen parameters (``requires_grad=False``) are skipped.
+        Frozen parameters (``requires_grad=False``) are skipped. A list of
+        dicts makes parameter groups, as in ``torch.optim``: each dict holds
+        ``"params"`` and may override any hyper-parameter for its parameters,
+        e.g. ``[{"params": backbone, "lr": 1e-4}, {"params": head}]``. None
+        (the Keras form, ``Adam(lr=1e-3)``) builds an optimiser without
+        parameters; ``bind`` or ``Sequential.compile`` gives it them later.
     lr : float
         Learning rate; ``self.lr`` may be changed between steps (schedules do).
     weight_decay : float, default 0
@@ -113,11 +128,26 @@ class Optimizer:
     l1 : float, default 0
         L1 penalty: ``l1 * sign(w)`` is added to the gradient.
 
+    Attributes
+    ----------
+    param_groups : list of dict
+        One dict per group: ``"params"`` and every hyper-parameter (``"lr"``,
+        ``"initial_lr"``, ``"weight_decay"``, ``"l1"`` and the class's own).
+        Writing ``group["lr"]`` changes that group's rate.
+    params : list of Parameter
+        All parameters, group after group.
+
     Notes
     -----
     Penalties apply only to parameters with ``regularize=True``: the layers
     of ``fastconv.nn`` set it for conv/dense weights and clear it for biases
     and batch-norm parameters. Subclasses override ``_update``.
+
+    Hyper-parameter attributes (``opt.lr``, ``opt.momentum``, ...) read the
+    first group (inside ``step``, the group being updated) and writing one
+    sets it in every group, like the PyTorch idiom
+    ``for g in opt.param_groups: g["lr"] = lr``; per-group values go through
+    ``param_groups``.
 
     The attribute ``fused`` (default True, or False when the environment has
     ``FASTCONV_FUSED_OPTIM=0``) lets ``step`` use the compiled update where it
@@ -125,24 +155,25 @@ class Optimizer:
     """
 
     defaults = {}
+    _scalar_slots = ()   # float state entries that are not arrays (NAdam's mu_product)
     fused = _FUSED_DEFAULT  # use the compiled update where it applies (see the module doc)
 
-    def __init__(self, params, lr, *, weight_decay=0.0, l2=None, l1=0.0):
-        owner = type(self).__name__
-        if hasattr(params, "parameters") and callable(params.parameters):
-            params = params.parameters()
-        from .nn.module import Parameter
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # hyper-parameters live in the group dicts; attributes are views on them
+        for name in cls.defaults:
+            if not isinstance(getattr(cls, name, None), property):
+                setattr(cls, name, _hyper_property(name))
 
-        params = list(params)
-        if not params:
-            raise ValueError(f"{owner}: params is empty")
-        for i, p in enumerate(params):
-            if not isinstance(p, Parameter):
-                raise TypeError(
-                    f"{owner}: params[{i}] must be a fastconv.nn.Parameter, got {type(p).__name__}"
-                )
-        if len({id(p) for p in params}) != len(params):
-            raise ValueError(f"{owner}: params contains the same Parameter twice")
+    def __init__(self, params=None, lr=None, *, weight_decay=0.0, l2=None, l1=0.0, **hyper):
+        owner = type(self).__name__
+        self._active = None
+        self.param_groups = []
+        self.params = []
+        self.state = []
+        self.iterations = 0
+        if lr is None:
+            raise TypeError(f"{owner}: lr is required")
         if l2 is not None:
             if weight_decay and float(weight_decay) != float(l2):
                 raise ValueError(
@@ -150,31 +181,172 @@ class Optimizer:
                     f"(got weight_decay={weight_decay}, l2={l2})"
                 )
             weight_decay = l2
-        self.params = params
-        self.lr = _check_nonneg(owner, "lr", lr)
-        self.initial_lr = self.lr
-        self.weight_decay = _check_nonneg(owner, "weight_decay", weight_decay)
-        self.l1 = _check_nonneg(owner, "l1", l1)
-        self.iterations = 0
-        self.state = [{} for _ in params]
+        self._hyper = self._check_hyper(
+            dict(hyper, lr=lr, weight_decay=weight_decay, l1=l1), owner)
+        self._hyper["initial_lr"] = self._hyper["lr"]
+        if params is not None:
+            self.bind(params)
+
+    # -- hyper-parameters and parameter groups -----------------------------------
+    def _check_hyper(self, h, owner):
+        """Validate and normalise one group's hyper-parameters (``h`` is changed in place).
+
+        Subclasses extend it for their own keys (and call this one).
+        """
+        for k in ("lr", "weight_decay", "l1"):
+            h[k] = _check_nonneg(owner, k, h[k])
+        if "initial_lr" in h:
+            h["initial_lr"] = _check_nonneg(owner, "initial_lr", h["initial_lr"])
+        return h
+
+    @property
+    def bound(self):
+        """True once the optimiser has parameters (see ``bind``)."""
+        return bool(self.param_groups)
+
+    def bind(self, params):
+        """Give an optimiser built without parameters (``Adam(lr=1e-3)``) its parameters.
+
+        Parameters
+        ----------
+        params : iterable of Parameter, a Module, or a list of group dicts
+            As the ``params`` argument of the constructor.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            The optimiser already has parameters (use ``add_param_group`` to
+            add more), or ``params`` is empty or repeats a parameter.
+        TypeError
+            An entry is not a ``fastconv.nn.Parameter``.
+        """
+        owner = type(self).__name__
+        if self.param_groups:
+            raise ValueError(
+                f"{owner}.bind: the optimizer already has {len(self.params)} parameters; "
+                "use add_param_group to add more, or build a new optimizer")
+        if hasattr(params, "parameters") and callable(params.parameters):
+            params = params.parameters()
+        if isinstance(params, dict):
+            params = [params]
+        params = list(params)
+        if not params:
+            raise ValueError(f"{owner}: params is empty")
+        groups = params if all(isinstance(g, dict) for g in params) else [{"params": params}]
+        try:
+            for group in groups:
+                self.add_param_group(group)
+        except Exception:
+            self.param_groups, self.params, self.state = [], [], []
+            raise
+        return self
+
+    def add_param_group(self, group):
+        """Add parameters with their own hyper-parameters (``torch.optim`` semantics).
+
+        Parameters
+        ----------
+        group : dict
+            ``"params"`` (iterable of Parameter, or a Module) and optionally
+            any hyper-parameter of this optimiser; missing ones take the
+            values the optimiser was built with.
+
+        Raises
+        ------
+        ValueError
+            Unknown keys, empty ``params``, or a parameter already optimised.
+        TypeError
+            ``group`` is not a dict or an entry is not a ``fastconv.nn.Parameter``.
+        """
+        from .nn.module import Parameter
+
+        owner = type(self).__name__
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(
+                f"{owner}: a parameter group must be a dict with a 'params' entry, "
+                f"got {type(group).__name__}")
+        unknown = sorted(set(group) - set(self._hyper) - {"params"})
+        if unknown:
+            raise ValueError(
+                f"{owner}: parameter group has unknown keys {unknown}; "
+                f"expected 'params' and any of {sorted(self._hyper)}")
+        params = group["params"]
+        if hasattr(params, "parameters") and callable(params.parameters):
+            params = params.parameters()
+        params = [params] if isinstance(params, Parameter) else list(params)
+        if not params:
+            raise ValueError(f"{owner}: params is empty")
+        for i, p in enumerate(params):
+            if not isinstance(p, Parameter):
+                raise TypeError(
+                    f"{owner}: params[{i}] must be a fastconv.nn.Parameter, got {type(p).__name__}"
+                )
+        seen = {id(p) for p in self.params}
+        if len({id(p) for p in params}) != len(params) or any(id(p) in seen for p in params):
+            raise ValueError(f"{owner}: params contains the same Parameter twice")
+        h = dict(self._hyper)
+        h.update((k, v) for k, v in group.items() if k != "params")
+        if "lr" in group and "initial_lr" not in group:
+            h["initial_lr"] = h["lr"]
+        h = self._check_hyper(h, owner)
+        h["params"] = params
+        self.param_groups.append(h)
+        self.params.extend(params)
+        self.state.extend({} for _ in params)
+
+    def _require_bound(self, what):
+        if not self.param_groups:
+            owner = type(self).__name__
+            raise RuntimeError(
+                f"{owner}.{what}: the optimizer has no parameters yet; pass them to "
+                f"{owner}(params, ...), call opt.bind(model.parameters()), or hand the "
+                "optimizer to model.compile(optimizer=opt)")
+
+    def _group_slices(self):
+        """Yield ``(group, params, states)`` of each group (flat lists are group after group)."""
+        lo = 0
+        for group in self.param_groups:
+            hi = lo + len(group["params"])
+            yield group, self.params[lo:hi], self.state[lo:hi]
+            lo = hi
 
     # -- the loop ------------------------------------------------------------
     def zero_grad(self):
         """Set every parameter's ``grad`` to zero, in place."""
+        self._require_bound("zero_grad")
         for p in self.params:
             p.grad.fill(0)
 
     def step(self):
-        """Apply one update to every trainable parameter, in place."""
+        """Apply one update to every trainable parameter, in place.
+
+        Raises
+        ------
+        RuntimeError
+            The optimiser has no parameters yet (see ``bind``).
+        """
+        self._require_bound("step")
         self.iterations += 1
+        try:
+            for group, params, states in self._group_slices():
+                self._active = group   # hyper-parameter attributes read this group
+                self._step_group(params, states)
+        finally:
+            self._active = None
+
+    def _step_group(self, params, states):
         hyper = self._fused_hyper() if self.fused else None
         if hyper is None:
-            for p, state in zip(self.params, self.state):
+            for p, state in zip(params, states):
                 if p.requires_grad:
                     self._update(p, self._regularized_grad(p, state), state)
             return
         batch = {np.dtype(np.float32): [], np.dtype(np.float64): []}
-        for p, state in zip(self.params, self.state):
+        for p, state in zip(params, states):
             if not p.requires_grad:
                 continue
             t = self._fused_tensor(p, state)
@@ -248,17 +420,36 @@ class Optimizer:
         return g
 
     # -- persistence ---------------------------------------------------------
+    def _group_config(self, group):
+        """JSON-ready hyper-parameters of one group (tuples as lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in group.items() if k != "params"}
+
     def get_config(self):
         """Hyper-parameters (JSON-serialisable), without ``params``.
 
         Returns
         -------
         dict
-            Includes ``"class"`` and the constructor keyword arguments.
+            Includes ``"class"`` and the constructor keyword arguments. With
+            more than one parameter group, also ``"param_groups"``: per group
+            ``"params"`` (positions in ``self.params``) and its
+            hyper-parameters, current ``lr`` included.
         """
-        cfg = {"class": type(self).__name__, "lr": self.initial_lr,
-               "weight_decay": self.weight_decay, "l1": self.l1}
-        cfg.update({k: getattr(self, k) for k in self.defaults})
+        first = self.param_groups[0] if self.param_groups else self._hyper
+        if len(self.param_groups) > 1:
+            first = self._hyper
+        cfg = {"class": type(self).__name__, "lr": first["initial_lr"],
+               "weight_decay": first["weight_decay"], "l1": first["l1"]}
+        cfg.update({k: list(first[k]) if isinstance(first[k], tuple) else first[k]
+                    for k in self.defaults})
+        if len(self.param_groups) > 1:
+            groups, lo = [], 0
+            for group in self.param_groups:
+                n = len(group["params"])
+                groups.append(dict(self._group_config(group), params=list(range(lo, lo + n))))
+                lo += n
+            cfg["param_groups"] = groups
         return cfg
 
     def state_dict(self):
@@ -270,8 +461,11 @@ class Optimizer:
             ``{"config": dict, "lr": float, "initial_lr": float,
             "iterations": int, "slots": {"<param index>.<name>": ndarray}}``;
             slot arrays are copies; everything except ``slots`` is
-            JSON-serialisable.
+            JSON-serialisable. ``lr`` and ``initial_lr`` are the first
+            group's; ``config["param_groups"]`` holds every group's when there
+            are several.
         """
+        self._require_bound("state_dict")
         slots = {}
         for i, state in enumerate(self.state):
             for key, value in state.items():
@@ -292,12 +486,21 @@ class Optimizer:
         Raises
         ------
         ValueError
-            Other optimiser class, other number of parameters or slot shapes.
+            Other optimiser class, other number of parameters, groups or slot shapes.
         """
         owner = type(self).__name__
+        self._require_bound("load_state_dict")
         cfg = state_dict.get("config", {})
         if cfg.get("class", owner) != owner:
             raise ValueError(f"{owner}.load_state_dict: state is for {cfg.get('class')}")
+        saved_groups = cfg.get("param_groups")
+        if saved_groups is not None and (
+                [len(g["params"]) for g in saved_groups]
+                != [len(g["params"]) for g in self.param_groups]):
+            raise ValueError(
+                f"{owner}.load_state_dict: state has groups of sizes "
+                f"{[len(g['params']) for g in saved_groups]}, this optimizer "
+                f"{[len(g['params']) for g in self.param_groups]}")
         new_state = [{} for _ in self.params]
         for name, value in state_dict.get("slots", {}).items():
             idx, _, key = name.partition(".")
@@ -309,7 +512,10 @@ class Optimizer:
             value = np.asarray(value)
             p = self.params[int(idx)]
             if value.ndim == 0 and value.dtype.kind in "iu":
-                new_state[int(idx)][key] = int(value)
+                new_state[int(idx)][key] = int(value)   # the step count
+                continue
+            if key in self._scalar_slots and value.ndim == 0:
+                new_state[int(idx)][key] = float(value)
                 continue
             if value.shape != p.data.shape:
                 raise ValueError(
@@ -317,20 +523,48 @@ class Optimizer:
                     f"parameter {idx} has shape {p.data.shape}"
                 )
             new_state[int(idx)][key] = np.array(value, dtype=p.data.dtype, copy=True)
-        for k in self.defaults:
-            if k in cfg:
-                setattr(self, k, cfg[k])
-        for k in ("weight_decay", "l1"):
-            if k in cfg:
-                setattr(self, k, float(cfg[k]))
+        if saved_groups is not None:
+            for group, saved in zip(self.param_groups, saved_groups):
+                h = {k: (tuple(v) if isinstance(v, list) else v)
+                     for k, v in saved.items() if k != "params"}
+                group.update(self._check_hyper(h, owner))
+        else:
+            h = {k: getattr(self, k) for k in self._hyper}
+            h.update((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()
+                     if k in self._hyper and k not in ("lr", "initial_lr"))
+            h["lr"] = state_dict.get("lr", self.lr)
+            h["initial_lr"] = state_dict.get("initial_lr", self.initial_lr)
+            for k, v in self._check_hyper(h, owner).items():
+                setattr(self, k, v)
         self.state = new_state
-        self.lr = float(state_dict.get("lr", self.lr))
-        self.initial_lr = float(state_dict.get("initial_lr", self.initial_lr))
         self.iterations = int(state_dict.get("iterations", 0))
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "class")
         return f"{type(self).__name__}({args})"
+
+
+def _hyper_property(name):
+    """Attribute view of hyper-parameter ``name`` (see ``Optimizer``'s Notes)."""
+
+    def get(self):
+        group = self._active
+        if group is None:
+            group = self.param_groups[0] if self.param_groups else self._hyper
+        return group[name]
+
+    def set(self, value):
+        self._hyper[name] = value
+        for group in self.param_groups:
+            group[name] = value
+
+    return property(get, set, doc=f"``{name}`` of the first parameter group; "
+                                  "setting it sets every group's.")
+
+
+for _name in ("lr", "initial_lr", "weight_decay", "l1"):
+    setattr(Optimizer, _name, _hyper_property(_name))
+del _name
 
 
 @register_optimizer("sgd")
@@ -343,7 +577,8 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    params : iterable of Parameter, or a Module
+    params : iterable of Parameter, a Module, a list of group dicts, or None
+        See ``Optimizer`` (None: bind later, Keras form).
     lr : float, default 0.01
     momentum : float, default 0
     nesterov : bool, default False
@@ -354,13 +589,18 @@ class SGD(Optimizer):
 
     defaults = {"momentum": 0.0, "nesterov": False}
 
-    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, *,
+    def __init__(self, params=None, lr=0.01, momentum=0.0, nesterov=False, *,
                  weight_decay=0.0, l2=None, l1=0.0):
-        super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1)
-        self.momentum = _check_beta("SGD", "momentum", momentum)
-        self.nesterov = bool(nesterov)
-        if self.nesterov and self.momentum == 0.0:
-            raise ValueError("SGD: nesterov=True needs momentum > 0")
+        super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1,
+                         momentum=momentum, nesterov=nesterov)
+
+    def _check_hyper(self, h, owner):
+        h = super()._check_hyper(h, owner)
+        h["momentum"] = _check_beta(owner, "momentum", h["momentum"])
+        h["nesterov"] = bool(h["nesterov"])
+        if h["nesterov"] and h["momentum"] == 0.0:
+            raise ValueError(f"{owner}: nesterov=True needs momentum > 0")
+        return h
 
     def _update(self, p, grad, state):
         d = grad
@@ -403,7 +643,8 @@ class Adagrad(Optimizer):
 
     Parameters
     ----------
-    params : iterable of Parameter, or a Module
+    params : iterable of Parameter, a Module, a list of group dicts, or None
+        See ``Optimizer`` (None: bind later, Keras form).
     lr : float, default 0.01
     eps : float, default 1e-10
     initial_accumulator_value : float, default 0
@@ -413,13 +654,17 @@ class Adagrad(Optimizer):
 
     defaults = {"eps": 1e-10, "initial_accumulator_value": 0.0}
 
-    def __init__(self, params, lr=0.01, eps=1e-10, initial_accumulator_value=0.0, *,
+    def __init__(self, params=None, lr=0.01, eps=1e-10, initial_accumulator_value=0.0, *,
                  weight_decay=0.0, l2=None, l1=0.0):
-        super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1)
-        self.eps = _check_nonneg("Adagrad", "eps", eps)
-        self.initial_accumulator_value = _check_nonneg(
-            "Adagrad", "initial_accumulator_value", initial_accumulator_value
-        )
+        super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1, eps=eps,
+                         initial_accumulator_value=initial_accumulator_value)
+
+    def _check_hyper(self, h, owner):
+        h = super()._check_hyper(h, owner)
+        h["eps"] = _check_nonneg(owner, "eps", h["eps"])
+        h["initial_accumulator_value"] = _check_nonneg(
+            owner, "initial_accumulator_value", h["initial_accumulator_value"])
+        return h
 
     def _update(self, p, grad, state):
         acc = state.get("sum")
@@ -456,7 +701,8 @@ class RMSprop(Optimizer):
 
     Parameters
     ----------
-    params : iterable of Parameter, or a Module
+    params : iterable of Parameter, a Module, a list of group dicts, or None
+        See ``Optimizer`` (None: bind later, Keras form).
     lr : float, default 0.01
     alpha : float, default 0.99
         Decay of the squared-gradient average (Keras calls it ``rho``).
@@ -468,12 +714,17 @@ class RMSprop(Optimizer):
 
     defaults = {"alpha": 0.99, "eps": 1e-8, "momentum": 0.0}
 
-    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, *,
+    def __init__(self, params=None, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, *,
                  weight_decay=0.0, l2=None, l1=0.0):
-        super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1)
-        self.alpha = _check_beta("RMSprop", "alpha", alpha)
-        self.eps = _check_nonneg("RMSprop", "eps", eps)
-        self.momentum = _check_beta("RMSprop", "momentum", momentum)
+        super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1, alpha=alpha,
+                         eps=eps, momentum=momentum)
+
+    def _check_hyper(self, h, owner):
+        h = super()._check_hyper(h, owner)
+        h["alpha"] = _check_beta(owner, "alpha", h["alpha"])
+        h["eps"] = _check_nonneg(owner, "eps", h["eps"])
+        h["momentum"] = _check_beta(owner, "momentum", h["momentum"])
+        return h
 
     def _update(self, p, grad, state):
         sq = state.get("square_avg")
@@ -524,7 +775,8 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    params : iterable of Parameter, or a Module
+    params : iterable of Parameter, a Module, a list of group dicts, or None
+        See ``Optimizer`` (None: bind later, Keras form).
     lr : float, default 1e-3
     betas : (float, float), default (0.9, 0.999)
     eps : float, default 1e-8
@@ -534,25 +786,13 @@ class Adam(Optimizer):
 
     defaults = {"betas": (0.9, 0.999), "eps": 1e-8}
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, *,
+    def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, *,
                  weight_decay=0.0, l2=None, l1=0.0):
-        super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"Adam: betas must be a pair of floats, got {betas!r}")
-        self.betas = (_check_beta("Adam", "betas[0]", betas[0]),
-                      _check_beta("Adam", "betas[1]", betas[1]))
-        self.eps = _check_nonneg("Adam", "eps", eps)
+        super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1, betas=betas,
+                         eps=eps)
 
-    def get_config(self):
-        """Hyper-parameters; ``betas`` as a list (JSON)."""
-        cfg = super().get_config()
-        cfg["betas"] = list(self.betas)
-        return cfg
-
-    def load_state_dict(self, state_dict):
-        """Restore ``state_dict()`` output; see ``Optimizer.load_state_dict``."""
-        super().load_state_dict(state_dict)
-        self.betas = tuple(float(b) for b in self.betas)
+    def _check_hyper(self, h, owner):
+        return _check_betas_eps(super()._check_hyper(h, owner), owner)
 
     def _update(self, p, grad, state):
         b1, b2 = self.betas
@@ -603,6 +843,161 @@ class Adam(Optimizer):
                 bias_correction2)
 
 
+@register_optimizer()
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as ``torch.optim.AdamW``.
+
+    ``w <- w * (1 - lr * weight_decay)``, then the ``Adam`` update from the
+    gradient (to which nothing is added for the decay).
+
+    Parameters
+    ----------
+    params : iterable of Parameter, a Module, a list of group dicts, or None
+        See ``Optimizer`` (None: bind later, Keras form).
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 0.01
+        Decoupled decay rate (PyTorch's default). Like the penalties of every
+        optimiser here, it applies only to parameters with ``regularize=True``
+        (fastconv layers clear it for biases and batch-norm parameters, which
+        PyTorch users exclude through a parameter group).
+    l2 : float, optional
+        Alias of ``weight_decay``.
+    l1 : float, default 0
+        L1 penalty added to the gradient, as in ``Optimizer``.
+
+    Notes
+    -----
+    Runs on the NumPy path (no fused kernel).
+    """
+
+    def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, *,
+                 weight_decay=0.01, l2=None, l1=0.0):
+        super().__init__(params, lr, betas, eps, weight_decay=weight_decay, l2=l2, l1=l1)
+
+    def _regularized_grad(self, p, state):
+        # the decay is applied to the weights in _update, not to the gradient
+        return _l1_grad(self, p, state)
+
+    def _update(self, p, grad, state):
+        if p.regularize and self.weight_decay:
+            p.data *= 1.0 - self.lr * self.weight_decay
+        Adam._update(self, p, grad, state)
+
+
+@register_optimizer()
+class NAdam(Optimizer):
+    """Adam with Nesterov momentum (Dozat, 2016), as ``torch.optim.NAdam``.
+
+    With ``t`` the per-parameter step, ``mu_t = b1 * (1 - 0.5 * 0.96**(t * momentum_decay))``
+    and ``P_t = mu_1 * ... * mu_t``:
+    ``m <- b1*m + (1-b1)*g``; ``v <- b2*v + (1-b2)*g**2``;
+    ``d = sqrt(v / (1 - b2**t)) + eps``;
+    ``w <- w - lr*(1-mu_t)/(1-P_t) * g/d - lr*mu_{t+1}/(1-P_t*mu_{t+1}) * m/d``.
+
+    Parameters
+    ----------
+    params : iterable of Parameter, a Module, a list of group dicts, or None
+        See ``Optimizer`` (None: bind later, Keras form).
+    lr : float, default 2e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    momentum_decay : float, default 4e-3
+    decoupled_weight_decay : bool, default False
+        False: ``weight_decay * w`` is added to the gradient (L2, like
+        ``Optimizer``); True: ``w <- w * (1 - lr * weight_decay)`` before the
+        update (AdamW-style, PyTorch's ``NAdam(decoupled_weight_decay=True)``).
+    weight_decay, l2, l1 : float
+        See ``Optimizer``.
+
+    Notes
+    -----
+    The state holds ``exp_avg``, ``exp_avg_sq``, ``step`` and ``mu_product``
+    (a float). Runs on the NumPy path (no fused kernel).
+    """
+
+    defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "momentum_decay": 4e-3,
+                "decoupled_weight_decay": False}
+    _scalar_slots = ("mu_product",)
+
+    def __init__(self, params=None, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3,
+                 decoupled_weight_decay=False, *, weight_decay=0.0, l2=None, l1=0.0):
+        super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1, betas=betas,
+                         eps=eps, momentum_decay=momentum_decay,
+                         decoupled_weight_decay=decoupled_weight_decay)
+
+    def _check_hyper(self, h, owner):
+        h = _check_betas_eps(super()._check_hyper(h, owner), owner)
+        h["momentum_decay"] = _check_nonneg(owner, "momentum_decay", h["momentum_decay"])
+        h["decoupled_weight_decay"] = bool(h["decoupled_weight_decay"])
+        return h
+
+    def _regularized_grad(self, p, state):
+        if self.decoupled_weight_decay:
+            return _l1_grad(self, p, state)
+        return Optimizer._regularized_grad(self, p, state)
+
+    def _update(self, p, grad, state):
+        b1, b2 = self.betas
+        m = state.get("exp_avg")
+        if m is None:
+            m = state["exp_avg"] = np.zeros_like(p.data)
+            state["exp_avg_sq"] = np.zeros_like(p.data)
+            state["step"] = 0
+            state["mu_product"] = 1.0
+        v = state["exp_avg_sq"]
+        state["step"] += 1
+        t = state["step"]
+        if self.decoupled_weight_decay and p.regularize and self.weight_decay:
+            p.data *= 1.0 - self.lr * self.weight_decay
+        # the same scalar expressions as torch.optim.NAdam, in Python floats
+        bias_correction2 = 1.0 - b2**t
+        mu = b1 * (1.0 - 0.5 * (0.96 ** (t * self.momentum_decay)))
+        mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * self.momentum_decay)))
+        mu_product = state["mu_product"] * mu
+        state["mu_product"] = mu_product
+        tmp = self._scratch(state, "_tmp", p.data)
+        m *= b1
+        np.multiply(grad, 1.0 - b1, out=tmp)
+        m += tmp
+        np.multiply(grad, grad, out=tmp)
+        tmp *= 1.0 - b2
+        v *= b2
+        v += tmp
+        denom = self._scratch(state, "_denom", p.data)
+        np.divide(v, bias_correction2, out=denom)
+        np.sqrt(denom, out=denom)
+        denom += self.eps
+        np.divide(grad, denom, out=tmp)
+        tmp *= self.lr * (1.0 - mu) / (1.0 - mu_product)
+        p.data -= tmp
+        np.divide(m, denom, out=tmp)
+        tmp *= self.lr * mu_next / (1.0 - mu_product * mu_next)
+        p.data -= tmp
+
+
+def _check_betas_eps(h, owner):
+    betas = h["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{owner}: betas must be a pair of floats, got {betas!r}")
+    h["betas"] = (_check_beta(owner, "betas[0]", betas[0]),
+                  _check_beta(owner, "betas[1]", betas[1]))
+    h["eps"] = _check_nonneg(owner, "eps", h["eps"])
+    return h
+
+
+def _l1_grad(opt, p, state):
+    """The gradient plus the L1 term only (for optimisers that decay weights directly)."""
+    if not p.regularize or opt.l1 == 0.0:
+        return p.grad
+    g = opt._scratch(state, "_reg_grad", p.data)
+    np.sign(p.data, out=g)
+    g *= opt.l1
+    g += p.grad
+    return g
+
+
 def _fused_ok(p, state, slot1, slot2):
     """True if ``p.data``, ``p.grad`` and its stored slots (None: not created yet)
     can go to the kernel.
@@ -638,16 +1033,116 @@ def _slot_fits(slot, w):
 _FUSED_UPDATES = {cls._update: cls for cls in (SGD, Adagrad, RMSprop, Adam)}
 
 
+# -- gradient clipping ---------------------------------------------------------
+def _grad_params(params, owner):
+    from .nn.module import Parameter
+
+    if hasattr(params, "parameters") and callable(params.parameters):
+        params = params.parameters()
+    params = [params] if isinstance(params, Parameter) else list(params)
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise TypeError(
+                f"{owner}: parameters[{i}] must be a fastconv.nn.Parameter, got {type(p).__name__}")
+    return [p for p in params if p.requires_grad]
+
+
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Scale gradients in place so that their joint norm is at most ``max_norm``.
+
+    As ``torch.nn.utils.clip_grad_norm_``: the norm is taken over all the
+    gradients as if concatenated into one vector; every gradient is multiplied
+    by ``min(1, max_norm / (total_norm + 1e-6))``.
+
+    Parameters
+    ----------
+    parameters : Parameter, iterable of Parameter, or a Module
+        Frozen parameters (``requires_grad=False``) are left out.
+    max_norm : float
+        Must be >= 0.
+    norm_type : float, default 2.0
+        Order of the norm (> 0); ``float("inf")`` for the largest absolute value.
+    error_if_nonfinite : bool, default False
+        Raise if the total norm is NaN or infinite (otherwise gradients are
+        scaled by a NaN factor, as in PyTorch).
+
+    Returns
+    -------
+    float
+        The total norm of the gradients before clipping.
+
+    Raises
+    ------
+    ValueError
+        Bad ``max_norm`` / ``norm_type``, or a non-finite norm when
+        ``error_if_nonfinite``.
+    """
+    owner = "clip_grad_norm_"
+    params = _grad_params(parameters, owner)
+    max_norm = _check_nonneg(owner, "max_norm", max_norm)
+    try:
+        norm_type = float(norm_type)
+    except (TypeError, ValueError):
+        raise TypeError(f"{owner}: norm_type must be a number, got {norm_type!r}") from None
+    if not norm_type > 0:
+        raise ValueError(f"{owner}: norm_type must be > 0 (or inf), got {norm_type}")
+    if not params:
+        return 0.0
+    # per-parameter norms in float64 (PyTorch takes them in the gradient's dtype,
+    # so float32 results agree to float32 rounding)
+    if math.isinf(norm_type):
+        total = max(float(np.max(np.abs(p.grad))) if p.grad.size else 0.0 for p in params)
+    else:
+        norms = np.array([np.linalg.norm(p.grad.ravel().astype(np.float64), norm_type)
+                          if p.grad.size else 0.0 for p in params])
+        total = float(np.linalg.norm(norms, norm_type))
+    if error_if_nonfinite and not math.isfinite(total):
+        raise ValueError(
+            f"{owner}: the total norm of order {norm_type} of the gradients is {total}; "
+            "pass error_if_nonfinite=False to scale them anyway")
+    coef = min(max_norm / (total + 1e-6), 1.0) if not math.isnan(total) else math.nan
+    if coef < 1.0 or math.isnan(coef):
+        for p in params:
+            p.grad *= coef
+    return total
+
+
+def clip_grad_value_(parameters, clip_value):
+    """Clamp every gradient element to ``[-clip_value, clip_value]``, in place.
+
+    As ``torch.nn.utils.clip_grad_value_``.
+
+    Parameters
+    ----------
+    parameters : Parameter, iterable of Parameter, or a Module
+        Frozen parameters are left out.
+    clip_value : float
+        Must be >= 0.
+
+    Raises
+    ------
+    ValueError
+        ``clip_value`` negative, NaN or infinite.
+    """
+    owner = "clip_grad_value_"
+    params = _grad_params(parameters, owner)
+    clip_value = _check_nonneg(owner, "clip_value", clip_value)
+    for p in params:
+        np.clip(p.grad, -clip_value, clip_value, out=p.grad)
+
+
 def get_optimizer(optimizer, params=None):
     """Resolve an optimiser given as an instance, a class or a name.
 
     Parameters
     ----------
     optimizer : Optimizer, type or str
-        Names (case-insensitive): ``"sgd"``, ``"adam"``, ``"adagrad"``,
-        ``"rmsprop"``; built with default hyper-parameters.
+        Names (case-insensitive): ``"sgd"``, ``"adam"``, ``"adamw"``,
+        ``"nadam"``, ``"adagrad"``, ``"rmsprop"``; built with default
+        hyper-parameters. An instance built without parameters
+        (``Adam(lr=1e-3)``) is bound to ``params``.
     params : iterable of Parameter or Module, optional
-        Needed unless ``optimizer`` is already an instance.
+        Needed unless ``optimizer`` is an instance that has its parameters.
 
     Returns
     -------
@@ -661,6 +1156,8 @@ def get_optimizer(optimizer, params=None):
         Not an optimiser.
     """
     if isinstance(optimizer, Optimizer):
+        if not optimizer.bound and params is not None:
+            optimizer.bind(params)   # Keras form: built before the model's parameters
         return optimizer
     if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
         return optimizer(params)
@@ -685,6 +1182,19 @@ def optimizer_from_config(config, params):
         raise ValueError(f"optimizer: unknown optimizer class {name!r}")
     if "betas" in config:
         config["betas"] = tuple(config["betas"])
+    groups = config.pop("param_groups", None)
+    if groups is not None:
+        # groups name their parameters by position in the optimiser's list
+        params = list(params)
+        built = []
+        for group in groups:
+            idx = group["params"]
+            if any(not isinstance(i, int) or not 0 <= i < len(params) for i in idx):
+                raise ValueError(
+                    f"optimizer: parameter group refers to positions {idx}, "
+                    f"but there are {len(params)} parameters")
+            built.append(dict(group, params=[params[i] for i in idx]))
+        params = built
     return cls(params, **config)
 
 
@@ -695,31 +1205,48 @@ class LRSchedule:
     Parameters
     ----------
     lr0 : float, optional
-        Base rate. Default: ``optimizer.initial_lr`` (the ``lr`` the optimiser
-        was built with), which also survives a checkpoint round trip.
+        Base rate. Default: each parameter group's ``initial_lr`` (the ``lr``
+        it was built with), which also survives a checkpoint round trip.
     optimizer : Optimizer, optional
-        Needed for ``step()`` and when ``lr0`` is not given.
+        Needed for ``step()`` and when ``lr0`` is not given. Building the
+        schedule sets the optimiser's rate to that of epoch 0, as PyTorch's
+        schedulers do.
 
     Notes
     -----
-    ``schedule(epoch)`` returns the rate for that epoch; ``schedule.step()``
-    advances an internal epoch counter and writes the rate into
-    ``optimizer.lr`` (call it at the start of each epoch, PyTorch style, or let
-    ``LearningRateScheduler`` do it in ``fit``). Subclasses override
-    ``get_lr(epoch, lr0)``.
+    Two ways to drive it, which give epoch ``e`` the same rate
+    ``schedule(e)``:
+
+    * PyTorch style: call ``schedule.step()`` once at the *end* of each
+      epoch; after the ``k``-th call the rate is that of epoch ``k`` (so with
+      ``StepDecay(step_size=1)`` the second epoch already runs decayed, like
+      ``torch.optim.lr_scheduler.StepLR``).
+    * Keras style: pass it in ``fit(callbacks=[schedule])`` (it is wrapped in
+      ``LearningRateScheduler``), which sets the rate at the start of each
+      epoch.
+
+    Subclasses override ``get_lr(epoch, lr0)`` and call this constructor
+    after setting their own attributes (it may call ``get_lr``).
     """
 
     def __init__(self, lr0=None, optimizer=None):
         self.lr0 = None if lr0 is None else _check_nonneg(type(self).__name__, "lr0", lr0)
+        if optimizer is not None and not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__}: optimizer must be a fastconv.optim.Optimizer, "
+                            f"got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.last_epoch = -1
+        if optimizer is not None:
+            # PyTorch's schedulers take their initial step on construction
+            self.last_epoch = 0
+            self.apply(0, optimizer)
 
     def get_lr(self, epoch, lr0):
         """Learning rate at ``epoch`` from base rate ``lr0``."""
         raise NotImplementedError
 
     def base_lr(self, optimizer=None):
-        """``lr0``, else the optimiser's ``initial_lr``."""
+        """``lr0``, else the optimiser's ``initial_lr`` (its first group's)."""
         if self.lr0 is not None:
             return self.lr0
         opt = optimizer if optimizer is not None else self.optimizer
@@ -730,19 +1257,54 @@ class LRSchedule:
     def __call__(self, epoch, optimizer=None):
         return float(self.get_lr(int(epoch), self.base_lr(optimizer)))
 
-    def step(self, epoch=None):
-        """Advance to ``epoch`` (default: the next one) and set ``optimizer.lr``.
+    def apply(self, epoch, optimizer=None):
+        """Set every parameter group's rate to its value at ``epoch``.
+
+        Each group starts from ``lr0`` when given, else from its own
+        ``initial_lr`` (PyTorch's ``base_lrs``).
 
         Returns
         -------
         float
-            The new learning rate.
+            The first group's new rate.
+        """
+        opt = optimizer if optimizer is not None else self.optimizer
+        if opt is None:
+            raise ValueError(f"{type(self).__name__}: no optimizer attached")
+        groups = opt.param_groups or [opt._hyper]
+        for group in groups:
+            base = self.lr0 if self.lr0 is not None else group["initial_lr"]
+            lr = float(self.get_lr(int(epoch), base))
+            if not (math.isfinite(lr) and lr >= 0):
+                raise ValueError(f"{type(self).__name__}: rate at epoch {epoch} is {lr}")
+            group["lr"] = lr
+        return float(groups[0]["lr"])
+
+    def step(self, epoch=None):
+        """Advance to ``epoch`` (default: the next one) and set the optimiser's rates.
+
+        Call it at the end of each epoch (PyTorch style).
+
+        Returns
+        -------
+        float
+            The new learning rate (the first group's).
         """
         if self.optimizer is None:
             raise ValueError(f"{type(self).__name__}.step: no optimizer attached")
         self.last_epoch = self.last_epoch + 1 if epoch is None else int(epoch)
-        self.optimizer.lr = self(self.last_epoch)
-        return self.optimizer.lr
+        return self.apply(self.last_epoch)
+
+    def get_last_lr(self):
+        """The rate of every parameter group, as set by the last ``step`` (PyTorch's name).
+
+        Returns
+        -------
+        list of float
+        """
+        if self.optimizer is None:
+            raise ValueError(f"{type(self).__name__}.get_last_lr: no optimizer attached")
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
 
 
 class ExponentialDecay(LRSchedule):
@@ -758,8 +1320,8 @@ class ExponentialDecay(LRSchedule):
     """
 
     def __init__(self, gamma, lr0=None, optimizer=None):
-        super().__init__(lr0, optimizer)
         self.gamma = _check_nonneg("ExponentialDecay", "gamma", gamma)
+        super().__init__(lr0, optimizer)   # last: it may set the rate of epoch 0
 
     def get_lr(self, epoch, lr0):
         """Learning rate at ``epoch`` from base rate ``lr0``."""
@@ -779,11 +1341,11 @@ class StepDecay(LRSchedule):
     """
 
     def __init__(self, step_size, gamma=0.1, lr0=None, optimizer=None):
-        super().__init__(lr0, optimizer)
         if not isinstance(step_size, (int, np.integer)) or step_size < 1:
             raise ValueError(f"StepDecay: step_size must be an int >= 1, got {step_size!r}")
         self.step_size = int(step_size)
         self.gamma = _check_nonneg("StepDecay", "gamma", gamma)
+        super().__init__(lr0, optimizer)   # last: it may set the rate of epoch 0
 
     def get_lr(self, epoch, lr0):
         """Learning rate at ``epoch`` from base rate ``lr0``."""
@@ -803,10 +1365,10 @@ class LambdaSchedule(LRSchedule):
     """
 
     def __init__(self, fn, lr0=None, optimizer=None):
-        super().__init__(lr0, optimizer)
         if not callable(fn):
             raise TypeError(f"LambdaSchedule: fn must be callable, got {type(fn).__name__}")
         self.fn = fn
+        super().__init__(lr0, optimizer)   # last: it may set the rate of epoch 0
 
     def get_lr(self, epoch, lr0):
         """Learning rate at ``epoch`` from base rate ``lr0``."""

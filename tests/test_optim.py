@@ -239,8 +239,10 @@ def test_schedule_step_drives_optimizer_from_initial_lr():
     p = make_param(W0, G1)
     opt = optim.SGD([p], lr=0.1)
     sched = optim.ExponentialDecay(0.5, optimizer=opt)
+    assert opt.lr == 0.1                 # epoch 0, set on construction (PyTorch)
     lrs = [sched.step() for _ in range(3)]
-    assert lrs == [0.1, 0.05, 0.025] and opt.lr == 0.025
+    # step() at the end of epoch k gives the rate of epoch k+1 (was one epoch late)
+    assert lrs == [0.05, 0.025, 0.0125] and opt.lr == 0.0125
     assert opt.initial_lr == 0.1
     with pytest.raises(ValueError, match="give lr0 or an optimizer"):
         optim.ExponentialDecay(0.5)(1)

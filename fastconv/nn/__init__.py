@@ -7,7 +7,10 @@ Everything convolution- and pooling-shaped runs in the compiled kernels
 * layers - ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``Linear`` (``Dense``),
   ``Flatten``, ``ReLU``, ``Sigmoid``, ``Tanh``, ``Softmax``, ``Dropout``,
   ``BatchNorm1d``, ``BatchNorm2d``
-* losses - ``CrossEntropyLoss``, ``MSELoss``
+* activations and pooling - ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``,
+  ``LogSoftmax``, ``GlobalAvgPool2d``, ``GlobalMaxPool2d``, ``AdaptiveAvgPool2d``
+* losses - ``CrossEntropyLoss``, ``MSELoss``, ``BCEWithLogitsLoss``, ``BCELoss``,
+  ``NLLLoss``
 * ``init`` - zeros, normal, Glorot/Xavier, He/Kaiming initialisers
 * ``Sequential`` - ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``save``
 * ``callbacks`` - ``LearningRateScheduler``, ``EarlyStopping``, ``ModelCheckpoint``
@@ -15,6 +18,16 @@ Everything convolution- and pooling-shaped runs in the compiled kernels
 """
 
 from . import callbacks, init
+from .activations import (
+    ELU,
+    GELU,
+    AdaptiveAvgPool2d,
+    GlobalAvgPool2d,
+    GlobalMaxPool2d,
+    LeakyReLU,
+    LogSoftmax,
+    SiLU,
+)
 from .callbacks import (
     Callback,
     EarlyStopping,
@@ -22,6 +35,7 @@ from .callbacks import (
     LambdaCallback,
     LearningRateScheduler,
     ModelCheckpoint,
+    ReduceLROnPlateau,
 )
 from .layers import (
     AvgPool2d,
@@ -41,7 +55,7 @@ from .layers import (
     layer_from_config,
     register_layer,
 )
-from .losses import CrossEntropyLoss, Loss, MSELoss, get_loss
+from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, get_loss
 from .module import Module, Parameter, is_grad_enabled, no_grad
 from .sequential import Sequential
 from .serialization import load_checkpoint, load_model, save_checkpoint, save_model
@@ -61,18 +75,30 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "Softmax",
+    "LeakyReLU",
+    "ELU",
+    "GELU",
+    "SiLU",
+    "LogSoftmax",
+    "GlobalAvgPool2d",
+    "GlobalMaxPool2d",
+    "AdaptiveAvgPool2d",
     "Dropout",
     "BatchNorm1d",
     "BatchNorm2d",
     "Loss",
     "CrossEntropyLoss",
     "MSELoss",
+    "BCEWithLogitsLoss",
+    "BCELoss",
+    "NLLLoss",
     "get_loss",
     "Sequential",
     "Callback",
     "History",
     "LambdaCallback",
     "LearningRateScheduler",
+    "ReduceLROnPlateau",
     "EarlyStopping",
     "ModelCheckpoint",
     "register_layer",

@@ -20,6 +20,7 @@ __all__ = [
     "History",
     "LambdaCallback",
     "LearningRateScheduler",
+    "ReduceLROnPlateau",
     "EarlyStopping",
     "ModelCheckpoint",
 ]
@@ -72,16 +73,25 @@ class CallbackList:
 
     Parameters
     ----------
-    callbacks : iterable of Callback
+    callbacks : iterable of Callback or LRSchedule
+        A ``fastconv.optim.LRSchedule`` is wrapped in a
+        ``LearningRateScheduler``.
     """
 
     def __init__(self, callbacks=()):
-        self.callbacks = list(callbacks)
-        for i, cb in enumerate(self.callbacks):
+        from ..optim import LRSchedule
+
+        self.callbacks = []
+        for i, cb in enumerate(callbacks):
+            if isinstance(cb, LRSchedule):
+                # a schedule given directly is driven the Keras way, once per epoch
+                cb = LearningRateScheduler(cb)
             if not isinstance(cb, Callback):
                 raise TypeError(
-                    f"callbacks[{i}]: expected a fastconv.nn.callbacks.Callback, got {type(cb).__name__}"
+                    f"callbacks[{i}]: expected a fastconv.nn.callbacks.Callback or a "
+                    f"fastconv.optim.LRSchedule, got {type(cb).__name__}"
                 )
+            self.callbacks.append(cb)
 
     def __getattr__(self, name):
         if not name.startswith(("on_", "set_")):
@@ -148,9 +158,11 @@ class LearningRateScheduler(Callback):
     Parameters
     ----------
     schedule : LRSchedule or callable
-        An ``fastconv.optim.LRSchedule`` (its base rate defaults to the
-        optimiser's ``initial_lr``), or a function ``f(epoch) -> lr`` or
-        ``f(epoch, current_lr) -> lr`` (the Keras signature).
+        An ``fastconv.optim.LRSchedule`` (its base rate defaults to each
+        parameter group's ``initial_lr``), or a function ``f(epoch) -> lr`` or
+        ``f(epoch, current_lr) -> lr`` (the Keras signature; the rate it
+        returns is set in every parameter group). A schedule passed directly
+        in ``fit(callbacks=[...])`` is wrapped in this callback.
     verbose : int, default 0
         1 prints the new rate each epoch.
 
@@ -174,8 +186,12 @@ class LearningRateScheduler(Callback):
 
         opt = self.model.optimizer
         if isinstance(self.schedule, LRSchedule):
-            lr = self.schedule(epoch, opt)
-        elif _n_positional(self.schedule) >= 2:
+            # each parameter group from its own base rate, as PyTorch's schedulers
+            lr = self.schedule.apply(epoch, opt)
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: learning rate {lr:.6g}")
+            return
+        if _n_positional(self.schedule) >= 2:
             lr = self.schedule(epoch, opt.lr)
         else:
             lr = self.schedule(epoch)
@@ -185,6 +201,166 @@ class LearningRateScheduler(Callback):
         opt.lr = lr
         if self.verbose:
             print(f"Epoch {epoch + 1}: learning rate {lr:.6g}")
+
+
+class ReduceLROnPlateau(Callback):
+    """Cut the learning rate when a monitored metric stops improving.
+
+    PyTorch's ``torch.optim.lr_scheduler.ReduceLROnPlateau`` rule, usable both
+    as a ``fit`` callback (Keras style: reads ``logs[monitor]`` at the end of
+    each epoch) and in a hand-written loop (``scheduler.step(val_loss)`` once
+    per epoch, with ``optimizer`` given).
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        Epoch-log key to watch (``fit`` only).
+    factor : float, default 0.1
+        New rate ``= max(rate * factor, min_lr)``; in [0, 1).
+    patience : int, default 10
+        Epochs without improvement that are tolerated: the rate drops on the
+        ``patience + 1``-th one (PyTorch's count; Keras drops on the
+        ``patience``-th, so Keras's ``patience=p`` is ``patience=p-1`` here).
+    mode : {"auto", "min", "max"}, default "auto"
+        "auto" maximises metrics containing "acc" and minimises the rest.
+    threshold : float, default 1e-4
+        Smallest improvement that counts (see ``threshold_mode``).
+    threshold_mode : {"rel", "abs"}, default "rel"
+        "rel": better than ``best * (1 - threshold)`` ("min") or
+        ``best * (1 + threshold)`` ("max"); "abs": ``best -/+ threshold``.
+    min_delta : float, optional
+        Keras's name for an absolute threshold: sets ``threshold=min_delta``
+        and ``threshold_mode="abs"``.
+    cooldown : int, default 0
+        Epochs after a cut during which bad epochs are not counted.
+    min_lr : float or list of float, default 0
+        Lower bound of the rate (one per parameter group, or one for all).
+    eps : float, default 1e-8
+        A cut smaller than this is skipped.
+    optimizer : Optimizer, optional
+        For ``step``; in ``fit`` the model's optimiser is used.
+    verbose : int, default 0
+        1 prints each cut.
+
+    Attributes
+    ----------
+    best : float
+    num_bad_epochs : int
+    cooldown_counter : int
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto",
+                 threshold=1e-4, threshold_mode="rel", min_delta=None, cooldown=0, min_lr=0.0,
+                 eps=1e-8, optimizer=None, verbose=0):
+        super().__init__()
+        owner = "ReduceLROnPlateau"
+        factor = float(factor)
+        if not 0.0 <= factor < 1.0:
+            raise ValueError(f"{owner}: factor must be in [0, 1), got {factor}")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{owner}: {name} must be an int >= 0, got {value!r}")
+        if min_delta is not None:
+            threshold, threshold_mode = abs(float(min_delta)), "abs"
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"{owner}: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        self.monitor = monitor
+        self.mode = _monitor_op(monitor, mode, owner)
+        self.factor = factor
+        self.patience = int(patience)
+        self.threshold = float(threshold)
+        self.threshold_mode = threshold_mode
+        self.cooldown = int(cooldown)
+        self.min_lr = [float(v) for v in min_lr] if isinstance(min_lr, (list, tuple)) \
+            else float(min_lr)
+        self.eps = float(eps)
+        self.optimizer = None
+        self.verbose = verbose
+        self._reset()
+        if optimizer is not None:
+            self._attach(optimizer)
+
+    def _attach(self, optimizer):
+        n = len(optimizer.param_groups)
+        if isinstance(self.min_lr, list) and len(self.min_lr) != n:
+            raise ValueError(f"ReduceLROnPlateau: min_lr has {len(self.min_lr)} entries for "
+                             f"{n} parameter groups")
+        self.optimizer = optimizer
+
+    def _reset(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+        self.last_epoch = 0
+        self._warned = False
+
+    def _is_better(self, current, best):
+        if self.threshold_mode == "rel":
+            scale = 1.0 - self.threshold if self.mode == "min" else 1.0 + self.threshold
+            return current < best * scale if self.mode == "min" else current > best * scale
+        if self.mode == "min":
+            return current < best - self.threshold
+        return current > best + self.threshold
+
+    def step(self, metric):
+        """Record one epoch's ``metric``; cut the rate if it has plateaued.
+
+        Parameters
+        ----------
+        metric : float
+
+        Returns
+        -------
+        bool
+            True if the rate was cut.
+        """
+        opt = self.optimizer
+        if opt is None:
+            raise ValueError("ReduceLROnPlateau.step: no optimizer; pass optimizer=... "
+                             "(in fit the model's optimizer is used)")
+        current = float(metric)
+        self.last_epoch += 1
+        if self._is_better(current, self.best):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0   # bad epochs in cooldown do not count
+        if self.num_bad_epochs > self.patience:
+            self._reduce(opt)
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+            return True
+        return False
+
+    def _reduce(self, opt):
+        self._attach(opt)   # groups may have been added since
+        groups = opt.param_groups
+        min_lrs = self.min_lr if isinstance(self.min_lr, list) else [self.min_lr] * len(groups)
+        for i, (group, low) in enumerate(zip(groups, min_lrs)):
+            old = float(group["lr"])
+            new = max(old * self.factor, low)
+            if old - new > self.eps:
+                group["lr"] = new
+                if self.verbose:
+                    print(f"ReduceLROnPlateau: group {i} learning rate {old:.6g} -> {new:.6g}")
+
+    def on_train_begin(self, logs=None):
+        self._attach(self.model.optimizer)
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            if not self._warned:
+                warnings.warn(
+                    f"ReduceLROnPlateau: monitor {self.monitor!r} is not in the epoch logs "
+                    f"(available: {sorted(logs or {})}); the rate is left alone", stacklevel=2)
+                self._warned = True
+            return
+        self.step(current)
 
 
 def _monitor_op(monitor, mode, owner):

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-__all__ = ["Loss", "CrossEntropyLoss", "MSELoss", "get_loss", "register_loss"]
+__all__ = ["Loss", "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "BCELoss", "NLLLoss",
+           "get_loss", "register_loss"]
 
 _LOSSES = {}
 
@@ -26,8 +27,12 @@ def get_loss(loss):
     loss : Loss, type or str
         Names: ``"cross_entropy"`` (aliases ``"crossentropy"``,
         ``"categorical_crossentropy"``, ``"sparse_categorical_crossentropy"``,
-        ``"ce"``) and ``"mse"`` (aliases ``"mean_squared_error"``,
-        ``"quadratic"``); case-insensitive.
+        ``"ce"``), ``"mse"`` (aliases ``"mean_squared_error"``,
+        ``"quadratic"``), ``"bce_with_logits"`` (alias
+        ``"binary_cross_entropy_with_logits"``), ``"bce"`` (aliases
+        ``"binary_crossentropy"``, ``"binary_cross_entropy"``; on
+        probabilities, as in Keras and PyTorch) and ``"nll"`` (aliases
+        ``"nll_loss"``, ``"negative_log_likelihood"``); case-insensitive.
 
     Returns
     -------
@@ -234,3 +239,171 @@ class MSELoss(Loss):
             raise RuntimeError("MSELoss.backward called before forward")
         scale = 2.0 / diff.size if self.reduction == "mean" else 2.0
         return diff * diff.dtype.type(scale)
+
+
+def _binary_target(owner, target, output):
+    """0/1 (or probability) targets of the output's shape, in its dtype.
+
+    A target of shape (N,) is accepted for an output of shape (N, 1), the usual
+    single-unit binary classifier (Keras does the same).
+    """
+    target = np.asarray(target)
+    if target.dtype.kind not in "iufb":
+        raise TypeError(f"{owner}: target must be numeric 0/1 labels or probabilities, "
+                        f"got dtype {target.dtype}")
+    if target.shape != output.shape:
+        if output.shape[1:] == (1,) and target.shape == output.shape[:1]:
+            target = target.reshape(output.shape)
+        else:
+            raise ValueError(
+                f"{owner}: target must have the output's shape {output.shape} "
+                f"(or ({output.shape[0]},) for an output of shape (N, 1)), got shape {target.shape}")
+    target = target.astype(output.dtype, copy=False)
+    if target.size and not (target.min() >= 0 and target.max() <= 1):   # also rejects NaN
+        raise ValueError(f"{owner}: target values must be in [0, 1], got values in "
+                         f"[{target.min()}, {target.max()}]")
+    return target
+
+
+@register_loss("bce_with_logits", "binary_cross_entropy_with_logits")
+class BCEWithLogitsLoss(Loss):
+    """Binary cross-entropy on logits, sigmoid fused (``torch.nn.BCEWithLogitsLoss``).
+
+    ``L = max(z, 0) - z*t + log(1 + exp(-|z|))`` per element, which is
+    ``-(t*log(sigmoid(z)) + (1-t)*log(1-sigmoid(z)))`` without overflow for
+    any ``z``; averaged over all N*C elements ("mean") or summed.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+
+    Notes
+    -----
+    ``forward(logits, target)``: ``logits`` (N, C) float32/float64, one
+    independent binary problem per column (multi-label); ``target`` 0/1 labels
+    or probabilities of the same shape, or (N,) for ``logits`` of shape (N, 1).
+    ``backward()`` returns ``(sigmoid(z) - t) / (N*C)`` for "mean".
+    """
+
+    def forward(self, output, target):
+        """Mean (or summed) binary cross-entropy; returns a Python float."""
+        owner = "BCEWithLogitsLoss"
+        _check_output(owner, output)
+        t = _binary_target(owner, target, output)
+        if output.size == 0:
+            raise ValueError(f"{owner}: empty batch")
+        e = np.exp(-np.abs(output))                  # in (0, 1]: never overflows
+        per_elem = np.maximum(output, 0) - output * t + np.log1p(e)
+        # sigmoid(z) = 1/(1+e) for z >= 0, e/(1+e) for z < 0, from the same e
+        sig = np.where(output >= 0, 1.0, e) / (1.0 + e)
+        self._diff = (sig - t).astype(output.dtype, copy=False)
+        total = float(per_elem.sum(dtype=np.float64))
+        return total / output.size if self.reduction == "mean" else total
+
+    def backward(self):
+        """dL/dlogits, same shape as the logits."""
+        diff = getattr(self, "_diff", None)
+        if diff is None:
+            raise RuntimeError("BCEWithLogitsLoss.backward called before forward")
+        scale = 1.0 / diff.size if self.reduction == "mean" else 1.0
+        return diff * diff.dtype.type(scale)
+
+
+# PyTorch's lower bound on p*(1-p) in BCELoss's gradient: 1e-12 as a float32
+# constant (9.99999996e-13), kept so that saturated gradients agree with torch
+_BCE_EPS = float(np.float32(1e-12))
+
+
+@register_loss("bce", "binary_crossentropy", "binary_cross_entropy")
+class BCELoss(Loss):
+    """Binary cross-entropy on probabilities (``torch.nn.BCELoss``, Keras ``binary_crossentropy``).
+
+    ``L = -(t*log(p) + (1-t)*log(1-p))`` per element, with each log clamped to
+    >= -100 as PyTorch does (so ``p`` of exactly 0 or 1 gives a finite loss).
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+
+    Notes
+    -----
+    For a model whose last layer is ``Sigmoid``. With logits (no final
+    ``Sigmoid``) use ``BCEWithLogitsLoss``, which is also more accurate.
+    ``backward()`` returns ``(p - t) / (p*(1-p)) / (N*C)`` for "mean", with
+    ``p*(1-p)`` kept >= 1e-12 (PyTorch's bound) so it stays finite.
+    """
+
+    def forward(self, output, target):
+        """Mean (or summed) binary cross-entropy; returns a Python float."""
+        owner = "BCELoss"
+        _check_output(owner, output)
+        t = _binary_target(owner, target, output)
+        if output.size == 0:
+            raise ValueError(f"{owner}: empty batch")
+        if not (output.min() >= 0 and output.max() <= 1):
+            raise ValueError(
+                f"{owner}: output must be probabilities in [0, 1], got values in "
+                f"[{output.min()}, {output.max()}]; for logits use BCEWithLogitsLoss "
+                "(loss='bce_with_logits')")
+        with np.errstate(divide="ignore"):
+            log_p = np.maximum(np.log(output), -100.0)
+            log_1p = np.maximum(np.log1p(-output), -100.0)
+        per_elem = -(t * log_p + (1 - t) * log_1p)
+        self._saved_pt = (output.copy(), t)
+        total = float(per_elem.sum(dtype=np.float64))
+        return total / output.size if self.reduction == "mean" else total
+
+    def backward(self):
+        """dL/dprobabilities, same shape as the output."""
+        saved = getattr(self, "_saved_pt", None)
+        if saved is None:
+            raise RuntimeError("BCELoss.backward called before forward")
+        p, t = saved
+        grad = (p - t) / np.maximum(p * (1 - p), _BCE_EPS)
+        scale = 1.0 / p.size if self.reduction == "mean" else 1.0
+        return (grad * scale).astype(p.dtype, copy=False)
+
+
+@register_loss("nll", "nll_loss", "negative_log_likelihood")
+class NLLLoss(Loss):
+    """Negative log-likelihood of log-probabilities (``torch.nn.NLLLoss``).
+
+    ``L_i = -logp[i, y_i]``; use after ``LogSoftmax`` (together they are
+    ``CrossEntropyLoss`` on the logits).
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+
+    Notes
+    -----
+    ``forward(log_probs, target)``: ``log_probs`` (N, C) float32/float64;
+    ``target`` integer labels (N,) in [0, C). ``backward()`` is ``-1/N`` at
+    each sample's label and 0 elsewhere ("mean").
+    """
+
+    def forward(self, output, target):
+        """Mean (or summed) negative log-likelihood; returns a Python float."""
+        owner = "NLLLoss"
+        _check_output(owner, output)
+        if np.asarray(target).dtype.kind not in "iu":
+            raise TypeError(f"{owner}: target must be integer class labels (N,), "
+                            f"got dtype {np.asarray(target).dtype}")
+        labels, _ = _labels_or_dense(owner, target, output)
+        n = output.shape[0]
+        if n == 0:
+            raise ValueError(f"{owner}: empty batch")
+        picked = np.take_along_axis(output, labels[:, None], axis=1)
+        self._shape_labels = (output.shape, output.dtype, labels)
+        total = -float(picked.sum(dtype=np.float64))
+        return total / n if self.reduction == "mean" else total
+
+    def backward(self):
+        """dL/dlog_probs, shape (N, C)."""
+        saved = getattr(self, "_shape_labels", None)
+        if saved is None:
+            raise RuntimeError("NLLLoss.backward called before forward")
+        shape, dtype, labels = saved
+        grad = np.zeros(shape, dtype)
+        grad[np.arange(shape[0]), labels] = -1.0 / shape[0] if self.reduction == "mean" else -1.0
+        return grad

@@ -150,7 +150,13 @@ class Module:
 
         Parameter gradients are added into ``Parameter.grad``.
         """
-        raise NotImplementedError(f"{type(self).__name__}.backward")
+        name = type(self).__name__
+        if type(self).forward is not Module.forward:
+            raise NotImplementedError(
+                f"{name} defines forward but not backward; fastconv has no autograd: "
+                f"implement {name}.backward(grad_out) returning the gradient with respect to "
+                "the input and adding each parameter's gradient into its .grad")
+        raise NotImplementedError(f"{name}.backward")
 
     def __call__(self, x):
         return self.forward(x)
