@@ -374,6 +374,31 @@ def forked_child():
     return bool(fc_forked_child())
 
 
+def thread_limit():
+    """The most threads a kernel runs with: min(FC_MAX_TEAM, omp_get_thread_limit())."""
+    return fc_thread_limit()
+
+
+def team_stats():
+    """The team controller's state (csrc/fc_team.c) as a dict."""
+    cdef fc_team_stats s
+    fc_team_get_stats(&s)
+    return {"threads_last_call": s.last_team, "cap": s.cap,
+            "cap_left_s": s.cap_left_ns * 1e-9, "backoff_s": s.backoff_ns * 1e-9,
+            "parallel_regions": s.parallel_regions, "late_regions": s.late_regions,
+            "backoffs": s.backoffs}
+
+
+def team_reset():
+    """Forget the controller's history (tests)."""
+    fc_team_reset()
+
+
+def team_simulate_late(double wait_s, int regions):
+    """Tests: the next ``regions`` parallel regions report a helper ``wait_s`` late."""
+    fc_team_simulate_late(<int64_t>(wait_s * 1e9), regions)
+
+
 def release_pool():
     fc_release_pool()
 
