@@ -233,9 +233,15 @@ typedef struct {
     int64_t backoffs;         /* times the controller capped the team */
 } fc_team_stats;
 void fc_team_get_stats(fc_team_stats *s);
-/* For tests: forget all history; make the next `regions` parallel regions
- * look as if the caller had waited `wait_ns` for a helper. */
-void fc_team_reset(void);
+/* Adaptive (1, the default): late helpers cap the team for a while. 0: every
+ * kernel gets the team it asks for (benchmarks of a fixed thread count, tests);
+ * regions are still timed and counted. */
+void fc_team_set_adaptive(int on);
+int fc_team_adaptive(void);
+/* For tests: forget all history, with back-offs starting at `backoff_ns` (<= 0:
+ * the default 16 ms); make the next `regions` parallel regions look as if the
+ * caller had waited `wait_ns` for a helper (whatever it really waited). */
+void fc_team_reset(int64_t backoff_ns);
 void fc_team_simulate_late(int64_t wait_ns, int regions);
 
 /* Large scratch blocks are pooled between calls; this frees them all. */

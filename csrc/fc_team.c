@@ -70,7 +70,9 @@ int64_t fc_team_now(void)
 /* ---- controller state ---------------------------------------------------- */
 static int g_cap = 0;                 /* team cap while backing off; 0 = none */
 static int64_t g_cap_until = 0;       /* fc_team_now() at which the cap lapses */
+static int64_t g_backoff_min = FC_BACKOFF_MIN_NS;
 static int64_t g_backoff = FC_BACKOFF_MIN_NS;
+static int g_adaptive = 1;            /* 0: observe only, never cap (tests, benchmarks) */
 static int g_probing = 0;             /* the cap lapsed; the next region is a probe */
 static int g_last_team = 1;           /* largest team of the last kernel call */
 static int g_used = 0;                /* a region ran with > 1 thread (fork rule) */
@@ -162,16 +164,16 @@ void fc_team_end(fc_team *tm)
      * already counts waits there in the caller's `work`). */
     int64_t wait = FC_MAX(tm->work > 0 ? total - tm->work : 0, tm->late);
     int sim = LOAD(&g_sim_regions);
-    if (sim > 0 && CAS(&g_sim_regions, &sim, sim - 1)) wait = FC_MAX(wait, LOAD(&g_sim_late));
+    if (sim > 0 && CAS(&g_sim_regions, &sim, sim - 1)) wait = LOAD(&g_sim_late);
 
     int probing = 1;
     const int was_probe = CAS(&g_probing, &probing, 0);
     if (wait > FC_LATE_NS && wait > tm->work / 2) {
         ADD(&g_late_regions, 1);
-        back_off(tm->team, tm->nlate, was_probe);
+        if (LOAD(&g_adaptive)) back_off(tm->team, tm->nlate, was_probe);
     } else if (LOAD(&g_cap) == 0) {
-        int64_t b = LOAD(&g_backoff);
-        if (b > FC_BACKOFF_MIN_NS) STORE(&g_backoff, FC_MAX(b / 2, FC_BACKOFF_MIN_NS));
+        const int64_t b = LOAD(&g_backoff), lo = LOAD(&g_backoff_min);
+        if (b > lo) STORE(&g_backoff, FC_MAX(b / 2, lo));
     }
 }
 
@@ -189,11 +191,14 @@ void fc_team_get_stats(fc_team_stats *s)
     s->backoffs = LOAD(&g_backoffs);
 }
 
-void fc_team_reset(void)
+void fc_team_reset(int64_t backoff_ns)
 {
+    if (backoff_ns <= 0) backoff_ns = FC_BACKOFF_MIN_NS;
+    backoff_ns = FC_MIN(backoff_ns, FC_BACKOFF_MAX_NS);
     STORE(&g_cap, 0);
     STORE(&g_cap_until, 0);
-    STORE(&g_backoff, FC_BACKOFF_MIN_NS);
+    STORE(&g_backoff_min, backoff_ns);
+    STORE(&g_backoff, backoff_ns);
     STORE(&g_probing, 0);
     STORE(&g_parallel_regions, 0);
     STORE(&g_late_regions, 0);
@@ -201,6 +206,14 @@ void fc_team_reset(void)
     STORE(&g_sim_regions, 0);
     STORE(&g_sim_late, 0);
 }
+
+void fc_team_set_adaptive(int on)
+{
+    STORE(&g_adaptive, on != 0);
+    if (!on) STORE(&g_cap, 0);
+}
+
+int fc_team_adaptive(void) { return LOAD(&g_adaptive); }
 
 void fc_team_simulate_late(int64_t wait_ns, int regions)
 {

@@ -145,7 +145,9 @@ cdef extern from "fastconv.h" nogil:
         int64_t late_regions
         int64_t backoffs
     void fc_team_get_stats(fc_team_stats *s)
-    void fc_team_reset()
+    void fc_team_set_adaptive(int on)
+    int fc_team_adaptive()
+    void fc_team_reset(int64_t backoff_ns)
     void fc_team_simulate_late(int64_t wait_ns, int regions)
     void fc_release_pool()
     size_t fc_pool_bytes()

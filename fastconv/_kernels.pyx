@@ -386,12 +386,19 @@ def team_stats():
     return {"threads_last_call": s.last_team, "cap": s.cap,
             "cap_left_s": s.cap_left_ns * 1e-9, "backoff_s": s.backoff_ns * 1e-9,
             "parallel_regions": s.parallel_regions, "late_regions": s.late_regions,
-            "backoffs": s.backoffs}
+            "backoffs": s.backoffs, "adaptive": bool(fc_team_adaptive())}
 
 
-def team_reset():
-    """Forget the controller's history (tests)."""
-    fc_team_reset()
+def team_reset(double backoff_s=0.0):
+    """Forget the controller's history; back-offs start at ``backoff_s`` (0: 16 ms)."""
+    fc_team_reset(<int64_t>(backoff_s * 1e9))
+
+
+def team_adaptive(on=None):
+    """Return whether late helpers cap the team; set it first when ``on`` is given."""
+    if on is not None:
+        fc_team_set_adaptive(bool(on))
+    return bool(fc_team_adaptive())
 
 
 def team_simulate_late(double wait_s, int regions):
