@@ -226,7 +226,7 @@ int fc_forked_child(void);             /* 1 in such a forked child */
 typedef struct {
     int cap;                  /* team cap while backing off; 0 = none */
     int64_t cap_left_ns;      /* until the cap lapses and a region probes the full team */
-    int64_t backoff_ns;       /* length of the next back-off */
+    int64_t backoff_ns;       /* length of the last back-off (the next one doubles it) */
     int last_team;            /* largest team a region of the last kernel call ran with */
     int64_t parallel_regions; /* regions run with > 1 thread */
     int64_t late_regions;     /* ... whose caller waited for a late helper */

@@ -15,9 +15,15 @@
  * longer than FC_LATE_NS and longer than half its own work would have been
  * faster on one thread: the controller then caps the team, without the helpers
  * that arrived late (or one thread smaller when none did: one was descheduled
- * mid-share), for a back-off period, after which the next region probes the
- * full team again. So the team shrinks to the cores actually free. A late probe doubles the back-off (up to FC_BACKOFF_MAX); a clean
- * region at the full team halves it again. Results do not depend on the team
+ * mid-share), for a back-off period, after which the next region tries the
+ * full team again. So the team shrinks to the cores actually free.
+ *
+ * Lateness in a region opened within FC_CLEAN_SPELL (1 s) after a back-off
+ * ended means the contention lasts: the back-off doubles, up to FC_BACKOFF_MAX,
+ * so a failed probe of the full team (one time slice of waiting) costs under
+ * 1%. A helper that shares its core with another process is on it half the
+ * time, so clean regions in between prove little; only lateness after a clean
+ * second starts the back-off again at its minimum. Results do not depend on the team
  * size (every kernel chunks its work the same way for any thread count), so the
  * controller changes only the speed, never a bit of any output.
  *
@@ -34,6 +40,9 @@
 
 #define FC_BACKOFF_MIN_NS 16000000LL   /* 16 ms: a few training steps */
 #define FC_BACKOFF_MAX_NS 1000000000LL /* 1 s: a late probe then costs < 1% */
+/* Lateness this long after a back-off ended is a new episode, not the old one:
+ * shorter clean spells happen by chance while a helper shares its core. */
+#define FC_CLEAN_SPELL_NS 1000000000LL
 
 #if defined(__GNUC__) || defined(__clang__)
 #define LOAD(p) __atomic_load_n(p, __ATOMIC_RELAXED)
@@ -73,7 +82,6 @@ static int64_t g_cap_until = 0;       /* fc_team_now() at which the cap lapses *
 static int64_t g_backoff_min = FC_BACKOFF_MIN_NS;
 static int64_t g_backoff = FC_BACKOFF_MIN_NS;
 static int g_adaptive = 1;            /* 0: observe only, never cap (tests, benchmarks) */
-static int g_probing = 0;             /* the cap lapsed; the next region is a probe */
 static int g_last_team = 1;           /* largest team of the last kernel call */
 static int g_used = 0;                /* a region ran with > 1 thread (fork rule) */
 static int64_t g_parallel_regions = 0, g_late_regions = 0, g_backoffs = 0;
@@ -104,8 +112,8 @@ int fc_threads(int requested)
     if (cap > 0) {
         if (fc_team_now() < LOAD(&g_cap_until)) {
             n = FC_MIN(n, cap);
-        } else if (CAS(&g_cap, &cap, 0)) {
-            STORE(&g_probing, 1);
+        } else {
+            CAS(&g_cap, &cap, 0); /* lapsed: this call tries the full team */
         }
     }
     /* regions raise it to the team they really ran with */
@@ -137,17 +145,23 @@ void fc_team_begin(fc_team *tm, int nt)
     tm->t0 = nt > 1 ? fc_team_now() : 0;
 }
 
-/* Cap the team below `team`: without the `nlate` helpers that arrived late (the
+/* Cap the team below the region's: without the helpers that arrived late (the
  * cores they waited for are busy), or one fewer when none did. */
-static void back_off(int team, int nlate, int was_probe)
+static void back_off(const fc_team *tm)
 {
+    const int64_t now = fc_team_now(), until = LOAD(&g_cap_until);
+    /* a region opened while the current back-off was in force: already counted */
+    if (tm->t0 < until) return;
+    /* measured from the region's start: the late region itself may take a long
+     * time slice to end on a crowded machine */
     int64_t b = LOAD(&g_backoff);
-    if (was_probe) {
+    if (until != 0 && tm->t0 - until <= FC_CLEAN_SPELL_NS)
         b = FC_MIN(2 * b, FC_BACKOFF_MAX_NS);
-        STORE(&g_backoff, b);
-    }
-    STORE(&g_cap_until, fc_team_now() + b);
-    STORE(&g_cap, FC_MAX(team - FC_MAX(nlate, 1), 1));
+    else
+        b = LOAD(&g_backoff_min);
+    STORE(&g_backoff, b);
+    STORE(&g_cap_until, now + b);
+    STORE(&g_cap, FC_MAX(tm->team - FC_MAX(tm->nlate, 1), 1));
     ADD(&g_backoffs, 1);
 }
 
@@ -166,14 +180,9 @@ void fc_team_end(fc_team *tm)
     int sim = LOAD(&g_sim_regions);
     if (sim > 0 && CAS(&g_sim_regions, &sim, sim - 1)) wait = LOAD(&g_sim_late);
 
-    int probing = 1;
-    const int was_probe = CAS(&g_probing, &probing, 0);
     if (wait > FC_LATE_NS && wait > tm->work / 2) {
         ADD(&g_late_regions, 1);
-        if (LOAD(&g_adaptive)) back_off(tm->team, tm->nlate, was_probe);
-    } else if (LOAD(&g_cap) == 0) {
-        const int64_t b = LOAD(&g_backoff), lo = LOAD(&g_backoff_min);
-        if (b > lo) STORE(&g_backoff, FC_MAX(b / 2, lo));
+        if (LOAD(&g_adaptive)) back_off(tm);
     }
 }
 
@@ -199,7 +208,6 @@ void fc_team_reset(int64_t backoff_ns)
     STORE(&g_cap_until, 0);
     STORE(&g_backoff_min, backoff_ns);
     STORE(&g_backoff, backoff_ns);
-    STORE(&g_probing, 0);
     STORE(&g_parallel_regions, 0);
     STORE(&g_late_regions, 0);
     STORE(&g_backoffs, 0);

@@ -213,7 +213,7 @@ def info():
     ``threads_last_call`` (the largest team a parallel region of the most recent
     kernel call really ran with; 1 if it ran serially), ``cap`` (while backing
     off, the most threads a kernel gets; 0 otherwise), ``cap_left_s`` (until
-    the full team is tried again), ``backoff_s`` (length of the next back-off),
+    the full team is tried again), ``backoff_s`` (length of the last back-off; lateness soon after it doubles it),
     and counts of ``parallel_regions``, ``late_regions`` (the caller waited for
     a descheduled helper) and ``backoffs``. Process-wide: with several Python
     threads calling kernels, "last call" is whichever finished last.

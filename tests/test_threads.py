@@ -109,6 +109,21 @@ def test_a_late_probe_doubles_the_backoff_up_to_one_second(team, conv_inputs):
 
 
 @needs_openmp
+def test_lateness_after_a_clean_spell_starts_the_backoff_afresh(team, conv_inputs):
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.1)
+    _kernels.team_simulate_late(0.05, 1)
+    fastconv.conv2d(x, w)
+    assert stats()["backoff_s"] == pytest.approx(0.1)
+    time.sleep(0.1 + 1.05)                      # the back-off, then a clean second
+    _kernels.team_simulate_late(0.05, 1)
+    assert threads_used(x, w) == 2
+    s = stats()
+    assert s["cap"] == 1 and s["backoffs"] == 2
+    assert s["backoff_s"] == pytest.approx(0.1)
+
+
+@needs_openmp
 def test_a_short_wait_is_not_late(team, conv_inputs):
     """A helper's ordinary wake-up (tens of microseconds) must not cost the team."""
     _kernels.team_adaptive(False)  # keep the full team for both calls
