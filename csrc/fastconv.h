@@ -231,6 +231,7 @@ typedef struct {
     int64_t parallel_regions; /* regions run with > 1 thread */
     int64_t late_regions;     /* ... whose caller waited for a late helper */
     int64_t backoffs;         /* times the controller capped the team */
+    int64_t scout_late;       /* ... of them because the scout found no free core */
 } fc_team_stats;
 void fc_team_get_stats(fc_team_stats *s);
 /* Adaptive (1, the default): late helpers cap the team for a while. 0: every
@@ -239,8 +240,9 @@ void fc_team_get_stats(fc_team_stats *s);
 void fc_team_set_adaptive(int on);
 int fc_team_adaptive(void);
 /* For tests: forget all history, with back-offs starting at `backoff_ns` (<= 0:
- * the default 16 ms); make the next `regions` parallel regions look as if the
- * caller had waited `wait_ns` for a helper (whatever it really waited). */
+ * the default 16 ms); make the next `regions` parallel regions (or answers of
+ * the scout) look as if the caller (scout) had waited `wait_ns` for a core,
+ * whatever it really waited. */
 void fc_team_reset(int64_t backoff_ns);
 void fc_team_simulate_late(int64_t wait_ns, int regions);
 

@@ -15,8 +15,10 @@
  * longer than FC_LATE_NS and longer than half its own work would have been
  * faster on one thread: the controller then caps the team, without the helpers
  * that arrived late (or one thread smaller when none did: one was descheduled
- * mid-share), for a back-off period, after which the next region tries the
- * full team again. So the team shrinks to the cores actually free.
+ * mid-share), for a back-off period. When it lapses, a thread of our own (the
+ * scout) is woken first; if it gets a core at once, the next call tries the
+ * full team again, else the back-off is renewed without any kernel waiting. So
+ * the team shrinks to the cores actually free and grows back when they are.
  *
  * Lateness in a region opened within FC_CLEAN_SPELL (1 s) after a back-off
  * ended means the contention lasts: the back-off doubles, up to FC_BACKOFF_MAX,
@@ -84,7 +86,7 @@ static int64_t g_backoff = FC_BACKOFF_MIN_NS;
 static int g_adaptive = 1;            /* 0: observe only, never cap (tests, benchmarks) */
 static int g_last_team = 1;           /* largest team of the last kernel call */
 static int g_used = 0;                /* a region ran with > 1 thread (fork rule) */
-static int64_t g_parallel_regions = 0, g_late_regions = 0, g_backoffs = 0;
+static int64_t g_parallel_regions = 0, g_late_regions = 0, g_backoffs = 0, g_scout_late = 0;
 static int64_t g_sim_late = 0;        /* test hook: injected wait, ns */
 static int g_sim_regions = 0;         /* ... for this many more parallel regions */
 
@@ -101,6 +103,93 @@ int fc_thread_limit(void)
     return lim;
 }
 
+/* Cap the team at `cap` for a back-off, for lateness seen in a region (or by
+ * the scout) that began at `t0`. */
+static void back_off(int64_t t0, int cap)
+{
+    const int64_t now = fc_team_now(), until = LOAD(&g_cap_until);
+    /* a region opened while the current back-off was in force: already counted */
+    if (t0 < until) return;
+    /* measured from the region's start: the late region itself may take a long
+     * time slice to end on a crowded machine */
+    int64_t b = LOAD(&g_backoff);
+    if (until != 0 && t0 - until <= FC_CLEAN_SPELL_NS)
+        b = FC_MIN(2 * b, FC_BACKOFF_MAX_NS);
+    else
+        b = LOAD(&g_backoff_min);
+    STORE(&g_backoff, b);
+    STORE(&g_cap_until, now + b);
+    STORE(&g_cap, FC_MAX(cap, 1));
+    ADD(&g_backoffs, 1);
+}
+
+/*
+ * ---- the scout ----
+ * Trying the full team again when a back-off lapses costs a time slice if the
+ * cores are still busy. A sleeping thread of our own is woken first instead: if
+ * it gets a core within FC_LATE_NS, a helper would too, and the next call tries
+ * the full team; if not, the back-off is renewed (doubled) and no kernel waited.
+ * Calls in between stay on the capped team.
+ */
+#if FC_HAVE_OPENMP && !defined(_WIN32)
+#include <pthread.h>
+static pthread_mutex_t g_scout_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_scout_cond = PTHREAD_COND_INITIALIZER;
+static int g_scout_state = 0;   /* 0 not started, 1 running, -1 could not start */
+static int64_t g_ping_at = 0;   /* a wake-up posted at this time awaits the scout; 0 = none */
+static int64_t g_pong = -1;     /* the scout's wake-up latency for it, ns; -1 = not yet */
+
+static void *scout_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_scout_lock);
+    for (;;) {
+        while (g_ping_at == 0 || g_pong >= 0) pthread_cond_wait(&g_scout_cond, &g_scout_lock);
+        g_pong = fc_team_now() - g_ping_at;
+    }
+    return NULL;
+}
+
+/* 1: a core is free, try the full team; 0: no answer yet; -1: no core was free.
+ * *asked gets the time the answered question was posted. */
+static int scout_check(int64_t now, int64_t *asked)
+{
+    int r = 0;
+    pthread_mutex_lock(&g_scout_lock);
+    if (g_scout_state == 0) {
+        pthread_attr_t at;
+        pthread_t t;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&at, 1 << 16);
+        g_scout_state = pthread_create(&t, &at, scout_main, NULL) == 0 ? 1 : -1;
+        pthread_attr_destroy(&at);
+    }
+    if (g_scout_state < 0) {
+        r = 1; /* no scout: the team itself finds out */
+    } else if (g_ping_at == 0) {
+        g_ping_at = now;
+        g_pong = -1;
+        pthread_cond_signal(&g_scout_cond);
+    } else if (g_pong >= 0) {
+        int64_t lat = g_pong;
+        int sim = LOAD(&g_sim_regions);
+        if (sim > 0 && CAS(&g_sim_regions, &sim, sim - 1)) lat = LOAD(&g_sim_late);
+        r = lat > FC_LATE_NS ? -1 : 1;
+        *asked = g_ping_at;
+        g_ping_at = 0;
+    }
+    pthread_mutex_unlock(&g_scout_lock);
+    return r;
+}
+#else
+static int scout_check(int64_t now, int64_t *asked)
+{
+    *asked = now;
+    return 1;
+}
+#endif
+
 int fc_threads(int requested)
 {
     if (requested <= 1 || !FC_HAVE_OPENMP || fc_forked_child()) {
@@ -110,10 +199,17 @@ int fc_threads(int requested)
     int n = FC_MIN(requested, fc_thread_limit());
     int cap = LOAD(&g_cap);
     if (cap > 0) {
-        if (fc_team_now() < LOAD(&g_cap_until)) {
-            n = FC_MIN(n, cap);
+        const int64_t now = fc_team_now();
+        int64_t asked = now;
+        int r = 0;
+        if (now >= LOAD(&g_cap_until) && (r = scout_check(now, &asked)) > 0) {
+            CAS(&g_cap, &cap, 0); /* lapsed, a core is free: this call tries the full team */
         } else {
-            CAS(&g_cap, &cap, 0); /* lapsed: this call tries the full team */
+            n = FC_MIN(n, cap);
+            if (r < 0) {
+                ADD(&g_scout_late, 1);
+                if (LOAD(&g_adaptive)) back_off(asked, cap);
+            }
         }
     }
     /* regions raise it to the team they really ran with */
@@ -145,26 +241,6 @@ void fc_team_begin(fc_team *tm, int nt)
     tm->t0 = nt > 1 ? fc_team_now() : 0;
 }
 
-/* Cap the team below the region's: without the helpers that arrived late (the
- * cores they waited for are busy), or one fewer when none did. */
-static void back_off(const fc_team *tm)
-{
-    const int64_t now = fc_team_now(), until = LOAD(&g_cap_until);
-    /* a region opened while the current back-off was in force: already counted */
-    if (tm->t0 < until) return;
-    /* measured from the region's start: the late region itself may take a long
-     * time slice to end on a crowded machine */
-    int64_t b = LOAD(&g_backoff);
-    if (until != 0 && tm->t0 - until <= FC_CLEAN_SPELL_NS)
-        b = FC_MIN(2 * b, FC_BACKOFF_MAX_NS);
-    else
-        b = LOAD(&g_backoff_min);
-    STORE(&g_backoff, b);
-    STORE(&g_cap_until, now + b);
-    STORE(&g_cap, FC_MAX(tm->team - FC_MAX(tm->nlate, 1), 1));
-    ADD(&g_backoffs, 1);
-}
-
 void fc_team_end(fc_team *tm)
 {
     if (tm->t0 == 0 || tm->team <= 1) return;
@@ -182,7 +258,9 @@ void fc_team_end(fc_team *tm)
 
     if (wait > FC_LATE_NS && wait > tm->work / 2) {
         ADD(&g_late_regions, 1);
-        if (LOAD(&g_adaptive)) back_off(tm);
+        /* without the helpers that arrived late (their cores are busy), or one
+         * fewer when none did (one was descheduled mid-share) */
+        if (LOAD(&g_adaptive)) back_off(tm->t0, tm->team - FC_MAX(tm->nlate, 1));
     }
 }
 
@@ -198,10 +276,16 @@ void fc_team_get_stats(fc_team_stats *s)
     s->parallel_regions = LOAD(&g_parallel_regions);
     s->late_regions = LOAD(&g_late_regions);
     s->backoffs = LOAD(&g_backoffs);
+    s->scout_late = LOAD(&g_scout_late);
 }
 
 void fc_team_reset(int64_t backoff_ns)
 {
+#if FC_HAVE_OPENMP && !defined(_WIN32)
+    pthread_mutex_lock(&g_scout_lock);
+    g_ping_at = 0; /* an answer to a question from before is not wanted */
+    pthread_mutex_unlock(&g_scout_lock);
+#endif
     if (backoff_ns <= 0) backoff_ns = FC_BACKOFF_MIN_NS;
     backoff_ns = FC_MIN(backoff_ns, FC_BACKOFF_MAX_NS);
     STORE(&g_cap, 0);
@@ -211,6 +295,7 @@ void fc_team_reset(int64_t backoff_ns)
     STORE(&g_parallel_regions, 0);
     STORE(&g_late_regions, 0);
     STORE(&g_backoffs, 0);
+    STORE(&g_scout_late, 0);
     STORE(&g_sim_regions, 0);
     STORE(&g_sim_late, 0);
 }

@@ -144,6 +144,7 @@ cdef extern from "fastconv.h" nogil:
         int64_t parallel_regions
         int64_t late_regions
         int64_t backoffs
+        int64_t scout_late
     void fc_team_get_stats(fc_team_stats *s)
     void fc_team_set_adaptive(int on)
     int fc_team_adaptive()

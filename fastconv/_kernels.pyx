@@ -386,7 +386,8 @@ def team_stats():
     return {"threads_last_call": s.last_team, "cap": s.cap,
             "cap_left_s": s.cap_left_ns * 1e-9, "backoff_s": s.backoff_ns * 1e-9,
             "parallel_regions": s.parallel_regions, "late_regions": s.late_regions,
-            "backoffs": s.backoffs, "adaptive": bool(fc_team_adaptive())}
+            "backoffs": s.backoffs, "scout_late": s.scout_late,
+            "adaptive": bool(fc_team_adaptive())}
 
 
 def team_reset(double backoff_s=0.0):
@@ -402,7 +403,7 @@ def team_adaptive(on=None):
 
 
 def team_simulate_late(double wait_s, int regions):
-    """Tests: the next ``regions`` parallel regions report a helper ``wait_s`` late."""
+    """Tests: the next ``regions`` parallel regions (or scout answers) report ``wait_s``."""
     fc_team_simulate_late(<int64_t>(wait_s * 1e9), regions)
 
 

@@ -65,7 +65,8 @@ def threads_used(x, w):
 def test_info_reports_the_team(team, conv_inputs):
     s = stats()
     assert set(s) >= {"threads_last_call", "cap", "cap_left_s", "backoff_s",
-                      "parallel_regions", "late_regions", "backoffs", "adaptive"}
+                      "parallel_regions", "late_regions", "backoffs", "scout_late",
+                      "adaptive"}
     assert s["cap"] == 0 and s["backoffs"] == 0 and s["adaptive"] is True
     assert threads_used(*conv_inputs) == 2
     assert stats()["parallel_regions"] >= 1
@@ -73,8 +74,20 @@ def test_info_reports_the_team(team, conv_inputs):
     assert stats()["threads_last_call"] == 1
 
 
+def scout_decides(x, w, timeout=10.0):
+    """Call conv2d until the scout's answer (a core free or not) decided the team."""
+    late = stats()["scout_late"]
+    end = time.monotonic() + timeout
+    while True:
+        n = threads_used(x, w)
+        if n > 1 or stats()["scout_late"] > late or time.monotonic() > end:
+            return n
+        time.sleep(0.002)
+
+
 @needs_openmp
-def test_a_late_helper_makes_the_next_calls_serial_until_a_probe(team, conv_inputs):
+def test_a_late_helper_makes_the_next_calls_serial_until_the_scout_sees_a_core(
+        team, conv_inputs):
     x, w = conv_inputs
     want = fastconv.conv2d(x, w)
     _kernels.team_reset(backoff_s=0.5)
@@ -88,23 +101,33 @@ def test_a_late_helper_makes_the_next_calls_serial_until_a_probe(team, conv_inpu
     assert_bitwise_equal(fastconv.conv2d(x, w), want, "conv2d on the capped team")
 
     time.sleep(stats()["cap_left_s"] + 0.02)
-    assert stats()["cap"] == 0
-    assert threads_used(x, w) == 2, "after the back-off the full team was not tried again"
+    # from here every measurement says "on time", whatever the machine's load
+    _kernels.team_simulate_late(0.0, 1000)
+    assert threads_used(x, w) == 1, "the full team was tried before the scout answered"
+    assert scout_decides(x, w) == 2, "the scout saw a free core, but the team stayed capped"
+    assert stats()["cap"] == 0 and stats()["scout_late"] == 0
+
+    # the full team is late again soon after: the back-off doubles
+    _kernels.team_simulate_late(0.05, 1)
+    assert threads_used(x, w) == 2
+    s = stats()
+    assert s["cap"] == 1 and s["backoff_s"] == pytest.approx(1.0)
 
 
 @needs_openmp
-def test_a_late_probe_doubles_the_backoff_up_to_one_second(team, conv_inputs):
+def test_a_busy_scout_renews_and_doubles_the_backoff_up_to_one_second(team, conv_inputs):
+    """No kernel waits to find out that the cores are still busy."""
     x, w = conv_inputs
     _kernels.team_reset(backoff_s=0.3)
     _kernels.team_simulate_late(0.05, 1)
     fastconv.conv2d(x, w)
-    assert stats()["backoff_s"] == pytest.approx(0.3)  # not a probe: no doubling
-    for want in (0.6, 1.0):
+    assert stats()["backoff_s"] == pytest.approx(0.3)  # a first lateness: no doubling
+    for k, want in enumerate((0.6, 1.0), start=1):
         time.sleep(stats()["cap_left_s"] + 0.02)
-        _kernels.team_simulate_late(0.05, 1)    # the probe is late too
-        assert threads_used(x, w) == 2
+        _kernels.team_simulate_late(0.05, 1)    # the scout waits 50 ms for a core
+        assert scout_decides(x, w) == 1
         s = stats()
-        assert s["cap"] == 1
+        assert s["scout_late"] == k and s["cap"] == 1
         assert s["backoff_s"] == pytest.approx(want)
 
 
@@ -116,6 +139,8 @@ def test_lateness_after_a_clean_spell_starts_the_backoff_afresh(team, conv_input
     fastconv.conv2d(x, w)
     assert stats()["backoff_s"] == pytest.approx(0.1)
     time.sleep(0.1 + 1.05)                      # the back-off, then a clean second
+    _kernels.team_simulate_late(0.0, 1000)
+    assert scout_decides(x, w) == 2
     _kernels.team_simulate_late(0.05, 1)
     assert threads_used(x, w) == 2
     s = stats()
