@@ -52,6 +52,7 @@ int64_t fc_team_now(void);
 void fc_team_begin(fc_team *tm, int nt);
 void fc_team_end(fc_team *tm);
 int fc_team_was_used(void); /* some region ran with > 1 thread (fork rule) */
+void fc_team_atfork_child(void);
 
 static inline void fc_team_arrive(fc_team *tm)
 {

@@ -150,6 +150,15 @@ static void *scout_main(void *arg)
     return NULL;
 }
 
+/* In a forked child: the scout thread is gone, and the lock may have been held. */
+void fc_team_atfork_child(void)
+{
+    pthread_mutex_init(&g_scout_lock, NULL);
+    pthread_cond_init(&g_scout_cond, NULL);
+    g_scout_state = 0;
+    g_ping_at = 0;
+}
+
 /* 1: a core is free, try the full team; 0: no answer yet; -1: no core was free.
  * *asked gets the time the answered question was posted. */
 static int scout_check(int64_t now, int64_t *asked)
@@ -183,6 +192,7 @@ static int scout_check(int64_t now, int64_t *asked)
     return r;
 }
 #else
+void fc_team_atfork_child(void) {}
 static int scout_check(int64_t now, int64_t *asked)
 {
     *asked = now;

@@ -457,6 +457,7 @@ static pthread_mutex_t g_pool_lock;
 static void on_fork_child(void)
 {
     if (fc_team_was_used()) g_forked_child = 1;
+    fc_team_atfork_child();
 #if !defined(FC_NO_POOL)
     /* another thread may have held the pool lock at fork(); it does not exist here */
     pthread_mutex_init(&g_pool_lock, NULL);
