@@ -79,9 +79,10 @@ def set_num_threads(n):
     ----------
     n : int, 1 <= n <= 4 * os.cpu_count()
         Thread count. Also passed to ``omp_set_num_threads`` so that the OpenMP
-        runtime (and ``threadpoolctl``) report it. A larger count is refused
-        with ``ValueError``: the OpenMP runtime cannot start an arbitrary number
-        of threads (GNU libgomp crashes or aborts the process).
+        runtime (and ``threadpoolctl``) report it. A larger count (or one above
+        the OpenMP thread limit, or 1024) is refused with ``ValueError``: the
+        OpenMP runtime cannot start an arbitrary number of threads (GNU libgomp
+        crashes or aborts the process).
 
     Notes
     -----
@@ -106,8 +107,8 @@ def get_num_threads():
 
     That is the OpenMP runtime's ``omp_get_max_threads()`` for the calling
     thread (which honours ``OMP_NUM_THREADS`` and ``threadpoolctl`` limits),
-    capped by :func:`set_num_threads` if it was called and by
-    4 * os.cpu_count() (see set_num_threads). A kernel may run on fewer (see :func:`info`).
+    capped by :func:`set_num_threads` if it was called, and never more than
+    :func:`set_num_threads` accepts. A kernel may run on fewer: see :func:`info`.
     """
     n = min(_kernels.max_threads(), _max_num_threads())
     if _thread_cap is not None:
@@ -213,9 +214,11 @@ def info():
     ``threads_last_call`` (the largest team a parallel region of the most recent
     kernel call really ran with; 1 if it ran serially), ``cap`` (while backing
     off, the most threads a kernel gets; 0 otherwise), ``cap_left_s`` (until
-    the full team is tried again), ``backoff_s`` (length of the last back-off; lateness soon after it doubles it),
-    and counts of ``parallel_regions``, ``late_regions`` (the caller waited for
-    a descheduled helper) and ``backoffs``. Process-wide: with several Python
+    the full team is tried again), ``backoff_s`` (length of the last back-off;
+    lateness soon after it doubles it), and counts of ``parallel_regions``,
+    ``late_regions`` (the caller waited for a descheduled helper), ``backoffs``
+    and ``scout_late`` (back-offs renewed because a spare thread found no free
+    core); ``adaptive`` is False only while a test holds the team fixed. Process-wide: with several Python
     threads calling kernels, "last call" is whichever finished last.
     """
     return {
