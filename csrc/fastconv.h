@@ -202,9 +202,11 @@ int fc_optim_step_f64(const fc_optim_hyper *h, const fc_optim_tensor_f64 *t, ptr
  * alloca-ing one start record per new thread on the caller's stack and aborts
  * the process when it cannot create a thread: a team of 100000 overflows the
  * stack (SIGSEGV), one of 2**31-1 aborts. Every request is clamped to this
- * (and to omp_get_thread_limit()); fastconv.set_num_threads refuses more.
+ * (and to omp_get_thread_limit()); fastconv.set_num_threads refuses more. 256
+ * threads of 8 MiB stacks stay within common process and memory limits, and no
+ * kernel here gains from more.
  */
-#define FC_MAX_TEAM 1024
+#define FC_MAX_TEAM 256
 int fc_thread_limit(void);             /* min(FC_MAX_TEAM, omp_get_thread_limit()) */
 
 /*

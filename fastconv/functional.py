@@ -66,7 +66,7 @@ def _max_num_threads():
     """The largest thread count :func:`set_num_threads` accepts.
 
     ``4 * os.cpu_count()`` (more threads than that only wait for each other),
-    and never more than the compiled runtime can start: 1024, or the OpenMP
+    and never more than the compiled runtime can start: 256, or the OpenMP
     thread limit (``OMP_THREAD_LIMIT``) if that is lower.
     """
     return max(1, min(4 * (os.cpu_count() or 1), _kernels.thread_limit()))
@@ -80,7 +80,7 @@ def set_num_threads(n):
     n : int, 1 <= n <= 4 * os.cpu_count()
         Thread count. Also passed to ``omp_set_num_threads`` so that the OpenMP
         runtime (and ``threadpoolctl``) report it. A larger count (or one above
-        the OpenMP thread limit, or 1024) is refused with ``ValueError``: the
+        the OpenMP thread limit, or 256) is refused with ``ValueError``: the
         OpenMP runtime cannot start an arbitrary number of threads (GNU libgomp
         crashes or aborts the process).
 

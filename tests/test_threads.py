@@ -187,7 +187,7 @@ def test_one_thread_runs_no_team(team, conv_inputs):
 def test_limit_is_four_per_cpu_and_within_the_runtime():
     limit = fastconv.functional._max_num_threads()
     assert 1 <= limit <= 4 * os.cpu_count()
-    assert limit <= _kernels.thread_limit() <= 1024
+    assert limit <= _kernels.thread_limit() <= 256
 
 
 @pytest.mark.parametrize("n", [100000, 2**31 - 1, 2**63])
