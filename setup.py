@@ -27,7 +27,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CSRC = ["csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_eltwise.c", "csrc/fc_ukernels.c",
-        "csrc/fc_winograd.c", "csrc/fc_gemm.c", "csrc/fc_optim.c"]
+        "csrc/fc_winograd.c", "csrc/fc_gemm.c", "csrc/fc_optim.c", "csrc/fc_team.c"]
 
 
 def _env_flag(name):

@@ -198,9 +198,23 @@ int fc_optim_step_f64(const fc_optim_hyper *h, const fc_optim_tensor_f64 *t, ptr
 
 /* ---- threads ---------------------------------------------------------------- */
 /*
- * The thread count a kernel will really use for a request. In a process forked
- * after its parent ran a parallel region, GNU libgomp's thread pool is gone and
- * a new parallel region would hang; there every kernel runs on one thread.
+ * The most threads any kernel runs with. GNU libgomp builds a team by
+ * alloca-ing one start record per new thread on the caller's stack and aborts
+ * the process when it cannot create a thread: a team of 100000 overflows the
+ * stack (SIGSEGV), one of 2**31-1 aborts. Every request is clamped to this
+ * (and to omp_get_thread_limit()); fastconv.set_num_threads refuses more. 256
+ * threads of 8 MiB stacks stay within common process and memory limits, and no
+ * kernel here gains from more.
+ */
+#define FC_MAX_TEAM 256
+int fc_thread_limit(void);             /* min(FC_MAX_TEAM, omp_get_thread_limit()) */
+
+/*
+ * The thread count a kernel will really use for a request: at most
+ * fc_thread_limit(), fewer while the team controller (csrc/fc_team.c) backs off
+ * because helpers were descheduled. In a process forked after its parent ran a
+ * parallel region, GNU libgomp's thread pool is gone and a new parallel region
+ * would hang; there every kernel runs on one thread.
  */
 int fc_threads(int requested);
 /* Same, but one thread when `work` (multiply-adds or elements) is too small to
@@ -209,6 +223,30 @@ int fc_threads_for(int requested, double work);
 /* Register the fork handler; called once when the extension is imported. */
 void fc_init(void);
 int fc_forked_child(void);             /* 1 in such a forked child */
+
+/* What the team controller knows (fastconv.info()["team"]). */
+typedef struct {
+    int cap;                  /* team cap while backing off; 0 = none */
+    int64_t cap_left_ns;      /* until the cap lapses and a region probes the full team */
+    int64_t backoff_ns;       /* length of the last back-off (the next one doubles it) */
+    int last_team;            /* largest team a region of the last kernel call ran with */
+    int64_t parallel_regions; /* regions run with > 1 thread */
+    int64_t late_regions;     /* ... whose caller waited for a late helper */
+    int64_t backoffs;         /* times the controller capped the team */
+    int64_t scout_late;       /* ... of them because the scout found no free core */
+} fc_team_stats;
+void fc_team_get_stats(fc_team_stats *s);
+/* Adaptive (1, the default): late helpers cap the team for a while. 0: every
+ * kernel gets the team it asks for (benchmarks of a fixed thread count, tests);
+ * regions are still timed and counted. */
+void fc_team_set_adaptive(int on);
+int fc_team_adaptive(void);
+/* For tests: forget all history, with back-offs starting at `backoff_ns` (<= 0:
+ * the default 16 ms); make the next `regions` parallel regions (or answers of
+ * the scout) look as if the caller (scout) had waited `wait_ns` for a core,
+ * whatever it really waited. */
+void fc_team_reset(int64_t backoff_ns);
+void fc_team_simulate_late(int64_t wait_ns, int regions);
 
 /* Large scratch blocks are pooled between calls; this frees them all. */
 void fc_release_pool(void);

@@ -108,7 +108,12 @@ static void SFX(pad_phase_copy)(const REAL *src, ptrdiff_t n, ptrdiff_t c, ptrdi
     const ptrdiff_t plane = hq * wq;
     const ptrdiff_t total = n * c;
     ptrdiff_t t;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+    fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
     for (t = 0; t < total; ++t) {
         const ptrdiff_t in = t / c, ic = t % c;
         const REAL *s = src + (in * c + ic) * h * w;
@@ -138,6 +143,9 @@ static void SFX(pad_phase_copy)(const REAL *src, ptrdiff_t n, ptrdiff_t c, ptrdi
                 }
             }
     }
+    fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
 }
 
 /* out = relu(c + bias), branch-free (a sign branch mispredicts on real data) */
@@ -221,15 +229,18 @@ static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n
     }
     first[njobs] = ntask;
     int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1 && ntask > 1)
     {
+        fc_team_arrive(&tm);
         REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)cbuf_elems);
         if (!cbuf) {
 #pragma omp atomic write
             failed = 1;
         }
         ptrdiff_t t;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (t = 0; t < ntask; ++t) {
             if (!cbuf) continue;
             int j = 0;
@@ -284,7 +295,9 @@ static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n
             }
         }
         fc_free(cbuf);
+        fc_team_done(&tm);
     }
+    fc_team_end(&tm);
     free(first);
     return failed ? FC_ENOMEM : FC_OK;
 }
@@ -409,15 +422,18 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
     memcpy(gyc, gy + (g->n - 1) * img, sizeof(REAL) * (size_t)img);
     memset(gyc + img, 0, sizeof(REAL) * (size_t)(ldc + 64));
 
+    fc_team tm;
+    fc_team_begin(&tm, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1 && g->n > 1)
     {
+        fc_team_arrive(&tm);
         REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(pl.mpad * ldc));
         if (!cbuf) {
 #pragma omp atomic write
             failed = 1;
         }
         ptrdiff_t in;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (in = 0; in < g->n; ++in) {
             if (!cbuf) continue;
             REAL *gxn = gx + in * g->c * chw;
@@ -463,7 +479,9 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
             }
         }
         fc_free(cbuf);
+        fc_team_done(&tm);
     }
+    fc_team_end(&tm);
     if (failed) rc = FC_ENOMEM;
 done:
     free(koff);
@@ -670,8 +688,11 @@ static int SFX(bwd_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
     if (!xq) { rc = FC_ENOMEM; goto done; }
     memset(xq + N * img, 0, sizeof(REAL) * (size_t)slack);
     SFX(pad_phase_copy)(x, N, g->c, g->h, g->w, g->sh, g->sw, g->ph, g->pw, hq, wq, img, nt, xq);
+    fc_team tm;
+    fc_team_begin(&tm, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1 && ntask > 1)
     {
+        fc_team_arrive(&tm);
         /* rows r of the tile, images of the chunk: gl[(r * chunk_max + im) * lq + q] */
         REAL *gl = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(dmr * chunk_max * lq));
         if (!gl) {
@@ -679,7 +700,7 @@ static int SFX(bwd_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
             failed = 1;
         }
         ptrdiff_t t;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (t = 0; t < ntask; ++t) {
             if (!gl) continue;
             const ptrdiff_t gi = t / (nch * ntile), ch = (t / ntile) % nch, mt = t % ntile;
@@ -722,17 +743,27 @@ static int SFX(bwd_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
                 }
         }
         fc_free(gl);
+        fc_team_done(&tm);
     }
+    fc_team_end(&tm);
     if (failed) { rc = FC_ENOMEM; goto done; }
     {
         ptrdiff_t t, total = K * ckk + (gb ? K : 0);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total > 4096)
+        fc_team tm;
+        fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1 && total > 4096)
+        {
+        fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
         for (t = 0; t < total; ++t) {
             REAL s = parts[t];
             for (ptrdiff_t ch = 1; ch < nch; ++ch) s += parts[ch * part + t];
             if (t < K * ckk) gw[t] = s;
             else gb[t - K * ckk] = s;
         }
+        fc_team_done(&tm);
+        }
+        fc_team_end(&tm);
     }
 done:
     free(koff);
@@ -787,7 +818,12 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
     /* NHWC padded copy of x */
     {
         ptrdiff_t t, total = g->n * hp;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        fc_team tm;
+        fc_team_begin(&tm, nthreads);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+        {
+        fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
         for (t = 0; t < total; ++t) {
             const ptrdiff_t in = t / hp, yp = t % hp, ys = yp - g->ph;
             REAL *d = xh + (in * hp + yp) * wp * C;
@@ -802,11 +838,17 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
                 for (ptrdiff_t xx = 0; xx < g->w; ++xx)
                     d[(g->pw + xx) * C + c] = s[c * g->h * g->w + xx];
         }
+        fc_team_done(&tm);
+        }
+        fc_team_end(&tm);
     }
 
     int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nthreads);
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && nch > 1)
     {
+        fc_team_arrive(&tm);
         REAL *bt = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(FC_DW_PB * ldb + nr_max));
         REAL *at = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(FC_DW_PB * pl.mpad));
         if (!bt || !at) {
@@ -817,7 +859,7 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
             memset(bt, 0, sizeof(REAL) * (size_t)(FC_DW_PB * ldb + nr_max));
         }
         ptrdiff_t ch;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (ch = 0; ch < nch; ++ch) {
             if (!bt || !at) continue;
             REAL *pc = parts + ch * part;
@@ -890,13 +932,20 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
         }
         fc_free(bt);
         fc_free(at);
+        fc_team_done(&tm);
     }
+    fc_team_end(&tm);
     if (failed) { rc = FC_ENOMEM; goto done; }
 
     /* merge partials in chunk order; permute (i, j, c) -> (c, i, j) */
     {
         ptrdiff_t t, total = g->k;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        fc_team tm;
+        fc_team_begin(&tm, nthreads);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+        {
+        fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
         for (t = 0; t < total; ++t) {
             const ptrdiff_t gi = t / mg, m = t % mg;
             REAL *dst = gw + t * ckk;
@@ -914,6 +963,9 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
                 gb[t] = s;
             }
         }
+        fc_team_done(&tm);
+        }
+        fc_team_end(&tm);
     }
 done:
     fc_free(xh);

@@ -38,12 +38,20 @@
         nthreads = fc_threads_for(nthreads, (double)n);                                 \
         const ptrdiff_t nchunk = FC_CEILDIV(n, FC_ELT_CHUNK);                           \
         ptrdiff_t t;                                                                    \
-        _Pragma("omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && nchunk > 1)") \
+        fc_team tm;                                                                     \
+        fc_team_begin(&tm, nthreads);                                                   \
+        _Pragma("omp parallel num_threads(nthreads) if (nthreads > 1 && nchunk > 1)")   \
+        {                                                                               \
+        fc_team_arrive(&tm);                                                            \
+        _Pragma("omp for schedule(static) nowait")                                      \
         for (t = 0; t < nchunk; ++t) {                                                  \
             const ptrdiff_t a = t * FC_ELT_CHUNK, len = FC_MIN(n - a, FC_ELT_CHUNK);    \
             if (x == y) relu_fwd_inplace_##SFX(y + a, len);                             \
             else relu_fwd_run_##SFX(x + a, len, y + a);                                 \
         }                                                                               \
+        fc_team_done(&tm);                                                              \
+        }                                                                               \
+        fc_team_end(&tm);                                                               \
         return FC_OK;                                                                   \
     }                                                                                   \
     int fc_relu_bwd_##SFX(const REAL *gy, const REAL *y, ptrdiff_t n, int nthreads,     \
@@ -52,12 +60,20 @@
         nthreads = fc_threads_for(nthreads, (double)n);                                 \
         const ptrdiff_t nchunk = FC_CEILDIV(n, FC_ELT_CHUNK);                           \
         ptrdiff_t t;                                                                    \
-        _Pragma("omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && nchunk > 1)") \
+        fc_team tm;                                                                     \
+        fc_team_begin(&tm, nthreads);                                                   \
+        _Pragma("omp parallel num_threads(nthreads) if (nthreads > 1 && nchunk > 1)")   \
+        {                                                                               \
+        fc_team_arrive(&tm);                                                            \
+        _Pragma("omp for schedule(static) nowait")                                      \
         for (t = 0; t < nchunk; ++t) {                                                  \
             const ptrdiff_t a = t * FC_ELT_CHUNK, len = FC_MIN(n - a, FC_ELT_CHUNK);    \
             if (gx == gy) relu_bwd_inplace_##SFX(gx + a, y + a, len);                   \
             else relu_bwd_run_##SFX(gy + a, y + a, len, gx + a);                        \
         }                                                                               \
+        fc_team_done(&tm);                                                              \
+        }                                                                               \
+        fc_team_end(&tm);                                                               \
         return FC_OK;                                                                   \
     }
 

@@ -362,8 +362,15 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
 static int SFX(gemm_run)(const GEMM *g, int nt)
 {
     int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
-    SFX(gemm_team)(g, &failed);
+    {
+        fc_team_arrive(&tm);
+        SFX(gemm_team)(g, &failed);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
     return failed ? FC_ENOMEM : FC_OK;
 }
 
@@ -542,8 +549,16 @@ int SFX(fc_colsum)(const REAL *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda, int a
     const ptrdiff_t nb = FC_CEILDIV(n, 256);
     nthreads = fc_threads_for(nthreads, (double)m * (double)n);
     ptrdiff_t jb;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && nb > 1)
+    fc_team tm;
+    fc_team_begin(&tm, nthreads);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && nb > 1)
+    {
+    fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
     for (jb = 0; jb < nb; ++jb) SFX(colsum_block)(a, m, n, lda, accumulate, jb, out);
+    fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
     return FC_OK;
 }
 
@@ -577,16 +592,21 @@ int SFX(fc_linear_bwd)(const REAL *gy, const REAL *x, const REAL *w, ptrdiff_t n
         const ptrdiff_t nb = FC_CEILDIV(out, 256);
         int failed = 0;
         /* one team for both products and the bias sums */
+        fc_team tm;
+        fc_team_begin(&tm, nthreads);
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
         {
+            fc_team_arrive(&tm);
             if (gx) SFX(gemm_team)(&gd, &failed);
             if (gw) SFX(gemm_team)(&gwp, &failed);
             if (gb) {
                 ptrdiff_t jb;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
                 for (jb = 0; jb < nb; ++jb) SFX(colsum_block)(gy, n, out, out, accumulate, jb, gb);
             }
+            fc_team_done(&tm);
         }
+        fc_team_end(&tm);
         if (failed) rc = FC_ENOMEM;
     }
     free(kd);

@@ -3,6 +3,7 @@
 #define FC_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,76 @@
 #else
 #define FC_THREAD_ID() 0
 #endif
+
+/*
+ * Timing of one parallel region for the team controller (csrc/fc_team.c):
+ *
+ *     fc_team tm;
+ *     fc_team_begin(&tm, nt);
+ *     #pragma omp parallel num_threads(nt) if (nt > 1)
+ *     {
+ *         fc_team_arrive(&tm);
+ *         ... the work; a worksharing loop here gets `nowait` ...
+ *         fc_team_done(&tm);
+ *     }
+ *     fc_team_end(&tm);
+ *
+ * Helpers stamp how late they arrived; the caller (thread 0) stamps the end of
+ * its own share, so fc_team_end knows how long it then waited at the barrier.
+ * Two clock reads and one atomic per thread: noise against a region's >= 20 us.
+ */
+typedef struct {
+    int64_t t0;   /* caller's clock when the region opened, ns; 0 = not timed */
+    int64_t late; /* latest helper arrival after t0, ns */
+    int64_t work; /* caller's own share: t0 to its done stamp, ns */
+    int team;     /* threads the region really ran with */
+    int nlate;    /* helpers that arrived more than FC_LATE_NS late */
+} fc_team;
+
+/* A helper wake-up on a free core takes microseconds to a few tens of them;
+ * a descheduled one is a scheduler time slice late (1-10 ms). */
+#define FC_LATE_NS 300000
+
+int64_t fc_team_now(void);
+void fc_team_begin(fc_team *tm, int nt);
+void fc_team_end(fc_team *tm);
+int fc_team_was_used(void); /* some region ran with > 1 thread (fork rule) */
+void fc_team_atfork_child(void);
+
+static inline void fc_team_arrive(fc_team *tm)
+{
+#if FC_HAVE_OPENMP
+    if (tm->t0 == 0) return;
+    if (omp_get_thread_num() == 0) {
+        tm->team = omp_get_num_threads();
+        return;
+    }
+    const int64_t late = fc_team_now() - tm->t0;
+#if defined(__GNUC__) || defined(__clang__)
+    int64_t seen = __atomic_load_n(&tm->late, __ATOMIC_RELAXED);
+    while (late > seen && !__atomic_compare_exchange_n(&tm->late, &seen, late, 1,
+                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+    if (late > FC_LATE_NS) __atomic_fetch_add(&tm->nlate, 1, __ATOMIC_RELAXED);
+#else
+#pragma omp critical(fc_team_late)
+    {
+        if (late > tm->late) tm->late = late;
+        if (late > FC_LATE_NS) ++tm->nlate;
+    }
+#endif
+#else
+    (void)tm;
+#endif
+}
+
+static inline void fc_team_done(fc_team *tm)
+{
+#if FC_HAVE_OPENMP
+    if (tm->t0 != 0 && omp_get_thread_num() == 0) tm->work = fc_team_now() - tm->t0;
+#else
+    (void)tm;
+#endif
+}
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define FC_X86_SIMD 1

@@ -253,8 +253,11 @@
         opt_scalars_##SFX(h, &s);                                                       \
         const int level = fc_simd_level();                                              \
         nthreads = fc_threads_for(nthreads, (double)total * FC_OPT_WORK_PER_ELEM);      \
+        fc_team tm;                                                                     \
+        fc_team_begin(&tm, nthreads);                                                   \
         _Pragma("omp parallel num_threads(nthreads) if (nthreads > 1)")                 \
         {                                                                               \
+            fc_team_arrive(&tm);                                                        \
             const ptrdiff_t nth = FC_NUM_THREADS(), tid = FC_THREAD_ID();               \
             const ptrdiff_t lo = opt_bound(total, nth, tid);                            \
             const ptrdiff_t hi = opt_bound(total, nth, tid + 1);                        \
@@ -269,7 +272,9 @@
                 else                                                                    \
                     range_##SFX##_gen(h, &s, &t[k], a - off, b - a);                    \
             }                                                                           \
+            fc_team_done(&tm);                                                          \
         }                                                                               \
+        fc_team_end(&tm);                                                               \
         return FC_OK;                                                                   \
     }
 

@@ -278,8 +278,11 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
     nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nthreads);
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
+    fc_team_arrive(&tm);
     char *scratch = (char *)fc_malloc(SFX(max_scratch_bytes)(g));
     SFX(max_scratch) sc;
     if (scratch) sc = SFX(max_plane_setup)(g, scratch);
@@ -288,7 +291,7 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         failed = 1;
     }
     ptrdiff_t t;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (t = 0; t < planes; ++t) {
         if (!scratch) continue;
         const REAL *xp = x + t * hw;
@@ -310,7 +313,9 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         SFX(max_plane_generic)(xp, g, yp, ip, &sc);
     }
     fc_free(scratch);
+    fc_team_done(&tm);
     }
+    fc_team_end(&tm);
     return failed ? FC_ENOMEM : FC_OK;
 }
 
@@ -321,8 +326,12 @@ int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int bad = 0;
     ptrdiff_t t;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1) \
-    reduction(| : bad)
+    fc_team tm;
+    fc_team_begin(&tm, nthreads);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : bad)
+    {
+    fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
     for (t = 0; t < planes; ++t) {
         REAL *gp = gx + t * hw;
         const REAL *yp = gy + t * ohw;
@@ -334,6 +343,9 @@ int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom
             gp[i] += yp[o];
         }
     }
+    fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
     return bad ? FC_EINDEX : FC_OK;
 }
 
@@ -374,8 +386,11 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
     nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nthreads);
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
+    fc_team_arrive(&tm);
     /* per-output divisors (shape-only), then the plane's phase split */
     REAL *div = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(ohw + SFX(phase_elems)(g)));
     if (!div) {
@@ -388,7 +403,7 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
     const ptrdiff_t wph = FC_CEILDIV(g->w, g->sw); /* row pitch of what the taps read */
     const int split = g->sh > 1 || g->sw > 1;
     ptrdiff_t t;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (t = 0; t < planes; ++t) {
         if (!div) continue;
         const REAL *xp = x + t * hw;
@@ -416,7 +431,9 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         for (ptrdiff_t q = 0; q < ohw; ++q) yp[q] /= div[q];
     }
     fc_free(div);
+    fc_team_done(&tm);
     }
+    fc_team_end(&tm);
     return failed ? FC_ENOMEM : FC_OK;
 }
 
@@ -425,8 +442,11 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
     nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nthreads);
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
+    fc_team_arrive(&tm);
     /* divisors (shape-only), grad / divisor, the phase planes grad_x is summed in */
     REAL *div = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(2 * ohw + SFX(phase_elems)(g)));
     if (!div) {
@@ -440,7 +460,7 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
     const ptrdiff_t wph = FC_CEILDIV(g->w, g->sw); /* row pitch of what the taps add into */
     const int split = g->sh > 1 || g->sw > 1;
     ptrdiff_t t;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (t = 0; t < planes; ++t) {
         if (!vrow) continue;
         REAL *gp = gx + t * hw;
@@ -473,7 +493,9 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
         if (split) SFX(merge_phases)(ph, g, gp);
     }
     fc_free(div);
+    fc_team_done(&tm);
     }
+    fc_team_end(&tm);
     return failed ? FC_ENOMEM : FC_OK;
 }
 

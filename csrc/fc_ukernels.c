@@ -447,7 +447,6 @@ const fc_ukr_rows_f64 *fc_get_row_kernels_f64(void)
 }
 
 /* ---- threads, build facts, scratch ---------------------------------------- */
-static volatile int g_team_used = 0;   /* a kernel ran a region with > 1 thread */
 static volatile int g_forked_child = 0;
 
 #if !defined(_WIN32)
@@ -457,7 +456,8 @@ static pthread_mutex_t g_pool_lock;
 #endif
 static void on_fork_child(void)
 {
-    if (g_team_used) g_forked_child = 1;
+    if (fc_team_was_used()) g_forked_child = 1;
+    fc_team_atfork_child();
 #if !defined(FC_NO_POOL)
     /* another thread may have held the pool lock at fork(); it does not exist here */
     pthread_mutex_init(&g_pool_lock, NULL);
@@ -478,41 +478,7 @@ void fc_init(void)
 
 int fc_forked_child(void) { return g_forked_child; }
 
-int fc_threads(int requested)
-{
-    if (requested <= 1 || !FC_HAVE_OPENMP || g_forked_child) return 1;
-    g_team_used = 1;
-    return requested;
-}
-
-/* About 20 us of single-thread work: below it, a team's wake-up and barrier
- * cost more than they save (and far more on an oversubscribed machine). */
-#define FC_MIN_PARALLEL_WORK 2e5
-
-int fc_threads_for(int requested, double work)
-{
-    return work < FC_MIN_PARALLEL_WORK ? 1 : fc_threads(requested);
-}
-
 int fc_openmp_enabled(void) { return FC_HAVE_OPENMP; }
-
-int fc_max_threads(void)
-{
-#if FC_HAVE_OPENMP
-    return g_forked_child ? 1 : omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-void fc_set_max_threads(int n)
-{
-#if FC_HAVE_OPENMP
-    if (n >= 1) omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
-}
 
 const char *fc_compiler(void)
 {

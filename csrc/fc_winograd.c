@@ -148,7 +148,12 @@ static void wino_weight_transform(const float *w, ptrdiff_t rows, ptrdiff_t cols
 {
     const ptrdiff_t total = rows * cols;
     ptrdiff_t t;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && total >= 256)
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1 && total >= 256)
+    {
+    fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
     for (t = 0; t < total; ++t) {
         const ptrdiff_t r = t / cols, c = t % cols;
         double g[5][5], tmp[6][5];
@@ -169,6 +174,9 @@ static void wino_weight_transform(const float *w, ptrdiff_t rows, ptrdiff_t cols
                 u[(a * 6 + b) * total + t] = (float)s;
             }
     }
+    fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
 }
 
 /* ap[p] = u[p] (rows x red) packed in panels of mr rows, k-major, padded rows zero */
@@ -280,7 +288,12 @@ FC_NO_MEMCPY static void wino_pad(const float *x, ptrdiff_t n, ptrdiff_t c, ptrd
     const ptrdiff_t total = n * c;
     const ptrdiff_t lo = FC_MIN(left, wp), hi = FC_MAX(lo, FC_MIN(left + w, wp));
     ptrdiff_t t;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+    fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
     for (t = 0; t < total; ++t) {
         const float *s = x + t * h * w;
         float *d = xp + t * hp * wp;
@@ -297,6 +310,9 @@ FC_NO_MEMCPY static void wino_pad(const float *x, ptrdiff_t n, ptrdiff_t c, ptrd
             for (ptrdiff_t q = hi; q < wp; ++q) drow[q] = 0;
         }
     }
+    fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
 }
 
 /* ---- forward core (also grad-input) -------------------------------------- */
@@ -335,8 +351,11 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
     memset(xp + n * cin * plane, 0, sizeof(float) * (size_t)slack);
     wino_pad(x, n, cin, h, w, top, left, hp, wp, nt, xp);
 
+    fc_team tm;
+    fc_team_begin(&tm, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1 && nblk > 1)
     {
+        fc_team_arrive(&tm);
         float *vb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * cin * vp_pitch));
         /* + WL: wino_out_row reads whole lane arrays past the last tile */
         float *mb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * mpad * bt + WL));
@@ -348,7 +367,7 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
             memset(vb, 0, sizeof(float) * (size_t)(NP * cin * vp_pitch));
         }
         ptrdiff_t b;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (b = 0; b < nblk; ++b) {
             if (!vb || !mb) continue;
             const ptrdiff_t s0 = b * rpb, s1 = FC_MIN(trows, s0 + rpb);
@@ -410,7 +429,9 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
         }
         fc_free(vb);
         fc_free(mb);
+        fc_team_done(&tm);
     }
+    fc_team_end(&tm);
     if (failed) rc = FC_ENOMEM;
 done:
     fc_free(ap);
@@ -501,7 +522,12 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
         /* grad_y channels-last, channels padded with zeros to a multiple of WL */
         const ptrdiff_t hw = ho * wo;
         ptrdiff_t in;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        fc_team tm;
+        fc_team_begin(&tm, nthreads);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+        {
+        fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
         for (in = 0; in < g->n; ++in) {
             const float *src = gy + in * K * hw;
             float *dst = gyt + in * hw * k16;
@@ -513,10 +539,16 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
                     for (ptrdiff_t k = K; k < k16; ++k) dst[q * k16 + k] = 0;
             }
         }
+        fc_team_done(&tm);
+        }
+        fc_team_end(&tm);
     }
 
+    fc_team tm;
+    fc_team_begin(&tm, nthreads);
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && nchunk > 1)
     {
+        fc_team_arrive(&tm);
         float *vb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * rpad * vp_pitch));
         /* Z of the block's tiles, then one zero tile that spare columns read */
         float *bb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * (bt + 1) * ldb));
@@ -530,7 +562,7 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
             memset(bb, 0, sizeof(float) * (size_t)(NP * (bt + 1) * ldb));
         }
         ptrdiff_t ch;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (ch = 0; ch < nchunk; ++ch) {
             if (!vb || !bb || !koff) continue;
             float *pc = parts + ch * part;
@@ -597,26 +629,41 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
         fc_free(vb);
         fc_free(bb);
         free(koff);
+        fc_team_done(&tm);
     }
+    fc_team_end(&tm);
     if (failed) { rc = FC_ENOMEM; goto done; }
 
     {
         /* partials added in chunk order into the first, element by element */
         const int nt1 = fc_threads_for(nthreads, (double)part * nchunk);
         ptrdiff_t e;
-#pragma omp parallel for schedule(static) num_threads(nt1) if (nt1 > 1)
+        fc_team tm;
+        fc_team_begin(&tm, nt1);
+#pragma omp parallel num_threads(nt1) if (nt1 > 1)
+        {
+        fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
         for (e = 0; e < part; ++e) {
             float s = parts[e];
             for (ptrdiff_t j = 1; j < nchunk; ++j) s += parts[j * part + e];
             parts[e] = s;
         }
+        fc_team_done(&tm);
+        }
+        fc_team_end(&tm);
     }
     {
         /* dW = G^T dU G per (k, c), in double */
         const ptrdiff_t total = K * C;
         const int nt2 = fc_threads_for(nthreads, (double)total * 1000);
         ptrdiff_t t;
-#pragma omp parallel for schedule(static) num_threads(nt2) if (nt2 > 1)
+        fc_team tm;
+        fc_team_begin(&tm, nt2);
+#pragma omp parallel num_threads(nt2) if (nt2 > 1)
+        {
+        fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
         for (t = 0; t < total; ++t) {
             const ptrdiff_t k = t / C, c = t % C;
             double du[6][6], tmp[5][6];
@@ -636,12 +683,20 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
                     gw[t * 25 + i * 5 + j] = (float)s;
                 }
         }
+        fc_team_done(&tm);
+        }
+        fc_team_end(&tm);
     }
     if (gb) {
         /* per channel: a fixed-order float sum per image plane (16 lanes), added in double */
         const ptrdiff_t hw = ho * wo;
         ptrdiff_t k;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+        fc_team tm;
+        fc_team_begin(&tm, nthreads);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+        {
+        fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
         for (k = 0; k < K; ++k) {
             double s = 0;
             for (ptrdiff_t in = 0; in < g->n; ++in) {
@@ -655,6 +710,9 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
             }
             gb[k] = (float)s;
         }
+        fc_team_done(&tm);
+        }
+        fc_team_end(&tm);
     }
 done:
     fc_free(xp);

@@ -129,10 +129,27 @@ cdef extern from "fastconv.h" nogil:
     int fc_optim_step_f64(const fc_optim_hyper *h, const fc_optim_tensor_f64 *t,
                           Py_ssize_t ntensors, int nthreads)
 
+    int FC_MAX_TEAM
+    int fc_thread_limit()
     int fc_threads(int requested)
     int fc_threads_for(int requested, double work)
     void fc_init()
     int fc_forked_child()
+
+    ctypedef struct fc_team_stats:
+        int cap
+        int64_t cap_left_ns
+        int64_t backoff_ns
+        int last_team
+        int64_t parallel_regions
+        int64_t late_regions
+        int64_t backoffs
+        int64_t scout_late
+    void fc_team_get_stats(fc_team_stats *s)
+    void fc_team_set_adaptive(int on)
+    int fc_team_adaptive()
+    void fc_team_reset(int64_t backoff_ns)
+    void fc_team_simulate_late(int64_t wait_ns, int regions)
     void fc_release_pool()
     size_t fc_pool_bytes()
 

@@ -374,6 +374,39 @@ def forked_child():
     return bool(fc_forked_child())
 
 
+def thread_limit():
+    """The most threads a kernel runs with: min(FC_MAX_TEAM, omp_get_thread_limit())."""
+    return fc_thread_limit()
+
+
+def team_stats():
+    """The team controller's state (csrc/fc_team.c) as a dict."""
+    cdef fc_team_stats s
+    fc_team_get_stats(&s)
+    return {"threads_last_call": s.last_team, "cap": s.cap,
+            "cap_left_s": s.cap_left_ns * 1e-9, "backoff_s": s.backoff_ns * 1e-9,
+            "parallel_regions": s.parallel_regions, "late_regions": s.late_regions,
+            "backoffs": s.backoffs, "scout_late": s.scout_late,
+            "adaptive": bool(fc_team_adaptive())}
+
+
+def team_reset(double backoff_s=0.0):
+    """Forget the controller's history; back-offs start at ``backoff_s`` (0: 16 ms)."""
+    fc_team_reset(<int64_t>(backoff_s * 1e9))
+
+
+def team_adaptive(on=None):
+    """Return whether late helpers cap the team; set it first when ``on`` is given."""
+    if on is not None:
+        fc_team_set_adaptive(bool(on))
+    return bool(fc_team_adaptive())
+
+
+def team_simulate_late(double wait_s, int regions):
+    """Tests: the next ``regions`` parallel regions (or scout answers) report ``wait_s``."""
+    fc_team_simulate_late(<int64_t>(wait_s * 1e9), regions)
+
+
 def release_pool():
     fc_release_pool()
 

@@ -75,6 +75,21 @@ def _int_at_least(low):
     return parse
 
 
+def _thread_count(text):
+    """--threads: 1 .. the most set_num_threads accepts (4 x the CPU count)."""
+    value = _int_at_least(1)(text)
+    try:
+        from .functional import _max_num_threads
+    except ImportError:  # no compiled kernels: the command reports that itself
+        return value
+    limit = _max_num_threads()
+    if value > limit:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {limit} (4 x the CPU count; more threads only wait for "
+            f"each other), got {value}")
+    return value
+
+
 def _float_in(low, high, low_open=True, high_open=False):
     def parse(text):
         try:
@@ -196,7 +211,7 @@ def build_parser():
                    help="directory with the MNIST IDX files (default: $FASTCONV_DATA, else "
                         "~/.cache/fastconv/mnist, downloading if needed)")
     t.add_argument("--no-download", action="store_true", help="never download MNIST")
-    t.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
+    t.add_argument("--threads", type=_thread_count, default=None, metavar="N",
                    help="OpenMP threads for the kernels (default: the library's choice)")
     t.add_argument("--train-subset", type=_int_at_least(1), default=None, metavar="N",
                    help="use only the first N training images (quick runs)")

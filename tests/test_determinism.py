@@ -15,21 +15,23 @@ from oracle import assert_bitwise_equal, assert_close
 
 DTYPES = [np.float32, np.float64]
 
-# Shapes with enough work for both threads, and with sizes (N = 7, odd
-# widths) that do not split evenly between them.
+# Shapes with sizes (N = 7, odd widths) that do not split evenly between the
+# threads, and every one above the kernels' parallel cut-off (2e5 multiply-adds
+# or elements, csrc/fc_team.c): below it a kernel runs on one thread whatever
+# it is asked, and a thread-count test would compare two serial runs.
 CONV = {
     "dense": dict(x=(7, 6, 15, 13), w=(10, 6, 3, 3), stride=1, padding=1, dilation=1, groups=1),
-    "grouped_strided": dict(x=(5, 8, 17, 16), w=(12, 4, 3, 2), stride=(2, 1),
+    "grouped_strided": dict(x=(5, 8, 33, 16), w=(12, 4, 3, 2), stride=(2, 1),
                             padding=(1, 0), dilation=(1, 2), groups=2),
     "batch_of_one": dict(x=(1, 16, 20, 21), w=(8, 16, 5, 5), stride=1, padding="same",
                          dilation=1, groups=1),
-    "depthwise": dict(x=(3, 12, 19, 11), w=(12, 1, 3, 3), stride=1, padding=1,
+    "depthwise": dict(x=(3, 12, 37, 23), w=(12, 1, 3, 3), stride=1, padding=1,
                       dilation=1, groups=12),
 }
 POOL = {
-    "2x2": dict(x=(7, 6, 16, 15), kernel_size=2, stride=None, padding=0),
-    "3x3_s2_p1": dict(x=(3, 5, 17, 19), kernel_size=3, stride=2, padding=1),
-    "batch_of_one": dict(x=(1, 9, 13, 29), kernel_size=(2, 3), stride=(1, 2), padding=(1, 1)),
+    "2x2": dict(x=(7, 16, 40, 39), kernel_size=2, stride=None, padding=0),
+    "3x3_s2_p1": dict(x=(6, 16, 41, 45), kernel_size=3, stride=2, padding=1),
+    "batch_of_one": dict(x=(1, 96, 33, 49), kernel_size=(2, 3), stride=(1, 2), padding=(1, 1)),
 }
 
 
@@ -50,29 +52,51 @@ def conv_inputs(c, dtype, rng):
     return x, w, b, g
 
 
-def run_all(dtype, rng_seed):
-    """Every kernel on fixed inputs; a flat dict name -> array."""
+def team_used():
+    """Threads the last kernel call really ran with (its largest parallel region)."""
+    return fastconv.info()["team"]["threads_last_call"]
+
+
+def run_all(dtype, rng_seed, used=None):
+    """Every kernel on fixed inputs; a flat dict name -> array.
+
+    ``used``, if given, is filled with name -> threads the call really ran with.
+    """
     results = {}
+    used = {} if used is None else used
+
+    def call(names, func, *args, **kwargs):
+        out = func(*args, **kwargs)
+        if not isinstance(names, tuple):
+            names, out = (names,), (out,)
+        for name, a in zip(names, out, strict=True):
+            results[name] = a
+            used[name] = team_used()
+
     for name, c in CONV.items():
         rng = np.random.default_rng(rng_seed)
         x, w, b, g = conv_inputs(c, dtype, rng)
-        results[f"conv2d {name}"] = fastconv.conv2d(x, w, b, **conv_args(c))
-        gx, gw, gb = fastconv.conv2d_backward(g, x, w, **conv_args(c))
-        results.update({f"grad_x {name}": gx, f"grad_weight {name}": gw,
-                        f"grad_bias {name}": gb})
+        kw = conv_args(c)
+        call(f"conv2d {name}", fastconv.conv2d, x, w, b, **kw)
+        # grad-input and grad-weight are separate kernels: one call each, so that
+        # each one's thread count is seen
+        call(f"grad_x {name}", lambda *a: fastconv.conv2d_backward(
+            *a, **kw, output_mask=(True, False, False))[0], g, x, w)
+        call((f"grad_weight {name}", f"grad_bias {name}"), lambda *a: fastconv.conv2d_backward(
+            *a, **kw, output_mask=(False, True, True))[1:], g, x, w)
     for name, c in POOL.items():
         rng = np.random.default_rng(rng_seed)
         x = rng.standard_normal(c["x"]).astype(dtype)
-        y, idx = fastconv.max_pool2d(x, **pool_args(c), return_indices=True)
-        g = rng.standard_normal(y.shape).astype(dtype)
-        results[f"max_pool2d {name}"] = y
-        results[f"max indices {name}"] = idx
-        results[f"max_pool2d_backward {name}"] = fastconv.max_pool2d_backward(g, idx, x.shape)
+        call((f"max_pool2d {name}", f"max indices {name}"), fastconv.max_pool2d,
+             x, **pool_args(c), return_indices=True)
+        g = rng.standard_normal(results[f"max_pool2d {name}"].shape).astype(dtype)
+        call(f"max_pool2d_backward {name}", fastconv.max_pool2d_backward,
+             g, results[f"max indices {name}"], x.shape)
         for cip in (True, False):
-            results[f"avg_pool2d {name} {cip}"] = fastconv.avg_pool2d(
-                x, **pool_args(c), count_include_pad=cip)
-            results[f"avg_pool2d_backward {name} {cip}"] = fastconv.avg_pool2d_backward(
-                g, x.shape, **pool_args(c), count_include_pad=cip)
+            call(f"avg_pool2d {name} {cip}", fastconv.avg_pool2d,
+                 x, **pool_args(c), count_include_pad=cip)
+            call(f"avg_pool2d_backward {name} {cip}", fastconv.avg_pool2d_backward,
+                 g, x.shape, **pool_args(c), count_include_pad=cip)
     return results
 
 
@@ -86,14 +110,31 @@ def test_set_num_threads_round_trips(restore_threads):
         assert fastconv.get_num_threads() == n
 
 
+@pytest.fixture
+def fixed_team():
+    """Every kernel gets the team it asks for: on a busy machine the controller
+    would otherwise run some calls serially (same bits, but untested threads)."""
+    from fastconv import _kernels
+
+    _kernels.team_adaptive(False)
+    yield
+    _kernels.team_adaptive(True)
+    _kernels.team_reset()
+
+
+@pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_thread_count_does_not_change_a_bit(dtype, threads, restore_threads):
+def test_thread_count_does_not_change_a_bit(dtype, threads, restore_threads, fixed_team):
     fastconv.set_num_threads(1)
-    serial = run_all(dtype, 1234)
+    used1, used = {}, {}
+    serial = run_all(dtype, 1234, used1)
     fastconv.set_num_threads(threads)
-    parallel = run_all(dtype, 1234)
+    parallel = run_all(dtype, 1234, used)
     again = run_all(dtype, 1234)
+    assert set(used1.values()) == {1}
+    ran = {name: n for name, n in used.items() if n != threads}
+    assert not ran, f"these calls did not run on {threads} threads: {ran}"
     for name in serial:
         assert_bitwise_equal(parallel[name], serial[name], f"{name}, {threads} threads vs 1")
         assert_bitwise_equal(again[name], parallel[name], f"{name}, run twice")

@@ -1,0 +1,344 @@
+/*
+ * fc_team.c - how many threads a kernel gets, and a controller that backs off
+ * when the team's helpers are not really there.
+ *
+ * An OpenMP region ends at a barrier: the calling thread waits for every
+ * helper to finish its static share. When another process or another thread
+ * pool holds the cores, a helper is often descheduled: it starts (or finishes)
+ * its share a scheduler time slice late, milliseconds, while the share itself
+ * took microseconds, and the caller spins at the barrier all that time. Every
+ * region of every call pays it, so two threads run 20-90x slower than one.
+ *
+ * Each region is timed by its caller (fc_team_begin / fc_team_end); helpers
+ * stamp their arrival and the caller stamps the end of its own share, so the
+ * caller knows how long it waited at the end. A region whose caller waited
+ * longer than FC_LATE_NS and longer than half its own work would have been
+ * faster on one thread: the controller then caps the team, without the helpers
+ * that arrived late (or one thread smaller when none did: one was descheduled
+ * mid-share), for a back-off period. When it lapses, a thread of our own (the
+ * scout) is woken first; if it gets a core at once, the next call tries the
+ * full team again, else the back-off is renewed without any kernel waiting. So
+ * the team shrinks to the cores actually free and grows back when they are.
+ *
+ * Lateness in a region opened within FC_CLEAN_SPELL (1 s) after a back-off
+ * ended means the contention lasts: the back-off doubles, up to FC_BACKOFF_MAX,
+ * so a failed probe of the full team (one time slice of waiting) costs under
+ * 1%. A helper that shares its core with another process is on it half the
+ * time, so clean regions in between prove little; only lateness after a clean
+ * second starts the back-off again at its minimum. Results do not depend on the team
+ * size (every kernel chunks its work the same way for any thread count), so the
+ * controller changes only the speed, never a bit of any output.
+ *
+ * State is a handful of process-wide atomics: kernels may be called from many
+ * Python threads at once; a race between two updates only makes one of them
+ * win, and the next region corrects it.
+ */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <time.h>
+
+#include "fc_internal.h"
+
+#define FC_BACKOFF_MIN_NS 16000000LL   /* 16 ms: a few training steps */
+#define FC_BACKOFF_MAX_NS 1000000000LL /* 1 s: a late probe then costs < 1% */
+/* Lateness this long after a back-off ended is a new episode, not the old one:
+ * shorter clean spells happen by chance while a helper shares its core. */
+#define FC_CLEAN_SPELL_NS 1000000000LL
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LOAD(p) __atomic_load_n(p, __ATOMIC_RELAXED)
+#define STORE(p, v) __atomic_store_n(p, v, __ATOMIC_RELAXED)
+#define ADD(p, v) ((void)__atomic_fetch_add(p, v, __ATOMIC_RELAXED))
+#define CAS(p, expected, v) \
+    __atomic_compare_exchange_n(p, expected, v, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)
+#else /* approximate but harmless: the controller only tunes speed */
+#define LOAD(p) (*(p))
+#define STORE(p, v) (*(p) = (v))
+#define ADD(p, v) (*(p) += (v))
+static int cas_int(int *p, int *expected, int v)
+{
+    if (*p != *expected) { *expected = *p; return 0; }
+    *p = v;
+    return 1;
+}
+#define CAS(p, expected, v) cas_int(p, expected, v)
+#endif
+
+int64_t fc_team_now(void)
+{
+#if !defined(_WIN32)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+#elif FC_HAVE_OPENMP
+    return (int64_t)(omp_get_wtime() * 1e9);
+#else
+    return 0;
+#endif
+}
+
+/* ---- controller state ---------------------------------------------------- */
+static int g_cap = 0;                 /* team cap while backing off; 0 = none */
+static int64_t g_cap_until = 0;       /* fc_team_now() at which the cap lapses */
+static int64_t g_backoff_min = FC_BACKOFF_MIN_NS;
+static int64_t g_backoff = FC_BACKOFF_MIN_NS;
+static int g_adaptive = 1;            /* 0: observe only, never cap (tests, benchmarks) */
+static int g_last_team = 1;           /* largest team of the last kernel call */
+static int g_used = 0;                /* a region ran with > 1 thread (fork rule) */
+static int64_t g_parallel_regions = 0, g_late_regions = 0, g_backoffs = 0, g_scout_late = 0;
+static int64_t g_sim_late = 0;        /* test hook: injected wait, ns */
+static int g_sim_regions = 0;         /* ... for this many more parallel regions */
+
+int fc_team_was_used(void) { return LOAD(&g_used); }
+
+int fc_thread_limit(void)
+{
+    int lim = FC_MAX_TEAM;
+#if FC_HAVE_OPENMP
+    /* libgomp aborts the process for a team beyond its thread limit */
+    int omp = omp_get_thread_limit();
+    if (omp >= 1 && omp < lim) lim = omp;
+#endif
+    return lim;
+}
+
+/* Cap the team at `cap` for a back-off, for lateness seen in a region (or by
+ * the scout) that began at `t0`. */
+static void back_off(int64_t t0, int cap)
+{
+    const int64_t now = fc_team_now(), until = LOAD(&g_cap_until);
+    /* a region opened while the current back-off was in force: already counted */
+    if (t0 < until) return;
+    /* measured from the region's start: the late region itself may take a long
+     * time slice to end on a crowded machine */
+    int64_t b = LOAD(&g_backoff);
+    if (until != 0 && t0 - until <= FC_CLEAN_SPELL_NS)
+        b = FC_MIN(2 * b, FC_BACKOFF_MAX_NS);
+    else
+        b = LOAD(&g_backoff_min);
+    STORE(&g_backoff, b);
+    STORE(&g_cap_until, now + b);
+    STORE(&g_cap, FC_MAX(cap, 1));
+    ADD(&g_backoffs, 1);
+}
+
+/*
+ * ---- the scout ----
+ * Trying the full team again when a back-off lapses costs a time slice if the
+ * cores are still busy. A sleeping thread of our own is woken first instead: if
+ * it gets a core within FC_LATE_NS, a helper would too, and the next call tries
+ * the full team; if not, the back-off is renewed (doubled) and no kernel waited.
+ * Calls in between stay on the capped team.
+ */
+#if FC_HAVE_OPENMP && !defined(_WIN32)
+#include <pthread.h>
+static pthread_mutex_t g_scout_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_scout_cond = PTHREAD_COND_INITIALIZER;
+static int g_scout_state = 0;   /* 0 not started, 1 running, -1 could not start */
+static int64_t g_ping_at = 0;   /* a wake-up posted at this time awaits the scout; 0 = none */
+static int64_t g_pong = -1;     /* the scout's wake-up latency for it, ns; -1 = not yet */
+
+static void *scout_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_scout_lock);
+    for (;;) {
+        while (g_ping_at == 0 || g_pong >= 0) pthread_cond_wait(&g_scout_cond, &g_scout_lock);
+        g_pong = fc_team_now() - g_ping_at;
+    }
+    return NULL;
+}
+
+/* In a forked child: the scout thread is gone, and the lock may have been held. */
+void fc_team_atfork_child(void)
+{
+    pthread_mutex_init(&g_scout_lock, NULL);
+    pthread_cond_init(&g_scout_cond, NULL);
+    g_scout_state = 0;
+    g_ping_at = 0;
+}
+
+/* 1: a core is free, try the full team; 0: no answer yet; -1: no core was free.
+ * *asked gets the time the answered question was posted. */
+static int scout_check(int64_t now, int64_t *asked)
+{
+    int r = 0;
+    pthread_mutex_lock(&g_scout_lock);
+    if (g_scout_state == 0) {
+        pthread_attr_t at;
+        pthread_t t;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&at, 1 << 16);
+        g_scout_state = pthread_create(&t, &at, scout_main, NULL) == 0 ? 1 : -1;
+        pthread_attr_destroy(&at);
+    }
+    if (g_scout_state < 0) {
+        r = 1; /* no scout: the team itself finds out */
+    } else if (g_ping_at == 0) {
+        g_ping_at = now;
+        g_pong = -1;
+        pthread_cond_signal(&g_scout_cond);
+    } else if (g_pong >= 0) {
+        int64_t lat = g_pong;
+        int sim = LOAD(&g_sim_regions);
+        if (sim > 0 && CAS(&g_sim_regions, &sim, sim - 1)) lat = LOAD(&g_sim_late);
+        r = lat > FC_LATE_NS ? -1 : 1;
+        *asked = g_ping_at;
+        g_ping_at = 0;
+    }
+    pthread_mutex_unlock(&g_scout_lock);
+    return r;
+}
+#else
+void fc_team_atfork_child(void) {}
+static int scout_check(int64_t now, int64_t *asked)
+{
+    *asked = now;
+    return 1;
+}
+#endif
+
+int fc_threads(int requested)
+{
+    if (requested <= 1 || !FC_HAVE_OPENMP || fc_forked_child()) {
+        STORE(&g_last_team, 1);
+        return 1;
+    }
+    int n = FC_MIN(requested, fc_thread_limit());
+    int cap = LOAD(&g_cap);
+    if (cap > 0) {
+        const int64_t now = fc_team_now();
+        int64_t asked = now;
+        int r = 0;
+        if (now >= LOAD(&g_cap_until) && (r = scout_check(now, &asked)) > 0) {
+            CAS(&g_cap, &cap, 0); /* lapsed, a core is free: this call tries the full team */
+        } else {
+            n = FC_MIN(n, cap);
+            if (r < 0) {
+                ADD(&g_scout_late, 1);
+                if (LOAD(&g_adaptive)) back_off(asked, cap);
+            }
+        }
+    }
+    /* regions raise it to the team they really ran with */
+    STORE(&g_last_team, 1);
+    if (n > 1) STORE(&g_used, 1);
+    return n;
+}
+
+/* About 20 us of single-thread work: below it, a team's wake-up and barrier
+ * cost more than they save (and far more on an oversubscribed machine). */
+#define FC_MIN_PARALLEL_WORK 2e5
+
+int fc_threads_for(int requested, double work)
+{
+    if (work < FC_MIN_PARALLEL_WORK) {
+        STORE(&g_last_team, 1);
+        return 1;
+    }
+    return fc_threads(requested);
+}
+
+/* ---- one region ------------------------------------------------------------ */
+void fc_team_begin(fc_team *tm, int nt)
+{
+    tm->team = 1;
+    tm->late = 0;
+    tm->work = 0;
+    tm->nlate = 0;
+    tm->t0 = nt > 1 ? fc_team_now() : 0;
+}
+
+void fc_team_end(fc_team *tm)
+{
+    if (tm->t0 == 0 || tm->team <= 1) return;
+    const int64_t total = fc_team_now() - tm->t0;
+    int last = LOAD(&g_last_team);
+    while (last < tm->team && !CAS(&g_last_team, &last, tm->team)) {}
+    ADD(&g_parallel_regions, 1);
+
+    /* How long a helper held the caller up: its wait at the end barrier after its
+     * own share, or the latest helper arrival (a region with inner barriers
+     * already counts waits there in the caller's `work`). */
+    int64_t wait = FC_MAX(tm->work > 0 ? total - tm->work : 0, tm->late);
+    int sim = LOAD(&g_sim_regions);
+    if (sim > 0 && CAS(&g_sim_regions, &sim, sim - 1)) wait = LOAD(&g_sim_late);
+
+    if (wait > FC_LATE_NS && wait > tm->work / 2) {
+        ADD(&g_late_regions, 1);
+        /* without the helpers that arrived late (their cores are busy), or one
+         * fewer when none did (one was descheduled mid-share) */
+        if (LOAD(&g_adaptive)) back_off(tm->t0, tm->team - FC_MAX(tm->nlate, 1));
+    }
+}
+
+/* ---- diagnostics and the test hook ---------------------------------------- */
+void fc_team_get_stats(fc_team_stats *s)
+{
+    const int64_t left = LOAD(&g_cap_until) - fc_team_now();
+    const int cap = LOAD(&g_cap);
+    s->cap = cap > 0 && left > 0 ? cap : 0;
+    s->cap_left_ns = s->cap ? left : 0;
+    s->backoff_ns = LOAD(&g_backoff);
+    s->last_team = LOAD(&g_last_team);
+    s->parallel_regions = LOAD(&g_parallel_regions);
+    s->late_regions = LOAD(&g_late_regions);
+    s->backoffs = LOAD(&g_backoffs);
+    s->scout_late = LOAD(&g_scout_late);
+}
+
+void fc_team_reset(int64_t backoff_ns)
+{
+#if FC_HAVE_OPENMP && !defined(_WIN32)
+    pthread_mutex_lock(&g_scout_lock);
+    g_ping_at = 0; /* an answer to a question from before is not wanted */
+    pthread_mutex_unlock(&g_scout_lock);
+#endif
+    if (backoff_ns <= 0) backoff_ns = FC_BACKOFF_MIN_NS;
+    backoff_ns = FC_MIN(backoff_ns, FC_BACKOFF_MAX_NS);
+    STORE(&g_cap, 0);
+    STORE(&g_cap_until, 0);
+    STORE(&g_backoff_min, backoff_ns);
+    STORE(&g_backoff, backoff_ns);
+    STORE(&g_parallel_regions, 0);
+    STORE(&g_late_regions, 0);
+    STORE(&g_backoffs, 0);
+    STORE(&g_scout_late, 0);
+    STORE(&g_sim_regions, 0);
+    STORE(&g_sim_late, 0);
+}
+
+void fc_team_set_adaptive(int on)
+{
+    STORE(&g_adaptive, on != 0);
+    if (!on) STORE(&g_cap, 0);
+}
+
+int fc_team_adaptive(void) { return LOAD(&g_adaptive); }
+
+void fc_team_simulate_late(int64_t wait_ns, int regions)
+{
+    STORE(&g_sim_late, wait_ns);
+    STORE(&g_sim_regions, regions);
+}
+
+/* ---- the OpenMP runtime's own setting ------------------------------------- */
+int fc_max_threads(void)
+{
+#if FC_HAVE_OPENMP
+    return fc_forked_child() ? 1 : FC_MIN(omp_get_max_threads(), fc_thread_limit());
+#else
+    return 1;
+#endif
+}
+
+void fc_set_max_threads(int n)
+{
+#if FC_HAVE_OPENMP
+    if (n >= 1) omp_set_num_threads(FC_MIN(n, fc_thread_limit()));
+#else
+    (void)n;
+#endif
+}

@@ -1,0 +1,246 @@
+"""Thread teams: the limit on the thread count, and the controller that backs off
+when helper threads are descheduled (csrc/fc_team.c).
+
+Machine load is not reproducible, so the controller's tests make a helper look
+late through the private hook ``_kernels.team_simulate_late`` instead, and
+give the back-off a length (``team_reset(backoff_s)``) that a loaded machine
+cannot outrun between two calls.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _kernels
+
+from oracle import assert_bitwise_equal
+
+needs_openmp = pytest.mark.skipif(not fastconv.openmp_enabled(),
+                                  reason="a serial build has one thread")
+
+# one conv2d with ~2.4e6 multiply-adds: far above the parallel cut-off (2e5)
+X_SHAPE, W_SHAPE = (16, 6, 14, 14), (16, 6, 5, 5)
+
+
+@pytest.fixture
+def team():
+    """Two threads and a controller with no history; all put back afterwards."""
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(2)
+    _kernels.team_adaptive(True)
+    _kernels.team_reset()
+    yield
+    _kernels.team_simulate_late(0.0, 0)
+    _kernels.team_reset()
+    fastconv.set_num_threads(before)
+
+
+@pytest.fixture
+def conv_inputs(rng):
+    x = rng.standard_normal(X_SHAPE).astype(np.float32)
+    w = rng.standard_normal(W_SHAPE).astype(np.float32)
+    return x, w
+
+
+def stats():
+    return fastconv.info()["team"]
+
+
+def threads_used(x, w):
+    """Run a conv2d; how many threads it really ran with."""
+    fastconv.conv2d(x, w)
+    return stats()["threads_last_call"]
+
+
+# --------------------------------------------------------------------------
+# The controller
+# --------------------------------------------------------------------------
+
+@needs_openmp
+def test_info_reports_the_team(team, conv_inputs):
+    s = stats()
+    assert set(s) >= {"threads_last_call", "cap", "cap_left_s", "backoff_s",
+                      "parallel_regions", "late_regions", "backoffs", "scout_late",
+                      "adaptive"}
+    assert s["cap"] == 0 and s["backoffs"] == 0 and s["adaptive"] is True
+    assert threads_used(*conv_inputs) == 2
+    assert stats()["parallel_regions"] >= 1
+    fastconv.relu(np.ones(10, np.float32))  # far below the cut-off: serial
+    assert stats()["threads_last_call"] == 1
+
+
+def scout_decides(x, w, timeout=10.0):
+    """Call conv2d until the scout's answer (a core free or not) decided the team."""
+    late = stats()["scout_late"]
+    end = time.monotonic() + timeout
+    while True:
+        n = threads_used(x, w)
+        if n > 1 or stats()["scout_late"] > late or time.monotonic() > end:
+            return n
+        time.sleep(0.002)
+
+
+@needs_openmp
+def test_a_late_helper_makes_the_next_calls_serial_until_the_scout_sees_a_core(
+        team, conv_inputs):
+    x, w = conv_inputs
+    want = fastconv.conv2d(x, w)
+    _kernels.team_reset(backoff_s=0.5)
+    _kernels.team_simulate_late(0.05, 1)        # the next parallel region waited 50 ms
+    got = fastconv.conv2d(x, w)
+    assert_bitwise_equal(got, want, "conv2d during a back-off")
+    s = stats()
+    assert s["late_regions"] >= 1 and s["backoffs"] >= 1
+    assert s["cap"] == 1 and 0 < s["cap_left_s"] <= 0.5
+    assert threads_used(x, w) == 1, "a call during the back-off used the full team"
+    assert_bitwise_equal(fastconv.conv2d(x, w), want, "conv2d on the capped team")
+
+    time.sleep(stats()["cap_left_s"] + 0.02)
+    # from here every measurement says "on time", whatever the machine's load
+    _kernels.team_simulate_late(0.0, 1000)
+    assert threads_used(x, w) == 1, "the full team was tried before the scout answered"
+    assert scout_decides(x, w) == 2, "the scout saw a free core, but the team stayed capped"
+    assert stats()["cap"] == 0 and stats()["scout_late"] == 0
+
+    # the full team is late again soon after: the back-off doubles
+    _kernels.team_simulate_late(0.05, 1)
+    assert threads_used(x, w) == 2
+    s = stats()
+    assert s["cap"] == 1 and s["backoff_s"] == pytest.approx(1.0)
+
+
+@needs_openmp
+def test_a_busy_scout_renews_and_doubles_the_backoff_up_to_one_second(team, conv_inputs):
+    """No kernel waits to find out that the cores are still busy."""
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.3)
+    _kernels.team_simulate_late(0.05, 1)
+    fastconv.conv2d(x, w)
+    assert stats()["backoff_s"] == pytest.approx(0.3)  # a first lateness: no doubling
+    for k, want in enumerate((0.6, 1.0), start=1):
+        time.sleep(stats()["cap_left_s"] + 0.02)
+        _kernels.team_simulate_late(0.05, 1)    # the scout waits 50 ms for a core
+        assert scout_decides(x, w) == 1
+        s = stats()
+        assert s["scout_late"] == k and s["cap"] == 1
+        assert s["backoff_s"] == pytest.approx(want)
+
+
+@needs_openmp
+def test_lateness_after_a_clean_spell_starts_the_backoff_afresh(team, conv_inputs):
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.1)
+    _kernels.team_simulate_late(0.05, 1)
+    fastconv.conv2d(x, w)
+    assert stats()["backoff_s"] == pytest.approx(0.1)
+    time.sleep(0.1 + 1.05)                      # the back-off, then a clean second
+    _kernels.team_simulate_late(0.0, 1000)
+    assert scout_decides(x, w) == 2
+    _kernels.team_simulate_late(0.05, 1)
+    assert threads_used(x, w) == 2
+    s = stats()
+    assert s["cap"] == 1 and s["backoffs"] == 2
+    assert s["backoff_s"] == pytest.approx(0.1)
+
+
+@needs_openmp
+def test_a_short_wait_is_not_late(team, conv_inputs):
+    """A helper's ordinary wake-up (tens of microseconds) must not cost the team."""
+    _kernels.team_adaptive(False)  # keep the full team for both calls
+    # every region of the call reports the simulated wait, not what it really waited
+    _kernels.team_simulate_late(50e-6, 1000)
+    threads_used(*conv_inputs)
+    s = stats()
+    assert s["parallel_regions"] >= 1 and s["late_regions"] == 0
+    _kernels.team_simulate_late(0.05, 1000)
+    threads_used(*conv_inputs)
+    s2 = stats()
+    assert s2["late_regions"] == s2["parallel_regions"] - s["parallel_regions"] >= 1
+
+
+@needs_openmp
+def test_not_adaptive_never_caps(team, conv_inputs):
+    _kernels.team_adaptive(False)
+    _kernels.team_simulate_late(0.05, 3)
+    for _ in range(3):
+        assert threads_used(*conv_inputs) == 2
+    s = stats()
+    assert s["late_regions"] >= 1 and s["backoffs"] == 0 and s["cap"] == 0
+
+
+def test_one_thread_runs_no_team(team, conv_inputs):
+    fastconv.set_num_threads(1)
+    assert threads_used(*conv_inputs) == 1
+    assert stats()["parallel_regions"] == 0
+
+
+# --------------------------------------------------------------------------
+# The thread-count limit (it used to crash: libgomp allocas a start record per
+# thread on the caller's stack, and aborts when it cannot create a thread)
+# --------------------------------------------------------------------------
+
+def test_limit_is_four_per_cpu_and_within_the_runtime():
+    limit = fastconv.functional._max_num_threads()
+    assert 1 <= limit <= 4 * os.cpu_count()
+    assert limit <= _kernels.thread_limit() <= 256
+
+
+@pytest.mark.parametrize("n", [100000, 2**31 - 1, 2**63])
+def test_set_num_threads_refuses_more_than_the_limit(n, restore_threads):
+    before = fastconv.get_num_threads()
+    with pytest.raises(ValueError, match=r"set_num_threads: n must be between 1 and \d+.*got"):
+        fastconv.set_num_threads(n)
+    assert fastconv.get_num_threads() == before
+
+
+def test_set_num_threads_accepts_the_limit(restore_threads):
+    limit = fastconv.functional._max_num_threads()
+    fastconv.set_num_threads(limit)
+    assert fastconv.get_num_threads() == limit
+    with pytest.raises(ValueError, match=str(limit + 1)):
+        fastconv.set_num_threads(limit + 1)
+
+
+CRASHER = """
+import numpy as np, fastconv
+from fastconv import _kernels
+x = np.ones((16, 6, 14, 14), np.float32)
+w = np.ones((16, 6, 5, 5), np.float32)
+y = np.empty((16, 16, 10, 10), np.float32)
+geom = (16, 6, 14, 14, 16, 5, 5, 10, 10, 1, 1, 0, 0, 1, 1, 1)
+_kernels.conv2d_forward(x, w, None, geom, False, {n}, y)
+assert fastconv.info()["team"]["threads_last_call"] <= _kernels.thread_limit()
+assert (y == 150).all()
+print("ok")
+"""
+
+
+@needs_openmp
+def test_kernels_clamp_a_huge_team_request():
+    """Below Python's check, the C side clamps too: a direct call must not crash."""
+    proc = subprocess.run([sys.executable, "-c", CRASHER.format(n=100000)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.strip() == "ok"
+
+
+def test_omp_num_threads_beyond_the_limit_is_clamped():
+    code = ("import fastconv; from fastconv.functional import _max_num_threads; "
+            "assert fastconv.get_num_threads() == _max_num_threads(), "
+            "fastconv.get_num_threads(); print('ok')")
+    env = dict(os.environ, OMP_NUM_THREADS="100000")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_cli_refuses_too_many_threads():
+    proc = subprocess.run([sys.executable, "-m", "fastconv", "train", "--threads", "100000"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "--threads: must be at most" in proc.stderr
