@@ -738,3 +738,83 @@ def evaluate(model, x, y, batch_size=256, comm=None, timeout=DEFAULT_TIMEOUT):
     if labels is not None:
         result["accuracy"] = correct / len(x)
     return result
+
+
+# --------------------------------------------------------------------------- #
+# the command line (fastconv train under mpiexec, or with --micro-batches)
+# --------------------------------------------------------------------------- #
+
+
+class CLISession:
+    """What ``fastconv train`` changes when it trains data-parallel.
+
+    Made by :func:`cli_session`. On creation: picks the communicator and the
+    micro-batch count (recorded in ``settings["micro_batches"]``), sets the
+    thread count (``default_threads`` unless ``--threads``), lets rank 0
+    alone download MNIST, and silences the other ranks (no printing, no
+    checkpoint, model or metrics files). ``fit`` and ``evaluate`` then stand
+    in for the model's own.
+    """
+
+    def __init__(self, args, settings, parser):
+        world = launched_by_mpiexec()
+        self.comm = world_comm() if world > 1 else _SerialComm()
+        self.ranks = self.comm.size
+        self.root = self.comm.rank == 0
+        self.timeout = DEFAULT_TIMEOUT if args.mpi_timeout is None else float(args.mpi_timeout)
+        if settings.get("micro_batches") is None:
+            if args.resume is not None:
+                parser.error(f"--resume: {args.resume} was written by a one-process run "
+                             "(Sequential.fit); resume it without mpiexec")
+            settings["micro_batches"] = self.ranks
+        self.micro_batches = settings["micro_batches"]
+        if self.micro_batches % self.ranks:
+            parser.error(f"--micro-batches {self.micro_batches} is not a multiple of the "
+                         f"{self.ranks} MPI ranks")
+        if args.threads is None:
+            from .functional import set_num_threads
+
+            set_num_threads(default_threads(self.comm if self.ranks > 1 else None))
+        if not self.root:
+            args.quiet = True
+            args.save = args.checkpoint = args.metrics_out = None
+        if self.ranks > 1 and not args.no_download:
+            # one download, then every rank reads the files (on several
+            # machines each needs its copy, or a shared --data-dir)
+            if self.root:
+                import numpy as np
+
+                from . import datasets
+
+                try:
+                    datasets.load_mnist(args.data_dir, download=True,
+                                        dtype=np.dtype(settings["dtype"]), progress=not args.quiet)
+                except (OSError, ValueError):
+                    pass  # cmd_train's own load reports it
+            _wait(self.comm, self.comm.Ibarrier(), "the wait for rank 0's MNIST download",
+                  max(self.timeout, 3600.0))
+            args.no_download = True
+
+    def describe(self):
+        """One line for the log."""
+        return (f"data-parallel: {self.ranks} rank(s), {self.micro_batches} micro-batch(es) "
+                "per batch (the result depends on the micro-batches only)")
+
+    def fit(self, model, *args, **kwargs):
+        """:func:`fit` on this session's communicator."""
+        return fit(model, *args, comm=self.comm if self.ranks > 1 else None,
+                   micro_batches=self.micro_batches, timeout=self.timeout, **kwargs)
+
+    def evaluate(self, model, x, y, batch_size=256):
+        """:func:`evaluate` on this session's communicator."""
+        return evaluate(model, x, y, batch_size=batch_size,
+                        comm=self.comm if self.ranks > 1 else None, timeout=self.timeout)
+
+
+def cli_session(args, settings, parser):
+    """A :class:`CLISession` when ``fastconv train`` runs under ``mpiexec`` or with
+    ``--micro-batches``; None for a plain one-process run (``Sequential.fit``).
+    """
+    if launched_by_mpiexec() == 1 and settings.get("micro_batches") is None:
+        return None
+    return CLISession(args, settings, parser)
