@@ -472,7 +472,7 @@ def _as_comm(comm, owner):
 
 def fit(model, x, y, batch_size=64, epochs=1, validation_data=None, callbacks=None, verbose=1,
         shuffle=True, seed=None, augment=None, initial_epoch=0, validation_batch_size=None, *,
-        comm=None, micro_batches=None, timeout=DEFAULT_TIMEOUT, check_every=100):
+        comm=None, micro_batches=None, threads=None, timeout=DEFAULT_TIMEOUT, check_every=100):
     """Data-parallel ``Sequential.fit``: same arguments and result, run on all MPI ranks.
 
     Call it on every rank with the same arguments and the same data; rank 0's
@@ -498,6 +498,12 @@ initial_epoch, validation_batch_size
         Slices each global batch is cut into; a multiple of ``comm.size``
         (default ``comm.size``). The trained model depends on it, not on the
         number of ranks.
+    threads : int, optional
+        OpenMP threads of this rank, set with ``fastconv.set_num_threads``
+        (for the rest of the process too). Default with more than one rank:
+        ``default_threads(comm)``, the node's cores divided among its ranks,
+        so that ranks x threads never oversubscribe it; with one rank the
+        thread count is left alone. Results do not depend on it.
     timeout : float, default DEFAULT_TIMEOUT
         Seconds a collective may wait for the other ranks before the job is
         aborted with ``MPI.COMM_WORLD.Abort(1)``.
@@ -548,6 +554,8 @@ initial_epoch, validation_batch_size
     if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
         raise ValueError(f"{owner}: timeout must be a number of seconds > 0, got {timeout!r}")
     check_every = _as_int("check_every", check_every, 0, owner)
+    if threads is not None:
+        threads = _as_int("threads", threads, 1, owner)
     if verbose not in (0, 1, 2):
         raise ValueError(f"{owner}: verbose must be 0, 1 or 2, got {verbose!r}")
     if augment is not None and not callable(augment):
@@ -571,6 +579,12 @@ initial_epoch, validation_batch_size
                         f"{sorted({p.data.dtype.name for p in params})}")
     randoms = _random_modules(model, owner) if micro_batches > 1 else []
 
+    if threads is None and comm.size > 1:
+        threads = default_threads(comm)
+    if threads is not None:
+        from .functional import set_num_threads
+
+        set_num_threads(threads)
     _sync_from_root(comm, model, opt, timeout)
     _check_same_state(comm, model, opt, "after the initial broadcast", timeout)
 
@@ -801,9 +815,12 @@ class CLISession:
                 "per batch (the result depends on the micro-batches only)")
 
     def fit(self, model, *args, **kwargs):
-        """:func:`fit` on this session's communicator."""
+        """:func:`fit` on this session's communicator (threads as set up: --threads or the default)."""
+        from .functional import get_num_threads
+
         return fit(model, *args, comm=self.comm if self.ranks > 1 else None,
-                   micro_batches=self.micro_batches, timeout=self.timeout, **kwargs)
+                   micro_batches=self.micro_batches, threads=get_num_threads(),
+                   timeout=self.timeout, **kwargs)
 
     def evaluate(self, model, x, y, batch_size=256):
         """:func:`evaluate` on this session's communicator."""
