@@ -490,6 +490,39 @@ def _as_comm(comm, owner):
     return comm
 
 
+def _slice_gradients(model, params, leaves, first, micro_batches, randoms, xb, yb, labels):
+    """Forward and backward of this rank's slices of one global batch, one per leaf.
+
+    Leaf ``i`` receives slice ``first + i``'s parameter gradients (of the
+    global batch's loss), then its summed loss and its correct count (when
+    ``labels`` is given). Dropout draws from the step's generator jumped by
+    the slice index; afterwards every random module holds the generator
+    jumped by ``micro_batches``, on every rank alike.
+    """
+    loss_fn = model.loss
+    m = len(xb)
+    n_grad = len(leaves[0]) - 2
+    cuts = _split_points(m, micro_batches)
+    bases = [mod.rng.bit_generator for mod in randoms]
+    for i, leaf in enumerate(leaves):
+        s = first + i
+        a, b = int(cuts[s]), int(cuts[s + 1])
+        leaf.fill(0)
+        if a == b:  # fewer samples than slices (the last batch of an epoch)
+            continue
+        for mod, base in zip(randoms, bases):
+            mod.rng = np.random.Generator(base.jumped(s))
+        _point_grads(params, leaf)
+        out = model._forward(xb[a:b])
+        total, grad = _loss_sum_and_grad(loss_fn, out, yb[a:b], m)
+        model.backward(grad)
+        leaf[n_grad] = total
+        if labels is not None:
+            leaf[n_grad + 1] = np.count_nonzero(out.argmax(axis=1) == labels[a:b])
+    for mod, base in zip(randoms, bases):
+        mod.rng = np.random.Generator(base.jumped(micro_batches))
+
+
 def fit(model, x, y, batch_size=64, epochs=1, validation_data=None, callbacks=None, verbose=1,
         shuffle=True, seed=None, augment=None, initial_epoch=0, validation_batch_size=None, *,
         comm=None, micro_batches=None, threads=None, timeout=DEFAULT_TIMEOUT, check_every=100):
@@ -589,6 +622,9 @@ initial_epoch, validation_batch_size
             raise ValueError(f"{owner}: validation_data must be a pair (x_val, y_val)")
         xv, yv = _check_xy(owner, *validation_data, xname="validation_data[0]",
                            yname="validation_data[1]")
+        if xv.shape[1:] != x.shape[1:]:
+            raise ValueError(f"{owner}: validation_data[0] samples have shape {xv.shape[1:]}, "
+                             f"x samples have shape {x.shape[1:]}")
     val_bs = max(batch_size, 256) if validation_batch_size is None else \
         _as_int("validation_batch_size", validation_batch_size, 1, owner)
     opt, loss_fn = model.optimizer, model.loss
@@ -653,25 +689,8 @@ initial_epoch, validation_batch_size
                         xb = np.ascontiguousarray(augment(xb, rng), dtype=dtype)
                     yb = y[idx]
                     m = len(idx)
-                    bases = [mod.rng.bit_generator for mod in randoms]
-                    cuts = _split_points(m, micro_batches)
-                    for i, leaf in enumerate(leaves):
-                        mb = first + i
-                        a, b = int(cuts[mb]), int(cuts[mb + 1])
-                        leaf.fill(0)
-                        if a == b:
-                            continue
-                        for mod, base in zip(randoms, bases):
-                            mod.rng = np.random.Generator(base.jumped(mb))
-                        _point_grads(params, leaf)
-                        out = model._forward(xb[a:b])
-                        total, grad = _loss_sum_and_grad(loss_fn, out, yb[a:b], m)
-                        model.backward(grad)
-                        leaf[n_grad] = total
-                        if want_acc:
-                            leaf[n_grad + 1] = np.count_nonzero(out.argmax(axis=1) == labels[idx[a:b]])
-                    for mod, base in zip(randoms, bases):
-                        mod.rng = np.random.Generator(base.jumped(micro_batches))
+                    _slice_gradients(model, params, leaves, first, micro_batches, randoms, xb, yb,
+                                     labels[idx] if want_acc else None)
                     tc = time.perf_counter()
                     summed = reducer.reduce(leaves)
                     step_comm = time.perf_counter() - tc

@@ -8,7 +8,6 @@ broken collective fails the test instead of hanging the suite.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
