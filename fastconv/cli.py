@@ -14,6 +14,7 @@ failure, NaN/Inf loss), 2 bad arguments (argparse usage message), 130 Ctrl-C.
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -47,7 +48,7 @@ AUGMENT_DEFAULT = "shift:2,rotate:10"
 # Settings that determine the trained weights: a resumed run must use the
 # checkpoint's values (--epochs may grow, --threads and paths may change).
 _RESULT_KEYS = ("model", "batch_size", "optimizer", "lr", "lr_decay", "weight_decay", "seed",
-                "augment", "train_subset", "test_subset", "val_size", "dtype")
+                "augment", "train_subset", "test_subset", "val_size", "dtype", "micro_batches")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -213,6 +214,15 @@ def build_parser():
     t.add_argument("--no-download", action="store_true", help="never download MNIST")
     t.add_argument("--threads", type=_thread_count, default=None, metavar="N",
                    help="OpenMP threads for the kernels (default: the library's choice)")
+    t.add_argument("--micro-batches", type=_int_at_least(1), default=None, metavar="N",
+                   help="data-parallel training (fastconv.distributed; on by itself under "
+                        "mpiexec): cut every batch into N slices whose gradients are summed in a "
+                        "fixed order (default: the number of MPI ranks). The result depends on N, "
+                        "not on the ranks: 'mpiexec -n 2 fastconv train' equals 'fastconv train "
+                        "--micro-batches 2' bitwise")
+    t.add_argument("--mpi-timeout", type=_float_in(0, math.inf), default=None, metavar="SECONDS",
+                   help="abort an MPI run when another rank makes no progress for this long "
+                        "(default 300)")
     t.add_argument("--train-subset", type=_int_at_least(1), default=None, metavar="N",
                    help="use only the first N training images (quick runs)")
     t.add_argument("--test-subset", type=_int_at_least(1), default=None, metavar="N",
@@ -321,6 +331,7 @@ def _resolve(args, parser):
         "test_subset": given.get("test_subset"),
         "val_size": given.get("val_size", 0),
         "dtype": given.get("dtype", "float32"),
+        "micro_batches": given.get("micro_batches"),
     }
     return settings, None
 
@@ -335,6 +346,18 @@ def _check_output_paths(args, parser):
             parser.error(f"{name}: {path} is a directory; give a file name")
         if not path.resolve().parent.is_dir():
             parser.error(f"{name}: directory {path.resolve().parent} does not exist")
+
+
+def _distributed_session(args, s, parser):
+    """fastconv.distributed's CLI session, or None for a plain one-process run.
+
+    Data-parallel when mpiexec started more than one rank (read from the
+    launcher's environment, so a plain run never imports mpi4py) or when
+    --micro-batches is given (or recorded in the checkpoint resumed from).
+    """
+    from . import distributed
+
+    return distributed.cli_session(args, s, parser)
 
 
 def _make_optimizer(name, params, lr, weight_decay):
@@ -405,6 +428,8 @@ def cmd_train(args):
     wall0 = time.perf_counter()
     _check_output_paths(args, parser)
     s, ckpt = _resolve(args, parser)
+    # under mpiexec (or with --micro-batches): fastconv.distributed trains, rank 0 reports
+    dist = _distributed_session(args, s, parser)
     quiet = args.quiet
 
     def log(msg):
@@ -433,6 +458,8 @@ def cmd_train(args):
     log(f"train {s['model']}: {s['optimizer']} lr {s['lr']:g} decay {s['lr_decay']:g}/epoch, "
         f"batch {s['batch_size']}, {s['epochs']} epochs, seed {s['seed']}, augment {s['augment']}, "
         f"{threads} thread(s), {s['dtype']}")
+    if dist is not None:
+        log(dist.describe())
 
     # Every epoch draws from a generator seeded by (seed, epoch) alone, so the
     # shuffling order and augmentation of epoch e do not depend on whether the
@@ -475,9 +502,10 @@ def cmd_train(args):
     ]
     try:
         if start_epoch < s["epochs"]:
-            model.fit(x_tr, y_tr, batch_size=s["batch_size"], epochs=s["epochs"],
-                      initial_epoch=start_epoch, validation_data=val, callbacks=callbacks,
-                      verbose=verbose, shuffle=True, seed=rng, augment=augment)
+            fit = model.fit if dist is None else functools.partial(dist.fit, model)
+            fit(x_tr, y_tr, batch_size=s["batch_size"], epochs=s["epochs"],
+                initial_epoch=start_epoch, validation_data=val, callbacks=callbacks,
+                verbose=verbose, shuffle=True, seed=rng, augment=augment)
         else:
             log(f"nothing to train: the checkpoint already completed {start_epoch} epochs")
     except FloatingPointError as exc:
@@ -486,7 +514,8 @@ def cmd_train(args):
         ) from None
 
     t0 = time.perf_counter()
-    test = model.evaluate(x_te, y_te, batch_size=1000)
+    test = (model.evaluate if dist is None else functools.partial(dist.evaluate, model))(
+        x_te, y_te, batch_size=1000)
     eval_seconds = time.perf_counter() - t0
     if not math.isfinite(test["loss"]):
         raise CommandError(f"test loss is {test['loss']}: the model diverged")
@@ -499,6 +528,8 @@ def cmd_train(args):
                         if h.get("images_per_second"))
     ips = images / train_seconds if train_seconds > 0 else None
     correct = int(round(test["accuracy"] * len(x_te)))
+    if dist is not None and not dist.root:
+        return EXIT_OK
     print(f"test accuracy {test['accuracy']:.4f} ({correct}/{len(x_te)})  test loss "
           f"{test['loss']:.4f}  {wall:.1f} s" + (f"  {ips:,.0f} train img/s" if ips else ""),
           flush=True)
@@ -517,6 +548,7 @@ def cmd_train(args):
             **{k: s[k] for k in _RESULT_KEYS},
             "epochs": s["epochs"],
             "threads": threads,
+            "ranks": 1 if dist is None else dist.ranks,
             "train_size": int(len(x_tr)),
             "val_size": int(len(val[0])) if val else 0,
             "test_size": int(len(x_te)),
