@@ -23,7 +23,7 @@ MODE=${1:-asan}
 shift || true
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python}
-TESTS=${TESTS:-"tests/test_conv.py tests/test_pool.py tests/test_paths.py tests/test_validation.py tests/test_determinism.py tests/test_properties.py"}
+TESTS=${TESTS:-"tests/test_conv.py tests/test_pool.py tests/test_paths.py tests/test_validation.py tests/test_determinism.py tests/test_properties.py tests/test_geometry_limits.py"}
 
 WORK=$(mktemp -d /tmp/fc-${MODE}.XXXXXX)
 OUT=${OUT:-/tmp/fc-sanitize-logs/$MODE}
