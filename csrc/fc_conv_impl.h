@@ -424,16 +424,19 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
 
     ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * mg));
     REAL *ap = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(G * pl.mpad * mg));
-    /* Column tiles may read up to ldc values past a pixel row: harmless inside
-     * gy, but not past its end, so the last image is read from a copy with slack. */
-    REAL *gyc = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(img + ldc + 64));
+    /* Column tiles may read up to ldc values past an image: harmless inside gy,
+     * but not past its end, so the last images are read from a copy with slack.
+     * One is not enough when an image is shorter than ldc (a 1x1 output, e.g. a
+     * stride past the input): the over-read of the one before passes the end. */
+    const ptrdiff_t tail = FC_MIN(g->n, 1 + FC_CEILDIV(ldc, img));
+    REAL *gyc = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(tail * img + ldc + 64));
     if (!koff || !ap || !gyc) { rc = FC_ENOMEM; goto done; }
     ptrdiff_t *woff = koff + mg;
     for (ptrdiff_t m = 0; m < mg; ++m) { koff[m] = m * hw; woff[m] = m * ckk; }
     for (ptrdiff_t gi = 0; gi < G; ++gi)
         SFX(pack_a)(w + gi * mg * ckk, 1, woff, ckk, mg, &pl, ap + gi * pl.mpad * mg);
-    memcpy(gyc, gy + (g->n - 1) * img, sizeof(REAL) * (size_t)img);
-    memset(gyc + img, 0, sizeof(REAL) * (size_t)(ldc + 64));
+    memcpy(gyc, gy + (g->n - tail) * img, sizeof(REAL) * (size_t)(tail * img));
+    memset(gyc + tail * img, 0, sizeof(REAL) * (size_t)(ldc + 64));
 
 #pragma omp parallel num_threads(nt) if (nt > 1 && g->n > 1)
     {
@@ -449,7 +452,8 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
             REAL *gxn = gx + in * g->c * chw;
             memset(gxn, 0, sizeof(REAL) * (size_t)(g->c * chw));
             for (ptrdiff_t gi = 0; gi < G; ++gi) {
-                const REAL *src = (in == g->n - 1 ? gyc : gy + in * img) + gi * mg * hw;
+                const REAL *src = (in >= g->n - tail ? gyc + (in - (g->n - tail)) * img
+                                                     : gy + in * img) + gi * mg * hw;
                 const REAL *apg = ap + gi * pl.mpad * mg;
                 const ptrdiff_t nr_full = kk->nr[pl.slot_full];
                 for (ptrdiff_t p0 = 0; p0 < hw; p0 += pb_max) {

@@ -80,6 +80,18 @@ static void SFX(tap_range)(const fc_pool_geom *g, ptrdiff_t *i0, ptrdiff_t *i1, 
     *j1 = FC_MAX(*j0, FC_MIN(g->kw, g->pw + g->w));
 }
 
+/* work of a pooling call for the thread-count rule, in double: with a huge
+ * window ho*wo*kh*kw passes 2**63, and only the taps that land on the input
+ * are visited anyway */
+static double SFX(pool_work)(const fc_pool_geom *g)
+{
+    ptrdiff_t i0, i1, j0, j1;
+    SFX(tap_range)(g, &i0, &i1, &j0, &j1);
+    return (double)g->n * (double)g->c *
+           ((double)g->h * (double)g->w + (double)g->ho * (double)g->wo * (double)(i1 - i0) *
+                                              (double)(j1 - j0));
+}
+
 /*
  * One tap of a max window over a block of outputs: best = the tap value where it
  * wins (strictly greater, or NaN), and tid = this tap's number there. The source
@@ -311,7 +323,7 @@ static void SFX(max_plane_generic)(const REAL *xp, const fc_pool_geom *g, REAL *
 int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y,
                           int64_t *idx)
 {
-    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
+    nthreads = fc_threads_for(nthreads, SFX(pool_work)(g));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
@@ -354,7 +366,7 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
 int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom *g,
                           int nthreads, REAL *gx)
 {
-    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
+    nthreads = fc_threads_for(nthreads, SFX(pool_work)(g));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int bad = 0;
     ptrdiff_t t;
@@ -408,7 +420,7 @@ static void SFX(avg_divisors)(const fc_pool_geom *g, REAL *div)
 
 int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y)
 {
-    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
+    nthreads = fc_threads_for(nthreads, SFX(pool_work)(g));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
@@ -464,7 +476,7 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
 
 int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, REAL *gx)
 {
-    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
+    nthreads = fc_threads_for(nthreads, SFX(pool_work)(g));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)

@@ -217,6 +217,18 @@ def test_regression_conv_stride_past_input_matches_torch(stride, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride", [1, 2**30])
+def test_regression_col2im_grad_input_read_past_grad_out_for_1x1_outputs(stride, dtype):
+    # ASan: heap-buffer-overflow read in bwd_data_col2im (ukr) past the end of
+    # grad_out when an image of grad_out (32 x 1 x 1 here) is shorter than a
+    # column tile: only the last image had a padded copy. Also at stride 1.
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3, 4, 3, 3)).astype(dtype)
+    w = rng.standard_normal((32, 4, 3, 3)).astype(dtype)
+    check_conv(x, w, rng.standard_normal(32).astype(dtype), stride)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_regression_nn_conv2d_with_huge_stride_and_its_model_file(dtype, tmp_path):
     layer = nn.Conv2d(4, 1, 1, stride=2**30, rng=np.random.default_rng(5), dtype=dtype)
     x = np.random.default_rng(6).standard_normal((2, 4, 3, 3)).astype(dtype)
