@@ -321,6 +321,32 @@ static ptrdiff_t SFX(job_slack)(const KERN *kk, const JOB *jb, ptrdiff_t img_ele
     return FC_MAX((ptrdiff_t)0, end - img_elems) + 64;
 }
 
+/*
+ * Elements per image of the padded, phase-split input, sh * sw * C * hq * wq:
+ * under C * (hp + sh - 1) * (wp + sw - 1), because functional.py passes a
+ * kernel stride no longer than the padded extent (a longer one leaves one
+ * output, which that stride computes alike). 0 if it does not fit a ptrdiff_t.
+ */
+static int SFX(phase_img)(const fc_conv_geom *g, ptrdiff_t hq, ptrdiff_t wq, ptrdiff_t *img)
+{
+    int bad = 0;
+    *img = (ptrdiff_t)fc_size_mul(fc_size_mul(g->sh, hq, &bad), fc_size_mul(g->sw, wq, &bad),
+                                  &bad);
+    *img = (ptrdiff_t)fc_size_mul(*img, g->c, &bad);
+    return !bad;
+}
+
+/* n grids of img elements plus zeroed slack, or NULL (also if the size overflows) */
+static REAL *SFX(alloc_grid)(ptrdiff_t n, ptrdiff_t img, ptrdiff_t slack)
+{
+    int bad = 0;
+    const size_t body = fc_size_mul(n, img, &bad);
+    if (bad || body + (size_t)slack > (size_t)PTRDIFF_MAX / sizeof(REAL)) return NULL;
+    REAL *p = (REAL *)fc_malloc(sizeof(REAL) * (body + (size_t)slack));
+    if (p) memset(p + body, 0, sizeof(REAL) * (size_t)slack);
+    return p;
+}
+
 /* ---------------------------------------------------------------- forward -- */
 int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
                        const fc_conv_geom *g, int relu, int nthreads, REAL *y)
@@ -332,8 +358,9 @@ int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
     const ptrdiff_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
     const ptrdiff_t hq = FC_CEILDIV(hp, g->sh), wq = FC_CEILDIV(wp, g->sw);
     const ptrdiff_t plane = hq * wq;
-    const ptrdiff_t img = g->sh * g->sw * g->c * plane;
+    ptrdiff_t img;
     int rc = FC_OK;
+    if (!SFX(phase_img)(g, hq, wq, &img)) return FC_ENOMEM;
 
     PLAN pl = SFX(plan_rows)(kk, mg);
     ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * kdim + 1));
@@ -367,9 +394,8 @@ int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
     }
     /* the last group reads furthest: its channels start (G-1)*cg planes in */
     ptrdiff_t slack = SFX(job_slack)(kk, &jobs[0], img, (G - 1) * cg * plane);
-    xq = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * img + slack));
+    xq = SFX(alloc_grid)(g->n, img, slack);
     if (!xq) { rc = FC_ENOMEM; goto done; }
-    memset(xq + g->n * img, 0, sizeof(REAL) * (size_t)slack);
     SFX(pad_phase_copy)(x, g->n, g->c, g->h, g->w, g->sh, g->sw, g->ph, g->pw, hq, wq, img,
                         nthreads, xq);
     for (ptrdiff_t gi = 0; gi < G; ++gi) jobs[gi].src = xq + gi * cg * plane;
@@ -411,16 +437,19 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
 
     ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * mg));
     REAL *ap = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(G * pl.mpad * mg));
-    /* Column tiles may read up to ldc values past a pixel row: harmless inside
-     * gy, but not past its end, so the last image is read from a copy with slack. */
-    REAL *gyc = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(img + ldc + 64));
+    /* Column tiles may read up to ldc values past an image: harmless inside gy,
+     * but not past its end, so the last images are read from a copy with slack.
+     * One is not enough when an image is shorter than ldc (a 1x1 output, e.g. a
+     * stride past the input): the over-read of the one before passes the end. */
+    const ptrdiff_t tail = FC_MIN(g->n, 1 + FC_CEILDIV(ldc, img));
+    REAL *gyc = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(tail * img + ldc + 64));
     if (!koff || !ap || !gyc) { rc = FC_ENOMEM; goto done; }
     ptrdiff_t *woff = koff + mg;
     for (ptrdiff_t m = 0; m < mg; ++m) { koff[m] = m * hw; woff[m] = m * ckk; }
     for (ptrdiff_t gi = 0; gi < G; ++gi)
         SFX(pack_a)(w + gi * mg * ckk, 1, woff, ckk, mg, &pl, ap + gi * pl.mpad * mg);
-    memcpy(gyc, gy + (g->n - 1) * img, sizeof(REAL) * (size_t)img);
-    memset(gyc + img, 0, sizeof(REAL) * (size_t)(ldc + 64));
+    memcpy(gyc, gy + (g->n - tail) * img, sizeof(REAL) * (size_t)(tail * img));
+    memset(gyc + tail * img, 0, sizeof(REAL) * (size_t)(ldc + 64));
 
     fc_team tm;
     fc_team_begin(&tm, nt);
@@ -439,7 +468,8 @@ static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
             REAL *gxn = gx + in * g->c * chw;
             memset(gxn, 0, sizeof(REAL) * (size_t)(g->c * chw));
             for (ptrdiff_t gi = 0; gi < G; ++gi) {
-                const REAL *src = (in == g->n - 1 ? gyc : gy + in * img) + gi * mg * hw;
+                const REAL *src = (in >= g->n - tail ? gyc + (in - (g->n - tail)) * img
+                                                     : gy + in * img) + gi * mg * hw;
                 const REAL *apg = ap + gi * pl.mpad * mg;
                 const ptrdiff_t nr_full = kk->nr[pl.slot_full];
                 for (ptrdiff_t p0 = 0; p0 < hw; p0 += pb_max) {
@@ -510,7 +540,9 @@ int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g
     }
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
     const ptrdiff_t khw = g->kh * g->kw, sh = g->sh, sw = g->sw;
-    const ptrdiff_t nph = sh * sw;
+    /* phases with rows of grad_x: rh < min(sh, h) (functional.py may pass a
+     * stride up to the padded extent, past h), likewise rw */
+    const ptrdiff_t shx = FC_MIN(sh, g->h), swx = FC_MIN(sw, g->w);
     int rc = FC_OK;
 
     /*
@@ -521,8 +553,8 @@ int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g
      * such oh for every phase lies inside the padded copy.
      */
     ptrdiff_t padt = 0, padb = 0, padl = 0, padr = 0;
-    for (ptrdiff_t rh = 0; rh < sh; ++rh) {
-        ptrdiff_t hu = rh < g->h ? FC_CEILDIV(g->h - rh, sh) : 0;
+    for (ptrdiff_t rh = 0; rh < shx; ++rh) {
+        ptrdiff_t hu = FC_CEILDIV(g->h - rh, sh);
         for (ptrdiff_t i = 0; i < g->kh; ++i) {
             ptrdiff_t num = rh + g->ph - i * g->dh;
             if (((num % sh) + sh) % sh) continue;
@@ -531,8 +563,8 @@ int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g
             padb = FC_MAX(padb, hu - 1 + a - (g->ho - 1));
         }
     }
-    for (ptrdiff_t rw = 0; rw < sw; ++rw) {
-        ptrdiff_t wu = rw < g->w ? FC_CEILDIV(g->w - rw, sw) : 0;
+    for (ptrdiff_t rw = 0; rw < swx; ++rw) {
+        ptrdiff_t wu = FC_CEILDIV(g->w - rw, sw);
         for (ptrdiff_t j = 0; j < g->kw; ++j) {
             ptrdiff_t num = rw + g->pw - j * g->dw;
             if (((num % sw) + sw) % sw) continue;
@@ -542,20 +574,45 @@ int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g
         }
     }
     const ptrdiff_t hg = g->ho + padt + padb, wg = g->wo + padl + padr;
-    const ptrdiff_t plane = hg * wg, img = g->k * plane;
+    const ptrdiff_t plane = hg * wg;
+    int bad = 0;
+    const ptrdiff_t img = (ptrdiff_t)fc_size_mul(g->k, plane, &bad);
+    if (bad) return FC_ENOMEM;
 
+    /*
+     * One job per (phase with taps, group). Each tap (m, i, j) lands on exactly
+     * one phase, so the tap tables and packed weights of all phases together
+     * hold mg*kh*kw entries (not that times the phase count, which grows with
+     * the stride); a phase no tap lands on is zero, set by one memset.
+     */
     PLAN pl = SFX(plan_rows)(kk, cg);
     const ptrdiff_t kmax = mg * khw;
-    ptrdiff_t *tabs = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * nph * kmax + 1));
-    REAL *ap = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(nph * G * pl.mpad * kmax + 1));
-    JOB *jobs = (JOB *)malloc(sizeof(JOB) * (size_t)(nph * G));
+    const ptrdiff_t njmax = FC_MIN(shx * swx, kmax) * G;
+    ptrdiff_t *tabs = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * kmax + 1));
+    REAL *ap = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(G * pl.mpad * kmax + 1));
+    JOB *jobs = (JOB *)malloc(sizeof(JOB) * (size_t)(njmax + 1));
+    /* which row / column phases some tap lands on, so that a stride far past
+     * the kernel costs a pass over its phases, not phases x taps */
+    char *hit = (char *)calloc((size_t)(shx + swx), 1);
     REAL *gyp = NULL;
-    if (!tabs || !ap || !jobs) { rc = FC_ENOMEM; goto done; }
-    ptrdiff_t slack = 64;
-    for (ptrdiff_t rh = 0; rh < sh; ++rh)
-        for (ptrdiff_t rw = 0; rw < sw; ++rw) {
-            const ptrdiff_t ph = rh * sw + rw;
-            ptrdiff_t *koff = tabs + 2 * ph * kmax, *woff = koff + kmax;
+    if (!tabs || !ap || !jobs || !hit) { rc = FC_ENOMEM; goto done; }
+    ptrdiff_t slack = 64, njobs = 0, used = 0, nrow = 0, ncol = 0;
+    for (ptrdiff_t i = 0; i < g->kh; ++i) {
+        const ptrdiff_t rh = (((i * g->dh - g->ph) % sh) + sh) % sh;
+        if (rh < shx && !hit[rh]) { hit[rh] = 1; ++nrow; }
+    }
+    for (ptrdiff_t j = 0; j < g->kw; ++j) {
+        const ptrdiff_t rw = (((j * g->dw - g->pw) % sw) + sw) % sw;
+        if (rw < swx && !hit[shx + rw]) { hit[shx + rw] = 1; ++ncol; }
+    }
+    /* a phase no tap lands on is zero: one memset before the jobs */
+    const int empty_phase = nrow < shx || ncol < swx;
+    REAL *apn = ap;
+    for (ptrdiff_t rh = 0; rh < shx; ++rh)
+        for (ptrdiff_t rw = 0; rw < swx; ++rw) {
+            if (!hit[rh] || !hit[shx + rw]) continue;
+            /* koff stays for the jobs; woff is only read by pack_a below */
+            ptrdiff_t *koff = tabs + used, *woff = koff + kmax;
             ptrdiff_t kd = 0;
             for (ptrdiff_t m = 0; m < mg; ++m)
                 for (ptrdiff_t i = 0; i < g->kh; ++i) {
@@ -571,19 +628,20 @@ int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g
                         ++kd;
                     }
                 }
+            used += kd;
             for (ptrdiff_t gi = 0; gi < G; ++gi) {
-                JOB *jb = &jobs[ph * G + gi];
-                REAL *apj = ap + (ph * G + gi) * pl.mpad * kmax;
+                JOB *jb = &jobs[njobs++];
                 /* A[c, (m,i,j)] = w[gi*mg + m, c, i, j] */
-                SFX(pack_a)(w + gi * mg * cg * khw, khw, woff, cg, kd, &pl, apj);
-                jb->apack = apj;
+                SFX(pack_a)(w + gi * mg * cg * khw, khw, woff, cg, kd, &pl, apn);
+                jb->apack = apn;
+                apn += pl.mpad * kd;
                 jb->src_n = img;
                 jb->koff = koff;
                 jb->kdim = kd;
                 jb->m = cg;
                 jb->qpitch = wg;
-                jb->rows = rh < g->h ? FC_CEILDIV(g->h - rh, sh) : 0;
-                jb->cols = rw < g->w ? FC_CEILDIV(g->w - rw, sw) : 0;
+                jb->rows = FC_CEILDIV(g->h - rh, sh);
+                jb->cols = FC_CEILDIV(g->w - rw, sw);
                 jb->dst = gx + gi * cg * g->h * g->w + rh * g->w + rw;
                 jb->dst_n = g->c * g->h * g->w; jb->dst_m = g->h * g->w;
                 jb->dst_r = sh * g->w; jb->dst_t = sw;
@@ -592,19 +650,20 @@ int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g
                 slack = FC_MAX(slack, SFX(job_slack)(kk, jb, img, gi * mg * plane));
             }
         }
-    gyp = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * img + slack));
+    gyp = SFX(alloc_grid)(g->n, img, slack);
     if (!gyp) { rc = FC_ENOMEM; goto done; }
-    memset(gyp + g->n * img, 0, sizeof(REAL) * (size_t)slack);
     SFX(pad_phase_copy)(gy, g->n, g->k, g->ho, g->wo, 1, 1, padt, padl, hg, wg, img,
                         nthreads, gyp);
-    for (ptrdiff_t ph = 0; ph < nph; ++ph)
-        for (ptrdiff_t gi = 0; gi < G; ++gi)
-            jobs[ph * G + gi].src = gyp + gi * mg * plane;
-    rc = SFX(run_jobs)(kk, jobs, (int)(nph * G), g->n, nthreads);
+    for (ptrdiff_t jj = 0; jj < njobs; ++jj) /* G jobs per phase, in group order */
+        jobs[jj].src = gyp + (jj % G) * mg * plane;
+    if (empty_phase) memset(gx, 0, sizeof(REAL) * (size_t)(g->n * g->c * g->h * g->w));
+    /* no jobs when every tap lands on padding only (e.g. h = 1, stride 3, pad 1) */
+    if (njobs > 0) rc = SFX(run_jobs)(kk, jobs, (int)njobs, g->n, nthreads);
 done:
     free(tabs);
     fc_free(ap);
     free(jobs);
+    free(hit);
     fc_free(gyp);
     return rc;
 }
@@ -657,7 +716,9 @@ static int SFX(bwd_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
     const ptrdiff_t ckk = cg * g->kh * g->kw;
     const ptrdiff_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
     const ptrdiff_t hq = FC_CEILDIV(hp, g->sh), wq = FC_CEILDIV(wp, g->sw);
-    const ptrdiff_t plane = hq * wq, img = g->sh * g->sw * g->c * plane;
+    const ptrdiff_t plane = hq * wq;
+    ptrdiff_t img;
+    if (!SFX(phase_img)(g, hq, wq, &img)) return FC_ENOMEM;
     const ptrdiff_t lq = FC_ROUNDUP(g->ho * wq, (ptrdiff_t)kk->dvl);
     const ptrdiff_t hwo = g->ho * g->wo;
     const ptrdiff_t N = g->n, nch = FC_MIN(N, (ptrdiff_t)FC_DW_CHUNKS);
@@ -684,9 +745,8 @@ static int SFX(bwd_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
                 kmax = FC_MAX(kmax, koff[k]);
             }
     const ptrdiff_t slack = FC_MAX((ptrdiff_t)0, lq + kmax - img) + 64;
-    xq = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(N * img + slack));
+    xq = SFX(alloc_grid)(N, img, slack);
     if (!xq) { rc = FC_ENOMEM; goto done; }
-    memset(xq + N * img, 0, sizeof(REAL) * (size_t)slack);
     SFX(pad_phase_copy)(x, N, g->c, g->h, g->w, g->sh, g->sw, g->ph, g->pw, hq, wq, img, nt, xq);
     fc_team tm;
     fc_team_begin(&tm, nt);

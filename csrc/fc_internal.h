@@ -119,6 +119,22 @@ static inline void fc_team_done(fc_team *tm)
 #define FC_ROUNDUP(a, b) (FC_CEILDIV(a, b) * (b))
 
 /*
+ * a * b for a scratch size: sets *bad (and returns 0) if either is negative or
+ * the product passes PTRDIFF_MAX, so a size derived from a stride, window or
+ * padding can never wrap into a small allocation that is then overrun.
+ * functional.py bounds every geometry first; this is the second line.
+ */
+static inline size_t fc_size_mul(ptrdiff_t a, ptrdiff_t b, int *bad)
+{
+    ptrdiff_t r;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) {
+        *bad = 1;
+        return 0;
+    }
+    return (size_t)r;
+}
+
+/*
  * Register-blocked micro-kernel:
  *   C[0:MR, 0:NR] (row stride ldc)  (=  or +=)  sum_k A[k, 0:MR] * B_k[0:NR]
  * A is packed k-major (MR values per k); row k of B is the NR contiguous values

@@ -64,6 +64,35 @@ static inline void SFX(tap_cols)(ptrdiff_t e, ptrdiff_t s, ptrdiff_t n, ptrdiff_
 }
 
 /*
+ * The window taps that can land on the input: rows [*i0, *i1) and columns
+ * [*j0, *j1). Tap i of output o reads row o*sh + i - ph, inside [0, h) for some
+ * o < ho only if ph - (ho-1)*sh <= i < ph + h, so a window far wider than the
+ * input (allowed with padding up to half of it) costs what the input does, not
+ * kh*kw. Tap (i, j) is numbered (i - i0) * (j1 - j0) + (j - j0): raster order,
+ * fewer than 2**32 (functional.py checks), whatever kh*kw is.
+ */
+static void SFX(tap_range)(const fc_pool_geom *g, ptrdiff_t *i0, ptrdiff_t *i1, ptrdiff_t *j0,
+                           ptrdiff_t *j1)
+{
+    *i0 = FC_MAX((ptrdiff_t)0, g->ph - (g->ho - 1) * g->sh);
+    *i1 = FC_MAX(*i0, FC_MIN(g->kh, g->ph + g->h));
+    *j0 = FC_MAX((ptrdiff_t)0, g->pw - (g->wo - 1) * g->sw);
+    *j1 = FC_MAX(*j0, FC_MIN(g->kw, g->pw + g->w));
+}
+
+/* work of a pooling call for the thread-count rule, in double: with a huge
+ * window ho*wo*kh*kw passes 2**63, and only the taps that land on the input
+ * are visited anyway */
+static double SFX(pool_work)(const fc_pool_geom *g)
+{
+    ptrdiff_t i0, i1, j0, j1;
+    SFX(tap_range)(g, &i0, &i1, &j0, &j1);
+    return (double)g->n * (double)g->c *
+           ((double)g->h * (double)g->w + (double)g->ho * (double)g->wo * (double)(i1 - i0) *
+                                              (double)(j1 - j0));
+}
+
+/*
  * One tap of a max window over a block of outputs: best = the tap value where it
  * wins (strictly greater, or NaN), and tid = this tap's number there. The source
  * is contiguous along a row (the caller splits strided rows into phases).
@@ -106,22 +135,43 @@ typedef struct {
     REAL *ph;
 } SFX(max_scratch);
 
+/*
+ * Elements of a plane's phase split (0 when there is no stride to split): under
+ * (h + sh - 1) * (w + sw - 1), and functional.py passes sh <= h, sw <= w. *bad
+ * is set if it does not fit a ptrdiff_t.
+ */
+static ptrdiff_t SFX(phase_elems)(const fc_pool_geom *g, int *bad)
+{
+    if (g->sh <= 1 && g->sw <= 1) return 0;
+    return (ptrdiff_t)fc_size_mul(fc_size_mul(g->sh, FC_CEILDIV(g->h, g->sh), bad),
+                                  fc_size_mul(g->sw, FC_CEILDIV(g->w, g->sw), bad), bad);
+}
+
+/* bytes of a max_scratch, or 0 if that does not fit a size_t (no allocation can) */
 static size_t SFX(max_scratch_bytes)(const fc_pool_geom *g)
 {
-    const size_t ohw = (size_t)(g->ho * g->wo), wph = (size_t)FC_CEILDIV(g->w, g->sw);
-    const size_t hph = (size_t)FC_CEILDIV(g->h, g->sh);
-    const int split = g->sh > 1 || g->sw > 1;
-    return sizeof(int64_t) * (ohw + (size_t)(g->kh * g->kw)) + sizeof(uint32_t) * 2 * ohw +
-           sizeof(REAL) * (split ? (size_t)(g->sh * g->sw) * hph * wph : 0) + 64;
+    ptrdiff_t i0, i1, j0, j1;
+    SFX(tap_range)(g, &i0, &i1, &j0, &j1);
+    int bad = 0;
+    const size_t ohw = fc_size_mul(g->ho, g->wo, &bad);
+    const size_t ntap = fc_size_mul(i1 - i0, j1 - j0, &bad);
+    const size_t ph = fc_size_mul(SFX(phase_elems)(g, &bad), sizeof(REAL), &bad);
+    const size_t idx = fc_size_mul(ohw + ntap, sizeof(int64_t), &bad);
+    const size_t tid = fc_size_mul(ohw, 2 * sizeof(uint32_t), &bad);
+    if (bad || idx > SIZE_MAX / 4 || tid > SIZE_MAX / 4 || ph > SIZE_MAX / 4) return 0;
+    return idx + tid + ph + 64;
 }
 
 static SFX(max_scratch) SFX(max_plane_setup)(const fc_pool_geom *g, char *mem)
 {
     SFX(max_scratch) sc;
     const ptrdiff_t ohw = g->ho * g->wo;
+    ptrdiff_t i0, i1, j0, j1;
+    SFX(tap_range)(g, &i0, &i1, &j0, &j1);
+    const ptrdiff_t nj = j1 - j0;
     sc.base = (int64_t *)mem;
     sc.tapoff = sc.base + ohw;
-    sc.tid0 = (uint32_t *)(sc.tapoff + g->kh * g->kw);
+    sc.tid0 = (uint32_t *)(sc.tapoff + (i1 - i0) * nj);
     sc.tid = sc.tid0 + ohw;
     sc.ph = (REAL *)FC_ROUNDUP((uintptr_t)(sc.tid + ohw), (uintptr_t)sizeof(REAL));
     for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
@@ -131,12 +181,14 @@ static SFX(max_scratch) SFX(max_plane_setup)(const fc_pool_geom *g, char *mem)
             ptrdiff_t w0, w1;
             SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
             const ptrdiff_t a = oh * g->sh - g->ph, b = ow * g->sw - g->pw;
-            sc.tid0[oh * g->wo + ow] = (uint32_t)((h0 - a) * g->kw + (w0 - b));
+            /* h0 - a >= i0 and w0 - b >= j0: see tap_range */
+            sc.tid0[oh * g->wo + ow] = (uint32_t)((h0 - a - i0) * nj + (w0 - b - j0));
             sc.base[oh * g->wo + ow] = (int64_t)(a * g->w + b);
         }
     }
-    for (ptrdiff_t i = 0; i < g->kh; ++i)
-        for (ptrdiff_t j = 0; j < g->kw; ++j) sc.tapoff[i * g->kw + j] = (int64_t)(i * g->w + j);
+    for (ptrdiff_t i = i0; i < i1; ++i)
+        for (ptrdiff_t j = j0; j < j1; ++j)
+            sc.tapoff[(i - i0) * nj + (j - j0)] = (int64_t)(i * g->w + j);
     return sc;
 }
 
@@ -213,13 +265,6 @@ static void SFX(merge_phases)(const REAL *ph, const fc_pool_geom *g, REAL *xp)
     }
 }
 
-/* Elements of a plane's phase split (0 when there is no stride to split). */
-static ptrdiff_t SFX(phase_elems)(const fc_pool_geom *g)
-{
-    return g->sh > 1 || g->sw > 1 ? g->sh * g->sw * FC_CEILDIV(g->h, g->sh) * FC_CEILDIV(g->w, g->sw)
-                                  : 0;
-}
-
 /*
  * Where tap (i, j) of the window acts: outputs rows [*r0, *r1) and columns
  * [*lo, *hi) (0 if none), reading the input at *off + r * pitch + o relative to
@@ -262,11 +307,14 @@ static void SFX(max_plane_generic)(const REAL *xp, const fc_pool_geom *g, REAL *
     const REAL *planes = split ? sc->ph : xp;
     for (ptrdiff_t o = 0; o < ohw; ++o) best[o] = -(REAL)INFINITY;
     memcpy(sc->tid, sc->tid0, sizeof(uint32_t) * (size_t)ohw);
-    for (ptrdiff_t i = 0; i < g->kh; ++i)
-        for (ptrdiff_t j = 0; j < g->kw; ++j) {
+    ptrdiff_t i0, i1, j0, j1;
+    SFX(tap_range)(g, &i0, &i1, &j0, &j1);
+    for (ptrdiff_t i = i0; i < i1; ++i)
+        for (ptrdiff_t j = j0; j < j1; ++j) {
             ptrdiff_t r0, r1, lo, hi, off;
             if (!SFX(tap_span)(g, i, j, &r0, &r1, &lo, &hi, &off)) continue;
-            SFX(max_tap)(planes + off, wph, r1 - r0, hi - lo, (uint32_t)(i * g->kw + j),
+            SFX(max_tap)(planes + off, wph, r1 - r0, hi - lo,
+                         (uint32_t)((i - i0) * (j1 - j0) + (j - j0)),
                          best + r0 * g->wo + lo, sc->tid + r0 * g->wo + lo, g->wo);
         }
     if (idx) SFX(tap_index)(sc->base, sc->tapoff, sc->tid, ohw, idx);
@@ -275,7 +323,7 @@ static void SFX(max_plane_generic)(const REAL *xp, const fc_pool_geom *g, REAL *
 int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y,
                           int64_t *idx)
 {
-    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
+    nthreads = fc_threads_for(nthreads, SFX(pool_work)(g));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int failed = 0;
     fc_team tm;
@@ -283,7 +331,8 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
     fc_team_arrive(&tm);
-    char *scratch = (char *)fc_malloc(SFX(max_scratch_bytes)(g));
+    const size_t nbytes = SFX(max_scratch_bytes)(g);
+    char *scratch = nbytes ? (char *)fc_malloc(nbytes) : NULL;
     SFX(max_scratch) sc;
     if (scratch) sc = SFX(max_plane_setup)(g, scratch);
     if (!scratch) {
@@ -322,7 +371,7 @@ int SFX(fc_maxpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
 int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom *g,
                           int nthreads, REAL *gx)
 {
-    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
+    nthreads = fc_threads_for(nthreads, SFX(pool_work)(g));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int bad = 0;
     ptrdiff_t t;
@@ -383,7 +432,7 @@ static void SFX(avg_divisors)(const fc_pool_geom *g, REAL *div)
 
 int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, REAL *y)
 {
-    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
+    nthreads = fc_threads_for(nthreads, SFX(pool_work)(g));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int failed = 0;
     fc_team tm;
@@ -392,7 +441,10 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
     {
     fc_team_arrive(&tm);
     /* per-output divisors (shape-only), then the plane's phase split */
-    REAL *div = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(ohw + SFX(phase_elems)(g)));
+    int bad = 0;
+    const size_t nel = fc_size_mul(1, ohw + SFX(phase_elems)(g, &bad), &bad);
+    REAL *div = bad || nel > SIZE_MAX / sizeof(REAL) ? NULL
+                                                     : (REAL *)fc_malloc(sizeof(REAL) * nel);
     if (!div) {
 #pragma omp atomic write
         failed = 1;
@@ -422,8 +474,10 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
         if (split) SFX(split_phases)(xp, g, ph);
         const REAL *planes = split ? ph : xp;
         for (ptrdiff_t q = 0; q < ohw; ++q) yp[q] = 0;
-        for (ptrdiff_t i = 0; i < g->kh; ++i)
-            for (ptrdiff_t j = 0; j < g->kw; ++j) {
+        ptrdiff_t i0, i1, j0, j1;
+        SFX(tap_range)(g, &i0, &i1, &j0, &j1);
+        for (ptrdiff_t i = i0; i < i1; ++i)
+            for (ptrdiff_t j = j0; j < j1; ++j) {
                 ptrdiff_t r0, r1, lo, hi, off;
                 if (!SFX(tap_span)(g, i, j, &r0, &r1, &lo, &hi, &off)) continue;
                 SFX(add_tap)(planes + off, wph, 1, r1 - r0, hi - lo, yp + r0 * g->wo + lo, g->wo);
@@ -439,7 +493,7 @@ int SFX(fc_avgpool2d_fwd)(const REAL *x, const fc_pool_geom *g, int nthreads, RE
 
 int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, REAL *gx)
 {
-    nthreads = fc_threads_for(nthreads, (double)g->n * g->c * (g->h * g->w + g->ho * g->wo * g->kh * g->kw));
+    nthreads = fc_threads_for(nthreads, SFX(pool_work)(g));
     const ptrdiff_t planes = g->n * g->c, hw = g->h * g->w, ohw = g->ho * g->wo;
     int failed = 0;
     fc_team tm;
@@ -448,7 +502,11 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
     {
     fc_team_arrive(&tm);
     /* divisors (shape-only), grad / divisor, the phase planes grad_x is summed in */
-    REAL *div = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(2 * ohw + SFX(phase_elems)(g)));
+    int bad = 0;
+    const ptrdiff_t nph = SFX(phase_elems)(g, &bad);
+    const size_t nel = fc_size_mul(1, 2 * ohw + nph, &bad);
+    REAL *div = bad || nel > SIZE_MAX / sizeof(REAL) ? NULL
+                                                     : (REAL *)fc_malloc(sizeof(REAL) * nel);
     if (!div) {
 #pragma omp atomic write
         failed = 1;
@@ -483,9 +541,11 @@ int SFX(fc_avgpool2d_bwd)(const REAL *gy, const fc_pool_geom *g, int nthreads, R
         /* every tap adds the plane of grad/divisor into grad_x in a fixed order; with a
          * stride into the phase planes (contiguous rows), merged into grad_x at the end */
         REAL *acc = split ? ph : gp;
-        memset(acc, 0, sizeof(REAL) * (size_t)(split ? SFX(phase_elems)(g) : hw));
-        for (ptrdiff_t i = 0; i < g->kh; ++i)
-            for (ptrdiff_t j = 0; j < g->kw; ++j) {
+        memset(acc, 0, sizeof(REAL) * (size_t)(split ? nph : hw));
+        ptrdiff_t i0, i1, j0, j1;
+        SFX(tap_range)(g, &i0, &i1, &j0, &j1);
+        for (ptrdiff_t i = i0; i < i1; ++i)
+            for (ptrdiff_t j = j0; j < j1; ++j) {
                 ptrdiff_t r0, r1, lo, hi, off;
                 if (!SFX(tap_span)(g, i, j, &r0, &r1, &lo, &hi, &off)) continue;
                 SFX(add_rows)(vrow + r0 * g->wo + lo, g->wo, r1 - r0, hi - lo, acc + off, wph);

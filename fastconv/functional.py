@@ -431,7 +431,36 @@ def _check_size(fn, what, count):
         raise ValueError(f"{fn}: {what} would have {count} elements; that is too large")
 
 
-def _out_len(fn, axis, n, k, s, p, d, kname="weight"):
+# ------------------------------------------------------------- geometry ---
+# Every size the kernels derive from stride, window and padding is bounded here,
+# once, in Python integers (which cannot overflow), before anything is allocated.
+# The kernels' scratch is a fixed multiple of what this module checks:
+#   conv2d: a padded, stride-phase-split copy of the input (or of grad_out), at
+#     most (H + 2*pad + s_h - 1) * (W + 2*pad + s_w - 1) elements per plane with
+#     the kernel stride s <= H + 2*pad (see _axis);
+#   pooling: the input plane split into stride phases, at most
+#     (H + s_h - 1) * (W + s_w - 1) with s <= H, and one entry per window tap
+#     that can land on the input (at most 2H x 2W of them).
+# Refused with a ValueError: a padded copy larger than _SCRATCH_RATIO times
+# (input + output + weight) and also larger than _SCRATCH_FLOOR elements (only
+# padding far wider than the kernel gets there), and a pooling window whose taps
+# inside the input cannot be numbered in 32 bits.
+_SCRATCH_RATIO = 16
+_SCRATCH_FLOOR = 2**24
+_MAX_TAPS = 2**32 - 1
+
+
+def _axis(fn, axis, n, k, s, p, d, kname="weight", split_extent=None):
+    """Output length and kernel stride of one spatial axis.
+
+    ``H_out = (n + 2*p - d*(k - 1) - 1) // s + 1``. A stride longer than the
+    extent the kernels split into stride phases (``split_extent``: the padded
+    input for convolution, the input for pooling) leaves exactly one output,
+    whose window starts at ``-p`` whatever the stride; the kernels are then
+    given that extent as the stride, which reads and sums the same elements in
+    the same order (so results are bitwise those of the true stride) while the
+    phase split stays the size of the input instead of growing with the stride.
+    """
     eff = d * (k - 1) + 1
     if n + 2 * p < eff:
         what = (f"kernel extent {eff} (kernel {k}, dilation {d})" if kname == "weight"
@@ -439,15 +468,29 @@ def _out_len(fn, axis, n, k, s, p, d, kname="weight"):
         raise ValueError(
             f"{fn}: {what} along {axis} is larger than the padded input {n + 2 * p} "
             f"(size {n}, padding {p})")
-    return (n + 2 * p - eff) // s + 1
+    out = (n + 2 * p - eff) // s + 1
+    extent = max(n + 2 * p if split_extent is None else split_extent, 1)
+    kstride = s if s <= extent else extent
+    return out, kstride
+
+
+def _check_scratch(fn, what, scratch, *touched):
+    """Refuse a scratch buffer out of all proportion to the data of the call."""
+    data = sum(touched)
+    if scratch > _SCRATCH_FLOOR and scratch > _SCRATCH_RATIO * data:
+        raise ValueError(
+            f"{fn}: {what} would need a scratch copy of {scratch} elements for "
+            f"{data} elements of input, weight and output (more than "
+            f"{_SCRATCH_RATIO}x); padding that much wider than the kernel is not "
+            "supported")
 
 
 # ----------------------------------------------------------- convolution ---
 class _ConvGeom:
     """Validated convolution geometry (symmetric padding after 'same' handling)."""
 
-    __slots__ = ("n", "c", "h", "w", "k", "kh", "kw", "ho", "wo", "stride", "pad",
-                 "dilation", "groups", "extra")
+    __slots__ = ("n", "c", "h", "w", "k", "kh", "kw", "ho", "wo", "stride", "kstride",
+                 "pad", "dilation", "groups", "extra")
 
     def __init__(self, fn, x_shape, w_shape, stride, padding, dilation, groups):
         n, c, h, w = x_shape
@@ -489,9 +532,17 @@ class _ConvGeom:
         hh, ww = h + self.extra[0], w + self.extra[1]
         _check_size(fn, "the padded input",
                     n * c * (hh + 2 * pad[0]) * (ww + 2 * pad[1]))
-        self.ho = _out_len(fn, "height", hh, kh, self.stride[0], pad[0], self.dilation[0])
-        self.wo = _out_len(fn, "width", ww, kw, self.stride[1], pad[1], self.dilation[1])
+        self.ho, ksh = _axis(fn, "height", hh, kh, self.stride[0], pad[0], self.dilation[0])
+        self.wo, ksw = _axis(fn, "width", ww, kw, self.stride[1], pad[1], self.dilation[1])
+        self.kstride = (ksh, ksw)
         _check_size(fn, "the output", n * k * self.ho * self.wo)
+        hp, wp = hh + 2 * pad[0], ww + 2 * pad[1]
+        # the forward's phase-split input, and grad-input's padded grad_out grid
+        # (at most ceil(hp/s) + 2 rows beyond the output's); see _axis
+        split = n * c * (-(-hp // ksh) * ksh) * (-(-wp // ksw) * ksw)
+        grid = n * k * (self.ho + -(-hp // ksh) + 2) * (self.wo + -(-wp // ksw) + 2)
+        _check_scratch(fn, f"padding {padding!r}", max(split, grid),
+                       n * c * h * w, n * k * self.ho * self.wo, k * cg * kh * kw)
         self.n, self.c, self.h, self.w = n, c, hh, ww
         self.k, self.kh, self.kw, self.groups = k, kh, kw, groups
 
@@ -501,7 +552,7 @@ class _ConvGeom:
 
     def as_tuple(self):
         return (self.n, self.c, self.h, self.w, self.k, self.kh, self.kw, self.ho, self.wo,
-                self.stride[0], self.stride[1], self.pad[0], self.pad[1],
+                self.kstride[0], self.kstride[1], self.pad[0], self.pad[1],
                 self.dilation[0], self.dilation[1], self.groups)
 
     def grow(self, x):
@@ -667,10 +718,22 @@ def _pool_geom(fn, x_shape, kernel_size, stride, padding):
             f"{fn}: padding must be at most half the kernel size, got padding {padding!r} "
             f"for kernel_size {kernel_size!r}")
     n, c, h, w = x_shape
-    ho = _out_len(fn, "height", h, k[0], s[0], p[0], 1, "kernel_size")
-    wo = _out_len(fn, "width", w, k[1], s[1], p[1], 1, "kernel_size")
+    if n * c and not h * w:
+        # every window would be padding only: PyTorch refuses this too
+        raise ValueError(f"{fn}: input height and width must be >= 1 when N and C are, "
+                         f"got shape {tuple(x_shape)}")
+    ho, ksh = _axis(fn, "height", h, k[0], s[0], p[0], 1, "kernel_size", split_extent=h)
+    wo, ksw = _axis(fn, "width", w, k[1], s[1], p[1], 1, "kernel_size", split_extent=w)
     _check_size(fn, "the output", n * c * ho * wo)
-    return (n, c, h, w, k[0], k[1], ho, wo, s[0], s[1], p[0], p[1]), (n, c, ho, wo)
+    # the window taps that can land on the input (the kernels visit only these,
+    # and number them in 32 bits): rows max(0, p - (ho-1)*s) .. min(k, p + h)
+    taps = 1
+    for kk, ss, pp, nn, oo in ((k[0], s[0], p[0], h, ho), (k[1], s[1], p[1], w, wo)):
+        taps *= max(min(kk, pp + nn) - max(0, pp - (oo - 1) * ss), 1)
+    if taps > _MAX_TAPS:
+        raise ValueError(f"{fn}: kernel_size {kernel_size!r} covers {taps} positions of "
+                         f"an input plane of shape {(h, w)}; at most 2**32 - 1 are supported")
+    return (n, c, h, w, k[0], k[1], ho, wo, ksh, ksw, p[0], p[1]), (n, c, ho, wo)
 
 
 def _pool_input(fn, name, x):

@@ -15,7 +15,11 @@
 # and run with halt_on_error=0 so one bad read does not hide the next: every
 # report goes to $OUT/asan.<pid> (pytest's fd capture would swallow stderr), and
 # the script counts them at the end. UBSan stays fatal (setup.py builds it with
-# -fno-sanitize-recover=undefined); its reports go to $OUT/ubsan.<pid>.
+# -fno-sanitize-recover=undefined). The standalone libubsan preloaded next to
+# libasan ignores log_path and writes to stderr, which pytest's fd capture
+# threw away with the aborted process (a run once ended "pytest exit=1,
+# sanitizer reports=0"), so pytest runs with --capture=sys: C-level stderr
+# reaches the tee'd pytest log, and "runtime error:" lines there count too.
 # The run is green only if pytest passes AND there are zero reports.
 set -euo pipefail
 
@@ -23,7 +27,7 @@ MODE=${1:-asan}
 shift || true
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python}
-TESTS=${TESTS:-"tests/test_conv.py tests/test_pool.py tests/test_paths.py tests/test_validation.py tests/test_determinism.py tests/test_properties.py"}
+TESTS=${TESTS:-"tests/test_conv.py tests/test_pool.py tests/test_paths.py tests/test_validation.py tests/test_determinism.py tests/test_properties.py tests/test_geometry_limits.py"}
 
 WORK=$(mktemp -d /tmp/fc-${MODE}.XXXXXX)
 OUT=${OUT:-/tmp/fc-sanitize-logs/$MODE}
@@ -53,10 +57,10 @@ esac
 echo "== extension: $(ls fastconv/_kernels*.so)"
 # Run from the copy so 'import fastconv' picks the instrumented build.
 set +e
-"$PY" -m pytest $TESTS -q "$@" 2>&1 | tee "$OUT/pytest-$MODE.log"
+"$PY" -m pytest $TESTS -q --capture=sys "$@" 2>&1 | tee "$OUT/pytest-$MODE.log"
 rc=${PIPESTATUS[0]}
 set -e
-logs() { cat "$OUT"/asan.* "$OUT"/ubsan.* 2>/dev/null || true; }
+logs() { cat "$OUT"/asan.* "$OUT"/ubsan.* "$OUT/pytest-$MODE.log" 2>/dev/null || true; }
 reports=$(logs | grep -cE "ERROR: AddressSanitizer|runtime error:" || true)
 if [[ "$reports" != 0 ]]; then
   echo "== sanitizer reports: stack frames in fastconv code, with counts:"
