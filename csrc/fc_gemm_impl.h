@@ -63,6 +63,9 @@ typedef struct {
 /* Reduction block: the B' block of one tile (KC x NR) stays in L1 while every
  * row panel of the task runs over it. FASTCONV_GEMM_KC overrides (tuning). */
 #define FC_GEMM_KC 128
+/* Reduction block of a transposed product (the dense forward, P = W x^T): the B'
+ * block of the widest tile (128 floats or 64 doubles) x 2048 = 1 MB stays in L2. */
+#define FC_GEMM_KC_TRANS 2048
 
 /*
  * Kernel slot for an m x n product: the least padded work per unit of register
@@ -202,13 +205,15 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
      * A' read in place (a weight's rows, in the forward) streams from memory once;
      * reading each row whole, rather than in KC pieces revisited per block, keeps
      * the access sequential for the prefetchers (5-7% at 1 thread). B' then comes
-     * from L2: up to 1 MB of it per tile column (B' already packed whole: the
-     * per-block copies of a strided B' would grow with KC).
+     * from L2 (B' already packed whole: the per-block copies of a strided B' would
+     * grow with KC).
+     * Every C element is a sum of per-block FMA chains, so the blocking decides its
+     * rounding. In the dense forward the columns of P are the batch rows: its block
+     * must depend on nothing the batch size changes (the kernel slot, whether A' is
+     * packed), or a sample's output would depend on the batch it is in.
      */
     ptrdiff_t kc_dflt = FC_GEMM_KC;
-    if (g->arow && !g->b_strided)
-        kc_dflt = FC_MAX(kc_dflt, FC_MIN(g->kdim, ((ptrdiff_t)1 << 20) /
-                                                   (nr * (ptrdiff_t)sizeof(REAL))));
+    if (g->trans_out) kc_dflt = FC_MAX(kc_dflt, FC_MIN(g->kdim, (ptrdiff_t)FC_GEMM_KC_TRANS));
     ptrdiff_t kcb = gemm_env_int("FASTCONV_GEMM_KC", (int)kc_dflt);
     if (kcb < 8) kcb = kc_dflt;
     /* the most tiles any task gets along the split dimension */

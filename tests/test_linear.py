@@ -225,6 +225,32 @@ def test_thread_count_does_not_change_a_bit(shape, dtype, rng, restore_threads):
             assert got.tobytes() == want.tobytes(), f"{threads} threads vs 1"
 
 
+# (in_features, out_features): LeNet-5's and the MNIST CNN's layers, a reduction
+# longer than one block (3000 > 2048) with a few outputs, where the kernel slot and
+# whether the weight is packed change with the batch size
+INVARIANT_SHAPES = [(400, 120), (84, 10), (3136, 1024), (3000, 2), (1000, 129)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("features", INVARIANT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_linear_rows_do_not_depend_on_the_batch(features, dtype, simd, rng):
+    """Regression: a row of linear(x) changed with the batch size and the row's place.
+
+    The GEMM's reduction block followed the kernel slot and the weight packing,
+    both chosen from the batch size, so predict() in chunks differed from one
+    call on the whole set in the last bits. Now every row is bitwise the same
+    in any batch, at every position, at every SIMD level.
+    """
+    i, o = features
+    x, w, b, _ = data(rng, 300, i, o, dtype)
+    full = F.linear(x, w, b)
+    for n in (1, 2, 3, 7, 16, 47, 48, 64, 100, 129, 256):
+        for start in sorted({0, 300 - n, int(rng.integers(0, 300 - n + 1))}):
+            got = F.linear(x[start:start + n], w, b)
+            assert got.tobytes() == full[start:start + n].tobytes(), \
+                f"rows {start}..{start + n - 1} in a batch of {n} differ from the batch of 300"
+
+
 def test_bad_input():
     x = np.zeros((4, 5), np.float32)
     w = np.zeros((3, 5), np.float32)
