@@ -32,6 +32,7 @@
 typedef struct {
     ptrdiff_t m, n, kdim;
     int slot;                  /* kernel slot: mr x nr */
+    RKERN narrow;              /* when set, the narrow row-A kernel replaces the slot's */
     ptrdiff_t mr, nr;
     /* A': rows (row-A kernel) or packed panels */
     const REAL *arow;          /* A'[i, k] = arow[i * lda + k]; NULL when packed */
@@ -193,7 +194,7 @@ static REAL *SFX(gemm_slot_ptr)(REAL *cbuf, int direct_ok, int m_part, ptrdiff_t
 static void SFX(gemm_team)(const GEMM *g, int *failed)
 {
     const KERN *kk = GETK();
-    const RKERN *rk = GETR();
+    const RKERN rkern = g->narrow ? g->narrow : GETR()[g->slot];
     const ptrdiff_t mr = g->mr, nr = g->nr;
     const ptrdiff_t tm = FC_CEILDIV(g->m, mr), tn = FC_CEILDIV(g->n, nr);
     /* split the columns when there are many column tiles, else the rows */
@@ -334,10 +335,10 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
                         }
                         if (g->arow) {
                             if (full_m)
-                                rk[g->slot](kc, g->arow + i0 * g->lda + pc, g->lda, bp, ko,
-                                            cp, ldc, acc);
+                                rkern(kc, g->arow + i0 * g->lda + pc, g->lda, bp, ko, cp, ldc,
+                                      acc);
                             else
-                                rk[g->slot](kc, g->atail + pc, g->kdim, bp, ko, cp, ldc, acc);
+                                rkern(kc, g->atail + pc, g->kdim, bp, ko, cp, ldc, acc);
                         } else {
                             kk->ukr[g->slot](kc, g->apack + pi * g->kdim * mr + pc * mr, bp,
                                              ko, cp, ldc, acc);
@@ -411,12 +412,24 @@ static int SFX(gemm_plan)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrd
     }
     g.bias = bias;
     g.slot = SFX(gemm_slot)(kk, g.m, g.n);
-    {
-        const int forced = gemm_env_int("FASTCONV_GEMM_SLOT", -1);
-        if (forced >= 0 && forced < FC_NUM_MR && kk->mr[forced] > 0) g.slot = forced;
-    }
+    const int forced = gemm_env_int("FASTCONV_GEMM_SLOT", -1);
+    if (forced >= 0 && forced < FC_NUM_MR && kk->mr[forced] > 0) g.slot = forced;
     g.mr = kk->mr[g.slot];
     g.nr = kk->nr[g.slot];
+    /*
+     * The forward of a few samples (P = W x^T with a handful of columns): every
+     * slot pads the columns to its 48-128, doing up to 128x the useful
+     * multiply-adds. A kernel one vector wide pads to 8-16 instead; it reads W
+     * in place like the others and its FMA chain per element is the same.
+     */
+    if (transb && forced < 0) {
+        const NARROW nk = GETN();
+        if (g.n <= nk.nr) {
+            g.narrow = nk.fn;
+            g.mr = nk.mr;
+            g.nr = nk.nr;
+        }
+    }
     /*
      * A row-major A' that is the smaller operand and is reused by several column
      * tiles is packed after all: its rows are often a power-of-two apart (a

@@ -108,6 +108,11 @@ typedef void (*fc_ukr_rows_f64)(ptrdiff_t kc, const double *a, ptrdiff_t lda, co
                                 const ptrdiff_t *koff, double *c, ptrdiff_t ldc, int acc);
 const fc_ukr_rows_f32 *fc_get_row_kernels_f32(void);
 const fc_ukr_rows_f64 *fc_get_row_kernels_f64(void);
+/* A row-A kernel of one vector of columns (mr x nr) for products with few columns. */
+typedef struct { int mr, nr; fc_ukr_rows_f32 fn; } fc_narrow_rows_f32;
+typedef struct { int mr, nr; fc_ukr_rows_f64 fn; } fc_narrow_rows_f64;
+fc_narrow_rows_f32 fc_get_narrow_rows_f32(void);
+fc_narrow_rows_f64 fc_get_narrow_rows_f64(void);
 
 /* 64-byte aligned scratch; free with fc_free. NULL on failure or n == 0. */
 void *fc_malloc(size_t nbytes);

@@ -171,6 +171,8 @@ FC_DEF_GENERIC_ROWS(rkr_gen_f32_4, float, 4, 8)
 FC_DEF_GENERIC_ROWS(rkr_gen_f64_1, double, 1, 8)
 FC_DEF_GENERIC_ROWS(rkr_gen_f64_2, double, 2, 8)
 FC_DEF_GENERIC_ROWS(rkr_gen_f64_4, double, 4, 4)
+FC_DEF_GENERIC_ROWS(nkr_gen_f32, float, 4, 4)
+FC_DEF_GENERIC_ROWS(nkr_gen_f64, double, 4, 4)
 #define G_HSUM(v) (v)
 FC_DOT_SIG(dot_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 4, G_LOADU, G_FMADD, 0.0f, G_HSUM)
 FC_DOT_SIG(dot5_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 5, G_LOADU, G_FMADD, 0.0f, G_HSUM)
@@ -216,6 +218,8 @@ FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_2, 2, 4)
 FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_3, 3, 4)
 FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_4, 4, 3)
 FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_6, 6, 2)
+FC_DEF_AVX2_ROWS_F32(nkr_avx2_f32, 8, 1)
+FC_DEF_AVX2_ROWS_F64(nkr_avx2_f64, 8, 1)
 A2_TGT static inline float hsum_avx2_f32(__m256 v)
 {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -284,6 +288,8 @@ FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_3, 3, 8)
 FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_4, 4, 6)
 FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_6, 6, 4)
 FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_8, 8, 3)
+FC_DEF_AVX512_ROWS_F32(nkr_avx512_f32, 8, 1)
+FC_DEF_AVX512_ROWS_F64(nkr_avx512_f64, 8, 1)
 A5_TGT FC_DOT_SIG(dot_avx512_f32, float)
 FC_DOT_BODY(float, __m512, 16, 4, 6, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps(),
             _mm512_reduce_add_ps)
@@ -698,4 +704,36 @@ double fc_fma_peak_gflops(double seconds)
     double flops = 2.0 * (double)reps * (double)(kc * mr * nr);
     fc_free(a); fc_free(b); fc_free(c); fc_free(koff);
     return flops / (t - t0) * 1e-9;
+}
+
+/*
+ * Narrow row-A kernels: one vector of columns, for dense-layer products with
+ * only a few columns (the forward of a batch of a few samples), where the
+ * slots above would pad the batch to 48-128 columns. Same FMA chain per
+ * element as every other kernel, so the choice does not change a bit.
+ */
+fc_narrow_rows_f32 fc_get_narrow_rows_f32(void)
+{
+    fc_narrow_rows_f32 nk = {4, 4, nkr_gen_f32};
+#if FC_X86_SIMD
+    switch (fc_simd_level()) {
+    case FC_SIMD_AVX512: nk.mr = 8; nk.nr = 16; nk.fn = nkr_avx512_f32; break;
+    case FC_SIMD_AVX2: nk.mr = 8; nk.nr = 8; nk.fn = nkr_avx2_f32; break;
+    default: break;
+    }
+#endif
+    return nk;
+}
+
+fc_narrow_rows_f64 fc_get_narrow_rows_f64(void)
+{
+    fc_narrow_rows_f64 nk = {4, 4, nkr_gen_f64};
+#if FC_X86_SIMD
+    switch (fc_simd_level()) {
+    case FC_SIMD_AVX512: nk.mr = 8; nk.nr = 8; nk.fn = nkr_avx512_f64; break;
+    case FC_SIMD_AVX2: nk.mr = 8; nk.nr = 4; nk.fn = nkr_avx2_f64; break;
+    default: break;
+    }
+#endif
+    return nk;
 }
