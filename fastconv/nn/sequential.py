@@ -390,8 +390,9 @@ class Sequential(_Layer):
     @property
     def dtype(self):
         """Dtype of the parameters (float32 when there are none)."""
-        params = self.parameters()
-        return params[0].data.dtype if params else np.dtype(np.float32)
+        for _, p in self.named_parameters():  # the first one: listing all is slow
+            return p.data.dtype
+        return np.dtype(np.float32)
 
     # -- computation -----------------------------------------------------------
     @contextlib.contextmanager
