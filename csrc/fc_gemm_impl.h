@@ -424,7 +424,11 @@ static int SFX(gemm_plan)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrd
      */
     if (transb && forced < 0) {
         const NARROW nk = GETN();
-        if (g.n <= nk.nr) {
+        if (g.n == 1 && nk.fn1) { /* one sample: lanes across rows of W */
+            g.narrow = nk.fn1;
+            g.mr = nk.mr1;
+            g.nr = 1;
+        } else if (g.n <= nk.nr) {
             g.narrow = nk.fn;
             g.mr = nk.mr;
             g.nr = nk.nr;
