@@ -228,7 +228,9 @@ class Sequential(_Layer):
     once: ``predict``, ``evaluate`` and evaluation-mode ``forward`` write into
     buffers of the calling thread, and every call returns exactly what it
     would return alone (for models the plan cannot run, calls through the
-    layers take turns under a lock: still correct, one at a time). Training
+    layers take turns under a lock: still correct, one at a time). Each
+    thread keeps its own activation buffers per plan (~50 MB for the MNIST
+    CNN at batch 256), freed when the thread ends. Training
     (``fit``, training-mode ``forward`` / ``backward``) uses the layers'
     shared buffers and caches: a second thread that tries to train the same
     model while it is being trained gets a ``RuntimeError`` instead of
