@@ -293,3 +293,14 @@ def test_forward_results_are_the_callers(rng):
     keep = ya.copy()
     model.forward(a + 1)
     np.testing.assert_array_equal(ya, keep)
+
+
+def test_predict_follows_a_change_of_dtype(rng):
+    """predict converts inputs to the model's dtype, which it caches per layer list."""
+    model = models.lenet5(seed=0)
+    x = rng.standard_normal((3, 1, 28, 28))
+    assert model.predict(x).dtype == np.float32
+    model.layers = models.lenet5(seed=0, dtype=np.float64).layers
+    p = model.predict(x)
+    assert p.dtype == np.float64
+    np.testing.assert_allclose(p, models.lenet5(seed=0).predict(x), rtol=1e-4, atol=1e-6)
