@@ -64,6 +64,15 @@ def _probe(shape, dtype):
     return np.broadcast_to(np.zeros((), dtype), shape)
 
 
+def _specialized(kernel, dtype):
+    """The float or double version of a Cython fused-type kernel, chosen once:
+    calling it skips the per-call dispatch on the arguments' dtype (~0.2 us)."""
+    name = "float" if np.dtype(dtype) == np.float32 else "double"
+    if name in (getattr(kernel, "__signatures__", None) or {}):
+        return kernel[name]
+    return kernel
+
+
 def _admit(arr, shape, dtype):
     """``arr`` as the kernels may read it, or StalePlan when it no longer fits.
 
@@ -133,7 +142,8 @@ class _Conv(_ParamStep):
         kernel, geom, extra, out_shape = F._conv2d_prepared(
             shape, dtype, w.shape, layer.stride, layer.padding, layer.dilation, layer.groups)
         super().__init__(_BUFFER, out_shape, layer, dtype)
-        self.kernel, self.geom, self.relu, self.extra = kernel, geom, relu, extra
+        self.kernel = _specialized(kernel, dtype)
+        self.geom, self.relu, self.extra = geom, relu, extra
 
     def run(self, x, y, nt):
         w, b = self._params()
@@ -144,7 +154,7 @@ class _Conv(_ParamStep):
 
 
 class _Linear(_ParamStep):
-    __slots__ = ()
+    __slots__ = ("gemm",)
 
     def __init__(self, layer, shape, dtype):
         x = _probe(shape, dtype)
@@ -163,10 +173,11 @@ class _Linear(_ParamStep):
                     f"linear: bias must have shape ({w.shape[0]},) to match weight of "
                     f"shape {w.shape}, got {b.shape}")
         super().__init__(_BUFFER, (shape[0], w.shape[0]), layer, dtype)
+        self.gemm = _specialized(_kernels.gemm, dtype)
 
     def run(self, x, y, nt):
         w, b = self._params()
-        _kernels.gemm(False, True, x, w, b, F._BIAS_COLS, False, nt, y)
+        self.gemm(False, True, x, w, b, F._BIAS_COLS, False, nt, y)
         return y
 
 
@@ -178,27 +189,29 @@ def _pool_geom(owner, layer, shape, dtype):
 
 
 class _MaxPool(_Step):
-    __slots__ = ("geom",)
+    __slots__ = ("geom", "kernel")
 
     def __init__(self, layer, shape, dtype):
         self.geom, out_shape = _pool_geom("MaxPool2d", layer, shape, dtype)
         super().__init__(_BUFFER, out_shape)
+        self.kernel = _specialized(_kernels.max_pool2d_forward, dtype)
 
     def run(self, x, y, nt):
-        _kernels.max_pool2d_forward(x, self.geom, nt, y, None)
+        self.kernel(x, self.geom, nt, y, None)
         return y
 
 
 class _AvgPool(_Step):
-    __slots__ = ("geom", "count_include_pad")
+    __slots__ = ("geom", "count_include_pad", "kernel")
 
     def __init__(self, layer, shape, dtype):
         self.geom, out_shape = _pool_geom("AvgPool2d", layer, shape, dtype)
         super().__init__(_BUFFER, out_shape)
         self.count_include_pad = layer.count_include_pad
+        self.kernel = _specialized(_kernels.avg_pool2d_forward, dtype)
 
     def run(self, x, y, nt):
-        _kernels.avg_pool2d_forward(x, self.geom, self.count_include_pad, nt, y)
+        self.kernel(x, self.geom, self.count_include_pad, nt, y)
         return y
 
 
@@ -212,13 +225,15 @@ class _Relu(_Step):
         super().__init__(_INPLACE if inplace else _BUFFER, shape)
         # the same size rule as ReLU._apply, decided once for this shape
         size = int(np.prod(shape))
-        self.compiled = size >= ReLU._KERNEL_MIN_SIZE and kernel_relu_propagates_nan()
+        self.compiled = None
+        if size >= ReLU._KERNEL_MIN_SIZE and kernel_relu_propagates_nan():
+            self.compiled = _specialized(_kernels.relu_forward, dtype)
 
     def run(self, x, y, nt):
         if y is None:
             y = x
-        if self.compiled:
-            _kernels.relu_forward(x.reshape(-1), nt, y.reshape(-1))
+        if self.compiled is not None:
+            self.compiled(x.reshape(-1), nt, y.reshape(-1))
         else:
             np.maximum(x, 0, out=y)
         return y
