@@ -25,6 +25,8 @@ static int gemm_env_int(const char *name, int dflt)
 #define GETK fc_get_kernels_f32
 #define RKERN fc_ukr_rows_f32
 #define GETR fc_get_row_kernels_f32
+#define NARROW fc_narrow_rows_f32
+#define GETN fc_get_narrow_rows_f32
 #include "fc_gemm_impl.h"
 #undef REAL
 #undef SFX
@@ -32,6 +34,8 @@ static int gemm_env_int(const char *name, int dflt)
 #undef GETK
 #undef RKERN
 #undef GETR
+#undef NARROW
+#undef GETN
 
 #define REAL double
 #define SFX(name) name##_f64
@@ -39,6 +43,8 @@ static int gemm_env_int(const char *name, int dflt)
 #define GETK fc_get_kernels_f64
 #define RKERN fc_ukr_rows_f64
 #define GETR fc_get_row_kernels_f64
+#define NARROW fc_narrow_rows_f64
+#define GETN fc_get_narrow_rows_f64
 #include "fc_gemm_impl.h"
 #undef REAL
 #undef SFX
@@ -46,3 +52,5 @@ static int gemm_env_int(const char *name, int dflt)
 #undef GETK
 #undef RKERN
 #undef GETR
+#undef NARROW
+#undef GETN

@@ -32,6 +32,7 @@
 typedef struct {
     ptrdiff_t m, n, kdim;
     int slot;                  /* kernel slot: mr x nr */
+    RKERN narrow;              /* when set, the narrow row-A kernel replaces the slot's */
     ptrdiff_t mr, nr;
     /* A': rows (row-A kernel) or packed panels */
     const REAL *arow;          /* A'[i, k] = arow[i * lda + k]; NULL when packed */
@@ -63,6 +64,9 @@ typedef struct {
 /* Reduction block: the B' block of one tile (KC x NR) stays in L1 while every
  * row panel of the task runs over it. FASTCONV_GEMM_KC overrides (tuning). */
 #define FC_GEMM_KC 128
+/* Reduction block of a transposed product (the dense forward, P = W x^T): the B'
+ * block of the widest tile (128 floats or 64 doubles) x 2048 = 1 MB stays in L2. */
+#define FC_GEMM_KC_TRANS 2048
 
 /*
  * Kernel slot for an m x n product: the least padded work per unit of register
@@ -190,7 +194,7 @@ static REAL *SFX(gemm_slot_ptr)(REAL *cbuf, int direct_ok, int m_part, ptrdiff_t
 static void SFX(gemm_team)(const GEMM *g, int *failed)
 {
     const KERN *kk = GETK();
-    const RKERN *rk = GETR();
+    const RKERN rkern = g->narrow ? g->narrow : GETR()[g->slot];
     const ptrdiff_t mr = g->mr, nr = g->nr;
     const ptrdiff_t tm = FC_CEILDIV(g->m, mr), tn = FC_CEILDIV(g->n, nr);
     /* split the columns when there are many column tiles, else the rows */
@@ -202,13 +206,15 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
      * A' read in place (a weight's rows, in the forward) streams from memory once;
      * reading each row whole, rather than in KC pieces revisited per block, keeps
      * the access sequential for the prefetchers (5-7% at 1 thread). B' then comes
-     * from L2: up to 1 MB of it per tile column (B' already packed whole: the
-     * per-block copies of a strided B' would grow with KC).
+     * from L2 (B' already packed whole: the per-block copies of a strided B' would
+     * grow with KC).
+     * Every C element is a sum of per-block FMA chains, so the blocking decides its
+     * rounding. In the dense forward the columns of P are the batch rows: its block
+     * must depend on nothing the batch size changes (the kernel slot, whether A' is
+     * packed), or a sample's output would depend on the batch it is in.
      */
     ptrdiff_t kc_dflt = FC_GEMM_KC;
-    if (g->arow && !g->b_strided)
-        kc_dflt = FC_MAX(kc_dflt, FC_MIN(g->kdim, ((ptrdiff_t)1 << 20) /
-                                                   (nr * (ptrdiff_t)sizeof(REAL))));
+    if (g->trans_out) kc_dflt = FC_MAX(kc_dflt, FC_MIN(g->kdim, (ptrdiff_t)FC_GEMM_KC_TRANS));
     ptrdiff_t kcb = gemm_env_int("FASTCONV_GEMM_KC", (int)kc_dflt);
     if (kcb < 8) kcb = kc_dflt;
     /* the most tiles any task gets along the split dimension */
@@ -329,10 +335,10 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
                         }
                         if (g->arow) {
                             if (full_m)
-                                rk[g->slot](kc, g->arow + i0 * g->lda + pc, g->lda, bp, ko,
-                                            cp, ldc, acc);
+                                rkern(kc, g->arow + i0 * g->lda + pc, g->lda, bp, ko, cp, ldc,
+                                      acc);
                             else
-                                rk[g->slot](kc, g->atail + pc, g->kdim, bp, ko, cp, ldc, acc);
+                                rkern(kc, g->atail + pc, g->kdim, bp, ko, cp, ldc, acc);
                         } else {
                             kk->ukr[g->slot](kc, g->apack + pi * g->kdim * mr + pc * mr, bp,
                                              ko, cp, ldc, acc);
@@ -413,12 +419,28 @@ static int SFX(gemm_plan)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrd
     }
     g.bias = bias;
     g.slot = SFX(gemm_slot)(kk, g.m, g.n);
-    {
-        const int forced = gemm_env_int("FASTCONV_GEMM_SLOT", -1);
-        if (forced >= 0 && forced < FC_NUM_MR && kk->mr[forced] > 0) g.slot = forced;
-    }
+    const int forced = gemm_env_int("FASTCONV_GEMM_SLOT", -1);
+    if (forced >= 0 && forced < FC_NUM_MR && kk->mr[forced] > 0) g.slot = forced;
     g.mr = kk->mr[g.slot];
     g.nr = kk->nr[g.slot];
+    /*
+     * The forward of a few samples (P = W x^T with a handful of columns): every
+     * slot pads the columns to its 48-128, doing up to 128x the useful
+     * multiply-adds. A kernel one vector wide pads to 8-16 instead; it reads W
+     * in place like the others and its FMA chain per element is the same.
+     */
+    if (transb && forced < 0) {
+        const NARROW nk = GETN();
+        if (g.n == 1 && nk.fn1) { /* one sample: lanes across rows of W */
+            g.narrow = nk.fn1;
+            g.mr = nk.mr1;
+            g.nr = 1;
+        } else if (g.n <= nk.nr) {
+            g.narrow = nk.fn;
+            g.mr = nk.mr;
+            g.nr = nk.nr;
+        }
+    }
     /*
      * A row-major A' that is the smaller operand and is reused by several column
      * tiles is packed after all: its rows are often a power-of-two apart (a

@@ -195,6 +195,12 @@ typedef void (*fc_ukr_rows_f64)(ptrdiff_t kc, const double *a, ptrdiff_t lda, co
                                 const ptrdiff_t *koff, double *c, ptrdiff_t ldc, int acc);
 const fc_ukr_rows_f32 *fc_get_row_kernels_f32(void);
 const fc_ukr_rows_f64 *fc_get_row_kernels_f64(void);
+/* A row-A kernel of one vector of columns (mr x nr) for products with few columns,
+ * and (fn1, when not NULL) one of mr1 rows x 1 column for a single column. */
+typedef struct { int mr, nr; fc_ukr_rows_f32 fn; int mr1; fc_ukr_rows_f32 fn1; } fc_narrow_rows_f32;
+typedef struct { int mr, nr; fc_ukr_rows_f64 fn; int mr1; fc_ukr_rows_f64 fn1; } fc_narrow_rows_f64;
+fc_narrow_rows_f32 fc_get_narrow_rows_f32(void);
+fc_narrow_rows_f64 fc_get_narrow_rows_f64(void);
 
 /* 64-byte aligned scratch; free with fc_free. NULL on failure or n == 0. */
 void *fc_malloc(size_t nbytes);

@@ -171,6 +171,8 @@ FC_DEF_GENERIC_ROWS(rkr_gen_f32_4, float, 4, 8)
 FC_DEF_GENERIC_ROWS(rkr_gen_f64_1, double, 1, 8)
 FC_DEF_GENERIC_ROWS(rkr_gen_f64_2, double, 2, 8)
 FC_DEF_GENERIC_ROWS(rkr_gen_f64_4, double, 4, 4)
+FC_DEF_GENERIC_ROWS(nkr_gen_f32, float, 4, 4)
+FC_DEF_GENERIC_ROWS(nkr_gen_f64, double, 4, 4)
 #define G_HSUM(v) (v)
 FC_DOT_SIG(dot_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 4, G_LOADU, G_FMADD, 0.0f, G_HSUM)
 FC_DOT_SIG(dot5_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 5, G_LOADU, G_FMADD, 0.0f, G_HSUM)
@@ -216,6 +218,8 @@ FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_2, 2, 4)
 FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_3, 3, 4)
 FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_4, 4, 3)
 FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_6, 6, 2)
+FC_DEF_AVX2_ROWS_F32(nkr_avx2_f32, 8, 1)
+FC_DEF_AVX2_ROWS_F64(nkr_avx2_f64, 8, 1)
 A2_TGT static inline float hsum_avx2_f32(__m256 v)
 {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -284,6 +288,65 @@ FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_3, 3, 8)
 FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_4, 4, 6)
 FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_6, 6, 4)
 FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_8, 8, 3)
+FC_DEF_AVX512_ROWS_F32(nkr_avx512_f32, 8, 1)
+FC_DEF_AVX512_ROWS_F64(nkr_avx512_f64, 8, 1)
+
+/* r[i] = row i of a 16x16 block -> r[c] = column c (lane i = row i). */
+A5_TGT static inline void transpose16_avx512(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* then r[4g + j], 128-bit lane L = rows 4g..4g+3 of column 4L + j */
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    /* column 4L + j = lane L of r[j], r[4 + j], r[8 + j], r[12 + j] */
+    for (int j = 0; j < 4; ++j) {
+        const __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44);
+        const __m512 u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+        const __m512 v0 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+        const __m512 v1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+        t[j] = _mm512_shuffle_f32x4(u0, v0, 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(u0, v0, 0xDD);
+        t[8 + j] = _mm512_shuffle_f32x4(u1, v1, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(u1, v1, 0xDD);
+    }
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+/*
+ * The row-A kernel for ONE column (16 rows x 1): the forward of a single
+ * sample. The one-vector kernels broadcast each weight and use one lane in
+ * 16; here 16 weights rows x 16 k are loaded whole and transposed in
+ * registers, so the lanes are 16 rows. Each element is still one FMA chain in
+ * k order from zero, then stored or added: the bits of every other kernel.
+ */
+A5_TGT static void tkr_avx512_f32(ptrdiff_t kc, const float *FC_RESTRICT a, ptrdiff_t lda,
+                                  const float *FC_RESTRICT b, const ptrdiff_t *FC_RESTRICT koff,
+                                  float *FC_RESTRICT c, ptrdiff_t ldc, int acc)
+{
+    __m512 s = _mm512_setzero_ps();
+    for (ptrdiff_t q0 = 0; q0 < kc; q0 += 16) {
+        const int kr = (int)FC_MIN((ptrdiff_t)16, kc - q0);
+        const __mmask16 m = (__mmask16)((1u << kr) - 1u);
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(m, a + i * lda + q0);
+        transpose16_avx512(r);
+        for (int q = 0; q < kr; ++q)
+            s = _mm512_fmadd_ps(r[q], _mm512_set1_ps(b[koff[q0 + q]]), s);
+    }
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                              11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)ldc));
+    if (acc) s = _mm512_add_ps(_mm512_i32gather_ps(rows, c, 4), s);
+    _mm512_i32scatter_ps(c, rows, s, 4);
+}
 A5_TGT FC_DOT_SIG(dot_avx512_f32, float)
 FC_DOT_BODY(float, __m512, 16, 4, 6, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_setzero_ps(),
             _mm512_reduce_add_ps)
@@ -664,4 +727,39 @@ double fc_fma_peak_gflops(double seconds)
     double flops = 2.0 * (double)reps * (double)(kc * mr * nr);
     fc_free(a); fc_free(b); fc_free(c); fc_free(koff);
     return flops / (t - t0) * 1e-9;
+}
+
+/*
+ * Narrow row-A kernels: one vector of columns, for dense-layer products with
+ * only a few columns (the forward of a batch of a few samples), where the
+ * slots above would pad the batch to 48-128 columns. Same FMA chain per
+ * element as every other kernel, so the choice does not change a bit.
+ */
+fc_narrow_rows_f32 fc_get_narrow_rows_f32(void)
+{
+    fc_narrow_rows_f32 nk = {4, 4, nkr_gen_f32, 0, NULL};
+#if FC_X86_SIMD
+    switch (fc_simd_level()) {
+    case FC_SIMD_AVX512:
+        nk.mr = 8; nk.nr = 16; nk.fn = nkr_avx512_f32;
+        nk.mr1 = 16; nk.fn1 = tkr_avx512_f32;
+        break;
+    case FC_SIMD_AVX2: nk.mr = 8; nk.nr = 8; nk.fn = nkr_avx2_f32; break;
+    default: break;
+    }
+#endif
+    return nk;
+}
+
+fc_narrow_rows_f64 fc_get_narrow_rows_f64(void)
+{
+    fc_narrow_rows_f64 nk = {4, 4, nkr_gen_f64, 0, NULL};
+#if FC_X86_SIMD
+    switch (fc_simd_level()) {
+    case FC_SIMD_AVX512: nk.mr = 8; nk.nr = 8; nk.fn = nkr_avx512_f64; break;
+    case FC_SIMD_AVX2: nk.mr = 8; nk.nr = 4; nk.fn = nkr_avx2_f64; break;
+    default: break;
+    }
+#endif
+    return nk;
 }

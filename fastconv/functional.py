@@ -634,6 +634,23 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
     return y
 
 
+def _conv2d_prepared(x_shape, dtype, weight_shape, stride, padding, dilation, groups):
+    """What :func:`conv2d` checks and decides for these shapes, done once.
+
+    For a caller that repeats the same convolution many times (the inference
+    plans of ``fastconv.nn``). Raises as :func:`conv2d` would. Returns
+    ``(kernel, geom, extra, out_shape)``: ``kernel(x, weight, bias, geom, relu,
+    nthreads, y)`` is the compiled call :func:`conv2d` makes, on C-contiguous
+    arrays of ``dtype``, with ``x`` first grown by ``extra`` zero rows/columns
+    at the bottom/right when that is not (0, 0) ('same' with an even kernel).
+    """
+    g = _ConvGeom("conv2d", tuple(x_shape), tuple(weight_shape), stride, padding, dilation,
+                  groups)
+    wino = _winograd_ok(g, np.dtype(dtype))
+    kern = _kernels.conv2d_forward_winograd if wino else _kernels.conv2d_forward
+    return kern, g.as_tuple(), g.extra, g.out_shape
+
+
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
                     output_mask=(True, True, True), out=None, relu_output=None):
     """Gradients of :func:`conv2d` with respect to input, weight and bias.

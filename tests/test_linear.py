@@ -225,6 +225,32 @@ def test_thread_count_does_not_change_a_bit(shape, dtype, rng, restore_threads):
             assert got.tobytes() == want.tobytes(), f"{threads} threads vs 1"
 
 
+# (in_features, out_features): LeNet-5's and the MNIST CNN's layers, a reduction
+# longer than one block (3000 > 2048) with a few outputs, where the kernel slot and
+# whether the weight is packed change with the batch size
+INVARIANT_SHAPES = [(400, 120), (84, 10), (3136, 1024), (3000, 2), (1000, 129)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("features", INVARIANT_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_linear_rows_do_not_depend_on_the_batch(features, dtype, simd, rng):
+    """Regression: a row of linear(x) changed with the batch size and the row's place.
+
+    The GEMM's reduction block followed the kernel slot and the weight packing,
+    both chosen from the batch size, so predict() in chunks differed from one
+    call on the whole set in the last bits. Now every row is bitwise the same
+    in any batch, at every position, at every SIMD level.
+    """
+    i, o = features
+    x, w, b, _ = data(rng, 300, i, o, dtype)
+    full = F.linear(x, w, b)
+    for n in (1, 2, 3, 7, 16, 47, 48, 64, 100, 129, 256):
+        for start in sorted({0, 300 - n, int(rng.integers(0, 300 - n + 1))}):
+            got = F.linear(x[start:start + n], w, b)
+            assert got.tobytes() == full[start:start + n].tobytes(), \
+                f"rows {start}..{start + n - 1} in a batch of {n} differ from the batch of 300"
+
+
 def test_bad_input():
     x = np.zeros((4, 5), np.float32)
     w = np.zeros((3, 5), np.float32)
@@ -262,30 +288,48 @@ def test_bad_input():
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_nn_linear_kernels_agree_with_numpy_path(bias, dtype, rng, monkeypatch):
-    """nn.Linear on fastconv's kernels and on NumPy: same values, grads accumulated."""
+def test_nn_linear_matches_numpy_and_accumulates(bias, dtype, rng):
+    """nn.Linear (always on fastconv's kernels) against NumPy in float64; grads add up."""
     layer = nn.Linear(130, 70, bias=bias, rng=rng, dtype=dtype)
     if bias:
         layer.bias.data[:] = rng.standard_normal(70)
     x = rng.standard_normal((9, 130)).astype(dtype)
     gy = rng.standard_normal((9, 70)).astype(dtype)
-    results = {}
-    for path, cut in (("numpy", 10**18), ("kernels", 0)):
-        monkeypatch.setattr(nn.Linear, "kernel_min_macs", cut)
-        layer.zero_grad()
-        y = layer(x).copy()
-        gx = layer.backward(gy).copy()
-        layer(x)
-        layer.backward(gy)  # a second step adds into .grad
-        results[path] = (y, gx, layer.weight.grad.copy(),
-                         layer.bias.grad.copy() if bias else np.zeros(1))
-    for name, a, b in zip(("y", "gx", "gw", "gb"), results["kernels"], results["numpy"]):
-        close(a, f64(b), dtype, name)
+    w = f64(layer.weight.data)
+    layer.zero_grad()
+    y = layer(x).copy()
+    gx = layer.backward(gy).copy()
+    layer(x)
+    layer.backward(gy)  # a second step adds into .grad
+    close(y, f64(x) @ w.T + (f64(layer.bias.data) if bias else 0), dtype, "y")
+    close(gx, f64(gy) @ w, dtype, "gx")
+    close(layer.weight.grad, 2 * (f64(gy).T @ f64(x)), dtype, "gw")
+    if bias:
+        close(layer.bias.grad, 2 * f64(gy).sum(axis=0), dtype, "gb")
 
 
-def test_nn_linear_gradients_on_kernels(rng, monkeypatch):
-    """Central differences in float64 through the layer on the kernel path."""
-    monkeypatch.setattr(nn.Linear, "kernel_min_macs", 0)
+def test_nn_linear_has_no_blas_route():
+    """Regression: small products went to NumPy's BLAS (kernel_min_macs), a second
+    thread pool next to the kernels' OpenMP team and a batch-size-dependent result."""
+    assert not hasattr(nn.Linear, "kernel_min_macs")
+
+
+def test_nn_linear_odd_grad_arrays(rng):
+    """A float64 grad_out and a .grad the kernels cannot write in place still work."""
+    layer = nn.Linear(6, 4, rng=rng)
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    gy = rng.standard_normal((3, 4))  # float64
+    layer.weight.grad = np.zeros((4, 6), np.float32, order="F")
+    layer(x)
+    gx = layer.backward(gy)
+    assert gx.dtype == np.float32
+    close(gx, gy @ f64(layer.weight.data), np.float32, "gx")
+    close(layer.weight.grad, gy.T @ f64(x), np.float32, "gw")
+    close(layer.bias.grad, gy.sum(axis=0), np.float32, "gb")
+
+
+def test_nn_linear_gradients_on_kernels(rng):
+    """Central differences in float64 through the layer."""
     layer = nn.Linear(7, 5, rng=rng, dtype=np.float64)
     layer.bias.data[:] = rng.standard_normal(5)
     x = rng.standard_normal((4, 7))

@@ -2,8 +2,9 @@
 
 Convolution and pooling go through ``fastconv.conv2d`` / ``conv2d_backward`` /
 ``max_pool2d`` / ``avg_pool2d`` and their backward kernels; nothing convolves
-in Python. Dense, activation, dropout and batch-norm layers are a few
-whole-array NumPy calls each.
+in Python. Dense layers go through ``fastconv.linear`` / ``linear_backward``
+(fastconv's GEMM, not NumPy's BLAS); activation, dropout and batch-norm layers
+are a few whole-array NumPy calls each.
 
 All layers take and return NCHW arrays (dense layers ``(N, features)``) of the
 layer's dtype (float32 by default, float64 for gradient checks); a layer with
@@ -496,18 +497,13 @@ class Linear(_Layer):
     -----
     Input (N, in_features), output (N, out_features). ``Dense`` is an alias.
 
-    Products of at least ``kernel_min_macs`` multiply-adds (N * in_features *
-    out_features) run on fastconv's own kernels (``fastconv.linear`` and
-    ``linear_backward``, on the same OpenMP threads as the convolutions);
-    smaller ones on NumPy's BLAS, which has less overhead per call. The class
-    attribute may be changed (0: always the kernels; a huge value: never).
+    Every product runs on fastconv's own kernels (``fastconv.linear`` and
+    ``linear_backward``), on the same OpenMP team as the convolutions, never
+    on NumPy's BLAS: a second thread pool in the same process would compete
+    with the team for the cores, and a route that changed with the batch size
+    would change a sample's output with the batch it is in. Each output row
+    is bitwise the same in any batch, at any position, for any thread count.
     """
-
-    # Measured with 1 thread on the 2-core AVX-512 reference machine (forward +
-    # both gradients at batch 64, float32): NumPy wins below about 1e7
-    # multiply-adds (64x512->256 runs at 0.9x), fastconv from there on
-    # (64x784->256 1.14x, 64x3136->1024 1.2x-1.4x; 2 threads 1.4x).
-    kernel_min_macs = 10_000_000
 
     def __init__(
         self,
@@ -545,17 +541,9 @@ class Linear(_Layer):
                 f"Linear: expected input of shape (N, {self.in_features}), got shape {x.shape}"
             )
         y = self._buffer("y", (x.shape[0], self.out_features), x.dtype)
-        if self._on_kernels(x.shape[0]):
-            F.linear(x, self.weight.data, None if self.bias is None else self.bias.data, out=y)
-        else:
-            np.matmul(x, self.weight.data.T, out=y)
-            if self.bias is not None:
-                np.add(y, self.bias.data, out=y)
+        F.linear(x, self.weight.data, None if self.bias is None else self.bias.data, out=y)
         self._x = x if is_grad_enabled() else None
         return y
-
-    def _on_kernels(self, n):
-        return n * self.in_features * self.out_features >= self.kernel_min_macs
 
     @staticmethod
     def _grad_target(p):
@@ -566,33 +554,34 @@ class Linear(_Layer):
         return g if ok else None
 
     def backward(self, grad_out):
-        """Add dL/dweight, dL/dbias into ``.grad``; return dL/dx (None if not needed)."""
+        """Add dL/dweight, dL/dbias into ``.grad``; return dL/dx (None if not needed).
+
+        ``grad_out`` of another float dtype is converted to the layer's dtype.
+        """
         x = self._saved("_x")
         w, b = self.weight, self.bias
-        want_w = w.requires_grad
-        want_b = b is not None and b.requires_grad
-        # the kernels take one dtype; NumPy's path casts a float64 grad_out as before
-        if self._on_kernels(x.shape[0]) and getattr(grad_out, "dtype", None) == x.dtype \
-                and (not want_w or self._grad_target(w) is not None) \
-                and (not want_b or self._grad_target(b) is not None):
-            want_x = bool(self.needs_input_grad)
-            gx = self._buffer("gx", x.shape, x.dtype) if want_x else None
-            F.linear_backward(grad_out, x, w.data, output_mask=(want_x, want_w, want_b),
-                              out=(gx, w.grad if want_w else None, b.grad if want_b else None),
-                              accumulate=True)
-            return gx
-        if w.requires_grad:
-            gw = self._scratch.get("gw")
-            if gw is None:
-                gw = self._scratch["gw"] = np.empty_like(w.data)
-            np.matmul(grad_out.T, x, out=gw)
-            np.add(w.grad, gw, out=w.grad)
-        if b is not None and b.requires_grad:
-            b.grad += grad_out.sum(axis=0)
-        if not self.needs_input_grad:
+        mask = (bool(self.needs_input_grad), w.requires_grad, b is not None and b.requires_grad)
+        if not any(mask):
             return None
-        gx = self._buffer("gx", x.shape, x.dtype)
-        return np.matmul(grad_out, w.data, out=gx)
+        if isinstance(grad_out, np.ndarray) and grad_out.dtype != x.dtype:
+            grad_out = grad_out.astype(x.dtype)
+        gx = self._buffer("gx", x.shape, x.dtype) if mask[0] else None
+        # .grad is added into in place; a grad array the kernels cannot write
+        # (replaced by the caller with a view, another dtype, ...) gets the
+        # product in scratch first
+        targets = [None, None]
+        for i, p in ((0, w), (1, b)):
+            if mask[i + 1]:
+                targets[i] = self._grad_target(p)
+                if targets[i] is None:
+                    targets[i] = self._scratch.setdefault(f"g{i}", np.zeros_like(p.data))
+                    targets[i].fill(0)
+        F.linear_backward(grad_out, x, w.data, output_mask=mask, out=(gx, *targets),
+                          accumulate=True)
+        for i, p in ((0, w), (1, b)):
+            if mask[i + 1] and targets[i] is not p.grad:
+                p.grad += targets[i]
+        return gx
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable."""

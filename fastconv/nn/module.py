@@ -8,22 +8,27 @@ returns the gradient with respect to the input.
 """
 
 import contextlib
+import threading
 
 import numpy as np
 
 __all__ = ["Module", "Parameter", "no_grad", "is_grad_enabled"]
 
-_GRAD_ENABLED = True
+# Grad mode is per thread (as in PyTorch): one thread's ``no_grad`` block must
+# not switch off caching in a thread that is training at the same time.
+_grad_mode = threading.local()
 
 
 def is_grad_enabled():
     """Whether layers cache what ``backward`` needs (False inside ``no_grad``).
 
+    The setting belongs to the calling thread.
+
     Returns
     -------
     bool
     """
-    return _GRAD_ENABLED
+    return getattr(_grad_mode, "enabled", True)
 
 
 @contextlib.contextmanager
@@ -33,20 +38,19 @@ def no_grad():
     Inside the block max-pool layers do not compute argmax indices and no
     layer keeps a reference to its input, so inference is faster and lighter.
     Calling ``backward`` on a forward pass made inside the block raises
-    ``RuntimeError``.
+    ``RuntimeError``. It applies to the calling thread only.
 
     Examples
     --------
     >>> with no_grad():                                   # doctest: +SKIP
     ...     logits = model(x)
     """
-    global _GRAD_ENABLED
-    previous = _GRAD_ENABLED
-    _GRAD_ENABLED = False
+    previous = is_grad_enabled()
+    _grad_mode.enabled = False
     try:
         yield
     finally:
-        _GRAD_ENABLED = previous
+        _grad_mode.enabled = previous
 
 
 class Parameter:

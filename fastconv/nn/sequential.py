@@ -1,13 +1,16 @@
 """``Sequential``: a stack of layers with a Keras-style training API."""
 
 import contextlib
+import copy
 import math
 import sys
+import threading
 import time
 import warnings
 
 import numpy as np
 
+from .. import functional as F
 from .callbacks import CallbackList, History
 from .layers import (
     Conv2d,
@@ -22,11 +25,15 @@ from .layers import (
     register_layer,
 )
 from .losses import CrossEntropyLoss, get_loss
-from .module import Module, no_grad
+from .module import Module, is_grad_enabled, no_grad
+from .plan import InferencePlan, StalePlan, plannable
 
 __all__ = ["Sequential"]
 
 _METRICS = ("accuracy",)
+# Inference plans kept per model (one per input shape, dtype and kernel setting):
+# predict's full batches and its last, shorter one need two.
+_MAX_PLANS = 8
 _METRIC_ALIASES = {"accuracy": "accuracy", "acc": "accuracy"}
 
 
@@ -75,14 +82,14 @@ def _check_xy(owner, x, y, xname="x", yname="y"):
 
 
 def _blas_limit(threads):
-    """Cap NumPy's BLAS pool while the OpenMP kernels run (no-op without threadpoolctl).
+    """Cap NumPy's BLAS pool during ``fit`` (no-op without threadpoolctl).
 
-    On a machine with few cores, OpenBLAS worker threads that busy-wait after a
-    dense-layer matmul compete with the conv kernels' OpenMP team for the same
-    cores (and OpenMP's spinning workers slow the next matmul); measured on the
-    2-core reference machine under load, a LeNet-5 step was 5x faster with
-    BLAS limited to one thread. The dense layers of LeNet-style nets are too
-    small to gain from a second BLAS thread.
+    fastconv's own layers never call BLAS (``Linear`` runs on fastconv's
+    GEMM), but a custom layer may: on a machine with few cores, OpenBLAS
+    worker threads that busy-wait after a matmul compete with the kernels'
+    OpenMP team for the same cores (a LeNet-5 step was 5x slower that way on
+    the 2-core reference machine). Inference does not apply the cap: a
+    threadpoolctl limit costs far more than a small model's forward.
     """
     if threads is None:
         return contextlib.nullcontext()
@@ -206,6 +213,36 @@ class Sequential(_Layer):
 
     Notes
     -----
+    **Inference** (``predict``, ``evaluate``, and ``forward`` in evaluation
+    mode) runs through an inference plan (``fastconv.nn.plan``): built on the
+    first call for each input shape and dtype, it checks the input and picks
+    the kernels once, then each call is a short loop of kernel calls. The
+    plan reads the parameters at every call (training updates and
+    ``load_state_dict`` are seen) and rebuilds itself when the layers change.
+    Evaluation-mode ``forward`` keeps nothing for ``backward`` (as inside
+    ``no_grad``) unless ``needs_input_grad`` is True, which sends it through
+    the layers (e.g. for saliency maps). Models with layers the plan does
+    not know (custom ``Module`` subclasses) run layer by layer instead.
+
+    **Threads.** One model may serve inference to any number of threads at
+    once: ``predict``, ``evaluate`` and evaluation-mode ``forward`` write into
+    buffers of the calling thread, and every call returns exactly what it
+    would return alone (for models the plan cannot run, calls through the
+    layers take turns under a lock: still correct, one at a time). Each
+    thread keeps its own activation buffers per plan (~50 MB for the MNIST
+    CNN at batch 256), freed when the thread ends. Training
+    (``fit``, training-mode ``forward`` / ``backward``) uses the layers'
+    shared buffers and caches: a second thread that tries to train the same
+    model while it is being trained gets a ``RuntimeError`` instead of
+    corrupting it, and ``backward`` refuses to run on a forward pass made by
+    another thread. Inference while another thread trains the model is not
+    an error, but it reads the weights as they are being updated.
+
+    **Batch invariance.** Every kernel computes each sample's output in an
+    order fixed by the layer shapes alone, so a sample's result is bitwise
+    the same in any batch, at any position (``predict`` with any
+    ``batch_size`` gives the same rows), and for any thread count.
+
     The layers of a ``Sequential`` write their outputs and gradients into
     arrays they reuse between steps (``reuse_buffers``); ``forward`` and
     ``backward`` of the top-level model return copies, so results handed to
@@ -221,11 +258,12 @@ class Sequential(_Layer):
     NaN, see ``fastconv.nn.layers.kernel_relu_propagates_nan``); a ``ReLU``
     directly followed by ``MaxPool2d`` back-propagates in the pool's backward
     (``fuse_relu_pool``; the ReLU mask is applied on the pooled grid, results
-    are bitwise identical); and ``fit`` / ``evaluate`` / ``predict``
-    cap NumPy's BLAS at ``blas_threads`` (default 1, via threadpoolctl when it
-    is installed) so that BLAS workers do not compete with the kernels'
-    OpenMP threads. Loss values in logs and ``evaluate`` are averages over
-    samples.
+    are bitwise identical). ``fit`` caps NumPy's BLAS at ``blas_threads``
+    (default 1, via threadpoolctl when it is installed) for custom layers
+    that use it; fastconv's own layers never do. Loss values in logs and
+    ``evaluate`` are averages over samples. Changing a layer's
+    hyper-parameters (stride, padding, ...) in place after the first
+    inference call is not supported: build a new layer.
 
     Examples
     --------
@@ -239,7 +277,7 @@ class Sequential(_Layer):
     {'loss': ..., 'accuracy': ...}
     """
 
-    #: BLAS threads for NumPy matmuls inside fit/evaluate/predict (None: leave
+    #: BLAS threads for NumPy matmuls of custom layers inside fit (None: leave
     #: the BLAS pool alone). Applied through threadpoolctl when it is installed.
     blas_threads = 1
 
@@ -262,8 +300,34 @@ class Sequential(_Layer):
         self.fit_rng = None
         self._needs_input_grad = False
         self._reuse = False
+        self._init_threading()
         for layer in layers or ():
             self.add(layer)
+
+    def _init_threading(self):
+        # Guards the layers' own buffers and caches (the layer-by-layer path):
+        # training holds it without waiting, inference through the layers waits.
+        self._lock = threading.RLock()
+        self._trainer = None  # thread id of the thread training the model, if any
+        self._kept = None     # thread whose forward pass the layers' caches hold
+        self._plan_lock = threading.Lock()  # only for changes to the plan cache
+        self._plans = {}
+        self._plan_layers = None  # the layers the plans were built for
+        self._plan_nested = []    # (nested Sequential, its layers) likewise
+        self._plannable = False
+        self._plan_dtype = None   # self.dtype when the plans were dropped last
+
+    def __getstate__(self):
+        # locks cannot be pickled or deep-copied; plans are rebuilt on demand
+        state = self.__dict__.copy()
+        for key in ("_lock", "_trainer", "_kept", "_plan_lock", "_plans", "_plan_layers",
+                    "_plan_nested", "_plannable", "_plan_dtype"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_threading()
 
     # -- structure -------------------------------------------------------------
     def add(self, layer):
@@ -329,10 +393,43 @@ class Sequential(_Layer):
     @property
     def dtype(self):
         """Dtype of the parameters (float32 when there are none)."""
-        params = self.parameters()
-        return params[0].data.dtype if params else np.dtype(np.float32)
+        for _, p in self.named_parameters():  # the first one: listing all is slow
+            return p.data.dtype
+        return np.dtype(np.float32)
 
     # -- computation -----------------------------------------------------------
+    @contextlib.contextmanager
+    def _using_layers(self, owner, training):
+        """Hold the layers' shared buffers: a trainer never waits, inference does.
+
+        A call that would train (or keep caches for backward) while another
+        thread holds the layers raises instead of corrupting them; inference
+        through the layers waits for other inference calls to finish.
+        """
+        lock = self._lock
+        me = threading.get_ident()
+        if not lock.acquire(blocking=False):
+            trainer = self._trainer
+            if training or (trainer is not None and trainer != me):
+                raise RuntimeError(
+                    f"{owner}: this model is in use by another thread"
+                    f"{' that is training it' if trainer not in (None, me) else ''}; "
+                    "a model cannot be trained from two threads at once, nor run "
+                    "through its layers while another thread trains it (the layers "
+                    "share their buffers and caches). Let the other call finish, or "
+                    "train a copy (Sequential.from_config(model.get_config()) and "
+                    "load_state_dict)"
+                )
+            lock.acquire()
+        previous = self._trainer
+        if training:
+            self._trainer = me
+        try:
+            yield
+        finally:
+            self._trainer = previous
+            lock.release()
+
     def _forward(self, x):
         layers = self.layers
         n = len(layers)
@@ -348,10 +445,94 @@ class Sequential(_Layer):
             else:
                 x = layer(x)
                 i += 1
+        me = threading.get_ident()
+        if is_grad_enabled():
+            self._kept = me
+        elif self._kept == me:
+            self._kept = None
         return x
+
+    # -- inference plans ---------------------------------------------------------
+    def _refresh_plans(self):
+        """Drop the plans when the layers (or a nested model's layers) changed."""
+        if self._plan_layers == self.layers and not (
+                self._plan_nested and any(m.layers != snap for m, snap in self._plan_nested)):
+            return
+        with self._plan_lock:
+            nested = []
+            stack = list(self.layers)
+            while stack:
+                m = stack.pop()
+                if type(m) is type(self):
+                    nested.append((m, list(m.layers)))
+                    stack.extend(m.layers)
+            self._plans = {}
+            self._plannable = bool(self.layers) and plannable(self)
+            self._plan_dtype = self.dtype
+            self._plan_nested = nested
+            self._plan_layers = list(self.layers)
+
+    def _inference_dtype(self):
+        """``self.dtype``, looked up again only when the layers change or a plan
+        meets a parameter array of another shape or dtype (finding the
+        parameters costs ~2 us, 5% of LeNet-5's predict at batch 1)."""
+        self._refresh_plans()
+        return self._plan_dtype
+
+    def _plan_for(self, x):
+        """The inference plan for input ``x`` (built on first use; raises for bad input)."""
+        key = (x.shape, x.dtype, F._winograd, self.fuse_conv_relu)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = InferencePlan(self, x.shape, x.dtype)
+            with self._plan_lock:
+                plans = self._plans
+                if len(plans) >= _MAX_PLANS:
+                    plans.pop(next(iter(plans)))
+                plans[key] = plan
+        return plan
+
+    def _run_plan(self, x, out=None):
+        try:
+            return self._plan_for(x).run(x, out)
+        except StalePlan:
+            # a parameter was replaced by an array of another shape: plan again
+            self._plan_layers = None
+            self._refresh_plans()
+        try:
+            return self._plan_for(x).run(x, out)
+        except StalePlan:
+            raise RuntimeError(
+                "Sequential: a parameter array changed shape or dtype during the call "
+                "(another thread replacing parameters?)") from None
+
+    def _infer(self, x, owner, out=None):
+        """Evaluation-mode output for the batch ``x`` (the model's dtype).
+
+        Written into ``out`` when given; otherwise the array may belong to the
+        calling thread's plan buffers (valid until its next inference call).
+        """
+        self._refresh_plans()
+        if self._plannable:
+            return self._run_plan(x, out)
+        with self._using_layers(owner, training=False):
+            was_training = self.training
+            self.eval()
+            try:
+                with no_grad():
+                    y = self._forward(x)
+                if out is None:
+                    return y.copy()
+                out[...] = y
+                return out
+            finally:
+                self.train(was_training)
 
     def forward(self, x):
         """Apply the layers in order.
+
+        In evaluation mode this runs the inference plan (thread-safe; nothing
+        is kept for ``backward``) unless ``needs_input_grad`` is True.
 
         Parameters
         ----------
@@ -362,9 +543,21 @@ class Sequential(_Layer):
         ndarray
             Output of the last layer (logits for the models of this package).
         """
-        y = self._forward(x)
-        # layers write into reused buffers; a top-level caller gets its own copy
-        return y if self._reuse or not self.layers else y.copy()
+        if not self.training and not self._reuse and not self._needs_input_grad \
+                and isinstance(x, np.ndarray):
+            self._refresh_plans()
+            if self._plannable:
+                plan = self._plan_for(x)
+                # a layer left in training mode inside an eval model (dropout,
+                # batch norm) must act as such: that takes the layer path
+                if not any(m.training for m in plan.mode_layers):
+                    if self._kept is not None and self._kept == threading.get_ident():
+                        self._kept = None  # the layers' caches are not of this pass
+                    return self._run_plan(x, np.empty(plan.out_shape, plan.dtype))
+        with self._using_layers("forward", training=self.training):
+            y = self._forward(x)
+            # layers write into reused buffers; a top-level caller gets its own copy
+            return y if self._reuse or not self.layers else y.copy()
 
     def backward(self, grad_out):
         """Back-propagate through the layers in reverse order.
@@ -378,25 +571,40 @@ class Sequential(_Layer):
         -------
         ndarray or None
             dL/dx when ``needs_input_grad`` is True, else None.
+
+        Raises
+        ------
+        RuntimeError
+            No forward pass of this thread kept its inputs (the last one ran
+            inside ``no_grad``, through the inference plan, or in another
+            thread), or another thread is training the model.
         """
-        g = grad_out
-        layers = self.layers
-        i = len(layers) - 1
-        while i >= 0:
-            layer = layers[i]
-            if (self.fuse_relu_pool and i > 0 and type(layer) is MaxPool2d
-                    and type(layers[i - 1]) is ReLU):
-                # the pool applies ReLU's mask on its own (smaller) grid
-                g = layer._backward_after_relu(g)
-                i -= 2
-            else:
-                g = layer.backward(g)
-                i -= 1
-            if g is None:
-                return None
-        if not self._reuse and self.layers:
-            g = g.copy()
-        return g
+        with self._using_layers("backward", training=True):
+            if self.layers and self._kept != threading.get_ident():
+                raise RuntimeError(
+                    "Sequential.backward called without a preceding forward pass that kept "
+                    "its inputs in this thread (a forward inside no_grad(), or in evaluation "
+                    "mode through the inference plan, keeps nothing; use model.train(), or "
+                    "set model.needs_input_grad = True for gradients in evaluation mode)"
+                )
+            g = grad_out
+            layers = self.layers
+            i = len(layers) - 1
+            while i >= 0:
+                layer = layers[i]
+                if (self.fuse_relu_pool and i > 0 and type(layer) is MaxPool2d
+                        and type(layers[i - 1]) is ReLU):
+                    # the pool applies ReLU's mask on its own (smaller) grid
+                    g = layer._backward_after_relu(g)
+                    i -= 2
+                else:
+                    g = layer.backward(g)
+                    i -= 1
+                if g is None:
+                    return None
+            if not self._reuse and self.layers:
+                g = g.copy()
+            return g
 
     def get_config(self):
         """``{"layers": [{"class": ..., "config": ...}, ...]}``."""
@@ -432,7 +640,7 @@ class Sequential(_Layer):
         x = None
         if input_shape is not None:
             x = np.zeros((1,) + tuple(input_shape), self.dtype)
-        with no_grad():
+        with self._using_layers("summary", training=False), no_grad():
             was_training = self.training
             self.eval()
             try:
@@ -560,7 +768,17 @@ class Sequential(_Layer):
             A batch loss became NaN or Inf (names the epoch and step).
         ValueError, TypeError
             Bad arguments (shapes, lengths, dtypes, batch_size < 1, ...).
+        RuntimeError
+            The model is being trained (or run through its layers) by another
+            thread: one model is trained by one thread at a time.
         """
+        owner = "fit"
+        with self._using_layers(owner, training=True):
+            return self._fit(x, y, batch_size, epochs, validation_data, callbacks, verbose,
+                             shuffle, seed, augment, initial_epoch, validation_batch_size)
+
+    def _fit(self, x, y, batch_size, epochs, validation_data, callbacks, verbose, shuffle,
+             seed, augment, initial_epoch, validation_batch_size):
         owner = "fit"
         self._require_compiled(owner)
         x, y = _check_xy(owner, x, y)
@@ -666,19 +884,6 @@ class Sequential(_Layer):
         cbs.on_train_end(dict(logs) if logs else {})
         return history
 
-    def _inference_batches(self, x, batch_size, owner):
-        """Yield (slice, model output) in eval mode without caching for backward."""
-        dtype = self.dtype
-        was_training = self.training
-        self.eval()
-        try:
-            with no_grad(), _blas_limit(self.blas_threads):
-                for start in range(0, len(x), batch_size):
-                    sl = slice(start, start + batch_size)
-                    yield sl, self._forward(self._batch_input(x, sl, dtype))
-        finally:
-            self.train(was_training)
-
     def evaluate(self, x, y, batch_size=256, verbose=0):
         """Loss and metrics on ``(x, y)`` in evaluation mode.
 
@@ -705,10 +910,16 @@ class Sequential(_Layer):
         if len(x) == 0:
             raise ValueError(f"{owner}: x is empty")
         labels = _true_labels(y)
+        # a loss keeps its last forward's arrays for backward: a copy of its
+        # own, so that concurrent calls (and a fit in progress) do not share them
+        loss = copy.copy(self.loss)
+        dtype = self._inference_dtype()
         loss_sum = 0.0
         correct = 0
-        for sl, out in self._inference_batches(x, batch_size, owner):
-            loss_sum += _sample_weighted(self.loss, self.loss.forward(out, y[sl]), len(out))
+        for start in range(0, len(x), batch_size):
+            sl = slice(start, start + batch_size)
+            out = self._infer(self._batch_input(x, sl, dtype), owner)
+            loss_sum += _sample_weighted(loss, loss.forward(out, y[sl]), len(out))
             if labels is not None:
                 correct += int(np.count_nonzero(out.argmax(axis=1) == labels[sl]))
         result = {"loss": loss_sum / len(x)}
@@ -738,25 +949,38 @@ class Sequential(_Layer):
             Softmax of the logits. If the last layer already is ``Softmax`` or
             ``Sigmoid``, or the model is compiled with a loss other than
             cross-entropy (e.g. MSE regression), the raw outputs instead.
-            ``predict(x).argmax(1)`` gives the predicted classes.
+            ``predict(x).argmax(1)`` gives the predicted classes. Each row is
+            bitwise the same for any ``batch_size`` and position of the
+            sample in ``x``.
+
+        Notes
+        -----
+        Safe to call from several threads at once on one model (see the
+        class notes).
         """
         owner = "predict"
         x, _ = _check_xy(owner, x, None)
         batch_size = _as_int("batch_size", batch_size, 1, owner)
-        result = None
-        softmax = not self._outputs_probabilities()
-        for sl, out in self._inference_batches(x, batch_size, owner):
-            if result is None:
-                result = np.empty((len(x),) + out.shape[1:], out.dtype)
-            dst = result[sl]
-            if softmax:
-                np.subtract(out, out.max(axis=1, keepdims=True), out=dst)
-                np.exp(dst, out=dst)
-                dst /= dst.sum(axis=1, keepdims=True)
-            else:
-                dst[...] = out
-        if result is None:
+        n = len(x)
+        if n == 0:
             raise ValueError(f"{owner}: x is empty")
+        dtype = self._inference_dtype()
+        result = None
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            xb = self._batch_input(x, sl, dtype)
+            if result is None:
+                out = self._infer(xb, owner)
+                result = np.empty((n,) + out.shape[1:], out.dtype)
+                result[sl] = out
+            else:
+                self._infer(xb, owner, out=result[sl])
+        if not self._outputs_probabilities():
+            # row by row (NumPy reduces each row of a C-contiguous array on its
+            # own), so a row's result does not depend on the others
+            np.subtract(result, result.max(axis=1, keepdims=True), out=result)
+            np.exp(result, out=result)
+            result /= result.sum(axis=1, keepdims=True)
         return result
 
     def save(self, path, include_optimizer=True):

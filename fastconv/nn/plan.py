@@ -1,0 +1,459 @@
+"""Inference plans: a ``Sequential`` turned once into a list of kernel calls.
+
+``Sequential.predict``, ``evaluate`` and ``forward`` in evaluation mode run a
+plan instead of calling the layers one by one. A plan is built for one input
+shape and dtype; building it does, once, what every layer call would
+otherwise repeat: the input checks (with the layers' own error messages),
+output shapes, fusion (a ``Conv2d`` followed by ``ReLU`` is one kernel call,
+as in ``Sequential._forward``) and the choice of kernel. Running it is a loop
+over calls into ``fastconv._kernels`` with nothing left to check but the
+identity of each parameter array.
+
+Parameters are read at every call, so training updates, ``load_state_dict``
+and optimiser steps are seen; a parameter replaced by an array of another
+shape makes the owner rebuild the plan. Outputs go into buffers that belong to
+the calling thread (``threading.local``), never into the layers' own buffers:
+any number of threads may run one plan at once, and each gets the result a
+single thread would (bitwise: the kernels' results do not depend on the
+thread count, and every sample's result does not depend on its batch).
+
+The computation is evaluation mode whatever the layers' ``training`` flags
+say: ``Dropout`` is the identity and batch normalisation uses the running
+statistics. Results are bitwise those of the layer-by-layer forward in
+evaluation mode.
+"""
+
+import threading
+
+import numpy as np
+
+from .. import _kernels
+from .. import functional as F
+from .layers import (
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    _check_input,
+    kernel_relu_propagates_nan,
+)
+
+__all__ = ["InferencePlan", "plannable"]
+
+# How a step produces its output.
+_BUFFER = 0   # writes into an output array of its own (a per-thread buffer)
+_INPLACE = 1  # overwrites its input, which is a buffer of the plan
+_VIEW = 2     # returns a view of its input (no arithmetic)
+
+
+class StalePlan(Exception):
+    """A parameter array no longer has the shape or dtype the plan was built for."""
+
+
+def _probe(shape, dtype):
+    """A zero-strided stand-in for an input of this shape and dtype (no memory):
+    the layers' own input checks run on it and raise their usual messages."""
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+def _specialized(kernel, dtype):
+    """The float or double version of a Cython fused-type kernel, chosen once:
+    calling it skips the per-call dispatch on the arguments' dtype (~0.2 us)."""
+    name = "float" if np.dtype(dtype) == np.float32 else "double"
+    if name in (getattr(kernel, "__signatures__", None) or {}):
+        return kernel[name]
+    return kernel
+
+
+def _admit(arr, shape, dtype):
+    """``arr`` as the kernels may read it, or StalePlan when it no longer fits.
+
+    Called only when a parameter's array object is not the one last admitted,
+    so the common call costs one identity test.
+    """
+    if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
+        raise StalePlan
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+
+
+class _Step:
+    """One call of a plan: ``run(x, y, nthreads)`` returns the output for input ``x``."""
+
+    __slots__ = ("kind", "out_shape")
+
+    def __init__(self, kind, out_shape):
+        self.kind = kind
+        self.out_shape = tuple(out_shape)
+
+
+class _ParamStep(_Step):
+    """A step that reads ``layer.weight`` and ``layer.bias`` live at every call."""
+
+    __slots__ = ("layer", "dtype", "wshape", "bshape", "w_ok", "b_ok")
+
+    def __init__(self, kind, out_shape, layer, dtype):
+        super().__init__(kind, out_shape)
+        self.layer = layer
+        self.dtype = np.dtype(dtype)
+        self.wshape = layer.weight.data.shape
+        self.bshape = (self.wshape[0],)
+        self.w_ok = self.b_ok = None  # the arrays last admitted (identity fast path)
+
+    def _params(self):
+        layer = self.layer
+        w = layer.weight.data
+        if w is not self.w_ok:
+            w = _admit(w, self.wshape, self.dtype)
+            if w is layer.weight.data:
+                self.w_ok = w
+        b = layer.bias
+        if b is not None:
+            b = b.data
+            if b is not self.b_ok:
+                b = _admit(b, self.bshape, self.dtype)
+                if b is layer.bias.data:
+                    self.b_ok = b
+        return w, b
+
+
+class _Conv(_ParamStep):
+    __slots__ = ("kernel", "geom", "relu", "extra")
+
+    def __init__(self, layer, shape, dtype, relu):
+        owner = "Conv2d"
+        x = _probe(shape, dtype)
+        _check_input(owner, x, 4, layer.dtype)
+        if shape[1] != layer.in_channels:
+            raise ValueError(
+                f"Conv2d: expected input with {layer.in_channels} channels, "
+                f"got input of shape {tuple(shape)}"
+            )
+        w = layer.weight.data
+        b = None if layer.bias is None else layer.bias.data
+        F._conv_inputs("conv2d", x, w, b)
+        kernel, geom, extra, out_shape = F._conv2d_prepared(
+            shape, dtype, w.shape, layer.stride, layer.padding, layer.dilation, layer.groups)
+        super().__init__(_BUFFER, out_shape, layer, dtype)
+        self.kernel = _specialized(kernel, dtype)
+        self.geom, self.relu, self.extra = geom, relu, extra
+
+    def run(self, x, y, nt):
+        w, b = self._params()
+        if self.extra != (0, 0):  # 'same' with an even kernel: zeros at the bottom/right
+            x = np.pad(x, ((0, 0), (0, 0), (0, self.extra[0]), (0, self.extra[1])))
+        self.kernel(x, w, b, self.geom, self.relu, nt, y)
+        return y
+
+
+class _Linear(_ParamStep):
+    __slots__ = ("gemm",)
+
+    def __init__(self, layer, shape, dtype):
+        x = _probe(shape, dtype)
+        _check_input("Linear", x, 2, layer.dtype)
+        if shape[1] != layer.in_features:
+            raise ValueError(
+                f"Linear: expected input of shape (N, {layer.in_features}), got shape {tuple(shape)}"
+            )
+        w = layer.weight.data
+        F._linear_inputs("linear", x, w)
+        if layer.bias is not None:
+            b = F._array("linear", "bias", layer.bias.data)
+            F._same_dtype("linear", "input", x, bias=b)
+            if b.shape != (w.shape[0],):
+                raise ValueError(
+                    f"linear: bias must have shape ({w.shape[0]},) to match weight of "
+                    f"shape {w.shape}, got {b.shape}")
+        super().__init__(_BUFFER, (shape[0], w.shape[0]), layer, dtype)
+        self.gemm = _specialized(_kernels.gemm, dtype)
+
+    def run(self, x, y, nt):
+        w, b = self._params()
+        self.gemm(False, True, x, w, b, F._BIAS_COLS, False, nt, y)
+        return y
+
+
+def _pool_geom(owner, layer, shape, dtype):
+    x = _probe(shape, dtype)
+    _check_input(owner, x, 4)
+    fn = "max_pool2d" if owner == "MaxPool2d" else "avg_pool2d"
+    return F._pool_geom(fn, shape, layer.kernel_size, layer.stride, layer.padding)
+
+
+class _MaxPool(_Step):
+    __slots__ = ("geom", "kernel")
+
+    def __init__(self, layer, shape, dtype):
+        self.geom, out_shape = _pool_geom("MaxPool2d", layer, shape, dtype)
+        super().__init__(_BUFFER, out_shape)
+        self.kernel = _specialized(_kernels.max_pool2d_forward, dtype)
+
+    def run(self, x, y, nt):
+        self.kernel(x, self.geom, nt, y, None)
+        return y
+
+
+class _AvgPool(_Step):
+    __slots__ = ("geom", "count_include_pad", "kernel")
+
+    def __init__(self, layer, shape, dtype):
+        self.geom, out_shape = _pool_geom("AvgPool2d", layer, shape, dtype)
+        super().__init__(_BUFFER, out_shape)
+        self.count_include_pad = layer.count_include_pad
+        self.kernel = _specialized(_kernels.avg_pool2d_forward, dtype)
+
+    def run(self, x, y, nt):
+        self.kernel(x, self.geom, self.count_include_pad, nt, y)
+        return y
+
+
+class _Relu(_Step):
+    """``ReLU.forward``'s arithmetic; in place when its input is a plan buffer."""
+
+    __slots__ = ("compiled",)
+
+    def __init__(self, shape, dtype, inplace):
+        _check_input("ReLU", _probe(shape, dtype), range(1, 33))
+        super().__init__(_INPLACE if inplace else _BUFFER, shape)
+        # the same size rule as ReLU._apply, decided once for this shape
+        size = int(np.prod(shape))
+        self.compiled = None
+        if size >= ReLU._KERNEL_MIN_SIZE and kernel_relu_propagates_nan():
+            self.compiled = _specialized(_kernels.relu_forward, dtype)
+
+    def run(self, x, y, nt):
+        if y is None:
+            y = x
+        if self.compiled is not None:
+            self.compiled(x.reshape(-1), nt, y.reshape(-1))
+        else:
+            np.maximum(x, 0, out=y)
+        return y
+
+
+class _Activation(_Step):
+    """Sigmoid, Tanh, Softmax: the layer's own ``_apply`` (it reads only its config)."""
+
+    __slots__ = ("apply",)
+
+    def __init__(self, layer, shape, dtype):
+        _check_input(type(layer).__name__, _probe(shape, dtype), range(1, 33))
+        super().__init__(_BUFFER, shape)
+        self.apply = layer._apply
+
+    def run(self, x, y, nt):
+        self.apply(x, y)
+        return y
+
+
+class _BatchNorm(_Step):
+    """Evaluation-mode batch norm with the running statistics read at every call:
+    the operations of ``_BatchNorm.forward`` in the same order (same bits)."""
+
+    __slots__ = ("layer", "bshape")
+
+    def __init__(self, layer, shape, dtype):
+        owner = type(layer).__name__
+        _check_input(owner, _probe(shape, dtype), layer._ndims, layer.dtype)
+        if shape[1] != layer.num_features:
+            raise ValueError(
+                f"{owner}: expected {layer.num_features} channels on axis 1, got input of "
+                f"shape {tuple(shape)}"
+            )
+        super().__init__(_BUFFER, shape)
+        self.layer = layer
+        self.bshape = (1, -1) + (1,) * (len(shape) - 2)
+
+    def run(self, x, y, nt):
+        layer, bshape = self.layer, self.bshape
+        invstd = (1.0 / np.sqrt(layer.running_var + layer.eps)).astype(x.dtype)
+        np.subtract(x, layer.running_mean.reshape(bshape), out=y)
+        y *= invstd.reshape(bshape)
+        if layer.affine:
+            np.multiply(y, layer.weight.data.reshape(bshape), out=y)
+            y += layer.bias.data.reshape(bshape)
+        return y
+
+
+class _Reshape(_Step):
+    """Flatten: a view of the input."""
+
+    __slots__ = ()
+
+    def __init__(self, shape):
+        n = shape[0]
+        super().__init__(_VIEW, (n, int(np.prod(shape[1:]))))
+
+    def run(self, x, y, nt):
+        return x.reshape(self.out_shape)
+
+
+class _Identity(_Step):
+    """Dropout in evaluation mode."""
+
+    __slots__ = ()
+
+    def __init__(self, shape, dtype):
+        _check_input("Dropout", _probe(shape, dtype), range(1, 33))
+        super().__init__(_VIEW, shape)
+
+    def run(self, x, y, nt):
+        return x
+
+
+# Layers whose evaluation-mode forward the plan computes itself. Exact types:
+# a subclass may override forward, so it is not assumed to compute the same.
+_KNOWN = (Conv2d, ReLU, MaxPool2d, AvgPool2d, Linear, Flatten, Dropout, Sigmoid, Tanh,
+          Softmax, BatchNorm1d, BatchNorm2d)
+
+
+def _flat_layers(model):
+    """The layers of ``model`` with nested ``Sequential`` models spliced in."""
+    out = []
+    for layer in model.layers:
+        if type(layer) is type(model):
+            out.extend(_flat_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def plannable(model):
+    """Whether every layer of ``model`` (nested Sequentials included) can be planned."""
+    return all(type(layer) in _KNOWN for layer in _flat_layers(model))
+
+
+class InferencePlan:
+    """The evaluation-mode forward of a ``Sequential`` for one input shape and dtype.
+
+    Parameters
+    ----------
+    model : Sequential
+        Every layer must be of a type in ``_KNOWN`` (see ``plannable``).
+    shape : tuple of int
+        Input shape, batch axis included.
+    dtype : numpy dtype
+
+    Raises
+    ------
+    ValueError, TypeError
+        The input does not fit the layers: the message the layer (or the
+        kernel API) would give for the same input.
+
+    Attributes
+    ----------
+    out_shape : tuple of int
+    mode_layers : list of Module
+        Layers whose forward depends on ``training`` (dropout, batch norm): a
+        ``forward`` with any of them in training mode must not use the plan.
+    """
+
+    def __init__(self, model, shape, dtype):
+        dtype = np.dtype(dtype)
+        layers = _flat_layers(model)
+        fuse = model.fuse_conv_relu and kernel_relu_propagates_nan()
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.mode_layers = [m for m in layers if isinstance(m, (Dropout, BatchNorm1d, BatchNorm2d))]
+        steps = []
+        shape = self.shape
+        owned = False  # whether the current value is a buffer of the plan (not the caller's x)
+        i = 0
+        while i < len(layers):
+            layer, kind = layers[i], type(layers[i])
+            if kind is Conv2d:
+                relu = fuse and i + 1 < len(layers) and type(layers[i + 1]) is ReLU
+                step = _Conv(layer, shape, dtype, relu)
+                i += 2 if relu else 1
+            else:
+                if kind is Linear:
+                    step = _Linear(layer, shape, dtype)
+                elif kind is MaxPool2d:
+                    step = _MaxPool(layer, shape, dtype)
+                elif kind is AvgPool2d:
+                    step = _AvgPool(layer, shape, dtype)
+                elif kind is ReLU:
+                    step = _Relu(shape, dtype, inplace=owned)
+                elif kind in (Sigmoid, Tanh, Softmax):
+                    step = _Activation(layer, shape, dtype)
+                elif kind in (BatchNorm1d, BatchNorm2d):
+                    step = _BatchNorm(layer, shape, dtype)
+                elif kind is Flatten:
+                    step = _Reshape(shape)
+                elif kind is Dropout:
+                    step = _Identity(shape, dtype)
+                else:
+                    raise TypeError(f"InferencePlan: cannot plan a {kind.__name__} layer")
+                i += 1
+            if step.kind == _BUFFER:
+                owned = True
+            steps.append(step)
+            shape = step.out_shape
+        self.steps = steps
+        self.out_shape = shape
+        # The step whose buffer the result is: a caller's `out` can take its
+        # place when only in-place steps follow it and the shapes agree.
+        self.producer = None
+        for j in range(len(steps) - 1, -1, -1):
+            if steps[j].kind == _BUFFER:
+                if steps[j].out_shape == shape:
+                    self.producer = j
+                break
+            if steps[j].kind != _INPLACE:
+                break
+        self._buffer_shapes = [s.out_shape if s.kind == _BUFFER else None for s in steps]
+        self._local = threading.local()
+
+    def _buffers(self):
+        """This thread's output arrays, one per buffer-writing step (made on first use)."""
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None:
+            bufs = [None if s is None else np.empty(s, self.dtype) for s in self._buffer_shapes]
+            self._local.bufs = bufs
+        return bufs
+
+    def run(self, x, out=None):
+        """Evaluate the model on ``x``.
+
+        Parameters
+        ----------
+        x : ndarray of the plan's shape and dtype
+        out : ndarray of shape ``out_shape``, C-contiguous, optional
+            Where to write the result (the last kernel writes straight into
+            it when it can).
+
+        Returns
+        -------
+        ndarray
+            ``out``, or else an array that belongs to the calling thread and
+            is overwritten by its next run of this plan.
+
+        Raises
+        ------
+        StalePlan
+            A parameter was replaced by an array of another shape or dtype.
+        """
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        if x.shape[0] == 0:  # the kernels are not called for empty batches
+            y = np.empty(self.out_shape, self.dtype)
+            if out is not None:
+                return out
+            return y
+        bufs = self._buffers()
+        nt = F.get_num_threads()
+        producer = self.producer if out is not None else None
+        for i, step in enumerate(self.steps):
+            x = step.run(x, out if i == producer else bufs[i], nt)
+        if out is not None and x is not out:
+            np.copyto(out, x)
+            return out
+        return x

@@ -1,0 +1,212 @@
+"""One model shared by several Python threads.
+
+Inference (predict, evaluate, evaluation-mode forward) from many threads at
+once gives every thread exactly the single-thread result; training one model
+from two threads at once is refused with a RuntimeError instead of
+corrupting it; grad mode is per thread.
+"""
+
+import copy
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+from fastconv import models, nn
+
+THREADS = 8
+CALLS = 20
+
+
+def run_threads(target, n=THREADS):
+    """Start ``n`` threads on ``target(k)`` at once; re-raise the first failure."""
+    errors = []
+    barrier = threading.Barrier(n)
+
+    def body(k):
+        try:
+            barrier.wait()
+            target(k)
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize("build", [models.lenet5, models.mnist_cnn], ids=["lenet5", "mnist_cnn"])
+def test_concurrent_predict_is_bitwise_the_single_thread_result(build):
+    """Regression: one Sequential used by several threads (a web server calling
+    predict) gave 145 of 160 wrong results without an error, because the layers
+    reused output buffers while the kernels released the GIL."""
+    model = build(seed=0)
+    rng = np.random.default_rng(0)
+    # each thread its own inputs and batch sizes, so shared buffers would show
+    inputs = [rng.standard_normal((1 + (k % 3) * 7, 1, 28, 28)).astype(np.float32)
+              for k in range(THREADS)]
+    want = [model.predict(x) for x in inputs]
+    wrong = []
+
+    def work(k):
+        for c in range(CALLS):
+            got = model.predict(inputs[k], batch_size=1 + c % 4)
+            if got.tobytes() != want[k].tobytes():
+                wrong.append((k, c))
+
+    run_threads(work)
+    assert not wrong, f"{len(wrong)} of {THREADS * CALLS} results differ"
+
+
+def test_concurrent_forward_and_evaluate():
+    model = models.lenet5(seed=1).compile("adam", "cross_entropy", metrics=["accuracy"]).eval()
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((5 + k, 1, 28, 28)).astype(np.float32) for k in range(THREADS)]
+    labels = [rng.integers(0, 10, len(x)) for x in inputs]
+    logits = [model.forward(x) for x in inputs]
+    scores = [model.evaluate(x, y, batch_size=4) for x, y in zip(inputs, labels)]
+    wrong = []
+
+    def work(k):
+        for _ in range(CALLS // 2):
+            if model.forward(inputs[k]).tobytes() != logits[k].tobytes():
+                wrong.append(("forward", k))
+            if model.evaluate(inputs[k], labels[k], batch_size=4) != scores[k]:
+                wrong.append(("evaluate", k))
+
+    run_threads(work)
+    assert not wrong, wrong
+
+
+class Doubler(nn.Module):
+    """A custom layer: the model runs through its layers, under the model's lock."""
+
+    def forward(self, x):
+        y = self._buffer("y", x.shape, x.dtype)
+        np.multiply(x, 2, out=y)
+        return y
+
+
+def test_concurrent_inference_through_the_layers():
+    """A model the plan cannot run is still correct from many threads (one at a time)."""
+    model = nn.Sequential([nn.Flatten(), nn.Linear(64, 32, rng=0), Doubler(), nn.ReLU(),
+                           nn.Linear(32, 4, rng=1)])
+    rng = np.random.default_rng(2)
+    inputs = [rng.standard_normal((3 + k, 1, 8, 8)).astype(np.float32) for k in range(THREADS)]
+    want = [model.predict(x) for x in inputs]
+    model.eval()
+    logits = [model.forward(x) for x in inputs]
+    wrong = []
+
+    def work(k):
+        for _ in range(CALLS // 2):
+            if model.predict(inputs[k]).tobytes() != want[k].tobytes():
+                wrong.append(("predict", k))
+            if model.forward(inputs[k]).tobytes() != logits[k].tobytes():
+                wrong.append(("forward", k))
+
+    run_threads(work)
+    assert not wrong, wrong
+
+
+def blocked_fit(model, x, y):
+    """Run fit in a thread that stops in its first batch until released."""
+    inside, release = threading.Event(), threading.Event()
+    errors = []
+
+    class Hold(nn.Callback):
+        def on_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                inside.set()
+                release.wait(30)
+
+    def body():
+        try:
+            model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[Hold()])
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=body)
+    t.start()
+    assert inside.wait(30)
+    return t, release, errors
+
+
+def training_data(rng):
+    model = models.lenet5(seed=0).compile("sgd", "cross_entropy")
+    x = rng.standard_normal((8, 1, 28, 28)).astype(np.float32)
+    return model, x, rng.integers(0, 10, 8)
+
+
+def test_training_from_two_threads_is_refused(rng):
+    model, x, y = training_data(rng)
+    t, release, errors = blocked_fit(model, x, y)
+    try:
+        with pytest.raises(RuntimeError, match="fit: this model is in use by another thread"):
+            model.fit(x, y, verbose=0)
+        with pytest.raises(RuntimeError, match="forward: .*another thread that is training it"):
+            model.forward(x)  # training mode
+        with pytest.raises(RuntimeError, match="backward: .*another thread"):
+            model.backward(np.ones((8, 10), np.float32))
+        # inference is not refused: it runs on the plan, beside the training
+        assert model.predict(x).shape == (8, 10)
+    finally:
+        release.set()
+        t.join()
+    assert not errors, errors
+    # the lock is released after fit, also after a failing fit
+    model.fit(x, y, verbose=0)
+    with pytest.raises(ValueError):
+        model.fit(x, y, batch_size=0, verbose=0)
+    model.fit(x, y, verbose=0)
+
+
+def test_backward_of_another_threads_forward_is_refused(rng):
+    model, x, _ = training_data(rng)
+    model.forward(x)
+    errors = []
+
+    def other():
+        try:
+            model.backward(np.ones((8, 10), np.float32))
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert errors and "in this thread" in str(errors[0])
+    model.backward(np.ones((8, 10), np.float32))  # the thread that ran forward may
+
+
+def test_grad_mode_is_per_thread():
+    seen = {}
+    entered, leave = threading.Event(), threading.Event()
+
+    def inside():
+        with nn.no_grad():
+            entered.set()
+            leave.wait(30)
+            seen["inside"] = nn.is_grad_enabled()
+
+    t = threading.Thread(target=inside)
+    t.start()
+    assert entered.wait(30)
+    seen["main"] = nn.is_grad_enabled()
+    leave.set()
+    t.join()
+    assert seen == {"inside": False, "main": True}
+
+
+def test_models_still_copy_and_pickle(rng):
+    model = models.lenet5(seed=0)
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    want = model.predict(x)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        np.testing.assert_array_equal(clone.predict(x), want)
+        clone.compile("sgd", "cross_entropy").fit(x, np.array([1, 2]), verbose=0)
