@@ -51,6 +51,7 @@ Threads: by default each rank uses ``cores_on_its_node // ranks_on_its_node``
 OpenMP threads (at least 1), so ranks x threads do not oversubscribe a node.
 """
 
+import copy
 import hashlib
 import math
 import os
@@ -778,9 +779,10 @@ def evaluate(model, x, y, batch_size=256, comm=None, timeout=DEFAULT_TIMEOUT):
     xs, ys = x[cuts[comm.rank]:cuts[comm.rank + 1]], y[cuts[comm.rank]:cuts[comm.rank + 1]]
     labels = _true_labels(ys)
     sums = np.zeros(2, np.float64)
+    loss = copy.copy(model.loss)   # a loss keeps arrays for backward: not the model's own
     if len(xs):
         for sl, out in model._inference_batches(xs, batch_size, owner):
-            sums[0] += _sample_weighted(model.loss, model.loss.forward(out, ys[sl]), len(out))
+            sums[0] += _sample_weighted(loss, loss.forward(out, ys[sl]), len(out))
             if labels is not None:
                 sums[1] += np.count_nonzero(out.argmax(axis=1) == labels[sl])
     parts = [np.frombuffer(b, np.float64) for b in

@@ -884,6 +884,13 @@ class Sequential(_Layer):
         cbs.on_train_end(dict(logs) if logs else {})
         return history
 
+    def _inference_batches(self, x, batch_size, owner):
+        """Yield (slice, output) for consecutive batches of ``x``, through the plan."""
+        dtype = self._inference_dtype()
+        for start in range(0, len(x), batch_size):
+            sl = slice(start, start + batch_size)
+            yield sl, self._infer(self._batch_input(x, sl, dtype), owner)
+
     def evaluate(self, x, y, batch_size=256, verbose=0):
         """Loss and metrics on ``(x, y)`` in evaluation mode.
 
@@ -913,12 +920,9 @@ class Sequential(_Layer):
         # a loss keeps its last forward's arrays for backward: a copy of its
         # own, so that concurrent calls (and a fit in progress) do not share them
         loss = copy.copy(self.loss)
-        dtype = self._inference_dtype()
         loss_sum = 0.0
         correct = 0
-        for start in range(0, len(x), batch_size):
-            sl = slice(start, start + batch_size)
-            out = self._infer(self._batch_input(x, sl, dtype), owner)
+        for sl, out in self._inference_batches(x, batch_size, owner):
             loss_sum += _sample_weighted(loss, loss.forward(out, y[sl]), len(out))
             if labels is not None:
                 correct += int(np.count_nonzero(out.argmax(axis=1) == labels[sl]))
