@@ -502,7 +502,10 @@ def _slice_gradients(model, params, leaves, first, micro_batches, randoms, xb, y
     """
     loss_fn = model.loss
     m = len(xb)
+    from .nn.sequential import _predicted_classes
+
     n_grad = len(leaves[0]) - 2
+    probabilities = model._raw_outputs_are_probabilities()
     cuts = _split_points(m, micro_batches)
     bases = [mod.rng.bit_generator for mod in randoms]
     for i, leaf in enumerate(leaves):
@@ -519,7 +522,8 @@ def _slice_gradients(model, params, leaves, first, micro_batches, randoms, xb, y
         model.backward(grad)
         leaf[n_grad] = total
         if labels is not None:
-            leaf[n_grad + 1] = np.count_nonzero(out.argmax(axis=1) == labels[a:b])
+            leaf[n_grad + 1] = np.count_nonzero(
+                _predicted_classes(out, probabilities) == labels[a:b])
     for mod, base in zip(randoms, bases):
         mod.rng = np.random.Generator(base.jumped(micro_batches))
 

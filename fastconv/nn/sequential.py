@@ -24,7 +24,7 @@ from .layers import (
     layer_from_config,
     register_layer,
 )
-from .losses import CrossEntropyLoss, get_loss
+from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss, get_loss
 from .module import Module, is_grad_enabled, no_grad
 from .plan import InferencePlan, StalePlan, plannable
 
@@ -106,12 +106,29 @@ def _sample_weighted(loss, value, m):
 
 
 def _true_labels(y):
-    """Class indices for the accuracy metric (None when not a classification target)."""
+    """Class indices for the accuracy metric (None when not a classification target).
+
+    Integer labels as they are; one-hot rows by their largest entry; binary
+    targets (a single 0/1 column, or 0/1 floats for a one-output model) by the
+    0.5 cut, as Keras's binary accuracy does.
+    """
     if y.dtype.kind in "iu":
         return y
+    if y.ndim == 2 and y.shape[1] == 1:
+        return (y[:, 0] > 0.5).astype(np.int64)
     if y.ndim == 2:
         return y.argmax(axis=1)
+    if y.ndim == 1 and y.dtype.kind == "f" and np.all((y == 0) | (y == 1)):
+        return y.astype(np.int64)
     return None
+
+
+def _predicted_classes(out, probabilities):
+    """Predicted class per row: the largest output, or for a single output
+    column (binary models) the 0.5 cut of a probability / the 0 cut of a logit."""
+    if out.ndim == 2 and out.shape[1] == 1:
+        return (out[:, 0] > (0.5 if probabilities else 0.0)).astype(np.int64)
+    return out.argmax(axis=1)
 
 
 class _Progress:
@@ -668,7 +685,8 @@ class Sequential(_Layer):
         Parameters
         ----------
         optimizer : Optimizer or str, default "adam"
-            An instance built on ``model.parameters()``, or a name
+            An instance built on ``model.parameters()`` or built without
+            parameters (Keras form, ``Adam(lr=1e-3)``: bound here), or a name
             (``"sgd"``, ``"adam"``, ``"adagrad"``, ``"rmsprop"``) for default
             hyper-parameters.
         loss : Loss or str, default "cross_entropy"
@@ -706,10 +724,18 @@ class Sequential(_Layer):
                 raise ValueError(f"compile: unknown metric {m!r}; supported metrics: {list(_METRICS)}")
             names.append(key)
         self.metrics = names
-        if isinstance(self.loss, CrossEntropyLoss) and self.layers and isinstance(self.layers[-1], (Softmax, Sigmoid)):
+        last = self.layers[-1] if self.layers else None
+        if isinstance(self.loss, (CrossEntropyLoss, BCEWithLogitsLoss)) and isinstance(
+                last, (Softmax, Sigmoid)):
+            squash = "softmax" if isinstance(self.loss, CrossEntropyLoss) else "the sigmoid"
             warnings.warn(
-                "compile: CrossEntropyLoss expects logits and applies softmax itself, but the "
-                f"last layer is {type(self.layers[-1]).__name__}; remove it", stacklevel=2)
+                f"compile: {type(self.loss).__name__} expects logits and applies {squash} "
+                f"itself, but the last layer is {type(last).__name__}; remove it", stacklevel=2)
+        if isinstance(self.loss, NLLLoss) and type(last).__name__ != "LogSoftmax":
+            warnings.warn(
+                "compile: NLLLoss expects log-probabilities, but the last layer is "
+                f"{type(last).__name__}; end the model with LogSoftmax or use "
+                "loss='cross_entropy' on logits", stacklevel=2)
         return self
 
     def _require_compiled(self, owner):
@@ -813,6 +839,7 @@ class Sequential(_Layer):
         dtype = self.dtype
         labels = _true_labels(y)
         want_acc = "accuracy" in self.metrics and labels is not None
+        raw_probs = self._raw_outputs_are_probabilities()
         steps = math.ceil(n / batch_size)
 
         history = History()
@@ -861,7 +888,8 @@ class Sequential(_Layer):
                         loss_sum += _sample_weighted(loss_fn, batch_loss, m)
                         logs = {"loss": loss_sum / seen}
                         if want_acc:
-                            correct += int(np.count_nonzero(out.argmax(axis=1) == labels[idx]))
+                            correct += int(np.count_nonzero(
+                                _predicted_classes(out, raw_probs) == labels[idx]))
                             logs["accuracy"] = correct / seen
                         progress.update(step, logs)
                         cbs.on_batch_end(step, {"loss": batch_loss, "size": m})
@@ -925,7 +953,8 @@ class Sequential(_Layer):
         for sl, out in self._inference_batches(x, batch_size, owner):
             loss_sum += _sample_weighted(loss, loss.forward(out, y[sl]), len(out))
             if labels is not None:
-                correct += int(np.count_nonzero(out.argmax(axis=1) == labels[sl]))
+                correct += int(np.count_nonzero(
+                    _predicted_classes(out, self._raw_outputs_are_probabilities()) == labels[sl]))
         result = {"loss": loss_sum / len(x)}
         if labels is not None:
             result["accuracy"] = correct / len(x)
@@ -934,10 +963,18 @@ class Sequential(_Layer):
         return result
 
     def _outputs_probabilities(self):
+        """True when ``predict`` returns the raw outputs (already probabilities,
+        or a regression); False when it turns logits into probabilities."""
         last = self.layers[-1] if self.layers else None
         if isinstance(last, (Softmax, Sigmoid)):
             return True
-        return self.loss is not None and not isinstance(self.loss, CrossEntropyLoss)
+        return self.loss is not None and not isinstance(
+            self.loss, (CrossEntropyLoss, NLLLoss, BCEWithLogitsLoss))
+
+    def _raw_outputs_are_probabilities(self):
+        """For binary accuracy: is the raw output a probability (cut at 0.5) or a logit (at 0)?"""
+        last = self.layers[-1] if self.layers else None
+        return isinstance(last, (Softmax, Sigmoid)) or isinstance(self.loss, BCELoss)
 
     def predict(self, x, batch_size=256):
         """Class probabilities for ``x`` (evaluation mode).
@@ -979,7 +1016,13 @@ class Sequential(_Layer):
                 result[sl] = out
             else:
                 self._infer(xb, owner, out=result[sl])
-        if not self._outputs_probabilities():
+        if isinstance(self.loss, BCEWithLogitsLoss) and not self._outputs_probabilities():
+            # independent binary outputs: the logistic function, element by element
+            np.negative(result, out=result)
+            np.exp(result, out=result)
+            result += 1
+            np.reciprocal(result, out=result)
+        elif not self._outputs_probabilities():
             # row by row (NumPy reduces each row of a C-contiguous array on its
             # own), so a row's result does not depend on the others
             np.subtract(result, result.max(axis=1, keepdims=True), out=result)
