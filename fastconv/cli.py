@@ -347,13 +347,20 @@ def _check_history(history, parser, path):
         isinstance(h, dict)
         and isinstance(h.get("train_images"), int) and not isinstance(h["train_images"], bool)
         and h["train_images"] >= 0
-        and (h.get("images_per_second") is None
-             or (isinstance(h["images_per_second"], (int, float))
-                 and not isinstance(h["images_per_second"], bool)
-                 and math.isfinite(h["images_per_second"]) and h["images_per_second"] > 0))
+        and (h.get("images_per_second") is None or _positive_float(h["images_per_second"]))
         for h in history)
     if not ok:
         parser.error(f"--resume: {path}: the stored history is not a list of epoch records")
+
+
+def _positive_float(v):
+    # float() first: math.isfinite(10**400) raises OverflowError
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v)) and v > 0
+    except OverflowError:
+        return False
 
 
 def _check_resumed_model(ckpt, s, parser, path):

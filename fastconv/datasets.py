@@ -352,7 +352,9 @@ def _fetch(url, out, name, progress, deadline):
         try:
             # never ask for more than one byte past the limit: a server that
             # keeps sending is cut off there, not when the disk is full
-            while chunk := resp.read(min(_CHUNK, limit + 1 - received)):
+            # read1: whatever has arrived (up to a chunk), so the deadline is
+            # checked as data trickles in rather than after a full chunk
+            while chunk := resp.read1(min(_CHUNK, limit + 1 - received)):
                 out.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))

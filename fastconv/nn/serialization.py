@@ -355,7 +355,11 @@ def _is_int(v):
 
 
 def _is_real(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):  # math.isfinite(10**400) raises OverflowError
+        return abs(v) <= 2**53
+    return isinstance(v, float) and math.isfinite(v)
 
 
 def _int_in(lo, hi=_MAX_DIM):
