@@ -77,7 +77,7 @@ def _idx_bytes(arr, type_byte):
     return head + arr.astype(dt).tobytes()
 
 
-def make_seeds(root):
+def make_seeds(root, kinds=KINDS):
     """Valid files to mutate: {"model": [bytes], "checkpoint": [...], "idx": [...], "resume": ...}."""
     rng = np.random.default_rng(0)
     seeds = {"model": [], "checkpoint": [], "idx": []}
@@ -115,7 +115,8 @@ def make_seeds(root):
         data = _idx_bytes(arr, type_byte)
         seeds["idx"].append(data)
         seeds["idx"].append(gzip.compress(data))
-    seeds["resume"] = _resume_seed(root)
+    if "resume" in kinds:
+        seeds["resume"] = _resume_seed(root)
     return seeds
 
 
@@ -476,7 +477,7 @@ def fuzz(cases, seed=0, kinds=KINDS, case_seconds=20.0, keep=None, log=print):
     rng = np.random.default_rng(seed)
     work = Path(tempfile.mkdtemp(prefix="fastconv-fuzz-"))
     try:
-        seeds = make_seeds(work)
+        seeds = make_seeds(work, kinds)
         weights = np.array([WEIGHTS[k] for k in kinds])
         weights /= weights.sum()
         counts = dict.fromkeys(kinds, 0)
