@@ -199,7 +199,13 @@ def test_peak_memory_is_a_small_multiple_of_the_declared_arrays(tmp_path):
     loaded, peak = peak_bytes(nn.load_model, path)
     assert isinstance(loaded, nn.Sequential)
     # parameters + their gradients + optimiser slots + the initialiser's temporaries
-    assert peak <= 3 * declared + (4 << 20), (peak, declared)
+    # (measured 2.0x here; docs/reliability.md states the bound)
+    assert peak <= 4 * declared + (4 << 20), (peak, declared)
+    model.save(path, include_optimizer=False)  # weights only: measured 3.0x
+    declared = sum(v.nbytes for v in model.state_dict().values())
+    loaded, peak = peak_bytes(nn.load_model, path)
+    assert isinstance(loaded, nn.Sequential)
+    assert peak <= 4 * declared + (4 << 20), (peak, declared)
 
 
 # --------------------------------------------------------------------------- #
