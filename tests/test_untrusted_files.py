@@ -239,6 +239,9 @@ _BAD_META = {
     # previously OverflowError / MemoryError
     "lr-huge-int": json.dumps(dict(model_meta([_GOOD_CONV]), compile={
         "loss": None, "metrics": [], "optimizer": {"class": "Adam", "lr": 10**400}})),
+    # found by the fuzzer: math.isfinite(10**400) raises OverflowError
+    "bn-momentum-huge-int": json.dumps(model_meta([{"class": "BatchNorm2d", "config": {
+        "num_features": 2, "momentum": 10**400}}])),
     "epoch-string": json.dumps(dict(model_meta([]), kind="checkpoint", checkpoint={"epoch": "3"})),
     "huge-number-text": json.dumps(model_meta([])).replace("1,", "1" + "0" * 5000 + ",", 1),
     "not-utf8": b"\xff\xfe".decode("latin-1"),
@@ -616,13 +619,16 @@ def test_resume_of_an_untouched_checkpoint_still_works(tmp_path, tiny_mnist, cap
     assert re.search(r"test accuracy [0-9.]+ \(\d/6\)", capsys.readouterr().out)
 
 
-def test_resume_rejects_a_malformed_history(tmp_path, tiny_mnist, capsys):
+@pytest.mark.parametrize("history", [[{"train_images": "many"}],
+                                     [{"train_images": 12, "images_per_second": 10**400}],
+                                     {"epoch": 1}])
+def test_resume_rejects_a_malformed_history(tmp_path, tiny_mnist, capsys, history):
     ckpt = tmp_path / "ckpt.npz"
     assert cli.main(["train", *tiny_mnist, "--epochs", "1", "--checkpoint", str(ckpt)]) == 0
     with zipfile.ZipFile(ckpt) as z:
         members = {i.filename: z.read(i) for i in z.infolist()}
     meta = json.loads(np.load(io.BytesIO(members["__meta__.npy"]), allow_pickle=False).tobytes())
-    meta["checkpoint"]["extra"]["history"] = [{"train_images": "many"}]
+    meta["checkpoint"]["extra"]["history"] = history
     members["__meta__.npy"] = _npy(np.frombuffer(json.dumps(meta).encode(), np.uint8))
     bad = tmp_path / "history.npz"
     with zipfile.ZipFile(bad, "w") as z:
