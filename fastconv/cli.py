@@ -47,6 +47,9 @@ AUGMENT_DEFAULT = "shift:2,rotate:10"
 _RESULT_KEYS = ("model", "batch_size", "optimizer", "lr", "lr_decay", "weight_decay", "seed",
                 "augment", "train_subset", "test_subset", "val_size", "dtype")
 
+# The largest integer any count or seed argument accepts.
+_MAX_INT_ARG = 2**63 - 1
+
 # Settings whose absence (None) means "all" or "none"; the others always have a value.
 _OPTIONAL_SETTINGS = ("train_subset", "test_subset")
 
@@ -70,6 +73,11 @@ def _int_at_least(low):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        # Past 64 bits a count is a typo or an attack: fit's n / batch_size
+        # rounds to 0.0 for a 400-digit batch size (found by the loader fuzzer).
+        if value > _MAX_INT_ARG:
+            got = value if len(text) <= 30 else f"a {len(text.strip())}-digit number"
+            raise argparse.ArgumentTypeError(f"must be <= {_MAX_INT_ARG}, got {got}")
         return value
 
     parse.__name__ = f"int>={low}"

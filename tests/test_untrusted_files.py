@@ -594,6 +594,8 @@ def _edit_settings(src, dst, **changes):
     ({"optimizer": "lbfgs"}, "--optimizer lbfgs is not a valid value"),
     ({"augment": "shift:-3"}, "--augment shift:-3"),
     ({"seed": [1]}, "--seed .* is not a number or a name"),
+    # found by the fuzzer: fit's n / batch_size is 0.0 -> ZeroDivisionError
+    ({"batch_size": 10**400}, "--batch-size .*must be <= 9223372036854775807, got a 401-digit"),
     ({"dtype": "float64"}, "stored model is not the lenet5 \\(float64\\)"),
     ({"lr": 0.5}, "stored optimiser .* is not the adam"),
 ])
@@ -664,3 +666,11 @@ def test_read_only_directory_is_refused_before_training(tmp_path, tiny_mnist, ca
         assert "cannot create files" in capsys.readouterr().err
     finally:
         ro.chmod(0o755)
+
+
+def test_absurd_counts_on_the_command_line_are_usage_errors(tiny_mnist, capsys):
+    # the same bound as for stored settings: a 400-digit batch size crashed fit
+    for flag in ("--batch-size", "--epochs", "--seed", "--train-subset"):
+        assert cli.main(["train", *tiny_mnist, flag, "1" + "0" * 400]) == 2
+        assert f"{flag}: must be <= 9223372036854775807" in capsys.readouterr().err.replace(
+            "argument ", "")
