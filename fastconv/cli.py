@@ -17,9 +17,7 @@ import argparse
 import functools
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +48,12 @@ AUGMENT_DEFAULT = "shift:2,rotate:10"
 _RESULT_KEYS = ("model", "batch_size", "optimizer", "lr", "lr_decay", "weight_decay", "seed",
                 "augment", "train_subset", "test_subset", "val_size", "dtype", "micro_batches")
 
+# The largest integer any count or seed argument accepts.
+_MAX_INT_ARG = 2**63 - 1
+
+# Settings whose absence (None) means "all" or "none"; the others always have a value.
+_OPTIONAL_SETTINGS = ("train_subset", "test_subset")
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -70,6 +74,11 @@ def _int_at_least(low):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        # Past 64 bits a count is a typo or an attack: fit's n / batch_size
+        # rounds to 0.0 for a 400-digit batch size (found by the loader fuzzer).
+        if value > _MAX_INT_ARG:
+            got = value if len(text) <= 30 else f"a {len(text.strip())}-digit number"
+            raise argparse.ArgumentTypeError(f"must be <= {_MAX_INT_ARG}, got {got}")
         return value
 
     parse.__name__ = f"int>={low}"
@@ -266,16 +275,9 @@ def build_parser():
 
 
 def _atomic_write_text(path, text):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from . import _fileio
+
+    _fileio.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _epoch_seed_sequence(seed, epoch):
@@ -299,10 +301,13 @@ def _resolve(args, parser):
             ckpt = load_checkpoint(args.resume)
         except (OSError, ValueError) as exc:
             parser.error(f"--resume: {exc}")
-        saved = (ckpt.get("extra") or {}).get("cli")
-        if not isinstance(saved, dict) or "settings" not in saved:
+        extra = ckpt.get("extra")
+        saved = extra.get("cli") if isinstance(extra, dict) else None
+        if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
             parser.error(f"--resume: {args.resume} is not a checkpoint written by 'fastconv train'")
-        settings = dict(saved["settings"])
+        settings = _checked_settings(saved["settings"], parser, args.resume)
+        _check_history(extra.get("history", []), parser, args.resume)
+        _check_resumed_model(ckpt, settings, parser, args.resume)
         for key, value in given.items():
             if value != settings.get(key):
                 flag = "--" + key.replace("_", "-")
@@ -310,7 +315,8 @@ def _resolve(args, parser):
                     f"{flag} {value} differs from the checkpoint's {settings.get(key)}; "
                     "a resumed run keeps the settings it started with"
                 )
-        settings["epochs"] = args.epochs if args.epochs is not None else saved["settings"]["epochs"]
+        if args.epochs is not None:
+            settings["epochs"] = args.epochs
         return settings, ckpt
 
     model = given.get("model", "lenet5")
@@ -336,16 +342,92 @@ def _resolve(args, parser):
     return settings, None
 
 
+def _checked_settings(stored, parser, path):
+    """The settings stored in a checkpoint, each checked by the argparse type of its flag.
+
+    A checkpoint is a file anyone can edit: ``test_subset=-9990`` in one made
+    a resumed run test on nothing and report accuracy 1.0. Each value goes
+    through the very ``type`` and ``choices`` its command-line flag has, so a
+    resumed run accepts exactly what a fresh one would.
+    """
+    actions = {a.dest: a for a in parser._actions}
+    settings = {}
+    for key in _RESULT_KEYS + ("epochs",):
+        action = actions[key]
+        flag = action.option_strings[0]
+        if key not in stored:
+            parser.error(f"--resume: {path}: the stored settings lack {key}")
+        value = stored[key]
+        if value is None and key in _OPTIONAL_SETTINGS:
+            settings[key] = None
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            parser.error(f"--resume: {path}: stored {flag} {value!r:.60} is not a number or a name")
+        text = value if isinstance(value, str) else repr(value)
+        try:
+            parsed = action.type(text) if action.type is not None else text
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+            parser.error(f"--resume: {path}: stored {flag} {text:.60}: {exc}")
+        # parsed != value catches a number stored as a string and the reverse
+        if (action.choices is not None and parsed not in action.choices) or parsed != value:
+            parser.error(f"--resume: {path}: stored {flag} {text:.60} is not a valid value")
+        settings[key] = parsed
+    return settings
+
+
+def _check_history(history, parser, path):
+    """The stored per-epoch records feed the final throughput; check what is summed."""
+    ok = isinstance(history, list) and all(
+        isinstance(h, dict)
+        and isinstance(h.get("train_images"), int) and not isinstance(h["train_images"], bool)
+        and h["train_images"] >= 0
+        and (h.get("images_per_second") is None or _positive_float(h["images_per_second"]))
+        for h in history)
+    if not ok:
+        parser.error(f"--resume: {path}: the stored history is not a list of epoch records")
+
+
+def _positive_float(v):
+    # float() first: math.isfinite(10**400) raises OverflowError
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v)) and v > 0
+    except OverflowError:
+        return False
+
+
+def _check_resumed_model(ckpt, s, parser, path):
+    """The checkpoint's model and optimiser must be what its settings would build."""
+    import numpy as np
+
+    from . import models
+
+    model = ckpt["model"]
+    fresh = getattr(models, s["model"])(seed=0, dtype=np.dtype(s["dtype"]))
+    if type(model) is not type(fresh) or model.get_config() != fresh.get_config():
+        parser.error(f"--resume: {path}: the stored model is not the {s['model']} "
+                     f"({s['dtype']}) its settings name")
+    opt = getattr(model, "optimizer", None)
+    if opt is None:
+        parser.error(f"--resume: {path} holds no optimiser state")
+    want = _make_optimizer(s["optimizer"], fresh.parameters(), s["lr"], s["weight_decay"])
+    if opt.get_config() != want.get_config():
+        parser.error(f"--resume: {path}: the stored optimiser {opt!r} is not the "
+                     f"{s['optimizer']} its settings name")
+
+
 def _check_output_paths(args, parser):
+    """Refuse output paths that cannot be written before any training starts."""
+    from . import _fileio
+
     for flag in ("save", "checkpoint", "metrics_out"):
         path = getattr(args, flag)
         if path is None:
             continue
-        name = "--" + flag.replace("_", "-")
-        if path.is_dir():
-            parser.error(f"{name}: {path} is a directory; give a file name")
-        if not path.resolve().parent.is_dir():
-            parser.error(f"{name}: directory {path.resolve().parent} does not exist")
+        problem = _fileio.check_writable_target(path)
+        if problem is not None:
+            parser.error(f"--{flag.replace('_', '-')}: {problem}")
 
 
 def _distributed_session(args, s, parser):
@@ -449,8 +531,6 @@ def cmd_train(args):
         start_epoch, history = 0, []
     else:
         model = ckpt["model"]
-        if getattr(model, "optimizer", None) is None:
-            parser.error(f"--resume: {args.resume} holds no optimiser state")
         start_epoch = ckpt["epoch"] + 1
         history = list(ckpt["extra"].get("history", []))
         log(f"resuming from {args.resume} after epoch {start_epoch} of {s['epochs']}")

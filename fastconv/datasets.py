@@ -25,12 +25,14 @@ import math
 import numbers
 import os
 import sys
-import tempfile
+import time
 import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from . import _fileio
 
 __all__ = [
     "MNIST_FILES",
@@ -93,8 +95,21 @@ _IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
-_DOWNLOAD_TIMEOUT = 60.0
 _CHUNK = 1 << 16
+# Deflate cannot expand data by more than about 1032:1, so a gzip file of n
+# bytes whose IDX header declares more than 1032 * n is forged or truncated.
+_MAX_INFLATE = 1032
+# No IDX dataset comes near this; a header declaring more is refused outright.
+_MAX_IDX_BYTES = 1 << 34
+# Downloads: seconds without data before a read fails, seconds for one file
+# across all mirrors, and the most bytes accepted for one file (the largest
+# MNIST-layout files, EMNIST byclass, are about 0.2 GB compressed).
+_DOWNLOAD_TIMEOUT = 60.0
+_DOWNLOAD_DEADLINE = 1800.0
+_MAX_DOWNLOAD_BYTES = 1 << 30
+# A live download writes at least once per _DOWNLOAD_TIMEOUT, so a .part file
+# untouched for longer than this belongs to a killed process.
+_STALE_PART_SECONDS = 3 * _DOWNLOAD_TIMEOUT
 
 
 # --------------------------------------------------------------------------- #
@@ -102,53 +117,108 @@ _CHUNK = 1 << 16
 # --------------------------------------------------------------------------- #
 
 
-def _read_bytes(path):
-    """Return the decompressed content of ``path`` (gzip detected by magic bytes)."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        # gzip raises BadGzipFile (OSError), EOFError for truncation, zlib.error
-        # for damaged deflate streams: all mean "this file is corrupt".
-        raise ValueError(f"{path}: corrupt gzip data ({exc})") from None
-
-
-def _parse_idx(data, name):
-    """Decode IDX bytes into a native-endian, writable ndarray."""
-    if len(data) < 4:
-        raise ValueError(f"{name}: not an IDX file (only {len(data)} bytes)")
-    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+def _idx_header(stream, name):
+    """Read and check an IDX header from ``stream``: (dtype, shape, header bytes)."""
+    head = stream.read(4)
+    if len(head) < 4:
+        raise ValueError(f"{name}: not an IDX file (only {len(head)} bytes)")
+    if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
         raise ValueError(
-            f"{name}: not an IDX file (bad magic number 0x{data[:4].hex()}; "
+            f"{name}: not an IDX file (bad magic number 0x{head.hex()}; "
             "expected 0x0000TTNN with type TT in 08, 09, 0B, 0C, 0D, 0E)"
         )
-    dtype = _IDX_DTYPES[data[2]]
-    ndim = data[3]
+    ndim = head[3]
     if ndim == 0:
         raise ValueError(f"{name}: IDX header declares 0 dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{name}: truncated IDX header ({len(data)} bytes, need {header})")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + math.prod(shape) * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "has trailing bytes"
-        raise ValueError(
-            f"{name}: {what}: header declares shape {shape} of {dtype.str[1:]}"
-            f" ({expected} bytes in all), file has {len(data)} bytes"
-        )
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    return arr.astype(dtype.newbyteorder("="))  # copies: writable, native order
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise ValueError(f"{name}: truncated IDX header ({4 + len(dims)} bytes, need {4 + 4 * ndim})")
+    shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+    return _IDX_DTYPES[head[2]], shape, head + dims
 
 
-def _check_sha256(data, sha256, name):
-    if sha256 is None:
-        return
-    digest = hashlib.sha256(data).hexdigest()
+def _read_idx(path, sha256, name):
+    """Stream-decode one IDX file (gzip or not); ``name`` is used in messages.
+
+    The header is read first and the size it declares is checked before
+    anything else is read or allocated: against the file size for a plain
+    file, and against what the compressed file could inflate to for gzip. The
+    data is then read into the result array in chunks, so memory stays at the
+    array's size plus one chunk, and the stream must end exactly there.
+    """
+    f, size = _fileio.open_regular(path, "read_idx")
+    with f:
+        gz = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        stream = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
+        digest = hashlib.sha256() if sha256 is not None else None
+        try:
+            dtype, shape, header = _idx_header(stream, name)
+            nbytes = math.prod(shape) * dtype.itemsize
+            total = len(header) + nbytes
+            what = f"header declares shape {shape} of {dtype.str[1:]} ({total} bytes in all)"
+            if not gz and total != size:
+                raise ValueError(
+                    f"{name}: {'truncated' if size < total else 'has trailing bytes'}: {what}, "
+                    f"file has {size} bytes")
+            if gz and total > _MAX_INFLATE * size:
+                raise ValueError(
+                    f"{name}: truncated or forged: {what}, more than {size} bytes of gzip "
+                    "can inflate to")
+            if nbytes > _MAX_IDX_BYTES:
+                raise ValueError(f"{name}: {what}, more than the {_MAX_IDX_BYTES}-byte limit")
+            if digest is not None:
+                digest.update(header)
+            native = dtype.newbyteorder("=")
+            arr = np.empty(math.prod(shape), native)
+            view = memoryview(arr).cast("B")
+            pos = 0
+            while pos < nbytes:
+                n = stream.readinto(view[pos:pos + _CHUNK])
+                if not n:
+                    raise ValueError(f"{name}: truncated: {what}, data ends after "
+                                     f"{len(header) + pos} bytes")
+                if digest is not None:
+                    digest.update(view[pos:pos + n])
+                pos += n
+            if stream.read(1):
+                raise ValueError(f"{name}: has trailing bytes: {what}, the data goes on")
+        except (OSError, EOFError, zlib.error) as exc:
+            if not gz:
+                raise
+            # gzip raises BadGzipFile (OSError), EOFError for truncation, zlib.error
+            # for damaged deflate streams: all mean "this file is corrupt".
+            raise ValueError(f"{name}: corrupt gzip data ({exc})") from None
+        except ValueError:
+            # Damaged deflate data often inflates to a nonsense header before
+            # zlib notices; "corrupt gzip" is then the better diagnosis.
+            damage = _gzip_damage(stream) if gz else None
+            if damage is None:
+                raise
+            raise ValueError(f"{name}: corrupt gzip data ({damage})") from None
+    # Structure first: "truncated" or "bad magic" says more than a hash mismatch.
+    if digest is not None:
+        _check_digest(digest.hexdigest(), sha256, name)
+    if dtype != native:
+        arr.byteswap(inplace=True)  # the bytes were big-endian; now they match native
+    return arr.reshape(shape)
+
+
+def _gzip_damage(stream, max_bytes=64 << 20):
+    """The error that reading on in ``stream`` runs into within ``max_bytes``, or None.
+
+    Inflated data is discarded chunk by chunk: constant memory, bounded time.
+    """
+    try:
+        for _ in range(max_bytes // _CHUNK):
+            if not stream.read(_CHUNK):
+                return None
+    except (OSError, EOFError, zlib.error) as exc:
+        return exc
+    return None
+
+
+def _check_digest(digest, sha256, name):
     if digest != sha256.lower():
         raise ValueError(
             f"{name}: SHA-256 of the decompressed data is {digest}, expected {sha256}"
@@ -177,15 +247,20 @@ def read_idx(path, *, sha256=None):
     ------
     ValueError
         Naming the file, if it is not valid IDX: bad magic number, unknown type,
-        truncated or over-long data, corrupt gzip stream, checksum mismatch.
+        truncated or over-long data, corrupt gzip stream, checksum mismatch, a
+        header declaring more data than the file can hold, or not a regular
+        file (FIFO, device, directory).
     FileNotFoundError
         If ``path`` does not exist.
+
+    Notes
+    -----
+    Memory: the returned array plus one 64 KiB chunk. The header is checked
+    before the data is read: a plain file must be exactly as long as the
+    header declares, and a gzip file cannot declare more than 1032 times its
+    size (deflate's largest expansion).
     """
-    data = _read_bytes(path)
-    # Structure first: "truncated" or "bad magic" says more than a hash mismatch.
-    arr = _parse_idx(data, str(path))
-    _check_sha256(data, sha256, str(path))
-    return arr
+    return _read_idx(path, sha256, str(path))
 
 
 # --------------------------------------------------------------------------- #
@@ -261,44 +336,71 @@ class _Progress:
             print(f"downloaded {self._desc} ({self._done} bytes)", file=sys.stderr, flush=True)
 
 
+def _fetch(url, out, name, progress, deadline):
+    """Copy the body at ``url`` into ``out``; at most the expected size, before ``deadline``."""
+    req = urllib.request.Request(url, headers={"User-Agent": "fastconv"})
+    timeout = min(_DOWNLOAD_TIMEOUT, max(deadline - time.monotonic(), 0.001))
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        if expected is not None and expected > _MAX_DOWNLOAD_BYTES:
+            raise ValueError(f"{name} from {url}: the server announces {expected} bytes, more "
+                             f"than the {_MAX_DOWNLOAD_BYTES}-byte limit")
+        limit = _MAX_DOWNLOAD_BYTES if expected is None else expected
+        bar = _Progress(expected, name + ".gz", progress)
+        received = 0
+        try:
+            # never ask for more than one byte past the limit: a server that
+            # keeps sending is cut off there, not when the disk is full
+            # read1: whatever has arrived (up to a chunk), so the deadline is
+            # checked as data trickles in rather than after a full chunk
+            while chunk := resp.read1(min(_CHUNK, limit + 1 - received)):
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+                if received > limit:
+                    raise ValueError(f"{name} from {url}: the server sent more than "
+                                     f"{'the announced' if expected is not None else 'the limit of'} "
+                                     f"{limit} bytes")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"gave up after {_DOWNLOAD_DEADLINE:g} s "
+                                       f"({received} bytes received)")
+        finally:
+            bar.close()
+        if expected is not None and received != expected:
+            raise ConnectionError(f"connection closed after {received} of {expected} bytes")
+
+
 def _download(name, data_dir, mirrors, sha256, progress):
     """Fetch ``name`` from the first mirror that serves it intact; return its path.
 
-    The body goes to a temporary file in ``data_dir`` that is checked (gzip,
-    IDX structure, checksum) and only then renamed into place with
+    The body goes to a temporary ``.part`` file in ``data_dir`` that is checked
+    (gzip, IDX structure, checksum) and only then renamed into place with
     ``os.replace``; on any failure it is removed, so the directory never holds
-    a partial or unverified file under the real name.
+    a partial or unverified file under the real name. A download stops at the
+    size the server announced (at most ``_MAX_DOWNLOAD_BYTES``) and all
+    mirrors together get ``_DOWNLOAD_DEADLINE`` seconds. ``.part`` files left
+    by a killed download are removed once they are stale.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
+    _fileio.remove_stale(data_dir, f".{name}.", ".part", _STALE_PART_SECONDS)
+    deadline = time.monotonic() + _DOWNLOAD_DEADLINE
     errors = []
     corrupt = False
     for base in mirrors:
         url = base.rstrip("/") + "/" + name + ".gz"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=data_dir)
+        if time.monotonic() > deadline:
+            errors.append(f"{url}: not tried, the {_DOWNLOAD_DEADLINE:g} s deadline has passed")
+            continue
+        fd, tmp = _fileio.create_temp(str(data_dir), f".{name}.", ".part")
         try:
-            with os.fdopen(fd, "wb") as out:
-                req = urllib.request.Request(url, headers={"User-Agent": "fastconv"})
-                with urllib.request.urlopen(req, timeout=_DOWNLOAD_TIMEOUT) as resp:
-                    length = resp.headers.get("Content-Length")
-                    expected = int(length) if length and length.isdigit() else None
-                    bar = _Progress(expected, name + ".gz", progress)
-                    received = 0
-                    try:
-                        while chunk := resp.read(_CHUNK):
-                            out.write(chunk)
-                            received += len(chunk)
-                            bar.update(len(chunk))
-                    finally:
-                        bar.close()
-                    if expected is not None and received != expected:
-                        raise ConnectionError(
-                            f"connection closed after {received} of {expected} bytes"
-                        )
+            # unbuffered: every chunk reaches the file at once and refreshes its
+            # mtime, which is how a live download is told from a dead one
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                _fetch(url, out, name, progress, deadline)
             with open(tmp, "rb") as f:
                 is_gzip = f.read(2) == _GZIP_MAGIC
-            data = _read_bytes(tmp)
-            _parse_idx(data, f"{name} from {url}")
-            _check_sha256(data, sha256, f"{name} from {url}")
+            _read_idx(tmp, sha256, f"{name} from {url}")
             dest = data_dir / (name + ".gz" if is_gzip else name)
             os.replace(tmp, dest)
             return dest

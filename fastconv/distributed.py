@@ -654,7 +654,7 @@ initial_epoch, validation_batch_size
     model.fit_rng = rng
     labels = _true_labels(y)
     want_acc = "accuracy" in model.metrics and labels is not None
-    steps = math.ceil(n / batch_size)
+    steps = -(-n // batch_size)  # exact for any int batch_size
     # leaf layout: all gradients, then the micro-batch's summed loss and correct count
     n_grad = sum(p.data.size for p in params)
     per_rank = micro_batches // comm.size

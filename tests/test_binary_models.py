@@ -58,3 +58,13 @@ def test_compile_warns_for_mismatched_output_layers():
     assert len(messages) == 2, messages
     assert "NLLLoss expects log-probabilities" in messages[0]
     assert "BCEWithLogitsLoss expects logits" in messages[1]
+
+
+def test_fit_with_a_batch_size_hundreds_of_digits_long_runs_one_step():
+    # steps used to be math.ceil(n / batch_size): the float division underflowed
+    # to 0.0 for such a batch size, no step ran and the epoch divided by zero
+    x, y = _separable(32)
+    model = nn.Sequential([nn.Linear(4, 1, rng=0)])
+    model.compile(optimizer="sgd", loss=nn.BCEWithLogitsLoss(), metrics=["accuracy"])
+    hist = model.fit(x, y, batch_size=10**400, epochs=1, verbose=0)
+    assert len(hist.history["loss"]) == 1

@@ -11,7 +11,9 @@ import hashlib
 import http.server
 import os
 import shutil
+import sys
 import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -390,10 +392,38 @@ def test_download_cut_off_leaves_nothing(server, tmp_path):
     assert listing(cache) == []
 
 
-def test_download_progress_bar_runs(server, tmp_path, capsys):
+def test_download_progress_bar_runs(server, tmp_path, capsys, monkeypatch):
     root, url = server
     make_fake_dataset(root, n_train=2, n_test=2)
+    sizes = {n: (root / (n + ".gz")).stat().st_size for n in ds.MNIST_FILES}
+    # without tqdm: one line before and one after each file, with the byte count
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     ds.load_idx_dataset(tmp_path / "c", download=True, mirrors=url, progress=True)
+    err = capsys.readouterr().err
+    for name, size in sizes.items():
+        assert f"downloading {name}.gz ..." in err
+        assert f"downloaded {name}.gz ({size} bytes)" in err
+    # with a tqdm stand-in: the bar gets the announced total and every byte
+    bars = []
+
+    class FakeTqdm:
+        def __init__(self, total, **kwargs):
+            self.total, self.n, self.closed = total, 0, False
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=FakeTqdm))
+    ds.load_idx_dataset(tmp_path / "d", download=True, mirrors=url, progress=True)
+    assert [(b.total, b.n, b.closed) for b in bars] == [(s, s, True) for s in sizes.values()]
+    # progress=False prints nothing
+    ds.load_idx_dataset(tmp_path / "e", download=True, mirrors=url, progress=False)
+    assert capsys.readouterr().err == ""
 
 
 @needs_mnist
