@@ -52,7 +52,10 @@ _RESULT_KEYS = ("model", "batch_size", "optimizer", "lr", "lr_decay", "weight_de
 _MAX_INT_ARG = 2**63 - 1
 
 # Settings whose absence (None) means "all" or "none"; the others always have a value.
-_OPTIONAL_SETTINGS = ("train_subset", "test_subset")
+_OPTIONAL_SETTINGS = ("train_subset", "test_subset", "micro_batches")
+# Settings newer than some checkpoints: a checkpoint without them resumes as None
+# (micro_batches: trained in one process, not data-parallel).
+_LATER_SETTINGS = ("micro_batches",)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -355,6 +358,9 @@ def _checked_settings(stored, parser, path):
     for key in _RESULT_KEYS + ("epochs",):
         action = actions[key]
         flag = action.option_strings[0]
+        if key not in stored and key in _LATER_SETTINGS:
+            settings[key] = None
+            continue
         if key not in stored:
             parser.error(f"--resume: {path}: the stored settings lack {key}")
         value = stored[key]
