@@ -256,3 +256,17 @@ def test_clip_grad_value_and_errors():
     p.grad[0] = np.inf
     with pytest.raises(ValueError, match="total norm of order 2.0 of the gradients is inf"):
         optim.clip_grad_norm_(p, 1.0, error_if_nonfinite=True)
+
+
+def test_param_groups_with_different_slots_survive_save_and_load(tmp_path, rng):
+    # SGD keeps a momentum buffer only in the group that has momentum: the
+    # loader's slot check is per group, not one layout for the whole optimiser
+    model = small_model()
+    params = model.parameters()
+    opt = optim.SGD([{"params": params[:2], "momentum": 0.9}, {"params": params[2:]}], lr=1e-2)
+    model.compile(optimizer=opt, loss="cross_entropy")
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    model.fit(x, rng.integers(0, 3, 8), epochs=1, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = nn.load_model(tmp_path / "m.npz")
+    assert [g["momentum"] for g in loaded.optimizer.param_groups] == [0.9, 0.0]

@@ -630,20 +630,30 @@ def _check_member(npz, key, shape, dtype, what):
         npz.fail(f"array {key!r} has dtype {got_dtype}, the {what} needs {dtype}")
 
 
-def _optimizer_slot_layout(optimizer):
-    """{slot name: "array" | "int"} that ``optimizer``'s class keeps per parameter.
+def _optimizer_slot_layouts(optimizer):
+    """For each parameter index, {slot name: "array" | "int"} that ``optimizer`` keeps for it.
 
-    Learned from one step of a copy on a one-element parameter, so custom
-    registered optimisers are covered too.
+    Learned from one step of a copy on a one-element parameter, once per
+    parameter group (a group's settings, e.g. SGD's momentum, decide its
+    slots), so custom registered optimisers are covered too.
     """
     from ..optim import optimizer_from_config
 
-    probe = Parameter(np.zeros(1, np.float64))
-    copy = optimizer_from_config(optimizer.get_config(), [probe])
-    copy.fused = False
-    copy.step()
-    return {k: "int" if isinstance(v, (int, np.integer)) else "array"
-            for k, v in copy.state[0].items() if not k.startswith("_")}
+    config = optimizer.get_config()
+    groups = config.pop("param_groups", None) or [
+        {"params": list(range(len(optimizer.params)))}]
+    layouts = {}
+    for group in groups:
+        hyper = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
+        probe = Parameter(np.zeros(1, np.float64))
+        copy = optimizer_from_config(dict(config, **hyper), [probe])
+        copy.fused = False
+        copy.step()
+        layout = {k: "int" if isinstance(v, (int, np.integer)) else "array"
+                  for k, v in copy.state[0].items() if not k.startswith("_")}
+        for i in group["params"]:
+            layouts[i] = layout
+    return layouts
 
 
 def _rebuild(path, meta, npz, compile=True):
@@ -710,13 +720,14 @@ def _rebuild(path, meta, npz, compile=True):
 def _read_slots(npz, optimizer):
     """The optimiser's slot arrays, each checked against its parameter before it is read."""
     params = optimizer.params
-    layout = _optimizer_slot_layout(optimizer)
+    layouts = _optimizer_slot_layouts(optimizer)
     per_param = {}
     for key in npz.members:
         if not key.startswith("optimizer/"):
             continue
         idx, _, slot = key[len("optimizer/"):].partition(".")
-        if not (idx.isdigit() and len(idx) < 10 and int(idx) < len(params) and slot in layout):
+        layout = layouts.get(int(idx), {}) if idx.isdigit() and len(idx) < 10 else {}
+        if not (slot in layout and int(idx) < len(params)):  # a layout means idx is digits
             npz.fail(f"optimizer slot {key!r} does not fit {type(optimizer).__name__} on "
                      f"{len(params)} parameters (slots {sorted(layout)})")
         per_param.setdefault(int(idx), set()).add(slot)
@@ -728,9 +739,9 @@ def _read_slots(npz, optimizer):
         else:
             _check_member(npz, key, p.data.shape, p.data.dtype, f"parameter {idx}")
     for idx, slots in per_param.items():
-        if slots != set(layout):
+        if slots != set(layouts[idx]):
             npz.fail(f"optimizer state of parameter {idx} has slots {sorted(slots)}, "
-                     f"{type(optimizer).__name__} keeps {sorted(layout)}")
+                     f"{type(optimizer).__name__} keeps {sorted(layouts[idx])}")
     return {key[len("optimizer/"):]: npz.read(key) for key in npz.members
             if key.startswith("optimizer/")}
 
