@@ -3,9 +3,12 @@ small IDX files generated here (never downloaded)."""
 
 import copy
 import dataclasses
+import functools
 import gzip
 import hashlib
+import http.server
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -104,6 +107,49 @@ def test_load_fashion_mnist_checks_md5_of_the_gz_files(tmp_path, fashion_dir, mo
     np.testing.assert_array_equal(y2, arrays["train-labels-idx1-ubyte"])
     np.testing.assert_array_equal(yt2, arrays["t10k-labels-idx1-ubyte"])
     np.testing.assert_array_equal(x2, x_tr)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_download_checks_md5_of_the_downloaded_file(tmp_path, fashion_dir, monkeypatch):
+    # a local server: "recompressed/" holds the same IDX data gzipped again, which
+    # passes every structure check but not the MD5 of the published .gz
+    arrays, md5 = fashion_dir
+    root = tmp_path / "www"
+    for sub in ("recompressed", "published"):
+        (root / sub).mkdir(parents=True)
+    for name, arr in arrays.items():
+        (root / "published" / (name + ".gz")).write_bytes(
+            (tmp_path / "fashion" / (name + ".gz")).read_bytes())
+        (root / "recompressed" / (name + ".gz")).write_bytes(
+            gzip.compress(idx_bytes(arr), compresslevel=1, mtime=1))
+    monkeypatch.setitem(ds.IDX_DATASETS, "fashion_mnist",
+                        dataclasses.replace(ds.IDX_DATASETS["fashion_mnist"], checksums=md5))
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    try:
+        with pytest.raises(ValueError, match=r"MD5 of the file is .* expected " + md5[ds.MNIST_FILES[0]]):
+            ds.load_fashion_mnist(tmp_path / "bad", mirrors=[url + "recompressed/"],
+                                  progress=False)
+        assert not list((tmp_path / "bad").iterdir())  # nothing unverified left behind
+        (_, y_tr), _ = ds.load_fashion_mnist(
+            tmp_path / "cache", mirrors=[url + "recompressed/", url + "published/"],
+            progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    np.testing.assert_array_equal(y_tr, arrays["train-labels-idx1-ubyte"])
+    for name in ds.MNIST_FILES:
+        data = (tmp_path / "cache" / (name + ".gz")).read_bytes()
+        assert hashlib.md5(data).hexdigest() == md5[name]
 
 
 def test_md5_needs_the_gz_file(tmp_path, monkeypatch):
