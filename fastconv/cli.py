@@ -497,7 +497,7 @@ def _dataset_download(no_download, dataset):
     return True
 
 
-def _load_data(args, s, parser, log, download):
+def _load_data(args, s, parser, log, download, no_download_given):
     import numpy as np
 
     from . import datasets as ds
@@ -508,7 +508,8 @@ def _load_data(args, s, parser, log, download):
         parser.error(f"--data-dir: {data_dir} is not a directory")
     if name == "idx" and data_dir is None:
         parser.error("--dataset idx needs --data-dir (the directory with the four IDX files)")
-    title = ds.IDX_DATASETS[name].title if name in ds.IDX_DATASETS else f"the IDX files in {data_dir}"
+    title = (ds.IDX_DATASETS[name].title if name in ds.IDX_DATASETS
+             else f"the IDX files in {data_dir}")
     if name == "idx":
         log(f"dataset idx: {data_dir}; checksums NOT verified (only the IDX structure is "
             "checked): use --dataset mnist or fashion_mnist for the published sets")
@@ -525,7 +526,7 @@ def _load_data(args, s, parser, log, download):
         if name == "idx":
             hint = "--dataset idx needs train-images-idx3-ubyte, train-labels-idx1-ubyte, " \
                    "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz)"
-        elif name != "mnist" and not args.no_download_given:
+        elif name != "mnist" and not no_download_given:
             hint = f"{title} is not downloaded under mpiexec; put the files in --data-dir"
         else:
             hint = f"drop --no-download to fetch {title}"
@@ -581,8 +582,8 @@ def cmd_train(args):
     wall0 = time.perf_counter()
     _check_output_paths(args, parser)
     s, ckpt = _resolve(args, parser)
-    args.no_download_given = args.no_download
-    download = _dataset_download(args.no_download, s["dataset"])
+    no_download_given = args.no_download
+    download = _dataset_download(no_download_given, s["dataset"])
     if s["dataset"] != "mnist":
         # the session below pre-downloads MNIST on rank 0 unless told not to
         args.no_download = True
@@ -600,7 +601,8 @@ def cmd_train(args):
     if s["dataset"] == "mnist":
         # the session may have downloaded MNIST on rank 0 and turned downloads off
         download = not args.no_download
-    (x_tr, y_tr), val, (x_te, y_te) = _load_data(args, s, parser, log, download)
+    (x_tr, y_tr), val, (x_te, y_te) = _load_data(args, s, parser, log, download,
+                                                  no_download_given)
     augment = parse_augment(s["augment"])
 
     if ckpt is None:
@@ -614,7 +616,8 @@ def cmd_train(args):
         history = list(ckpt["extra"].get("history", []))
         log(f"resuming from {args.resume} after epoch {start_epoch} of {s['epochs']}")
 
-    log(f"train {s['model']} on {s['dataset']}: {s['optimizer']} lr {s['lr']:g} decay {s['lr_decay']:g}/epoch, "
+    log(f"train {s['model']} on {s['dataset']}: {s['optimizer']} lr {s['lr']:g} "
+        f"decay {s['lr_decay']:g}/epoch, "
         f"batch {s['batch_size']}, {s['epochs']} epochs, seed {s['seed']}, augment {s['augment']}, "
         f"{threads} thread(s), {s['dtype']}")
     if dist is not None:

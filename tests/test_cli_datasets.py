@@ -135,7 +135,8 @@ def test_download_checks_md5_of_the_downloaded_file(tmp_path, fashion_dir, monke
     thread.start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/"
     try:
-        with pytest.raises(ValueError, match=r"MD5 of the file is .* expected " + md5[ds.MNIST_FILES[0]]):
+        expected = md5[ds.MNIST_FILES[0]]
+        with pytest.raises(ValueError, match=rf"MD5 of the file is .* expected {expected}"):
             ds.load_fashion_mnist(tmp_path / "bad", mirrors=[url + "recompressed/"],
                                   progress=False)
         assert not list((tmp_path / "bad").iterdir())  # nothing unverified left behind
