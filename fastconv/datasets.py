@@ -112,7 +112,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 class IDXDatasetInfo:
     """What is known about a published data set stored as four IDX files.
 
-    Attributes
+    Parameters
     ----------
     name : str
         Registry key, e.g. ``"fashion_mnist"``.
@@ -294,8 +294,18 @@ def _gzip_damage(stream, max_bytes=64 << 20):
 class ChecksumError(ValueError):
     """A file is well-formed IDX but its checksum is not the published one.
 
-    A ``ValueError``; ``name``, ``algorithm``, ``actual`` and ``expected`` let a
-    caller (the command line) word its own advice.
+    A ``ValueError``; its attributes let a caller (the command line) word its
+    own advice.
+
+    Parameters
+    ----------
+    message : str
+        The full message.
+    name : str
+        The file (path, or base name and URL for a download).
+    algorithm : {"sha256", "md5"}
+    actual, expected : str
+        Hex digests.
     """
 
     def __init__(self, message, name, algorithm, actual, expected):
