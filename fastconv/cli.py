@@ -1,7 +1,8 @@
 """The ``fastconv`` command line: ``train``, ``info`` and ``bench``.
 
 ``python -m fastconv train`` trains LeNet-5 (or the larger TensorFlow-tutorial
-CNN) on MNIST with a tested default recipe, prints per-epoch progress and the
+CNN) on MNIST (or Fashion-MNIST, or any 28x28 ten-class IDX data set: ``--dataset``)
+with a tested default recipe, prints per-epoch progress and the
 final test accuracy, and can write metrics (JSON), the final model and
 per-epoch checkpoints. A run resumed with ``--resume`` from the checkpoint of
 epoch k gives bitwise the same model as an uninterrupted run, because every
@@ -42,20 +43,25 @@ RECIPES = {
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05, "momentum": 0.01, "rmsprop": 1e-3, "adagrad": 0.01}
 OPTIMIZERS = tuple(DEFAULT_LR)
 AUGMENT_DEFAULT = "shift:2,rotate:10"
+# --dataset: the keys of datasets.IDX_DATASETS (verified against published
+# checksums), plus "idx": any directory with the four MNIST file names, unverified.
+DATASETS = ("mnist", "fashion_mnist", "idx")
 
 # Settings that determine the trained weights: a resumed run must use the
 # checkpoint's values (--epochs may grow, --threads and paths may change).
-_RESULT_KEYS = ("model", "batch_size", "optimizer", "lr", "lr_decay", "weight_decay", "seed",
-                "augment", "train_subset", "test_subset", "val_size", "dtype", "micro_batches")
+_RESULT_KEYS = ("dataset", "model", "batch_size", "optimizer", "lr", "lr_decay", "weight_decay",
+                "seed", "augment", "train_subset", "test_subset", "val_size", "dtype",
+                "micro_batches")
 
 # The largest integer any count or seed argument accepts.
 _MAX_INT_ARG = 2**63 - 1
 
 # Settings whose absence (None) means "all" or "none"; the others always have a value.
 _OPTIONAL_SETTINGS = ("train_subset", "test_subset", "micro_batches")
-# Settings newer than some checkpoints: a checkpoint without them resumes as None
-# (micro_batches: trained in one process, not data-parallel).
-_LATER_SETTINGS = ("micro_batches",)
+# Settings newer than some checkpoints, and the value a checkpoint without them
+# resumes with: micro_batches None (trained in one process, not data-parallel);
+# dataset "mnist" (the only data set the CLI trained on before --dataset).
+_LATER_SETTINGS = {"micro_batches": None, "dataset": "mnist"}
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -194,9 +200,10 @@ def build_parser():
     lenet = RECIPES["lenet5"]
     t = sub.add_parser(
         "train",
-        help="train a CNN on MNIST",
+        help="train a CNN on MNIST, Fashion-MNIST or any IDX data set",
         description=(
-            "Train a CNN on MNIST and report the test accuracy. Without options this runs the "
+            "Train a CNN on MNIST (or --dataset fashion_mnist / idx) and report the test "
+            "accuracy. Without options this runs the "
             f"LeNet-5 recipe: Adam, lr {lenet['lr']:g} decayed by {lenet['lr_decay']:g} per epoch, "
             f"batch {lenet['batch_size']}, {lenet['epochs']} epochs, augment {lenet['augment']}, aiming at "
             ">= 99.0% test accuracy."
@@ -220,10 +227,18 @@ def build_parser():
                    metavar="L2", help="L2 penalty (default 0)")
     t.add_argument("--seed", type=_int_at_least(0), default=None,
                    help="seeds the initial weights, shuffling and augmentation (default 0)")
+    t.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="mnist (default, or the checkpoint's with --resume); fashion_mnist "
+                        "(Zalando's clothing images, the .gz files checked against their "
+                        "published MD5); idx: the four files with MNIST's names "
+                        "(train-images-idx3-ubyte[.gz], ...) in --data-dir, 28x28 images, "
+                        "labels 0-9, checksums NOT verified")
     t.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                   help="directory with the MNIST IDX files (default: $FASTCONV_DATA, else "
-                        "~/.cache/fastconv/mnist, downloading if needed)")
-    t.add_argument("--no-download", action="store_true", help="never download MNIST")
+                   help="directory with the data set's IDX files (default: mnist "
+                        "$FASTCONV_DATA, else ~/.cache/fastconv/mnist; fashion_mnist "
+                        "~/.cache/fastconv/fashion_mnist; downloading if needed; idx needs it)")
+    t.add_argument("--no-download", action="store_true",
+                   help="never download (mnist and fashion_mnist download missing files)")
     t.add_argument("--threads", type=_thread_count, default=None, metavar="N",
                    help="OpenMP threads for the kernels (default: the library's choice)")
     t.add_argument("--micro-batches", type=_int_at_least(1), default=None, metavar="N",
@@ -327,6 +342,7 @@ def _resolve(args, parser):
     optimizer = given.get("optimizer", recipe["optimizer"])
     lr = given.get("lr", recipe["lr"] if optimizer == recipe["optimizer"] else DEFAULT_LR[optimizer])
     settings = {
+        "dataset": given.get("dataset", "mnist"),
         "model": model,
         "epochs": args.epochs if args.epochs is not None else recipe["epochs"],
         "batch_size": given.get("batch_size", recipe["batch_size"]),
@@ -359,7 +375,7 @@ def _checked_settings(stored, parser, path):
         action = actions[key]
         flag = action.option_strings[0]
         if key not in stored and key in _LATER_SETTINGS:
-            settings[key] = None
+            settings[key] = _LATER_SETTINGS[key]
             continue
         if key not in stored:
             parser.error(f"--resume: {path}: the stored settings lack {key}")
@@ -464,24 +480,74 @@ def _make_optimizer(name, params, lr, weight_decay):
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def _load_data(args, s, parser, log):
+def _dataset_download(no_download, dataset):
+    """Whether missing files of the chosen data set may be downloaded.
+
+    Never for idx (no source is known). Under mpiexec only MNIST: rank 0 of
+    fastconv.distributed's session downloads MNIST before the ranks read, and
+    for any other data set that pre-download would put MNIST's files into its
+    directory, so every rank must find the files already there.
+    """
+    if no_download or dataset == "idx":
+        return False
+    if dataset != "mnist":
+        from .distributed import launched_by_mpiexec
+
+        return launched_by_mpiexec() <= 1
+    return True
+
+
+def _load_data(args, s, parser, log, download, no_download_given):
     import numpy as np
 
     from . import datasets as ds
 
+    name = s["dataset"]
     data_dir = args.data_dir
     if data_dir is not None and not data_dir.is_dir():
         parser.error(f"--data-dir: {data_dir} is not a directory")
+    if name == "idx" and data_dir is None:
+        parser.error("--dataset idx needs --data-dir (the directory with the four IDX files)")
+    title = (ds.IDX_DATASETS[name].title if name in ds.IDX_DATASETS
+             else f"the IDX files in {data_dir}")
+    if name == "idx":
+        log(f"dataset idx: {data_dir}; checksums NOT verified (only the IDX structure is "
+            "checked): use --dataset mnist or fashion_mnist for the published sets")
+    loaders = {
+        "mnist": ds.load_mnist,
+        "fashion_mnist": ds.load_fashion_mnist,
+        "idx": functools.partial(ds.load_idx_dataset, names=ds.MNIST_FILES),
+    }
     t0 = time.perf_counter()
     try:
-        (x_tr, y_tr), (x_te, y_te) = ds.load_mnist(
-            data_dir, download=not args.no_download, dtype=np.dtype(s["dtype"]),
-            progress=not args.quiet,
-        )
+        (x_tr, y_tr), (x_te, y_te) = loaders[name](
+            data_dir, download=download, dtype=np.dtype(s["dtype"]), progress=not args.quiet)
     except FileNotFoundError as exc:
-        raise CommandError(f"{exc} (drop --no-download to fetch MNIST)") from None
+        if name == "idx":
+            hint = "--dataset idx needs train-images-idx3-ubyte, train-labels-idx1-ubyte, " \
+                   "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz)"
+        elif name != "mnist" and not no_download_given:
+            hint = f"{title} is not downloaded under mpiexec; put the files in --data-dir"
+        else:
+            hint = f"drop --no-download to fetch {title}"
+        raise CommandError(f"{exc} ({hint})") from None
+    except ds.ChecksumError as exc:
+        raise CommandError(
+            f"cannot load {title}: {exc.name}: {exc.algorithm.upper()} {exc.actual} is not the "
+            f"published {exc.expected}: the file is corrupt or not {title}. For other IDX files "
+            f"with these names use --dataset idx (checksums not verified)") from None
     except (OSError, ValueError) as exc:
-        raise CommandError(f"cannot load MNIST: {exc}") from None
+        raise CommandError(f"cannot load {title}: {exc}") from None
+    # the models take 28x28 single-channel images and have 10 outputs; an idx
+    # set that differs would fail deep inside the first batch, or train on
+    # labels the loss cannot represent
+    for what, x, y in (("training", x_tr, y_tr), ("test", x_te, y_te)):
+        if x.shape[1:] != (1, 28, 28):
+            raise CommandError(f"cannot train on {title}: {what} images are "
+                               f"{x.shape[2]}x{x.shape[3]}, the models take 28x28")
+        if y.size and (y.min() < 0 or y.max() > 9):
+            raise CommandError(f"cannot train on {title}: {what} labels range over "
+                               f"{y.min()}..{y.max()}, the models have 10 classes (0..9)")
     if s["train_subset"] is not None:
         x_tr, y_tr = x_tr[:s["train_subset"]], y_tr[:s["train_subset"]]
     if s["test_subset"] is not None:
@@ -493,8 +559,8 @@ def _load_data(args, s, parser, log):
         n = len(x_tr) - s["val_size"]
         val = (x_tr[n:], y_tr[n:])
         x_tr, y_tr = x_tr[:n], y_tr[:n]
-    log(f"data: {len(x_tr)} train, {len(val[0]) if val else 0} validation, {len(x_te)} test "
-        f"images ({time.perf_counter() - t0:.1f} s to load)")
+    log(f"data ({name}): {len(x_tr)} train, {len(val[0]) if val else 0} validation, "
+        f"{len(x_te)} test images ({time.perf_counter() - t0:.1f} s to load)")
     return (x_tr, y_tr), val, (x_te, y_te)
 
 
@@ -516,6 +582,11 @@ def cmd_train(args):
     wall0 = time.perf_counter()
     _check_output_paths(args, parser)
     s, ckpt = _resolve(args, parser)
+    no_download_given = args.no_download
+    download = _dataset_download(no_download_given, s["dataset"])
+    if s["dataset"] != "mnist":
+        # the session below pre-downloads MNIST on rank 0 unless told not to
+        args.no_download = True
     # under mpiexec (or with --micro-batches): fastconv.distributed trains, rank 0 reports
     dist = _distributed_session(args, s, parser)
     quiet = args.quiet
@@ -527,7 +598,11 @@ def cmd_train(args):
     if args.threads is not None:
         fastconv.set_num_threads(args.threads)
     threads = fastconv.get_num_threads()
-    (x_tr, y_tr), val, (x_te, y_te) = _load_data(args, s, parser, log)
+    if s["dataset"] == "mnist":
+        # the session may have downloaded MNIST on rank 0 and turned downloads off
+        download = not args.no_download
+    (x_tr, y_tr), val, (x_te, y_te) = _load_data(args, s, parser, log, download,
+                                                  no_download_given)
     augment = parse_augment(s["augment"])
 
     if ckpt is None:
@@ -541,7 +616,8 @@ def cmd_train(args):
         history = list(ckpt["extra"].get("history", []))
         log(f"resuming from {args.resume} after epoch {start_epoch} of {s['epochs']}")
 
-    log(f"train {s['model']}: {s['optimizer']} lr {s['lr']:g} decay {s['lr_decay']:g}/epoch, "
+    log(f"train {s['model']} on {s['dataset']}: {s['optimizer']} lr {s['lr']:g} "
+        f"decay {s['lr_decay']:g}/epoch, "
         f"batch {s['batch_size']}, {s['epochs']} epochs, seed {s['seed']}, augment {s['augment']}, "
         f"{threads} thread(s), {s['dtype']}")
     if dist is not None:

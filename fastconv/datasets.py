@@ -1,13 +1,15 @@
-"""MNIST (IDX) loading, minibatching and data expansion.
+"""MNIST-style (IDX) data sets: loading, minibatching and data expansion.
 
 Everything here is NumPy plus the standard library (``urllib`` for downloads);
 ``tqdm`` draws the download progress bar when it is installed.
 
 Data loading
     :func:`load_mnist` finds, downloads (optionally), verifies and decodes the
-    four MNIST IDX files; :func:`load_idx_dataset` does the same for any dataset
-    in that layout (Fashion-MNIST, KMNIST, ...); :func:`read_idx` reads one IDX
-    file of any type and rank.
+    four MNIST IDX files and :func:`load_fashion_mnist` the four Fashion-MNIST
+    ones; :data:`IDX_DATASETS` holds what is known about each (file names,
+    checksums, class names). :func:`load_idx_dataset` does the same for any
+    dataset in that layout (KMNIST, EMNIST splits, your own); :func:`read_idx`
+    reads one IDX file of any type and rank.
 Batching
     :func:`iterate_minibatches`, :func:`train_val_split`, :func:`one_hot`.
 Data expansion
@@ -26,6 +28,7 @@ import numbers
 import os
 import sys
 import time
+from dataclasses import dataclass
 import urllib.request
 import zlib
 from pathlib import Path
@@ -38,10 +41,18 @@ __all__ = [
     "MNIST_FILES",
     "MNIST_SHA256",
     "MNIST_MIRRORS",
+    "MNIST_CLASSES",
+    "FASHION_MNIST_MD5",
+    "FASHION_MNIST_MIRRORS",
+    "FASHION_MNIST_CLASSES",
+    "IDXDatasetInfo",
+    "IDX_DATASETS",
+    "ChecksumError",
     "default_data_dir",
     "read_idx",
     "load_idx_dataset",
     "load_mnist",
+    "load_fashion_mnist",
     "iterate_minibatches",
     "one_hot",
     "train_val_split",
@@ -79,6 +90,68 @@ MNIST_MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+
+# MD5 of the *.gz files* as Zalando publishes them (the table in the README of
+# github.com/zalandoresearch/fashion-mnist; torchvision's FashionMNIST checks
+# the same). Unlike MNIST's, these checksums cover the compressed bytes, so a
+# Fashion-MNIST file can be verified only in the .gz form it was published in.
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+# Zalando's download location (the README's links); same layout as MNIST's mirrors.
+FASHION_MNIST_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+@dataclass(frozen=True)
+class IDXDatasetInfo:
+    """What is known about a published data set stored as four IDX files.
+
+    Parameters
+    ----------
+    name : str
+        Registry key, e.g. ``"fashion_mnist"``.
+    title : str
+        Name for messages, e.g. ``"Fashion-MNIST"``.
+    files : tuple of 4 str
+        Base names of (train images, train labels, test images, test labels).
+    algorithm : {"sha256", "md5"}
+        Hash of the published checksums.
+    checksum_of : {"data", "gzip"}
+        What the checksums cover: the decompressed bytes (``"data"``: any
+        recompression passes) or the ``.gz`` file as published (``"gzip"``).
+    checksums : mapping of str to str
+        Expected hex digest by base name.
+    mirrors : tuple of str
+        Download base URLs, tried in order.
+    classes : tuple of str
+        Class names, indexed by label.
+    """
+
+    name: str
+    title: str
+    files: tuple
+    algorithm: str
+    checksum_of: str
+    checksums: dict
+    mirrors: tuple
+    classes: tuple
+
+
+# The data sets known by name. load_mnist reads the module-level MNIST_SHA256
+# and MNIST_MIRRORS (so both can still be patched); the entry here describes them.
+IDX_DATASETS = {
+    "mnist": IDXDatasetInfo("mnist", "MNIST", MNIST_FILES, "sha256", "data", MNIST_SHA256,
+                            MNIST_MIRRORS, MNIST_CLASSES),
+    "fashion_mnist": IDXDatasetInfo("fashion_mnist", "Fashion-MNIST", MNIST_FILES, "md5", "gzip",
+                                    FASHION_MNIST_MD5, FASHION_MNIST_MIRRORS,
+                                    FASHION_MNIST_CLASSES),
+}
 
 # Environment overrides: the data directory, and a comma/space separated list
 # of mirror base URLs (used by the tests to point at a local server).
@@ -198,7 +271,7 @@ def _read_idx(path, sha256, name):
             raise ValueError(f"{name}: corrupt gzip data ({damage})") from None
     # Structure first: "truncated" or "bad magic" says more than a hash mismatch.
     if digest is not None:
-        _check_digest(digest.hexdigest(), sha256, name)
+        _check_digest(digest.hexdigest(), sha256, "sha256", name, "the decompressed data")
     if dtype != native:
         arr.byteswap(inplace=True)  # the bytes were big-endian; now they match native
     return arr.reshape(shape)
@@ -218,13 +291,56 @@ def _gzip_damage(stream, max_bytes=64 << 20):
     return None
 
 
-def _check_digest(digest, sha256, name):
-    if digest != sha256.lower():
-        raise ValueError(
-            f"{name}: SHA-256 of the decompressed data is {digest}, expected {sha256}"
+class ChecksumError(ValueError):
+    """A file is well-formed IDX but its checksum is not the published one.
+
+    A ``ValueError``; its attributes let a caller (the command line) word its
+    own advice.
+
+    Parameters
+    ----------
+    message : str
+        The full message.
+    name : str
+        The file (path, or base name and URL for a download).
+    algorithm : {"sha256", "md5"}
+    actual, expected : str
+        Hex digests.
+    """
+
+    def __init__(self, message, name, algorithm, actual, expected):
+        super().__init__(message)
+        self.name = name
+        self.algorithm = algorithm
+        self.actual = actual
+        self.expected = expected
+
+
+def _check_digest(actual, expected, algorithm, name, subject):
+    """Raise :class:`ChecksumError` unless the hex digest ``actual`` is ``expected``.
+
+    The one place checksums are compared, whatever the algorithm and whether
+    they cover the decompressed data or the file as stored (``subject``).
+    """
+    if actual != expected.lower():
+        label = {"sha256": "SHA-256", "md5": "MD5"}[algorithm]
+        raise ChecksumError(
+            f"{name}: {label} of {subject} is {actual}, expected {expected}"
             " (file corrupt or not the expected dataset; delete it to re-download,"
-            " or pass verify=False / sha256=None for a different dataset)"
+            " or pass verify=False / sha256=None / md5=None for a different dataset)",
+            name, algorithm, actual, expected,
         )
+
+
+def _file_digest(path, algorithm):
+    """Hex digest of the bytes of ``path`` as stored (read in chunks: constant memory)."""
+    # an integrity check, not security: lets MD5 work where FIPS mode forbids it otherwise
+    h = hashlib.new(algorithm, usedforsecurity=False)
+    f, _ = _fileio.open_regular(path, "read_idx")
+    with f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def read_idx(path, *, sha256=None):
@@ -268,26 +384,36 @@ def read_idx(path, *, sha256=None):
 # --------------------------------------------------------------------------- #
 
 
-def default_data_dir():
-    """Directory :func:`load_mnist` uses when no ``data_dir`` is given.
+def default_data_dir(dataset="mnist"):
+    """Directory :func:`load_mnist` (or another loader) uses when no ``data_dir`` is given.
 
-    ``$FASTCONV_DATA`` if set, else ``$XDG_CACHE_HOME/fastconv/mnist``, else
-    ``~/.cache/fastconv/mnist``.
+    Parameters
+    ----------
+    dataset : str, default "mnist"
+        A key of :data:`IDX_DATASETS`.
 
     Returns
     -------
     pathlib.Path
+        For MNIST ``$FASTCONV_DATA`` if set; otherwise
+        ``$XDG_CACHE_HOME/fastconv/<dataset>``, else ``~/.cache/fastconv/<dataset>``.
+        (``$FASTCONV_DATA`` names the MNIST directory, so other data sets
+        never read MNIST's files by mistake.)
     """
+    if dataset not in IDX_DATASETS:
+        raise ValueError(f"default_data_dir: dataset must be one of {sorted(IDX_DATASETS)}, "
+                         f"got {dataset!r}")
     env = os.environ.get(ENV_DATA_DIR)
-    if env:
+    if env and dataset == "mnist":
         return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "fastconv" / "mnist"
+    return Path(cache) / "fastconv" / dataset
 
 
-def _find(data_dir, name):
+def _find(data_dir, name, gzip_only=False):
     """Path of ``name`` or ``name.gz`` in ``data_dir`` (uncompressed preferred), or None."""
-    for candidate in (data_dir / name, data_dir / (name + ".gz")):
+    names = (name + ".gz",) if gzip_only else (name, name + ".gz")
+    for candidate in (data_dir / n for n in names):
         if candidate.is_file():
             return candidate
     return None
@@ -371,7 +497,7 @@ def _fetch(url, out, name, progress, deadline):
             raise ConnectionError(f"connection closed after {received} of {expected} bytes")
 
 
-def _download(name, data_dir, mirrors, sha256, progress):
+def _download(name, data_dir, mirrors, sha256, md5, progress):
     """Fetch ``name`` from the first mirror that serves it intact; return its path.
 
     The body goes to a temporary ``.part`` file in ``data_dir`` that is checked
@@ -401,6 +527,9 @@ def _download(name, data_dir, mirrors, sha256, progress):
             with open(tmp, "rb") as f:
                 is_gzip = f.read(2) == _GZIP_MAGIC
             _read_idx(tmp, sha256, f"{name} from {url}")
+            if md5 is not None:
+                _check_digest(_file_digest(tmp, "md5"), md5, "md5", f"{name} from {url}",
+                              "the file")
             dest = data_dir / (name + ".gz" if is_gzip else name)
             os.replace(tmp, dest)
             return dest
@@ -436,7 +565,7 @@ def _check_float_dtype(dtype, func):
 
 
 def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=False,
-                     mirrors=None, sha256=None, progress=True):
+                     mirrors=None, sha256=None, md5=None, progress=True):
     """Load an image-classification dataset stored as four IDX files.
 
     Works for any dataset in MNIST's layout (Fashion-MNIST, KMNIST, EMNIST
@@ -458,6 +587,11 @@ def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=
     sha256 : mapping of str to str, optional
         Expected SHA-256 of the decompressed file, by base name. Files not in the
         mapping (or all files, if None) are checked for IDX structure only.
+    md5 : mapping of str to str, optional
+        Expected MD5 of the file *as stored*, by base name: the checksum form
+        Fashion-MNIST publishes for its ``.gz`` files. A file in this mapping is
+        looked for only as ``<name>.gz``, since the published digest cannot
+        check a decompressed copy.
     progress : bool, default True
         Show a download progress bar (tqdm if installed).
 
@@ -472,7 +606,8 @@ def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=
     FileNotFoundError
         A file is missing and ``download`` is False.
     ValueError
-        A file is corrupt (see :func:`read_idx`) or the four do not fit together.
+        A file is corrupt (see :func:`read_idx`) or the four do not fit together;
+        :class:`ChecksumError` (a ValueError) if a checksum differs.
     OSError
         Downloading failed on every mirror for network reasons.
     """
@@ -484,20 +619,33 @@ def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=
         )
     data_dir = Path(data_dir).expanduser()
     sha256 = dict(sha256 or {})
+    md5 = dict(md5 or {})
 
     paths = []
     for name in names:
-        path = _find(data_dir, name)
+        path = _find(data_dir, name, gzip_only=name in md5)
+        if path is None and name in md5 and _find(data_dir, name) is not None:
+            raise ValueError(
+                f"{data_dir / name}: the published MD5 covers {name}.gz, which is not in "
+                f"{data_dir}, and cannot check this decompressed copy; put the .gz file there "
+                "or pass md5=None to skip the check"
+            )
         if path is None:
             if not download:
                 raise FileNotFoundError(
                     f"{name} (or {name}.gz) not found in {data_dir}; pass download=True"
                     " or put the file there"
                 )
-            path = _download(name, data_dir, _mirror_list(mirrors), sha256.get(name), progress)
+            path = _download(name, data_dir, _mirror_list(mirrors), sha256.get(name),
+                             md5.get(name), progress)
         paths.append(path)
 
-    arrays = [read_idx(p, sha256=sha256.get(n)) for p, n in zip(paths, names)]
+    arrays = []
+    for path, name in zip(paths, names):
+        arrays.append(read_idx(path, sha256=sha256.get(name)))
+        # after read_idx: "truncated" or "bad magic" says more than a hash mismatch
+        if name in md5:
+            _check_digest(_file_digest(path, "md5"), md5[name], "md5", str(path), "the file")
     out = []
     for (images, labels), (pi, pl) in zip(
         ((arrays[0], arrays[1]), (arrays[2], arrays[3])), ((paths[0], paths[1]), (paths[2], paths[3]))
@@ -558,6 +706,60 @@ def load_mnist(data_dir=None, *, download=True, dtype=np.float32, verify=True,
     return load_idx_dataset(
         data_dir, MNIST_FILES, dtype=dtype, download=download, mirrors=mirrors,
         sha256=MNIST_SHA256 if verify else None, progress=progress,
+    )
+
+
+def load_fashion_mnist(data_dir=None, *, download=True, dtype=np.float32, verify=True,
+                       mirrors=None, progress=True):
+    """Load Fashion-MNIST (Zalando's clothing images in MNIST's layout).
+
+    Ten classes, named in :data:`FASHION_MNIST_CLASSES` (label 0 is
+    "T-shirt/top", 9 "Ankle boot"); 60,000 training and 10,000 test images of
+    28x28 pixels, in four IDX files with MNIST's file names.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+        Directory with the four ``.gz`` files as published. Default:
+        ``default_data_dir("fashion_mnist")`` (the user cache dir).
+    download : bool, default True
+        Download missing files from ``mirrors`` into ``data_dir``.
+    dtype : {float32, float64}, default float32
+        dtype of the images.
+    verify : bool, default True
+        Check each ``.gz`` file's MD5 against :data:`FASHION_MNIST_MD5` (the
+        checksums Zalando publishes cover the compressed files, so with
+        ``verify`` the files must be the ``.gz`` ones). Pass False to read
+        decompressed copies or other data; the IDX structure is still checked.
+    mirrors : sequence of str, optional
+        Download base URLs, tried in order (default :data:`FASHION_MNIST_MIRRORS`).
+    progress : bool, default True
+        Show a progress bar while downloading.
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test)
+        ``x_train`` of shape (60000, 1, 28, 28), ``x_test`` of shape
+        (10000, 1, 28, 28), ``dtype``, values in ``[0, 1]``; labels int64 in 0..9.
+
+    Raises
+    ------
+    ValueError
+        A file is corrupt, truncated or fails its checksum
+        (:class:`ChecksumError`); the message names it.
+    FileNotFoundError
+        A file is missing and ``download`` is False.
+    OSError
+        No mirror could be reached.
+    """
+    # looked up at call time, so the checksums can be patched (the tests do)
+    info = IDX_DATASETS["fashion_mnist"]
+    if data_dir is None:
+        data_dir = default_data_dir("fashion_mnist")
+    return load_idx_dataset(
+        data_dir, info.files, dtype=dtype, download=download,
+        mirrors=info.mirrors if mirrors is None else mirrors,
+        md5=info.checksums if verify else None, progress=progress,
     )
 
 
