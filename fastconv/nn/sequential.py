@@ -26,7 +26,7 @@ from .layers import (
 )
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss, get_loss
 from .module import Module, is_grad_enabled, no_grad
-from .plan import InferencePlan, StalePlan, plannable
+from .plan import InferencePlan, LayerInputError, StalePlan, layer_input_error, plannable
 
 __all__ = ["Sequential"]
 
@@ -211,7 +211,9 @@ class Sequential(_Layer):
 
     Parameters
     ----------
-    layers : list of Module, optional
+    *layers : Module, or one list/tuple of Module
+        ``Sequential(conv, relu, ...)`` (PyTorch's form), ``Sequential([conv,
+        relu, ...])`` (Keras's form), ``Sequential(layer)`` or ``Sequential()``.
 
     Attributes
     ----------
@@ -306,7 +308,11 @@ class Sequential(_Layer):
     #: pool's backward (the mask is applied on the pooled grid; identical results).
     fuse_relu_pool = True
 
-    def __init__(self, layers=None):
+    def __init__(self, *layers):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = layers[0]
+        elif len(layers) == 1 and layers[0] is None:
+            layers = ()
         self.layers = []
         super().__init__()
         self.optimizer = None
@@ -318,7 +324,7 @@ class Sequential(_Layer):
         self._needs_input_grad = False
         self._reuse = False
         self._init_threading()
-        for layer in layers or ():
+        for layer in layers:
             self.add(layer)
 
     def _init_threading(self):
@@ -467,17 +473,27 @@ class Sequential(_Layer):
         layers = self.layers
         n = len(layers)
         i = 0
+        x0 = x
         while i < n:
             layer = layers[i]
-            if (self.fuse_conv_relu and i + 1 < n and type(layer) is Conv2d
-                    and type(layers[i + 1]) is ReLU and kernel_relu_propagates_nan()):
-                # conv kernel applies the ReLU in its own pass; the ReLU layer
-                # keeps the rectified output for its backward
-                x = layers[i + 1]._adopt(layer._forward(x, "relu"))
-                i += 2
-            else:
-                x = layer(x)
-                i += 1
+            xin = x
+            try:
+                if (self.fuse_conv_relu and i + 1 < n and type(layer) is Conv2d
+                        and type(layers[i + 1]) is ReLU and kernel_relu_propagates_nan()):
+                    # conv kernel applies the ReLU in its own pass; the ReLU layer
+                    # keeps the rectified output for its backward
+                    x = layers[i + 1]._adopt(layer._forward(x, "relu"))
+                    i += 2
+                else:
+                    x = layer(x)
+                    i += 1
+            except LayerInputError as exc:  # from a nested model: add our index
+                raise exc.nested_in(i) from exc
+            except ValueError as exc:
+                # one place names the layer (and hints at the usual causes) for
+                # every layer type; the plan builder does the same
+                raise layer_input_error(layers, i, getattr(xin, "shape", ()), exc,
+                                        getattr(x0, "shape", None)) from exc
         me = threading.get_ident()
         if is_grad_enabled():
             self._kept = me
