@@ -60,13 +60,19 @@ class LayerInputError(ValueError):
     when the cause is a common one (no batch axis, channels last, a ``Linear``
     sized for another image size).
 
-    Attributes
+    Parameters
     ----------
     path : tuple of int
         Index of the layer, outermost model first.
     layer : Module
+        The layer that rejected its input.
     reason : str
         The layer's own message, with the hint.
+
+    Attributes
+    ----------
+    path, layer, reason
+        As given.
     """
 
     def __init__(self, path, layer, reason):
