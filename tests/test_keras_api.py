@@ -176,6 +176,17 @@ def test_fit_warns_once_on_raw_uint8_images():
     assert rec[0].filename == __file__  # points at the caller's fit line
 
 
+def test_fit_warns_on_pixels_converted_to_float_but_not_divided():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (24, 1, 4, 4)).astype(np.float32)
+    x[0, 0, 0, 0] = 255
+    m = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).compile("sgd", "cross_entropy")
+    with pytest.warns(UserWarning, match=re.escape(
+            "fit: x is float32 holding whole numbers with values in [0, 255]; scale it to "
+            "[0, 1] first (x / 255.0)")):
+        m.fit(x, rng.integers(0, 3, 24), verbose=0)
+
+
 def test_no_scaling_warning_for_scaled_or_binary_input():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 24)
@@ -183,6 +194,8 @@ def test_no_scaling_warning_for_scaled_or_binary_input():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         m.fit(rng.random((24, 1, 4, 4)), y, verbose=0)
+        m.fit(rng.standard_normal((24, 1, 4, 4)) * 3, y, verbose=0)   # standardised
+        m.fit(rng.integers(0, 2, (24, 1, 4, 4)).astype(np.float64), y, verbose=0)
         m.fit(rng.integers(0, 2, (24, 1, 4, 4)).astype(np.uint8), y, verbose=0)
 
 

@@ -148,14 +148,28 @@ def _weighted_batch_loss(row_loss, out, yb, wb):
 
 
 def _warn_unscaled(owner, x):
-    """Warn (once per call) when ``x`` looks like raw 8-bit pixel values."""
-    if x.dtype.kind in "iu" and x.size:
-        hi = x.max()
-        if hi > 1:
-            warnings.warn(
-                f"{owner}: x is {x.dtype} with values in [{x.min()}, {hi}]; scale it to "
-                f"[0, 1] first (x / {255.0 if hi <= 255 else float(hi)}): unscaled inputs "
-                "make training slow or unstable", UserWarning, stacklevel=4)
+    """Warn (once per call) when ``x`` looks like raw pixel values: integers above
+    1, or floats that are whole numbers in [0, 255] with some above 1 (pixels
+    converted with ``astype`` but not divided). Standardised data (negative
+    values) and fractions do not warn."""
+    if not x.size:
+        return
+    if x.dtype.kind in "iu":
+        kind = str(x.dtype)
+    elif x.dtype.kind == "f":
+        head = x[:64]  # whole-number test on a sample: no copy of a large x
+        if not (np.all(head >= 0) and np.all(head == np.floor(head))):
+            return
+        kind = f"{x.dtype} holding whole numbers"
+    else:
+        return
+    lo, hi = x.min(), x.max()
+    if hi > 1 and lo >= 0 and (x.dtype.kind in "iu" or hi <= 255):
+        scale = 255.0 if hi <= 255 else float(hi)
+        warnings.warn(
+            f"{owner}: x is {kind} with values in [{lo:g}, {hi:g}]; scale it to [0, 1] "
+            f"first (x / {scale}): unscaled inputs make training slow or unstable",
+            UserWarning, stacklevel=4)
 
 
 def _blas_limit(threads):
@@ -920,7 +934,8 @@ class Sequential(_Layer):
             Finite weights >= 0 on each sample's loss and gradient. The batch
             loss is Keras's ``sum(w_i * l_i) / batch_size`` (not divided by the
             sum of the weights), where ``l_i`` is sample i's own loss (each
-            built-in loss is a sum over samples). Validation is unweighted.
+            built-in loss is a sum over samples; a custom loss must be too).
+            Costs one extra loss call per sample. Validation is unweighted.
         class_weight : dict {class index: weight}, optional
             Per-sample weight ``class_weight[label]`` (1 for classes not in
             the dict), multiplied into ``sample_weight`` when both are given.
