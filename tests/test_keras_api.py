@@ -46,6 +46,10 @@ def test_sequential_accepts_pytorch_keras_and_single_layer_forms():
     b = nn.Linear(4, 3)
     assert nn.Sequential(b).layers == [b]                       # one layer
     assert nn.Sequential().layers == [] and nn.Sequential(None).layers == []
+    b = nn.Linear(4, 3)
+    assert nn.Sequential(layers=[b]).layers == [b]              # Keras keyword
+    with pytest.raises(TypeError, match="not both"):
+        nn.Sequential(nn.ReLU(), layers=[nn.ReLU()])
     # from_config still round-trips (it passes a list)
     m = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     assert len(nn.Sequential.from_config(m.get_config())) == 2

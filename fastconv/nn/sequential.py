@@ -323,7 +323,8 @@ class Sequential(_Layer):
     ----------
     *layers : Module, or one list/tuple of Module
         ``Sequential(conv, relu, ...)`` (PyTorch's form), ``Sequential([conv,
-        relu, ...])`` (Keras's form), ``Sequential(layer)`` or ``Sequential()``.
+        relu, ...])`` or ``Sequential(layers=[...])`` (Keras's forms),
+        ``Sequential(layer)`` or ``Sequential()``.
 
     Attributes
     ----------
@@ -418,11 +419,13 @@ class Sequential(_Layer):
     #: pool's backward (the mask is applied on the pooled grid; identical results).
     fuse_relu_pool = True
 
-    def __init__(self, *layers):
-        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
-            layers = layers[0]
-        elif len(layers) == 1 and layers[0] is None:
-            layers = ()
+    def __init__(self, *args, layers=None):
+        if args and layers is not None:
+            raise TypeError("Sequential: pass the layers as arguments or as layers=[...], not both")
+        if layers is None:  # `layers=` keeps the keyword form of earlier versions (and Keras)
+            layers = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+            if len(args) == 1 and args[0] is None:
+                layers = ()
         self.layers = []
         super().__init__()
         self.optimizer = None
