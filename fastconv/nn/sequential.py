@@ -321,10 +321,11 @@ class Sequential(_Layer):
 
     Parameters
     ----------
-    *layers : Module, or one list/tuple of Module
+    *args : Module, or one list/tuple of Module
         ``Sequential(conv, relu, ...)`` (PyTorch's form), ``Sequential([conv,
-        relu, ...])`` or ``Sequential(layers=[...])`` (Keras's forms),
-        ``Sequential(layer)`` or ``Sequential()``.
+        relu, ...])`` (Keras's form), ``Sequential(layer)`` or ``Sequential()``.
+    layers : list of Module, optional
+        Keyword form, ``Sequential(layers=[...])``; not together with ``args``.
 
     Attributes
     ----------
