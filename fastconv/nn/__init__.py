@@ -17,7 +17,7 @@ Everything convolution- and pooling-shaped runs in the compiled kernels
 * ``load_model``, ``save_checkpoint``, ``load_checkpoint`` - ``.npz`` persistence
 """
 
-from . import callbacks, init
+from . import callbacks, init, metrics
 from .activations import (
     ELU,
     GELU,
@@ -57,6 +57,8 @@ from .layers import (
 )
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, get_loss
 from .module import Module, Parameter, is_grad_enabled, no_grad
+from .metrics import confusion_matrix, per_class_accuracy
+from .plan import LayerInputError
 from .sequential import Sequential
 from .serialization import load_checkpoint, load_model, save_checkpoint, save_model
 
@@ -110,4 +112,8 @@ __all__ = [
     "load_checkpoint",
     "init",
     "callbacks",
+    "metrics",
+    "confusion_matrix",
+    "per_class_accuracy",
+    "LayerInputError",
 ]

@@ -46,12 +46,129 @@ from .layers import (
     kernel_relu_propagates_nan,
 )
 
-__all__ = ["InferencePlan", "plannable"]
+__all__ = ["InferencePlan", "LayerInputError", "plannable"]
 
 # How a step produces its output.
 _BUFFER = 0   # writes into an output array of its own (a per-thread buffer)
 _INPLACE = 1  # overwrites its input, which is a buffer of the plan
 _VIEW = 2     # returns a view of its input (no arithmetic)
+
+
+class LayerInputError(ValueError):
+    """A layer of a ``Sequential`` rejected its input: the layer's message, prefixed
+    with the layer's index (``"2.1"`` inside nested models) and name, plus a hint
+    when the cause is a common one (no batch axis, channels last, a ``Linear``
+    sized for another image size).
+
+    Parameters
+    ----------
+    path : tuple of int
+        Index of the layer, outermost model first.
+    layer : Module
+        The layer that rejected its input.
+    reason : str
+        The layer's own message, with the hint.
+
+    Attributes
+    ----------
+    path, layer, reason
+        As given.
+    """
+
+    def __init__(self, path, layer, reason):
+        self.path, self.layer, self.reason = tuple(path), layer, reason
+        super().__init__(f"layer {'.'.join(map(str, self.path))} ({_short_name(layer)}): {reason}")
+
+    def nested_in(self, index):
+        """The same error seen from the model that holds this layer at ``index``."""
+        return LayerInputError((index,) + self.path, self.layer, self.reason)
+
+
+def _short_name(layer):
+    """``Linear(400 -> 120)``, ``Conv2d(1 -> 6, 5x5)``: enough to find the layer
+    in the model's definition (the full repr lists every default)."""
+    kind = type(layer)
+    if kind is Linear:
+        return f"Linear({layer.in_features} -> {layer.out_features})"
+    if kind is Conv2d:
+        kh, kw = layer.weight.data.shape[2:]
+        return f"Conv2d({layer.in_channels} -> {layer.out_channels}, {kh}x{kw})"
+    return kind.__name__
+
+
+def _shape_before(layers, shape):
+    """Output shape of ``layers`` (shape arithmetic only) for an input of ``shape``,
+    or None when a layer is not one whose output shape is known here."""
+    for layer in layers:
+        kind = type(layer)
+        if kind is Conv2d:
+            shape = F.conv2d_output_shape(shape, layer.weight.data.shape, layer.stride,
+                                          layer.padding, layer.dilation, layer.groups)
+        elif kind in (MaxPool2d, AvgPool2d):
+            shape = layer._pool_out_shape(shape)
+        elif kind in (ReLU, Sigmoid, Tanh, Dropout, BatchNorm2d):
+            pass
+        else:
+            return None
+        if min(shape[1:]) < 1:
+            raise ValueError("too small")  # the caller tries the next size
+    return shape
+
+
+def _built_for(layers, flatten_at, in_features, channels):
+    """The square image size ``s`` for which the layers before the ``Flatten`` at
+    ``flatten_at`` give ``in_features`` values, or None (searched up to 1024)."""
+    before = layers[:flatten_at]
+    if not before or type(before[0]) is not Conv2d:
+        return None
+    for s in range(1, 1025):
+        try:
+            shape = _shape_before(before, (1, channels, s, s))
+        except ValueError:
+            continue
+        if shape is None:
+            return None
+        if int(np.prod(shape[1:])) == in_features:
+            return s
+    return None
+
+
+def layer_input_error(layers, i, shape, exc, model_shape=None, labels=None):
+    """``exc`` (a layer's ValueError for input of ``shape``) as a ``LayerInputError``
+    for layer ``i`` of ``layers``, with a hint for the usual causes.
+
+    ``model_shape`` is the shape of the model's input, when known; ``labels``
+    the names of the layers in hints (default: their indices).
+    """
+    layer = layers[i]
+    labels = labels or [str(j) for j in range(len(layers))]
+    reason = str(exc)
+    kind = type(layer)
+    hint = None
+    if kind is Conv2d and len(shape) == 3:
+        c = layer.in_channels
+        hint = ("a single sample has no batch axis: add it with x[None] or "
+                f"x.reshape(1, {c}, H, W)")
+    elif kind is Conv2d and len(shape) == 4 and shape[1] != layer.in_channels \
+            and shape[-1] == layer.in_channels:
+        hint = ("the input looks like NHWC (channels last); fastconv expects NCHW: "
+                "transpose with x.transpose(0, 3, 1, 2)")
+    elif kind is Linear and len(shape) == 2 and shape[1] != layer.in_features:
+        flat = [j for j in range(i) if type(layers[j]) is Flatten]
+        if flat and model_shape is not None and len(model_shape) == 4:
+            s = _built_for(layers, flat[-1], layer.in_features, model_shape[1])
+            got = f"{model_shape[2]}x{model_shape[3]}"
+            if s is not None and (s, s) != tuple(model_shape[2:]):
+                hint = (f"the layers before Flatten give {layer.in_features} features for "
+                        f"{s}x{s} images; this input is {got}: resize the images to "
+                        f"{s}x{s} or change layer {labels[i]}'s in_features to {shape[1]}")
+            else:
+                hint = (f"the layers before Flatten (layer {labels[flat[-1]]}) give {shape[1]} "
+                        f"features for {got} images; set layer {labels[i]}'s in_features "
+                        f"to {shape[1]}")
+    if hint is not None:
+        reason = f"{reason}; {hint}"
+    return LayerInputError((i,), layer, reason)
 
 
 class StalePlan(Exception):
@@ -317,12 +434,18 @@ _KNOWN = (Conv2d, ReLU, MaxPool2d, AvgPool2d, Linear, Flatten, Dropout, Sigmoid,
 
 def _flat_layers(model):
     """The layers of ``model`` with nested ``Sequential`` models spliced in."""
+    return [layer for _, layer in _flat_paths(model)]
+
+
+def _flat_paths(model, prefix=()):
+    """``(path, layer)`` for the layers of ``_flat_layers``; ``path`` is the index
+    in each enclosing model, outermost first (for error messages)."""
     out = []
-    for layer in model.layers:
+    for j, layer in enumerate(model.layers):
         if type(layer) is type(model):
-            out.extend(_flat_layers(layer))
+            out.extend(_flat_paths(layer, prefix + (j,)))
         else:
-            out.append(layer)
+            out.append((prefix + (j,), layer))
     return out
 
 
@@ -358,7 +481,8 @@ class InferencePlan:
 
     def __init__(self, model, shape, dtype):
         dtype = np.dtype(dtype)
-        layers = _flat_layers(model)
+        paths = _flat_paths(model)
+        layers = [layer for _, layer in paths]
         fuse = model.fuse_conv_relu and kernel_relu_propagates_nan()
         self.shape = tuple(shape)
         self.dtype = dtype
@@ -368,37 +492,53 @@ class InferencePlan:
         owned = False  # whether the current value is a buffer of the plan (not the caller's x)
         i = 0
         while i < len(layers):
-            layer, kind = layers[i], type(layers[i])
-            if kind is Conv2d:
-                relu = fuse and i + 1 < len(layers) and type(layers[i + 1]) is ReLU
-                step = _Conv(layer, shape, dtype, relu)
-                i += 2 if relu else 1
-            else:
-                if kind is Linear:
-                    step = _Linear(layer, shape, dtype)
-                elif kind is MaxPool2d:
-                    step = _MaxPool(layer, shape, dtype)
-                elif kind is AvgPool2d:
-                    step = _AvgPool(layer, shape, dtype)
-                elif kind is ReLU:
-                    step = _Relu(shape, dtype, inplace=owned)
-                elif kind in (Sigmoid, Tanh, Softmax):
-                    step = _Activation(layer, shape, dtype)
-                elif kind in (BatchNorm1d, BatchNorm2d):
-                    step = _BatchNorm(layer, shape, dtype)
-                elif kind is Flatten:
-                    step = _Reshape(shape)
-                elif kind is Dropout:
-                    step = _Identity(shape, dtype)
-                else:
-                    raise TypeError(f"InferencePlan: cannot plan a {kind.__name__} layer")
-                i += 1
+            try:
+                step, used = self._step(layers, i, shape, dtype, fuse, owned)
+            except LayerInputError:
+                raise
+            except ValueError as exc:
+                # the message Sequential._forward gives for the same input
+                labels = [".".join(map(str, p)) for p, _ in paths]
+                err = layer_input_error(layers, i, shape, exc, self.shape, labels)
+                raise LayerInputError(paths[i][0], err.layer, err.reason) from exc
+            i += used
             if step.kind == _BUFFER:
                 owned = True
             steps.append(step)
             shape = step.out_shape
         self.steps = steps
         self.out_shape = shape
+        self._finish()
+
+    @staticmethod
+    def _step(layers, i, shape, dtype, fuse, owned):
+        """The step for ``layers[i]`` and how many layers it covers."""
+        layer, kind = layers[i], type(layers[i])
+        if kind is Conv2d:
+            relu = fuse and i + 1 < len(layers) and type(layers[i + 1]) is ReLU
+            return _Conv(layer, shape, dtype, relu), 2 if relu else 1
+        if kind is Linear:
+            step = _Linear(layer, shape, dtype)
+        elif kind is MaxPool2d:
+            step = _MaxPool(layer, shape, dtype)
+        elif kind is AvgPool2d:
+            step = _AvgPool(layer, shape, dtype)
+        elif kind is ReLU:
+            step = _Relu(shape, dtype, inplace=owned)
+        elif kind in (Sigmoid, Tanh, Softmax):
+            step = _Activation(layer, shape, dtype)
+        elif kind in (BatchNorm1d, BatchNorm2d):
+            step = _BatchNorm(layer, shape, dtype)
+        elif kind is Flatten:
+            step = _Reshape(shape)
+        elif kind is Dropout:
+            step = _Identity(shape, dtype)
+        else:
+            raise TypeError(f"InferencePlan: cannot plan a {kind.__name__} layer")
+        return step, 1
+
+    def _finish(self):
+        steps, shape = self.steps, self.out_shape
         # The step whose buffer the result is: a caller's `out` can take its
         # place when only in-place steps follow it and the shapes agree.
         self.producer = None

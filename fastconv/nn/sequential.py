@@ -24,9 +24,10 @@ from .layers import (
     layer_from_config,
     register_layer,
 )
+from .metrics import confusion_matrix, per_class_accuracy
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss, get_loss
 from .module import Module, is_grad_enabled, no_grad
-from .plan import InferencePlan, StalePlan, plannable
+from .plan import InferencePlan, LayerInputError, StalePlan, layer_input_error, plannable
 
 __all__ = ["Sequential"]
 
@@ -81,6 +82,96 @@ def _check_xy(owner, x, y, xname="x", yname="y"):
     return x, y
 
 
+def _validation_split(owner, x, y, weights, fraction):
+    """Keras's split: the last ``fraction`` of the samples, taken before any
+    shuffling, is held out. Returns the training part, the validation pair and
+    the training part of ``weights``."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
+            or not 0 < fraction < 1:
+        raise ValueError(f"{owner}: validation_split must be a float in (0, 1), got {fraction!r}")
+    n = len(x)
+    split_at = int(math.ceil(n * (1.0 - fraction)))  # as Keras rounds
+    if split_at == 0 or split_at == n:
+        raise ValueError(
+            f"{owner}: validation_split={fraction} of {n} samples leaves "
+            f"{split_at} for training and {n - split_at} for validation; both must be >= 1")
+    w = None if weights is None else weights[:split_at]
+    return x[:split_at], y[:split_at], (x[split_at:], y[split_at:]), w
+
+
+def _sample_weights(owner, n, labels, sample_weight, class_weight):
+    """Per-sample loss weights (float64, (N,)) from ``sample_weight`` and
+    ``class_weight`` (multiplied when both are given, as Keras does), or None."""
+    w = None
+    if sample_weight is not None:
+        w = np.asarray(sample_weight)
+        if w.dtype.kind not in "iuf":
+            raise TypeError(f"{owner}: sample_weight must be a real numeric array, got dtype {w.dtype}")
+        if w.shape != (n,):
+            raise ValueError(f"{owner}: sample_weight must have shape ({n},) (one weight per "
+                             f"sample of x), got shape {w.shape}")
+        w = w.astype(np.float64)
+        if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
+            raise ValueError(f"{owner}: sample_weight must be finite and >= 0")
+    if class_weight is not None:
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"{owner}: class_weight must be a dict {{class: weight}}, got "
+                            f"{type(class_weight).__name__}")
+        if labels is None:
+            raise ValueError(f"{owner}: class_weight needs class targets (integer labels or "
+                             "one-hot rows) in y")
+        k = int(labels.max()) + 1 if len(labels) else 0
+        # classes not in the dict keep weight 1 (Keras does the same)
+        table = np.ones(max(k, 1), np.float64)
+        for c, cw in class_weight.items():
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
+                raise ValueError(f"{owner}: class_weight keys must be class indices >= 0, "
+                                 f"got {c!r}")
+            if isinstance(cw, bool) or not isinstance(cw, (int, float, np.number)) \
+                    or not math.isfinite(cw) or cw < 0:
+                raise ValueError(f"{owner}: class_weight[{c}] must be a finite number >= 0, "
+                                 f"got {cw!r}")
+            if c < len(table):
+                table[c] = float(cw)
+        cw = table[labels]
+        w = cw if w is None else w * cw
+    return w
+
+
+def _weighted_batch_loss(row_loss, out, yb, wb):
+    """Keras's weighted loss (reduction 'sum_over_batch_size'): ``sum(w_i * l_i) / m``
+    for a "mean" loss, ``sum(w_i * l_i)`` for a "sum" loss, where ``l_i`` is
+    sample i's own loss (its row through ``row_loss``, a copy of the loss)."""
+    per = np.array([row_loss.forward(out[i:i + 1], yb[i:i + 1]) for i in range(len(out))])
+    total = float(np.dot(wb, per))
+    return total / len(out) if row_loss.reduction == "mean" else total
+
+
+def _warn_unscaled(owner, x):
+    """Warn (once per call) when ``x`` looks like raw pixel values: integers above
+    1, or floats that are whole numbers in [0, 255] with some above 1 (pixels
+    converted with ``astype`` but not divided). Standardised data (negative
+    values) and fractions do not warn."""
+    if not x.size:
+        return
+    if x.dtype.kind in "iu":
+        kind = str(x.dtype)
+    elif x.dtype.kind == "f":
+        head = x[:64]  # whole-number test on a sample: no copy of a large x
+        if not (np.all(head >= 0) and np.all(head == np.floor(head))):
+            return
+        kind = f"{x.dtype} holding whole numbers"
+    else:
+        return
+    lo, hi = x.min(), x.max()
+    if hi > 1 and lo >= 0 and (x.dtype.kind in "iu" or hi <= 255):
+        scale = 255.0 if hi <= 255 else float(hi)
+        warnings.warn(
+            f"{owner}: x is {kind} with values in [{lo:g}, {hi:g}]; scale it to [0, 1] "
+            f"first (x / {scale}): unscaled inputs make training slow or unstable",
+            UserWarning, stacklevel=4)
+
+
 def _blas_limit(threads):
     """Cap NumPy's BLAS pool during ``fit`` (no-op without threadpoolctl).
 
@@ -131,14 +222,29 @@ def _predicted_classes(out, probabilities):
     return out.argmax(axis=1)
 
 
+def _isatty(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
 class _Progress:
-    """tqdm bar per epoch when tqdm is installed, else a throttled text line."""
+    """tqdm bar per epoch when tqdm is installed, else a throttled text line.
+
+    When the stream is not a terminal (a log file, a pipe) ``verbose=1`` prints
+    one line per epoch as ``verbose=2`` does: ``\\r`` redraws would leave
+    hundreds of overwritten lines per epoch in the file (Keras and tqdm do the
+    same).
+    """
 
     def __init__(self, verbose, epochs, steps, stream=None):
+        self.stream = stream if stream is not None else sys.stdout
+        if verbose == 1 and not _isatty(self.stream):
+            verbose = 2
         self.verbose = verbose
         self.epochs = epochs
         self.steps = steps
-        self.stream = stream if stream is not None else sys.stdout
         self._tqdm = None
         if verbose == 1:
             try:
@@ -151,6 +257,7 @@ class _Progress:
         self.epoch = epoch
         self._last = 0.0
         self._done = 0
+        self._t0 = time.perf_counter()
         if self.verbose == 1 and self._tqdm is not None:
             self.bar = self._tqdm(
                 total=self.steps, desc=f"Epoch {epoch + 1}/{self.epochs}", unit="batch",
@@ -169,10 +276,13 @@ class _Progress:
                 parts.append(f"{k} {v:.4f}")
         return "  ".join(parts)
 
-    def update(self, step, logs):
+    def update(self, step, logs, seen=None):
+        """Redraw after ``step``; ``seen`` samples so far give the img/s shown."""
         if self.verbose != 1:
             return
         now = time.perf_counter()
+        if seen is not None and now > self._t0:
+            logs = dict(logs, images_per_second=seen / (now - self._t0))
         if self._tqdm is not None:
             self.bar.update(step + 1 - self._done)
             self._done = step + 1
@@ -211,7 +321,11 @@ class Sequential(_Layer):
 
     Parameters
     ----------
+    *args : Module, or one list/tuple of Module
+        ``Sequential(conv, relu, ...)`` (PyTorch's form), ``Sequential([conv,
+        relu, ...])`` (Keras's form), ``Sequential(layer)`` or ``Sequential()``.
     layers : list of Module, optional
+        Keyword form, ``Sequential(layers=[...])``; not together with ``args``.
 
     Attributes
     ----------
@@ -306,7 +420,13 @@ class Sequential(_Layer):
     #: pool's backward (the mask is applied on the pooled grid; identical results).
     fuse_relu_pool = True
 
-    def __init__(self, layers=None):
+    def __init__(self, *args, layers=None):
+        if args and layers is not None:
+            raise TypeError("Sequential: pass the layers as arguments or as layers=[...], not both")
+        if layers is None:  # `layers=` keeps the keyword form of earlier versions (and Keras)
+            layers = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+            if len(args) == 1 and args[0] is None:
+                layers = ()
         self.layers = []
         super().__init__()
         self.optimizer = None
@@ -318,7 +438,7 @@ class Sequential(_Layer):
         self._needs_input_grad = False
         self._reuse = False
         self._init_threading()
-        for layer in layers or ():
+        for layer in layers:
             self.add(layer)
 
     def _init_threading(self):
@@ -467,17 +587,27 @@ class Sequential(_Layer):
         layers = self.layers
         n = len(layers)
         i = 0
+        x0 = x
         while i < n:
             layer = layers[i]
-            if (self.fuse_conv_relu and i + 1 < n and type(layer) is Conv2d
-                    and type(layers[i + 1]) is ReLU and kernel_relu_propagates_nan()):
-                # conv kernel applies the ReLU in its own pass; the ReLU layer
-                # keeps the rectified output for its backward
-                x = layers[i + 1]._adopt(layer._forward(x, "relu"))
-                i += 2
-            else:
-                x = layer(x)
-                i += 1
+            xin = x
+            try:
+                if (self.fuse_conv_relu and i + 1 < n and type(layer) is Conv2d
+                        and type(layers[i + 1]) is ReLU and kernel_relu_propagates_nan()):
+                    # conv kernel applies the ReLU in its own pass; the ReLU layer
+                    # keeps the rectified output for its backward
+                    x = layers[i + 1]._adopt(layer._forward(x, "relu"))
+                    i += 2
+                else:
+                    x = layer(x)
+                    i += 1
+            except LayerInputError as exc:  # from a nested model: add our index
+                raise exc.nested_in(i) from exc
+            except ValueError as exc:
+                # one place names the layer (and hints at the usual causes) for
+                # every layer type; the plan builder does the same
+                raise layer_input_error(layers, i, getattr(xin, "shape", ()), exc,
+                                        getattr(x0, "shape", None)) from exc
         me = threading.get_ident()
         if is_grad_enabled():
             self._kept = me
@@ -766,13 +896,16 @@ class Sequential(_Layer):
 
     def fit(self, x, y, batch_size=64, epochs=1, validation_data=None, callbacks=None,
             verbose=1, shuffle=True, seed=None, augment=None, initial_epoch=0,
-            validation_batch_size=None):
+            validation_batch_size=None, validation_split=None, sample_weight=None,
+            class_weight=None):
         """Train with mini-batch gradient descent.
 
         Parameters
         ----------
         x : ndarray of shape (N, C, H, W) (or (N, features))
-            Any real dtype; batches are converted to the model's dtype.
+            Any real dtype; batches are converted to the model's dtype. Integer
+            input with values above 1 (raw 0-255 pixels) trains, with a
+            ``UserWarning`` to scale it to [0, 1] first.
         y : ndarray
             int class labels (N,), or float one-hot / probability targets (N, classes).
         batch_size : int, default 64
@@ -797,6 +930,19 @@ class Sequential(_Layer):
             Epoch to start from (for resuming).
         validation_batch_size : int, optional
             Default: ``max(batch_size, 256)``.
+        validation_split : float in (0, 1), optional
+            Keras's rule: the last ``ceil``-rounded ``validation_split`` fraction
+            of ``x`` / ``y`` (taken before shuffling) is validation data, not
+            trained on. Not together with ``validation_data``.
+        sample_weight : ndarray of shape (N,), optional
+            Finite weights >= 0 on each sample's loss and gradient. The batch
+            loss is Keras's ``sum(w_i * l_i) / batch_size`` (not divided by the
+            sum of the weights), where ``l_i`` is sample i's own loss (each
+            built-in loss is a sum over samples; a custom loss must be too).
+            Costs one extra loss call per sample. Validation is unweighted.
+        class_weight : dict {class index: weight}, optional
+            Per-sample weight ``class_weight[label]`` (1 for classes not in
+            the dict), multiplied into ``sample_weight`` when both are given.
 
         Returns
         -------
@@ -817,13 +963,23 @@ class Sequential(_Layer):
         owner = "fit"
         with self._using_layers(owner, training=True):
             return self._fit(x, y, batch_size, epochs, validation_data, callbacks, verbose,
-                             shuffle, seed, augment, initial_epoch, validation_batch_size)
+                             shuffle, seed, augment, initial_epoch, validation_batch_size,
+                             validation_split, sample_weight, class_weight)
 
     def _fit(self, x, y, batch_size, epochs, validation_data, callbacks, verbose, shuffle,
-             seed, augment, initial_epoch, validation_batch_size):
+             seed, augment, initial_epoch, validation_batch_size, validation_split,
+             sample_weight, class_weight):
         owner = "fit"
         self._require_compiled(owner)
         x, y = _check_xy(owner, x, y)
+        _warn_unscaled(owner, x)
+        weights = _sample_weights(owner, len(x), _true_labels(y) if class_weight is not None
+                                  else None, sample_weight, class_weight)
+        if validation_split is not None:
+            if validation_data is not None:
+                raise ValueError(f"{owner}: pass validation_data or validation_split, not both")
+            x, y, validation_data, weights = _validation_split(owner, x, y, weights,
+                                                               validation_split)
         batch_size = _as_int("batch_size", batch_size, 1, owner)
         epochs = _as_int("epochs", epochs, 0, owner)
         initial_epoch = _as_int("initial_epoch", initial_epoch, 0, owner)
@@ -867,6 +1023,7 @@ class Sequential(_Layer):
         self.history = history
         self.stop_training = False
         opt, loss_fn = self.optimizer, self.loss
+        row_loss = copy.copy(loss_fn)  # sample-weighted runs: per-sample losses, own state
         was_training = self.training
         logs = {}
         cbs.on_train_begin({})
@@ -891,13 +1048,20 @@ class Sequential(_Layer):
                         opt.zero_grad()
                         out = self._forward(xb)
                         batch_loss = loss_fn.forward(out, yb)
+                        grad = loss_fn.backward()
+                        if weights is not None:
+                            wb = weights[idx]
+                            batch_loss = _weighted_batch_loss(row_loss, out, yb, wb)
+                            # every built-in loss's gradient row i is sample i's
+                            # own: weighting the rows weights the samples
+                            grad = grad * wb.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
                         if not math.isfinite(batch_loss):
                             raise FloatingPointError(
                                 f"fit: loss is {batch_loss} at epoch {epoch + 1}, step {step + 1} "
                                 f"(of {steps}); lower the learning rate (now {opt.lr:g}) or check "
                                 "the inputs for NaN/Inf"
                             )
-                        self.backward(loss_fn.backward())
+                        self.backward(grad)
                         opt.step()
                         m = len(idx)
                         seen += m
@@ -907,7 +1071,7 @@ class Sequential(_Layer):
                             correct += int(np.count_nonzero(
                                 _predicted_classes(out, raw_probs) == labels[idx]))
                             logs["accuracy"] = correct / seen
-                        progress.update(step, logs)
+                        progress.update(step, logs, seen)
                         cbs.on_batch_end(step, {"loss": batch_loss, "size": m})
                     elapsed = time.perf_counter() - t0
                     logs = {"loss": loss_sum / seen}
@@ -935,7 +1099,7 @@ class Sequential(_Layer):
             sl = slice(start, start + batch_size)
             yield sl, self._infer(self._batch_input(x, sl, dtype), owner)
 
-    def evaluate(self, x, y, batch_size=256, verbose=0):
+    def evaluate(self, x, y, batch_size=256, verbose=0, per_class=False):
         """Loss and metrics on ``(x, y)`` in evaluation mode.
 
         Parameters
@@ -946,12 +1110,22 @@ class Sequential(_Layer):
         batch_size : int, default 256
         verbose : int, default 0
             1 prints the result.
+        per_class : bool, default False
+            Also return ``"confusion_matrix"`` (int64 (C, C), rows the true
+            class, columns the predicted one, as scikit-learn's) and
+            ``"per_class_accuracy"`` (float64 (C,), NaN for a class without
+            samples); see ``fastconv.nn.metrics``.
 
         Returns
         -------
         dict
             ``{"loss": float, "accuracy": float}`` (accuracy for
             classification targets).
+
+        Raises
+        ------
+        ValueError
+            ``per_class=True`` with targets that are not classes.
         """
         owner = "evaluate"
         if self.loss is None:
@@ -961,21 +1135,33 @@ class Sequential(_Layer):
         if len(x) == 0:
             raise ValueError(f"{owner}: x is empty")
         labels = _true_labels(y)
+        if per_class and labels is None:
+            raise ValueError(f"{owner}: per_class=True needs class targets (integer labels or "
+                             f"one-hot rows), got y of dtype {y.dtype} and shape {y.shape}")
         # a loss keeps its last forward's arrays for backward: a copy of its
         # own, so that concurrent calls (and a fit in progress) do not share them
         loss = copy.copy(self.loss)
         loss_sum = 0.0
         correct = 0
+        cm = None
         for sl, out in self._inference_batches(x, batch_size, owner):
             loss_sum += _sample_weighted(loss, loss.forward(out, y[sl]), len(out))
             if labels is not None:
-                correct += int(np.count_nonzero(
-                    _predicted_classes(out, self._raw_outputs_are_probabilities()) == labels[sl]))
+                pred = _predicted_classes(out, self._raw_outputs_are_probabilities())
+                correct += int(np.count_nonzero(pred == labels[sl]))
+                if per_class:
+                    k = max(out.shape[1] if out.ndim == 2 and out.shape[1] > 1 else 2,
+                            int(labels.max()) + 1)
+                    part = confusion_matrix(labels[sl], pred, k)
+                    cm = part if cm is None else cm + part
         result = {"loss": loss_sum / len(x)}
         if labels is not None:
             result["accuracy"] = correct / len(x)
         if verbose:
             print("  ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        if per_class:
+            result["confusion_matrix"] = cm
+            result["per_class_accuracy"] = per_class_accuracy(cm)
         return result
 
     def _outputs_probabilities(self):
