@@ -245,7 +245,7 @@ int fc_team_adaptive(void);
  * the default 16 ms); make the next `regions` parallel regions (or answers of
  * the scout) look as if the caller (scout) had waited `wait_ns` for a core,
  * whatever it really waited. */
-void fc_team_reset(int64_t backoff_ns);
+void fc_team_reset(int64_t backoff_ns, int strikes);
 void fc_team_simulate_late(int64_t wait_ns, int regions);
 
 /* Large scratch blocks are pooled between calls; this frees them all. */

@@ -45,6 +45,13 @@
 /* Lateness this long after a back-off ended is a new episode, not the old one:
  * shorter clean spells happen by chance while a helper shares its core. */
 #define FC_CLEAN_SPELL_NS 1000000000LL
+/* One late observation alone is not contention: on an idle VM a halted vCPU,
+ * a page-faulting share or a thread's first start-up can hold a helper (or
+ * the scout) up for a millisecond now and then. A busy core makes lateness
+ * recur within milliseconds, so a back-off needs FC_STRIKES late regions
+ * within FC_STRIKE_WINDOW_NS, or FC_STRIKES late scout answers in a row. */
+#define FC_STRIKES 2
+#define FC_STRIKE_WINDOW_NS 100000000LL /* 100 ms */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define LOAD(p) __atomic_load_n(p, __ATOMIC_RELAXED)
@@ -87,6 +94,10 @@ static int g_adaptive = 1;            /* 0: observe only, never cap (tests, benc
 static int g_last_team = 1;           /* largest team of the last kernel call */
 static int g_used = 0;                /* a region ran with > 1 thread (fork rule) */
 static int64_t g_parallel_regions = 0, g_late_regions = 0, g_backoffs = 0, g_scout_late = 0;
+static int g_strikes = FC_STRIKES;   /* late observations that make a back-off */
+static int64_t g_region_late_at = 0;  /* t0 of the last late region */
+static int g_region_strikes = 0;      /* late regions in the current strike window */
+static int g_scout_strikes = 0;       /* late scout answers in a row */
 static int64_t g_sim_late = 0;        /* test hook: injected wait, ns */
 static int g_sim_regions = 0;         /* ... for this many more parallel regions */
 
@@ -184,7 +195,13 @@ static int scout_check(int64_t now, int64_t *asked)
         int64_t lat = g_pong;
         int sim = LOAD(&g_sim_regions);
         if (sim > 0 && CAS(&g_sim_regions, &sim, sim - 1)) lat = LOAD(&g_sim_late);
-        r = lat > FC_LATE_NS ? -1 : 1;
+        if (lat <= FC_LATE_NS) {
+            g_scout_strikes = 0;
+            r = 1;
+        } else if (++g_scout_strikes >= LOAD(&g_strikes)) {
+            g_scout_strikes = 0;
+            r = -1;
+        } /* else: ask once more (r = 0: the team stays capped meanwhile) */
         *asked = g_ping_at;
         g_ping_at = 0;
     }
@@ -268,9 +285,18 @@ void fc_team_end(fc_team *tm)
 
     if (wait > FC_LATE_NS && wait > tm->work / 2) {
         ADD(&g_late_regions, 1);
-        /* without the helpers that arrived late (their cores are busy), or one
-         * fewer when none did (one was descheduled mid-share) */
-        if (LOAD(&g_adaptive)) back_off(tm->t0, tm->team - FC_MAX(tm->nlate, 1));
+        /* racing updates from concurrent callers only blur the count by one */
+        const int64_t prev = LOAD(&g_region_late_at);
+        int strikes = prev != 0 && tm->t0 - prev <= FC_STRIKE_WINDOW_NS
+                          ? LOAD(&g_region_strikes) + 1 : 1;
+        STORE(&g_region_late_at, tm->t0);
+        if (strikes >= LOAD(&g_strikes)) {
+            strikes = 0;
+            /* without the helpers that arrived late (their cores are busy), or one
+             * fewer when none did (one was descheduled mid-share) */
+            if (LOAD(&g_adaptive)) back_off(tm->t0, tm->team - FC_MAX(tm->nlate, 1));
+        }
+        STORE(&g_region_strikes, strikes);
     }
 }
 
@@ -289,11 +315,15 @@ void fc_team_get_stats(fc_team_stats *s)
     s->scout_late = LOAD(&g_scout_late);
 }
 
-void fc_team_reset(int64_t backoff_ns)
+void fc_team_reset(int64_t backoff_ns, int strikes)
 {
+    STORE(&g_strikes, strikes >= 1 ? strikes : FC_STRIKES);
+    STORE(&g_region_late_at, 0);
+    STORE(&g_region_strikes, 0);
 #if FC_HAVE_OPENMP && !defined(_WIN32)
     pthread_mutex_lock(&g_scout_lock);
     g_ping_at = 0; /* an answer to a question from before is not wanted */
+    g_scout_strikes = 0;
     pthread_mutex_unlock(&g_scout_lock);
 #endif
     if (backoff_ns <= 0) backoff_ns = FC_BACKOFF_MIN_NS;

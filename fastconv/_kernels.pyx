@@ -390,9 +390,13 @@ def team_stats():
             "adaptive": bool(fc_team_adaptive())}
 
 
-def team_reset(double backoff_s=0.0):
-    """Forget the controller's history; back-offs start at ``backoff_s`` (0: 16 ms)."""
-    fc_team_reset(<int64_t>(backoff_s * 1e9))
+def team_reset(double backoff_s=0.0, int strikes=0):
+    """Forget the controller's history; back-offs start at ``backoff_s`` (0: 16 ms).
+
+    ``strikes``: late observations (regions within 100 ms, or scout answers in a
+    row) that make a back-off; 0 means the default, 2. Tests of single events pass 1.
+    """
+    fc_team_reset(<int64_t>(backoff_s * 1e9), strikes)
 
 
 def team_adaptive(on=None):

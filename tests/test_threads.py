@@ -90,7 +90,7 @@ def test_a_late_helper_makes_the_next_calls_serial_until_the_scout_sees_a_core(
         team, conv_inputs):
     x, w = conv_inputs
     want = fastconv.conv2d(x, w)
-    _kernels.team_reset(backoff_s=0.5)
+    _kernels.team_reset(backoff_s=0.5, strikes=1)
     _kernels.team_simulate_late(0.05, 1)        # the next parallel region waited 50 ms
     got = fastconv.conv2d(x, w)
     assert_bitwise_equal(got, want, "conv2d during a back-off")
@@ -118,7 +118,7 @@ def test_a_late_helper_makes_the_next_calls_serial_until_the_scout_sees_a_core(
 def test_a_busy_scout_renews_and_doubles_the_backoff_up_to_one_second(team, conv_inputs):
     """No kernel waits to find out that the cores are still busy."""
     x, w = conv_inputs
-    _kernels.team_reset(backoff_s=0.3)
+    _kernels.team_reset(backoff_s=0.3, strikes=1)
     _kernels.team_simulate_late(0.05, 1)
     fastconv.conv2d(x, w)
     assert stats()["backoff_s"] == pytest.approx(0.3)  # a first lateness: no doubling
@@ -134,7 +134,7 @@ def test_a_busy_scout_renews_and_doubles_the_backoff_up_to_one_second(team, conv
 @needs_openmp
 def test_lateness_after_a_clean_spell_starts_the_backoff_afresh(team, conv_inputs):
     x, w = conv_inputs
-    _kernels.team_reset(backoff_s=0.1)
+    _kernels.team_reset(backoff_s=0.1, strikes=1)
     _kernels.team_simulate_late(0.05, 1)
     fastconv.conv2d(x, w)
     assert stats()["backoff_s"] == pytest.approx(0.1)
@@ -244,3 +244,39 @@ def test_cli_refuses_too_many_threads():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert "--threads: must be at most" in proc.stderr
+
+
+@needs_openmp
+def test_one_late_region_alone_is_not_contention(team, conv_inputs):
+    """An isolated hiccup (a halted vCPU waking, a page-faulting share) keeps the
+    full team; lateness that recurs within 100 ms starts the back-off."""
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.5)           # the default: two strikes
+    _kernels.team_simulate_late(0.05, 1)
+    assert threads_used(x, w) == 2
+    s = stats()
+    assert s["late_regions"] == 1 and s["backoffs"] == 0 and s["cap"] == 0
+    assert threads_used(x, w) == 2, "one late region capped the team"
+    _kernels.team_simulate_late(0.05, 1)
+    threads_used(x, w)
+    s = stats()
+    assert s["late_regions"] == 2 and s["backoffs"] == 1 and s["cap"] == 1
+    assert threads_used(x, w) == 1
+
+
+@needs_openmp
+def test_one_late_scout_answer_is_asked_again(team, conv_inputs):
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.1, strikes=1)
+    _kernels.team_simulate_late(0.05, 1)
+    threads_used(x, w)                           # one strike is enough here: capped
+    assert stats()["cap"] == 1
+    _kernels.team_reset(backoff_s=0.1)           # two strikes from now on (keeps no cap)
+    _kernels.team_simulate_late(0.05, 2)
+    threads_used(x, w)
+    threads_used(x, w)                           # two late regions: capped
+    assert stats()["cap"] == 1
+    time.sleep(stats()["cap_left_s"] + 0.02)
+    _kernels.team_simulate_late(0.05, 1)         # the scout's first answer is late, the next not
+    assert scout_decides(x, w) == 2, "a single late scout answer kept the team capped"
+    assert stats()["scout_late"] == 0, "a single late scout answer renewed the back-off"
