@@ -339,3 +339,29 @@ def test_check_wheel_script(tmp_path):
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-6000:] + "\n" + r.stderr[-3000:]
     assert "OK:" in r.stdout
+
+
+def test_a_checkout_without_kernels_defers_to_the_installed_package(tmp_path):
+    """`python -m fastconv` from the root of an unbuilt checkout (the current folder
+    comes first on the import path) uses the fastconv installed elsewhere."""
+    import shutil
+    import subprocess
+    import sys
+
+    import fastconv
+
+    installed = os.path.dirname(os.path.abspath(fastconv.__file__))
+    checkout = tmp_path / "checkout"
+    shutil.copytree(installed, checkout / "fastconv",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(installed))
+    run = lambda *args: subprocess.run([sys.executable, *args], cwd=checkout, env=env,
+                                       capture_output=True, text=True, timeout=120)
+    info = run("-m", "fastconv", "info")
+    assert info.returncode == 0, info.stderr
+    assert "openmp" in info.stdout
+    where = run("-c", "import fastconv, fastconv.nn; print(fastconv.__file__); "
+                      "print(fastconv.nn.__file__); print(fastconv.conv2d.__module__)")
+    assert where.returncode == 0, where.stderr
+    init, nn_init, _ = where.stdout.split()
+    assert os.path.dirname(init) == installed and nn_init.startswith(installed)
