@@ -246,7 +246,7 @@ int fc_team_adaptive(void);
  * the scout) look as if the caller (scout) had waited `wait_ns` for a core,
  * whatever it really waited. */
 void fc_team_reset(int64_t backoff_ns, int strikes);
-void fc_team_simulate_late(int64_t wait_ns, int regions);
+void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns);
 
 /* Large scratch blocks are pooled between calls; this frees them all. */
 void fc_release_pool(void);

@@ -100,6 +100,16 @@ static int g_region_strikes = 0;      /* late regions in the current strike wind
 static int g_scout_strikes = 0;       /* late scout answers in a row */
 static int64_t g_sim_late = 0;        /* test hook: injected wait, ns */
 static int g_sim_regions = 0;         /* ... for this many more parallel regions */
+static int64_t g_sim_after = -1;      /* ... then this wait for every later one; < 0: real */
+
+/* Test hook: the wait a region (or scout answer) reports instead of `measured`. */
+static int64_t simulated(int64_t measured)
+{
+    int sim = LOAD(&g_sim_regions);
+    if (sim > 0 && CAS(&g_sim_regions, &sim, sim - 1)) return LOAD(&g_sim_late);
+    const int64_t after = LOAD(&g_sim_after);
+    return after >= 0 ? after : measured;
+}
 
 int fc_team_was_used(void) { return LOAD(&g_used); }
 
@@ -193,8 +203,7 @@ static int scout_check(int64_t now, int64_t *asked)
         pthread_cond_signal(&g_scout_cond);
     } else if (g_pong >= 0) {
         int64_t lat = g_pong;
-        int sim = LOAD(&g_sim_regions);
-        if (sim > 0 && CAS(&g_sim_regions, &sim, sim - 1)) lat = LOAD(&g_sim_late);
+        lat = simulated(lat);
         if (lat <= FC_LATE_NS) {
             g_scout_strikes = 0;
             r = 1;
@@ -280,8 +289,7 @@ void fc_team_end(fc_team *tm)
      * own share, or the latest helper arrival (a region with inner barriers
      * already counts waits there in the caller's `work`). */
     int64_t wait = FC_MAX(tm->work > 0 ? total - tm->work : 0, tm->late);
-    int sim = LOAD(&g_sim_regions);
-    if (sim > 0 && CAS(&g_sim_regions, &sim, sim - 1)) wait = LOAD(&g_sim_late);
+    wait = simulated(wait);
 
     if (wait > FC_LATE_NS && wait > tm->work / 2) {
         ADD(&g_late_regions, 1);
@@ -338,6 +346,7 @@ void fc_team_reset(int64_t backoff_ns, int strikes)
     STORE(&g_scout_late, 0);
     STORE(&g_sim_regions, 0);
     STORE(&g_sim_late, 0);
+    STORE(&g_sim_after, -1);
 }
 
 void fc_team_set_adaptive(int on)
@@ -348,9 +357,10 @@ void fc_team_set_adaptive(int on)
 
 int fc_team_adaptive(void) { return LOAD(&g_adaptive); }
 
-void fc_team_simulate_late(int64_t wait_ns, int regions)
+void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns)
 {
     STORE(&g_sim_late, wait_ns);
+    STORE(&g_sim_after, after_ns);
     STORE(&g_sim_regions, regions);
 }
 

@@ -406,9 +406,11 @@ def team_adaptive(on=None):
     return bool(fc_team_adaptive())
 
 
-def team_simulate_late(double wait_s, int regions):
-    """Tests: the next ``regions`` parallel regions (or scout answers) report ``wait_s``."""
-    fc_team_simulate_late(<int64_t>(wait_s * 1e9), regions)
+def team_simulate_late(double wait_s, int regions, double then_s=-1.0):
+    """Tests: the next ``regions`` parallel regions (or scout answers) report ``wait_s``,
+    and every later one ``then_s`` (< 0: what it really waited) until the next reset."""
+    fc_team_simulate_late(<int64_t>(wait_s * 1e9), regions,
+                          <int64_t>(then_s * 1e9) if then_s >= 0 else -1)
 
 
 def release_pool():

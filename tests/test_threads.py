@@ -252,12 +252,12 @@ def test_one_late_region_alone_is_not_contention(team, conv_inputs):
     full team; lateness that recurs within 100 ms starts the back-off."""
     x, w = conv_inputs
     _kernels.team_reset(backoff_s=0.5)           # the default: two strikes
-    _kernels.team_simulate_late(0.05, 1)
+    _kernels.team_simulate_late(0.05, 1, 0.0)  # then every region on time
     assert threads_used(x, w) == 2
     s = stats()
     assert s["late_regions"] == 1 and s["backoffs"] == 0 and s["cap"] == 0
     assert threads_used(x, w) == 2, "one late region capped the team"
-    _kernels.team_simulate_late(0.05, 1)
+    _kernels.team_simulate_late(0.05, 1, 0.0)  # then every region on time
     threads_used(x, w)
     s = stats()
     assert s["late_regions"] == 2 and s["backoffs"] == 1 and s["cap"] == 1
@@ -268,15 +268,15 @@ def test_one_late_region_alone_is_not_contention(team, conv_inputs):
 def test_one_late_scout_answer_is_asked_again(team, conv_inputs):
     x, w = conv_inputs
     _kernels.team_reset(backoff_s=0.1, strikes=1)
-    _kernels.team_simulate_late(0.05, 1)
+    _kernels.team_simulate_late(0.05, 1, 0.0)  # then every region on time
     threads_used(x, w)                           # one strike is enough here: capped
     assert stats()["cap"] == 1
     _kernels.team_reset(backoff_s=0.1)           # two strikes from now on (keeps no cap)
-    _kernels.team_simulate_late(0.05, 2)
+    _kernels.team_simulate_late(0.05, 2, 0.0)
     threads_used(x, w)
     threads_used(x, w)                           # two late regions: capped
     assert stats()["cap"] == 1
     time.sleep(stats()["cap_left_s"] + 0.02)
-    _kernels.team_simulate_late(0.05, 1)         # the scout's first answer is late, the next not
+    _kernels.team_simulate_late(0.05, 1, 0.0)    # the scout's first answer is late, the next not
     assert scout_decides(x, w) == 2, "a single late scout answer kept the team capped"
     assert stats()["scout_late"] == 0, "a single late scout answer renewed the back-off"
