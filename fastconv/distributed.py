@@ -586,7 +586,8 @@ initial_epoch, validation_batch_size
         The ranks' weights differ (they ran different code or data).
     """
     from .nn.callbacks import CallbackList, History
-    from .nn.sequential import _as_int, _blas_limit, _check_xy, _Progress, _true_labels
+    from .nn.sequential import (_as_int, _blas_limit, _check_xy, _fit_settings, _Progress,
+                                 _true_labels)
 
     owner = "distributed.fit"
     comm = _as_comm(comm, owner)
@@ -599,9 +600,9 @@ initial_epoch, validation_batch_size
             "batch-norm running statistics, which each rank would update from its own samples"
         )
     x, y = _check_xy(owner, x, y)
-    batch_size = _as_int("batch_size", batch_size, 1, owner)
-    epochs = _as_int("epochs", epochs, 0, owner)
-    initial_epoch = _as_int("initial_epoch", initial_epoch, 0, owner)
+    batch_size, epochs, initial_epoch, (xv, yv), val_bs = _fit_settings(
+        owner, x, batch_size, epochs, initial_epoch, verbose, augment, validation_data,
+        validation_batch_size)
     if micro_batches is None:
         micro_batches = comm.size
     micro_batches = _as_int("micro_batches", micro_batches, 1, owner)
@@ -615,23 +616,7 @@ initial_epoch, validation_batch_size
     check_every = _as_int("check_every", check_every, 0, owner)
     if threads is not None:
         threads = _as_int("threads", threads, 1, owner)
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"{owner}: verbose must be 0, 1 or 2, got {verbose!r}")
-    if augment is not None and not callable(augment):
-        raise TypeError(f"{owner}: augment must be callable (x_batch, rng) -> x_batch")
     n = len(x)
-    if n == 0:
-        raise ValueError(f"{owner}: x is empty")
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError(f"{owner}: validation_data must be a pair (x_val, y_val)")
-        xv, yv = _check_xy(owner, *validation_data, xname="validation_data[0]",
-                           yname="validation_data[1]")
-        if xv.shape[1:] != x.shape[1:]:
-            raise ValueError(f"{owner}: validation_data[0] samples have shape {xv.shape[1:]}, "
-                             f"x samples have shape {x.shape[1:]}")
-    val_bs = max(batch_size, 256) if validation_batch_size is None else \
-        _as_int("validation_batch_size", validation_batch_size, 1, owner)
     opt, loss_fn = model.optimizer, model.loss
     _check_loss(loss_fn, owner)
     params = model.parameters()

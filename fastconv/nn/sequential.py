@@ -214,6 +214,37 @@ def _true_labels(y):
     return None
 
 
+def _fit_settings(owner, x, batch_size, epochs, initial_epoch, verbose, augment,
+                  validation_data, validation_batch_size):
+    """The checks every fit loop makes of its common arguments (``Sequential.fit``,
+    ``fastconv.distributed.fit``).
+
+    Returns ``(batch_size, epochs, initial_epoch, (x_val, y_val), validation
+    batch size)``; the pair is ``(None, None)`` without validation data.
+    """
+    batch_size = _as_int("batch_size", batch_size, 1, owner)
+    epochs = _as_int("epochs", epochs, 0, owner)
+    initial_epoch = _as_int("initial_epoch", initial_epoch, 0, owner)
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"{owner}: verbose must be 0, 1 or 2, got {verbose!r}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"{owner}: augment must be callable (x_batch, rng) -> x_batch")
+    if len(x) == 0:
+        raise ValueError(f"{owner}: x is empty")
+    xv = yv = None
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError(f"{owner}: validation_data must be a pair (x_val, y_val)")
+        xv, yv = _check_xy(owner, *validation_data, xname="validation_data[0]",
+                           yname="validation_data[1]")
+        if xv.shape[1:] != x.shape[1:]:
+            raise ValueError(f"{owner}: validation_data[0] samples have shape {xv.shape[1:]}, "
+                             f"x samples have shape {x.shape[1:]}")
+    val_bs = max(batch_size, 256) if validation_batch_size is None else \
+        _as_int("validation_batch_size", validation_batch_size, 1, owner)
+    return batch_size, epochs, initial_epoch, (xv, yv), val_bs
+
+
 def _predicted_classes(out, probabilities):
     """Predicted class per row: the largest output, or for a single output
     column (binary models) the 0.5 cut of a probability / the 0 cut of a logit."""
@@ -980,28 +1011,10 @@ class Sequential(_Layer):
                 raise ValueError(f"{owner}: pass validation_data or validation_split, not both")
             x, y, validation_data, weights = _validation_split(owner, x, y, weights,
                                                                validation_split)
-        batch_size = _as_int("batch_size", batch_size, 1, owner)
-        epochs = _as_int("epochs", epochs, 0, owner)
-        initial_epoch = _as_int("initial_epoch", initial_epoch, 0, owner)
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"{owner}: verbose must be 0, 1 or 2, got {verbose!r}")
-        if augment is not None and not callable(augment):
-            raise TypeError(f"{owner}: augment must be callable (x_batch, rng) -> x_batch")
+        batch_size, epochs, initial_epoch, (xv, yv), val_bs = _fit_settings(
+            owner, x, batch_size, epochs, initial_epoch, verbose, augment, validation_data,
+            validation_batch_size)
         n = len(x)
-        if n == 0:
-            raise ValueError(f"{owner}: x is empty")
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError(f"{owner}: validation_data must be a pair (x_val, y_val)")
-            xv, yv = _check_xy(owner, *validation_data, xname="validation_data[0]",
-                               yname="validation_data[1]")
-            if xv.shape[1:] != x.shape[1:]:
-                raise ValueError(
-                    f"{owner}: validation_data[0] samples have shape {xv.shape[1:]}, "
-                    f"x samples have shape {x.shape[1:]}"
-                )
-        val_bs = max(batch_size, 256) if validation_batch_size is None else \
-            _as_int("validation_batch_size", validation_batch_size, 1, owner)
 
         if isinstance(seed, np.random.Generator):
             rng = seed
