@@ -31,9 +31,9 @@ __all__ = ["predict"]
 class _Predictor:
     """What a worker needs to rebuild the model: config, weights, loss; picklable.
 
-    A model object reuses its activation buffers between calls, so it must
-    not run two blocks at once: each worker thread rebuilds its own copy
-    (once) from these arrays.
+    Each worker thread rebuilds its own copy (once) from these arrays; a model
+    may serve several threads (its inference plan keeps per-thread buffers), but
+    a copy per thread costs little and keeps the workers independent.
     """
 
     def __init__(self, model):
@@ -42,7 +42,6 @@ class _Predictor:
         self.state = model.state_dict()
         loss = model.loss
         self.loss = None if loss is None else {"class": type(loss).__name__, "config": loss.get_config()}
-        self.blas_threads = model.blas_threads
         self._local = threading.local()
 
     def __getstate__(self):
@@ -75,56 +74,14 @@ class _Predictor:
             model.load_state_dict(self.state)
             # the loss decides whether predict applies softmax (cross-entropy) or not
             model.loss = None if self.loss is None else loss_from_config(self.loss)
-            model.blas_threads = None  # _shared_blas_limit does it for all threads at once
             model.eval()
             self._local.model = model
         return model
 
     def __call__(self, block, batch_size):
-        with _shared_blas_limit(self.blas_threads):
-            return self.model().predict(block, batch_size=batch_size)
-
-
-# Sequential.predict caps NumPy's BLAS pool per call (``blas_threads``) with
-# threadpoolctl, which sets a process-wide limit and restores the old one on
-# exit. Two worker threads predicting at once then race: one restores the
-# default while the other is in a matmul, and OpenBLAS results depend on its
-# thread count. So the blocks running in one process share one limit, set by
-# the first to start and restored by the last to finish, and the rebuilt
-# models do not touch it themselves (blas_threads = None).
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limiter = None
-
-
-class _shared_blas_limit:
-    def __init__(self, threads):
-        self.threads = threads
-
-    def __enter__(self):
-        global _blas_users, _blas_limiter
-        if self.threads is None:
-            return self
-        with _blas_lock:
-            if _blas_users == 0:
-                try:
-                    from threadpoolctl import threadpool_limits
-                except ImportError:
-                    _blas_limiter = None
-                else:
-                    _blas_limiter = threadpool_limits(limits=self.threads, user_api="blas")
-            _blas_users += 1
-        return self
-
-    def __exit__(self, *exc):
-        global _blas_users, _blas_limiter
-        if self.threads is None:
-            return
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0 and _blas_limiter is not None:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
+        # predict touches no BLAS pool (nn.Linear runs on fastconv's GEMM), so
+        # threads of one worker need no shared thread-pool limit
+        return self.model().predict(block, batch_size=batch_size)
 
 
 def _predict_block(block, predictor, batch_size):
