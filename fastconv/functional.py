@@ -78,9 +78,17 @@ def _max_num_threads():
 
     ``4 * os.cpu_count()`` (more threads than that only wait for each other),
     and never more than the compiled runtime can start: 256, or the OpenMP
-    thread limit (``OMP_THREAD_LIMIT``) if that is lower.
+    thread limit (``OMP_THREAD_LIMIT``) if that is lower. Fixed for the process,
+    so computed once: ``get_num_threads`` runs on every model call, and
+    ``os.cpu_count()`` alone took 6 us of a 37 us batch-1 LeNet-5 forward.
     """
-    return max(1, min(4 * (os.cpu_count() or 1), _kernels.thread_limit()))
+    global _MAX_THREADS
+    if _MAX_THREADS is None:
+        _MAX_THREADS = max(1, min(4 * (os.cpu_count() or 1), _kernels.thread_limit()))
+    return _MAX_THREADS
+
+
+_MAX_THREADS = None
 
 
 def set_num_threads(n):
