@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> float:
         reloaded = fastconv.load_model(path)
     probs = reloaded.predict(x_test[:1])            # softmax probabilities, shape (1, 10)
     print(f"one image: predicted {int(np.argmax(probs[0]))}, label {int(y_test[0])}")
+    # predict runs in eval mode (running BN statistics, no dropout): bitwise reproducible
+    print("reloaded model predicts identically:",
+          bool(np.array_equal(probs, model.predict(x_test[:1]))))
 
     logs = reloaded.evaluate(x_test, y_test)
     acc = float(logs["accuracy"])

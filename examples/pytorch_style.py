@@ -117,8 +117,12 @@ def main(argv: list[str] | None = None) -> float:
         nn.save_model(model, path)
         reloaded = nn.load_model(path)
     reloaded.eval()
-    logits = reloaded(x_test[:1])
-    print(f"one image: predicted {int(np.argmax(logits[0]))}, label {int(y_test[0])}")
+    with nn.no_grad():
+        logits = reloaded(x_test[:1])
+        print(f"one image: predicted {int(np.argmax(logits[0]))}, label {int(y_test[0])}")
+        model.eval()                               # running BN statistics, no dropout
+        print("reloaded model predicts identically:",
+              bool(np.array_equal(logits, model(x_test[:1]))))
 
     _, acc = evaluate(reloaded, loss_fn, x_test, y_test)
     print(f"test accuracy {acc:.4f}")
