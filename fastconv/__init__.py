@@ -71,6 +71,12 @@ else:
 
     _SUBMODULES = ("reference", "nn", "optim", "models", "datasets", "functional")
 
+    from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+    if _TYPE_CHECKING:  # what __getattr__ hands out, spelled out for type checkers
+        from . import datasets, functional, models, nn, optim, reference
+        from .nn.serialization import load_model
+
     __all__ = [
         "__version__",
         "conv2d",

@@ -20,6 +20,8 @@ Data expansion
     training set once, up front.
 """
 
+from __future__ import annotations
+
 import gzip
 import hashlib
 import http.client
@@ -32,8 +34,10 @@ from dataclasses import dataclass
 import urllib.request
 import zlib
 from pathlib import Path
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from . import _fileio
 
@@ -664,8 +668,13 @@ def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=
     return out[0], out[1]
 
 
-def load_mnist(data_dir=None, *, download=True, dtype=np.float32, verify=True,
-               mirrors=None, progress=True):
+# ((x_train, y_train), (x_test, y_test)): images of the requested float dtype, int64 labels.
+Splits = Tuple[Tuple[NDArray[Any], NDArray[np.int64]], Tuple[NDArray[Any], NDArray[np.int64]]]
+
+
+def load_mnist(data_dir: Union[None, str, os.PathLike[str]] = None, *, download: bool = True,
+               dtype: DTypeLike = np.float32, verify: bool = True,
+               mirrors: Optional[Sequence[str]] = None, progress: bool = True) -> Splits:
     """Load MNIST, downloading and verifying it on first use.
 
     Parameters
@@ -709,8 +718,9 @@ def load_mnist(data_dir=None, *, download=True, dtype=np.float32, verify=True,
     )
 
 
-def load_fashion_mnist(data_dir=None, *, download=True, dtype=np.float32, verify=True,
-                       mirrors=None, progress=True):
+def load_fashion_mnist(data_dir: Union[None, str, os.PathLike[str]] = None, *,
+                       download: bool = True, dtype: DTypeLike = np.float32, verify: bool = True,
+                       mirrors: Optional[Sequence[str]] = None, progress: bool = True) -> Splits:
     """Load Fashion-MNIST (Zalando's clothing images in MNIST's layout).
 
     Ten classes, named in :data:`FASHION_MNIST_CLASSES` (label 0 is

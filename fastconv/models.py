@@ -11,9 +11,17 @@ Hidden conv/dense layers use He-normal weights (they feed ReLUs); the output
 (logits) layer uses Glorot-uniform; all biases start at zero.
 """
 
+from __future__ import annotations
+
+from typing import Any, Dict, Union
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import nn
+
+# What seeds a model's weights (and dropout masks): an int, a Generator or fresh entropy.
+Seed = Union[None, int, np.random.Generator]
 
 __all__ = ["lenet5", "mnist_cnn"]
 
@@ -24,7 +32,8 @@ def _rngs(seed, n):
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
-def lenet5(seed=None, dtype=np.float32, num_classes=10, in_channels=1):
+def lenet5(seed: Seed = None, dtype: DTypeLike = np.float32, num_classes: int = 10,
+           in_channels: int = 1) -> nn.Sequential:
     """LeNet-5 (ReLU / max-pool variant) for 28x28 inputs; 61,706 parameters.
 
     conv 6@5x5 pad 2 - ReLU - max-pool 2 - conv 16@5x5 - ReLU - max-pool 2 -
@@ -44,7 +53,7 @@ def lenet5(seed=None, dtype=np.float32, num_classes=10, in_channels=1):
         Uncompiled; input (N, in_channels, 28, 28), output logits (N, num_classes).
     """
     (rng,) = _rngs(seed, 1)
-    kw = {"rng": rng, "dtype": dtype}
+    kw: Dict[str, Any] = {"rng": rng, "dtype": dtype}
     return nn.Sequential([
         nn.Conv2d(in_channels, 6, 5, padding=2, **kw),
         nn.ReLU(),
@@ -61,7 +70,8 @@ def lenet5(seed=None, dtype=np.float32, num_classes=10, in_channels=1):
     ])
 
 
-def mnist_cnn(seed=None, dtype=np.float32, num_classes=10, in_channels=1, dropout=0.5):
+def mnist_cnn(seed: Seed = None, dtype: DTypeLike = np.float32, num_classes: int = 10,
+              in_channels: int = 1, dropout: float = 0.5) -> nn.Sequential:
     """The TensorFlow-tutorial MNIST CNN for 28x28 inputs; 3,274,634 parameters.
 
     conv 32@5x5 same - ReLU - max-pool 2 - conv 64@5x5 same - ReLU - max-pool 2 -
@@ -83,7 +93,7 @@ def mnist_cnn(seed=None, dtype=np.float32, num_classes=10, in_channels=1, dropou
         Uncompiled; input (N, in_channels, 28, 28), output logits (N, num_classes).
     """
     rng, drop_rng = _rngs(seed, 2)
-    kw = {"rng": rng, "dtype": dtype}
+    kw: Dict[str, Any] = {"rng": rng, "dtype": dtype}
     return nn.Sequential([
         nn.Conv2d(in_channels, 32, 5, padding="same", **kw),
         nn.ReLU(),

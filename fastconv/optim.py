@@ -35,14 +35,24 @@ call ``schedule.step()`` at the end of each epoch in a hand-written loop
 rate when a metric stalls.
 """
 
+from __future__ import annotations
+
 import inspect
 import math
 import os
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 
 from . import _kernels
 from .functional import get_num_threads
+
+if TYPE_CHECKING:  # for annotations only: fastconv.nn imports this module
+    from .nn.module import Module, Parameter
+
+# What an optimiser optimises: parameters, a module (its parameters()), group dicts.
+Params = Union[Iterable["Parameter"], "Module", List[Dict[str, Any]]]
+_O = TypeVar("_O", bound="Optimizer")
 
 __all__ = [
     "Optimizer",
@@ -154,6 +164,13 @@ class Optimizer:
     applies; it gives bitwise the results of ``_update`` (see the module doc).
     """
 
+    # Properties installed after the class body (see _hyper_property); declared
+    # here so type checkers know them.
+    lr: float
+    initial_lr: float
+    weight_decay: float
+    l1: float
+
     defaults = {}
     _scalar_slots = ()   # float state entries that are not arrays (NAdam's mu_product)
     fused = _FUSED_DEFAULT  # use the compiled update where it applies (see the module doc)
@@ -165,7 +182,9 @@ class Optimizer:
             if not isinstance(getattr(cls, name, None), property):
                 setattr(cls, name, _hyper_property(name))
 
-    def __init__(self, params=None, lr=None, *, weight_decay=0.0, l2=None, l1=0.0, **hyper):
+    def __init__(self, params: Optional[Params] = None, lr: Optional[float] = None, *,
+                 weight_decay: float = 0.0, l2: Optional[float] = None, l1: float = 0.0,
+                 **hyper: Any) -> None:
         owner = type(self).__name__
         self._active = None
         self.param_groups = []
@@ -200,11 +219,11 @@ class Optimizer:
         return h
 
     @property
-    def bound(self):
+    def bound(self) -> bool:
         """True once the optimiser has parameters (see ``bind``)."""
         return bool(self.param_groups)
 
-    def bind(self, params):
+    def bind(self: _O, params: Params) -> _O:
         """Give an optimiser built without parameters (``Adam(lr=1e-3)``) its parameters.
 
         Parameters
@@ -233,7 +252,8 @@ class Optimizer:
             params = params.parameters()
         if isinstance(params, dict):
             params = [params]
-        params = list(params)
+        # a Module was replaced by its parameters() above, which hasattr does not narrow
+        params = list(params)  # type: ignore[arg-type]
         if not params:
             raise ValueError(f"{owner}: params is empty")
         groups = params if all(isinstance(g, dict) for g in params) else [{"params": params}]
@@ -315,13 +335,13 @@ class Optimizer:
             lo = hi
 
     # -- the loop ------------------------------------------------------------
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's ``grad`` to zero, in place."""
         self._require_bound("zero_grad")
         for p in self.params:
             p.grad.fill(0)
 
-    def step(self):
+    def step(self) -> None:
         """Apply one update to every trainable parameter, in place.
 
         Raises
@@ -589,8 +609,9 @@ class SGD(Optimizer):
 
     defaults = {"momentum": 0.0, "nesterov": False}
 
-    def __init__(self, params=None, lr=0.01, momentum=0.0, nesterov=False, *,
-                 weight_decay=0.0, l2=None, l1=0.0):
+    def __init__(self, params: Optional[Params] = None, lr: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, *, weight_decay: float = 0.0,
+                 l2: Optional[float] = None, l1: float = 0.0) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1,
                          momentum=momentum, nesterov=nesterov)
 
@@ -654,8 +675,9 @@ class Adagrad(Optimizer):
 
     defaults = {"eps": 1e-10, "initial_accumulator_value": 0.0}
 
-    def __init__(self, params=None, lr=0.01, eps=1e-10, initial_accumulator_value=0.0, *,
-                 weight_decay=0.0, l2=None, l1=0.0):
+    def __init__(self, params: Optional[Params] = None, lr: float = 0.01, eps: float = 1e-10,
+                 initial_accumulator_value: float = 0.0, *, weight_decay: float = 0.0,
+                 l2: Optional[float] = None, l1: float = 0.0) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1, eps=eps,
                          initial_accumulator_value=initial_accumulator_value)
 
@@ -714,8 +736,9 @@ class RMSprop(Optimizer):
 
     defaults = {"alpha": 0.99, "eps": 1e-8, "momentum": 0.0}
 
-    def __init__(self, params=None, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, *,
-                 weight_decay=0.0, l2=None, l1=0.0):
+    def __init__(self, params: Optional[Params] = None, lr: float = 0.01, alpha: float = 0.99,
+                 eps: float = 1e-8, momentum: float = 0.0, *, weight_decay: float = 0.0,
+                 l2: Optional[float] = None, l1: float = 0.0) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1, alpha=alpha,
                          eps=eps, momentum=momentum)
 
@@ -786,8 +809,9 @@ class Adam(Optimizer):
 
     defaults = {"betas": (0.9, 0.999), "eps": 1e-8}
 
-    def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, *,
-                 weight_decay=0.0, l2=None, l1=0.0):
+    def __init__(self, params: Optional[Params] = None, lr: float = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
+                 weight_decay: float = 0.0, l2: Optional[float] = None, l1: float = 0.0) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1, betas=betas,
                          eps=eps)
 
@@ -872,8 +896,9 @@ class AdamW(Adam):
     Runs on the NumPy path (no fused kernel).
     """
 
-    def __init__(self, params=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, *,
-                 weight_decay=0.01, l2=None, l1=0.0):
+    def __init__(self, params: Optional[Params] = None, lr: float = 1e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
+                 weight_decay: float = 0.01, l2: Optional[float] = None, l1: float = 0.0) -> None:
         super().__init__(params, lr, betas, eps, weight_decay=weight_decay, l2=l2, l1=l1)
 
     def _regularized_grad(self, p, state):
@@ -921,8 +946,10 @@ class NAdam(Optimizer):
                 "decoupled_weight_decay": False}
     _scalar_slots = ("mu_product",)
 
-    def __init__(self, params=None, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3,
-                 decoupled_weight_decay=False, *, weight_decay=0.0, l2=None, l1=0.0):
+    def __init__(self, params: Optional[Params] = None, lr: float = 2e-3,
+                 betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *,
+                 weight_decay: float = 0.0, l2: Optional[float] = None, l1: float = 0.0) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, l2=l2, l1=l1, betas=betas,
                          eps=eps, momentum_decay=momentum_decay,
                          decoupled_weight_decay=decoupled_weight_decay)
@@ -1229,7 +1256,7 @@ class LRSchedule:
     after setting their own attributes (it may call ``get_lr``).
     """
 
-    def __init__(self, lr0=None, optimizer=None):
+    def __init__(self, lr0: Optional[float] = None, optimizer: Optional[Optimizer] = None) -> None:
         self.lr0 = None if lr0 is None else _check_nonneg(type(self).__name__, "lr0", lr0)
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__}: optimizer must be a fastconv.optim.Optimizer, "
@@ -1254,10 +1281,10 @@ class LRSchedule:
             raise ValueError(f"{type(self).__name__}: give lr0 or an optimizer")
         return opt.initial_lr
 
-    def __call__(self, epoch, optimizer=None):
+    def __call__(self, epoch: int, optimizer: Optional[Optimizer] = None) -> float:
         return float(self.get_lr(int(epoch), self.base_lr(optimizer)))
 
-    def apply(self, epoch, optimizer=None):
+    def apply(self, epoch: int, optimizer: Optional[Optimizer] = None) -> float:
         """Set every parameter group's rate to its value at ``epoch``.
 
         Each group starts from ``lr0`` when given, else from its own
@@ -1280,7 +1307,7 @@ class LRSchedule:
             group["lr"] = lr
         return float(groups[0]["lr"])
 
-    def step(self, epoch=None):
+    def step(self, epoch: Optional[int] = None) -> float:
         """Advance to ``epoch`` (default: the next one) and set the optimiser's rates.
 
         Call it at the end of each epoch (PyTorch style).
@@ -1295,7 +1322,7 @@ class LRSchedule:
         self.last_epoch = self.last_epoch + 1 if epoch is None else int(epoch)
         return self.apply(self.last_epoch)
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> List[float]:
         """The rate of every parameter group, as set by the last ``step`` (PyTorch's name).
 
         Returns
@@ -1319,7 +1346,8 @@ class ExponentialDecay(LRSchedule):
         See ``LRSchedule``.
     """
 
-    def __init__(self, gamma, lr0=None, optimizer=None):
+    def __init__(self, gamma: float, lr0: Optional[float] = None,
+                 optimizer: Optional[Optimizer] = None) -> None:
         self.gamma = _check_nonneg("ExponentialDecay", "gamma", gamma)
         super().__init__(lr0, optimizer)   # last: it may set the rate of epoch 0
 
@@ -1340,7 +1368,8 @@ class StepDecay(LRSchedule):
         See ``LRSchedule``.
     """
 
-    def __init__(self, step_size, gamma=0.1, lr0=None, optimizer=None):
+    def __init__(self, step_size: int, gamma: float = 0.1, lr0: Optional[float] = None,
+                 optimizer: Optional[Optimizer] = None) -> None:
         if not isinstance(step_size, (int, np.integer)) or step_size < 1:
             raise ValueError(f"StepDecay: step_size must be an int >= 1, got {step_size!r}")
         self.step_size = int(step_size)
@@ -1364,7 +1393,8 @@ class LambdaSchedule(LRSchedule):
         See ``LRSchedule``.
     """
 
-    def __init__(self, fn, lr0=None, optimizer=None):
+    def __init__(self, fn: Callable[[int], float], lr0: Optional[float] = None,
+                 optimizer: Optional[Optimizer] = None) -> None:
         if not callable(fn):
             raise TypeError(f"LambdaSchedule: fn must be callable, got {type(fn).__name__}")
         self.fn = fn

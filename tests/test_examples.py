@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+import sysconfig
 import zlib
 from pathlib import Path
 
@@ -144,3 +145,56 @@ def test_visualize_filters_from_saved_model(trained_run, tmp_path):
 def test_kernels_from_numpy_quick(tmp_path):
     out = run_example("kernels_from_numpy.py", "--quick", cwd=tmp_path)
     assert "thread(s): forward" in out and "grads:" in out
+
+
+@pytest.mark.parametrize("name", ["keras_style.py", "pytorch_style.py"])
+def test_user_style_examples_quick(tmp_path, name):
+    # MNIST when present (1,000 images), else random images: either way the
+    # whole path runs - fit/loop with a validation split and a plateau
+    # schedule, save, reload, one-image prediction, test accuracy.
+    out = run_example(name, "--quick", cwd=tmp_path)
+    assert "reloaded model predicts identically: True" in out
+    assert "one image: predicted" in out
+    acc = float(out.rsplit("test accuracy", 1)[1].split()[0])
+    assert 0.0 <= acc <= 1.0
+    assert list(tmp_path.iterdir()) == []  # the model went to a temporary directory
+
+
+# A user's view of the package: strict on the user's code, silent on the
+# library's own (as mypy is for an installed package); the package itself is
+# checked by `python -m mypy` from the repository root (tests/test_packaging.py).
+MYPY_USER_CONFIG = """\
+[mypy]
+strict = True
+follow_imports = silent
+
+[mypy-fastconv.*]
+ignore_errors = True
+"""
+
+
+def test_user_style_examples_type_check_strict(tmp_path):
+    pytest.importorskip("mypy")
+    (tmp_path / "mypy.ini").write_text(MYPY_USER_CONFIG)
+    # The negative control, checked in the same run: a typo in a Literal
+    # argument must be an error, or the check proves nothing (an Any-typed
+    # Conv2d would accept it).
+    typo = tmp_path / "typo_padding.py"
+    src = (EXAMPLES / "keras_style.py").read_text()
+    assert 'padding="same"' in src
+    typo.write_text(src.replace('padding="same"', 'padding="samee"'))
+    files = [str(EXAMPLES / "keras_style.py"), str(EXAMPLES / "pytorch_style.py"), str(typo)]
+    env = dict(os.environ)
+    site = {os.path.realpath(p) for p in sysconfig.get_paths().values()}
+    if os.path.realpath(PKG_PARENT) not in site:  # the fastconv under test, not another one
+        env["MYPYPATH"] = str(PKG_PARENT)
+    r = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"),
+                        "--cache-dir", str(tmp_path / "cache"), "--no-error-summary",
+                        "--show-absolute-path", *files],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    errors = [ln for ln in r.stdout.splitlines() if ": error:" in ln]
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert errors, r.stdout + r.stderr
+    for ln in errors:
+        assert ln.startswith(str(typo)) and '"padding"' in ln and "samee" in ln, \
+            "mypy --strict on the examples:\n" + r.stdout

@@ -10,7 +10,10 @@ input gradient is not needed, and ``get_config`` gives the constructor
 arguments (the layers are registered, so ``load_model`` rebuilds them).
 """
 
+from __future__ import annotations
+
 import math
+from typing import Literal, Optional, Tuple, Union
 
 import numpy as np
 
@@ -106,7 +109,7 @@ class LeakyReLU(_InputActivation):
     The derivative at 0 is taken as ``negative_slope``, as in PyTorch.
     """
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = _number("LeakyReLU", "negative_slope", negative_slope)
 
@@ -132,7 +135,7 @@ class ELU(_InputActivation):
     alpha : float, default 1.0
     """
 
-    def __init__(self, alpha=1.0):
+    def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
         self.alpha = _number("ELU", "alpha", alpha)
 
@@ -172,7 +175,7 @@ class GELU(_InputActivation):
     element otherwise (much slower on large inputs).
     """
 
-    def __init__(self, approximate="none"):
+    def __init__(self, approximate: Literal["none", "tanh"] = "none") -> None:
         super().__init__()
         if approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
@@ -251,7 +254,7 @@ class LogSoftmax(_Layer):
     logits). ``backward``: ``g - exp(y) * sum(g)`` along ``axis``.
     """
 
-    def __init__(self, axis=1):
+    def __init__(self, axis: int = 1) -> None:
         super().__init__()
         self.axis = int(axis)
 
@@ -295,7 +298,7 @@ class GlobalAvgPool2d(_Layer):
         ``Linear``); True gives that of PyTorch's ``AdaptiveAvgPool2d(1)``.
     """
 
-    def __init__(self, keepdims=False):
+    def __init__(self, keepdims: bool = False) -> None:
         super().__init__()
         self.keepdims = bool(keepdims)
 
@@ -390,7 +393,7 @@ class AdaptiveAvgPool2d(_Layer):
     bins overlap when ``H_out`` does not divide ``H``.
     """
 
-    def __init__(self, output_size):
+    def __init__(self, output_size: Union[int, Tuple[Optional[int], Optional[int]]]) -> None:
         super().__init__()
         pair = (output_size, output_size) if not isinstance(output_size, (tuple, list)) \
             else tuple(output_size)

@@ -9,8 +9,12 @@ batch-end ``logs`` hold ``loss``, ``accuracy`` and ``size`` for that batch.
 Setting ``model.stop_training = True`` ends ``fit`` after the current epoch.
 """
 
+from __future__ import annotations
+
 import math
+import os
 import warnings
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, Optional, Union
 
 import numpy as np
 
@@ -25,6 +29,14 @@ __all__ = [
     "ModelCheckpoint",
 ]
 
+if TYPE_CHECKING:  # for annotations only: importing them here would be circular
+    from ..optim import LRSchedule, Optimizer
+    from .sequential import Sequential
+
+# What fit passes to the hooks: metric name -> value (None for no logs).
+Logs = Optional[Dict[str, Any]]
+Mode = Literal["auto", "min", "max"]
+
 
 class Callback:
     """Base class: override any of the ``on_*`` hooks (all default to no-ops).
@@ -37,34 +49,34 @@ class Callback:
         ``epochs``, ``steps``, ``batch_size``, ``samples``, ``verbose``.
     """
 
-    def __init__(self):
-        self.model = None
-        self.params = {}
+    def __init__(self) -> None:
+        self.model: Optional[Sequential] = None
+        self.params: Dict[str, Any] = {}
 
-    def set_model(self, model):
+    def set_model(self, model: Sequential) -> None:
         """Attach the model being trained."""
         self.model = model
 
-    def set_params(self, params):
+    def set_params(self, params: Mapping[str, Any]) -> None:
         """Receive the run's parameters (epochs, steps, ...)."""
         self.params = dict(params)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         """Called once before the first epoch."""
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Logs = None) -> None:
         """Called once after the last epoch (also after an early stop)."""
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
         """Called before epoch ``epoch`` (0-based)."""
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         """Called after epoch ``epoch`` with the epoch's metrics in ``logs``."""
 
-    def on_batch_begin(self, batch, logs=None):
+    def on_batch_begin(self, batch: int, logs: Logs = None) -> None:
         """Called before training step ``batch`` (0-based, within the epoch)."""
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: Logs = None) -> None:
         """Called after training step ``batch`` with that batch's metrics."""
 
 
@@ -116,10 +128,10 @@ class History(Callback):
         The 0-based epoch index of each entry.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self.history = {}
-        self.epoch = []
+        self.history: Dict[str, List[float]] = {}
+        self.epoch: List[int] = []
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)
@@ -142,7 +154,7 @@ class LambdaCallback(Callback):
     on_batch_begin, on_batch_end : callable(batch, logs), optional
     """
 
-    def __init__(self, **hooks):
+    def __init__(self, **hooks: Callable[..., Any]) -> None:
         super().__init__()
         for name, fn in hooks.items():
             if not name.startswith("on_") or not hasattr(Callback, name):
@@ -172,7 +184,7 @@ class LearningRateScheduler(Callback):
     >>> model.fit(x, y, callbacks=[LearningRateScheduler(ExponentialDecay(0.6))])
     """
 
-    def __init__(self, schedule, verbose=0):
+    def __init__(self, schedule: Union[LRSchedule, Callable[..., float]], verbose: int = 0) -> None:
         super().__init__()
         if not callable(schedule):
             raise TypeError(
@@ -249,9 +261,11 @@ class ReduceLROnPlateau(Callback):
     cooldown_counter : int
     """
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, mode="auto",
-                 threshold=1e-4, threshold_mode="rel", min_delta=None, cooldown=0, min_lr=0.0,
-                 eps=1e-8, optimizer=None, verbose=0):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 mode: Mode = "auto", threshold: float = 1e-4,
+                 threshold_mode: Literal["rel", "abs"] = "rel", min_delta: Optional[float] = None,
+                 cooldown: int = 0, min_lr: Union[float, List[float]] = 0.0, eps: float = 1e-8,
+                 optimizer: Optional[Optimizer] = None, verbose: int = 0) -> None:
         super().__init__()
         owner = "ReduceLROnPlateau"
         factor = float(factor)
@@ -302,7 +316,7 @@ class ReduceLROnPlateau(Callback):
             return current < best - self.threshold
         return current > best + self.threshold
 
-    def step(self, metric):
+    def step(self, metric: float) -> bool:
         """Record one epoch's ``metric``; cut the rate if it has plateaued.
 
         Parameters
@@ -397,8 +411,9 @@ class EarlyStopping(Callback):
     best_epoch : int or None
     """
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, mode="auto",
-                 restore_best_weights=False, baseline=None):
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
+                 mode: Mode = "auto", restore_best_weights: bool = False,
+                 baseline: Optional[float] = None) -> None:
         super().__init__()
         if not isinstance(patience, (int, np.integer)) or patience < 0:
             raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
@@ -473,7 +488,8 @@ class ModelCheckpoint(Callback):
     shuffling generator's state of the ``fit`` call.
     """
 
-    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto", verbose=0):
+    def __init__(self, path: Union[str, os.PathLike[str]], monitor: str = "val_loss",
+                 save_best_only: bool = False, mode: Mode = "auto", verbose: int = 0) -> None:
         super().__init__()
         self.path = path
         self.monitor = monitor
@@ -481,7 +497,7 @@ class ModelCheckpoint(Callback):
         self.mode = _monitor_op(monitor, mode, "ModelCheckpoint")
         self.verbose = verbose
         self.best = math.inf if self.mode == "min" else -math.inf
-        self.saved = []
+        self.saved: List[str] = []
 
     def on_epoch_end(self, epoch, logs=None):
         from .serialization import save_checkpoint

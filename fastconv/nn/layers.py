@@ -12,11 +12,25 @@ parameters raises ``TypeError`` for input of another dtype rather than
 silently copying it.
 """
 
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Literal, Tuple, Type, TypeVar, Union
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .. import functional as F
 from . import init as _init
-from .module import Module, Parameter, is_grad_enabled
+from .module import Array, Module, Parameter, is_grad_enabled
+
+# Types of the constructor arguments, for type checkers (the run-time checks are
+# the validators below). Padding's Literal makes a typo such as 'samee' a type error.
+IntPair = Union[int, Tuple[int, int]]
+Padding = Union[int, Tuple[int, int], Literal["same", "valid"]]
+# A name in fastconv.nn.init or a callable (shape, rng, dtype) -> ndarray.
+Initializer = Union[str, Callable[..., Any]]
+RngLike = Union[None, int, np.random.Generator]
+_ModuleT = TypeVar("_ModuleT", bound=Type[Module])
 
 __all__ = [
     "register_layer",
@@ -37,10 +51,10 @@ __all__ = [
     "BatchNorm2d",
 ]
 
-_LAYERS = {}
+_LAYERS: Dict[str, Type[Module]] = {}
 
 
-def register_layer(cls):
+def register_layer(cls: _ModuleT) -> _ModuleT:
     """Class decorator: make a ``Module`` subclass loadable by name.
 
     ``load_model`` rebuilds every layer as ``cls(**config)`` from the class
@@ -63,7 +77,9 @@ def register_layer(cls):
     return cls
 
 
-def get_layer_class(name):
+# Type[Any], not Type[Module]: the registered classes are called through
+# ``from_config``, which only the concrete layer classes (not Module) define.
+def get_layer_class(name: str) -> Type[Any]:
     """The registered layer class called ``name``.
 
     Raises
@@ -80,7 +96,7 @@ def get_layer_class(name):
         ) from None
 
 
-def layer_from_config(spec):
+def layer_from_config(spec: Dict[str, Any]) -> Module:
     """Build a layer from ``{"class": name, "config": {...}}``.
 
     Parameters
@@ -206,20 +222,20 @@ class Conv2d(_Layer):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups=1,
-        bias=True,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool = True,
         *,
-        weight_init="he_normal",
-        bias_init="zeros",
-        rng=None,
-        dtype=np.float32,
-    ):
+        weight_init: Initializer = "he_normal",
+        bias_init: Initializer = "zeros",
+        rng: RngLike = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         owner = "Conv2d"
         self.in_channels = _positive_int("in_channels", in_channels, owner)
@@ -340,7 +356,8 @@ class Conv2d(_Layer):
 
 # -- pooling -----------------------------------------------------------------
 class _Pool2d(_Layer):
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size: IntPair, stride: Union[IntPair, None] = None,
+                 padding: IntPair = 0) -> None:
         super().__init__()
         owner = type(self).__name__
         self.kernel_size = _pair("kernel_size", kernel_size, owner=owner)
@@ -443,7 +460,8 @@ class AvgPool2d(_Pool2d):
     ``H_out = (H + 2*pad - kh) // stride + 1``.
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+    def __init__(self, kernel_size: IntPair, stride: Union[IntPair, None] = None,
+                 padding: IntPair = 0, count_include_pad: bool = True) -> None:
         super().__init__(kernel_size, stride, padding)
         self.count_include_pad = bool(count_include_pad)
 
@@ -507,15 +525,15 @@ class Linear(_Layer):
 
     def __init__(
         self,
-        in_features,
-        out_features,
-        bias=True,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
         *,
-        weight_init="he_normal",
-        bias_init="zeros",
-        rng=None,
-        dtype=np.float32,
-    ):
+        weight_init: Initializer = "he_normal",
+        bias_init: Initializer = "zeros",
+        rng: RngLike = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         self.in_features = _positive_int("in_features", in_features, "Linear")
         self.out_features = _positive_int("out_features", out_features, "Linear")
@@ -738,7 +756,7 @@ class Softmax(_Activation):
     probabilities out of a model.
     """
 
-    def __init__(self, axis=1):
+    def __init__(self, axis: int = 1) -> None:
         super().__init__()
         self.axis = int(axis)
 
@@ -778,7 +796,7 @@ class Dropout(_Layer):
         The scaled keep-mask (0 or ``1/(1-p)``) of the last training forward.
     """
 
-    def __init__(self, p=0.5, rng=None):
+    def __init__(self, p: float = 0.5, rng: RngLike = None) -> None:
         super().__init__()
         p = float(p)
         if not 0.0 <= p < 1.0:
@@ -821,7 +839,8 @@ class _BatchNorm(_Layer):
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     _ndims = ()
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, *, dtype=np.float32):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Union[float, None] = 0.1,
+                 affine: bool = True, *, dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         owner = type(self).__name__
         self.num_features = _positive_int("num_features", num_features, owner)

@@ -1,6 +1,13 @@
 """Loss functions: ``forward(output, target) -> float``, ``backward() -> dL/doutput``."""
 
+from __future__ import annotations
+
+from typing import Any, Dict, Literal, Type, Union
+
 import numpy as np
+from numpy.typing import ArrayLike
+
+from .module import Array
 
 __all__ = ["Loss", "CrossEntropyLoss", "MSELoss", "BCEWithLogitsLoss", "BCELoss", "NLLLoss",
            "get_loss", "register_loss"]
@@ -19,7 +26,7 @@ def register_loss(*names):
     return deco
 
 
-def get_loss(loss):
+def get_loss(loss: Union[str, Loss, Type[Loss]]) -> Loss:
     """Resolve a loss given as an instance, a class or a name.
 
     Parameters
@@ -113,23 +120,23 @@ class Loss:
         Average or sum over the batch.
     """
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
         self.reduction = reduction
 
-    def __call__(self, output, target):
+    def __call__(self, output: Array, target: ArrayLike) -> float:
         return self.forward(output, target)
 
-    def forward(self, output, target):
+    def forward(self, output: Array, target: ArrayLike) -> float:
         """Scalar loss of ``output`` against ``target``."""
         raise NotImplementedError
 
-    def backward(self):
+    def backward(self) -> Array:
         """dL/doutput for the last ``forward`` (same shape and dtype as ``output``)."""
         raise NotImplementedError
 
-    def get_config(self):
+    def get_config(self) -> Dict[str, Any]:
         """Constructor arguments, JSON-serialisable."""
         return {"reduction": self.reduction}
 
@@ -157,7 +164,7 @@ class CrossEntropyLoss(Loss):
     reduction), which is ``(softmax(z) - onehot(y)) / N`` for labels.
     """
 
-    def forward(self, output, target):
+    def forward(self, output: Array, target: ArrayLike) -> float:
         """Mean (or summed) cross-entropy; returns a Python float."""
         _check_output("CrossEntropyLoss", output)
         labels, dense = _labels_or_dense("CrossEntropyLoss", target, output)
@@ -179,7 +186,7 @@ class CrossEntropyLoss(Loss):
         total = float(per_sample.sum(dtype=np.float64))
         return total / n if self.reduction == "mean" else total
 
-    def backward(self):
+    def backward(self) -> Array:
         """dL/dlogits, shape (N, C)."""
         probs = getattr(self, "_probs", None)
         if probs is None:
@@ -219,7 +226,7 @@ class MSELoss(Loss):
     ``backward()`` returns ``2 * (output - target) / (N*C)`` for "mean".
     """
 
-    def forward(self, output, target):
+    def forward(self, output: Array, target: ArrayLike) -> float:
         """Mean (or summed) squared error; returns a Python float."""
         _check_output("MSELoss", output)
         labels, dense = _labels_or_dense("MSELoss", target, output)
@@ -232,7 +239,7 @@ class MSELoss(Loss):
         total = float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
         return total / diff.size if self.reduction == "mean" else total
 
-    def backward(self):
+    def backward(self) -> Array:
         """dL/doutput, same shape as the output."""
         diff = getattr(self, "_diff", None)
         if diff is None:
@@ -285,7 +292,7 @@ class BCEWithLogitsLoss(Loss):
     ``backward()`` returns ``(sigmoid(z) - t) / (N*C)`` for "mean".
     """
 
-    def forward(self, output, target):
+    def forward(self, output: Array, target: ArrayLike) -> float:
         """Mean (or summed) binary cross-entropy; returns a Python float."""
         owner = "BCEWithLogitsLoss"
         _check_output(owner, output)
@@ -300,7 +307,7 @@ class BCEWithLogitsLoss(Loss):
         total = float(per_elem.sum(dtype=np.float64))
         return total / output.size if self.reduction == "mean" else total
 
-    def backward(self):
+    def backward(self) -> Array:
         """dL/dlogits, same shape as the logits."""
         diff = getattr(self, "_diff", None)
         if diff is None:
@@ -333,7 +340,7 @@ class BCELoss(Loss):
     ``p*(1-p)`` kept >= 1e-12 (PyTorch's bound) so it stays finite.
     """
 
-    def forward(self, output, target):
+    def forward(self, output: Array, target: ArrayLike) -> float:
         """Mean (or summed) binary cross-entropy; returns a Python float."""
         owner = "BCELoss"
         _check_output(owner, output)
@@ -353,7 +360,7 @@ class BCELoss(Loss):
         total = float(per_elem.sum(dtype=np.float64))
         return total / output.size if self.reduction == "mean" else total
 
-    def backward(self):
+    def backward(self) -> Array:
         """dL/dprobabilities, same shape as the output."""
         saved = getattr(self, "_saved_pt", None)
         if saved is None:
@@ -382,7 +389,7 @@ class NLLLoss(Loss):
     each sample's label and 0 elsewhere ("mean").
     """
 
-    def forward(self, output, target):
+    def forward(self, output: Array, target: ArrayLike) -> float:
         """Mean (or summed) negative log-likelihood; returns a Python float."""
         owner = "NLLLoss"
         _check_output(owner, output)
@@ -398,7 +405,7 @@ class NLLLoss(Loss):
         total = -float(picked.sum(dtype=np.float64))
         return total / n if self.reduction == "mean" else total
 
-    def backward(self):
+    def backward(self) -> Array:
         """dL/dlog_probs, shape (N, C)."""
         saved = getattr(self, "_shape_labels", None)
         if saved is None:

@@ -7,10 +7,18 @@ running statistics). ``forward(x)`` caches what ``backward`` needs;
 returns the gradient with respect to the input.
 """
 
+from __future__ import annotations
+
 import contextlib
 import threading
+from typing import Any, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
+
+# What layers take and return: float32 or float64 arrays (dtype checked at run time).
+Array = NDArray[Any]
+_M = TypeVar("_M", bound="Module")
 
 __all__ = ["Module", "Parameter", "no_grad", "is_grad_enabled"]
 
@@ -19,7 +27,7 @@ __all__ = ["Module", "Parameter", "no_grad", "is_grad_enabled"]
 _grad_mode = threading.local()
 
 
-def is_grad_enabled():
+def is_grad_enabled() -> bool:
     """Whether layers cache what ``backward`` needs (False inside ``no_grad``).
 
     The setting belongs to the calling thread.
@@ -32,7 +40,7 @@ def is_grad_enabled():
 
 
 @contextlib.contextmanager
-def no_grad():
+def no_grad() -> Iterator[None]:
     """Context manager for inference: layers skip caching for ``backward``.
 
     Inside the block max-pool layers do not compute argmax indices and no
@@ -79,7 +87,7 @@ class Parameter:
 
     __slots__ = ("data", "grad", "requires_grad", "regularize")
 
-    def __init__(self, data, requires_grad=True, regularize=True):
+    def __init__(self, data: Any, requires_grad: bool = True, regularize: bool = True) -> None:
         data = np.array(data, copy=True, order="C")
         if data.dtype not in (np.float32, np.float64):
             raise TypeError(
@@ -91,25 +99,25 @@ class Parameter:
         self.regularize = bool(regularize)
 
     @property
-    def shape(self):
+    def shape(self) -> Tuple[int, ...]:
         """Shape of ``data``."""
         return self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any]:
         """Dtype of ``data``."""
         return self.data.dtype
 
     @property
-    def size(self):
+    def size(self) -> int:
         """Number of elements of ``data``."""
         return self.data.size
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set ``grad`` to zero in place."""
         self.grad.fill(0)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
@@ -138,18 +146,18 @@ class Module:
 
     _buffer_names = ()
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.training = True
         self.needs_input_grad = True
         self.reuse_buffers = False
-        self._scratch = {}
+        self._scratch: Dict[str, Array] = {}
 
     # -- the computation ---------------------------------------------------
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """Compute the output for input ``x``, caching what ``backward`` needs."""
         raise NotImplementedError(f"{type(self).__name__}.forward")
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Optional[Array]:
         """Gradient of the loss w.r.t. the input, given it w.r.t. the output.
 
         Parameter gradients are added into ``Parameter.grad``.
@@ -162,7 +170,7 @@ class Module:
                 "the input and adding each parameter's gradient into its .grad")
         raise NotImplementedError(f"{name}.backward")
 
-    def __call__(self, x):
+    def __call__(self, x: Array) -> Array:
         return self.forward(x)
 
     def _buffer(self, name, shape, dtype):
@@ -192,18 +200,18 @@ class Module:
             if isinstance(value, Module):
                 yield name, value
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         """Yield direct sub-modules."""
         for _, m in self.named_children():
             yield m
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         """Yield this module and all sub-modules, depth first."""
         yield self
         for m in self.children():
             yield from m.modules()
 
-    def named_parameters(self, prefix=""):
+    def named_parameters(self, prefix: str = "") -> Iterator[Tuple[str, Parameter]]:
         """Yield ``(dotted_name, Parameter)`` for this module and its children.
 
         Parameters
@@ -222,7 +230,7 @@ class Module:
         for cname, child in self.named_children():
             yield from child.named_parameters(prefix + cname + ".")
 
-    def parameters(self):
+    def parameters(self) -> List[Parameter]:
         """List of all ``Parameter`` objects (trainable or frozen), in order.
 
         Returns
@@ -238,12 +246,12 @@ class Module:
         for cname, child in self.named_children():
             yield from child.named_buffers(prefix + cname + ".")
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Reset the gradient of every parameter to zero."""
         for p in self.parameters():
             p.grad.fill(0)
 
-    def num_parameters(self, trainable_only=False):
+    def num_parameters(self, trainable_only: bool = False) -> int:
         """Total number of parameter elements.
 
         Parameters
@@ -260,7 +268,7 @@ class Module:
         )
 
     # -- modes ---------------------------------------------------------------
-    def train(self, mode=True):
+    def train(self: _M, mode: bool = True) -> _M:
         """Set training mode (dropout active, batch norm uses batch statistics).
 
         Parameters
@@ -275,7 +283,7 @@ class Module:
             m.training = bool(mode)
         return self
 
-    def eval(self):
+    def eval(self: _M) -> _M:
         """Set evaluation mode; same as ``train(False)``.
 
         Returns
@@ -285,7 +293,7 @@ class Module:
         return self.train(False)
 
     # -- state ---------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Array]:
         """Copies of all parameters and buffers, keyed by dotted name.
 
         Returns
@@ -298,7 +306,7 @@ class Module:
             state[name] = np.array(b, copy=True)
         return state
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
         """Copy values from ``state_dict`` into this module, in place.
 
         Arrays are copied into the existing parameter arrays (so optimisers

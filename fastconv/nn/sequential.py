@@ -1,14 +1,19 @@
 """``Sequential``: a stack of layers with a Keras-style training API."""
 
+from __future__ import annotations
+
 import contextlib
 import copy
 import math
 import sys
 import threading
 import time
+import os
 import warnings
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import functional as F
 from .callbacks import CallbackList, History
@@ -26,8 +31,13 @@ from .layers import (
 )
 from .metrics import confusion_matrix, per_class_accuracy
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss, get_loss
-from .module import Module, is_grad_enabled, no_grad
+from .module import Array, Module, is_grad_enabled, no_grad
 from .plan import InferencePlan, LayerInputError, StalePlan, layer_input_error, plannable
+
+if TYPE_CHECKING:  # for annotations only: fastconv.optim imports fastconv.nn
+    from ..optim import LRSchedule, Optimizer
+    from .callbacks import Callback
+    from .losses import Loss
 
 __all__ = ["Sequential"]
 
@@ -451,25 +461,27 @@ class Sequential(_Layer):
     #: pool's backward (the mask is applied on the pooled grid; identical results).
     fuse_relu_pool = True
 
-    def __init__(self, *args, layers=None):
+    def __init__(self, *args: Union[Module, Sequence[Module]],
+                 layers: Optional[Sequence[Module]] = None) -> None:
         if args and layers is not None:
             raise TypeError("Sequential: pass the layers as arguments or as layers=[...], not both")
         if layers is None:  # `layers=` keeps the keyword form of earlier versions (and Keras)
-            layers = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+            # the else branch's args are Modules (one list argument was the other form)
+            layers = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args  # type: ignore[assignment]
             if len(args) == 1 and args[0] is None:
                 layers = ()
-        self.layers = []
+        self.layers: List[Module] = []
         super().__init__()
-        self.optimizer = None
-        self.loss = None
-        self.metrics = []
+        self.optimizer: Optional[Optimizer] = None
+        self.loss: Optional[Loss] = None
+        self.metrics: List[str] = []
         self.history = None
         self.stop_training = False
         self.fit_rng = None
         self._needs_input_grad = False
         self._reuse = False
         self._init_threading()
-        for layer in layers:
+        for layer in layers:  # type: ignore[union-attr]  # not None: set above
             self.add(layer)
 
     def _init_threading(self):
@@ -498,7 +510,7 @@ class Sequential(_Layer):
         self._init_threading()
 
     # -- structure -------------------------------------------------------------
-    def add(self, layer):
+    def add(self, layer: Module) -> None:
         """Append a layer.
 
         Parameters
@@ -520,7 +532,7 @@ class Sequential(_Layer):
         if rebuilt:
             cache = (n, self.layers[-1] if n else None, {id(m) for m in self.layers},
                      any(bool(m.parameters()) for m in self.layers))
-        ids, has_params = cache[2], cache[3]
+        ids, has_params = cache[2], cache[3]  # type: ignore[index]  # set just above
         if id(layer) in ids and any(layer is m for m in self.layers):
             raise ValueError("Sequential: the same layer object appears twice")
         layer.reuse_buffers = True
@@ -722,7 +734,7 @@ class Sequential(_Layer):
             finally:
                 self.train(was_training)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         """Apply the layers in order.
 
         In evaluation mode this runs the inference plan (thread-safe; nothing
@@ -753,7 +765,7 @@ class Sequential(_Layer):
             # layers write into reused buffers; a top-level caller gets its own copy
             return y if self._reuse or not self.layers else y.copy()
 
-    def backward(self, grad_out):
+    def backward(self, grad_out: Array) -> Optional[Array]:
         """Back-propagate through the layers in reverse order.
 
         Parameters
@@ -792,7 +804,7 @@ class Sequential(_Layer):
                     g = layer._backward_after_relu(g)
                     i -= 2
                 else:
-                    g = layer.backward(g)
+                    g = layer.backward(g)  # type: ignore[assignment]  # None: checked below
                     i -= 1
                 if g is None:
                     return None
@@ -816,7 +828,8 @@ class Sequential(_Layer):
         lines = [f"  ({i}): {layer!r}".replace("\n", "\n  ") for i, layer in enumerate(self.layers)]
         return "Sequential(\n" + "\n".join(lines) + "\n)" if lines else "Sequential()"
 
-    def summary(self, input_shape=None, print_fn=print):
+    def summary(self, input_shape: Optional[Tuple[int, ...]] = None,
+                print_fn: Callable[[str], Any] = print) -> str:
         """Print one line per layer: output shape (if ``input_shape``) and parameter count.
 
         Parameters
@@ -856,7 +869,9 @@ class Sequential(_Layer):
         return text
 
     # -- Keras-style API -------------------------------------------------------
-    def compile(self, optimizer="adam", loss="cross_entropy", metrics=None):
+    def compile(self, optimizer: Union[Optimizer, str] = "adam",
+                loss: Union[Loss, str] = "cross_entropy",
+                metrics: Optional[Sequence[str]] = None) -> Sequential:
         """Choose the optimiser, loss and metrics for ``fit`` / ``evaluate``.
 
         Parameters
@@ -925,10 +940,15 @@ class Sequential(_Layer):
             xb = np.ascontiguousarray(xb, dtype=dtype)
         return xb
 
-    def fit(self, x, y, batch_size=64, epochs=1, validation_data=None, callbacks=None,
-            verbose=1, shuffle=True, seed=None, augment=None, initial_epoch=0,
-            validation_batch_size=None, validation_split=None, sample_weight=None,
-            class_weight=None):
+    def fit(self, x: Array, y: Array, batch_size: int = 64, epochs: int = 1,
+            validation_data: Optional[Tuple[Array, Array]] = None,
+            callbacks: Optional[Sequence[Union[Callback, LRSchedule]]] = None,
+            verbose: Literal[0, 1, 2] = 1, shuffle: bool = True,
+            seed: Union[None, int, np.random.Generator] = None,
+            augment: Optional[Callable[[Array, np.random.Generator], Array]] = None,
+            initial_epoch: int = 0, validation_batch_size: Optional[int] = None,
+            validation_split: Optional[float] = None, sample_weight: Optional[ArrayLike] = None,
+            class_weight: Optional[Mapping[int, float]] = None) -> History:
         """Train with mini-batch gradient descent.
 
         Parameters
@@ -1112,7 +1132,8 @@ class Sequential(_Layer):
             sl = slice(start, start + batch_size)
             yield sl, self._infer(self._batch_input(x, sl, dtype), owner)
 
-    def evaluate(self, x, y, batch_size=256, verbose=0, per_class=False):
+    def evaluate(self, x: Array, y: Array, batch_size: int = 256, verbose: int = 0,
+                 per_class: bool = False) -> Dict[str, Any]:
         """Loss and metrics on ``(x, y)`` in evaluation mode.
 
         Parameters
@@ -1167,7 +1188,7 @@ class Sequential(_Layer):
                             int(labels.max()) + 1)
                     part = confusion_matrix(labels[sl], pred, k)
                     cm = part if cm is None else cm + part
-        result = {"loss": loss_sum / len(x)}
+        result: Dict[str, Any] = {"loss": loss_sum / len(x)}
         if labels is not None:
             result["accuracy"] = correct / len(x)
         if verbose:
@@ -1191,7 +1212,7 @@ class Sequential(_Layer):
         last = self.layers[-1] if self.layers else None
         return isinstance(last, (Softmax, Sigmoid)) or isinstance(self.loss, BCELoss)
 
-    def predict(self, x, batch_size=256):
+    def predict(self, x: Array, batch_size: int = 256) -> Array:
         """Class probabilities for ``x`` (evaluation mode).
 
         Parameters
@@ -1221,7 +1242,7 @@ class Sequential(_Layer):
         if n == 0:
             raise ValueError(f"{owner}: x is empty")
         dtype = self._inference_dtype()
-        result = None
+        result: Any = None  # an array from the first batch on (n > 0)
         for start in range(0, n, batch_size):
             sl = slice(start, start + batch_size)
             xb = self._batch_input(x, sl, dtype)
@@ -1245,7 +1266,7 @@ class Sequential(_Layer):
             result /= result.sum(axis=1, keepdims=True)
         return result
 
-    def save(self, path, include_optimizer=True):
+    def save(self, path: Union[str, os.PathLike[str]], include_optimizer: bool = True) -> None:
         """Write weights, buffers, architecture and compile settings to one ``.npz``.
 
         See ``fastconv.nn.save_model``.

@@ -30,6 +30,8 @@ loading is at most four times the declared size of the arrays the model holds
 temporaries; measured 2x to 3x), whatever else the file declares.
 """
 
+from __future__ import annotations
+
 import io
 import json
 import math
@@ -37,6 +39,7 @@ import os
 import reprlib
 import zipfile
 import zlib
+from typing import Any, Union
 
 import numpy as np
 
@@ -162,7 +165,8 @@ def _collect(model, optimizer=None, include_optimizer=True):
     return meta, arrays
 
 
-def save_model(model, path, include_optimizer=True):
+def save_model(model: Module, path: Union[str, os.PathLike[str]],
+               include_optimizer: bool = True) -> None:
     """Save a model to one ``.npz`` file (atomically).
 
     Parameters
@@ -746,7 +750,10 @@ def _read_slots(npz, optimizer):
             if key.startswith("optimizer/")}
 
 
-def load_model(path, compile=True):
+# -> Any, not Module: the file decides the class. It is a Sequential for every
+# file Sequential.save writes, and typing it Module would make every
+# `load_model(p).predict(x)` a type error; any registered Module is also valid.
+def load_model(path: Union[str, os.PathLike[str]], compile: bool = True) -> Any:
     """Load a model written by ``save_model``, ``Sequential.save`` or ``save_checkpoint``.
 
     Parameters
