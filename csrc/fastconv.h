@@ -249,6 +249,24 @@ void fc_team_reset(int64_t backoff_ns, int strikes);
 void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns);
 
 /* Large scratch blocks are pooled between calls; this frees them all. */
+/*
+ * Route overrides, for tests only (fastconv._kernels.set_route_override): force a
+ * driver's choice that is otherwise made from the problem's shape. Nothing reads
+ * the environment for these. `which` is one of FC_OVERRIDE_*; on = 0 clears it.
+ */
+enum {
+    FC_OVERRIDE_GEMM_KC,          /* reduction block of the dense GEMM */
+    FC_OVERRIDE_GEMM_TASKS,       /* tasks per dense product */
+    FC_OVERRIDE_GEMM_SLOT,        /* force a micro-kernel slot */
+    FC_OVERRIDE_GEMM_PACKA,       /* 0: read A in place */
+    FC_OVERRIDE_GEMM_PACKB,       /* 0: read B in place */
+    FC_OVERRIDE_DW_DOT_MAX,       /* grad_weight: dot route up to this many weights per group */
+    FC_OVERRIDE_DX_COL2IM_MAX_C,  /* grad_input: col2im route up to this many channels per group */
+    FC_OVERRIDE_COUNT
+};
+int fc_set_route_override(int which, long value, int on); /* 0, or -1 for a bad `which` */
+long fc_route_override(int which, long dflt);              /* the forced value, else dflt */
+
 void fc_release_pool(void);
 size_t fc_pool_bytes(void);           /* bytes held by the pool now */
 

@@ -532,8 +532,7 @@ int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g
     nthreads = fc_threads_for(nthreads, (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw);
     const KERN *kk = GETK();
     {
-        const char *e = getenv("FASTCONV_DX_COL2IM_MAX_C");
-        const ptrdiff_t lim = e ? atol(e) : FC_DX_COL2IM_MAX_C;
+        const ptrdiff_t lim = fc_route_override(FC_OVERRIDE_DX_COL2IM_MAX_C, FC_DX_COL2IM_MAX_C);
         /* needs a reduction long enough to amortise the C tile stores (a: 6 is not) */
         if (g->c / g->groups <= lim && g->k / g->groups >= 16)
             return SFX(bwd_data_col2im)(kk, gy, w, g, nthreads, gx);
@@ -843,7 +842,7 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
     nthreads = fc_threads_for(nthreads, (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw);
     const KERN *kk = GETK();
     {
-        const ptrdiff_t dot_max = getenv("FASTCONV_DW_DOT_MAX") ? atol(getenv("FASTCONV_DW_DOT_MAX")) : FC_DW_DOT_MAX;
+        const ptrdiff_t dot_max = fc_route_override(FC_OVERRIDE_DW_DOT_MAX, FC_DW_DOT_MAX);
         if ((g->k / g->groups) * (g->c / g->groups) * g->kh * g->kw <= dot_max)
             return SFX(bwd_weight_dot)(kk, gy, x, g, nthreads, gw, gb);
     }

@@ -7,18 +7,6 @@
 #define FC_PREFETCH_W(p) ((void)(p))
 #endif
 
-/*
- * Integer tuning switch from the environment, read on every call (tests and
- * tuning flip them between calls): FASTCONV_GEMM_KC (reduction block),
- * FASTCONV_GEMM_TASKS (tasks per product), FASTCONV_GEMM_SLOT (force a kernel
- * slot), FASTCONV_GEMM_PACKA / _PACKB (0 = read that operand in place).
- */
-static int gemm_env_int(const char *name, int dflt)
-{
-    const char *s = getenv(name);
-    return (s && *s) ? atoi(s) : dflt;
-}
-
 #define REAL float
 #define SFX(name) name##_f32
 #define KERN fc_kernels_f32

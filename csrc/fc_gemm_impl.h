@@ -201,7 +201,7 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
     const int split_n = tn >= 16 || tn >= tm;
     const ptrdiff_t tsplit = split_n ? tn : tm;
     const ptrdiff_t ntask =
-        FC_MIN(tsplit, (ptrdiff_t)FC_MAX(1, gemm_env_int("FASTCONV_GEMM_TASKS", FC_GEMM_TASKS)));
+        FC_MIN(tsplit, (ptrdiff_t)FC_MAX(1, fc_route_override(FC_OVERRIDE_GEMM_TASKS, FC_GEMM_TASKS)));
     /*
      * A' read in place (a weight's rows, in the forward) streams from memory once;
      * reading each row whole, rather than in KC pieces revisited per block, keeps
@@ -215,7 +215,7 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
      */
     ptrdiff_t kc_dflt = FC_GEMM_KC;
     if (g->trans_out) kc_dflt = FC_MAX(kc_dflt, FC_MIN(g->kdim, (ptrdiff_t)FC_GEMM_KC_TRANS));
-    ptrdiff_t kcb = gemm_env_int("FASTCONV_GEMM_KC", (int)kc_dflt);
+    ptrdiff_t kcb = fc_route_override(FC_OVERRIDE_GEMM_KC, (int)kc_dflt);
     if (kcb < 8) kcb = kc_dflt;
     /* the most tiles any task gets along the split dimension */
     const ptrdiff_t per_max = FC_CEILDIV(tsplit, ntask);
@@ -237,7 +237,7 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
                   : cb_rows * cb_cols;
     /* copy B' tiles when they are read in place and shared by several row panels */
     const int pack_b = g->b_strided && (split_n ? tm : FC_CEILDIV(tsplit, ntask)) > 1 &&
-                       gemm_env_int("FASTCONV_GEMM_PACKB", 1);
+                       fc_route_override(FC_OVERRIDE_GEMM_PACKB, 1);
     {
         REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)cb_elems);
         REAL *bbuf = NULL;
@@ -419,7 +419,7 @@ static int SFX(gemm_plan)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrd
     }
     g.bias = bias;
     g.slot = SFX(gemm_slot)(kk, g.m, g.n);
-    const int forced = gemm_env_int("FASTCONV_GEMM_SLOT", -1);
+    const int forced = fc_route_override(FC_OVERRIDE_GEMM_SLOT, -1);
     if (forced >= 0 && forced < FC_NUM_MR && kk->mr[forced] > 0) g.slot = forced;
     g.mr = kk->mr[g.slot];
     g.nr = kk->nr[g.slot];
@@ -448,7 +448,7 @@ static int SFX(gemm_plan)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrd
      * The big operand (a weight) is never copied.
      */
     if (arow && g.n > g.nr && (double)g.m <= (double)g.n &&
-        gemm_env_int("FASTCONV_GEMM_PACKA", 1)) {
+        fc_route_override(FC_OVERRIDE_GEMM_PACKA, 1)) {
         apk_src = arow; apk_rs = a_ld; apk_ld = 1;
         arow = NULL;
     }

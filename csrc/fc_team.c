@@ -364,6 +364,23 @@ void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns)
     STORE(&g_sim_regions, regions);
 }
 
+/* ---- route overrides (tests) ---------------------------------------------- */
+static long g_override[FC_OVERRIDE_COUNT];
+static int g_override_on[FC_OVERRIDE_COUNT];
+
+int fc_set_route_override(int which, long value, int on)
+{
+    if (which < 0 || which >= FC_OVERRIDE_COUNT) return -1;
+    STORE(&g_override[which], value);
+    STORE(&g_override_on[which], on != 0);
+    return 0;
+}
+
+long fc_route_override(int which, long dflt)
+{
+    return LOAD(&g_override_on[which]) ? LOAD(&g_override[which]) : dflt;
+}
+
 /* ---- the OpenMP runtime's own setting ------------------------------------- */
 int fc_max_threads(void)
 {

@@ -150,6 +150,7 @@ cdef extern from "fastconv.h" nogil:
     int fc_team_adaptive()
     void fc_team_reset(int64_t backoff_ns, int strikes)
     void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns)
+    int fc_set_route_override(int which, long value, int on)
     void fc_release_pool()
     size_t fc_pool_bytes()
 

@@ -406,6 +406,24 @@ def team_adaptive(on=None):
     return bool(fc_team_adaptive())
 
 
+_ROUTE_OVERRIDES = {"gemm_kc": 0, "gemm_tasks": 1, "gemm_slot": 2, "gemm_packa": 3,
+                    "gemm_packb": 4, "dw_dot_max": 5, "dx_col2im_max_c": 6}
+
+
+def set_route_override(name, value):
+    """Tests: force a route choice (``None`` restores the driver's own).
+
+    ``name``: gemm_kc, gemm_tasks, gemm_slot, gemm_packa, gemm_packb (dense GEMM
+    plan), dw_dot_max (grad_weight dot route up to this many weights per group),
+    dx_col2im_max_c (grad_input col2im route up to this many channels per group).
+    """
+    if name not in _ROUTE_OVERRIDES:
+        raise ValueError(f"set_route_override: name must be one of {sorted(_ROUTE_OVERRIDES)}, "
+                         f"got {name!r}")
+    fc_set_route_override(_ROUTE_OVERRIDES[name], 0 if value is None else int(value),
+                          value is not None)
+
+
 def team_simulate_late(double wait_s, int regions, double then_s=-1.0):
     """Tests: the next ``regions`` parallel regions (or scout answers) report ``wait_s``,
     and every later one ``then_s`` (< 0: what it really waited) until the next reset."""

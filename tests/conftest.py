@@ -84,3 +84,20 @@ def simd(request):
     assert F.set_simd_level(request.param) == request.param
     yield request.param
     F.set_simd_level(before)
+
+
+@pytest.fixture
+def route_override():
+    """Force driver route choices for one test (``_kernels.set_route_override``);
+    every override is cleared afterwards."""
+    from fastconv import _kernels
+
+    names = []
+
+    def force(name, value):
+        _kernels.set_route_override(name, value)
+        names.append(name)
+
+    yield force
+    for name in names:
+        _kernels.set_route_override(name, None)

@@ -91,20 +91,21 @@ def check_linear(shape, dtype, rng):
         assert a.dtype == dtype
 
 
-# The C tuning switches (read at each call) select every route of the driver:
-# operands packed or read in place, many reduction blocks, one task.
+# Forced route choices (the private hook _kernels.set_route_override) select
+# every route of the driver: operands packed or read in place, many reduction
+# blocks, one task.
 ROUTES = {
     "default": {},
-    "in_place": {"FASTCONV_GEMM_PACKA": "0", "FASTCONV_GEMM_PACKB": "0"},
-    "kc16": {"FASTCONV_GEMM_KC": "16"},
-    "one_task_slot0": {"FASTCONV_GEMM_TASKS": "1", "FASTCONV_GEMM_SLOT": "0"},
+    "in_place": {"gemm_packa": 0, "gemm_packb": 0},
+    "kc16": {"gemm_kc": 16},
+    "one_task_slot0": {"gemm_tasks": 1, "gemm_slot": 0},
 }
 
 
 @pytest.fixture(params=sorted(ROUTES))
-def route(request, monkeypatch):
+def route(request, route_override):
     for k, v in ROUTES[request.param].items():
-        monkeypatch.setenv(k, v)
+        route_override(k, v)
     return request.param
 
 

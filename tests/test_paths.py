@@ -40,17 +40,17 @@ CONV_CASES = [
 
 
 @pytest.fixture(params=["dot", "gemm"])
-def dw_route(request, monkeypatch):
-    # FASTCONV_DW_DOT_MAX is read by the C code at each call.
-    monkeypatch.setenv("FASTCONV_DW_DOT_MAX", "1000000000" if request.param == "dot" else "0")
+def dw_route(request, route_override):
+    # grad_weight takes the dot route up to this many weights per group
+    route_override("dw_dot_max", 1000000000 if request.param == "dot" else 0)
     return request.param
 
 
 @pytest.fixture(params=["implicit", "col2im"])
-def dx_route(request, monkeypatch):
-    # FASTCONV_DX_COL2IM_MAX_C: input channels per group up to which grad-input
-    # uses dcols = W^T gy + col2im (also needs >= 16 output channels per group).
-    monkeypatch.setenv("FASTCONV_DX_COL2IM_MAX_C", "0" if request.param == "implicit" else "64")
+def dx_route(request, route_override):
+    # dx_col2im_max_c: input channels per group up to which grad-input uses
+    # dcols = W^T gy + col2im (also needs >= 16 output channels per group).
+    route_override("dx_col2im_max_c", 0 if request.param == "implicit" else 64)
     return request.param
 
 
@@ -117,12 +117,12 @@ def test_simd_level_is_reported_and_capped():
     ((1, 5, 4, 4), (10, 5, 2, 1), dict(dilation=(2, 1))),
     ((4, 4, 4, 8), (10, 4, 3, 5), dict(stride=(3, 1), padding=(2, 1), dilation=(2, 2))),
 ])
-def test_regression_grad_weight_tile_overhang(xs, ws, kw, simd, monkeypatch):
+def test_regression_grad_weight_tile_overhang(xs, ws, kw, simd, route_override):
     """BUG (found by the reference suite): the packed grad-weight route sized its patch
     rows by the wider kernel's rounding, but a narrower kernel's last tile can reach
     further (10 columns: 8-wide tiles end at 16, 12-wide at 12) and wrote into the next
     row: grad_weight off by ~5 on AVX2 and AVX-512 with 10 output channels."""
-    monkeypatch.setenv("FASTCONV_DW_DOT_MAX", "0")
+    route_override("dw_dot_max", 0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(xs)
     w = rng.standard_normal(ws)
@@ -223,3 +223,36 @@ def test_regression_grouped_conv_reads_within_its_scratch(groups, simd):
     for a, e in zip(fastconv.conv2d_backward(g, x, w, 1, 1, 1, groups),
                     oracle.conv2d_backward(g, x, w, 1, 1, 1, groups)):
         np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-11)
+
+
+def test_route_overrides_really_change_the_route(route_override):
+    """The forced routes are taken: the dot and packed grad-weight routes (and the
+    implicit and col2im grad-input routes) sum in different orders, so float32
+    results differ in the last bits; with no override the default returns."""
+    from fastconv import _kernels
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 3, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((8, 16, 10, 10)).astype(np.float32)
+
+    def grads():
+        gx, gw, _ = fastconv.conv2d_backward(g, x, w)
+        return gx, gw
+
+    default = grads()
+    route_override("dw_dot_max", 10**9)
+    dot = grads()[1]
+    route_override("dw_dot_max", 0)
+    packed = grads()[1]
+    assert not np.array_equal(dot, packed), "dw_dot_max did not switch the grad_weight route"
+    route_override("dx_col2im_max_c", 0)
+    implicit = grads()[0]
+    route_override("dx_col2im_max_c", 64)
+    col2im = grads()[0]
+    assert not np.array_equal(implicit, col2im), "dx_col2im_max_c did not switch grad_input"
+    for name in ("dw_dot_max", "dx_col2im_max_c"):
+        _kernels.set_route_override(name, None)
+    assert all(np.array_equal(a, b) for a, b in zip(grads(), default))
+    with pytest.raises(ValueError, match="set_route_override: name must be one of"):
+        _kernels.set_route_override("FASTCONV_DW_DOT_MAX", 0)
