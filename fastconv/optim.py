@@ -788,6 +788,21 @@ class RMSprop(Optimizer):
         return (p.data, p.grad, sq, buf, bool(p.regularize), False, 0.0, 0.0)
 
 
+def _update_moments(m, v, grad, b1, b2, tmp):
+    """Adam's moment estimates in place: m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2.
+
+    The NumPy path of Adam, AdamW and NAdam (the fused kernel does the same
+    operations in the same order); ``tmp`` is scratch of the parameter's shape.
+    """
+    m *= b1
+    np.multiply(grad, 1.0 - b1, out=tmp)
+    m += tmp
+    np.multiply(grad, grad, out=tmp)
+    tmp *= 1.0 - b2
+    v *= b2
+    v += tmp
+
+
 @register_optimizer()
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015) with bias correction.
@@ -829,13 +844,7 @@ class Adam(Optimizer):
         state["step"] += 1
         t = state["step"]
         tmp = self._scratch(state, "_tmp", p.data)
-        m *= b1
-        np.multiply(grad, 1.0 - b1, out=tmp)
-        m += tmp
-        np.multiply(grad, grad, out=tmp)
-        tmp *= 1.0 - b2
-        v *= b2
-        v += tmp
+        _update_moments(m, v, grad, b1, b2, tmp)
         step_size = self.lr / (1.0 - b1**t)
         np.sqrt(v, out=tmp)
         tmp /= math.sqrt(1.0 - b2**t)
@@ -985,13 +994,7 @@ class NAdam(Optimizer):
         mu_product = state["mu_product"] * mu
         state["mu_product"] = mu_product
         tmp = self._scratch(state, "_tmp", p.data)
-        m *= b1
-        np.multiply(grad, 1.0 - b1, out=tmp)
-        m += tmp
-        np.multiply(grad, grad, out=tmp)
-        tmp *= 1.0 - b2
-        v *= b2
-        v += tmp
+        _update_moments(m, v, grad, b1, b2, tmp)
         denom = self._scratch(state, "_denom", p.data)
         np.divide(v, bias_correction2, out=denom)
         np.sqrt(denom, out=denom)
