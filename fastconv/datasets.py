@@ -40,6 +40,8 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from . import _fileio
+from ._validate import (check_float_array, check_float_dtype, check_int, check_ndim,
+                        check_number, check_rng, check_xy)
 
 __all__ = [
     "MNIST_FILES",
@@ -558,16 +560,6 @@ def _download(name, data_dir, mirrors, sha256, md5, progress):
 # --------------------------------------------------------------------------- #
 
 
-def _check_float_dtype(dtype, func):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{func}: dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"{func}: dtype must be float32 or float64, got {dt}")
-    return dt
-
-
 def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=False,
                      mirrors=None, sha256=None, md5=None, progress=True):
     """Load an image-classification dataset stored as four IDX files.
@@ -615,7 +607,7 @@ def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=
     OSError
         Downloading failed on every mirror for network reasons.
     """
-    dt = _check_float_dtype(dtype, "load_idx_dataset")
+    dt = check_float_dtype("load_idx_dataset", "dtype", dtype)
     if isinstance(names, str) or len(names) != 4:
         raise ValueError(
             "load_idx_dataset: names must be 4 base names (train images, train labels,"
@@ -778,32 +770,6 @@ def load_fashion_mnist(data_dir: Union[None, str, os.PathLike[str]] = None, *,
 # --------------------------------------------------------------------------- #
 
 
-def _as_rng(rng, argname="rng"):
-    if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
-        return np.random.default_rng(rng)
-    if isinstance(rng, np.random.Generator):
-        return rng
-    raise TypeError(f"{argname} must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
-
-
-def _check_xy(x, y, func):
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"{func}: x and y must be arrays with a leading sample axis")
-    if len(x) != len(y):
-        raise ValueError(f"{func}: x has {len(x)} samples but y has {len(y)}")
-    return x, y
-
-
-def _check_int(value, name, func, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{func}: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{func}: {name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def iterate_minibatches(x, y, batch_size, shuffle=True, rng=None, drop_last=False):
     """Yield ``(x_batch, y_batch)`` pairs covering the data once.
 
@@ -826,10 +792,10 @@ def iterate_minibatches(x, y, batch_size, shuffle=True, rng=None, drop_last=Fals
     x_batch, y_batch : ndarray
         Copies when shuffling, views otherwise.
     """
-    x, y = _check_xy(x, y, "iterate_minibatches")
-    batch_size = _check_int(batch_size, "batch_size", "iterate_minibatches", 1)
+    x, y = check_xy("iterate_minibatches", x, y)
+    batch_size = check_int("iterate_minibatches", "batch_size", batch_size, minimum=1)
     n = len(x)
-    order = _as_rng(rng).permutation(n) if shuffle else None
+    order = check_rng("iterate_minibatches", "rng", rng).permutation(n) if shuffle else None
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         if order is None:
@@ -855,7 +821,7 @@ def one_hot(y, num_classes=10, dtype=np.float32):
     y = np.asarray(y)
     if y.ndim != 1 or (y.size and y.dtype.kind not in "iu"):
         raise ValueError(f"one_hot: y must be a 1-D integer array, got {y.dtype} of shape {y.shape}")
-    num_classes = _check_int(num_classes, "num_classes", "one_hot", 1)
+    num_classes = check_int("one_hot", "num_classes", num_classes, minimum=1)
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
     out = np.zeros((len(y), num_classes), dtype=dtype)
@@ -881,7 +847,7 @@ def train_val_split(x, y, val_size=0.1, *, shuffle=True, rng=0):
     -------
     (x_train, y_train), (x_val, y_val)
     """
-    x, y = _check_xy(x, y, "train_val_split")
+    x, y = check_xy("train_val_split", x, y)
     n = len(x)
     if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
         raise TypeError(f"train_val_split: val_size must be a float or int, got {type(val_size).__name__}")
@@ -894,7 +860,7 @@ def train_val_split(x, y, val_size=0.1, *, shuffle=True, rng=0):
     if not 1 <= n_val < n:
         raise ValueError(f"train_val_split: val_size gives {n_val} validation samples of {n}; need 1 <= n_val < N")
     if shuffle:
-        order = _as_rng(rng).permutation(n)
+        order = check_rng("train_val_split", "rng", rng).permutation(n)
         tr, va = np.sort(order[n_val:]), np.sort(order[:n_val])
         return (x[tr], y[tr]), (x[va], y[va])
     return (x[:n - n_val], y[:n - n_val]), (x[n - n_val:], y[n - n_val:])
@@ -908,11 +874,8 @@ def train_val_split(x, y, val_size=0.1, *, shuffle=True, rng=0):
 def _check_batch(x, func):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{func}: x must be an ndarray, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"{func}: x must have shape (N, C, H, W), got shape {x.shape}")
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{func}: x must be float32 or float64, got {x.dtype}")
-    return x
+    check_ndim(func, "x", x, 4, "(N, C, H, W)")
+    return check_float_array(func, "x", x)
 
 
 def _per_image(v, n, name, func):
@@ -1022,11 +985,11 @@ class RandomShift:
     """
 
     def __init__(self, max_shift=2):
-        self.max_shift = _check_int(max_shift, "max_shift", "RandomShift", 0)
+        self.max_shift = check_int("RandomShift", "max_shift", max_shift, minimum=0)
 
     def __call__(self, x, rng):
         x = _check_batch(x, "RandomShift")
-        rng = _as_rng(rng)
+        rng = check_rng("RandomShift", "rng", rng)
         m = self.max_shift
         d = rng.integers(-m, m + 1, size=(2, len(x)))
         return shift_images(x, d[0], d[1])
@@ -1045,15 +1008,14 @@ class RandomRotation:
     """
 
     def __init__(self, max_degrees=10):
-        if isinstance(max_degrees, bool) or not isinstance(max_degrees, numbers.Real):
-            raise TypeError(f"RandomRotation: max_degrees must be a number, got {type(max_degrees).__name__}")
-        if not 0 <= max_degrees <= 180:
+        max_degrees = check_number("RandomRotation", "max_degrees", max_degrees)
+        if max_degrees > 180:
             raise ValueError(f"RandomRotation: max_degrees must lie in [0, 180], got {max_degrees}")
         self.max_degrees = float(max_degrees)
 
     def __call__(self, x, rng):
         x = _check_batch(x, "RandomRotation")
-        rng = _as_rng(rng)
+        rng = check_rng("RandomRotation", "rng", rng)
         angles = rng.uniform(-self.max_degrees, self.max_degrees, size=len(x))
         return rotate_images(x, angles)
 
@@ -1071,15 +1033,11 @@ class GaussianNoise:
     """
 
     def __init__(self, std=0.05):
-        if isinstance(std, bool) or not isinstance(std, numbers.Real):
-            raise TypeError(f"GaussianNoise: std must be a number, got {type(std).__name__}")
-        if not (std >= 0 and math.isfinite(std)):
-            raise ValueError(f"GaussianNoise: std must be finite and >= 0, got {std}")
-        self.std = float(std)
+        self.std = check_number("GaussianNoise", "std", std)
 
     def __call__(self, x, rng):
         x = _check_batch(x, "GaussianNoise")
-        rng = _as_rng(rng)
+        rng = check_rng("GaussianNoise", "rng", rng)
         noise = rng.standard_normal(x.shape, dtype=x.dtype)
         noise *= x.dtype.type(self.std)
         noise += x
@@ -1105,7 +1063,7 @@ class Compose:
         self.transforms = transforms
 
     def __call__(self, x, rng):
-        rng = _as_rng(rng)
+        rng = check_rng("Compose", "rng", rng)
         for t in self.transforms:
             x = t(x, rng)
         return x
@@ -1139,12 +1097,12 @@ def expand_dataset(x, y, copies, transform, seed=0, *, include_original=True, ch
         original (if included), then copy 1, copy 2, ...
     """
     x = _check_batch(x, "expand_dataset")
-    x, y = _check_xy(x, y, "expand_dataset")
-    copies = _check_int(copies, "copies", "expand_dataset", 0)
-    chunk_size = _check_int(chunk_size, "chunk_size", "expand_dataset", 1)
+    x, y = check_xy("expand_dataset", x, y)
+    copies = check_int("expand_dataset", "copies", copies, minimum=0)
+    chunk_size = check_int("expand_dataset", "chunk_size", chunk_size, minimum=1)
     if not callable(transform):
         raise TypeError(f"expand_dataset: transform must be callable, got {transform!r}")
-    rng = _as_rng(seed, "seed")
+    rng = check_rng("expand_dataset", "seed", seed)
     n = len(x)
     blocks = copies + bool(include_original)
     x_out = np.empty((blocks * n,) + x.shape[1:], dtype=x.dtype)

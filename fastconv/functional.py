@@ -17,7 +17,6 @@ one exception is the exact in-place ``relu(x, out=x)`` / ``relu_backward(g, y,
 out=g)``.
 """
 
-import operator
 import os
 import platform
 
@@ -38,6 +37,14 @@ except ImportError as exc:  # pragma: no cover - depends on how fastconv was obt
         f"{_os.path.dirname(__file__)}. If that is a source checkout, either install it "
         "(pip install .) and run from another directory, or build in place "
         "(python setup.py build_ext --inplace).") from exc
+from ._validate import (
+    MAX_PARAM,
+    check_float_array,
+    check_int,
+    check_ndim,
+    check_pair,
+    check_same_dtype,
+)
 from ._version import __version__
 
 __all__ = [
@@ -62,11 +69,9 @@ __all__ = [
     "release_memory",
 ]
 
-# Sizes past these are mistakes, not workloads: refuse them before allocating.
-_MAX_PARAM = 2**31 - 1
+# Sizes past this are mistakes, not workloads: refuse them before allocating.
 _MAX_ELEMENTS = 2**46
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _SIMD_NAMES = {"generic": 0, "avx2": 1, "avx512": 2}
 
 # ---------------------------------------------------------------- threads ---
@@ -111,7 +116,7 @@ def set_num_threads(n):
     for any thread count.
     """
     global _thread_cap
-    n = _as_int("set_num_threads", "n", n)
+    n = check_int("set_num_threads", "n", n)
     limit = _max_num_threads()
     if n < 1 or n > limit:
         raise ValueError(
@@ -259,61 +264,6 @@ def info():
 
 
 # ------------------------------------------------------------- validation ---
-def _as_int(fn, name, v):
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{fn}: {name} must be an int, got bool {v!r}")
-    try:
-        return operator.index(v)
-    except TypeError:
-        raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__} {v!r}") from None
-
-
-def _pair(fn, name, v, minimum):
-    """Normalise an int or (h, w) pair; each value >= minimum and not absurd."""
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{fn}: {name} must be an int or a pair (h, w), got {v!r}")
-        p = (_as_int(fn, name, v[0]), _as_int(fn, name, v[1]))
-    else:
-        i = _as_int(fn, name, v)
-        p = (i, i)
-    for x in p:
-        if x < minimum:
-            raise ValueError(f"{fn}: {name} must be >= {minimum}, got {v!r}")
-        if x > _MAX_PARAM:
-            raise ValueError(f"{fn}: {name} must be <= 2**31 - 1, got {v!r}")
-    return p
-
-
-def _array(fn, name, a):
-    """Coerce to ndarray and require float32/float64."""
-    if not isinstance(a, np.ndarray):
-        if a is None:
-            raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got None")
-        a = np.asarray(a)
-    if a.dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"{fn}: {name} must have dtype float32 or float64, got {a.dtype}")
-    return a
-
-
-def _rank4(fn, name, a, what="(N, C, H, W)"):
-    if a.ndim == 3 and what == "(N, C, H, W)":
-        raise ValueError(
-            f"{fn}: {name} must be 4-D {what}, got 3-D shape {a.shape}; "
-            f"add the batch axis, e.g. {name}[None]")
-    if a.ndim != 4:
-        raise ValueError(f"{fn}: {name} must be 4-D {what}, got shape {a.shape}")
-
-
-def _same_dtype(fn, ref_name, ref, **others):
-    for name, a in others.items():
-        if a is not None and a.dtype != ref.dtype:
-            raise TypeError(
-                f"{fn}: {name} has dtype {a.dtype} but {ref_name} has dtype {ref.dtype}; "
-                "mixing float32 and float64 is not supported, cast one of them")
-
-
 def _contig(a):
     return np.ascontiguousarray(a)
 
@@ -503,11 +453,9 @@ class _ConvGeom:
     def __init__(self, fn, x_shape, w_shape, stride, padding, dilation, groups):
         n, c, h, w = x_shape
         k, cg, kh, kw = w_shape
-        self.stride = _pair(fn, "stride", stride, 1)
-        self.dilation = _pair(fn, "dilation", dilation, 1)
-        groups = _as_int(fn, "groups", groups)
-        if groups < 1 or groups > _MAX_PARAM:
-            raise ValueError(f"{fn}: groups must be >= 1, got {groups}")
+        self.stride = check_pair(fn, "stride", stride, minimum=1)
+        self.dilation = check_pair(fn, "dilation", dilation, minimum=1)
+        groups = check_int(fn, "groups", groups, minimum=1, maximum=MAX_PARAM)
         if kh < 1 or kw < 1 or k < 1:
             raise ValueError(f"{fn}: weight must have a non-empty shape, got {w_shape}")
         if c % groups or k % groups:
@@ -535,7 +483,7 @@ class _ConvGeom:
                     f"{fn}: padding must be an int, a pair, 'valid' or 'same', "
                     f"got {padding!r}")
         else:
-            pad = _pair(fn, "padding", padding, 0)
+            pad = check_pair(fn, "padding", padding, minimum=0)
         self.pad = pad
         hh, ww = h + self.extra[0], w + self.extra[1]
         _check_size(fn, "the padded input",
@@ -582,14 +530,14 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
 
 
 def _conv_inputs(fn, x, weight, bias):
-    x = _array(fn, "input", x)
-    weight = _array(fn, "weight", weight)
-    _rank4(fn, "input", x)
-    _rank4(fn, "weight", weight, "(out_channels, in_channels/groups, kH, kW)")
-    _same_dtype(fn, "input", x, weight=weight)
+    x = check_float_array(fn, "input", x)
+    weight = check_float_array(fn, "weight", weight)
+    check_ndim(fn, "input", x, 4, "(N, C, H, W)")
+    check_ndim(fn, "weight", weight, 4, "(out_channels, in_channels/groups, kH, kW)")
+    check_same_dtype(fn, "input", x, weight=weight)
     if bias is not None:
-        bias = _array(fn, "bias", bias)
-        _same_dtype(fn, "input", x, bias=bias)
+        bias = check_float_array(fn, "bias", bias)
+        check_same_dtype(fn, "input", x, bias=bias)
         if bias.ndim != 1 or bias.shape[0] != weight.shape[0]:
             raise ValueError(
                 f"{fn}: bias must have shape ({weight.shape[0]},) to match weight of "
@@ -690,8 +638,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     """
     fn = "conv2d_backward"
     x, weight, _ = _conv_inputs(fn, x, weight, None)
-    grad_out = _array(fn, "grad_out", grad_out)
-    _same_dtype(fn, "input", x, grad_out=grad_out)
+    grad_out = check_float_array(fn, "grad_out", grad_out)
+    check_same_dtype(fn, "input", x, grad_out=grad_out)
     g = _ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
     if grad_out.shape != g.out_shape:
         raise ValueError(
@@ -735,9 +683,9 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
 
 # --------------------------------------------------------------- pooling ---
 def _pool_geom(fn, x_shape, kernel_size, stride, padding):
-    k = _pair(fn, "kernel_size", kernel_size, 1)
-    s = k if stride is None else _pair(fn, "stride", stride, 1)
-    p = _pair(fn, "padding", padding, 0)
+    k = check_pair(fn, "kernel_size", kernel_size, minimum=1)
+    s = k if stride is None else check_pair(fn, "stride", stride, minimum=1)
+    p = check_pair(fn, "padding", padding, minimum=0)
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ValueError(
             f"{fn}: padding must be at most half the kernel size, got padding {padding!r} "
@@ -762,14 +710,14 @@ def _pool_geom(fn, x_shape, kernel_size, stride, padding):
 
 
 def _pool_input(fn, name, x):
-    x = _array(fn, name, x)
-    _rank4(fn, name, x)
+    x = check_float_array(fn, name, x)
+    check_ndim(fn, name, x, 4, "(N, C, H, W)")
     return x
 
 
 def _input_shape(fn, input_shape):
     try:
-        shape = tuple(_as_int(fn, "input_shape", v) for v in input_shape)
+        shape = tuple(check_int(fn, "input_shape", v) for v in input_shape)
     except TypeError:
         raise TypeError(f"{fn}: input_shape must be a tuple of 4 ints, got {input_shape!r}") \
             from None
@@ -951,7 +899,7 @@ def relu(x, *, out=None):
     y : ndarray, shape and dtype of x
     """
     fn = "relu"
-    x = _array(fn, "input", x)
+    x = check_float_array(fn, "input", x)
     y = _check_out(fn, "out", out, x.shape, x.dtype)
     _check_overlap(fn, (("out", out),), (("input", x),), in_place="input")
     if y.size:
@@ -977,9 +925,9 @@ def relu_backward(grad_out, output, *, out=None):
     grad_input : ndarray, shape and dtype of grad_out
     """
     fn = "relu_backward"
-    grad_out = _array(fn, "grad_out", grad_out)
-    output = _array(fn, "output", output)
-    _same_dtype(fn, "grad_out", grad_out, output=output)
+    grad_out = check_float_array(fn, "grad_out", grad_out)
+    output = check_float_array(fn, "output", output)
+    check_same_dtype(fn, "grad_out", grad_out, output=output)
     if output.shape != grad_out.shape:
         raise ValueError(f"{fn}: output must have the shape of grad_out {grad_out.shape}, "
                          f"got {output.shape}")
@@ -997,17 +945,12 @@ def relu_backward(grad_out, output, *, out=None):
 _BIAS_COLS = 1  # fc_gemm's bias_mode: C[i, j] += bias[j]
 
 
-def _rank2(fn, name, a, what):
-    if a.ndim != 2:
-        raise ValueError(f"{fn}: {name} must be 2-D {what}, got shape {a.shape}")
-
-
 def _linear_inputs(fn, x, weight):
-    x = _array(fn, "input", x)
-    weight = _array(fn, "weight", weight)
-    _rank2(fn, "input", x, "(N, in_features)")
-    _rank2(fn, "weight", weight, "(out_features, in_features)")
-    _same_dtype(fn, "input", x, weight=weight)
+    x = check_float_array(fn, "input", x)
+    weight = check_float_array(fn, "weight", weight)
+    check_ndim(fn, "input", x, 2, "(N, in_features)")
+    check_ndim(fn, "weight", weight, 2, "(out_features, in_features)")
+    check_same_dtype(fn, "input", x, weight=weight)
     if x.shape[1] != weight.shape[1]:
         raise ValueError(
             f"{fn}: weight of shape {weight.shape} expects input with {weight.shape[1]} "
@@ -1039,8 +982,8 @@ def linear(x, weight, bias=None, *, out=None):
     fn = "linear"
     x, weight = _linear_inputs(fn, x, weight)
     if bias is not None:
-        bias = _array(fn, "bias", bias)
-        _same_dtype(fn, "input", x, bias=bias)
+        bias = check_float_array(fn, "bias", bias)
+        check_same_dtype(fn, "input", x, bias=bias)
         if bias.shape != (weight.shape[0],):
             raise ValueError(
                 f"{fn}: bias must have shape ({weight.shape[0]},) to match weight of "
@@ -1093,8 +1036,8 @@ def linear_backward(grad_out, x, weight, *, output_mask=(True, True, True), out=
     """
     fn = "linear_backward"
     x, weight = _linear_inputs(fn, x, weight)
-    grad_out = _array(fn, "grad_out", grad_out)
-    _same_dtype(fn, "input", x, grad_out=grad_out)
+    grad_out = check_float_array(fn, "grad_out", grad_out)
+    check_same_dtype(fn, "input", x, grad_out=grad_out)
     yshape = (x.shape[0], weight.shape[0])
     if grad_out.shape != yshape:
         raise ValueError(

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 import numpy as np
 
 from . import _kernels
+from ._validate import check_fraction, check_number
 from .functional import get_num_threads
 
 if TYPE_CHECKING:  # for annotations only: fastconv.nn imports this module
@@ -96,23 +97,6 @@ def register_optimizer(*names):
         return cls
 
     return deco
-
-
-def _check_nonneg(owner, name, value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r}") from None
-    if not value >= 0.0 or math.isinf(value):  # also rejects NaN
-        raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value}")
-    return value
-
-
-def _check_beta(owner, name, value):
-    value = _check_nonneg(owner, name, value)
-    if value >= 1.0:
-        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value}")
-    return value
 
 
 class Optimizer:
@@ -213,9 +197,9 @@ class Optimizer:
         Subclasses extend it for their own keys (and call this one).
         """
         for k in ("lr", "weight_decay", "l1"):
-            h[k] = _check_nonneg(owner, k, h[k])
+            h[k] = check_number(owner, k, h[k])
         if "initial_lr" in h:
-            h["initial_lr"] = _check_nonneg(owner, "initial_lr", h["initial_lr"])
+            h["initial_lr"] = check_number(owner, "initial_lr", h["initial_lr"])
         return h
 
     @property
@@ -617,7 +601,7 @@ class SGD(Optimizer):
 
     def _check_hyper(self, h, owner):
         h = super()._check_hyper(h, owner)
-        h["momentum"] = _check_beta(owner, "momentum", h["momentum"])
+        h["momentum"] = check_fraction(owner, "momentum", h["momentum"])
         h["nesterov"] = bool(h["nesterov"])
         if h["nesterov"] and h["momentum"] == 0.0:
             raise ValueError(f"{owner}: nesterov=True needs momentum > 0")
@@ -683,8 +667,8 @@ class Adagrad(Optimizer):
 
     def _check_hyper(self, h, owner):
         h = super()._check_hyper(h, owner)
-        h["eps"] = _check_nonneg(owner, "eps", h["eps"])
-        h["initial_accumulator_value"] = _check_nonneg(
+        h["eps"] = check_number(owner, "eps", h["eps"])
+        h["initial_accumulator_value"] = check_number(
             owner, "initial_accumulator_value", h["initial_accumulator_value"])
         return h
 
@@ -744,9 +728,9 @@ class RMSprop(Optimizer):
 
     def _check_hyper(self, h, owner):
         h = super()._check_hyper(h, owner)
-        h["alpha"] = _check_beta(owner, "alpha", h["alpha"])
-        h["eps"] = _check_nonneg(owner, "eps", h["eps"])
-        h["momentum"] = _check_beta(owner, "momentum", h["momentum"])
+        h["alpha"] = check_fraction(owner, "alpha", h["alpha"])
+        h["eps"] = check_number(owner, "eps", h["eps"])
+        h["momentum"] = check_fraction(owner, "momentum", h["momentum"])
         return h
 
     def _update(self, p, grad, state):
@@ -965,7 +949,7 @@ class NAdam(Optimizer):
 
     def _check_hyper(self, h, owner):
         h = _check_betas_eps(super()._check_hyper(h, owner), owner)
-        h["momentum_decay"] = _check_nonneg(owner, "momentum_decay", h["momentum_decay"])
+        h["momentum_decay"] = check_number(owner, "momentum_decay", h["momentum_decay"])
         h["decoupled_weight_decay"] = bool(h["decoupled_weight_decay"])
         return h
 
@@ -1011,9 +995,9 @@ def _check_betas_eps(h, owner):
     betas = h["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"{owner}: betas must be a pair of floats, got {betas!r}")
-    h["betas"] = (_check_beta(owner, "betas[0]", betas[0]),
-                  _check_beta(owner, "betas[1]", betas[1]))
-    h["eps"] = _check_nonneg(owner, "eps", h["eps"])
+    h["betas"] = (check_fraction(owner, "betas[0]", betas[0]),
+                  check_fraction(owner, "betas[1]", betas[1]))
+    h["eps"] = check_number(owner, "eps", h["eps"])
     return h
 
 
@@ -1109,7 +1093,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     """
     owner = "clip_grad_norm_"
     params = _grad_params(parameters, owner)
-    max_norm = _check_nonneg(owner, "max_norm", max_norm)
+    max_norm = check_number(owner, "max_norm", max_norm)
     try:
         norm_type = float(norm_type)
     except (TypeError, ValueError):
@@ -1156,7 +1140,7 @@ def clip_grad_value_(parameters, clip_value):
     """
     owner = "clip_grad_value_"
     params = _grad_params(parameters, owner)
-    clip_value = _check_nonneg(owner, "clip_value", clip_value)
+    clip_value = check_number(owner, "clip_value", clip_value)
     for p in params:
         np.clip(p.grad, -clip_value, clip_value, out=p.grad)
 
@@ -1260,7 +1244,7 @@ class LRSchedule:
     """
 
     def __init__(self, lr0: Optional[float] = None, optimizer: Optional[Optimizer] = None) -> None:
-        self.lr0 = None if lr0 is None else _check_nonneg(type(self).__name__, "lr0", lr0)
+        self.lr0 = None if lr0 is None else check_number(type(self).__name__, "lr0", lr0)
         if optimizer is not None and not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__}: optimizer must be a fastconv.optim.Optimizer, "
                             f"got {type(optimizer).__name__}")
@@ -1351,7 +1335,7 @@ class ExponentialDecay(LRSchedule):
 
     def __init__(self, gamma: float, lr0: Optional[float] = None,
                  optimizer: Optional[Optimizer] = None) -> None:
-        self.gamma = _check_nonneg("ExponentialDecay", "gamma", gamma)
+        self.gamma = check_number("ExponentialDecay", "gamma", gamma)
         super().__init__(lr0, optimizer)   # last: it may set the rate of epoch 0
 
     def get_lr(self, epoch, lr0):
@@ -1376,7 +1360,7 @@ class StepDecay(LRSchedule):
         if not isinstance(step_size, (int, np.integer)) or step_size < 1:
             raise ValueError(f"StepDecay: step_size must be an int >= 1, got {step_size!r}")
         self.step_size = int(step_size)
-        self.gamma = _check_nonneg("StepDecay", "gamma", gamma)
+        self.gamma = check_number("StepDecay", "gamma", gamma)
         super().__init__(lr0, optimizer)   # last: it may set the rate of epoch 0
 
     def get_lr(self, epoch, lr0):
