@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import _kernels
 from .. import functional as F
+from .._geometry import pool_geom
 from .._validate import check_float_array, check_same_dtype
 from .layers import (
     AvgPool2d,
@@ -303,7 +304,7 @@ def _pool_geom(owner, layer, shape, dtype):
     x = _probe(shape, dtype)
     _check_input(owner, x, 4)
     fn = "max_pool2d" if owner == "MaxPool2d" else "avg_pool2d"
-    return F._pool_geom(fn, shape, layer.kernel_size, layer.stride, layer.padding)
+    return pool_geom(fn, shape, layer.kernel_size, layer.stride, layer.padding)
 
 
 class _MaxPool(_Step):
