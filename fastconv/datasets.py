@@ -395,47 +395,50 @@ def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=
     sha256 = dict(sha256 or {})
     md5 = dict(md5 or {})
 
-    paths = []
-    for name in names:
-        path = _find(data_dir, name, gzip_only=name in md5)
-        if path is None and name in md5 and _find(data_dir, name) is not None:
-            raise ValueError(
-                f"{data_dir / name}: the published MD5 covers {name}.gz, which is not in "
-                f"{data_dir}, and cannot check this decompressed copy; put the .gz file there "
-                "or pass md5=None to skip the check"
-            )
-        if path is None:
-            if not download:
-                raise FileNotFoundError(
-                    f"{name} (or {name}.gz) not found in {data_dir}; pass download=True"
-                    " or put the file there"
-                )
-            path = _download(name, data_dir, _mirror_list(mirrors), sha256.get(name),
-                             md5.get(name), progress)
-        paths.append(path)
-
+    paths = [_locate(data_dir, name, download, mirrors, sha256.get(name), md5.get(name),
+                     progress) for name in names]
     arrays = []
     for path, name in zip(paths, names):
         arrays.append(read_idx(path, sha256=sha256.get(name)))
         # after read_idx: "truncated" or "bad magic" says more than a hash mismatch
         if name in md5:
             check_digest(file_digest(path, "md5"), md5[name], "md5", str(path), "the file")
-    out = []
-    for (images, labels), (pi, pl) in zip(
-        ((arrays[0], arrays[1]), (arrays[2], arrays[3])), ((paths[0], paths[1]), (paths[2], paths[3]))
-    ):
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise ValueError(
-                f"{pi}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}"
+    return (_xy_of_split(arrays[0], arrays[1], paths[0], paths[1], dt),
+            _xy_of_split(arrays[2], arrays[3], paths[2], paths[3], dt))
+
+
+def _locate(data_dir, name, download, mirrors, sha256, md5, progress):
+    """The path of IDX file ``name`` in ``data_dir`` (``.gz`` or not), downloaded if allowed."""
+    path = _find(data_dir, name, gzip_only=md5 is not None)
+    if path is None and md5 is not None and _find(data_dir, name) is not None:
+        raise ValueError(
+            f"{data_dir / name}: the published MD5 covers {name}.gz, which is not in "
+            f"{data_dir}, and cannot check this decompressed copy; put the .gz file there "
+            "or pass md5=None to skip the check"
+        )
+    if path is None:
+        if not download:
+            raise FileNotFoundError(
+                f"{name} (or {name}.gz) not found in {data_dir}; pass download=True"
+                " or put the file there"
             )
-        if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise ValueError(f"{pl}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}")
-        if len(labels) != len(images):
-            raise ValueError(f"{pi} has {len(images)} images but {pl} has {len(labels)} labels")
-        x = images.reshape(images.shape[0], 1, *images.shape[1:]).astype(dt)
-        x /= 255  # exact division: pixel k maps to the float nearest k/255
-        out.append((x, labels.astype(np.int64)))
-    return out[0], out[1]
+        path = _download(name, data_dir, _mirror_list(mirrors), sha256, md5, progress)
+    return path
+
+
+def _xy_of_split(images, labels, pi, pl, dt):
+    """``(x, y)`` of one split: images as (N, 1, H, W) floats in [0, 1], labels as int64."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"{pi}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}"
+        )
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(f"{pl}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}")
+    if len(labels) != len(images):
+        raise ValueError(f"{pi} has {len(images)} images but {pl} has {len(labels)} labels")
+    x = images.reshape(images.shape[0], 1, *images.shape[1:]).astype(dt)
+    x /= 255  # exact division: pixel k maps to the float nearest k/255
+    return x, labels.astype(np.int64)
 
 
 # ((x_train, y_train), (x_test, y_test)): images of the requested float dtype, int64 labels.
