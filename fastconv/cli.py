@@ -98,10 +98,10 @@ def _thread_count(text):
     """--threads: 1 .. the most set_num_threads accepts (4 x the CPU count)."""
     value = _int_at_least(1)(text)
     try:
-        from .functional import _max_num_threads
+        from ._runtime import max_num_threads
     except ImportError:  # no compiled kernels: the command reports that itself
         return value
-    limit = _max_num_threads()
+    limit = max_num_threads()
     if value > limit:
         raise argparse.ArgumentTypeError(
             f"must be at most {limit} (4 x the CPU count; more threads only wait for "

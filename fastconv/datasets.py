@@ -18,21 +18,19 @@ Data expansion
     :class:`RandomShift`, :class:`RandomRotation`, :class:`GaussianNoise`,
     :class:`Compose`; :func:`expand_dataset` applies one to build an enlarged
     training set once, up front.
+
+This module finds, downloads and loads the files; IDX decoding and checksums
+live in ``_idx``, batching in ``_batching``, data expansion in ``_augment``
+(all re-exported here).
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import http.client
-import math
-import numbers
 import os
-import sys
 import time
 from dataclasses import dataclass
 import urllib.request
-import zlib
 from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple, Union
 
@@ -40,6 +38,29 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from . import _fileio
+from ._augment import (
+    Compose,
+    GaussianNoise,
+    RandomRotation,
+    RandomShift,
+    expand_dataset,
+    rotate_images,
+    shift_images,
+)
+from ._batching import iterate_minibatches, one_hot, train_val_split
+from ._idx import (
+    CHUNK,
+    GZIP_MAGIC,
+    ChecksumError,
+    check_digest,
+    file_digest,
+    read_idx,
+    read_idx_checked,
+)
+# tests/test_datasets.py and scripts/fuzz_loaders.py read the IDX type table here
+from ._idx import IDX_DTYPES as _IDX_DTYPES  # noqa: F401
+from ._progress import DownloadProgress
+from ._validate import check_float_dtype
 
 __all__ = [
     "MNIST_FILES",
@@ -162,22 +183,6 @@ IDX_DATASETS = {
 ENV_DATA_DIR = "FASTCONV_DATA"
 ENV_MIRRORS = "FASTCONV_MNIST_MIRRORS"
 
-# IDX type byte -> big-endian dtype.
-_IDX_DTYPES = {
-    0x08: np.dtype(">u1"),
-    0x09: np.dtype(">i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-_GZIP_MAGIC = b"\x1f\x8b"
-_CHUNK = 1 << 16
-# Deflate cannot expand data by more than about 1032:1, so a gzip file of n
-# bytes whose IDX header declares more than 1032 * n is forged or truncated.
-_MAX_INFLATE = 1032
-# No IDX dataset comes near this; a header declaring more is refused outright.
-_MAX_IDX_BYTES = 1 << 34
 # Downloads: seconds without data before a read fails, seconds for one file
 # across all mirrors, and the most bytes accepted for one file (the largest
 # MNIST-layout files, EMNIST byclass, are about 0.2 GB compressed).
@@ -187,200 +192,6 @@ _MAX_DOWNLOAD_BYTES = 1 << 30
 # A live download writes at least once per _DOWNLOAD_TIMEOUT, so a .part file
 # untouched for longer than this belongs to a killed process.
 _STALE_PART_SECONDS = 3 * _DOWNLOAD_TIMEOUT
-
-
-# --------------------------------------------------------------------------- #
-# IDX reading
-# --------------------------------------------------------------------------- #
-
-
-def _idx_header(stream, name):
-    """Read and check an IDX header from ``stream``: (dtype, shape, header bytes)."""
-    head = stream.read(4)
-    if len(head) < 4:
-        raise ValueError(f"{name}: not an IDX file (only {len(head)} bytes)")
-    if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
-        raise ValueError(
-            f"{name}: not an IDX file (bad magic number 0x{head.hex()}; "
-            "expected 0x0000TTNN with type TT in 08, 09, 0B, 0C, 0D, 0E)"
-        )
-    ndim = head[3]
-    if ndim == 0:
-        raise ValueError(f"{name}: IDX header declares 0 dimensions")
-    dims = stream.read(4 * ndim)
-    if len(dims) < 4 * ndim:
-        raise ValueError(f"{name}: truncated IDX header ({4 + len(dims)} bytes, need {4 + 4 * ndim})")
-    shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
-    return _IDX_DTYPES[head[2]], shape, head + dims
-
-
-def _read_idx(path, sha256, name):
-    """Stream-decode one IDX file (gzip or not); ``name`` is used in messages.
-
-    The header is read first and the size it declares is checked before
-    anything else is read or allocated: against the file size for a plain
-    file, and against what the compressed file could inflate to for gzip. The
-    data is then read into the result array in chunks, so memory stays at the
-    array's size plus one chunk, and the stream must end exactly there.
-    """
-    f, size = _fileio.open_regular(path, "read_idx")
-    with f:
-        gz = f.read(2) == _GZIP_MAGIC
-        f.seek(0)
-        stream = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
-        digest = hashlib.sha256() if sha256 is not None else None
-        try:
-            dtype, shape, header = _idx_header(stream, name)
-            nbytes = math.prod(shape) * dtype.itemsize
-            total = len(header) + nbytes
-            what = f"header declares shape {shape} of {dtype.str[1:]} ({total} bytes in all)"
-            if not gz and total != size:
-                raise ValueError(
-                    f"{name}: {'truncated' if size < total else 'has trailing bytes'}: {what}, "
-                    f"file has {size} bytes")
-            if gz and total > _MAX_INFLATE * size:
-                raise ValueError(
-                    f"{name}: truncated or forged: {what}, more than {size} bytes of gzip "
-                    "can inflate to")
-            if nbytes > _MAX_IDX_BYTES:
-                raise ValueError(f"{name}: {what}, more than the {_MAX_IDX_BYTES}-byte limit")
-            if digest is not None:
-                digest.update(header)
-            native = dtype.newbyteorder("=")
-            arr = np.empty(math.prod(shape), native)
-            view = memoryview(arr).cast("B")
-            pos = 0
-            while pos < nbytes:
-                n = stream.readinto(view[pos:pos + _CHUNK])
-                if not n:
-                    raise ValueError(f"{name}: truncated: {what}, data ends after "
-                                     f"{len(header) + pos} bytes")
-                if digest is not None:
-                    digest.update(view[pos:pos + n])
-                pos += n
-            if stream.read(1):
-                raise ValueError(f"{name}: has trailing bytes: {what}, the data goes on")
-        except (OSError, EOFError, zlib.error) as exc:
-            if not gz:
-                raise
-            # gzip raises BadGzipFile (OSError), EOFError for truncation, zlib.error
-            # for damaged deflate streams: all mean "this file is corrupt".
-            raise ValueError(f"{name}: corrupt gzip data ({exc})") from None
-        except ValueError:
-            # Damaged deflate data often inflates to a nonsense header before
-            # zlib notices; "corrupt gzip" is then the better diagnosis.
-            damage = _gzip_damage(stream) if gz else None
-            if damage is None:
-                raise
-            raise ValueError(f"{name}: corrupt gzip data ({damage})") from None
-    # Structure first: "truncated" or "bad magic" says more than a hash mismatch.
-    if digest is not None:
-        _check_digest(digest.hexdigest(), sha256, "sha256", name, "the decompressed data")
-    if dtype != native:
-        arr.byteswap(inplace=True)  # the bytes were big-endian; now they match native
-    return arr.reshape(shape)
-
-
-def _gzip_damage(stream, max_bytes=64 << 20):
-    """The error that reading on in ``stream`` runs into within ``max_bytes``, or None.
-
-    Inflated data is discarded chunk by chunk: constant memory, bounded time.
-    """
-    try:
-        for _ in range(max_bytes // _CHUNK):
-            if not stream.read(_CHUNK):
-                return None
-    except (OSError, EOFError, zlib.error) as exc:
-        return exc
-    return None
-
-
-class ChecksumError(ValueError):
-    """A file is well-formed IDX but its checksum is not the published one.
-
-    A ``ValueError``; its attributes let a caller (the command line) word its
-    own advice.
-
-    Parameters
-    ----------
-    message : str
-        The full message.
-    name : str
-        The file (path, or base name and URL for a download).
-    algorithm : {"sha256", "md5"}
-    actual, expected : str
-        Hex digests.
-    """
-
-    def __init__(self, message, name, algorithm, actual, expected):
-        super().__init__(message)
-        self.name = name
-        self.algorithm = algorithm
-        self.actual = actual
-        self.expected = expected
-
-
-def _check_digest(actual, expected, algorithm, name, subject):
-    """Raise :class:`ChecksumError` unless the hex digest ``actual`` is ``expected``.
-
-    The one place checksums are compared, whatever the algorithm and whether
-    they cover the decompressed data or the file as stored (``subject``).
-    """
-    if actual != expected.lower():
-        label = {"sha256": "SHA-256", "md5": "MD5"}[algorithm]
-        raise ChecksumError(
-            f"{name}: {label} of {subject} is {actual}, expected {expected}"
-            " (file corrupt or not the expected dataset; delete it to re-download,"
-            " or pass verify=False / sha256=None / md5=None for a different dataset)",
-            name, algorithm, actual, expected,
-        )
-
-
-def _file_digest(path, algorithm):
-    """Hex digest of the bytes of ``path`` as stored (read in chunks: constant memory)."""
-    # an integrity check, not security: lets MD5 work where FIPS mode forbids it otherwise
-    h = hashlib.new(algorithm, usedforsecurity=False)
-    f, _ = _fileio.open_regular(path, "read_idx")
-    with f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_idx(path, *, sha256=None):
-    """Read one IDX file (gzip-compressed or not) into an array.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file. Gzip compression is detected from the content, not the name.
-    sha256 : str, optional
-        Expected SHA-256 (hex) of the *decompressed* bytes; checked if given.
-
-    Returns
-    -------
-    ndarray
-        Native byte order, writable, with the shape and element type the header
-        declares (uint8, int8, int16, int32, float32 or float64).
-
-    Raises
-    ------
-    ValueError
-        Naming the file, if it is not valid IDX: bad magic number, unknown type,
-        truncated or over-long data, corrupt gzip stream, checksum mismatch, a
-        header declaring more data than the file can hold, or not a regular
-        file (FIFO, device, directory).
-    FileNotFoundError
-        If ``path`` does not exist.
-
-    Notes
-    -----
-    Memory: the returned array plus one 64 KiB chunk. The header is checked
-    before the data is read: a plain file must be exactly as long as the
-    header declares, and a gzip file cannot declare more than 1032 times its
-    size (deflate's largest expansion).
-    """
-    return _read_idx(path, sha256, str(path))
 
 
 # --------------------------------------------------------------------------- #
@@ -435,37 +246,6 @@ def _mirror_list(mirrors):
     return mirrors
 
 
-class _Progress:
-    """tqdm bar when tqdm is installed, else a plain one-line counter on stderr."""
-
-    def __init__(self, total, desc, enabled):
-        self._bar = None
-        self._enabled = enabled
-        self._desc = desc
-        self._total = total
-        self._done = 0
-        if not enabled:
-            return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            print(f"downloading {desc} ...", file=sys.stderr, flush=True)
-        else:
-            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True,
-                             unit_divisor=1024, leave=False)
-
-    def update(self, n):
-        self._done += n
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
-        elif self._enabled:
-            print(f"downloaded {self._desc} ({self._done} bytes)", file=sys.stderr, flush=True)
-
-
 def _fetch(url, out, name, progress, deadline):
     """Copy the body at ``url`` into ``out``; at most the expected size, before ``deadline``."""
     req = urllib.request.Request(url, headers={"User-Agent": "fastconv"})
@@ -477,14 +257,14 @@ def _fetch(url, out, name, progress, deadline):
             raise ValueError(f"{name} from {url}: the server announces {expected} bytes, more "
                              f"than the {_MAX_DOWNLOAD_BYTES}-byte limit")
         limit = _MAX_DOWNLOAD_BYTES if expected is None else expected
-        bar = _Progress(expected, name + ".gz", progress)
+        bar = DownloadProgress(expected, name + ".gz", progress)
         received = 0
         try:
             # never ask for more than one byte past the limit: a server that
             # keeps sending is cut off there, not when the disk is full
             # read1: whatever has arrived (up to a chunk), so the deadline is
             # checked as data trickles in rather than after a full chunk
-            while chunk := resp.read1(min(_CHUNK, limit + 1 - received)):
+            while chunk := resp.read1(min(CHUNK, limit + 1 - received)):
                 out.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
@@ -529,10 +309,10 @@ def _download(name, data_dir, mirrors, sha256, md5, progress):
             with os.fdopen(fd, "wb", buffering=0) as out:
                 _fetch(url, out, name, progress, deadline)
             with open(tmp, "rb") as f:
-                is_gzip = f.read(2) == _GZIP_MAGIC
-            _read_idx(tmp, sha256, f"{name} from {url}")
+                is_gzip = f.read(2) == GZIP_MAGIC
+            read_idx_checked(tmp, sha256, f"{name} from {url}")
             if md5 is not None:
-                _check_digest(_file_digest(tmp, "md5"), md5, "md5", f"{name} from {url}",
+                check_digest(file_digest(tmp, "md5"), md5, "md5", f"{name} from {url}",
                               "the file")
             dest = data_dir / (name + ".gz" if is_gzip else name)
             os.replace(tmp, dest)
@@ -556,16 +336,6 @@ def _download(name, data_dir, mirrors, sha256, md5, progress):
 # --------------------------------------------------------------------------- #
 # Loading datasets
 # --------------------------------------------------------------------------- #
-
-
-def _check_float_dtype(dtype, func):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{func}: dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"{func}: dtype must be float32 or float64, got {dt}")
-    return dt
 
 
 def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=False,
@@ -615,7 +385,7 @@ def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=
     OSError
         Downloading failed on every mirror for network reasons.
     """
-    dt = _check_float_dtype(dtype, "load_idx_dataset")
+    dt = check_float_dtype("load_idx_dataset", "dtype", dtype)
     if isinstance(names, str) or len(names) != 4:
         raise ValueError(
             "load_idx_dataset: names must be 4 base names (train images, train labels,"
@@ -625,47 +395,50 @@ def load_idx_dataset(data_dir, names=MNIST_FILES, *, dtype=np.float32, download=
     sha256 = dict(sha256 or {})
     md5 = dict(md5 or {})
 
-    paths = []
-    for name in names:
-        path = _find(data_dir, name, gzip_only=name in md5)
-        if path is None and name in md5 and _find(data_dir, name) is not None:
-            raise ValueError(
-                f"{data_dir / name}: the published MD5 covers {name}.gz, which is not in "
-                f"{data_dir}, and cannot check this decompressed copy; put the .gz file there "
-                "or pass md5=None to skip the check"
-            )
-        if path is None:
-            if not download:
-                raise FileNotFoundError(
-                    f"{name} (or {name}.gz) not found in {data_dir}; pass download=True"
-                    " or put the file there"
-                )
-            path = _download(name, data_dir, _mirror_list(mirrors), sha256.get(name),
-                             md5.get(name), progress)
-        paths.append(path)
-
+    paths = [_locate(data_dir, name, download, mirrors, sha256.get(name), md5.get(name),
+                     progress) for name in names]
     arrays = []
     for path, name in zip(paths, names):
         arrays.append(read_idx(path, sha256=sha256.get(name)))
         # after read_idx: "truncated" or "bad magic" says more than a hash mismatch
         if name in md5:
-            _check_digest(_file_digest(path, "md5"), md5[name], "md5", str(path), "the file")
-    out = []
-    for (images, labels), (pi, pl) in zip(
-        ((arrays[0], arrays[1]), (arrays[2], arrays[3])), ((paths[0], paths[1]), (paths[2], paths[3]))
-    ):
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise ValueError(
-                f"{pi}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}"
+            check_digest(file_digest(path, "md5"), md5[name], "md5", str(path), "the file")
+    return (_xy_of_split(arrays[0], arrays[1], paths[0], paths[1], dt),
+            _xy_of_split(arrays[2], arrays[3], paths[2], paths[3], dt))
+
+
+def _locate(data_dir, name, download, mirrors, sha256, md5, progress):
+    """The path of IDX file ``name`` in ``data_dir`` (``.gz`` or not), downloaded if allowed."""
+    path = _find(data_dir, name, gzip_only=md5 is not None)
+    if path is None and md5 is not None and _find(data_dir, name) is not None:
+        raise ValueError(
+            f"{data_dir / name}: the published MD5 covers {name}.gz, which is not in "
+            f"{data_dir}, and cannot check this decompressed copy; put the .gz file there "
+            "or pass md5=None to skip the check"
+        )
+    if path is None:
+        if not download:
+            raise FileNotFoundError(
+                f"{name} (or {name}.gz) not found in {data_dir}; pass download=True"
+                " or put the file there"
             )
-        if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise ValueError(f"{pl}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}")
-        if len(labels) != len(images):
-            raise ValueError(f"{pi} has {len(images)} images but {pl} has {len(labels)} labels")
-        x = images.reshape(images.shape[0], 1, *images.shape[1:]).astype(dt)
-        x /= 255  # exact division: pixel k maps to the float nearest k/255
-        out.append((x, labels.astype(np.int64)))
-    return out[0], out[1]
+        path = _download(name, data_dir, _mirror_list(mirrors), sha256, md5, progress)
+    return path
+
+
+def _xy_of_split(images, labels, pi, pl, dt):
+    """``(x, y)`` of one split: images as (N, 1, H, W) floats in [0, 1], labels as int64."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(
+            f"{pi}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}"
+        )
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(f"{pl}: expected integer labels of shape (N,), got {labels.dtype} {labels.shape}")
+    if len(labels) != len(images):
+        raise ValueError(f"{pi} has {len(images)} images but {pl} has {len(labels)} labels")
+    x = images.reshape(images.shape[0], 1, *images.shape[1:]).astype(dt)
+    x /= 255  # exact division: pixel k maps to the float nearest k/255
+    return x, labels.astype(np.int64)
 
 
 # ((x_train, y_train), (x_test, y_test)): images of the requested float dtype, int64 labels.
@@ -773,389 +546,3 @@ def load_fashion_mnist(data_dir: Union[None, str, os.PathLike[str]] = None, *,
     )
 
 
-# --------------------------------------------------------------------------- #
-# Batching
-# --------------------------------------------------------------------------- #
-
-
-def _as_rng(rng, argname="rng"):
-    if rng is None or isinstance(rng, (numbers.Integral, np.random.SeedSequence)):
-        return np.random.default_rng(rng)
-    if isinstance(rng, np.random.Generator):
-        return rng
-    raise TypeError(f"{argname} must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
-
-
-def _check_xy(x, y, func):
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"{func}: x and y must be arrays with a leading sample axis")
-    if len(x) != len(y):
-        raise ValueError(f"{func}: x has {len(x)} samples but y has {len(y)}")
-    return x, y
-
-
-def _check_int(value, name, func, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{func}: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{func}: {name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def iterate_minibatches(x, y, batch_size, shuffle=True, rng=None, drop_last=False):
-    """Yield ``(x_batch, y_batch)`` pairs covering the data once.
-
-    Parameters
-    ----------
-    x : ndarray of shape (N, ...)
-    y : ndarray of shape (N, ...)
-    batch_size : int
-        Samples per batch; the last batch is smaller unless ``drop_last``.
-    shuffle : bool, default True
-        Visit samples in a random order drawn from ``rng``.
-    rng : None, int or numpy.random.Generator
-        Source of the permutation; an int seeds a fresh generator, so the same
-        seed gives the same batches.
-    drop_last : bool, default False
-        Skip a final incomplete batch.
-
-    Yields
-    ------
-    x_batch, y_batch : ndarray
-        Copies when shuffling, views otherwise.
-    """
-    x, y = _check_xy(x, y, "iterate_minibatches")
-    batch_size = _check_int(batch_size, "batch_size", "iterate_minibatches", 1)
-    n = len(x)
-    order = _as_rng(rng).permutation(n) if shuffle else None
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        if order is None:
-            yield x[start:start + batch_size], y[start:start + batch_size]
-        else:
-            idx = order[start:start + batch_size]
-            yield x[idx], y[idx]
-
-
-def one_hot(y, num_classes=10, dtype=np.float32):
-    """One-hot encode integer labels.
-
-    Parameters
-    ----------
-    y : array_like of int, shape (N,)
-    num_classes : int, default 10
-    dtype : dtype, default float32
-
-    Returns
-    -------
-    ndarray of shape (N, num_classes)
-    """
-    y = np.asarray(y)
-    if y.ndim != 1 or (y.size and y.dtype.kind not in "iu"):
-        raise ValueError(f"one_hot: y must be a 1-D integer array, got {y.dtype} of shape {y.shape}")
-    num_classes = _check_int(num_classes, "num_classes", "one_hot", 1)
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
-    out = np.zeros((len(y), num_classes), dtype=dtype)
-    out[np.arange(len(y)), y] = 1
-    return out
-
-
-def train_val_split(x, y, val_size=0.1, *, shuffle=True, rng=0):
-    """Split off a validation set.
-
-    Parameters
-    ----------
-    x, y : ndarray with the same leading length N
-    val_size : float in (0, 1) or int in [1, N)
-        Fraction or number of samples for validation.
-    shuffle : bool, default True
-        Pick the validation samples at random (from ``rng``); otherwise take the
-        last ``val_size`` samples.
-    rng : None, int or numpy.random.Generator, default 0
-        Fixed by default so the split is reproducible.
-
-    Returns
-    -------
-    (x_train, y_train), (x_val, y_val)
-    """
-    x, y = _check_xy(x, y, "train_val_split")
-    n = len(x)
-    if isinstance(val_size, bool) or not isinstance(val_size, numbers.Real):
-        raise TypeError(f"train_val_split: val_size must be a float or int, got {type(val_size).__name__}")
-    if isinstance(val_size, numbers.Integral):
-        n_val = int(val_size)
-    elif 0 < val_size < 1:
-        n_val = int(round(val_size * n))
-    else:
-        raise ValueError(f"train_val_split: a float val_size must lie in (0, 1), got {val_size}")
-    if not 1 <= n_val < n:
-        raise ValueError(f"train_val_split: val_size gives {n_val} validation samples of {n}; need 1 <= n_val < N")
-    if shuffle:
-        order = _as_rng(rng).permutation(n)
-        tr, va = np.sort(order[n_val:]), np.sort(order[:n_val])
-        return (x[tr], y[tr]), (x[va], y[va])
-    return (x[:n - n_val], y[:n - n_val]), (x[n - n_val:], y[n - n_val:])
-
-
-# --------------------------------------------------------------------------- #
-# Data expansion
-# --------------------------------------------------------------------------- #
-
-
-def _check_batch(x, func):
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{func}: x must be an ndarray, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"{func}: x must have shape (N, C, H, W), got shape {x.shape}")
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{func}: x must be float32 or float64, got {x.dtype}")
-    return x
-
-
-def _per_image(v, n, name, func):
-    v = np.asarray(v)
-    if v.ndim == 0:
-        v = np.full(n, v)
-    if v.shape != (n,):
-        raise ValueError(f"{func}: {name} must be a scalar or have shape ({n},), got shape {v.shape}")
-    return v
-
-
-def shift_images(x, dy, dx):
-    """Translate images by whole pixels, filling with zeros.
-
-    ``out[n, c, i, j] = x[n, c, i - dy[n], j - dx[n]]`` (zero outside), so a
-    positive ``dy`` moves the content down and a positive ``dx`` moves it right.
-
-    Parameters
-    ----------
-    x : ndarray of shape (N, C, H, W), float32 or float64
-    dy, dx : int or array of int, shape (N,)
-
-    Returns
-    -------
-    ndarray of the shape and dtype of ``x`` (a new array).
-    """
-    x = _check_batch(x, "shift_images")
-    n, c, h, w = x.shape
-    dy = _per_image(dy, n, "dy", "shift_images").astype(np.intp)
-    dx = _per_image(dx, n, "dx", "shift_images").astype(np.intp)
-    m = int(max(np.abs(dy).max(initial=0), np.abs(dx).max(initial=0)))
-    m = min(m, max(h, w))  # shifting farther than the image is the same as blanking it
-    dy = np.clip(dy, -m, m)
-    dx = np.clip(dx, -m, m)
-    padded = np.zeros((n, c, h + 2 * m, w + 2 * m), dtype=x.dtype)
-    padded[:, :, m:m + h, m:m + w] = x
-    rows = np.arange(h)[None, :] + m - dy[:, None]  # (N, H)
-    cols = np.arange(w)[None, :] + m - dx[:, None]  # (N, W)
-    return padded[
-        np.arange(n)[:, None, None, None],
-        np.arange(c)[None, :, None, None],
-        rows[:, None, :, None],
-        cols[:, None, None, :],
-    ]
-
-
-def rotate_images(x, degrees):
-    """Rotate images about their centres with bilinear interpolation, zero fill.
-
-    Parameters
-    ----------
-    x : ndarray of shape (N, C, H, W), float32 or float64
-    degrees : float or array of float, shape (N,)
-        Anticlockwise angle (as displayed, row 0 at the top) for each image.
-
-    Returns
-    -------
-    ndarray of the shape and dtype of ``x`` (a new array). A convex combination
-    of input pixels and zeros, so values stay within the input's range and 0.
-    """
-    x = _check_batch(x, "rotate_images")
-    n, c, h, w = x.shape
-    theta = np.deg2rad(_per_image(degrees, n, "degrees", "rotate_images").astype(np.float64))
-    cos = np.cos(theta)[:, None, None]
-    sin = np.sin(theta)[:, None, None]
-    cy, cx = (h - 1) / 2, (w - 1) / 2
-    yy = (np.arange(h, dtype=np.float64) - cy)[None, :, None]
-    xx = (np.arange(w, dtype=np.float64) - cx)[None, None, :]
-    # Inverse map: the source point that lands on each output pixel (N, H, W).
-    # With rows pointing down, an anticlockwise display rotation by t sends
-    # (y, x) -> (y cos t - x sin t, x cos t + y sin t); invert with -t.
-    sy = cos * yy + sin * xx + cy
-    sx = cos * xx - sin * yy + cx
-    y0 = np.floor(sy)
-    x0 = np.floor(sx)
-    wy = (sy - y0).astype(x.dtype)[:, None]
-    wx = (sx - x0).astype(x.dtype)[:, None]
-    # One ring of zero padding; indices clipped into it read zeros, which makes
-    # sources outside the image (or half outside) fade to the fill value.
-    padded = np.zeros((n, c, h + 2, w + 2), dtype=x.dtype)
-    padded[:, :, 1:-1, 1:-1] = x
-    y0i = np.clip(y0.astype(np.intp), -1, h) + 1
-    x0i = np.clip(x0.astype(np.intp), -1, w) + 1
-    y1i = np.clip(y0.astype(np.intp) + 1, -1, h) + 1
-    x1i = np.clip(x0.astype(np.intp) + 1, -1, w) + 1
-    ni = np.arange(n)[:, None, None, None]
-    ci = np.arange(c)[None, :, None, None]
-    y0i, x0i, y1i, x1i = (a[:, None] for a in (y0i, x0i, y1i, x1i))
-    top = padded[ni, ci, y0i, x0i] * (1 - wx) + padded[ni, ci, y0i, x1i] * wx
-    bottom = padded[ni, ci, y1i, x0i] * (1 - wx) + padded[ni, ci, y1i, x1i] * wx
-    return top * (1 - wy) + bottom * wy
-
-
-class RandomShift:
-    """Shift each image by a random whole number of pixels in each direction.
-
-    Parameters
-    ----------
-    max_shift : int, default 2
-        Shifts are drawn uniformly from ``-max_shift .. max_shift`` independently
-        for rows and columns; vacated pixels are zero.
-
-    Examples
-    --------
-    >>> aug = RandomShift(2)
-    >>> x_aug = aug(x_batch, np.random.default_rng(0))   # doctest: +SKIP
-    """
-
-    def __init__(self, max_shift=2):
-        self.max_shift = _check_int(max_shift, "max_shift", "RandomShift", 0)
-
-    def __call__(self, x, rng):
-        x = _check_batch(x, "RandomShift")
-        rng = _as_rng(rng)
-        m = self.max_shift
-        d = rng.integers(-m, m + 1, size=(2, len(x)))
-        return shift_images(x, d[0], d[1])
-
-    def __repr__(self):
-        return f"RandomShift(max_shift={self.max_shift})"
-
-
-class RandomRotation:
-    """Rotate each image by a random angle (bilinear interpolation, zero fill).
-
-    Parameters
-    ----------
-    max_degrees : float, default 10
-        Angles are drawn uniformly from ``[-max_degrees, max_degrees]``.
-    """
-
-    def __init__(self, max_degrees=10):
-        if isinstance(max_degrees, bool) or not isinstance(max_degrees, numbers.Real):
-            raise TypeError(f"RandomRotation: max_degrees must be a number, got {type(max_degrees).__name__}")
-        if not 0 <= max_degrees <= 180:
-            raise ValueError(f"RandomRotation: max_degrees must lie in [0, 180], got {max_degrees}")
-        self.max_degrees = float(max_degrees)
-
-    def __call__(self, x, rng):
-        x = _check_batch(x, "RandomRotation")
-        rng = _as_rng(rng)
-        angles = rng.uniform(-self.max_degrees, self.max_degrees, size=len(x))
-        return rotate_images(x, angles)
-
-    def __repr__(self):
-        return f"RandomRotation(max_degrees={self.max_degrees:g})"
-
-
-class GaussianNoise:
-    """Add i.i.d. Gaussian noise, then clip to ``[0, 1]``.
-
-    Parameters
-    ----------
-    std : float, default 0.05
-        Standard deviation of the noise.
-    """
-
-    def __init__(self, std=0.05):
-        if isinstance(std, bool) or not isinstance(std, numbers.Real):
-            raise TypeError(f"GaussianNoise: std must be a number, got {type(std).__name__}")
-        if not (std >= 0 and math.isfinite(std)):
-            raise ValueError(f"GaussianNoise: std must be finite and >= 0, got {std}")
-        self.std = float(std)
-
-    def __call__(self, x, rng):
-        x = _check_batch(x, "GaussianNoise")
-        rng = _as_rng(rng)
-        noise = rng.standard_normal(x.shape, dtype=x.dtype)
-        noise *= x.dtype.type(self.std)
-        noise += x
-        return np.clip(noise, 0, 1, out=noise)
-
-    def __repr__(self):
-        return f"GaussianNoise(std={self.std:g})"
-
-
-class Compose:
-    """Apply transforms in order, all drawing from the same generator.
-
-    Parameters
-    ----------
-    transforms : sequence of callables ``(x_batch, rng) -> x_batch``
-    """
-
-    def __init__(self, transforms):
-        transforms = list(transforms)
-        for i, t in enumerate(transforms):
-            if not callable(t):
-                raise TypeError(f"Compose: transforms[{i}] is not callable: {t!r}")
-        self.transforms = transforms
-
-    def __call__(self, x, rng):
-        rng = _as_rng(rng)
-        for t in self.transforms:
-            x = t(x, rng)
-        return x
-
-    def __repr__(self):
-        return f"Compose({self.transforms!r})"
-
-
-def expand_dataset(x, y, copies, transform, seed=0, *, include_original=True, chunk_size=4096):
-    """Enlarge a training set with transformed copies (the classic "expand MNIST").
-
-    Parameters
-    ----------
-    x : ndarray of shape (N, C, H, W), float32 or float64
-    y : ndarray of shape (N, ...)
-    copies : int >= 0
-        Transformed copies of the whole set to add.
-    transform : callable ``(x_batch, rng) -> x_batch``
-        E.g. ``Compose([RandomShift(2), RandomRotation(10)])``.
-    seed : int or numpy.random.Generator, default 0
-        Same seed -> same expanded set.
-    include_original : bool, default True
-        Put the untransformed data first.
-    chunk_size : int, default 4096
-        Images transformed per call, to bound temporary memory.
-
-    Returns
-    -------
-    x_expanded, y_expanded
-        ``(copies + include_original) * N`` samples, in blocks of N: the
-        original (if included), then copy 1, copy 2, ...
-    """
-    x = _check_batch(x, "expand_dataset")
-    x, y = _check_xy(x, y, "expand_dataset")
-    copies = _check_int(copies, "copies", "expand_dataset", 0)
-    chunk_size = _check_int(chunk_size, "chunk_size", "expand_dataset", 1)
-    if not callable(transform):
-        raise TypeError(f"expand_dataset: transform must be callable, got {transform!r}")
-    rng = _as_rng(seed, "seed")
-    n = len(x)
-    blocks = copies + bool(include_original)
-    x_out = np.empty((blocks * n,) + x.shape[1:], dtype=x.dtype)
-    y_out = np.concatenate([y] * blocks) if blocks else y[:0].copy()
-    pos = 0
-    if include_original:
-        x_out[:n] = x
-        pos = n
-    for _ in range(copies):
-        for start in range(0, n, chunk_size):
-            xb = transform(x[start:start + chunk_size], rng)
-            x_out[pos + start:pos + start + len(xb)] = xb
-        pos += n
-    return x_out, y_out

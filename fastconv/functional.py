@@ -1,8 +1,12 @@
-"""The kernel API: validation, dtype rules, output allocation and thread count.
+"""The kernel API: validation, dtype rules, output allocation, then the kernel call.
 
 Every public function here checks its arguments once, in Python, then hands
 C-contiguous arrays to the compiled kernels (``fastconv._kernels``), which
-release the GIL and run in parallel with OpenMP. Semantics follow
+release the GIL and run in parallel with OpenMP. The pieces live beside it:
+argument checks in ``_validate``, shapes in ``_geometry``, ``out=`` buffers in
+``_outputs``, kernel choice (Winograd or direct) in ``_routes``, and the
+runtime settings (threads, SIMD path, scratch memory, ``info``) in
+``_runtime``, whose public functions are re-exported here. Semantics follow
 ``torch.nn.functional`` (convolution is cross-correlation; NCHW input, OIHW
 weight), except that inputs must be 4-D.
 
@@ -17,16 +21,7 @@ one exception is the exact in-place ``relu(x, out=x)`` / ``relu_backward(g, y,
 out=g)``.
 """
 
-import operator
-import os
-import platform
-
 import numpy as np
-
-try:
-    from numpy.exceptions import TooHardError as _TooHardError
-except ImportError:  # numpy < 1.25
-    from numpy import TooHardError as _TooHardError
 
 try:
     from . import _kernels
@@ -38,7 +33,24 @@ except ImportError as exc:  # pragma: no cover - depends on how fastconv was obt
         f"{_os.path.dirname(__file__)}. If that is a source checkout, either install it "
         "(pip install .) and run from another directory, or build in place "
         "(python setup.py build_ext --inplace).") from exc
-from ._version import __version__
+from . import _routes
+from ._geometry import ConvGeom, check_input_shape, conv2d_output_shape, pool_geom
+from ._outputs import check_out, check_overlap, grad_outs, mask_and_out
+from ._routes import set_winograd
+from ._runtime import (
+    get_num_threads,
+    info,
+    openmp_enabled,
+    release_memory,
+    set_num_threads,
+    set_simd_level,
+    simd_level,
+)
+# tests/conftest.py and tests/test_threads.py reach these through this module
+from ._runtime import SIMD_NAMES as _SIMD_NAMES  # noqa: F401
+from ._runtime import max_num_threads as _max_num_threads  # noqa: F401
+from ._validate import check_float_array, check_ndim, check_same_dtype
+from ._version import __version__  # noqa: F401 (fastconv.functional.__version__)
 
 __all__ = [
     "conv2d",
@@ -62,534 +74,19 @@ __all__ = [
     "release_memory",
 ]
 
-# Sizes past these are mistakes, not workloads: refuse them before allocating.
-_MAX_PARAM = 2**31 - 1
-_MAX_ELEMENTS = 2**46
-
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_SIMD_NAMES = {"generic": 0, "avx2": 1, "avx512": 2}
-
-# ---------------------------------------------------------------- threads ---
-_thread_cap = None  # set by set_num_threads; None = follow the OpenMP runtime
-
-
-def _max_num_threads():
-    """The largest thread count :func:`set_num_threads` accepts.
-
-    ``4 * os.cpu_count()`` (more threads than that only wait for each other),
-    and never more than the compiled runtime can start: 256, or the OpenMP
-    thread limit (``OMP_THREAD_LIMIT``) if that is lower. Fixed for the process,
-    so computed once: ``get_num_threads`` runs on every model call, and
-    ``os.cpu_count()`` alone took 6 us of a 37 us batch-1 LeNet-5 forward.
-    """
-    global _MAX_THREADS
-    if _MAX_THREADS is None:
-        _MAX_THREADS = max(1, min(4 * (os.cpu_count() or 1), _kernels.thread_limit()))
-    return _MAX_THREADS
-
-
-_MAX_THREADS = None
-
-
-def set_num_threads(n):
-    """Set the number of threads the kernels use.
-
-    Parameters
-    ----------
-    n : int, 1 <= n <= 4 * os.cpu_count()
-        Thread count. Also passed to ``omp_set_num_threads`` so that the OpenMP
-        runtime (and ``threadpoolctl``) report it. A larger count (or one above
-        the OpenMP thread limit, or 256) is refused with ``ValueError``: the
-        OpenMP runtime cannot start an arbitrary number of threads (GNU libgomp
-        crashes or aborts the process).
-
-    Notes
-    -----
-    This is an upper bound. While other processes or thread pools keep the
-    cores busy, the kernels run on fewer threads for a while and then try the
-    full count again (see ``info()["team"]``); results are bitwise identical
-    for any thread count.
-    """
-    global _thread_cap
-    n = _as_int("set_num_threads", "n", n)
-    limit = _max_num_threads()
-    if n < 1 or n > limit:
-        raise ValueError(
-            f"set_num_threads: n must be between 1 and {limit} (4 x os.cpu_count(), "
-            f"at most the OpenMP thread limit), got {n}")
-    _thread_cap = n
-    _kernels.set_max_threads(n)
-
-
-def get_num_threads():
-    """Return the number of threads the next kernel call may use.
-
-    That is the OpenMP runtime's ``omp_get_max_threads()`` for the calling
-    thread (which honours ``OMP_NUM_THREADS`` and ``threadpoolctl`` limits),
-    capped by :func:`set_num_threads` if it was called, and never more than
-    :func:`set_num_threads` accepts. A kernel may run on fewer: see :func:`info`.
-    """
-    n = min(_kernels.max_threads(), _max_num_threads())
-    if _thread_cap is not None:
-        n = min(n, _thread_cap)
-    return max(1, n)
-
-
-def openmp_enabled():
-    """True if the compiled kernels were built with OpenMP (parallel)."""
-    return _kernels.openmp_enabled()
-
-
-def simd_level():
-    """Name of the SIMD code path the kernels use: 'avx512', 'avx2' or 'generic'."""
-    return _kernels.simd_name(_kernels.simd_level())
-
-
-def set_simd_level(name):
-    """Select a SIMD code path ('generic', 'avx2', 'avx512'); for tests and debugging.
-
-    The level is capped at what this CPU supports; the path actually selected
-    is returned. The environment variable ``FASTCONV_SIMD`` sets the same at
-    start-up.
-    """
-    if name not in _SIMD_NAMES:
-        raise ValueError(
-            f"set_simd_level: name must be one of {sorted(_SIMD_NAMES)}, got {name!r}")
-    return _kernels.simd_name(_kernels.set_simd_level(_SIMD_NAMES[name]))
-
-
-# ------------------------------------------------------------- winograd ---
-# None = auto (measured rule in _winograd_ok), True = wherever supported, False = never.
-_WINOGRAD_ENV = {"": None, "auto": None, "1": True, "on": True, "0": False, "off": False}
-_winograd = _WINOGRAD_ENV.get(os.environ.get("FASTCONV_WINOGRAD", "").strip().lower())
-# Which algorithm each conv pass ran last ('winograd' or 'direct'); for tests and debugging.
-_last_algorithm = {}
-
-
-def set_winograd(mode):
-    """Choose when float32 5x5 stride-1 convolutions use the Winograd kernels.
-
-    Parameters
-    ----------
-    mode : None, True or False
-        None (the default, also ``FASTCONV_WINOGRAD=auto``): where measured to
-        be faster, per pass: forward and grad_input with at least 16 input and
-        16 output channels and 512 channel pairs; grad_weight with at least 32
-        of each (its GEMM pads small output-channel counts to the kernel
-        width, 48 or 64 on AVX-512). True
-        (``FASTCONV_WINOGRAD=1``): for every supported layer. False
-        (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
-
-    Supported: float32, 5x5 kernel, stride 1, dilation 1, groups 1, padding <= 4.
-    Winograd F(2x2, 5x5) does 2.78x fewer multiplies and rounds differently: on
-    N(0, 1) data its results differ from the direct kernels by about 1e-5 of
-    the output's largest magnitude (docs/design.md has the figures).
-
-    Returns
-    -------
-    previous : None, True or False
-        The mode in force before the call (to restore it).
-    """
-    global _winograd
-    if mode is not None and not isinstance(mode, bool):
-        raise TypeError(f"set_winograd: mode must be None, True or False, got {mode!r}")
-    previous, _winograd = _winograd, mode
-    return previous
-
-
-def _winograd_ok(g, dtype, grad_weight=False):
-    """True if this convolution pass should run on the Winograd kernels.
-
-    The auto rule is measured (1 thread, AVX-512, batch 64, 14x14 and 28x28):
-    forward and grad-input gain from 16 -> 32 channels up (16 -> 16 is a tie);
-    grad-weight loses below 32 output channels and gains from 32 -> 32 up.
-    """
-    if _winograd is False or dtype != np.float32:
-        return False
-    if (g.kh, g.kw) != (5, 5) or g.stride != (1, 1) or g.dilation != (1, 1):
-        return False
-    if g.groups != 1 or g.extra != (0, 0) or max(g.pad) > 4:
-        return False
-    if _winograd is True:
-        return True
-    if grad_weight:
-        return g.c >= 32 and g.k >= 32
-    return g.c >= 16 and g.k >= 16 and g.c * g.k >= 512
-
-
-def release_memory():
-    """Return the kernels' pooled scratch memory to the system.
-
-    Large temporary buffers are kept between calls (reusing them avoids the
-    cost of fresh pages); ``info()["scratch_pool_bytes"]`` shows how much.
-    """
-    _kernels.release_pool()
-
-
-def info():
-    """Describe this build and machine as a dict (version, OpenMP, SIMD path, threads).
-
-    ``info()["team"]`` is what the thread-team controller knows:
-    ``threads_last_call`` (the largest team a parallel region of the most recent
-    kernel call really ran with; 1 if it ran serially), ``cap`` (while backing
-    off, the most threads a kernel gets; 0 otherwise), ``cap_left_s`` (until
-    the full team is tried again), ``backoff_s`` (length of the last back-off;
-    lateness soon after it doubles it), and counts of ``parallel_regions``,
-    ``late_regions`` (the caller waited for a descheduled helper), ``backoffs``
-    and ``scout_late`` (back-offs renewed because a spare thread found no free
-    core); ``adaptive`` is False only while a test holds the team fixed. Process-wide: with several Python
-    threads calling kernels, "last call" is whichever finished last.
-    """
-    return {
-        "version": __version__,
-        "openmp": openmp_enabled(),
-        "compiler": _kernels.compiler(),
-        "simd": simd_level(),
-        "simd_supported": _kernels.simd_name(_kernels.simd_supported()),
-        "threads": get_num_threads(),
-        "team": _kernels.team_stats(),
-        "forked_child_serial": _kernels.forked_child(),
-        "scratch_pool_bytes": _kernels.pool_bytes(),
-        "winograd": {None: "auto", True: "on", False: "off"}[_winograd],
-        "last_conv_algorithm": dict(_last_algorithm),
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-    }
-
-
-# ------------------------------------------------------------- validation ---
-def _as_int(fn, name, v):
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{fn}: {name} must be an int, got bool {v!r}")
-    try:
-        return operator.index(v)
-    except TypeError:
-        raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__} {v!r}") from None
-
-
-def _pair(fn, name, v, minimum):
-    """Normalise an int or (h, w) pair; each value >= minimum and not absurd."""
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{fn}: {name} must be an int or a pair (h, w), got {v!r}")
-        p = (_as_int(fn, name, v[0]), _as_int(fn, name, v[1]))
-    else:
-        i = _as_int(fn, name, v)
-        p = (i, i)
-    for x in p:
-        if x < minimum:
-            raise ValueError(f"{fn}: {name} must be >= {minimum}, got {v!r}")
-        if x > _MAX_PARAM:
-            raise ValueError(f"{fn}: {name} must be <= 2**31 - 1, got {v!r}")
-    return p
-
-
-def _array(fn, name, a):
-    """Coerce to ndarray and require float32/float64."""
-    if not isinstance(a, np.ndarray):
-        if a is None:
-            raise TypeError(f"{fn}: {name} must be a float32 or float64 array, got None")
-        a = np.asarray(a)
-    if a.dtype not in _FLOAT_DTYPES:
-        raise TypeError(
-            f"{fn}: {name} must have dtype float32 or float64, got {a.dtype}")
-    return a
-
-
-def _rank4(fn, name, a, what="(N, C, H, W)"):
-    if a.ndim == 3 and what == "(N, C, H, W)":
-        raise ValueError(
-            f"{fn}: {name} must be 4-D {what}, got 3-D shape {a.shape}; "
-            f"add the batch axis, e.g. {name}[None]")
-    if a.ndim != 4:
-        raise ValueError(f"{fn}: {name} must be 4-D {what}, got shape {a.shape}")
-
-
-def _same_dtype(fn, ref_name, ref, **others):
-    for name, a in others.items():
-        if a is not None and a.dtype != ref.dtype:
-            raise TypeError(
-                f"{fn}: {name} has dtype {a.dtype} but {ref_name} has dtype {ref.dtype}; "
-                "mixing float32 and float64 is not supported, cast one of them")
-
-
 def _contig(a):
     return np.ascontiguousarray(a)
 
 
-def _check_out(fn, name, out, shape, dtype):
-    if out is None:
-        return np.empty(shape, dtype=dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{fn}: {name} must be a numpy array, got {type(out).__name__}")
-    if out.dtype != dtype:
-        raise TypeError(f"{fn}: {name} must have dtype {dtype}, got {out.dtype}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {out.shape}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"{fn}: {name} must be a writeable C-contiguous array")
-    return out
-
-
-def _mask_and_out(fn, output_mask, out):
-    """A backward's (grad_input, grad_weight, grad_bias) switches and output buffers."""
-    # Only an ordered sequence of three bools: 'abc' or {1, 2, 3} would iterate
-    # into three truthy values and silently compute everything. NumPy bools are
-    # bools; 0 and 1 are accepted as the int spelling of a bool.
-    if not (isinstance(output_mask, (tuple, list))
-            or (isinstance(output_mask, np.ndarray) and output_mask.ndim == 1)):
-        raise TypeError(f"{fn}: output_mask must be a tuple of 3 bools, got "
-                        f"{type(output_mask).__name__} {output_mask!r}")
-    if len(output_mask) != 3:
-        raise ValueError(f"{fn}: output_mask must be 3 bools, got {len(output_mask)} "
-                         f"values {output_mask!r}")
-    for m in output_mask:
-        if not (isinstance(m, (bool, np.bool_))
-                or (isinstance(m, (int, np.integer)) and m in (0, 1))):
-            raise TypeError(f"{fn}: output_mask must be 3 bools, got {output_mask!r} "
-                            f"(an element is {type(m).__name__} {m!r})")
-    mask = tuple(bool(m) for m in output_mask)
-    if out is None:
-        out = (None, None, None)
-    if not isinstance(out, (tuple, list)) or len(out) != 3:
-        raise TypeError(f"{fn}: out must be a tuple of 3 arrays or None, got {out!r}")
-    return mask, out
-
-
-# Past this much work numpy's exact overlap solver gives up (about a millisecond
-# on 4-D views); the output is then refused rather than risked.
-_OVERLAP_MAX_WORK = 1 << 16
-_GRAD_LABELS = ("out[0] (grad_input)", "out[1] (grad_weight)", "out[2] (grad_bias)")
-
-
-def _overlaps(out, a):
-    """True if ``a`` shares memory with ``out``, given that their address ranges meet.
-
-    ``out`` is C-contiguous, and a contiguous array fills its range, so if ``a``
-    is contiguous too, meeting ranges mean shared bytes. A strided view
-    (``x[:, ::2]``) can interleave with ``out`` without sharing a byte, so that
-    case goes to numpy's exact solver, bounded by ``_OVERLAP_MAX_WORK``; an
-    undecided case counts as overlap.
-    """
-    if a.flags.c_contiguous or a.flags.f_contiguous:
-        return True
-    try:
-        return np.shares_memory(out, a, max_work=_OVERLAP_MAX_WORK)
-    except _TooHardError:
-        return True
-
-
-def _same_memory(out, a):
-    """``a`` is ``out``'s very elements in the same order (an in-place call)."""
-    return a is out or (
-        a.dtype == out.dtype and a.shape == out.shape and a.flags.c_contiguous
-        and a.__array_interface__["data"][0] == out.__array_interface__["data"][0])
-
-
-def _check_overlap(fn, outs, inputs, in_place=None):
-    """Refuse an output that shares memory with an input or with another output.
-
-    The kernels read their inputs while they write their outputs, in parallel
-    and in blocks, so any overlap gives a wrong (and thread-count dependent)
-    answer instead of an error; two outputs in one buffer overwrite each other.
-
-    outs : sequence of (label, array or None)
-        The caller's output buffers (already through ``_check_out``, so
-        C-contiguous); None where fastconv allocates or the output is masked off.
-    inputs : sequence of (name, array or None)
-        Every array the function reads, after ``_array`` (which keeps a buffer
-        that wraps ``out``'s memory as a view of it, so that is caught). A
-        non-array left (a list as ``relu_output``) becomes a fresh array.
-    in_place : str, optional
-        For the element-wise kernels, which read each element before writing
-        it: the input an output may be exactly (same memory, same layout).
-    """
-    for i, (label, o) in enumerate(outs):
-        if o is None:
-            continue
-        for name, a in inputs:
-            # the O(1) address-range test settles every call that passes
-            if (not isinstance(a, np.ndarray) or not np.may_share_memory(o, a)
-                    or not _overlaps(o, a)):
-                continue
-            if name == in_place:
-                if _same_memory(o, a):
-                    continue
-                raise ValueError(
-                    f"{fn}: {label} must not overlap input {name!r} unless it is that "
-                    f"array itself (in place); pass {name} itself or a separate array")
-            raise ValueError(
-                f"{fn}: {label} must not overlap input {name!r}; pass a separate array")
-        for label2, o2 in outs[:i]:
-            if o2 is not None and np.may_share_memory(o, o2):  # both contiguous: exact
-                raise ValueError(
-                    f"{fn}: {label} must not overlap {label2}; pass separate arrays")
-
-
-def _grad_outs(out, mask):
-    """A backward's caller-given output buffers, labelled; None where masked off."""
-    return ((_GRAD_LABELS[0], out[0] if mask[0] else None),
-            (_GRAD_LABELS[1], out[1] if mask[1] else None),
-            (_GRAD_LABELS[2], out[2] if mask[2] else None))
-
-
-def _check_size(fn, what, count):
-    if count > _MAX_ELEMENTS:
-        raise ValueError(f"{fn}: {what} would have {count} elements; that is too large")
-
-
-# ------------------------------------------------------------- geometry ---
-# Every size the kernels derive from stride, window and padding is bounded here,
-# once, in Python integers (which cannot overflow), before anything is allocated.
-# The kernels' scratch is a fixed multiple of what this module checks:
-#   conv2d: a padded, stride-phase-split copy of the input (or of grad_out), at
-#     most (H + 2*pad + s_h - 1) * (W + 2*pad + s_w - 1) elements per plane with
-#     the kernel stride s <= H + 2*pad (see _axis);
-#   pooling: the input plane split into stride phases, at most
-#     (H + s_h - 1) * (W + s_w - 1) with s <= H, and one entry per window tap
-#     that can land on the input (at most 2H x 2W of them).
-# Refused with a ValueError: a padded copy larger than _SCRATCH_RATIO times
-# (input + output + weight) and also larger than _SCRATCH_FLOOR elements (only
-# padding far wider than the kernel gets there), and a pooling window whose taps
-# inside the input cannot be numbered in 32 bits.
-_SCRATCH_RATIO = 16
-_SCRATCH_FLOOR = 2**24
-_MAX_TAPS = 2**32 - 1
-
-
-def _axis(fn, axis, n, k, s, p, d, kname="weight", split_extent=None):
-    """Output length and kernel stride of one spatial axis.
-
-    ``H_out = (n + 2*p - d*(k - 1) - 1) // s + 1``. A stride longer than the
-    extent the kernels split into stride phases (``split_extent``: the padded
-    input for convolution, the input for pooling) leaves exactly one output,
-    whose window starts at ``-p`` whatever the stride; the kernels are then
-    given that extent as the stride, which reads and sums the same elements in
-    the same order (so results are bitwise those of the true stride) while the
-    phase split stays the size of the input instead of growing with the stride.
-    """
-    eff = d * (k - 1) + 1
-    if n + 2 * p < eff:
-        what = (f"kernel extent {eff} (kernel {k}, dilation {d})" if kname == "weight"
-                else f"{kname} {k}")
-        raise ValueError(
-            f"{fn}: {what} along {axis} is larger than the padded input {n + 2 * p} "
-            f"(size {n}, padding {p})")
-    out = (n + 2 * p - eff) // s + 1
-    extent = max(n + 2 * p if split_extent is None else split_extent, 1)
-    kstride = s if s <= extent else extent
-    return out, kstride
-
-
-def _check_scratch(fn, what, scratch, *touched):
-    """Refuse a scratch buffer out of all proportion to the data of the call."""
-    data = sum(touched)
-    if scratch > _SCRATCH_FLOOR and scratch > _SCRATCH_RATIO * data:
-        raise ValueError(
-            f"{fn}: {what} would need a scratch copy of {scratch} elements for "
-            f"{data} elements of input, weight and output (more than "
-            f"{_SCRATCH_RATIO}x); padding that much wider than the kernel is not "
-            "supported")
-
-
-# ----------------------------------------------------------- convolution ---
-class _ConvGeom:
-    """Validated convolution geometry (symmetric padding after 'same' handling)."""
-
-    __slots__ = ("n", "c", "h", "w", "k", "kh", "kw", "ho", "wo", "stride", "kstride",
-                 "pad", "dilation", "groups", "extra")
-
-    def __init__(self, fn, x_shape, w_shape, stride, padding, dilation, groups):
-        n, c, h, w = x_shape
-        k, cg, kh, kw = w_shape
-        self.stride = _pair(fn, "stride", stride, 1)
-        self.dilation = _pair(fn, "dilation", dilation, 1)
-        groups = _as_int(fn, "groups", groups)
-        if groups < 1 or groups > _MAX_PARAM:
-            raise ValueError(f"{fn}: groups must be >= 1, got {groups}")
-        if kh < 1 or kw < 1 or k < 1:
-            raise ValueError(f"{fn}: weight must have a non-empty shape, got {w_shape}")
-        if c % groups or k % groups:
-            raise ValueError(
-                f"{fn}: groups={groups} must divide the input channels ({c}) and the "
-                f"output channels ({k})")
-        if cg * groups != c:
-            raise ValueError(
-                f"{fn}: weight of shape {tuple(w_shape)} expects input with "
-                f"{cg * groups} channel{'s' if cg * groups != 1 else ''} "
-                f"(groups={groups}), got input of shape {tuple(x_shape)}")
-        self.extra = (0, 0)  # extra bottom/right zero rows for even-kernel 'same'
-        if isinstance(padding, str):
-            if padding == "valid":
-                pad = (0, 0)
-            elif padding == "same":
-                if self.stride != (1, 1):
-                    raise ValueError(
-                        f"{fn}: padding='same' needs stride 1, got stride {stride!r}")
-                tot = (self.dilation[0] * (kh - 1), self.dilation[1] * (kw - 1))
-                pad = (tot[0] // 2, tot[1] // 2)
-                self.extra = (tot[0] - 2 * pad[0], tot[1] - 2 * pad[1])
-            else:
-                raise ValueError(
-                    f"{fn}: padding must be an int, a pair, 'valid' or 'same', "
-                    f"got {padding!r}")
-        else:
-            pad = _pair(fn, "padding", padding, 0)
-        self.pad = pad
-        hh, ww = h + self.extra[0], w + self.extra[1]
-        _check_size(fn, "the padded input",
-                    n * c * (hh + 2 * pad[0]) * (ww + 2 * pad[1]))
-        self.ho, ksh = _axis(fn, "height", hh, kh, self.stride[0], pad[0], self.dilation[0])
-        self.wo, ksw = _axis(fn, "width", ww, kw, self.stride[1], pad[1], self.dilation[1])
-        self.kstride = (ksh, ksw)
-        _check_size(fn, "the output", n * k * self.ho * self.wo)
-        hp, wp = hh + 2 * pad[0], ww + 2 * pad[1]
-        # the forward's phase-split input, and grad-input's padded grad_out grid
-        # (at most ceil(hp/s) + 2 rows beyond the output's); see _axis
-        split = n * c * (-(-hp // ksh) * ksh) * (-(-wp // ksw) * ksw)
-        grid = n * k * (self.ho + -(-hp // ksh) + 2) * (self.wo + -(-wp // ksw) + 2)
-        _check_scratch(fn, f"padding {padding!r}", max(split, grid),
-                       n * c * h * w, n * k * self.ho * self.wo, k * cg * kh * kw)
-        self.n, self.c, self.h, self.w = n, c, hh, ww
-        self.k, self.kh, self.kw, self.groups = k, kh, kw, groups
-
-    @property
-    def out_shape(self):
-        return (self.n, self.k, self.ho, self.wo)
-
-    def as_tuple(self):
-        return (self.n, self.c, self.h, self.w, self.k, self.kh, self.kw, self.ho, self.wo,
-                self.kstride[0], self.kstride[1], self.pad[0], self.pad[1],
-                self.dilation[0], self.dilation[1], self.groups)
-
-    def grow(self, x):
-        """Zero rows/columns at the bottom/right for 'same' with an even kernel."""
-        if self.extra == (0, 0):
-            return x
-        return np.pad(x, ((0, 0), (0, 0), (0, self.extra[0]), (0, self.extra[1])))
-
-
-def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1,
-                        groups=1):
-    """Output shape (N, K, H_out, W_out) of :func:`conv2d`, with the same validation."""
-    fn = "conv2d_output_shape"
-    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
-    if len(input_shape) != 4 or len(weight_shape) != 4:
-        raise ValueError(f"{fn}: shapes must be 4-D, got {input_shape} and {weight_shape}")
-    return _ConvGeom(fn, input_shape, weight_shape, stride, padding, dilation,
-                     groups).out_shape
-
-
 def _conv_inputs(fn, x, weight, bias):
-    x = _array(fn, "input", x)
-    weight = _array(fn, "weight", weight)
-    _rank4(fn, "input", x)
-    _rank4(fn, "weight", weight, "(out_channels, in_channels/groups, kH, kW)")
-    _same_dtype(fn, "input", x, weight=weight)
+    x = check_float_array(fn, "input", x)
+    weight = check_float_array(fn, "weight", weight)
+    check_ndim(fn, "input", x, 4, "(N, C, H, W)")
+    check_ndim(fn, "weight", weight, 4, "(out_channels, in_channels/groups, kH, kW)")
+    check_same_dtype(fn, "input", x, weight=weight)
     if bias is not None:
-        bias = _array(fn, "bias", bias)
-        _same_dtype(fn, "input", x, bias=bias)
+        bias = check_float_array(fn, "bias", bias)
+        check_same_dtype(fn, "input", x, bias=bias)
         if bias.ndim != 1 or bias.shape[0] != weight.shape[0]:
             raise ValueError(
                 f"{fn}: bias must have shape ({weight.shape[0]},) to match weight of "
@@ -627,16 +124,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
     x, weight, bias = _conv_inputs(fn, x, weight, bias)
     if activation not in (None, "relu"):
         raise ValueError(f"{fn}: activation must be None or 'relu', got {activation!r}")
-    g = _ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
-    y = _check_out(fn, "out", out, g.out_shape, x.dtype)
-    _check_overlap(fn, (("out", out),), (("input", x), ("weight", weight), ("bias", bias)))
+    g = ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
+    y = check_out(fn, "out", out, g.out_shape, x.dtype)
+    check_overlap(fn, (("out", out),), (("input", x), ("weight", weight), ("bias", bias)))
     if y.size == 0:
         return y
-    kern = _kernels.conv2d_forward
-    _last_algorithm["forward"] = "direct"
-    if _winograd_ok(g, x.dtype):
-        kern = _kernels.conv2d_forward_winograd
-        _last_algorithm["forward"] = "winograd"
+    route, kern = _routes.conv_forward(g, x.dtype)
+    _routes.record("forward", route)
     kern(_contig(g.grow(x)), _contig(weight), None if bias is None else _contig(bias),
          g.as_tuple(), activation == "relu", get_num_threads(), y)
     return y
@@ -652,10 +146,9 @@ def _conv2d_prepared(x_shape, dtype, weight_shape, stride, padding, dilation, gr
     arrays of ``dtype``, with ``x`` first grown by ``extra`` zero rows/columns
     at the bottom/right when that is not (0, 0) ('same' with an even kernel).
     """
-    g = _ConvGeom("conv2d", tuple(x_shape), tuple(weight_shape), stride, padding, dilation,
+    g = ConvGeom("conv2d", tuple(x_shape), tuple(weight_shape), stride, padding, dilation,
                   groups)
-    wino = _winograd_ok(g, np.dtype(dtype))
-    kern = _kernels.conv2d_forward_winograd if wino else _kernels.conv2d_forward
+    _, kern = _routes.conv_forward(g, np.dtype(dtype))
     return kern, g.as_tuple(), g.extra, g.out_shape
 
 
@@ -690,18 +183,18 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     """
     fn = "conv2d_backward"
     x, weight, _ = _conv_inputs(fn, x, weight, None)
-    grad_out = _array(fn, "grad_out", grad_out)
-    _same_dtype(fn, "input", x, grad_out=grad_out)
-    g = _ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
+    grad_out = check_float_array(fn, "grad_out", grad_out)
+    check_same_dtype(fn, "input", x, grad_out=grad_out)
+    g = ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
     if grad_out.shape != g.out_shape:
         raise ValueError(
             f"{fn}: grad_out must have the conv2d output shape {g.out_shape} for input "
             f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
-    mask, out = _mask_and_out(fn, output_mask, out)
-    gx = _check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
-    gw = _check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
-    gb = _check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
-    _check_overlap(fn, _grad_outs(out, mask), (("grad_out", grad_out), ("input", x),
+    mask, out = mask_and_out(fn, output_mask, out)
+    gx = check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
+    gw = check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
+    gb = check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
+    check_overlap(fn, grad_outs(out, mask), (("grad_out", grad_out), ("input", x),
                                                ("weight", weight), ("relu_output", relu_output)))
     nt = get_num_threads()
     if grad_out.size == 0:  # N == 0: nothing flows back
@@ -713,13 +206,9 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     if relu_output is not None:
         gy = relu_backward(gy, relu_output)
     geom = g.as_tuple()
-    wino = _winograd_ok(g, x.dtype)
-    wino_w = _winograd_ok(g, x.dtype, grad_weight=True)
-    bwd_data = _kernels.conv2d_backward_data_winograd if wino else _kernels.conv2d_backward_data
-    bwd_weight = (_kernels.conv2d_backward_weight_winograd if wino_w
-                  else _kernels.conv2d_backward_weight)
     if gx is not None:
-        _last_algorithm["grad_input"] = "winograd" if wino else "direct"
+        route, bwd_data = _routes.conv_grad_input(g, x.dtype)
+        _routes.record("grad_input", route)
         if g.extra == (0, 0):
             bwd_data(gy, _contig(weight), geom, nt, gx)
         else:
@@ -727,56 +216,18 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
             bwd_data(gy, _contig(weight), geom, nt, full)
             gx[...] = full[:, :, :x.shape[2], :x.shape[3]]
     if gw is not None or gb is not None:
-        _last_algorithm["grad_weight"] = "winograd" if wino_w else "direct"
+        route, bwd_weight = _routes.conv_grad_weight(g, x.dtype)
+        _routes.record("grad_weight", route)
         gw_buf = gw if gw is not None else np.empty(weight.shape, dtype=x.dtype)
         bwd_weight(gy, _contig(g.grow(x)), geom, nt, gw_buf, gb)
     return gx, gw, gb
 
 
 # --------------------------------------------------------------- pooling ---
-def _pool_geom(fn, x_shape, kernel_size, stride, padding):
-    k = _pair(fn, "kernel_size", kernel_size, 1)
-    s = k if stride is None else _pair(fn, "stride", stride, 1)
-    p = _pair(fn, "padding", padding, 0)
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise ValueError(
-            f"{fn}: padding must be at most half the kernel size, got padding {padding!r} "
-            f"for kernel_size {kernel_size!r}")
-    n, c, h, w = x_shape
-    if n * c and not h * w:
-        # every window would be padding only: PyTorch refuses this too
-        raise ValueError(f"{fn}: input height and width must be >= 1 when N and C are, "
-                         f"got shape {tuple(x_shape)}")
-    ho, ksh = _axis(fn, "height", h, k[0], s[0], p[0], 1, "kernel_size", split_extent=h)
-    wo, ksw = _axis(fn, "width", w, k[1], s[1], p[1], 1, "kernel_size", split_extent=w)
-    _check_size(fn, "the output", n * c * ho * wo)
-    # the window taps that can land on the input (the kernels visit only these,
-    # and number them in 32 bits): rows max(0, p - (ho-1)*s) .. min(k, p + h)
-    taps = 1
-    for kk, ss, pp, nn, oo in ((k[0], s[0], p[0], h, ho), (k[1], s[1], p[1], w, wo)):
-        taps *= max(min(kk, pp + nn) - max(0, pp - (oo - 1) * ss), 1)
-    if taps > _MAX_TAPS:
-        raise ValueError(f"{fn}: kernel_size {kernel_size!r} covers {taps} positions of "
-                         f"an input plane of shape {(h, w)}; at most 2**32 - 1 are supported")
-    return (n, c, h, w, k[0], k[1], ho, wo, ksh, ksw, p[0], p[1]), (n, c, ho, wo)
-
-
 def _pool_input(fn, name, x):
-    x = _array(fn, name, x)
-    _rank4(fn, name, x)
+    x = check_float_array(fn, name, x)
+    check_ndim(fn, name, x, 4, "(N, C, H, W)")
     return x
-
-
-def _input_shape(fn, input_shape):
-    try:
-        shape = tuple(_as_int(fn, "input_shape", v) for v in input_shape)
-    except TypeError:
-        raise TypeError(f"{fn}: input_shape must be a tuple of 4 ints, got {input_shape!r}") \
-            from None
-    if len(shape) != 4 or min(shape) < 0:
-        raise ValueError(f"{fn}: input_shape must be 4 non-negative ints (N, C, H, W), "
-                         f"got {input_shape!r}")
-    return shape
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, out=None,
@@ -809,13 +260,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
     """
     fn = "max_pool2d"
     x = _pool_input(fn, "input", x)
-    geom, oshape = _pool_geom(fn, x.shape, kernel_size, stride, padding)
-    y = _check_out(fn, "out", out, oshape, x.dtype)
+    geom, oshape = pool_geom(fn, x.shape, kernel_size, stride, padding)
+    y = check_out(fn, "out", out, oshape, x.dtype)
     if indices_out is not None and not return_indices:
         raise ValueError(f"{fn}: indices_out is only used with return_indices=True")
-    idx = (_check_out(fn, "indices_out", indices_out, oshape, np.dtype(np.int64))
+    idx = (check_out(fn, "indices_out", indices_out, oshape, np.dtype(np.int64))
            if return_indices else None)
-    _check_overlap(fn, (("out", out), ("indices_out", indices_out)), (("input", x),))
+    check_overlap(fn, (("out", out), ("indices_out", indices_out)), (("input", x),))
     if y.size:
         _kernels.max_pool2d_forward(_contig(x), geom, get_num_threads(), y, idx)
     return (y, idx) if return_indices else y
@@ -845,12 +296,12 @@ def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
     if indices.shape != grad_out.shape:
         raise ValueError(f"{fn}: indices must have the shape of grad_out {grad_out.shape}, "
                          f"got {indices.shape}")
-    shape = _input_shape(fn, input_shape)
+    shape = check_input_shape(fn, input_shape)
     if shape[:2] != grad_out.shape[:2]:
         raise ValueError(f"{fn}: input_shape {shape} does not match grad_out of shape "
                          f"{grad_out.shape} in N and C")
-    gx = _check_out(fn, "out", out, shape, grad_out.dtype)
-    _check_overlap(fn, (("out", out),), (("grad_out", grad_out), ("indices", indices)))
+    gx = check_out(fn, "out", out, shape, grad_out.dtype)
+    check_overlap(fn, (("out", out),), (("grad_out", grad_out), ("indices", indices)))
     if gx.size == 0 or grad_out.size == 0:
         gx.fill(0)
         return gx
@@ -888,9 +339,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True
     """
     fn = "avg_pool2d"
     x = _pool_input(fn, "input", x)
-    geom, oshape = _pool_geom(fn, x.shape, kernel_size, stride, padding)
-    y = _check_out(fn, "out", out, oshape, x.dtype)
-    _check_overlap(fn, (("out", out),), (("input", x),))
+    geom, oshape = pool_geom(fn, x.shape, kernel_size, stride, padding)
+    y = check_out(fn, "out", out, oshape, x.dtype)
+    check_overlap(fn, (("out", out),), (("input", x),))
     if y.size:
         _kernels.avg_pool2d_forward(_contig(x), geom, bool(count_include_pad),
                                     get_num_threads(), y)
@@ -916,13 +367,13 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     """
     fn = "avg_pool2d_backward"
     grad_out = _pool_input(fn, "grad_out", grad_out)
-    shape = _input_shape(fn, input_shape)
-    geom, oshape = _pool_geom(fn, shape, kernel_size, stride, padding)
+    shape = check_input_shape(fn, input_shape)
+    geom, oshape = pool_geom(fn, shape, kernel_size, stride, padding)
     if grad_out.shape != oshape:
         raise ValueError(f"{fn}: grad_out must have shape {oshape} for input_shape {shape}, "
                          f"got {grad_out.shape}")
-    gx = _check_out(fn, "out", out, shape, grad_out.dtype)
-    _check_overlap(fn, (("out", out),), (("grad_out", grad_out),))
+    gx = check_out(fn, "out", out, shape, grad_out.dtype)
+    check_overlap(fn, (("out", out),), (("grad_out", grad_out),))
     if grad_out.size == 0:
         gx.fill(0)
         return gx
@@ -951,9 +402,9 @@ def relu(x, *, out=None):
     y : ndarray, shape and dtype of x
     """
     fn = "relu"
-    x = _array(fn, "input", x)
-    y = _check_out(fn, "out", out, x.shape, x.dtype)
-    _check_overlap(fn, (("out", out),), (("input", x),), in_place="input")
+    x = check_float_array(fn, "input", x)
+    y = check_out(fn, "out", out, x.shape, x.dtype)
+    check_overlap(fn, (("out", out),), (("input", x),), in_place="input")
     if y.size:
         _kernels.relu_forward(_flat(x), get_num_threads(), y.reshape(-1))
     return y
@@ -977,15 +428,15 @@ def relu_backward(grad_out, output, *, out=None):
     grad_input : ndarray, shape and dtype of grad_out
     """
     fn = "relu_backward"
-    grad_out = _array(fn, "grad_out", grad_out)
-    output = _array(fn, "output", output)
-    _same_dtype(fn, "grad_out", grad_out, output=output)
+    grad_out = check_float_array(fn, "grad_out", grad_out)
+    output = check_float_array(fn, "output", output)
+    check_same_dtype(fn, "grad_out", grad_out, output=output)
     if output.shape != grad_out.shape:
         raise ValueError(f"{fn}: output must have the shape of grad_out {grad_out.shape}, "
                          f"got {output.shape}")
-    gx = _check_out(fn, "out", out, grad_out.shape, grad_out.dtype)
+    gx = check_out(fn, "out", out, grad_out.shape, grad_out.dtype)
     # in place over grad_out only: the kernel reads output through a restrict pointer
-    _check_overlap(fn, (("out", out),), (("grad_out", grad_out), ("output", output)),
+    check_overlap(fn, (("out", out),), (("grad_out", grad_out), ("output", output)),
                    in_place="grad_out")
     if gx.size:
         _kernels.relu_backward(_flat(grad_out), _flat(output), get_num_threads(),
@@ -997,17 +448,12 @@ def relu_backward(grad_out, output, *, out=None):
 _BIAS_COLS = 1  # fc_gemm's bias_mode: C[i, j] += bias[j]
 
 
-def _rank2(fn, name, a, what):
-    if a.ndim != 2:
-        raise ValueError(f"{fn}: {name} must be 2-D {what}, got shape {a.shape}")
-
-
 def _linear_inputs(fn, x, weight):
-    x = _array(fn, "input", x)
-    weight = _array(fn, "weight", weight)
-    _rank2(fn, "input", x, "(N, in_features)")
-    _rank2(fn, "weight", weight, "(out_features, in_features)")
-    _same_dtype(fn, "input", x, weight=weight)
+    x = check_float_array(fn, "input", x)
+    weight = check_float_array(fn, "weight", weight)
+    check_ndim(fn, "input", x, 2, "(N, in_features)")
+    check_ndim(fn, "weight", weight, 2, "(out_features, in_features)")
+    check_same_dtype(fn, "input", x, weight=weight)
     if x.shape[1] != weight.shape[1]:
         raise ValueError(
             f"{fn}: weight of shape {weight.shape} expects input with {weight.shape[1]} "
@@ -1039,14 +485,14 @@ def linear(x, weight, bias=None, *, out=None):
     fn = "linear"
     x, weight = _linear_inputs(fn, x, weight)
     if bias is not None:
-        bias = _array(fn, "bias", bias)
-        _same_dtype(fn, "input", x, bias=bias)
+        bias = check_float_array(fn, "bias", bias)
+        check_same_dtype(fn, "input", x, bias=bias)
         if bias.shape != (weight.shape[0],):
             raise ValueError(
                 f"{fn}: bias must have shape ({weight.shape[0]},) to match weight of "
                 f"shape {weight.shape}, got {bias.shape}")
-    y = _check_out(fn, "out", out, (x.shape[0], weight.shape[0]), x.dtype)
-    _check_overlap(fn, (("out", out),), (("input", x), ("weight", weight), ("bias", bias)))
+    y = check_out(fn, "out", out, (x.shape[0], weight.shape[0]), x.dtype)
+    check_overlap(fn, (("out", out),), (("input", x), ("weight", weight), ("bias", bias)))
     if y.size == 0:
         return y
     if x.shape[1] == 0:  # empty reduction
@@ -1093,24 +539,24 @@ def linear_backward(grad_out, x, weight, *, output_mask=(True, True, True), out=
     """
     fn = "linear_backward"
     x, weight = _linear_inputs(fn, x, weight)
-    grad_out = _array(fn, "grad_out", grad_out)
-    _same_dtype(fn, "input", x, grad_out=grad_out)
+    grad_out = check_float_array(fn, "grad_out", grad_out)
+    check_same_dtype(fn, "input", x, grad_out=grad_out)
     yshape = (x.shape[0], weight.shape[0])
     if grad_out.shape != yshape:
         raise ValueError(
             f"{fn}: grad_out must have the linear output shape {yshape} for input "
             f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
-    mask, out = _mask_and_out(fn, output_mask, out)
+    mask, out = mask_and_out(fn, output_mask, out)
     acc = bool(accumulate)
     if acc:
         for i, what in ((1, "grad_weight"), (2, "grad_bias")):
             if mask[i] and out[i] is None:
                 raise ValueError(
                     f"{fn}: accumulate=True adds into out[{i}], but no {what} array was given")
-    gx = _check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
-    gw = _check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
-    gb = _check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
-    _check_overlap(fn, _grad_outs(out, mask),
+    gx = check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
+    gw = check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
+    gb = check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
+    check_overlap(fn, grad_outs(out, mask),
                    (("grad_out", grad_out), ("input", x), ("weight", weight)))
     nt = get_num_threads()
     gy = _contig(grad_out)

@@ -20,9 +20,16 @@ Output size, for every kernel and each spatial axis::
 """
 
 import math
-import operator
 
 import numpy as np
+
+from ._validate import (
+    check_float_array,
+    check_int,
+    check_ndim,
+    check_pair,
+    check_same_dtype,
+)
 
 __all__ = [
     "conv2d",
@@ -34,43 +41,9 @@ __all__ = [
     "avg_pool2d_backward",
 ]
 
-# Hyper-parameters beyond this are nonsense for an image kernel; rejecting them
-# here keeps the size arithmetic far from overflow and np.pad from trying to
-# allocate terabytes.
-_MAX_PARAM = 2**31 - 1
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 # --------------------------------------------------------------------------
 # Argument normalisation
 # --------------------------------------------------------------------------
-
-def _int(value, name, func):
-    """Return ``value`` as a Python int; bools and floats are refused."""
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{func}: {name} must be an int, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{func}: {name} must be an int, got {value!r}") from None
-
-
-def _pair(value, name, func, minimum):
-    """Return ``(h, w)`` from an int or an (h, w) pair, each ``>= minimum``."""
-    if isinstance(value, (tuple, list, np.ndarray)):
-        if len(value) != 2:
-            raise ValueError(
-                f"{func}: {name} must be an int or a pair of ints, got {value!r}")
-        pair = (_int(value[0], name, func), _int(value[1], name, func))
-    else:
-        pair = (_int(value, name, func),) * 2
-    for v in pair:
-        if v < minimum:
-            raise ValueError(f"{func}: {name} must be >= {minimum}, got {value!r}")
-        if v > _MAX_PARAM:
-            raise ValueError(f"{func}: {name} must be <= {_MAX_PARAM}, got {value!r}")
-    return pair
-
 
 def _conv_padding(padding, kernel, stride, dilation, func):
     """Return ``(top, bottom, left, right)`` for a conv ``padding`` argument.
@@ -93,7 +66,7 @@ def _conv_padding(padding, kernel, stride, dilation, func):
             total = d * (k - 1)
             pads += [total // 2, total - total // 2]
         return tuple(pads)
-    ph, pw = _pair(padding, "padding", func, minimum=0)
+    ph, pw = check_pair(func, "padding", padding, minimum=0)
     return (ph, ph, pw, pw)
 
 
@@ -102,33 +75,21 @@ def _out_size(size, pad_lo, pad_hi, kernel, stride, dilation):
     return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _array(a, name, func, ndim=4):
+def _array(func, name, a, ndim=4, layout="(N, C, H, W)"):
     """``a`` as a C-ordered float32/float64 ndarray with ``ndim`` axes.
 
     C order makes NumPy sum each window in the same order whatever the
     caller's layout, so the reference too is bitwise layout-independent.
     """
-    a = np.asarray(a)
-    if a.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{func}: {name} must be float32 or float64, got dtype {a.dtype}")
-    if a.ndim != ndim:
-        hint = " (add the batch axis: x[None])" if ndim == 4 and a.ndim == 3 else ""
-        raise ValueError(
-            f"{func}: {name} must be {ndim}-D, got shape {a.shape}{hint}")
+    a = check_float_array(func, name, a)
+    check_ndim(func, name, a, ndim, layout)
     return np.ascontiguousarray(a)
-
-
-def _same_dtype(func, **arrays):
-    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
-    if len(set(dtypes.values())) > 1:
-        got = ", ".join(f"{n} {d}" for n, d in dtypes.items())
-        raise TypeError(f"{func}: arrays must share one dtype, got {got}")
 
 
 def _shape4(shape, name, func):
     if len(shape) != 4:
         raise ValueError(f"{func}: {name} must have 4 entries (N, C, H, W), got {shape!r}")
-    shape = tuple(_int(s, name, func) for s in shape)
+    shape = tuple(check_int(func, name, s) for s in shape)
     if min(shape) < 0:
         raise ValueError(f"{func}: {name} must be non-negative, got {shape!r}")
     return shape
@@ -155,11 +116,9 @@ def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, func):
     """Check conv shapes and return ``(stride, pads, dilation, groups, Ho, Wo)``."""
     N, C, H, W = x_shape
     K, Cg, kh, kw = w_shape
-    stride = _pair(stride, "stride", func, minimum=1)
-    dilation = _pair(dilation, "dilation", func, minimum=1)
-    groups = _int(groups, "groups", func)
-    if groups < 1:
-        raise ValueError(f"{func}: groups must be >= 1, got {groups}")
+    stride = check_pair(func, "stride", stride, minimum=1)
+    dilation = check_pair(func, "dilation", dilation, minimum=1)
+    groups = check_int(func, "groups", groups, minimum=1)
     if kh < 1 or kw < 1:
         raise ValueError(f"{func}: weight must have a non-empty kernel, got shape {w_shape}")
     if C % groups or K % groups:
@@ -183,9 +142,9 @@ def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, func):
 def _pool_geometry(x_shape, kernel_size, stride, padding, func):
     """Check pooling parameters and return ``(kernel, stride, padding, Ho, Wo)``."""
     _, _, H, W = x_shape
-    kernel = _pair(kernel_size, "kernel_size", func, minimum=1)
-    stride = kernel if stride is None else _pair(stride, "stride", func, minimum=1)
-    padding = _pair(padding, "padding", func, minimum=0)
+    kernel = check_pair(func, "kernel_size", kernel_size, minimum=1)
+    stride = kernel if stride is None else check_pair(func, "stride", stride, minimum=1)
+    padding = check_pair(func, "padding", padding, minimum=0)
     for p, k in zip(padding, kernel):
         if p > k // 2:
             raise ValueError(
@@ -258,11 +217,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
                 weight[k, c, a, b] * xpad[n, c, i*sh + a*dh, j*sw + b*dw]
     """
     func = "conv2d"
-    x = _array(x, "x", func)
-    weight = _array(weight, "weight", func)
+    x = _array(func, "x", x)
+    weight = _array(func, "weight", weight, 4, "(out_channels, in_channels/groups, kH, kW)")
     if bias is not None:
-        bias = _array(bias, "bias", func, ndim=1)
-    _same_dtype(func, x=x, weight=weight, bias=bias)
+        bias = _array(func, "bias", bias, 1, "(out_channels,)")
+    check_same_dtype(func, "x", x, weight=weight, bias=bias)
     (sh, sw), pads, (dh, dw), groups, Ho, Wo = _conv_geometry(
         x.shape, weight.shape, stride, padding, dilation, groups, func)
     N = x.shape[0]
@@ -322,10 +281,10 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     and ``grad_x`` is ``grad_xpad`` with the padding cut off.
     """
     func = "conv2d_backward"
-    grad_out = _array(grad_out, "grad_out", func)
-    x = _array(x, "x", func)
-    weight = _array(weight, "weight", func)
-    _same_dtype(func, grad_out=grad_out, x=x, weight=weight)
+    grad_out = _array(func, "grad_out", grad_out)
+    x = _array(func, "x", x)
+    weight = _array(func, "weight", weight, 4, "(out_channels, in_channels/groups, kH, kW)")
+    check_same_dtype(func, "x", x, grad_out=grad_out, weight=weight)
     (sh, sw), pads, (dh, dw), groups, Ho, Wo = _conv_geometry(
         x.shape, weight.shape, stride, padding, dilation, groups, func)
     N, C, H, W = x.shape
@@ -401,7 +360,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
         unpadded (n, c) plane.
     """
     func = "max_pool2d"
-    x = _array(x, "x", func)
+    x = _array(func, "x", x)
     (kh, kw), (sh, sw), (ph, pw), Ho, Wo = _pool_geometry(
         x.shape, kernel_size, stride, padding, func)
     N, C, H, W = x.shape
@@ -455,7 +414,7 @@ def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
         ``grad_x[n, c].flat[indices[n, c, i, j]] += grad_out[n, c, i, j]``.
     """
     func = "max_pool2d_backward"
-    grad_out = _array(grad_out, "grad_out", func)
+    grad_out = _array(func, "grad_out", grad_out)
     indices = np.asarray(indices)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"{func}: indices must be int64, got dtype {indices.dtype}")
@@ -505,7 +464,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True
         ``H_out = (H + 2*pad - kh) // stride + 1``.
     """
     func = "avg_pool2d"
-    x = _array(x, "x", func)
+    x = _array(func, "x", x)
     (kh, kw), (sh, sw), (ph, pw), Ho, Wo = _pool_geometry(
         x.shape, kernel_size, stride, padding, func)
     N, C, H, W = x.shape
@@ -551,7 +510,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
         of window (i, j).
     """
     func = "avg_pool2d_backward"
-    grad_out = _array(grad_out, "grad_out", func)
+    grad_out = _array(func, "grad_out", grad_out)
     shape = _shape4(input_shape, "input_shape", func)
     (kh, kw), (sh, sw), (ph, pw), Ho, Wo = _pool_geometry(
         shape, kernel_size, stride, padding, func)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastconv as F
-from fastconv import functional as FN
+from fastconv import _outputs
 
 GRAD = ("out[0] (grad_input)", "out[1] (grad_weight)", "out[2] (grad_bias)")
 
@@ -275,7 +275,7 @@ def test_buffer_input_wrapping_out_is_seen():
 def test_undecidable_overlap_is_refused(monkeypatch):
     """When numpy's solver gives up, the output is refused rather than risked."""
     buf = np.zeros((2, 16))
-    monkeypatch.setattr(FN, "_OVERLAP_MAX_WORK", 0)  # numpy: too hard at once
+    monkeypatch.setattr(_outputs, "OVERLAP_MAX_WORK", 0)  # numpy: too hard at once
     with pytest.raises(ValueError, match="relu: out must not overlap input 'input'"):
         F.relu(buf[:, :4], out=buf[0, 4:12].reshape(2, 4))
 

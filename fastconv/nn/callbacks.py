@@ -194,7 +194,8 @@ class LearningRateScheduler(Callback):
         self.verbose = verbose
 
     def on_epoch_begin(self, epoch, logs=None):
-        from ..optim import LRSchedule, _n_positional
+        from ..optim import LRSchedule
+        from ..optim.schedules import _n_positional
 
         opt = self.model.optimizer
         if isinstance(self.schedule, LRSchedule):

@@ -29,6 +29,8 @@ import numpy as np
 
 from .. import _kernels
 from .. import functional as F
+from .._geometry import pool_geom
+from .._validate import check_float_array, check_same_dtype
 from .layers import (
     AvgPool2d,
     BatchNorm1d,
@@ -283,8 +285,8 @@ class _Linear(_ParamStep):
         w = layer.weight.data
         F._linear_inputs("linear", x, w)
         if layer.bias is not None:
-            b = F._array("linear", "bias", layer.bias.data)
-            F._same_dtype("linear", "input", x, bias=b)
+            b = check_float_array("linear", "bias", layer.bias.data)
+            check_same_dtype("linear", "input", x, bias=b)
             if b.shape != (w.shape[0],):
                 raise ValueError(
                     f"linear: bias must have shape ({w.shape[0]},) to match weight of "
@@ -302,7 +304,7 @@ def _pool_geom(owner, layer, shape, dtype):
     x = _probe(shape, dtype)
     _check_input(owner, x, 4)
     fn = "max_pool2d" if owner == "MaxPool2d" else "avg_pool2d"
-    return F._pool_geom(fn, shape, layer.kernel_size, layer.stride, layer.padding)
+    return pool_geom(fn, shape, layer.kernel_size, layer.stride, layer.padding)
 
 
 class _MaxPool(_Step):

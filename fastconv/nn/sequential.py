@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, O
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .. import _routes
 from .. import functional as F
 from .callbacks import CallbackList, History
 from .layers import (
@@ -687,7 +688,7 @@ class Sequential(_Layer):
 
     def _plan_for(self, x):
         """The inference plan for input ``x`` (built on first use; raises for bad input)."""
-        key = (x.shape, x.dtype, F._winograd, self.fuse_conv_relu)
+        key = (x.shape, x.dtype, _routes.winograd_mode(), self.fuse_conv_relu)
         plan = self._plans.get(key)
         if plan is None:
             plan = InferencePlan(self, x.shape, x.dtype)

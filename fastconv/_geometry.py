@@ -1,0 +1,212 @@
+"""Convolution and pooling geometry: output sizes, checked once, before any allocation.
+
+Output size along each spatial axis::
+
+    H_out = (H + 2*padding - dilation*(kernel - 1) - 1) // stride + 1
+
+Every size the kernels derive from stride, window and padding is bounded here,
+once, in Python integers (which cannot overflow). ``conv2d_output_shape`` is
+public (re-exported by ``fastconv.functional``); the rest serves the
+functional API and the inference plans of ``fastconv.nn``.
+"""
+
+import numpy as np
+
+from ._validate import MAX_PARAM, check_int, check_pair
+
+__all__ = [
+    "MAX_ELEMENTS",
+    "check_size",
+    "checked_axis",
+    "check_scratch",
+    "ConvGeom",
+    "conv2d_output_shape",
+    "pool_geom",
+    "check_input_shape",
+]
+
+# Sizes past this are mistakes, not workloads: refuse them before allocating.
+MAX_ELEMENTS = 2**46
+
+
+def check_size(fn, what, count):
+    if count > MAX_ELEMENTS:
+        raise ValueError(f"{fn}: {what} would have {count} elements; that is too large")
+
+
+# Every size the kernels derive from stride, window and padding is bounded here,
+# once, in Python integers (which cannot overflow), before anything is allocated.
+# The kernels' scratch is a fixed multiple of what this module checks:
+#   conv2d: a padded, stride-phase-split copy of the input (or of grad_out), at
+#     most (H + 2*pad + s_h - 1) * (W + 2*pad + s_w - 1) elements per plane with
+#     the kernel stride s <= H + 2*pad (see checked_axis);
+#   pooling: the input plane split into stride phases, at most
+#     (H + s_h - 1) * (W + s_w - 1) with s <= H, and one entry per window tap
+#     that can land on the input (at most 2H x 2W of them).
+# Refused with a ValueError: a padded copy larger than SCRATCH_RATIO times
+# (input + output + weight) and also larger than SCRATCH_FLOOR elements (only
+# padding far wider than the kernel gets there), and a pooling window whose taps
+# inside the input cannot be numbered in 32 bits.
+SCRATCH_RATIO = 16
+SCRATCH_FLOOR = 2**24
+MAX_TAPS = 2**32 - 1
+
+
+def checked_axis(fn, axis, n, k, s, p, d, kname="weight", split_extent=None):
+    """Output length and kernel stride of one spatial axis.
+
+    ``H_out = (n + 2*p - d*(k - 1) - 1) // s + 1``. A stride longer than the
+    extent the kernels split into stride phases (``split_extent``: the padded
+    input for convolution, the input for pooling) leaves exactly one output,
+    whose window starts at ``-p`` whatever the stride; the kernels are then
+    given that extent as the stride, which reads and sums the same elements in
+    the same order (so results are bitwise those of the true stride) while the
+    phase split stays the size of the input instead of growing with the stride.
+    """
+    eff = d * (k - 1) + 1
+    if n + 2 * p < eff:
+        what = (f"kernel extent {eff} (kernel {k}, dilation {d})" if kname == "weight"
+                else f"{kname} {k}")
+        raise ValueError(
+            f"{fn}: {what} along {axis} is larger than the padded input {n + 2 * p} "
+            f"(size {n}, padding {p})")
+    out = (n + 2 * p - eff) // s + 1
+    extent = max(n + 2 * p if split_extent is None else split_extent, 1)
+    kstride = s if s <= extent else extent
+    return out, kstride
+
+
+def check_scratch(fn, what, scratch, *touched):
+    """Refuse a scratch buffer out of all proportion to the data of the call."""
+    data = sum(touched)
+    if scratch > SCRATCH_FLOOR and scratch > SCRATCH_RATIO * data:
+        raise ValueError(
+            f"{fn}: {what} would need a scratch copy of {scratch} elements for "
+            f"{data} elements of input, weight and output (more than "
+            f"{SCRATCH_RATIO}x); padding that much wider than the kernel is not "
+            "supported")
+
+
+# ----------------------------------------------------------- convolution ---
+class ConvGeom:
+    """Validated convolution geometry (symmetric padding after 'same' handling)."""
+
+    __slots__ = ("n", "c", "h", "w", "k", "kh", "kw", "ho", "wo", "stride", "kstride",
+                 "pad", "dilation", "groups", "extra")
+
+    def __init__(self, fn, x_shape, w_shape, stride, padding, dilation, groups):
+        n, c, h, w = x_shape
+        k, cg, kh, kw = w_shape
+        self.stride = check_pair(fn, "stride", stride, minimum=1)
+        self.dilation = check_pair(fn, "dilation", dilation, minimum=1)
+        groups = check_int(fn, "groups", groups, minimum=1, maximum=MAX_PARAM)
+        if kh < 1 or kw < 1 or k < 1:
+            raise ValueError(f"{fn}: weight must have a non-empty shape, got {w_shape}")
+        if c % groups or k % groups:
+            raise ValueError(
+                f"{fn}: groups={groups} must divide the input channels ({c}) and the "
+                f"output channels ({k})")
+        if cg * groups != c:
+            raise ValueError(
+                f"{fn}: weight of shape {tuple(w_shape)} expects input with "
+                f"{cg * groups} channel{'s' if cg * groups != 1 else ''} "
+                f"(groups={groups}), got input of shape {tuple(x_shape)}")
+        self.extra = (0, 0)  # extra bottom/right zero rows for even-kernel 'same'
+        if isinstance(padding, str):
+            if padding == "valid":
+                pad = (0, 0)
+            elif padding == "same":
+                if self.stride != (1, 1):
+                    raise ValueError(
+                        f"{fn}: padding='same' needs stride 1, got stride {stride!r}")
+                tot = (self.dilation[0] * (kh - 1), self.dilation[1] * (kw - 1))
+                pad = (tot[0] // 2, tot[1] // 2)
+                self.extra = (tot[0] - 2 * pad[0], tot[1] - 2 * pad[1])
+            else:
+                raise ValueError(
+                    f"{fn}: padding must be an int, a pair, 'valid' or 'same', "
+                    f"got {padding!r}")
+        else:
+            pad = check_pair(fn, "padding", padding, minimum=0)
+        self.pad = pad
+        hh, ww = h + self.extra[0], w + self.extra[1]
+        check_size(fn, "the padded input",
+                    n * c * (hh + 2 * pad[0]) * (ww + 2 * pad[1]))
+        self.ho, ksh = checked_axis(fn, "height", hh, kh, self.stride[0], pad[0], self.dilation[0])
+        self.wo, ksw = checked_axis(fn, "width", ww, kw, self.stride[1], pad[1], self.dilation[1])
+        self.kstride = (ksh, ksw)
+        check_size(fn, "the output", n * k * self.ho * self.wo)
+        hp, wp = hh + 2 * pad[0], ww + 2 * pad[1]
+        # the forward's phase-split input, and grad-input's padded grad_out grid
+        # (at most ceil(hp/s) + 2 rows beyond the output's); see checked_axis
+        split = n * c * (-(-hp // ksh) * ksh) * (-(-wp // ksw) * ksw)
+        grid = n * k * (self.ho + -(-hp // ksh) + 2) * (self.wo + -(-wp // ksw) + 2)
+        check_scratch(fn, f"padding {padding!r}", max(split, grid),
+                       n * c * h * w, n * k * self.ho * self.wo, k * cg * kh * kw)
+        self.n, self.c, self.h, self.w = n, c, hh, ww
+        self.k, self.kh, self.kw, self.groups = k, kh, kw, groups
+
+    @property
+    def out_shape(self):
+        return (self.n, self.k, self.ho, self.wo)
+
+    def as_tuple(self):
+        return (self.n, self.c, self.h, self.w, self.k, self.kh, self.kw, self.ho, self.wo,
+                self.kstride[0], self.kstride[1], self.pad[0], self.pad[1],
+                self.dilation[0], self.dilation[1], self.groups)
+
+    def grow(self, x):
+        """Zero rows/columns at the bottom/right for 'same' with an even kernel."""
+        if self.extra == (0, 0):
+            return x
+        return np.pad(x, ((0, 0), (0, 0), (0, self.extra[0]), (0, self.extra[1])))
+
+
+def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1,
+                        groups=1):
+    """Output shape (N, K, H_out, W_out) of :func:`conv2d`, with the same validation."""
+    fn = "conv2d_output_shape"
+    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
+    if len(input_shape) != 4 or len(weight_shape) != 4:
+        raise ValueError(f"{fn}: shapes must be 4-D, got {input_shape} and {weight_shape}")
+    return ConvGeom(fn, input_shape, weight_shape, stride, padding, dilation,
+                     groups).out_shape
+
+
+def pool_geom(fn, x_shape, kernel_size, stride, padding):
+    k = check_pair(fn, "kernel_size", kernel_size, minimum=1)
+    s = k if stride is None else check_pair(fn, "stride", stride, minimum=1)
+    p = check_pair(fn, "padding", padding, minimum=0)
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(
+            f"{fn}: padding must be at most half the kernel size, got padding {padding!r} "
+            f"for kernel_size {kernel_size!r}")
+    n, c, h, w = x_shape
+    if n * c and not h * w:
+        # every window would be padding only: PyTorch refuses this too
+        raise ValueError(f"{fn}: input height and width must be >= 1 when N and C are, "
+                         f"got shape {tuple(x_shape)}")
+    ho, ksh = checked_axis(fn, "height", h, k[0], s[0], p[0], 1, "kernel_size", split_extent=h)
+    wo, ksw = checked_axis(fn, "width", w, k[1], s[1], p[1], 1, "kernel_size", split_extent=w)
+    check_size(fn, "the output", n * c * ho * wo)
+    # the window taps that can land on the input (the kernels visit only these,
+    # and number them in 32 bits): rows max(0, p - (ho-1)*s) .. min(k, p + h)
+    taps = 1
+    for kk, ss, pp, nn, oo in ((k[0], s[0], p[0], h, ho), (k[1], s[1], p[1], w, wo)):
+        taps *= max(min(kk, pp + nn) - max(0, pp - (oo - 1) * ss), 1)
+    if taps > MAX_TAPS:
+        raise ValueError(f"{fn}: kernel_size {kernel_size!r} covers {taps} positions of "
+                         f"an input plane of shape {(h, w)}; at most 2**32 - 1 are supported")
+    return (n, c, h, w, k[0], k[1], ho, wo, ksh, ksw, p[0], p[1]), (n, c, ho, wo)
+
+
+def check_input_shape(fn, input_shape):
+    try:
+        shape = tuple(check_int(fn, "input_shape", v) for v in input_shape)
+    except TypeError:
+        raise TypeError(f"{fn}: input_shape must be a tuple of 4 ints, got {input_shape!r}") \
+            from None
+    if len(shape) != 4 or min(shape) < 0:
+        raise ValueError(f"{fn}: input_shape must be 4 non-negative ints (N, C, H, W), "
+                         f"got {input_shape!r}")
+    return shape

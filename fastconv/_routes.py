@@ -1,0 +1,134 @@
+"""Every route the Python layer chooses for a kernel call, in one place.
+
+A route is which compiled kernel runs a pass; the arithmetic differs between
+routes (Winograd rounds differently from the direct convolution), so the choice
+is made here from the problem's shape and dtype alone, and recorded for
+``fastconv.info()["last_conv_algorithm"]``. Routes chosen inside the C drivers
+(col2im or implicit grad-input, dot-product or packed grad-weight, the GEMM
+plan) are the C layer's; tests force those through
+``_kernels.set_route_override``.
+
+Python routes (pass: routes, rule):
+
+- conv2d forward: winograd / direct, :func:`winograd_ok`
+- conv2d grad_input: winograd / direct, :func:`winograd_ok`
+- conv2d grad_weight (+ grad_bias): winograd / direct,
+  ``winograd_ok(..., grad_weight=True)``
+"""
+
+import os
+from typing import Dict
+
+import numpy as np
+
+from . import _kernels
+
+__all__ = [
+    "set_winograd",
+    "winograd_mode",
+    "winograd_ok",
+    "conv_forward",
+    "conv_grad_input",
+    "conv_grad_weight",
+    "record",
+    "last_algorithms",
+]
+
+# None = auto (measured rule in winograd_ok), True = wherever supported, False = never.
+_WINOGRAD_ENV = {"": None, "auto": None, "1": True, "on": True, "0": False, "off": False}
+_winograd = _WINOGRAD_ENV.get(os.environ.get("FASTCONV_WINOGRAD", "").strip().lower())
+# Which algorithm each conv pass ran last ('winograd' or 'direct'); for tests and debugging.
+_last_algorithm: Dict[str, str] = {}
+
+
+def set_winograd(mode):
+    """Choose when float32 5x5 stride-1 convolutions use the Winograd kernels.
+
+    Parameters
+    ----------
+    mode : None, True or False
+        None (the default, also ``FASTCONV_WINOGRAD=auto``): where measured to
+        be faster, per pass: forward and grad_input with at least 16 input and
+        16 output channels and 512 channel pairs; grad_weight with at least 32
+        of each (its GEMM pads small output-channel counts to the kernel
+        width, 48 or 64 on AVX-512). True
+        (``FASTCONV_WINOGRAD=1``): for every supported layer. False
+        (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
+
+    Supported: float32, 5x5 kernel, stride 1, dilation 1, groups 1, padding <= 4.
+    Winograd F(2x2, 5x5) does 2.78x fewer multiplies and rounds differently: on
+    N(0, 1) data its results differ from the direct kernels by about 1e-5 of
+    the output's largest magnitude (docs/design.md has the figures).
+
+    Returns
+    -------
+    previous : None, True or False
+        The mode in force before the call (to restore it).
+    """
+    global _winograd
+    if mode is not None and not isinstance(mode, bool):
+        raise TypeError(f"set_winograd: mode must be None, True or False, got {mode!r}")
+    previous, _winograd = _winograd, mode
+    return previous
+
+
+def winograd_ok(g, dtype, grad_weight=False):
+    """True if this convolution pass should run on the Winograd kernels.
+
+    ``g`` is the checked geometry (``fastconv._geometry.ConvGeom``).
+
+    The auto rule is measured (1 thread, AVX-512, batch 64, 14x14 and 28x28):
+    forward and grad-input gain from 16 -> 32 channels up (16 -> 16 is a tie);
+    grad-weight loses below 32 output channels and gains from 32 -> 32 up.
+    """
+    if _winograd is False or dtype != np.float32:
+        return False
+    if (g.kh, g.kw) != (5, 5) or g.stride != (1, 1) or g.dilation != (1, 1):
+        return False
+    if g.groups != 1 or g.extra != (0, 0) or max(g.pad) > 4:
+        return False
+    if _winograd is True:
+        return True
+    if grad_weight:
+        return g.c >= 32 and g.k >= 32
+    return g.c >= 16 and g.k >= 16 and g.c * g.k >= 512
+
+
+def winograd_mode():
+    """The mode :func:`set_winograd` set: None (auto), True or False.
+
+    Part of any cache key for work planned ahead (an inference plan picks its
+    kernels once), so a later ``set_winograd`` is not silently ignored.
+    """
+    return _winograd
+
+
+def conv_forward(g, dtype):
+    """``(route, kernel)`` for conv2d's forward pass."""
+    if winograd_ok(g, dtype):
+        return "winograd", _kernels.conv2d_forward_winograd
+    return "direct", _kernels.conv2d_forward
+
+
+def conv_grad_input(g, dtype):
+    """``(route, kernel)`` for conv2d's grad_input pass."""
+    if winograd_ok(g, dtype):
+        return "winograd", _kernels.conv2d_backward_data_winograd
+    return "direct", _kernels.conv2d_backward_data
+
+
+def conv_grad_weight(g, dtype):
+    """``(route, kernel)`` for conv2d's grad_weight (and grad_bias) pass."""
+    if winograd_ok(g, dtype, grad_weight=True):
+        return "winograd", _kernels.conv2d_backward_weight_winograd
+    return "direct", _kernels.conv2d_backward_weight
+
+
+def record(conv_pass, route):
+    """Note the route a pass ran ('forward', 'grad_input' or 'grad_weight')."""
+    _last_algorithm[conv_pass] = route
+
+
+def last_algorithms():
+    """A copy of the route each conv pass ran last."""
+    return dict(_last_algorithm)
