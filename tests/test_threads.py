@@ -180,6 +180,35 @@ def test_one_thread_runs_no_team(team, conv_inputs):
 
 
 # --------------------------------------------------------------------------
+# The build: OpenMP compiled in, and a team really formed
+# --------------------------------------------------------------------------
+
+def test_openmp_build_runs_a_two_thread_team(restore_threads, conv_inputs):
+    """setup.py builds a serial extension (with a warning) when the compiler has
+    no OpenMP; every other thread test then skips, so this one says so: it fails
+    on CI, where the build must be parallel, and elsewhere skips with the reason.
+    With OpenMP, a call above the cut-off asked for 2 threads runs on 2."""
+    if not fastconv.openmp_enabled():
+        if os.environ.get("CI"):
+            pytest.fail("CI built fastconv without OpenMP: the kernels run on one thread")
+        pytest.skip("this build has no OpenMP (setup.py found no OpenMP support in the "
+                    "compiler): a serial build cannot show a team")
+    assert fastconv.info()["openmp"] is True
+    if fastconv.info()["forked_child_serial"]:
+        pytest.skip("a forked child of a process that ran OpenMP runs kernels serially")
+    if fastconv.functional._max_num_threads() < 2:
+        pytest.skip("the thread limit of this machine is 1")
+    fastconv.set_num_threads(2)
+    _kernels.team_adaptive(False)  # a busy machine must not cap the team to 1 here
+    try:
+        n = threads_used(*conv_inputs)
+        assert n == 2, f"a conv2d above the cut-off asked for 2 threads ran on {n}"
+    finally:
+        _kernels.team_adaptive(True)
+        _kernels.team_reset()
+
+
+# --------------------------------------------------------------------------
 # The thread-count limit (it used to crash: libgomp allocas a start record per
 # thread on the caller's stack, and aborts when it cannot create a thread)
 # --------------------------------------------------------------------------
