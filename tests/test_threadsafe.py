@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import models, nn
+from fastconv import _kernels, models, nn
 
 from workloads import WORKLOADS, run_workload
 
@@ -218,6 +218,10 @@ def test_models_still_copy_and_pickle(rng):
 
 
 # ------------------------------------------ kernels from 8 Python threads ---
+def _parallel_regions():
+    return fastconv.info()["team"]["parallel_regions"]
+
+
 def test_eight_threads_give_serial_results_bitwise(restore_threads):
     jobs = [(i, dt) for i in range(len(WORKLOADS)) for dt in (np.float32, np.float64)]
     serial = {job: run_workload(*job) for job in jobs}
@@ -234,16 +238,33 @@ def test_eight_threads_give_serial_results_bitwise(restore_threads):
         except BaseException as exc:  # reported below; a thread must not die silently
             errors.append((t, exc))
 
-    for threads in (2, 1):  # OpenMP teams inside each Python thread, then serial kernels
-        fastconv.set_num_threads(threads)
-        results.clear()
-        pool = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-        for th in pool:
-            th.start()
-        for th in pool:
-            th.join(timeout=300)
-        assert not any(th.is_alive() for th in pool), "a kernel thread hung"
-        assert not errors, errors
-        assert len(results) == 8 * 3 * len(jobs)
-        for (t, rnd, job), got in results.items():
-            assert got == serial[job], f"thread {t} round {rnd} workload {job} differs"
+    # Without this the controller, seeing 8 callers late on a 2-core machine, runs
+    # most calls on one thread, and the 2-thread round would test few real teams.
+    _kernels.team_adaptive(False)
+    try:
+        fastconv.set_num_threads(2)
+        before = _parallel_regions()
+        for job in jobs:
+            run_workload(*job)
+        regions_per_round = _parallel_regions() - before
+        assert regions_per_round > 0 or not fastconv.openmp_enabled()
+        for threads in (2, 1):  # OpenMP teams inside each Python thread, then serial kernels
+            fastconv.set_num_threads(threads)
+            results.clear()
+            before = _parallel_regions()
+            pool = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+            for th in pool:
+                th.start()
+            for th in pool:
+                th.join(timeout=300)
+            assert not any(th.is_alive() for th in pool), "a kernel thread hung"
+            assert not errors, errors
+            assert len(results) == 8 * 3 * len(jobs)
+            for (t, rnd, job), got in results.items():
+                assert got == serial[job], f"thread {t} round {rnd} workload {job} differs"
+            # every call above the cut-off, in every Python thread, ran on a team
+            want = 8 * 3 * regions_per_round if threads == 2 else 0
+            assert _parallel_regions() - before == want, f"{threads} thread(s)"
+    finally:
+        _kernels.team_adaptive(True)
+        _kernels.team_reset()
