@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _kernels
 
 from workloads import rss_bytes
 
@@ -33,26 +34,39 @@ LEAK_CALLS = int(os.environ.get("FASTCONV_LEAK_CALLS", "2000"))
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rss_flat_over_thousands_of_calls(dtype, threads, restore_threads):
-    # Two OpenMP threads on a loaded 2-core machine can make these tiny calls
-    # 100x slower (the team waits for a descheduled worker at every barrier),
-    # so the parallel variant does a tenth of the calls; per-thread scratch,
-    # allocated inside the parallel region, is still exercised thousands of times.
+    # Two OpenMP threads on a loaded 2-core machine can make small calls 100x
+    # slower (the team waits for a descheduled worker at every barrier), so the
+    # parallel variant does a tenth of the calls, on a layer whose convolutions
+    # are above the parallel cut-off (2e5 multiply-adds; the 1-thread layer is
+    # below it): per-thread scratch, allocated inside the parallel region, is
+    # exercised hundreds of times, and the region count says so.
     calls = LEAK_CALLS if threads == 1 else LEAK_CALLS // 10
+    (n, c, hw), k = ((2, 4, 12), 8) if threads == 1 else ((2, 8, 16), 16)
     fastconv.set_num_threads(threads)
+    _kernels.team_adaptive(False)  # every call gets the team it asks for
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 4, 12, 12)).astype(dtype)
-    w = rng.standard_normal((8, 4, 3, 3)).astype(dtype)
-    b = rng.standard_normal(8).astype(dtype)
-    gy = rng.standard_normal((2, 8, 12, 12)).astype(dtype)
-    for _ in range(100):  # warm-up: allocator pools, OpenMP team, thread stacks
-        _fwd_bwd_once(x, w, b, gy)
-    gc.collect()
-    before = rss_bytes()
-    for _ in range(calls):
-        _fwd_bwd_once(x, w, b, gy)
-    gc.collect()
-    grown = rss_bytes() - before
+    x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
+    w = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    gy = rng.standard_normal((n, k, hw, hw)).astype(dtype)
+    try:
+        for _ in range(100):  # warm-up: allocator pools, OpenMP team, thread stacks
+            _fwd_bwd_once(x, w, b, gy)
+        gc.collect()
+        before, regions = rss_bytes(), fastconv.info()["team"]["parallel_regions"]
+        for _ in range(calls):
+            _fwd_bwd_once(x, w, b, gy)
+        gc.collect()
+        grown = rss_bytes() - before
+        regions = fastconv.info()["team"]["parallel_regions"] - regions
+    finally:
+        _kernels.team_adaptive(True)
+        _kernels.team_reset()
     assert grown < 8 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over {6 * calls} calls"
+    if threads == 2 and fastconv.openmp_enabled():
+        assert regions >= 2 * calls, f"{regions} parallel regions in {calls} iterations"
+    else:
+        assert regions == 0
 
 
 def test_tracemalloc_no_numpy_growth(restore_threads):
