@@ -1,10 +1,12 @@
 """Helpers shared by the thread, fork and leak tests (test_threadsafe,
-test_threads, test_fork, test_leaks): one fixed set of kernel calls whose bytes
-can be compared across threads and processes, how to start a child process on
-the fastconv under test, and the resident set size. Like oracle.py, imported by
-name (pytest puts tests/ on sys.path).
+test_threads, test_fork, test_leaks, and the thread-count checks elsewhere): one
+fixed set of kernel calls whose bytes can be compared across threads and
+processes, a fixed team and a count of the parallel regions that really ran,
+how to start a child process on the fastconv under test, and the resident set
+size. Like oracle.py, imported by name (pytest puts tests/ on sys.path).
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -54,3 +56,24 @@ def run_workload(i, dtype, seed=0):
     a = fastconv.avg_pool2d(y, pk, 1, pk // 2, count_include_pad=False)
     ga = fastconv.avg_pool2d_backward(a, y.shape, pk, 1, pk // 2, count_include_pad=False)
     return [t.tobytes() for t in (y, gx, gw, gb, p, idx, gp, a, ga)]
+
+
+def parallel_regions():
+    """Parallel regions run so far with a team of 2 or more threads, process-wide."""
+    return fastconv.info()["team"]["parallel_regions"]
+
+
+@contextlib.contextmanager
+def fixed_team():
+    """Every kernel call above the parallel cut-off gets the team it asks for: on
+    a busy machine the adaptive controller would otherwise run some calls on one
+    thread (same bits, but a thread-count test would then compare serial runs).
+    Leaving resets the controller and its counters (parallel_regions too)."""
+    from fastconv import _kernels
+
+    _kernels.team_adaptive(False)
+    try:
+        yield
+    finally:
+        _kernels.team_adaptive(True)
+        _kernels.team_reset()
