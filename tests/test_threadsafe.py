@@ -18,7 +18,7 @@ import pytest
 import fastconv
 from fastconv import _kernels, models, nn
 
-from workloads import WORKLOADS, run_workload
+from workloads import WORKLOADS, parallel_regions, run_workload
 
 THREADS = 8
 CALLS = 20
@@ -218,10 +218,6 @@ def test_models_still_copy_and_pickle(rng):
 
 
 # ------------------------------------------ kernels from 8 Python threads ---
-def _parallel_regions():
-    return fastconv.info()["team"]["parallel_regions"]
-
-
 def test_eight_threads_give_serial_results_bitwise(restore_threads):
     jobs = [(i, dt) for i in range(len(WORKLOADS)) for dt in (np.float32, np.float64)]
     serial = {job: run_workload(*job) for job in jobs}
@@ -243,15 +239,15 @@ def test_eight_threads_give_serial_results_bitwise(restore_threads):
     _kernels.team_adaptive(False)
     try:
         fastconv.set_num_threads(2)
-        before = _parallel_regions()
+        before = parallel_regions()
         for job in jobs:
             run_workload(*job)
-        regions_per_round = _parallel_regions() - before
+        regions_per_round = parallel_regions() - before
         assert regions_per_round > 0 or not fastconv.openmp_enabled()
         for threads in (2, 1):  # OpenMP teams inside each Python thread, then serial kernels
             fastconv.set_num_threads(threads)
             results.clear()
-            before = _parallel_regions()
+            before = parallel_regions()
             pool = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
             for th in pool:
                 th.start()
@@ -264,7 +260,7 @@ def test_eight_threads_give_serial_results_bitwise(restore_threads):
                 assert got == serial[job], f"thread {t} round {rnd} workload {job} differs"
             # every call above the cut-off, in every Python thread, ran on a team
             want = 8 * 3 * regions_per_round if threads == 2 else 0
-            assert _parallel_regions() - before == want, f"{threads} thread(s)"
+            assert parallel_regions() - before == want, f"{threads} thread(s)"
     finally:
         _kernels.team_adaptive(True)
         _kernels.team_reset()
