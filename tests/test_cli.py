@@ -250,3 +250,66 @@ def test_default_lenet5_recipe_reaches_99_percent(tmp_path, capsys, seed):
     print(f"seed {seed}: test accuracy {m['test_accuracy']:.4f} in {m['wall_seconds']:.0f} s "
           f"({m['train_images_per_second']:.0f} img/s, {m['threads']} threads)")
     assert m["test_accuracy"] >= 0.99
+
+
+# Children import the fastconv under test, not the uncompiled source tree
+_CHILD_ENV = dict(os.environ, PYTHONPATH=str(Path(fastconv.__file__).resolve().parents[1]))
+
+
+# ---------------------------------------------------- bad input: the CLI ---
+# test_cli.py covers --epochs/--batch-size/--lr/--lr-decay/--model/--optimizer/
+# --augment/--data-dir/--resume (missing)/--save (missing dir) and unknown
+# commands; these are the rest.
+CLI_CASES = [
+    (["train", "--threads", "0"], "--threads: must be >= 1"),
+    (["train", "--threads", "many"], "expected an integer"),
+    (["train", "--seed", "-3"], "--seed: must be >= 0"),
+    (["train", "--train-subset", "0"], "--train-subset: must be >= 1"),
+    (["train", "--test-subset", "x"], "expected an integer"),
+    (["train", "--val-size", "-1"], "--val-size: must be >= 0"),
+    (["train", "--weight-decay", "nan"], "--weight-decay: must lie in"),
+    (["train", "--lr", "inf"], "--lr: must lie in"),
+    (["train", "--lr-decay", "0"], "--lr-decay: must lie in"),
+    (["train", "--dtype", "float16"], "invalid choice: 'float16'"),
+    (["train", "--augment", "shift:abc"], "bad augmentation"),
+    (["train", "--augment", ","], "augmentation"),
+    (["train", "--checkpoint", "/"], "--checkpoint: / is a directory"),
+    (["train", "--metrics-out", "/nonexistent/dir/m.json"], "--metrics-out: directory"),
+    (["train", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
+    (["info", "--bogus"], "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
+def test_cli_bad_arguments_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, (code, err)
+    assert "usage: fastconv" in err and message in err, err
+    assert "Traceback" not in err
+
+
+def test_cli_resume_from_corrupt_or_foreign_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 definitely not a zip")
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.arange(3))
+    model_file = tmp_path / "model.npz"
+    model = nn.Sequential([nn.Flatten(), nn.Linear(64, 3)])
+    model.compile(optimizer="sgd", loss="cross_entropy")
+    model.save(model_file)
+    for path, words in ((bad, "corrupt"), (plain, "not a fastconv"), (model_file, "checkpoint")):
+        code = cli.main(["train", "--resume", str(path)])
+        out, err = capsys.readouterr()
+        assert code == 2, err
+        assert "--resume" in err and words in err and "Traceback" not in err, err
+
+
+def test_cli_missing_subcommand_args_never_traceback(tmp_path):
+    """``python -m fastconv`` with garbage never prints a Python traceback."""
+    for argv in (["train", "--epochs"], ["train", "--resume"], ["--version", "x"], ["bench", "-h"]):
+        proc = subprocess.run([sys.executable, "-m", "fastconv", *argv], env=_CHILD_ENV,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in proc.stderr, (argv, proc.stderr)

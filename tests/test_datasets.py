@@ -392,38 +392,46 @@ def test_download_cut_off_leaves_nothing(server, tmp_path):
     assert listing(cache) == []
 
 
-def test_download_progress_bar_runs(server, tmp_path, capsys, monkeypatch):
+def test_download_progress_reaches_each_files_size_on_stderr(server, tmp_path, capsys,
+                                                             monkeypatch):
     root, url = server
-    make_fake_dataset(root, n_train=2, n_test=2)
+    # 200 random (incompressible) images: a ~157 kB train-images file that arrives
+    # in several reads, so a bar that kept only the last read would fall short
+    make_fake_dataset(root, n_train=200, n_test=2)
     sizes = {n: (root / (n + ".gz")).stat().st_size for n in ds.MNIST_FILES}
+    assert sizes[ds.MNIST_FILES[0]] > 2 * ds._CHUNK
     # without tqdm: one line before and one after each file, with the byte count
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     ds.load_idx_dataset(tmp_path / "c", download=True, mirrors=url, progress=True)
-    err = capsys.readouterr().err
-    for name, size in sizes.items():
-        assert f"downloading {name}.gz ..." in err
-        assert f"downloaded {name}.gz ({size} bytes)" in err
-    # with a tqdm stand-in: the bar gets the announced total and every byte
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [line for name, size in sizes.items() for line in (
+        f"downloading {name}.gz ...", f"downloaded {name}.gz ({size} bytes)")]
+    # with a tqdm stand-in: one bar per file, told its total in bytes, fed every byte
     bars = []
 
     class FakeTqdm:
         def __init__(self, total, **kwargs):
-            self.total, self.n, self.closed = total, 0, False
+            self.total, self.kwargs, self.steps, self.closed = total, kwargs, [], False
             bars.append(self)
 
         def update(self, n):
-            self.n += n
+            self.steps.append(n)
 
         def close(self):
             self.closed = True
 
     monkeypatch.setitem(sys.modules, "tqdm.auto", types.SimpleNamespace(tqdm=FakeTqdm))
     ds.load_idx_dataset(tmp_path / "d", download=True, mirrors=url, progress=True)
-    assert [(b.total, b.n, b.closed) for b in bars] == [(s, s, True) for s in sizes.values()]
-    # progress=False prints nothing
+    assert [(b.kwargs["desc"], b.total, sum(b.steps), b.closed) for b in bars] == [
+        (name + ".gz", size, size, True) for name, size in sizes.items()]
+    assert all(b.kwargs["unit"] == "B" and min(b.steps) > 0 for b in bars)
+    assert len(bars[0].steps) >= 3  # the bar moved as the big file arrived
+    # progress=False: no bar, nothing printed
+    bars.clear()
     ds.load_idx_dataset(tmp_path / "e", download=True, mirrors=url, progress=False)
-    assert capsys.readouterr().err == ""
+    assert bars == [] and capsys.readouterr() == ("", "")
 
 
 @needs_mnist

@@ -24,6 +24,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import fastconv
 
+from workloads import fixed_team, parallel_regions
+
 DTYPES = [np.float64, np.float32]
 # largest magnitude an exactly representable integer may reach, per dtype
 EXACT_LIMIT = {np.float64: 2**53, np.float32: 2**24}
@@ -277,11 +279,18 @@ def test_exact_on_every_simd_path_and_thread_count(simd, rng, restore_threads):
         for threads in (1, 2):
             fastconv.set_num_threads(threads)
             for dtype in DTYPES:
-                y = fastconv.conv2d(x.astype(dtype), w.astype(dtype), b.astype(dtype),
-                                    stride=2, padding=1)
+                with fixed_team():
+                    y = fastconv.conv2d(x.astype(dtype), w.astype(dtype), b.astype(dtype),
+                                        stride=2, padding=1)
+                    # 3.4e5 multiply-adds, above the cut-off: the team asked for ran
+                    assert fastconv.info()["team"]["threads_last_call"] == (
+                        threads if fastconv.openmp_enabled() else 1)
+                    regions = parallel_regions()
+                    got = fastconv.conv2d_backward(gy.astype(dtype), x.astype(dtype),
+                                                   w.astype(dtype), stride=2, padding=1)
+                    assert (parallel_regions() > regions) == (
+                        threads > 1 and fastconv.openmp_enabled())
                 assert_bitwise(y, want, dtype, f"conv2d {simd} {threads}t")
-                got = fastconv.conv2d_backward(gy.astype(dtype), x.astype(dtype),
-                                               w.astype(dtype), stride=2, padding=1)
                 for a, e in zip(got, wantb):
                     assert_bitwise(a, e, dtype, f"conv2d_backward {simd} {threads}t")
     finally:

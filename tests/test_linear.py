@@ -18,6 +18,8 @@ from fastconv import _kernels
 from fastconv import functional as F
 from fastconv import nn
 
+from workloads import fixed_team, parallel_regions
+
 
 # relative to the largest |value| of the result (sums of up to ~3000 products)
 TOL = {np.float64: 1e-13, np.float32: 2e-6}
@@ -222,8 +224,15 @@ def test_thread_count_does_not_change_a_bit(shape, dtype, rng, restore_threads):
     serial = run()
     for threads in (2, 3):
         fastconv.set_num_threads(threads)
-        for got, want in zip(run(), serial):
-            assert got.tobytes() == want.tobytes(), f"{threads} threads vs 1"
+        team = threads if fastconv.openmp_enabled() else 1
+        with fixed_team():
+            before = parallel_regions()
+            got = run()
+            # both products ran on the team asked for, not serially
+            assert fastconv.info()["team"]["threads_last_call"] == team
+            assert parallel_regions() - before >= (2 if team > 1 else 0)
+        for g, want in zip(got, serial):
+            assert g.tobytes() == want.tobytes(), f"{threads} threads vs 1"
 
 
 # (in_features, out_features): LeNet-5's and the MNIST CNN's layers, a reduction

@@ -14,6 +14,8 @@ from fastconv import _kernels, optim
 from fastconv import functional as F
 from fastconv.nn import Parameter
 
+from workloads import fixed_team, parallel_regions
+
 DTYPES = [np.float32, np.float64]
 SIZES = [(1,), (7,), (3, 5), (33,), (6, 1, 5, 5), (1000,), (4097,), (120, 401)]
 
@@ -157,7 +159,10 @@ def test_one_and_two_threads_bitwise(name, kwargs, rng, restore_threads):
     results = []
     for threads in (1, 2):
         fastconv.set_num_threads(threads)
-        results.append(run_both(name, kwargs, params, grads)[0])
+        with fixed_team():
+            before = parallel_regions()
+            results.append(run_both(name, kwargs, params, grads)[0])
+            assert (parallel_regions() > before) == (threads > 1 and fastconv.openmp_enabled())
     assert_same(*results)
 
 

@@ -17,6 +17,8 @@ from conftest import SIMD_LEVELS
 from fastconv import functional as F
 from fastconv import reference as R
 
+from workloads import fixed_team, parallel_regions
+
 # (N, C, H, W, K, kh, kw, stride, padding, dilation, groups)
 CONV_CASES = [
     (2, 3, 9, 11, 4, 3, 3, 1, 1, 1, 1),
@@ -150,12 +152,17 @@ def test_every_row_count_and_tail_kernel(k, simd, dw_route, dx_route):
 
 
 def _thread_runs(fn):
+    """fn() on 1, 2, 1, 2 threads; the 2-thread runs must really form teams."""
     before = fastconv.get_num_threads()
     try:
         out = []
         for n in (1, 2, 1, 2):
             fastconv.set_num_threads(n)
-            out.append(fn())
+            with fixed_team():
+                regions = parallel_regions()
+                out.append(fn())
+                ran_parallel = parallel_regions() > regions
+            assert ran_parallel == (n > 1 and fastconv.openmp_enabled()), f"{n} thread(s)"
         return out
     finally:
         fastconv.set_num_threads(before)

@@ -10,6 +10,7 @@ cannot outrun between two calls.
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -19,6 +20,7 @@ import fastconv
 from fastconv import _kernels
 
 from oracle import assert_bitwise_equal
+from workloads import run_workload
 
 needs_openmp = pytest.mark.skipif(not fastconv.openmp_enabled(),
                                   reason="a serial build has one thread")
@@ -180,6 +182,35 @@ def test_one_thread_runs_no_team(team, conv_inputs):
 
 
 # --------------------------------------------------------------------------
+# The build: OpenMP compiled in, and a team really formed
+# --------------------------------------------------------------------------
+
+def test_openmp_build_runs_a_two_thread_team(restore_threads, conv_inputs):
+    """setup.py builds a serial extension (with a warning) when the compiler has
+    no OpenMP; every other thread test then skips, so this one says so: it fails
+    on CI, where the build must be parallel, and elsewhere skips with the reason.
+    With OpenMP, a call above the cut-off asked for 2 threads runs on 2."""
+    if not fastconv.openmp_enabled():
+        if os.environ.get("CI"):
+            pytest.fail("CI built fastconv without OpenMP: the kernels run on one thread")
+        pytest.skip("this build has no OpenMP (setup.py found no OpenMP support in the "
+                    "compiler): a serial build cannot show a team")
+    assert fastconv.info()["openmp"] is True
+    if fastconv.info()["forked_child_serial"]:
+        pytest.skip("a forked child of a process that ran OpenMP runs kernels serially")
+    if fastconv.functional._max_num_threads() < 2:
+        pytest.skip("the thread limit of this machine is 1")
+    fastconv.set_num_threads(2)
+    _kernels.team_adaptive(False)  # a busy machine must not cap the team to 1 here
+    try:
+        n = threads_used(*conv_inputs)
+        assert n == 2, f"a conv2d above the cut-off asked for 2 threads ran on {n}"
+    finally:
+        _kernels.team_adaptive(True)
+        _kernels.team_reset()
+
+
+# --------------------------------------------------------------------------
 # The thread-count limit (it used to crash: libgomp allocas a start record per
 # thread on the caller's stack, and aborts when it cannot create a thread)
 # --------------------------------------------------------------------------
@@ -280,3 +311,77 @@ def test_one_late_scout_answer_is_asked_again(team, conv_inputs):
     _kernels.team_simulate_late(0.05, 1, 0.0)    # the scout's first answer is late, the next not
     assert scout_decides(x, w) == 2, "a single late scout answer kept the team capped"
     assert stats()["scout_late"] == 0, "a single late scout answer renewed the back-off"
+
+
+# --------------------------------------------------------------------------
+# threadpoolctl, and thread limits seen from other Python threads
+# --------------------------------------------------------------------------
+
+def test_threadpoolctl_sees_fastconv_openmp(restore_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not fastconv.openmp_enabled():
+        pytest.skip("serial build")
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    omp = [e for e in threadpoolctl.threadpool_info() if e["user_api"] == "openmp"]
+    assert omp, threadpoolctl.threadpool_info()
+    # the OpenMP runtime threadpoolctl reports is the one mapped next to _kernels
+    assert any(os.path.realpath(e["filepath"]) in maps or e["filepath"] in maps for e in omp)
+    assert any(e["internal_api"] in ("openmp", "libgomp") or "gomp" in e["filepath"]
+               for e in omp)
+
+    fastconv.set_num_threads(2)
+    assert fastconv.get_num_threads() == 2
+    with threadpoolctl.threadpool_limits(limits=1):
+        assert fastconv.get_num_threads() == 1
+        y1 = run_workload(2, np.float32)
+    assert fastconv.get_num_threads() == 2
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert fastconv.get_num_threads() == 1
+    assert fastconv.get_num_threads() == 2
+    assert run_workload(2, np.float32) == y1  # thread count never changes results
+
+
+def test_thread_limits_are_per_thread_but_set_num_threads_is_global(restore_threads):
+    """How to avoid oversubscription under a thread pool (see docs/reliability.md).
+
+    OpenMP's thread count is a per-thread setting: ``threadpool_limits`` (or
+    OMP's own omp_set_num_threads) in the main thread does not reach threads it
+    did not start, so each worker of a pool would still open a full OpenMP
+    team. ``fastconv.set_num_threads(1)`` is a process-wide cap and does.
+    """
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not fastconv.openmp_enabled():
+        pytest.skip("serial build")
+    fastconv.set_num_threads(2)
+    seen = {}
+
+    def probe(key):
+        seen[key] = fastconv.get_num_threads()
+
+    t = threading.Thread(target=probe, args=("fresh-thread",))
+    t.start()
+    t.join()
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        t = threading.Thread(target=probe, args=("limits-in-main",))
+        t.start()
+        t.join()
+    fastconv.set_num_threads(1)
+    t = threading.Thread(target=probe, args=("set_num_threads",))
+    t.start()
+    t.join()
+
+    def limited():
+        with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+            probe("limits-in-worker")
+
+    fastconv.set_num_threads(2)
+    t = threading.Thread(target=limited)
+    t.start()
+    t.join()
+    assert seen["set_num_threads"] == 1
+    assert seen["limits-in-worker"] == 1
+    # documented behaviour of the OpenMP runtime (libgomp): limits are per thread,
+    # so a thread started inside the main thread's limit does not see it
+    if seen["fresh-thread"] > 1:
+        assert seen["limits-in-main"] == seen["fresh-thread"]

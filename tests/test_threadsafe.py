@@ -3,7 +3,9 @@
 Inference (predict, evaluate, evaluation-mode forward) from many threads at
 once gives every thread exactly the single-thread result; training one model
 from two threads at once is refused with a RuntimeError instead of
-corrupting it; grad mode is per thread.
+corrupting it; grad mode is per thread. The kernels themselves release the
+GIL: 8 Python threads calling them at once (different shapes, both dtypes, 2
+and 1 OpenMP threads each) give the serial results bit for bit.
 """
 
 import copy
@@ -13,7 +15,10 @@ import threading
 import numpy as np
 import pytest
 
-from fastconv import models, nn
+import fastconv
+from fastconv import _kernels, models, nn
+
+from workloads import WORKLOADS, parallel_regions, run_workload
 
 THREADS = 8
 CALLS = 20
@@ -210,3 +215,52 @@ def test_models_still_copy_and_pickle(rng):
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         np.testing.assert_array_equal(clone.predict(x), want)
         clone.compile("sgd", "cross_entropy").fit(x, np.array([1, 2]), verbose=0)
+
+
+# ------------------------------------------ kernels from 8 Python threads ---
+def test_eight_threads_give_serial_results_bitwise(restore_threads):
+    jobs = [(i, dt) for i in range(len(WORKLOADS)) for dt in (np.float32, np.float64)]
+    serial = {job: run_workload(*job) for job in jobs}
+    barrier = threading.Barrier(8)
+    results, errors = {}, []
+
+    def worker(t):
+        try:
+            barrier.wait(timeout=30)
+            for rnd in range(3):  # rotate, so every round pairs different shapes
+                for k in range(len(jobs)):
+                    job = jobs[(k + 2 * t + rnd) % len(jobs)]
+                    results[(t, rnd, job)] = run_workload(*job)
+        except BaseException as exc:  # reported below; a thread must not die silently
+            errors.append((t, exc))
+
+    # Without this the controller, seeing 8 callers late on a 2-core machine, runs
+    # most calls on one thread, and the 2-thread round would test few real teams.
+    _kernels.team_adaptive(False)
+    try:
+        fastconv.set_num_threads(2)
+        before = parallel_regions()
+        for job in jobs:
+            run_workload(*job)
+        regions_per_round = parallel_regions() - before
+        assert regions_per_round > 0 or not fastconv.openmp_enabled()
+        for threads in (2, 1):  # OpenMP teams inside each Python thread, then serial kernels
+            fastconv.set_num_threads(threads)
+            results.clear()
+            before = parallel_regions()
+            pool = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+            for th in pool:
+                th.start()
+            for th in pool:
+                th.join(timeout=300)
+            assert not any(th.is_alive() for th in pool), "a kernel thread hung"
+            assert not errors, errors
+            assert len(results) == 8 * 3 * len(jobs)
+            for (t, rnd, job), got in results.items():
+                assert got == serial[job], f"thread {t} round {rnd} workload {job} differs"
+            # every call above the cut-off, in every Python thread, ran on a team
+            want = 8 * 3 * regions_per_round if threads == 2 else 0
+            assert parallel_regions() - before == want, f"{threads} thread(s)"
+    finally:
+        _kernels.team_adaptive(True)
+        _kernels.team_reset()

@@ -10,6 +10,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import inspect
 import io
 import json
 import os
@@ -27,6 +28,7 @@ import pytest
 from fastconv import _fileio, cli, nn
 from fastconv import datasets as ds
 from fastconv.nn import module as nn_module
+from fastconv.nn import serialization
 
 
 # --------------------------------------------------------------------------- #
@@ -267,15 +269,76 @@ def test_malformed_metadata_is_a_value_error_naming_the_file(tmp_path, case):
             load(path)
 
 
-def test_pickled_member_anywhere_is_refused(tmp_path):
-    path = tmp_path / "m.npz"
-    small_model().save(path)
-    with zipfile.ZipFile(path, "a") as z:  # header of an object array; never unpickled
-        d = repr({"descr": "|O", "fortran_order": False, "shape": (1,)}).encode()
-        d += b" " * ((-(10 + len(d) + 1)) % 64) + b"\n"
-        z.writestr("unused.npy", b"\x93NUMPY\x01\x00" + len(d).to_bytes(2, "little") + d + b"\x80\x04N.")
-    with pytest.raises(ValueError, match=r"m\.npz.*'unused'.*not a plain numeric"):
-        nn.load_model(path)
+# no pickle, ever: a pickled object array planted anywhere in a .npz is refused
+# and its payload never runs
+def test_loader_uses_allow_pickle_false():
+    src = inspect.getsource(serialization)
+    # The loader reads members with zipfile and parses npy headers itself;
+    # any np.load that comes back must keep pickles off, and object dtypes are refused.
+    loads = [line.strip() for line in src.splitlines() if "np.load(" in line]
+    assert all("allow_pickle=False" in line for line in loads), loads
+    assert "dtype.hasobject" in src
+    assert "import pickle" not in src and "pickle.load" not in src
+
+
+class _Payload:
+    """Unpickling this creates a directory: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def _plant(path, out, key, value):
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[key] = value
+    np.savez(out, **arrays)  # savez pickles object arrays
+
+
+@pytest.mark.parametrize("where", ["weight", "meta", "optimizer-slot", "extra-entry"])
+def test_pickled_object_array_is_refused_and_never_runs(tmp_path, where):
+    model = nn.Sequential([nn.Flatten(), nn.Linear(4, 2)])
+    model.compile(optimizer="adam", loss="cross_entropy")
+    model.fit(np.ones((4, 4), np.float32), np.array([0, 1, 0, 1]), verbose=0)
+    good = tmp_path / "good.npz"
+    nn.save_checkpoint(good, model, model.optimizer, 0, rng_state=None)
+    marker = tmp_path / "PWNED"
+    evil = np.empty(1, dtype=object)
+    evil[0] = _Payload(str(marker))
+    with np.load(good, allow_pickle=False) as npz:
+        files = npz.files
+    key = {"weight": next(k for k in files if k.startswith("model/")),
+           "meta": "__meta__",
+           "optimizer-slot": next(k for k in files if k.startswith("optimizer/")),
+           "extra-entry": "zzz_extra"}[where]
+    bad = tmp_path / "bad.npz"
+    _plant(good, bad, key, evil)
+    for load in (nn.load_model, nn.load_checkpoint):
+        with pytest.raises(ValueError, match=r"bad\.npz'?: member '.+' has dtype object, "
+                                              r"not a plain numeric"):
+            load(bad)
+    assert not marker.exists(), "unpickling ran code from the file"
+    # the CLI refuses it too, with a usage message instead of a traceback
+    from fastconv import cli
+
+    assert cli.main(["train", "--resume", str(bad)]) == 2
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_at_every_length_is_a_clear_error(tmp_path):
+    model = nn.Sequential([nn.Flatten(), nn.Linear(4, 2)])
+    model.compile(optimizer="sgd", loss="cross_entropy")
+    good = tmp_path / "good.npz"
+    nn.save_checkpoint(good, model, model.optimizer, 0, rng_state=None)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.npz"
+    for n in sorted(set(np.linspace(0, len(data) - 1, 60).astype(int))):
+        cut.write_bytes(data[:n])
+        with pytest.raises(ValueError, match="cut.npz"):
+            nn.load_checkpoint(cut)
 
 
 def test_optimizer_slots_are_checked_against_the_optimizer(tmp_path):

@@ -3,13 +3,18 @@
 ValueError for shapes and parameters, TypeError for dtypes, before any kernel
 runs (so absurd sizes never reach an allocation). The same matrix runs against
 fastconv.reference, which must refuse nonsense rather than return garbage.
+The same for the layers (constructors, forward, backward, state dicts),
+``compile``/``fit``/``evaluate``/``predict`` and the data helpers.
 """
+
+import os
+import re
 
 import numpy as np
 import pytest
 
 import fastconv
-from fastconv import reference
+from fastconv import nn, reference
 
 
 def z(*shape, dtype=np.float64):
@@ -201,3 +206,220 @@ def test_validation_happens_before_any_write():
     with pytest.raises(TypeError):
         fastconv.conv2d(X, W, B.astype(np.float32), out=buf)
     assert (buf == 7.0).all()
+
+
+# ------------------------------------------------ bad input: the layers ---
+F32 = np.float32
+X4 = np.zeros((2, 3, 8, 8), F32)
+
+LAYER_CASES = [
+    # constructors
+    ("Conv2d in_channels 0", ValueError, "in_channels", lambda: nn.Conv2d(0, 4, 3)),
+    ("Conv2d in_channels float", TypeError, "in_channels", lambda: nn.Conv2d(3.0, 4, 3)),
+    ("Conv2d kernel_size 0", ValueError, "kernel_size", lambda: nn.Conv2d(3, 4, 0)),
+    ("Conv2d kernel_size triple", TypeError, "kernel_size", lambda: nn.Conv2d(3, 4, (3, 3, 3))),
+    ("Conv2d kernel_size str", TypeError, "kernel_size", lambda: nn.Conv2d(3, 4, "3")),
+    ("Conv2d stride -1", ValueError, "stride", lambda: nn.Conv2d(3, 4, 3, stride=-1)),
+    ("Conv2d padding -1", ValueError, "padding", lambda: nn.Conv2d(3, 4, 3, padding=-1)),
+    ("Conv2d padding 'full'", ValueError, "padding", lambda: nn.Conv2d(3, 4, 3, padding="full")),
+    ("Conv2d same + stride 2", ValueError, "same",
+     lambda: nn.Conv2d(3, 4, 3, stride=2, padding="same")),
+    ("Conv2d groups 2 with 3 in", ValueError, "groups", lambda: nn.Conv2d(3, 4, 3, groups=2)),
+    ("Conv2d groups 0", ValueError, "groups", lambda: nn.Conv2d(3, 4, 3, groups=0)),
+    ("Conv2d dtype int", TypeError, "dtype", lambda: nn.Conv2d(3, 4, 3, dtype=np.int32)),
+    ("Conv2d dtype bogus", TypeError, "Conv2d.*dtype", lambda: nn.Conv2d(3, 4, 3, dtype="nope")),
+    ("Conv2d weight_init bogus", ValueError, "unknown initialiser 'bogus'",
+     lambda: nn.Conv2d(3, 4, 3, weight_init="bogus")),
+    ("MaxPool2d kernel 0", ValueError, "kernel_size", lambda: nn.MaxPool2d(0)),
+    ("MaxPool2d padding > k/2", ValueError, "padding", lambda: nn.MaxPool2d(2, padding=2)),
+    ("AvgPool2d stride 0", ValueError, "stride", lambda: nn.AvgPool2d(2, stride=0)),
+    ("Linear out_features 0", ValueError, "out_features", lambda: nn.Linear(4, 0)),
+    ("Dropout p 1.5", ValueError, r"\bp\b", lambda: nn.Dropout(1.5)),
+    ("Dropout p -0.1", ValueError, r"\bp\b", lambda: nn.Dropout(-0.1)),
+    ("BatchNorm2d features 0", ValueError, "num_features", lambda: nn.BatchNorm2d(0)),
+    # forward with wrong input
+    ("Conv2d forward list", TypeError, "input", lambda: nn.Conv2d(3, 4, 3)([[1.0]])),
+    ("Conv2d forward 3-D", ValueError, "Conv2d: expected 4-D input", lambda: nn.Conv2d(3, 4, 3)(X4[0])),
+    ("Conv2d forward channels", ValueError, "channel", lambda: nn.Conv2d(2, 4, 3)(X4)),
+    ("Conv2d forward float64", TypeError, "dtype", lambda: nn.Conv2d(3, 4, 3)(X4.astype(float))),
+    ("Conv2d forward int", TypeError, "dtype", lambda: nn.Conv2d(3, 4, 3)(X4.astype(int))),
+    ("Conv2d forward too small", ValueError, "conv2d: kernel extent 9 .* larger than the padded",
+     lambda: nn.Conv2d(3, 4, 9)(X4)),
+    ("MaxPool2d forward 2-D", ValueError, "MaxPool2d: expected 4-D input", lambda: nn.MaxPool2d(2)(X4[0, 0])),
+    ("MaxPool2d forward int", TypeError, "MaxPool2d: expected float32 or float64 input", lambda: nn.MaxPool2d(2)(X4.astype(int))),
+    ("AvgPool2d forward too small", ValueError, "kernel", lambda: nn.AvgPool2d(9)(X4)),
+    ("Linear forward features", ValueError, r"Linear: expected input of shape \(N, 5\)",
+     lambda: nn.Linear(5, 2)(np.zeros((2, 4), F32))),
+    ("Linear forward 4-D", ValueError, "Linear: expected 2-D input", lambda: nn.Linear(5, 2)(X4)),
+    ("ReLU forward int", TypeError, "ReLU: expected float32 or float64 input", lambda: nn.ReLU()(np.zeros((2, 3), int))),
+    # backward misuse
+    ("Conv2d backward before forward", RuntimeError, "forward",
+     lambda: nn.Conv2d(3, 4, 3).backward(np.zeros((2, 4, 6, 6), F32))),
+    ("Conv2d backward wrong grad shape", ValueError, "grad_out", lambda: _conv_fwd_then(
+        lambda c: c.backward(np.zeros((2, 4, 5, 5), F32)))),
+    ("Conv2d backward wrong grad dtype", TypeError, "conv2d_backward: grad_out has dtype", lambda: _conv_fwd_then(
+        lambda c: c.backward(np.zeros((2, 4, 6, 6), np.float64)))),
+    ("MaxPool2d backward before forward", RuntimeError, "forward",
+     lambda: nn.MaxPool2d(2).backward(np.zeros((2, 3, 4, 4), F32))),
+    ("Linear backward before forward", RuntimeError, "forward",
+     lambda: nn.Linear(4, 2).backward(np.zeros((2, 2), F32))),
+    # state dict
+    ("load_state_dict wrong shape", ValueError, "load_state_dict: 'weight' expects shape", lambda: nn.Linear(4, 2)
+     .load_state_dict({"weight": np.zeros((3, 3), F32), "bias": np.zeros(2, F32)})),
+    ("load_state_dict missing key", ValueError, r"load_state_dict: .*missing keys \['bias'\]", lambda: nn.Linear(4, 2)
+     .load_state_dict({"weight": np.zeros((2, 4), F32)})),
+]
+
+
+def _conv_fwd_then(fn):
+    c = nn.Conv2d(3, 4, 3)
+    c(X4)
+    return fn(c)
+
+
+# Known messages that do not name the function and the argument yet: strict xfails,
+# so the case turns red (and must move out of here) once the code is fixed.
+UNCLEAR = {
+    "Conv2d dtype bogus": "nn.Conv2d hands dtype to np.dtype unchecked: NumPy's "
+                          "'data type not understood' names neither Conv2d nor dtype",
+    "seed bogus": "fit hands seed to np.random.default_rng unchecked: NumPy's SeedSequence "
+                  "error names neither fit nor seed",
+}
+
+
+def _cases(table):
+    return [pytest.param(c, id=c[0], marks=[pytest.mark.xfail(strict=True, reason=UNCLEAR[c[0]])]
+                         if c[0] in UNCLEAR else []) for c in table]
+
+
+def _check_clear(exc, expected, match):
+    assert isinstance(exc, expected), f"{type(exc).__name__}: {exc}"
+    assert re.search(match, str(exc), re.IGNORECASE), f"message does not name it: {exc}"
+
+
+@pytest.mark.parametrize("case", _cases(LAYER_CASES))
+def test_layer_bad_input(case):
+    _, expected, match, call = case
+    with pytest.raises(Exception) as info:
+        call()
+    _check_clear(info.value, expected, match)
+
+
+# ------------------------------------------- bad input: fit / evaluate ---
+def _compiled():
+    model = nn.Sequential([nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                           nn.Linear(2 * 3 * 3, 3)])
+    model.compile(optimizer="sgd", loss="cross_entropy", metrics=["accuracy"])
+    return model
+
+
+XF = np.zeros((6, 1, 8, 8), F32)
+YF = np.array([0, 1, 2, 0, 1, 2])
+
+FIT_CASES = [
+    ("not compiled", RuntimeError, "compile",
+     lambda m: nn.Sequential([nn.Flatten(), nn.Linear(64, 3)]).fit(XF, YF, verbose=0)),
+    ("x/y length", ValueError, "fit: x and y must have the same length", lambda m: m.fit(XF, YF[:5], verbose=0)),
+    ("x empty", ValueError, "empty", lambda m: m.fit(XF[:0], YF[:0], verbose=0)),
+    ("x 1-D", ValueError, r"\bx\b", lambda m: m.fit(np.zeros(6, F32), YF, verbose=0)),
+    ("x strings", TypeError, "fit: x must be a real numeric array", lambda m: m.fit(XF.astype(str), YF, verbose=0)),
+    ("x wrong channels", ValueError, "channel", lambda m: m.fit(np.zeros((6, 2, 8, 8), F32), YF,
+                                                                verbose=0)),
+    ("x wrong spatial", ValueError, r"Linear: expected input of shape \(N, 18\)",
+     lambda m: m.fit(np.zeros((6, 1, 10, 10), F32), YF, verbose=0)),
+    ("y strings", TypeError, r"\by\b", lambda m: m.fit(XF, YF.astype(str), verbose=0)),
+    ("y 2-D int", ValueError, r"\by\b", lambda m: m.fit(XF, YF[:, None], verbose=0)),
+    ("y label out of range", ValueError, r"class labels must be in \[0, 3\)",
+     lambda m: m.fit(XF, YF + 5, verbose=0)),
+    ("y negative label", ValueError, r"class labels must be in \[0, 3\)",
+     lambda m: m.fit(XF, YF - 3, verbose=0)),
+    ("y one-hot wrong classes", ValueError, r"target must have the output's shape \(6, 3\)",
+     lambda m: m.fit(XF, np.eye(4, dtype=F32)[YF], verbose=0)),
+    ("batch_size 0", ValueError, "batch_size", lambda m: m.fit(XF, YF, batch_size=0, verbose=0)),
+    ("batch_size float", TypeError, "batch_size", lambda m: m.fit(XF, YF, batch_size=2.5,
+                                                                   verbose=0)),
+    ("epochs -1", ValueError, "epochs", lambda m: m.fit(XF, YF, epochs=-1, verbose=0)),
+    ("verbose 5", ValueError, "verbose", lambda m: m.fit(XF, YF, verbose=5)),
+    ("augment not callable", TypeError, "augment", lambda m: m.fit(XF, YF, augment=3, verbose=0)),
+    ("validation_data triple", ValueError, "validation_data",
+     lambda m: m.fit(XF, YF, validation_data=(XF, YF, YF), verbose=0)),
+    ("validation_data shape", ValueError, "validation_data",
+     lambda m: m.fit(XF, YF, validation_data=(np.zeros((2, 1, 9, 9), F32), YF[:2]), verbose=0)),
+    ("seed bogus", TypeError, "fit: seed",
+     lambda m: m.fit(XF, YF, seed="abc", verbose=0)),
+    ("NaN input", FloatingPointError, "step", lambda m: m.fit(np.full_like(XF, np.nan), YF,
+                                                              verbose=0)),
+    ("evaluate batch 0", ValueError, "batch_size", lambda m: m.evaluate(XF, YF, batch_size=0)),
+    ("evaluate length", ValueError, "evaluate: x and y must have the same length", lambda m: m.evaluate(XF, YF[:2])),
+    ("predict empty", ValueError, "empty", lambda m: m.predict(XF[:0])),
+    ("predict 1-D", ValueError, r"\bx\b", lambda m: m.predict(np.zeros(3, F32))),
+    ("compile bad loss", ValueError, "loss", lambda m: _compiled().compile(loss="hinge-ish")),
+    ("compile bad optimizer", ValueError, "optimizer",
+     lambda m: _compiled().compile(optimizer="lbfgs-ish")),
+    ("compile bad metric", ValueError, "metric", lambda m: _compiled().compile(metrics=["auc"])),
+]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("case", _cases(FIT_CASES))
+def test_fit_bad_input(case):
+    _, expected, match, call = case
+    with pytest.raises(Exception) as info:
+        call(_compiled())
+    _check_clear(info.value, expected, match)
+
+
+# ------------------------------------------- bad input: the data helpers ---
+def _ds():
+    from fastconv import datasets
+
+    return datasets
+
+
+LOADER_CASES = [
+    ("minibatches batch 0", ValueError, "batch_size",
+     lambda ds: list(ds.iterate_minibatches(XF, YF, 0))),
+    ("minibatches length", ValueError, "samples",
+     lambda ds: list(ds.iterate_minibatches(XF, YF[:3], 2))),
+    ("minibatches rng str", TypeError, "rng", lambda ds: list(ds.iterate_minibatches(XF, YF, 2,
+                                                                                     rng="x"))),
+    ("one_hot label >= classes", ValueError, r"one_hot: labels must lie in \[0, 10\)", lambda ds: ds.one_hot([0, 12],
+                                                                                       10)),
+    ("one_hot negative", ValueError, r"one_hot: labels must lie in \[0, 10\)", lambda ds: ds.one_hot([-1], 10)),
+    ("one_hot float labels", ValueError, "one_hot: y must be a 1-D integer array",
+     lambda ds: ds.one_hot([0.5], 10)),
+    ("train_val_split 1.5", ValueError, "val_size", lambda ds: ds.train_val_split(XF, YF, 1.5)),
+    ("train_val_split length", ValueError, "samples", lambda ds: ds.train_val_split(XF, YF[:2])),
+    ("shift_images 2-D", ValueError, r"shift_images: x must have shape \(N, C, H, W\)",
+     lambda ds: ds.shift_images(np.zeros((8, 8), F32), 1, 1)),
+    ("RandomShift -1", ValueError, "shift", lambda ds: ds.RandomShift(-1)),
+    ("RandomRotation nan", ValueError, "degrees", lambda ds: ds.RandomRotation(float("nan"))),
+    ("GaussianNoise -1", ValueError, "std", lambda ds: ds.GaussianNoise(-1.0)),
+    ("expand_dataset copies -1", ValueError, "copies",
+     lambda ds: ds.expand_dataset(XF, YF, -1, ds.RandomShift(1))),
+    ("load_mnist missing dir", FileNotFoundError, "not found in /nonexistent/fc-mnist",
+     lambda ds: ds.load_mnist("/nonexistent/fc-mnist", download=False)),
+    ("load_mnist dtype int", TypeError, "dtype", lambda ds: ds.load_mnist("/nonexistent",
+                                                                          dtype=np.int32,
+                                                                          download=False)),
+    ("read_idx garbage", ValueError, "truncated: header declares shape",
+     lambda ds: ds.read_idx(_garbage_file())),
+]
+
+
+def _garbage_file(data=b"\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x1c\x00\x00\x00\x1cxyz"):
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix="-ubyte")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+@pytest.mark.parametrize("case", _cases(LOADER_CASES))
+def test_loader_bad_input(case, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _, expected, match, call = case
+    with pytest.raises(Exception) as info:
+        call(_ds())
+    _check_clear(info.value, expected, match)
