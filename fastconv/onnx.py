@@ -539,6 +539,11 @@ class _Converter:
                 f"{self.owner}: the graph needs exactly one data input (the others must be "
                 f"initializers), got {len(inputs)}: {[v.name for v in inputs]}")
         if len(g.output) != 1:
+            for idx, node in self.steps:  # name the node whose extra output is asked for
+                for pos, t in enumerate(node.output):
+                    if pos and t in {o.name for o in g.output}:
+                        raise self.refuse(idx, node, f"its output {pos} {t!r} is a graph output; "
+                                          "only one output (the node's first) is supported")
             raise ValueError(f"{self.owner}: the graph needs exactly one output, got "
                              f"{len(g.output)}: {[v.name for v in g.output]}")
         v = inputs[0]
