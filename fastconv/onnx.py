@@ -399,7 +399,8 @@ def _attrs(node, allowed):
         if a.name not in allowed:
             raise _Refused(f"attribute {a.name!r} is not supported")
         if a.type == 1:
-            out[a.name] = float(a.f)
+            # the file holds float32: its shortest repr, so eps 1e-5 reads as 1e-05
+            out[a.name] = float(str(np.float32(a.f)))
         elif a.type == 2:
             out[a.name] = int(a.i)
         elif a.type == 3:
@@ -558,7 +559,10 @@ class _Converter:
         if not tt.HasField("shape"):
             raise ValueError(f"{self.owner}: graph input {v.name!r} has no declared rank")
         shape = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        shape[:1] = [None]  # the batch axis is always free
+        # the batch axis is always free; a fixed one (torch.onnx.export without
+        # dynamic_axes) is remembered so that Reshape to (that size, -1) is a flatten
+        self.declared_batch = shape[0] if shape else None
+        shape[:1] = [None]
         if not 1 <= len(shape) <= _MAX_RANK:
             raise ValueError(f"{self.owner}: graph input {v.name!r} has rank {len(shape)}")
         return v.name, np.dtype(_NP[tt.elem_type]), shape, g.output[0].name
@@ -572,6 +576,8 @@ class _Converter:
                     consumers.setdefault(t, []).append((idx, node, pos))
         for gi in self.graph.output:
             consumers.setdefault(gi.name, []).append((None, None, 0))
+        self.producers = {t: (idx, node) for idx, node in self.steps for t in node.output if t}
+        self.sym = {}
         layers, used = [], set()
         current = name
         while current != out_name:
@@ -579,6 +585,18 @@ class _Converter:
             if not users:
                 raise ValueError(f"{self.owner}: tensor {current!r} is used by no node and is "
                                  f"not the graph output {out_name!r}: the graph is not a chain")
+            # Shape(x) feeding a Reshape's target (torch's x.view(x.size(0), -1)) is a
+            # side branch of shape arithmetic, evaluated here, not a step of the chain
+            for u in [u for u in users if u[1].op_type == "Shape" and u[1].domain in ("", "ai.onnx")]:
+                if u[0] in used:
+                    raise ValueError(f"{self.owner}: the graph has a cycle through node {u[0]} "
+                                     f"{u[1].name!r} (Shape)")
+                used.add(u[0])
+                try:
+                    self.sym[u[1].output[0]] = self._shape_of(u[1], shape)
+                except _Refused as exc:
+                    raise self.refuse(u[0], u[1], str(exc)) from None
+                users.remove(u)
             if len(users) > 1:
                 names = ", ".join(f"node {i} {n.name!r} ({n.op_type})" for i, n, _ in users)
                 raise ValueError(f"{self.owner}: tensor {current!r} feeds {len(users)} nodes "
@@ -602,7 +620,8 @@ class _Converter:
                 raise self.refuse(idx, node, f"operator {node.op_type} is not supported; "
                                   f"supported: {', '.join(_SUPPORTED_OPS)}")
             for t in node.input[1:]:
-                if t and t not in self.consts:
+                if t and t not in self.consts and (node.op_type != "Reshape"
+                                                   or self._fold(t, used, 0) is None):
                     raise self.refuse(idx, node, f"input {t!r} is neither an initializer nor a "
                                       "Constant; fastconv loads weights as parameters")
             try:
@@ -622,6 +641,78 @@ class _Converter:
             layers = []
         model = nn.Sequential(layers)
         return model
+
+    # -- shape arithmetic (Shape -> Gather -> Unsqueeze -> Concat -> Reshape) ------
+    # Values are lists of ints, "N" (the batch size) or None (unknown), with a
+    # flag for scalars; only what torch.onnx writes for view(x.size(0), -1).
+    _SHAPE_OPS = ("Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice")
+
+    def _shape_of(self, node, shape):
+        a = _attrs(node, ("start", "end"))
+        dims = ["N"] + list(shape[1:])
+        return (dims[a.get("start", 0):a.get("end", len(dims))], False)
+
+    def _sym_input(self, t, used, depth):
+        if t in self.consts:
+            v = np.asarray(self.consts[t])
+            if v.ndim > 1 or v.dtype.kind not in "iu":
+                return None
+            return ([int(e) for e in v.reshape(-1)], v.ndim == 0)
+        return self._fold(t, used, depth + 1)
+
+    def _fold(self, t, used, depth):
+        """The value of tensor ``t`` if it is shape arithmetic on Shape(x) and constants."""
+        if t in self.sym:
+            return self.sym[t]
+        if depth > 32 or t not in self.producers:
+            return None
+        idx, node = self.producers[t]
+        if node.op_type not in self._SHAPE_OPS or node.domain not in ("", "ai.onnx") or idx in used:
+            return None
+        ins = [self._sym_input(i, used, depth) for i in node.input if i]
+        if any(v is None for v in ins):
+            return None
+        try:
+            value = self._shape_op(node, ins)
+        except (_Refused, IndexError, TypeError, ValueError):
+            return None
+        used.add(idx)
+        self.sym[t] = value
+        return value
+
+    def _shape_op(self, node, ins):
+        op = node.op_type
+        (vals, scalar) = ins[0]
+        if op == "Cast":
+            return ins[0]
+        if op == "Gather":
+            a = _attrs(node, ("axis",))
+            if a.get("axis", 0) != 0 or scalar:
+                raise _Refused("axis")
+            idx, iscalar = ins[1]
+            picked = [vals[i] for i in idx]
+            return (picked, iscalar)
+        if op == "Unsqueeze":
+            a = _attrs(node, ("axes",))
+            axes = a.get("axes", ins[1][0] if len(ins) > 1 else None)
+            if scalar and list(axes) in ([0], [-1]):
+                return (vals, False)
+            raise _Refused("axes")
+        if op == "Squeeze":
+            if not scalar and len(vals) == 1:
+                return (vals, True)
+            raise _Refused("squeeze")
+        if op == "Concat":
+            a = _attrs(node, ("axis",))
+            if a.get("axis", 0) not in (0, -1) or any(sc for _, sc in ins):
+                raise _Refused("axis")
+            return ([v for vs, _ in ins for v in vs], False)
+        if op == "Slice" and len(ins) >= 3 and not scalar:
+            steps = ins[4][0] if len(ins) > 4 else [1]
+            if len(ins[1][0]) != 1 or (len(ins) > 3 and ins[3][0] not in ([0], [-1])):
+                raise _Refused("slice")
+            return (vals[ins[1][0][0]:ins[2][0][0]:steps[0]], False)
+        raise _Refused(op)
 
     def const(self, node, pos, what, idx=None):
         if pos >= len(node.input) or not node.input[pos]:
@@ -700,12 +791,20 @@ class _Converter:
     def op_Reshape(self, node, shape, idx):
         a = _attrs(node, ("allowzero",))
         target = self.consts.get(node.input[1]) if len(node.input) > 1 else None
+        if target is None and len(node.input) > 1 and node.input[1] in self.sym:
+            vals, _ = self.sym[node.input[1]]
+            if None in vals or "N" in vals[1:]:
+                raise _Refused(f"target shape {vals} is not a flatten to (N, -1)")
+            # the batch size taken from the input: the same as 0 (copy that dimension)
+            target = [0 if v == "N" else v for v in vals]
         if target is None:
             raise _Refused("the target shape must be a constant")
         target = [int(v) for v in np.asarray(target).reshape(-1)]
         if a.get("allowzero", 0) and 0 in target:
             raise _Refused("attribute allowzero=1 with a 0 in the shape is not supported")
         feat = _prod(shape[1:])
+        if len(target) == 2 and self.declared_batch and target[0] == self.declared_batch:
+            target[0] = 0
         ok = (len(target) == 2 and target[0] in (0, -1)
               and (target[1] == -1 and target[0] == 0
                    or target[1] >= 1 and feat is not None and target[1] == feat))
