@@ -100,7 +100,7 @@ class _GraphBuilder:
         self.count = 0
 
     def const(self, name, array, dtype=None):
-        arr = np.ascontiguousarray(array, dtype=dtype or self.dtype)
+        arr = np.array(array, dtype=dtype or self.dtype, order="C")  # 0-d stays 0-d
         self.inits.append(self.onnx.numpy_helper.from_array(arr, name))
         return name
 
@@ -108,14 +108,16 @@ class _GraphBuilder:
         self.count += 1
         out = f"{prefix}_{op.lower()}_{self.count}"
         self.nodes.append(self.helper.make_node(
-            op, [self.current, *extra_inputs], [out], name=f"{prefix}/{op}", **attrs))
+            op, [self.current, *extra_inputs], [out], name=f"{prefix}/{op}_{self.count}",
+            **attrs))
         self.current = out
         return out
 
     def binary(self, op, a, b, prefix):
         self.count += 1
         out = f"{prefix}_{op.lower()}_{self.count}"
-        self.nodes.append(self.helper.make_node(op, [a, b], [out], name=f"{prefix}/{op}"))
+        self.nodes.append(self.helper.make_node(op, [a, b], [out],
+                                                name=f"{prefix}/{op}_{self.count}"))
         return out
 
 
@@ -144,6 +146,10 @@ def _export_layer(g, where, layer, in_shape, out_shape, opset):
             g.node("MaxPool", p, **attrs)
         else:
             g.node("AveragePool", p, count_include_pad=int(layer.count_include_pad), **attrs)
+    elif isinstance(layer, nn.GlobalMaxPool2d):  # a GlobalAvgPool2d subclass: first
+        g.node("GlobalMaxPool", p)
+        if len(out_shape) == 2:
+            g.node("Flatten", p, axis=1)
     elif isinstance(layer, (nn.GlobalAvgPool2d, nn.AdaptiveAvgPool2d)):
         h, w = in_shape[2:]
         oh, ow = out_shape[2:] if len(out_shape) == 4 else (1, 1)
@@ -157,10 +163,6 @@ def _export_layer(g, where, layer, in_shape, out_shape, opset):
             raise ValueError(
                 f"{type(layer).__name__} to {(oh, ow)} on a {h}x{w} input has unequal bins, "
                 "which no ONNX pooling operator expresses")
-        if len(out_shape) == 2:
-            g.node("Flatten", p, axis=1)
-    elif isinstance(layer, nn.GlobalMaxPool2d):
-        g.node("GlobalMaxPool", p)
         if len(out_shape) == 2:
             g.node("Flatten", p, axis=1)
     elif isinstance(layer, nn.Linear):
