@@ -427,15 +427,15 @@ def _pair_attr(attrs, name, default, rank):
     return tuple(v)
 
 
-def _spatial(attrs, op, rank, w_shape=None):
-    """Common Conv/pool geometry checks: 2-D only."""
+def _spatial(op, rank):
+    """Conv and pooling run on (N, C, H, W) only (until the 1-D kernels)."""
     if rank != 4:
-        what = {3: "1-D", 5: "3-D"}.get(rank, f"{rank - 2}-D" if rank > 2 else "rank-{rank}")
+        what = f"{rank - 2}-D" if rank > 2 else f"rank-{rank}"
         raise _Refused(f"{what} input (rank {rank}) is not supported: fastconv runs 2-D "
                        f"{op} on (N, C, H, W) only")
 
 
-def _resolve_pads(attrs, op, k, s, d, shape, conv):
+def _resolve_pads(attrs, k, s, d, shape):
     """Per-axis (before, after) padding from pads / auto_pad."""
     auto = attrs.get("auto_pad", "NOTSET")
     if auto in ("NOTSET", ""):
@@ -481,10 +481,10 @@ def _out_len(size, k, s, d, before, after):
 
 
 class _Converter:
-    def __init__(self, model, owner, max_nodes, max_elements, fold_batchnorm):
+    def __init__(self, model, owner, max_nodes, max_elements):
         self.owner = owner
         self.max_elements = max_elements
-        self.fold = fold_batchnorm
+        self._skip_target = None
         graph = model.graph
         self.graph = graph
         self.opset = None
@@ -630,6 +630,8 @@ class _Converter:
                 made, shape, skip = handler(node, shape, idx)
             except _Refused as exc:
                 raise self.refuse(idx, node, str(exc)) from None
+            except (ValueError, TypeError) as exc:  # a layer refusing the values it got
+                raise self.refuse(idx, node, str(exc)) from None
             used.update(skip)
             if made is not None:
                 layers.extend(made if isinstance(made, list) else [made])
@@ -640,9 +642,9 @@ class _Converter:
             raise ValueError(f"{self.owner}: node {i} {n.name!r} ({n.op_type}) is not on the "
                              f"chain from the input to the output ({len(unused)} such nodes)")
         if not layers:
-            layers = []
-        model = nn.Sequential(layers)
-        return model
+            raise ValueError(f"{self.owner}: the graph computes nothing (no layer between "
+                             "its input and output)")
+        return nn.Sequential(layers)
 
     # -- shape arithmetic (Shape -> Gather -> Unsqueeze -> Concat -> Reshape) ------
     # Values are lists of ints, "N" (the batch size) or None (unknown), with a
@@ -716,7 +718,8 @@ class _Converter:
             return (vals[ins[1][0][0]:ins[2][0][0]:steps[0]], False)
         raise _Refused(op)
 
-    def const(self, node, pos, what, idx=None):
+    def const(self, node, pos):
+        """The constant on input ``pos`` of ``node``, None when absent."""
         if pos >= len(node.input) or not node.input[pos]:
             return None
         return self.consts[node.input[pos]]
@@ -823,12 +826,12 @@ class _Converter:
         if self.opset >= 12:
             if "ratio" in a:
                 raise _Refused("attribute ratio is an input from opset 12 on")
-            r = self.const(node, 1, "ratio")
+            r = self.const(node, 1)
             if r is not None:
                 ratio = float(np.asarray(r).reshape(-1)[0]) if np.size(r) == 1 else None
                 if ratio is None:
                     raise _Refused("input ratio must be a scalar")
-            mode = self.const(node, 2, "training_mode")
+            mode = self.const(node, 2)
             if mode is not None and bool(np.asarray(mode).reshape(-1)[0]):
                 raise _Refused("input training_mode=True (random masks drawn by the runtime) is "
                                "not supported; fastconv drops out only inside fit")
@@ -850,8 +853,7 @@ class _Converter:
                            "BatchNorm2d rank 4)")
         if len(node.input) != 5:
             raise _Refused(f"needs 5 inputs (X, scale, B, mean, var), got {len(node.input)}")
-        scale, bias, mean, var = (self.const(node, i, n) for i, n in
-                                  ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")))
+        scale, bias, mean, var = (self.const(node, i) for i in (1, 2, 3, 4))
         c = scale.size
         for what, v in (("scale", scale), ("B", bias), ("mean", mean), ("var", var)):
             if v.shape != (c,):
@@ -859,6 +861,8 @@ class _Converter:
         if shape[1] is not None and shape[1] != c:
             raise _Refused(f"{c} channels in the statistics, {shape[1]} in the input")
         eps = a.get("epsilon", 1e-5)
+        if not eps >= 0:
+            raise _Refused(f"attribute epsilon={eps} must be >= 0")
         mom = 1.0 - a.get("momentum", 0.9)
         cls = nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d
         bn = cls(c, eps=eps, momentum=min(max(mom, 0.0), 1.0), dtype=self.dtype)
@@ -870,13 +874,13 @@ class _Converter:
 
     def op_Conv(self, node, shape, idx):
         a = _attrs(node, ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"))
-        w = self.const(node, 1, "W")
+        w = self.const(node, 1)
         if w is None:
             raise _Refused("needs a weight input W")
         rank = len(shape)
         if w.ndim != rank:
             raise _Refused(f"weight of rank {w.ndim} on an input of rank {rank}")
-        _spatial(a, "Conv", rank)
+        _spatial("Conv", rank)
         k = tuple(int(v) for v in w.shape[2:])
         if "kernel_shape" in a and tuple(a["kernel_shape"]) != k:
             raise _Refused(f"attribute kernel_shape={a['kernel_shape']} disagrees with the "
@@ -889,13 +893,13 @@ class _Converter:
         cin = w.shape[1] * group
         if shape[1] is not None and shape[1] != cin:
             raise _Refused(f"the weight expects {cin} input channels, the input has {shape[1]}")
-        pads, what = _resolve_pads(a, "Conv", k, s, d, shape, True)
+        pads, what = _resolve_pads(a, k, s, d, shape)
         same = [(di * (ki - 1) // 2, di * (ki - 1) - di * (ki - 1) // 2) for ki, di in zip(k, d)]
         if s == (1, 1) and pads == same and any(b0 != b1 for b0, b1 in pads):
             padding = "same"  # fastconv's 'same': the odd row/column at the bottom/right
         else:
             padding = _symmetric(pads, what, "conv2d", k, False)
-        b = self.const(node, 2, "B")
+        b = self.const(node, 2)
         if b is not None and b.shape != (w.shape[0],):
             raise _Refused(f"bias of shape {b.shape} should have shape ({w.shape[0]},)")
         layer = nn.Conv2d(cin, int(w.shape[0]), k, stride=s, padding=padding, dilation=d,
@@ -911,7 +915,7 @@ class _Converter:
     def _pool(self, node, shape, cls, allowed):
         a = _attrs(node, allowed)
         rank = len(shape)
-        _spatial(a, node.op_type, rank)
+        _spatial(node.op_type, rank)
         if "kernel_shape" not in a:
             raise _Refused("attribute kernel_shape is required")
         k = _pair_attr(a, "kernel_shape", 1, rank)
@@ -920,7 +924,7 @@ class _Converter:
         if d != (1, 1):
             raise _Refused(f"attribute dilations={list(d)} is not supported by fastconv's "
                            "pooling yet")
-        pads, what = _resolve_pads(a, node.op_type, k, s, d, shape, False)
+        pads, what = _resolve_pads(a, k, s, d, shape)
         p = _symmetric(pads, what, node.op_type, k, True)
         if a.get("ceil_mode", 0):
             # exact when rounding up and down give the same size for the declared input
@@ -952,7 +956,7 @@ class _Converter:
 
     def _global(self, node, shape, cls):
         _attrs(node, ())
-        _spatial({}, node.op_type, len(shape))
+        _spatial(node.op_type, len(shape))
         return cls(keepdims=True), [None, shape[1], 1, 1], ()
 
     def op_GlobalAveragePool(self, node, shape, idx):
@@ -984,19 +988,20 @@ class _Converter:
                        f"broadcast to (N, {n})); only a per-feature bias is supported")
 
     def op_Gemm(self, node, shape, idx):
-        a = _attrs(node, ("alpha", "beta", "transA", "transB"))
+        # broadcast (opset < 7): C broadcasts; only a per-feature C is taken either way
+        a = _attrs(node, ("alpha", "beta", "transA", "transB", "broadcast"))
         if len(shape) != 2:
             raise _Refused(f"input A of rank {len(shape)} (Gemm takes rank 2)")
         if a.get("transA", 0):
             raise _Refused("attribute transA=1 (the batch axis transposed) is not supported")
-        b = self.const(node, 1, "B")
+        b = self.const(node, 1)
         if b is None or b.ndim != 2:
             raise _Refused("input B must be a 2-D constant")
         weight = b if a.get("transB", 0) else b.T
         alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
         if alpha != 1.0:  # folded into the weight: y = x @ (alpha*W).T
             weight = weight.astype(np.float64) * alpha
-        c = self.const(node, 2, "C")
+        c = self.const(node, 2)
         bias = None
         if c is not None:
             bias = self._bias_vector(c, weight.shape[0], "input C")
@@ -1010,7 +1015,7 @@ class _Converter:
         if len(shape) != 2:
             raise _Refused(f"input A of rank {len(shape)}: batched MatMul is not supported "
                            "(rank 2 only)")
-        w = self.const(node, 1, "B")
+        w = self.const(node, 1)
         if w is None or w.ndim != 2:
             raise _Refused("input B must be a 2-D constant")
         bias, skip = None, ()
@@ -1076,9 +1081,7 @@ def from_onnx(model, *, fold_batchnorm=False, max_nodes=MAX_NODES, max_elements=
     owner = "fastconv.onnx.load"
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"{owner}: expected an onnx.ModelProto, got {type(model).__name__}")
-    conv = _Converter(model, owner, max_nodes, max_elements, fold_batchnorm)
-    conv._skip_target = None
-    result = conv.convert()
+    result = _Converter(model, owner, max_nodes, max_elements).convert()
     if fold_batchnorm:
         result = _fold_batchnorm(result)
     return result

@@ -40,7 +40,7 @@ ASYM = ("asymmetric pooling padding from auto_pad SAME (kernel phase)",
         r"auto_pad=SAME_(UPPER|LOWER) gives asymmetric padding")
 BIGPAD = ("pooling padding above half the window (kernel phase)",
           r"larger than half the window")
-PDIL = ("pooling dilation (kernel phase)", r"dilations=\[2, 2\]")
+PDIL = ("pooling dilation (kernel phase)", r"dilations=\[\d+, \d+\] is not supported")
 TRAIN = ("training mode: random masks drawn by the runtime", r"training_mode=True")
 EXTRA = ("a second output (dropout mask, argmax indices, batch statistics)",
          r"its output 1 .* is a graph output")
@@ -167,6 +167,108 @@ def test_node_case(name):
         np.testing.assert_allclose(y, expected[0], rtol=case.rtol, atol=case.atol)
 
 
+# -- the PyTorch-converted cases (files shipped in the onnx wheel) ------------------
+# onnx/backend/test/data/pytorch-{converted,operator}/test_*/model.onnx and
+# test_data_set_*/{input,output}_0.pb: torch.nn modules and operators exported by
+# an old torch.onnx. All run through fastconv.onnx.load (the file path, as a user
+# would); those listed below must be refused for the reason given.
+THREE_D_BN = ("3-D input (until the kernel phase)", r"input rank 5 is not supported")
+NO_LAYER = ("an operator fastconv has no layer for", r"operator \w+ is not supported")
+TWO_INPUTS = ("several data inputs", r"exactly one data input")
+BRANCH = ("a branching graph (x used twice)", r"feeds 2 nodes")
+RESHAPE = ("a Reshape that is not a flatten to (N, -1)", r"not a flatten to \(N, -1\)")
+INT_INPUT = ("integer input (embedding indices)", r"element type INT64")
+SPLIT = ("a node's second output used (Split)", r"output.*(is used|is a graph output)")
+COMPUTED = ("weights computed in the graph (Transpose of an initializer)",
+            r"neither an initializer nor a Constant")
+
+TORCH_UNSUPPORTED = {
+    ONE_D: ["test_Conv1d", "test_Conv1d_dilated", "test_Conv1d_groups", "test_Conv1d_pad1",
+            "test_Conv1d_pad1size1", "test_Conv1d_pad2", "test_Conv1d_pad2size1",
+            "test_Conv1d_stride", "test_MaxPool1d", "test_MaxPool1d_stride",
+            "test_MaxPool1d_stride_padding_dilation", "test_operator_maxpool"],
+    THREE_D: ["test_AvgPool3d", "test_AvgPool3d_stride", "test_AvgPool3d_stride1_pad0_gpu_input",
+              "test_Conv3d", "test_Conv3d_dilated", "test_Conv3d_dilated_strided",
+              "test_Conv3d_groups", "test_Conv3d_no_bias", "test_Conv3d_stride",
+              "test_Conv3d_stride_padding", "test_MaxPool3d", "test_MaxPool3d_stride",
+              "test_MaxPool3d_stride_padding"],
+    THREE_D_BN: ["test_BatchNorm3d_eval", "test_BatchNorm3d_momentum_eval"],
+    PDIL: ["test_MaxPool2d_stride_padding_dilation"],
+    # AvgPool1d: Unsqueeze to 2-D first; the rest: Pad, ConvTranspose, PRelu, Selu, ...
+    NO_LAYER: ["test_AvgPool1d", "test_AvgPool1d_stride", "test_ConstantPad2d",
+               "test_ConvTranspose2d", "test_ConvTranspose2d_no_bias", "test_PReLU_1d",
+               "test_PReLU_1d_multiparam", "test_PReLU_2d", "test_PReLU_2d_multiparam",
+               "test_PReLU_3d", "test_PReLU_3d_multiparam", "test_ReflectionPad2d",
+               "test_ReplicationPad2d", "test_SELU", "test_Softmin", "test_Softplus",
+               "test_ZeroPad2d", "test_operator_addconstant", "test_operator_clip",
+               "test_operator_convtranspose", "test_operator_exp", "test_operator_index",
+               "test_operator_pad", "test_operator_permute2", "test_operator_reduced_mean",
+               "test_operator_reduced_mean_keepdim", "test_operator_reduced_sum",
+               "test_operator_reduced_sum_keepdim", "test_operator_repeat", "test_operator_selu",
+               "test_operator_sqrt", "test_operator_symbolic_override"],
+    TWO_INPUTS: ["test_operator_add_broadcast", "test_operator_add_size1_broadcast",
+                 "test_operator_add_size1_right_broadcast",
+                 "test_operator_add_size1_singleton_broadcast", "test_operator_addmm",
+                 "test_operator_basic", "test_operator_concat2", "test_operator_max",
+                 "test_operator_min", "test_operator_mm", "test_operator_pow",
+                 "test_operator_symbolic_override_nested"],
+    BRANCH: ["test_PoissonNLLLLoss_no_reduce", "test_Softsign", "test_operator_params"],
+    RESHAPE: ["test_PixelShuffle", "test_operator_repeat_dim_overflow"],
+    INT_INPUT: ["test_Embedding", "test_Embedding_sparse", "test_operator_non_float_params"],
+    SPLIT: ["test_GLU", "test_GLU_dim", "test_operator_chunk"],
+    COMPUTED: ["test_Linear_no_bias"],
+}
+TORCH_REASON = {name: reason for reason, names in TORCH_UNSUPPORTED.items() for name in names}
+
+
+def _torch_cases():
+    import glob
+    import os
+
+    root = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
+    return {os.path.basename(d): d for kind in ("pytorch-converted", "pytorch-operator")
+            for d in glob.glob(os.path.join(root, kind, "test_*"))
+            if os.path.isfile(os.path.join(d, "model.onnx"))}
+
+
+TORCH_CASES = _torch_cases()
+
+
+def _read_pb(path):
+    t = onnx.TensorProto()
+    with open(path, "rb") as f:
+        t.ParseFromString(f.read())
+    return numpy_helper.to_array(t)
+
+
+@pytest.mark.skipif(not TORCH_CASES, reason="this onnx wheel ships no pytorch-converted cases")
+def test_torch_table_names_existing_cases():
+    missing = sorted(set(TORCH_REASON) - set(TORCH_CASES))
+    assert not missing, f"TORCH_UNSUPPORTED lists cases onnx no longer ships: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_CASES))
+def test_pytorch_converted_case(name):
+    import glob
+    import os
+
+    folder = TORCH_CASES[name]
+    path = os.path.join(folder, "model.onnx")
+    if name in TORCH_REASON:
+        with pytest.raises(ValueError, match=TORCH_REASON[name][1]):
+            fo.load(path)
+        return
+    model = fo.load(path)
+    sets = sorted(glob.glob(os.path.join(folder, "test_data_set_*")))
+    assert sets
+    for ds in sets:
+        x = _read_pb(os.path.join(ds, "input_0.pb"))
+        expected = _read_pb(os.path.join(ds, "output_0.pb"))
+        y = raw_outputs(model, x.astype(model.dtype))
+        assert y.shape == expected.shape
+        np.testing.assert_allclose(y, expected, rtol=1e-3, atol=1e-7)  # onnx's defaults
+
+
 def summary():
     """(passed, {reason: count}) over the generated cases: the docs/onnx.md table."""
     counts = collections.Counter(UNSUPPORTED[n][0] for n in CASES if n in UNSUPPORTED)
@@ -175,6 +277,10 @@ def summary():
 
 if __name__ == "__main__":  # python tests/test_onnx_node_cases.py: the docs table
     passed, by_reason = summary()
-    print(f"{len(CASES)} cases: {passed} pass, {sum(by_reason.values())} unsupported")
+    print(f"node cases: {len(CASES)}: {passed} pass, {sum(by_reason.values())} unsupported")
     for reason, n in sorted(by_reason.items(), key=lambda kv: -kv[1]):
         print(f"| {reason} | {n} |")
+    print(f"pytorch cases: {len(TORCH_CASES)}: {len(set(TORCH_CASES) - set(TORCH_REASON))} pass, "
+          f"{len(TORCH_REASON)} unsupported")
+    for reason, names in sorted(TORCH_UNSUPPORTED.items(), key=lambda kv: -len(kv[1])):
+        print(f"| {reason[0]} | {len(names)} |")
