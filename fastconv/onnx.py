@@ -501,11 +501,17 @@ class _Converter:
         self.consts = {}
         for t in graph.initializer:
             self.consts[t.name] = _tensor_array(t, f"{owner}: initializer", max_elements)
-        # Constant nodes are values, not steps of the chain
+        # Constant nodes, and Transpose/Identity of constants (older torch exports
+        # write Linear without bias as MatMul(x, Transpose(W))), are values, not
+        # steps of the chain
         self.steps = []
         for idx, node in enumerate(graph.node):
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            default = node.domain in ("", "ai.onnx")
+            if node.op_type == "Constant" and default:
                 self._constant(idx, node)
+            elif (node.op_type in ("Transpose", "Identity") and default and len(node.output) == 1
+                  and len(node.input) == 1 and node.input[0] in self.consts):
+                self._fold_constant(idx, node)
             else:
                 self.steps.append((idx, node))
 
@@ -531,6 +537,19 @@ class _Converter:
                 raise _Refused(f"attribute {a.name!r} is not supported")
         except _Refused as exc:
             raise self.refuse(idx, node, str(exc)) from None
+        self.consts[node.output[0]] = value
+
+    def _fold_constant(self, idx, node):
+        value = self.consts[node.input[0]]
+        if node.op_type == "Transpose":
+            try:
+                perm = _attrs(node, ("perm",)).get("perm")
+                if perm is not None and sorted(perm) != list(range(value.ndim)):
+                    raise _Refused(f"attribute perm={perm} is not a permutation of "
+                                   f"{value.ndim} axes")
+            except _Refused as exc:
+                raise self.refuse(idx, node, str(exc)) from None
+            value = np.ascontiguousarray(np.transpose(value, perm))
         self.consts[node.output[0]] = value
 
     # -- graph shape -------------------------------------------------------

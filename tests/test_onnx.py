@@ -432,3 +432,16 @@ def test_matmul_add_is_one_linear(tmp_path):
     assert [type(m) for m in model.layers] == [nn.Linear]
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     close(eval_out(model, x), x @ np.arange(12, dtype=np.float32).reshape(4, 3) + [1, 2, 3])
+
+
+def test_transposed_constant_weight(tmp_path):
+    # older torch.onnx: Linear without bias as MatMul(x, Transpose(W))
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0], name="t"),
+             helper.make_node("MatMul", ["x", "wt"], ["y"], name="mm")]
+    model = fo.load(write(tmp_path, chain_model(nodes, [numpy_helper.from_array(w, "w")])))
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    close(eval_out(model, x), x @ w.T)
+    nodes[0] = helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 1], name="t")
+    with pytest.raises(ValueError, match=r"node 0 't' \(Transpose\): attribute perm=\[1, 1\]"):
+        fo.load(write(tmp_path, chain_model(nodes, [numpy_helper.from_array(w, "w")])))

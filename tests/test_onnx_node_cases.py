@@ -179,8 +179,6 @@ BRANCH = ("a branching graph (x used twice)", r"feeds 2 nodes")
 RESHAPE = ("a Reshape that is not a flatten to (N, -1)", r"not a flatten to \(N, -1\)")
 INT_INPUT = ("integer input (embedding indices)", r"element type INT64")
 SPLIT = ("a node's second output used (Split)", r"output.*(is used|is a graph output)")
-COMPUTED = ("weights computed in the graph (Transpose of an initializer)",
-            r"neither an initializer nor a Constant")
 
 TORCH_UNSUPPORTED = {
     ONE_D: ["test_Conv1d", "test_Conv1d_dilated", "test_Conv1d_groups", "test_Conv1d_pad1",
@@ -216,7 +214,6 @@ TORCH_UNSUPPORTED = {
     RESHAPE: ["test_PixelShuffle", "test_operator_repeat_dim_overflow"],
     INT_INPUT: ["test_Embedding", "test_Embedding_sparse", "test_operator_non_float_params"],
     SPLIT: ["test_GLU", "test_GLU_dim", "test_operator_chunk"],
-    COMPUTED: ["test_Linear_no_bias"],
 }
 TORCH_REASON = {name: reason for reason, names in TORCH_UNSUPPORTED.items() for name in names}
 
