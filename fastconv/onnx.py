@@ -1095,7 +1095,27 @@ def _fold_batchnorm(model):
 
 
 def from_onnx(model, *, fold_batchnorm=False, max_nodes=MAX_NODES, max_elements=MAX_ELEMENTS):
-    """Convert an in-memory ``onnx.ModelProto`` (see :func:`load`)."""
+    """Convert an in-memory ONNX model into a ``fastconv.nn.Sequential``.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        Already parsed (e.g. by ``onnx.load``); its tensors are checked as in
+        :func:`load`, which reads a file and calls this.
+    fold_batchnorm, max_nodes, max_elements
+        As for :func:`load`.
+
+    Returns
+    -------
+    fastconv.nn.Sequential
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not an ``onnx.ModelProto``.
+    ValueError
+        As for :func:`load`.
+    """
     onnx = _onnx()
     owner = "fastconv.onnx.load"
     if not isinstance(model, onnx.ModelProto):
@@ -1113,10 +1133,12 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     Accepted graphs: one data input (FLOAT or DOUBLE, known rank; the batch
     axis may be symbolic), one output, and the nodes between them form a
     single chain: each node takes the previous node's output on its input 0,
-    and every other input is an initializer or the output of a ``Constant``.
-    ``MatMul`` followed by ``Add`` of a per-feature constant counts as one
-    step (a ``Linear``). Branches (residual connections, concatenation,
-    ``Shape`` arithmetic) are refused.
+    and every other input is an initializer, the output of a ``Constant``, or
+    a ``Transpose``/``Identity`` of one. ``MatMul`` followed by ``Add`` of a
+    per-feature constant counts as one step (a ``Linear``), and so does
+    ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``, torch's
+    ``x.view(x.size(0), -1)`` (a ``Flatten``). Other branches (residual
+    connections, concatenations, several inputs or outputs) are refused.
 
     Operators (opset 7 on; 2-D spatial inputs (N, C, H, W) only):
 
