@@ -198,3 +198,20 @@ def test_user_style_examples_type_check_strict(tmp_path):
     for ln in errors:
         assert ln.startswith(str(typo)) and '"padding"' in ln and "samee" in ln, \
             "mypy --strict on the examples:\n" + r.stdout
+
+
+def test_onnx_export_quick(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    out = run_example("onnx_export.py", "--quick", "--out", "l5.onnx", cwd=tmp_path)
+    assert "same classes: True" in out
+    assert (tmp_path / "l5.onnx").stat().st_size > 200_000  # LeNet-5's 61,706 float32 weights
+
+
+def test_onnx_from_pytorch_quick(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("torch")
+    out = run_example("onnx_from_pytorch.py", "--quick", cwd=tmp_path)
+    assert "loaded: Conv2d, BatchNorm2d, ReLU, MaxPool2d" in out
+    acc = float(out.rsplit("fine-tuning epoch", 1)[1].split()[0])
+    assert 0.0 <= acc <= 1.0
