@@ -121,7 +121,8 @@ def predict(model, array, batch_size=256):
     import dask
     import dask.array as da
 
-    from .nn.sequential import Sequential, _as_int
+    from .nn.fit_args import _as_int
+    from .nn.sequential import Sequential
 
     owner = "fastconv.dask.predict"
     if not isinstance(model, Sequential):
