@@ -16,16 +16,8 @@ from numpy.typing import ArrayLike
 
 from .. import functional as F
 from . import trainer
-from .layers import (
-    Conv2d,
-    MaxPool2d,
-    ReLU,
-    _Layer,
-    _layer_spec,
-    kernel_relu_propagates_nan,
-    layer_from_config,
-    register_layer,
-)
+from .fusion import FusionPlan
+from .layers import _Layer, _layer_spec, layer_from_config, register_layer
 from .module import Array, Module, is_grad_enabled, no_grad
 from .plan import InferencePlan, LayerInputError, StalePlan, layer_input_error, plannable
 
@@ -118,7 +110,8 @@ class Sequential(_Layer):
     NaN, see ``fastconv.nn.layers.kernel_relu_propagates_nan``); a ``ReLU``
     directly followed by ``MaxPool2d`` back-propagates in the pool's backward
     (``fuse_relu_pool``; the ReLU mask is applied on the pooled grid, results
-    are bitwise identical). ``fit`` caps NumPy's BLAS at ``blas_threads``
+    are bitwise identical). Which layers fuse is decided once per layer list
+    (``fastconv.nn.fusion``), not in every call. ``fit`` caps NumPy's BLAS at ``blas_threads``
     (default 1, via threadpoolctl when it is installed) for custom layers
     that use it; fastconv's own layers never do. Loss values in logs and
     ``evaluate`` are averages over samples. Changing a layer's
@@ -142,11 +135,14 @@ class Sequential(_Layer):
     blas_threads = 1
 
     #: Let a Conv2d kernel apply a directly following ReLU in the same pass
-    #: (saves one trip over the activation; results are identical).
+    #: (saves one trip over the activation; results are identical). Read when
+    #: the fusion plan is made (fastconv.nn.fusion); False runs the pair as two
+    #: calls, which is how the tests show that fusing changes no bit.
     fuse_conv_relu = True
 
     #: Back-propagate a ``ReLU`` directly followed by ``MaxPool2d`` in the
-    #: pool's backward (the mask is applied on the pooled grid; identical results).
+    #: pool's backward (the mask is applied on the pooled grid; identical
+    #: results). Read when the fusion plan is made, as ``fuse_conv_relu``.
     fuse_relu_pool = True
 
     def __init__(self, *args: Union[Module, Sequence[Module]],
@@ -184,12 +180,13 @@ class Sequential(_Layer):
         self._plan_nested = []    # (nested Sequential, its layers) likewise
         self._plannable = False
         self._plan_dtype = None   # self.dtype when the plans were dropped last
+        self._fusion_plan = None  # the layers' fused steps (fastconv.nn.fusion)
 
     def __getstate__(self):
         # locks cannot be pickled or deep-copied; plans are rebuilt on demand
         state = self.__dict__.copy()
         for key in ("_lock", "_trainer", "_kept", "_plan_lock", "_plans", "_plan_layers",
-                    "_plan_nested", "_plannable", "_plan_dtype"):
+                    "_plan_nested", "_plannable", "_plan_dtype", "_fusion_plan"):
             state.pop(key, None)
         return state
 
@@ -314,24 +311,28 @@ class Sequential(_Layer):
             self._trainer = previous
             lock.release()
 
+    def _fusion(self):
+        """The fusion plan of the current layer list (made again only when the
+        list or a fusion switch changed since the last call)."""
+        plan = self._fusion_plan
+        if plan is None or not plan.fits(self.layers, self.fuse_conv_relu, self.fuse_relu_pool):
+            plan = FusionPlan(self.layers, self.fuse_conv_relu, self.fuse_relu_pool)
+            self._fusion_plan = plan
+        return plan
+
     def _forward(self, x):
         layers = self.layers
-        n = len(layers)
-        i = 0
         x0 = x
-        while i < n:
+        for i, fused in self._fusion().forward:
             layer = layers[i]
             xin = x
             try:
-                if (self.fuse_conv_relu and i + 1 < n and type(layer) is Conv2d
-                        and type(layers[i + 1]) is ReLU and kernel_relu_propagates_nan()):
-                    # conv kernel applies the ReLU in its own pass; the ReLU layer
-                    # keeps the rectified output for its backward
+                if fused:
+                    # the conv kernel applies the ReLU in its own pass; the ReLU
+                    # layer keeps the rectified output for its backward
                     x = layers[i + 1]._adopt(layer._forward(x, "relu"))
-                    i += 2
                 else:
                     x = layer(x)
-                    i += 1
             except LayerInputError as exc:  # from a nested model: add our index
                 raise exc.nested_in(i) from exc
             except ValueError as exc:
@@ -483,17 +484,11 @@ class Sequential(_Layer):
                 )
             g = grad_out
             layers = self.layers
-            i = len(layers) - 1
-            while i >= 0:
-                layer = layers[i]
-                if (self.fuse_relu_pool and i > 0 and type(layer) is MaxPool2d
-                        and type(layers[i - 1]) is ReLU):
-                    # the pool applies ReLU's mask on its own (smaller) grid
-                    g = layer._backward_after_relu(g)
-                    i -= 2
+            for i, fused in self._fusion().backward:
+                if fused:  # the pool applies ReLU's mask on its own (smaller) grid
+                    g = layers[i]._backward_after_relu(g)
                 else:
-                    g = layer.backward(g)  # type: ignore[assignment]  # None: checked below
-                    i -= 1
+                    g = layers[i].backward(g)  # None: checked below
                 if g is None:
                     return None
             if not self._reuse and self.layers:
