@@ -658,6 +658,17 @@ def kernel_relu_propagates_nan():
     return _RELU_NAN_OK
 
 
+# Below this many elements np.maximum beats the compiled forward's call overhead.
+_RELU_KERNEL_MIN_SIZE = 16384
+
+
+def relu_uses_kernel(size):
+    """Whether the forward of ``ReLU`` on ``size`` contiguous elements runs the
+    compiled kernel (else ``np.maximum``): the one rule for the layer and the
+    inference plan, so that both give the same bits."""
+    return size >= _RELU_KERNEL_MIN_SIZE and kernel_relu_propagates_nan()
+
+
 class _Activation(_Layer):
     """Element-wise activation whose derivative is a function of its output."""
 
@@ -683,12 +694,8 @@ class _Activation(_Layer):
 class ReLU(_Activation):
     """``max(x, 0)``; the derivative at 0 is taken as 0."""
 
-    # Below this many elements np.maximum beats the compiled forward's call overhead.
-    _KERNEL_MIN_SIZE = 16384
-
     def _apply(self, x, y):
-        if (x.size >= self._KERNEL_MIN_SIZE and x.flags.c_contiguous
-                and kernel_relu_propagates_nan()):
+        if x.flags.c_contiguous and relu_uses_kernel(x.size):
             F.relu(x, out=y)
         else:
             np.maximum(x, 0, out=y)

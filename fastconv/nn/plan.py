@@ -44,7 +44,7 @@ from .layers import (
     Softmax,
     Tanh,
     _check_input,
-    kernel_relu_propagates_nan,
+    relu_uses_kernel,
 )
 
 __all__ = ["InferencePlan", "LayerInputError", "plannable"]
@@ -341,10 +341,9 @@ class _Relu(_Step):
     def __init__(self, shape, dtype, inplace):
         _check_input("ReLU", _probe(shape, dtype), range(1, 33))
         super().__init__(_INPLACE if inplace else _BUFFER, shape)
-        # the same size rule as ReLU._apply, decided once for this shape
-        size = int(np.prod(shape))
+        # ReLU._apply's rule, decided once for this shape (plan buffers are contiguous)
         self.compiled = None
-        if size >= ReLU._KERNEL_MIN_SIZE and kernel_relu_propagates_nan():
+        if relu_uses_kernel(int(np.prod(shape))):
             self.compiled = _specialized(_kernels.relu_forward, dtype)
 
     def run(self, x, y, nt):
