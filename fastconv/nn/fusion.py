@@ -20,7 +20,10 @@ inference plan (``fastconv.nn.plan``) takes its conv+ReLU pairs from
 ``forward``, so it is not assumed to compute the same.
 """
 
-from .layers import Conv2d, MaxPool2d, ReLU, kernel_relu_propagates_nan
+from .activations import ReLU
+from .conv import Conv2d
+from .pooling import MaxPool2d
+from .relu import kernel_relu_propagates_nan
 
 __all__ = ["FusionPlan", "forward_steps", "backward_steps"]
 

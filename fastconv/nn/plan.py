@@ -30,22 +30,13 @@ import numpy as np
 from .. import _kernels
 from .. import functional as F
 from .fusion import forward_steps
-from .layers import (
-    AvgPool2d,
-    BatchNorm1d,
-    BatchNorm2d,
-    Conv2d,
-    Dropout,
-    Flatten,
-    Linear,
-    MaxPool2d,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    Tanh,
-    _check_input,
-    relu_uses_kernel,
-)
+from .activations import ReLU, Sigmoid, Softmax, Tanh
+from .conv import Conv2d
+from .dense import Flatten, Linear
+from .layer_base import _check_input
+from .normalization import BatchNorm1d, BatchNorm2d, Dropout
+from .pooling import AvgPool2d, MaxPool2d
+from .relu import relu_uses_kernel
 
 __all__ = ["InferencePlan", "LayerInputError", "plannable"]
 

@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike
 from .. import functional as F
 from . import trainer
 from .fusion import FusionPlan
-from .layers import _Layer, _layer_spec, layer_from_config, register_layer
+from .layer_base import _Layer, _layer_spec, layer_from_config, register_layer
 from .module import Array, Module, is_grad_enabled, no_grad
 from .plan import InferencePlan, LayerInputError, StalePlan, layer_input_error, plannable
 

@@ -46,7 +46,7 @@ import numpy as np
 from .. import _fileio
 from .._version import __version__
 from . import layers as _layers
-from .layers import get_layer_class
+from .layer_base import get_layer_class
 from .losses import loss_from_config
 from .module import Module, Parameter
 

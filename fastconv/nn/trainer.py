@@ -25,7 +25,7 @@ from .fit_args import (
     _warn_unscaled,
     _weighted_batch_loss,
 )
-from .layers import Sigmoid, Softmax
+from .activations import Sigmoid, Softmax
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss, get_loss
 from .metrics import confusion_matrix, per_class_accuracy
 from .training_loop import TrainStep, batch_input, check_finite, make_run, run_epochs
