@@ -20,6 +20,7 @@ from .fusion import FusionPlan
 from .layer_base import _Layer, _layer_spec, layer_from_config, register_layer
 from .module import Array, Module, is_grad_enabled, no_grad
 from .plan import InferencePlan, LayerInputError, StalePlan, layer_input_error, plannable
+from .serialization import save_model
 
 if TYPE_CHECKING:  # for annotations only
     from ..optim import LRSchedule, Optimizer
@@ -715,6 +716,4 @@ class Sequential(_Layer):
 
         See ``fastconv.nn.save_model``.
         """
-        from .serialization import save_model
-
         save_model(self, path, include_optimizer=include_optimizer)
