@@ -60,7 +60,8 @@ import time
 
 import numpy as np
 
-from .nn.fit_args import _as_int, _check_xy, _predicted_classes, _sample_weighted, _true_labels
+from ._validate import check_int
+from .nn.fit_args import _check_xy, _predicted_classes, _sample_weighted, _true_labels
 from .nn.losses import CrossEntropyLoss, MSELoss
 from .nn.trainer import inference_batches, raw_outputs_are_probabilities, require_compiled
 from .nn.training_loop import TrainStep, check_finite, make_run, run_epochs
@@ -600,7 +601,7 @@ initial_epoch, validation_batch_size
                    shuffle=shuffle, seed=seed, callbacks=callbacks)
     if micro_batches is None:
         micro_batches = comm.size
-    micro_batches = _as_int("micro_batches", micro_batches, 1, owner)
+    micro_batches = check_int(owner, "micro_batches", micro_batches, minimum=1)
     if micro_batches % comm.size:
         raise ValueError(
             f"{owner}: micro_batches must be a multiple of the number of ranks ({comm.size}), "
@@ -608,9 +609,9 @@ initial_epoch, validation_batch_size
         )
     if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
         raise ValueError(f"{owner}: timeout must be a number of seconds > 0, got {timeout!r}")
-    check_every = _as_int("check_every", check_every, 0, owner)
+    check_every = check_int(owner, "check_every", check_every, minimum=0)
     if threads is not None:
-        threads = _as_int("threads", threads, 1, owner)
+        threads = check_int(owner, "threads", threads, minimum=1)
     _check_loss(model.loss, owner)
     params = model.parameters()
     if any(p.data.dtype != run.dtype for p in params):
@@ -727,7 +728,7 @@ def evaluate(model, x, y, batch_size=256, comm=None, timeout=DEFAULT_TIMEOUT):
     if model.loss is None:
         raise RuntimeError(f"{owner}: call model.compile(...) first (the loss is needed)")
     x, y = _check_xy(owner, x, y)
-    batch_size = _as_int("batch_size", batch_size, 1, owner)
+    batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
     if len(x) == 0:
         raise ValueError(f"{owner}: x is empty")
     cuts = _split_points(len(x), comm.size)

@@ -7,6 +7,7 @@ from numpy.typing import DTypeLike
 
 from .. import functional as F
 from . import init as _init
+from .._validate import check_float_dtype, check_int, check_pair, check_rng
 from .layer_base import (
     Initializer,
     IntPair,
@@ -14,11 +15,7 @@ from .layer_base import (
     RngLike,
     _check_input,
     _compact,
-    _float_dtype,
     _Layer,
-    _pair,
-    _positive_int,
-    _rng,
     register_layer,
 )
 from .module import Parameter, is_grad_enabled
@@ -77,12 +74,12 @@ class Conv2d(_Layer):
     ) -> None:
         super().__init__()
         owner = "Conv2d"
-        self.in_channels = _positive_int("in_channels", in_channels, owner)
-        self.out_channels = _positive_int("out_channels", out_channels, owner)
-        self.kernel_size = _pair("kernel_size", kernel_size, owner=owner)
-        self.stride = _pair("stride", stride, owner=owner)
-        self.dilation = _pair("dilation", dilation, owner=owner)
-        self.groups = _positive_int("groups", groups, owner)
+        self.in_channels = check_int(owner, "in_channels", in_channels, minimum=1)
+        self.out_channels = check_int(owner, "out_channels", out_channels, minimum=1)
+        self.kernel_size = check_pair(owner, "kernel_size", kernel_size)
+        self.stride = check_pair(owner, "stride", stride)
+        self.dilation = check_pair(owner, "dilation", dilation)
+        self.groups = check_int(owner, "groups", groups, minimum=1)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise ValueError(
@@ -92,16 +89,16 @@ class Conv2d(_Layer):
                 raise ValueError(f"Conv2d: padding='same' needs stride 1, got stride {stride!r}")
             self.padding = padding
         else:
-            self.padding = _pair("padding", padding, allow_zero=True, owner=owner)
+            self.padding = check_pair(owner, "padding", padding, minimum=0)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(
                 f"Conv2d: in_channels ({self.in_channels}) and out_channels "
                 f"({self.out_channels}) must be divisible by groups ({self.groups})"
             )
-        self.dtype = _float_dtype(dtype, owner)
+        self.dtype = check_float_dtype(owner, "dtype", dtype)
         self.weight_init = weight_init
         self.bias_init = bias_init
-        rng = _rng(rng)
+        rng = check_rng("Conv2d", "rng", rng)
         shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(_init.get(weight_init)(shape, rng, self.dtype))
         self.bias = (

@@ -7,16 +7,8 @@ from numpy.typing import DTypeLike
 
 from .. import functional as F
 from . import init as _init
-from .layer_base import (
-    Initializer,
-    RngLike,
-    _check_input,
-    _float_dtype,
-    _Layer,
-    _positive_int,
-    _rng,
-    register_layer,
-)
+from .._validate import check_float_dtype, check_int, check_rng
+from .layer_base import Initializer, RngLike, _check_input, _Layer, register_layer
 from .module import Parameter, is_grad_enabled
 
 __all__ = ["Linear", "Dense", "Flatten"]
@@ -64,12 +56,12 @@ class Linear(_Layer):
         dtype: DTypeLike = np.float32,
     ) -> None:
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features, "Linear")
-        self.out_features = _positive_int("out_features", out_features, "Linear")
-        self.dtype = _float_dtype(dtype, "Linear")
+        self.in_features = check_int("Linear", "in_features", in_features, minimum=1)
+        self.out_features = check_int("Linear", "out_features", out_features, minimum=1)
+        self.dtype = check_float_dtype("Linear", "dtype", dtype)
         self.weight_init = weight_init
         self.bias_init = bias_init
-        rng = _rng(rng)
+        rng = check_rng("Linear", "rng", rng)
         self.weight = Parameter(
             _init.get(weight_init)((self.out_features, self.in_features), rng, self.dtype)
         )

@@ -11,48 +11,18 @@ import warnings
 
 import numpy as np
 
-def _as_int(name, value, low, owner):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{owner}: {name} must be >= {low}, got {value}")
-    return int(value)
-
+from .._validate import check_int, check_targets, check_xy
 
 def _check_xy(owner, x, y, xname="x", yname="y"):
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-    if x.dtype.kind not in "fiu":
-        raise TypeError(f"{owner}: {xname} must be a real numeric array, got dtype {x.dtype}")
-    if x.ndim < 2:
-        raise ValueError(
-            f"{owner}: {xname} must have a batch axis and at least 2 dimensions "
-            f"(N, C, H, W) or (N, features), got shape {x.shape}"
-        )
+    """``(x, y)`` for a model: ``x`` a real numeric array with a batch axis, ``y``
+    (None for ``predict``) training targets with one row per sample of ``x``."""
+    x = np.asarray(x)
+    # without targets, x stands in for them: only x's own checks can fail
+    x, y_checked = check_xy(owner, x, x if y is None else y, xname, yname, numeric=True,
+                            min_ndim=2)
     if y is None:
         return x, None
-    y = np.asarray(y)
-    if y.ndim == 0 or len(y) != len(x):
-        raise ValueError(
-            f"{owner}: {xname} and {yname} must have the same length, got {len(x)} samples in "
-            f"{xname} and {len(y) if y.ndim else 'a scalar'} in {yname}"
-        )
-    if y.dtype.kind in "iu":
-        if y.ndim != 1:
-            raise ValueError(
-                f"{owner}: integer {yname} must be class labels of shape (N,), got shape {y.shape}"
-            )
-    elif y.dtype.kind in "fb":
-        if y.ndim not in (1, 2):
-            raise ValueError(
-                f"{owner}: float {yname} must be (N, classes) one-hot/probabilities or (N,) targets, "
-                f"got shape {y.shape}"
-            )
-    else:
-        raise TypeError(
-            f"{owner}: {yname} must be int64 class labels or float one-hot targets, got dtype {y.dtype}"
-        )
-    return x, y
+    return x, check_targets(owner, yname, y_checked)
 
 
 def _validation_split(owner, x, y, weights, fraction):
@@ -178,9 +148,9 @@ def _fit_settings(owner, x, batch_size, epochs, initial_epoch, verbose, augment,
     Returns ``(batch_size, epochs, initial_epoch, (x_val, y_val), validation
     batch size)``; the pair is ``(None, None)`` without validation data.
     """
-    batch_size = _as_int("batch_size", batch_size, 1, owner)
-    epochs = _as_int("epochs", epochs, 0, owner)
-    initial_epoch = _as_int("initial_epoch", initial_epoch, 0, owner)
+    batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
+    epochs = check_int(owner, "epochs", epochs, minimum=0)
+    initial_epoch = check_int(owner, "initial_epoch", initial_epoch, minimum=0)
     if verbose not in (0, 1, 2):
         raise ValueError(f"{owner}: verbose must be 0, 1 or 2, got {verbose!r}")
     if augment is not None and not callable(augment):
@@ -197,7 +167,7 @@ def _fit_settings(owner, x, batch_size, epochs, initial_epoch, verbose, augment,
             raise ValueError(f"{owner}: validation_data[0] samples have shape {xv.shape[1:]}, "
                              f"x samples have shape {x.shape[1:]}")
     val_bs = max(batch_size, 256) if validation_batch_size is None else \
-        _as_int("validation_batch_size", validation_batch_size, 1, owner)
+        check_int(owner, "validation_batch_size", validation_batch_size, minimum=1)
     return batch_size, epochs, initial_epoch, (xv, yv), val_bs
 
 

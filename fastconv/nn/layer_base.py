@@ -93,39 +93,7 @@ def _layer_spec(layer):
     return {"class": type(layer).__name__, "config": layer.get_config()}
 
 
-# -- argument checking -------------------------------------------------------
-def _pair(name, value, allow_zero=False, owner=""):
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{owner}: {name} must be an int or a pair of ints, got {value!r}")
-    low = 0 if allow_zero else 1
-    if min(pair) < low:
-        raise ValueError(f"{owner}: {name} must be >= {low}, got {value!r}")
-    return pair
-
-
-def _positive_int(name, value, owner):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{owner}: {name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _float_dtype(dtype, owner):
-    dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"{owner}: dtype must be float32 or float64, got {dt}")
-    return dt
-
-
+# -- argument checking (the shared ones are in fastconv._validate) ---------------
 def _compact(pair):
     """(3, 3) -> 3 for configs and reprs; asymmetric pairs stay as lists."""
     if isinstance(pair, str):
@@ -148,12 +116,6 @@ def _check_input(owner, x, ndim, dtype=None):
         )
     if dtype is None and x.dtype not in (np.float32, np.float64):
         raise TypeError(f"{owner}: expected float32 or float64 input, got {x.dtype}")
-
-
-def _rng(rng):
-    if isinstance(rng, np.random.Generator):
-        return rng
-    return np.random.default_rng(rng)
 
 
 class _Layer(Module):

@@ -7,7 +7,8 @@ from typing import Tuple, Union
 import numpy as np
 from numpy.typing import DTypeLike
 
-from .layer_base import RngLike, _check_input, _float_dtype, _Layer, _positive_int, _rng, register_layer
+from .._validate import check_float_dtype, check_int, check_rng
+from .layer_base import RngLike, _check_input, _Layer, register_layer
 from .module import Parameter, is_grad_enabled
 
 __all__ = ["Dropout", "BatchNorm1d", "BatchNorm2d"]
@@ -39,7 +40,7 @@ class Dropout(_Layer):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
-        self.rng = _rng(rng)
+        self.rng = check_rng("Dropout", "rng", rng)
         self.mask = None
 
     def forward(self, x):
@@ -80,13 +81,13 @@ class _BatchNorm(_Layer):
                  affine: bool = True, *, dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.num_features = _positive_int("num_features", num_features, owner)
+        self.num_features = check_int(owner, "num_features", num_features, minimum=1)
         self.eps = float(eps)
         if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
             raise ValueError(f"{owner}: momentum must be in [0, 1] or None, got {momentum}")
         self.momentum = None if momentum is None else float(momentum)
         self.affine = bool(affine)
-        self.dtype = _float_dtype(dtype, owner)
+        self.dtype = check_float_dtype(owner, "dtype", dtype)
         c = self.num_features
         self.weight = Parameter(np.ones(c, self.dtype), regularize=False) if affine else None
         self.bias = Parameter(np.zeros(c, self.dtype), regularize=False) if affine else None

@@ -12,7 +12,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from .. import functional as F
-from .layer_base import IntPair, _check_input, _compact, _Layer, _pair, register_layer
+from .._validate import check_pair
+from .layer_base import IntPair, _check_input, _compact, _Layer, register_layer
 from .module import is_grad_enabled
 from .relu import relu_grad
 
@@ -40,9 +41,9 @@ class _Pool2d(_Pool):
                  padding: IntPair = 0) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.kernel_size = _pair("kernel_size", kernel_size, owner=owner)
-        self.stride = self.kernel_size if stride is None else _pair("stride", stride, owner=owner)
-        self.padding = _pair("padding", padding, allow_zero=True, owner=owner)
+        self.kernel_size = check_pair(owner, "kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else check_pair(owner, "stride", stride)
+        self.padding = check_pair(owner, "padding", padding, minimum=0)
         if self.padding[0] * 2 > self.kernel_size[0] or self.padding[1] * 2 > self.kernel_size[1]:
             raise ValueError(
                 f"{owner}: padding {padding!r} must be at most half of kernel_size {kernel_size!r}"

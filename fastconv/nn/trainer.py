@@ -14,8 +14,8 @@ import warnings
 import numpy as np
 
 from ..optim import Optimizer, get_optimizer
+from .._validate import check_int
 from .fit_args import (
-    _as_int,
     _check_xy,
     _predicted_classes,
     _sample_weighted,
@@ -175,7 +175,7 @@ def evaluate(model, x, y, batch_size=256, verbose=0, per_class=False):
     if model.loss is None:
         raise RuntimeError(f"{owner}: call model.compile(...) first (the loss is needed)")
     x, y = _check_xy(owner, x, y)
-    batch_size = _as_int("batch_size", batch_size, 1, owner)
+    batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
     if len(x) == 0:
         raise ValueError(f"{owner}: x is empty")
     labels = _true_labels(y)
@@ -213,7 +213,7 @@ def predict(model, x, batch_size=256):
     """``Sequential.predict`` (documented there)."""
     owner = "predict"
     x, _ = _check_xy(owner, x, None)
-    batch_size = _as_int("batch_size", batch_size, 1, owner)
+    batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
     n = len(x)
     if n == 0:
         raise ValueError(f"{owner}: x is empty")
