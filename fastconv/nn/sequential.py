@@ -552,6 +552,9 @@ class Sequential(_Layer):
         print_fn(text)
         return text
     # -- Keras-style API: thin methods over fastconv.nn.trainer ------------------
+    # Their docstrings are the users' reference (help(model.fit)), so they stay
+    # on the public methods while the work is in trainer: that is why this file
+    # runs past 600 lines (about 310 of its lines are docstrings).
     def compile(self, optimizer: Union[Optimizer, str] = "adam",
                 loss: Union[Loss, str] = "cross_entropy",
                 metrics: Optional[Sequence[str]] = None) -> Sequential:
