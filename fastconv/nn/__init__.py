@@ -12,7 +12,8 @@ Everything convolution- and pooling-shaped runs in the compiled kernels
 * losses - ``CrossEntropyLoss``, ``MSELoss``, ``BCEWithLogitsLoss``, ``BCELoss``,
   ``NLLLoss``
 * ``init`` - zeros, normal, Glorot/Xavier, He/Kaiming initialisers
-* ``Sequential`` - ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``save``
+* ``Sequential`` - a stack of layers, with ``compile`` / ``fit`` / ``evaluate`` /
+  ``predict`` / ``save`` (the training loop is in ``trainer`` and ``training_loop``)
 * ``callbacks`` - ``LearningRateScheduler``, ``EarlyStopping``, ``ModelCheckpoint``
 * ``load_model``, ``save_checkpoint``, ``load_checkpoint`` - ``.npz`` persistence
 """
