@@ -25,6 +25,8 @@ import threading
 
 import numpy as np
 
+from ._validate import check_int
+
 __all__ = ["predict"]
 
 
@@ -121,7 +123,7 @@ def predict(model, array, batch_size=256):
     import dask
     import dask.array as da
 
-    from .nn.sequential import Sequential, _as_int
+    from .nn.sequential import Sequential
 
     owner = "fastconv.dask.predict"
     if not isinstance(model, Sequential):
@@ -137,7 +139,7 @@ def predict(model, array, batch_size=256):
     if any(_unknown(s) for s in array.shape):
         raise ValueError(f"{owner}: array has unknown chunk sizes {array.shape}; "
                          "call array.compute_chunk_sizes() first")
-    batch_size = _as_int("batch_size", batch_size, 1, owner)
+    batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
     # one sample here gives the output's shape and dtype (and a clear error for
     # samples of the wrong shape before any task runs)
     try:

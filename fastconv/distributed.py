@@ -53,13 +53,28 @@ OpenMP threads (at least 1), so ranks x threads do not oversubscribe a node.
 
 import copy
 import hashlib
-import math
 import os
 import pickle
-import sys
 import time
 
 import numpy as np
+
+from ._collectives import (  # _tree_sum, _local_nodes: tests check the tree through this module
+    _allgather_bytes,
+    _bcast_bytes,
+    _local_nodes,
+    _mpi,
+    _SerialComm,
+    _split_points,
+    _tree_sum,
+    _TreeReducer,
+    _wait,
+)
+from ._validate import check_int
+from .nn.fit_args import _check_xy, _predicted_classes, _sample_weighted, _true_labels
+from .nn.losses import CrossEntropyLoss, MSELoss
+from .nn.trainer import inference_batches, raw_outputs_are_probabilities, require_compiled
+from .nn.training_loop import TrainStep, check_finite, make_run, run_epochs
 
 __all__ = [
     "fit",
@@ -70,6 +85,10 @@ __all__ = [
     "state_digest",
     "DEFAULT_TIMEOUT",
 ]
+
+# The MPI collectives and the fixed-order gradient sum are in _collectives.
+# What is left stays one file past 600 lines: fit, evaluate and the command
+# line session share its private helpers, and a third of it is docstrings.
 
 #: Seconds a collective may wait for the other ranks before the job is
 #: aborted. Long enough for rank 0 to write a checkpoint or for a slow node
@@ -130,71 +149,6 @@ def world_comm():
             "pip install mpi4py mpich (or pip install 'fastconv[mpi]')"
         ) from exc
     return MPI.COMM_WORLD
-
-
-class _SerialComm:
-    """The one-process stand-in for a communicator (``comm=None``)."""
-
-    rank = 0
-    size = 1
-
-
-def _mpi():
-    from mpi4py import MPI
-
-    return MPI
-
-
-def _wait(comm, request, what, timeout):
-    """Wait for a non-blocking MPI request; abort the job past ``timeout`` seconds.
-
-    Polls ``Test`` without sleeping: MPI moves a large message in pipelined
-    pieces only while the ranks are inside MPI calls, so even a 60 us sleep
-    between polls made a 13 MB exchange take most of a second (measured,
-    MPICH shared memory). ``sched_yield`` between polls still hands the core
-    to other work when the node is oversubscribed.
-    """
-    if request.Test():
-        return
-    deadline = time.monotonic() + timeout
-    while not request.Test():
-        _yield()
-        if time.monotonic() > deadline:
-            sys.stderr.write(
-                f"fastconv.distributed: rank {comm.rank} of {comm.size}: {what} did not complete "
-                f"within {timeout:g} s; another rank has died or hangs. Aborting the MPI job.\n"
-            )
-            sys.stderr.flush()
-            _mpi().COMM_WORLD.Abort(1)
-            # MPICH's Abort can return before the launcher kills this process
-            os._exit(1)
-
-
-_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
-
-
-def _allgather_bytes(comm, data, what, timeout):
-    """Every rank's ``data`` (bytes), in rank order, through non-blocking collectives."""
-    if comm.size == 1:
-        return [bytes(data)]
-    sizes = np.zeros(comm.size, np.int64)
-    _wait(comm, comm.Iallgather(np.array([len(data)], np.int64), sizes), what, timeout)
-    displs = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    out = np.empty(int(sizes.sum()), np.uint8)
-    _wait(comm, comm.Iallgatherv(np.frombuffer(data, np.uint8),
-                                 [out, (sizes, displs)]), what, timeout)
-    return [out[d:d + s].tobytes() for d, s in zip(displs, sizes)]
-
-
-def _bcast_bytes(comm, data, what, timeout, root=0):
-    """Rank ``root``'s ``data`` (bytes) on every rank."""
-    if comm.size == 1:
-        return bytes(data)
-    size = np.array([len(data) if comm.rank == root else 0], np.int64)
-    _wait(comm, comm.Ibcast(size, root=root), what, timeout)
-    buf = np.frombuffer(data, np.uint8).copy() if comm.rank == root else np.empty(int(size[0]), np.uint8)
-    _wait(comm, comm.Ibcast(buf, root=root), what, timeout)
-    return buf.tobytes()
 
 
 def default_threads(comm=None):
@@ -298,126 +252,8 @@ def _sync_from_root(comm, model, optimizer, timeout):
 
 
 # --------------------------------------------------------------------------- #
-# the fixed-order gradient sum
-# --------------------------------------------------------------------------- #
-
-
-def _tree_sum(lo, hi, values):
-    """Sum of leaves ``lo .. hi-1`` over the fixed binary tree, in place.
-
-    ``values`` maps ``(lo, hi)`` nodes to arrays; a node found there is not
-    split further. Sums are written into the left operand (every array in
-    ``values`` is scratch of the caller), so the result is the array of the
-    leftmost node.
-    """
-    v = values.get((lo, hi))
-    if v is not None:
-        return v
-    mid = (lo + hi) // 2
-    a = _tree_sum(lo, mid, values)
-    b = _tree_sum(mid, hi, values)
-    np.add(a, b, out=a)
-    return a
-
-
-def _local_nodes(lo, hi, per_rank):
-    """The largest tree nodes whose leaves all live on one rank, left to right.
-
-    Returns a list of ``(lo, hi, rank)``; rank ``r`` owns leaves
-    ``r*per_rank .. (r+1)*per_rank - 1``.
-    """
-    if lo // per_rank == (hi - 1) // per_rank:
-        return [(lo, hi, lo // per_rank)]
-    mid = (lo + hi) // 2
-    return _local_nodes(lo, mid, per_rank) + _local_nodes(mid, hi, per_rank)
-
-
-class _TreeReducer:
-    """Sums per-micro-batch vectors over the fixed tree across the ranks.
-
-    Plan (made once): which tree nodes each rank sums locally, and the
-    element slices of the reduce-scatter. Per call: local subtree sums, one
-    ``Ialltoallv`` so that rank ``j`` holds slice ``j`` of every node, the
-    tree above the nodes on that slice, one ``Iallgatherv`` of the slices.
-    """
-
-    def __init__(self, comm, length, dtype, leaves, timeout):
-        self.comm, self.timeout = comm, timeout
-        size, rank = comm.size, comm.rank
-        self.leaves = leaves
-        per = leaves // size
-        self.first_leaf = rank * per
-        nodes = _local_nodes(0, leaves, per)
-        self.my_nodes = [(lo, hi) for lo, hi, r in nodes if r == rank]
-        self.all_nodes = [(lo, hi) for lo, hi, _ in nodes]
-        self.out = None
-        if size == 1:
-            return
-        self.cuts = _split_points(length, size)
-        chunk = np.diff(self.cuts)
-        per_rank = [sum(1 for _, _, r in nodes if r == s) for s in range(size)]
-        mine = len(self.my_nodes)
-        self.scounts = mine * chunk
-        # node-major send layout: slice j of node k at k*chunk[j] within block j;
-        # with one node that is the node's own array, sent without a copy
-        self.sdispls = mine * self.cuts[:-1]
-        self.rcounts = np.array(per_rank) * chunk[rank]
-        self.rdispls = np.concatenate(([0], np.cumsum(self.rcounts)[:-1]))
-        self.sendbuf = np.empty(mine * length, dtype) if mine > 1 else None
-        self.recvbuf = np.empty(len(nodes) * chunk[rank], dtype)
-        self.chunk = chunk
-        self.out = np.empty(length, dtype)
-
-    def reduce(self, leaf_buffers):
-        """Tree sum of all ranks' leaves; ``leaf_buffers`` are this rank's, in order.
-
-        The buffers are overwritten. Returns the sum (the same bits on every rank).
-        """
-        local = {(self.first_leaf + i, self.first_leaf + i + 1): b for i, b in enumerate(leaf_buffers)}
-        node_sums = [_tree_sum(lo, hi, local) for lo, hi in self.my_nodes]
-        if self.comm.size == 1:
-            return node_sums[0]
-        comm, rank = self.comm, self.comm.rank
-        if len(self.all_nodes) == 2:
-            # two nodes: the tree is one addition per element, and a + b == b + a
-            # in IEEE arithmetic, so MPI's own allreduce gives the same bits in
-            # any order it likes; measured ~30% faster than the general path
-            # for the 13 MB MNIST-CNN gradient on 2 ranks (MPICH, shared memory)
-            _wait(comm, comm.Iallreduce(node_sums[0], self.out, op=_mpi().SUM),
-                  "the gradient allreduce (Iallreduce)", self.timeout)
-            return self.out
-        # reduce-scatter: slice j of every local node goes to rank j, nodes in tree order
-        sendbuf = self.sendbuf
-        if sendbuf is None:
-            sendbuf = node_sums[0]
-        else:
-            pos = 0
-            for j in range(comm.size):
-                a, b = self.cuts[j], self.cuts[j + 1]
-                for s in node_sums:
-                    sendbuf[pos:pos + b - a] = s[a:b]
-                    pos += b - a
-        _wait(comm, comm.Ialltoallv([sendbuf, (self.scounts, self.sdispls)],
-                                    [self.recvbuf, (self.rcounts, self.rdispls)]),
-              "the gradient reduce-scatter (Ialltoallv)", self.timeout)
-        n = self.chunk[rank]
-        pieces = {node: self.recvbuf[i * n:(i + 1) * n] for i, node in enumerate(self.all_nodes)}
-        mine = _tree_sum(0, self.leaves, pieces)
-        _wait(comm, comm.Iallgatherv(mine, [self.out, (self.chunk, self.cuts[:-1])]),
-              "the gradient allgather (Iallgatherv)", self.timeout)
-        return self.out
-
-
-# --------------------------------------------------------------------------- #
 # training
 # --------------------------------------------------------------------------- #
-
-
-def _split_points(n, parts):
-    """Boundaries of ``np.array_split(range(n), parts)``: ``parts + 1`` ints from 0 to n."""
-    base, extra = divmod(n, parts)
-    sizes = [base + 1] * extra + [base] * (parts - extra)
-    return np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
 
 
 def _point_grads(params, flat):
@@ -436,8 +272,6 @@ def _loss_sum_and_grad(loss_fn, out, target, n_global):
     very operations the loss's own ``backward`` uses on a whole batch, so a
     micro-batch's rows get the bits a whole-batch backward would give them.
     """
-    from .nn.losses import CrossEntropyLoss, MSELoss
-
     reduction = loss_fn.reduction
     loss_fn.reduction = "sum"
     try:
@@ -456,8 +290,6 @@ def _loss_sum_and_grad(loss_fn, out, target, n_global):
 
 
 def _check_loss(loss_fn, owner):
-    from .nn.losses import CrossEntropyLoss, MSELoss
-
     if getattr(loss_fn, "reduction", None) == "sum":
         return
     if type(loss_fn) not in (CrossEntropyLoss, MSELoss):
@@ -502,10 +334,8 @@ def _slice_gradients(model, params, leaves, first, micro_batches, randoms, xb, y
     """
     loss_fn = model.loss
     m = len(xb)
-    from .nn.sequential import _predicted_classes
-
     n_grad = len(leaves[0]) - 2
-    probabilities = model._raw_outputs_are_probabilities()
+    probabilities = raw_outputs_are_probabilities(model)
     cuts = _split_points(m, micro_batches)
     bases = [mod.rng.bit_generator for mod in randoms]
     for i, leaf in enumerate(leaves):
@@ -585,27 +415,24 @@ initial_epoch, validation_batch_size
     RuntimeError
         The ranks' weights differ (they ran different code or data).
     """
-    from .nn.callbacks import CallbackList, History
-    from .nn.sequential import (_as_int, _blas_limit, _check_xy, _fit_settings, _Progress,
-                                 _true_labels)
-
     owner = "distributed.fit"
     comm = _as_comm(comm, owner)
     if not callable(getattr(model, "_forward", None)) or not hasattr(model, "layers"):
         raise TypeError(f"{owner}: model must be a fastconv.nn.Sequential, got {type(model).__name__}")
-    model._require_compiled(owner)
+    require_compiled(model, owner)
     if list(model.named_buffers()):
         raise ValueError(
             f"{owner}: the model has buffers ({[n for n, _ in model.named_buffers()]}), e.g. "
             "batch-norm running statistics, which each rank would update from its own samples"
         )
     x, y = _check_xy(owner, x, y)
-    batch_size, epochs, initial_epoch, (xv, yv), val_bs = _fit_settings(
-        owner, x, batch_size, epochs, initial_epoch, verbose, augment, validation_data,
-        validation_batch_size)
+    run = make_run(model, owner, x, y, batch_size=batch_size, epochs=epochs,
+                   initial_epoch=initial_epoch, verbose=verbose, augment=augment,
+                   validation_data=validation_data, validation_batch_size=validation_batch_size,
+                   shuffle=shuffle, seed=seed, callbacks=callbacks)
     if micro_batches is None:
         micro_batches = comm.size
-    micro_batches = _as_int("micro_batches", micro_batches, 1, owner)
+    micro_batches = check_int(owner, "micro_batches", micro_batches, minimum=1)
     if micro_batches % comm.size:
         raise ValueError(
             f"{owner}: micro_batches must be a multiple of the number of ranks ({comm.size}), "
@@ -613,15 +440,12 @@ initial_epoch, validation_batch_size
         )
     if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
         raise ValueError(f"{owner}: timeout must be a number of seconds > 0, got {timeout!r}")
-    check_every = _as_int("check_every", check_every, 0, owner)
+    check_every = check_int(owner, "check_every", check_every, minimum=0)
     if threads is not None:
-        threads = _as_int("threads", threads, 1, owner)
-    n = len(x)
-    opt, loss_fn = model.optimizer, model.loss
-    _check_loss(loss_fn, owner)
+        threads = check_int(owner, "threads", threads, minimum=1)
+    _check_loss(model.loss, owner)
     params = model.parameters()
-    dtype = model.dtype
-    if any(p.data.dtype != dtype for p in params):
+    if any(p.data.dtype != run.dtype for p in params):
         raise TypeError(f"{owner}: all parameters must share one dtype, got "
                         f"{sorted({p.data.dtype.name for p in params})}")
     randoms = _random_modules(model, owner) if micro_batches > 1 else []
@@ -632,104 +456,80 @@ initial_epoch, validation_batch_size
         from .functional import set_num_threads
 
         set_num_threads(threads)
-    _sync_from_root(comm, model, opt, timeout)
-    _check_same_state(comm, model, opt, "after the initial broadcast", timeout)
+    _sync_from_root(comm, model, model.optimizer, timeout)
+    _check_same_state(comm, model, model.optimizer, "after the initial broadcast", timeout)
 
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    model.fit_rng = rng
-    labels = _true_labels(y)
-    want_acc = "accuracy" in model.metrics and labels is not None
-    steps = -(-n // batch_size)  # exact for any int batch_size
-    # leaf layout: all gradients, then the micro-batch's summed loss and correct count
-    n_grad = sum(p.data.size for p in params)
-    per_rank = micro_batches // comm.size
-    leaves = [np.zeros(n_grad + 2, dtype) for _ in range(per_rank)]
-    reducer = _TreeReducer(comm, n_grad + 2, dtype, micro_batches, timeout)
-    first = comm.rank * per_rank
-    root = comm.rank == 0
-    verbose = verbose if root else 0
+    if comm.rank != 0:
+        run.verbose = 0
+    run.extra_params = {"ranks": comm.size, "micro_batches": micro_batches}
+    step = _DataParallelStep(model, run, comm, micro_batches, randoms, timeout, check_every)
+    return run_epochs(model, run, step)
 
-    history = History()
-    cbs = CallbackList([history] + list(callbacks or []))
-    cbs.set_model(model)
-    cbs.set_params({"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n,
-                    "verbose": verbose, "ranks": comm.size, "micro_batches": micro_batches})
-    progress = _Progress(verbose, epochs, steps)
-    model.history = history
-    model.stop_training = False
-    was_training = model.training
-    own_grads = [p.grad for p in params]
-    logs = {}
-    cbs.on_train_begin({})
-    with _blas_limit(model.blas_threads):
-        try:
-            for epoch in range(initial_epoch, epochs):
-                model.train()
-                cbs.on_epoch_begin(epoch, {})
-                progress.begin_epoch(epoch)
-                order = rng.permutation(n) if shuffle else np.arange(n)
-                t0 = time.perf_counter()
-                comm_seconds = 0.0
-                loss_sum, correct, seen = 0.0, 0, 0
-                for step in range(steps):
-                    cbs.on_batch_begin(step, {})
-                    idx = order[step * batch_size:(step + 1) * batch_size]
-                    xb = model._batch_input(x, idx, dtype)
-                    if augment is not None:
-                        xb = np.ascontiguousarray(augment(xb, rng), dtype=dtype)
-                    yb = y[idx]
-                    m = len(idx)
-                    _slice_gradients(model, params, leaves, first, micro_batches, randoms, xb, yb,
-                                     labels[idx] if want_acc else None)
-                    tc = time.perf_counter()
-                    summed = reducer.reduce(leaves)
-                    step_comm = time.perf_counter() - tc
-                    comm_seconds += step_comm
-                    batch_loss = float(summed[n_grad])
-                    if loss_fn.reduction == "mean":
-                        batch_loss /= m
-                    if not math.isfinite(batch_loss):
-                        raise FloatingPointError(
-                            f"{owner}: loss is {batch_loss} at epoch {epoch + 1}, step {step + 1} "
-                            f"(of {steps}); lower the learning rate (now {opt.lr:g}) or check "
-                            "the inputs for NaN/Inf"
-                        )
-                    _point_grads(params, summed)
-                    opt.step()
-                    seen += m
-                    loss_sum += float(summed[n_grad])
-                    logs = {"loss": loss_sum / seen if loss_fn.reduction == "mean" else loss_sum}
-                    if want_acc:
-                        correct += int(summed[n_grad + 1])
-                        logs["accuracy"] = correct / seen
-                    progress.update(step, logs)
-                    cbs.on_batch_end(step, {"loss": batch_loss, "size": m, "comm_seconds": step_comm})
-                    if check_every and (step + 1) % check_every == 0:
-                        _check_same_state(comm, model, opt,
-                                          f"after epoch {epoch + 1} step {step + 1}", timeout)
-                elapsed = time.perf_counter() - t0
-                _check_same_state(comm, model, opt, f"at the end of epoch {epoch + 1}", timeout)
-                logs = {"loss": loss_sum / seen if loss_fn.reduction == "mean" else loss_sum}
-                if want_acc:
-                    logs["accuracy"] = correct / seen
-                if validation_data is not None:
-                    val = evaluate(model, xv, yv, batch_size=val_bs, comm=comm, timeout=timeout)
-                    logs.update({"val_" + k: v for k, v in val.items()})
-                logs["images_per_second"] = seen / elapsed if elapsed > 0 else float("inf")
-                logs["lr"] = float(opt.lr)
-                logs["comm_seconds"] = comm_seconds
-                progress.end_epoch(logs)
-                cbs.on_epoch_end(epoch, logs)
-                if model.stop_training:
-                    break
-        finally:
-            progress.close()
-            for p, g in zip(params, own_grads):
-                g[...] = p.grad
-                p.grad = g
-            model.train(was_training)
-    cbs.on_train_end(dict(logs) if logs else {})
-    return history
+
+class _DataParallelStep(TrainStep):
+    """One global batch: this rank's micro-batch slices, then the gradient exchange.
+
+    Every rank adds the same tree of slice gradients in the same order, so
+    the update (and so the model) does not depend on the number of ranks.
+    """
+
+    def __init__(self, model, run, comm, micro_batches, randoms, timeout, check_every):
+        self.model, self.run, self.comm, self.timeout = model, run, comm, timeout
+        self.micro_batches, self.randoms, self.check_every = micro_batches, randoms, check_every
+        self.params = model.parameters()
+        self.own_grads = [p.grad for p in self.params]
+        # leaf layout: all gradients, then the micro-batch's summed loss and correct count
+        self.n_grad = sum(p.data.size for p in self.params)
+        per_rank = micro_batches // comm.size
+        self.leaves = [np.zeros(self.n_grad + 2, run.dtype) for _ in range(per_rank)]
+        self.reducer = _TreeReducer(comm, self.n_grad + 2, run.dtype, micro_batches, timeout)
+        self.first = comm.rank * per_rank
+        self.comm_seconds = self.step_comm = 0.0
+
+    def __call__(self, xb, yb, idx, at):
+        run, n_grad, opt = self.run, self.n_grad, self.model.optimizer
+        _slice_gradients(self.model, self.params, self.leaves, self.first, self.micro_batches,
+                         self.randoms, xb, yb, run.labels[idx] if run.want_acc else None)
+        tc = time.perf_counter()
+        summed = self.reducer.reduce(self.leaves)
+        self.step_comm = time.perf_counter() - tc
+        self.comm_seconds += self.step_comm
+        batch_loss = float(summed[n_grad])
+        if self.model.loss.reduction == "mean":
+            batch_loss /= len(idx)
+        check_finite("distributed.fit", batch_loss, at, run.steps, opt.lr)
+        _point_grads(self.params, summed)
+        opt.step()
+        return batch_loss, float(summed[n_grad]), int(summed[n_grad + 1])
+
+    def epoch_loss(self, loss_sum, seen):
+        # a "sum" loss logs the epoch's sum, as it always has here
+        return loss_sum / seen if self.model.loss.reduction == "mean" else loss_sum
+
+    def batch_logs(self):
+        return {"comm_seconds": self.step_comm}
+
+    def after_step(self, epoch, step):
+        if self.check_every and (step + 1) % self.check_every == 0:
+            _check_same_state(self.comm, self.model, self.model.optimizer,
+                              f"after epoch {epoch + 1} step {step + 1}", self.timeout)
+
+    def end_epoch(self, epoch):
+        _check_same_state(self.comm, self.model, self.model.optimizer,
+                          f"at the end of epoch {epoch + 1}", self.timeout)
+        seconds, self.comm_seconds = self.comm_seconds, 0.0
+        return {"comm_seconds": seconds}
+
+    def validate(self, x, y, batch_size):
+        return evaluate(self.model, x, y, batch_size=batch_size, comm=self.comm,
+                        timeout=self.timeout)
+
+    def close(self):
+        # the gradients were pointed into the reduced buffer: give the
+        # parameters their own arrays back, holding the last gradient
+        for p, g in zip(self.params, self.own_grads):
+            g[...] = p.grad
+            p.grad = g
 
 
 def evaluate(model, x, y, batch_size=256, comm=None, timeout=DEFAULT_TIMEOUT):
@@ -754,14 +554,12 @@ def evaluate(model, x, y, batch_size=256, comm=None, timeout=DEFAULT_TIMEOUT):
     dict
         ``{"loss": float, "accuracy": float}`` (accuracy for class targets).
     """
-    from .nn.sequential import _as_int, _check_xy, _sample_weighted, _true_labels
-
     owner = "distributed.evaluate"
     comm = _as_comm(comm, owner)
     if model.loss is None:
         raise RuntimeError(f"{owner}: call model.compile(...) first (the loss is needed)")
     x, y = _check_xy(owner, x, y)
-    batch_size = _as_int("batch_size", batch_size, 1, owner)
+    batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
     if len(x) == 0:
         raise ValueError(f"{owner}: x is empty")
     cuts = _split_points(len(x), comm.size)
@@ -770,7 +568,7 @@ def evaluate(model, x, y, batch_size=256, comm=None, timeout=DEFAULT_TIMEOUT):
     sums = np.zeros(2, np.float64)
     loss = copy.copy(model.loss)   # a loss keeps arrays for backward: not the model's own
     if len(xs):
-        for sl, out in model._inference_batches(xs, batch_size, owner):
+        for sl, out in inference_batches(model, xs, batch_size, owner):
             sums[0] += _sample_weighted(loss, loss.forward(out, ys[sl]), len(out))
             if labels is not None:
                 sums[1] += np.count_nonzero(out.argmax(axis=1) == labels[sl])

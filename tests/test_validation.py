@@ -217,7 +217,7 @@ LAYER_CASES = [
     ("Conv2d in_channels 0", ValueError, "in_channels", lambda: nn.Conv2d(0, 4, 3)),
     ("Conv2d in_channels float", TypeError, "in_channels", lambda: nn.Conv2d(3.0, 4, 3)),
     ("Conv2d kernel_size 0", ValueError, "kernel_size", lambda: nn.Conv2d(3, 4, 0)),
-    ("Conv2d kernel_size triple", TypeError, "kernel_size", lambda: nn.Conv2d(3, 4, (3, 3, 3))),
+    ("Conv2d kernel_size triple", ValueError, "kernel_size", lambda: nn.Conv2d(3, 4, (3, 3, 3))),
     ("Conv2d kernel_size str", TypeError, "kernel_size", lambda: nn.Conv2d(3, 4, "3")),
     ("Conv2d stride -1", ValueError, "stride", lambda: nn.Conv2d(3, 4, 3, stride=-1)),
     ("Conv2d padding -1", ValueError, "padding", lambda: nn.Conv2d(3, 4, 3, padding=-1)),

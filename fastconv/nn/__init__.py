@@ -12,22 +12,14 @@ Everything convolution- and pooling-shaped runs in the compiled kernels
 * losses - ``CrossEntropyLoss``, ``MSELoss``, ``BCEWithLogitsLoss``, ``BCELoss``,
   ``NLLLoss``
 * ``init`` - zeros, normal, Glorot/Xavier, He/Kaiming initialisers
-* ``Sequential`` - ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``save``
+* ``Sequential`` - a stack of layers, with ``compile`` / ``fit`` / ``evaluate`` /
+  ``predict`` / ``save`` (the training loop is in ``trainer`` and ``training_loop``)
 * ``callbacks`` - ``LearningRateScheduler``, ``EarlyStopping``, ``ModelCheckpoint``
 * ``load_model``, ``save_checkpoint``, ``load_checkpoint`` - ``.npz`` persistence
 """
 
 from . import callbacks, init, metrics
-from .activations import (
-    ELU,
-    GELU,
-    AdaptiveAvgPool2d,
-    GlobalAvgPool2d,
-    GlobalMaxPool2d,
-    LeakyReLU,
-    LogSoftmax,
-    SiLU,
-)
+from .activations import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .callbacks import (
     Callback,
     EarlyStopping,
@@ -37,28 +29,15 @@ from .callbacks import (
     ModelCheckpoint,
     ReduceLROnPlateau,
 )
-from .layers import (
-    AvgPool2d,
-    BatchNorm1d,
-    BatchNorm2d,
-    Conv2d,
-    Dense,
-    Dropout,
-    Flatten,
-    Linear,
-    MaxPool2d,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    Tanh,
-    get_layer_class,
-    layer_from_config,
-    register_layer,
-)
+from .conv import Conv2d
+from .dense import Dense, Flatten, Linear
+from .layer_base import get_layer_class, layer_from_config, register_layer
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, get_loss
 from .module import Module, Parameter, is_grad_enabled, no_grad
 from .metrics import confusion_matrix, per_class_accuracy
+from .normalization import BatchNorm1d, BatchNorm2d, Dropout
 from .plan import LayerInputError
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d
 from .sequential import Sequential
 from .serialization import load_checkpoint, load_model, save_checkpoint, save_model
 

@@ -1,34 +1,41 @@
-"""More activations and global / adaptive pooling, in NumPy.
+"""Activation layers: element-wise functions and (log-)softmax, in NumPy (ReLU in the kernels).
 
-Activations whose derivative needs the input (``LeakyReLU``, ``ELU``,
-``GELU``, ``SiLU``) keep a reference to it for ``backward``; ``LogSoftmax``
-keeps its output. Pooling layers keep the input shape (and, for
-``GlobalMaxPool2d``, the argmax). All follow the layer contract of
-``fastconv.nn.layers``: nothing is kept inside ``no_grad()``, outputs go into
-reused buffers inside a ``Sequential``, ``backward`` returns None when the
-input gradient is not needed, and ``get_config`` gives the constructor
-arguments (the layers are registered, so ``load_model`` rebuilds them).
+Each is an ``_ElementWise`` layer: ``_apply(x, y)`` writes the output and
+``_grad(grad_out, kept, gx)`` the input gradient, from the forward's output
+(``ReLU``, ``Sigmoid``, ``Tanh``, ``Softmax``, ``LogSoftmax``) or its input
+(``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``), whichever the derivative is a
+function of. The scaffold keeps that array only outside ``no_grad()``,
+writes into reused buffers inside a ``Sequential``, and returns None from
+``backward`` when the input gradient is not needed. ``get_config`` gives
+the constructor arguments (the layers are registered, so ``load_model``
+rebuilds them).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Tuple, Union
+from typing import Literal
 
 import numpy as np
 
-from .layers import _check_input, _Layer, register_layer
+from .. import functional as F
+from .layer_base import _check_input, _Layer, register_layer
 from .module import is_grad_enabled
+# the global and adaptive pools lived here: their old import path keeps working
+from .pooling import _adaptive_bins, AdaptiveAvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d  # noqa: F401
+from .relu import kernel_relu_propagates_nan, relu_grad, relu_uses_kernel
 
 __all__ = [
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
     "LeakyReLU",
     "ELU",
     "GELU",
     "SiLU",
     "LogSoftmax",
-    "GlobalAvgPool2d",
-    "GlobalMaxPool2d",
-    "AdaptiveAvgPool2d",
+    "kernel_relu_propagates_nan",
 ]
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -71,32 +78,128 @@ def _number(owner, name, value):
     return value
 
 
-class _InputActivation(_Layer):
-    """Element-wise activation whose derivative is a function of its input."""
+class _ElementWise(_Layer):
+    """An activation whose derivative is a function of its output or of its input.
+
+    Subclasses define ``_apply(x, y)`` and ``_grad(g, kept, gx)``, where
+    ``kept`` is the forward's output (``_keeps = "output"``) or its input
+    (``"input"``), and may check the input further in ``_check_shape``.
+    """
+
+    _keeps = "output"
+
+    def _check_shape(self, x):
+        """Further checks of the input (after the rank and dtype checks)."""
 
     def forward(self, x):
-        """Apply the activation element-wise (any shape, float32 or float64)."""
+        """Apply the activation (any shape, float32 or float64)."""
         _check_input(type(self).__name__, x, range(1, 33))
+        self._check_shape(x)
         y = self._buffer("y", x.shape, x.dtype)
         self._apply(x, y)
-        self._x = x if is_grad_enabled() else None
+        self._kept = (y if self._keeps == "output" else x) if is_grad_enabled() else None
         return y
 
     def backward(self, grad_out):
-        """dL/dx from dL/dy, using the cached input."""
-        x = self._saved("_x")
+        """dL/dx from dL/dy, using the array kept by ``forward``."""
+        kept = self._saved("_kept")
         if not self.needs_input_grad:
             return None
-        if grad_out.shape != x.shape:
+        if grad_out.shape != kept.shape:
             raise ValueError(f"{type(self).__name__}.backward: grad_out has shape "
-                             f"{grad_out.shape}, the forward output had shape {x.shape}")
-        gx = self._buffer("gx", x.shape, x.dtype)
-        self._grad(grad_out, x, gx)
+                             f"{grad_out.shape}, the forward output had shape {kept.shape}")
+        gx = self._buffer("gx", kept.shape, kept.dtype)
+        self._grad(grad_out, kept, gx)
         return gx
 
 
 @register_layer
-class LeakyReLU(_InputActivation):
+class ReLU(_ElementWise):
+    """``max(x, 0)``; the derivative at 0 is taken as 0."""
+
+    def _apply(self, x, y):
+        if x.flags.c_contiguous and relu_uses_kernel(x.size):
+            F.relu(x, out=y)
+        else:
+            np.maximum(x, 0, out=y)
+
+    @staticmethod
+    def _grad(g, y, gx):
+        relu_grad(g, y, gx)
+
+    def _adopt(self, y):
+        """Take ``y``, already rectified by the preceding conv kernel, as this layer's output."""
+        self._kept = y if is_grad_enabled() else None
+        return y
+
+
+@register_layer
+class Sigmoid(_ElementWise):
+    """Logistic ``1 / (1 + exp(-x))``, computed as ``(1 + tanh(x/2)) / 2`` (no overflow)."""
+
+    def _apply(self, x, y):
+        np.multiply(x, 0.5, out=y)
+        np.tanh(y, out=y)
+        y += 1
+        y *= 0.5
+
+    def _grad(self, g, y, gx):
+        np.subtract(1, y, out=gx)
+        gx *= y
+        gx *= g
+
+
+@register_layer
+class Tanh(_ElementWise):
+    """Hyperbolic tangent."""
+
+    def _apply(self, x, y):
+        np.tanh(x, out=y)
+
+    def _grad(self, g, y, gx):
+        np.multiply(y, y, out=gx)
+        np.subtract(1, gx, out=gx)
+        gx *= g
+
+
+@register_layer
+class Softmax(_ElementWise):
+    """Softmax along ``axis`` (default 1, the class axis), max-shifted for stability.
+
+    Parameters
+    ----------
+    axis : int, default 1
+
+    Notes
+    -----
+    For classification prefer raw logits with ``CrossEntropyLoss``, which
+    fuses the softmax; use this layer for MSE-on-probabilities nets or to get
+    probabilities out of a model.
+    """
+
+    def __init__(self, axis: int = 1) -> None:
+        super().__init__()
+        self.axis = int(axis)
+
+    def _apply(self, x, y):
+        np.subtract(x, x.max(axis=self.axis, keepdims=True), out=y)
+        np.exp(y, out=y)
+        y /= y.sum(axis=self.axis, keepdims=True)
+
+    def _grad(self, g, y, gx):
+        np.multiply(g, y, out=gx)
+        s = gx.sum(axis=self.axis, keepdims=True)
+        np.subtract(g, s, out=gx)
+        gx *= y
+
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable."""
+        return {"axis": self.axis}
+
+
+# -- LeakyReLU, ELU, GELU, SiLU (derivatives of the input) and LogSoftmax ---------
+@register_layer
+class LeakyReLU(_ElementWise):
     """``x`` for ``x > 0``, ``negative_slope * x`` otherwise (``torch.nn.LeakyReLU``).
 
     Parameters
@@ -108,6 +211,8 @@ class LeakyReLU(_InputActivation):
     -----
     The derivative at 0 is taken as ``negative_slope``, as in PyTorch.
     """
+
+    _keeps = "input"
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -127,13 +232,15 @@ class LeakyReLU(_InputActivation):
 
 
 @register_layer
-class ELU(_InputActivation):
+class ELU(_ElementWise):
     """``x`` for ``x > 0``, ``alpha * (exp(x) - 1)`` otherwise (``torch.nn.ELU``).
 
     Parameters
     ----------
     alpha : float, default 1.0
     """
+
+    _keeps = "input"
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
@@ -159,7 +266,7 @@ class ELU(_InputActivation):
 
 
 @register_layer
-class GELU(_InputActivation):
+class GELU(_ElementWise):
     """Gaussian error linear unit ``x * Phi(x)`` (``torch.nn.GELU``).
 
     Parameters
@@ -174,6 +281,8 @@ class GELU(_InputActivation):
     ``scipy.special.erf`` when SciPy is installed and ``math.erf`` element by
     element otherwise (much slower on large inputs).
     """
+
+    _keeps = "input"
 
     def __init__(self, approximate: Literal["none", "tanh"] = "none") -> None:
         super().__init__()
@@ -210,13 +319,15 @@ class GELU(_InputActivation):
 
 
 @register_layer
-class SiLU(_InputActivation):
+class SiLU(_ElementWise):
     """``x * sigmoid(x)``, also called swish (``torch.nn.SiLU``).
 
     Notes
     -----
     The sigmoid is ``(1 + tanh(x/2)) / 2``, which does not overflow.
     """
+
+    _keeps = "input"
 
     @staticmethod
     def _sigmoid(x, out):
@@ -241,7 +352,7 @@ class SiLU(_InputActivation):
 
 
 @register_layer
-class LogSoftmax(_Layer):
+class LogSoftmax(_ElementWise):
     """``log(softmax(x))`` along ``axis`` (default 1), computed as ``x - logsumexp(x)``.
 
     Parameters
@@ -258,187 +369,20 @@ class LogSoftmax(_Layer):
         super().__init__()
         self.axis = int(axis)
 
-    def forward(self, x):
-        """Log-probabilities of ``x`` (any shape with ``axis``, float32 or float64)."""
-        _check_input("LogSoftmax", x, range(1, 33))
+    def _check_shape(self, x):
         if not -x.ndim <= self.axis < x.ndim:
             raise ValueError(f"LogSoftmax: axis {self.axis} is out of range for input of "
                              f"shape {x.shape}")
-        y = self._buffer("y", x.shape, x.dtype)
+
+    def _apply(self, x, y):
         np.subtract(x, x.max(axis=self.axis, keepdims=True), out=y)
         y -= np.log(np.exp(y).sum(axis=self.axis, keepdims=True))
-        self._y = y if is_grad_enabled() else None
-        return y
 
-    def backward(self, grad_out):
-        """dL/dx from dL/dy."""
-        y = self._saved("_y")
-        if not self.needs_input_grad:
-            return None
-        gx = self._buffer("gx", y.shape, y.dtype)
+    def _grad(self, g, y, gx):
         np.exp(y, out=gx)
-        gx *= grad_out.sum(axis=self.axis, keepdims=True)
-        np.subtract(grad_out, gx, out=gx)
-        return gx
+        gx *= g.sum(axis=self.axis, keepdims=True)
+        np.subtract(g, gx, out=gx)
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable."""
         return {"axis": self.axis}
-
-
-# -- global and adaptive pooling ------------------------------------------------
-@register_layer
-class GlobalAvgPool2d(_Layer):
-    """Mean over H and W: (N, C, H, W) -> (N, C), or (N, C, 1, 1) with ``keepdims``.
-
-    Parameters
-    ----------
-    keepdims : bool, default False
-        False gives Keras's ``GlobalAveragePooling2D`` shape (ready for
-        ``Linear``); True gives that of PyTorch's ``AdaptiveAvgPool2d(1)``.
-    """
-
-    def __init__(self, keepdims: bool = False) -> None:
-        super().__init__()
-        self.keepdims = bool(keepdims)
-
-    def forward(self, x):
-        """Average each channel of ``x`` (N, C, H, W)."""
-        _check_input(type(self).__name__, x, 4)
-        if x.shape[2] * x.shape[3] == 0:
-            raise ValueError(f"{type(self).__name__}: input has no pixels, shape {x.shape}")
-        n, c = x.shape[:2]
-        y = self._buffer("y", (n, c, 1, 1) if self.keepdims else (n, c), x.dtype)
-        np.mean(x, axis=(2, 3), out=y.reshape(n, c))
-        self._x_shape = x.shape if is_grad_enabled() else None
-        return y
-
-    def backward(self, grad_out):
-        """Spread each gradient evenly over its channel's H*W pixels."""
-        shape = self._saved("_x_shape")
-        if not self.needs_input_grad:
-            return None
-        n, c, h, w = shape
-        gx = self._buffer("gx", shape, grad_out.dtype)
-        gx[...] = grad_out.reshape(n, c, 1, 1)
-        gx /= h * w
-        return gx
-
-    def get_config(self):
-        """Constructor arguments, JSON-serialisable."""
-        return {"keepdims": self.keepdims}
-
-
-@register_layer
-class GlobalMaxPool2d(GlobalAvgPool2d):
-    """Maximum over H and W: (N, C, H, W) -> (N, C), or (N, C, 1, 1) with ``keepdims``.
-
-    Parameters
-    ----------
-    keepdims : bool, default False
-
-    Notes
-    -----
-    Ties go to the first pixel in raster order (as ``MaxPool2d``); a NaN
-    pixel is the maximum (NumPy's and PyTorch's rule).
-    """
-
-    def forward(self, x):
-        """Maximum of each channel of ``x`` (N, C, H, W)."""
-        _check_input("GlobalMaxPool2d", x, 4)
-        n, c, h, w = x.shape
-        if h * w == 0:
-            raise ValueError(f"GlobalMaxPool2d: input has no pixels, shape {x.shape}")
-        flat = x.reshape(n, c, h * w)
-        idx = np.argmax(flat, axis=2)
-        y = self._buffer("y", (n, c, 1, 1) if self.keepdims else (n, c), x.dtype)
-        y.reshape(n, c)[...] = np.take_along_axis(flat, idx[:, :, None], axis=2)[:, :, 0]
-        if is_grad_enabled():
-            self._x_shape, self._idx = x.shape, idx
-        else:
-            self._x_shape = self._idx = None
-        return y
-
-    def backward(self, grad_out):
-        """Route each gradient to its channel's argmax pixel."""
-        shape = self._saved("_x_shape")
-        if not self.needs_input_grad:
-            return None
-        n, c, h, w = shape
-        gx = self._buffer("gx", shape, grad_out.dtype)
-        gx.fill(0)
-        np.put_along_axis(gx.reshape(n, c, h * w), self._idx[:, :, None],
-                          grad_out.reshape(n, c, 1), axis=2)
-        return gx
-
-
-def _adaptive_bins(size, out):
-    """PyTorch's adaptive bins: ``[floor(i*size/out), ceil((i+1)*size/out))``."""
-    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
-
-
-@register_layer
-class AdaptiveAvgPool2d(_Layer):
-    """Average pooling to a fixed output size (``torch.nn.AdaptiveAvgPool2d``).
-
-    Parameters
-    ----------
-    output_size : int, (int or None, int or None)
-        ``(H_out, W_out)``; None keeps that input dimension.
-
-    Notes
-    -----
-    Output cell ``(i, j)`` averages rows ``floor(i*H/H_out)`` to
-    ``ceil((i+1)*H/H_out) - 1`` and the same for columns, so neighbouring
-    bins overlap when ``H_out`` does not divide ``H``.
-    """
-
-    def __init__(self, output_size: Union[int, Tuple[Optional[int], Optional[int]]]) -> None:
-        super().__init__()
-        pair = (output_size, output_size) if not isinstance(output_size, (tuple, list)) \
-            else tuple(output_size)
-        if len(pair) != 2 or not all(
-                v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                              and v >= 1) for v in pair):
-            raise ValueError(
-                "AdaptiveAvgPool2d: output_size must be an int >= 1 or a pair of ints >= 1 "
-                f"(or None), got {output_size!r}")
-        self.output_size = tuple(None if v is None else int(v) for v in pair)
-
-    def _out_hw(self, h, w):
-        oh, ow = self.output_size
-        return (h if oh is None else oh), (w if ow is None else ow)
-
-    def forward(self, x):
-        """Pool ``x`` (N, C, H, W) to (N, C, H_out, W_out)."""
-        _check_input("AdaptiveAvgPool2d", x, 4)
-        n, c, h, w = x.shape
-        oh, ow = self._out_hw(h, w)
-        if h == 0 or w == 0:
-            raise ValueError(f"AdaptiveAvgPool2d: input has no pixels, shape {x.shape}")
-        y = self._buffer("y", (n, c, oh, ow), x.dtype)
-        rows, cols = _adaptive_bins(h, oh), _adaptive_bins(w, ow)
-        for i, (r0, r1) in enumerate(rows):
-            for j, (c0, c1) in enumerate(cols):
-                np.mean(x[:, :, r0:r1, c0:c1], axis=(2, 3), out=y[:, :, i, j])
-        self._x_shape = x.shape if is_grad_enabled() else None
-        return y
-
-    def backward(self, grad_out):
-        """Spread each output gradient evenly over its bin (overlaps add up)."""
-        shape = self._saved("_x_shape")
-        if not self.needs_input_grad:
-            return None
-        n, c, h, w = shape
-        oh, ow = self._out_hw(h, w)
-        gx = self._buffer("gx", shape, grad_out.dtype)
-        gx.fill(0)
-        for i, (r0, r1) in enumerate(_adaptive_bins(h, oh)):
-            for j, (c0, c1) in enumerate(_adaptive_bins(w, ow)):
-                share = grad_out[:, :, i, j] / grad_out.dtype.type((r1 - r0) * (c1 - c0))
-                gx[:, :, r0:r1, c0:c1] += share[:, :, None, None]
-        return gx
-
-    def get_config(self):
-        """Constructor arguments, JSON-serialisable."""
-        return {"output_size": list(self.output_size)}

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, O
 
 import numpy as np
 
+from ..optim import LRSchedule, _n_positional
+from .serialization import save_checkpoint
+
 __all__ = [
     "Callback",
     "CallbackList",
@@ -29,8 +32,8 @@ __all__ = [
     "ModelCheckpoint",
 ]
 
-if TYPE_CHECKING:  # for annotations only: importing them here would be circular
-    from ..optim import LRSchedule, Optimizer
+if TYPE_CHECKING:  # for annotations only: sequential imports this module (through trainer)
+    from ..optim import Optimizer
     from .sequential import Sequential
 
 # What fit passes to the hooks: metric name -> value (None for no logs).
@@ -91,8 +94,6 @@ class CallbackList:
     """
 
     def __init__(self, callbacks=()):
-        from ..optim import LRSchedule
-
         self.callbacks = []
         for i, cb in enumerate(callbacks):
             if isinstance(cb, LRSchedule):
@@ -194,9 +195,6 @@ class LearningRateScheduler(Callback):
         self.verbose = verbose
 
     def on_epoch_begin(self, epoch, logs=None):
-        from ..optim import LRSchedule
-        from ..optim.schedules import _n_positional
-
         opt = self.model.optimizer
         if isinstance(self.schedule, LRSchedule):
             # each parameter group from its own base rate, as PyTorch's schedulers
@@ -501,8 +499,6 @@ class ModelCheckpoint(Callback):
         self.saved: List[str] = []
 
     def on_epoch_end(self, epoch, logs=None):
-        from .serialization import save_checkpoint
-
         logs = logs or {}
         if self.save_best_only:
             current = logs.get(self.monitor)

@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from .._validate import check_float_dtype, check_rng
+
 __all__ = [
     "compute_fans",
     "zeros",
@@ -39,21 +41,12 @@ __all__ = [
 
 
 def _rng(rng):
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or isinstance(rng, (int, np.integer, np.random.SeedSequence)):
-        return np.random.default_rng(rng)
-    raise TypeError(
-        f"rng: expected a numpy.random.Generator, an int seed or None, got {type(rng).__name__}"
-    )
+    return check_rng("init", "rng", rng)
 
 
 def _check(shape, dtype):
     shape = tuple(int(s) for s in np.atleast_1d(shape)) if not isinstance(shape, tuple) else shape
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-    return shape, dtype
+    return shape, check_float_dtype("init", "dtype", dtype)
 
 
 def compute_fans(shape):

@@ -144,7 +144,7 @@ class Module:
         only valid until that layer's next call.
     """
 
-    _buffer_names = ()
+    _buffer_names: Tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.training = True

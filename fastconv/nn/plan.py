@@ -5,7 +5,7 @@ plan instead of calling the layers one by one. A plan is built for one input
 shape and dtype; building it does, once, what every layer call would
 otherwise repeat: the input checks (with the layers' own error messages),
 output shapes, fusion (a ``Conv2d`` followed by ``ReLU`` is one kernel call,
-as in ``Sequential._forward``) and the choice of kernel. Running it is a loop
+as in ``Sequential._forward``; both ask ``fastconv.nn.fusion``) and the choice of kernel. Running it is a loop
 over calls into ``fastconv._kernels`` with nothing left to check but the
 identity of each parameter array.
 
@@ -31,22 +31,14 @@ from .. import _kernels
 from .. import functional as F
 from .._geometry import pool_geom
 from .._validate import check_float_array, check_same_dtype
-from .layers import (
-    AvgPool2d,
-    BatchNorm1d,
-    BatchNorm2d,
-    Conv2d,
-    Dropout,
-    Flatten,
-    Linear,
-    MaxPool2d,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    Tanh,
-    _check_input,
-    kernel_relu_propagates_nan,
-)
+from .fusion import forward_steps
+from .activations import ReLU, Sigmoid, Softmax, Tanh
+from .conv import Conv2d
+from .dense import Flatten, Linear
+from .layer_base import _check_input
+from .normalization import BatchNorm1d, BatchNorm2d, Dropout
+from .pooling import AvgPool2d, MaxPool2d
+from .relu import relu_uses_kernel
 
 __all__ = ["InferencePlan", "LayerInputError", "plannable"]
 
@@ -342,10 +334,9 @@ class _Relu(_Step):
     def __init__(self, shape, dtype, inplace):
         _check_input("ReLU", _probe(shape, dtype), range(1, 33))
         super().__init__(_INPLACE if inplace else _BUFFER, shape)
-        # the same size rule as ReLU._apply, decided once for this shape
-        size = int(np.prod(shape))
+        # ReLU._apply's rule, decided once for this shape (plan buffers are contiguous)
         self.compiled = None
-        if size >= ReLU._KERNEL_MIN_SIZE and kernel_relu_propagates_nan():
+        if relu_uses_kernel(int(np.prod(shape))):
             self.compiled = _specialized(_kernels.relu_forward, dtype)
 
     def run(self, x, y, nt):
@@ -485,17 +476,16 @@ class InferencePlan:
         dtype = np.dtype(dtype)
         paths = _flat_paths(model)
         layers = [layer for _, layer in paths]
-        fuse = model.fuse_conv_relu and kernel_relu_propagates_nan()
         self.shape = tuple(shape)
         self.dtype = dtype
         self.mode_layers = [m for m in layers if isinstance(m, (Dropout, BatchNorm1d, BatchNorm2d))]
         steps = []
         shape = self.shape
         owned = False  # whether the current value is a buffer of the plan (not the caller's x)
-        i = 0
-        while i < len(layers):
+        # the conv+ReLU pairs Sequential._forward fuses, decided by the same function
+        for i, fused in forward_steps(layers, model.fuse_conv_relu):
             try:
-                step, used = self._step(layers, i, shape, dtype, fuse, owned)
+                step = self._step(layers[i], shape, dtype, fused, owned)
             except LayerInputError:
                 raise
             except ValueError as exc:
@@ -503,7 +493,6 @@ class InferencePlan:
                 labels = [".".join(map(str, p)) for p, _ in paths]
                 err = layer_input_error(layers, i, shape, exc, self.shape, labels)
                 raise LayerInputError(paths[i][0], err.layer, err.reason) from exc
-            i += used
             if step.kind == _BUFFER:
                 owned = True
             steps.append(step)
@@ -513,12 +502,11 @@ class InferencePlan:
         self._finish()
 
     @staticmethod
-    def _step(layers, i, shape, dtype, fuse, owned):
-        """The step for ``layers[i]`` and how many layers it covers."""
-        layer, kind = layers[i], type(layers[i])
+    def _step(layer, shape, dtype, relu, owned):
+        """The step for ``layer`` (``relu``: a Conv2d that applies the next layer's ReLU)."""
+        kind = type(layer)
         if kind is Conv2d:
-            relu = fuse and i + 1 < len(layers) and type(layers[i + 1]) is ReLU
-            return _Conv(layer, shape, dtype, relu), 2 if relu else 1
+            return _Conv(layer, shape, dtype, relu)
         if kind is Linear:
             step = _Linear(layer, shape, dtype)
         elif kind is MaxPool2d:
@@ -537,7 +525,7 @@ class InferencePlan:
             step = _Identity(shape, dtype)
         else:
             raise TypeError(f"InferencePlan: cannot plan a {kind.__name__} layer")
-        return step, 1
+        return step
 
     def _finish(self):
         steps, shape = self.steps, self.out_shape

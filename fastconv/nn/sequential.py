@@ -1,15 +1,14 @@
-"""``Sequential``: a stack of layers with a Keras-style training API."""
+"""``Sequential``: a stack of layers run in order.
+
+Training and evaluation (``compile`` / ``fit`` / ``evaluate`` / ``predict``) live in
+``fastconv.nn.trainer``; the methods of the same names here delegate to it.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import math
-import sys
-import threading
-import time
 import os
-import warnings
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -17,349 +16,31 @@ from numpy.typing import ArrayLike
 
 from .. import _routes
 from .. import functional as F
-from .callbacks import CallbackList, History
-from .layers import (
-    Conv2d,
-    MaxPool2d,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    _Layer,
-    _layer_spec,
-    kernel_relu_propagates_nan,
-    layer_from_config,
-    register_layer,
-)
-from .metrics import confusion_matrix, per_class_accuracy
-from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss, get_loss
+from . import trainer
+from .fusion import FusionPlan
+from .layer_base import _Layer, _layer_spec, layer_from_config, register_layer
 from .module import Array, Module, is_grad_enabled, no_grad
 from .plan import InferencePlan, LayerInputError, StalePlan, layer_input_error, plannable
+from .serialization import save_model
 
-if TYPE_CHECKING:  # for annotations only: fastconv.optim imports fastconv.nn
+if TYPE_CHECKING:  # for annotations only
     from ..optim import LRSchedule, Optimizer
-    from .callbacks import Callback
+    from .callbacks import Callback, History
     from .losses import Loss
 
 __all__ = ["Sequential"]
 
-_METRICS = ("accuracy",)
 # Inference plans kept per model (one per input shape, dtype and kernel setting):
 # predict's full batches and its last, shorter one need two.
 _MAX_PLANS = 8
-_METRIC_ALIASES = {"accuracy": "accuracy", "acc": "accuracy"}
-
-
-def _as_int(name, value, low, owner):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{owner}: {name} must be >= {low}, got {value}")
-    return int(value)
-
-
-def _check_xy(owner, x, y, xname="x", yname="y"):
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
-    if x.dtype.kind not in "fiu":
-        raise TypeError(f"{owner}: {xname} must be a real numeric array, got dtype {x.dtype}")
-    if x.ndim < 2:
-        raise ValueError(
-            f"{owner}: {xname} must have a batch axis and at least 2 dimensions "
-            f"(N, C, H, W) or (N, features), got shape {x.shape}"
-        )
-    if y is None:
-        return x, None
-    y = np.asarray(y)
-    if y.ndim == 0 or len(y) != len(x):
-        raise ValueError(
-            f"{owner}: {xname} and {yname} must have the same length, got {len(x)} samples in "
-            f"{xname} and {len(y) if y.ndim else 'a scalar'} in {yname}"
-        )
-    if y.dtype.kind in "iu":
-        if y.ndim != 1:
-            raise ValueError(
-                f"{owner}: integer {yname} must be class labels of shape (N,), got shape {y.shape}"
-            )
-    elif y.dtype.kind in "fb":
-        if y.ndim not in (1, 2):
-            raise ValueError(
-                f"{owner}: float {yname} must be (N, classes) one-hot/probabilities or (N,) targets, "
-                f"got shape {y.shape}"
-            )
-    else:
-        raise TypeError(
-            f"{owner}: {yname} must be int64 class labels or float one-hot targets, got dtype {y.dtype}"
-        )
-    return x, y
-
-
-def _validation_split(owner, x, y, weights, fraction):
-    """Keras's split: the last ``fraction`` of the samples, taken before any
-    shuffling, is held out. Returns the training part, the validation pair and
-    the training part of ``weights``."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
-            or not 0 < fraction < 1:
-        raise ValueError(f"{owner}: validation_split must be a float in (0, 1), got {fraction!r}")
-    n = len(x)
-    split_at = int(math.ceil(n * (1.0 - fraction)))  # as Keras rounds
-    if split_at == 0 or split_at == n:
-        raise ValueError(
-            f"{owner}: validation_split={fraction} of {n} samples leaves "
-            f"{split_at} for training and {n - split_at} for validation; both must be >= 1")
-    w = None if weights is None else weights[:split_at]
-    return x[:split_at], y[:split_at], (x[split_at:], y[split_at:]), w
-
-
-def _sample_weights(owner, n, labels, sample_weight, class_weight):
-    """Per-sample loss weights (float64, (N,)) from ``sample_weight`` and
-    ``class_weight`` (multiplied when both are given, as Keras does), or None."""
-    w = None
-    if sample_weight is not None:
-        w = np.asarray(sample_weight)
-        if w.dtype.kind not in "iuf":
-            raise TypeError(f"{owner}: sample_weight must be a real numeric array, got dtype {w.dtype}")
-        if w.shape != (n,):
-            raise ValueError(f"{owner}: sample_weight must have shape ({n},) (one weight per "
-                             f"sample of x), got shape {w.shape}")
-        w = w.astype(np.float64)
-        if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
-            raise ValueError(f"{owner}: sample_weight must be finite and >= 0")
-    if class_weight is not None:
-        if not isinstance(class_weight, dict):
-            raise TypeError(f"{owner}: class_weight must be a dict {{class: weight}}, got "
-                            f"{type(class_weight).__name__}")
-        if labels is None:
-            raise ValueError(f"{owner}: class_weight needs class targets (integer labels or "
-                             "one-hot rows) in y")
-        k = int(labels.max()) + 1 if len(labels) else 0
-        # classes not in the dict keep weight 1 (Keras does the same)
-        table = np.ones(max(k, 1), np.float64)
-        for c, cw in class_weight.items():
-            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0:
-                raise ValueError(f"{owner}: class_weight keys must be class indices >= 0, "
-                                 f"got {c!r}")
-            if isinstance(cw, bool) or not isinstance(cw, (int, float, np.number)) \
-                    or not math.isfinite(cw) or cw < 0:
-                raise ValueError(f"{owner}: class_weight[{c}] must be a finite number >= 0, "
-                                 f"got {cw!r}")
-            if c < len(table):
-                table[c] = float(cw)
-        cw = table[labels]
-        w = cw if w is None else w * cw
-    return w
-
-
-def _weighted_batch_loss(row_loss, out, yb, wb):
-    """Keras's weighted loss (reduction 'sum_over_batch_size'): ``sum(w_i * l_i) / m``
-    for a "mean" loss, ``sum(w_i * l_i)`` for a "sum" loss, where ``l_i`` is
-    sample i's own loss (its row through ``row_loss``, a copy of the loss)."""
-    per = np.array([row_loss.forward(out[i:i + 1], yb[i:i + 1]) for i in range(len(out))])
-    total = float(np.dot(wb, per))
-    return total / len(out) if row_loss.reduction == "mean" else total
-
-
-def _warn_unscaled(owner, x):
-    """Warn (once per call) when ``x`` looks like raw pixel values: integers above
-    1, or floats that are whole numbers in [0, 255] with some above 1 (pixels
-    converted with ``astype`` but not divided). Standardised data (negative
-    values) and fractions do not warn."""
-    if not x.size:
-        return
-    if x.dtype.kind in "iu":
-        kind = str(x.dtype)
-    elif x.dtype.kind == "f":
-        head = x[:64]  # whole-number test on a sample: no copy of a large x
-        if not (np.all(head >= 0) and np.all(head == np.floor(head))):
-            return
-        kind = f"{x.dtype} holding whole numbers"
-    else:
-        return
-    lo, hi = x.min(), x.max()
-    if hi > 1 and lo >= 0 and (x.dtype.kind in "iu" or hi <= 255):
-        scale = 255.0 if hi <= 255 else float(hi)
-        warnings.warn(
-            f"{owner}: x is {kind} with values in [{lo:g}, {hi:g}]; scale it to [0, 1] "
-            f"first (x / {scale}): unscaled inputs make training slow or unstable",
-            UserWarning, stacklevel=4)
-
-
-def _blas_limit(threads):
-    """Cap NumPy's BLAS pool during ``fit`` (no-op without threadpoolctl).
-
-    fastconv's own layers never call BLAS (``Linear`` runs on fastconv's
-    GEMM), but a custom layer may: on a machine with few cores, OpenBLAS
-    worker threads that busy-wait after a matmul compete with the kernels'
-    OpenMP team for the same cores (a LeNet-5 step was 5x slower that way on
-    the 2-core reference machine). Inference does not apply the cap: a
-    threadpoolctl limit costs far more than a small model's forward.
-    """
-    if threads is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas")
-
-
-def _sample_weighted(loss, value, m):
-    """Batch loss times batch size, so that sums over batches average over samples."""
-    return value * m if loss.reduction == "mean" else value
-
-
-def _true_labels(y):
-    """Class indices for the accuracy metric (None when not a classification target).
-
-    Integer labels as they are; one-hot rows by their largest entry; binary
-    targets (a single 0/1 column, or 0/1 floats for a one-output model) by the
-    0.5 cut, as Keras's binary accuracy does.
-    """
-    if y.dtype.kind in "iu":
-        return y
-    if y.ndim == 2 and y.shape[1] == 1:
-        return (y[:, 0] > 0.5).astype(np.int64)
-    if y.ndim == 2:
-        return y.argmax(axis=1)
-    if y.ndim == 1 and y.dtype.kind == "f" and np.all((y == 0) | (y == 1)):
-        return y.astype(np.int64)
-    return None
-
-
-def _fit_settings(owner, x, batch_size, epochs, initial_epoch, verbose, augment,
-                  validation_data, validation_batch_size):
-    """The checks every fit loop makes of its common arguments (``Sequential.fit``,
-    ``fastconv.distributed.fit``).
-
-    Returns ``(batch_size, epochs, initial_epoch, (x_val, y_val), validation
-    batch size)``; the pair is ``(None, None)`` without validation data.
-    """
-    batch_size = _as_int("batch_size", batch_size, 1, owner)
-    epochs = _as_int("epochs", epochs, 0, owner)
-    initial_epoch = _as_int("initial_epoch", initial_epoch, 0, owner)
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"{owner}: verbose must be 0, 1 or 2, got {verbose!r}")
-    if augment is not None and not callable(augment):
-        raise TypeError(f"{owner}: augment must be callable (x_batch, rng) -> x_batch")
-    if len(x) == 0:
-        raise ValueError(f"{owner}: x is empty")
-    xv = yv = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError(f"{owner}: validation_data must be a pair (x_val, y_val)")
-        xv, yv = _check_xy(owner, *validation_data, xname="validation_data[0]",
-                           yname="validation_data[1]")
-        if xv.shape[1:] != x.shape[1:]:
-            raise ValueError(f"{owner}: validation_data[0] samples have shape {xv.shape[1:]}, "
-                             f"x samples have shape {x.shape[1:]}")
-    val_bs = max(batch_size, 256) if validation_batch_size is None else \
-        _as_int("validation_batch_size", validation_batch_size, 1, owner)
-    return batch_size, epochs, initial_epoch, (xv, yv), val_bs
-
-
-def _predicted_classes(out, probabilities):
-    """Predicted class per row: the largest output, or for a single output
-    column (binary models) the 0.5 cut of a probability / the 0 cut of a logit."""
-    if out.ndim == 2 and out.shape[1] == 1:
-        return (out[:, 0] > (0.5 if probabilities else 0.0)).astype(np.int64)
-    return out.argmax(axis=1)
-
-
-def _isatty(stream):
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
-        return False
-
-
-class _Progress:
-    """tqdm bar per epoch when tqdm is installed, else a throttled text line.
-
-    When the stream is not a terminal (a log file, a pipe) ``verbose=1`` prints
-    one line per epoch as ``verbose=2`` does: ``\\r`` redraws would leave
-    hundreds of overwritten lines per epoch in the file (Keras and tqdm do the
-    same).
-    """
-
-    def __init__(self, verbose, epochs, steps, stream=None):
-        self.stream = stream if stream is not None else sys.stdout
-        if verbose == 1 and not _isatty(self.stream):
-            verbose = 2
-        self.verbose = verbose
-        self.epochs = epochs
-        self.steps = steps
-        self._tqdm = None
-        if verbose == 1:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            self._tqdm = tqdm
-
-    def begin_epoch(self, epoch):
-        self.epoch = epoch
-        self._last = 0.0
-        self._done = 0
-        self._t0 = time.perf_counter()
-        if self.verbose == 1 and self._tqdm is not None:
-            self.bar = self._tqdm(
-                total=self.steps, desc=f"Epoch {epoch + 1}/{self.epochs}", unit="batch",
-                leave=True, dynamic_ncols=True,
-            )
-
-    @staticmethod
-    def _fmt(logs):
-        parts = []
-        for k, v in logs.items():
-            if k == "images_per_second":
-                parts.append(f"{v:,.0f} img/s")
-            elif k == "lr":
-                parts.append(f"lr {v:.3g}")
-            else:
-                parts.append(f"{k} {v:.4f}")
-        return "  ".join(parts)
-
-    def update(self, step, logs, seen=None):
-        """Redraw after ``step``; ``seen`` samples so far give the img/s shown."""
-        if self.verbose != 1:
-            return
-        now = time.perf_counter()
-        if seen is not None and now > self._t0:
-            logs = dict(logs, images_per_second=seen / (now - self._t0))
-        if self._tqdm is not None:
-            self.bar.update(step + 1 - self._done)
-            self._done = step + 1
-            if now - self._last > 0.25:
-                self._last = now
-                self.bar.set_postfix_str(self._fmt(logs), refresh=False)
-        elif now - self._last > 0.5 or step + 1 == self.steps:
-            self._last = now
-            self.stream.write(
-                f"\rEpoch {self.epoch + 1}/{self.epochs} {step + 1}/{self.steps}  {self._fmt(logs)}"
-            )
-            self.stream.flush()
-
-    def end_epoch(self, logs):
-        if self.verbose == 0:
-            return
-        if self.verbose == 1 and self._tqdm is not None:
-            self.bar.set_postfix_str(self._fmt(logs), refresh=True)
-            self.bar.close()
-            return
-        prefix = "\r" if self.verbose == 1 else ""
-        self.stream.write(
-            f"{prefix}Epoch {self.epoch + 1}/{self.epochs} {self.steps}/{self.steps}  {self._fmt(logs)}\n"
-        )
-        self.stream.flush()
-
-    def close(self):
-        bar = getattr(self, "bar", None)
-        if bar is not None:
-            bar.close()
 
 
 @register_layer
 class Sequential(_Layer):
     """A stack of layers applied in order, with ``compile`` / ``fit`` / ``evaluate`` / ``predict``.
+
+    The model stacks and runs its layers; the Keras-style methods delegate to
+    ``fastconv.nn.trainer``, where the training loop and the metrics live.
 
     Parameters
     ----------
@@ -431,7 +112,8 @@ class Sequential(_Layer):
     NaN, see ``fastconv.nn.layers.kernel_relu_propagates_nan``); a ``ReLU``
     directly followed by ``MaxPool2d`` back-propagates in the pool's backward
     (``fuse_relu_pool``; the ReLU mask is applied on the pooled grid, results
-    are bitwise identical). ``fit`` caps NumPy's BLAS at ``blas_threads``
+    are bitwise identical). Which layers fuse is decided once per layer list
+    (``fastconv.nn.fusion``), not in every call. ``fit`` caps NumPy's BLAS at ``blas_threads``
     (default 1, via threadpoolctl when it is installed) for custom layers
     that use it; fastconv's own layers never do. Loss values in logs and
     ``evaluate`` are averages over samples. Changing a layer's
@@ -455,11 +137,14 @@ class Sequential(_Layer):
     blas_threads = 1
 
     #: Let a Conv2d kernel apply a directly following ReLU in the same pass
-    #: (saves one trip over the activation; results are identical).
+    #: (saves one trip over the activation; results are identical). Read when
+    #: the fusion plan is made (fastconv.nn.fusion); False runs the pair as two
+    #: calls, which is how the tests show that fusing changes no bit.
     fuse_conv_relu = True
 
     #: Back-propagate a ``ReLU`` directly followed by ``MaxPool2d`` in the
-    #: pool's backward (the mask is applied on the pooled grid; identical results).
+    #: pool's backward (the mask is applied on the pooled grid; identical
+    #: results). Read when the fusion plan is made, as ``fuse_conv_relu``.
     fuse_relu_pool = True
 
     def __init__(self, *args: Union[Module, Sequence[Module]],
@@ -497,12 +182,13 @@ class Sequential(_Layer):
         self._plan_nested = []    # (nested Sequential, its layers) likewise
         self._plannable = False
         self._plan_dtype = None   # self.dtype when the plans were dropped last
+        self._fusion_plan = None  # the layers' fused steps (fastconv.nn.fusion)
 
     def __getstate__(self):
         # locks cannot be pickled or deep-copied; plans are rebuilt on demand
         state = self.__dict__.copy()
         for key in ("_lock", "_trainer", "_kept", "_plan_lock", "_plans", "_plan_layers",
-                    "_plan_nested", "_plannable", "_plan_dtype"):
+                    "_plan_nested", "_plannable", "_plan_dtype", "_fusion_plan"):
             state.pop(key, None)
         return state
 
@@ -627,24 +313,28 @@ class Sequential(_Layer):
             self._trainer = previous
             lock.release()
 
+    def _fusion(self):
+        """The fusion plan of the current layer list (made again only when the
+        list or a fusion switch changed since the last call)."""
+        plan = self._fusion_plan
+        if plan is None or not plan.fits(self.layers, self.fuse_conv_relu, self.fuse_relu_pool):
+            plan = FusionPlan(self.layers, self.fuse_conv_relu, self.fuse_relu_pool)
+            self._fusion_plan = plan
+        return plan
+
     def _forward(self, x):
         layers = self.layers
-        n = len(layers)
-        i = 0
         x0 = x
-        while i < n:
+        for i, fused in self._fusion().forward:
             layer = layers[i]
             xin = x
             try:
-                if (self.fuse_conv_relu and i + 1 < n and type(layer) is Conv2d
-                        and type(layers[i + 1]) is ReLU and kernel_relu_propagates_nan()):
-                    # conv kernel applies the ReLU in its own pass; the ReLU layer
-                    # keeps the rectified output for its backward
+                if fused:
+                    # the conv kernel applies the ReLU in its own pass; the ReLU
+                    # layer keeps the rectified output for its backward
                     x = layers[i + 1]._adopt(layer._forward(x, "relu"))
-                    i += 2
                 else:
                     x = layer(x)
-                    i += 1
             except LayerInputError as exc:  # from a nested model: add our index
                 raise exc.nested_in(i) from exc
             except ValueError as exc:
@@ -796,17 +486,11 @@ class Sequential(_Layer):
                 )
             g = grad_out
             layers = self.layers
-            i = len(layers) - 1
-            while i >= 0:
-                layer = layers[i]
-                if (self.fuse_relu_pool and i > 0 and type(layer) is MaxPool2d
-                        and type(layers[i - 1]) is ReLU):
-                    # the pool applies ReLU's mask on its own (smaller) grid
-                    g = layer._backward_after_relu(g)
-                    i -= 2
+            for i, fused in self._fusion().backward:
+                if fused:  # the pool applies ReLU's mask on its own (smaller) grid
+                    g = layers[i]._backward_after_relu(g)
                 else:
-                    g = layer.backward(g)  # type: ignore[assignment]  # None: checked below
-                    i -= 1
+                    g = layers[i].backward(g)  # None: checked below
                 if g is None:
                     return None
             if not self._reuse and self.layers:
@@ -868,8 +552,10 @@ class Sequential(_Layer):
         text = "\n".join(lines)
         print_fn(text)
         return text
-
-    # -- Keras-style API -------------------------------------------------------
+    # -- Keras-style API: thin methods over fastconv.nn.trainer ------------------
+    # Their docstrings are the users' reference (help(model.fit)), so they stay
+    # on the public methods while the work is in trainer: that is why this file
+    # runs past 600 lines (about 310 of its lines are docstrings).
     def compile(self, optimizer: Union[Optimizer, str] = "adam",
                 loss: Union[Loss, str] = "cross_entropy",
                 metrics: Optional[Sequence[str]] = None) -> Sequential:
@@ -896,50 +582,7 @@ class Sequential(_Layer):
         ValueError
             Unknown names, or an optimiser built on another model's parameters.
         """
-        from ..optim import Optimizer, get_optimizer
-
-        if not self.parameters():
-            raise ValueError("compile: the model has no parameters to optimise")
-        opt = get_optimizer(optimizer, self.parameters())
-        if isinstance(optimizer, Optimizer):
-            mine = {id(p) for p in self.parameters()}
-            if not any(id(p) in mine for p in opt.params):
-                raise ValueError(
-                    "compile: the optimizer was built on parameters of another model; "
-                    "build it with model.parameters()"
-                )
-        self.optimizer = opt
-        self.loss = get_loss(loss)
-        names = []
-        for m in metrics or []:
-            key = _METRIC_ALIASES.get(str(m).lower()) if isinstance(m, str) else None
-            if key is None:
-                raise ValueError(f"compile: unknown metric {m!r}; supported metrics: {list(_METRICS)}")
-            names.append(key)
-        self.metrics = names
-        last = self.layers[-1] if self.layers else None
-        if isinstance(self.loss, (CrossEntropyLoss, BCEWithLogitsLoss)) and isinstance(
-                last, (Softmax, Sigmoid)):
-            squash = "softmax" if isinstance(self.loss, CrossEntropyLoss) else "the sigmoid"
-            warnings.warn(
-                f"compile: {type(self.loss).__name__} expects logits and applies {squash} "
-                f"itself, but the last layer is {type(last).__name__}; remove it", stacklevel=2)
-        if isinstance(self.loss, NLLLoss) and type(last).__name__ != "LogSoftmax":
-            warnings.warn(
-                "compile: NLLLoss expects log-probabilities, but the last layer is "
-                f"{type(last).__name__}; end the model with LogSoftmax or use "
-                "loss='cross_entropy' on logits", stacklevel=2)
-        return self
-
-    def _require_compiled(self, owner):
-        if self.optimizer is None or self.loss is None:
-            raise RuntimeError(f"{owner}: call model.compile(optimizer=..., loss=...) first")
-
-    def _batch_input(self, x, idx, dtype):
-        xb = x[idx]
-        if xb.dtype != dtype or not xb.flags.c_contiguous:
-            xb = np.ascontiguousarray(xb, dtype=dtype)
-        return xb
+        return trainer.compile_model(self, optimizer, loss, metrics)
 
     def fit(self, x: Array, y: Array, batch_size: int = 64, epochs: int = 1,
             validation_data: Optional[Tuple[Array, Array]] = None,
@@ -1012,126 +655,9 @@ class Sequential(_Layer):
             The model is being trained (or run through its layers) by another
             thread: one model is trained by one thread at a time.
         """
-        owner = "fit"
-        with self._using_layers(owner, training=True):
-            return self._fit(x, y, batch_size, epochs, validation_data, callbacks, verbose,
-                             shuffle, seed, augment, initial_epoch, validation_batch_size,
-                             validation_split, sample_weight, class_weight)
-
-    def _fit(self, x, y, batch_size, epochs, validation_data, callbacks, verbose, shuffle,
-             seed, augment, initial_epoch, validation_batch_size, validation_split,
-             sample_weight, class_weight):
-        owner = "fit"
-        self._require_compiled(owner)
-        x, y = _check_xy(owner, x, y)
-        _warn_unscaled(owner, x)
-        weights = _sample_weights(owner, len(x), _true_labels(y) if class_weight is not None
-                                  else None, sample_weight, class_weight)
-        if validation_split is not None:
-            if validation_data is not None:
-                raise ValueError(f"{owner}: pass validation_data or validation_split, not both")
-            x, y, validation_data, weights = _validation_split(owner, x, y, weights,
-                                                               validation_split)
-        batch_size, epochs, initial_epoch, (xv, yv), val_bs = _fit_settings(
-            owner, x, batch_size, epochs, initial_epoch, verbose, augment, validation_data,
-            validation_batch_size)
-        n = len(x)
-
-        if isinstance(seed, np.random.Generator):
-            rng = seed
-        else:
-            rng = np.random.default_rng(seed)
-        self.fit_rng = rng
-        dtype = self.dtype
-        labels = _true_labels(y)
-        want_acc = "accuracy" in self.metrics and labels is not None
-        raw_probs = self._raw_outputs_are_probabilities()
-        steps = -(-n // batch_size)  # exact for any int batch_size
-
-        history = History()
-        cbs = CallbackList([history] + list(callbacks or []))
-        cbs.set_model(self)
-        cbs.set_params({"epochs": epochs, "steps": steps, "batch_size": batch_size,
-                        "samples": n, "verbose": verbose})
-        progress = _Progress(verbose, epochs, steps)
-        self.history = history
-        self.stop_training = False
-        opt, loss_fn = self.optimizer, self.loss
-        row_loss = copy.copy(loss_fn)  # sample-weighted runs: per-sample losses, own state
-        was_training = self.training
-        logs = {}
-        cbs.on_train_begin({})
-        with _blas_limit(self.blas_threads):
-            try:
-                for epoch in range(initial_epoch, epochs):
-                    self.train()
-                    cbs.on_epoch_begin(epoch, {})
-                    progress.begin_epoch(epoch)
-                    order = rng.permutation(n) if shuffle else np.arange(n)
-                    t0 = time.perf_counter()
-                    loss_sum = 0.0
-                    correct = 0
-                    seen = 0
-                    for step in range(steps):
-                        cbs.on_batch_begin(step, {})
-                        idx = order[step * batch_size:(step + 1) * batch_size]
-                        xb = self._batch_input(x, idx, dtype)
-                        if augment is not None:
-                            xb = np.ascontiguousarray(augment(xb, rng), dtype=dtype)
-                        yb = y[idx]
-                        opt.zero_grad()
-                        out = self._forward(xb)
-                        batch_loss = loss_fn.forward(out, yb)
-                        grad = loss_fn.backward()
-                        if weights is not None:
-                            wb = weights[idx]
-                            batch_loss = _weighted_batch_loss(row_loss, out, yb, wb)
-                            # every built-in loss's gradient row i is sample i's
-                            # own: weighting the rows weights the samples
-                            grad = grad * wb.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
-                        if not math.isfinite(batch_loss):
-                            raise FloatingPointError(
-                                f"fit: loss is {batch_loss} at epoch {epoch + 1}, step {step + 1} "
-                                f"(of {steps}); lower the learning rate (now {opt.lr:g}) or check "
-                                "the inputs for NaN/Inf"
-                            )
-                        self.backward(grad)
-                        opt.step()
-                        m = len(idx)
-                        seen += m
-                        loss_sum += _sample_weighted(loss_fn, batch_loss, m)
-                        logs = {"loss": loss_sum / seen}
-                        if want_acc:
-                            correct += int(np.count_nonzero(
-                                _predicted_classes(out, raw_probs) == labels[idx]))
-                            logs["accuracy"] = correct / seen
-                        progress.update(step, logs, seen)
-                        cbs.on_batch_end(step, {"loss": batch_loss, "size": m})
-                    elapsed = time.perf_counter() - t0
-                    logs = {"loss": loss_sum / seen}
-                    if want_acc:
-                        logs["accuracy"] = correct / seen
-                    if validation_data is not None:
-                        val = self.evaluate(xv, yv, batch_size=val_bs)
-                        logs.update({"val_" + k: v for k, v in val.items()})
-                    logs["images_per_second"] = seen / elapsed if elapsed > 0 else float("inf")
-                    logs["lr"] = float(opt.lr)
-                    progress.end_epoch(logs)
-                    cbs.on_epoch_end(epoch, logs)
-                    if self.stop_training:
-                        break
-            finally:
-                progress.close()
-                self.train(was_training)
-        cbs.on_train_end(dict(logs) if logs else {})
-        return history
-
-    def _inference_batches(self, x, batch_size, owner):
-        """Yield (slice, output) for consecutive batches of ``x``, through the plan."""
-        dtype = self._inference_dtype()
-        for start in range(0, len(x), batch_size):
-            sl = slice(start, start + batch_size)
-            yield sl, self._infer(self._batch_input(x, sl, dtype), owner)
+        return trainer.fit(self, x, y, batch_size, epochs, validation_data, callbacks, verbose,
+                           shuffle, seed, augment, initial_epoch, validation_batch_size,
+                           validation_split, sample_weight, class_weight)
 
     def evaluate(self, x: Array, y: Array, batch_size: int = 256, verbose: int = 0,
                  per_class: bool = False) -> Dict[str, Any]:
@@ -1162,56 +688,7 @@ class Sequential(_Layer):
         ValueError
             ``per_class=True`` with targets that are not classes.
         """
-        owner = "evaluate"
-        if self.loss is None:
-            raise RuntimeError(f"{owner}: call model.compile(...) first (the loss is needed)")
-        x, y = _check_xy(owner, x, y)
-        batch_size = _as_int("batch_size", batch_size, 1, owner)
-        if len(x) == 0:
-            raise ValueError(f"{owner}: x is empty")
-        labels = _true_labels(y)
-        if per_class and labels is None:
-            raise ValueError(f"{owner}: per_class=True needs class targets (integer labels or "
-                             f"one-hot rows), got y of dtype {y.dtype} and shape {y.shape}")
-        # a loss keeps its last forward's arrays for backward: a copy of its
-        # own, so that concurrent calls (and a fit in progress) do not share them
-        loss = copy.copy(self.loss)
-        loss_sum = 0.0
-        correct = 0
-        cm = None
-        for sl, out in self._inference_batches(x, batch_size, owner):
-            loss_sum += _sample_weighted(loss, loss.forward(out, y[sl]), len(out))
-            if labels is not None:
-                pred = _predicted_classes(out, self._raw_outputs_are_probabilities())
-                correct += int(np.count_nonzero(pred == labels[sl]))
-                if per_class:
-                    k = max(out.shape[1] if out.ndim == 2 and out.shape[1] > 1 else 2,
-                            int(labels.max()) + 1)
-                    part = confusion_matrix(labels[sl], pred, k)
-                    cm = part if cm is None else cm + part
-        result: Dict[str, Any] = {"loss": loss_sum / len(x)}
-        if labels is not None:
-            result["accuracy"] = correct / len(x)
-        if verbose:
-            print("  ".join(f"{k} {v:.4f}" for k, v in result.items()))
-        if per_class:
-            result["confusion_matrix"] = cm
-            result["per_class_accuracy"] = per_class_accuracy(cm)
-        return result
-
-    def _outputs_probabilities(self):
-        """True when ``predict`` returns the raw outputs (already probabilities,
-        or a regression); False when it turns logits into probabilities."""
-        last = self.layers[-1] if self.layers else None
-        if isinstance(last, (Softmax, Sigmoid)):
-            return True
-        return self.loss is not None and not isinstance(
-            self.loss, (CrossEntropyLoss, NLLLoss, BCEWithLogitsLoss))
-
-    def _raw_outputs_are_probabilities(self):
-        """For binary accuracy: is the raw output a probability (cut at 0.5) or a logit (at 0)?"""
-        last = self.layers[-1] if self.layers else None
-        return isinstance(last, (Softmax, Sigmoid)) or isinstance(self.loss, BCELoss)
+        return trainer.evaluate(self, x, y, batch_size, verbose, per_class)
 
     def predict(self, x: Array, batch_size: int = 256) -> Array:
         """Class probabilities for ``x`` (evaluation mode).
@@ -1236,43 +713,11 @@ class Sequential(_Layer):
         Safe to call from several threads at once on one model (see the
         class notes).
         """
-        owner = "predict"
-        x, _ = _check_xy(owner, x, None)
-        batch_size = _as_int("batch_size", batch_size, 1, owner)
-        n = len(x)
-        if n == 0:
-            raise ValueError(f"{owner}: x is empty")
-        dtype = self._inference_dtype()
-        result: Any = None  # an array from the first batch on (n > 0)
-        for start in range(0, n, batch_size):
-            sl = slice(start, start + batch_size)
-            xb = self._batch_input(x, sl, dtype)
-            if result is None:
-                out = self._infer(xb, owner)
-                result = np.empty((n,) + out.shape[1:], out.dtype)
-                result[sl] = out
-            else:
-                self._infer(xb, owner, out=result[sl])
-        if isinstance(self.loss, BCEWithLogitsLoss) and not self._outputs_probabilities():
-            # independent binary outputs: the logistic function, element by element
-            np.negative(result, out=result)
-            np.exp(result, out=result)
-            result += 1
-            np.reciprocal(result, out=result)
-        elif not self._outputs_probabilities():
-            # row by row (NumPy reduces each row of a C-contiguous array on its
-            # own), so a row's result does not depend on the others
-            np.subtract(result, result.max(axis=1, keepdims=True), out=result)
-            np.exp(result, out=result)
-            result /= result.sum(axis=1, keepdims=True)
-        return result
+        return trainer.predict(self, x, batch_size)
 
     def save(self, path: Union[str, os.PathLike[str]], include_optimizer: bool = True) -> None:
         """Write weights, buffers, architecture and compile settings to one ``.npz``.
 
         See ``fastconv.nn.save_model``.
         """
-        from .serialization import save_model
-
         save_model(self, path, include_optimizer=include_optimizer)
-

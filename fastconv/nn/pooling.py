@@ -1,0 +1,316 @@
+"""Pooling layers: ``MaxPool2d`` / ``AvgPool2d`` over the kernels, global and adaptive pooling in NumPy.
+
+Each is a ``_Pool``: its forward keeps the input shape (outside
+``no_grad()``) and its ``backward`` returns None when the input gradient is
+not needed, else ``_grad_input(grad_out, input_shape)``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from .. import functional as F
+from .._validate import check_pair
+from .layer_base import IntPair, _check_input, _compact, _Layer, register_layer
+from .module import is_grad_enabled
+from .relu import relu_grad
+
+__all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "AdaptiveAvgPool2d"]
+
+
+class _Pool(_Layer):
+    """Scaffold of the pooling layers (see the module notes)."""
+
+    _x_shape = None
+
+    def backward(self, grad_out):
+        """dL/dx from dL/dy (None when the input gradient is not needed)."""
+        shape = self._saved("_x_shape")
+        if not self.needs_input_grad:
+            return None
+        return self._grad_input(grad_out, shape)
+
+    def _grad_input(self, grad_out, shape):
+        raise NotImplementedError
+
+
+class _Pool2d(_Pool):
+    def __init__(self, kernel_size: IntPair, stride: Union[IntPair, None] = None,
+                 padding: IntPair = 0) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.kernel_size = check_pair(owner, "kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else check_pair(owner, "stride", stride)
+        self.padding = check_pair(owner, "padding", padding, minimum=0)
+        if self.padding[0] * 2 > self.kernel_size[0] or self.padding[1] * 2 > self.kernel_size[1]:
+            raise ValueError(
+                f"{owner}: padding {padding!r} must be at most half of kernel_size {kernel_size!r}"
+            )
+        self._x_shape = None
+
+    def _pool_out_shape(self, shape):
+        n, c, h, w = shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (n, c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable."""
+        return {
+            "kernel_size": _compact(self.kernel_size),
+            "stride": _compact(self.stride),
+            "padding": _compact(self.padding),
+        }
+
+
+@register_layer
+class MaxPool2d(_Pool2d):
+    """2-D max pooling over NCHW input.
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default ``kernel_size``
+    padding : int or (int, int), default 0
+        Implicit -inf padding, at most half the kernel.
+
+    Notes
+    -----
+    ``H_out = (H + 2*pad - kh) // stride + 1``. Ties go to the first element in
+    raster order. In training (outside ``no_grad``) the argmax indices are
+    kept for ``backward``.
+    """
+
+    def forward(self, x):
+        """Pool ``x`` of shape (N, C, H, W)."""
+        _check_input("MaxPool2d", x, 4)
+        args = (self.kernel_size, self.stride, self.padding)
+        if not is_grad_enabled():
+            self._x_shape = self._indices = self._y = None
+            out = self._buffer("y", self._pool_out_shape(x.shape), x.dtype) if self.reuse_buffers else None
+            return F.max_pool2d(x, *args, out=out)
+        oshape = self._pool_out_shape(x.shape)
+        out = self._buffer("y", oshape, x.dtype) if self.reuse_buffers else None
+        idx = self._buffer("indices", oshape, np.int64) if self.reuse_buffers else None
+        y, self._indices = F.max_pool2d(x, *args, return_indices=True, out=out, indices_out=idx)
+        self._x_shape = x.shape
+        self._y = y
+        return y
+
+    def _grad_input(self, grad_out, shape):
+        """Route ``grad_out`` to the argmax positions; return dL/dx."""
+        out = self._buffer("gx", shape, grad_out.dtype) if self.reuse_buffers else None
+        return F.max_pool2d_backward(grad_out, self._indices, shape, out=out)
+
+    def _backward_after_relu(self, grad_out):
+        """Backward of ``ReLU`` followed by this layer, in one trip over the input.
+
+        Every input position that receives gradient is the argmax of a window,
+        and there the ReLU output equals this layer's output; elsewhere the
+        gradient is zero either way. So ReLU's mask (zero where output <= 0)
+        is applied to ``grad_out`` on the pooled grid, four times smaller for
+        a 2x2 pool, and the ReLU layer's own pass over the input is skipped.
+        The result is bitwise the one of ``ReLU.backward(self.backward(g))``.
+        """
+        y = self._saved("_y")
+        if not self.needs_input_grad:
+            return None
+        g = self._buffer("g_relu", y.shape, y.dtype) if self.reuse_buffers else np.empty_like(y)
+        relu_grad(grad_out, y, g)
+        return self.backward(g)
+
+
+@register_layer
+class AvgPool2d(_Pool2d):
+    """2-D average pooling over NCHW input.
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default ``kernel_size``
+    padding : int or (int, int), default 0
+    count_include_pad : bool, default True
+        Whether zero padding counts in the divisor.
+
+    Notes
+    -----
+    ``H_out = (H + 2*pad - kh) // stride + 1``.
+    """
+
+    def __init__(self, kernel_size: IntPair, stride: Union[IntPair, None] = None,
+                 padding: IntPair = 0, count_include_pad: bool = True) -> None:
+        super().__init__(kernel_size, stride, padding)
+        self.count_include_pad = bool(count_include_pad)
+
+    def forward(self, x):
+        """Pool ``x`` of shape (N, C, H, W)."""
+        _check_input("AvgPool2d", x, 4)
+        out = self._buffer("y", self._pool_out_shape(x.shape), x.dtype) if self.reuse_buffers else None
+        y = F.avg_pool2d(
+            x, self.kernel_size, self.stride, self.padding,
+            count_include_pad=self.count_include_pad, out=out,
+        )
+        self._x_shape = x.shape if is_grad_enabled() else None
+        return y
+
+    def _grad_input(self, grad_out, shape):
+        """Spread ``grad_out`` evenly over each window; return dL/dx."""
+        out = self._buffer("gx", shape, grad_out.dtype) if self.reuse_buffers else None
+        return F.avg_pool2d_backward(
+            grad_out, shape, self.kernel_size, self.stride, self.padding,
+            count_include_pad=self.count_include_pad, out=out,
+        )
+
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable."""
+        return {**super().get_config(), "count_include_pad": self.count_include_pad}
+
+
+# -- global and adaptive pooling ------------------------------------------------
+@register_layer
+class GlobalAvgPool2d(_Pool):
+    """Mean over H and W: (N, C, H, W) -> (N, C), or (N, C, 1, 1) with ``keepdims``.
+
+    Parameters
+    ----------
+    keepdims : bool, default False
+        False gives Keras's ``GlobalAveragePooling2D`` shape (ready for
+        ``Linear``); True gives that of PyTorch's ``AdaptiveAvgPool2d(1)``.
+    """
+
+    def __init__(self, keepdims: bool = False) -> None:
+        super().__init__()
+        self.keepdims = bool(keepdims)
+
+    def forward(self, x):
+        """Average each channel of ``x`` (N, C, H, W)."""
+        _check_input(type(self).__name__, x, 4)
+        if x.shape[2] * x.shape[3] == 0:
+            raise ValueError(f"{type(self).__name__}: input has no pixels, shape {x.shape}")
+        n, c = x.shape[:2]
+        y = self._buffer("y", (n, c, 1, 1) if self.keepdims else (n, c), x.dtype)
+        np.mean(x, axis=(2, 3), out=y.reshape(n, c))
+        self._x_shape = x.shape if is_grad_enabled() else None
+        return y
+
+    def _grad_input(self, grad_out, shape):
+        """Spread each gradient evenly over its channel's H*W pixels."""
+        n, c, h, w = shape
+        gx = self._buffer("gx", shape, grad_out.dtype)
+        gx[...] = grad_out.reshape(n, c, 1, 1)
+        gx /= h * w
+        return gx
+
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable."""
+        return {"keepdims": self.keepdims}
+
+
+@register_layer
+class GlobalMaxPool2d(GlobalAvgPool2d):
+    """Maximum over H and W: (N, C, H, W) -> (N, C), or (N, C, 1, 1) with ``keepdims``.
+
+    Parameters
+    ----------
+    keepdims : bool, default False
+
+    Notes
+    -----
+    Ties go to the first pixel in raster order (as ``MaxPool2d``); a NaN
+    pixel is the maximum (NumPy's and PyTorch's rule).
+    """
+
+    def forward(self, x):
+        """Maximum of each channel of ``x`` (N, C, H, W)."""
+        _check_input("GlobalMaxPool2d", x, 4)
+        n, c, h, w = x.shape
+        if h * w == 0:
+            raise ValueError(f"GlobalMaxPool2d: input has no pixels, shape {x.shape}")
+        flat = x.reshape(n, c, h * w)
+        idx = np.argmax(flat, axis=2)
+        y = self._buffer("y", (n, c, 1, 1) if self.keepdims else (n, c), x.dtype)
+        y.reshape(n, c)[...] = np.take_along_axis(flat, idx[:, :, None], axis=2)[:, :, 0]
+        if is_grad_enabled():
+            self._x_shape, self._idx = x.shape, idx
+        else:
+            self._x_shape = self._idx = None
+        return y
+
+    def _grad_input(self, grad_out, shape):
+        """Route each gradient to its channel's argmax pixel."""
+        n, c, h, w = shape
+        gx = self._buffer("gx", shape, grad_out.dtype)
+        gx.fill(0)
+        np.put_along_axis(gx.reshape(n, c, h * w), self._idx[:, :, None],
+                          grad_out.reshape(n, c, 1), axis=2)
+        return gx
+
+
+def _adaptive_bins(size, out):
+    """PyTorch's adaptive bins: ``[floor(i*size/out), ceil((i+1)*size/out))``."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+@register_layer
+class AdaptiveAvgPool2d(_Pool):
+    """Average pooling to a fixed output size (``torch.nn.AdaptiveAvgPool2d``).
+
+    Parameters
+    ----------
+    output_size : int, (int or None, int or None)
+        ``(H_out, W_out)``; None keeps that input dimension.
+
+    Notes
+    -----
+    Output cell ``(i, j)`` averages rows ``floor(i*H/H_out)`` to
+    ``ceil((i+1)*H/H_out) - 1`` and the same for columns, so neighbouring
+    bins overlap when ``H_out`` does not divide ``H``.
+    """
+
+    def __init__(self, output_size: Union[int, Tuple[Optional[int], Optional[int]]]) -> None:
+        super().__init__()
+        pair = (output_size, output_size) if not isinstance(output_size, (tuple, list)) \
+            else tuple(output_size)
+        if len(pair) != 2 or not all(
+                v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                              and v >= 1) for v in pair):
+            raise ValueError(
+                "AdaptiveAvgPool2d: output_size must be an int >= 1 or a pair of ints >= 1 "
+                f"(or None), got {output_size!r}")
+        self.output_size = tuple(None if v is None else int(v) for v in pair)
+
+    def _out_hw(self, h, w):
+        oh, ow = self.output_size
+        return (h if oh is None else oh), (w if ow is None else ow)
+
+    def forward(self, x):
+        """Pool ``x`` (N, C, H, W) to (N, C, H_out, W_out)."""
+        _check_input("AdaptiveAvgPool2d", x, 4)
+        n, c, h, w = x.shape
+        oh, ow = self._out_hw(h, w)
+        if h == 0 or w == 0:
+            raise ValueError(f"AdaptiveAvgPool2d: input has no pixels, shape {x.shape}")
+        y = self._buffer("y", (n, c, oh, ow), x.dtype)
+        rows, cols = _adaptive_bins(h, oh), _adaptive_bins(w, ow)
+        for i, (r0, r1) in enumerate(rows):
+            for j, (c0, c1) in enumerate(cols):
+                np.mean(x[:, :, r0:r1, c0:c1], axis=(2, 3), out=y[:, :, i, j])
+        self._x_shape = x.shape if is_grad_enabled() else None
+        return y
+
+    def _grad_input(self, grad_out, shape):
+        """Spread each output gradient evenly over its bin (overlaps add up)."""
+        n, c, h, w = shape
+        oh, ow = self._out_hw(h, w)
+        gx = self._buffer("gx", shape, grad_out.dtype)
+        gx.fill(0)
+        for i, (r0, r1) in enumerate(_adaptive_bins(h, oh)):
+            for j, (c0, c1) in enumerate(_adaptive_bins(w, ow)):
+                share = grad_out[:, :, i, j] / grad_out.dtype.type((r1 - r0) * (c1 - c0))
+                gx[:, :, r0:r1, c0:c1] += share[:, :, None, None]
+        return gx
+
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable."""
+        return {"output_size": list(self.output_size)}
