@@ -399,7 +399,7 @@ def test_download_progress_reaches_each_files_size_on_stderr(server, tmp_path, c
     # in several reads, so a bar that kept only the last read would fall short
     make_fake_dataset(root, n_train=200, n_test=2)
     sizes = {n: (root / (n + ".gz")).stat().st_size for n in ds.MNIST_FILES}
-    assert sizes[ds.MNIST_FILES[0]] > 2 * ds._CHUNK
+    assert sizes[ds.MNIST_FILES[0]] > 2 * ds.CHUNK
     # without tqdm: one line before and one after each file, with the byte count
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)

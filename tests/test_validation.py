@@ -280,10 +280,6 @@ def _conv_fwd_then(fn):
 # Known messages that do not name the function and the argument yet: strict xfails,
 # so the case turns red (and must move out of here) once the code is fixed.
 UNCLEAR = {
-    "Conv2d dtype bogus": "nn.Conv2d hands dtype to np.dtype unchecked: NumPy's "
-                          "'data type not understood' names neither Conv2d nor dtype",
-    "seed bogus": "fit hands seed to np.random.default_rng unchecked: NumPy's SeedSequence "
-                  "error names neither fit nor seed",
 }
 
 
@@ -390,7 +386,7 @@ LOADER_CASES = [
      lambda ds: ds.one_hot([0.5], 10)),
     ("train_val_split 1.5", ValueError, "val_size", lambda ds: ds.train_val_split(XF, YF, 1.5)),
     ("train_val_split length", ValueError, "samples", lambda ds: ds.train_val_split(XF, YF[:2])),
-    ("shift_images 2-D", ValueError, r"shift_images: x must have shape \(N, C, H, W\)",
+    ("shift_images 2-D", ValueError, r"shift_images: x must be 4-D \(N, C, H, W\)",
      lambda ds: ds.shift_images(np.zeros((8, 8), F32), 1, 1)),
     ("RandomShift -1", ValueError, "shift", lambda ds: ds.RandomShift(-1)),
     ("RandomRotation nan", ValueError, "degrees", lambda ds: ds.RandomRotation(float("nan"))),

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Literal, Mapping, O
 
 import numpy as np
 
-from ..optim import LRSchedule, _n_positional
+from ..optim import LRSchedule
+from ..optim.schedules import _n_positional
 from .serialization import save_checkpoint
 
 __all__ = [

@@ -17,7 +17,8 @@ import numpy as np
 
 from .callbacks import CallbackList, History
 from .fit_args import _fit_settings, _true_labels
-from .progress import Progress
+from .._progress import EpochProgress
+from .._validate import check_rng
 
 __all__ = ["FitRun", "TrainStep", "make_run", "run_epochs", "check_finite", "blas_limit"]
 
@@ -111,7 +112,7 @@ def make_run(model, owner, x, y, *, batch_size, epochs, initial_epoch, verbose, 
     batch_size, epochs, initial_epoch, (xv, yv), val_bs = _fit_settings(
         owner, x, batch_size, epochs, initial_epoch, verbose, augment, validation_data,
         validation_batch_size)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = check_rng(owner, "seed", seed)
     model.fit_rng = rng
     labels = _true_labels(y)
     return FitRun(x, y, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
@@ -180,7 +181,7 @@ def run_epochs(model, run, train_step):
     cbs = CallbackList([history] + run.callbacks)
     cbs.set_model(model)
     cbs.set_params(run.params)
-    progress = Progress(run.verbose, run.epochs, run.steps)
+    progress = EpochProgress(run.verbose, run.epochs, run.steps)
     model.history = history
     model.stop_training = False
     was_training = model.training
