@@ -234,7 +234,8 @@ _EXPORTABLE = {c.__name__: c for c in _EXPORTERS}
 def _check_export_args(owner, onnx, model, input_shape, opset):
     """Validated (layers, input_shape, opset) of an :func:`export` call."""
     if not isinstance(model, nn.Sequential):
-        raise TypeError(f"{owner}: model must be a fastconv.nn.Sequential, got {type(model).__name__}")
+        raise TypeError(f"{owner}: model must be a fastconv.nn.Sequential, "
+                        f"got {type(model).__name__}")
     opset = check_int(owner, "opset", opset)
     latest = onnx.defs.onnx_opset_version()
     if not MIN_EXPORT_OPSET <= opset <= latest:
@@ -299,7 +300,8 @@ def export(model, path, input_shape, opset=DEFAULT_OPSET):
     try:
         shapes = _layer_shapes(model, layers, input_shape, dtype)
     except ValueError as exc:
-        raise ValueError(f"{owner}: the model does not run on input_shape {input_shape}: {exc}") from exc
+        raise ValueError(f"{owner}: the model does not run on input_shape {input_shape}: "
+                         f"{exc}") from exc
     g = _GraphBuilder(onnx, dtype)
     for i, (where, layer) in enumerate(layers):
         try:
