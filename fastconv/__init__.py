@@ -8,6 +8,8 @@ Submodules are imported on first use so that ``import fastconv`` stays cheap:
 * ``fastconv.nn``, ``fastconv.optim``, ``fastconv.models`` - layers, optimisers,
   ready-made LeNet-5 and MNIST CNN, Keras-style ``Sequential``
 * ``fastconv.datasets`` - MNIST (IDX) loading, batching, data expansion
+* ``fastconv.onnx`` - ONNX export and import (needs the optional ``onnx`` package
+  when called, not when imported)
 """
 
 import importlib.machinery as _machinery
@@ -69,12 +71,12 @@ else:
         set_num_threads,
     )
 
-    _SUBMODULES = ("reference", "nn", "optim", "models", "datasets", "functional")
+    _SUBMODULES = ("reference", "nn", "optim", "models", "datasets", "functional", "onnx")
 
     from typing import TYPE_CHECKING as _TYPE_CHECKING
 
     if _TYPE_CHECKING:  # what __getattr__ hands out, spelled out for type checkers
-        from . import datasets, functional, models, nn, optim, reference
+        from . import datasets, functional, models, nn, onnx, optim, reference
         from .nn.serialization import load_model
 
     __all__ = [

@@ -445,3 +445,27 @@ def test_transposed_constant_weight(tmp_path):
     nodes[0] = helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 1], name="t")
     with pytest.raises(ValueError, match=r"node 0 't' \(Transpose\): attribute perm=\[1, 1\]"):
         fo.load(write(tmp_path, chain_model(nodes, [numpy_helper.from_array(w, "w")])))
+
+
+# -- fastconv.onnx as an attribute of fastconv ------------------------------------
+def test_fastconv_onnx_loads_on_first_use_and_onnx_stays_the_real_package(tmp_path):
+    # a fresh interpreter: this test session has imported fastconv.onnx already
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fastconv\n"
+        "assert 'fastconv.onnx' not in sys.modules, 'import fastconv should not load onnx'\n"
+        "assert 'onnx' in dir(fastconv)\n"
+        "from fastconv import nn\n"
+        "m = nn.Sequential([nn.Flatten(), nn.Linear(4, 2)])\n"
+        "fastconv.onnx.export(m, sys.argv[1], input_shape=(4,))\n"
+        "import onnx\n"
+        "assert onnx.__file__ != fastconv.onnx.__file__ and hasattr(onnx, 'ModelProto')\n"
+        "print(type(fastconv.onnx.load(sys.argv[1])).__name__)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.onnx")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "Sequential"

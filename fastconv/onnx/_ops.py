@@ -1,0 +1,460 @@
+"""One table from ONNX operator to fastconv layer builder, with the attribute checks.
+
+Each builder is ``builder(cv, node, shape) -> (layer or None, out_shape, skip)``:
+``cv`` is the graph walker of ``_load.py`` (it holds the graph's constants,
+dtype and opset), ``shape`` the input's shape as a list whose entries are ints
+or None (unknown; the batch axis is always None), ``skip`` the indices of
+further nodes the layer absorbs (``MatMul`` + ``Add`` is one ``Linear``).
+A builder raises :class:`_Refused` for what fastconv cannot express; the
+walker re-raises it with the node, its operator and its index named.
+"""
+
+import math
+
+import numpy as np
+
+from .. import nn
+
+
+class _Refused(ValueError):
+    """An unsupported node, operator or attribute (re-raised with the node named)."""
+
+
+def _attrs(node, allowed):
+    """Attributes of ``node`` as Python values; refuse any name not in ``allowed``."""
+    out = {}
+    for a in node.attribute:
+        if a.name not in allowed:
+            raise _Refused(f"attribute {a.name!r} is not supported")
+        if a.type == 1:
+            # the file holds float32: its shortest repr, so eps 1e-5 reads as 1e-05
+            out[a.name] = float(str(np.float32(a.f)))
+        elif a.type == 2:
+            out[a.name] = int(a.i)
+        elif a.type == 3:
+            out[a.name] = a.s.decode("utf-8", "replace")
+        elif a.type == 6:
+            out[a.name] = [float(v) for v in a.floats]
+        elif a.type == 7:
+            out[a.name] = [int(v) for v in a.ints]
+        else:
+            raise _Refused(f"attribute {a.name!r} has a type (tensor, graph or string list) "
+                           "that is not supported")
+    return out
+
+
+# -- shared checks --------------------------------------------------------------
+def _pair_attr(attrs, name, default, rank):
+    v = attrs.get(name)
+    if v is None:
+        return (default,) * (rank - 2)
+    if len(v) != rank - 2:
+        raise _Refused(f"attribute {name}={v} should have {rank - 2} values for a "
+                       f"{rank}-D input")
+    return tuple(v)
+
+
+def _spatial(op, rank):
+    """Conv and pooling run on (N, C, H, W) only (until the 1-D kernels)."""
+    if rank != 4:
+        what = f"{rank - 2}-D" if rank > 2 else f"rank-{rank}"
+        raise _Refused(f"{what} input (rank {rank}) is not supported: fastconv runs 2-D "
+                       f"{op} on (N, C, H, W) only")
+
+
+def _resolve_pads(attrs, k, s, d, shape):
+    """Per-axis (before, after) padding from pads / auto_pad."""
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto in ("NOTSET", ""):
+        pads = attrs.get("pads", [0, 0, 0, 0])
+        if len(pads) != 4:
+            raise _Refused(f"attribute pads={pads} should have 4 values")
+        return [(pads[0], pads[2]), (pads[1], pads[3])], f"pads={pads}"
+    if auto == "VALID":
+        return [(0, 0), (0, 0)], "auto_pad=VALID"
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        raise _Refused(f"attribute auto_pad={auto!r} is not supported")
+    out = []
+    for ax in range(2):
+        eff = d[ax] * (k[ax] - 1) + 1
+        if s[ax] == 1:
+            total = eff - 1
+        else:
+            size = shape[2 + ax]
+            if size is None:
+                raise _Refused(f"attribute auto_pad={auto} with stride {s[ax]} needs the input's "
+                               "height and width in the graph (they are symbolic)")
+            total = max((-(-size // s[ax]) - 1) * s[ax] + eff - size, 0)
+        small = total // 2
+        out.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
+    return out, f"auto_pad={auto}"
+
+
+def _symmetric(pads, what, op, k, pool):
+    if any(a != b for a, b in pads):
+        raise _Refused(f"attribute {what} gives asymmetric padding {pads} (top/bottom, "
+                       f"left/right), not supported by fastconv's {op} yet")
+    p = tuple(a for a, _ in pads)
+    if pool and any(2 * pi > ki for pi, ki in zip(p, k)):
+        raise _Refused(f"attribute {what}: padding {p} larger than half the window {tuple(k)} "
+                       "is not supported by fastconv's pooling yet")
+    return p
+
+
+def _out_len(size, k, s, d, before, after):
+    if size is None:
+        return None
+    return (size + before + after - d * (k - 1) - 1) // s + 1
+
+
+def _prod(dims):
+    if any(d is None for d in dims):
+        return None
+    return int(math.prod(dims))
+
+
+def _show(shape):
+    return "(" + ", ".join("N" if i == 0 else ("?" if d is None else str(d))
+                           for i, d in enumerate(shape)) + ")"
+
+
+# -- element-wise -----------------------------------------------------------------
+def _no_attrs(cls):
+    """Builder of a layer that takes no attribute (Relu, Sigmoid, Tanh)."""
+    def build(cv, node, shape):
+        _attrs(node, ())
+        return cls(), shape, ()
+    return build
+
+
+def _identity(cv, node, shape):
+    _attrs(node, ())
+    return None, shape, ()
+
+
+def _leaky_relu(cv, node, shape):
+    a = _attrs(node, ("alpha",))
+    return nn.LeakyReLU(a.get("alpha", 0.01)), shape, ()
+
+
+def _elu(cv, node, shape):
+    a = _attrs(node, ("alpha",))
+    return nn.ELU(a.get("alpha", 1.0)), shape, ()
+
+
+def _gelu(cv, node, shape):
+    a = _attrs(node, ("approximate",))
+    approx = a.get("approximate", "none")
+    if approx not in ("none", "tanh"):
+        raise _Refused(f"attribute approximate={approx!r} is not supported")
+    return nn.GELU(approx), shape, ()
+
+
+def _softmax(cls):
+    def build(cv, node, shape):
+        a = _attrs(node, ("axis",))
+        rank = len(shape)
+        axis = a.get("axis", -1 if cv.opset >= 13 else 1)
+        if not -rank <= axis < rank:
+            raise _Refused(f"attribute axis={axis} is out of range for a rank-{rank} input")
+        axis %= rank
+        if cv.opset < 13 and axis != rank - 1:
+            raise _Refused(f"attribute axis={axis} before opset 13 normalises over every axis "
+                           "from it on, which fastconv does not express")
+        if axis == 0:
+            raise _Refused("attribute axis=0 normalises across the batch axis (samples would "
+                           "depend on each other and on the batch size)")
+        return cls(axis), shape, ()
+    return build
+
+
+# -- reshaping --------------------------------------------------------------------
+def _flatten(cv, node, shape):
+    a = _attrs(node, ("axis",))
+    rank = len(shape)
+    axis = a.get("axis", 1)
+    if not -rank <= axis <= rank:
+        raise _Refused(f"attribute axis={axis} is out of range for a rank-{rank} input")
+    if axis < 0:
+        axis += rank
+    if axis != 1:
+        raise _Refused(f"attribute axis={a.get('axis', 1)} (axis {axis} of a rank-{rank} "
+                       "input) is not supported: fastconv's Flatten keeps axis 0 only")
+    return nn.Flatten(), [None, _prod(shape[1:])], ()
+
+
+def _reshape(cv, node, shape):
+    a = _attrs(node, ("allowzero",))
+    target = cv.consts.get(node.input[1]) if len(node.input) > 1 else None
+    if target is None and len(node.input) > 1 and node.input[1] in cv.sym:
+        vals, _ = cv.sym[node.input[1]]
+        if None in vals or "N" in vals[1:]:
+            raise _Refused(f"target shape {vals} is not a flatten to (N, -1)")
+        # the batch size taken from the input: the same as 0 (copy that dimension)
+        target = [0 if v == "N" else v for v in vals]
+    if target is None:
+        raise _Refused("the target shape must be a constant")
+    target = [int(v) for v in np.asarray(target).reshape(-1)]
+    if a.get("allowzero", 0) and 0 in target:
+        raise _Refused("attribute allowzero=1 with a 0 in the shape is not supported")
+    feat = _prod(shape[1:])
+    if len(target) == 2 and cv.declared_batch and target[0] == cv.declared_batch:
+        target[0] = 0
+    ok = (len(target) == 2 and target[0] in (0, -1)
+          and (target[1] == -1 and target[0] == 0
+               or target[1] >= 1 and feat is not None and target[1] == feat))
+    if len(target) == 2 and target[0] == 0 and target[1] == -1:
+        ok = True
+    if not ok:
+        raise _Refused(f"target shape {target} on input shape {_show(shape)} is not a "
+                       "flatten to (N, -1); only that reshape is supported")
+    return nn.Flatten(), [None, feat], ()
+
+
+# -- inference-mode layers ----------------------------------------------------------
+def _dropout(cv, node, shape):
+    a = _attrs(node, ("ratio", "is_test", "seed"))
+    ratio = a.get("ratio", 0.5)
+    if cv.opset >= 12:
+        if "ratio" in a:
+            raise _Refused("attribute ratio is an input from opset 12 on")
+        r = cv.const(node, 1)
+        if r is not None:
+            ratio = float(np.asarray(r).reshape(-1)[0]) if np.size(r) == 1 else None
+            if ratio is None:
+                raise _Refused("input ratio must be a scalar")
+        mode = cv.const(node, 2)
+        if mode is not None and bool(np.asarray(mode).reshape(-1)[0]):
+            raise _Refused("input training_mode=True (random masks drawn by the runtime) is "
+                           "not supported; fastconv drops out only inside fit")
+    if not 0.0 <= ratio < 1.0:
+        raise _Refused(f"ratio={ratio} must be in [0, 1)")
+    return nn.Dropout(ratio), shape, ()
+
+
+def _batchnorm(cv, node, shape):
+    a = _attrs(node, ("epsilon", "momentum", "training_mode", "spatial", "is_test"))
+    if a.get("training_mode", 0):
+        raise _Refused("attribute training_mode=1 (batch statistics) is not supported; "
+                       "fastconv uses batch statistics only inside fit")
+    if a.get("spatial", 1) != 1:
+        raise _Refused(f"attribute spatial={a['spatial']} (per-element statistics) is not "
+                       "supported")
+    rank = len(shape)
+    if rank not in (2, 3, 4):
+        raise _Refused(f"input rank {rank} is not supported (BatchNorm1d takes rank 2 or 3, "
+                       "BatchNorm2d rank 4)")
+    if len(node.input) != 5:
+        raise _Refused(f"needs 5 inputs (X, scale, B, mean, var), got {len(node.input)}")
+    scale, bias, mean, var = (cv.const(node, i) for i in (1, 2, 3, 4))
+    c = scale.size
+    for what, v in (("scale", scale), ("B", bias), ("mean", mean), ("var", var)):
+        if v.shape != (c,):
+            raise _Refused(f"input {what} of shape {v.shape} should have shape ({c},)")
+    if shape[1] is not None and shape[1] != c:
+        raise _Refused(f"{c} channels in the statistics, {shape[1]} in the input")
+    eps = a.get("epsilon", 1e-5)
+    if not eps >= 0:
+        raise _Refused(f"attribute epsilon={eps} must be >= 0")
+    mom = 1.0 - a.get("momentum", 0.9)
+    cls = nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d
+    bn = cls(c, eps=eps, momentum=min(max(mom, 0.0), 1.0), dtype=cv.dtype)
+    bn.weight.data[...] = cv.fdata(scale)
+    bn.bias.data[...] = cv.fdata(bias)
+    bn.running_mean[...] = cv.fdata(mean)
+    bn.running_var[...] = cv.fdata(var)
+    return bn, shape, ()
+
+
+# -- convolution and pooling ----------------------------------------------------------
+def _conv(cv, node, shape):
+    a = _attrs(node, ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"))
+    w = cv.const(node, 1)
+    if w is None:
+        raise _Refused("needs a weight input W")
+    rank = len(shape)
+    if w.ndim != rank:
+        raise _Refused(f"weight of rank {w.ndim} on an input of rank {rank}")
+    _spatial("Conv", rank)
+    k = tuple(int(v) for v in w.shape[2:])
+    if "kernel_shape" in a and tuple(a["kernel_shape"]) != k:
+        raise _Refused(f"attribute kernel_shape={a['kernel_shape']} disagrees with the "
+                       f"weight's shape {w.shape}")
+    s = _pair_attr(a, "strides", 1, rank)
+    d = _pair_attr(a, "dilations", 1, rank)
+    group = a.get("group", 1)
+    if group < 1 or w.shape[0] % group:
+        raise _Refused(f"attribute group={group} does not divide {w.shape[0]} output channels")
+    cin = w.shape[1] * group
+    if shape[1] is not None and shape[1] != cin:
+        raise _Refused(f"the weight expects {cin} input channels, the input has {shape[1]}")
+    pads, what = _resolve_pads(a, k, s, d, shape)
+    same = [(di * (ki - 1) // 2, di * (ki - 1) - di * (ki - 1) // 2) for ki, di in zip(k, d)]
+    if s == (1, 1) and pads == same and any(b0 != b1 for b0, b1 in pads):
+        padding = "same"  # fastconv's 'same': the odd row/column at the bottom/right
+    else:
+        padding = _symmetric(pads, what, "conv2d", k, False)
+    b = cv.const(node, 2)
+    if b is not None and b.shape != (w.shape[0],):
+        raise _Refused(f"bias of shape {b.shape} should have shape ({w.shape[0]},)")
+    layer = nn.Conv2d(cin, int(w.shape[0]), k, stride=s, padding=padding, dilation=d,
+                      groups=group, bias=b is not None, weight_init="zeros", dtype=cv.dtype)
+    layer.weight.data[...] = cv.fdata(w)
+    if b is not None:
+        layer.bias.data[...] = cv.fdata(b)
+    out = [None, int(w.shape[0])] + [
+        _out_len(shape[2 + i], k[i], s[i], d[i], *pads[i]) for i in range(2)]
+    return layer, out, ()
+
+
+_POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "auto_pad", "ceil_mode")
+
+
+def _pool(cv, node, shape, cls, allowed):
+    a = _attrs(node, allowed)
+    rank = len(shape)
+    _spatial(node.op_type, rank)
+    if "kernel_shape" not in a:
+        raise _Refused("attribute kernel_shape is required")
+    k = _pair_attr(a, "kernel_shape", 1, rank)
+    s = _pair_attr(a, "strides", 1, rank)
+    d = _pair_attr(a, "dilations", 1, rank)
+    if d != (1, 1):
+        raise _Refused(f"attribute dilations={list(d)} is not supported by fastconv's "
+                       "pooling yet")
+    pads, what = _resolve_pads(a, k, s, d, shape)
+    p = _symmetric(pads, what, node.op_type, k, True)
+    if a.get("ceil_mode", 0):
+        # exact when rounding up and down give the same size for the declared input
+        for i in range(2):
+            size = shape[2 + i]
+            if size is None or (size + 2 * p[i] - k[i]) % s[i]:
+                raise _Refused(
+                    "attribute ceil_mode=1 is not supported yet (only where it gives the "
+                    f"floor size for the declared input; input {_show(shape)})")
+    out = [None, shape[1]] + [_out_len(shape[2 + i], k[i], s[i], 1, p[i], p[i])
+                              for i in range(2)]
+    if cls is nn.AvgPool2d:
+        layer = nn.AvgPool2d(k, s, p, count_include_pad=bool(a.get("count_include_pad", 0)))
+    else:
+        layer = nn.MaxPool2d(k, s, p)
+    return layer, out, ()
+
+
+def _max_pool(cv, node, shape):
+    if cv.dtype.kind != "f":  # pragma: no cover - the walker allows float inputs only
+        raise _Refused("non-float input")
+    return _pool(cv, node, shape, nn.MaxPool2d, _POOL_ATTRS + ("storage_order",))
+
+
+def _avg_pool(cv, node, shape):
+    return _pool(cv, node, shape, nn.AvgPool2d, _POOL_ATTRS + ("count_include_pad",))
+
+
+def _global(cls):
+    def build(cv, node, shape):
+        _attrs(node, ())
+        _spatial(node.op_type, len(shape))
+        return cls(keepdims=True), [None, shape[1], 1, 1], ()
+    return build
+
+
+# -- fully connected ----------------------------------------------------------------------
+def _linear(cv, weight, bias, shape):
+    """Linear layer from weight (out, in) and bias (out,) or None."""
+    out_f, in_f = weight.shape
+    if shape[1] is not None and shape[1] != in_f:
+        raise _Refused(f"the weight expects {in_f} input features, the input has {shape[1]}")
+    layer = nn.Linear(in_f, out_f, bias=bias is not None, weight_init="zeros", dtype=cv.dtype)
+    layer.weight.data[...] = cv.fdata(weight)
+    if bias is not None:
+        layer.bias.data[...] = cv.fdata(bias)
+    return layer, [None, out_f]
+
+
+def _bias_vector(c, n, what):
+    """A bias that broadcasts to (M, n) the same for every row, as a (n,) vector."""
+    c = np.asarray(c)
+    if c.size == 1 and c.ndim <= 2:
+        return np.full(n, c.reshape(-1)[0])
+    if c.shape in ((n,), (1, n)):
+        return c.reshape(n)
+    raise _Refused(f"{what} of shape {c.shape} differs between batch rows (or does not "
+                   f"broadcast to (N, {n})); only a per-feature bias is supported")
+
+
+def _gemm(cv, node, shape):
+    # broadcast (opset < 7): C broadcasts; only a per-feature C is taken either way
+    a = _attrs(node, ("alpha", "beta", "transA", "transB", "broadcast"))
+    if len(shape) != 2:
+        raise _Refused(f"input A of rank {len(shape)} (Gemm takes rank 2)")
+    if a.get("transA", 0):
+        raise _Refused("attribute transA=1 (the batch axis transposed) is not supported")
+    b = cv.const(node, 1)
+    if b is None or b.ndim != 2:
+        raise _Refused("input B must be a 2-D constant")
+    weight = b if a.get("transB", 0) else b.T
+    alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
+    if alpha != 1.0:  # folded into the weight: y = x @ (alpha*W).T
+        weight = weight.astype(np.float64) * alpha
+    c = cv.const(node, 2)
+    bias = None
+    if c is not None:
+        bias = _bias_vector(c, weight.shape[0], "input C")
+        if beta != 1.0:
+            bias = bias.astype(np.float64) * beta
+    layer, out = _linear(cv, weight, bias, shape)
+    return layer, out, ()
+
+
+def _matmul(cv, node, shape):
+    _attrs(node, ())
+    if len(shape) != 2:
+        raise _Refused(f"input A of rank {len(shape)}: batched MatMul is not supported "
+                       "(rank 2 only)")
+    w = cv.const(node, 1)
+    if w is None or w.ndim != 2:
+        raise _Refused("input B must be a 2-D constant")
+    bias, skip = None, ()
+    # MatMul then Add of a per-feature constant, as torch writes Linear: one layer
+    users = [(i, n) for i, n in cv.steps if node.output[0] in n.input]
+    if len(users) == 1 and users[0][1].op_type == "Add" and len(users[0][1].input) == 2:
+        i, add = users[0]
+        other = [t for t in add.input if t != node.output[0]]
+        if len(other) == 1 and other[0] in cv.consts and not add.attribute:
+            try:
+                bias = _bias_vector(cv.consts[other[0]], w.shape[1], "the Add's constant")
+                skip = (i,)
+                cv.skip_target = add.output[0]
+            except _Refused:
+                bias = None
+    layer, out = _linear(cv, w.T, bias, shape)
+    return layer, out, skip
+
+
+#: ONNX operator (default domain) -> builder. ``Constant`` nodes are values, not
+#: steps of the chain: the walker evaluates them (and Transpose/Identity of them).
+OPS = {
+    "AveragePool": _avg_pool,
+    "BatchNormalization": _batchnorm,
+    "Conv": _conv,
+    "Dropout": _dropout,
+    "Elu": _elu,
+    "Flatten": _flatten,
+    "Gelu": _gelu,
+    "Gemm": _gemm,
+    "GlobalAveragePool": _global(nn.GlobalAvgPool2d),
+    "GlobalMaxPool": _global(nn.GlobalMaxPool2d),
+    "Identity": _identity,
+    "LeakyRelu": _leaky_relu,
+    "LogSoftmax": _softmax(nn.LogSoftmax),
+    "MatMul": _matmul,
+    "MaxPool": _max_pool,
+    "Relu": _no_attrs(nn.ReLU),
+    "Reshape": _reshape,
+    "Sigmoid": _no_attrs(nn.Sigmoid),
+    "Softmax": _softmax(nn.Softmax),
+    "Tanh": _no_attrs(nn.Tanh),
+}
+
+_SUPPORTED_OPS = sorted(OPS) + ["Constant"]
