@@ -83,13 +83,15 @@ check("sdist", names,
       must=["README.md", "pyproject.toml", "setup.py", "MANIFEST.in",
             "fastconv/_kernels.pyx", "fastconv/_kernels.pxd", "fastconv/_kernels.pyi",
             "fastconv/functional.pyi", "fastconv/py.typed", "fastconv/nn/__init__.py",
+            "fastconv/optim/__init__.py", "fastconv/onnx/__init__.py",
             "csrc/fastconv.h", "csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_ukernels.c"],
       never=["fastconv/_kernels.c", "*.so", "*.pyd", "*.o", "build/*", "*__pycache__*"])
 check("wheel", wnames,
       must=["fastconv/_kernels.*.so" if not wheel.endswith("win_amd64.whl") else "fastconv/_kernels.*.pyd",
             "fastconv/_kernels.pyi", "fastconv/functional.pyi", "fastconv/py.typed",
             "fastconv/__init__.py", "fastconv/nn/__init__.py", "fastconv/nn/sequential.py",
-            "fastconv/models.py", "fastconv/datasets.py", "fastconv-*.dist-info/entry_points.txt"],
+            "fastconv/models.py", "fastconv/datasets.py", "fastconv/optim/__init__.py",
+            "fastconv/onnx/__init__.py", "fastconv-*.dist-info/entry_points.txt"],
       never=["fastconv/_kernels.c", "csrc/*", "tests/*"])
 PY
 
