@@ -279,8 +279,6 @@ int fc_openmp_enabled(void);
 int fc_max_threads(void);              /* omp_get_max_threads(), or 1 */
 void fc_set_max_threads(int n);        /* omp_set_num_threads() */
 const char *fc_compiler(void);
-/* Measured FMA throughput of this core's best SIMD path in GFLOP/s (one thread). */
-double fc_fma_peak_gflops(double seconds);
 
 #ifdef __cplusplus
 }

@@ -15,10 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L
-#endif
-#include <time.h>
 
 #include "fc_internal.h"
 
@@ -678,56 +674,6 @@ void fc_release_pool(void)
 }
 
 size_t fc_pool_bytes(void) { return g_pool_bytes; }
-
-/* ---- peak probe ------------------------------------------------------------ */
-/* This thread's CPU time where the platform has it: a shared, noisy machine
- * then cannot make the core look slower than it is. */
-static double now_seconds(void)
-{
-    struct timespec ts;
-#if defined(CLOCK_THREAD_CPUTIME_ID)
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
-        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-#endif
-    timespec_get(&ts, TIME_UTC);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/*
- * Peak is measured with the micro-kernel itself on L1-resident operands: the
- * best this code can do per core, which is the honest denominator for
- * "fraction of peak" in the benchmarks.
- */
-double fc_fma_peak_gflops(double seconds)
-{
-    const fc_kernels_f32 *kk = fc_get_kernels_f32();
-    int slot = 0;
-    for (int i = 0; i < FC_NUM_MR; ++i)
-        if (kk->mr[i] * kk->nr[i] > kk->mr[slot] * kk->nr[slot]) slot = i;
-    const int mr = kk->mr[slot], nr = kk->nr[slot];
-    const ptrdiff_t kc = 256;
-    float *a = (float *)fc_malloc(sizeof(float) * (size_t)(kc * mr));
-    float *b = (float *)fc_malloc(sizeof(float) * (size_t)nr * 2);
-    float *c = (float *)fc_malloc(sizeof(float) * (size_t)(mr * nr));
-    ptrdiff_t *koff = (ptrdiff_t *)fc_malloc(sizeof(ptrdiff_t) * (size_t)kc);
-    if (!a || !b || !c || !koff) {
-        fc_free(a); fc_free(b); fc_free(c); fc_free(koff);
-        return 0.0;
-    }
-    for (ptrdiff_t i = 0; i < kc * mr; ++i) a[i] = 1e-3f;
-    for (ptrdiff_t i = 0; i < 2 * nr; ++i) b[i] = 1e-3f;
-    for (ptrdiff_t k = 0; k < kc; ++k) koff[k] = (k & 1) ? nr : 0;
-    long reps = 0;
-    double t0 = now_seconds(), t = t0;
-    while (t - t0 < seconds) {
-        for (int i = 0; i < 200; ++i) kk->ukr[slot](kc, a, b, koff, c, nr, 0);
-        reps += 200;
-        t = now_seconds();
-    }
-    double flops = 2.0 * (double)reps * (double)(kc * mr * nr);
-    fc_free(a); fc_free(b); fc_free(c); fc_free(koff);
-    return flops / (t - t0) * 1e-9;
-}
 
 /*
  * Narrow row-A kernels: one vector of columns, for dense-layer products with

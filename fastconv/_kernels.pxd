@@ -162,4 +162,3 @@ cdef extern from "fastconv.h" nogil:
     int fc_max_threads()
     void fc_set_max_threads(int n)
     const char *fc_compiler()
-    double fc_fma_peak_gflops(double seconds)

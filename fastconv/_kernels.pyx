@@ -441,10 +441,3 @@ def pool_bytes():
 
 def compiler():
     return fc_compiler().decode()
-
-
-def fma_peak_gflops(double seconds=0.2):
-    cdef double r
-    with nogil:
-        r = fc_fma_peak_gflops(seconds)
-    return r
