@@ -14,6 +14,7 @@ extension needs build-time decisions that setuptools cannot express there:
   checking back on, and ``FASTCONV_SANITIZE=1`` building with ASan + UBSan.
 """
 
+import glob
 import os
 import shutil
 import sys
@@ -26,8 +27,10 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-CSRC = ["csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_eltwise.c", "csrc/fc_ukernels.c",
-        "csrc/fc_winograd.c", "csrc/fc_gemm.c", "csrc/fc_optim.c", "csrc/fc_team.c"]
+CSRC = ["csrc/fc_conv_fwd.c", "csrc/fc_conv_grad_input.c", "csrc/fc_conv_grad_weight.c",
+        "csrc/fc_winograd.c", "csrc/fc_gemm.c", "csrc/fc_pool.c", "csrc/fc_eltwise.c",
+        "csrc/fc_optim.c", "csrc/fc_ukernels.c", "csrc/fc_runtime.c", "csrc/fc_scratch.c",
+        "csrc/fc_team.c"]
 
 
 def _env_flag(name):
@@ -174,10 +177,7 @@ def _extensions():
             sources=["fastconv/_kernels.pyx"] + CSRC,
             include_dirs=["csrc", np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            depends=["csrc/fastconv.h", "csrc/fc_internal.h", "csrc/fc_conv_impl.h",
-                     "csrc/fc_winograd_rows.h",
-                     "csrc/fc_pool_impl.h", "csrc/fc_gemm_impl.h",
-                     "fastconv/_kernels.pxd"],
+            depends=sorted(glob.glob("csrc/*.h")) + ["fastconv/_kernels.pxd"],
         )
     ]
     return cythonize(exts, compiler_directives=directives,

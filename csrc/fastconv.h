@@ -275,6 +275,9 @@ int fc_simd_level(void);               /* the level in use */
 int fc_simd_supported(void);           /* the best level this CPU + build can run */
 int fc_set_simd_level(int level);      /* clamp to supported; returns the level set */
 const char *fc_simd_name(int level);
+/* For tests: a bit mask of the levels (1 << FC_SIMD_*) at which vector paths ran
+ * since the last reset; reset != 0 clears it after reading. */
+int fc_simd_levels_used(int reset);
 int fc_openmp_enabled(void);
 int fc_max_threads(void);              /* omp_get_max_threads(), or 1 */
 void fc_set_max_threads(int n);        /* omp_set_num_threads() */

@@ -31,8 +31,8 @@
  * vector, cut into one contiguous range per thread (boundaries rounded down to
  * multiples of 16 elements). The update is
  * element-wise, so the result does not depend on the partition or thread count.
- * The SIMD width follows fc_simd_level() (so FASTCONV_SIMD and set_simd_level
- * apply); the results are the same at every level.
+ * The SIMD width follows the one SIMD level (fc_simd_dispatch: the start-up
+ * cap and set_simd_level apply); the results are the same at every level.
  */
 #include <math.h>
 
@@ -251,7 +251,7 @@
         if (total == 0) return FC_OK;                                                   \
         opt_sc_##SFX s;                                                                 \
         opt_scalars_##SFX(h, &s);                                                       \
-        const int level = fc_simd_level();                                              \
+        const int level = fc_simd_dispatch();                                              \
         nthreads = fc_threads_for(nthreads, (double)total * FC_OPT_WORK_PER_ELEM);      \
         fc_team tm;                                                                     \
         fc_team_begin(&tm, nthreads);                                                   \
@@ -271,6 +271,7 @@
                     range_##SFX##_avx2(h, &s, &t[k], a - off, b - a);                   \
                 else                                                                    \
                     range_##SFX##_gen(h, &s, &t[k], a - off, b - a);                    \
+                fc_simd_ran(level);                                                     \
             }                                                                           \
             fc_team_done(&tm);                                                          \
         }                                                                               \

@@ -36,7 +36,8 @@
  *                thread count.
  *
  * The data transforms are plain C on lane arrays, which the compiler vectorises
- * (FC_CLONES gives them AVX-512 / AVX2 versions): the input and output
+ * (compiled per SIMD level, see FC_SIMD_PROC; the generic level runs plain C
+ * loops for the input transform): the input and output
  * transforms run across the 16 tiles of a tile row (two rows of <= 7 tiles per
  * call, as a 14-wide output has), the grad_y transform of grad-weight across
  * 16 channels of a channels-last copy. Weight transforms are done in double
@@ -240,10 +241,8 @@ typedef int wino_i16 __attribute__((vector_size(64)));
 /* The row transforms, RL tiles at a time. (An 8-lane instantiation for 7-tile
  * rows measured 1.7x slower in total on AVX-512 with GCC: it is not used.) */
 #define RL 16
-#define RSFX(name) name##_16
 #include "fc_winograd_rows.h"
 #undef RL
-#undef RSFX
 
 typedef void (*wino_in_row_fn)(const float *, const float *, ptrdiff_t, int, float *, ptrdiff_t);
 typedef void (*wino_out_row_fn)(const float *, ptrdiff_t, float, int, int, int, int, ptrdiff_t,
@@ -254,8 +253,8 @@ typedef void (*wino_out_row_fn)(const float *, ptrdiff_t, float, int, int, int, 
  * with dY[a][b] = g[a * sa + b * sb + lane] for a < nrow, b < ncol (else 0).
  * Z point p goes to dst[p * sp + lane].
  */
-FC_CLONES static void wino_gy_tile(const float *FC_RESTRICT g, ptrdiff_t sa, ptrdiff_t sb,
-                                   int nrow, int ncol, float *FC_RESTRICT dst, ptrdiff_t sp)
+FC_SIMD_PROC(wino_gy_tile, (const float *FC_RESTRICT g, ptrdiff_t sa, ptrdiff_t sb, int nrow, int ncol, float *FC_RESTRICT dst, ptrdiff_t sp),
+             (g, sa, sb, nrow, ncol, dst, sp))
 {
     float y[2][2][WL], r[6][2][WL];
     for (int a = 0; a < 2; ++a)
@@ -345,8 +344,8 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
     const ptrdiff_t hp = 2 * th + 4, wp = 2 * tw + 4, plane = hp * wp;
     const ptrdiff_t slack = 2 * WL + 64;      /* wino_in_row reads past the last patch */
     const ptrdiff_t rl = 16;                  /* lanes of the row transforms */
-    const wino_in_row_fn in_row = wino_in_row_16;
-    const wino_out_row_fn out_row = wino_out_row_16;
+    const wino_in_row_fn in_row = wino_in_row;
+    const wino_out_row_fn out_row = wino_out_row;
     int slot;
     ptrdiff_t rpb;
     wino_fwd_plan(kk, m, cin, tw, trows, &slot, &rpb);
@@ -501,7 +500,7 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
     const ptrdiff_t hp = 2 * th + 4, wp = 2 * tw + 4, plane = hp * wp;
     const ptrdiff_t slack = 2 * WL + 64;
     const ptrdiff_t rl = 16;
-    const wino_in_row_fn in_row = wino_in_row_16;
+    const wino_in_row_fn in_row = wino_in_row;
     /*
      * dU[p] (C x K) = sum over tiles of V[p] (x) Z[p]: GEMM rows are input
      * channels, read straight from V in the forward's layout (V point p of

@@ -1,7 +1,7 @@
 /*
  * fc_winograd_rows.h - the Winograd F(2x2, 5x5) input and output transforms of
  * one tile row, vectorised across the tiles of the row (RL lanes). Included by
- * fc_winograd.c with RL and RSFX(name) set.
+ * fc_winograd.c with RL and name set.
  */
 /*
  * Input transform of one channel for up to RL tiles side by side in one tile
@@ -21,11 +21,9 @@
  * after each point and writes tiles left to right, and grad-weight sums over
  * those spare columns.
  */
-FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
-                                        const float *FC_RESTRICT src2, ptrdiff_t ld, int nq,
-                                        float *FC_RESTRICT dst, ptrdiff_t sp)
-{
 #if WINO_VEC16 && RL == 16
+FC_ALWAYS_INLINE void wino_in_row_vec(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+{
     /*
      * Whole-vector version. Lane q needs the even/odd column arrays at lanes q,
      * q+1 and q+2, i.e. lanes 0..17: kept as a low vector (lanes 0..15), a high
@@ -104,7 +102,13 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
         }
     }
 #undef WINO_BT_V
-#else
+}
+#endif
+
+/* The same in plain C on lane arrays: the generic level's code, and the only
+ * one where GCC's vector extensions are missing. */
+FC_ALWAYS_INLINE void wino_in_row_scalar(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+{
     float ev[6][RL + 2], od[6][RL + 2], re[6][RL + 2], ro[6][RL + 2];
     float o[6][RL];
     const int split = src2 ? WINO_PAIR_OFF : RL + 2;
@@ -136,7 +140,34 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
                 dp[q] = q < nq ? o[b][q] : (q < used ? o[b][WINO_PAIR_OFF + q - nq] : 0.0f);
         }
     }
+}
+
+#if WINO_VEC16 && RL == 16
+#define WINO_IN_ROW_VEC wino_in_row_vec
+#else
+#define WINO_IN_ROW_VEC wino_in_row_scalar
 #endif
+#if FC_X86_SIMD
+FC_TGT_AVX512 static void wino_in_row_avx512(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+{
+    fc_simd_ran(FC_SIMD_AVX512);
+    WINO_IN_ROW_VEC(src, src2, ld, nq, dst, sp);
+}
+FC_TGT_AVX2 static void wino_in_row_avx2(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+{
+    fc_simd_ran(FC_SIMD_AVX2);
+    WINO_IN_ROW_VEC(src, src2, ld, nq, dst, sp);
+}
+#endif
+static void wino_in_row_generic(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+{
+    fc_simd_ran(FC_SIMD_GENERIC);
+    wino_in_row_scalar(src, src2, ld, nq, dst, sp);
+}
+#undef WINO_IN_ROW_VEC
+static void wino_in_row(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+{
+    FC_SIMD_CALL(wino_in_row, (src, src2, ld, nq, dst, sp));
 }
 
 /*
@@ -147,10 +178,7 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
  * tile row (nq <= RL/2 tiles each) follows in lanes nq..2nq-1 of m and goes to
  * y2 (nrow2 rows, the same ncol).
  */
-FC_CLONES FC_NO_MEMCPY static void RSFX(wino_out_row)(const float *FC_RESTRICT m, ptrdiff_t sp,
-                                                      float bias, int relu, int nq, int nrow,
-                                                      int ncol, ptrdiff_t ld, float *y,
-                                                      int nrow2, float *y2)
+FC_ALWAYS_INLINE void wino_out_row_body(const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow, int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
 {
     float t[2][6][RL], buf[2][2 * RL];
     for (int j = 0; j < 6; ++j) {
@@ -181,4 +209,25 @@ FC_CLONES FC_NO_MEMCPY static void RSFX(wino_out_row)(const float *FC_RESTRICT m
         for (int a = 0; a < nrow2; ++a)
             for (int i = 0; i < ncol; ++i) y2[a * ld + i] = buf[a][2 * nq + i];
 }
-
+/* As FC_SIMD_PROC makes them, with FC_NO_MEMCPY on each compiled variant. */
+#if FC_X86_SIMD
+FC_TGT_AVX512 FC_NO_MEMCPY static void wino_out_row_avx512(const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow, int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+{
+    fc_simd_ran(FC_SIMD_AVX512);
+    wino_out_row_body(m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2);
+}
+FC_TGT_AVX2 FC_NO_MEMCPY static void wino_out_row_avx2(const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow, int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+{
+    fc_simd_ran(FC_SIMD_AVX2);
+    wino_out_row_body(m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2);
+}
+#endif
+FC_NO_MEMCPY static void wino_out_row_generic(const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow, int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+{
+    fc_simd_ran(FC_SIMD_GENERIC);
+    wino_out_row_body(m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2);
+}
+static void wino_out_row(const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow, int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+{
+    FC_SIMD_CALL(wino_out_row, (m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2));
+}

@@ -158,6 +158,7 @@ cdef extern from "fastconv.h" nogil:
     int fc_simd_supported()
     int fc_set_simd_level(int level)
     const char *fc_simd_name(int level)
+    int fc_simd_levels_used(int reset)
     int fc_openmp_enabled()
     int fc_max_threads()
     void fc_set_max_threads(int n)

@@ -358,6 +358,13 @@ def simd_name(int level):
     return fc_simd_name(level).decode()
 
 
+def _simd_levels_used(bint reset=False):
+    """Tests: names of the SIMD levels at which vector paths ran since the last
+    reset (a reset clears the record after reading it)."""
+    cdef int mask = fc_simd_levels_used(1 if reset else 0)
+    return {fc_simd_name(lv).decode() for lv in range(3) if mask & (1 << lv)}
+
+
 def openmp_enabled():
     return bool(fc_openmp_enabled())
 
