@@ -112,8 +112,8 @@ class BuildExt(build_ext):
             opt = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c11",
                    "-Wall", "-Wno-unused-function", "-Wno-unreachable-code"]
             if _env_flag("FASTCONV_SANITIZE"):
-                # no scratch pool: reused blocks would hide over-reads from ASan
-                macros.append(("FC_NO_POOL", "1"))
+                # no scratch cache: reused blocks would hide over-reads from ASan
+                macros.append(("FC_NO_SCRATCH_CACHE", "1"))
                 opt = ["-O1", "-g", "-fno-omit-frame-pointer",
                        "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
                 omp_l = omp_l + ["-fsanitize=address,undefined"]

@@ -11,6 +11,29 @@
  *     fixed reduction order), for a given SIMD level.
  *   - Kernels return 0 on success, FC_ENOMEM when a scratch allocation failed,
  *     FC_EINDEX when max-pool indices were out of range (nothing written for them).
+ *
+ * Glossary (the words used in C names and comments; docs/design.md maps the
+ * public functions to these files)
+ *   fwd           forward pass.
+ *   bwd           the whole backward of an op (pooling, ReLU, the dense layer).
+ *   grad_input    gradient with respect to the input (x); grad_weight: to the
+ *                 weight (and bias). Conv's backward is these two passes
+ *                 (Cython: conv2d_backward_data / conv2d_backward_weight).
+ *   x, y, w, b    input, output, weight, bias; gx, gy, gw, gb their gradients.
+ *   n c h w       batch, channels, height, width of the input; k = output
+ *                 channels; kh kw kernel; ho wo output; sh sw stride; ph pw
+ *                 padding; dh dw dilation; G / groups; cg, mg channels per group.
+ *   route         one algorithm for a pass: direct implicit GEMM, col2im, dot
+ *                 (grad_weight), packed (grad_weight), Winograd ("wino").
+ *   job / task    a job is one implicit GEMM (output rows x a column grid); a
+ *                 task is the unit of parallel work (an image x column block).
+ *   mr nr kc      micro-kernel rows, columns, reduction block; slot = one
+ *                 kernel of a table (fc_kernels_*); panel = MR packed rows of A.
+ *   chunk         a fixed run of images or pixel blocks with its own partial
+ *                 sums, merged in chunk order (the thread count never matters).
+ *   scratch       temporary memory from fc_malloc (cached, fc_scratch.c);
+ *                 "pool" only ever means pooling.
+ *   level         SIMD level (generic / avx2 / avx512), one for the process.
  */
 #ifndef FASTCONV_H
 #define FASTCONV_H
@@ -58,16 +81,16 @@ int fc_conv2d_fwd_f64(const double *x, const double *w, const double *bias,
                       const fc_conv_geom *g, int relu, int nthreads, double *y /* OUT */);
 
 /* gx = d(loss)/dx given gy = d(loss)/dy (shape of y). */
-int fc_conv2d_bwd_data_f32(const float *gy, const float *w, const fc_conv_geom *g,
-                           int nthreads, float *gx /* OUT */);
-int fc_conv2d_bwd_data_f64(const double *gy, const double *w, const fc_conv_geom *g,
-                           int nthreads, double *gx /* OUT */);
+int fc_conv2d_grad_input_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                             int nthreads, float *gx /* OUT */);
+int fc_conv2d_grad_input_f64(const double *gy, const double *w, const fc_conv_geom *g,
+                             int nthreads, double *gx /* OUT */);
 
 /* gw (and gb when not NULL) from gy and x. gw is overwritten, not accumulated. */
-int fc_conv2d_bwd_weight_f32(const float *gy, const float *x, const fc_conv_geom *g,
-                             int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
-int fc_conv2d_bwd_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
-                             int nthreads, double *gw /* OUT */, double *gb /* OUT or NULL */);
+int fc_conv2d_grad_weight_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                              int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
+int fc_conv2d_grad_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
+                              int nthreads, double *gw /* OUT */, double *gb /* OUT or NULL */);
 
 /*
  * Winograd F(2x2, 5x5) versions of the three passes (csrc/fc_winograd.c), float32
@@ -77,10 +100,10 @@ int fc_conv2d_bwd_weight_f64(const double *gy, const double *x, const fc_conv_ge
  */
 int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                            const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
-int fc_conv2d_bwd_data_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
-                                int nthreads, float *gx /* OUT */);
-int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
-                                  int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
+int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                                  int nthreads, float *gx /* OUT */);
+int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                                   int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
 
 /* ---- pooling -------------------------------------------------------------- */
 /* idx may be NULL (no indices wanted). Indices are h * W + w in the input plane. */
@@ -248,7 +271,6 @@ int fc_team_adaptive(void);
 void fc_team_reset(int64_t backoff_ns, int strikes);
 void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns);
 
-/* Large scratch blocks are pooled between calls; this frees them all. */
 /*
  * Route overrides, for tests only (fastconv._kernels.set_route_override): force a
  * driver's choice that is otherwise made from the problem's shape. Nothing reads
@@ -267,8 +289,9 @@ enum {
 int fc_set_route_override(int which, long value, int on); /* 0, or -1 for a bad `which` */
 long fc_route_override(int which, long dflt);              /* the forced value, else dflt */
 
-void fc_release_pool(void);
-size_t fc_pool_bytes(void);           /* bytes held by the pool now */
+/* Large scratch blocks are cached between calls (csrc/fc_scratch.c). */
+void fc_scratch_release(void);           /* free every cached block */
+size_t fc_scratch_bytes(void);           /* bytes the cache holds now */
 
 /* ---- run-time facts ------------------------------------------------------- */
 int fc_simd_level(void);               /* the level in use */

@@ -45,7 +45,7 @@ FC_SIMD_PROC(SFX(col2im_tap), (const fc_conv_geom *g, const REAL *FC_RESTRICT dr
     }
 }
 
-static int SFX(bwd_data_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
+static int SFX(grad_input_col2im)(const KERN *kk, const REAL *gy, const REAL *w,
                                 const fc_conv_geom *g, int nt, REAL *gx)
 {
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
@@ -150,7 +150,7 @@ done:
 #define FC_DX_COL2IM_MAX_C 4
 #endif
 
-int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g,
+int SFX(fc_conv2d_grad_input)(const REAL *gy, const REAL *w, const fc_conv_geom *g,
                             int nthreads, REAL *gx)
 {
     nthreads = fc_threads_for(nthreads, (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw);
@@ -159,7 +159,7 @@ int SFX(fc_conv2d_bwd_data)(const REAL *gy, const REAL *w, const fc_conv_geom *g
         const ptrdiff_t lim = fc_route_override(FC_OVERRIDE_DX_COL2IM_MAX_C, FC_DX_COL2IM_MAX_C);
         /* needs a reduction long enough to amortise the C tile stores (a: 6 is not) */
         if (g->c / g->groups <= lim && g->k / g->groups >= 16)
-            return SFX(bwd_data_col2im)(kk, gy, w, g, nthreads, gx);
+            return SFX(grad_input_col2im)(kk, gy, w, g, nthreads, gx);
     }
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
     const ptrdiff_t khw = g->kh * g->kw, sh = g->sh, sw = g->sw;

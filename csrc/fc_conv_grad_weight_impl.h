@@ -46,7 +46,7 @@ FC_SIMD_PROC(SFX(sum_lanes), (const REAL *v, ptrdiff_t n, REAL *sum), (v, n, sum
  * cache, and writes its own slice of its chunk's partial sums. Chunks are fixed
  * runs of images, merged in order, so the thread count never changes a result.
  */
-static int SFX(bwd_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
+static int SFX(grad_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
                                const fc_conv_geom *g, int nt, REAL *gw, REAL *gb)
 {
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G, K = g->k;
@@ -177,7 +177,7 @@ done:
 #define FC_DW_DOT_MAX 4096
 #endif
 
-int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom *g,
+int SFX(fc_conv2d_grad_weight)(const REAL *gy, const REAL *x, const fc_conv_geom *g,
                               int nthreads, REAL *gw, REAL *gb)
 {
     nthreads = fc_threads_for(nthreads, (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw);
@@ -185,7 +185,7 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
     {
         const ptrdiff_t dot_max = fc_route_override(FC_OVERRIDE_DW_DOT_MAX, FC_DW_DOT_MAX);
         if ((g->k / g->groups) * (g->c / g->groups) * g->kh * g->kw <= dot_max)
-            return SFX(bwd_weight_dot)(kk, gy, x, g, nthreads, gw, gb);
+            return SFX(grad_weight_dot)(kk, gy, x, g, nthreads, gw, gb);
     }
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G, C = g->c;
     const ptrdiff_t kh = g->kh, kw = g->kw, ckk = cg * kh * kw;
@@ -249,19 +249,19 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && nch > 1)
     {
         fc_team_arrive(&tm);
-        REAL *bt = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(FC_DW_PB * ldb + nr_max));
+        REAL *patch = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(FC_DW_PB * ldb + nr_max));
         REAL *at = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(FC_DW_PB * pl.mpad));
-        if (!bt || !at) {
+        if (!patch || !at) {
 #pragma omp atomic write
             failed = 1;
         } else {
             /* columns ckk..ldb of every patch row stay zero: the copies below never touch them */
-            memset(bt, 0, sizeof(REAL) * (size_t)(FC_DW_PB * ldb + nr_max));
+            memset(patch, 0, sizeof(REAL) * (size_t)(FC_DW_PB * ldb + nr_max));
         }
         ptrdiff_t ch;
 #pragma omp for schedule(static) nowait
         for (ch = 0; ch < nch; ++ch) {
-            if (!bt || !at) continue;
+            if (!patch || !at) continue;
             REAL *pc = parts + ch * part;
             memset(pc, 0, sizeof(REAL) * (size_t)part);
             const ptrdiff_t b0 = ch * nblk / nch, b1 = (ch + 1) * nblk / nch;
@@ -280,10 +280,10 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
                     }
                 }
                 for (ptrdiff_t gi = 0; gi < G; ++gi) {
-                    /* patch rows: bt[p, (i, j, c)] */
+                    /* patch rows: patch[p, (i, j, c)] */
                     for (ptrdiff_t p = 0; p < pb; ++p) {
                         const ptrdiff_t oh = (p0 + p) / g->wo, ow = (p0 + p) % g->wo;
-                        REAL *row = bt + p * ldb;
+                        REAL *row = patch + p * ldb;
                         for (ptrdiff_t i = 0; i < kh; ++i) {
                             const REAL *srow = xn + ((oh * g->sh + i * g->dh) * wp
                                                      + ow * g->sw) * C + gi * cg;
@@ -316,7 +316,7 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
                             a += pb * mr;
                         }
                     }
-                    /* partial[m, k] += sum_p A[p, m] * bt[p, k] */
+                    /* partial[m, k] += sum_p A[p, m] * patch[p, k] */
                     {
                         const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
                         const REAL *a = at;
@@ -325,7 +325,7 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
                             const int slot = pi < pl.nfull ? pl.slot_full : pl.slot_tail;
                             const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
                             for (ptrdiff_t jr = 0; jr < ckk; jr += nr)
-                                kk->ukr[slot](pb, a, bt + jr, koff,
+                                kk->ukr[slot](pb, a, patch + jr, koff,
                                               cpart + pi * pl.mr_full * ldb + jr, ldb, 1);
                             a += pb * mr;
                         }
@@ -333,7 +333,7 @@ int SFX(fc_conv2d_bwd_weight)(const REAL *gy, const REAL *x, const fc_conv_geom 
                 }
             }
         }
-        fc_free(bt);
+        fc_free(patch);
         fc_free(at);
         fc_team_done(&tm);
     }

@@ -55,9 +55,9 @@ typedef struct {
     const REAL *apk_src;       /* A'[i, k] = apk_src[i * apk_rs + k * apk_ld] -> apack */
     ptrdiff_t apk_rs, apk_ld;
     REAL *apack_dst;
-    const REAL *btr_src;       /* B'[k, j] = btr_src[j * btr_ld + k] -> bt_dst, ld npad */
+    const REAL *btr_src;       /* B'[k, j] = btr_src[j * btr_ld + k] -> b_trans_dst, ld npad */
     ptrdiff_t btr_ld, npad;
-    REAL *bt_dst;
+    REAL *b_trans_dst;
 } GEMM;
 
 /* Reduction block: the B' block of one tile (KC x NR) stays in L1 while every
@@ -125,12 +125,12 @@ static void SFX(gemm_store)(const GEMM *g, const REAL *p, ptrdiff_t ldp, ptrdiff
 
 /*
  * Block kb (16 values of k) of the zero-padded transposed copy of B':
- * bt_dst[k * npad + j] = btr_src[j * btr_ld + k] for j < n, 0 up to npad.
+ * b_trans_dst[k * npad + j] = btr_src[j * btr_ld + k] for j < n, 0 up to npad.
  */
 static void SFX(gemm_transpose_block)(const GEMM *g, ptrdiff_t kb)
 {
     const REAL *src = g->btr_src;
-    REAL *dst = g->bt_dst;
+    REAL *dst = g->b_trans_dst;
     const ptrdiff_t ls = g->btr_ld, ld = g->npad, n = g->n;
     const ptrdiff_t k0 = kb * 16, k1 = FC_MIN(g->kdim, k0 + 16);
     for (ptrdiff_t j0 = 0; j0 < n; j0 += 16) {
@@ -264,7 +264,7 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
 #pragma omp for schedule(static)
             for (t = 0; t < npan; ++t) SFX(gemm_pack_panel)(g, t);
         }
-        if (g->bt_dst) {
+        if (g->b_trans_dst) {
             const ptrdiff_t nkb = FC_CEILDIV(g->kdim, 16);
 #pragma omp for schedule(static)
             for (t = 0; t < nkb; ++t) SFX(gemm_transpose_block)(g, t);
@@ -491,28 +491,28 @@ static int SFX(gemm_plan)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrd
         g.apk_ld = apk_ld;
     }
     if (btr_src) {
-        REAL *bt = sp;
+        REAL *b_trans = sp;
         sp += k * npad;
-        g.bt_dst = bt;
+        g.b_trans_dst = b_trans;
         g.btr_src = btr_src;
         g.btr_ld = btr_ld;
         g.npad = npad;
-        g.b = bt;
+        g.b = b_trans;
         for (ptrdiff_t i = 0; i < k; ++i) koff[i] = i * npad;
     } else {
         g.b = bdir;
         g.b_strided = 1;
         for (ptrdiff_t i = 0; i < k; ++i) koff[i] = i * bdir_ld;
         if (n_rem) { /* the last tile would read past the end of B's last row */
-            REAL *bt = sp;
+            REAL *b_tail = sp;
             sp += k * nr;
             const ptrdiff_t j0 = g.n - n_rem;
             for (ptrdiff_t i = 0; i < k; ++i) {
-                memcpy(bt + i * nr, bdir + i * bdir_ld + j0, sizeof(REAL) * (size_t)n_rem);
-                memset(bt + i * nr + n_rem, 0, sizeof(REAL) * (size_t)(nr - n_rem));
+                memcpy(b_tail + i * nr, bdir + i * bdir_ld + j0, sizeof(REAL) * (size_t)n_rem);
+                memset(b_tail + i * nr + n_rem, 0, sizeof(REAL) * (size_t)(nr - n_rem));
                 koff_t[i] = i * nr;
             }
-            g.btail = bt;
+            g.btail = b_tail;
             g.koff_t = koff_t;
         }
     }

@@ -351,8 +351,8 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
     wino_fwd_plan(kk, m, cin, tw, trows, &slot, &rpb);
     const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
     const ptrdiff_t mpad = FC_ROUNDUP(m, mr);
-    const ptrdiff_t bt = FC_ROUNDUP(wino_block_cols(rpb, tw), nr); /* GEMM columns per block */
-    const ptrdiff_t vp_pitch = bt + 2 * WL;          /* room for wino_in_row's full stores */
+    const ptrdiff_t blk_cols = FC_ROUNDUP(wino_block_cols(rpb, tw), nr); /* GEMM columns per block */
+    const ptrdiff_t vp_pitch = blk_cols + 2 * WL;          /* room for wino_in_row's full stores */
     const ptrdiff_t nblk = FC_CEILDIV(trows, rpb);
     int rc = FC_OK, failed = 0;
 
@@ -372,7 +372,7 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
         fc_team_arrive(&tm);
         float *vb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * cin * vp_pitch));
         /* + WL: wino_out_row reads whole lane arrays past the last tile */
-        float *mb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * mpad * bt + WL));
+        float *mb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * mpad * blk_cols + WL));
         if (!vb || !mb) {
 #pragma omp atomic write
             failed = 1;
@@ -405,15 +405,15 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
                                vp_pitch);
                     ++s;
                 }
-            /* 36 GEMMs: M[p] (mpad x bt) = U[p] . V[p]; M point p of output channel k
-             * at mb[(k * NP + p) * bt + col] */
+            /* 36 GEMMs: M[p] (mpad x blk_cols) = U[p] . V[p]; M point p of output channel k
+             * at mb[(k * NP + p) * blk_cols + col] */
             for (ptrdiff_t p = 0; p < NP; ++p) {
                 const float *vp = vb + p * vp_pitch;
                 for (ptrdiff_t r0 = 0; r0 < mpad; r0 += mr) {
                     const float *a = ap + (p * mpad + r0) * cin;
-                    float *cp = mb + (r0 * NP + p) * bt;
-                    for (ptrdiff_t j = 0; j < bt; j += nr)
-                        kk->ukr[slot](cin, a, vp + j, koff, cp + j, NP * bt, 0);
+                    float *cp = mb + (r0 * NP + p) * blk_cols;
+                    for (ptrdiff_t j = 0; j < blk_cols; j += nr)
+                        kk->ukr[slot](cin, a, vp + j, koff, cp + j, NP * blk_cols, 0);
                 }
             }
             /* output transform straight into y (narrow tile rows in pairs) */
@@ -423,18 +423,18 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
                     const ptrdiff_t r = s % th;
                     float *yrow = y + ((s / th) * m + k) * ho * wo + 2 * r * wo;
                     const int nrow = (int)FC_MIN((ptrdiff_t)2, ho - 2 * r);
-                    const float *mk = mb + k * NP * bt + wino_tile_col(s - s0, tw);
+                    const float *mk = mb + k * NP * blk_cols + wino_tile_col(s - s0, tw);
                     if (2 * tw <= rl && s + 1 < s1) {
                         const ptrdiff_t r2 = (s + 1) % th;
                         float *yrow2 = y + (((s + 1) / th) * m + k) * ho * wo + 2 * r2 * wo;
-                        out_row(mk, bt, bv, relu, (int)tw, nrow, (int)wo, wo, yrow,
+                        out_row(mk, blk_cols, bv, relu, (int)tw, nrow, (int)wo, wo, yrow,
                                 (int)FC_MIN((ptrdiff_t)2, ho - 2 * r2), yrow2);
                         s += 2;
                         continue;
                     }
                     for (ptrdiff_t q0 = 0; q0 < tw; q0 += rl) {
                         const int ncol = (int)FC_MIN(2 * rl, wo - 2 * q0);
-                        out_row(mk + q0, bt, bv, relu, (int)FC_MIN(rl, tw - q0), nrow, ncol, wo,
+                        out_row(mk + q0, blk_cols, bv, relu, (int)FC_MIN(rl, tw - q0), nrow, ncol, wo,
                                 yrow + 2 * q0, 0, NULL);
                     }
                     ++s;
@@ -472,7 +472,7 @@ int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
     return rc;
 }
 
-int fc_conv2d_bwd_data_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
+int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                 int nthreads, float *gx)
 {
     nthreads = fc_threads_for(nthreads, wino_work(g));
@@ -489,7 +489,7 @@ int fc_conv2d_bwd_data_wino_f32(const float *gy, const float *w, const fc_conv_g
 #define WINO_DW_CHUNKS 8                 /* partial sums (fixed; not the thread count) */
 #define WINO_DW_PARTIAL_BYTES (64 << 20) /* cap on all partials together */
 
-int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                   int nthreads, float *gw, float *gb)
 {
     nthreads = fc_threads_for(nthreads, wino_work(g));
@@ -516,7 +516,7 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
     const ptrdiff_t k16 = FC_ROUNDUP(K, WL), ldb = FC_MAX(cpad, k16);
     ptrdiff_t rpb = WINO_BLOCK_BYTES / (NP * (rpad + ldb) * (ptrdiff_t)sizeof(float) * tw);
     rpb = FC_MAX((ptrdiff_t)1, FC_MIN(rpb, trows));
-    const ptrdiff_t bt = rpb * tw;                      /* tiles per block */
+    const ptrdiff_t blk_tiles = rpb * tw;                      /* tiles per block */
     const ptrdiff_t bcols = wino_block_cols(rpb, tw);   /* their V columns */
     const ptrdiff_t vp_pitch = FC_ROUNDUP(bcols, (ptrdiff_t)WL) + 2 * WL;
     const ptrdiff_t nblk = FC_CEILDIV(trows, rpb);
@@ -565,7 +565,7 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
         fc_team_arrive(&tm);
         float *vb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * rpad * vp_pitch));
         /* Z of the block's tiles, then one zero tile that spare columns read */
-        float *bb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * (bt + 1) * ldb));
+        float *bb = (float *)fc_malloc(sizeof(float) * (size_t)(NP * (blk_tiles + 1) * ldb));
         ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(bcols + 1));
         if (!vb || !bb || !koff) {
 #pragma omp atomic write
@@ -573,7 +573,7 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
         } else {
             /* padding rows (channels past C), columns past K and the zero tile stay zero */
             memset(vb, 0, sizeof(float) * (size_t)(NP * rpad * vp_pitch));
-            memset(bb, 0, sizeof(float) * (size_t)(NP * (bt + 1) * ldb));
+            memset(bb, 0, sizeof(float) * (size_t)(NP * (blk_tiles + 1) * ldb));
         }
         ptrdiff_t ch;
 #pragma omp for schedule(static) nowait
@@ -627,7 +627,7 @@ int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv
                         j = col / tw;
                         q = col % tw;
                     }
-                    const ptrdiff_t t = (j >= 0 && j < s1 - s0) ? j * tw + q : bt;
+                    const ptrdiff_t t = (j >= 0 && j < s1 - s0) ? j * tw + q : blk_tiles;
                     koff[col] = t * NP * ldb;
                 }
                 for (ptrdiff_t p = 0; p < NP; ++p)

@@ -30,20 +30,20 @@ cdef extern from "fastconv.h" nogil:
                           const fc_conv_geom *g, int relu, int nthreads, float *y)
     int fc_conv2d_fwd_f64(const double *x, const double *w, const double *bias,
                           const fc_conv_geom *g, int relu, int nthreads, double *y)
-    int fc_conv2d_bwd_data_f32(const float *gy, const float *w, const fc_conv_geom *g,
+    int fc_conv2d_grad_input_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                int nthreads, float *gx)
-    int fc_conv2d_bwd_data_f64(const double *gy, const double *w, const fc_conv_geom *g,
+    int fc_conv2d_grad_input_f64(const double *gy, const double *w, const fc_conv_geom *g,
                                int nthreads, double *gx)
-    int fc_conv2d_bwd_weight_f32(const float *gy, const float *x, const fc_conv_geom *g,
+    int fc_conv2d_grad_weight_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                  int nthreads, float *gw, float *gb)
-    int fc_conv2d_bwd_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
+    int fc_conv2d_grad_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
                                  int nthreads, double *gw, double *gb)
 
     int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                                const fc_conv_geom *g, int relu, int nthreads, float *y)
-    int fc_conv2d_bwd_data_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
+    int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                     int nthreads, float *gx)
-    int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+    int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                       int nthreads, float *gw, float *gb)
 
     int fc_maxpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads,
@@ -151,8 +151,8 @@ cdef extern from "fastconv.h" nogil:
     void fc_team_reset(int64_t backoff_ns, int strikes)
     void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns)
     int fc_set_route_override(int which, long value, int on)
-    void fc_release_pool()
-    size_t fc_pool_bytes()
+    void fc_scratch_release()
+    size_t fc_scratch_bytes()
 
     int fc_simd_level()
     int fc_simd_supported()

@@ -62,10 +62,10 @@ def conv2d_backward_data(const floating[:, :, :, ::1] gy, const floating[:, :, :
     cdef int rc
     with nogil:
         if floating is float:
-            rc = fc_conv2d_bwd_data_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
+            rc = fc_conv2d_grad_input_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
                                         &gx[0, 0, 0, 0])
         else:
-            rc = fc_conv2d_bwd_data_f64(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
+            rc = fc_conv2d_grad_input_f64(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
                                         &gx[0, 0, 0, 0])
     _check(rc)
 
@@ -80,10 +80,10 @@ def conv2d_backward_weight(const floating[:, :, :, ::1] gy, const floating[:, :,
         gbp = &gb[0]
     with nogil:
         if floating is float:
-            rc = fc_conv2d_bwd_weight_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
+            rc = fc_conv2d_grad_weight_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
                                           &gw[0, 0, 0, 0], gbp)
         else:
-            rc = fc_conv2d_bwd_weight_f64(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
+            rc = fc_conv2d_grad_weight_f64(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
                                           &gw[0, 0, 0, 0], gbp)
     _check(rc)
 
@@ -108,7 +108,7 @@ def conv2d_backward_data_winograd(const float[:, :, :, ::1] gy, const float[:, :
     cdef fc_conv_geom g = _conv_geom(geom)
     cdef int rc
     with nogil:
-        rc = fc_conv2d_bwd_data_wino_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
+        rc = fc_conv2d_grad_input_wino_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
                                          &gx[0, 0, 0, 0])
     _check(rc)
 
@@ -122,7 +122,7 @@ def conv2d_backward_weight_winograd(const float[:, :, :, ::1] gy,
     if gb is not None:
         gbp = &gb[0]
     with nogil:
-        rc = fc_conv2d_bwd_weight_wino_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
+        rc = fc_conv2d_grad_weight_wino_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
                                            &gw[0, 0, 0, 0], gbp)
     _check(rc)
 
@@ -439,11 +439,11 @@ def team_simulate_late(double wait_s, int regions, double then_s=-1.0):
 
 
 def release_pool():
-    fc_release_pool()
+    fc_scratch_release()
 
 
 def pool_bytes():
-    return fc_pool_bytes()
+    return fc_scratch_bytes()
 
 
 def compiler():
