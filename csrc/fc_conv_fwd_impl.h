@@ -8,7 +8,7 @@
 int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
                        const fc_conv_geom *g, int relu, int nthreads, REAL *y)
 {
-    nthreads = fc_threads_for(nthreads, (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw);
+    nthreads = fc_threads_for(nthreads, fc_conv_work(g));
     const KERN *kk = GETK();
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
     const ptrdiff_t kdim = cg * g->kh * g->kw;

@@ -153,7 +153,7 @@ done:
 int SFX(fc_conv2d_grad_input)(const REAL *gy, const REAL *w, const fc_conv_geom *g,
                             int nthreads, REAL *gx)
 {
-    nthreads = fc_threads_for(nthreads, (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw);
+    nthreads = fc_threads_for(nthreads, fc_conv_work(g));
     const KERN *kk = GETK();
     {
         const ptrdiff_t lim = fc_route_override(FC_OVERRIDE_DX_COL2IM_MAX_C, FC_DX_COL2IM_MAX_C);

@@ -202,6 +202,13 @@ static inline size_t fc_size_mul(ptrdiff_t a, ptrdiff_t b, int *bad)
     return (size_t)r;
 }
 
+/* Multiply-adds of a direct convolution pass (all three have the same count):
+ * the work fc_threads_for weighs against the cost of waking a team. */
+static inline double fc_conv_work(const fc_conv_geom *g)
+{
+    return (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw;
+}
+
 /*
  * Register-blocked micro-kernel:
  *   C[0:MR, 0:NR] (row stride ldc)  (=  or +=)  sum_k A[k, 0:MR] * B_k[0:NR]

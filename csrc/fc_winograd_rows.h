@@ -69,19 +69,10 @@ FC_ALWAYS_INLINE void wino_in_row_vec(const float *FC_RESTRICT src, const float 
     }
     /* rows: B^T d on each column, the four lane vectors alike */
     wino_v16 rel[6], reh[6], rol[6], roh[6];
-#define WINO_BT_V(o, d)                                                             \
-    do {                                                                            \
-        o[0] = 4 * d[0] - 5 * d[2] + d[4];                                          \
-        o[1] = 4 * (d[1] + d[2]) - (d[3] + d[4]);                                   \
-        o[2] = 4 * (d[2] - d[1]) + (d[3] - d[4]);                                   \
-        o[3] = 2 * (d[3] - d[1]) + (d[4] - d[2]);                                   \
-        o[4] = 2 * (d[1] - d[3]) + (d[4] - d[2]);                                   \
-        o[5] = 4 * d[1] - 5 * d[3] + d[5];                                          \
-    } while (0)
-    WINO_BT_V(rel, el);
-    WINO_BT_V(reh, eh);
-    WINO_BT_V(rol, ol);
-    WINO_BT_V(roh, oh);
+    WINO_BT(rel, , el[0], el[1], el[2], el[3], el[4], el[5]);
+    WINO_BT(reh, , eh[0], eh[1], eh[2], eh[3], eh[4], eh[5]);
+    WINO_BT(rol, , ol[0], ol[1], ol[2], ol[3], ol[4], ol[5]);
+    WINO_BT(roh, , oh[0], oh[1], oh[2], oh[3], oh[4], oh[5]);
     /* columns: patch column j of tile q is the even (j even) or odd array at lane q + j/2 */
     for (int a = 0; a < 6; ++a) {
         wino_v16 d[6], r[6];
@@ -91,7 +82,7 @@ FC_ALWAYS_INLINE void wino_in_row_vec(const float *FC_RESTRICT src, const float 
         d[3] = __builtin_shuffle(rol[a], roh[a], WINO_SHIFT1);
         d[4] = reh[a];
         d[5] = roh[a];
-        WINO_BT_V(r, d);
+        WINO_BT(r, , d[0], d[1], d[2], d[3], d[4], d[5]);
         /* stores straight from the registers (a round trip through a stack array
          * cost a failed store-to-load forward per point: 60% of this function) */
         for (int b = 0; b < 6; ++b) {
@@ -101,7 +92,6 @@ FC_ALWAYS_INLINE void wino_in_row_vec(const float *FC_RESTRICT src, const float 
             memcpy(dst + (a * 6 + b) * sp, &rv, sizeof rv);
         }
     }
-#undef WINO_BT_V
 }
 #endif
 
@@ -124,14 +114,14 @@ FC_ALWAYS_INLINE void wino_in_row_scalar(const float *FC_RESTRICT src, const flo
     }
     /* rows: B^T d on each column */
     for (int q = 0; q < RL + 2; ++q) {
-        WINO_BT(re, ev[0][q], ev[1][q], ev[2][q], ev[3][q], ev[4][q], ev[5][q], q);
-        WINO_BT(ro, od[0][q], od[1][q], od[2][q], od[3][q], od[4][q], od[5][q], q);
+        WINO_BT(re, [q], ev[0][q], ev[1][q], ev[2][q], ev[3][q], ev[4][q], ev[5][q]);
+        WINO_BT(ro, [q], od[0][q], od[1][q], od[2][q], od[3][q], od[4][q], od[5][q]);
     }
     /* columns: patch column j of tile q is re[.][q + j/2] (j even) or ro[.][q + j/2] */
     for (int a = 0; a < 6; ++a) {
         for (int q = 0; q < RL; ++q)
-            WINO_BT(o, re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
-                    ro[a][q + 2], q);
+            WINO_BT(o, [q], re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
+                    ro[a][q + 2]);
         for (int b = 0; b < 6; ++b) {
             /* the same layout as the vector version: tiles, a second row's tiles, zeros */
             float *dp = dst + (a * 6 + b) * sp;
