@@ -47,8 +47,10 @@ def rand(rng, shape, dtype):
 CONV_CASES = [
     ((2, 3, 11, 9), (4, 3, 3, 3), 1, 1, 1, 1, {}),
     ((2, 4, 12, 10), (6, 2, 3, 2), 2, (1, 0), (1, 2), 2, {}),
-    # col2im grad_input and dot-product grad_weight, forced on
-    ((2, 1, 14, 14), (6, 1, 5, 5), 1, 2, 1, 1, {"dx_col2im_max_c": 64, "dw_dot_max": 1 << 20}),
+    # col2im grad_input (needs >= 16 output channels per group) and dot-product
+    # grad_weight, forced on
+    ((2, 1, 14, 14), (16, 1, 5, 5), 1, 2, 1, 1, {"dx_col2im_max_c": 64, "dw_dot_max": 1 << 20}),
+    ((3, 2, 9, 8), (16, 2, 3, 3), 2, 1, 1, 1, {"dx_col2im_max_c": 64, "dw_dot_max": 1 << 20}),
     # implicit grad_input and packed grad_weight, forced on
     ((2, 3, 10, 10), (5, 3, 3, 3), 1, 1, 1, 1, {"dx_col2im_max_c": 0, "dw_dot_max": 0}),
     ((1, 2, 7, 5), (3, 2, 1, 1), 1, 0, 1, 1, {}),
