@@ -185,22 +185,32 @@ static REAL *SFX(gemm_slot_ptr)(REAL *cbuf, int direct_ok, int m_part, ptrdiff_t
 /* Tasks: FC_GEMM_TASKS blocks of tiles along the longer tile dimension. */
 #define FC_GEMM_TASKS 24
 
-/*
- * The product, run by every thread of the calling team (or by one thread
- * outside a parallel region): worksharing loops pack the small operands, then
- * share out the tasks. Sets *failed when scratch memory ran out.
- */
-static void SFX(gemm_team)(const GEMM *g, int *failed)
+/* How one product is cut into tasks, and each task's scratch sizes. */
+typedef struct {
+    const KERN *kk;
+    RKERN rkern;               /* row-A kernel (A' read in place) */
+    ptrdiff_t tm, tn;          /* row panels, column tiles */
+    int split_n;               /* tasks split the column tiles (else the row panels) */
+    ptrdiff_t tsplit, ntask;   /* tiles along the split dimension; tasks */
+    ptrdiff_t kcb;             /* reduction block */
+    ptrdiff_t task_cols, cb_cols;
+    int m_part, direct_ok, pack_b;
+    ptrdiff_t cb_elems;        /* cbuf size (see below) */
+} SFX(gemm_split);
+
+static void SFX(gemm_split_plan)(const GEMM *g, SFX(gemm_split) *sp)
 {
-    const KERN *kk = GETK();
-    const RKERN rkern = g->narrow ? g->narrow : GETR()[g->slot];
     const ptrdiff_t mr = g->mr, nr = g->nr;
-    const ptrdiff_t tm = FC_CEILDIV(g->m, mr), tn = FC_CEILDIV(g->n, nr);
+    sp->kk = GETK();
+    sp->rkern = g->narrow ? g->narrow : GETR()[g->slot];
+    sp->tm = FC_CEILDIV(g->m, mr);
+    sp->tn = FC_CEILDIV(g->n, nr);
+    const ptrdiff_t tm = sp->tm, tn = sp->tn;
     /* split the columns when there are many column tiles, else the rows */
-    const int split_n = tn >= 16 || tn >= tm;
-    const ptrdiff_t tsplit = split_n ? tn : tm;
-    const ptrdiff_t ntask =
-        FC_MIN(tsplit, (ptrdiff_t)FC_MAX(1, fc_route_override(FC_OVERRIDE_GEMM_TASKS, FC_GEMM_TASKS)));
+    sp->split_n = tn >= 16 || tn >= tm;
+    sp->tsplit = sp->split_n ? tn : tm;
+    sp->ntask = FC_MIN(sp->tsplit, (ptrdiff_t)FC_MAX(1, fc_route_override(FC_OVERRIDE_GEMM_TASKS,
+                                                                          FC_GEMM_TASKS)));
     /*
      * A' read in place (a weight's rows, in the forward) streams from memory once;
      * reading each row whole, rather than in KC pieces revisited per block, keeps
@@ -214,13 +224,13 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
      */
     ptrdiff_t kc_dflt = FC_GEMM_KC;
     if (g->trans_out) kc_dflt = FC_MAX(kc_dflt, FC_MIN(g->kdim, (ptrdiff_t)FC_GEMM_KC_TRANS));
-    ptrdiff_t kcb = fc_route_override(FC_OVERRIDE_GEMM_KC, (int)kc_dflt);
-    if (kcb < 8) kcb = kc_dflt;
+    sp->kcb = fc_route_override(FC_OVERRIDE_GEMM_KC, (int)kc_dflt);
+    if (sp->kcb < 8) sp->kcb = kc_dflt;
     /* the most tiles any task gets along the split dimension */
-    const ptrdiff_t per_max = FC_CEILDIV(tsplit, ntask);
-    const ptrdiff_t cb_rows = (split_n ? tm : per_max) * mr;
-    const ptrdiff_t cb_cols = (split_n ? per_max : tn) * nr;
-    const int direct_ok = !g->trans_out && !g->bias;
+    const ptrdiff_t per_max = FC_CEILDIV(sp->tsplit, sp->ntask);
+    const ptrdiff_t cb_rows = (sp->split_n ? tm : per_max) * mr;
+    sp->cb_cols = (sp->split_n ? per_max : tn) * nr;
+    sp->direct_ok = !g->trans_out && !g->bias;
     /*
      * cbuf holds the tiles that cannot be written in place. Without bias or
      * transposition those are only the partial ones: the last row panel across
@@ -228,140 +238,159 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
      * an mr x nr slot (a weight gradient of many rows then needs no buffer of its
      * height). Otherwise it holds every tile of the task, row-major.
      */
-    const int m_part = g->m % mr != 0, n_part = g->n % nr != 0;
-    const ptrdiff_t task_cols = split_n ? per_max : tn, task_rows = split_n ? tm : per_max;
-    const ptrdiff_t cb_elems =
-        direct_ok ? FC_MAX((ptrdiff_t)1, (m_part ? task_cols : 0) + (n_part ? task_rows : 0)) *
-                        mr * nr
-                  : cb_rows * cb_cols;
+    sp->m_part = g->m % mr != 0;
+    const int n_part = g->n % nr != 0;
+    sp->task_cols = sp->split_n ? per_max : tn;
+    const ptrdiff_t task_rows = sp->split_n ? tm : per_max;
+    sp->cb_elems = sp->direct_ok ? FC_MAX((ptrdiff_t)1, (sp->m_part ? sp->task_cols : 0) +
+                                                            (n_part ? task_rows : 0)) * mr * nr
+                                 : cb_rows * sp->cb_cols;
     /* copy B' tiles when they are read in place and shared by several row panels */
-    const int pack_b = g->b_strided && (split_n ? tm : FC_CEILDIV(tsplit, ntask)) > 1 &&
-                       fc_route_override(FC_OVERRIDE_GEMM_PACKB, 1);
-    {
-        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)cb_elems);
-        REAL *bbuf = NULL;
-        ptrdiff_t *koff_c = NULL;
-        if (pack_b && cbuf) {
-            bbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(kcb * cb_cols));
-            koff_c = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)kcb);
-            if (!bbuf || !koff_c) {
-                fc_free(cbuf);
-                cbuf = NULL;
-            } else {
-                for (ptrdiff_t q = 0; q < kcb; ++q) koff_c[q] = q * nr;
+    sp->pack_b = g->b_strided && (sp->split_n ? tm : FC_CEILDIV(sp->tsplit, sp->ntask)) > 1 &&
+                 fc_route_override(FC_OVERRIDE_GEMM_PACKB, 1);
+}
+
+/* The C tile (pi, tj) of reduction block pc (kc long) with B' at bp / ko. */
+static void SFX(gemm_tile)(const GEMM *g, const SFX(gemm_split) *sp, ptrdiff_t pi,
+                           ptrdiff_t pi0, ptrdiff_t pi1, ptrdiff_t tj, ptrdiff_t tj0,
+                           ptrdiff_t pc, ptrdiff_t kc, const REAL *bp, const ptrdiff_t *ko,
+                           REAL *cbuf)
+{
+    const ptrdiff_t mr = g->mr, nr = g->nr, i0 = pi * mr, j0 = tj * nr;
+    const int full_m = i0 + mr <= g->m, full_n = j0 + nr <= g->n;
+    REAL *cp;
+    ptrdiff_t ldc;
+    int acc;
+    if (sp->direct_ok && full_n && full_m) {
+        cp = g->c + i0 * g->ldc + j0;
+        ldc = g->ldc;
+        acc = pc > 0 || g->accumulate;
+        /* The next panel's C tile is mr rows a whole C row apart (a weight
+         * gradient's 12.5 KB): no hardware prefetcher follows that, and the
+         * kernel would wait on memory at its end. */
+        if (pi + 1 < pi1 && pc == 0)
+            for (ptrdiff_t r = 0; r < mr; ++r) {
+                const char *row = (const char *)(cp + (mr + r) * ldc);
+                for (ptrdiff_t off = 0; off < nr * (ptrdiff_t)sizeof(REAL); off += 64)
+                    FC_PREFETCH_W(row + off);
             }
-        }
-        if (!cbuf) {
-#pragma omp atomic write
-            *failed = 1;
-        }
-        /* packing the small operands: a worksharing loop each, so the team is
-         * woken once per product (each extra region or barrier costs a time slice
-         * when the machine is oversubscribed) */
-        ptrdiff_t t;
-        if (g->apack_dst) {
-            const ptrdiff_t npan = FC_CEILDIV(g->m, mr);
-#pragma omp for schedule(static)
-            for (t = 0; t < npan; ++t) SFX(gemm_pack_panel)(g, t);
-        }
-        if (g->b_trans_dst) {
-            const ptrdiff_t nkb = FC_CEILDIV(g->kdim, 16);
-#pragma omp for schedule(static)
-            for (t = 0; t < nkb; ++t) SFX(gemm_transpose_block)(g, t);
-        }
-#pragma omp for schedule(static)
-        for (t = 0; t < ntask; ++t) {
-            if (!cbuf) continue;
-            /* tiles [lo, hi) of the split dimension, spread evenly */
-            const ptrdiff_t lo = t * tsplit / ntask, hi = (t + 1) * tsplit / ntask;
-            const ptrdiff_t pi0 = split_n ? 0 : lo, pi1 = split_n ? tm : hi;
-            const ptrdiff_t tj0 = split_n ? lo : 0, tj1 = split_n ? hi : tn;
-            for (ptrdiff_t pc = 0; pc < g->kdim; pc += kcb) {
-                const ptrdiff_t kc = FC_MIN(kcb, g->kdim - pc);
-                const ptrdiff_t tfull = FC_MIN(tj1, g->n / nr) - tj0;
-                if (bbuf) {
-                    /* B' rows far apart in memory (a weight's rows) cost a TLB walk
-                     * each and map onto few cache sets: copy this reduction block of
-                     * the task's full tiles, a whole row at a time, into tile-major
-                     * order, where each tile stays in L1 for every row panel. */
-                    for (ptrdiff_t q = 0; q < kc; ++q) {
-                        const REAL *src = g->b + tj0 * nr + g->koff[pc + q];
-                        for (ptrdiff_t u = 0; u < tfull; ++u)
-                            memcpy(bbuf + (u * kc + q) * nr, src + u * nr,
-                                   sizeof(REAL) * (size_t)nr);
-                    }
-                }
-                for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
-                    const ptrdiff_t j0 = tj * nr;
-                    const int full_n = j0 + nr <= g->n;
-                    const REAL *bp;
-                    const ptrdiff_t *ko;
-                    if (!full_n && g->btail) {
-                        bp = g->btail;
-                        ko = g->koff_t + pc;
-                    } else if (bbuf) {
-                        bp = bbuf + (tj - tj0) * kc * nr;
-                        ko = koff_c;
-                    } else {
-                        bp = g->b + j0;
-                        ko = g->koff + pc;
-                    }
-                    for (ptrdiff_t pi = pi0; pi < pi1; ++pi) {
-                        const ptrdiff_t i0 = pi * mr;
-                        const int full_m = i0 + mr <= g->m;
-                        const int direct = direct_ok && full_n && full_m;
-                        REAL *cp;
-                        ptrdiff_t ldc;
-                        int acc;
-                        if (direct) {
-                            cp = g->c + i0 * g->ldc + j0;
-                            ldc = g->ldc;
-                            acc = pc > 0 || g->accumulate;
-                            /* The next panel's C tile is mr rows a whole C row apart (a
-                             * weight gradient's 12.5 KB): no hardware prefetcher follows
-                             * that, and the kernel would wait on memory at its end. */
-                            if (pi + 1 < pi1 && pc == 0)
-                                for (ptrdiff_t r = 0; r < mr; ++r) {
-                                    const char *row = (const char *)(cp + (mr + r) * ldc);
-                                    for (ptrdiff_t off = 0; off < nr * (ptrdiff_t)sizeof(REAL);
-                                         off += 64)
-                                        FC_PREFETCH_W(row + off);
-                                }
-                        } else {
-                            cp = SFX(gemm_slot_ptr)(cbuf, direct_ok, m_part, task_cols, tm,
-                                                    cb_cols, mr, nr, pi, pi0, tj, tj0, &ldc);
-                            acc = pc > 0;
-                        }
-                        if (g->arow) {
-                            if (full_m)
-                                rkern(kc, g->arow + i0 * g->lda + pc, g->lda, bp, ko, cp, ldc,
-                                      acc);
-                            else
-                                rkern(kc, g->atail + pc, g->kdim, bp, ko, cp, ldc, acc);
-                        } else {
-                            kk->ukr[g->slot](kc, g->apack + pi * g->kdim * mr + pc * mr, bp,
-                                             ko, cp, ldc, acc);
-                        }
-                    }
-                }
-            }
-            /* the tiles that went through cbuf */
-            for (ptrdiff_t pi = pi0; pi < pi1; ++pi) {
-                const ptrdiff_t i0 = pi * mr, rows = FC_MIN(mr, g->m - i0);
-                for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
-                    const ptrdiff_t j0 = tj * nr, cols = FC_MIN(nr, g->n - j0);
-                    if (direct_ok && rows == mr && cols == nr) continue;
-                    ptrdiff_t ldp;
-                    const REAL *p = SFX(gemm_slot_ptr)(cbuf, direct_ok, m_part, task_cols, tm,
-                                                       cb_cols, mr, nr, pi, pi0, tj, tj0, &ldp);
-                    SFX(gemm_store)(g, p, ldp, i0, rows, j0, cols);
-                }
-            }
-        }
-        fc_free(cbuf);
-        fc_free(bbuf);
-        free(koff_c);
+    } else {
+        cp = SFX(gemm_slot_ptr)(cbuf, sp->direct_ok, sp->m_part, sp->task_cols, sp->tm,
+                                sp->cb_cols, mr, nr, pi, pi0, tj, tj0, &ldc);
+        acc = pc > 0;
     }
+    if (g->arow) {
+        if (full_m)
+            sp->rkern(kc, g->arow + i0 * g->lda + pc, g->lda, bp, ko, cp, ldc, acc);
+        else
+            sp->rkern(kc, g->atail + pc, g->kdim, bp, ko, cp, ldc, acc);
+    } else {
+        sp->kk->ukr[g->slot](kc, g->apack + pi * g->kdim * mr + pc * mr, bp, ko, cp, ldc, acc);
+    }
+}
+
+/* One task: tiles [lo, hi) of the split dimension, reduction blocks in order,
+ * then the tiles that went through cbuf stored into C. */
+static void SFX(gemm_task)(const GEMM *g, const SFX(gemm_split) *sp, ptrdiff_t t, REAL *cbuf,
+                           REAL *bbuf, const ptrdiff_t *koff_c)
+{
+    const ptrdiff_t mr = g->mr, nr = g->nr;
+    const ptrdiff_t lo = t * sp->tsplit / sp->ntask, hi = (t + 1) * sp->tsplit / sp->ntask;
+    const ptrdiff_t pi0 = sp->split_n ? 0 : lo, pi1 = sp->split_n ? sp->tm : hi;
+    const ptrdiff_t tj0 = sp->split_n ? lo : 0, tj1 = sp->split_n ? hi : sp->tn;
+    for (ptrdiff_t pc = 0; pc < g->kdim; pc += sp->kcb) {
+        const ptrdiff_t kc = FC_MIN(sp->kcb, g->kdim - pc);
+        const ptrdiff_t tfull = FC_MIN(tj1, g->n / nr) - tj0;
+        if (bbuf) {
+            /* B' rows far apart in memory (a weight's rows) cost a TLB walk
+             * each and map onto few cache sets: copy this reduction block of
+             * the task's full tiles, a whole row at a time, into tile-major
+             * order, where each tile stays in L1 for every row panel. */
+            for (ptrdiff_t q = 0; q < kc; ++q) {
+                const REAL *src = g->b + tj0 * nr + g->koff[pc + q];
+                for (ptrdiff_t u = 0; u < tfull; ++u)
+                    memcpy(bbuf + (u * kc + q) * nr, src + u * nr, sizeof(REAL) * (size_t)nr);
+            }
+        }
+        for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
+            const ptrdiff_t j0 = tj * nr;
+            const REAL *bp;
+            const ptrdiff_t *ko;
+            if (j0 + nr > g->n && g->btail) {
+                bp = g->btail;
+                ko = g->koff_t + pc;
+            } else if (bbuf) {
+                bp = bbuf + (tj - tj0) * kc * nr;
+                ko = koff_c;
+            } else {
+                bp = g->b + j0;
+                ko = g->koff + pc;
+            }
+            for (ptrdiff_t pi = pi0; pi < pi1; ++pi)
+                SFX(gemm_tile)(g, sp, pi, pi0, pi1, tj, tj0, pc, kc, bp, ko, cbuf);
+        }
+    }
+    for (ptrdiff_t pi = pi0; pi < pi1; ++pi) {
+        const ptrdiff_t i0 = pi * mr, rows = FC_MIN(mr, g->m - i0);
+        for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
+            const ptrdiff_t j0 = tj * nr, cols = FC_MIN(nr, g->n - j0);
+            if (sp->direct_ok && rows == mr && cols == nr) continue;
+            ptrdiff_t ldp;
+            const REAL *p = SFX(gemm_slot_ptr)(cbuf, sp->direct_ok, sp->m_part, sp->task_cols,
+                                               sp->tm, sp->cb_cols, mr, nr, pi, pi0, tj, tj0,
+                                               &ldp);
+            SFX(gemm_store)(g, p, ldp, i0, rows, j0, cols);
+        }
+    }
+}
+
+/*
+ * The product, run by every thread of the calling team (or by one thread
+ * outside a parallel region): worksharing loops pack the small operands, then
+ * share out the tasks (each owns its C tiles: nothing to merge). Sets *failed
+ * when scratch memory ran out.
+ */
+static void SFX(gemm_team)(const GEMM *g, int *failed)
+{
+    SFX(gemm_split) sp;
+    SFX(gemm_split_plan)(g, &sp);
+    REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)sp.cb_elems);
+    REAL *bbuf = NULL;
+    ptrdiff_t *koff_c = NULL;
+    if (sp.pack_b && cbuf) {
+        bbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(sp.kcb * sp.cb_cols));
+        koff_c = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)sp.kcb);
+        if (!bbuf || !koff_c) {
+            fc_free(cbuf);
+            cbuf = NULL;
+        } else {
+            for (ptrdiff_t q = 0; q < sp.kcb; ++q) koff_c[q] = q * g->nr;
+        }
+    }
+    if (!cbuf) {
+#pragma omp atomic write
+        *failed = 1;
+    }
+    /* packing the small operands: a worksharing loop each, so the team is
+     * woken once per product (each extra region or barrier costs a time slice
+     * when the machine is oversubscribed) */
+    ptrdiff_t t;
+    if (g->apack_dst) {
+        const ptrdiff_t npan = FC_CEILDIV(g->m, g->mr);
+#pragma omp for schedule(static)
+        for (t = 0; t < npan; ++t) SFX(gemm_pack_panel)(g, t);
+    }
+    if (g->b_trans_dst) {
+        const ptrdiff_t nkb = FC_CEILDIV(g->kdim, 16);
+#pragma omp for schedule(static)
+        for (t = 0; t < nkb; ++t) SFX(gemm_transpose_block)(g, t);
+    }
+#pragma omp for schedule(static)
+    for (t = 0; t < sp.ntask; ++t)
+        if (cbuf) SFX(gemm_task)(g, &sp, t, cbuf, bbuf, koff_c);
+    fc_free(cbuf);
+    fc_free(bbuf);
+    free(koff_c);
 }
 
 static int SFX(gemm_run)(const GEMM *g, int nt)
