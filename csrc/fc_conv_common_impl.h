@@ -182,14 +182,70 @@ static ptrdiff_t SFX(block_cols)(const KERN *kk, const PLAN *pl, ptrdiff_t ncols
 
 #define FC_KC 512 /* reduction block: A panel and the B rows it touches stay in L1/L2 */
 
+/* Columns [q0, q1) of the product in cbuf (row stride ldc, column q at
+ * crow[q - q0]) written to the job's output: bias, ReLU, output strides. */
+static void SFX(job_write)(const JOB *jb, const REAL *cbuf, ptrdiff_t ldc, ptrdiff_t img,
+                           ptrdiff_t q0, ptrdiff_t q1)
+{
+    REAL *dimg = jb->dst + img * jb->dst_n;
+    for (ptrdiff_t mm = 0; mm < jb->m; ++mm) {
+        const REAL bv = jb->bias ? jb->bias[mm] : (REAL)0;
+        const REAL *crow = cbuf + mm * ldc - q0;
+        REAL *dm = dimg + mm * jb->dst_m;
+        for (ptrdiff_t r = q0 / jb->qpitch; r * jb->qpitch < q1; ++r) {
+            ptrdiff_t a = FC_MAX(q0, r * jb->qpitch);
+            ptrdiff_t b = FC_MIN(q1, r * jb->qpitch + jb->cols);
+            REAL *drow = dm + r * jb->dst_r - r * jb->qpitch * jb->dst_t;
+            if (jb->relu && jb->dst_t == 1) {
+                SFX(bias_relu_row)(crow + a, bv, b - a, drow + a);
+            } else if (jb->relu) {
+                for (ptrdiff_t q = a; q < b; ++q) {
+                    REAL v = crow[q] + bv;
+                    drow[q * jb->dst_t] = v <= 0 ? (REAL)0 : v; /* NaN stays NaN */
+                }
+            } else if (jb->dst_t == 1) {
+                SFX(bias_row)(crow + a, bv, b - a, drow + a);
+            } else {
+                for (ptrdiff_t q = a; q < b; ++q) drow[q * jb->dst_t] = crow[q] + bv;
+            }
+        }
+    }
+}
+
+/* One task: column block blk (nb columns) of image img of job jb, through cbuf. */
+static void SFX(job_task)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t img,
+                          ptrdiff_t blk, REAL *cbuf)
+{
+    const PLAN pl = SFX(plan_rows)(kk, jb->m);
+    const ptrdiff_t ncols = jb->rows * jb->qpitch;
+    const ptrdiff_t q0 = blk * nb, ldc = nb + SFX(widest)(kk);
+    const REAL *srcq = jb->src + img * jb->src_n + q0;
+    const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
+    const REAL *ap = jb->apack;
+    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+        const int slot = pi < pl.nfull ? pl.slot_full : pl.slot_tail;
+        const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
+        REAL *crow = cbuf + pi * pl.mr_full * ldc;
+        for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
+            const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
+            for (ptrdiff_t jr = 0; jr < nb; jr += nr)
+                kk->ukr[slot](kc, ap + pc * mr, srcq + jr, jb->koff + pc, crow + jr, ldc, pc > 0);
+            if (jb->kdim == 0) break;
+        }
+        ap += jb->kdim * mr;
+    }
+    SFX(job_write)(jb, cbuf, ldc, img, q0, FC_MIN(q0 + nb, ncols));
+}
+
 /*
  * Run jobs over n images. jobs[j].src must be readable up to
  * src + (n-1)*src_n + max(koff) + ncols_grid + nb + nr_max (the caller's slack).
- * Returns FC_ENOMEM if per-thread scratch could not be allocated.
+ * Plan (task index space: for each job, n images x its column blocks) -> tasks
+ * (each owns its output elements: no merge). Returns FC_ENOMEM if per-thread
+ * scratch could not be allocated.
  */
 static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n, int nt)
 {
-    /* task index space: for each job, n images x its column blocks */
     ptrdiff_t ntask = 0, cbuf_elems = 0;
     const ptrdiff_t nr_max = SFX(widest)(kk);
     ptrdiff_t *first = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * njobs + 1));
@@ -221,54 +277,9 @@ static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n
             if (!cbuf) continue;
             int j = 0;
             while (t >= first[j + 1]) ++j;
-            const JOB *jb = &jobs[j];
-            const PLAN pl = SFX(plan_rows)(kk, jb->m);
-            const ptrdiff_t nb = nbc[j];
-            const ptrdiff_t ncols = jb->rows * jb->qpitch;
-            const ptrdiff_t nblk = FC_CEILDIV(ncols, nb);
-            const ptrdiff_t img = (t - first[j]) / nblk, blk = (t - first[j]) % nblk;
-            const ptrdiff_t q0 = blk * nb, ldc = nb + nr_max;
-            const REAL *srcq = jb->src + img * jb->src_n + q0;
-            const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
-            const REAL *ap = jb->apack;
-            for (ptrdiff_t pi = 0; pi < npan; ++pi) {
-                const int slot = pi < pl.nfull ? pl.slot_full : pl.slot_tail;
-                const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
-                REAL *crow = cbuf + pi * pl.mr_full * ldc;
-                for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
-                    const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
-                    for (ptrdiff_t jr = 0; jr < nb; jr += nr)
-                        kk->ukr[slot](kc, ap + pc * mr, srcq + jr, jb->koff + pc,
-                                      crow + jr, ldc, pc > 0);
-                    if (jb->kdim == 0) break;
-                }
-                ap += jb->kdim * mr;
-            }
-            /* write the valid columns of the block */
-            const ptrdiff_t q1 = FC_MIN(q0 + nb, ncols);
-            REAL *dimg = jb->dst + img * jb->dst_n;
-            for (ptrdiff_t mm = 0; mm < jb->m; ++mm) {
-                const REAL bv = jb->bias ? jb->bias[mm] : (REAL)0;
-                const REAL *crow = cbuf + mm * ldc - q0;
-                REAL *dm = dimg + mm * jb->dst_m;
-                for (ptrdiff_t r = q0 / jb->qpitch; r * jb->qpitch < q1; ++r) {
-                    ptrdiff_t a = FC_MAX(q0, r * jb->qpitch);
-                    ptrdiff_t b = FC_MIN(q1, r * jb->qpitch + jb->cols);
-                    REAL *drow = dm + r * jb->dst_r - r * jb->qpitch * jb->dst_t;
-                    if (jb->relu && jb->dst_t == 1) {
-                        SFX(bias_relu_row)(crow + a, bv, b - a, drow + a);
-                    } else if (jb->relu) {
-                        for (ptrdiff_t q = a; q < b; ++q) {
-                            REAL v = crow[q] + bv;
-                            drow[q * jb->dst_t] = v <= 0 ? (REAL)0 : v; /* NaN stays NaN */
-                        }
-                    } else if (jb->dst_t == 1) {
-                        SFX(bias_row)(crow + a, bv, b - a, drow + a);
-                    } else {
-                        for (ptrdiff_t q = a; q < b; ++q) drow[q * jb->dst_t] = crow[q] + bv;
-                    }
-                }
-            }
+            const ptrdiff_t nblk = FC_CEILDIV(jobs[j].rows * jobs[j].qpitch, nbc[j]);
+            SFX(job_task)(kk, &jobs[j], nbc[j], (t - first[j]) / nblk, (t - first[j]) % nblk,
+                          cbuf);
         }
         fc_free(cbuf);
         fc_team_done(&tm);
