@@ -240,8 +240,12 @@ int fc_thread_limit(void);             /* min(FC_MAX_TEAM, omp_get_thread_limit(
  * would hang; there every kernel runs on one thread.
  */
 int fc_threads(int requested);
-/* Same, but one thread when `work` (multiply-adds or elements) is too small to
- * pay for waking a team: results do not depend on the thread count anyway. */
+/* Same, but one thread when `work` (multiply-adds or elements) is below
+ * FC_MIN_PARALLEL_WORK, too small to pay for waking a team: results do not
+ * depend on the thread count anyway. About 20 us of single-thread work: below
+ * it, a team's wake-up and barrier cost more than they save (and far more on an
+ * oversubscribed machine). */
+#define FC_MIN_PARALLEL_WORK 2e5
 int fc_threads_for(int requested, double work);
 /* Register the fork handler; called once when the extension is imported. */
 void fc_init(void);
@@ -287,6 +291,11 @@ enum {
     FC_OVERRIDE_COUNT
 };
 int fc_set_route_override(int which, long value, int on); /* 0, or -1 for a bad `which` */
+/* The drivers' own route cut-offs (the defaults the overrides replace). */
+#define FC_DW_DOT_MAX 4096     /* grad_weight: dot route up to this many weights per group
+                                * (measured on bench shapes a, b, c) */
+#define FC_DX_COL2IM_MAX_C 4   /* grad_input: col2im route up to this many input channels per
+                                * group (and >= 16 output channels; c: 2.35 -> 1.56 ms) */
 long fc_route_override(int which, long dflt);              /* the forced value, else dflt */
 
 /* Large scratch blocks are cached between calls (csrc/fc_scratch.c). */

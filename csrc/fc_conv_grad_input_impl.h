@@ -171,11 +171,6 @@ done:
     return rc;
 }
 
-/* Input channels per group up to which grad-input takes the col2im route
- * (FASTCONV_DX_COL2IM_MAX_C overrides; 1-thread CPU time: c 2.35 -> 1.56 ms). */
-#ifndef FC_DX_COL2IM_MAX_C
-#define FC_DX_COL2IM_MAX_C 4
-#endif
 
 /*
  * grad_x[ih] collects w[i] * grad_y[oh] for ih + ph - i*dh = oh*sh. For the

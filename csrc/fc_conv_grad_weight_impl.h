@@ -211,10 +211,6 @@ done:
     return rc;
 }
 
-/* Below this many weights per group the dot route wins (measured on a, b, c). */
-#ifndef FC_DW_DOT_MAX
-#define FC_DW_DOT_MAX 4096
-#endif
 
 /* The packed route's plan: what every chunk task reads. */
 typedef struct {

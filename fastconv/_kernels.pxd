@@ -8,6 +8,9 @@ cdef extern from "fastconv.h" nogil:
     int FC_SIMD_GENERIC
     int FC_SIMD_AVX2
     int FC_SIMD_AVX512
+    double FC_MIN_PARALLEL_WORK
+    int FC_DW_DOT_MAX
+    int FC_DX_COL2IM_MAX_C
 
     ctypedef struct fc_conv_geom:
         Py_ssize_t n, c, h, w

@@ -14,7 +14,7 @@ arrays (4-D for conv and pooling, 1-D for relu) of one floating dtype (float32 o
 * pool: ``(n, c, h, w, kh, kw, ho, wo, sh, sw, ph, pw)``
 """
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -128,3 +128,9 @@ def linear_backward(
     gw: Optional[_Float],
     gb: Optional[_Float],
 ) -> None: ...
+
+SIMD_LEVELS: Dict[str, int]
+PARALLEL_MIN_WORK: float
+MAX_TEAM: int
+DW_DOT_MAX: int
+DX_COL2IM_MAX_C: int

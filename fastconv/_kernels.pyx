@@ -15,6 +15,14 @@ cimport numpy as cnp
 from fastconv._kernels cimport *
 
 fc_init()  # fork handler: a child forked after a parallel region runs serially
+
+# Constants of the C layer, for the Python layer to read instead of re-declaring them.
+SIMD_LEVELS = {"generic": FC_SIMD_GENERIC, "avx2": FC_SIMD_AVX2, "avx512": FC_SIMD_AVX512}
+PARALLEL_MIN_WORK = FC_MIN_PARALLEL_WORK  # below this much work a kernel runs on one thread
+MAX_TEAM = FC_MAX_TEAM                    # the most threads any kernel runs with
+DW_DOT_MAX = FC_DW_DOT_MAX                # default of set_route_override("dw_dot_max")
+DX_COL2IM_MAX_C = FC_DX_COL2IM_MAX_C      # default of set_route_override("dx_col2im_max_c")
+
 cnp.import_array()
 
 
