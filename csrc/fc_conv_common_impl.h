@@ -152,7 +152,8 @@ static void SFX(pad_phase_copy)(const REAL *src, ptrdiff_t n, ptrdiff_t c, ptrdi
 }
 
 /* out = relu(c + bias), branch-free (a sign branch mispredicts on real data) */
-FC_SIMD_PROC(SFX(bias_relu_row), (const REAL *FC_RESTRICT c, REAL bias, ptrdiff_t n, REAL *FC_RESTRICT out),
+FC_SIMD_PROC(SFX(bias_relu_row), (const REAL *FC_RESTRICT c, REAL bias, ptrdiff_t n,
+                                  REAL *FC_RESTRICT out),
              (c, bias, n, out))
 {
     for (ptrdiff_t i = 0; i < n; ++i) {
@@ -163,7 +164,8 @@ FC_SIMD_PROC(SFX(bias_relu_row), (const REAL *FC_RESTRICT c, REAL bias, ptrdiff_
 
 /* out = c + bias (vectorised at the widest ISA: these write-outs are a third
  * of the time of a layer with one input channel) */
-FC_SIMD_PROC(SFX(bias_row), (const REAL *FC_RESTRICT c, REAL bias, ptrdiff_t n, REAL *FC_RESTRICT out),
+FC_SIMD_PROC(SFX(bias_row), (const REAL *FC_RESTRICT c, REAL bias, ptrdiff_t n,
+                             REAL *FC_RESTRICT out),
              (c, bias, n, out))
 {
     for (ptrdiff_t i = 0; i < n; ++i) out[i] = c[i] + bias;

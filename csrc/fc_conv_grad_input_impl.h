@@ -21,9 +21,10 @@ static ptrdiff_t SFX(fdiv)(ptrdiff_t a, ptrdiff_t b) { return a >= 0 ? a / b : -
 /*
  * col2im of one tap over a block of pixels [p0, p0 + pb): grad_x[c] at
  * (oh*sh + di, ow*sw + dj) += drow[oh*wo + ow]. One call per tap, so the row
- * loop runs inside the widest-ISA clone.
+ * loop runs in the variant of the current SIMD level (FC_SIMD_PROC).
  */
-FC_SIMD_PROC(SFX(col2im_tap), (const fc_conv_geom *g, const REAL *FC_RESTRICT drow, ptrdiff_t p0, ptrdiff_t pb, ptrdiff_t di, ptrdiff_t dj, REAL *FC_RESTRICT gxc),
+FC_SIMD_PROC(SFX(col2im_tap), (const fc_conv_geom *g, const REAL *FC_RESTRICT drow, ptrdiff_t p0,
+                               ptrdiff_t pb, ptrdiff_t di, ptrdiff_t dj, REAL *FC_RESTRICT gxc),
              (g, drow, p0, pb, di, dj, gxc))
 {
     /* ow range whose column lies inside [0, w) */

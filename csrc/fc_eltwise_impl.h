@@ -12,7 +12,8 @@ FC_SIMD_PROC(SFX(relu_fwd_inplace), (REAL *y, ptrdiff_t n),
 {
     for (ptrdiff_t i = 0; i < n; ++i) { const REAL v = y[i]; y[i] = v <= 0 ? (REAL)0 : v; }
 }
-FC_SIMD_PROC(SFX(relu_bwd_run), (const REAL *FC_RESTRICT gy, const REAL *FC_RESTRICT y, ptrdiff_t n, REAL *FC_RESTRICT gx),
+FC_SIMD_PROC(SFX(relu_bwd_run), (const REAL *FC_RESTRICT gy, const REAL *FC_RESTRICT y,
+                                 ptrdiff_t n, REAL *FC_RESTRICT gx),
              (gy, y, n, gx))
 {
     for (ptrdiff_t i = 0; i < n; ++i) {

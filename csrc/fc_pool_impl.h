@@ -99,7 +99,9 @@ static double SFX(pool_work)(const fc_pool_geom *g)
  * Selects on bit patterns with all-ones masks: GCC will not if-convert a
  * NaN-aware float select, but vectorises and/or.
  */
-FC_SIMD_PROC(SFX(max_tap), (const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t rows, ptrdiff_t n, uint32_t tap, REAL *FC_RESTRICT best, uint32_t *FC_RESTRICT tid, ptrdiff_t rs),
+FC_SIMD_PROC(SFX(max_tap), (const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t rows,
+                            ptrdiff_t n, uint32_t tap, REAL *FC_RESTRICT best,
+                            uint32_t *FC_RESTRICT tid, ptrdiff_t rs),
              (src, src_rs, rows, n, tap, best, tid, rs))
 {
     if (src_rs == n && rs == n) { /* contiguous rows: one long run vectorises better */
@@ -192,7 +194,8 @@ static SFX(max_scratch) SFX(max_plane_setup)(const fc_pool_geom *g, char *mem)
 }
 
 /* the columns of one row split by parity: the common stride 2, vectorised */
-FC_SIMD_PROC(SFX(split2), (const REAL *FC_RESTRICT src, ptrdiff_t w, REAL *FC_RESTRICT even, REAL *FC_RESTRICT odd),
+FC_SIMD_PROC(SFX(split2), (const REAL *FC_RESTRICT src, ptrdiff_t w, REAL *FC_RESTRICT even,
+                           REAL *FC_RESTRICT odd),
              (src, w, even, odd))
 {
     for (ptrdiff_t k = 0; k < w / 2; ++k) {
@@ -203,7 +206,9 @@ FC_SIMD_PROC(SFX(split2), (const REAL *FC_RESTRICT src, ptrdiff_t w, REAL *FC_RE
 }
 
 /* idx = base + tapoff[tid] (int64 input indices from the 32-bit tap numbers) */
-FC_SIMD_PROC(SFX(tap_index), (const int64_t *FC_RESTRICT base, const int64_t *FC_RESTRICT tapoff, const uint32_t *FC_RESTRICT tid, ptrdiff_t n, int64_t *FC_RESTRICT idx),
+FC_SIMD_PROC(SFX(tap_index), (const int64_t *FC_RESTRICT base, const int64_t *FC_RESTRICT tapoff,
+                              const uint32_t *FC_RESTRICT tid, ptrdiff_t n,
+                              int64_t *FC_RESTRICT idx),
              (base, tapoff, tid, n, idx))
 {
     for (ptrdiff_t o = 0; o < n; ++o) idx[o] = base[o] + tapoff[tid[o]];
@@ -234,7 +239,8 @@ static void SFX(split_phases)(const REAL *xp, const fc_pool_geom *g, REAL *ph)
 }
 
 /* one row from its even and odd columns (the inverse of split2), vectorised */
-FC_SIMD_PROC(SFX(merge2), (const REAL *FC_RESTRICT even, const REAL *FC_RESTRICT odd, ptrdiff_t w, REAL *FC_RESTRICT dst),
+FC_SIMD_PROC(SFX(merge2), (const REAL *FC_RESTRICT even, const REAL *FC_RESTRICT odd, ptrdiff_t w,
+                           REAL *FC_RESTRICT dst),
              (even, odd, w, dst))
 {
     for (ptrdiff_t k = 0; k < w / 2; ++k) {
@@ -397,7 +403,8 @@ int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom
 }
 
 /* acc[r, o] += src[r * src_rs + o * sw]: one tap of an average window over a block */
-FC_SIMD_PROC(SFX(add_tap), (const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t sw, ptrdiff_t rows, ptrdiff_t n, REAL *FC_RESTRICT acc, ptrdiff_t rs),
+FC_SIMD_PROC(SFX(add_tap), (const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t sw,
+                            ptrdiff_t rows, ptrdiff_t n, REAL *FC_RESTRICT acc, ptrdiff_t rs),
              (src, src_rs, sw, rows, n, acc, rs))
 {
     for (ptrdiff_t r = 0; r < rows; ++r)
@@ -405,7 +412,8 @@ FC_SIMD_PROC(SFX(add_tap), (const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdi
 }
 
 /* dst[r * rs + o] += v[r * vs + o]: one tap of an average window's backward */
-FC_SIMD_PROC(SFX(add_rows), (const REAL *FC_RESTRICT v, ptrdiff_t vs, ptrdiff_t rows, ptrdiff_t n, REAL *FC_RESTRICT dst, ptrdiff_t rs),
+FC_SIMD_PROC(SFX(add_rows), (const REAL *FC_RESTRICT v, ptrdiff_t vs, ptrdiff_t rows, ptrdiff_t n,
+                             REAL *FC_RESTRICT dst, ptrdiff_t rs),
              (v, vs, rows, n, dst, rs))
 {
     for (ptrdiff_t r = 0; r < rows; ++r)

@@ -257,7 +257,8 @@ typedef int wino_i16 __attribute__((vector_size(64)));
  * with dY[a][b] = g[a * sa + b * sb + lane] for a < nrow, b < ncol (else 0).
  * Z point p goes to dst[p * sp + lane].
  */
-FC_SIMD_PROC(wino_gy_tile, (const float *FC_RESTRICT g, ptrdiff_t sa, ptrdiff_t sb, int nrow, int ncol, float *FC_RESTRICT dst, ptrdiff_t sp),
+FC_SIMD_PROC(wino_gy_tile, (const float *FC_RESTRICT g, ptrdiff_t sa, ptrdiff_t sb, int nrow,
+                            int ncol, float *FC_RESTRICT dst, ptrdiff_t sp),
              (g, sa, sb, nrow, ncol, dst, sp))
 {
     float y[2][2][WL], r[6][2][WL];

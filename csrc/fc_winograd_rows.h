@@ -21,8 +21,12 @@
  * after each point and writes tiles left to right, and grad-weight sums over
  * those spare columns.
  */
+/* the parameters of every variant of the input transform below */
+#define WINO_IN_ROW_PARAMS                                                          \
+    (const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, \
+     float *FC_RESTRICT dst, ptrdiff_t sp)
 #if WINO_VEC16 && RL == 16
-FC_ALWAYS_INLINE void wino_in_row_vec(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+FC_ALWAYS_INLINE void wino_in_row_vec WINO_IN_ROW_PARAMS
 {
     /*
      * Whole-vector version. Lane q needs the even/odd column arrays at lanes q,
@@ -97,7 +101,7 @@ FC_ALWAYS_INLINE void wino_in_row_vec(const float *FC_RESTRICT src, const float 
 
 /* The same in plain C on lane arrays: the generic level's code, and the only
  * one where GCC's vector extensions are missing. */
-FC_ALWAYS_INLINE void wino_in_row_scalar(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+FC_ALWAYS_INLINE void wino_in_row_scalar WINO_IN_ROW_PARAMS
 {
     float ev[6][RL + 2], od[6][RL + 2], re[6][RL + 2], ro[6][RL + 2];
     float o[6][RL];
@@ -138,24 +142,24 @@ FC_ALWAYS_INLINE void wino_in_row_scalar(const float *FC_RESTRICT src, const flo
 #define WINO_IN_ROW_VEC wino_in_row_scalar
 #endif
 #if FC_X86_SIMD
-FC_TGT_AVX512 static void wino_in_row_avx512(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+FC_TGT_AVX512 static void wino_in_row_avx512 WINO_IN_ROW_PARAMS
 {
     fc_simd_ran(FC_SIMD_AVX512);
     WINO_IN_ROW_VEC(src, src2, ld, nq, dst, sp);
 }
-FC_TGT_AVX2 static void wino_in_row_avx2(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+FC_TGT_AVX2 static void wino_in_row_avx2 WINO_IN_ROW_PARAMS
 {
     fc_simd_ran(FC_SIMD_AVX2);
     WINO_IN_ROW_VEC(src, src2, ld, nq, dst, sp);
 }
 #endif
-static void wino_in_row_generic(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+static void wino_in_row_generic WINO_IN_ROW_PARAMS
 {
     fc_simd_ran(FC_SIMD_GENERIC);
     wino_in_row_scalar(src, src2, ld, nq, dst, sp);
 }
 #undef WINO_IN_ROW_VEC
-static void wino_in_row(const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, float *FC_RESTRICT dst, ptrdiff_t sp)
+static void wino_in_row WINO_IN_ROW_PARAMS
 {
     FC_SIMD_CALL(wino_in_row, (src, src2, ld, nq, dst, sp));
 }
@@ -168,7 +172,10 @@ static void wino_in_row(const float *FC_RESTRICT src, const float *FC_RESTRICT s
  * tile row (nq <= RL/2 tiles each) follows in lanes nq..2nq-1 of m and goes to
  * y2 (nrow2 rows, the same ncol).
  */
-FC_ALWAYS_INLINE void wino_out_row_body(const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow, int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+#define WINO_OUT_ROW_PARAMS                                                         \
+    (const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow,  \
+     int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+FC_ALWAYS_INLINE void wino_out_row_body WINO_OUT_ROW_PARAMS
 {
     float t[2][6][RL], buf[2][2 * RL];
     for (int j = 0; j < 6; ++j) {
@@ -201,23 +208,23 @@ FC_ALWAYS_INLINE void wino_out_row_body(const float *FC_RESTRICT m, ptrdiff_t sp
 }
 /* As FC_SIMD_PROC makes them, with FC_NO_MEMCPY on each compiled variant. */
 #if FC_X86_SIMD
-FC_TGT_AVX512 FC_NO_MEMCPY static void wino_out_row_avx512(const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow, int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+FC_TGT_AVX512 FC_NO_MEMCPY static void wino_out_row_avx512 WINO_OUT_ROW_PARAMS
 {
     fc_simd_ran(FC_SIMD_AVX512);
     wino_out_row_body(m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2);
 }
-FC_TGT_AVX2 FC_NO_MEMCPY static void wino_out_row_avx2(const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow, int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+FC_TGT_AVX2 FC_NO_MEMCPY static void wino_out_row_avx2 WINO_OUT_ROW_PARAMS
 {
     fc_simd_ran(FC_SIMD_AVX2);
     wino_out_row_body(m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2);
 }
 #endif
-FC_NO_MEMCPY static void wino_out_row_generic(const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow, int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+FC_NO_MEMCPY static void wino_out_row_generic WINO_OUT_ROW_PARAMS
 {
     fc_simd_ran(FC_SIMD_GENERIC);
     wino_out_row_body(m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2);
 }
-static void wino_out_row(const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow, int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+static void wino_out_row WINO_OUT_ROW_PARAMS
 {
     FC_SIMD_CALL(wino_out_row, (m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2));
 }
