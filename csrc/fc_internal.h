@@ -130,8 +130,39 @@ static inline void fc_team_done(fc_team *tm)
 #define FC_ALWAYS_INLINE static inline
 #endif
 
-int fc_simd_dispatch(void);     /* the level to run at (fc_simd_level) */
-void fc_simd_ran(int level);    /* a vector path of that level is running: noted for tests */
+/* Read inline on every dispatch (a call per row of a pooling tap would cost
+ * a few per cent): the level and the record of fc_runtime.c. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FC_HIDDEN __attribute__((visibility("hidden"))) /* no GOT load per dispatch */
+#else
+#define FC_HIDDEN
+#endif
+extern FC_HIDDEN int fc_g_simd_level; /* -1 until chosen */
+extern FC_HIDDEN int fc_g_simd_used;
+void fc_simd_note(int level);
+#if defined(__GNUC__) || defined(__clang__)
+#define FC_LOAD_RELAXED(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#else
+#define FC_LOAD_RELAXED(p) (*(volatile int *)(p))
+#endif
+/* the level to run at (fc_simd_level) */
+static inline int fc_simd_dispatch(void)
+{
+    const int lv = FC_LOAD_RELAXED(&fc_g_simd_level);
+    return lv >= 0 ? lv : fc_simd_level();
+}
+/* A vector path of that level is running: noted for tests (set once per level).
+ * Inline, with no call: a call would give every small variant a stack frame,
+ * a measurable cost for loops run once per row. */
+static inline void fc_simd_ran(int level)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    if (__builtin_expect(!(FC_LOAD_RELAXED(&fc_g_simd_used) & (1 << level)), 0))
+        __atomic_fetch_or(&fc_g_simd_used, 1 << level, __ATOMIC_RELAXED);
+#else
+    if (!(fc_g_simd_used & (1 << level))) fc_simd_note(level);
+#endif
+}
 
 #if FC_X86_SIMD
 #define FC_TGT_AVX2 __attribute__((target("avx2")))
@@ -161,7 +192,7 @@ void fc_simd_ran(int level);    /* a vector path of that level is running: noted
         fc_simd_ran(FC_SIMD_GENERIC);                                                 \
         FC_CAT(NAME, _body) ARGS;                                                     \
     }                                                                                 \
-    static void NAME PARAMS { FC_SIMD_CALL(NAME, ARGS); }                             \
+    static inline void NAME PARAMS { FC_SIMD_CALL(NAME, ARGS); }                      \
     FC_ALWAYS_INLINE void FC_CAT(NAME, _body) PARAMS
 #else
 #define FC_TGT_AVX2

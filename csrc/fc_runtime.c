@@ -11,12 +11,12 @@
 /*
  * Every vector path (micro-kernel tables, the loops written once and compiled
  * per level with FC_SIMD_PROC, the optimiser's ranges, the pooling row kernel)
- * runs at g_level: chosen when the extension is imported (fc_init: the CPU's
+ * runs at fc_g_simd_level: chosen when the extension is imported (fc_init: the CPU's
  * best, lowered by FASTCONV_SIMD, read that once) and changed only by
- * fc_set_simd_level. g_used records which levels ran, for the tests.
+ * fc_set_simd_level. fc_g_simd_used records which levels ran, for the tests.
  */
-static int g_level = -1; /* -1: not chosen yet */
-static int g_used = 0;   /* bit `level` set once a vector path ran at that level */
+FC_HIDDEN int fc_g_simd_level = -1; /* -1: not chosen yet */
+FC_HIDDEN int fc_g_simd_used = 0; /* bit `level` set once a vector path ran at that level */
 
 int fc_simd_supported(void)
 {
@@ -46,11 +46,11 @@ static int level_from_env(int best)
 
 int fc_simd_level(void)
 {
-    int lv = g_level;
+    int lv = fc_g_simd_level;
     if (lv < 0) {
         /* Racing first calls compute the same value, so a plain store is fine. */
         lv = level_from_env(fc_simd_supported());
-        g_level = lv;
+        fc_g_simd_level = lv;
     }
     return lv;
 }
@@ -59,31 +59,28 @@ int fc_set_simd_level(int level)
 {
     int best = fc_simd_supported();
     if (level < FC_SIMD_GENERIC) level = FC_SIMD_GENERIC;
-    g_level = level > best ? best : level;
-    return g_level;
+    fc_g_simd_level = level > best ? best : level;
+    return fc_g_simd_level;
 }
 
-int fc_simd_dispatch(void) { return fc_simd_level(); }
-
-void fc_simd_ran(int lv)
+/* the first run at a level since the last reset (fc_simd_ran checks first) */
+void fc_simd_note(int lv)
 {
 #if defined(__GNUC__) || defined(__clang__)
-    /* a relaxed load first: the bit is set once, and most calls only read it */
-    if (!(__atomic_load_n(&g_used, __ATOMIC_RELAXED) & (1 << lv)))
-        __atomic_fetch_or(&g_used, 1 << lv, __ATOMIC_RELAXED);
+    __atomic_fetch_or(&fc_g_simd_used, 1 << lv, __ATOMIC_RELAXED);
 #else
-    g_used |= 1 << lv;
+    fc_g_simd_used |= 1 << lv;
 #endif
 }
 
 int fc_simd_levels_used(int reset)
 {
 #if defined(__GNUC__) || defined(__clang__)
-    return reset ? __atomic_exchange_n(&g_used, 0, __ATOMIC_RELAXED)
-                 : __atomic_load_n(&g_used, __ATOMIC_RELAXED);
+    return reset ? __atomic_exchange_n(&fc_g_simd_used, 0, __ATOMIC_RELAXED)
+                 : __atomic_load_n(&fc_g_simd_used, __ATOMIC_RELAXED);
 #else
-    const int u = g_used;
-    if (reset) g_used = 0;
+    const int u = fc_g_simd_used;
+    if (reset) fc_g_simd_used = 0;
     return u;
 #endif
 }
