@@ -169,3 +169,16 @@ def test_fused_optimiser_at_every_level(level, name, kwargs, dtype):
         results.append([p.data for p in ps])
     for a, b in zip(*results):
         np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_simd_level_constants_name_the_levels():
+    """_kernels.SIMD_LEVELS (from fastconv.h) is what set_simd_level / simd_name use."""
+    assert sorted(_kernels.SIMD_LEVELS) == ["avx2", "avx512", "generic"]
+    for name, lv in _kernels.SIMD_LEVELS.items():
+        assert _kernels.simd_name(lv) == name
+    previous = F.simd_level()
+    try:
+        assert _kernels.set_simd_level(_kernels.SIMD_LEVELS["generic"]) == 0
+        assert F.simd_level() == "generic"
+    finally:
+        F.set_simd_level(previous)
