@@ -9,11 +9,12 @@ extension needs build-time decisions that setuptools cannot express there:
   ``FASTCONV_FAIL_NO_OPENMP=1`` turns that into an error.
 * ``-O3`` but never ``-march=native`` or ``-ffast-math``: one wheel must run on
   any x86-64, and AVX2 / AVX-512 code paths are chosen at run time
-  (see csrc/fc_ukernels.c).
+  (see csrc/fc_runtime.c).
 * Cython directives set once here, with ``FASTCONV_DEBUG=1`` turning bounds
   checking back on, and ``FASTCONV_SANITIZE=1`` building with ASan + UBSan.
 """
 
+import glob
 import os
 import shutil
 import sys
@@ -26,8 +27,11 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-CSRC = ["csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_eltwise.c", "csrc/fc_ukernels.c",
-        "csrc/fc_winograd.c", "csrc/fc_gemm.c", "csrc/fc_optim.c", "csrc/fc_team.c"]
+# by pass and route; docs/design.md has the table from each public function to these
+CSRC = ["csrc/fc_conv_fwd.c", "csrc/fc_conv_grad_input.c", "csrc/fc_conv_grad_weight.c",
+        "csrc/fc_winograd.c", "csrc/fc_winograd_grad_weight.c", "csrc/fc_gemm.c",
+        "csrc/fc_pool.c", "csrc/fc_eltwise.c", "csrc/fc_optim.c", "csrc/fc_ukernels.c",
+        "csrc/fc_runtime.c", "csrc/fc_scratch.c", "csrc/fc_team.c"]
 
 
 def _env_flag(name):
@@ -109,8 +113,8 @@ class BuildExt(build_ext):
             opt = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c11",
                    "-Wall", "-Wno-unused-function", "-Wno-unreachable-code"]
             if _env_flag("FASTCONV_SANITIZE"):
-                # no scratch pool: reused blocks would hide over-reads from ASan
-                macros.append(("FC_NO_POOL", "1"))
+                # no scratch cache: reused blocks would hide over-reads from ASan
+                macros.append(("FC_NO_SCRATCH_CACHE", "1"))
                 opt = ["-O1", "-g", "-fno-omit-frame-pointer",
                        "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
                 omp_l = omp_l + ["-fsanitize=address,undefined"]
@@ -174,10 +178,7 @@ def _extensions():
             sources=["fastconv/_kernels.pyx"] + CSRC,
             include_dirs=["csrc", np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            depends=["csrc/fastconv.h", "csrc/fc_internal.h", "csrc/fc_conv_impl.h",
-                     "csrc/fc_winograd_rows.h",
-                     "csrc/fc_pool_impl.h", "csrc/fc_gemm_impl.h",
-                     "fastconv/_kernels.pxd"],
+            depends=sorted(glob.glob("csrc/*.h")) + ["fastconv/_kernels.pxd"],
         )
     ]
     return cythonize(exts, compiler_directives=directives,

@@ -11,6 +11,29 @@
  *     fixed reduction order), for a given SIMD level.
  *   - Kernels return 0 on success, FC_ENOMEM when a scratch allocation failed,
  *     FC_EINDEX when max-pool indices were out of range (nothing written for them).
+ *
+ * Glossary (the words used in C names and comments; docs/design.md maps the
+ * public functions to these files)
+ *   fwd           forward pass.
+ *   bwd           the whole backward of an op (pooling, ReLU, the dense layer).
+ *   grad_input    gradient with respect to the input (x); grad_weight: to the
+ *                 weight (and bias). Conv's backward is these two passes
+ *                 (Cython: conv2d_backward_data / conv2d_backward_weight).
+ *   x, y, w, b    input, output, weight, bias; gx, gy, gw, gb their gradients.
+ *   n c h w       batch, channels, height, width of the input; k = output
+ *                 channels; kh kw kernel; ho wo output; sh sw stride; ph pw
+ *                 padding; dh dw dilation; G / groups; cg, mg channels per group.
+ *   route         one algorithm for a pass: direct implicit GEMM, col2im, dot
+ *                 (grad_weight), packed (grad_weight), Winograd ("wino").
+ *   job / task    a job is one implicit GEMM (output rows x a column grid); a
+ *                 task is the unit of parallel work (an image x column block).
+ *   mr nr kc      micro-kernel rows, columns, reduction block; slot = one
+ *                 kernel of a table (fc_kernels_*); panel = MR packed rows of A.
+ *   chunk         a fixed run of images or pixel blocks with its own partial
+ *                 sums, merged in chunk order (the thread count never matters).
+ *   scratch       temporary memory from fc_malloc (cached, fc_scratch.c);
+ *                 "pool" only ever means pooling.
+ *   level         SIMD level (generic / avx2 / avx512), one for the process.
  */
 #ifndef FASTCONV_H
 #define FASTCONV_H
@@ -58,16 +81,16 @@ int fc_conv2d_fwd_f64(const double *x, const double *w, const double *bias,
                       const fc_conv_geom *g, int relu, int nthreads, double *y /* OUT */);
 
 /* gx = d(loss)/dx given gy = d(loss)/dy (shape of y). */
-int fc_conv2d_bwd_data_f32(const float *gy, const float *w, const fc_conv_geom *g,
-                           int nthreads, float *gx /* OUT */);
-int fc_conv2d_bwd_data_f64(const double *gy, const double *w, const fc_conv_geom *g,
-                           int nthreads, double *gx /* OUT */);
+int fc_conv2d_grad_input_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                             int nthreads, float *gx /* OUT */);
+int fc_conv2d_grad_input_f64(const double *gy, const double *w, const fc_conv_geom *g,
+                             int nthreads, double *gx /* OUT */);
 
 /* gw (and gb when not NULL) from gy and x. gw is overwritten, not accumulated. */
-int fc_conv2d_bwd_weight_f32(const float *gy, const float *x, const fc_conv_geom *g,
-                             int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
-int fc_conv2d_bwd_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
-                             int nthreads, double *gw /* OUT */, double *gb /* OUT or NULL */);
+int fc_conv2d_grad_weight_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                              int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
+int fc_conv2d_grad_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
+                              int nthreads, double *gw /* OUT */, double *gb /* OUT or NULL */);
 
 /*
  * Winograd F(2x2, 5x5) versions of the three passes (csrc/fc_winograd.c), float32
@@ -77,10 +100,10 @@ int fc_conv2d_bwd_weight_f64(const double *gy, const double *x, const fc_conv_ge
  */
 int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                            const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
-int fc_conv2d_bwd_data_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
-                                int nthreads, float *gx /* OUT */);
-int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
-                                  int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
+int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                                  int nthreads, float *gx /* OUT */);
+int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                                   int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
 
 /* ---- pooling -------------------------------------------------------------- */
 /* idx may be NULL (no indices wanted). Indices are h * W + w in the input plane. */
@@ -217,8 +240,12 @@ int fc_thread_limit(void);             /* min(FC_MAX_TEAM, omp_get_thread_limit(
  * would hang; there every kernel runs on one thread.
  */
 int fc_threads(int requested);
-/* Same, but one thread when `work` (multiply-adds or elements) is too small to
- * pay for waking a team: results do not depend on the thread count anyway. */
+/* Same, but one thread when `work` (multiply-adds or elements) is below
+ * FC_MIN_PARALLEL_WORK, too small to pay for waking a team: results do not
+ * depend on the thread count anyway. About 20 us of single-thread work: below
+ * it, a team's wake-up and barrier cost more than they save (and far more on an
+ * oversubscribed machine). */
+#define FC_MIN_PARALLEL_WORK 2e5
 int fc_threads_for(int requested, double work);
 /* Register the fork handler; called once when the extension is imported. */
 void fc_init(void);
@@ -248,7 +275,6 @@ int fc_team_adaptive(void);
 void fc_team_reset(int64_t backoff_ns, int strikes);
 void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns);
 
-/* Large scratch blocks are pooled between calls; this frees them all. */
 /*
  * Route overrides, for tests only (fastconv._kernels.set_route_override): force a
  * driver's choice that is otherwise made from the problem's shape. Nothing reads
@@ -265,22 +291,29 @@ enum {
     FC_OVERRIDE_COUNT
 };
 int fc_set_route_override(int which, long value, int on); /* 0, or -1 for a bad `which` */
+/* The drivers' own route cut-offs (the defaults the overrides replace). */
+#define FC_DW_DOT_MAX 4096     /* grad_weight: dot route up to this many weights per group
+                                * (measured on bench shapes a, b, c) */
+#define FC_DX_COL2IM_MAX_C 4   /* grad_input: col2im route up to this many input channels per
+                                * group (and >= 16 output channels; c: 2.35 -> 1.56 ms) */
 long fc_route_override(int which, long dflt);              /* the forced value, else dflt */
 
-void fc_release_pool(void);
-size_t fc_pool_bytes(void);           /* bytes held by the pool now */
+/* Large scratch blocks are cached between calls (csrc/fc_scratch.c). */
+void fc_scratch_release(void);           /* free every cached block */
+size_t fc_scratch_bytes(void);           /* bytes the cache holds now */
 
 /* ---- run-time facts ------------------------------------------------------- */
 int fc_simd_level(void);               /* the level in use */
 int fc_simd_supported(void);           /* the best level this CPU + build can run */
 int fc_set_simd_level(int level);      /* clamp to supported; returns the level set */
 const char *fc_simd_name(int level);
+/* For tests: a bit mask of the levels (1 << FC_SIMD_*) at which vector paths ran
+ * since the last reset; reset != 0 clears it after reading. */
+int fc_simd_levels_used(int reset);
 int fc_openmp_enabled(void);
 int fc_max_threads(void);              /* omp_get_max_threads(), or 1 */
 void fc_set_max_threads(int n);        /* omp_set_num_threads() */
 const char *fc_compiler(void);
-/* Measured FMA throughput of this core's best SIMD path in GFLOP/s (one thread). */
-double fc_fma_peak_gflops(double seconds);
 
 #ifdef __cplusplus
 }

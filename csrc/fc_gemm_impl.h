@@ -1,7 +1,6 @@
 /*
- * fc_gemm_impl.h - dense matrix product for the Linear layer, written once for
- * both dtypes. Included by fc_gemm.c with REAL, SFX(name), KERN, GETK, RKERN
- * and GETR set.
+ * fc_gemm_impl.h - dense matrix product for the Linear layer. A template (see
+ * fc_instantiate.h), instantiated by fc_gemm.c.
  *
  * fc_gemm computes C (=|+=) op(A) op(B) (+ bias). Internally it multiplies
  *     P[m, n] = A'[m, k] B'[k, n]
@@ -56,9 +55,9 @@ typedef struct {
     const REAL *apk_src;       /* A'[i, k] = apk_src[i * apk_rs + k * apk_ld] -> apack */
     ptrdiff_t apk_rs, apk_ld;
     REAL *apack_dst;
-    const REAL *btr_src;       /* B'[k, j] = btr_src[j * btr_ld + k] -> bt_dst, ld npad */
+    const REAL *btr_src;       /* B'[k, j] = btr_src[j * btr_ld + k] -> b_trans_dst, ld npad */
     ptrdiff_t btr_ld, npad;
-    REAL *bt_dst;
+    REAL *b_trans_dst;
 } GEMM;
 
 /* Reduction block: the B' block of one tile (KC x NR) stays in L1 while every
@@ -126,12 +125,12 @@ static void SFX(gemm_store)(const GEMM *g, const REAL *p, ptrdiff_t ldp, ptrdiff
 
 /*
  * Block kb (16 values of k) of the zero-padded transposed copy of B':
- * bt_dst[k * npad + j] = btr_src[j * btr_ld + k] for j < n, 0 up to npad.
+ * b_trans_dst[k * npad + j] = btr_src[j * btr_ld + k] for j < n, 0 up to npad.
  */
 static void SFX(gemm_transpose_block)(const GEMM *g, ptrdiff_t kb)
 {
     const REAL *src = g->btr_src;
-    REAL *dst = g->bt_dst;
+    REAL *dst = g->b_trans_dst;
     const ptrdiff_t ls = g->btr_ld, ld = g->npad, n = g->n;
     const ptrdiff_t k0 = kb * 16, k1 = FC_MIN(g->kdim, k0 + 16);
     for (ptrdiff_t j0 = 0; j0 < n; j0 += 16) {
@@ -186,22 +185,32 @@ static REAL *SFX(gemm_slot_ptr)(REAL *cbuf, int direct_ok, int m_part, ptrdiff_t
 /* Tasks: FC_GEMM_TASKS blocks of tiles along the longer tile dimension. */
 #define FC_GEMM_TASKS 24
 
-/*
- * The product, run by every thread of the calling team (or by one thread
- * outside a parallel region): worksharing loops pack the small operands, then
- * share out the tasks. Sets *failed when scratch memory ran out.
- */
-static void SFX(gemm_team)(const GEMM *g, int *failed)
+/* How one product is cut into tasks, and each task's scratch sizes. */
+typedef struct {
+    const KERN *kk;
+    RKERN rkern;               /* row-A kernel (A' read in place) */
+    ptrdiff_t tm, tn;          /* row panels, column tiles */
+    int split_n;               /* tasks split the column tiles (else the row panels) */
+    ptrdiff_t tsplit, ntask;   /* tiles along the split dimension; tasks */
+    ptrdiff_t kcb;             /* reduction block */
+    ptrdiff_t task_cols, cb_cols;
+    int m_part, direct_ok, pack_b;
+    ptrdiff_t cb_elems;        /* cbuf size (see below) */
+} SFX(gemm_split);
+
+static void SFX(gemm_split_plan)(const GEMM *g, SFX(gemm_split) *sp)
 {
-    const KERN *kk = GETK();
-    const RKERN rkern = g->narrow ? g->narrow : GETR()[g->slot];
     const ptrdiff_t mr = g->mr, nr = g->nr;
-    const ptrdiff_t tm = FC_CEILDIV(g->m, mr), tn = FC_CEILDIV(g->n, nr);
+    sp->kk = GETK();
+    sp->rkern = g->narrow ? g->narrow : GETR()[g->slot];
+    sp->tm = FC_CEILDIV(g->m, mr);
+    sp->tn = FC_CEILDIV(g->n, nr);
+    const ptrdiff_t tm = sp->tm, tn = sp->tn;
     /* split the columns when there are many column tiles, else the rows */
-    const int split_n = tn >= 16 || tn >= tm;
-    const ptrdiff_t tsplit = split_n ? tn : tm;
-    const ptrdiff_t ntask =
-        FC_MIN(tsplit, (ptrdiff_t)FC_MAX(1, fc_route_override(FC_OVERRIDE_GEMM_TASKS, FC_GEMM_TASKS)));
+    sp->split_n = tn >= 16 || tn >= tm;
+    sp->tsplit = sp->split_n ? tn : tm;
+    sp->ntask = FC_MIN(sp->tsplit, (ptrdiff_t)FC_MAX(1, fc_route_override(FC_OVERRIDE_GEMM_TASKS,
+                                                                          FC_GEMM_TASKS)));
     /*
      * A' read in place (a weight's rows, in the forward) streams from memory once;
      * reading each row whole, rather than in KC pieces revisited per block, keeps
@@ -215,13 +224,13 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
      */
     ptrdiff_t kc_dflt = FC_GEMM_KC;
     if (g->trans_out) kc_dflt = FC_MAX(kc_dflt, FC_MIN(g->kdim, (ptrdiff_t)FC_GEMM_KC_TRANS));
-    ptrdiff_t kcb = fc_route_override(FC_OVERRIDE_GEMM_KC, (int)kc_dflt);
-    if (kcb < 8) kcb = kc_dflt;
+    sp->kcb = fc_route_override(FC_OVERRIDE_GEMM_KC, (int)kc_dflt);
+    if (sp->kcb < 8) sp->kcb = kc_dflt;
     /* the most tiles any task gets along the split dimension */
-    const ptrdiff_t per_max = FC_CEILDIV(tsplit, ntask);
-    const ptrdiff_t cb_rows = (split_n ? tm : per_max) * mr;
-    const ptrdiff_t cb_cols = (split_n ? per_max : tn) * nr;
-    const int direct_ok = !g->trans_out && !g->bias;
+    const ptrdiff_t per_max = FC_CEILDIV(sp->tsplit, sp->ntask);
+    const ptrdiff_t cb_rows = (sp->split_n ? tm : per_max) * mr;
+    sp->cb_cols = (sp->split_n ? per_max : tn) * nr;
+    sp->direct_ok = !g->trans_out && !g->bias;
     /*
      * cbuf holds the tiles that cannot be written in place. Without bias or
      * transposition those are only the partial ones: the last row panel across
@@ -229,140 +238,159 @@ static void SFX(gemm_team)(const GEMM *g, int *failed)
      * an mr x nr slot (a weight gradient of many rows then needs no buffer of its
      * height). Otherwise it holds every tile of the task, row-major.
      */
-    const int m_part = g->m % mr != 0, n_part = g->n % nr != 0;
-    const ptrdiff_t task_cols = split_n ? per_max : tn, task_rows = split_n ? tm : per_max;
-    const ptrdiff_t cb_elems =
-        direct_ok ? FC_MAX((ptrdiff_t)1, (m_part ? task_cols : 0) + (n_part ? task_rows : 0)) *
-                        mr * nr
-                  : cb_rows * cb_cols;
+    sp->m_part = g->m % mr != 0;
+    const int n_part = g->n % nr != 0;
+    sp->task_cols = sp->split_n ? per_max : tn;
+    const ptrdiff_t task_rows = sp->split_n ? tm : per_max;
+    sp->cb_elems = sp->direct_ok ? FC_MAX((ptrdiff_t)1, (sp->m_part ? sp->task_cols : 0) +
+                                                            (n_part ? task_rows : 0)) * mr * nr
+                                 : cb_rows * sp->cb_cols;
     /* copy B' tiles when they are read in place and shared by several row panels */
-    const int pack_b = g->b_strided && (split_n ? tm : FC_CEILDIV(tsplit, ntask)) > 1 &&
-                       fc_route_override(FC_OVERRIDE_GEMM_PACKB, 1);
-    {
-        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)cb_elems);
-        REAL *bbuf = NULL;
-        ptrdiff_t *koff_c = NULL;
-        if (pack_b && cbuf) {
-            bbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(kcb * cb_cols));
-            koff_c = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)kcb);
-            if (!bbuf || !koff_c) {
-                fc_free(cbuf);
-                cbuf = NULL;
-            } else {
-                for (ptrdiff_t q = 0; q < kcb; ++q) koff_c[q] = q * nr;
+    sp->pack_b = g->b_strided && (sp->split_n ? tm : FC_CEILDIV(sp->tsplit, sp->ntask)) > 1 &&
+                 fc_route_override(FC_OVERRIDE_GEMM_PACKB, 1);
+}
+
+/* The C tile (pi, tj) of reduction block pc (kc long) with B' at bp / ko. */
+static void SFX(gemm_tile)(const GEMM *g, const SFX(gemm_split) *sp, ptrdiff_t pi,
+                           ptrdiff_t pi0, ptrdiff_t pi1, ptrdiff_t tj, ptrdiff_t tj0,
+                           ptrdiff_t pc, ptrdiff_t kc, const REAL *bp, const ptrdiff_t *ko,
+                           REAL *cbuf)
+{
+    const ptrdiff_t mr = g->mr, nr = g->nr, i0 = pi * mr, j0 = tj * nr;
+    const int full_m = i0 + mr <= g->m, full_n = j0 + nr <= g->n;
+    REAL *cp;
+    ptrdiff_t ldc;
+    int acc;
+    if (sp->direct_ok && full_n && full_m) {
+        cp = g->c + i0 * g->ldc + j0;
+        ldc = g->ldc;
+        acc = pc > 0 || g->accumulate;
+        /* The next panel's C tile is mr rows a whole C row apart (a weight
+         * gradient's 12.5 KB): no hardware prefetcher follows that, and the
+         * kernel would wait on memory at its end. */
+        if (pi + 1 < pi1 && pc == 0)
+            for (ptrdiff_t r = 0; r < mr; ++r) {
+                const char *row = (const char *)(cp + (mr + r) * ldc);
+                for (ptrdiff_t off = 0; off < nr * (ptrdiff_t)sizeof(REAL); off += 64)
+                    FC_PREFETCH_W(row + off);
             }
-        }
-        if (!cbuf) {
-#pragma omp atomic write
-            *failed = 1;
-        }
-        /* packing the small operands: a worksharing loop each, so the team is
-         * woken once per product (each extra region or barrier costs a time slice
-         * when the machine is oversubscribed) */
-        ptrdiff_t t;
-        if (g->apack_dst) {
-            const ptrdiff_t npan = FC_CEILDIV(g->m, mr);
-#pragma omp for schedule(static)
-            for (t = 0; t < npan; ++t) SFX(gemm_pack_panel)(g, t);
-        }
-        if (g->bt_dst) {
-            const ptrdiff_t nkb = FC_CEILDIV(g->kdim, 16);
-#pragma omp for schedule(static)
-            for (t = 0; t < nkb; ++t) SFX(gemm_transpose_block)(g, t);
-        }
-#pragma omp for schedule(static)
-        for (t = 0; t < ntask; ++t) {
-            if (!cbuf) continue;
-            /* tiles [lo, hi) of the split dimension, spread evenly */
-            const ptrdiff_t lo = t * tsplit / ntask, hi = (t + 1) * tsplit / ntask;
-            const ptrdiff_t pi0 = split_n ? 0 : lo, pi1 = split_n ? tm : hi;
-            const ptrdiff_t tj0 = split_n ? lo : 0, tj1 = split_n ? hi : tn;
-            for (ptrdiff_t pc = 0; pc < g->kdim; pc += kcb) {
-                const ptrdiff_t kc = FC_MIN(kcb, g->kdim - pc);
-                const ptrdiff_t tfull = FC_MIN(tj1, g->n / nr) - tj0;
-                if (bbuf) {
-                    /* B' rows far apart in memory (a weight's rows) cost a TLB walk
-                     * each and map onto few cache sets: copy this reduction block of
-                     * the task's full tiles, a whole row at a time, into tile-major
-                     * order, where each tile stays in L1 for every row panel. */
-                    for (ptrdiff_t q = 0; q < kc; ++q) {
-                        const REAL *src = g->b + tj0 * nr + g->koff[pc + q];
-                        for (ptrdiff_t u = 0; u < tfull; ++u)
-                            memcpy(bbuf + (u * kc + q) * nr, src + u * nr,
-                                   sizeof(REAL) * (size_t)nr);
-                    }
-                }
-                for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
-                    const ptrdiff_t j0 = tj * nr;
-                    const int full_n = j0 + nr <= g->n;
-                    const REAL *bp;
-                    const ptrdiff_t *ko;
-                    if (!full_n && g->btail) {
-                        bp = g->btail;
-                        ko = g->koff_t + pc;
-                    } else if (bbuf) {
-                        bp = bbuf + (tj - tj0) * kc * nr;
-                        ko = koff_c;
-                    } else {
-                        bp = g->b + j0;
-                        ko = g->koff + pc;
-                    }
-                    for (ptrdiff_t pi = pi0; pi < pi1; ++pi) {
-                        const ptrdiff_t i0 = pi * mr;
-                        const int full_m = i0 + mr <= g->m;
-                        const int direct = direct_ok && full_n && full_m;
-                        REAL *cp;
-                        ptrdiff_t ldc;
-                        int acc;
-                        if (direct) {
-                            cp = g->c + i0 * g->ldc + j0;
-                            ldc = g->ldc;
-                            acc = pc > 0 || g->accumulate;
-                            /* The next panel's C tile is mr rows a whole C row apart (a
-                             * weight gradient's 12.5 KB): no hardware prefetcher follows
-                             * that, and the kernel would wait on memory at its end. */
-                            if (pi + 1 < pi1 && pc == 0)
-                                for (ptrdiff_t r = 0; r < mr; ++r) {
-                                    const char *row = (const char *)(cp + (mr + r) * ldc);
-                                    for (ptrdiff_t off = 0; off < nr * (ptrdiff_t)sizeof(REAL);
-                                         off += 64)
-                                        FC_PREFETCH_W(row + off);
-                                }
-                        } else {
-                            cp = SFX(gemm_slot_ptr)(cbuf, direct_ok, m_part, task_cols, tm,
-                                                    cb_cols, mr, nr, pi, pi0, tj, tj0, &ldc);
-                            acc = pc > 0;
-                        }
-                        if (g->arow) {
-                            if (full_m)
-                                rkern(kc, g->arow + i0 * g->lda + pc, g->lda, bp, ko, cp, ldc,
-                                      acc);
-                            else
-                                rkern(kc, g->atail + pc, g->kdim, bp, ko, cp, ldc, acc);
-                        } else {
-                            kk->ukr[g->slot](kc, g->apack + pi * g->kdim * mr + pc * mr, bp,
-                                             ko, cp, ldc, acc);
-                        }
-                    }
-                }
-            }
-            /* the tiles that went through cbuf */
-            for (ptrdiff_t pi = pi0; pi < pi1; ++pi) {
-                const ptrdiff_t i0 = pi * mr, rows = FC_MIN(mr, g->m - i0);
-                for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
-                    const ptrdiff_t j0 = tj * nr, cols = FC_MIN(nr, g->n - j0);
-                    if (direct_ok && rows == mr && cols == nr) continue;
-                    ptrdiff_t ldp;
-                    const REAL *p = SFX(gemm_slot_ptr)(cbuf, direct_ok, m_part, task_cols, tm,
-                                                       cb_cols, mr, nr, pi, pi0, tj, tj0, &ldp);
-                    SFX(gemm_store)(g, p, ldp, i0, rows, j0, cols);
-                }
-            }
-        }
-        fc_free(cbuf);
-        fc_free(bbuf);
-        free(koff_c);
+    } else {
+        cp = SFX(gemm_slot_ptr)(cbuf, sp->direct_ok, sp->m_part, sp->task_cols, sp->tm,
+                                sp->cb_cols, mr, nr, pi, pi0, tj, tj0, &ldc);
+        acc = pc > 0;
     }
+    if (g->arow) {
+        if (full_m)
+            sp->rkern(kc, g->arow + i0 * g->lda + pc, g->lda, bp, ko, cp, ldc, acc);
+        else
+            sp->rkern(kc, g->atail + pc, g->kdim, bp, ko, cp, ldc, acc);
+    } else {
+        sp->kk->ukr[g->slot](kc, g->apack + pi * g->kdim * mr + pc * mr, bp, ko, cp, ldc, acc);
+    }
+}
+
+/* One task: tiles [lo, hi) of the split dimension, reduction blocks in order,
+ * then the tiles that went through cbuf stored into C. */
+static void SFX(gemm_task)(const GEMM *g, const SFX(gemm_split) *sp, ptrdiff_t t, REAL *cbuf,
+                           REAL *bbuf, const ptrdiff_t *koff_c)
+{
+    const ptrdiff_t mr = g->mr, nr = g->nr;
+    const ptrdiff_t lo = t * sp->tsplit / sp->ntask, hi = (t + 1) * sp->tsplit / sp->ntask;
+    const ptrdiff_t pi0 = sp->split_n ? 0 : lo, pi1 = sp->split_n ? sp->tm : hi;
+    const ptrdiff_t tj0 = sp->split_n ? lo : 0, tj1 = sp->split_n ? hi : sp->tn;
+    for (ptrdiff_t pc = 0; pc < g->kdim; pc += sp->kcb) {
+        const ptrdiff_t kc = FC_MIN(sp->kcb, g->kdim - pc);
+        const ptrdiff_t tfull = FC_MIN(tj1, g->n / nr) - tj0;
+        if (bbuf) {
+            /* B' rows far apart in memory (a weight's rows) cost a TLB walk
+             * each and map onto few cache sets: copy this reduction block of
+             * the task's full tiles, a whole row at a time, into tile-major
+             * order, where each tile stays in L1 for every row panel. */
+            for (ptrdiff_t q = 0; q < kc; ++q) {
+                const REAL *src = g->b + tj0 * nr + g->koff[pc + q];
+                for (ptrdiff_t u = 0; u < tfull; ++u)
+                    memcpy(bbuf + (u * kc + q) * nr, src + u * nr, sizeof(REAL) * (size_t)nr);
+            }
+        }
+        for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
+            const ptrdiff_t j0 = tj * nr;
+            const REAL *bp;
+            const ptrdiff_t *ko;
+            if (j0 + nr > g->n && g->btail) {
+                bp = g->btail;
+                ko = g->koff_t + pc;
+            } else if (bbuf) {
+                bp = bbuf + (tj - tj0) * kc * nr;
+                ko = koff_c;
+            } else {
+                bp = g->b + j0;
+                ko = g->koff + pc;
+            }
+            for (ptrdiff_t pi = pi0; pi < pi1; ++pi)
+                SFX(gemm_tile)(g, sp, pi, pi0, pi1, tj, tj0, pc, kc, bp, ko, cbuf);
+        }
+    }
+    for (ptrdiff_t pi = pi0; pi < pi1; ++pi) {
+        const ptrdiff_t i0 = pi * mr, rows = FC_MIN(mr, g->m - i0);
+        for (ptrdiff_t tj = tj0; tj < tj1; ++tj) {
+            const ptrdiff_t j0 = tj * nr, cols = FC_MIN(nr, g->n - j0);
+            if (sp->direct_ok && rows == mr && cols == nr) continue;
+            ptrdiff_t ldp;
+            const REAL *p = SFX(gemm_slot_ptr)(cbuf, sp->direct_ok, sp->m_part, sp->task_cols,
+                                               sp->tm, sp->cb_cols, mr, nr, pi, pi0, tj, tj0,
+                                               &ldp);
+            SFX(gemm_store)(g, p, ldp, i0, rows, j0, cols);
+        }
+    }
+}
+
+/*
+ * The product, run by every thread of the calling team (or by one thread
+ * outside a parallel region): worksharing loops pack the small operands, then
+ * share out the tasks (each owns its C tiles: nothing to merge). Sets *failed
+ * when scratch memory ran out.
+ */
+static void SFX(gemm_team)(const GEMM *g, int *failed)
+{
+    SFX(gemm_split) sp;
+    SFX(gemm_split_plan)(g, &sp);
+    REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)sp.cb_elems);
+    REAL *bbuf = NULL;
+    ptrdiff_t *koff_c = NULL;
+    if (sp.pack_b && cbuf) {
+        bbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(sp.kcb * sp.cb_cols));
+        koff_c = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)sp.kcb);
+        if (!bbuf || !koff_c) {
+            fc_free(cbuf);
+            cbuf = NULL;
+        } else {
+            for (ptrdiff_t q = 0; q < sp.kcb; ++q) koff_c[q] = q * g->nr;
+        }
+    }
+    if (!cbuf) {
+#pragma omp atomic write
+        *failed = 1;
+    }
+    /* packing the small operands: a worksharing loop each, so the team is
+     * woken once per product (each extra region or barrier costs a time slice
+     * when the machine is oversubscribed) */
+    ptrdiff_t t;
+    if (g->apack_dst) {
+        const ptrdiff_t npan = FC_CEILDIV(g->m, g->mr);
+#pragma omp for schedule(static)
+        for (t = 0; t < npan; ++t) SFX(gemm_pack_panel)(g, t);
+    }
+    if (g->b_trans_dst) {
+        const ptrdiff_t nkb = FC_CEILDIV(g->kdim, 16);
+#pragma omp for schedule(static)
+        for (t = 0; t < nkb; ++t) SFX(gemm_transpose_block)(g, t);
+    }
+#pragma omp for schedule(static)
+    for (t = 0; t < sp.ntask; ++t)
+        if (cbuf) SFX(gemm_task)(g, &sp, t, cbuf, bbuf, koff_c);
+    fc_free(cbuf);
+    fc_free(bbuf);
+    free(koff_c);
 }
 
 static int SFX(gemm_run)(const GEMM *g, int nt)
@@ -380,149 +408,7 @@ static int SFX(gemm_run)(const GEMM *g, int nt)
     return failed ? FC_ENOMEM : FC_OK;
 }
 
-/*
- * Plan a product with m, n, k >= 1 (arguments as fc_gemm): fills *gp and
- * allocates its offset tables (*koff_out) and scratch (*scratch_out), which the
- * caller frees with free / fc_free after running it.
- */
-static int SFX(gemm_plan)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-                          const REAL *a, ptrdiff_t lda, const REAL *b, ptrdiff_t ldb,
-                          const REAL *bias, int bias_mode, int accumulate, REAL *c,
-                          ptrdiff_t ldc, GEMM *gp, ptrdiff_t **koff_out, REAL **scratch_out)
-{
-    const KERN *kk = GETK();
-    GEMM g;
-    memset(&g, 0, sizeof g);
-    *koff_out = NULL;
-    *scratch_out = NULL;
-    if (bias_mode == FC_BIAS_NONE) bias = NULL;
-    g.c = c;
-    g.ldc = ldc;
-    g.accumulate = accumulate;
-    g.kdim = k;
-    /* operands of P = A' B' */
-    const REAL *arow = NULL, *apk_src = NULL, *bdir = NULL, *btr_src = NULL;
-    ptrdiff_t a_ld = 0, apk_ld = 0, bdir_ld = 0, btr_ld = 0;
-    ptrdiff_t apk_rs = 1;          /* packed source: A'[i, k] = apk_src[i * apk_rs + k * apk_ld] */
-    if (!transb) {                 /* P = C = op(A) B */
-        g.m = m; g.n = n; g.trans_out = 0;
-        if (!transa) { arow = a; a_ld = lda; }
-        else { apk_src = a; apk_ld = lda; }           /* A'[i, k] = a[k * lda + i] */
-        bdir = b; bdir_ld = ldb;
-        g.bias_rows = bias_mode == FC_BIAS_ROWS;
-    } else {                       /* P = C^T = B op(A)^T, with B = b rows (n x k) */
-        g.m = n; g.n = m; g.trans_out = 1;
-        arow = b; a_ld = ldb;
-        if (transa) { bdir = a; bdir_ld = lda; }      /* B'[k, i] = a[k * lda + i] */
-        else { btr_src = a; btr_ld = lda; }           /* B'[k, i] = a[i * lda + k] */
-        g.bias_rows = bias_mode == FC_BIAS_COLS;
-    }
-    g.bias = bias;
-    g.slot = SFX(gemm_slot)(kk, g.m, g.n);
-    const int forced = fc_route_override(FC_OVERRIDE_GEMM_SLOT, -1);
-    if (forced >= 0 && forced < FC_NUM_MR && kk->mr[forced] > 0) g.slot = forced;
-    g.mr = kk->mr[g.slot];
-    g.nr = kk->nr[g.slot];
-    /*
-     * The forward of a few samples (P = W x^T with a handful of columns): every
-     * slot pads the columns to its 48-128, doing up to 128x the useful
-     * multiply-adds. A kernel one vector wide pads to 8-16 instead; it reads W
-     * in place like the others and its FMA chain per element is the same.
-     */
-    if (transb && forced < 0) {
-        const NARROW nk = GETN();
-        if (g.n == 1 && nk.fn1) { /* one sample: lanes across rows of W */
-            g.narrow = nk.fn1;
-            g.mr = nk.mr1;
-            g.nr = 1;
-        } else if (g.n <= nk.nr) {
-            g.narrow = nk.fn;
-            g.mr = nk.mr;
-            g.nr = nk.nr;
-        }
-    }
-    /*
-     * A row-major A' that is the smaller operand and is reused by several column
-     * tiles is packed after all: its rows are often a power-of-two apart (a
-     * grad_out of 1024 features) and would then fight for the same L1 sets.
-     * The big operand (a weight) is never copied.
-     */
-    if (arow && g.n > g.nr && (double)g.m <= (double)g.n &&
-        fc_route_override(FC_OVERRIDE_GEMM_PACKA, 1)) {
-        apk_src = arow; apk_rs = a_ld; apk_ld = 1;
-        arow = NULL;
-    }
-    const ptrdiff_t mr = g.mr, nr = g.nr;
-    const ptrdiff_t npad = FC_ROUNDUP(g.n, nr), mpad = FC_ROUNDUP(g.m, mr);
-    const ptrdiff_t m_rem = g.m % mr, n_rem = g.n % nr;
-
-    /* one allocation for the offset tables, then the REAL scratch */
-    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * k));
-    size_t nscratch = 0;
-    if (arow && m_rem) nscratch += (size_t)(mr * k);            /* atail */
-    if (apk_src) nscratch += (size_t)(mpad * k);                 /* apack */
-    if (btr_src) nscratch += (size_t)(k * npad);                 /* transposed B' */
-    else if (n_rem) nscratch += (size_t)(k * nr);                /* btail */
-    REAL *scratch = nscratch ? (REAL *)fc_malloc(sizeof(REAL) * nscratch) : NULL;
-    if (!koff || (nscratch && !scratch)) {
-        free(koff);
-        fc_free(scratch);
-        return FC_ENOMEM;
-    }
-    REAL *sp = scratch;
-    ptrdiff_t *koff_t = koff + k;
-    if (arow) {
-        g.arow = arow;
-        g.lda = a_ld;
-        if (m_rem) {
-            REAL *at = sp;
-            sp += mr * k;
-            const ptrdiff_t i0 = g.m - m_rem;
-            for (ptrdiff_t r = 0; r < mr; ++r) {
-                if (r < m_rem) memcpy(at + r * k, arow + (i0 + r) * a_ld, sizeof(REAL) * (size_t)k);
-                else memset(at + r * k, 0, sizeof(REAL) * (size_t)k);
-            }
-            g.atail = at;
-        }
-    } else {
-        g.apack = g.apack_dst = sp;
-        sp += mpad * k;
-        g.apk_src = apk_src;
-        g.apk_rs = apk_rs;
-        g.apk_ld = apk_ld;
-    }
-    if (btr_src) {
-        REAL *bt = sp;
-        sp += k * npad;
-        g.bt_dst = bt;
-        g.btr_src = btr_src;
-        g.btr_ld = btr_ld;
-        g.npad = npad;
-        g.b = bt;
-        for (ptrdiff_t i = 0; i < k; ++i) koff[i] = i * npad;
-    } else {
-        g.b = bdir;
-        g.b_strided = 1;
-        for (ptrdiff_t i = 0; i < k; ++i) koff[i] = i * bdir_ld;
-        if (n_rem) { /* the last tile would read past the end of B's last row */
-            REAL *bt = sp;
-            sp += k * nr;
-            const ptrdiff_t j0 = g.n - n_rem;
-            for (ptrdiff_t i = 0; i < k; ++i) {
-                memcpy(bt + i * nr, bdir + i * bdir_ld + j0, sizeof(REAL) * (size_t)n_rem);
-                memset(bt + i * nr + n_rem, 0, sizeof(REAL) * (size_t)(nr - n_rem));
-                koff_t[i] = i * nr;
-            }
-            g.btail = bt;
-            g.koff_t = koff_t;
-        }
-    }
-    g.koff = koff;
-    *gp = g;
-    *koff_out = koff;
-    *scratch_out = scratch;
-    return FC_OK;
-}
+#include "fc_gemm_plan_impl.h" /* gemm_plan: the route and buffers of one product */
 
 int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                  const REAL *a, ptrdiff_t lda, const REAL *b, ptrdiff_t ldb, const REAL *bias,
@@ -548,93 +434,6 @@ int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
     if (rc == FC_OK) rc = SFX(gemm_run)(&g, nthreads);
     free(koff);
     fc_free(scratch);
-    return rc;
-}
-
-/* Columns [jb * 256, +256) of the column sums: each summed top to bottom. */
-static void SFX(colsum_block)(const REAL *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda,
-                              int accumulate, ptrdiff_t jb, REAL *out)
-{
-    const ptrdiff_t j0 = jb * 256, j1 = FC_MIN(n, j0 + 256);
-    REAL s[256];
-    for (ptrdiff_t j = j0; j < j1; ++j) s[j - j0] = 0;
-    for (ptrdiff_t i = 0; i < m; ++i) {
-        const REAL *r = a + i * lda;
-        for (ptrdiff_t j = j0; j < j1; ++j) s[j - j0] += r[j];
-    }
-    for (ptrdiff_t j = j0; j < j1; ++j) out[j] = accumulate ? out[j] + s[j - j0] : s[j - j0];
-}
-
-int SFX(fc_colsum)(const REAL *a, ptrdiff_t m, ptrdiff_t n, ptrdiff_t lda, int accumulate,
-                   int nthreads, REAL *out)
-{
-    const ptrdiff_t nb = FC_CEILDIV(n, 256);
-    nthreads = fc_threads_for(nthreads, (double)m * (double)n);
-    ptrdiff_t jb;
-    fc_team tm;
-    fc_team_begin(&tm, nthreads);
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && nb > 1)
-    {
-    fc_team_arrive(&tm);
-#pragma omp for schedule(static) nowait
-    for (jb = 0; jb < nb; ++jb) SFX(colsum_block)(a, m, n, lda, accumulate, jb, out);
-    fc_team_done(&tm);
-    }
-    fc_team_end(&tm);
-    return FC_OK;
-}
-
-int SFX(fc_linear_bwd)(const REAL *gy, const REAL *x, const REAL *w, ptrdiff_t n,
-                       ptrdiff_t in, ptrdiff_t out, int accumulate, int nthreads, REAL *gx,
-                       REAL *gw, REAL *gb)
-{
-    int rc = FC_OK;
-    if (n <= 0 || in <= 0 || out <= 0) { /* degenerate: the general entry points cope */
-        if (gx && (rc = SFX(fc_gemm)(0, 0, n, in, out, gy, out, w, in, NULL, FC_BIAS_NONE, 0,
-                                     nthreads, gx, in)) != FC_OK)
-            return rc;
-        if (gw && (rc = SFX(fc_gemm)(1, 0, out, in, n, gy, out, x, in, NULL, FC_BIAS_NONE,
-                                     accumulate, nthreads, gw, in)) != FC_OK)
-            return rc;
-        if (gb && n > 0) rc = SFX(fc_colsum)(gy, n, out, out, accumulate, nthreads, gb);
-        else if (gb && !accumulate) memset(gb, 0, sizeof(REAL) * (size_t)FC_MAX(out, 0));
-        return rc;
-    }
-    GEMM gd, gwp;
-    ptrdiff_t *kd = NULL, *kw = NULL;
-    REAL *sd = NULL, *sw = NULL;
-    if (gx) rc = SFX(gemm_plan)(0, 0, n, in, out, gy, out, w, in, NULL, FC_BIAS_NONE, 0, gx,
-                                in, &gd, &kd, &sd);
-    if (rc == FC_OK && gw)
-        rc = SFX(gemm_plan)(1, 0, out, in, n, gy, out, x, in, NULL, FC_BIAS_NONE, accumulate,
-                            gw, in, &gwp, &kw, &sw);
-    if (rc == FC_OK) {
-        const double work = (double)n * (double)in * (double)out * ((gx != NULL) + (gw != NULL));
-        nthreads = fc_threads_for(nthreads, work);
-        const ptrdiff_t nb = FC_CEILDIV(out, 256);
-        int failed = 0;
-        /* one team for both products and the bias sums */
-        fc_team tm;
-        fc_team_begin(&tm, nthreads);
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-        {
-            fc_team_arrive(&tm);
-            if (gx) SFX(gemm_team)(&gd, &failed);
-            if (gw) SFX(gemm_team)(&gwp, &failed);
-            if (gb) {
-                ptrdiff_t jb;
-#pragma omp for schedule(static) nowait
-                for (jb = 0; jb < nb; ++jb) SFX(colsum_block)(gy, n, out, out, accumulate, jb, gb);
-            }
-            fc_team_done(&tm);
-        }
-        fc_team_end(&tm);
-        if (failed) rc = FC_ENOMEM;
-    }
-    free(kd);
-    free(kw);
-    fc_free(sd);
-    fc_free(sw);
     return rc;
 }
 

@@ -102,15 +102,114 @@ static inline void fc_team_done(fc_team *tm)
 #endif
 
 /*
- * Auxiliary loops (pool taps, ReLU) whose results are exact on any ISA (selects,
- * additions in a fixed order per element) get AVX-512 / AVX2 clones chosen by
- * the loader (GCC target_clones, an ifunc); the baseline x86-64 build alone
- * would vectorise them with 16-byte SSE2 only.
+ * One SIMD dispatch for every vector path. fc_simd_dispatch() returns the level
+ * in use (fc_runtime.c); the code that runs at a level calls fc_simd_ran(level)
+ * (the wrappers below, the table getters, the optimiser and pooling branches),
+ * so tests see which variant really ran, not only which was asked for. Micro-kernels come in tables per
+ * level (fc_get_kernels_*); a loop written once in C is compiled per level with
+ *
+ *     FC_SIMD_PROC(name, (params), (args))
+ *     {
+ *         body
+ *     }
+ *
+ * which defines name_body (always inlined) and the wrappers name_avx512,
+ * name_avx2 (the body compiled for those instruction sets: the compiler
+ * vectorises it wider) and name_generic (baseline x86-64 / any CPU), and
+ * name(params), which calls the one of the current level. The loops given
+ * this treatment are exact on any ISA (selects, additions in a fixed order per
+ * element; the build never contracts a*b+c), so every level gives the same
+ * bits; FC_SIMD_CALL is the dispatch alone, for a path whose generic variant
+ * is separate code (the Winograd input transform).
  */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define FC_CAT_(a, b) a##b
+#define FC_CAT(a, b) FC_CAT_(a, b)
+#if defined(__GNUC__) || defined(__clang__)
+#define FC_ALWAYS_INLINE static inline __attribute__((always_inline))
 #else
-#define FC_CLONES
+#define FC_ALWAYS_INLINE static inline
+#endif
+
+/* Read inline on every dispatch (a call per row of a pooling tap would cost
+ * a few per cent): the level and the record of fc_runtime.c. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FC_HIDDEN __attribute__((visibility("hidden"))) /* no GOT load per dispatch */
+#else
+#define FC_HIDDEN
+#endif
+extern FC_HIDDEN int fc_g_simd_level; /* -1 until chosen */
+extern FC_HIDDEN int fc_g_simd_used;
+void fc_simd_note(int level);
+#if defined(__GNUC__) || defined(__clang__)
+#define FC_LOAD_RELAXED(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#else
+#define FC_LOAD_RELAXED(p) (*(volatile int *)(p))
+#endif
+/* the level to run at (fc_simd_level) */
+static inline int fc_simd_dispatch(void)
+{
+    const int lv = FC_LOAD_RELAXED(&fc_g_simd_level);
+    return lv >= 0 ? lv : fc_simd_level();
+}
+/* A vector path of that level is running: noted for tests (set once per level).
+ * Inline, with no call: a call would give every small variant a stack frame,
+ * a measurable cost for loops run once per row. */
+static inline void fc_simd_ran(int level)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    if (__builtin_expect(!(FC_LOAD_RELAXED(&fc_g_simd_used) & (1 << level)), 0))
+        __atomic_fetch_or(&fc_g_simd_used, 1 << level, __ATOMIC_RELAXED);
+#else
+    if (!(fc_g_simd_used & (1 << level))) fc_simd_note(level);
+#endif
+}
+
+#if FC_X86_SIMD
+#define FC_TGT_AVX2 __attribute__((target("avx2")))
+#define FC_TGT_AVX512 __attribute__((target("avx512f,avx2")))
+#define FC_SIMD_CALL(NAME, ARGS)                                                      \
+    do {                                                                              \
+        switch (fc_simd_dispatch()) {                                                 \
+        case FC_SIMD_AVX512: FC_CAT(NAME, _avx512) ARGS; break;                       \
+        case FC_SIMD_AVX2: FC_CAT(NAME, _avx2) ARGS; break;                           \
+        default: FC_CAT(NAME, _generic) ARGS; break;                                  \
+        }                                                                             \
+    } while (0)
+#define FC_SIMD_PROC(NAME, PARAMS, ARGS)                                              \
+    FC_ALWAYS_INLINE void FC_CAT(NAME, _body) PARAMS;                                 \
+    FC_TGT_AVX512 static void FC_CAT(NAME, _avx512) PARAMS                            \
+    {                                                                                 \
+        fc_simd_ran(FC_SIMD_AVX512);                                                  \
+        FC_CAT(NAME, _body) ARGS;                                                     \
+    }                                                                                 \
+    FC_TGT_AVX2 static void FC_CAT(NAME, _avx2) PARAMS                                \
+    {                                                                                 \
+        fc_simd_ran(FC_SIMD_AVX2);                                                    \
+        FC_CAT(NAME, _body) ARGS;                                                     \
+    }                                                                                 \
+    static void FC_CAT(NAME, _generic) PARAMS                                         \
+    {                                                                                 \
+        fc_simd_ran(FC_SIMD_GENERIC);                                                 \
+        FC_CAT(NAME, _body) ARGS;                                                     \
+    }                                                                                 \
+    static inline void NAME PARAMS { FC_SIMD_CALL(NAME, ARGS); }                      \
+    FC_ALWAYS_INLINE void FC_CAT(NAME, _body) PARAMS
+#else
+#define FC_TGT_AVX2
+#define FC_TGT_AVX512
+#define FC_SIMD_CALL(NAME, ARGS)                                                      \
+    do {                                                                              \
+        FC_CAT(NAME, _generic) ARGS;                                                  \
+    } while (0)
+#define FC_SIMD_PROC(NAME, PARAMS, ARGS)                                              \
+    FC_ALWAYS_INLINE void FC_CAT(NAME, _body) PARAMS;                                 \
+    static void FC_CAT(NAME, _generic) PARAMS                                         \
+    {                                                                                 \
+        fc_simd_ran(FC_SIMD_GENERIC);                                                 \
+        FC_CAT(NAME, _body) ARGS;                                                     \
+    }                                                                                 \
+    static void NAME PARAMS { FC_SIMD_CALL(NAME, ARGS); }                             \
+    FC_ALWAYS_INLINE void FC_CAT(NAME, _body) PARAMS
 #endif
 
 #define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -132,6 +231,13 @@ static inline size_t fc_size_mul(ptrdiff_t a, ptrdiff_t b, int *bad)
         return 0;
     }
     return (size_t)r;
+}
+
+/* Multiply-adds of a direct convolution pass (all three have the same count):
+ * the work fc_threads_for weighs against the cost of waking a team. */
+static inline double fc_conv_work(const fc_conv_geom *g)
+{
+    return (double)g->n * g->k * g->ho * g->wo * (g->c / g->groups) * g->kh * g->kw;
 }
 
 /*
@@ -205,5 +311,6 @@ fc_narrow_rows_f64 fc_get_narrow_rows_f64(void);
 /* 64-byte aligned scratch; free with fc_free. NULL on failure or n == 0. */
 void *fc_malloc(size_t nbytes);
 void fc_free(void *p);
+void fc_scratch_atfork_child(void);
 
 #endif /* FC_INTERNAL_H */

@@ -102,8 +102,10 @@ static ptrdiff_t max2x2_simd_f32(const float *r0, ptrdiff_t w, ptrdiff_t wo, int
                                  float *y, int64_t *idx)
 {
 #if FC_X86_SIMD
-    if (fc_simd_level() >= FC_SIMD_AVX512 && __builtin_cpu_supports("avx512bw") && w < (1 << 30))
+    if (fc_simd_dispatch() >= FC_SIMD_AVX512 && w < (1 << 30)) {
+        fc_simd_ran(FC_SIMD_AVX512);
         return max2x2_avx512_f32(r0, w, wo, base, y, idx);
+    }
 #endif
     (void)r0; (void)w; (void)wo; (void)base; (void)y; (void)idx;
     return 0;
@@ -113,8 +115,10 @@ static ptrdiff_t max2x2_simd_f64(const double *r0, ptrdiff_t w, ptrdiff_t wo, in
                                  double *y, int64_t *idx)
 {
 #if FC_X86_SIMD
-    if (fc_simd_level() >= FC_SIMD_AVX512)
+    if (fc_simd_dispatch() >= FC_SIMD_AVX512) {
+        fc_simd_ran(FC_SIMD_AVX512);
         return max2x2_avx512_f64(r0, w, wo, base, y, idx);
+    }
 #endif
     (void)r0; (void)w; (void)wo; (void)base; (void)y; (void)idx;
     return 0;
@@ -125,7 +129,7 @@ static ptrdiff_t max2x2_simd_f64(const double *r0, ptrdiff_t w, ptrdiff_t wo, in
 static int max2x2_fast_f32(void)
 {
 #if FC_X86_SIMD
-    return fc_simd_level() >= FC_SIMD_AVX512 && __builtin_cpu_supports("avx512bw");
+    return fc_simd_level() >= FC_SIMD_AVX512; /* the level implies avx512bw */
 #else
     return 0;
 #endif
@@ -140,18 +144,5 @@ static int max2x2_fast_f64(void)
 #endif
 }
 
-#define REAL float
-#define UINT uint32_t
-#define SFX(name) name##_f32
-#include "fc_pool_impl.h"
-#undef REAL
-#undef UINT
-#undef SFX
-
-#define REAL double
-#define UINT uint64_t
-#define SFX(name) name##_f64
-#include "fc_pool_impl.h"
-#undef REAL
-#undef UINT
-#undef SFX
+#define FC_TEMPLATE "fc_pool_impl.h"
+#include "fc_instantiate.h"

@@ -1,6 +1,6 @@
 /*
- * fc_pool_impl.h - max and average pooling, written once for both dtypes.
- * Included by fc_pool.c with REAL and SFX(name) set.
+ * fc_pool_impl.h - max and average pooling. A template (see fc_instantiate.h),
+ * instantiated by fc_pool.c.
  *
  * Each (n, c) plane is one task; a plane's gradient is accumulated serially in
  * a fixed order, so results do not depend on the thread count.
@@ -99,9 +99,10 @@ static double SFX(pool_work)(const fc_pool_geom *g)
  * Selects on bit patterns with all-ones masks: GCC will not if-convert a
  * NaN-aware float select, but vectorises and/or.
  */
-FC_CLONES static void SFX(max_tap)(const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t rows,
-                                   ptrdiff_t n, uint32_t tap, REAL *FC_RESTRICT best,
-                                   uint32_t *FC_RESTRICT tid, ptrdiff_t rs)
+FC_SIMD_PROC(SFX(max_tap), (const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t rows,
+                            ptrdiff_t n, uint32_t tap, REAL *FC_RESTRICT best,
+                            uint32_t *FC_RESTRICT tid, ptrdiff_t rs),
+             (src, src_rs, rows, n, tap, best, tid, rs))
 {
     if (src_rs == n && rs == n) { /* contiguous rows: one long run vectorises better */
         n *= rows;
@@ -193,8 +194,9 @@ static SFX(max_scratch) SFX(max_plane_setup)(const fc_pool_geom *g, char *mem)
 }
 
 /* the columns of one row split by parity: the common stride 2, vectorised */
-FC_CLONES static void SFX(split2)(const REAL *FC_RESTRICT src, ptrdiff_t w, REAL *FC_RESTRICT even,
-                                  REAL *FC_RESTRICT odd)
+FC_SIMD_PROC(SFX(split2), (const REAL *FC_RESTRICT src, ptrdiff_t w, REAL *FC_RESTRICT even,
+                           REAL *FC_RESTRICT odd),
+             (src, w, even, odd))
 {
     for (ptrdiff_t k = 0; k < w / 2; ++k) {
         even[k] = src[2 * k];
@@ -204,9 +206,10 @@ FC_CLONES static void SFX(split2)(const REAL *FC_RESTRICT src, ptrdiff_t w, REAL
 }
 
 /* idx = base + tapoff[tid] (int64 input indices from the 32-bit tap numbers) */
-FC_CLONES static void SFX(tap_index)(const int64_t *FC_RESTRICT base, const int64_t *FC_RESTRICT tapoff,
-                                     const uint32_t *FC_RESTRICT tid, ptrdiff_t n,
-                                     int64_t *FC_RESTRICT idx)
+FC_SIMD_PROC(SFX(tap_index), (const int64_t *FC_RESTRICT base, const int64_t *FC_RESTRICT tapoff,
+                              const uint32_t *FC_RESTRICT tid, ptrdiff_t n,
+                              int64_t *FC_RESTRICT idx),
+             (base, tapoff, tid, n, idx))
 {
     for (ptrdiff_t o = 0; o < n; ++o) idx[o] = base[o] + tapoff[tid[o]];
 }
@@ -236,8 +239,9 @@ static void SFX(split_phases)(const REAL *xp, const fc_pool_geom *g, REAL *ph)
 }
 
 /* one row from its even and odd columns (the inverse of split2), vectorised */
-FC_CLONES static void SFX(merge2)(const REAL *FC_RESTRICT even, const REAL *FC_RESTRICT odd,
-                                  ptrdiff_t w, REAL *FC_RESTRICT dst)
+FC_SIMD_PROC(SFX(merge2), (const REAL *FC_RESTRICT even, const REAL *FC_RESTRICT odd, ptrdiff_t w,
+                           REAL *FC_RESTRICT dst),
+             (even, odd, w, dst))
 {
     for (ptrdiff_t k = 0; k < w / 2; ++k) {
         dst[2 * k] = even[k];
@@ -399,17 +403,18 @@ int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom
 }
 
 /* acc[r, o] += src[r * src_rs + o * sw]: one tap of an average window over a block */
-FC_CLONES static void SFX(add_tap)(const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t sw,
-                                   ptrdiff_t rows, ptrdiff_t n, REAL *FC_RESTRICT acc,
-                                   ptrdiff_t rs)
+FC_SIMD_PROC(SFX(add_tap), (const REAL *FC_RESTRICT src, ptrdiff_t src_rs, ptrdiff_t sw,
+                            ptrdiff_t rows, ptrdiff_t n, REAL *FC_RESTRICT acc, ptrdiff_t rs),
+             (src, src_rs, sw, rows, n, acc, rs))
 {
     for (ptrdiff_t r = 0; r < rows; ++r)
         for (ptrdiff_t o = 0; o < n; ++o) acc[r * rs + o] += src[r * src_rs + o * sw];
 }
 
 /* dst[r * rs + o] += v[r * vs + o]: one tap of an average window's backward */
-FC_CLONES static void SFX(add_rows)(const REAL *FC_RESTRICT v, ptrdiff_t vs, ptrdiff_t rows,
-                                    ptrdiff_t n, REAL *FC_RESTRICT dst, ptrdiff_t rs)
+FC_SIMD_PROC(SFX(add_rows), (const REAL *FC_RESTRICT v, ptrdiff_t vs, ptrdiff_t rows, ptrdiff_t n,
+                             REAL *FC_RESTRICT dst, ptrdiff_t rs),
+             (v, vs, rows, n, dst, rs))
 {
     for (ptrdiff_t r = 0; r < rows; ++r)
         for (ptrdiff_t o = 0; o < n; ++o) dst[r * rs + o] += v[r * vs + o];

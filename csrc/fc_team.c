@@ -254,10 +254,6 @@ int fc_threads(int requested)
     return n;
 }
 
-/* About 20 us of single-thread work: below it, a team's wake-up and barrier
- * cost more than they save (and far more on an oversubscribed machine). */
-#define FC_MIN_PARALLEL_WORK 2e5
-
 int fc_threads_for(int requested, double work)
 {
     if (work < FC_MIN_PARALLEL_WORK) {

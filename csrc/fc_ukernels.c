@@ -1,10 +1,9 @@
 /*
- * fc_ukernels.c - register-blocked micro-kernels and their run-time dispatch.
+ * fc_ukernels.c - register-blocked micro-kernels, their tables per SIMD level.
  *
  * The build never uses -march=native: every SIMD kernel carries its own target
- * attribute, and fc_simd_supported() asks the CPU (cpuid + OS state, through
- * __builtin_cpu_supports) which ones may run. FASTCONV_SIMD=generic|avx2|avx512
- * in the environment lowers the level (tests use it to exercise every path).
+ * attribute, and the tables below are chosen by the one SIMD level
+ * (fc_simd_dispatch, fc_runtime.c).
  *
  * One kernel family per (level, dtype): MR rows x NV vectors, sized so that the
  * MR*NV accumulators plus the NV B-vectors and one broadcast fit the register
@@ -15,10 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L
-#endif
-#include <time.h>
 
 #include "fc_internal.h"
 
@@ -388,82 +383,29 @@ static const fc_kernels_f64 K_AVX512_F64 = {
     4, 6, 8, dot_avx512_f64, dot5_avx512_f64};
 #endif
 
-/* ---- dispatch ------------------------------------------------------------- */
-static int g_level = -1; /* -1: not chosen yet */
-
-int fc_simd_supported(void)
-{
-#if FC_X86_SIMD
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("fma"))
-        return FC_SIMD_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return FC_SIMD_AVX2;
-#endif
-    return FC_SIMD_GENERIC;
-}
-
-static int level_from_env(int best)
-{
-    const char *s = getenv("FASTCONV_SIMD");
-    if (!s || !*s) return best;
-    int want = best;
-    if (!strcmp(s, "generic")) want = FC_SIMD_GENERIC;
-    else if (!strcmp(s, "avx2")) want = FC_SIMD_AVX2;
-    else if (!strcmp(s, "avx512")) want = FC_SIMD_AVX512;
-    return want < best ? want : best;
-}
-
-int fc_simd_level(void)
-{
-    int lv = g_level;
-    if (lv < 0) {
-        /* Racing first calls compute the same value, so a plain store is fine. */
-        lv = level_from_env(fc_simd_supported());
-        g_level = lv;
-    }
-    return lv;
-}
-
-int fc_set_simd_level(int level)
-{
-    int best = fc_simd_supported();
-    if (level < FC_SIMD_GENERIC) level = FC_SIMD_GENERIC;
-    g_level = level > best ? best : level;
-    return g_level;
-}
-
-const char *fc_simd_name(int level)
-{
-    switch (level) {
-    case FC_SIMD_AVX512: return "avx512";
-    case FC_SIMD_AVX2: return "avx2";
-    default: return "generic";
-    }
-}
-
 const fc_kernels_f32 *fc_get_kernels_f32(void)
 {
 #if FC_X86_SIMD
-    switch (fc_simd_level()) {
-    case FC_SIMD_AVX512: return &K_AVX512_F32;
-    case FC_SIMD_AVX2: return &K_AVX2_F32;
+    switch (fc_simd_dispatch()) {
+    case FC_SIMD_AVX512: fc_simd_ran(FC_SIMD_AVX512); return &K_AVX512_F32;
+    case FC_SIMD_AVX2: fc_simd_ran(FC_SIMD_AVX2); return &K_AVX2_F32;
     default: break;
     }
 #endif
+    fc_simd_ran(FC_SIMD_GENERIC);
     return &K_GEN_F32;
 }
 
 const fc_kernels_f64 *fc_get_kernels_f64(void)
 {
 #if FC_X86_SIMD
-    switch (fc_simd_level()) {
-    case FC_SIMD_AVX512: return &K_AVX512_F64;
-    case FC_SIMD_AVX2: return &K_AVX2_F64;
+    switch (fc_simd_dispatch()) {
+    case FC_SIMD_AVX512: fc_simd_ran(FC_SIMD_AVX512); return &K_AVX512_F64;
+    case FC_SIMD_AVX2: fc_simd_ran(FC_SIMD_AVX2); return &K_AVX2_F64;
     default: break;
     }
 #endif
+    fc_simd_ran(FC_SIMD_GENERIC);
     return &K_GEN_F64;
 }
 
@@ -488,245 +430,27 @@ static const fc_ukr_rows_f64 R_AVX512_F64[FC_NUM_MR] = {
 const fc_ukr_rows_f32 *fc_get_row_kernels_f32(void)
 {
 #if FC_X86_SIMD
-    switch (fc_simd_level()) {
-    case FC_SIMD_AVX512: return R_AVX512_F32;
-    case FC_SIMD_AVX2: return R_AVX2_F32;
+    switch (fc_simd_dispatch()) {
+    case FC_SIMD_AVX512: fc_simd_ran(FC_SIMD_AVX512); return R_AVX512_F32;
+    case FC_SIMD_AVX2: fc_simd_ran(FC_SIMD_AVX2); return R_AVX2_F32;
     default: break;
     }
 #endif
+    fc_simd_ran(FC_SIMD_GENERIC);
     return R_GEN_F32;
 }
 
 const fc_ukr_rows_f64 *fc_get_row_kernels_f64(void)
 {
 #if FC_X86_SIMD
-    switch (fc_simd_level()) {
-    case FC_SIMD_AVX512: return R_AVX512_F64;
-    case FC_SIMD_AVX2: return R_AVX2_F64;
+    switch (fc_simd_dispatch()) {
+    case FC_SIMD_AVX512: fc_simd_ran(FC_SIMD_AVX512); return R_AVX512_F64;
+    case FC_SIMD_AVX2: fc_simd_ran(FC_SIMD_AVX2); return R_AVX2_F64;
     default: break;
     }
 #endif
+    fc_simd_ran(FC_SIMD_GENERIC);
     return R_GEN_F64;
-}
-
-/* ---- threads, build facts, scratch ---------------------------------------- */
-static volatile int g_forked_child = 0;
-
-#if !defined(_WIN32)
-#include <pthread.h>
-#if !defined(FC_NO_POOL)
-static pthread_mutex_t g_pool_lock;
-#endif
-static void on_fork_child(void)
-{
-    if (fc_team_was_used()) g_forked_child = 1;
-    fc_team_atfork_child();
-#if !defined(FC_NO_POOL)
-    /* another thread may have held the pool lock at fork(); it does not exist here */
-    pthread_mutex_init(&g_pool_lock, NULL);
-#endif
-}
-#endif
-
-void fc_init(void)
-{
-#if !defined(_WIN32)
-    static int done = 0;
-    if (!done) {
-        done = 1;
-        pthread_atfork(NULL, NULL, on_fork_child);
-    }
-#endif
-}
-
-int fc_forked_child(void) { return g_forked_child; }
-
-int fc_openmp_enabled(void) { return FC_HAVE_OPENMP; }
-
-const char *fc_compiler(void)
-{
-#ifdef FC_COMPILER
-    return FC_COMPILER;
-#else
-    return "unknown";
-#endif
-}
-
-/*
- * Scratch memory. Kernels need large temporary buffers (padded copies, partial
- * sums) on every call; fresh large blocks come from mmap, and the kernel's page
- * zeroing then costs 10-15% of a call on big layers. Blocks of 64 KiB and more
- * therefore go back to a small pool instead of the OS and are reused by later
- * calls (best fit, at most 4x larger than asked). The pool keeps at most
- * FC_POOL_SLOTS blocks and FC_POOL_MAX_BYTES in all; anything else is freed.
- * A 64-byte header before each block records its size.
- */
-#define FC_POOL_SLOTS 16
-#define FC_POOL_MIN ((size_t)64 << 10)
-#define FC_POOL_MAX_BYTES ((size_t)1 << 30)
-
-#if !defined(_WIN32) && !defined(FC_NO_POOL) /* sanitizer builds: every block is fresh */
-#include <pthread.h>
-static pthread_mutex_t g_pool_lock = PTHREAD_MUTEX_INITIALIZER;
-#define POOL_LOCK() pthread_mutex_lock(&g_pool_lock)
-#define POOL_UNLOCK() pthread_mutex_unlock(&g_pool_lock)
-#define FC_HAVE_POOL 1
-#else
-#define FC_HAVE_POOL 0 /* Windows: plain allocation */
-#endif
-
-static void *g_pool_ptr[FC_POOL_SLOTS];
-static size_t g_pool_size[FC_POOL_SLOTS];
-static size_t g_pool_bytes;
-
-static void *raw_alloc(size_t sz)
-{
-#if defined(_MSC_VER)
-    return _aligned_malloc(sz, 64);
-#else
-    void *p = NULL;
-    if (posix_memalign(&p, 64, sz) != 0) return NULL;
-    return p;
-#endif
-}
-
-static void raw_free(void *p)
-{
-#if defined(_MSC_VER)
-    _aligned_free(p);
-#else
-    free(p);
-#endif
-}
-
-void *fc_malloc(size_t nbytes)
-{
-    if (nbytes == 0) return NULL;
-    size_t sz = ((nbytes + 63) & ~(size_t)63) + 64;
-    char *base = NULL;
-#if FC_HAVE_POOL
-    if (sz >= FC_POOL_MIN) {
-        POOL_LOCK();
-        int best = -1;
-        for (int i = 0; i < FC_POOL_SLOTS; ++i)
-            if (g_pool_ptr[i] && g_pool_size[i] >= sz && g_pool_size[i] / 4 <= sz &&
-                (best < 0 || g_pool_size[i] < g_pool_size[best]))
-                best = i;
-        if (best >= 0) {
-            base = (char *)g_pool_ptr[best];
-            sz = g_pool_size[best];
-            g_pool_ptr[best] = NULL;
-            g_pool_bytes -= sz;
-        }
-        POOL_UNLOCK();
-    }
-#endif
-    if (!base) base = (char *)raw_alloc(sz);
-    if (!base) return NULL;
-    *(size_t *)base = sz;
-    return base + 64;
-}
-
-void fc_free(void *p)
-{
-    if (!p) return;
-    char *base = (char *)p - 64;
-    size_t sz = *(size_t *)base;
-#if FC_HAVE_POOL
-    if (sz >= FC_POOL_MIN) {
-        POOL_LOCK();
-        int slot = -1;
-        for (int i = 0; i < FC_POOL_SLOTS && slot < 0; ++i)
-            if (!g_pool_ptr[i]) slot = i;
-        if (slot < 0) { /* full: replace the smallest block if this one is larger */
-            int small = 0;
-            for (int i = 1; i < FC_POOL_SLOTS; ++i)
-                if (g_pool_size[i] < g_pool_size[small]) small = i;
-            if (g_pool_size[small] < sz) {
-                raw_free(g_pool_ptr[small]);
-                g_pool_bytes -= g_pool_size[small];
-                g_pool_ptr[small] = NULL;
-                slot = small;
-            }
-        }
-        if (slot >= 0 && g_pool_bytes + sz <= FC_POOL_MAX_BYTES) {
-            g_pool_ptr[slot] = base;
-            g_pool_size[slot] = sz;
-            g_pool_bytes += sz;
-            base = NULL;
-        }
-        POOL_UNLOCK();
-        if (!base) return;
-    }
-#endif
-    raw_free(base);
-}
-
-/* Give every pooled block back to the system (fastconv.release_memory()). */
-void fc_release_pool(void)
-{
-#if FC_HAVE_POOL
-    POOL_LOCK();
-    for (int i = 0; i < FC_POOL_SLOTS; ++i) {
-        raw_free(g_pool_ptr[i]);
-        g_pool_ptr[i] = NULL;
-        g_pool_size[i] = 0;
-    }
-    g_pool_bytes = 0;
-    POOL_UNLOCK();
-#endif
-}
-
-size_t fc_pool_bytes(void) { return g_pool_bytes; }
-
-/* ---- peak probe ------------------------------------------------------------ */
-/* This thread's CPU time where the platform has it: a shared, noisy machine
- * then cannot make the core look slower than it is. */
-static double now_seconds(void)
-{
-    struct timespec ts;
-#if defined(CLOCK_THREAD_CPUTIME_ID)
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
-        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-#endif
-    timespec_get(&ts, TIME_UTC);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/*
- * Peak is measured with the micro-kernel itself on L1-resident operands: the
- * best this code can do per core, which is the honest denominator for
- * "fraction of peak" in the benchmarks.
- */
-double fc_fma_peak_gflops(double seconds)
-{
-    const fc_kernels_f32 *kk = fc_get_kernels_f32();
-    int slot = 0;
-    for (int i = 0; i < FC_NUM_MR; ++i)
-        if (kk->mr[i] * kk->nr[i] > kk->mr[slot] * kk->nr[slot]) slot = i;
-    const int mr = kk->mr[slot], nr = kk->nr[slot];
-    const ptrdiff_t kc = 256;
-    float *a = (float *)fc_malloc(sizeof(float) * (size_t)(kc * mr));
-    float *b = (float *)fc_malloc(sizeof(float) * (size_t)nr * 2);
-    float *c = (float *)fc_malloc(sizeof(float) * (size_t)(mr * nr));
-    ptrdiff_t *koff = (ptrdiff_t *)fc_malloc(sizeof(ptrdiff_t) * (size_t)kc);
-    if (!a || !b || !c || !koff) {
-        fc_free(a); fc_free(b); fc_free(c); fc_free(koff);
-        return 0.0;
-    }
-    for (ptrdiff_t i = 0; i < kc * mr; ++i) a[i] = 1e-3f;
-    for (ptrdiff_t i = 0; i < 2 * nr; ++i) b[i] = 1e-3f;
-    for (ptrdiff_t k = 0; k < kc; ++k) koff[k] = (k & 1) ? nr : 0;
-    long reps = 0;
-    double t0 = now_seconds(), t = t0;
-    while (t - t0 < seconds) {
-        for (int i = 0; i < 200; ++i) kk->ukr[slot](kc, a, b, koff, c, nr, 0);
-        reps += 200;
-        t = now_seconds();
-    }
-    double flops = 2.0 * (double)reps * (double)(kc * mr * nr);
-    fc_free(a); fc_free(b); fc_free(c); fc_free(koff);
-    return flops / (t - t0) * 1e-9;
 }
 
 /*
@@ -739,14 +463,17 @@ fc_narrow_rows_f32 fc_get_narrow_rows_f32(void)
 {
     fc_narrow_rows_f32 nk = {4, 4, nkr_gen_f32, 0, NULL};
 #if FC_X86_SIMD
-    switch (fc_simd_level()) {
+    switch (fc_simd_dispatch()) {
     case FC_SIMD_AVX512:
+        fc_simd_ran(FC_SIMD_AVX512);
         nk.mr = 8; nk.nr = 16; nk.fn = nkr_avx512_f32;
         nk.mr1 = 16; nk.fn1 = tkr_avx512_f32;
         break;
-    case FC_SIMD_AVX2: nk.mr = 8; nk.nr = 8; nk.fn = nkr_avx2_f32; break;
-    default: break;
+    case FC_SIMD_AVX2: fc_simd_ran(FC_SIMD_AVX2); nk.mr = 8; nk.nr = 8; nk.fn = nkr_avx2_f32; break;
+    default: fc_simd_ran(FC_SIMD_GENERIC); break;
     }
+#else
+    fc_simd_ran(FC_SIMD_GENERIC);
 #endif
     return nk;
 }
@@ -755,11 +482,13 @@ fc_narrow_rows_f64 fc_get_narrow_rows_f64(void)
 {
     fc_narrow_rows_f64 nk = {4, 4, nkr_gen_f64, 0, NULL};
 #if FC_X86_SIMD
-    switch (fc_simd_level()) {
-    case FC_SIMD_AVX512: nk.mr = 8; nk.nr = 8; nk.fn = nkr_avx512_f64; break;
-    case FC_SIMD_AVX2: nk.mr = 8; nk.nr = 4; nk.fn = nkr_avx2_f64; break;
-    default: break;
+    switch (fc_simd_dispatch()) {
+    case FC_SIMD_AVX512: fc_simd_ran(FC_SIMD_AVX512); nk.mr = 8; nk.nr = 8; nk.fn = nkr_avx512_f64; break;
+    case FC_SIMD_AVX2: fc_simd_ran(FC_SIMD_AVX2); nk.mr = 8; nk.nr = 4; nk.fn = nkr_avx2_f64; break;
+    default: fc_simd_ran(FC_SIMD_GENERIC); break;
     }
+#else
+    fc_simd_ran(FC_SIMD_GENERIC);
 #endif
     return nk;
 }

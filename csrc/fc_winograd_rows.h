@@ -1,7 +1,7 @@
 /*
  * fc_winograd_rows.h - the Winograd F(2x2, 5x5) input and output transforms of
  * one tile row, vectorised across the tiles of the row (RL lanes). Included by
- * fc_winograd.c with RL and RSFX(name) set.
+ * fc_winograd.c with RL and name set.
  */
 /*
  * Input transform of one channel for up to RL tiles side by side in one tile
@@ -21,11 +21,13 @@
  * after each point and writes tiles left to right, and grad-weight sums over
  * those spare columns.
  */
-FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
-                                        const float *FC_RESTRICT src2, ptrdiff_t ld, int nq,
-                                        float *FC_RESTRICT dst, ptrdiff_t sp)
-{
+/* the parameters of every variant of the input transform below */
+#define WINO_IN_ROW_PARAMS                                                          \
+    (const float *FC_RESTRICT src, const float *FC_RESTRICT src2, ptrdiff_t ld, int nq, \
+     float *FC_RESTRICT dst, ptrdiff_t sp)
 #if WINO_VEC16 && RL == 16
+FC_ALWAYS_INLINE void wino_in_row_vec WINO_IN_ROW_PARAMS
+{
     /*
      * Whole-vector version. Lane q needs the even/odd column arrays at lanes q,
      * q+1 and q+2, i.e. lanes 0..17: kept as a low vector (lanes 0..15), a high
@@ -71,19 +73,10 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
     }
     /* rows: B^T d on each column, the four lane vectors alike */
     wino_v16 rel[6], reh[6], rol[6], roh[6];
-#define WINO_BT_V(o, d)                                                             \
-    do {                                                                            \
-        o[0] = 4 * d[0] - 5 * d[2] + d[4];                                          \
-        o[1] = 4 * (d[1] + d[2]) - (d[3] + d[4]);                                   \
-        o[2] = 4 * (d[2] - d[1]) + (d[3] - d[4]);                                   \
-        o[3] = 2 * (d[3] - d[1]) + (d[4] - d[2]);                                   \
-        o[4] = 2 * (d[1] - d[3]) + (d[4] - d[2]);                                   \
-        o[5] = 4 * d[1] - 5 * d[3] + d[5];                                          \
-    } while (0)
-    WINO_BT_V(rel, el);
-    WINO_BT_V(reh, eh);
-    WINO_BT_V(rol, ol);
-    WINO_BT_V(roh, oh);
+    WINO_BT(rel, , el[0], el[1], el[2], el[3], el[4], el[5]);
+    WINO_BT(reh, , eh[0], eh[1], eh[2], eh[3], eh[4], eh[5]);
+    WINO_BT(rol, , ol[0], ol[1], ol[2], ol[3], ol[4], ol[5]);
+    WINO_BT(roh, , oh[0], oh[1], oh[2], oh[3], oh[4], oh[5]);
     /* columns: patch column j of tile q is the even (j even) or odd array at lane q + j/2 */
     for (int a = 0; a < 6; ++a) {
         wino_v16 d[6], r[6];
@@ -93,7 +86,7 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
         d[3] = __builtin_shuffle(rol[a], roh[a], WINO_SHIFT1);
         d[4] = reh[a];
         d[5] = roh[a];
-        WINO_BT_V(r, d);
+        WINO_BT(r, , d[0], d[1], d[2], d[3], d[4], d[5]);
         /* stores straight from the registers (a round trip through a stack array
          * cost a failed store-to-load forward per point: 60% of this function) */
         for (int b = 0; b < 6; ++b) {
@@ -103,8 +96,13 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
             memcpy(dst + (a * 6 + b) * sp, &rv, sizeof rv);
         }
     }
-#undef WINO_BT_V
-#else
+}
+#endif
+
+/* The same in plain C on lane arrays: the generic level's code, and the only
+ * one where GCC's vector extensions are missing. */
+FC_ALWAYS_INLINE void wino_in_row_scalar WINO_IN_ROW_PARAMS
+{
     float ev[6][RL + 2], od[6][RL + 2], re[6][RL + 2], ro[6][RL + 2];
     float o[6][RL];
     const int split = src2 ? WINO_PAIR_OFF : RL + 2;
@@ -120,14 +118,14 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
     }
     /* rows: B^T d on each column */
     for (int q = 0; q < RL + 2; ++q) {
-        WINO_BT(re, ev[0][q], ev[1][q], ev[2][q], ev[3][q], ev[4][q], ev[5][q], q);
-        WINO_BT(ro, od[0][q], od[1][q], od[2][q], od[3][q], od[4][q], od[5][q], q);
+        WINO_BT(re, [q], ev[0][q], ev[1][q], ev[2][q], ev[3][q], ev[4][q], ev[5][q]);
+        WINO_BT(ro, [q], od[0][q], od[1][q], od[2][q], od[3][q], od[4][q], od[5][q]);
     }
     /* columns: patch column j of tile q is re[.][q + j/2] (j even) or ro[.][q + j/2] */
     for (int a = 0; a < 6; ++a) {
         for (int q = 0; q < RL; ++q)
-            WINO_BT(o, re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
-                    ro[a][q + 2], q);
+            WINO_BT(o, [q], re[a][q], ro[a][q], re[a][q + 1], ro[a][q + 1], re[a][q + 2],
+                    ro[a][q + 2]);
         for (int b = 0; b < 6; ++b) {
             /* the same layout as the vector version: tiles, a second row's tiles, zeros */
             float *dp = dst + (a * 6 + b) * sp;
@@ -136,7 +134,34 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
                 dp[q] = q < nq ? o[b][q] : (q < used ? o[b][WINO_PAIR_OFF + q - nq] : 0.0f);
         }
     }
+}
+
+#if WINO_VEC16 && RL == 16
+#define WINO_IN_ROW_VEC wino_in_row_vec
+#else
+#define WINO_IN_ROW_VEC wino_in_row_scalar
 #endif
+#if FC_X86_SIMD
+FC_TGT_AVX512 static void wino_in_row_avx512 WINO_IN_ROW_PARAMS
+{
+    fc_simd_ran(FC_SIMD_AVX512);
+    WINO_IN_ROW_VEC(src, src2, ld, nq, dst, sp);
+}
+FC_TGT_AVX2 static void wino_in_row_avx2 WINO_IN_ROW_PARAMS
+{
+    fc_simd_ran(FC_SIMD_AVX2);
+    WINO_IN_ROW_VEC(src, src2, ld, nq, dst, sp);
+}
+#endif
+static void wino_in_row_generic WINO_IN_ROW_PARAMS
+{
+    fc_simd_ran(FC_SIMD_GENERIC);
+    wino_in_row_scalar(src, src2, ld, nq, dst, sp);
+}
+#undef WINO_IN_ROW_VEC
+static void wino_in_row WINO_IN_ROW_PARAMS
+{
+    FC_SIMD_CALL(wino_in_row, (src, src2, ld, nq, dst, sp));
 }
 
 /*
@@ -147,10 +172,10 @@ FC_CLONES static void RSFX(wino_in_row)(const float *FC_RESTRICT src,
  * tile row (nq <= RL/2 tiles each) follows in lanes nq..2nq-1 of m and goes to
  * y2 (nrow2 rows, the same ncol).
  */
-FC_CLONES FC_NO_MEMCPY static void RSFX(wino_out_row)(const float *FC_RESTRICT m, ptrdiff_t sp,
-                                                      float bias, int relu, int nq, int nrow,
-                                                      int ncol, ptrdiff_t ld, float *y,
-                                                      int nrow2, float *y2)
+#define WINO_OUT_ROW_PARAMS                                                         \
+    (const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow,  \
+     int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+FC_ALWAYS_INLINE void wino_out_row_body WINO_OUT_ROW_PARAMS
 {
     float t[2][6][RL], buf[2][2 * RL];
     for (int j = 0; j < 6; ++j) {
@@ -181,4 +206,25 @@ FC_CLONES FC_NO_MEMCPY static void RSFX(wino_out_row)(const float *FC_RESTRICT m
         for (int a = 0; a < nrow2; ++a)
             for (int i = 0; i < ncol; ++i) y2[a * ld + i] = buf[a][2 * nq + i];
 }
-
+/* As FC_SIMD_PROC makes them, with FC_NO_MEMCPY on each compiled variant. */
+#if FC_X86_SIMD
+FC_TGT_AVX512 FC_NO_MEMCPY static void wino_out_row_avx512 WINO_OUT_ROW_PARAMS
+{
+    fc_simd_ran(FC_SIMD_AVX512);
+    wino_out_row_body(m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2);
+}
+FC_TGT_AVX2 FC_NO_MEMCPY static void wino_out_row_avx2 WINO_OUT_ROW_PARAMS
+{
+    fc_simd_ran(FC_SIMD_AVX2);
+    wino_out_row_body(m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2);
+}
+#endif
+FC_NO_MEMCPY static void wino_out_row_generic WINO_OUT_ROW_PARAMS
+{
+    fc_simd_ran(FC_SIMD_GENERIC);
+    wino_out_row_body(m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2);
+}
+static void wino_out_row WINO_OUT_ROW_PARAMS
+{
+    FC_SIMD_CALL(wino_out_row, (m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2));
+}

@@ -8,6 +8,9 @@ cdef extern from "fastconv.h" nogil:
     int FC_SIMD_GENERIC
     int FC_SIMD_AVX2
     int FC_SIMD_AVX512
+    double FC_MIN_PARALLEL_WORK
+    int FC_DW_DOT_MAX
+    int FC_DX_COL2IM_MAX_C
 
     ctypedef struct fc_conv_geom:
         Py_ssize_t n, c, h, w
@@ -30,20 +33,20 @@ cdef extern from "fastconv.h" nogil:
                           const fc_conv_geom *g, int relu, int nthreads, float *y)
     int fc_conv2d_fwd_f64(const double *x, const double *w, const double *bias,
                           const fc_conv_geom *g, int relu, int nthreads, double *y)
-    int fc_conv2d_bwd_data_f32(const float *gy, const float *w, const fc_conv_geom *g,
+    int fc_conv2d_grad_input_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                int nthreads, float *gx)
-    int fc_conv2d_bwd_data_f64(const double *gy, const double *w, const fc_conv_geom *g,
+    int fc_conv2d_grad_input_f64(const double *gy, const double *w, const fc_conv_geom *g,
                                int nthreads, double *gx)
-    int fc_conv2d_bwd_weight_f32(const float *gy, const float *x, const fc_conv_geom *g,
+    int fc_conv2d_grad_weight_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                  int nthreads, float *gw, float *gb)
-    int fc_conv2d_bwd_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
+    int fc_conv2d_grad_weight_f64(const double *gy, const double *x, const fc_conv_geom *g,
                                  int nthreads, double *gw, double *gb)
 
     int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                                const fc_conv_geom *g, int relu, int nthreads, float *y)
-    int fc_conv2d_bwd_data_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
+    int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                     int nthreads, float *gx)
-    int fc_conv2d_bwd_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+    int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                       int nthreads, float *gw, float *gb)
 
     int fc_maxpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads,
@@ -151,15 +154,15 @@ cdef extern from "fastconv.h" nogil:
     void fc_team_reset(int64_t backoff_ns, int strikes)
     void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns)
     int fc_set_route_override(int which, long value, int on)
-    void fc_release_pool()
-    size_t fc_pool_bytes()
+    void fc_scratch_release()
+    size_t fc_scratch_bytes()
 
     int fc_simd_level()
     int fc_simd_supported()
     int fc_set_simd_level(int level)
     const char *fc_simd_name(int level)
+    int fc_simd_levels_used(int reset)
     int fc_openmp_enabled()
     int fc_max_threads()
     void fc_set_max_threads(int n)
     const char *fc_compiler()
-    double fc_fma_peak_gflops(double seconds)

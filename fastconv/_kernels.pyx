@@ -15,6 +15,14 @@ cimport numpy as cnp
 from fastconv._kernels cimport *
 
 fc_init()  # fork handler: a child forked after a parallel region runs serially
+
+# Constants of the C layer, for the Python layer to read instead of re-declaring them.
+SIMD_LEVELS = {"generic": FC_SIMD_GENERIC, "avx2": FC_SIMD_AVX2, "avx512": FC_SIMD_AVX512}
+PARALLEL_MIN_WORK = FC_MIN_PARALLEL_WORK  # below this much work a kernel runs on one thread
+MAX_TEAM = FC_MAX_TEAM                    # the most threads any kernel runs with
+DW_DOT_MAX = FC_DW_DOT_MAX                # default of set_route_override("dw_dot_max")
+DX_COL2IM_MAX_C = FC_DX_COL2IM_MAX_C      # default of set_route_override("dx_col2im_max_c")
+
 cnp.import_array()
 
 
@@ -62,10 +70,10 @@ def conv2d_backward_data(const floating[:, :, :, ::1] gy, const floating[:, :, :
     cdef int rc
     with nogil:
         if floating is float:
-            rc = fc_conv2d_bwd_data_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
+            rc = fc_conv2d_grad_input_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
                                         &gx[0, 0, 0, 0])
         else:
-            rc = fc_conv2d_bwd_data_f64(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
+            rc = fc_conv2d_grad_input_f64(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
                                         &gx[0, 0, 0, 0])
     _check(rc)
 
@@ -80,10 +88,10 @@ def conv2d_backward_weight(const floating[:, :, :, ::1] gy, const floating[:, :,
         gbp = &gb[0]
     with nogil:
         if floating is float:
-            rc = fc_conv2d_bwd_weight_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
+            rc = fc_conv2d_grad_weight_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
                                           &gw[0, 0, 0, 0], gbp)
         else:
-            rc = fc_conv2d_bwd_weight_f64(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
+            rc = fc_conv2d_grad_weight_f64(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
                                           &gw[0, 0, 0, 0], gbp)
     _check(rc)
 
@@ -108,7 +116,7 @@ def conv2d_backward_data_winograd(const float[:, :, :, ::1] gy, const float[:, :
     cdef fc_conv_geom g = _conv_geom(geom)
     cdef int rc
     with nogil:
-        rc = fc_conv2d_bwd_data_wino_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
+        rc = fc_conv2d_grad_input_wino_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
                                          &gx[0, 0, 0, 0])
     _check(rc)
 
@@ -122,7 +130,7 @@ def conv2d_backward_weight_winograd(const float[:, :, :, ::1] gy,
     if gb is not None:
         gbp = &gb[0]
     with nogil:
-        rc = fc_conv2d_bwd_weight_wino_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
+        rc = fc_conv2d_grad_weight_wino_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
                                            &gw[0, 0, 0, 0], gbp)
     _check(rc)
 
@@ -358,6 +366,13 @@ def simd_name(int level):
     return fc_simd_name(level).decode()
 
 
+def _simd_levels_used(bint reset=False):
+    """Tests: names of the SIMD levels at which vector paths ran since the last
+    reset (a reset clears the record after reading it)."""
+    cdef int mask = fc_simd_levels_used(1 if reset else 0)
+    return {fc_simd_name(lv).decode() for lv in range(3) if mask & (1 << lv)}
+
+
 def openmp_enabled():
     return bool(fc_openmp_enabled())
 
@@ -432,19 +447,12 @@ def team_simulate_late(double wait_s, int regions, double then_s=-1.0):
 
 
 def release_pool():
-    fc_release_pool()
+    fc_scratch_release()
 
 
 def pool_bytes():
-    return fc_pool_bytes()
+    return fc_scratch_bytes()
 
 
 def compiler():
     return fc_compiler().decode()
-
-
-def fma_peak_gflops(double seconds=0.2):
-    cdef double r
-    with nogil:
-        r = fc_fma_peak_gflops(seconds)
-    return r

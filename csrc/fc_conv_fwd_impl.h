@@ -1,0 +1,69 @@
+/*
+ * fc_conv_fwd_impl.h - convolution forward: one implicit-GEMM job per group.
+ * A template (see fc_instantiate.h), instantiated by fc_conv_fwd.c.
+ */
+#include "fc_conv_common_impl.h"
+
+/* ---------------------------------------------------------------- forward -- */
+int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
+                       const fc_conv_geom *g, int relu, int nthreads, REAL *y)
+{
+    nthreads = fc_threads_for(nthreads, fc_conv_work(g));
+    const KERN *kk = GETK();
+    const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
+    const ptrdiff_t kdim = cg * g->kh * g->kw;
+    const ptrdiff_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    const ptrdiff_t hq = FC_CEILDIV(hp, g->sh), wq = FC_CEILDIV(wp, g->sw);
+    const ptrdiff_t plane = hq * wq;
+    ptrdiff_t img;
+    int rc = FC_OK;
+    if (!SFX(phase_img)(g, hq, wq, &img)) return FC_ENOMEM;
+
+    PLAN pl = SFX(plan_rows)(kk, mg);
+    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * kdim + 1));
+    REAL *ap = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(G * pl.mpad * kdim + 1));
+    JOB *jobs = (JOB *)malloc(sizeof(JOB) * (size_t)G);
+    REAL *xq = NULL;
+    if (!koff || !ap || !jobs) { rc = FC_ENOMEM; goto done; }
+    ptrdiff_t *woff = koff + kdim;
+    for (ptrdiff_t c = 0, k = 0; c < cg; ++c)
+        for (ptrdiff_t i = 0; i < g->kh; ++i)
+            for (ptrdiff_t j = 0; j < g->kw; ++j, ++k) {
+                const ptrdiff_t ei = i * g->dh, ej = j * g->dw;
+                const ptrdiff_t phase = (ei % g->sh) * g->sw + (ej % g->sw);
+                koff[k] = (phase * g->c + c) * plane + (ei / g->sh) * wq + ej / g->sw;
+                woff[k] = k;
+            }
+    for (ptrdiff_t gi = 0; gi < G; ++gi) {
+        JOB *jb = &jobs[gi];
+        jb->apack = ap + gi * pl.mpad * kdim;
+        SFX(pack_a)(w + gi * mg * kdim, kdim, woff, mg, kdim, &pl, (REAL *)jb->apack);
+        jb->src_n = img;
+        jb->koff = koff;
+        jb->kdim = kdim;
+        jb->m = mg;
+        jb->qpitch = wq; jb->rows = g->ho; jb->cols = g->wo;
+        jb->dst = y + gi * mg * g->ho * g->wo;
+        jb->dst_n = g->k * g->ho * g->wo; jb->dst_m = g->ho * g->wo;
+        jb->dst_r = g->wo; jb->dst_t = 1;
+        jb->bias = bias ? bias + gi * mg : NULL;
+        jb->relu = relu;
+    }
+    /* the last group reads furthest: its channels start (G-1)*cg planes in */
+    ptrdiff_t slack = SFX(job_slack)(kk, &jobs[0], img, (G - 1) * cg * plane);
+    xq = SFX(alloc_grid)(g->n, img, slack);
+    if (!xq) { rc = FC_ENOMEM; goto done; }
+    SFX(pad_phase_copy)(x, g->n, g->c, g->h, g->w, g->sh, g->sw, g->ph, g->pw, hq, wq, img,
+                        nthreads, xq);
+    for (ptrdiff_t gi = 0; gi < G; ++gi) jobs[gi].src = xq + gi * cg * plane;
+    rc = SFX(run_jobs)(kk, jobs, (int)G, g->n, nthreads);
+done:
+    free(koff);
+    fc_free(ap);
+    free(jobs);
+    fc_free(xq);
+    return rc;
+}
+
+#undef JOB
+#undef PLAN

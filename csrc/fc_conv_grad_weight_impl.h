@@ -1,0 +1,480 @@
+/*
+ * fc_conv_grad_weight_impl.h - convolution grad_weight: the dot-product route (small
+ * layers) and the packed route (NHWC patch rows, per-chunk partial sums).
+ * A template (see fc_instantiate.h), instantiated by fc_conv_grad_weight.c.
+ */
+#include "fc_conv_common_impl.h"
+
+/* ------------------------------------------------------------ grad weight -- */
+/*
+ * gw[m, (i, j, c)] = sum_p gy[m, p] * patch[p, (i, j, c)], reduced over pixel
+ * blocks of PB pixels. The patch rows are read from an NHWC padded copy of x,
+ * where the kw*C values of one kernel row are contiguous. Blocks are grouped
+ * into at most FC_DW_CHUNKS chunks (a function of the shape only); each chunk
+ * sums into its own partial buffer and the partials are added in chunk order.
+ */
+/* Sum of n values in a fixed order: 16 interleaved lanes (vectorisable without
+ * reassociation by the compiler), then the lanes in a fixed tree. */
+FC_SIMD_PROC(SFX(sum_lanes), (const REAL *v, ptrdiff_t n, REAL *sum), (v, n, sum))
+{
+    REAL l[16] = {0};
+    ptrdiff_t p = 0;
+    for (; p + 16 <= n; p += 16)
+        for (int q = 0; q < 16; ++q) l[q] += v[p + q];
+    for (int q = 0; p < n; ++p, ++q) l[q] += v[p];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int q = 0; q < w; ++q) l[q] += l[q + w];
+    *sum = l[0];
+}
+
+#define FC_DW_PB 256
+/* Image chunks of the dot route: partial sums per chunk, merged in chunk order.
+ * Fewer, longer chunks amortise the dot kernel's horizontal sums (b: 0.55 ->
+ * 0.43 ms at one thread going from 32 to 8); row tiles supply the parallelism. */
+#ifndef FC_DW_CHUNKS
+#define FC_DW_CHUNKS 8
+#endif
+
+/*
+ * Small layers (first layers: few output channels times a small patch) take a
+ * dot-product route instead: gw[m, k] = sum_q gyq[m, q] * xq[q + koff[k]], with
+ * gyq = gy laid on the forward pass's column grid (zeros in the junk columns)
+ * and xq the forward pass's padded, phase-split input. Nothing is packed per
+ * pixel, and the vector accumulators stay in registers across all the images
+ * of a chunk. A task is (group, image chunk, tile of dmr output channels); it
+ * lays its own gy rows on the grid in a small per-thread buffer that stays in
+ * cache, and writes its own slice of its chunk's partial sums. Chunks are fixed
+ * runs of images, merged in order, so the thread count never changes a result.
+ */
+typedef struct {
+    const KERN *kk;
+    const fc_conv_geom *g;
+    const REAL *gy, *xq;       /* grad_y; x padded and phase-split (the forward's grid) */
+    const ptrdiff_t *koff;     /* grid offset of each weight (c, i, j) */
+    int want_bias, use5, dmr, dnr;
+    ptrdiff_t G, cg, mg, K, ckk;
+    ptrdiff_t wq, plane, img;  /* grid row, plane and image */
+    ptrdiff_t lq;              /* grid columns of one output plane, rounded to the vector */
+    ptrdiff_t nch, chunk_max;  /* image chunks, images in the largest */
+    ptrdiff_t ntile, ntask;    /* tiles of dmr output channels; tasks */
+    ptrdiff_t part;            /* partial sums of one chunk: weights, then bias */
+} SFX(dot_plan);
+
+/* Task t = (group, image chunk, tile of dmr output channels), into its chunk's partials. */
+static void SFX(dot_task)(const SFX(dot_plan) *d, ptrdiff_t t, REAL *gl, REAL *parts)
+{
+    const KERN *kk = d->kk;
+    const fc_conv_geom *g = d->g;
+    const ptrdiff_t N = g->n, nch = d->nch, ntile = d->ntile, lq = d->lq, wq = d->wq;
+    const ptrdiff_t chunk_max = d->chunk_max, mg = d->mg, ckk = d->ckk, K = d->K;
+    const int dmr = d->dmr, dnr = d->dnr;
+    const ptrdiff_t gi = t / (nch * ntile), ch = (t / ntile) % nch, mt = t % ntile;
+    const ptrdiff_t i0 = ch * N / nch, i1 = (ch + 1) * N / nch, ni = i1 - i0;
+    const ptrdiff_t m0 = mt * dmr, mrows = FC_MIN((ptrdiff_t)dmr, mg - m0);
+    const ptrdiff_t hwo = g->ho * g->wo;
+    REAL *pc = parts + ch * d->part;
+    const REAL *grow[8];
+    ptrdiff_t off[8];
+    REAL tile[64];
+    /* gy rows on the column grid, junk columns and the tail zero; an
+     * edge tile repeats its last row (the extra sums are dropped) */
+    for (int r = 0; r < dmr; ++r) {
+        const ptrdiff_t m = gi * mg + m0 + FC_MIN((ptrdiff_t)r, mrows - 1);
+        for (ptrdiff_t im = 0; im < ni; ++im) {
+            REAL *dr = gl + (r * chunk_max + im) * lq;
+            const REAL *sr = d->gy + ((i0 + im) * K + m) * hwo;
+            for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
+                memcpy(dr + oh * wq, sr + oh * g->wo, sizeof(REAL) * (size_t)g->wo);
+                for (ptrdiff_t q = g->wo; q < wq; ++q) dr[oh * wq + q] = 0;
+            }
+            for (ptrdiff_t q = g->ho * wq; q < lq; ++q) dr[q] = 0;
+        }
+        grow[r] = gl + r * chunk_max * lq;
+    }
+    for (ptrdiff_t c0 = 0; c0 < ckk; c0 += dnr) {
+        for (int c = 0; c < dnr; ++c) off[c] = d->koff[FC_MIN(c0 + c, ckk - 1)];
+        memset(tile, 0, sizeof(tile));
+        (d->use5 ? kk->dot5 : kk->dot)(lq, (int)ni, grow, lq,
+                                       d->xq + i0 * d->img + gi * d->cg * d->plane, d->img, off,
+                                       tile, dnr);
+        for (ptrdiff_t r = 0; r < mrows; ++r)
+            for (int c = 0; c < dnr && c0 + c < ckk; ++c)
+                pc[(gi * mg + m0 + r) * ckk + c0 + c] = tile[r * dnr + c];
+    }
+    if (d->want_bias)
+        for (ptrdiff_t r = 0; r < mrows; ++r) {
+            REAL sb = 0;
+            for (ptrdiff_t im = 0; im < ni; ++im) {
+                REAL part;
+                SFX(sum_lanes)(gl + (r * chunk_max + im) * lq, lq, &part);
+                sb += part;
+            }
+            pc[K * ckk + gi * mg + m0 + r] = sb;
+        }
+}
+
+/* The chunks' partials added in chunk order into gw (and gb). */
+static void SFX(dot_merge)(const REAL *parts, ptrdiff_t part, ptrdiff_t nch, ptrdiff_t nw,
+                           ptrdiff_t nb, int nt, REAL *gw, REAL *gb)
+{
+    ptrdiff_t t, total = nw + nb;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1 && total > 4096)
+    {
+    fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
+    for (t = 0; t < total; ++t) {
+        REAL s = parts[t];
+        for (ptrdiff_t ch = 1; ch < nch; ++ch) s += parts[ch * part + t];
+        if (t < nw) gw[t] = s;
+        else gb[t - nw] = s;
+    }
+    fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+}
+
+static int SFX(grad_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
+                                const fc_conv_geom *g, int nt, REAL *gw, REAL *gb)
+{
+    /* plan */
+    SFX(dot_plan) d;
+    d.kk = kk; d.g = g; d.gy = gy; d.want_bias = gb != NULL;
+    d.G = g->groups; d.cg = g->c / d.G; d.mg = g->k / d.G; d.K = g->k;
+    d.ckk = d.cg * g->kh * g->kw;
+    const ptrdiff_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    const ptrdiff_t hq = FC_CEILDIV(hp, g->sh);
+    d.wq = FC_CEILDIV(wp, g->sw);
+    d.plane = hq * d.wq;
+    if (!SFX(phase_img)(g, hq, d.wq, &d.img)) return FC_ENOMEM;
+    d.lq = FC_ROUNDUP(g->ho * d.wq, (ptrdiff_t)kk->dvl);
+    d.nch = FC_MIN(g->n, (ptrdiff_t)FC_DW_CHUNKS);
+    d.part = d.K * d.ckk + d.K;
+    /* the kernel with 5 offsets where it pads the patch less (25 taps: 25 not 30) */
+    d.use5 = FC_ROUNDUP(d.ckk, (ptrdiff_t)5) < FC_ROUNDUP(d.ckk, (ptrdiff_t)kk->dnr);
+    d.dmr = kk->dmr;
+    d.dnr = d.use5 ? 5 : kk->dnr;
+    d.ntile = FC_CEILDIV(d.mg, (ptrdiff_t)d.dmr);
+    d.ntask = d.G * d.nch * d.ntile;
+    d.chunk_max = FC_CEILDIV(g->n, d.nch);
+    int rc = FC_OK, failed = 0;
+
+    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)d.ckk);
+    REAL *parts = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(d.nch * d.part));
+    REAL *xq = NULL;
+    if (!koff || !parts) { rc = FC_ENOMEM; goto done; }
+    ptrdiff_t kmax = 0;
+    for (ptrdiff_t c = 0, k = 0; c < d.cg; ++c)
+        for (ptrdiff_t i = 0; i < g->kh; ++i)
+            for (ptrdiff_t j = 0; j < g->kw; ++j, ++k) {
+                const ptrdiff_t ei = i * g->dh, ej = j * g->dw;
+                const ptrdiff_t phase = (ei % g->sh) * g->sw + (ej % g->sw);
+                koff[k] = (phase * g->c + c) * d.plane + (ei / g->sh) * d.wq + ej / g->sw;
+                kmax = FC_MAX(kmax, koff[k]);
+            }
+    const ptrdiff_t slack = FC_MAX((ptrdiff_t)0, d.lq + kmax - d.img) + 64;
+    xq = SFX(alloc_grid)(g->n, d.img, slack);
+    if (!xq) { rc = FC_ENOMEM; goto done; }
+    SFX(pad_phase_copy)(x, g->n, g->c, g->h, g->w, g->sh, g->sw, g->ph, g->pw, hq, d.wq, d.img,
+                        nt, xq);
+    d.xq = xq;
+    d.koff = koff;
+
+    /* per-task work into per-chunk partials */
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1 && d.ntask > 1)
+    {
+        fc_team_arrive(&tm);
+        /* rows r of the tile, images of the chunk: gl[(r * chunk_max + im) * lq + q] */
+        REAL *gl = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(d.dmr * d.chunk_max * d.lq));
+        if (!gl) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t t;
+#pragma omp for schedule(static) nowait
+        for (t = 0; t < d.ntask; ++t)
+            if (gl) SFX(dot_task)(&d, t, gl, parts);
+        fc_free(gl);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    if (failed) { rc = FC_ENOMEM; goto done; }
+    /* fixed-order merge */
+    SFX(dot_merge)(parts, d.part, d.nch, d.K * d.ckk, gb ? d.K : 0, nt, gw, gb);
+done:
+    free(koff);
+    fc_free(parts);
+    fc_free(xq);
+    return rc;
+}
+
+
+/* The packed route's plan: what every chunk task reads. */
+typedef struct {
+    const KERN *kk;
+    const fc_conv_geom *g;
+    const REAL *gy;
+    const REAL *xh;            /* NHWC padded copy of x (SFX(nhwc_pad)) */
+    const ptrdiff_t *koff;     /* patch row p at p * ldb */
+    int want_bias;
+    PLAN pl;                   /* output channels of a group in kernel panels */
+    ptrdiff_t G, cg, mg, C, ckk;
+    ptrdiff_t hp, wp, hw;      /* padded input rows / columns, output pixels */
+    ptrdiff_t nbi, nblk;       /* pixel blocks per image, in all */
+    ptrdiff_t nr_max, ldb;     /* widest kernel tile; patch row length */
+    ptrdiff_t part_g, part;    /* partial sums of one group; of one chunk (+ bias) */
+    ptrdiff_t nch;             /* chunks */
+} SFX(dw_plan);
+
+static void SFX(dw_plan_make)(const KERN *kk, const fc_conv_geom *g, SFX(dw_plan) *d)
+{
+    d->kk = kk;
+    d->g = g;
+    d->G = g->groups; d->cg = g->c / d->G; d->mg = g->k / d->G; d->C = g->c;
+    d->ckk = d->cg * g->kh * g->kw;
+    d->hp = g->h + 2 * g->ph; d->wp = g->w + 2 * g->pw;
+    d->hw = g->ho * g->wo;
+    d->nbi = FC_CEILDIV(d->hw, FC_DW_PB);
+    d->nblk = g->n * d->nbi;
+    d->pl = SFX(plan_rows)(kk, d->mg);
+    d->nr_max = SFX(widest)(kk);
+    /* patch row length: each kernel's last column tile may overhang ckk, and a
+     * narrower kernel can overhang further (ckk 10: 8-wide tiles reach 16,
+     * 12-wide ones 12), so take the larger of both roundings */
+    d->ldb = FC_MAX(FC_ROUNDUP(d->ckk, (ptrdiff_t)kk->nr[d->pl.slot_full]),
+                    FC_ROUNDUP(d->ckk, (ptrdiff_t)kk->nr[d->pl.slot_tail]));
+    d->part_g = d->pl.mpad * d->ldb;
+    d->part = d->G * d->part_g + g->k;
+    /* chunk count: a function of the shape only, capped so partials stay < 256 MiB */
+    ptrdiff_t nch = FC_MIN(d->nblk, (ptrdiff_t)FC_DW_CHUNKS);
+    while (nch > 1 && (double)nch * (double)d->part * sizeof(REAL) > 256.0 * 1048576.0) nch /= 2;
+    d->nch = nch < 1 ? 1 : nch;
+}
+
+/* xh[n][yp][xp][c] = x[n][c][yp - ph][xp - pw] (0 outside): kernel rows of
+ * patches become contiguous runs of kw * C values. */
+static void SFX(nhwc_pad)(const REAL *x, const fc_conv_geom *g, ptrdiff_t hp, ptrdiff_t wp,
+                          int nt, REAL *xh /* OUT */)
+{
+    const ptrdiff_t C = g->c;
+    ptrdiff_t t, total = g->n * hp;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+    fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
+    for (t = 0; t < total; ++t) {
+        const ptrdiff_t in = t / hp, yp = t % hp, ys = yp - g->ph;
+        REAL *d = xh + (in * hp + yp) * wp * C;
+        if (ys < 0 || ys >= g->h) {
+            memset(d, 0, sizeof(REAL) * (size_t)(wp * C));
+            continue;
+        }
+        memset(d, 0, sizeof(REAL) * (size_t)(g->pw * C));
+        memset(d + (g->pw + g->w) * C, 0, sizeof(REAL) * (size_t)(g->pw * C));
+        const REAL *s = x + in * C * g->h * g->w + ys * g->w;
+        for (ptrdiff_t c = 0; c < C; ++c)
+            for (ptrdiff_t xx = 0; xx < g->w; ++xx)
+                d[(g->pw + xx) * C + c] = s[c * g->h * g->w + xx];
+    }
+    fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+}
+
+/* patch[p, (i, j, c)] for pixels p0 .. p0 + pb of image xn, group gi */
+static void SFX(dw_patch_rows)(const SFX(dw_plan) *d, const REAL *xn, ptrdiff_t p0,
+                               ptrdiff_t pb, ptrdiff_t gi, REAL *patch)
+{
+    const fc_conv_geom *g = d->g;
+    const ptrdiff_t kh = g->kh, kw = g->kw, C = d->C, cg = d->cg;
+    for (ptrdiff_t p = 0; p < pb; ++p) {
+        const ptrdiff_t oh = (p0 + p) / g->wo, ow = (p0 + p) % g->wo;
+        REAL *row = patch + p * d->ldb;
+        for (ptrdiff_t i = 0; i < kh; ++i) {
+            const REAL *srow = xn + ((oh * g->sh + i * g->dh) * d->wp + ow * g->sw) * C + gi * cg;
+            REAL *drow = row + i * kw * cg;
+            if (g->dw == 1 && d->G == 1) {
+                /* one contiguous run of kw*C values; short runs inline */
+                const ptrdiff_t len = kw * C;
+                if (len < 32)
+                    for (ptrdiff_t e = 0; e < len; ++e) drow[e] = srow[e];
+                else
+                    memcpy(drow, srow, sizeof(REAL) * (size_t)len);
+            } else {
+                for (ptrdiff_t j = 0; j < kw; ++j)
+                    for (ptrdiff_t e = 0; e < cg; ++e) drow[j * cg + e] = srow[j * g->dw * C + e];
+            }
+        }
+    }
+}
+
+/* A = gy^T of group gi for pixels p0 .. p0 + pb, packed in panels of mr rows per pixel */
+static void SFX(dw_pack_gy)(const SFX(dw_plan) *d, const REAL *gyn, ptrdiff_t p0, ptrdiff_t pb,
+                            ptrdiff_t gi, REAL *a)
+{
+    const PLAN *pl = &d->pl;
+    const ptrdiff_t npan = pl->nfull + (pl->mr_tail > 0);
+    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+        ptrdiff_t mr = pi < pl->nfull ? pl->mr_full : pl->mr_tail;
+        ptrdiff_t r0 = pi * pl->mr_full;
+        for (ptrdiff_t p = 0; p < pb; ++p)
+            for (ptrdiff_t r = 0; r < mr; ++r)
+                a[p * mr + r] = r0 + r < d->mg ? gyn[(gi * d->mg + r0 + r) * d->hw + p0 + p]
+                                               : (REAL)0;
+        a += pb * mr;
+    }
+}
+
+/* Pixel block bi added into the chunk's partial sums pc (bias partial first). */
+static void SFX(dw_block)(const SFX(dw_plan) *d, ptrdiff_t bi, REAL *patch, REAL *at, REAL *pc)
+{
+    const KERN *kk = d->kk;
+    const PLAN *pl = &d->pl;
+    const ptrdiff_t in = bi / d->nbi, p0 = (bi % d->nbi) * FC_DW_PB;
+    const ptrdiff_t pb = FC_MIN((ptrdiff_t)FC_DW_PB, d->hw - p0);
+    const REAL *gyn = d->gy + in * d->g->k * d->hw;
+    const REAL *xn = d->xh + in * d->hp * d->wp * d->C;
+    /* bias partial (only when asked for): one fixed-order sum per block and channel */
+    if (d->want_bias) {
+        REAL *pbias = pc + d->G * d->part_g;
+        for (ptrdiff_t m = 0; m < d->g->k; ++m) {
+            REAL part;
+            SFX(sum_lanes)(gyn + m * d->hw + p0, pb, &part);
+            pbias[m] += part;
+        }
+    }
+    const ptrdiff_t npan = pl->nfull + (pl->mr_tail > 0);
+    for (ptrdiff_t gi = 0; gi < d->G; ++gi) {
+        SFX(dw_patch_rows)(d, xn, p0, pb, gi, patch);
+        SFX(dw_pack_gy)(d, gyn, p0, pb, gi, at);
+        /* partial[m, k] += sum_p A[p, m] * patch[p, k] */
+        const REAL *a = at;
+        REAL *cpart = pc + gi * d->part_g;
+        for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+            const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
+            const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
+            for (ptrdiff_t jr = 0; jr < d->ckk; jr += nr)
+                kk->ukr[slot](pb, a, patch + jr, d->koff, cpart + pi * pl->mr_full * d->ldb + jr,
+                              d->ldb, 1);
+            a += pb * mr;
+        }
+    }
+}
+
+/* All chunks, each its fixed run of pixel blocks into its own partial sums. */
+static int SFX(dw_chunks)(const SFX(dw_plan) *d, int nt, REAL *parts)
+{
+    int failed = 0;
+    const size_t patch_elems = (size_t)(FC_DW_PB * d->ldb + d->nr_max);
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1 && d->nch > 1)
+    {
+        fc_team_arrive(&tm);
+        REAL *patch = (REAL *)fc_malloc(sizeof(REAL) * patch_elems);
+        REAL *at = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(FC_DW_PB * d->pl.mpad));
+        if (!patch || !at) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+            /* columns ckk..ldb of every patch row stay zero: the copies never touch them */
+            memset(patch, 0, sizeof(REAL) * patch_elems);
+        }
+        ptrdiff_t ch;
+#pragma omp for schedule(static) nowait
+        for (ch = 0; ch < d->nch; ++ch) {
+            if (!patch || !at) continue;
+            REAL *pc = parts + ch * d->part;
+            memset(pc, 0, sizeof(REAL) * (size_t)d->part);
+            for (ptrdiff_t bi = ch * d->nblk / d->nch; bi < (ch + 1) * d->nblk / d->nch; ++bi)
+                SFX(dw_block)(d, bi, patch, at, pc);
+        }
+        fc_free(patch);
+        fc_free(at);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/* Partials added in chunk order; (i, j, c) permuted to (c, i, j). */
+static void SFX(dw_merge)(const SFX(dw_plan) *d, const REAL *parts, int nt, REAL *gw, REAL *gb)
+{
+    const ptrdiff_t kh = d->g->kh, kw = d->g->kw, cg = d->cg, mg = d->mg, nch = d->nch;
+    const ptrdiff_t part = d->part, bias0 = d->G * d->part_g;
+    ptrdiff_t t, total = d->g->k;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+    fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
+    for (t = 0; t < total; ++t) {
+        const ptrdiff_t gi = t / mg, m = t % mg;
+        REAL *dst = gw + t * d->ckk;
+        for (ptrdiff_t c = 0; c < cg; ++c)
+            for (ptrdiff_t i = 0; i < kh; ++i)
+                for (ptrdiff_t j = 0; j < kw; ++j) {
+                    const ptrdiff_t src = gi * d->part_g + m * d->ldb + (i * kw + j) * cg + c;
+                    REAL s = parts[src];
+                    for (ptrdiff_t ch = 1; ch < nch; ++ch) s += parts[ch * part + src];
+                    dst[(c * kh + i) * kw + j] = s;
+                }
+        if (gb) {
+            REAL s = parts[bias0 + t];
+            for (ptrdiff_t ch = 1; ch < nch; ++ch) s += parts[ch * part + bias0 + t];
+            gb[t] = s;
+        }
+    }
+    fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+}
+
+/*
+ * The packed route: gw[m, (i, j, c)] = sum_p gy[m, p] * patch[p, (i, j, c)]
+ * (see the top of this file). Plan -> per-chunk tasks -> merge in chunk order.
+ */
+static int SFX(grad_weight_packed)(const KERN *kk, const REAL *gy, const REAL *x,
+                                   const fc_conv_geom *g, int nthreads, REAL *gw, REAL *gb)
+{
+    SFX(dw_plan) d;
+    SFX(dw_plan_make)(kk, g, &d);
+    int rc = FC_OK;
+    REAL *xh = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * d.hp * d.wp * d.C));
+    REAL *parts = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(d.nch * d.part));
+    ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * FC_DW_PB);
+    if (!xh || !parts || !koff) { rc = FC_ENOMEM; goto done; }
+    for (ptrdiff_t p = 0; p < FC_DW_PB; ++p) koff[p] = p * d.ldb;
+    SFX(nhwc_pad)(x, g, d.hp, d.wp, nthreads, xh);
+    d.gy = gy;
+    d.xh = xh;
+    d.koff = koff;
+    d.want_bias = gb != NULL;
+    if ((rc = SFX(dw_chunks)(&d, nthreads, parts)) != FC_OK) goto done;
+    SFX(dw_merge)(&d, parts, nthreads, gw, gb);
+done:
+    fc_free(xh);
+    fc_free(parts);
+    free(koff);
+    return rc;
+}
+
+int SFX(fc_conv2d_grad_weight)(const REAL *gy, const REAL *x, const fc_conv_geom *g,
+                               int nthreads, REAL *gw, REAL *gb)
+{
+    nthreads = fc_threads_for(nthreads, fc_conv_work(g));
+    const KERN *kk = GETK();
+    const ptrdiff_t dot_max = fc_route_override(FC_OVERRIDE_DW_DOT_MAX, FC_DW_DOT_MAX);
+    if ((g->k / g->groups) * (g->c / g->groups) * g->kh * g->kw <= dot_max)
+        return SFX(grad_weight_dot)(kk, gy, x, g, nthreads, gw, gb);
+    return SFX(grad_weight_packed)(kk, gy, x, g, nthreads, gw, gb);
+}
+
+#undef JOB
+#undef PLAN
