@@ -64,7 +64,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     _check(rc)
 
 
-def conv2d_backward_data(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] w,
+def conv2d_grad_input(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] w,
                          tuple geom, int nthreads, floating[:, :, :, ::1] gx):
     cdef fc_conv_geom g = _conv_geom(geom)
     cdef int rc
@@ -78,7 +78,7 @@ def conv2d_backward_data(const floating[:, :, :, ::1] gy, const floating[:, :, :
     _check(rc)
 
 
-def conv2d_backward_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
+def conv2d_grad_weight(const floating[:, :, :, ::1] gy, const floating[:, :, :, ::1] x,
                            tuple geom, int nthreads, floating[:, :, :, ::1] gw,
                            floating[::1] gb):
     cdef fc_conv_geom g = _conv_geom(geom)
@@ -111,7 +111,7 @@ def conv2d_forward_winograd(const float[:, :, :, ::1] x, const float[:, :, :, ::
     _check(rc)
 
 
-def conv2d_backward_data_winograd(const float[:, :, :, ::1] gy, const float[:, :, :, ::1] w,
+def conv2d_grad_input_winograd(const float[:, :, :, ::1] gy, const float[:, :, :, ::1] w,
                                   tuple geom, int nthreads, float[:, :, :, ::1] gx):
     cdef fc_conv_geom g = _conv_geom(geom)
     cdef int rc
@@ -121,7 +121,7 @@ def conv2d_backward_data_winograd(const float[:, :, :, ::1] gy, const float[:, :
     _check(rc)
 
 
-def conv2d_backward_weight_winograd(const float[:, :, :, ::1] gy,
+def conv2d_grad_weight_winograd(const float[:, :, :, ::1] gy,
                                     const float[:, :, :, ::1] x, tuple geom, int nthreads,
                                     float[:, :, :, ::1] gw, float[::1] gb):
     cdef fc_conv_geom g = _conv_geom(geom)
@@ -446,11 +446,11 @@ def team_simulate_late(double wait_s, int regions, double then_s=-1.0):
                           <int64_t>(then_s * 1e9) if then_s >= 0 else -1)
 
 
-def release_pool():
+def release_scratch():
     fc_scratch_release()
 
 
-def pool_bytes():
+def scratch_bytes():
     return fc_scratch_bytes()
 
 

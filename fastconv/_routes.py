@@ -113,15 +113,15 @@ def conv_forward(g, dtype):
 def conv_grad_input(g, dtype):
     """``(route, kernel)`` for conv2d's grad_input pass."""
     if winograd_ok(g, dtype):
-        return "winograd", _kernels.conv2d_backward_data_winograd
-    return "direct", _kernels.conv2d_backward_data
+        return "winograd", _kernels.conv2d_grad_input_winograd
+    return "direct", _kernels.conv2d_grad_input
 
 
 def conv_grad_weight(g, dtype):
     """``(route, kernel)`` for conv2d's grad_weight (and grad_bias) pass."""
     if winograd_ok(g, dtype, grad_weight=True):
-        return "winograd", _kernels.conv2d_backward_weight_winograd
-    return "direct", _kernels.conv2d_backward_weight
+        return "winograd", _kernels.conv2d_grad_weight_winograd
+    return "direct", _kernels.conv2d_grad_weight
 
 
 def record(conv_pass, route):

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 # The compiled runtime's numbering of the SIMD code paths (fc_simd_level).
-SIMD_NAMES = {"generic": 0, "avx2": 1, "avx512": 2}
+SIMD_NAMES = _kernels.SIMD_LEVELS  # name -> level, from csrc/fastconv.h
 
 # ---------------------------------------------------------------- threads ---
 _thread_cap = None  # set by set_num_threads; None = follow the OpenMP runtime
@@ -122,7 +122,7 @@ def release_memory():
     Large temporary buffers are kept between calls (reusing them avoids the
     cost of fresh pages); ``info()["scratch_pool_bytes"]`` shows how much.
     """
-    _kernels.release_pool()
+    _kernels.release_scratch()
 
 
 def info():
@@ -148,7 +148,7 @@ def info():
         "threads": get_num_threads(),
         "team": _kernels.team_stats(),
         "forked_child_serial": _kernels.forked_child(),
-        "scratch_pool_bytes": _kernels.pool_bytes(),
+        "scratch_pool_bytes": _kernels.scratch_bytes(),
         "winograd": {None: "auto", True: "on", False: "off"}[_routes.winograd_mode()],
         "last_conv_algorithm": _routes.last_algorithms(),
         "numpy": np.__version__,

@@ -84,7 +84,7 @@ check("sdist", names,
             "fastconv/_kernels.pyx", "fastconv/_kernels.pxd", "fastconv/_kernels.pyi",
             "fastconv/functional.pyi", "fastconv/py.typed", "fastconv/nn/__init__.py",
             "fastconv/optim/__init__.py", "fastconv/onnx/__init__.py",
-            "csrc/fastconv.h", "csrc/fc_conv.c", "csrc/fc_pool.c", "csrc/fc_ukernels.c"],
+            "csrc/fastconv.h", "csrc/fc_conv_fwd.c", "csrc/fc_pool.c", "csrc/fc_ukernels.c"],
       never=["fastconv/_kernels.c", "*.so", "*.pyd", "*.o", "build/*", "*__pycache__*"])
 check("wheel", wnames,
       must=["fastconv/_kernels.*.so" if not wheel.endswith("win_amd64.whl") else "fastconv/_kernels.*.pyd",
