@@ -58,9 +58,34 @@ def public_names(module):
     return out
 
 
+class _Annotation:
+    """An annotation kept as source text (modules with ``from __future__ import
+    annotations`` hold every annotation as a string): printed as written, not
+    repr'd as a quoted string (``-> None``, not ``-> 'None'``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+def _unquoted(sig):
+    """``sig`` with its string annotations printed unquoted (defaults keep their repr)."""
+    def fix(annotation):
+        return _Annotation(annotation) if isinstance(annotation, str) else annotation
+
+    params = [p.replace(annotation=fix(p.annotation)) for p in sig.parameters.values()]
+    return sig.replace(parameters=params, return_annotation=fix(sig.return_annotation))
+
+
 def signature(name, obj):
     try:
-        sig = str(inspect.signature(obj))
+        # not eval_str=True: evaluating would fail on names imported only for
+        # type checkers and would spell typing aliases out in full
+        sig = str(_unquoted(inspect.signature(obj)))
     except (TypeError, ValueError):
         sig = "(...)"
     # default values that print an address would make the output differ per run
