@@ -367,6 +367,10 @@ def _conv1d_geometry(x_shape, w_shape, stride, padding, dilation, groups, func):
         _, _, left, right = _conv_padding(padding, (1, L), (1, k), (1, stride), (1, dilation),
                                           func)
     else:
+        if isinstance(padding, (tuple, list)) and (
+                len(padding) != 2 or any(isinstance(p, (tuple, list)) for p in padding)):
+            raise ValueError(f"{func}: padding must be an int, a pair (left, right), 'valid' "
+                             f"or 'same', got {padding!r}")
         left, right = check_pair(func, "padding", padding, minimum=0)
     Lo = _out_size(L, left, right, k, stride, dilation)
     if Lo < 1:
