@@ -162,6 +162,41 @@ def test_conv2d_per_side_against_torch_and_reference(name, dtype, dx_route, dw_r
         assert_close(a, er, dtype, f"{name} {what} ({dx_route}, {dw_route}) vs reference")
 
 
+def test_random_geometries_against_reference(route_override):
+    """Seeded random shapes, strides (past the kernel and past the padded input),
+    dilations, groups and per-side or 'same' padding, on random routes: the
+    kernels and the reference agree, or both refuse the geometry."""
+    rng = np.random.default_rng(13)
+    checked = 0
+    for _ in range(150):
+        c = int(rng.integers(1, 4))
+        g = int(rng.choice([1, c]))
+        xs = (int(rng.integers(1, 3)), c) + tuple(int(v) for v in rng.integers(1, 8, size=2))
+        ws = (g * int(rng.integers(1, 4)), c // g) + tuple(int(v) for v in rng.integers(1, 4, 2))
+        s = tuple(int(v) for v in rng.choice([1, 2, 3, 5, 9], size=2))
+        d = tuple(int(v) for v in rng.integers(1, 3, size=2))
+        pad = "same" if rng.random() < 0.3 else tuple(
+            tuple(int(v) for v in rng.integers(0, 6, size=2)) for _ in range(2))
+        x, w, b = make(rng, xs, ws, np.float64)
+        try:
+            want = R.conv2d(x, w, b, s, pad, d, g)
+        except ValueError:
+            with pytest.raises(ValueError, match="conv2d: "):
+                fastconv.conv2d(x, w, b, s, pad, d, g)
+            continue
+        route_override("dw_dot_max", int(rng.choice([0, 10**9])))
+        route_override("dx_col2im_max_c", int(rng.choice([0, 64])))
+        what = f"x {xs} w {ws} stride {s} padding {pad} dilation {d} groups {g}"
+        y = fastconv.conv2d(x, w, b, s, pad, d, g)
+        assert_close(y, want, np.float64, what)
+        gy = rng.standard_normal(y.shape)
+        for a, e in zip(fastconv.conv2d_backward(gy, x, w, s, pad, d, g),
+                        R.conv2d_backward(gy, x, w, s, pad, d, g)):
+            assert_close(a, e, np.float64, what)
+        checked += 1
+    assert checked > 100
+
+
 @pytest.mark.parametrize("name", ["same_stride2", "same_stride2_even", "same_stride3_dilated",
                                   "same_stride_pair", "same_1x1_stride2"])
 def test_same_gives_ceil_of_input_over_stride(name):
@@ -491,6 +526,14 @@ def test_conv1d_relu_fusion_is_bitwise(rng):
     assert_bitwise_equal(models[0].layers[0].bias.grad, models[1].layers[0].bias.grad)
 
 
+def test_conv1d_layer_errors_name_the_layer(rng):
+    model = nn.Sequential([nn.Conv1d(2, 4, 3, rng=0), nn.ReLU()])
+    with pytest.raises(nn.LayerInputError,
+                       match=r"layer 0 \(Conv1d\(2 -> 4, 3\)\): Conv1d: expected 3-D input.*"
+                             r"no batch axis: add it with x\[None\] or x.reshape\(1, 2, L\)"):
+        model.predict(rng.standard_normal((2, 9)).astype(np.float32))
+
+
 def test_conv2d_layer_padding_attribute():
     assert nn.Conv2d(1, 1, 3, padding=((1, 1), (2, 2))).padding == (1, 2)
     layer = nn.Conv2d(1, 1, 3, padding=((0, 1), (2, 0)))
@@ -507,7 +550,8 @@ X2, W2 = np.zeros((1, 2, 6, 6), np.float32), np.zeros((3, 2, 3, 3), np.float32)
 X1, W1 = np.zeros((1, 2, 9), np.float32), np.zeros((3, 2, 3), np.float32)
 
 BAD = [
-    (ValueError, r"conv2d: padding must be an int, a pair \(ph, pw\), per side .*got \(\(1, 2\), 3\)",
+    (ValueError,
+     r"conv2d: padding must be an int, a pair \(ph, pw\), per side .*got \(\(1, 2\), 3\)",
      lambda: fastconv.conv2d(X2, W2, padding=((1, 2), 3))),
     (ValueError, r"conv2d: padding must be >= 0, got \(\(1, -1\), \(0, 0\)\)",
      lambda: fastconv.conv2d(X2, W2, padding=((1, -1), (0, 0)))),
