@@ -208,8 +208,8 @@ class ConvGeom:
                 pad = (same_padding(h, kh, self.stride[0], self.dilation[0]),
                        same_padding(w, kw, self.stride[1], self.dilation[1]))
             else:
-                raise ValueError(f"{fn}: padding must be {_PADDING_FORMS[2 - self.one_d]}, "
-                                 f"got {padding!r}")
+                forms = _PADDING_FORMS[1 if self.one_d else 2]
+                raise ValueError(f"{fn}: padding must be {forms}, got {padding!r}")
         else:
             pad = check_padding(fn, padding, 1 if self.one_d else 2)
         self.pad = pad
@@ -235,11 +235,6 @@ class ConvGeom:
         """The output shape, 3-D for a 1-D convolution."""
         if self.one_d:
             return (self.n, self.k, self.wo)
-        return (self.n, self.k, self.ho, self.wo)
-
-    @property
-    def out_shape4(self):
-        """The output shape as the kernels see it."""
         return (self.n, self.k, self.ho, self.wo)
 
     def as_tuple(self):
