@@ -337,7 +337,12 @@ def _max_pool_backward(fn, grad_out, indices, shape, out, what="H*W"):
         gx.fill(0)
         return gx
     n, c, h, w = shape
-    geom = (n, c, h, w, 1, 1, grad_out.shape[2], grad_out.shape[3], 1, 1, 0, 0, 0, 0, 1, 1)
+    ho, wo = grad_out.shape[2:]
+    # the indices carry the windows; the kernel is told a guess of disjoint tiles
+    # holding them (H // H_out x W // W_out: non-overlapping pooling without
+    # padding), checks every index against it and only then relies on it
+    th, tw = max(h // ho, 1), max(w // wo, 1)
+    geom = (n, c, h, w, th, tw, ho, wo, th, tw, 0, 0, 0, 0, 1, 1)
     ok = _kernels.max_pool2d_backward(_contig(grad_out), _contig(indices), geom,
                                       get_num_threads(), gx)
     if not ok:

@@ -458,3 +458,34 @@ BAD = [
 def test_bad_input_names_function_argument_and_values(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# ------------------------------------------- max-pool backward, 2x2 tiles ---
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 28, 28), (1, 2, 9, 35), (2, 1, 2, 2)])
+def test_max_backward_written_once_per_tile_equals_the_scatter(shape, dtype):
+    """2x2/2 windows: grad_x is written once per element (no memset, no scatter)
+    when every index lies in its own 2x2 tile; bitwise the scatter's result,
+    -0 gradients included (0 + -0 is +0), and odd edges zero."""
+    x = rand(shape, dtype)
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    gy = rand(y.shape, dtype, seed=9)
+    gy.flat[::3] = -0.0
+    got = F.max_pool2d_backward(gy, idx, x.shape)
+    want = reference.max_pool2d_backward(gy, idx, x.shape)
+    oracle.assert_bitwise_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_backward_index_outside_its_tile_falls_back_to_the_scatter(dtype):
+    """Indices that do not come from 2x2/2 pooling (here from 3x3 windows with
+    stride 2 and padding 1, whose output has the same shape, and two outputs
+    sharing an element) must still be scattered and summed, not dropped."""
+    x = rand((2, 3, 12, 12), dtype)
+    y, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert y.shape[2:] == (6, 6)  # a 2x2/2 pool of 12x12 has this shape too
+    gy = rand(y.shape, dtype, seed=4)
+    idx = idx.copy()
+    idx[0, 0, 0, 1] = idx[0, 0, 0, 0]  # two outputs, one element: the sum
+    close(F.max_pool2d_backward(gy, idx, x.shape),
+          reference.max_pool2d_backward(gy, idx, x.shape), dtype, "gx")
