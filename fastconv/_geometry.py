@@ -184,6 +184,9 @@ _POOL_PADDING_FORMS = ("an int, a pair (h, w) or per side ((top, bottom), (left,
 
 def pool_padding(fn, padding):
     """``((top, bottom), (left, right))`` from ``p``, ``(ph, pw)`` or the per-side form."""
+    if type(padding) is int and 0 <= padding <= MAX_PARAM:
+        return (padding, padding), (padding, padding)
+
     def bad(exc):
         return exc(f"{fn}: padding must be {_POOL_PADDING_FORMS}, got {padding!r}")
 
@@ -212,7 +215,9 @@ def pool_padding(fn, padding):
 
 def check_flag(fn, name, value):
     """A bool argument: True/False (numpy's too) or the ints 0/1 (ONNX attributes)."""
-    if isinstance(value, (bool, np.bool_)):
+    if type(value) is bool:
+        return value
+    if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, (int, np.integer)) and value in (0, 1):
         return bool(value)
@@ -245,9 +250,13 @@ def pool_axis(fn, axis, n, k, s, before, after, d, ceil_mode):
         out = span // s + 1
     # the first tap of each window inside the input must exist (a dilated window
     # can step over a small input entirely); checked in closed form per window
-    if n == 0:  # an empty array (N or C is 0 as well): nothing is read
+    # Without dilation every window holds an input element already: it starts
+    # after -k (padding < k) and before n (floor: it ends inside the padded
+    # input, padding < k; ceil: the rule above). A dilated window starting in the
+    # padding can step over a small input; only those (start < 0) are checked.
+    if n == 0 or d == 1 or before == 0:  # (n == 0: an empty array, nothing is read)
         return out
-    starts = np.arange(out, dtype=np.int64) * s - before
+    starts = np.arange(min(out, -(-before // s)), dtype=np.int64) * s - before
     first = np.where(starts < 0, -(starts // d), 0)  # ceil(-start / d) taps in
     empty = (first >= k) | (starts + first * d >= n)
     if empty.any():
@@ -265,7 +274,9 @@ def pool_params(fn, kernel_size, stride, padding, dilation=1, ceil_mode=False, *
     ceil_mode)``, each pair an (h, w) tuple of ints."""
     k = check_pair(fn, "kernel_size", kernel_size, minimum=1)
     s = k if stride is None else check_pair(fn, "stride", stride, minimum=1)
-    d = check_pair(fn, "dilation", dilation, minimum=1)
+    # the defaults skip the general checks: every training step pools
+    d = (1, 1) if type(dilation) is int and dilation == 1 else check_pair(
+        fn, "dilation", dilation, minimum=1)
     ceil_mode = check_flag(fn, "ceil_mode", ceil_mode)
     pads = pool_padding(fn, padding)
     for kk, dd, side in ((k[0], d[0], pads[0]), (k[1], d[1], pads[1])):

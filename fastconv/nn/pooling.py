@@ -71,7 +71,8 @@ class _Pool2d(_Pool):
         self._geom_for = (None, None)  # (input shape, output shape) of the last call
 
     def _pool_out_shape(self, shape):
-        if self._geom_for[0] != tuple(shape):
+        # (a layer unpickled from before this cache existed has no _geom_for)
+        if getattr(self, "_geom_for", (None,))[0] != tuple(shape):
             fn = "avg_pool2d" if self._avg else "max_pool2d"
             _, oshape = pool_geom(fn, tuple(shape), self.kernel_size, self.stride,
                                   self.padding, self.dilation, self.ceil_mode, avg=self._avg)
