@@ -8,6 +8,10 @@ Every implementation is an object with the same six kernels::
     maxpool_bwd(grad_y, indices, x_shape, k, stride, padding) -> grad_x
     avgpool_fwd(x, k, stride, padding)                 -> y
     avgpool_bwd(grad_y, x_shape, k, stride, padding)   -> grad_x
+    supports(case)                                     -> whether it runs that case
+
+  The pooling calls also take ``ceil_mode=True`` and a per-side ``padding``
+  ``((top, bottom), (left, right))`` for the cases that have them.
 
 plus ``asarray`` (convert a NumPy input once, outside the timed region) and
 ``set_num_threads``. ``k``, ``stride`` and ``padding`` are ints (square), except
@@ -51,6 +55,9 @@ class Impl:
     def set_num_threads(self, n):
         pass
 
+    def supports(self, case):
+        return True
+
 
 class FastconvImpl(Impl):
     """``fastconv``'s functional API; also used for ``fastconv.reference``."""
@@ -70,17 +77,19 @@ class FastconvImpl(Impl):
     def conv_bwd(self, gy, x, w, stride, padding):
         return self.mod.conv2d_backward(gy, x, w, stride=stride, padding=padding)
 
-    def maxpool_fwd(self, x, k, stride, padding, return_indices=False):
-        return self.mod.max_pool2d(x, k, stride, padding, return_indices=return_indices)
+    def maxpool_fwd(self, x, k, stride, padding, return_indices=False, ceil_mode=False):
+        return self.mod.max_pool2d(x, k, stride, padding, ceil_mode=ceil_mode,
+                                   return_indices=return_indices)
 
-    def maxpool_bwd(self, gy, indices, x_shape, k, stride, padding):
+    def maxpool_bwd(self, gy, indices, x_shape, k, stride, padding, ceil_mode=False):
         return self.mod.max_pool2d_backward(gy, indices, x_shape)
 
-    def avgpool_fwd(self, x, k, stride, padding):
-        return self.mod.avg_pool2d(x, k, stride, padding)
+    def avgpool_fwd(self, x, k, stride, padding, ceil_mode=False):
+        return self.mod.avg_pool2d(x, k, stride, padding, ceil_mode=ceil_mode)
 
-    def avgpool_bwd(self, gy, x_shape, k, stride, padding):
-        return self.mod.avg_pool2d_backward(gy, x_shape, k, stride, padding)
+    def avgpool_bwd(self, gy, x_shape, k, stride, padding, ceil_mode=False):
+        return self.mod.avg_pool2d_backward(gy, x_shape, k, stride, padding,
+                                            ceil_mode=ceil_mode)
 
 
 class NaiveImpl(FastconvImpl):
@@ -93,6 +102,11 @@ class NaiveImpl(FastconvImpl):
 # ---------------------------------------------------------------------------
 # NumPy
 # ---------------------------------------------------------------------------
+def _numpy_supports(case):
+    """The NumPy baseline pools with symmetric padding in floor mode only."""
+    return getattr(case, "pads", None) is None and not getattr(case, "ceil_mode", False)
+
+
 def _pad(x, p, value=0.0):
     if p == 0:
         return x
@@ -166,6 +180,9 @@ class NumpyImpl(Impl):
             gxp[:, :, sh, sw] += dcols[:, i, j].transpose(1, 0, 2, 3)
         gx = gxp[:, :, padding:padding + h, padding:padding + wd] if padding else gxp
         return np.ascontiguousarray(gx), gw, gb
+
+    def supports(self, case):
+        return case.kind != "pool" or _numpy_supports(case)
 
     def maxpool_fwd(self, x, k, stride, padding, return_indices=False):
         n, c, h, w = x.shape
@@ -275,21 +292,53 @@ class TorchImpl(Impl):
             gy, x, w, [w.shape[0]], [stride] * 2, [symmetric(sides)] * 2, [1, 1],
             False, [0, 0], 1, [True, True, True])
 
-    def maxpool_fwd(self, x, k, stride, padding, return_indices=False):
-        return self.F.max_pool2d(x, k, stride, padding, return_indices=return_indices)
+    # Per-side padding: PyTorch's pooling has none, so a model exported with it
+    # (TensorFlow's 'same') runs as F.pad + pooling; the backward as pooling's
+    # backward on the padded shape, then the slice of the real input.
+    @staticmethod
+    def _sides(padding):
+        return padding if isinstance(padding, tuple) else None
 
-    def maxpool_bwd(self, gy, indices, x_shape, k, stride, padding):
-        return self.aten.max_pool2d_with_indices_backward(
-            gy, self._like(x_shape, gy.dtype), [k, k], [stride] * 2, [padding] * 2,
-            [1, 1], False, indices)
+    def maxpool_fwd(self, x, k, stride, padding, return_indices=False, ceil_mode=False):
+        sides = self._sides(padding)
+        if sides is not None:
+            (t, b), (left, r) = sides
+            x, padding = self.F.pad(x, (left, r, t, b), value=-float("inf")), 0
+        return self.F.max_pool2d(x, k, stride, padding, ceil_mode=ceil_mode,
+                                 return_indices=return_indices)
 
-    def avgpool_fwd(self, x, k, stride, padding):
-        return self.F.avg_pool2d(x, k, stride, padding)
+    def _unpadded(self, gx, sides, x_shape):
+        (t, _), (left, _) = sides
+        return gx[:, :, t:t + x_shape[2], left:left + x_shape[3]]
 
-    def avgpool_bwd(self, gy, x_shape, k, stride, padding):
-        return self.aten.avg_pool2d_backward(
-            gy, self._like(x_shape, gy.dtype), [k, k], [stride] * 2, [padding] * 2,
-            False, True, None)
+    def _padded_shape(self, x_shape, sides):
+        if sides is None:
+            return x_shape
+        (t, b), (left, r) = sides
+        return (x_shape[0], x_shape[1], x_shape[2] + t + b, x_shape[3] + left + r)
+
+    def maxpool_bwd(self, gy, indices, x_shape, k, stride, padding, ceil_mode=False):
+        sides = self._sides(padding)
+        p = 0 if sides is not None else padding
+        gx = self.aten.max_pool2d_with_indices_backward(
+            gy, self._like(self._padded_shape(x_shape, sides), gy.dtype), [k, k],
+            [stride] * 2, [p] * 2, [1, 1], ceil_mode, indices)
+        return gx if sides is None else self._unpadded(gx, sides, x_shape)
+
+    def avgpool_fwd(self, x, k, stride, padding, ceil_mode=False):
+        sides = self._sides(padding)
+        if sides is not None:   # zeros counted in the divisor: count_include_pad=True
+            (t, b), (left, r) = sides
+            x, padding = self.F.pad(x, (left, r, t, b)), 0
+        return self.F.avg_pool2d(x, k, stride, padding, ceil_mode=ceil_mode)
+
+    def avgpool_bwd(self, gy, x_shape, k, stride, padding, ceil_mode=False):
+        sides = self._sides(padding)
+        p = 0 if sides is not None else padding
+        gx = self.aten.avg_pool2d_backward(
+            gy, self._like(self._padded_shape(x_shape, sides), gy.dtype), [k, k],
+            [stride] * 2, [p] * 2, ceil_mode, True, None)
+        return gx if sides is None else self._unpadded(gx, sides, x_shape)
 
 
 IMPL_ORDER = ("fastconv", "torch", "numpy", "naive")

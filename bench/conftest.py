@@ -61,6 +61,8 @@ def measure(benchmark, impls):
         if impl_name not in impls:
             pytest.skip(f"{impl_name}: {impls['_skipped'].get(impl_name, 'not selected')}")
         impl = impls[impl_name]
+        if not impl.supports(case):
+            pytest.skip(f"{impl_name} does not run case {case.name} ({case.describe()})")
         if _last["threads"] != threads:
             set_threads({k: v for k, v in impls.items() if k != "_skipped"}, threads)
             _last["threads"] = threads

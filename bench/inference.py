@@ -64,7 +64,11 @@ def torch_model(torch, fc_model):
             if layer.bias is not None:
                 t.bias.data = torch.from_numpy(np.array(layer.bias.data))
         elif isinstance(layer, fnn.MaxPool2d):
-            t = tnn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+            if isinstance(layer.padding[0], tuple):   # per side: torch pools symmetric only
+                raise SystemExit("bench/inference.py: no PyTorch twin for a MaxPool2d with "
+                                 f"per-side padding {layer.padding}")
+            t = tnn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding,
+                              dilation=layer.dilation, ceil_mode=layer.ceil_mode)
         elif isinstance(layer, fnn.ReLU):
             t = tnn.ReLU()
         elif isinstance(layer, fnn.Flatten):

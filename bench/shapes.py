@@ -91,6 +91,16 @@ class ConvCase:
                 f"{self.kernel}x{self.kernel} s{self.stride} p{p}")
 
 
+def pool_out_size(size, k, s, before, after, ceil_mode):
+    """The torch pooling rule with per-side padding: floor, or ceil with the last
+    window dropped if it would start past the input and the leading padding."""
+    span = size + before + after - k
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1
+    return out - 1 if (out - 1) * s >= size + before else out
+
+
 @dataclass(frozen=True)
 class PoolCase:
     name: str
@@ -102,6 +112,8 @@ class PoolCase:
     kernel: int
     stride: int
     padding: int = 0
+    ceil_mode: bool = False
+    pads: tuple = None   # per side ((top, bottom), (left, right)), instead of padding
 
     kind = "pool"
 
@@ -110,9 +122,21 @@ class PoolCase:
         return (self.N, self.C, self.H, self.W)
 
     @property
+    def pool_padding(self):
+        """The ``padding`` argument of the pooling calls."""
+        return self.padding if self.pads is None else self.pads
+
+    @property
+    def pool_kwargs(self):
+        """Keyword arguments beyond (k, stride, padding): only where a case needs them,
+        so implementations without them still run the other cases."""
+        return {"ceil_mode": True} if self.ceil_mode else {}
+
+    @property
     def out_shape(self):
-        ho = out_size(self.H, self.kernel, self.stride, self.padding)
-        wo = out_size(self.W, self.kernel, self.stride, self.padding)
+        (t, b), (left, r) = self.pads or ((self.padding,) * 2, (self.padding,) * 2)
+        ho = pool_out_size(self.H, self.kernel, self.stride, t, b, self.ceil_mode)
+        wo = pool_out_size(self.W, self.kernel, self.stride, left, r, self.ceil_mode)
         return (self.N, self.C, ho, wo)
 
     def with_batch(self, n):
@@ -122,8 +146,11 @@ class PoolCase:
         return None
 
     def describe(self):
+        pad = (f"p{self.padding}" if self.pads is None else
+               "p" + ",".join(str(v) for side in self.pads for v in side))
         return (f"{self.N},{self.C},{self.H},{self.W} "
-                f"{self.kernel}x{self.kernel} s{self.stride} p{self.padding}")
+                f"{self.kernel}x{self.kernel} s{self.stride} {pad}"
+                + (" ceil" if self.ceil_mode else ""))
 
 
 CONV_CASES = {c.name: c for c in [
@@ -142,6 +169,11 @@ POOL_CASES = {c.name: c for c in [
     PoolCase("p1", "2x2/2 after MNIST-CNN conv1", 64, 32, 28, 28, 2, 2, 0),
     PoolCase("p2", "2x2/2 after LeNet conv1", 64, 6, 28, 28, 2, 2, 0),
     PoolCase("p3", "3x3/2 p1 (overlapping, ResNet-style)", 32, 64, 56, 56, 3, 2, 1),
+    # issue #13: what exported networks use
+    PoolCase("p4", "3x3/2 ceil_mode (GoogLeNet/SqueezeNet-style)", 16, 192, 56, 56, 3, 2,
+             ceil_mode=True),
+    PoolCase("p5", "2x2/2 TF 'same' on odd input (pad bottom/right 1)", 64, 32, 27, 27, 2, 2,
+             pads=((0, 1), (0, 1))),
 ]}
 
 ALL_CASES = {**CONV_CASES, **POOL_CASES}

@@ -57,6 +57,60 @@ max2x2_avx512_f32(const float *r0, ptrdiff_t w, ptrdiff_t wo, int64_t base, floa
     return wo;
 }
 
+/*
+ * Backward of 2x2/2 max pooling for one plane when every output's argmax lies
+ * in its own 2x2 tile (true of the forward's indices; the indices are not
+ * trusted, each is checked): every element of grad_x is written once,
+ * grad_out where the index points and 0 elsewhere, instead of a memset and a
+ * read-modify-write scatter. The value is 0 + grad_out, as the scatter's
+ * 0 += grad_out makes it (a -0 becomes +0). Returns 0, possibly after writing
+ * part of the plane, when an index is not in its tile: the caller then redoes
+ * the plane with the scatter. One call per plane: the constants and the call
+ * cost more than a 14-output row.
+ */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static int
+max2x2_bwd_avx512_f32(const float *gy, const int64_t *idx, ptrdiff_t h, ptrdiff_t w,
+                      ptrdiff_t ho, ptrdiff_t wo, float *gx)
+{
+    /* output lane i of a group: its tile starts 2*i columns in */
+    const __m512i lane2 = _mm512_slli_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), 1);
+    const __m512i one = _mm512_set1_epi64(1), wv = _mm512_set1_epi64((long long)w),
+                  w1 = _mm512_set1_epi64((long long)w + 1);
+    /* interleave lanes of (even, odd): 0, 16, 1, 17, ... */
+    const __m512i zip = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m256 zero = _mm256_setzero_ps();
+    for (ptrdiff_t oh = 0; oh < ho; ++oh) {
+        float *r0 = gx + 2 * oh * w, *r1 = r0 + w;
+        const float *gr = gy + oh * wo;
+        const int64_t *ir = idx + oh * wo;
+        const int64_t base = (int64_t)(2 * oh * w);
+        for (ptrdiff_t ow = 0; ow < wo; ow += 8) {
+            const ptrdiff_t n = wo - ow < 8 ? wo - ow : 8;
+            const __mmask8 m = (__mmask8)((1u << n) - 1);
+            const __mmask16 m2 = (__mmask16)((1u << (2 * n)) - 1);
+            const __m512i d = _mm512_sub_epi64(_mm512_maskz_loadu_epi64(m, ir + ow),
+                _mm512_add_epi64(_mm512_set1_epi64(base + 2 * ow), lane2));
+            const __mmask8 k0 = _mm512_cmpeq_epi64_mask(d, _mm512_setzero_si512());
+            const __mmask8 k1 = _mm512_cmpeq_epi64_mask(d, one);
+            const __mmask8 k2 = _mm512_cmpeq_epi64_mask(d, wv);
+            const __mmask8 k3 = _mm512_cmpeq_epi64_mask(d, w1);
+            if ((__mmask8)((k0 | k1 | k2 | k3) & m) != m) return 0;
+            const __m256 v = _mm256_add_ps(_mm256_maskz_loadu_ps(m, gr + ow), zero);
+            const __m512 top = _mm512_permutex2var_ps(
+                _mm512_castps256_ps512(_mm256_maskz_mov_ps(k0, v)), zip,
+                _mm512_castps256_ps512(_mm256_maskz_mov_ps(k1, v)));
+            const __m512 bot = _mm512_permutex2var_ps(
+                _mm512_castps256_ps512(_mm256_maskz_mov_ps(k2, v)), zip,
+                _mm512_castps256_ps512(_mm256_maskz_mov_ps(k3, v)));
+            _mm512_mask_storeu_ps(r0 + 2 * ow, m2, top);
+            _mm512_mask_storeu_ps(r1 + 2 * ow, m2, bot);
+        }
+        for (ptrdiff_t x = 2 * wo; x < w; ++x) r0[x] = r1[x] = 0;
+    }
+    if (2 * ho < h) memset(gx + 2 * ho * w, 0, sizeof(float) * (size_t)((h - 2 * ho) * w));
+    return 1;
+}
+
 /* The same for double: 8 outputs a step, the offsets kept as 64-bit lanes. */
 __attribute__((target("avx512f"))) static ptrdiff_t
 max2x2_avx512_f64(const double *r0, ptrdiff_t w, ptrdiff_t wo, int64_t base, double *y,
@@ -122,6 +176,31 @@ static ptrdiff_t max2x2_simd_f64(const double *r0, ptrdiff_t w, ptrdiff_t wo, in
 #endif
     (void)r0; (void)w; (void)wo; (void)base; (void)y; (void)idx;
     return 0;
+}
+
+/*
+ * One plane of the 2x2/2 max-pool backward by rows (see max2x2_bwd_avx512_f32);
+ * returns 0 when there is no such vector code or an index is not in its tile.
+ * Rows and columns past the tiles (odd sizes) get 0.
+ */
+static int max2x2_bwd_plane_f32(const float *gy, const int64_t *idx, ptrdiff_t h, ptrdiff_t w,
+                                ptrdiff_t ho, ptrdiff_t wo, float *gx)
+{
+#if FC_X86_SIMD
+    if (fc_simd_dispatch() >= FC_SIMD_AVX512) {
+        fc_simd_ran(FC_SIMD_AVX512);
+        return max2x2_bwd_avx512_f32(gy, idx, h, w, ho, wo, gx);
+    }
+#endif
+    (void)gy; (void)idx; (void)h; (void)w; (void)ho; (void)wo; (void)gx;
+    return 0;
+}
+
+static int max2x2_bwd_plane_f64(const double *gy, const int64_t *idx, ptrdiff_t h, ptrdiff_t w,
+                                ptrdiff_t ho, ptrdiff_t wo, double *gx)
+{
+    (void)gy; (void)idx; (void)h; (void)w; (void)ho; (void)wo; (void)gx;
+    return 0; /* no vector code: the scatter */
 }
 
 /* whether the 2x2/2 row kernel is vector code; otherwise the generic plane path

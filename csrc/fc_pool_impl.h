@@ -7,20 +7,27 @@
  * Semantics follow torch.nn.functional: max pooling pads with -inf, the first
  * maximum in raster order wins, a NaN wins over numbers (the last NaN, as in
  * PyTorch); average pooling divides by the window clipped to the padded input
- * (count_include_pad) or to the real input.
+ * [-ph, h + ph_end) (count_include_pad) or to the real input. Padding may
+ * differ per side, and a ceil-mode window may run past the bottom/right
+ * padding; the Python layer makes sure every window holds an input element.
+ * Tap i of a max window is i*dh rows below its origin (dilation).
  */
 
-/* the LeNet case, 2x2 windows with stride 2 and no padding: they tile the input */
+/* the LeNet case, 2x2 windows with stride 2 and no padding: they tile the input
+ * (a ceil-mode window past the last row or column would not) */
 static inline int SFX(is_2x2s2)(const fc_pool_geom *g)
 {
-    return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
+    return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0 &&
+           g->ph_end == 0 && g->pw_end == 0 && g->dh == 1 && g->dw == 1 &&
+           2 * g->ho <= g->h && 2 * g->wo <= g->w;
 }
 
-/* window rows [*lo, *hi) of output row o, clipped to the input; returns padded size */
-static inline ptrdiff_t SFX(win)(ptrdiff_t o, ptrdiff_t s, ptrdiff_t p, ptrdiff_t k,
-                                 ptrdiff_t n, ptrdiff_t *lo, ptrdiff_t *hi)
+/* rows [*lo, *hi) of the (undilated) window of output row o, clipped to the input;
+ * returns its size clipped to the padded input [-p, n + p_end) */
+static inline ptrdiff_t SFX(win)(ptrdiff_t o, ptrdiff_t s, ptrdiff_t p, ptrdiff_t p_end,
+                                 ptrdiff_t k, ptrdiff_t n, ptrdiff_t *lo, ptrdiff_t *hi)
 {
-    ptrdiff_t a = o * s - p, b = FC_MIN(a + k, n + p);
+    ptrdiff_t a = o * s - p, b = FC_MIN(a + k, n + p_end);
     ptrdiff_t padded = b - a;
     *lo = FC_MAX(a, (ptrdiff_t)0);
     *hi = FC_MIN(b, n);
@@ -63,21 +70,27 @@ static inline void SFX(tap_cols)(ptrdiff_t e, ptrdiff_t s, ptrdiff_t n, ptrdiff_
     if (*hi < *lo) *hi = *lo;
 }
 
+/* the first tap index i >= 0 with i*d >= m (m may be negative) */
+static inline ptrdiff_t SFX(first_tap)(ptrdiff_t m, ptrdiff_t d)
+{
+    return m > 0 ? FC_CEILDIV(m, d) : 0;
+}
+
 /*
  * The window taps that can land on the input: rows [*i0, *i1) and columns
- * [*j0, *j1). Tap i of output o reads row o*sh + i - ph, inside [0, h) for some
- * o < ho only if ph - (ho-1)*sh <= i < ph + h, so a window far wider than the
- * input (allowed with padding up to half of it) costs what the input does, not
- * kh*kw. Tap (i, j) is numbered (i - i0) * (j1 - j0) + (j - j0): raster order,
- * fewer than 2**32 (functional.py checks), whatever kh*kw is.
+ * [*j0, *j1). Tap i of output o reads row o*sh + i*dh - ph, inside [0, h) for
+ * some o < ho only if ph - (ho-1)*sh <= i*dh < ph + h, so a window far wider
+ * than the input (allowed with padding up to nearly all of it) costs what the
+ * input does, not kh*kw. Tap (i, j) is numbered (i - i0) * (j1 - j0) + (j - j0):
+ * raster order, fewer than 2**32 (functional.py checks), whatever kh*kw is.
  */
 static void SFX(tap_range)(const fc_pool_geom *g, ptrdiff_t *i0, ptrdiff_t *i1, ptrdiff_t *j0,
                            ptrdiff_t *j1)
 {
-    *i0 = FC_MAX((ptrdiff_t)0, g->ph - (g->ho - 1) * g->sh);
-    *i1 = FC_MAX(*i0, FC_MIN(g->kh, g->ph + g->h));
-    *j0 = FC_MAX((ptrdiff_t)0, g->pw - (g->wo - 1) * g->sw);
-    *j1 = FC_MAX(*j0, FC_MIN(g->kw, g->pw + g->w));
+    *i0 = SFX(first_tap)(g->ph - (g->ho - 1) * g->sh, g->dh);
+    *i1 = FC_MAX(*i0, FC_MIN(g->kh, SFX(first_tap)(g->ph + g->h, g->dh)));
+    *j0 = SFX(first_tap)(g->pw - (g->wo - 1) * g->sw, g->dw);
+    *j1 = FC_MAX(*j0, FC_MIN(g->kw, SFX(first_tap)(g->pw + g->w, g->dw)));
 }
 
 /* work of a pooling call for the thread-count rule, in double: with a huge
@@ -176,20 +189,19 @@ static SFX(max_scratch) SFX(max_plane_setup)(const fc_pool_geom *g, char *mem)
     sc.tid = sc.tid0 + ohw;
     sc.ph = (REAL *)FC_ROUNDUP((uintptr_t)(sc.tid + ohw), (uintptr_t)sizeof(REAL));
     for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
-        ptrdiff_t h0, h1;
-        SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
+        const ptrdiff_t a = oh * g->sh - g->ph;
+        const ptrdiff_t ti = SFX(first_tap)(-a, g->dh); /* first tap row inside the input */
         for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
-            ptrdiff_t w0, w1;
-            SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
-            const ptrdiff_t a = oh * g->sh - g->ph, b = ow * g->sw - g->pw;
-            /* h0 - a >= i0 and w0 - b >= j0: see tap_range */
-            sc.tid0[oh * g->wo + ow] = (uint32_t)((h0 - a - i0) * nj + (w0 - b - j0));
+            const ptrdiff_t b = ow * g->sw - g->pw;
+            const ptrdiff_t tj = SFX(first_tap)(-b, g->dw);
+            /* ti >= i0 and tj >= j0: see tap_range */
+            sc.tid0[oh * g->wo + ow] = (uint32_t)((ti - i0) * nj + (tj - j0));
             sc.base[oh * g->wo + ow] = (int64_t)(a * g->w + b);
         }
     }
     for (ptrdiff_t i = i0; i < i1; ++i)
         for (ptrdiff_t j = j0; j < j1; ++j)
-            sc.tapoff[(i - i0) * nj + (j - j0)] = (int64_t)(i * g->w + j);
+            sc.tapoff[(i - i0) * nj + (j - j0)] = (int64_t)(i * g->dh * g->w + j * g->dw);
     return sc;
 }
 
@@ -282,7 +294,7 @@ static int SFX(tap_span)(const fc_pool_geom *g, ptrdiff_t i, ptrdiff_t j, ptrdif
 {
     const ptrdiff_t sh = g->sh, sw = g->sw;
     const ptrdiff_t hph = FC_CEILDIV(g->h, sh), wph = FC_CEILDIV(g->w, sw);
-    const ptrdiff_t ei = i - g->ph, e = j - g->pw;
+    const ptrdiff_t ei = i * g->dh - g->ph, e = j * g->dw - g->pw;
     SFX(tap_cols)(ei, sh, g->h, g->ho, r0, r1);
     SFX(tap_cols)(e, sw, g->w, g->wo, lo, hi);
     if (*r1 <= *r0 || *hi <= *lo) return 0;
@@ -384,11 +396,21 @@ int SFX(fc_maxpool2d_bwd)(const REAL *gy, const int64_t *idx, const fc_pool_geom
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1) reduction(| : bad)
     {
     fc_team_arrive(&tm);
+    /* The caller's guess of the windows (functional.py: H // H_out x W // W_out)
+     * says 2x2 tiles: try writing each element once (max2x2_bwd_plane); once a
+     * plane shows an index outside its tile, this thread's remaining planes go
+     * straight to the scatter. Either way gives the same bits. */
+    int tiled = g->sh == 2 && g->sw == 2 && 2 * g->ho <= g->h && 2 * g->wo <= g->w &&
+                g->w < ((ptrdiff_t)1 << 30);
 #pragma omp for schedule(static) nowait
     for (t = 0; t < planes; ++t) {
         REAL *gp = gx + t * hw;
         const REAL *yp = gy + t * ohw;
         const int64_t *ip = idx + t * ohw;
+        if (tiled) {
+            if (SFX(max2x2_bwd_plane)(yp, ip, g->h, g->w, g->ho, g->wo, gp)) continue;
+            tiled = 0;
+        }
         memset(gp, 0, sizeof(REAL) * (size_t)hw);
         for (ptrdiff_t o = 0; o < ohw; ++o) {
             int64_t i = ip[o];
@@ -425,10 +447,10 @@ static void SFX(avg_divisors)(const fc_pool_geom *g, REAL *div)
 {
     for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
         ptrdiff_t h0, h1;
-        const ptrdiff_t ph = SFX(win)(oh, g->sh, g->ph, g->kh, g->h, &h0, &h1);
+        const ptrdiff_t ph = SFX(win)(oh, g->sh, g->ph, g->ph_end, g->kh, g->h, &h0, &h1);
         for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
             ptrdiff_t w0, w1;
-            const ptrdiff_t pw = SFX(win)(ow, g->sw, g->pw, g->kw, g->w, &w0, &w1);
+            const ptrdiff_t pw = SFX(win)(ow, g->sw, g->pw, g->pw_end, g->kw, g->w, &w0, &w1);
             div[oh * g->wo + ow] =
                 (REAL)(g->count_include_pad ? ph * pw : (h1 - h0) * (w1 - w0));
         }

@@ -54,6 +54,8 @@ else:
 
     from ._version import __version__
     from .functional import (
+        avg_pool1d,
+        avg_pool1d_backward,
         avg_pool2d,
         avg_pool2d_backward,
         conv1d,
@@ -65,6 +67,8 @@ else:
         info,
         linear,
         linear_backward,
+        max_pool1d,
+        max_pool1d_backward,
         max_pool2d,
         max_pool2d_backward,
         openmp_enabled,
@@ -92,6 +96,10 @@ else:
         "max_pool2d_backward",
         "avg_pool2d",
         "avg_pool2d_backward",
+        "max_pool1d",
+        "max_pool1d_backward",
+        "avg_pool1d",
+        "avg_pool1d_backward",
         "relu",
         "relu_backward",
         "linear",

@@ -26,6 +26,10 @@ __all__ = [
     "same_padding",
     "ConvGeom",
     "conv2d_output_shape",
+    "pool_padding",
+    "pool_params",
+    "pool1d_params",
+    "check_flag",
     "pool_geom",
     "check_input_shape",
 ]
@@ -256,31 +260,194 @@ def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation
                      groups).out_shape
 
 
-def pool_geom(fn, x_shape, kernel_size, stride, padding):
+# --------------------------------------------------------------- pooling ---
+_POOL_PADDING_FORMS = ("an int, a pair (h, w) or per side ((top, bottom), (left, right)) "
+                       "of ints >= 0")
+
+
+def pool_padding(fn, padding):
+    """``((top, bottom), (left, right))`` from ``p``, ``(ph, pw)`` or the per-side form."""
+    if type(padding) is int and 0 <= padding <= MAX_PARAM:
+        return (padding, padding), (padding, padding)
+
+    def bad(exc):
+        return exc(f"{fn}: padding must be {_POOL_PADDING_FORMS}, got {padding!r}")
+
+    seq = (tuple, list, np.ndarray)
+    if isinstance(padding, seq) and len(padding) == 2 and any(
+            isinstance(v, seq) for v in padding):
+        if not all(isinstance(v, seq) for v in padding):
+            raise bad(ValueError)
+        sides = []
+        for v in padding:
+            try:
+                sides.append(check_pair(fn, "padding", v, minimum=0))
+            except TypeError:
+                raise bad(TypeError) from None
+            except ValueError:
+                raise bad(ValueError) from None
+        return tuple(sides)
+    try:
+        ph, pw = check_pair(fn, "padding", padding, minimum=0)
+    except TypeError:
+        raise bad(TypeError) from None
+    except ValueError:
+        raise bad(ValueError) from None
+    return (ph, ph), (pw, pw)
+
+
+def check_flag(fn, name, value):
+    """A bool argument: True/False (numpy's too) or the ints 0/1 (ONNX attributes)."""
+    if type(value) is bool:
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{fn}: {name} must be a bool, got {type(value).__name__} {value!r}")
+
+
+def pool_axis(fn, axis, n, k, s, before, after, d, ceil_mode):
+    """Output length of one pooling axis, checked.
+
+    ``L_out = (n + before + after - d*(k - 1) - 1) // s + 1``; with ``ceil_mode``
+    the division rounds up, and the last window is dropped if it would start
+    at or past ``n + before`` (PyTorch's rule: every window starts inside the
+    input or the left/top padding). Every window must hold an input element.
+    """
+    eff = d * (k - 1) + 1
+    total = n + before + after
+    # ceil mode lets a window run past the padded input (PyTorch's rule: as long as
+    # it starts inside the input or the left padding); floor mode does not
+    if total + (s - 1 if ceil_mode else 0) < eff:
+        what = f"kernel_size {k}" if d == 1 else f"window extent {eff} (kernel_size {k}, dilation {d})"
+        raise ValueError(
+            f"{fn}: {what} along {axis} is larger than the padded input {total} "
+            f"(size {n}, padding {(before, after)})")
+    span = total - eff
+    if ceil_mode:
+        out = -(-span // s) + 1
+        if (out - 1) * s >= n + before:
+            out -= 1
+    else:
+        out = span // s + 1
+    # the first tap of each window inside the input must exist (a dilated window
+    # can step over a small input entirely); checked in closed form per window
+    # Without dilation every window holds an input element already: it starts
+    # after -k (padding < k) and before n (floor: it ends inside the padded
+    # input, padding < k; ceil: the rule above). A dilated window starting in the
+    # padding can step over a small input; only those (start < 0) are checked.
+    if n == 0 or d == 1 or before == 0:  # (n == 0: an empty array, nothing is read)
+        return out
+    starts = np.arange(min(out, -(-before // s)), dtype=np.int64) * s - before
+    first = np.where(starts < 0, -(starts // d), 0)  # ceil(-start / d) taps in
+    empty = (first >= k) | (starts + first * d >= n)
+    if empty.any():
+        o = int(np.flatnonzero(empty)[0])
+        raise ValueError(
+            f"{fn}: padding {(before, after)} along {axis} leaves output {o} with a window "
+            f"(kernel_size {k}, dilation {d}, stride {s}) that holds no input element of "
+            f"the {n}")
+    return out
+
+
+def pool_params(fn, kernel_size, stride, padding, dilation=1, ceil_mode=False, *, avg=False):
+    """The input-independent checks of a pooling call (also run by the layers'
+    constructors): ``(kernel, stride, ((top, bottom), (left, right)), dilation,
+    ceil_mode)``, each pair an (h, w) tuple of ints."""
     k = check_pair(fn, "kernel_size", kernel_size, minimum=1)
     s = k if stride is None else check_pair(fn, "stride", stride, minimum=1)
-    p = check_pair(fn, "padding", padding, minimum=0)
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise ValueError(
-            f"{fn}: padding must be at most half the kernel size, got padding {padding!r} "
-            f"for kernel_size {kernel_size!r}")
+    # the defaults skip the general checks: every training step pools
+    d = (1, 1) if type(dilation) is int and dilation == 1 else check_pair(
+        fn, "dilation", dilation, minimum=1)
+    ceil_mode = check_flag(fn, "ceil_mode", ceil_mode)
+    pads = pool_padding(fn, padding)
+    for kk, dd, side in ((k[0], d[0], pads[0]), (k[1], d[1], pads[1])):
+        limit = kk if avg else dd * (kk - 1) + 1
+        if max(side) >= limit:
+            what = (f"kernel_size {kernel_size!r}" if avg or dd == 1 else
+                    f"the dilated window {limit} (kernel_size {kernel_size!r}, "
+                    f"dilation {dilation!r})")
+            raise ValueError(
+                f"{fn}: padding on each side must be smaller than {what}, "
+                f"got padding {padding!r}")
+    return k, s, pads, d, ceil_mode
+
+
+def pool1d_params(fn, kernel_size, stride, padding, dilation=1, ceil_mode=False, *,
+                  avg=False):
+    """The checks of a 1-D pooling call, in its own terms: ``(kernel, stride,
+    (left, right), dilation, ceil_mode)``. An int or a 1-tuple is accepted for
+    kernel_size, stride and dilation; ``p`` or ``(left, right)`` for padding."""
+    def one(name, v):
+        if isinstance(v, (tuple, list)) and len(v) == 1:
+            v = v[0]
+        return check_int(fn, name, v, minimum=1, maximum=MAX_PARAM)
+
+    k = one("kernel_size", kernel_size)
+    s = k if stride is None else one("stride", stride)
+    d = one("dilation", dilation)
+    if isinstance(padding, (tuple, list, np.ndarray)):
+        if len(padding) != 2 or any(isinstance(v, (tuple, list, np.ndarray)) for v in padding):
+            raise ValueError(f"{fn}: padding must be an int or a pair (left, right) of ints "
+                             f">= 0, got {padding!r}")
+        lr = tuple(check_int(fn, "padding", v, minimum=0, maximum=MAX_PARAM) for v in padding)
+    else:
+        p = check_int(fn, "padding", padding, minimum=0, maximum=MAX_PARAM)
+        lr = (p, p)
+    limit = k if avg else d * (k - 1) + 1
+    if max(lr) >= limit:
+        what = (f"kernel_size {k}" if avg or d == 1 else
+                f"the dilated window {limit} (kernel_size {k}, dilation {d})")
+        raise ValueError(f"{fn}: padding on each side must be smaller than {what}, "
+                         f"got padding {padding!r}")
+    return k, s, lr, d, check_flag(fn, "ceil_mode", ceil_mode)
+
+
+def pool_geom(fn, x_shape, kernel_size, stride, padding, dilation=1, ceil_mode=False, *,
+              avg=False):
+    """Checked pooling geometry: the kernels' tuple and the output shape.
+
+    The tuple is in the field order of ``fc_pool_geom``: ``(n, c, h, w, kh, kw,
+    ho, wo, sh, sw, ph, pw, ph_end, pw_end, dh, dw)``. Padding on each side must
+    be smaller than the window (avg pooling: ``kernel_size``; max pooling: the
+    dilated extent ``dilation*(kernel_size - 1) + 1``).
+    """
+    k, s, pads, d, ceil_mode = pool_params(fn, kernel_size, stride, padding, dilation,
+                                           ceil_mode, avg=avg)
     n, c, h, w = x_shape
     if n * c and not h * w:
         # every window would be padding only: PyTorch refuses this too
         raise ValueError(f"{fn}: input height and width must be >= 1 when N and C are, "
                          f"got shape {tuple(x_shape)}")
-    ho, ksh = checked_axis(fn, "height", h, k[0], s[0], p[0], 1, "kernel_size", split_extent=h)
-    wo, ksw = checked_axis(fn, "width", w, k[1], s[1], p[1], 1, "kernel_size", split_extent=w)
+    ho = pool_axis(fn, "height", h, k[0], s[0], pads[0][0], pads[0][1], d[0], ceil_mode)
+    wo = pool_axis(fn, "width", w, k[1], s[1], pads[1][0], pads[1][1], d[1], ceil_mode)
     check_size(fn, "the output", n * c * ho * wo)
+    # A stride longer than the input with a single output: that window starts at
+    # -before whatever the stride, and the kernels' stride-phase split stays the
+    # size of the input if they are given the input's extent instead (the same
+    # elements in the same order: bitwise the result of the true stride).
+    ksh = s[0] if ho > 1 or s[0] <= h else max(h, 1)
+    ksw = s[1] if wo > 1 or s[1] <= w else max(w, 1)
+    # the phase split (only a stride longer than the input, with several outputs,
+    # makes it larger than the input: large padding on both sides)
+    split = n * c * (-(-h // ksh) * ksh) * (-(-w // ksw) * ksw)
+    check_scratch(fn, f"stride {stride!r} with padding {padding!r}", split,
+                  n * c * h * w, n * c * ho * wo)
     # the window taps that can land on the input (the kernels visit only these,
-    # and number them in 32 bits): rows max(0, p - (ho-1)*s) .. min(k, p + h)
+    # and number them in 32 bits): i*d in [before - (out-1)*s, before + n)
     taps = 1
-    for kk, ss, pp, nn, oo in ((k[0], s[0], p[0], h, ho), (k[1], s[1], p[1], w, wo)):
-        taps *= max(min(kk, pp + nn) - max(0, pp - (oo - 1) * ss), 1)
+    for kk, ss, pp, nn, oo, dd in ((k[0], s[0], pads[0][0], h, ho, d[0]),
+                                   (k[1], s[1], pads[1][0], w, wo, d[1])):
+        lo = max(0, -(-(pp - (oo - 1) * ss) // dd))
+        hi = min(kk, -(-(pp + nn) // dd))
+        taps *= max(hi - lo, 1)
     if taps > MAX_TAPS:
         raise ValueError(f"{fn}: kernel_size {kernel_size!r} covers {taps} positions of "
                          f"an input plane of shape {(h, w)}; at most 2**32 - 1 are supported")
-    return (n, c, h, w, k[0], k[1], ho, wo, ksh, ksw, p[0], p[1]), (n, c, ho, wo)
+    geom = (n, c, h, w, k[0], k[1], ho, wo, ksh, ksw, pads[0][0], pads[1][0],
+            pads[0][1], pads[1][1], d[0], d[1])
+    return geom, (n, c, ho, wo)
 
 
 def check_input_shape(fn, input_shape):

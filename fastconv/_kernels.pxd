@@ -28,6 +28,8 @@ cdef extern from "fastconv.h" nogil:
         Py_ssize_t ho, wo
         Py_ssize_t sh, sw
         Py_ssize_t ph, pw
+        Py_ssize_t ph_end, pw_end
+        Py_ssize_t dh, dw
         int count_include_pad
 
     int fc_conv2d_fwd_f32(const float *x, const float *w, const float *bias,

@@ -12,7 +12,7 @@ arrays (4-D for conv and pooling, 1-D for relu) of one floating dtype (float32 o
 
 * conv: ``(n, c, h, w, k, kh, kw, ho, wo, sh, sw, ph, pw, ph_end, pw_end, dh, dw, groups)``
   (padding before: top, left; after: bottom, right)
-* pool: ``(n, c, h, w, kh, kw, ho, wo, sh, sw, ph, pw)``
+* pool: ``(n, c, h, w, kh, kw, ho, wo, sh, sw, ph, pw, ph_end, pw_end, dh, dw)``
 """
 
 from typing import Dict, Optional, Tuple
@@ -26,7 +26,7 @@ _Float = NDArray[np.floating]
 _Int64 = NDArray[np.int64]
 _ConvGeom = Tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int,
                   int, int]
-_PoolGeom = Tuple[int, int, int, int, int, int, int, int, int, int, int, int]
+_PoolGeom = Tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
 
 def conv2d_forward(
     x: _Float,

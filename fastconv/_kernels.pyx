@@ -35,7 +35,8 @@ cdef fc_conv_geom _conv_geom(tuple t):
 
 cdef fc_pool_geom _pool_geom(tuple t, bint count_include_pad):
     cdef fc_pool_geom g
-    (g.n, g.c, g.h, g.w, g.kh, g.kw, g.ho, g.wo, g.sh, g.sw, g.ph, g.pw) = t
+    (g.n, g.c, g.h, g.w, g.kh, g.kw, g.ho, g.wo, g.sh, g.sw, g.ph, g.pw,
+     g.ph_end, g.pw_end, g.dh, g.dw) = t
     g.count_include_pad = count_include_pad
     return g
 

@@ -21,6 +21,10 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "max_pool1d",
+    "max_pool1d_backward",
+    "avg_pool1d",
+    "avg_pool1d_backward",
     "relu",
     "relu_backward",
     "linear",
@@ -85,6 +89,9 @@ def conv2d_backward(
     out: Sequence[_Array | None] | None = None,
     relu_output: ArrayLike | None = None,
 ) -> Tuple[_Array | None, _Array | None, _Array | None]: ...
+# p, (ph, pw) or per side ((top, bottom), (left, right)); 1-D: p or (left, right)
+_PoolPadding = Union[_Int2, Tuple[Tuple[int, int], Tuple[int, int]], Sequence[Sequence[int]]]
+
 def conv1d(
     x: ArrayLike,
     weight: ArrayLike,
@@ -115,8 +122,10 @@ def max_pool2d(
     x: ArrayLike,
     kernel_size: _Int2,
     stride: _Int2 | None = None,
-    padding: _Int2 = 0,
+    padding: _PoolPadding = 0,
+    dilation: _Int2 = 1,
     *,
+    ceil_mode: bool = False,
     return_indices: Literal[False] = False,
     out: _Array | None = None,
     indices_out: NDArray[np.int64] | None = None,
@@ -126,8 +135,10 @@ def max_pool2d(
     x: ArrayLike,
     kernel_size: _Int2,
     stride: _Int2 | None = None,
-    padding: _Int2 = 0,
+    padding: _PoolPadding = 0,
+    dilation: _Int2 = 1,
     *,
+    ceil_mode: bool = False,
     return_indices: Literal[True],
     out: _Array | None = None,
     indices_out: NDArray[np.int64] | None = None,
@@ -137,8 +148,10 @@ def max_pool2d(
     x: ArrayLike,
     kernel_size: _Int2,
     stride: _Int2 | None = None,
-    padding: _Int2 = 0,
+    padding: _PoolPadding = 0,
+    dilation: _Int2 = 1,
     *,
+    ceil_mode: bool = False,
     return_indices: bool,
     out: _Array | None = None,
     indices_out: NDArray[np.int64] | None = None,
@@ -154,8 +167,9 @@ def avg_pool2d(
     x: ArrayLike,
     kernel_size: _Int2,
     stride: _Int2 | None = None,
-    padding: _Int2 = 0,
+    padding: _PoolPadding = 0,
     *,
+    ceil_mode: bool = False,
     count_include_pad: bool = True,
     out: _Array | None = None,
 ) -> _Array: ...
@@ -164,10 +178,64 @@ def avg_pool2d_backward(
     input_shape: _Shape,
     kernel_size: _Int2,
     stride: _Int2 | None = None,
-    padding: _Int2 = 0,
+    padding: _PoolPadding = 0,
     *,
+    ceil_mode: bool = False,
     count_include_pad: bool = True,
     out: _Array | None = None,
+) -> _Array: ...
+@overload
+def max_pool1d(
+    x: ArrayLike,
+    kernel_size: _Int1,
+    stride: _Int1 | None = None,
+    padding: Union[int, Tuple[int, int], Sequence[int]] = 0,
+    dilation: _Int1 = 1,
+    *,
+    ceil_mode: bool = False,
+    return_indices: Literal[False] = False,
+) -> _Array: ...
+@overload
+def max_pool1d(
+    x: ArrayLike,
+    kernel_size: _Int1,
+    stride: _Int1 | None = None,
+    padding: Union[int, Tuple[int, int], Sequence[int]] = 0,
+    dilation: _Int1 = 1,
+    *,
+    ceil_mode: bool = False,
+    return_indices: Literal[True],
+) -> Tuple[_Array, NDArray[np.int64]]: ...
+@overload
+def max_pool1d(
+    x: ArrayLike,
+    kernel_size: _Int1,
+    stride: _Int1 | None = None,
+    padding: Union[int, Tuple[int, int], Sequence[int]] = 0,
+    dilation: _Int1 = 1,
+    *,
+    ceil_mode: bool = False,
+    return_indices: bool,
+) -> _Array | Tuple[_Array, NDArray[np.int64]]: ...
+def max_pool1d_backward(grad_out: ArrayLike, indices: ArrayLike, input_shape: _Shape) -> _Array: ...
+def avg_pool1d(
+    x: ArrayLike,
+    kernel_size: _Int1,
+    stride: _Int1 | None = None,
+    padding: Union[int, Tuple[int, int], Sequence[int]] = 0,
+    *,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> _Array: ...
+def avg_pool1d_backward(
+    grad_out: ArrayLike,
+    input_shape: _Shape,
+    kernel_size: _Int1,
+    stride: _Int1 | None = None,
+    padding: Union[int, Tuple[int, int], Sequence[int]] = 0,
+    *,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> _Array: ...
 def relu(x: ArrayLike, *, out: _Array | None = None) -> _Array: ...
 def relu_backward(

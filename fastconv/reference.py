@@ -16,7 +16,8 @@ Output size, for every kernel and each spatial axis::
 
     H_out = (H + pad_top + pad_bottom - dilation*(kh-1) - 1) // stride + 1
 
-(pooling has ``dilation = 1`` and ``pad_top = pad_bottom = padding``).
+(average pooling has ``dilation = 1``; pooling with ``ceil_mode`` rounds up,
+dropping a last window that would start past the input and the top padding).
 """
 
 import math
@@ -41,6 +42,10 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "max_pool1d",
+    "max_pool1d_backward",
+    "avg_pool1d",
+    "avg_pool1d_backward",
 ]
 
 # --------------------------------------------------------------------------
@@ -147,24 +152,53 @@ def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, func):
     return stride, pads, dilation, groups, Ho, Wo
 
 
-def _pool_geometry(x_shape, kernel_size, stride, padding, func):
-    """Check pooling parameters and return ``(kernel, stride, padding, Ho, Wo)``."""
+def _pool_padding(padding, func):
+    """``(top, bottom, left, right)`` from ``p``, ``(ph, pw)`` or
+    ``((top, bottom), (left, right))``."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
+            isinstance(side, (tuple, list)) for side in padding):
+        (top, bottom), (left, right) = (check_pair(func, "padding", side, minimum=0)
+                                        for side in padding)
+        return top, bottom, left, right
+    ph, pw = check_pair(func, "padding", padding, minimum=0)
+    return ph, ph, pw, pw
+
+
+def _pool_out_size(size, before, after, kernel, stride, dilation, ceil_mode):
+    """PyTorch's pooling output length: floor, or ceil with the last window
+    dropped when it would start at or past ``size + before``."""
+    span = size + before + after - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + before:
+        out -= 1
+    return out
+
+
+def _pool_geometry(x_shape, kernel_size, stride, padding, func, dilation=1,
+                   ceil_mode=False, avg=False):
+    """Check pooling parameters; return ``(kernel, stride, pads, dilation, Ho, Wo)``
+    with ``pads = (top, bottom, left, right)``."""
     _, _, H, W = x_shape
     kernel = check_pair(func, "kernel_size", kernel_size, minimum=1)
     stride = kernel if stride is None else check_pair(func, "stride", stride, minimum=1)
-    padding = check_pair(func, "padding", padding, minimum=0)
-    for p, k in zip(padding, kernel):
-        if p > k // 2:
+    dilation = check_pair(func, "dilation", dilation, minimum=1)
+    pads = _pool_padding(padding, func)
+    for p, k, d in zip(pads, (kernel[0], kernel[0], kernel[1], kernel[1]),
+                       (dilation[0], dilation[0], dilation[1], dilation[1])):
+        window = k if avg else d * (k - 1) + 1
+        if p >= window:
             raise ValueError(
-                f"{func}: padding must be at most half the kernel size, got "
-                f"padding={padding} for kernel_size={kernel}")
-    Ho = _out_size(H, padding[0], padding[0], kernel[0], stride[0], 1)
-    Wo = _out_size(W, padding[1], padding[1], kernel[1], stride[1], 1)
+                f"{func}: padding on each side must be smaller than the window {window}, "
+                f"got padding={padding}")
+    Ho = _pool_out_size(H, pads[0], pads[1], kernel[0], stride[0], dilation[0], ceil_mode)
+    Wo = _pool_out_size(W, pads[2], pads[3], kernel[1], stride[1], dilation[1], ceil_mode)
     if Ho < 1 or Wo < 1:
         raise ValueError(
             f"{func}: kernel_size {kernel} is larger than the padded input "
-            f"{(H + 2 * padding[0], W + 2 * padding[1])}")
-    return kernel, stride, padding, Ho, Wo
+            f"{(H + pads[0] + pads[1], W + pads[2] + pads[3])}")
+    return kernel, stride, pads, dilation, Ho, Wo
 
 
 def _pad(x, pads, value=0.0):
@@ -488,7 +522,8 @@ def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
 # Pooling
 # --------------------------------------------------------------------------
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, out=None):
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, *, ceil_mode=False,
+               return_indices=False, out=None):
     """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
 
     Parameters
@@ -497,8 +532,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
     kernel_size : int or (kh, kw) pair, >= 1
     stride : int or pair, optional
         Defaults to ``kernel_size``.
-    padding : int or pair, at most half the kernel size
-        Implicit ``-inf`` border: it never wins a window.
+    padding : int, pair or ((top, bottom), (left, right))
+        Implicit ``-inf`` border: it never wins a window. Each side smaller
+        than the dilated window.
+    dilation : int or pair
+        Spacing of the window's taps.
+    ceil_mode : bool
+        Round the output size up (PyTorch's rule).
     return_indices : bool
         Also return where each maximum came from.
     out : ndarray of shape (N, C, H_out, W_out), or a (y, indices) pair when
@@ -507,33 +547,40 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, return_indices=False, 
     Returns
     -------
     y : ndarray of shape (N, C, H_out, W_out), dtype of ``x``
-        ``H_out = (H + 2*pad - kh) // stride + 1``. Within a window the first
-        maximum in raster order wins; a NaN wins over any number (the last
-        NaN, if several, as in PyTorch).
+        ``H_out = (H + top + bottom - dilation*(kh-1) - 1) // stride + 1``
+        (rounded up with ceil_mode, unless that window would start past the
+        input and the top padding). Within a window the first maximum in
+        raster order wins; a NaN wins over any number (the last NaN, if
+        several, as in PyTorch).
     indices : ndarray of shape (N, C, H_out, W_out), int64
         Only with ``return_indices``: ``h*W + w`` of the winner in its
         unpadded (n, c) plane.
     """
     func = "max_pool2d"
     x = _array(func, "x", x)
-    (kh, kw), (sh, sw), (ph, pw), Ho, Wo = _pool_geometry(
-        x.shape, kernel_size, stride, padding, func)
+    (kh, kw), (sh, sw), (top, _, left, _), (dh, dw), Ho, Wo = _pool_geometry(
+        x.shape, kernel_size, stride, padding, func, dilation, ceil_mode)
     N, C, H, W = x.shape
 
     y = np.empty((N, C, Ho, Wo), dtype=x.dtype)
     idx = np.empty((N, C, Ho, Wo), dtype=np.int64)
-    for n in range(N):
-        for c in range(C):
-            for i in range(Ho):
-                for j in range(Wo):
-                    # the window clipped to the real image: padding is -inf,
-                    # so it can only matter if every real value is -inf too,
-                    # and then the first real element wins the tie anyway.
-                    h0, h1 = max(i * sh - ph, 0), min(i * sh - ph + kh, H)
-                    w0, w1 = max(j * sw - pw, 0), min(j * sw - pw + kw, W)
-                    best, where = -np.inf, h0 * W + w0
-                    for h in range(h0, h1):
-                        for v in range(w0, w1):
+    for i in range(Ho):
+        for j in range(Wo):
+            # the window's taps that are real pixels: padding is -inf, so it
+            # can only matter if every real value is -inf too, and then the
+            # first real element wins the tie anyway
+            rows = [i * sh - top + a * dh for a in range(kh)]
+            cols = [j * sw - left + b * dw for b in range(kw)]
+            rows = [h for h in rows if 0 <= h < H]
+            cols = [v for v in cols if 0 <= v < W]
+            if not rows or not cols:
+                raise ValueError(f"{func}: window ({i}, {j}) holds no input element; "
+                                 f"padding={padding} is too large")
+            for n in range(N):
+                for c in range(C):
+                    best, where = -np.inf, rows[0] * W + cols[0]
+                    for h in rows:
+                        for v in cols:
                             value = x[n, c, h, v]
                             # PyTorch's rule: a NaN always takes over, so the
                             # last NaN in raster order is the one reported
@@ -597,7 +644,8 @@ def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
     return _finish(gx.reshape(N, C, H, W).astype(grad_out.dtype), out, "out", func)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True, out=None):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
+               count_include_pad=True, out=None):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Parameters
@@ -606,25 +654,30 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True
     kernel_size : int or (kh, kw) pair, >= 1
     stride : int or pair, optional
         Defaults to ``kernel_size``.
-    padding : int or pair, at most half the kernel size
-        Implicit zero border.
+    padding : int, pair or ((top, bottom), (left, right))
+        Implicit zero border, each side smaller than the kernel.
+    ceil_mode : bool
+        Round the output size up (PyTorch's rule).
     count_include_pad : bool
-        Divide by ``kh*kw`` (True) or by the number of real pixels in the
-        window (False).
+        Divide by the window clipped to the padded input
+        ``[-top, H + bottom) x [-left, W + right)`` (True) or by the number of
+        real pixels in the window (False).
     out : ndarray of shape (N, C, H_out, W_out), optional
 
     Returns
     -------
     y : ndarray of shape (N, C, H_out, W_out), dtype of ``x``
-        ``H_out = (H + 2*pad - kh) // stride + 1``.
+        ``H_out = (H + top + bottom - kh) // stride + 1`` (or the ceil rule).
     """
     func = "avg_pool2d"
     x = _array(func, "x", x)
-    (kh, kw), (sh, sw), (ph, pw), Ho, Wo = _pool_geometry(
-        x.shape, kernel_size, stride, padding, func)
+    (kh, kw), (sh, sw), pads, _, Ho, Wo = _pool_geometry(
+        x.shape, kernel_size, stride, padding, func, 1, ceil_mode, avg=True)
     N, C, H, W = x.shape
+    top, bottom, left, right = pads
 
-    xpad = _pad(x.astype(np.float64), (ph, ph, pw, pw))
+    # zero border wide enough for a ceil-mode window running past the padding
+    xpad = _pad(x.astype(np.float64), (top, bottom + kh, left, right + kw))
     y = np.zeros((N, C, Ho, Wo))
     for n in range(N):
         for c in range(C):
@@ -633,29 +686,29 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, count_include_pad=True
                     h, v = i * sh, j * sw
                     total = np.sum(xpad[n, c, h:h + kh, v:v + kw])
                     y[n, c, i, j] = total / _divisor(
-                        h - ph, v - pw, kh, kw, H, W, count_include_pad)
+                        h - top, v - left, kh, kw, H, W, bottom, right, count_include_pad)
     return _finish(y.astype(x.dtype), out, "out", func)
 
 
-def _divisor(h0, w0, kh, kw, H, W, count_include_pad):
-    """Number an average-pool window starting at (h0, w0) (unpadded) divides by."""
+def _divisor(h0, w0, kh, kw, H, W, bottom, right, count_include_pad):
+    """Number an average-pool window starting at (h0, w0) (unpadded) divides by:
+    the window clipped to the padded input (count_include_pad) or to the input."""
     if count_include_pad:
-        return kh * kw
+        return (min(h0 + kh, H + bottom) - h0) * (min(w0 + kw, W + right) - w0)
     rows = min(h0 + kh, H) - max(h0, 0)
     cols = min(w0 + kw, W) - max(w0, 0)
     return rows * cols
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *,
-                        count_include_pad=True, out=None):
+                        ceil_mode=False, count_include_pad=True, out=None):
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
     Parameters
     ----------
     grad_out : ndarray of shape (N, C, H_out, W_out), dtype float32 or float64
-        ``H_out = (H + 2*pad - kh) // stride + 1``.
     input_shape : tuple (N, C, H, W)
-    kernel_size, stride, padding, count_include_pad : as for :func:`avg_pool2d`
+    kernel_size, stride, padding, ceil_mode, count_include_pad : as for :func:`avg_pool2d`
     out : ndarray of shape ``input_shape``, optional
 
     Returns
@@ -667,22 +720,71 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     func = "avg_pool2d_backward"
     grad_out = _array(func, "grad_out", grad_out)
     shape = _shape4(input_shape, "input_shape", func)
-    (kh, kw), (sh, sw), (ph, pw), Ho, Wo = _pool_geometry(
-        shape, kernel_size, stride, padding, func)
+    (kh, kw), (sh, sw), pads, _, Ho, Wo = _pool_geometry(
+        shape, kernel_size, stride, padding, func, 1, ceil_mode, avg=True)
     N, C, H, W = shape
+    top, bottom, left, right = pads
     if grad_out.shape != (N, C, Ho, Wo):
         raise ValueError(
             f"{func}: grad_out must have shape {(N, C, Ho, Wo)} (the avg_pool2d "
             f"output for input_shape {shape}), got {grad_out.shape}")
 
-    gxpad = np.zeros((N, C, H + 2 * ph, W + 2 * pw))
+    gxpad = np.zeros((N, C, H + top + bottom + kh, W + left + right + kw))
     for n in range(N):
         for c in range(C):
             for i in range(Ho):
                 for j in range(Wo):
                     h, v = i * sh, j * sw
                     share = float(grad_out[n, c, i, j]) / _divisor(
-                        h - ph, v - pw, kh, kw, H, W, count_include_pad)
+                        h - top, v - left, kh, kw, H, W, bottom, right, count_include_pad)
                     gxpad[n, c, h:h + kh, v:v + kw] += share
-    gx = gxpad[:, :, ph:ph + H, pw:pw + W]
+    gx = gxpad[:, :, top:top + H, left:left + W]
     return _finish(gx.astype(grad_out.dtype), out, "out", func)
+
+
+# 1-D pooling: the 2-D functions on (N, C, 1, L), as fastconv.functional does.
+def _to2d(func, name, a):
+    a = _array(func, name, a, ndim=3, layout="(N, C, L)")
+    return a[:, :, None, :]
+
+
+def _padding1d(padding):
+    return ((0, 0), tuple(padding)) if isinstance(padding, (tuple, list)) else (0, padding)
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, *, ceil_mode=False,
+               return_indices=False):
+    """1-D max pooling on (N, C, L): :func:`max_pool2d` on (N, C, 1, L); indices index L."""
+    r = max_pool2d(_to2d("max_pool1d", "x", x), (1, kernel_size),
+                   None if stride is None else (1, stride), _padding1d(padding),
+                   (1, dilation), ceil_mode=ceil_mode, return_indices=return_indices)
+    if return_indices:
+        return r[0][:, :, 0, :], r[1][:, :, 0, :]
+    return r[:, :, 0, :]
+
+
+def max_pool1d_backward(grad_out, indices, input_shape):
+    """Gradient of :func:`max_pool1d`."""
+    n, c, length = input_shape
+    gx = max_pool2d_backward(_to2d("max_pool1d_backward", "grad_out", grad_out),
+                             np.asarray(indices)[:, :, None, :], (n, c, 1, length))
+    return gx[:, :, 0, :]
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
+               count_include_pad=True):
+    """1-D average pooling on (N, C, L): :func:`avg_pool2d` on (N, C, 1, L)."""
+    return avg_pool2d(_to2d("avg_pool1d", "x", x), (1, kernel_size),
+                      None if stride is None else (1, stride), _padding1d(padding),
+                      ceil_mode=ceil_mode, count_include_pad=count_include_pad)[:, :, 0, :]
+
+
+def avg_pool1d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *,
+                        ceil_mode=False, count_include_pad=True):
+    """Gradient of :func:`avg_pool1d`."""
+    n, c, length = input_shape
+    gx = avg_pool2d_backward(_to2d("avg_pool1d_backward", "grad_out", grad_out),
+                             (n, c, 1, length), (1, kernel_size),
+                             None if stride is None else (1, stride), _padding1d(padding),
+                             ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    return gx[:, :, 0, :]

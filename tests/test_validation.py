@@ -122,8 +122,9 @@ CASES = [
     ("avg stride -2", ValueError, "stride", lambda m: m.avg_pool2d(X, 2, -2)),
     ("max padding -1", ValueError, "padding", lambda m: m.max_pool2d(X, 2, 2, -1)),
     ("max padding > half kernel", ValueError, "padding", lambda m: m.max_pool2d(X, 2, 2, 2)),
-    ("max padding > half kernel (3)", ValueError, "padding",
-     lambda m: m.max_pool2d(X, 3, 1, 2)),
+    # padding up to the window is allowed (issue #13: ONNX pads < kernel), not past it
+    ("max padding = kernel (3)", ValueError, "padding",
+     lambda m: m.max_pool2d(X, 3, 1, 3)),
     ("avg padding > half kernel", ValueError, "padding",
      lambda m: m.avg_pool2d(X, (4, 2), 2, (1, 2))),
     # pooling has no string paddings, so a string is a wrong *type* here

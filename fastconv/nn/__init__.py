@@ -4,7 +4,7 @@ Everything convolution- and pooling-shaped runs in the compiled kernels
 (``fastconv.conv2d`` and friends); this package is the thin layer on top:
 
 * ``Module`` / ``Parameter`` - forward/backward building blocks
-* layers - ``Conv2d``, ``Conv1d``, ``MaxPool2d``, ``AvgPool2d``, ``Linear`` (``Dense``),
+* layers - ``Conv2d``, ``Conv1d``, ``MaxPool2d``, ``AvgPool2d``, ``MaxPool1d``, ``AvgPool1d``, ``Linear`` (``Dense``),
   ``Flatten``, ``ReLU``, ``Sigmoid``, ``Tanh``, ``Softmax``, ``Dropout``,
   ``BatchNorm1d``, ``BatchNorm2d``
 * activations and pooling - ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``,
@@ -37,7 +37,15 @@ from .module import Module, Parameter, is_grad_enabled, no_grad
 from .metrics import confusion_matrix, per_class_accuracy
 from .normalization import BatchNorm1d, BatchNorm2d, Dropout
 from .plan import LayerInputError
-from .pooling import AdaptiveAvgPool2d, AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, MaxPool2d
+from .pooling import (
+    AdaptiveAvgPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    GlobalAvgPool2d,
+    GlobalMaxPool2d,
+    MaxPool1d,
+    MaxPool2d,
+)
 from .sequential import Sequential
 from .serialization import load_checkpoint, load_model, save_checkpoint, save_model
 
@@ -50,6 +58,8 @@ __all__ = [
     "Conv1d",
     "MaxPool2d",
     "AvgPool2d",
+    "MaxPool1d",
+    "AvgPool1d",
     "Linear",
     "Dense",
     "Flatten",

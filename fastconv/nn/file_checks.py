@@ -238,7 +238,15 @@ _PADDING = ((lambda v: v in ("same", "valid") or _pair_in(0)[0](v)
             "'same', 'valid', an int >= 0, a pair of them or a pair of such pairs")
 _PADDING_1D = ((lambda v: v in ("same", "valid") or _pair_in(0)[0](v)),
                "'same', 'valid', an int >= 0 or a pair of them")
-_POOL = {"kernel_size": _pair_in(1), "stride": _optional(_pair_in(1)), "padding": _pair_in(0)}
+_POOL_PADDING = ((lambda v: _pair_in(0)[0](v) or (
+    isinstance(v, list) and len(v) == 2 and all(
+        isinstance(side, list) and len(side) == 2 and all(map(_int_in(0)[0], side))
+        for side in v))),
+    "an int >= 0, a pair of them or [[top, bottom], [left, right]]")
+_POOL = {"kernel_size": _pair_in(1), "stride": _optional(_pair_in(1)), "padding": _POOL_PADDING,
+         "ceil_mode": _BOOL}
+_POOL1D = {"kernel_size": _int_in(1), "stride": _optional(_int_in(1)), "padding": _pair_in(0),
+           "ceil_mode": _BOOL}
 _BN = {"num_features": _int_in(1), "eps": _real_in(0, math.inf), "momentum": _optional(_real_in(0, 1)),
        "affine": _BOOL, "dtype": _DTYPE}
 _INITS = {"weight_init": _STR, "bias_init": _STR}
@@ -252,8 +260,10 @@ _LAYER_SCHEMA = {
     "Conv1d": {"in_channels": _int_in(1), "out_channels": _int_in(1), "kernel_size": _int_in(1),
                "stride": _int_in(1), "padding": _PADDING_1D, "dilation": _int_in(1),
                "groups": _int_in(1), "bias": _BOOL, "dtype": _DTYPE, **_INITS},
-    "MaxPool2d": _POOL,
+    "MaxPool2d": {**_POOL, "dilation": _pair_in(1)},
     "AvgPool2d": {**_POOL, "count_include_pad": _BOOL},
+    "MaxPool1d": {**_POOL1D, "dilation": _int_in(1)},
+    "AvgPool1d": {**_POOL1D, "count_include_pad": _BOOL},
     "Linear": {"in_features": _int_in(1), "out_features": _int_in(1), "bias": _BOOL,
                "dtype": _DTYPE, **_INITS},
     "Flatten": {}, "ReLU": {}, "Sigmoid": {}, "Tanh": {},
@@ -265,6 +275,7 @@ _LAYER_SCHEMA = {
 _LAYER_REQUIRED = {"Conv2d": ("in_channels", "out_channels", "kernel_size"),
                    "Conv1d": ("in_channels", "out_channels", "kernel_size"),
                    "MaxPool2d": ("kernel_size",), "AvgPool2d": ("kernel_size",),
+                   "MaxPool1d": ("kernel_size",), "AvgPool1d": ("kernel_size",),
                    "Linear": ("in_features", "out_features"),
                    "BatchNorm1d": ("num_features",), "BatchNorm2d": ("num_features",)}
 

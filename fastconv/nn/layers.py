@@ -28,7 +28,7 @@ from .conv import Conv1d, Conv2d
 from .dense import Dense, Flatten, Linear
 from .layer_base import get_layer_class, layer_from_config, register_layer
 from .normalization import BatchNorm1d, BatchNorm2d, Dropout
-from .pooling import AvgPool2d, MaxPool2d
+from .pooling import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 
 __all__ = [
     "register_layer",
@@ -38,6 +38,8 @@ __all__ = [
     "Conv1d",
     "MaxPool2d",
     "AvgPool2d",
+    "MaxPool1d",
+    "AvgPool1d",
     "Linear",
     "Dense",
     "Flatten",

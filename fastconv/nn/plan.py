@@ -37,7 +37,7 @@ from .conv import Conv1d, Conv2d
 from .dense import Flatten, Linear
 from .layer_base import _check_input
 from .normalization import BatchNorm1d, BatchNorm2d, Dropout
-from .pooling import AvgPool2d, MaxPool2d
+from .pooling import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .relu import relu_uses_kernel
 
 __all__ = ["InferencePlan", "LayerInputError", "plannable"]
@@ -100,7 +100,7 @@ def _shape_before(layers, shape):
         if kind is Conv2d:
             shape = F.conv2d_output_shape(shape, layer.weight.data.shape, layer.stride,
                                           layer.padding, layer.dilation, layer.groups)
-        elif kind in (MaxPool2d, AvgPool2d):
+        elif kind in (MaxPool2d, AvgPool2d, MaxPool1d, AvgPool1d):
             shape = layer._pool_out_shape(shape)
         elif kind in (ReLU, Sigmoid, Tanh, Dropout, BatchNorm2d):
             pass
@@ -305,37 +305,65 @@ class _Linear(_ParamStep):
         return y
 
 
-def _pool_geom(owner, layer, shape, dtype):
-    x = _probe(shape, dtype)
-    _check_input(owner, x, 4)
-    fn = "max_pool2d" if owner == "MaxPool2d" else "avg_pool2d"
-    return pool_geom(fn, shape, layer.kernel_size, layer.stride, layer.padding)
+def _pool_geom(layer, shape, dtype):
+    """The kernels' geometry and output shape of a pooling layer; 1-D layers pool
+    (N, C, L) as the view (N, C, 1, L), as fastconv.functional does."""
+    owner = type(layer).__name__
+    avg = isinstance(layer, (AvgPool2d, AvgPool1d))
+    if isinstance(layer, (MaxPool1d, AvgPool1d)):
+        _check_input(owner, _probe(shape, dtype), 3)
+        fn = "avg_pool1d" if avg else "max_pool1d"
+        n, c, length = shape
+        geom, (n, c, _, lo) = pool_geom(fn, (n, c, 1, length), (1, layer.kernel_size),
+                                        (1, layer.stride), ((0, 0), layer._lr()),
+                                        (1, layer.dilation), layer.ceil_mode, avg=avg)
+        return geom, (n, c, lo)
+    _check_input(owner, _probe(shape, dtype), 4)
+    fn = "avg_pool2d" if avg else "max_pool2d"
+    return pool_geom(fn, shape, layer.kernel_size, layer.stride, layer.padding,
+                     layer.dilation, layer.ceil_mode, avg=avg)
+
+
+def _as4d(a, geom, out):
+    """``a`` as the 4-D array the kernels take: (N, C, 1, L) for a 1-D pool (a view
+    of the contiguous arrays a plan passes); the shape from the geometry tuple."""
+    n, c, h, w, _, _, ho, wo = geom[:8]
+    return a.reshape((n, c, ho, wo) if out else (n, c, h, w))
 
 
 class _MaxPool(_Step):
-    __slots__ = ("geom", "kernel")
+    __slots__ = ("geom", "kernel", "flat")
 
     def __init__(self, layer, shape, dtype):
-        self.geom, out_shape = _pool_geom("MaxPool2d", layer, shape, dtype)
+        self.geom, out_shape = _pool_geom(layer, shape, dtype)
         super().__init__(_BUFFER, out_shape)
         self.kernel = _specialized(_kernels.max_pool2d_forward, dtype)
+        self.flat = len(shape) == 3
 
     def run(self, x, y, nt):
-        self.kernel(x, self.geom, nt, y, None)
+        if self.flat:
+            self.kernel(_as4d(x, self.geom, False), self.geom, nt, _as4d(y, self.geom, True), None)
+        else:
+            self.kernel(x, self.geom, nt, y, None)
         return y
 
 
 class _AvgPool(_Step):
-    __slots__ = ("geom", "count_include_pad", "kernel")
+    __slots__ = ("geom", "count_include_pad", "kernel", "flat")
 
     def __init__(self, layer, shape, dtype):
-        self.geom, out_shape = _pool_geom("AvgPool2d", layer, shape, dtype)
+        self.geom, out_shape = _pool_geom(layer, shape, dtype)
         super().__init__(_BUFFER, out_shape)
         self.count_include_pad = layer.count_include_pad
         self.kernel = _specialized(_kernels.avg_pool2d_forward, dtype)
+        self.flat = len(shape) == 3
 
     def run(self, x, y, nt):
-        self.kernel(x, self.geom, self.count_include_pad, nt, y)
+        if self.flat:
+            self.kernel(_as4d(x, self.geom, False), self.geom, self.count_include_pad, nt,
+                        _as4d(y, self.geom, True))
+        else:
+            self.kernel(x, self.geom, self.count_include_pad, nt, y)
         return y
 
 
@@ -434,8 +462,8 @@ class _Identity(_Step):
 
 # Layers whose evaluation-mode forward the plan computes itself. Exact types:
 # a subclass may override forward, so it is not assumed to compute the same.
-_KNOWN = (Conv2d, Conv1d, ReLU, MaxPool2d, AvgPool2d, Linear, Flatten, Dropout, Sigmoid, Tanh,
-          Softmax, BatchNorm1d, BatchNorm2d)
+_KNOWN = (Conv2d, Conv1d, ReLU, MaxPool2d, AvgPool2d, MaxPool1d, AvgPool1d, Linear, Flatten,
+          Dropout, Sigmoid, Tanh, Softmax, BatchNorm1d, BatchNorm2d)
 
 
 def _flat_layers(model):
@@ -522,9 +550,9 @@ class InferencePlan:
             return _Conv(layer, shape, dtype, relu)
         if kind is Linear:
             step = _Linear(layer, shape, dtype)
-        elif kind is MaxPool2d:
+        elif kind in (MaxPool2d, MaxPool1d):
             step = _MaxPool(layer, shape, dtype)
-        elif kind is AvgPool2d:
+        elif kind in (AvgPool2d, AvgPool1d):
             step = _AvgPool(layer, shape, dtype)
         elif kind is ReLU:
             step = _Relu(shape, dtype, inplace=owned)

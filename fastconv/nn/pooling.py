@@ -1,4 +1,5 @@
-"""Pooling layers: ``MaxPool2d`` / ``AvgPool2d`` over the kernels, global and adaptive pooling in NumPy.
+"""Pooling layers: ``MaxPool2d`` / ``AvgPool2d`` (and the 1-D ``MaxPool1d`` /
+``AvgPool1d``) over the kernels, global and adaptive pooling in NumPy.
 
 Each is a ``_Pool``: its forward keeps the input shape (outside
 ``no_grad()``) and its ``backward`` returns None when the input gradient is
@@ -12,12 +13,16 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from .. import functional as F
-from .._validate import check_pair
+from .._geometry import check_flag, pool1d_params, pool_geom, pool_params
 from .layer_base import IntPair, _check_input, _compact, _Layer, register_layer
 from .module import is_grad_enabled
 from .relu import relu_grad
 
-__all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "AdaptiveAvgPool2d"]
+__all__ = ["MaxPool2d", "AvgPool2d", "MaxPool1d", "AvgPool1d", "GlobalAvgPool2d",
+           "GlobalMaxPool2d", "AdaptiveAvgPool2d"]
+
+# p, (ph, pw) or per side ((top, bottom), (left, right))
+PoolPadding = Union[int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
 
 
 class _Pool(_Layer):
@@ -36,32 +41,55 @@ class _Pool(_Layer):
         raise NotImplementedError
 
 
+def _padding_attr(pads):
+    """The ``padding`` attribute: ``(ph, pw)`` when each axis is padded alike on
+    both sides (as before per-side padding existed), else ``((top, bottom),
+    (left, right))``."""
+    (t, b), (left, r) = pads
+    return (t, left) if t == b and left == r else ((t, b), (left, r))
+
+
+def _padding_config(padding):
+    if isinstance(padding[0], tuple):
+        return [list(padding[0]), list(padding[1])]
+    return _compact(padding)
+
+
 class _Pool2d(_Pool):
+    _avg = False
+
     def __init__(self, kernel_size: IntPair, stride: Union[IntPair, None] = None,
-                 padding: IntPair = 0) -> None:
+                 padding: PoolPadding = 0, dilation: IntPair = 1,
+                 ceil_mode: bool = False) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.kernel_size = check_pair(owner, "kernel_size", kernel_size)
-        self.stride = self.kernel_size if stride is None else check_pair(owner, "stride", stride)
-        self.padding = check_pair(owner, "padding", padding, minimum=0)
-        if self.padding[0] * 2 > self.kernel_size[0] or self.padding[1] * 2 > self.kernel_size[1]:
-            raise ValueError(
-                f"{owner}: padding {padding!r} must be at most half of kernel_size {kernel_size!r}"
-            )
+        k, s, pads, d, ceil = pool_params(owner, kernel_size, stride, padding, dilation,
+                                          ceil_mode, avg=self._avg)
+        self.kernel_size, self.stride, self.dilation, self.ceil_mode = k, s, d, ceil
+        self.padding = _padding_attr(pads)
         self._x_shape = None
+        self._geom_for = (None, None)  # (input shape, output shape) of the last call
 
     def _pool_out_shape(self, shape):
-        n, c, h, w = shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return (n, c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+        # (a layer unpickled from before this cache existed has no _geom_for)
+        if getattr(self, "_geom_for", (None,))[0] != tuple(shape):
+            fn = "avg_pool2d" if self._avg else "max_pool2d"
+            _, oshape = pool_geom(fn, tuple(shape), self.kernel_size, self.stride,
+                                  self.padding, self.dilation, self.ceil_mode, avg=self._avg)
+            self._geom_for = (tuple(shape), oshape)
+        return self._geom_for[1]
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable."""
-        return {
+        config = {
             "kernel_size": _compact(self.kernel_size),
             "stride": _compact(self.stride),
-            "padding": _compact(self.padding),
+            "padding": _padding_config(self.padding),
         }
+        if not self._avg:
+            config["dilation"] = _compact(self.dilation)
+        config["ceil_mode"] = self.ceil_mode
+        return config
 
 
 @register_layer
@@ -72,28 +100,40 @@ class MaxPool2d(_Pool2d):
     ----------
     kernel_size : int or (int, int)
     stride : int or (int, int), default ``kernel_size``
-    padding : int or (int, int), default 0
-        Implicit -inf padding, at most half the kernel.
+    padding : int, (int, int) or ((int, int), (int, int)), default 0
+        Implicit -inf padding: ``p``, ``(ph, pw)`` or per side ``((top, bottom),
+        (left, right))``; each side smaller than the dilated window.
+    dilation : int or (int, int), default 1
+    ceil_mode : bool, default False
+        Round the output size up (PyTorch's rule).
+
+    Attributes
+    ----------
+    kernel_size, stride, dilation : (int, int)
+    padding : (int, int), or ((top, bottom), (left, right)) when a side differs
+    ceil_mode : bool
 
     Notes
     -----
-    ``H_out = (H + 2*pad - kh) // stride + 1``. Ties go to the first element in
-    raster order. In training (outside ``no_grad``) the argmax indices are
-    kept for ``backward``.
+    ``H_out = (H + top + bottom - dilation*(kh - 1) - 1) // stride + 1`` (rounded
+    up with ``ceil_mode``). Ties go to the first element in raster order. In
+    training (outside ``no_grad``) the argmax indices are kept for ``backward``.
     """
 
     def forward(self, x):
         """Pool ``x`` of shape (N, C, H, W)."""
         _check_input("MaxPool2d", x, 4)
-        args = (self.kernel_size, self.stride, self.padding)
+        args = (self.kernel_size, self.stride, self.padding, self.dilation)
+        kw = {"ceil_mode": self.ceil_mode}
         if not is_grad_enabled():
             self._x_shape = self._indices = self._y = None
             out = self._buffer("y", self._pool_out_shape(x.shape), x.dtype) if self.reuse_buffers else None
-            return F.max_pool2d(x, *args, out=out)
+            return F.max_pool2d(x, *args, out=out, **kw)
         oshape = self._pool_out_shape(x.shape)
         out = self._buffer("y", oshape, x.dtype) if self.reuse_buffers else None
         idx = self._buffer("indices", oshape, np.int64) if self.reuse_buffers else None
-        y, self._indices = F.max_pool2d(x, *args, return_indices=True, out=out, indices_out=idx)
+        y, self._indices = F.max_pool2d(x, *args, return_indices=True, out=out, indices_out=idx,
+                                        **kw)
         self._x_shape = x.shape
         self._y = y
         return y
@@ -129,26 +169,35 @@ class AvgPool2d(_Pool2d):
     ----------
     kernel_size : int or (int, int)
     stride : int or (int, int), default ``kernel_size``
-    padding : int or (int, int), default 0
+    padding : int, (int, int) or ((int, int), (int, int)), default 0
+        Implicit zero padding: ``p``, ``(ph, pw)`` or per side ``((top, bottom),
+        (left, right))``; each side smaller than ``kernel_size``.
+    ceil_mode : bool, default False
+        Round the output size up (PyTorch's rule).
     count_include_pad : bool, default True
-        Whether zero padding counts in the divisor.
+        Divide by the window clipped to the padded input (True) or to the
+        input (False).
 
     Notes
     -----
-    ``H_out = (H + 2*pad - kh) // stride + 1``.
+    ``H_out = (H + top + bottom - kh) // stride + 1`` (rounded up with
+    ``ceil_mode``).
     """
 
+    _avg = True
+
     def __init__(self, kernel_size: IntPair, stride: Union[IntPair, None] = None,
-                 padding: IntPair = 0, count_include_pad: bool = True) -> None:
-        super().__init__(kernel_size, stride, padding)
-        self.count_include_pad = bool(count_include_pad)
+                 padding: PoolPadding = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> None:
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
+        self.count_include_pad = check_flag("AvgPool2d", "count_include_pad", count_include_pad)
 
     def forward(self, x):
         """Pool ``x`` of shape (N, C, H, W)."""
         _check_input("AvgPool2d", x, 4)
         out = self._buffer("y", self._pool_out_shape(x.shape), x.dtype) if self.reuse_buffers else None
         y = F.avg_pool2d(
-            x, self.kernel_size, self.stride, self.padding,
+            x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode,
             count_include_pad=self.count_include_pad, out=out,
         )
         self._x_shape = x.shape if is_grad_enabled() else None
@@ -159,8 +208,128 @@ class AvgPool2d(_Pool2d):
         out = self._buffer("gx", shape, grad_out.dtype) if self.reuse_buffers else None
         return F.avg_pool2d_backward(
             grad_out, shape, self.kernel_size, self.stride, self.padding,
-            count_include_pad=self.count_include_pad, out=out,
+            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad, out=out,
         )
+
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable."""
+        return {**super().get_config(), "count_include_pad": self.count_include_pad}
+
+
+# -- 1-D pooling: views over the 2-D kernels (see fastconv.functional) ----------
+class _Pool1d(_Pool):
+    _avg = False
+
+    def __init__(self, kernel_size: int, stride: Optional[int] = None,
+                 padding: Union[int, Tuple[int, int]] = 0, dilation: int = 1,
+                 ceil_mode: bool = False) -> None:
+        super().__init__()
+        k, s, lr, d, ceil = pool1d_params(type(self).__name__, kernel_size, stride, padding,
+                                          dilation, ceil_mode, avg=self._avg)
+        self.kernel_size, self.stride, self.dilation, self.ceil_mode = k, s, d, ceil
+        self.padding = lr[0] if lr[0] == lr[1] else lr
+        self._x_shape = None
+
+    def _pool_out_shape(self, shape):
+        n, c, length = shape
+        fn = "avg_pool1d" if self._avg else "max_pool1d"
+        _, (n, c, _, lo) = pool_geom(fn, (n, c, 1, length), (1, self.kernel_size),
+                                     (1, self.stride), ((0, 0), self._lr()),
+                                     (1, self.dilation), self.ceil_mode, avg=self._avg)
+        return (n, c, lo)
+
+    def _lr(self):
+        return self.padding if isinstance(self.padding, tuple) else (self.padding,) * 2
+
+    def get_config(self):
+        """Constructor arguments, JSON-serialisable."""
+        config = {"kernel_size": self.kernel_size, "stride": self.stride,
+                  "padding": list(self.padding) if isinstance(self.padding, tuple)
+                  else self.padding}
+        if not self._avg:
+            config["dilation"] = self.dilation
+        config["ceil_mode"] = self.ceil_mode
+        return config
+
+
+@register_layer
+class MaxPool1d(_Pool1d):
+    """1-D max pooling over (N, C, L) input (``torch.nn.MaxPool1d``).
+
+    Parameters
+    ----------
+    kernel_size : int
+    stride : int, default ``kernel_size``
+    padding : int or (int, int), default 0
+        Implicit -inf padding, ``p`` or ``(left, right)``; each side smaller
+        than ``dilation*(kernel_size - 1) + 1``.
+    dilation : int, default 1
+    ceil_mode : bool, default False
+
+    Notes
+    -----
+    ``L_out = (L + left + right - dilation*(k - 1) - 1) // stride + 1`` (rounded
+    up with ``ceil_mode``). Ties go to the first element.
+    """
+
+    def forward(self, x):
+        """Pool ``x`` of shape (N, C, L)."""
+        _check_input("MaxPool1d", x, 3)
+        args = (self.kernel_size, self.stride, self._lr(), self.dilation)
+        if not is_grad_enabled():
+            self._x_shape = self._indices = None
+            return F.max_pool1d(x, *args, ceil_mode=self.ceil_mode)
+        y, self._indices = F.max_pool1d(x, *args, ceil_mode=self.ceil_mode,
+                                        return_indices=True)
+        self._x_shape = x.shape
+        return y
+
+    def _grad_input(self, grad_out, shape):
+        """Route ``grad_out`` to the argmax positions; return dL/dx."""
+        return F.max_pool1d_backward(grad_out, self._indices, shape)
+
+
+@register_layer
+class AvgPool1d(_Pool1d):
+    """1-D average pooling over (N, C, L) input (``torch.nn.AvgPool1d``).
+
+    Parameters
+    ----------
+    kernel_size : int
+    stride : int, default ``kernel_size``
+    padding : int or (int, int), default 0
+        Implicit zero padding, ``p`` or ``(left, right)``; each side smaller
+        than ``kernel_size``.
+    ceil_mode : bool, default False
+    count_include_pad : bool, default True
+
+    Notes
+    -----
+    ``L_out = (L + left + right - k) // stride + 1`` (rounded up with
+    ``ceil_mode``).
+    """
+
+    _avg = True
+
+    def __init__(self, kernel_size: int, stride: Optional[int] = None,
+                 padding: Union[int, Tuple[int, int]] = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> None:
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
+        self.count_include_pad = check_flag("AvgPool1d", "count_include_pad", count_include_pad)
+
+    def forward(self, x):
+        """Pool ``x`` of shape (N, C, L)."""
+        _check_input("AvgPool1d", x, 3)
+        y = F.avg_pool1d(x, self.kernel_size, self.stride, self._lr(), ceil_mode=self.ceil_mode,
+                         count_include_pad=self.count_include_pad)
+        self._x_shape = x.shape if is_grad_enabled() else None
+        return y
+
+    def _grad_input(self, grad_out, shape):
+        """Spread ``grad_out`` evenly over each window; return dL/dx."""
+        return F.avg_pool1d_backward(grad_out, shape, self.kernel_size, self.stride, self._lr(),
+                                     ceil_mode=self.ceil_mode,
+                                     count_include_pad=self.count_include_pad)
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable."""
