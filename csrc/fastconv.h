@@ -152,6 +152,20 @@ int fc_gemm_f64(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                 const double *bias, int bias_mode, int accumulate, int nthreads,
                 double *c /* OUT */, ptrdiff_t ldc);
 /*
+ * The dense forward y = x W^T (+ bias), x (n, nin), y (n, nout), from a k-major
+ * copy of W (nout, nin): wt[q * ldw + i] = W[i, q], with ldw >= nout rounded up
+ * to FC_KMAJOR_PAD and zeros in the columns past nout. Bitwise the output of
+ * fc_gemm(0, 1, n, nout, nin, x, nin, W, nin, bias, FC_BIAS_COLS, 0, ...), faster
+ * for a few samples (it reads rows of wt whole); the caller keeps wt up to date.
+ */
+#define FC_KMAJOR_PAD 128
+int fc_linear_fwd_kmajor_f32(const float *x, const float *wt, ptrdiff_t ldw, const float *bias,
+                             ptrdiff_t n, ptrdiff_t nin, ptrdiff_t nout, int nthreads,
+                             float *y /* OUT */);
+int fc_linear_fwd_kmajor_f64(const double *x, const double *wt, ptrdiff_t ldw,
+                             const double *bias, ptrdiff_t n, ptrdiff_t nin, ptrdiff_t nout,
+                             int nthreads, double *y /* OUT */);
+/*
  * The dense layer's backward in one parallel region: for gy (n, out), x (n, in),
  * w (out, in), gx = gy w, gw (=|+=) gy^T x, gb (=|+=) column sums of gy (rows in
  * order); any output may be NULL (not computed). Same results as fc_gemm /

@@ -51,6 +51,8 @@ typedef struct {
     const REAL *bias;
     int bias_rows;             /* bias indexed by the row (1) or the column (0) of P */
     int accumulate;
+    int dense_fwd;             /* a dense forward: reduction block by fc_gemm(0, 1)'s rule */
+    int b_padded;              /* B' rows readable and zero up to FC_ROUNDUP(n, nr): no btail */
     /* packing done by the team at the start of gemm_run (one parallel region) */
     const REAL *apk_src;       /* A'[i, k] = apk_src[i * apk_rs + k * apk_ld] -> apack */
     ptrdiff_t apk_rs, apk_ld;
@@ -223,7 +225,7 @@ static void SFX(gemm_split_plan)(const GEMM *g, SFX(gemm_split) *sp)
      * packed), or a sample's output would depend on the batch it is in.
      */
     ptrdiff_t kc_dflt = FC_GEMM_KC;
-    if (g->trans_out) kc_dflt = FC_MAX(kc_dflt, FC_MIN(g->kdim, (ptrdiff_t)FC_GEMM_KC_TRANS));
+    if (g->dense_fwd) kc_dflt = FC_MAX(kc_dflt, FC_MIN(g->kdim, (ptrdiff_t)FC_GEMM_KC_TRANS));
     sp->kcb = fc_route_override(FC_OVERRIDE_GEMM_KC, (int)kc_dflt);
     if (sp->kcb < 8) sp->kcb = kc_dflt;
     /* the most tiles any task gets along the split dimension */
@@ -300,7 +302,7 @@ static void SFX(gemm_task)(const GEMM *g, const SFX(gemm_split) *sp, ptrdiff_t t
     const ptrdiff_t tj0 = sp->split_n ? lo : 0, tj1 = sp->split_n ? hi : sp->tn;
     for (ptrdiff_t pc = 0; pc < g->kdim; pc += sp->kcb) {
         const ptrdiff_t kc = FC_MIN(sp->kcb, g->kdim - pc);
-        const ptrdiff_t tfull = FC_MIN(tj1, g->n / nr) - tj0;
+        const ptrdiff_t tfull = FC_MIN(tj1, g->b_padded ? FC_CEILDIV(g->n, nr) : g->n / nr) - tj0;
         if (bbuf) {
             /* B' rows far apart in memory (a weight's rows) cost a TLB walk
              * each and map onto few cache sets: copy this reduction block of
@@ -431,6 +433,43 @@ int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
     REAL *scratch;
     int rc = SFX(gemm_plan)(transa, transb, m, n, k, a, lda, b, ldb, bias, bias_mode,
                             accumulate, c, ldc, &g, &koff, &scratch);
+    if (rc == FC_OK) rc = SFX(gemm_run)(&g, nthreads);
+    free(koff);
+    fc_free(scratch);
+    return rc;
+}
+
+/*
+ * The dense forward y = x W^T (+ bias) from a k-major copy of the weight,
+ * wt[q * ldw + i] = W[i, q], ldw >= FC_ROUNDUP(nout, FC_KMAJOR_PAD) and zero
+ * past nout. It is the product P = x Wt in the plain orientation, which reads
+ * Wt rows whole: no transposition of W as it goes, which is what makes the
+ * transposed route slow for a few samples. The reduction block is fc_gemm(0, 1)'s,
+ * and every kernel is an FMA chain in k order per block: each element is the
+ * same sum in the same order, so the output is bitwise fc_gemm's.
+ */
+int SFX(fc_linear_fwd_kmajor)(const REAL *x, const REAL *wt, ptrdiff_t ldw, const REAL *bias,
+                              ptrdiff_t n, ptrdiff_t nin, ptrdiff_t nout, int nthreads,
+                              REAL *y)
+{
+    if (n <= 0 || nout <= 0) return FC_OK;
+    if (nin <= 0 || ldw < FC_ROUNDUP(nout, (ptrdiff_t)FC_KMAJOR_PAD)) /* fc_gemm copes */
+        return SFX(fc_gemm)(0, 1, n, nout, nin, x, nin, wt, nin, bias,
+                            bias ? FC_BIAS_COLS : FC_BIAS_NONE, 0, nthreads, y, nout);
+    nthreads = fc_threads_for(nthreads, (double)n * (double)nout * (double)nin);
+    GEMM g;
+    SFX(gemm_ops) o;
+    memset(&g, 0, sizeof g);
+    g.c = y;
+    g.ldc = nout;
+    g.kdim = nin;
+    g.bias = bias;
+    g.dense_fwd = 1;
+    g.b_padded = 1;
+    SFX(gemm_choose)(0, 0, n, nout, x, nin, wt, ldw, bias ? FC_BIAS_COLS : FC_BIAS_NONE, &g, &o);
+    ptrdiff_t *koff = NULL;
+    REAL *scratch = NULL;
+    int rc = SFX(gemm_buffers)(&o, nin, &g, &koff, &scratch);
     if (rc == FC_OK) rc = SFX(gemm_run)(&g, nthreads);
     free(koff);
     fc_free(scratch);

@@ -118,6 +118,10 @@ def gemm(
     c: _Float,
 ) -> None: ...
 def colsum(a: _Float, accumulate: bool, nthreads: int, out: _Float) -> None: ...
+def linear_forward_kmajor(
+    x: _Float, wt: _Float, bias: Optional[_Float], nthreads: int, y: _Float
+) -> None: ...
+def sole_reference(obj: object, name: str) -> bool: ...
 def linear_backward(
     gy: _Float,
     x: _Float,
@@ -134,3 +138,4 @@ PARALLEL_MIN_WORK: float
 MAX_TEAM: int
 DW_DOT_MAX: int
 DX_COL2IM_MAX_C: int
+KMAJOR_PAD: int

@@ -10,6 +10,7 @@ fc_pool_geom.
 from cython cimport floating
 from libc.stdint cimport int64_t
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport Py_REFCNT
 cimport numpy as cnp
 
 from fastconv._kernels cimport *
@@ -22,6 +23,7 @@ PARALLEL_MIN_WORK = FC_MIN_PARALLEL_WORK  # below this much work a kernel runs o
 MAX_TEAM = FC_MAX_TEAM                    # the most threads any kernel runs with
 DW_DOT_MAX = FC_DW_DOT_MAX                # default of set_route_override("dw_dot_max")
 DX_COL2IM_MAX_C = FC_DX_COL2IM_MAX_C      # default of set_route_override("dx_col2im_max_c")
+KMAJOR_PAD = FC_KMAJOR_PAD                # linear_forward_kmajor: wt's row length is a multiple
 
 cnp.import_array()
 
@@ -227,6 +229,33 @@ def gemm(bint transa, bint transb, const floating[:, ::1] a, const floating[:, :
             rc = fc_gemm_f64(transa, transb, m, n, k, &a[0, 0], a.shape[1], &b[0, 0],
                              b.shape[1], bp, bias_mode, accumulate, nthreads, &c[0, 0], n)
     _check(rc)
+
+
+def linear_forward_kmajor(const floating[:, ::1] x, const floating[:, ::1] wt,
+                          const floating[::1] bias, int nthreads, floating[:, ::1] y):
+    """y = x W^T + bias from wt (nin, ldw), the k-major zero-padded copy of W
+    (see fc_linear_fwd_kmajor in fastconv.h); bitwise gemm(False, True, x, W, ...)."""
+    cdef Py_ssize_t n = y.shape[0], nout = y.shape[1], nin = x.shape[1], ldw = wt.shape[1]
+    cdef const floating *bp = NULL
+    cdef int rc
+    if bias is not None:
+        bp = &bias[0]
+    with nogil:
+        if floating is float:
+            rc = fc_linear_fwd_kmajor_f32(&x[0, 0], &wt[0, 0], ldw, bp, n, nin, nout, nthreads,
+                                          &y[0, 0])
+        else:
+            rc = fc_linear_fwd_kmajor_f64(&x[0, 0], &wt[0, 0], ldw, bp, n, nin, nout, nthreads,
+                                          &y[0, 0])
+    _check(rc)
+
+
+def sole_reference(obj, str name):
+    """Whether ``getattr(obj, name)`` is referenced by ``obj`` alone: no one
+    else holds it (or a view of it, which references its base) to write it
+    later. Counted here, where the references are exactly ``obj``'s and ours."""
+    cdef object v = getattr(obj, name)
+    return Py_REFCNT(v) == 2
 
 
 def linear_backward(const floating[:, ::1] gy, const floating[:, ::1] x,

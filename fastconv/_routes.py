@@ -10,6 +10,9 @@ plan) are the C layer's; tests force those through
 
 Python routes (pass: routes, rule):
 
+- Linear forward in an inference plan: k-major copy of the weight / in place,
+  :func:`linear_kmajor` (same bits either way)
+
 - conv2d forward: winograd / direct, :func:`winograd_ok`
 - conv2d grad_input: winograd / direct, :func:`winograd_ok`
 - conv2d grad_weight (+ grad_bias): winograd / direct,
@@ -32,6 +35,7 @@ __all__ = [
     "conv_grad_weight",
     "record",
     "last_algorithms",
+    "linear_kmajor",
 ]
 
 # None = auto (measured rule in winograd_ok), True = wherever supported, False = never.
@@ -132,3 +136,15 @@ def record(conv_pass, route):
 def last_algorithms():
     """A copy of the route each conv pass ran last."""
     return dict(_last_algorithm)
+
+
+# Rows of x up to which an inference plan's Linear reads a k-major copy of its
+# weight: the rows where the in-place product runs its one-column and narrow
+# kernels (16 columns of P on AVX-512), which transpose the weight as they go.
+LINEAR_KMAJOR_MAX_ROWS = 16
+
+
+def linear_kmajor(n, nout, nin):
+    """Whether a plan's Linear of ``nin -> nout`` features on ``n`` rows keeps
+    and reads a k-major copy of its weight (``_kernels.linear_forward_kmajor``)."""
+    return 1 <= n <= LINEAR_KMAJOR_MAX_ROWS and nout >= 1 and nin >= 1

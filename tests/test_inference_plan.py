@@ -304,3 +304,130 @@ def test_predict_follows_a_change_of_dtype(rng):
     p = model.predict(x)
     assert p.dtype == np.float64
     np.testing.assert_allclose(p, models.lenet5(seed=0).predict(x), rtol=1e-4, atol=1e-6)
+
+
+# -- the k-major weight copy of a plan's Linear (few rows) ---------------------
+
+def _kmajor_steps(model, n):
+    """The plan's Linear steps for ``n`` rows (built by a predict first)."""
+    model.predict(np.zeros((n, 1, 28, 28), model.dtype))
+    plan = model._plans[next(k for k in model._plans if k[0][0] == n)]
+    return [s for s in plan.steps if type(s).__name__ == "_Linear"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kmajor_linear_is_bitwise_the_gemm(dtype, simd, rng):
+    """linear_forward_kmajor against gemm on W itself, at every SIMD level, for
+    widths that do and do not fill the kernels' tiles, with and without bias,
+    at 1-64 rows and 1 / 2 threads (the reduction blocks of 2048 cut 3136)."""
+    from fastconv import _kernels
+    pad = _kernels.KMAJOR_PAD
+    for nin, nout in [(3136, 1024), (400, 120), (84, 10), (5, 3), (2049, 129)]:
+        w = rng.standard_normal((nout, nin)).astype(dtype)
+        b = rng.standard_normal(nout).astype(dtype)
+        wt = np.zeros((nin, -(-nout // pad) * pad), dtype)
+        wt[:, :nout] = w.T
+        x = rng.standard_normal((64, nin)).astype(dtype)
+        for bias in (b, None):
+            full = np.empty((64, nout), dtype)
+            _kernels.gemm(False, True, x, w, bias, F._BIAS_COLS, False, 1, full)
+            for n in (1, 2, 3, 16, 17, 64):
+                for nt in (1, 2):
+                    got = np.empty((n, nout), dtype)
+                    _kernels.linear_forward_kmajor(x[:n], wt, bias, nt, got)
+                    assert got.tobytes() == full[:n].tobytes(), (nin, nout, n, nt)
+
+
+def test_kmajor_copy_is_used_and_kept(rng):
+    model = models.mnist_cnn(seed=0)
+    x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
+    steps = _kmajor_steps(model, 1)
+    assert steps and all(s.kmajor is not None for s in steps)
+    model.predict(x)
+    copies = [s.wt for s in steps]
+    assert all(c is not None for c in copies)
+    model.predict(x)
+    assert all(s.wt is c for s, c in zip(steps, copies)), "copied again without a change"
+    want = layer_path(model, x)
+    model.eval()
+    assert model.forward(x).tobytes() == want.tobytes()
+
+
+def _check_follows(model, x, change):
+    """``change(model)`` between two predicts on ``x``: the second is the layer path's."""
+    model.eval()
+    model.forward(x)
+    change(model)
+    got = model.forward(x).copy()
+    assert got.tobytes() == layer_path(model, x).tobytes()
+    return got
+
+
+def test_kmajor_copy_follows_in_place_edits(rng):
+    """Every way of changing a Linear weight without replacing the array."""
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model = models.lenet5(seed=0)
+    lin = [m for m in model.layers if isinstance(m, nn.Linear)]
+    before = model.predict(x).copy()
+
+    def scale(m):
+        lin[0].weight.data *= 2
+
+    def assign(m):
+        lin[1].weight.data[3, :] = 0.5
+
+    held = lin[2].weight.data  # a reference kept across predicts
+
+    def through_held(m):
+        held[:] = -held
+
+    view = lin[2].weight.data[1:]
+
+    def through_view(m):
+        view[...] = 0.25
+
+    for change in (scale, assign, through_held, through_view):
+        _check_follows(model, x, change)
+    assert not np.array_equal(before, model.predict(x))
+    del held, view
+    _check_follows(model, x, lambda m: None)  # and the copy is usable again
+    steps = _kmajor_steps(model, 2)
+    assert all(s.wt is not None for s in steps)
+
+
+def test_kmajor_copy_follows_optimiser_steps_and_loading(rng):
+    x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 1)
+    for opt in ("sgd", "adam"):
+        model = models.lenet5(seed=0)
+        model.compile(opt, "cross_entropy")
+        first = model.eval().forward(x).copy()
+        model.fit(np.repeat(x, 4, 0), np.repeat(y, 4), batch_size=2, epochs=1, verbose=0)
+        got = model.eval().forward(x)
+        assert not np.array_equal(first, got)
+        assert got.tobytes() == layer_path(model, x).tobytes(), opt
+    model = models.lenet5(seed=0)
+    model.predict(x)
+    model.load_state_dict(models.lenet5(seed=5).state_dict())
+    assert model.predict(x).tobytes() == models.lenet5(seed=5).predict(x).tobytes()
+    # an optimiser stepped by hand, the arrays shared with a second model
+    model = models.lenet5(seed=0)
+    opt = fastconv.optim.SGD(model.parameters(), lr=0.1)
+    model.predict(x)
+    for p in model.parameters():
+        p.grad[...] = 1
+    opt.step()
+    assert model.eval().forward(x).tobytes() == layer_path(model, x).tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kmajor_rows_match_big_batches(dtype):
+    """A sample's output at 1 row (k-major copy) is its output at 64 and 256 rows."""
+    rng = np.random.default_rng(3)
+    model = models.mnist_cnn(seed=2, dtype=dtype)
+    x = rng.standard_normal((256, 1, 28, 28)).astype(dtype)
+    full = model.predict(x, batch_size=256)
+    part = model.predict(x[:64], batch_size=64)
+    assert part.tobytes() == full[:64].tobytes()
+    for i in (0, 17, 63, 255):
+        assert model.predict(x[i:i + 1]).tobytes() == full[i:i + 1].tobytes(), i
