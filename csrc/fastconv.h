@@ -102,6 +102,13 @@ int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                            const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
 int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                   int nthreads, float *gx /* OUT */);
+/* The forward split in two, for callers that keep the weights: u (36, k, c) =
+ * the transformed w (k, c, 5, 5), then the forward from u. Bitwise
+ * fc_conv2d_fwd_wino_f32 (which does both on every call). */
+int fc_winograd_weights_f32(const float *w, ptrdiff_t k, ptrdiff_t c, int nthreads,
+                            float *u /* OUT */);
+int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias,
+                               const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
 int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                    int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
 

@@ -159,6 +159,23 @@ int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
     return rc;
 }
 
+/* U for fc_conv2d_fwd_wino_pre_f32: what fc_conv2d_fwd_wino_f32 computes on every call. */
+int fc_winograd_weights_f32(const float *w, ptrdiff_t k, ptrdiff_t c, int nthreads, float *u)
+{
+    if (k <= 0 || c <= 0) return FC_OK;
+    nthreads = fc_threads_for(nthreads, (double)NP * (double)k * (double)c * 25.0);
+    wino_weight_transform(w, k, c, 0, nthreads, u);
+    return FC_OK;
+}
+
+int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias,
+                               const fc_conv_geom *g, int relu, int nthreads, float *y)
+{
+    nthreads = fc_threads_for(nthreads, wino_work(g));
+    return wino_conv(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u, bias,
+                     relu, nthreads, y);
+}
+
 /* grad_x of a stride-1 5x5 layer with padding p is the convolution of grad_y with
  * the weights flipped and channel-transposed, padding 4 - p. */
 int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,

@@ -113,6 +113,30 @@ def conv2d_forward_winograd(const float[:, :, :, ::1] x, const float[:, :, :, ::
     _check(rc)
 
 
+def winograd_weights(const float[:, :, :, ::1] w, int nthreads, float[:, :, ::1] u):
+    """u (36, k, c) = the Winograd transform of w (k, c, 5, 5), for conv2d_forward_winograd_pre."""
+    cdef int rc
+    with nogil:
+        rc = fc_winograd_weights_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], nthreads,
+                                     &u[0, 0, 0])
+    _check(rc)
+
+
+def conv2d_forward_winograd_pre(const float[:, :, :, ::1] x, const float[:, :, ::1] u,
+                                const float[::1] bias, tuple geom, bint relu, int nthreads,
+                                float[:, :, :, ::1] y):
+    """conv2d_forward_winograd with the weights transformed beforehand (winograd_weights)."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef const float *bp = NULL
+    cdef int rc
+    if bias is not None:
+        bp = &bias[0]
+    with nogil:
+        rc = fc_conv2d_fwd_wino_pre_f32(&x[0, 0, 0, 0], &u[0, 0, 0], bp, &g, relu, nthreads,
+                                        &y[0, 0, 0, 0])
+    _check(rc)
+
+
 def conv2d_grad_input_winograd(const float[:, :, :, ::1] gy, const float[:, :, :, ::1] w,
                                   tuple geom, int nthreads, float[:, :, :, ::1] gx):
     cdef fc_conv_geom g = _conv_geom(geom)

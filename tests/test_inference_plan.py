@@ -344,10 +344,10 @@ def test_kmajor_copy_is_used_and_kept(rng):
     steps = _kmajor_steps(model, 1)
     assert steps and all(s.kmajor is not None for s in steps)
     model.predict(x)
-    copies = [s.wt for s in steps]
+    copies = [s.wd for s in steps]
     assert all(c is not None for c in copies)
     model.predict(x)
-    assert all(s.wt is c for s, c in zip(steps, copies)), "copied again without a change"
+    assert all(s.wd is c for s, c in zip(steps, copies)), "copied again without a change"
     want = layer_path(model, x)
     model.eval()
     assert model.forward(x).tobytes() == want.tobytes()
@@ -392,7 +392,7 @@ def test_kmajor_copy_follows_in_place_edits(rng):
     del held, view
     _check_follows(model, x, lambda m: None)  # and the copy is usable again
     steps = _kmajor_steps(model, 2)
-    assert all(s.wt is not None for s in steps)
+    assert all(s.wd is not None for s in steps)
 
 
 def test_kmajor_copy_follows_optimiser_steps_and_loading(rng):
@@ -431,3 +431,44 @@ def test_kmajor_rows_match_big_batches(dtype):
     assert part.tobytes() == full[:64].tobytes()
     for i in (0, 17, 63, 255):
         assert model.predict(x[i:i + 1]).tobytes() == full[i:i + 1].tobytes(), i
+
+
+def test_winograd_weights_kept_by_the_plan(rng, simd):
+    """The plan's Winograd conv keeps the weight transform: bitwise the
+    transform-per-call kernel, at every SIMD level and batch size, and it
+    follows in-place edits of the weight."""
+    model = models.mnist_cnn(seed=0)
+    convs = []
+    for n in (1, 3, 64):
+        x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
+        want = layer_path(model, x)
+        model.eval()
+        assert model.forward(x).tobytes() == want.tobytes(), n
+        plan = model._plans[next(k for k in model._plans if k[0][0] == n)]
+        convs = [s for s in plan.steps if type(s).__name__ == "_Conv" and s.pre is not None]
+        assert convs and all(s.wd is not None for s in convs), "no Winograd step kept U"
+    conv = convs[0].layer
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    _check_follows(model, x, lambda m: conv.weight.data.__imul__(0.5))
+    kept = conv.weight.data
+    _check_follows(model, x, lambda m: kept.__imul__(-1.0))
+    del kept
+
+
+def test_winograd_pre_kernel_is_bitwise_the_kernel(rng, simd):
+    from fastconv import _kernels
+    x = rng.standard_normal((3, 16, 12, 9)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    for pad in (0, 2):
+        kernel, geom, extra, out_shape = F._conv2d_prepared(
+            x.shape, np.float32, w.shape, 1, pad, 1, 1)
+        u = np.empty((36, 24, 16), np.float32)
+        _kernels.winograd_weights(w, 2, u)
+        for relu in (False, True):
+            for bias in (b, None):
+                want = np.empty(out_shape, np.float32)
+                got = np.empty(out_shape, np.float32)
+                _kernels.conv2d_forward_winograd(x, w, bias, geom, relu, 2, want)
+                _kernels.conv2d_forward_winograd_pre(x, u, bias, geom, relu, 1, got)
+                assert got.tobytes() == want.tobytes(), (pad, relu)

@@ -215,7 +215,8 @@ class _Step:
 class _ParamStep(_Step):
     """A step that reads ``layer.weight`` and ``layer.bias`` live at every call."""
 
-    __slots__ = ("layer", "dtype", "wshape", "bshape", "w_ok", "b_ok")
+    __slots__ = ("layer", "dtype", "wshape", "bshape", "w_ok", "b_ok", "wd", "wd_src",
+                 "wd_version")
 
     def __init__(self, kind, out_shape, layer, dtype):
         super().__init__(kind, out_shape)
@@ -224,6 +225,7 @@ class _ParamStep(_Step):
         self.wshape = layer.weight.shape
         self.bshape = (self.wshape[0],)
         self.w_ok = self.b_ok = _DEAD  # the arrays last admitted (identity fast path)
+        self.wd, self.wd_src, self.wd_version = None, _DEAD, -1  # see _derived_weight
 
     # The parameters are read through ``Parameter._data``: ``Parameter.data``
     # would count as handing the array out to a writer (see ``_Linear``). The
@@ -245,9 +247,45 @@ class _ParamStep(_Step):
                     self.b_ok = weakref.ref(b)
         return w, b
 
+    def _bias(self):
+        b = self.layer.bias
+        if b is not None:
+            b = b._data
+            if b is not self.b_ok():
+                b = _admit(b, self.bshape, self.dtype)
+                if b is self.layer.bias._data:
+                    self.b_ok = weakref.ref(b)
+        return b
+
+    def _derived_weight(self, make):
+        """``make(W)`` (an array derived from the weight: a transposed copy, a
+        transform), kept across calls; None when it cannot be proved current.
+
+        It is proved current while ``W`` is the array it was made from, nobody
+        but its ``Parameter`` holds ``W`` (``_kernels.sole_reference``: a writer
+        keeps a reference or a view, which references ``W``), and ``W`` was not
+        handed out since (``Parameter._version`` counts every ``.data`` read:
+        optimisers, ``load_state_dict`` and a user's ``w.data[...] = v`` all go
+        through it). Otherwise the caller computes from ``W`` as it is.
+        """
+        p = self.layer.weight
+        version = p._version  # read first: a reader after this point bumps it
+        if not _kernels.sole_reference(p, "_data"):
+            return None
+        w = p._data
+        if version == self.wd_version and w is self.wd_src():
+            return self.wd
+        if not isinstance(w, np.ndarray) or w.shape != self.wshape or w.dtype != self.dtype:
+            raise StalePlan
+        if not w.flags.c_contiguous:
+            return None
+        derived = make(w)
+        self.wd, self.wd_src, self.wd_version = derived, weakref.ref(w), version
+        return derived
+
 
 class _Conv(_ParamStep):
-    __slots__ = ("kernel", "geom", "relu", "extra")
+    __slots__ = ("kernel", "geom", "relu", "extra", "pre")
 
     def __init__(self, layer, shape, dtype, relu):
         owner = "Conv2d"
@@ -266,11 +304,27 @@ class _Conv(_ParamStep):
         super().__init__(_BUFFER, out_shape, layer, dtype)
         self.kernel = _specialized(kernel, dtype)
         self.geom, self.relu, self.extra = geom, relu, extra
+        # Winograd transforms the weights on every call (at batch 1 a good part
+        # of the layer's time): the plan keeps the transform while it is current
+        self.pre = None
+        if kernel is _kernels.conv2d_forward_winograd:
+            self.pre = _kernels.conv2d_forward_winograd_pre
+
+    @staticmethod
+    def _winograd_weights(w):
+        u = np.empty((36, w.shape[0], w.shape[1]), np.float32)
+        _kernels.winograd_weights(w, 1, u)
+        return u
 
     def run(self, x, y, nt):
-        w, b = self._params()
         if self.extra != (0, 0):  # 'same' with an even kernel: zeros at the bottom/right
             x = np.pad(x, ((0, 0), (0, 0), (0, self.extra[0]), (0, self.extra[1])))
+        if self.pre is not None:
+            u = self._derived_weight(self._winograd_weights)
+            if u is not None:
+                self.pre(x, u, self._bias(), self.geom, self.relu, nt, y)
+                return y
+        w, b = self._params()
         self.kernel(x, w, b, self.geom, self.relu, nt, y)
         return y
 
@@ -284,15 +338,11 @@ class _Linear(_ParamStep):
     ``wt`` (``W`` transposed, zero-padded to ``KMAJOR_PAD`` columns) is read in
     rows instead, with the same sums in the same order: the bits of ``gemm``.
 
-    The copy is used only while ``W`` is provably what it was copied from: the
-    same array, nobody but its ``Parameter`` holding it (``sole_reference``: a
-    writer keeps a reference or a view, which references it), and not handed
-    out since (``Parameter._version`` counts every ``.data`` read: optimisers,
-    ``load_state_dict`` and a user's ``w.data[...] = v`` all go through it).
-    Otherwise the step runs ``gemm`` on ``W`` as it is and copies again later.
+    The copy is used only while it is provably current (``_derived_weight``);
+    otherwise the step runs ``gemm`` on ``W`` as it is.
     """
 
-    __slots__ = ("gemm", "kmajor", "wt", "wt_src", "wt_version")
+    __slots__ = ("gemm", "kmajor")
 
     def __init__(self, layer, shape, dtype):
         x = _probe(shape, dtype)
@@ -315,38 +365,20 @@ class _Linear(_ParamStep):
         self.kmajor = None
         if _routes.linear_kmajor(shape[0], w.shape[0], w.shape[1]):
             self.kmajor = _specialized(_kernels.linear_forward_kmajor, dtype)
-        self.wt, self.wt_src, self.wt_version = None, _DEAD, -1
 
-    def _weight_kmajor(self):
-        """The k-major copy of the weight, current; None when it cannot be proved so."""
-        p = self.layer.weight
-        version = p._version  # read first: a reader after this point bumps it
-        if not _kernels.sole_reference(p, "_data"):
-            return None
-        w = p._data
-        if version == self.wt_version and w is self.wt_src():
-            return self.wt
-        if not isinstance(w, np.ndarray) or w.shape != self.wshape or w.dtype != self.dtype:
-            raise StalePlan
-        nout, nin = self.wshape
+    @staticmethod
+    def _kmajor_copy(w):
+        nout, nin = w.shape
         pad = -(-nout // _kernels.KMAJOR_PAD) * _kernels.KMAJOR_PAD
-        wt = np.zeros((nin, pad), self.dtype)
+        wt = np.zeros((nin, pad), w.dtype)
         wt[:, :nout] = w.T
-        self.wt, self.wt_src, self.wt_version = wt, weakref.ref(w), version
         return wt
 
     def run(self, x, y, nt):
         if self.kmajor is not None:
-            wt = self._weight_kmajor()
+            wt = self._derived_weight(self._kmajor_copy)
             if wt is not None:
-                b = self.layer.bias
-                if b is not None:
-                    b = b._data
-                    if b is not self.b_ok():
-                        b = _admit(b, self.bshape, self.dtype)
-                        if b is self.layer.bias._data:
-                            self.b_ok = weakref.ref(b)
-                self.kmajor(x, wt, b, nt, y)
+                self.kmajor(x, wt, self._bias(), nt, y)
                 return y
         w, b = self._params()
         self.gemm(False, True, x, w, b, F._BIAS_COLS, False, nt, y)
