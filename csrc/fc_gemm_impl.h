@@ -451,6 +451,9 @@ int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
  * chunk, the same way for any cut), the reduction in fc_gemm's blocks, each
  * block's chain added to the sum so far, then the bias: fc_gemm's order.
  */
+#ifndef FC_GEMV_STACK
+#define FC_GEMV_STACK 1024 /* partial sums kept on the stack up to this many columns */
+#endif
 static int SFX(linear_gemv)(const REAL *x, const REAL *wt, ptrdiff_t ldw, const REAL *bias,
                             ptrdiff_t nin, ptrdiff_t nout, int nthreads, REAL *y)
 {
@@ -472,19 +475,24 @@ static int SFX(linear_gemv)(const REAL *x, const REAL *wt, ptrdiff_t ldw, const 
             const ptrdiff_t c0 = ch * nb / nchunk * FC_KMAJOR_PAD;
             const ptrdiff_t c1 = (ch + 1) * nb / nchunk * FC_KMAJOR_PAD;
             const ptrdiff_t e1 = FC_MIN(c1, nout);
-            REAL *t = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(c1 - c0));
+            /* whole vectors of any level, no further into the zero padding */
+            const ptrdiff_t cols = FC_MIN(c1, FC_ROUNDUP(nout, (ptrdiff_t)16)) - c0;
+            /* the partial sums: a small layer's on the stack (no allocator call) */
+            REAL tsmall[FC_GEMV_STACK];
+            REAL *t = cols <= FC_GEMV_STACK ? tsmall
+                                            : (REAL *)fc_malloc(sizeof(REAL) * (size_t)cols);
             if (!t) {
 #pragma omp atomic write
                 failed = 1;
             } else {
                 for (ptrdiff_t pc = 0; pc < nin; pc += kcb) {
                     const ptrdiff_t kc = FC_MIN(kcb, nin - pc);
-                    kern(kc, wt + pc * ldw + c0, ldw, x + pc, c1 - c0, t);
+                    kern(kc, wt + pc * ldw + c0, ldw, x + pc, cols, t);
                     if (pc == 0) memcpy(y + c0, t, sizeof(REAL) * (size_t)(e1 - c0));
                     else for (ptrdiff_t j = c0; j < e1; ++j) y[j] = y[j] + t[j - c0];
                 }
                 if (bias) for (ptrdiff_t j = c0; j < e1; ++j) y[j] = y[j] + bias[j];
-                fc_free(t);
+                if (t != tsmall) fc_free(t);
             }
         }
         fc_team_done(&tm);

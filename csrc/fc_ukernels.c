@@ -144,7 +144,7 @@
  * Single-row kernel over a k-major matrix: t[0:cols] = sum over q < kc of
  * x[q] * w[q * ldw + j], each element one FMA chain in q order from zero (the
  * chain of every kernel above, for the product x W^T with w = W^T). Rows of w
- * are read whole, four at a time, with the partial sums in t (L1), instead of
+ * are read whole, eight at a time, with the partial sums in t (L1), instead of
  * a register tile down a column block (rows a page apart: TLB and prefetch
  * misses). cols is a multiple of the vector length.
  */
@@ -152,6 +152,26 @@
     {                                                                               \
         for (ptrdiff_t j = 0; j < cols; j += VL) STOREU(t + j, ZERO);               \
         ptrdiff_t q = 0;                                                            \
+        for (; q + 8 <= kc; q += 8) {                                               \
+            const T *w0 = w + q * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw; \
+            const T *w4 = w3 + ldw, *w5 = w4 + ldw, *w6 = w5 + ldw, *w7 = w6 + ldw; \
+            const VT x0 = SET1(x[q]), x1 = SET1(x[q + 1]);                          \
+            const VT x2 = SET1(x[q + 2]), x3 = SET1(x[q + 3]);                      \
+            const VT x4 = SET1(x[q + 4]), x5 = SET1(x[q + 5]);                      \
+            const VT x6 = SET1(x[q + 6]), x7 = SET1(x[q + 7]);                      \
+            for (ptrdiff_t j = 0; j < cols; j += VL) {                              \
+                VT s = LOADU(t + j);                                                \
+                s = FMADD(x0, LOADU(w0 + j), s);                                    \
+                s = FMADD(x1, LOADU(w1 + j), s);                                    \
+                s = FMADD(x2, LOADU(w2 + j), s);                                    \
+                s = FMADD(x3, LOADU(w3 + j), s);                                    \
+                s = FMADD(x4, LOADU(w4 + j), s);                                    \
+                s = FMADD(x5, LOADU(w5 + j), s);                                    \
+                s = FMADD(x6, LOADU(w6 + j), s);                                    \
+                s = FMADD(x7, LOADU(w7 + j), s);                                    \
+                STOREU(t + j, s);                                                   \
+            }                                                                       \
+        }                                                                           \
         for (; q + 4 <= kc; q += 4) {                                               \
             const T *w0 = w + q * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw; \
             const VT x0 = SET1(x[q]), x1 = SET1(x[q + 1]);                          \
