@@ -144,3 +144,14 @@ MAX_TEAM: int
 DW_DOT_MAX: int
 DX_COL2IM_MAX_C: int
 KMAJOR_PAD: int
+OP_CONV: int
+OP_WINO: int
+OP_MAXPOOL: int
+OP_AVGPOOL: int
+OP_RELU: int
+OP_RELU_NUMPY: int
+OP_LINEAR: int
+
+class PlanProgram:
+    def __init__(self, ops: list, nslots: int) -> None: ...
+    def run(self, arrays: list, variants: list, nthreads: int) -> None: ...

@@ -472,3 +472,36 @@ def test_winograd_pre_kernel_is_bitwise_the_kernel(rng, simd):
                 _kernels.conv2d_forward_winograd(x, w, bias, geom, relu, 2, want)
                 _kernels.conv2d_forward_winograd_pre(x, u, bias, geom, relu, 1, got)
                 assert got.tobytes() == want.tobytes(), (pad, relu)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("build", [models.lenet5, models.mnist_cnn], ids=["lenet5", "mnist_cnn"])
+def test_program_is_bitwise_the_steps(build, dtype, rng):
+    """The plan's PlanProgram (all kernel calls from C) against its steps run
+    one by one from Python, with and without ``out``; afterwards nothing holds
+    a weight (the k-major copy and Winograd U stay usable)."""
+    from fastconv import _kernels
+    model = build(seed=0, dtype=dtype).eval()
+    for n in (1, 5):
+        x = rng.standard_normal((n, 1, 28, 28)).astype(dtype)
+        model.forward(x)
+        plan = model._plans[next(k for k in model._plans if k[0] == x.shape)]
+        assert plan.program is not None
+        with_program = plan.run(x).copy()
+        out = np.empty(plan.out_shape, dtype)
+        assert plan.run(x, out) is out and out.tobytes() == with_program.tobytes()
+        program, plan.program = plan.program, None
+        try:
+            assert plan.run(x).tobytes() == with_program.tobytes(), n
+        finally:
+            plan.program = program
+        assert with_program.tobytes() == layer_path(model, x).tobytes()
+        for layer in model.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                assert _kernels.sole_reference(layer.weight, "_data"), layer
+
+
+def test_plans_without_a_program_still_run(rng):
+    """A step with no op (batch norm, sigmoid...) keeps the step-by-step runner."""
+    plan = InferencePlan(every_layer_net(np.float32), (2, 2, 11, 13), np.float32)
+    assert plan.program is None
