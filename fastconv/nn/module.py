@@ -113,7 +113,8 @@ class Parameter:
 
     @data.setter
     def data(self, value: np.ndarray) -> None:
-        self._version += 1
+        # getattr: a pickle of an older Parameter sets ``data`` before any count
+        self._version = getattr(self, "_version", 0) + 1
         self._data = value
 
     @property
