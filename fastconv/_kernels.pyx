@@ -620,22 +620,29 @@ cdef class PlanProgram:
         """Run the ops on ``arrays`` (ndarray or None per slot); ``variants[i]``
         is op i's variant (1: the kept derived weight is in its ``w`` slot)."""
         cdef void *p[256]
-        cdef int i, rc = FC_OK, variant
+        cdef int var[256]
+        cdef int i, rc = FC_OK
         cdef object a
-        if self.nslots > 256 or len(arrays) < self.nslots:
+        if self.nslots > 256 or self.nops > 256 or len(arrays) < self.nslots \
+                or len(variants) < self.nops:
             raise ValueError("PlanProgram.run: arrays do not match the program")
         for i in range(self.nslots):
             a = arrays[i]
             p[i] = NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
         for i in range(self.nops):
+            var[i] = variants[i]
+        i = 0
+        while i < self.nops and rc == FC_OK:
             if self.ops[i].code == 5:  # np.maximum's bits (ReLU's small-size rule)
                 np_maximum(arrays[self.ops[i].src], 0, out=arrays[self.ops[i].dst])
+                i += 1
                 continue
-            variant = variants[i]
-            with nogil:
-                rc = _run_op(&self.ops[i], p, variant, nthreads)
-            if rc != FC_OK:
-                break
+            with nogil:  # the GIL once for a run of compiled ops
+                while i < self.nops and self.ops[i].code != 5:
+                    rc = _run_op(&self.ops[i], p, var[i], nthreads)
+                    i += 1
+                    if rc != FC_OK:
+                        break
         _check(rc)
 
 
