@@ -108,6 +108,13 @@ int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                            const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
 int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                   int nthreads, float *gx /* OUT */);
+/* The forward split in two, for callers that keep the weights: u (36, k, c) =
+ * the transformed w (k, c, 5, 5), then the forward from u. Bitwise
+ * fc_conv2d_fwd_wino_f32 (which does both on every call). */
+int fc_winograd_weights_f32(const float *w, ptrdiff_t k, ptrdiff_t c, int nthreads,
+                            float *u /* OUT */);
+int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias,
+                               const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
 int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                    int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
 
@@ -157,6 +164,20 @@ int fc_gemm_f64(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                 const double *a, ptrdiff_t lda, const double *b, ptrdiff_t ldb,
                 const double *bias, int bias_mode, int accumulate, int nthreads,
                 double *c /* OUT */, ptrdiff_t ldc);
+/*
+ * The dense forward y = x W^T (+ bias), x (n, nin), y (n, nout), from a k-major
+ * copy of W (nout, nin): wt[q * ldw + i] = W[i, q], with ldw >= nout rounded up
+ * to FC_KMAJOR_PAD and zeros in the columns past nout. Bitwise the output of
+ * fc_gemm(0, 1, n, nout, nin, x, nin, W, nin, bias, FC_BIAS_COLS, 0, ...), faster
+ * for a few samples (it reads rows of wt whole); the caller keeps wt up to date.
+ */
+#define FC_KMAJOR_PAD 128
+int fc_linear_fwd_kmajor_f32(const float *x, const float *wt, ptrdiff_t ldw, const float *bias,
+                             ptrdiff_t n, ptrdiff_t nin, ptrdiff_t nout, int nthreads,
+                             float *y /* OUT */);
+int fc_linear_fwd_kmajor_f64(const double *x, const double *wt, ptrdiff_t ldw,
+                             const double *bias, ptrdiff_t n, ptrdiff_t nin, ptrdiff_t nout,
+                             int nthreads, double *y /* OUT */);
 /*
  * The dense layer's backward in one parallel region: for gy (n, out), x (n, in),
  * w (out, in), gx = gy w, gw (=|+=) gy^T x, gb (=|+=) column sums of gy (rows in

@@ -51,6 +51,8 @@ typedef struct {
     const REAL *bias;
     int bias_rows;             /* bias indexed by the row (1) or the column (0) of P */
     int accumulate;
+    int dense_fwd;             /* a dense forward: reduction block by fc_gemm(0, 1)'s rule */
+    int b_padded;              /* B' rows readable and zero up to FC_ROUNDUP(n, nr): no btail */
     /* packing done by the team at the start of gemm_run (one parallel region) */
     const REAL *apk_src;       /* A'[i, k] = apk_src[i * apk_rs + k * apk_ld] -> apack */
     ptrdiff_t apk_rs, apk_ld;
@@ -198,6 +200,15 @@ typedef struct {
     ptrdiff_t cb_elems;        /* cbuf size (see below) */
 } SFX(gemm_split);
 
+/* The reduction block of a product (of a dense forward when dense_fwd). */
+static ptrdiff_t SFX(gemm_kc)(int dense_fwd, ptrdiff_t kdim)
+{
+    ptrdiff_t kc_dflt = FC_GEMM_KC;
+    if (dense_fwd) kc_dflt = FC_MAX(kc_dflt, FC_MIN(kdim, (ptrdiff_t)FC_GEMM_KC_TRANS));
+    ptrdiff_t kcb = fc_route_override(FC_OVERRIDE_GEMM_KC, (int)kc_dflt);
+    return kcb < 8 ? kc_dflt : kcb;
+}
+
 static void SFX(gemm_split_plan)(const GEMM *g, SFX(gemm_split) *sp)
 {
     const ptrdiff_t mr = g->mr, nr = g->nr;
@@ -222,10 +233,7 @@ static void SFX(gemm_split_plan)(const GEMM *g, SFX(gemm_split) *sp)
      * must depend on nothing the batch size changes (the kernel slot, whether A' is
      * packed), or a sample's output would depend on the batch it is in.
      */
-    ptrdiff_t kc_dflt = FC_GEMM_KC;
-    if (g->trans_out) kc_dflt = FC_MAX(kc_dflt, FC_MIN(g->kdim, (ptrdiff_t)FC_GEMM_KC_TRANS));
-    sp->kcb = fc_route_override(FC_OVERRIDE_GEMM_KC, (int)kc_dflt);
-    if (sp->kcb < 8) sp->kcb = kc_dflt;
+    sp->kcb = SFX(gemm_kc)(g->dense_fwd, g->kdim);
     /* the most tiles any task gets along the split dimension */
     const ptrdiff_t per_max = FC_CEILDIV(sp->tsplit, sp->ntask);
     const ptrdiff_t cb_rows = (sp->split_n ? tm : per_max) * mr;
@@ -300,7 +308,7 @@ static void SFX(gemm_task)(const GEMM *g, const SFX(gemm_split) *sp, ptrdiff_t t
     const ptrdiff_t tj0 = sp->split_n ? lo : 0, tj1 = sp->split_n ? hi : sp->tn;
     for (ptrdiff_t pc = 0; pc < g->kdim; pc += sp->kcb) {
         const ptrdiff_t kc = FC_MIN(sp->kcb, g->kdim - pc);
-        const ptrdiff_t tfull = FC_MIN(tj1, g->n / nr) - tj0;
+        const ptrdiff_t tfull = FC_MIN(tj1, g->b_padded ? FC_CEILDIV(g->n, nr) : g->n / nr) - tj0;
         if (bbuf) {
             /* B' rows far apart in memory (a weight's rows) cost a TLB walk
              * each and map onto few cache sets: copy this reduction block of
@@ -431,6 +439,100 @@ int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
     REAL *scratch;
     int rc = SFX(gemm_plan)(transa, transb, m, n, k, a, lda, b, ldb, bias, bias_mode,
                             accumulate, c, ldc, &g, &koff, &scratch);
+    if (rc == FC_OK) rc = SFX(gemm_run)(&g, nthreads);
+    free(koff);
+    fc_free(scratch);
+    return rc;
+}
+
+/*
+ * fc_linear_fwd_kmajor for one row: GETV()'s kernel over whole rows of wt, the
+ * columns cut into one chunk per thread (each element is computed by one
+ * chunk, the same way for any cut), the reduction in fc_gemm's blocks, each
+ * block's chain added to the sum so far, then the bias: fc_gemm's order.
+ */
+#ifndef FC_GEMV_STACK
+#define FC_GEMV_STACK 1024 /* partial sums kept on the stack up to this many columns */
+#endif
+static int SFX(linear_gemv)(const REAL *x, const REAL *wt, ptrdiff_t ldw, const REAL *bias,
+                            ptrdiff_t nin, ptrdiff_t nout, int nthreads, REAL *y)
+{
+    const GEMV kern = GETV();
+    const ptrdiff_t width = FC_ROUNDUP(nout, (ptrdiff_t)FC_KMAJOR_PAD);
+    const ptrdiff_t kcb = SFX(gemm_kc)(1, nin);
+    const ptrdiff_t nchunk = FC_MIN((ptrdiff_t)nthreads, width / FC_KMAJOR_PAD);
+    int failed = 0;
+    ptrdiff_t ch;
+    fc_team tm;
+    fc_team_begin(&tm, (int)nchunk);
+#pragma omp parallel num_threads((int)nchunk) if (nchunk > 1)
+    {
+        fc_team_arrive(&tm);
+#pragma omp for schedule(static)
+        for (ch = 0; ch < nchunk; ++ch) {
+            /* chunk bounds on FC_KMAJOR_PAD columns: whole vectors at every level */
+            const ptrdiff_t nb = width / FC_KMAJOR_PAD;
+            const ptrdiff_t c0 = ch * nb / nchunk * FC_KMAJOR_PAD;
+            const ptrdiff_t c1 = (ch + 1) * nb / nchunk * FC_KMAJOR_PAD;
+            const ptrdiff_t e1 = FC_MIN(c1, nout);
+            /* whole vectors of any level, no further into the zero padding */
+            const ptrdiff_t cols = FC_MIN(c1, FC_ROUNDUP(nout, (ptrdiff_t)16)) - c0;
+            /* the partial sums: a small layer's on the stack (no allocator call) */
+            REAL tsmall[FC_GEMV_STACK];
+            REAL *t = cols <= FC_GEMV_STACK ? tsmall
+                                            : (REAL *)fc_malloc(sizeof(REAL) * (size_t)cols);
+            if (!t) {
+#pragma omp atomic write
+                failed = 1;
+            } else {
+                for (ptrdiff_t pc = 0; pc < nin; pc += kcb) {
+                    const ptrdiff_t kc = FC_MIN(kcb, nin - pc);
+                    kern(kc, wt + pc * ldw + c0, ldw, x + pc, cols, t);
+                    if (pc == 0) memcpy(y + c0, t, sizeof(REAL) * (size_t)(e1 - c0));
+                    else for (ptrdiff_t j = c0; j < e1; ++j) y[j] = y[j] + t[j - c0];
+                }
+                if (bias) for (ptrdiff_t j = c0; j < e1; ++j) y[j] = y[j] + bias[j];
+                if (t != tsmall) fc_free(t);
+            }
+        }
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/*
+ * The dense forward y = x W^T (+ bias) from a k-major copy of the weight,
+ * wt[q * ldw + i] = W[i, q], ldw >= FC_ROUNDUP(nout, FC_KMAJOR_PAD) and zero
+ * past nout. It is the product P = x Wt in the plain orientation, which reads
+ * Wt rows whole: no transposition of W as it goes, which is what makes the
+ * transposed route slow for a few samples. The reduction block is fc_gemm(0, 1)'s,
+ * and every kernel is an FMA chain in k order per block: each element is the
+ * same sum in the same order, so the output is bitwise fc_gemm's.
+ */
+int SFX(fc_linear_fwd_kmajor)(const REAL *x, const REAL *wt, ptrdiff_t ldw, const REAL *bias,
+                              ptrdiff_t n, ptrdiff_t nin, ptrdiff_t nout, int nthreads,
+                              REAL *y)
+{
+    if (n <= 0 || nout <= 0) return FC_OK;
+    if (nin <= 0 || ldw < FC_ROUNDUP(nout, (ptrdiff_t)FC_KMAJOR_PAD)) /* fc_gemm copes */
+        return SFX(fc_gemm)(0, 1, n, nout, nin, x, nin, wt, nin, bias,
+                            bias ? FC_BIAS_COLS : FC_BIAS_NONE, 0, nthreads, y, nout);
+    nthreads = fc_threads_for(nthreads, (double)n * (double)nout * (double)nin);
+    if (n == 1) return SFX(linear_gemv)(x, wt, ldw, bias, nin, nout, nthreads, y);
+    GEMM g;
+    SFX(gemm_ops) o;
+    memset(&g, 0, sizeof g);
+    g.c = y;
+    g.ldc = nout;
+    g.kdim = nin;
+    g.bias = bias;
+    g.dense_fwd = 1;
+    g.b_padded = 1;
+    SFX(gemm_choose)(0, 0, n, nout, x, nin, wt, ldw, bias ? FC_BIAS_COLS : FC_BIAS_NONE, &g, &o);
+    ptrdiff_t *koff = NULL;
+    REAL *scratch = NULL;
+    int rc = SFX(gemm_buffers)(&o, nin, &g, &koff, &scratch);
     if (rc == FC_OK) rc = SFX(gemm_run)(&g, nthreads);
     free(koff);
     fc_free(scratch);

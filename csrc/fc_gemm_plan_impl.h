@@ -26,7 +26,7 @@ static void SFX(gemm_choose)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, c
         o->bdir = b; o->bdir_ld = ldb;
         g->bias_rows = bias_mode == FC_BIAS_ROWS;
     } else {                       /* P = C^T = B op(A)^T, with B = b rows (n x k) */
-        g->m = n; g->n = m; g->trans_out = 1;
+        g->m = n; g->n = m; g->trans_out = 1; g->dense_fwd = 1;
         o->arow = b; o->a_ld = ldb;
         if (transa) { o->bdir = a; o->bdir_ld = lda; }    /* B'[k, i] = a[k * lda + i] */
         else { o->btr_src = a; o->btr_ld = lda; }         /* B'[k, i] = a[i * lda + k] */
@@ -82,7 +82,7 @@ static int SFX(gemm_buffers)(const SFX(gemm_ops) *o, ptrdiff_t k, GEMM *g,
     if (o->arow && m_rem) nscratch += (size_t)(mr * k);         /* atail */
     if (o->apk_src) nscratch += (size_t)(mpad * k);              /* apack */
     if (o->btr_src) nscratch += (size_t)(k * npad);              /* transposed B' */
-    else if (n_rem) nscratch += (size_t)(k * nr);                /* btail */
+    else if (n_rem && !g->b_padded) nscratch += (size_t)(k * nr); /* btail */
     REAL *scratch = nscratch ? (REAL *)fc_malloc(sizeof(REAL) * nscratch) : NULL;
     if (!koff || (nscratch && !scratch)) {
         free(koff);
@@ -124,7 +124,7 @@ static int SFX(gemm_buffers)(const SFX(gemm_ops) *o, ptrdiff_t k, GEMM *g,
         g->b = o->bdir;
         g->b_strided = 1;
         for (ptrdiff_t i = 0; i < k; ++i) koff[i] = i * o->bdir_ld;
-        if (n_rem) { /* the last tile would read past the end of B's last row */
+        if (n_rem && !g->b_padded) { /* the last tile would read past the end of B's last row */
             REAL *b_tail = sp;
             sp += k * nr;
             const ptrdiff_t j0 = g->n - n_rem;

@@ -9,6 +9,7 @@
  *     KERN     fc_kernels_f32 / _f64   (micro-kernel table, GETK() returns it)
  *     RKERN    fc_ukr_rows_f32 / _f64  (row-A kernels, GETR() returns their table)
  *     NARROW   fc_narrow_rows_f32 / _f64 (GETN() returns it)
+ *     GEMV     fc_gemv_f32 / _f64      (single-row k-major kernel, GETV() returns it)
  *
  * and a .c file instantiates it for both dtypes with
  *
@@ -31,6 +32,8 @@
 #define GETR fc_get_row_kernels_f32
 #define NARROW fc_narrow_rows_f32
 #define GETN fc_get_narrow_rows_f32
+#define GEMV fc_gemv_f32
+#define GETV fc_get_gemv_f32
 #include FC_TEMPLATE
 #undef REAL
 #undef UINT
@@ -41,6 +44,8 @@
 #undef GETR
 #undef NARROW
 #undef GETN
+#undef GEMV
+#undef GETV
 
 #define REAL double
 #define UINT uint64_t
@@ -51,6 +56,8 @@
 #define GETR fc_get_row_kernels_f64
 #define NARROW fc_narrow_rows_f64
 #define GETN fc_get_narrow_rows_f64
+#define GEMV fc_gemv_f64
+#define GETV fc_get_gemv_f64
 #include FC_TEMPLATE
 #undef REAL
 #undef UINT
@@ -61,5 +68,7 @@
 #undef GETR
 #undef NARROW
 #undef GETN
+#undef GEMV
+#undef GETV
 
 #undef FC_TEMPLATE

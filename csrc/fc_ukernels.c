@@ -140,6 +140,63 @@
     static void NAME(ptrdiff_t len, int nimg, const T *const *g, ptrdiff_t gs,      \
                      const T *s, ptrdiff_t ss, const ptrdiff_t *off, T *out, ptrdiff_t ldo)
 
+/*
+ * Single-row kernel over a k-major matrix: t[0:cols] = sum over q < kc of
+ * x[q] * w[q * ldw + j], each element one FMA chain in q order from zero (the
+ * chain of every kernel above, for the product x W^T with w = W^T). Rows of w
+ * are read whole, eight at a time, with the partial sums in t (L1), instead of
+ * a register tile down a column block (rows a page apart: TLB and prefetch
+ * misses). cols is a multiple of the vector length.
+ */
+#define FC_GEMV_BODY(T, VT, VL, LOADU, STOREU, SET1, FMADD, ZERO)                 \
+    {                                                                               \
+        for (ptrdiff_t j = 0; j < cols; j += VL) STOREU(t + j, ZERO);               \
+        ptrdiff_t q = 0;                                                            \
+        for (; q + 8 <= kc; q += 8) {                                               \
+            const T *w0 = w + q * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw; \
+            const T *w4 = w3 + ldw, *w5 = w4 + ldw, *w6 = w5 + ldw, *w7 = w6 + ldw; \
+            const VT x0 = SET1(x[q]), x1 = SET1(x[q + 1]);                          \
+            const VT x2 = SET1(x[q + 2]), x3 = SET1(x[q + 3]);                      \
+            const VT x4 = SET1(x[q + 4]), x5 = SET1(x[q + 5]);                      \
+            const VT x6 = SET1(x[q + 6]), x7 = SET1(x[q + 7]);                      \
+            for (ptrdiff_t j = 0; j < cols; j += VL) {                              \
+                VT s = LOADU(t + j);                                                \
+                s = FMADD(x0, LOADU(w0 + j), s);                                    \
+                s = FMADD(x1, LOADU(w1 + j), s);                                    \
+                s = FMADD(x2, LOADU(w2 + j), s);                                    \
+                s = FMADD(x3, LOADU(w3 + j), s);                                    \
+                s = FMADD(x4, LOADU(w4 + j), s);                                    \
+                s = FMADD(x5, LOADU(w5 + j), s);                                    \
+                s = FMADD(x6, LOADU(w6 + j), s);                                    \
+                s = FMADD(x7, LOADU(w7 + j), s);                                    \
+                STOREU(t + j, s);                                                   \
+            }                                                                       \
+        }                                                                           \
+        for (; q + 4 <= kc; q += 4) {                                               \
+            const T *w0 = w + q * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw; \
+            const VT x0 = SET1(x[q]), x1 = SET1(x[q + 1]);                          \
+            const VT x2 = SET1(x[q + 2]), x3 = SET1(x[q + 3]);                      \
+            for (ptrdiff_t j = 0; j < cols; j += VL) {                              \
+                VT s = LOADU(t + j);                                                \
+                s = FMADD(x0, LOADU(w0 + j), s);                                    \
+                s = FMADD(x1, LOADU(w1 + j), s);                                    \
+                s = FMADD(x2, LOADU(w2 + j), s);                                    \
+                s = FMADD(x3, LOADU(w3 + j), s);                                    \
+                STOREU(t + j, s);                                                   \
+            }                                                                       \
+        }                                                                           \
+        for (; q < kc; ++q) {                                                       \
+            const T *w0 = w + q * ldw;                                              \
+            const VT x0 = SET1(x[q]);                                               \
+            for (ptrdiff_t j = 0; j < cols; j += VL)                                \
+                STOREU(t + j, FMADD(x0, LOADU(w0 + j), LOADU(t + j)));              \
+        }                                                                           \
+    }
+
+#define FC_GEMV_SIG(NAME, T)                                                         \
+    static void NAME(ptrdiff_t kc, const T *FC_RESTRICT w, ptrdiff_t ldw,            \
+                     const T *FC_RESTRICT x, ptrdiff_t cols, T *FC_RESTRICT t)
+
 /* ---- generic C (any CPU; the compiler may auto-vectorise the v loop) ---- */
 #define G_LOADU(p) (*(p))
 #define G_STOREU(p, v) (*(p) = (v))
@@ -168,6 +225,8 @@ FC_DEF_GENERIC_ROWS(rkr_gen_f64_2, double, 2, 8)
 FC_DEF_GENERIC_ROWS(rkr_gen_f64_4, double, 4, 4)
 FC_DEF_GENERIC_ROWS(nkr_gen_f32, float, 4, 4)
 FC_DEF_GENERIC_ROWS(nkr_gen_f64, double, 4, 4)
+FC_GEMV_SIG(gemv_gen_f32, float) FC_GEMV_BODY(float, float, 1, G_LOADU, G_STOREU, G_SET1, G_FMADD, 0.0f)
+FC_GEMV_SIG(gemv_gen_f64, double) FC_GEMV_BODY(double, double, 1, G_LOADU, G_STOREU, G_SET1, G_FMADD, 0.0)
 #define G_HSUM(v) (v)
 FC_DOT_SIG(dot_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 4, G_LOADU, G_FMADD, 0.0f, G_HSUM)
 FC_DOT_SIG(dot5_gen_f32, float) FC_DOT_BODY(float, float, 1, 2, 5, G_LOADU, G_FMADD, 0.0f, G_HSUM)
@@ -215,6 +274,12 @@ FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_4, 4, 3)
 FC_DEF_AVX2_ROWS_F64(rkr_avx2_f64_6, 6, 2)
 FC_DEF_AVX2_ROWS_F32(nkr_avx2_f32, 8, 1)
 FC_DEF_AVX2_ROWS_F64(nkr_avx2_f64, 8, 1)
+A2_TGT FC_GEMV_SIG(gemv_avx2_f32, float)
+FC_GEMV_BODY(float, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
+             _mm256_fmadd_ps, _mm256_setzero_ps())
+A2_TGT FC_GEMV_SIG(gemv_avx2_f64, double)
+FC_GEMV_BODY(double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd,
+             _mm256_fmadd_pd, _mm256_setzero_pd())
 A2_TGT static inline float hsum_avx2_f32(__m256 v)
 {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -285,6 +350,13 @@ FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_6, 6, 4)
 FC_DEF_AVX512_ROWS_F64(rkr_avx512_f64_8, 8, 3)
 FC_DEF_AVX512_ROWS_F32(nkr_avx512_f32, 8, 1)
 FC_DEF_AVX512_ROWS_F64(nkr_avx512_f64, 8, 1)
+
+A5_TGT FC_GEMV_SIG(gemv_avx512_f32, float)
+FC_GEMV_BODY(float, __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,
+             _mm512_fmadd_ps, _mm512_setzero_ps())
+A5_TGT FC_GEMV_SIG(gemv_avx512_f64, double)
+FC_GEMV_BODY(double, __m512d, 8, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd,
+             _mm512_fmadd_pd, _mm512_setzero_pd())
 
 /* r[i] = row i of a 16x16 block -> r[c] = column c (lane i = row i). */
 A5_TGT static inline void transpose16_avx512(__m512 r[16])
@@ -491,4 +563,31 @@ fc_narrow_rows_f64 fc_get_narrow_rows_f64(void)
     fc_simd_ran(FC_SIMD_GENERIC);
 #endif
     return nk;
+}
+
+/* The single-row k-major kernel of the current SIMD level (FC_GEMV_BODY). */
+fc_gemv_f32 fc_get_gemv_f32(void)
+{
+#if FC_X86_SIMD
+    switch (fc_simd_dispatch()) {
+    case FC_SIMD_AVX512: fc_simd_ran(FC_SIMD_AVX512); return gemv_avx512_f32;
+    case FC_SIMD_AVX2: fc_simd_ran(FC_SIMD_AVX2); return gemv_avx2_f32;
+    default: break;
+    }
+#endif
+    fc_simd_ran(FC_SIMD_GENERIC);
+    return gemv_gen_f32;
+}
+
+fc_gemv_f64 fc_get_gemv_f64(void)
+{
+#if FC_X86_SIMD
+    switch (fc_simd_dispatch()) {
+    case FC_SIMD_AVX512: fc_simd_ran(FC_SIMD_AVX512); return gemv_avx512_f64;
+    case FC_SIMD_AVX2: fc_simd_ran(FC_SIMD_AVX2); return gemv_avx2_f64;
+    default: break;
+    }
+#endif
+    fc_simd_ran(FC_SIMD_GENERIC);
+    return gemv_gen_f64;
 }

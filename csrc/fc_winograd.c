@@ -23,15 +23,18 @@ typedef struct {
     int slot, relu;
     ptrdiff_t mr, nr, mpad;   /* micro-kernel and output channels padded to mr */
     ptrdiff_t rpb, nblk;      /* tile rows per block, blocks */
+    ptrdiff_t nparts;         /* tasks per block: output channel panels cut in nparts */
     ptrdiff_t blk_cols;       /* GEMM columns per block */
     ptrdiff_t vp_pitch;       /* V row pitch: room for wino_in_row's whole-vector stores */
 } wino_fwd;
 
-/* Output transform of a block's tile rows [s0, s1) from M straight into y. */
-static void wino_out_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const float *mb)
+/* Output transform of a block's tile rows [s0, s1), output channels [k0, k1),
+ * from M straight into y. */
+static void wino_out_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const float *mb,
+                           ptrdiff_t k0, ptrdiff_t k1)
 {
     const ptrdiff_t th = f->th, tw = f->tw, ho = f->ho, wo = f->wo;
-    for (ptrdiff_t k = 0; k < f->m; ++k) {
+    for (ptrdiff_t k = k0; k < k1; ++k) {
         const float bv = f->bias ? f->bias[k] : 0.0f;
         for (ptrdiff_t s = s0; s < s1;) {
             const ptrdiff_t r = s % th;
@@ -57,24 +60,29 @@ static void wino_out_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const 
     }
 }
 
-/* One task: block b, with this thread's V (vb) and M (mb) buffers. */
-static void wino_fwd_block(const wino_fwd *f, ptrdiff_t b, float *vb, float *mb)
+/* One task: part `part` of block b (its share of the output channel panels),
+ * with this thread's V (vb) and M (mb) buffers. Every part transforms the
+ * block's input; each output element is made by one part, the same way. */
+static void wino_fwd_block(const wino_fwd *f, ptrdiff_t b, ptrdiff_t part, float *vb, float *mb)
 {
     const fc_kernels_f32 *kk = f->kk;
     const ptrdiff_t s0 = b * f->rpb, s1 = FC_MIN(f->trows, s0 + f->rpb);
+    const ptrdiff_t npan = f->mpad / f->mr;
+    const ptrdiff_t r_lo = part * npan / f->nparts * f->mr;
+    const ptrdiff_t r_hi = (part + 1) * npan / f->nparts * f->mr;
     wino_in_block(f->xp, f->cin, f->th, f->tw, f->wp, f->plane, s0, s1, vb, f->vp_pitch);
     /* 36 GEMMs: M[p] (mpad x blk_cols) = U[p] . V[p]; M point p of output channel k
      * at mb[(k * NP + p) * blk_cols + col] */
     for (ptrdiff_t p = 0; p < NP; ++p) {
         const float *vp = vb + p * f->vp_pitch;
-        for (ptrdiff_t r0 = 0; r0 < f->mpad; r0 += f->mr) {
+        for (ptrdiff_t r0 = r_lo; r0 < r_hi; r0 += f->mr) {
             const float *a = f->ap + (p * f->mpad + r0) * f->cin;
             float *cp = mb + (r0 * NP + p) * f->blk_cols;
             for (ptrdiff_t j = 0; j < f->blk_cols; j += f->nr)
                 kk->ukr[f->slot](f->cin, a, vp + j, f->koff, cp + j, NP * f->blk_cols, 0);
         }
     }
-    wino_out_block(f, s0, s1, mb);
+    wino_out_block(f, s0, s1, mb, r_lo, FC_MIN(r_hi, f->m));
 }
 
 /*
@@ -100,6 +108,15 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
     f.blk_cols = FC_ROUNDUP(wino_block_cols(f.rpb, f.tw), f.nr);
     f.vp_pitch = f.blk_cols + 2 * WL;
     f.nblk = FC_CEILDIV(f.trows, f.rpb);
+    /*
+     * Fewer blocks than threads can share evenly (a batch of one: 1-2 blocks):
+     * cut each block's output channels too, so a second thread has work. Which
+     * task computes an output changes none of its arithmetic.
+     */
+    f.nparts = 1;
+    if (nt > 1 && f.nblk < 2 * (ptrdiff_t)nt)
+        f.nparts = FC_MIN((ptrdiff_t)nt, f.mpad / f.mr);
+    const ptrdiff_t ntask = f.nblk * f.nparts;
     int rc = FC_OK, failed = 0;
 
     float *ap = (float *)fc_malloc(sizeof(float) * (size_t)(NP * f.mpad * cin));
@@ -116,7 +133,7 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
     const size_t v_elems = (size_t)(NP * cin * f.vp_pitch);
     fc_team tm;
     fc_team_begin(&tm, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1 && f.nblk > 1)
+#pragma omp parallel num_threads(nt) if (nt > 1 && ntask > 1)
     {
         fc_team_arrive(&tm);
         float *vb = (float *)fc_malloc(sizeof(float) * v_elems);
@@ -129,10 +146,11 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
             /* columns past the block's tiles are computed, never stored: keep them finite */
             memset(vb, 0, sizeof(float) * v_elems);
         }
-        ptrdiff_t b;
+        ptrdiff_t t;
+        /* part-major: a thread's share of tasks spans the blocks, not one big block */
 #pragma omp for schedule(static) nowait
-        for (b = 0; b < f.nblk; ++b)
-            if (vb && mb) wino_fwd_block(&f, b, vb, mb);
+        for (t = 0; t < ntask; ++t)
+            if (vb && mb) wino_fwd_block(&f, t % f.nblk, t / f.nblk, vb, mb);
         fc_free(vb);
         fc_free(mb);
         fc_team_done(&tm);
@@ -157,6 +175,23 @@ int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                        relu, nthreads, y);
     fc_free(u);
     return rc;
+}
+
+/* U for fc_conv2d_fwd_wino_pre_f32: what fc_conv2d_fwd_wino_f32 computes on every call. */
+int fc_winograd_weights_f32(const float *w, ptrdiff_t k, ptrdiff_t c, int nthreads, float *u)
+{
+    if (k <= 0 || c <= 0) return FC_OK;
+    nthreads = fc_threads_for(nthreads, (double)NP * (double)k * (double)c * 25.0);
+    wino_weight_transform(w, k, c, 0, nthreads, u);
+    return FC_OK;
+}
+
+int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias,
+                               const fc_conv_geom *g, int relu, int nthreads, float *y)
+{
+    nthreads = fc_threads_for(nthreads, wino_work(g));
+    return wino_conv(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u, bias,
+                     relu, nthreads, y);
 }
 
 /* grad_x of a stride-1 5x5 layer with padding p is the convolution of grad_y with

@@ -47,6 +47,10 @@ cdef extern from "fastconv.h" nogil:
 
     int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                                const fc_conv_geom *g, int relu, int nthreads, float *y)
+    int fc_winograd_weights_f32(const float *w, Py_ssize_t k, Py_ssize_t c, int nthreads,
+                                float *u)
+    int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias,
+                                   const fc_conv_geom *g, int relu, int nthreads, float *y)
     int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                     int nthreads, float *gx)
     int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
@@ -82,6 +86,13 @@ cdef extern from "fastconv.h" nogil:
                     const double *a, Py_ssize_t lda, const double *b, Py_ssize_t ldb,
                     const double *bias, int bias_mode, int accumulate, int nthreads,
                     double *c, Py_ssize_t ldc)
+    int FC_KMAJOR_PAD
+    int fc_linear_fwd_kmajor_f32(const float *x, const float *wt, Py_ssize_t ldw,
+                                 const float *bias, Py_ssize_t n, Py_ssize_t nin,
+                                 Py_ssize_t nout, int nthreads, float *y)
+    int fc_linear_fwd_kmajor_f64(const double *x, const double *wt, Py_ssize_t ldw,
+                                 const double *bias, Py_ssize_t n, Py_ssize_t nin,
+                                 Py_ssize_t nout, int nthreads, double *y)
     int fc_linear_bwd_f32(const float *gy, const float *x, const float *w, Py_ssize_t n,
                           Py_ssize_t in_, Py_ssize_t out, int accumulate, int nthreads,
                           float *gx, float *gw, float *gb)

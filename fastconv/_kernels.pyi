@@ -120,6 +120,15 @@ def gemm(
     c: _Float,
 ) -> None: ...
 def colsum(a: _Float, accumulate: bool, nthreads: int, out: _Float) -> None: ...
+def winograd_weights(w: _Float, nthreads: int, u: _Float) -> None: ...
+def conv2d_forward_winograd_pre(
+    x: _Float, u: _Float, bias: Optional[_Float], geom: Tuple[int, ...], relu: bool,
+    nthreads: int, y: _Float
+) -> None: ...
+def linear_forward_kmajor(
+    x: _Float, wt: _Float, bias: Optional[_Float], nthreads: int, y: _Float
+) -> None: ...
+def sole_reference(obj: object, name: str) -> bool: ...
 def linear_backward(
     gy: _Float,
     x: _Float,
@@ -136,3 +145,15 @@ PARALLEL_MIN_WORK: float
 MAX_TEAM: int
 DW_DOT_MAX: int
 DX_COL2IM_MAX_C: int
+KMAJOR_PAD: int
+OP_CONV: int
+OP_WINO: int
+OP_MAXPOOL: int
+OP_AVGPOOL: int
+OP_RELU: int
+OP_RELU_NUMPY: int
+OP_LINEAR: int
+
+class PlanProgram:
+    def __init__(self, ops: list, nslots: int) -> None: ...
+    def run(self, arrays: list, variants: list, nthreads: int) -> None: ...

@@ -10,6 +10,7 @@ fc_pool_geom.
 from cython cimport floating
 from libc.stdint cimport int64_t
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport Py_REFCNT
 cimport numpy as cnp
 
 from fastconv._kernels cimport *
@@ -22,6 +23,7 @@ PARALLEL_MIN_WORK = FC_MIN_PARALLEL_WORK  # below this much work a kernel runs o
 MAX_TEAM = FC_MAX_TEAM                    # the most threads any kernel runs with
 DW_DOT_MAX = FC_DW_DOT_MAX                # default of set_route_override("dw_dot_max")
 DX_COL2IM_MAX_C = FC_DX_COL2IM_MAX_C      # default of set_route_override("dx_col2im_max_c")
+KMAJOR_PAD = FC_KMAJOR_PAD                # linear_forward_kmajor: wt's row length is a multiple
 
 cnp.import_array()
 
@@ -109,6 +111,30 @@ def conv2d_forward_winograd(const float[:, :, :, ::1] x, const float[:, :, :, ::
     with nogil:
         rc = fc_conv2d_fwd_wino_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, relu, nthreads,
                                     &y[0, 0, 0, 0])
+    _check(rc)
+
+
+def winograd_weights(const float[:, :, :, ::1] w, int nthreads, float[:, :, ::1] u):
+    """u (36, k, c) = the Winograd transform of w (k, c, 5, 5), for conv2d_forward_winograd_pre."""
+    cdef int rc
+    with nogil:
+        rc = fc_winograd_weights_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], nthreads,
+                                     &u[0, 0, 0])
+    _check(rc)
+
+
+def conv2d_forward_winograd_pre(const float[:, :, :, ::1] x, const float[:, :, ::1] u,
+                                const float[::1] bias, tuple geom, bint relu, int nthreads,
+                                float[:, :, :, ::1] y):
+    """conv2d_forward_winograd with the weights transformed beforehand (winograd_weights)."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef const float *bp = NULL
+    cdef int rc
+    if bias is not None:
+        bp = &bias[0]
+    with nogil:
+        rc = fc_conv2d_fwd_wino_pre_f32(&x[0, 0, 0, 0], &u[0, 0, 0], bp, &g, relu, nthreads,
+                                        &y[0, 0, 0, 0])
     _check(rc)
 
 
@@ -228,6 +254,33 @@ def gemm(bint transa, bint transb, const floating[:, ::1] a, const floating[:, :
             rc = fc_gemm_f64(transa, transb, m, n, k, &a[0, 0], a.shape[1], &b[0, 0],
                              b.shape[1], bp, bias_mode, accumulate, nthreads, &c[0, 0], n)
     _check(rc)
+
+
+def linear_forward_kmajor(const floating[:, ::1] x, const floating[:, ::1] wt,
+                          const floating[::1] bias, int nthreads, floating[:, ::1] y):
+    """y = x W^T + bias from wt (nin, ldw), the k-major zero-padded copy of W
+    (see fc_linear_fwd_kmajor in fastconv.h); bitwise gemm(False, True, x, W, ...)."""
+    cdef Py_ssize_t n = y.shape[0], nout = y.shape[1], nin = x.shape[1], ldw = wt.shape[1]
+    cdef const floating *bp = NULL
+    cdef int rc
+    if bias is not None:
+        bp = &bias[0]
+    with nogil:
+        if floating is float:
+            rc = fc_linear_fwd_kmajor_f32(&x[0, 0], &wt[0, 0], ldw, bp, n, nin, nout, nthreads,
+                                          &y[0, 0])
+        else:
+            rc = fc_linear_fwd_kmajor_f64(&x[0, 0], &wt[0, 0], ldw, bp, n, nin, nout, nthreads,
+                                          &y[0, 0])
+    _check(rc)
+
+
+def sole_reference(obj, str name):
+    """Whether ``getattr(obj, name)`` is referenced by ``obj`` alone: no one
+    else holds it (or a view of it, which references its base) to write it
+    later. Counted here, where the references are exactly ``obj``'s and ours."""
+    cdef object v = getattr(obj, name)
+    return Py_REFCNT(v) == 2
 
 
 def linear_backward(const floating[:, ::1] gy, const floating[:, ::1] x,
@@ -457,3 +510,141 @@ def scratch_bytes():
 
 def compiler():
     return fc_compiler().decode()
+
+
+# ---- an inference plan's steps run in one call (fastconv.nn.plan) -----------------
+# Op codes of PlanProgram; the plan builds the op tuples.
+OP_CONV, OP_WINO, OP_MAXPOOL, OP_AVGPOOL, OP_RELU, OP_RELU_NUMPY, OP_LINEAR = range(7)
+
+cdef struct _plan_op:
+    int code, f64, src, dst, w, b, relu
+    fc_conv_geom cg
+    fc_pool_geom pg
+    Py_ssize_t n, nin, nout, ldw
+
+
+cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nogil:
+    """One op on the arrays' data pointers p (slots); variant 1 = the step's kept
+    derived weight (Winograd U, k-major W^T) is in slot w."""
+    cdef int code = op.code
+    if code == 0:
+        if op.f64:
+            return fc_conv2d_fwd_f64(<const double *>p[op.src], <const double *>p[op.w],
+                                     <const double *>p[op.b], &op.cg, op.relu, nthreads,
+                                     <double *>p[op.dst])
+        return fc_conv2d_fwd_f32(<const float *>p[op.src], <const float *>p[op.w],
+                                 <const float *>p[op.b], &op.cg, op.relu, nthreads,
+                                 <float *>p[op.dst])
+    if code == 1:
+        if variant:
+            return fc_conv2d_fwd_wino_pre_f32(<const float *>p[op.src], <const float *>p[op.w],
+                                              <const float *>p[op.b], &op.cg, op.relu,
+                                              nthreads, <float *>p[op.dst])
+        return fc_conv2d_fwd_wino_f32(<const float *>p[op.src], <const float *>p[op.w],
+                                      <const float *>p[op.b], &op.cg, op.relu, nthreads,
+                                      <float *>p[op.dst])
+    if code == 2:
+        if op.f64:
+            return fc_maxpool2d_fwd_f64(<const double *>p[op.src], &op.pg, nthreads,
+                                        <double *>p[op.dst], NULL)
+        return fc_maxpool2d_fwd_f32(<const float *>p[op.src], &op.pg, nthreads,
+                                    <float *>p[op.dst], NULL)
+    if code == 3:
+        if op.f64:
+            return fc_avgpool2d_fwd_f64(<const double *>p[op.src], &op.pg, nthreads,
+                                        <double *>p[op.dst])
+        return fc_avgpool2d_fwd_f32(<const float *>p[op.src], &op.pg, nthreads,
+                                    <float *>p[op.dst])
+    if code == 4:
+        if op.f64:
+            return fc_relu_fwd_f64(<const double *>p[op.src], op.n, nthreads,
+                                   <double *>p[op.dst])
+        return fc_relu_fwd_f32(<const float *>p[op.src], op.n, nthreads, <float *>p[op.dst])
+    if code == 6:
+        if variant:
+            if op.f64:
+                return fc_linear_fwd_kmajor_f64(<const double *>p[op.src], <const double *>p[op.w],
+                                                op.ldw, <const double *>p[op.b], op.n, op.nin,
+                                                op.nout, nthreads, <double *>p[op.dst])
+            return fc_linear_fwd_kmajor_f32(<const float *>p[op.src], <const float *>p[op.w],
+                                            op.ldw, <const float *>p[op.b], op.n, op.nin,
+                                            op.nout, nthreads, <float *>p[op.dst])
+        if op.f64:
+            return fc_gemm_f64(0, 1, op.n, op.nout, op.nin, <const double *>p[op.src], op.nin,
+                               <const double *>p[op.w], op.nin, <const double *>p[op.b],
+                               FC_BIAS_COLS, 0, nthreads, <double *>p[op.dst], op.nout)
+        return fc_gemm_f32(0, 1, op.n, op.nout, op.nin, <const float *>p[op.src], op.nin,
+                           <const float *>p[op.w], op.nin, <const float *>p[op.b],
+                           FC_BIAS_COLS, 0, nthreads, <float *>p[op.dst], op.nout)
+    return FC_OK
+
+
+cdef class PlanProgram:
+    """The kernel calls of an inference plan, made from C one after the other.
+
+    ``ops``: one tuple per op, ``(code, f64, src, dst, w, b, relu, geom, extra)``
+    with slots into the arrays ``run`` gets, ``geom`` a conv or pool geometry
+    tuple (or None) and ``extra`` the op's sizes: pool ``count_include_pad``,
+    ReLU ``(n,)``, Linear ``(n, nin, nout, ldw)``. The plan has checked every
+    shape, dtype and contiguity; nothing is checked here.
+    """
+    cdef _plan_op *ops
+    cdef int nops
+    cdef int nslots
+
+    def __cinit__(self, list ops, int nslots):
+        self.nops = len(ops)
+        self.nslots = nslots
+        self.ops = <_plan_op *>PyMem_Malloc(sizeof(_plan_op) * max(1, self.nops))
+        if self.ops == NULL:
+            raise MemoryError()
+        cdef int i
+        cdef _plan_op *op
+        for i in range(self.nops):
+            code, f64, src, dst, w, b, relu, geom, extra = ops[i]
+            op = &self.ops[i]
+            op.code, op.f64, op.src, op.dst, op.w, op.b, op.relu = code, f64, src, dst, w, b, relu
+            op.n = op.nin = op.nout = op.ldw = 0
+            if code in (0, 1):
+                op.cg = _conv_geom(geom)
+            elif code in (2, 3):
+                op.pg = _pool_geom(geom, bool(extra))
+            elif code in (4, 5):
+                op.n = extra[0]
+            elif code == 6:
+                op.n, op.nin, op.nout, op.ldw = extra
+
+    def __dealloc__(self):
+        PyMem_Free(self.ops)
+
+    def run(self, list arrays, list variants, int nthreads):
+        """Run the ops on ``arrays`` (ndarray or None per slot); ``variants[i]``
+        is op i's variant (1: the kept derived weight is in its ``w`` slot)."""
+        cdef void *p[256]
+        cdef int var[256]
+        cdef int i, rc = FC_OK
+        cdef object a
+        if self.nslots > 256 or self.nops > 256 or len(arrays) < self.nslots \
+                or len(variants) < self.nops:
+            raise ValueError("PlanProgram.run: arrays do not match the program")
+        for i in range(self.nslots):
+            a = arrays[i]
+            p[i] = NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+        for i in range(self.nops):
+            var[i] = variants[i]
+        i = 0
+        while i < self.nops and rc == FC_OK:
+            if self.ops[i].code == 5:  # np.maximum's bits (ReLU's small-size rule)
+                np_maximum(arrays[self.ops[i].src], 0, out=arrays[self.ops[i].dst])
+                i += 1
+                continue
+            with nogil:  # the GIL once for a run of compiled ops
+                while i < self.nops and self.ops[i].code != 5:
+                    rc = _run_op(&self.ops[i], p, var[i], nthreads)
+                    i += 1
+                    if rc != FC_OK:
+                        break
+        _check(rc)
+
+
+from numpy import maximum as np_maximum

@@ -304,3 +304,204 @@ def test_predict_follows_a_change_of_dtype(rng):
     p = model.predict(x)
     assert p.dtype == np.float64
     np.testing.assert_allclose(p, models.lenet5(seed=0).predict(x), rtol=1e-4, atol=1e-6)
+
+
+# -- the k-major weight copy of a plan's Linear (few rows) ---------------------
+
+def _kmajor_steps(model, n):
+    """The plan's Linear steps for ``n`` rows (built by a predict first)."""
+    model.predict(np.zeros((n, 1, 28, 28), model.dtype))
+    plan = model._plans[next(k for k in model._plans if k[0][0] == n)]
+    return [s for s in plan.steps if type(s).__name__ == "_Linear"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kmajor_linear_is_bitwise_the_gemm(dtype, simd, rng):
+    """linear_forward_kmajor against gemm on W itself, at every SIMD level, for
+    widths that do and do not fill the kernels' tiles, with and without bias,
+    at 1-64 rows and 1 / 2 threads (the reduction blocks of 2048 cut 3136)."""
+    from fastconv import _kernels
+    pad = _kernels.KMAJOR_PAD
+    for nin, nout in [(3136, 1024), (400, 120), (84, 10), (5, 3), (2049, 129)]:
+        w = rng.standard_normal((nout, nin)).astype(dtype)
+        b = rng.standard_normal(nout).astype(dtype)
+        wt = np.zeros((nin, -(-nout // pad) * pad), dtype)
+        wt[:, :nout] = w.T
+        x = rng.standard_normal((64, nin)).astype(dtype)
+        for bias in (b, None):
+            full = np.empty((64, nout), dtype)
+            _kernels.gemm(False, True, x, w, bias, F._BIAS_COLS, False, 1, full)
+            for n in (1, 2, 3, 16, 17, 64):
+                for nt in (1, 2):
+                    got = np.empty((n, nout), dtype)
+                    _kernels.linear_forward_kmajor(x[:n], wt, bias, nt, got)
+                    assert got.tobytes() == full[:n].tobytes(), (nin, nout, n, nt)
+
+
+def test_kmajor_copy_is_used_and_kept(rng):
+    model = models.mnist_cnn(seed=0)
+    x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
+    steps = _kmajor_steps(model, 1)
+    assert steps and all(s.kmajor is not None for s in steps)
+    model.predict(x)
+    copies = [s.wd for s in steps]
+    assert all(c is not None for c in copies)
+    model.predict(x)
+    assert all(s.wd is c for s, c in zip(steps, copies)), "copied again without a change"
+    want = layer_path(model, x)
+    model.eval()
+    assert model.forward(x).tobytes() == want.tobytes()
+
+
+def _check_follows(model, x, change):
+    """``change(model)`` between two predicts on ``x``: the second is the layer path's."""
+    model.eval()
+    model.forward(x)
+    change(model)
+    got = model.forward(x).copy()
+    assert got.tobytes() == layer_path(model, x).tobytes()
+    return got
+
+
+def test_kmajor_copy_follows_in_place_edits(rng):
+    """Every way of changing a Linear weight without replacing the array."""
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model = models.lenet5(seed=0)
+    lin = [m for m in model.layers if isinstance(m, nn.Linear)]
+    before = model.predict(x).copy()
+
+    def scale(m):
+        lin[0].weight.data *= 2
+
+    def assign(m):
+        lin[1].weight.data[3, :] = 0.5
+
+    held = lin[2].weight.data  # a reference kept across predicts
+
+    def through_held(m):
+        held[:] = -held
+
+    view = lin[2].weight.data[1:]
+
+    def through_view(m):
+        view[...] = 0.25
+
+    for change in (scale, assign, through_held, through_view):
+        _check_follows(model, x, change)
+    assert not np.array_equal(before, model.predict(x))
+    del held, view
+    _check_follows(model, x, lambda m: None)  # and the copy is usable again
+    steps = _kmajor_steps(model, 2)
+    assert all(s.wd is not None for s in steps)
+
+
+def test_kmajor_copy_follows_optimiser_steps_and_loading(rng):
+    x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 1)
+    for opt in ("sgd", "adam"):
+        model = models.lenet5(seed=0)
+        model.compile(opt, "cross_entropy")
+        first = model.eval().forward(x).copy()
+        model.fit(np.repeat(x, 4, 0), np.repeat(y, 4), batch_size=2, epochs=1, verbose=0)
+        got = model.eval().forward(x)
+        assert not np.array_equal(first, got)
+        assert got.tobytes() == layer_path(model, x).tobytes(), opt
+    model = models.lenet5(seed=0)
+    model.predict(x)
+    model.load_state_dict(models.lenet5(seed=5).state_dict())
+    assert model.predict(x).tobytes() == models.lenet5(seed=5).predict(x).tobytes()
+    # an optimiser stepped by hand, the arrays shared with a second model
+    model = models.lenet5(seed=0)
+    opt = fastconv.optim.SGD(model.parameters(), lr=0.1)
+    model.predict(x)
+    for p in model.parameters():
+        p.grad[...] = 1
+    opt.step()
+    assert model.eval().forward(x).tobytes() == layer_path(model, x).tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kmajor_rows_match_big_batches(dtype):
+    """A sample's output at 1 row (k-major copy) is its output at 64 and 256 rows."""
+    rng = np.random.default_rng(3)
+    model = models.mnist_cnn(seed=2, dtype=dtype)
+    x = rng.standard_normal((256, 1, 28, 28)).astype(dtype)
+    full = model.predict(x, batch_size=256)
+    part = model.predict(x[:64], batch_size=64)
+    assert part.tobytes() == full[:64].tobytes()
+    for i in (0, 17, 63, 255):
+        assert model.predict(x[i:i + 1]).tobytes() == full[i:i + 1].tobytes(), i
+
+
+def test_winograd_weights_kept_by_the_plan(rng, simd):
+    """The plan's Winograd conv keeps the weight transform: bitwise the
+    transform-per-call kernel, at every SIMD level and batch size, and it
+    follows in-place edits of the weight."""
+    model = models.mnist_cnn(seed=0)
+    convs = []
+    for n in (1, 3, 64):
+        x = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
+        want = layer_path(model, x)
+        model.eval()
+        assert model.forward(x).tobytes() == want.tobytes(), n
+        plan = model._plans[next(k for k in model._plans if k[0][0] == n)]
+        convs = [s for s in plan.steps if type(s).__name__ == "_Conv" and s.pre is not None]
+        assert convs and all(s.wd is not None for s in convs), "no Winograd step kept U"
+    conv = convs[0].layer
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    _check_follows(model, x, lambda m: conv.weight.data.__imul__(0.5))
+    kept = conv.weight.data
+    _check_follows(model, x, lambda m: kept.__imul__(-1.0))
+    del kept
+
+
+def test_winograd_pre_kernel_is_bitwise_the_kernel(rng, simd):
+    from fastconv import _kernels
+    x = rng.standard_normal((3, 16, 12, 9)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    for pad in (0, 2):
+        kernel, geom, extra, out_shape = F._conv2d_prepared(
+            x.shape, np.float32, w.shape, 1, pad, 1, 1)
+        u = np.empty((36, 24, 16), np.float32)
+        _kernels.winograd_weights(w, 2, u)
+        for relu in (False, True):
+            for bias in (b, None):
+                want = np.empty(out_shape, np.float32)
+                got = np.empty(out_shape, np.float32)
+                _kernels.conv2d_forward_winograd(x, w, bias, geom, relu, 2, want)
+                _kernels.conv2d_forward_winograd_pre(x, u, bias, geom, relu, 1, got)
+                assert got.tobytes() == want.tobytes(), (pad, relu)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("build", [models.lenet5, models.mnist_cnn], ids=["lenet5", "mnist_cnn"])
+def test_program_is_bitwise_the_steps(build, dtype, rng):
+    """The plan's PlanProgram (all kernel calls from C) against its steps run
+    one by one from Python, with and without ``out``; afterwards nothing holds
+    a weight (the k-major copy and Winograd U stay usable)."""
+    from fastconv import _kernels
+    model = build(seed=0, dtype=dtype).eval()
+    for n in (1, 5):
+        x = rng.standard_normal((n, 1, 28, 28)).astype(dtype)
+        model.forward(x)
+        plan = model._plans[next(k for k in model._plans if k[0] == x.shape)]
+        assert plan.program is not None
+        with_program = plan.run(x).copy()
+        out = np.empty(plan.out_shape, dtype)
+        assert plan.run(x, out) is out and out.tobytes() == with_program.tobytes()
+        program, plan.program = plan.program, None
+        try:
+            assert plan.run(x).tobytes() == with_program.tobytes(), n
+        finally:
+            plan.program = program
+        assert with_program.tobytes() == layer_path(model, x).tobytes()
+        for layer in model.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                assert _kernels.sole_reference(layer.weight, "_data"), layer
+
+
+def test_plans_without_a_program_still_run(rng):
+    """A step with no op (batch norm, sigmoid...) keeps the step-by-step runner."""
+    plan = InferencePlan(every_layer_net(np.float32), (2, 2, 11, 13), np.float32)
+    assert plan.program is None

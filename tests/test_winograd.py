@@ -161,6 +161,38 @@ def test_winograd_1_and_2_threads_bitwise_equal(wino, rng, restore_threads):
         oracle.assert_bitwise_equal(a, b_, what)
 
 
+@pytest.mark.parametrize("n, k, pad", [(1, 64, 2), (2, 64, 2), (1, 24, 0), (3, 40, 1)])
+@pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
+def test_winograd_small_batches_split_channels_bitwise(wino, rng, restore_threads, n, k, pad):
+    """With fewer tile blocks than threads (a batch of one) the forward and
+    grad-input cut each block's output channels between the threads too; every
+    output is still made one way: 1 and 2 threads give the same bits."""
+    from fastconv import _kernels
+
+    _kernels.team_adaptive(False)  # the team asked for, even on a busy machine
+    try:
+        _check_small_batch_threads(rng, n, k, pad)
+    finally:
+        _kernels.team_adaptive(True)
+        _kernels.team_reset()
+
+
+def _check_small_batch_threads(rng, n, k, pad):
+    f = np.float32
+    x = rng.standard_normal((n, 32, 14, 14)).astype(f)
+    wt = rng.standard_normal((k, 32, 5, 5)).astype(f)
+    b = rng.standard_normal(k).astype(f)
+    res = []
+    for nt in (1, 2):
+        fastconv.set_num_threads(nt)
+        y = F.conv2d(x, wt, b, padding=pad, activation="relu")
+        gy = np.ascontiguousarray(np.cos(np.arange(y.size, dtype=f)).reshape(y.shape))
+        assert fastconv.info()["team"]["threads_last_call"] == nt
+        res.append((y, F.conv2d_backward(gy, x, wt, padding=pad, relu_output=y)[0]))
+    for a, b_, what in zip(res[0], res[1], ("y", "grad_x")):
+        oracle.assert_bitwise_equal(a, b_, what)
+
+
 W, D = "winograd", "direct"
 
 

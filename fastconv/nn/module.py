@@ -85,7 +85,13 @@ class Parameter:
         ``Optimizer.zero_grad`` resets it to zero.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "regularize")
+    # ``data`` is a property over ``_data`` that counts every time the array is
+    # handed out (``_version``): whoever writes it in place must have taken it
+    # through ``data``. With ``_kernels.sole_reference`` (nobody else holds the
+    # array) that proves it unchanged since a given count, which lets an
+    # inference plan keep a derived copy (a transposed weight) without
+    # re-reading the whole array at every call.
+    __slots__ = ("_data", "_version", "grad", "requires_grad", "regularize")
 
     def __init__(self, data: Any, requires_grad: bool = True, regularize: bool = True) -> None:
         data = np.array(data, copy=True, order="C")
@@ -93,32 +99,45 @@ class Parameter:
             raise TypeError(
                 f"Parameter: data must be float32 or float64, got dtype {data.dtype}"
             )
+        self._version = 0
         self.data = data
         self.grad = np.zeros_like(data)
         self.requires_grad = bool(requires_grad)
         self.regularize = bool(regularize)
 
     @property
+    def data(self) -> np.ndarray:
+        """The value, an ndarray updated in place by optimisers."""
+        self._version += 1
+        return self._data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        # getattr: a pickle of an older Parameter sets ``data`` before any count
+        self._version = getattr(self, "_version", 0) + 1
+        self._data = value
+
+    @property
     def shape(self) -> Tuple[int, ...]:
         """Shape of ``data``."""
-        return self.data.shape
+        return self._data.shape
 
     @property
     def dtype(self) -> np.dtype[Any]:
         """Dtype of ``data``."""
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def size(self) -> int:
         """Number of elements of ``data``."""
-        return self.data.size
+        return self._data.size
 
     def zero_grad(self) -> None:
         """Set ``grad`` to zero in place."""
         self.grad.fill(0)
 
     def __repr__(self) -> str:
-        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+        return f"Parameter(shape={self._data.shape}, dtype={self._data.dtype})"
 
 
 class Module:

@@ -11,7 +11,12 @@ identity of each parameter array.
 
 Parameters are read at every call, so training updates, ``load_state_dict``
 and optimiser steps are seen; a parameter replaced by an array of another
-shape makes the owner rebuild the plan. Outputs go into buffers that belong to
+shape makes the owner rebuild the plan. Arrays derived from a weight (the
+k-major copy a Linear reads for a few rows, a Winograd conv's transformed
+weights) are kept only while provably current (``_ParamStep._derived_weight``),
+and give the bits of the kernels that derive them on every call. When every
+step has an op, one ``_kernels.PlanProgram`` call makes all the kernel calls
+from C (no Python per step). Outputs go into buffers that belong to
 the calling thread (``threading.local``), never into the layers' own buffers:
 any number of threads may run one plan at once, and each gets the result a
 single thread would (bitwise: the kernels' results do not depend on the
@@ -24,10 +29,12 @@ evaluation mode.
 """
 
 import threading
+import weakref
 
 import numpy as np
 
 from .. import _kernels
+from .. import _routes
 from .. import functional as F
 from .._geometry import pool_geom
 from .._validate import check_float_array, check_same_dtype
@@ -200,6 +207,11 @@ def _admit(arr, shape, dtype):
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
+def _DEAD():
+    """A dead weak reference: matches no array."""
+    return None
+
+
 class _Step:
     """One call of a plan: ``run(x, y, nthreads)`` returns the output for input ``x``."""
 
@@ -209,39 +221,87 @@ class _Step:
         self.kind = kind
         self.out_shape = tuple(out_shape)
 
+    def program_op(self, src, dst, w, b):
+        """This step as an op of ``_kernels.PlanProgram`` reading slot ``src`` and
+        writing slot ``dst`` (parameters in slots ``w``, ``b``), or None when it
+        has none (the plan then runs its steps one by one)."""
+        return None
+
 
 class _ParamStep(_Step):
     """A step that reads ``layer.weight`` and ``layer.bias`` live at every call."""
 
-    __slots__ = ("layer", "dtype", "wshape", "bshape", "w_ok", "b_ok")
+    __slots__ = ("layer", "dtype", "wshape", "bshape", "w_ok", "b_ok", "wd", "wd_src",
+                 "wd_version")
 
     def __init__(self, kind, out_shape, layer, dtype):
         super().__init__(kind, out_shape)
         self.layer = layer
         self.dtype = np.dtype(dtype)
-        self.wshape = layer.weight.data.shape
+        self.wshape = layer.weight.shape
         self.bshape = (self.wshape[0],)
-        self.w_ok = self.b_ok = None  # the arrays last admitted (identity fast path)
+        self.w_ok = self.b_ok = _DEAD  # the arrays last admitted (identity fast path)
+        self.wd, self.wd_src, self.wd_version = None, _DEAD, -1  # see _derived_weight
 
+    # The parameters are read through ``Parameter._data``: ``Parameter.data``
+    # would count as handing the array out to a writer (see ``_Linear``). The
+    # arrays last admitted are held weakly, for the same reason (a reference
+    # held here would look like a writer's).
     def _params(self):
         layer = self.layer
-        w = layer.weight.data
-        if w is not self.w_ok:
+        w = layer.weight._data
+        if w is not self.w_ok():
             w = _admit(w, self.wshape, self.dtype)
-            if w is layer.weight.data:
-                self.w_ok = w
+            if w is layer.weight._data:
+                self.w_ok = weakref.ref(w)
         b = layer.bias
         if b is not None:
-            b = b.data
-            if b is not self.b_ok:
+            b = b._data
+            if b is not self.b_ok():
                 b = _admit(b, self.bshape, self.dtype)
-                if b is layer.bias.data:
-                    self.b_ok = b
+                if b is layer.bias._data:
+                    self.b_ok = weakref.ref(b)
         return w, b
+
+    def _bias(self):
+        b = self.layer.bias
+        if b is not None:
+            b = b._data
+            if b is not self.b_ok():
+                b = _admit(b, self.bshape, self.dtype)
+                if b is self.layer.bias._data:
+                    self.b_ok = weakref.ref(b)
+        return b
+
+    def _derived_weight(self, make):
+        """``make(W)`` (an array derived from the weight: a transposed copy, a
+        transform), kept across calls; None when it cannot be proved current.
+
+        It is proved current while ``W`` is the array it was made from, nobody
+        but its ``Parameter`` holds ``W`` (``_kernels.sole_reference``: a writer
+        keeps a reference or a view, which references ``W``), and ``W`` was not
+        handed out since (``Parameter._version`` counts every ``.data`` read:
+        optimisers, ``load_state_dict`` and a user's ``w.data[...] = v`` all go
+        through it). Otherwise the caller computes from ``W`` as it is.
+        """
+        p = self.layer.weight
+        version = p._version  # read first: a reader after this point bumps it
+        if not _kernels.sole_reference(p, "_data"):
+            return None
+        w = p._data
+        if version == self.wd_version and w is self.wd_src():
+            return self.wd
+        if not isinstance(w, np.ndarray) or w.shape != self.wshape or w.dtype != self.dtype:
+            raise StalePlan
+        if not w.flags.c_contiguous:
+            return None
+        derived = make(w)
+        self.wd, self.wd_src, self.wd_version = derived, weakref.ref(w), version
+        return derived
 
 
 class _Conv(_ParamStep):
-    __slots__ = ("kernel", "geom", "relu")
+    __slots__ = ("kernel", "geom", "relu", "pre", "op_code")
 
     def __init__(self, layer, shape, dtype, relu):
         owner = type(layer).__name__
@@ -263,11 +323,46 @@ class _Conv(_ParamStep):
         if ndim == 3:
             self.kernel = _height_one_view(self.kernel)
         self.geom, self.relu = geom, relu
+        # Winograd transforms the weights on every call (at batch 1 a good part
+        # of the layer's time): the plan keeps the transform while it is current
+        self.pre = None
+        self.op_code = None
+        if kernel is _kernels.conv2d_forward_winograd:
+            self.pre = _kernels.conv2d_forward_winograd_pre
+            self.op_code = _kernels.OP_WINO
+        elif kernel is _kernels.conv2d_forward:
+            self.op_code = _kernels.OP_CONV
+
+    @staticmethod
+    def _winograd_weights(w):
+        u = np.empty((36, w.shape[0], w.shape[1]), np.float32)
+        _kernels.winograd_weights(w, 1, u)
+        return u
 
     def run(self, x, y, nt):
+        if self.pre is not None:
+            u = self._derived_weight(self._winograd_weights)
+            if u is not None:
+                self.pre(x, u, self._bias(), self.geom, self.relu, nt, y)
+                return y
         w, b = self._params()
         self.kernel(x, w, b, self.geom, self.relu, nt, y)
         return y
+
+    def program_op(self, src, dst, w, b):
+        if self.op_code is None:
+            return None
+        return (self.op_code, self.dtype == np.float64, src, dst, w, b, bool(self.relu),
+                self.geom, None)
+
+    def operands(self):
+        """(variant, weight, bias) for the program: variant 1 with the kept U."""
+        if self.pre is not None:
+            u = self._derived_weight(self._winograd_weights)
+            if u is not None:
+                return 1, u, self._bias()
+        w, b = self._params()
+        return 0, w, b
 
 
 def _height_one_view(kernel):
@@ -278,7 +373,19 @@ def _height_one_view(kernel):
 
 
 class _Linear(_ParamStep):
-    __slots__ = ("gemm",)
+    """``y = x W^T + b``; for a few rows from a k-major copy of ``W`` kept by the step.
+
+    ``gemm`` reads ``W`` in place, but for a few samples its kernels must gather
+    each column of ``W`` across rows (a transposition as they go: 3x the time of
+    the multiply-adds for the MNIST CNN's 3136 -> 1024 at batch 1). The copy
+    ``wt`` (``W`` transposed, zero-padded to ``KMAJOR_PAD`` columns) is read in
+    rows instead, with the same sums in the same order: the bits of ``gemm``.
+
+    The copy is used only while it is provably current (``_derived_weight``);
+    otherwise the step runs ``gemm`` on ``W`` as it is.
+    """
+
+    __slots__ = ("gemm", "kmajor")
 
     def __init__(self, layer, shape, dtype):
         x = _probe(shape, dtype)
@@ -298,11 +405,42 @@ class _Linear(_ParamStep):
                     f"shape {w.shape}, got {b.shape}")
         super().__init__(_BUFFER, (shape[0], w.shape[0]), layer, dtype)
         self.gemm = _specialized(_kernels.gemm, dtype)
+        self.kmajor = None
+        if _routes.linear_kmajor(shape[0], w.shape[0], w.shape[1]):
+            self.kmajor = _specialized(_kernels.linear_forward_kmajor, dtype)
+
+    @staticmethod
+    def _kmajor_copy(w):
+        nout, nin = w.shape
+        pad = -(-nout // _kernels.KMAJOR_PAD) * _kernels.KMAJOR_PAD
+        wt = np.zeros((nin, pad), w.dtype)
+        wt[:, :nout] = w.T
+        return wt
 
     def run(self, x, y, nt):
+        if self.kmajor is not None:
+            wt = self._derived_weight(self._kmajor_copy)
+            if wt is not None:
+                self.kmajor(x, wt, self._bias(), nt, y)
+                return y
         w, b = self._params()
         self.gemm(False, True, x, w, b, F._BIAS_COLS, False, nt, y)
         return y
+
+    def program_op(self, src, dst, w, b):
+        nout, nin = self.wshape
+        ldw = -(-nout // _kernels.KMAJOR_PAD) * _kernels.KMAJOR_PAD
+        return (_kernels.OP_LINEAR, self.dtype == np.float64, src, dst, w, b, False, None,
+                (self.out_shape[0], nin, nout, ldw))
+
+    def operands(self):
+        """(variant, weight, bias) for the program: variant 1 with the k-major copy."""
+        if self.kmajor is not None:
+            wt = self._derived_weight(self._kmajor_copy)
+            if wt is not None:
+                return 1, wt, self._bias()
+        w, b = self._params()
+        return 0, w, b
 
 
 def _pool_geom(layer, shape, dtype):
@@ -347,6 +485,10 @@ class _MaxPool(_Step):
             self.kernel(x, self.geom, nt, y, None)
         return y
 
+    def program_op(self, src, dst, w, b):
+        f64 = self.kernel is _kernels.max_pool2d_forward["double"]
+        return (_kernels.OP_MAXPOOL, f64, src, dst, -1, -1, False, self.geom, None)
+
 
 class _AvgPool(_Step):
     __slots__ = ("geom", "count_include_pad", "kernel", "flat")
@@ -365,6 +507,11 @@ class _AvgPool(_Step):
         else:
             self.kernel(x, self.geom, self.count_include_pad, nt, y)
         return y
+
+    def program_op(self, src, dst, w, b):
+        f64 = self.kernel is _kernels.avg_pool2d_forward["double"]
+        return (_kernels.OP_AVGPOOL, f64, src, dst, -1, -1, False, self.geom,
+                bool(self.count_include_pad))
 
 
 class _Relu(_Step):
@@ -388,6 +535,13 @@ class _Relu(_Step):
         else:
             np.maximum(x, 0, out=y)
         return y
+
+    def program_op(self, src, dst, w, b):
+        n = int(np.prod(self.out_shape))
+        if self.compiled is None:
+            return (_kernels.OP_RELU_NUMPY, False, src, dst, -1, -1, False, None, (n,))
+        f64 = self.compiled is _kernels.relu_forward["double"]
+        return (_kernels.OP_RELU, f64, src, dst, -1, -1, False, None, (n,))
 
 
 class _Activation(_Step):
@@ -429,8 +583,8 @@ class _BatchNorm(_Step):
         np.subtract(x, layer.running_mean.reshape(bshape), out=y)
         y *= invstd.reshape(bshape)
         if layer.affine:
-            np.multiply(y, layer.weight.data.reshape(bshape), out=y)
-            y += layer.bias.data.reshape(bshape)
+            np.multiply(y, layer.weight._data.reshape(bshape), out=y)
+            y += layer.bias._data.reshape(bshape)
         return y
 
 
@@ -446,6 +600,9 @@ class _Reshape(_Step):
     def run(self, x, y, nt):
         return x.reshape(self.out_shape)
 
+    def program_op(self, src, dst, w, b):
+        return ()  # a view: the next op reads the same data
+
 
 class _Identity(_Step):
     """Dropout in evaluation mode."""
@@ -458,6 +615,9 @@ class _Identity(_Step):
 
     def run(self, x, y, nt):
         return x
+
+    def program_op(self, src, dst, w, b):
+        return ()  # a view: the next op reads the same data
 
 
 # Layers whose evaluation-mode forward the plan computes itself. Exact types:
@@ -582,6 +742,59 @@ class InferencePlan:
                 break
         self._buffer_shapes = [s.out_shape if s.kind == _BUFFER else None for s in steps]
         self._local = threading.local()
+        self._build_program()
+
+    def _build_program(self):
+        """The steps as one ``_kernels.PlanProgram`` (one call from Python for the
+        whole model, ~1 us less per step at batch 1), when every step has an op.
+        Slots: 0 the input, 1 + i step i's buffer, then each parameter step's
+        weight and bias."""
+        self.program = None
+        steps = self.steps
+        ops, params = [], []
+        nslots = 1 + len(steps)
+        slot = 0
+        for i, step in enumerate(steps):
+            w = b = -1
+            if isinstance(step, _ParamStep):
+                w, b = nslots, nslots + 1
+            dst = slot if step.kind == _INPLACE else 1 + i
+            op = step.program_op(slot, dst, w, b)
+            if op is None:
+                return
+            if op == ():
+                continue
+            if w >= 0:
+                params.append((step, len(ops), w, b))
+                nslots += 2
+            ops.append(op)
+            slot = dst
+        if not ops or slot == 0:
+            return
+        self.program = _kernels.PlanProgram(ops, nslots)
+        self._nslots, self._nops = nslots, len(ops)
+        self._params_ops = params
+        self._final_slot = slot
+
+    def _run_program(self, x, out, nt):
+        slots = getattr(self._local, "slots", None)
+        if slots is None:
+            slots = [None] + self._buffers() + [None] * (self._nslots - 1 - len(self.steps))
+            self._local.slots = slots
+        # a list per call: no reference to x, out or a weight outlives the call
+        # (a held weight would look like a writer's to _derived_weight)
+        arrays = slots[:]
+        arrays[0] = x
+        if out is not None and self.producer is not None:
+            arrays[1 + self.producer] = out
+        variants = [0] * self._nops
+        for step, k, w, b in self._params_ops:
+            variants[k], arrays[w], arrays[b] = step.operands()
+        self.program.run(arrays, variants, nt)
+        y = arrays[self._final_slot]
+        if y.shape != self.out_shape:
+            y = y.reshape(self.out_shape)
+        return y
 
     def _buffers(self):
         """This thread's output arrays, one per buffer-writing step (made on first use)."""
@@ -619,8 +832,14 @@ class InferencePlan:
             if out is not None:
                 return out
             return y
-        bufs = self._buffers()
         nt = F.get_num_threads()
+        if self.program is not None:
+            x = self._run_program(x, out, nt)
+            if out is not None and x is not out:
+                np.copyto(out, x)
+                return out
+            return x
+        bufs = self._buffers()
         producer = self.producer if out is not None else None
         for i, step in enumerate(self.steps):
             x = step.run(x, out if i == producer else bufs[i], nt)

@@ -277,7 +277,7 @@ class Sequential(_Layer):
     def dtype(self):
         """Dtype of the parameters (float32 when there are none)."""
         for _, p in self.named_parameters():  # the first one: listing all is slow
-            return p.data.dtype
+            return p.dtype  # not p.data: that counts as handing the array out
         return np.dtype(np.float32)
 
     # -- computation -----------------------------------------------------------
