@@ -461,7 +461,7 @@ def test_winograd_pre_kernel_is_bitwise_the_kernel(rng, simd):
     w = rng.standard_normal((24, 16, 5, 5)).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
     for pad in (0, 2):
-        kernel, geom, extra, out_shape = F._conv2d_prepared(
+        kernel, geom, out_shape = F._conv2d_prepared(
             x.shape, np.float32, w.shape, 1, pad, 1, 1)
         u = np.empty((36, 24, 16), np.float32)
         _kernels.winograd_weights(w, 2, u)
