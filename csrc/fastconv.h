@@ -18,7 +18,7 @@
  *   bwd           the whole backward of an op (pooling, ReLU, the dense layer).
  *   grad_input    gradient with respect to the input (x); grad_weight: to the
  *                 weight (and bias). Conv's backward is these two passes
- *                 (Cython: conv2d_backward_data / conv2d_backward_weight).
+ *                 (Cython: conv2d_grad_input / conv2d_grad_weight).
  *   x, y, w, b    input, output, weight, bias; gx, gy, gw, gb their gradients.
  *   n c h w       batch, channels, height, width of the input; k = output
  *                 channels; kh kw kernel; ho wo output; sh sw stride; ph pw

@@ -63,7 +63,7 @@ typedef struct {
 } GEMM;
 
 /* Reduction block: the B' block of one tile (KC x NR) stays in L1 while every
- * row panel of the task runs over it. FASTCONV_GEMM_KC overrides (tuning). */
+ * row panel of the task runs over it. the gemm_kc route override forces it (tests). */
 #define FC_GEMM_KC 128
 /* Reduction block of a transposed product (the dense forward, P = W x^T): the B'
  * block of the widest tile (128 floats or 64 doubles) x 2048 = 1 MB stays in L2. */

@@ -2,7 +2,7 @@
  * fc_optim.c - fused optimiser updates (SGD, Adagrad, RMSprop, Adam) for
  * fastconv.optim.
  *
- * Each kernel does in one pass over the parameter what fastconv/optim.py's NumPy
+ * Each kernel does in one pass over the parameter what fastconv/optim/'s NumPy
  * path does in a chain of whole-array calls (L1/L2 penalty, slot update, step),
  * and gives bitwise the same numbers. That holds because every operation here is
  * the same IEEE operation, on the same operands, in the same order, rounded to
@@ -10,7 +10,7 @@
  * result:
  *   - Python floats reach NumPy as "weak" scalars (NEP 50) and are rounded to the
  *     array dtype before the ufunc runs; here (REAL)double does the same rounding.
- *     Scalars that optim.py computes in Python (1 - beta, lr / (1 - b1**t),
+ *     Scalars that fastconv.optim computes in Python (1 - beta, lr / (1 - b1**t),
  *     sqrt(1 - b2**t)) are computed the same way in double, or handed over from
  *     Python, before that rounding.
  *   - No contraction of a*b+c into an FMA: GCC does not contract under -std=c11

@@ -117,7 +117,7 @@ def set_simd_level(name):
 
 
 def release_memory():
-    """Return the kernels' pooled scratch memory to the system.
+    """Return the kernels' cached scratch memory to the system.
 
     Large temporary buffers are kept between calls (reusing them avoids the
     cost of fresh pages); ``info()["scratch_pool_bytes"]`` shows how much.
