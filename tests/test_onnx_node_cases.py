@@ -44,7 +44,8 @@ PDIL = ("pooling dilation (kernel phase)", r"dilations=\[\d+, \d+\] is not suppo
 TRAIN = ("training mode: random masks drawn by the runtime", r"training_mode=True")
 EXTRA = ("a second output (dropout mask, argmax indices, batch statistics)",
          r"its output 1 .* is a graph output")
-FLAT = ("Flatten on an axis other than 1", r"Flatten keeps axis 0 only")
+FLAT = ("Flatten on an axis other than 1 that merges axes into the batch axis",
+        r"Flatten keeps axis 0 as the batch axis")
 TRANSA = ("Gemm transA=1 (the batch axis transposed)", r"transA=1")
 ROWBIAS = ("Gemm C that differs between batch rows", r"differs between batch rows")
 BATCHAX = ("Softmax over the batch axis", r"axis=0 normalises across the batch axis")

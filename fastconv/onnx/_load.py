@@ -11,6 +11,7 @@ arithmetic. Anything else that branches is refused with the node named.
 import numpy as np
 
 from .. import nn
+from .._validate import check_int
 from ._ops import _SUPPORTED_OPS, OPS, _attrs, _Refused
 from ._untrusted import (
     _DOUBLE,
@@ -337,6 +338,11 @@ def _fold_batchnorm(model):
     return nn.Sequential(layers)
 
 
+def _check_caps(owner, **caps):
+    """The caps as ints >= 1, in the order given (TypeError/ValueError naming the cap)."""
+    return tuple(check_int(owner, name, value, minimum=1) for name, value in caps.items())
+
+
 def from_onnx(model, *, fold_batchnorm=False, max_nodes=MAX_NODES, max_elements=MAX_ELEMENTS):
     """Convert an in-memory ONNX model into a ``fastconv.nn.Sequential``.
 
@@ -363,6 +369,7 @@ def from_onnx(model, *, fold_batchnorm=False, max_nodes=MAX_NODES, max_elements=
     owner = "fastconv.onnx.load"
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"{owner}: expected an onnx.ModelProto, got {type(model).__name__}")
+    max_nodes, max_elements = _check_caps(owner, max_nodes=max_nodes, max_elements=max_elements)
     result = _Converter(model, owner, max_nodes, max_elements).convert()
     if fold_batchnorm:
         result = _fold_batchnorm(result)
@@ -437,6 +444,9 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
         truncated or oversized file; external data.
     """
     owner = "fastconv.onnx.load"
+    # checked before the file is opened: a cap of the wrong type is the caller's bug
+    (max_bytes,) = _check_caps(owner, max_bytes=max_bytes)
+    _check_caps(owner, max_nodes=max_nodes, max_elements=max_elements)
     proto = _read_model(path, owner, max_bytes)
     try:
         return from_onnx(proto, fold_batchnorm=fold_batchnorm, max_nodes=max_nodes,
