@@ -22,7 +22,8 @@
  *   x, y, w, b    input, output, weight, bias; gx, gy, gw, gb their gradients.
  *   n c h w       batch, channels, height, width of the input; k = output
  *                 channels; kh kw kernel; ho wo output; sh sw stride; ph pw
- *                 padding; dh dw dilation; G / groups; cg, mg channels per group.
+ *                 padding before (top, left), ph_end pw_end after (bottom,
+ *                 right); dh dw dilation; G / groups; cg, mg channels per group.
  *   route         one algorithm for a pass: direct implicit GEMM, col2im, dot
  *                 (grad_weight), packed (grad_weight), Winograd ("wino").
  *   job / task    a job is one implicit GEMM (output rows x a column grid); a
@@ -59,7 +60,9 @@ typedef struct {
     ptrdiff_t k, kh, kw;       /* weight (K, C/groups, kh, kw) */
     ptrdiff_t ho, wo;          /* output (N, K, ho, wo) */
     ptrdiff_t sh, sw;          /* stride   >= 1 */
-    ptrdiff_t ph, pw;          /* padding  >= 0 (top/left = bottom/right) */
+    ptrdiff_t ph, pw;          /* padding  >= 0 before: top, left */
+    ptrdiff_t ph_end, pw_end;  /* padding  >= 0 after: bottom, right (TensorFlow 'same'
+                                * with an even kernel or a stride puts more here) */
     ptrdiff_t dh, dw;          /* dilation >= 1 */
     ptrdiff_t groups;          /* divides c and k */
 } fc_conv_geom;

@@ -12,7 +12,7 @@ int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
     const KERN *kk = GETK();
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
     const ptrdiff_t kdim = cg * g->kh * g->kw;
-    const ptrdiff_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    const ptrdiff_t hp = g->h + g->ph + g->ph_end, wp = g->w + g->pw + g->pw_end;
     const ptrdiff_t hq = FC_CEILDIV(hp, g->sh), wq = FC_CEILDIV(wp, g->sw);
     const ptrdiff_t plane = hq * wq;
     ptrdiff_t img;

@@ -143,7 +143,7 @@ static int SFX(grad_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
     d.kk = kk; d.g = g; d.gy = gy; d.want_bias = gb != NULL;
     d.G = g->groups; d.cg = g->c / d.G; d.mg = g->k / d.G; d.K = g->k;
     d.ckk = d.cg * g->kh * g->kw;
-    const ptrdiff_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw;
+    const ptrdiff_t hp = g->h + g->ph + g->ph_end, wp = g->w + g->pw + g->pw_end;
     const ptrdiff_t hq = FC_CEILDIV(hp, g->sh);
     d.wq = FC_CEILDIV(wp, g->sw);
     d.plane = hq * d.wq;
@@ -235,7 +235,7 @@ static void SFX(dw_plan_make)(const KERN *kk, const fc_conv_geom *g, SFX(dw_plan
     d->g = g;
     d->G = g->groups; d->cg = g->c / d->G; d->mg = g->k / d->G; d->C = g->c;
     d->ckk = d->cg * g->kh * g->kw;
-    d->hp = g->h + 2 * g->ph; d->wp = g->w + 2 * g->pw;
+    d->hp = g->h + g->ph + g->ph_end; d->wp = g->w + g->pw + g->pw_end;
     d->hw = g->ho * g->wo;
     d->nbi = FC_CEILDIV(d->hw, FC_DW_PB);
     d->nblk = g->n * d->nbi;
@@ -275,7 +275,7 @@ static void SFX(nhwc_pad)(const REAL *x, const fc_conv_geom *g, ptrdiff_t hp, pt
             continue;
         }
         memset(d, 0, sizeof(REAL) * (size_t)(g->pw * C));
-        memset(d + (g->pw + g->w) * C, 0, sizeof(REAL) * (size_t)(g->pw * C));
+        memset(d + (g->pw + g->w) * C, 0, sizeof(REAL) * (size_t)(g->pw_end * C));
         const REAL *s = x + in * C * g->h * g->w + ys * g->w;
         for (ptrdiff_t c = 0; c < C; ++c)
             for (ptrdiff_t xx = 0; xx < g->w; ++xx)

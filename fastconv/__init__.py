@@ -56,6 +56,8 @@ else:
     from .functional import (
         avg_pool2d,
         avg_pool2d_backward,
+        conv1d,
+        conv1d_backward,
         conv2d,
         conv2d_backward,
         conv2d_output_shape,
@@ -84,6 +86,8 @@ else:
         "conv2d",
         "conv2d_backward",
         "conv2d_output_shape",
+        "conv1d",
+        "conv1d_backward",
         "max_pool2d",
         "max_pool2d_backward",
         "avg_pool2d",

@@ -2,7 +2,7 @@
 
 Output size along each spatial axis::
 
-    H_out = (H + 2*padding - dilation*(kernel - 1) - 1) // stride + 1
+    H_out = (H + pad_before + pad_after - dilation*(kernel - 1) - 1) // stride + 1
 
 Every size the kernels derive from stride, window and padding is bounded here,
 once, in Python integers (which cannot overflow). ``conv2d_output_shape`` is
@@ -19,6 +19,9 @@ __all__ = [
     "check_size",
     "checked_axis",
     "check_scratch",
+    "check_padding",
+    "check_int1",
+    "same_padding",
     "ConvGeom",
     "conv2d_output_shape",
     "pool_geom",
@@ -55,23 +58,28 @@ MAX_TAPS = 2**32 - 1
 def checked_axis(fn, axis, n, k, s, p, d, kname="weight", split_extent=None):
     """Output length and kernel stride of one spatial axis.
 
-    ``H_out = (n + 2*p - d*(k - 1) - 1) // s + 1``. A stride longer than the
-    extent the kernels split into stride phases (``split_extent``: the padded
-    input for convolution, the input for pooling) leaves exactly one output,
-    whose window starts at ``-p`` whatever the stride; the kernels are then
-    given that extent as the stride, which reads and sums the same elements in
-    the same order (so results are bitwise those of the true stride) while the
-    phase split stays the size of the input instead of growing with the stride.
+    ``H_out = (n + before + after - d*(k - 1) - 1) // s + 1``, where ``p`` is
+    the padding: an int (both sides) or a ``(before, after)`` pair. A stride
+    longer than the extent the kernels split into stride phases
+    (``split_extent``: the padded input for convolution, the input for
+    pooling) leaves exactly one output, whose window starts at ``-before``
+    whatever the stride; the kernels are then given that extent as the
+    stride, which reads and sums the same elements in the same order (so
+    results are bitwise those of the true stride) while the phase split stays
+    the size of the input instead of growing with the stride.
     """
+    before, after = (p, p) if isinstance(p, int) else p
+    padded = n + before + after
     eff = d * (k - 1) + 1
-    if n + 2 * p < eff:
+    if padded < eff:
         what = (f"kernel extent {eff} (kernel {k}, dilation {d})" if kname == "weight"
                 else f"{kname} {k}")
+        pads = f"padding {p}" if isinstance(p, int) else f"padding {before} before, {after} after"
         raise ValueError(
-            f"{fn}: {what} along {axis} is larger than the padded input {n + 2 * p} "
-            f"(size {n}, padding {p})")
-    out = (n + 2 * p - eff) // s + 1
-    extent = max(n + 2 * p if split_extent is None else split_extent, 1)
+            f"{fn}: {what} along {axis} is larger than the padded input {padded} "
+            f"(size {n}, {pads})")
+    out = (padded - eff) // s + 1
+    extent = max(padded if split_extent is None else split_extent, 1)
     kstride = s if s <= extent else extent
     return out, kstride
 
@@ -88,17 +96,88 @@ def check_scratch(fn, what, scratch, *touched):
 
 
 # ----------------------------------------------------------- convolution ---
+_PADDING_FORMS = {
+    2: "an int, a pair (ph, pw), per side ((top, bottom), (left, right)), 'valid' or 'same'",
+    1: "an int, a pair (left, right), 'valid' or 'same'",
+}
+
+
+def _is_seq(v):
+    return isinstance(v, (tuple, list, np.ndarray))
+
+
+def check_padding(fn, padding, ndim=2):
+    """Per-side padding ``((top, bottom), (left, right))`` of ints >= 0.
+
+    2-D: ``p`` (every side), ``(ph, pw)`` (top = bottom = ph, left = right =
+    pw) or ``((top, bottom), (left, right))``. 1-D (the width axis of a
+    height-1 image): ``p`` or ``(left, right)``. Messages quote the argument
+    as given. Strings ('same', 'valid') are the caller's to resolve.
+    """
+    forms = _PADDING_FORMS[ndim]
+    if ndim == 2 and _is_seq(padding) and len(padding) == 2 and any(map(_is_seq, padding)):
+        if not all(_is_seq(v) and len(v) == 2 for v in padding):
+            raise ValueError(f"{fn}: padding must be {forms}, got {padding!r}")
+        sides = [check_pair(fn, "padding", v, minimum=0) for v in padding]
+        for v in sides[0] + sides[1]:
+            if v > MAX_PARAM:
+                raise ValueError(f"{fn}: padding must be <= 2**31 - 1, got {padding!r}")
+        return sides[0], sides[1]
+    if ndim == 1:
+        if _is_seq(padding) and len(padding) != 2:
+            raise ValueError(f"{fn}: padding must be {forms}, got {padding!r}")
+        left, right = check_pair(fn, "padding", padding, minimum=0)
+        return (0, 0), (left, right)
+    ph, pw = check_pair(fn, "padding", padding, minimum=0)
+    return (ph, ph), (pw, pw)
+
+
+def check_int1(fn, name, value):
+    """A 1-D kernel size, stride or dilation: an int >= 1, or a sequence of one
+    (as PyTorch and ONNX spell them)."""
+    if _is_seq(value) and len(value) == 1:
+        value = value[0]
+    elif _is_seq(value):
+        raise ValueError(f"{fn}: {name} must be an int, got {value!r}")
+    return check_int(fn, name, value, minimum=1, maximum=MAX_PARAM)
+
+
+def same_padding(n, k, s, d):
+    """``(before, after)`` of TensorFlow's 'same' (ONNX SAME_UPPER) along one axis.
+
+    The output has ``ceil(n / s)`` elements; the total padding that needs,
+    ``max((ceil(n/s) - 1)*s + d*(k-1) + 1 - n, 0)``, is split with the odd
+    element after. For stride 1 it is ``d*(k-1)``, as PyTorch's 'same'.
+    """
+    total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+    return total // 2, total - total // 2
+
+
 class ConvGeom:
-    """Validated convolution geometry (symmetric padding after 'same' handling)."""
+    """Validated convolution geometry, 2-D or 1-D (a height-1 image).
+
+    ``x_shape`` and ``w_shape`` are (N, C, H, W) and (K, C/groups, kh, kw), or
+    (N, C, L) and (K, C/groups, k) for 1-D; messages quote them as given. The
+    kernels always see the 2-D form; ``pad`` is ``((top, bottom), (left, right))``.
+    """
 
     __slots__ = ("n", "c", "h", "w", "k", "kh", "kw", "ho", "wo", "stride", "kstride",
-                 "pad", "dilation", "groups", "extra")
+                 "pad", "dilation", "groups", "one_d")
 
     def __init__(self, fn, x_shape, w_shape, stride, padding, dilation, groups):
-        n, c, h, w = x_shape
-        k, cg, kh, kw = w_shape
-        self.stride = check_pair(fn, "stride", stride, minimum=1)
-        self.dilation = check_pair(fn, "dilation", dilation, minimum=1)
+        x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+        self.one_d = len(x_shape) == 3
+        if self.one_d:
+            (n, c, w), (k, cg, kw) = x_shape, w_shape
+            h = kh = 1
+            self.stride = (1, check_int1(fn, "stride", stride))
+            self.dilation = (1, check_int1(fn, "dilation", dilation))
+            axes = ("height", "length")
+        else:
+            (n, c, h, w), (k, cg, kh, kw) = x_shape, w_shape
+            self.stride = check_pair(fn, "stride", stride, minimum=1)
+            self.dilation = check_pair(fn, "dilation", dilation, minimum=1)
+            axes = ("height", "width")
         groups = check_int(fn, "groups", groups, minimum=1, maximum=MAX_PARAM)
         if kh < 1 or kw < 1 or k < 1:
             raise ValueError(f"{fn}: weight must have a non-empty shape, got {w_shape}")
@@ -108,58 +187,56 @@ class ConvGeom:
                 f"output channels ({k})")
         if cg * groups != c:
             raise ValueError(
-                f"{fn}: weight of shape {tuple(w_shape)} expects input with "
+                f"{fn}: weight of shape {w_shape} expects input with "
                 f"{cg * groups} channel{'s' if cg * groups != 1 else ''} "
-                f"(groups={groups}), got input of shape {tuple(x_shape)}")
-        self.extra = (0, 0)  # extra bottom/right zero rows for even-kernel 'same'
+                f"(groups={groups}), got input of shape {x_shape}")
         if isinstance(padding, str):
             if padding == "valid":
-                pad = (0, 0)
+                pad = ((0, 0), (0, 0))
             elif padding == "same":
-                if self.stride != (1, 1):
-                    raise ValueError(
-                        f"{fn}: padding='same' needs stride 1, got stride {stride!r}")
-                tot = (self.dilation[0] * (kh - 1), self.dilation[1] * (kw - 1))
-                pad = (tot[0] // 2, tot[1] // 2)
-                self.extra = (tot[0] - 2 * pad[0], tot[1] - 2 * pad[1])
+                pad = (same_padding(h, kh, self.stride[0], self.dilation[0]),
+                       same_padding(w, kw, self.stride[1], self.dilation[1]))
             else:
-                raise ValueError(
-                    f"{fn}: padding must be an int, a pair, 'valid' or 'same', "
-                    f"got {padding!r}")
+                raise ValueError(f"{fn}: padding must be {_PADDING_FORMS[2 - self.one_d]}, "
+                                 f"got {padding!r}")
         else:
-            pad = check_pair(fn, "padding", padding, minimum=0)
+            pad = check_padding(fn, padding, 1 if self.one_d else 2)
         self.pad = pad
-        hh, ww = h + self.extra[0], w + self.extra[1]
-        check_size(fn, "the padded input",
-                    n * c * (hh + 2 * pad[0]) * (ww + 2 * pad[1]))
-        self.ho, ksh = checked_axis(fn, "height", hh, kh, self.stride[0], pad[0], self.dilation[0])
-        self.wo, ksw = checked_axis(fn, "width", ww, kw, self.stride[1], pad[1], self.dilation[1])
+        hp, wp = h + sum(pad[0]), w + sum(pad[1])
+        check_size(fn, "the padded input", n * c * hp * wp)
+        self.ho, ksh = checked_axis(fn, axes[0], h, kh, self.stride[0], pad[0],
+                                    self.dilation[0])
+        self.wo, ksw = checked_axis(fn, axes[1], w, kw, self.stride[1], pad[1],
+                                    self.dilation[1])
         self.kstride = (ksh, ksw)
         check_size(fn, "the output", n * k * self.ho * self.wo)
-        hp, wp = hh + 2 * pad[0], ww + 2 * pad[1]
         # the forward's phase-split input, and grad-input's padded grad_out grid
         # (at most ceil(hp/s) + 2 rows beyond the output's); see checked_axis
         split = n * c * (-(-hp // ksh) * ksh) * (-(-wp // ksw) * ksw)
         grid = n * k * (self.ho + -(-hp // ksh) + 2) * (self.wo + -(-wp // ksw) + 2)
         check_scratch(fn, f"padding {padding!r}", max(split, grid),
                        n * c * h * w, n * k * self.ho * self.wo, k * cg * kh * kw)
-        self.n, self.c, self.h, self.w = n, c, hh, ww
+        self.n, self.c, self.h, self.w = n, c, h, w
         self.k, self.kh, self.kw, self.groups = k, kh, kw, groups
 
     @property
     def out_shape(self):
+        """The output shape, 3-D for a 1-D convolution."""
+        if self.one_d:
+            return (self.n, self.k, self.wo)
+        return (self.n, self.k, self.ho, self.wo)
+
+    @property
+    def out_shape4(self):
+        """The output shape as the kernels see it."""
         return (self.n, self.k, self.ho, self.wo)
 
     def as_tuple(self):
+        """The field order of ``fc_conv_geom`` (csrc/fastconv.h)."""
+        (top, bottom), (left, right) = self.pad
         return (self.n, self.c, self.h, self.w, self.k, self.kh, self.kw, self.ho, self.wo,
-                self.kstride[0], self.kstride[1], self.pad[0], self.pad[1],
+                self.kstride[0], self.kstride[1], top, left, bottom, right,
                 self.dilation[0], self.dilation[1], self.groups)
-
-    def grow(self, x):
-        """Zero rows/columns at the bottom/right for 'same' with an even kernel."""
-        if self.extra == (0, 0):
-            return x
-        return np.pad(x, ((0, 0), (0, 0), (0, self.extra[0]), (0, self.extra[1])))
 
 
 def conv2d_output_shape(input_shape, weight_shape, stride=1, padding=0, dilation=1,

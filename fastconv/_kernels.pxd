@@ -18,6 +18,7 @@ cdef extern from "fastconv.h" nogil:
         Py_ssize_t ho, wo
         Py_ssize_t sh, sw
         Py_ssize_t ph, pw
+        Py_ssize_t ph_end, pw_end
         Py_ssize_t dh, dw
         Py_ssize_t groups
 

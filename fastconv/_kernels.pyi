@@ -10,7 +10,8 @@ arrays (4-D for conv and pooling, 1-D for relu) of one floating dtype (float32 o
 ``geom`` is a tuple of ints in the field order of the C structs in
 ``csrc/fastconv.h``:
 
-* conv: ``(n, c, h, w, k, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw, groups)``
+* conv: ``(n, c, h, w, k, kh, kw, ho, wo, sh, sw, ph, pw, ph_end, pw_end, dh, dw, groups)``
+  (padding before: top, left; after: bottom, right)
 * pool: ``(n, c, h, w, kh, kw, ho, wo, sh, sw, ph, pw)``
 """
 
@@ -23,7 +24,8 @@ __test__: dict[str, str]  # Cython's doctest table
 
 _Float = NDArray[np.floating]
 _Int64 = NDArray[np.int64]
-_ConvGeom = Tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
+_ConvGeom = Tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, int,
+                  int, int]
 _PoolGeom = Tuple[int, int, int, int, int, int, int, int, int, int, int, int]
 
 def conv2d_forward(

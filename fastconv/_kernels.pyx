@@ -29,7 +29,7 @@ cnp.import_array()
 cdef fc_conv_geom _conv_geom(tuple t):
     cdef fc_conv_geom g
     (g.n, g.c, g.h, g.w, g.k, g.kh, g.kw, g.ho, g.wo,
-     g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups) = t
+     g.sh, g.sw, g.ph, g.pw, g.ph_end, g.pw_end, g.dh, g.dw, g.groups) = t
     return g
 
 

@@ -55,7 +55,8 @@ def set_winograd(mode):
         (``FASTCONV_WINOGRAD=1``): for every supported layer. False
         (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
 
-    Supported: float32, 5x5 kernel, stride 1, dilation 1, groups 1, padding <= 4.
+    Supported: float32, 5x5 kernel, stride 1, dilation 1, groups 1, padding <= 4 on
+    every side.
     Winograd F(2x2, 5x5) does 2.78x fewer multiplies and rounds differently: on
     N(0, 1) data its results differ from the direct kernels by about 1e-5 of
     the output's largest magnitude (docs/design.md has the figures).
@@ -85,7 +86,8 @@ def winograd_ok(g, dtype, grad_weight=False):
         return False
     if (g.kh, g.kw) != (5, 5) or g.stride != (1, 1) or g.dilation != (1, 1):
         return False
-    if g.groups != 1 or g.extra != (0, 0) or max(g.pad) > 4:
+    # grad_input runs as a convolution of grad_out padded 4 - top / 4 - left
+    if g.groups != 1 or max(g.pad[0] + g.pad[1]) > 4:
         return False
     if _winograd is True:
         return True

@@ -8,7 +8,8 @@ argument checks in ``_validate``, shapes in ``_geometry``, ``out=`` buffers in
 runtime settings (threads, SIMD path, scratch memory, ``info``) in
 ``_runtime``, whose public functions are re-exported here. Semantics follow
 ``torch.nn.functional`` (convolution is cross-correlation; NCHW input, OIHW
-weight), except that inputs must be 4-D.
+weight), except that inputs must be batched: 4-D for the 2-D functions, 3-D
+(N, C, L) for the 1-D ones, which run the 2-D kernels on height-1 views.
 
 Output size of convolution and pooling along each spatial axis::
 
@@ -56,6 +57,8 @@ __all__ = [
     "conv2d",
     "conv2d_backward",
     "conv2d_output_shape",
+    "conv1d",
+    "conv1d_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",
@@ -78,11 +81,17 @@ def _contig(a):
     return np.ascontiguousarray(a)
 
 
-def _conv_inputs(fn, x, weight, bias):
+_LAYOUTS = {
+    4: ("(N, C, H, W)", "(out_channels, in_channels/groups, kH, kW)"),
+    3: ("(N, C, L)", "(out_channels, in_channels/groups, kL)"),
+}
+
+
+def _conv_inputs(fn, x, weight, bias, ndim=4):
     x = check_float_array(fn, "input", x)
     weight = check_float_array(fn, "weight", weight)
-    check_ndim(fn, "input", x, 4, "(N, C, H, W)")
-    check_ndim(fn, "weight", weight, 4, "(out_channels, in_channels/groups, kH, kW)")
+    check_ndim(fn, "input", x, ndim, _LAYOUTS[ndim][0])
+    check_ndim(fn, "weight", weight, ndim, _LAYOUTS[ndim][1])
     check_same_dtype(fn, "input", x, weight=weight)
     if bias is not None:
         bias = check_float_array(fn, "bias", bias)
@@ -92,6 +101,29 @@ def _conv_inputs(fn, x, weight, bias):
                 f"{fn}: bias must have shape ({weight.shape[0]},) to match weight of "
                 f"shape {weight.shape}, got {bias.shape}")
     return x, weight, bias
+
+
+def _as4(a):
+    """A C-contiguous 3-D (N, C, L) array as the (N, C, 1, L) view the 2-D kernels take."""
+    return a if a.ndim == 4 else a.reshape(a.shape[0], a.shape[1], 1, a.shape[2])
+
+
+def _conv_forward(fn, ndim, x, weight, bias, stride, padding, dilation, groups, out,
+                  activation):
+    """conv2d (ndim 4) and conv1d (ndim 3, a height-1 view): checks, then one kernel call."""
+    x, weight, bias = _conv_inputs(fn, x, weight, bias, ndim)
+    if activation not in (None, "relu"):
+        raise ValueError(f"{fn}: activation must be None or 'relu', got {activation!r}")
+    g = ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
+    y = check_out(fn, "out", out, g.out_shape, x.dtype)
+    check_overlap(fn, (("out", out),), (("input", x), ("weight", weight), ("bias", bias)))
+    if y.size == 0:
+        return y
+    route, kern = _routes.conv_forward(g, x.dtype)
+    _routes.record("forward", route)
+    kern(_as4(_contig(x)), _as4(_contig(weight)), None if bias is None else _contig(bias),
+         g.as_tuple(), activation == "relu", get_num_threads(), _as4(y))
+    return y
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, out=None,
@@ -104,9 +136,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
     weight : ndarray of shape (K, C // groups, kH, kW), same dtype as x
     bias : ndarray of shape (K,), optional
     stride, dilation : int or (int, int), >= 1
-    padding : int, (int, int), 'valid' or 'same'
-        Zeros added on every side. 'same' (stride 1 only) keeps H and W; with an
-        even kernel the extra row/column goes at the bottom/right, as PyTorch does.
+    padding : int, (int, int), ((int, int), (int, int)), 'valid' or 'same'
+        Zeros added around the input: ``p`` on every side, ``(ph, pw)`` on
+        top and bottom / left and right, or per side ``((top, bottom), (left,
+        right))``. 'same' gives ``H_out = ceil(H / stride)`` with TensorFlow's
+        rule (ONNX ``SAME_UPPER``): total padding ``max((H_out - 1)*stride +
+        dilation*(kH - 1) + 1 - H, 0)``, the odd row/column at the
+        bottom/right (for stride 1 this is PyTorch's 'same').
     groups : int
         Channels are split into ``groups`` independent convolutions.
     out : ndarray of shape (N, K, H_out, W_out), optional
@@ -118,38 +154,100 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
     Returns
     -------
     y : ndarray of shape (N, K, H_out, W_out), dtype of x
-        ``H_out = (H + 2*padding - dilation*(kH - 1) - 1) // stride + 1``, likewise W_out.
+        ``H_out = (H + top + bottom - dilation*(kH - 1) - 1) // stride + 1``,
+        likewise W_out.
     """
-    fn = "conv2d"
-    x, weight, bias = _conv_inputs(fn, x, weight, bias)
-    if activation not in (None, "relu"):
-        raise ValueError(f"{fn}: activation must be None or 'relu', got {activation!r}")
-    g = ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
-    y = check_out(fn, "out", out, g.out_shape, x.dtype)
-    check_overlap(fn, (("out", out),), (("input", x), ("weight", weight), ("bias", bias)))
-    if y.size == 0:
-        return y
-    route, kern = _routes.conv_forward(g, x.dtype)
-    _routes.record("forward", route)
-    kern(_contig(g.grow(x)), _contig(weight), None if bias is None else _contig(bias),
-         g.as_tuple(), activation == "relu", get_num_threads(), y)
-    return y
+    return _conv_forward("conv2d", 4, x, weight, bias, stride, padding, dilation, groups, out,
+                         activation)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, out=None,
+           activation=None):
+    """1-D convolution (cross-correlation), as ``torch.nn.functional.conv1d``.
+
+    Runs the 2-D kernels on a height-1 view of the arrays (no copy beyond
+    what :func:`conv2d` makes), so results are bitwise those of
+    ``conv2d(x[:, :, None], weight[:, :, None], ..., padding=((0, 0), (left, right)))``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, L), dtype float32 or float64
+    weight : ndarray of shape (K, C // groups, kL), same dtype as x
+    bias : ndarray of shape (K,), optional
+    stride, dilation : int >= 1 (or a sequence of one)
+    padding : int, (int, int), 'valid' or 'same'
+        Zeros added on both ends, or ``(left, right)``; 'same' as in
+        :func:`conv2d` (TensorFlow's rule, any stride).
+    groups : int
+    out : ndarray of shape (N, K, L_out), optional
+        Where to write the result (C-contiguous, same dtype, sharing no memory
+        with x, weight or bias).
+    activation : None or 'relu'
+
+    Returns
+    -------
+    y : ndarray of shape (N, K, L_out), dtype of x
+        ``L_out = (L + left + right - dilation*(kL - 1) - 1) // stride + 1``.
+    """
+    return _conv_forward("conv1d", 3, x, weight, bias, stride, padding, dilation, groups, out,
+                         activation)
 
 
 def _conv2d_prepared(x_shape, dtype, weight_shape, stride, padding, dilation, groups):
     """What :func:`conv2d` checks and decides for these shapes, done once.
 
     For a caller that repeats the same convolution many times (the inference
-    plans of ``fastconv.nn``). Raises as :func:`conv2d` would. Returns
-    ``(kernel, geom, extra, out_shape)``: ``kernel(x, weight, bias, geom, relu,
-    nthreads, y)`` is the compiled call :func:`conv2d` makes, on C-contiguous
-    arrays of ``dtype``, with ``x`` first grown by ``extra`` zero rows/columns
-    at the bottom/right when that is not (0, 0) ('same' with an even kernel).
+    plans of ``fastconv.nn``). Raises as :func:`conv2d` would (as
+    :func:`conv1d` for 3-D shapes). Returns ``(kernel, geom, out_shape)``:
+    ``kernel(x, weight, bias, geom, relu, nthreads, y)`` is the compiled call
+    :func:`conv2d` makes, on C-contiguous 4-D arrays of ``dtype`` (a 1-D
+    convolution's arrays viewed with a height axis of 1); ``out_shape`` is
+    the caller's (3-D for 1-D).
     """
-    g = ConvGeom("conv2d", tuple(x_shape), tuple(weight_shape), stride, padding, dilation,
-                  groups)
+    fn = "conv1d" if len(x_shape) == 3 else "conv2d"
+    g = ConvGeom(fn, tuple(x_shape), tuple(weight_shape), stride, padding, dilation, groups)
     _, kern = _routes.conv_forward(g, np.dtype(dtype))
-    return kern, g.as_tuple(), g.extra, g.out_shape
+    return kern, g.as_tuple(), g.out_shape
+
+
+def _conv_backward(fn, ndim, grad_out, x, weight, stride, padding, dilation, groups,
+                   output_mask, out, relu_output):
+    """conv2d_backward (ndim 4) and conv1d_backward (ndim 3, height-1 views)."""
+    x, weight, _ = _conv_inputs(fn, x, weight, None, ndim)
+    grad_out = check_float_array(fn, "grad_out", grad_out)
+    check_same_dtype(fn, "input", x, grad_out=grad_out)
+    g = ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
+    if grad_out.shape != g.out_shape:
+        raise ValueError(
+            f"{fn}: grad_out must have the {fn[:6]} output shape {g.out_shape} for input "
+            f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
+    mask, out = mask_and_out(fn, output_mask, out)
+    gx = check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
+    gw = check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
+    gb = check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
+    check_overlap(fn, grad_outs(out, mask), (("grad_out", grad_out), ("input", x),
+                                               ("weight", weight), ("relu_output", relu_output)))
+    nt = get_num_threads()
+    if grad_out.size == 0:  # N == 0: nothing flows back
+        for a in (gx, gw, gb):
+            if a is not None:
+                a.fill(0)
+        return gx, gw, gb
+    gy = _contig(grad_out)
+    if relu_output is not None:
+        gy = relu_backward(gy, relu_output)
+    gy = _as4(gy)
+    geom = g.as_tuple()
+    if gx is not None:
+        route, bwd_data = _routes.conv_grad_input(g, x.dtype)
+        _routes.record("grad_input", route)
+        bwd_data(gy, _as4(_contig(weight)), geom, nt, _as4(gx))
+    if gw is not None or gb is not None:
+        route, bwd_weight = _routes.conv_grad_weight(g, x.dtype)
+        _routes.record("grad_weight", route)
+        gw_buf = gw if gw is not None else np.empty(weight.shape, dtype=x.dtype)
+        bwd_weight(gy, _as4(_contig(x)), geom, nt, _as4(gw_buf), gb)
+    return gx, gw, gb
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
@@ -161,7 +259,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     grad_out : ndarray of shape (N, K, H_out, W_out)
         Gradient of the loss with respect to the conv2d output.
     x, weight, stride, padding, dilation, groups
-        As passed to :func:`conv2d`.
+        As passed to :func:`conv2d` (every padding form).
     output_mask : tuple of 3 bools
         Which of (grad_input, grad_weight, grad_bias) to compute; the others are
         returned as None (a first layer needs no grad_input). A tuple, list or
@@ -181,46 +279,40 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     grad_weight : ndarray of shape (K, C // groups, kH, kW) or None
     grad_bias : ndarray of shape (K,) or None
     """
-    fn = "conv2d_backward"
-    x, weight, _ = _conv_inputs(fn, x, weight, None)
-    grad_out = check_float_array(fn, "grad_out", grad_out)
-    check_same_dtype(fn, "input", x, grad_out=grad_out)
-    g = ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
-    if grad_out.shape != g.out_shape:
-        raise ValueError(
-            f"{fn}: grad_out must have the conv2d output shape {g.out_shape} for input "
-            f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
-    mask, out = mask_and_out(fn, output_mask, out)
-    gx = check_out(fn, "out[0]", out[0], x.shape, x.dtype) if mask[0] else None
-    gw = check_out(fn, "out[1]", out[1], weight.shape, x.dtype) if mask[1] else None
-    gb = check_out(fn, "out[2]", out[2], (weight.shape[0],), x.dtype) if mask[2] else None
-    check_overlap(fn, grad_outs(out, mask), (("grad_out", grad_out), ("input", x),
-                                               ("weight", weight), ("relu_output", relu_output)))
-    nt = get_num_threads()
-    if grad_out.size == 0:  # N == 0: nothing flows back
-        for a in (gx, gw, gb):
-            if a is not None:
-                a.fill(0)
-        return gx, gw, gb
-    gy = _contig(grad_out)
-    if relu_output is not None:
-        gy = relu_backward(gy, relu_output)
-    geom = g.as_tuple()
-    if gx is not None:
-        route, bwd_data = _routes.conv_grad_input(g, x.dtype)
-        _routes.record("grad_input", route)
-        if g.extra == (0, 0):
-            bwd_data(gy, _contig(weight), geom, nt, gx)
-        else:
-            full = np.empty((g.n, g.c, g.h, g.w), dtype=x.dtype)
-            bwd_data(gy, _contig(weight), geom, nt, full)
-            gx[...] = full[:, :, :x.shape[2], :x.shape[3]]
-    if gw is not None or gb is not None:
-        route, bwd_weight = _routes.conv_grad_weight(g, x.dtype)
-        _routes.record("grad_weight", route)
-        gw_buf = gw if gw is not None else np.empty(weight.shape, dtype=x.dtype)
-        bwd_weight(gy, _contig(g.grow(x)), geom, nt, gw_buf, gb)
-    return gx, gw, gb
+    return _conv_backward("conv2d_backward", 4, grad_out, x, weight, stride, padding, dilation,
+                          groups, output_mask, out, relu_output)
+
+
+def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    output_mask=(True, True, True), out=None, relu_output=None):
+    """Gradients of :func:`conv1d` with respect to input, weight and bias.
+
+    The 2-D kernels on height-1 views, as :func:`conv1d`.
+
+    Parameters
+    ----------
+    grad_out : ndarray of shape (N, K, L_out)
+        Gradient of the loss with respect to the conv1d output.
+    x, weight, stride, padding, dilation, groups
+        As passed to :func:`conv1d`.
+    output_mask : tuple of 3 bools
+        Which of (grad_input, grad_weight, grad_bias) to compute; the others
+        are returned as None.
+    out : tuple of 3 arrays or None, optional
+        Preallocated outputs for (grad_input, grad_weight, grad_bias), as in
+        :func:`conv2d_backward`.
+    relu_output : ndarray of shape (N, K, L_out), optional
+        The output of ``conv1d(..., activation='relu')``: grad_out is masked by
+        ``relu_output > 0`` first.
+
+    Returns
+    -------
+    grad_input : ndarray of shape (N, C, L) or None
+    grad_weight : ndarray of shape (K, C // groups, kL) or None
+    grad_bias : ndarray of shape (K,) or None
+    """
+    return _conv_backward("conv1d_backward", 3, grad_out, x, weight, stride, padding, dilation,
+                          groups, output_mask, out, relu_output)
 
 
 # --------------------------------------------------------------- pooling ---

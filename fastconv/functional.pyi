@@ -15,6 +15,8 @@ __all__ = [
     "conv2d",
     "conv2d_backward",
     "conv2d_output_shape",
+    "conv1d",
+    "conv1d_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",
@@ -36,6 +38,11 @@ __all__ = [
 _Array = NDArray[Any]
 _Int2 = Union[int, Tuple[int, int], Sequence[int]]
 _Shape = Sequence[int]
+# p, (ph, pw), per side ((top, bottom), (left, right)), 'valid' or 'same'
+_ConvPadding = Union[_Int2, Tuple[_Int2, _Int2], Sequence[Sequence[int]], str]
+# 1-D: p, (left, right), 'valid' or 'same'
+_Padding1d = Union[int, Tuple[int, int], Sequence[int], str]
+_Int1 = Union[int, Sequence[int]]
 
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
@@ -49,7 +56,7 @@ def conv2d_output_shape(
     input_shape: _Shape,
     weight_shape: _Shape,
     stride: _Int2 = 1,
-    padding: Union[_Int2, str] = 0,
+    padding: _ConvPadding = 0,
     dilation: _Int2 = 1,
     groups: int = 1,
 ) -> Tuple[int, int, int, int]: ...
@@ -58,7 +65,7 @@ def conv2d(
     weight: ArrayLike,
     bias: ArrayLike | None = None,
     stride: _Int2 = 1,
-    padding: Union[_Int2, str] = 0,
+    padding: _ConvPadding = 0,
     dilation: _Int2 = 1,
     groups: int = 1,
     *,
@@ -70,8 +77,33 @@ def conv2d_backward(
     x: ArrayLike,
     weight: ArrayLike,
     stride: _Int2 = 1,
-    padding: Union[_Int2, str] = 0,
+    padding: _ConvPadding = 0,
     dilation: _Int2 = 1,
+    groups: int = 1,
+    *,
+    output_mask: Sequence[bool] = (True, True, True),
+    out: Sequence[_Array | None] | None = None,
+    relu_output: ArrayLike | None = None,
+) -> Tuple[_Array | None, _Array | None, _Array | None]: ...
+def conv1d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: _Int1 = 1,
+    padding: _Padding1d = 0,
+    dilation: _Int1 = 1,
+    groups: int = 1,
+    *,
+    out: _Array | None = None,
+    activation: Literal["relu"] | None = None,
+) -> _Array: ...
+def conv1d_backward(
+    grad_out: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: _Int1 = 1,
+    padding: _Padding1d = 0,
+    dilation: _Int1 = 1,
     groups: int = 1,
     *,
     output_mask: Sequence[bool] = (True, True, True),

@@ -243,7 +243,7 @@ from fastconv import _kernels
 x = np.ones((16, 6, 14, 14), np.float32)
 w = np.ones((16, 6, 5, 5), np.float32)
 y = np.empty((16, 16, 10, 10), np.float32)
-geom = (16, 6, 14, 14, 16, 5, 5, 10, 10, 1, 1, 0, 0, 1, 1, 1)
+geom = (16, 6, 14, 14, 16, 5, 5, 10, 10, 1, 1, 0, 0, 0, 0, 1, 1, 1)
 _kernels.conv2d_forward(x, w, None, geom, False, {n}, y)
 assert fastconv.info()["team"]["threads_last_call"] <= _kernels.thread_limit()
 assert (y == 150).all()

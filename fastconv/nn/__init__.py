@@ -4,7 +4,7 @@ Everything convolution- and pooling-shaped runs in the compiled kernels
 (``fastconv.conv2d`` and friends); this package is the thin layer on top:
 
 * ``Module`` / ``Parameter`` - forward/backward building blocks
-* layers - ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``Linear`` (``Dense``),
+* layers - ``Conv2d``, ``Conv1d``, ``MaxPool2d``, ``AvgPool2d``, ``Linear`` (``Dense``),
   ``Flatten``, ``ReLU``, ``Sigmoid``, ``Tanh``, ``Softmax``, ``Dropout``,
   ``BatchNorm1d``, ``BatchNorm2d``
 * activations and pooling - ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``,
@@ -29,7 +29,7 @@ from .callbacks import (
     ModelCheckpoint,
     ReduceLROnPlateau,
 )
-from .conv import Conv2d
+from .conv import Conv1d, Conv2d
 from .dense import Dense, Flatten, Linear
 from .layer_base import get_layer_class, layer_from_config, register_layer
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, get_loss
@@ -47,6 +47,7 @@ __all__ = [
     "no_grad",
     "is_grad_enabled",
     "Conv2d",
+    "Conv1d",
     "MaxPool2d",
     "AvgPool2d",
     "Linear",

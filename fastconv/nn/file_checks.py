@@ -232,8 +232,12 @@ def _optional(check):
 _BOOL = (lambda v: isinstance(v, bool)), "true or false"
 _STR = (lambda v: isinstance(v, str)), "a string"
 _DTYPE = (lambda v: v in ("float32", "float64")), "'float32' or 'float64'"
-_PADDING = ((lambda v: v in ("same", "valid") or _pair_in(0)[0](v)),
-            "'same', 'valid', an int >= 0 or a pair of them")
+_PADDING = ((lambda v: v in ("same", "valid") or _pair_in(0)[0](v)
+             or (isinstance(v, list) and len(v) == 2
+                 and all(isinstance(s, list) and _pair_in(0)[0](s) for s in v))),
+            "'same', 'valid', an int >= 0, a pair of them or a pair of such pairs")
+_PADDING_1D = ((lambda v: v in ("same", "valid") or _pair_in(0)[0](v)),
+               "'same', 'valid', an int >= 0 or a pair of them")
 _POOL = {"kernel_size": _pair_in(1), "stride": _optional(_pair_in(1)), "padding": _pair_in(0)}
 _BN = {"num_features": _int_in(1), "eps": _real_in(0, math.inf), "momentum": _optional(_real_in(0, 1)),
        "affine": _BOOL, "dtype": _DTYPE}
@@ -244,6 +248,9 @@ _INITS = {"weight_init": _STR, "bias_init": _STR}
 _LAYER_SCHEMA = {
     "Conv2d": {"in_channels": _int_in(1), "out_channels": _int_in(1), "kernel_size": _pair_in(1),
                "stride": _pair_in(1), "padding": _PADDING, "dilation": _pair_in(1),
+               "groups": _int_in(1), "bias": _BOOL, "dtype": _DTYPE, **_INITS},
+    "Conv1d": {"in_channels": _int_in(1), "out_channels": _int_in(1), "kernel_size": _int_in(1),
+               "stride": _int_in(1), "padding": _PADDING_1D, "dilation": _int_in(1),
                "groups": _int_in(1), "bias": _BOOL, "dtype": _DTYPE, **_INITS},
     "MaxPool2d": _POOL,
     "AvgPool2d": {**_POOL, "count_include_pad": _BOOL},
@@ -256,6 +263,7 @@ _LAYER_SCHEMA = {
     "Sequential": {"layers": ((lambda v: isinstance(v, list)), "a list of layer specs")},
 }
 _LAYER_REQUIRED = {"Conv2d": ("in_channels", "out_channels", "kernel_size"),
+                   "Conv1d": ("in_channels", "out_channels", "kernel_size"),
                    "MaxPool2d": ("kernel_size",), "AvgPool2d": ("kernel_size",),
                    "Linear": ("in_features", "out_features"),
                    "BatchNorm1d": ("num_features",), "BatchNorm2d": ("num_features",)}
@@ -325,14 +333,14 @@ class _Checker:
                 expected.update({f"{i}.{k}": v for k, v in sub.items()})
                 complete = complete and ok
             return expected, complete
-        if name == "Conv2d":
+        if name in ("Conv2d", "Conv1d"):
             groups = config.get("groups", 1)
             cin, cout = config["in_channels"], config["out_channels"]
             if cin % groups or cout % groups:
                 self.fail(f"{where}.config", f"in_channels {cin} and out_channels {cout} must be "
                           f"divisible by groups {groups}")
             k = config["kernel_size"]
-            k = (k, k) if _is_int(k) else tuple(k)
+            k = (k,) if name == "Conv1d" else (k, k) if _is_int(k) else tuple(k)
             state = {"weight": ((cout, cin // groups) + k, dtype)}
             if config.get("bias", True):
                 state["bias"] = ((cout,), dtype)

@@ -3,7 +3,7 @@
 Two pairs are fused, each with bitwise the results of the two layers run
 one after the other:
 
-* ``Conv2d`` then ``ReLU`` (forward): the conv kernel rectifies its output in
+* ``Conv2d`` (or ``Conv1d``) then ``ReLU`` (forward): the conv kernel rectifies its output in
   the same pass (``conv2d(..., activation="relu")``), and the ReLU layer
   adopts the rectified output for its backward. Only with kernels whose
   fused ReLU keeps NaN (``kernel_relu_propagates_nan``), so that a diverged
@@ -21,7 +21,7 @@ inference plan (``fastconv.nn.plan``) takes its conv+ReLU pairs from
 """
 
 from .activations import ReLU
-from .conv import Conv2d
+from .conv import Conv1d, Conv2d
 from .pooling import MaxPool2d
 from .relu import kernel_relu_propagates_nan
 
@@ -31,14 +31,15 @@ __all__ = ["FusionPlan", "forward_steps", "backward_steps"]
 def forward_steps(layers, conv_relu=True):
     """The forward pass of ``layers`` as ``(index, fused)`` steps, in order.
 
-    ``fused`` is True for a ``Conv2d`` at ``index`` run together with the
+    ``fused`` is True for a ``Conv2d`` or ``Conv1d`` at ``index`` run together with the
     ``ReLU`` at ``index + 1`` (which then has no step of its own).
     """
     fuse = conv_relu and kernel_relu_propagates_nan()
     steps = []
     i, n = 0, len(layers)
     while i < n:
-        fused = fuse and i + 1 < n and type(layers[i]) is Conv2d and type(layers[i + 1]) is ReLU
+        fused = (fuse and i + 1 < n and type(layers[i]) in (Conv2d, Conv1d)
+                 and type(layers[i + 1]) is ReLU)
         steps.append((i, fused))
         i += 2 if fused else 1
     return tuple(steps)

@@ -20,7 +20,9 @@ from .module import Module
 # Types of the constructor arguments, for type checkers (the run-time checks are
 # the validators below). Padding's Literal makes a typo such as 'samee' a type error.
 IntPair = Union[int, Tuple[int, int]]
-Padding = Union[int, Tuple[int, int], Literal["same", "valid"]]
+Padding = Union[int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]],
+                Literal["same", "valid"]]
+Padding1d = Union[int, Tuple[int, int], Literal["same", "valid"]]  # p or (left, right)
 # A name in fastconv.nn.init or a callable (shape, rng, dtype) -> ndarray.
 Initializer = Union[str, Callable[..., Any]]
 RngLike = Union[None, int, np.random.Generator]

@@ -6,7 +6,7 @@ The layers live by kind and are re-exported here, so that
 ============================  ==============================================
 ``fastconv.nn.layer_base``    ``register_layer``, ``get_layer_class``,
                               ``layer_from_config``, argument checks
-``fastconv.nn.conv``          ``Conv2d``
+``fastconv.nn.conv``          ``Conv2d``, ``Conv1d``
 ``fastconv.nn.pooling``       ``MaxPool2d``, ``AvgPool2d``, global/adaptive
 ``fastconv.nn.dense``         ``Linear`` (``Dense``), ``Flatten``
 ``fastconv.nn.activations``   ``ReLU``, ``Sigmoid``, ``Tanh``, ``Softmax``, ...
@@ -24,7 +24,7 @@ matter to ``load_model``.
 """
 
 from .activations import ReLU, Sigmoid, Softmax, Tanh, kernel_relu_propagates_nan
-from .conv import Conv2d
+from .conv import Conv1d, Conv2d
 from .dense import Dense, Flatten, Linear
 from .layer_base import get_layer_class, layer_from_config, register_layer
 from .normalization import BatchNorm1d, BatchNorm2d, Dropout
@@ -35,6 +35,7 @@ __all__ = [
     "get_layer_class",
     "layer_from_config",
     "Conv2d",
+    "Conv1d",
     "MaxPool2d",
     "AvgPool2d",
     "Linear",

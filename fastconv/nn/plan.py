@@ -33,7 +33,7 @@ from .._geometry import pool_geom
 from .._validate import check_float_array, check_same_dtype
 from .fusion import forward_steps
 from .activations import ReLU, Sigmoid, Softmax, Tanh
-from .conv import Conv2d
+from .conv import Conv1d, Conv2d
 from .dense import Flatten, Linear
 from .layer_base import _check_input
 from .normalization import BatchNorm1d, BatchNorm2d, Dropout
@@ -236,32 +236,40 @@ class _ParamStep(_Step):
 
 
 class _Conv(_ParamStep):
-    __slots__ = ("kernel", "geom", "relu", "extra")
+    __slots__ = ("kernel", "geom", "relu")
 
     def __init__(self, layer, shape, dtype, relu):
-        owner = "Conv2d"
+        owner = type(layer).__name__
+        ndim = 3 if owner == "Conv1d" else 4
         x = _probe(shape, dtype)
-        _check_input(owner, x, 4, layer.dtype)
+        _check_input(owner, x, ndim, layer.dtype)
         if shape[1] != layer.in_channels:
             raise ValueError(
-                f"Conv2d: expected input with {layer.in_channels} channels, "
+                f"{owner}: expected input with {layer.in_channels} channels, "
                 f"got input of shape {tuple(shape)}"
             )
         w = layer.weight.data
         b = None if layer.bias is None else layer.bias.data
-        F._conv_inputs("conv2d", x, w, b)
-        kernel, geom, extra, out_shape = F._conv2d_prepared(
+        F._conv_inputs(owner.lower(), x, w, b, ndim)
+        kernel, geom, out_shape = F._conv2d_prepared(
             shape, dtype, w.shape, layer.stride, layer.padding, layer.dilation, layer.groups)
         super().__init__(_BUFFER, out_shape, layer, dtype)
         self.kernel = _specialized(kernel, dtype)
-        self.geom, self.relu, self.extra = geom, relu, extra
+        if ndim == 3:
+            self.kernel = _height_one_view(self.kernel)
+        self.geom, self.relu = geom, relu
 
     def run(self, x, y, nt):
         w, b = self._params()
-        if self.extra != (0, 0):  # 'same' with an even kernel: zeros at the bottom/right
-            x = np.pad(x, ((0, 0), (0, 0), (0, self.extra[0]), (0, self.extra[1])))
         self.kernel(x, w, b, self.geom, self.relu, nt, y)
         return y
+
+
+def _height_one_view(kernel):
+    """A 2-D conv kernel called on (N, C, L) arrays through (N, C, 1, L) views (Conv1d)."""
+    def run(x, w, b, geom, relu, nt, y):
+        kernel(F._as4(x), F._as4(w), b, geom, relu, nt, F._as4(y))
+    return run
 
 
 class _Linear(_ParamStep):
@@ -421,7 +429,7 @@ class _Identity(_Step):
 
 # Layers whose evaluation-mode forward the plan computes itself. Exact types:
 # a subclass may override forward, so it is not assumed to compute the same.
-_KNOWN = (Conv2d, ReLU, MaxPool2d, AvgPool2d, Linear, Flatten, Dropout, Sigmoid, Tanh,
+_KNOWN = (Conv2d, Conv1d, ReLU, MaxPool2d, AvgPool2d, Linear, Flatten, Dropout, Sigmoid, Tanh,
           Softmax, BatchNorm1d, BatchNorm2d)
 
 
@@ -503,9 +511,9 @@ class InferencePlan:
 
     @staticmethod
     def _step(layer, shape, dtype, relu, owned):
-        """The step for ``layer`` (``relu``: a Conv2d that applies the next layer's ReLU)."""
+        """The step for ``layer`` (``relu``: a conv layer that applies the next layer's ReLU)."""
         kind = type(layer)
-        if kind is Conv2d:
+        if kind in (Conv2d, Conv1d):
             return _Conv(layer, shape, dtype, relu)
         if kind is Linear:
             step = _Linear(layer, shape, dtype)
