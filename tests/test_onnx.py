@@ -107,6 +107,52 @@ def test_every_layer_round_trips(tmp_path, dtype):
     assert back.dtype == dtype
 
 
+def with_head(layers, sample_shape, classes=5):
+    """``layers`` + Flatten + Linear sized for one sample of ``sample_shape``."""
+    body = nn.Sequential(layers)
+    feats = eval_out(body, np.zeros((1, *sample_shape), np.float32)).size
+    return nn.Sequential(layers + [nn.Flatten(), nn.Linear(feats, classes, rng=9)])
+
+
+def new_layer_models():
+    """2-D and 1-D models using every layer argument of the kernel features (#13)."""
+    model2d = with_head([
+        nn.Conv2d(2, 4, (3, 2), padding=((0, 1), (1, 0)), rng=0),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, stride=2, padding="same", rng=1),
+        nn.MaxPool2d(3, 2, padding=((1, 0), (0, 1)), dilation=(1, 2), ceil_mode=True),
+        nn.AvgPool2d((2, 3), 2, padding=((0, 1), (1, 1)), ceil_mode=True,
+                     count_include_pad=False),
+        nn.AvgPool2d(2, 1, padding=((1, 0), (0, 1)), count_include_pad=True),
+    ], (2, 23, 19))
+    model1d = with_head([
+        nn.Conv1d(2, 4, 3, stride=2, padding=(0, 2), rng=2),
+        nn.ReLU(),
+        nn.Conv1d(4, 4, 4, stride=3, padding="same", rng=3),
+        nn.MaxPool1d(3, 2, padding=(1, 0), dilation=2, ceil_mode=True),
+        nn.Conv1d(4, 3, 2, padding=1, dilation=2, rng=4),
+        nn.AvgPool1d(3, 2, padding=(0, 2), ceil_mode=True, count_include_pad=False),
+    ], (2, 41))
+    return {"2d": (model2d, (2, 23, 19)), "1d": (model1d, (2, 41))}
+
+
+@pytest.mark.parametrize("kind", ["2d", "1d"])
+def test_new_layer_arguments_round_trip_through_onnx_runtime(tmp_path, kind):
+    # per-side padding, 'same' at stride > 1, ceil mode, pooling dilation and the
+    # 1-D layers: exported, ONNX Runtime equals predict, and they load back
+    model, sample = new_layer_models()[kind]
+    x = np.random.default_rng(6).standard_normal((4, *sample)).astype(np.float32)
+    path = tmp_path / f"{kind}.onnx"
+    fo.export(model, path, input_shape=sample)
+    y = run_ort(path, x)
+    close(y, eval_out(model, x))
+    e = np.exp(y - y.max(1, keepdims=True))
+    close(model.predict(x), e / e.sum(1, keepdims=True))
+    back = fo.load(path)
+    assert [type(m) for m in back.layers] == [type(m) for m in model.layers]
+    close(eval_out(back, x), eval_out(model, x))
+
+
 @pytest.mark.parametrize("opset", [17, 20])
 def test_activations_without_a_single_onnx_operator(tmp_path, opset):
     # GELU before opset 20 and SiLU are written as several nodes (x is used twice)

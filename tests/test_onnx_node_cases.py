@@ -182,9 +182,7 @@ INT_INPUT = ("integer input (embedding indices)", r"element type INT64")
 SPLIT = ("a node's second output used (Split)", r"output.*(is used|is a graph output)")
 
 TORCH_UNSUPPORTED = {
-    ONE_D: ["test_Conv1d", "test_Conv1d_dilated", "test_Conv1d_groups", "test_Conv1d_pad1",
-            "test_Conv1d_pad1size1", "test_Conv1d_pad2", "test_Conv1d_pad2size1",
-            "test_Conv1d_stride", "test_MaxPool1d", "test_MaxPool1d_stride",
+    ONE_D: ["test_MaxPool1d", "test_MaxPool1d_stride",
             "test_MaxPool1d_stride_padding_dilation", "test_operator_maxpool"],
     THREE_D: ["test_AvgPool3d", "test_AvgPool3d_stride", "test_AvgPool3d_stride1_pad0_gpu_input",
               "test_Conv3d", "test_Conv3d_dilated", "test_Conv3d_dilated_strided",

@@ -248,6 +248,7 @@ def _batchnorm(g, p, layer, in_shape, out_shape, opset):
 #: Layer class -> exporter. Looked up by exact class: a user subclass may
 #: compute something else, so it is refused rather than exported as its base.
 _EXPORTERS = {
+    nn.Conv1d: _conv,
     nn.Conv2d: _conv,
     nn.MaxPool2d: _pool,
     nn.AvgPool2d: _pool,

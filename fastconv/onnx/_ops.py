@@ -333,7 +333,7 @@ def _conv(cv, node, shape):
     cin = w.shape[1] * group
     if shape[1] is not None and shape[1] != cin:
         raise _Refused(f"the weight expects {cin} input channels, the input has {shape[1]}")
-    if rank == 4 and a.get("auto_pad") == "SAME_UPPER":
+    if a.get("auto_pad") == "SAME_UPPER":
         # fastconv's 'same' is TensorFlow's SAME_UPPER at any stride, worked out
         # per call: right for any input size, not only the declared one
         padding = "same"
@@ -342,7 +342,7 @@ def _conv(cv, node, shape):
         pads, _ = _resolve_pads(a, k, s, d, shape)
         padding = _padding_arg(pads)
         same = [(di * (ki - 1) // 2, di * (ki - 1) - di * (ki - 1) // 2) for ki, di in zip(k, d)]
-        if rank == 4 and s == (1, 1) and pads == same and any(b0 != b1 for b0, b1 in pads):
+        if all(si == 1 for si in s) and pads == same and any(b0 != b1 for b0, b1 in pads):
             padding = "same"  # what export writes for 'same' with an even kernel
         spatial = [_out_len(shape[2 + i], k[i], s[i], d[i], *pads[i]) for i in range(rank - 2)]
     b = cv.const(node, 2)
