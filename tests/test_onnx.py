@@ -153,6 +153,22 @@ def test_new_layer_arguments_round_trip_through_onnx_runtime(tmp_path, kind):
     close(eval_out(back, x), eval_out(model, x))
 
 
+def test_conv1d_batchnorm1d_folds(tmp_path):
+    rng = np.random.default_rng(7)
+    bn = nn.BatchNorm1d(4)
+    bn.running_mean[...] = rng.standard_normal(4)
+    bn.running_var[...] = rng.uniform(0.5, 2, 4)
+    bn.weight.data[...] = rng.uniform(0.5, 2, 4)
+    model = nn.Sequential([nn.Conv1d(2, 4, 3, padding=(2, 0), rng=0), bn, nn.ReLU()])
+    x = rng.standard_normal((3, 2, 9)).astype(np.float32)
+    path = tmp_path / "c1.onnx"
+    fo.export(model, path, input_shape=(2, 9))
+    folded = fo.load(path, fold_batchnorm=True)
+    assert [type(m) for m in folded.layers] == [nn.Conv1d, nn.ReLU]
+    assert folded.layers[0].padding == (2, 0)
+    np.testing.assert_allclose(eval_out(folded, x), eval_out(model, x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("opset", [17, 20])
 def test_activations_without_a_single_onnx_operator(tmp_path, opset):
     # GELU before opset 20 and SiLU are written as several nodes (x is used twice)

@@ -312,22 +312,28 @@ def _shape_op(node, ins):
     raise _Refused(op)
 
 
+#: convolution -> the batch norm that follows it on the same rank
+_FOLDABLE = {nn.Conv2d: nn.BatchNorm2d, nn.Conv1d: nn.BatchNorm1d}
+
+
 def _fold_batchnorm(model):
-    """Conv2d followed by BatchNorm2d -> one Conv2d (inference-equivalent)."""
+    """Conv2d/Conv1d followed by BatchNorm2d/BatchNorm1d -> one convolution (inference)."""
     layers, i = [], 0
     src = model.layers
     while i < len(src):
         layer = src[i]
         nxt = src[i + 1] if i + 1 < len(src) else None
-        if isinstance(layer, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d):
+        cls = type(layer)
+        if cls in _FOLDABLE and type(nxt) is _FOLDABLE[cls]:
             scale = nxt.weight.data.astype(np.float64) / np.sqrt(
                 nxt.running_var.astype(np.float64) + nxt.eps)
-            w = layer.weight.data.astype(np.float64) * scale[:, None, None, None]
+            w = layer.weight.data.astype(np.float64)
+            w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
             b = layer.bias.data.astype(np.float64) if layer.bias is not None else 0.0
             b = (b - nxt.running_mean) * scale + nxt.bias.data
-            conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                             layer.stride, layer.padding, layer.dilation, layer.groups,
-                             bias=True, weight_init="zeros", dtype=layer.dtype)
+            conv = cls(layer.in_channels, layer.out_channels, layer.kernel_size,
+                       layer.stride, layer.padding, layer.dilation, layer.groups,
+                       bias=True, weight_init="zeros", dtype=layer.dtype)
             conv.weight.data[...] = w
             conv.bias.data[...] = b
             layers.append(conv)
@@ -361,7 +367,7 @@ def from_onnx(model, *, fold_batchnorm=False, max_nodes=MAX_NODES, max_elements=
     Raises
     ------
     TypeError
-        ``model`` is not an ``onnx.ModelProto``.
+        ``model`` is not an ``onnx.ModelProto``; a cap that is not an int.
     ValueError
         As for :func:`load`.
     """
@@ -390,16 +396,18 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     ``x.view(x.size(0), -1)`` (a ``Flatten``). Other branches (residual
     connections, concatenations, several inputs or outputs) are refused.
 
-    Operators (opset 7 on; 2-D spatial inputs (N, C, H, W) only):
+    Operators (opset 7 on; spatial inputs (N, C, L) or (N, C, H, W)):
 
     ==============================  ===========================================
-    Conv                            -> Conv2d; symmetric pads, or 'same' at
-                                    stride 1 (odd extra at bottom/right, i.e.
-                                    SAME_UPPER); auto_pad SAME with stride > 1
-                                    resolved for the declared H, W when even
-    MaxPool, AveragePool            -> MaxPool2d, AvgPool2d; symmetric pads at
-                                    most half the window; no dilation;
-                                    ceil_mode=1 only where it changes nothing
+    Conv                            -> Conv1d / Conv2d; any pads, per side;
+                                    auto_pad SAME_UPPER -> 'same' (any size),
+                                    SAME_LOWER resolved for the declared size
+                                    (stride > 1 needs it), VALID
+    MaxPool, AveragePool            -> MaxPool1d/2d, AvgPool1d/2d; per-side
+                                    pads smaller than the (dilated) window;
+                                    auto_pad as for Conv but always resolved;
+                                    ceil_mode; MaxPool dilations;
+                                    count_include_pad (ONNX default 0)
     GlobalAveragePool/MaxPool       -> GlobalAvgPool2d/GlobalMaxPool2d(keepdims)
     Gemm (transA=0)                 -> Linear; alpha, beta, transB folded in;
                                     C a scalar or per-feature vector
@@ -407,7 +415,8 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     Relu, Sigmoid, Tanh, LeakyRelu, -> the layer of the same name
     Elu, Gelu
     Softmax, LogSoftmax             -> Softmax, LogSoftmax (axis != 0)
-    Flatten (axis 1),               -> Flatten
+    Flatten (axis 1, or later when  -> Flatten
+    the axes before it are size 1),
     Reshape to (N, -1) / (0, -1)
     Dropout (inference)             -> Dropout(p=ratio) (identity in predict)
     BatchNormalization (inference)  -> BatchNorm2d / BatchNorm1d
@@ -426,6 +435,7 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     max_nodes : int, default 10,000
     max_elements : int, default 2**28
         Per tensor, checked against the bytes present before any allocation.
+        Each cap is an int >= 1 (a float, bool or string is a TypeError).
 
     Returns
     -------
@@ -438,10 +448,12 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
 
     Raises
     ------
+    TypeError
+        A cap that is not an int.
     ValueError
         Unsupported operator, attribute value or graph shape (the message
         names the node, its operator and the attribute); a corrupt,
-        truncated or oversized file; external data.
+        truncated or oversized file; external data; a cap below 1.
     """
     owner = "fastconv.onnx.load"
     # checked before the file is opened: a cap of the wrong type is the caller's bug
