@@ -121,7 +121,7 @@ def new_layer_models():
         nn.ReLU(),
         nn.Conv2d(4, 4, 3, stride=2, padding="same", rng=1),
         nn.MaxPool2d(3, 2, padding=((1, 0), (0, 1)), dilation=(1, 2), ceil_mode=True),
-        nn.AvgPool2d((2, 3), 2, padding=((0, 1), (1, 1)), ceil_mode=True,
+        nn.AvgPool2d((2, 3), 2, padding=((1, 0), (1, 1)), ceil_mode=True,
                      count_include_pad=False),
         nn.AvgPool2d(2, 1, padding=((1, 0), (0, 1)), count_include_pad=True),
     ], (2, 23, 19))
@@ -151,6 +151,30 @@ def test_new_layer_arguments_round_trip_through_onnx_runtime(tmp_path, kind):
     back = fo.load(path)
     assert [type(m) for m in back.layers] == [type(m) for m in model.layers]
     close(eval_out(back, x), eval_out(model, x))
+
+
+def test_ceil_mode_export_where_rounding_up_is_undone(tmp_path):
+    # 6 rows, 2x2/2 windows, 1 row of trailing padding: the window ceil mode adds
+    # would start in that padding, so the size is floor mode's; it is written as
+    # floor mode, which ONNX's shape inference (unlike for ceil_mode=1) sizes right
+    model = nn.Sequential([nn.MaxPool2d(2, 2, padding=((0, 1), (0, 0)), ceil_mode=True)])
+    path = tmp_path / "p.onnx"
+
+    def ceil_attr(proto):
+        return {a.name: a.i for a in proto.graph.node[0].attribute}["ceil_mode"]
+
+    rng = np.random.default_rng(8)
+    for sample, ceil, out in (((1, 6, 4), 0, (3, 2)),    # rows: undone; columns: exact
+                              ((1, 5, 5), 1, (3, 3))):   # columns gain a window
+        x = rng.standard_normal((2, *sample)).astype(np.float32)
+        assert ceil_attr(fo.export(model, path, input_shape=sample)) == ceil
+        assert eval_out(model, x).shape[2:] == out
+        close(run_ort(path, x), eval_out(model, x))
+        close(eval_out(fo.load(path), x), eval_out(model, x))
+    # rows undone and columns gaining: no single ceil_mode says both to ONNX's checker
+    with pytest.raises(ValueError, match=r"layer 0 \(MaxPool2d\): ceil_mode=True keeps an "
+                                         r"extra window on spatial axis 1 and drops"):
+        fo.export(model, path, input_shape=(1, 6, 5))
 
 
 def test_conv1d_batchnorm1d_folds(tmp_path):

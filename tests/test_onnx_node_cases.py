@@ -33,14 +33,9 @@ OPS = {"Conv", "MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "
        "Softmax", "Gemm", "Flatten", "BatchNormalization", "Dropout"}
 
 # Reasons, and the words the ValueError must contain for each.
-THREE_D = ("3-D input (until the kernel phase: 2-D kernels only)", r"3-D input \(rank 5\)")
-ONE_D = ("1-D input (until the kernel phase: conv1d/pool1d)", r"1-D input \(rank 3\)")
-CEIL = ("ceil_mode=1 that changes the output size (kernel phase)", r"ceil_mode=1")
-ASYM = ("asymmetric pooling padding from auto_pad SAME (kernel phase)",
-        r"auto_pad=SAME_(UPPER|LOWER) gives asymmetric padding")
-BIGPAD = ("pooling padding above half the window (kernel phase)",
-          r"larger than half the window")
-PDIL = ("pooling dilation (kernel phase)", r"dilations=\[\d+, \d+\] is not supported")
+THREE_D = ("3-D input (fastconv has 1-D and 2-D kernels)", r"3-D input \(rank 5\)")
+PDIL = ("AveragePool dilations (fastconv's average pooling has none, as PyTorch's)",
+        r"dilations=\[\d+, \d+\] is not supported by fastconv's average pooling")
 TRAIN = ("training mode: random masks drawn by the runtime", r"training_mode=True")
 EXTRA = ("a second output (dropout mask, argmax indices, batch statistics)",
          r"its output 1 .* is a graph output")
@@ -52,8 +47,6 @@ BATCHAX = ("Softmax over the batch axis", r"axis=0 normalises across the batch a
 UINT8 = ("uint8 input (fastconv models take float32/float64)", r"element type UINT8")
 
 UNSUPPORTED = {
-    "test_averagepool_1d_default": ONE_D,
-    "test_maxpool_1d_default": ONE_D,
     "test_averagepool_3d_default": THREE_D,
     "test_averagepool_3d_dilations_small": THREE_D,
     "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True": THREE_D,
@@ -64,19 +57,7 @@ UNSUPPORTED = {
     "test_maxpool_3d_dilations": THREE_D,
     "test_maxpool_3d_dilations_use_ref_impl": THREE_D,
     "test_maxpool_3d_dilations_use_ref_impl_large": THREE_D,
-    "test_averagepool_2d_same_upper": ASYM,
-    "test_averagepool_2d_same_lower": ASYM,
-    "test_maxpool_2d_same_upper": ASYM,
-    "test_maxpool_2d_same_lower": ASYM,
-    "test_averagepool_2d_pads": BIGPAD,
-    "test_averagepool_2d_pads_count_include_pad": BIGPAD,
-    "test_maxpool_2d_pads": BIGPAD,
-    "test_averagepool_2d_ceil": CEIL,
-    "test_averagepool_2d_ceil_last_window_starts_on_pad": CEIL,
-    "test_maxpool_2d_ceil": CEIL,
-    "test_maxpool_2d_ceil_output_size_reduce_by_one": CEIL,
     "test_averagepool_2d_dilations": PDIL,
-    "test_maxpool_2d_dilations": PDIL,
     "test_training_dropout_default": TRAIN,
     "test_training_dropout": TRAIN,
     "test_training_dropout_zero_ratio": TRAIN,
@@ -173,7 +154,7 @@ def test_node_case(name):
 # test_data_set_*/{input,output}_0.pb: torch.nn modules and operators exported by
 # an old torch.onnx. All run through fastconv.onnx.load (the file path, as a user
 # would); those listed below must be refused for the reason given.
-THREE_D_BN = ("3-D input (until the kernel phase)", r"input rank 5 is not supported")
+THREE_D_BN = ("3-D input (batch norm of rank 5)", r"input rank 5 is not supported")
 NO_LAYER = ("an operator fastconv has no layer for", r"operator \w+ is not supported")
 TWO_INPUTS = ("several data inputs", r"exactly one data input")
 BRANCH = ("a branching graph (x used twice)", r"feeds 2 nodes")
@@ -182,15 +163,12 @@ INT_INPUT = ("integer input (embedding indices)", r"element type INT64")
 SPLIT = ("a node's second output used (Split)", r"output.*(is used|is a graph output)")
 
 TORCH_UNSUPPORTED = {
-    ONE_D: ["test_MaxPool1d", "test_MaxPool1d_stride",
-            "test_MaxPool1d_stride_padding_dilation", "test_operator_maxpool"],
     THREE_D: ["test_AvgPool3d", "test_AvgPool3d_stride", "test_AvgPool3d_stride1_pad0_gpu_input",
               "test_Conv3d", "test_Conv3d_dilated", "test_Conv3d_dilated_strided",
               "test_Conv3d_groups", "test_Conv3d_no_bias", "test_Conv3d_stride",
               "test_Conv3d_stride_padding", "test_MaxPool3d", "test_MaxPool3d_stride",
               "test_MaxPool3d_stride_padding"],
     THREE_D_BN: ["test_BatchNorm3d_eval", "test_BatchNorm3d_momentum_eval"],
-    PDIL: ["test_MaxPool2d_stride_padding_dilation"],
     # AvgPool1d: Unsqueeze to 2-D first; the rest: Pad, ConvTranspose, PRelu, Selu, ...
     NO_LAYER: ["test_AvgPool1d", "test_AvgPool1d_stride", "test_ConstantPad2d",
                "test_ConvTranspose2d", "test_ConvTranspose2d_no_bias", "test_PReLU_1d",

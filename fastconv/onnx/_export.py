@@ -144,14 +144,41 @@ def _same_sides(n, k, s, d):
 
 def _pool(g, p, layer, in_shape, out_shape, opset):
     nsp = len(in_shape) - 2
-    attrs = dict(kernel_shape=_per_axis(layer.kernel_size, nsp),
-                 strides=_per_axis(layer.stride, nsp),
-                 pads=_onnx_pads(_sides(layer.padding, nsp)),
-                 ceil_mode=int(bool(getattr(layer, "ceil_mode", False))))
-    if isinstance(layer, nn.AvgPool2d):
+    k, s = _per_axis(layer.kernel_size, nsp), _per_axis(layer.stride, nsp)
+    d = _per_axis(getattr(layer, "dilation", 1), nsp)  # average pooling has none
+    sides = _sides(layer.padding, nsp)
+    attrs = dict(kernel_shape=k, strides=s, pads=_onnx_pads(sides),
+                 ceil_mode=_ceil_mode(getattr(layer, "ceil_mode", False), in_shape[2:], k, s, d,
+                                      sides))
+    if isinstance(layer, _AVG_POOLS):
         g.node("AveragePool", p, count_include_pad=int(layer.count_include_pad), **attrs)
     else:
-        g.node("MaxPool", p, dilations=_per_axis(getattr(layer, "dilation", 1), nsp), **attrs)
+        g.node("MaxPool", p, dilations=d, **attrs)
+
+
+def _ceil_mode(ceil, sizes, k, s, d, sides):
+    """ONNX ``ceil_mode`` for the declared input: 1 only where rounding up keeps a window.
+
+    Where rounding up is undone (the extra window would start in the trailing
+    padding) the size is floor mode's, and ONNX Runtime agrees, but ONNX's own
+    shape inference (onnx 1.23) does not undo it and the checker refuses the
+    graph; floor mode says the same thing there without the disagreement.
+    """
+    if not ceil:
+        return 0
+    gains, undone = [], []
+    for axis, (n, ki, si, di, (before, after)) in enumerate(zip(sizes, k, s, d, sides)):
+        span = n + before + after - di * (ki - 1) - 1
+        if span % si:
+            # the window ceil mode adds starts at (span // si + 1) * si
+            (undone if (span // si + 1) * si >= n + before else gains).append(axis)
+    if gains and undone:
+        raise ValueError(
+            f"ceil_mode=True keeps an extra window on spatial axis {gains[0]} and drops the "
+            f"one that would start in the trailing padding on axis {undone[0]} of input "
+            f"{tuple(sizes)}; ONNX's shape inference sizes such a graph differently from "
+            "ONNX Runtime, so it is not written")
+    return int(bool(gains))
 
 
 def _global_max(g, p, layer, in_shape, out_shape, opset):
@@ -245,6 +272,9 @@ def _batchnorm(g, p, layer, in_shape, out_shape, opset):
            epsilon=float(layer.eps), momentum=1.0 - mom)
 
 
+_AVG_POOLS = tuple(c for c in (nn.AvgPool2d, getattr(nn, "AvgPool1d", None)) if c)
+
+
 #: Layer class -> exporter. Looked up by exact class: a user subclass may
 #: compute something else, so it is refused rather than exported as its base.
 _EXPORTERS = {
@@ -270,6 +300,10 @@ _EXPORTERS = {
     nn.BatchNorm1d: _batchnorm,
     nn.BatchNorm2d: _batchnorm,
 }
+# The 1-D pooling layers come with branch s4-poolfeat (#13): registered when
+# present, so this module imports on either side of that merge.
+_EXPORTERS.update({c: _pool for c in (getattr(nn, "MaxPool1d", None),
+                                      getattr(nn, "AvgPool1d", None)) if c is not None})
 _EXPORTABLE = {c.__name__: c for c in _EXPORTERS}
 
 
@@ -307,7 +341,9 @@ def export(model, path, input_shape, opset=DEFAULT_OPSET):
     Parameters
     ----------
     model : fastconv.nn.Sequential
-        Layers among ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``,
+        Layers among ``Conv2d``, ``Conv1d``, ``MaxPool2d``, ``MaxPool1d``,
+        ``AvgPool2d``, ``AvgPool1d`` (per-side padding, 'same' at any stride,
+        dilation, ``ceil_mode``, ``count_include_pad``),
         ``GlobalAvgPool2d``, ``GlobalMaxPool2d``, ``AdaptiveAvgPool2d`` (equal
         bins), ``Linear``, ``Flatten``, ``ReLU``, ``Sigmoid``, ``Tanh``,
         ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``, ``Softmax``,
