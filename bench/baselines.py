@@ -10,7 +10,11 @@ Every implementation is an object with the same six kernels::
     avgpool_bwd(grad_y, x_shape, k, stride, padding)   -> grad_x
 
 plus ``asarray`` (convert a NumPy input once, outside the timed region) and
-``set_num_threads``. ``k``, ``stride`` and ``padding`` are ints (square).
+``set_num_threads``. ``k``, ``stride`` and ``padding`` are ints (square), except
+that a conv ``padding`` may also be per side ``((top, bottom), (left, right))``
+or ``'same'`` at any stride (TensorFlow's rule, ``shapes.conv_sides``): fastconv
+and the reference take it as is; PyTorch and NumPy pad explicitly first, as
+their users must (``F.conv2d`` has no per-side padding, nor 'same' with a stride).
 
 * ``fastconv`` - the package's functional API.
 * ``naive``    - ``fastconv.reference`` (plain loops); far too slow for whole
@@ -26,7 +30,7 @@ import importlib
 
 import numpy as np
 
-from shapes import out_size
+from shapes import conv_sides, out_size, symmetric
 
 try:  # NumPy's BLAS thread count; optional
     from threadpoolctl import threadpool_limits
@@ -95,6 +99,11 @@ def _pad(x, p, value=0.0):
     return np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=value)
 
 
+def _pad_sides(x, sides):
+    t, b, l, r = sides
+    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
+
+
 def _offset_slices(kh, kw, s, ho, wo):
     """(i, j, slice_h, slice_w) of each kernel tap over the padded input."""
     for i in range(kh):
@@ -122,6 +131,10 @@ class NumpyImpl(Impl):
             self._limits = threadpool_limits(limits=n, user_api="blas")
 
     def conv_fwd(self, x, w, b, stride, padding):
+        sides = conv_sides(padding, x.shape, w.shape, stride)
+        if symmetric(sides) is None:
+            return self.conv_fwd(_pad_sides(x, sides), w, b, stride, 0)
+        padding = symmetric(sides)
         n, c, h, wd = x.shape
         k, _, kh, kw = w.shape
         ho, wo = out_size(h, kh, stride, padding), out_size(wd, kw, stride, padding)
@@ -135,6 +148,12 @@ class NumpyImpl(Impl):
         return out
 
     def conv_bwd(self, gy, x, w, stride, padding):
+        sides = conv_sides(padding, x.shape, w.shape, stride)
+        if symmetric(sides) is None:
+            t, _, l, _ = sides
+            gx, gw, gb = self.conv_bwd(gy, _pad_sides(x, sides), w, stride, 0)
+            return np.ascontiguousarray(gx[:, :, t:t + x.shape[2], l:l + x.shape[3]]), gw, gb
+        padding = symmetric(sides)
         n, c, h, wd = x.shape
         k, _, kh, kw = w.shape
         _, _, ho, wo = gy.shape
@@ -209,6 +228,7 @@ class TorchImpl(Impl):
         self.F = torch.nn.functional
         self.aten = torch.ops.aten
         self._shape_tensors = {}
+        self._pad_cache = (None, None, None)  # (key, input kept alive, padded input)
 
     def set_num_threads(self, n):
         self.torch.set_num_threads(n)
@@ -228,11 +248,31 @@ class TorchImpl(Impl):
         return self._shape_tensors[key]
 
     def conv_fwd(self, x, w, b, stride, padding):
-        return self.F.conv2d(x, w, b, stride, padding)
+        sides = conv_sides(padding, tuple(x.shape), tuple(w.shape), stride)
+        if symmetric(sides) is None:  # F.pad then an unpadded conv: what a user writes
+            t, b_, l, r = sides
+            return self.F.conv2d(self.F.pad(x, (l, r, t, b_)), w, b, stride, 0)
+        return self.F.conv2d(x, w, b, stride, symmetric(sides))
+
+    def _padded(self, x, sides):
+        # autograd keeps F.pad's output from the forward for the backward: pad
+        # once per input array, outside the backward's timing
+        t, b, l, r = sides
+        key = (id(x), sides)
+        if self._pad_cache[0] != key:
+            self._pad_cache = (key, x, self.F.pad(x, (l, r, t, b)))
+        return self._pad_cache[2]
 
     def conv_bwd(self, gy, x, w, stride, padding):
+        sides = conv_sides(padding, tuple(x.shape), tuple(w.shape), stride)
+        if symmetric(sides) is None:
+            gx, gw, gb = self.aten.convolution_backward(
+                gy, self._padded(x, sides), w, [w.shape[0]], [stride] * 2, [0, 0], [1, 1],
+                False, [0, 0], 1, [True, True, True])
+            t, _, l, _ = sides  # F.pad's backward: a view of the padded gradient
+            return gx[:, :, t:t + x.shape[2], l:l + x.shape[3]], gw, gb
         return self.aten.convolution_backward(
-            gy, x, w, [w.shape[0]], [stride] * 2, [padding] * 2, [1, 1],
+            gy, x, w, [w.shape[0]], [stride] * 2, [symmetric(sides)] * 2, [1, 1],
             False, [0, 0], 1, [True, True, True])
 
     def maxpool_fwd(self, x, k, stride, padding, return_indices=False):

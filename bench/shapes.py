@@ -11,12 +11,35 @@ forward + backward = 3 x forward. The bias and its gradient are not counted.
 Pooling does no arithmetic worth counting, so it has no GFLOP/s column.
 """
 
+import math
 from dataclasses import dataclass, replace
+from typing import Tuple, Union
 
 
 def out_size(size, k, s, p, d=1):
     """``floor((size + 2p - d(k-1) - 1) / s) + 1``, the torch output-size rule."""
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def conv_sides(padding, x_shape, w_shape, stride):
+    """``(top, bottom, left, right)`` of a conv case's padding: an int, per side
+    ``((top, bottom), (left, right))``, or ``'same'`` with TensorFlow's rule
+    (``ceil(n / s)`` outputs, the odd pixel at the bottom/right)."""
+    if padding == "same":
+        pads = []
+        for n, k in zip(x_shape[2:], w_shape[2:]):
+            total = max((math.ceil(n / stride) - 1) * stride + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+    if isinstance(padding, tuple):
+        (t, b), (l, r) = padding
+        return t, b, l, r
+    return (padding,) * 4
+
+
+def symmetric(sides):
+    """The int padding of symmetric ``(top, bottom, left, right)``, else None."""
+    return sides[0] if len(set(sides)) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -30,7 +53,8 @@ class ConvCase:
     K: int
     kernel: int
     stride: int = 1
-    padding: int = 0
+    # an int, per side ((top, bottom), (left, right)) or 'same' (TensorFlow's rule)
+    padding: Union[int, Tuple[Tuple[int, int], Tuple[int, int]], str] = 0
     groups: int = 1
 
     kind = "conv"
@@ -45,8 +69,9 @@ class ConvCase:
 
     @property
     def out_shape(self):
-        ho = out_size(self.H, self.kernel, self.stride, self.padding)
-        wo = out_size(self.W, self.kernel, self.stride, self.padding)
+        t, b, l, r = conv_sides(self.padding, self.x_shape, self.w_shape, self.stride)
+        ho = (self.H + t + b - self.kernel) // self.stride + 1
+        wo = (self.W + l + r - self.kernel) // self.stride + 1
         return (self.N, self.K, ho, wo)
 
     def with_batch(self, n):
@@ -59,8 +84,11 @@ class ConvCase:
         return {"fwd": fwd, "bwd": 2 * fwd, "fwdbwd": 3 * fwd}[op]
 
     def describe(self):
+        p = self.padding
+        if isinstance(p, tuple):
+            p = f"({p[0][0]},{p[0][1]})x({p[1][0]},{p[1][1]})"
         return (f"{self.N},{self.C},{self.H},{self.W}->{self.K} "
-                f"{self.kernel}x{self.kernel} s{self.stride} p{self.padding}")
+                f"{self.kernel}x{self.kernel} s{self.stride} p{p}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,9 @@ CONV_CASES = {c.name: c for c in [
     ConvCase("d", "MNIST-CNN conv2", 64, 32, 14, 14, 64, 5, 1, 2),
     ConvCase("e", "VGG 3x3", 32, 64, 56, 56, 64, 3, 1, 1),
     ConvCase("f", "ResNet stem 7x7/2", 32, 3, 224, 224, 64, 7, 2, 3),
+    # issue #13: the padding of exported TensorFlow/Keras networks
+    ConvCase("g", "LeNet conv1, pads (2,3) per axis", 64, 1, 28, 28, 6, 5, 1, ((2, 3), (2, 3))),
+    ConvCase("h", "Keras 3x3/2 'same' (pads 0,1)", 32, 64, 56, 56, 128, 3, 2, "same"),
 ]}
 
 POOL_CASES = {c.name: c for c in [

@@ -10,6 +10,8 @@ public (re-exported by ``fastconv.functional``); the rest serves the
 functional API and the inference plans of ``fastconv.nn``.
 """
 
+import operator
+
 import numpy as np
 
 from ._validate import MAX_PARAM, check_int, check_pair
@@ -118,13 +120,22 @@ def check_padding(fn, padding, ndim=2):
     if ndim == 2 and _is_seq(padding) and len(padding) == 2 and any(map(_is_seq, padding)):
         if not all(_is_seq(v) and len(v) == 2 for v in padding):
             raise ValueError(f"{fn}: padding must be {forms}, got {padding!r}")
-        sides = [check_pair(fn, "padding", v, minimum=0) for v in padding]
-        for v in sides[0] + sides[1]:
-            if v > MAX_PARAM:
-                raise ValueError(f"{fn}: padding must be <= 2**31 - 1, got {padding!r}")
-        return sides[0], sides[1]
+        flat = []
+        for item in (*padding[0], *padding[1]):
+            try:
+                if isinstance(item, (bool, np.bool_)):
+                    raise TypeError
+                flat.append(operator.index(item))
+            except TypeError:
+                raise TypeError(f"{fn}: padding must be {forms}, with ints, got {padding!r}") \
+                    from None
+        if min(flat) < 0:
+            raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
+        if max(flat) > MAX_PARAM:
+            raise ValueError(f"{fn}: padding must be <= 2**31 - 1, got {padding!r}")
+        return (flat[0], flat[1]), (flat[2], flat[3])
     if ndim == 1:
-        if _is_seq(padding) and len(padding) != 2:
+        if _is_seq(padding) and (len(padding) != 2 or any(map(_is_seq, padding))):
             raise ValueError(f"{fn}: padding must be {forms}, got {padding!r}")
         left, right = check_pair(fn, "padding", padding, minimum=0)
         return (0, 0), (left, right)
@@ -197,8 +208,8 @@ class ConvGeom:
                 pad = (same_padding(h, kh, self.stride[0], self.dilation[0]),
                        same_padding(w, kw, self.stride[1], self.dilation[1]))
             else:
-                raise ValueError(f"{fn}: padding must be {_PADDING_FORMS[2 - self.one_d]}, "
-                                 f"got {padding!r}")
+                forms = _PADDING_FORMS[1 if self.one_d else 2]
+                raise ValueError(f"{fn}: padding must be {forms}, got {padding!r}")
         else:
             pad = check_padding(fn, padding, 1 if self.one_d else 2)
         self.pad = pad
@@ -224,11 +235,6 @@ class ConvGeom:
         """The output shape, 3-D for a 1-D convolution."""
         if self.one_d:
             return (self.n, self.k, self.wo)
-        return (self.n, self.k, self.ho, self.wo)
-
-    @property
-    def out_shape4(self):
-        """The output shape as the kernels see it."""
         return (self.n, self.k, self.ho, self.wo)
 
     def as_tuple(self):

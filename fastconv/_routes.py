@@ -86,7 +86,8 @@ def winograd_ok(g, dtype, grad_weight=False):
         return False
     if (g.kh, g.kw) != (5, 5) or g.stride != (1, 1) or g.dilation != (1, 1):
         return False
-    # grad_input runs as a convolution of grad_out padded 4 - top / 4 - left
+    # grad_input runs as a convolution of grad_out padded 4 - top / 4 - left; bottom
+    # and right are held to the same bound, the range the tests cover
     if g.groups != 1 or max(g.pad[0] + g.pad[1]) > 4:
         return False
     if _winograd is True:

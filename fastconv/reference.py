@@ -35,6 +35,8 @@ __all__ = [
     "conv2d",
     "conv2d_backward",
     "conv2d_output_shape",
+    "conv1d",
+    "conv1d_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",
@@ -45,27 +47,33 @@ __all__ = [
 # Argument normalisation
 # --------------------------------------------------------------------------
 
-def _conv_padding(padding, kernel, stride, dilation, func):
+def _conv_padding(padding, size, kernel, stride, dilation, func):
     """Return ``(top, bottom, left, right)`` for a conv ``padding`` argument.
 
-    ``'same'`` follows PyTorch: total padding ``dilation*(k-1)`` per axis,
-    the odd pixel (if any) going to the bottom / right.
+    ``p``, ``(ph, pw)`` or ``((top, bottom), (left, right))``. ``'same'``
+    follows TensorFlow (ONNX ``SAME_UPPER``): ``ceil(size / stride)`` outputs,
+    total padding ``max((out - 1)*stride + dilation*(k-1) + 1 - size, 0)``
+    per axis, the odd pixel (if any) going to the bottom / right. For stride
+    1 that is PyTorch's 'same', total ``dilation*(k-1)``.
     """
     if isinstance(padding, str):
         if padding == "valid":
             return (0, 0, 0, 0)
         if padding != "same":
             raise ValueError(
-                f"{func}: padding must be an int, a pair, 'same' or 'valid', "
-                f"got {padding!r}")
-        if stride != (1, 1):
-            raise ValueError(
-                f"{func}: padding='same' needs stride 1, got stride={stride}")
+                f"{func}: padding must be an int, a pair, per side ((top, bottom), "
+                f"(left, right)), 'same' or 'valid', got {padding!r}")
         pads = []
-        for k, d in zip(kernel, dilation):
-            total = d * (k - 1)
+        for n, k, s, d in zip(size, kernel, stride, dilation):
+            out = math.ceil(n / s)
+            total = max((out - 1) * s + d * (k - 1) + 1 - n, 0)
             pads += [total // 2, total - total // 2]
         return tuple(pads)
+    if (isinstance(padding, (tuple, list)) and len(padding) == 2
+            and all(isinstance(p, (tuple, list)) for p in padding)):
+        top, bottom = check_pair(func, "padding", padding[0], minimum=0)
+        left, right = check_pair(func, "padding", padding[1], minimum=0)
+        return (top, bottom, left, right)
     ph, pw = check_pair(func, "padding", padding, minimum=0)
     return (ph, ph, pw, pw)
 
@@ -129,7 +137,7 @@ def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, func):
         raise ValueError(
             f"{func}: weight of shape {w_shape} with groups={groups} expects input "
             f"with {Cg * groups} channels, got input of shape {x_shape}")
-    pads = _conv_padding(padding, (kh, kw), stride, dilation, func)
+    pads = _conv_padding(padding, (H, W), (kh, kw), stride, dilation, func)
     Ho = _out_size(H, pads[0], pads[1], kh, stride[0], dilation[0])
     Wo = _out_size(W, pads[2], pads[3], kw, stride[1], dilation[1])
     if Ho < 1 or Wo < 1:
@@ -200,9 +208,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, o
     weight : ndarray of shape (K, C // groups, kh, kw), same dtype as ``x``
     bias : ndarray of shape (K,), same dtype as ``x``, optional
     stride, dilation : int or (h, w) pair, >= 1
-    padding : int or (h, w) pair >= 0, or ``'valid'`` (no padding) or
-        ``'same'`` (stride 1 only; total padding ``dilation*(k-1)``, the odd
-        pixel at the bottom / right)
+    padding : int or (h, w) pair >= 0, per side ``((top, bottom), (left,
+        right))``, ``'valid'`` (no padding) or ``'same'`` (``ceil(H / stride)``
+        outputs, TensorFlow's rule: see ``_conv_padding``)
     groups : int, divides C and K
     out : ndarray of shape (N, K, H_out, W_out), optional
         Buffer for the result; returned.
@@ -322,6 +330,153 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups
     for k in range(K):
         gb[k] = np.sum(g[:, k])
 
+    return (
+        _finish(gx.astype(x.dtype), out[0], "out[0]", func) if want_x else None,
+        _finish(gw.astype(x.dtype), out[1], "out[1]", func) if want_w else None,
+        _finish(gb.astype(x.dtype), out[2], "out[2]", func) if want_b else None,
+    )
+
+
+def _int1(func, name, value):
+    """A 1-D stride or dilation: an int >= 1 or a sequence of one."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(f"{func}: {name} must be an int, got {value!r}")
+        value = value[0]
+    return check_int(func, name, value, minimum=1)
+
+
+def _conv1d_geometry(x_shape, w_shape, stride, padding, dilation, groups, func):
+    """Check conv1d shapes and return ``(stride, (left, right), dilation, groups, Lo)``."""
+    N, C, L = x_shape
+    K, Cg, k = w_shape
+    stride = _int1(func, "stride", stride)
+    dilation = _int1(func, "dilation", dilation)
+    groups = check_int(func, "groups", groups, minimum=1)
+    if k < 1:
+        raise ValueError(f"{func}: weight must have a non-empty kernel, got shape {w_shape}")
+    if C % groups or K % groups:
+        raise ValueError(
+            f"{func}: groups={groups} must divide the input channels ({C}) "
+            f"and the output channels ({K})")
+    if Cg * groups != C:
+        raise ValueError(
+            f"{func}: weight of shape {w_shape} with groups={groups} expects input "
+            f"with {Cg * groups} channels, got input of shape {x_shape}")
+    if isinstance(padding, str):
+        _, _, left, right = _conv_padding(padding, (1, L), (1, k), (1, stride), (1, dilation),
+                                          func)
+    else:
+        if isinstance(padding, (tuple, list)) and (
+                len(padding) != 2 or any(isinstance(p, (tuple, list)) for p in padding)):
+            raise ValueError(f"{func}: padding must be an int, a pair (left, right), 'valid' "
+                             f"or 'same', got {padding!r}")
+        left, right = check_pair(func, "padding", padding, minimum=0)
+    Lo = _out_size(L, left, right, k, stride, dilation)
+    if Lo < 1:
+        raise ValueError(
+            f"{func}: kernel {k} with dilation {dilation} is larger than the "
+            f"padded input {L + left + right}")
+    return stride, (left, right), dilation, groups, Lo
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, out=None):
+    """1-D cross-correlation, as ``torch.nn.functional.conv1d``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, L), dtype float32 or float64
+    weight : ndarray of shape (K, C // groups, k), same dtype as ``x``
+    bias : ndarray of shape (K,), optional
+    stride, dilation : int >= 1
+    padding : int or ``(left, right)`` >= 0, ``'valid'`` or ``'same'``
+        (``ceil(L / stride)`` outputs, the odd pixel at the right)
+    groups : int, divides C and K
+    out : ndarray of shape (N, K, L_out), optional
+
+    Returns
+    -------
+    y : ndarray of shape (N, K, L_out), dtype of ``x``
+        ``L_out = (L + left + right - dilation*(k-1) - 1) // stride + 1``::
+
+            y[n, k, i] = bias[k] + sum over c in group(k), a of
+                weight[k, c, a] * xpad[n, c, i*stride + a*dilation]
+    """
+    func = "conv1d"
+    x = _array(func, "x", x, 3, "(N, C, L)")
+    weight = _array(func, "weight", weight, 3, "(out_channels, in_channels/groups, kL)")
+    if bias is not None:
+        bias = _array(func, "bias", bias, 1, "(out_channels,)")
+    check_same_dtype(func, "x", x, weight=weight, bias=bias)
+    s, (left, right), d, groups, Lo = _conv1d_geometry(
+        x.shape, weight.shape, stride, padding, dilation, groups, func)
+    N = x.shape[0]
+    K, Cg, k = weight.shape
+    if bias is not None and bias.shape != (K,):
+        raise ValueError(f"{func}: bias must have shape ({K},), got {bias.shape}")
+    Kg = K // groups
+    xpad = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (left, right)))
+    w = weight.astype(np.float64)
+    y = np.zeros((N, K, Lo))
+    for n in range(N):
+        for kk in range(K):
+            c0 = (kk // Kg) * Cg
+            for i in range(Lo):
+                window = xpad[n, c0:c0 + Cg, i * s:i * s + d * (k - 1) + 1:d]
+                y[n, kk, i] = np.sum(window * w[kk])
+            if bias is not None:
+                y[n, kk] += bias[kk]
+    return _finish(y.astype(x.dtype), out, "out", func)
+
+
+def conv1d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    output_mask=(True, True, True), out=None):
+    """Gradients of :func:`conv1d` with respect to ``x``, ``weight`` and ``bias``.
+
+    As :func:`conv2d_backward`, along one axis: each ``y[n, k, i]`` read one
+    window of ``xpad``, and its gradient flows back to exactly that window.
+
+    Returns
+    -------
+    grad_x : ndarray of shape (N, C, L) or None
+    grad_weight : ndarray of shape (K, C // groups, k) or None
+    grad_bias : ndarray of shape (K,) or None
+    """
+    func = "conv1d_backward"
+    grad_out = _array(func, "grad_out", grad_out, 3, "(N, K, L_out)")
+    x = _array(func, "x", x, 3, "(N, C, L)")
+    weight = _array(func, "weight", weight, 3, "(out_channels, in_channels/groups, kL)")
+    check_same_dtype(func, "x", x, grad_out=grad_out, weight=weight)
+    s, (left, right), d, groups, Lo = _conv1d_geometry(
+        x.shape, weight.shape, stride, padding, dilation, groups, func)
+    N, C, L = x.shape
+    K, Cg, k = weight.shape
+    if grad_out.shape != (N, K, Lo):
+        raise ValueError(
+            f"{func}: grad_out must have shape {(N, K, Lo)} (the conv1d output), "
+            f"got {grad_out.shape}")
+    if len(output_mask) != 3:
+        raise ValueError(f"{func}: output_mask must have 3 entries, got {output_mask!r}")
+    want_x, want_w, want_b = (bool(m) for m in output_mask)
+    if out is None:
+        out = (None, None, None)
+    if len(out) != 3:
+        raise ValueError(f"{func}: out must be a tuple of 3 arrays or None, got {out!r}")
+    Kg = K // groups
+    xpad = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (left, right)))
+    w = weight.astype(np.float64)
+    g = grad_out.astype(np.float64)
+    gxpad = np.zeros_like(xpad)
+    gw = np.zeros(weight.shape)
+    for n in range(N):
+        for kk in range(K):
+            c0 = (kk // Kg) * Cg
+            for i in range(Lo):
+                taps = slice(i * s, i * s + d * (k - 1) + 1, d)
+                gxpad[n, c0:c0 + Cg, taps] += g[n, kk, i] * w[kk]
+                gw[kk] += g[n, kk, i] * xpad[n, c0:c0 + Cg, taps]
+    gx = gxpad[:, :, left:left + L]
+    gb = g.sum(axis=(0, 2))
     return (
         _finish(gx.astype(x.dtype), out[0], "out[0]", func) if want_x else None,
         _finish(gw.astype(x.dtype), out[1], "out[1]", func) if want_w else None,

@@ -31,13 +31,18 @@ _PADDING_WORDS = ("same", "valid")
 class _Conv(_Layer):
     """What ``Conv2d`` and ``Conv1d`` share: parameters, forward, backward, config.
 
-    A subclass sets ``_ndim`` (input dimensions), ``_forward_fn`` and
-    ``_backward_fn`` (the functional pair) and checks its own hyper-parameters.
+    A subclass sets ``_ndim`` (input dimensions), checks its own
+    hyper-parameters and, unless it is 2-D, overrides ``_conv`` and
+    ``_conv_backward`` (the functional pair it calls).
     """
 
     _ndim = 4
-    _forward_fn = staticmethod(F.conv2d)
-    _backward_fn = staticmethod(F.conv2d_backward)
+
+    def _conv(self, x, w, b, out, activation):
+        return F.conv2d(x, w, b, *self._hyper(), out=out, activation=activation)
+
+    def _conv_backward(self, grad_out, x, w, mask, out):
+        return F.conv2d_backward(grad_out, x, w, *self._hyper(), output_mask=mask, out=out)
 
     def _init_channels(self, owner, in_channels, out_channels):
         self.in_channels = check_int(owner, "in_channels", in_channels, minimum=1)
@@ -86,7 +91,7 @@ class _Conv(_Layer):
         if self.reuse_buffers:
             shape = ConvGeom(owner.lower(), x.shape, w.shape, *self._hyper()).out_shape
             out = self._buffer("y", shape, x.dtype)
-        y = self._forward_fn(x, w, b, *self._hyper(), out=out, activation=activation)
+        y = self._conv(x, w, b, out, activation)
         self._x = x if is_grad_enabled() else None
         return y
 
@@ -109,9 +114,7 @@ class _Conv(_Layer):
             self._scratch_array("gw", w.data) if mask[1] else None,
             self._scratch_array("gb", b.data) if mask[2] else None,
         )
-        gx, gw, gb = self._backward_fn(
-            grad_out, x, w.data, *self._hyper(), output_mask=mask, out=out
-        )
+        gx, gw, gb = self._conv_backward(grad_out, x, w.data, mask, out)
         if mask[1]:
             np.add(w.grad, gw, out=w.grad)
         if mask[2]:
@@ -265,8 +268,12 @@ class Conv1d(_Conv):
     """
 
     _ndim = 3
-    _forward_fn = staticmethod(F.conv1d)
-    _backward_fn = staticmethod(F.conv1d_backward)
+
+    def _conv(self, x, w, b, out, activation):
+        return F.conv1d(x, w, b, *self._hyper(), out=out, activation=activation)
+
+    def _conv_backward(self, grad_out, x, w, mask, out):
+        return F.conv1d_backward(grad_out, x, w, *self._hyper(), output_mask=mask, out=out)
 
     def __init__(
         self,

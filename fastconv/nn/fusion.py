@@ -3,8 +3,8 @@
 Two pairs are fused, each with bitwise the results of the two layers run
 one after the other:
 
-* ``Conv2d`` (or ``Conv1d``) then ``ReLU`` (forward): the conv kernel rectifies its output in
-  the same pass (``conv2d(..., activation="relu")``), and the ReLU layer
+* ``Conv2d`` (or ``Conv1d``) then ``ReLU`` (forward): the conv kernel
+  rectifies its output in the same pass (``conv2d(..., activation="relu")``), and the ReLU layer
   adopts the rectified output for its backward. Only with kernels whose
   fused ReLU keeps NaN (``kernel_relu_propagates_nan``), so that a diverged
   network still shows a NaN loss.

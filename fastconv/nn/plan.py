@@ -87,6 +87,8 @@ def _short_name(layer):
     if kind is Conv2d:
         kh, kw = layer.weight.data.shape[2:]
         return f"Conv2d({layer.in_channels} -> {layer.out_channels}, {kh}x{kw})"
+    if kind is Conv1d:
+        return f"Conv1d({layer.in_channels} -> {layer.out_channels}, {layer.weight.data.shape[2]})"
     return kind.__name__
 
 
@@ -143,6 +145,9 @@ def layer_input_error(layers, i, shape, exc, model_shape=None, labels=None):
         c = layer.in_channels
         hint = ("a single sample has no batch axis: add it with x[None] or "
                 f"x.reshape(1, {c}, H, W)")
+    elif kind is Conv1d and len(shape) == 2:
+        hint = ("a single sample has no batch axis: add it with x[None] or "
+                f"x.reshape(1, {layer.in_channels}, L)")
     elif kind is Conv2d and len(shape) == 4 and shape[1] != layer.in_channels \
             and shape[-1] == layer.in_channels:
         hint = ("the input looks like NHWC (channels last); fastconv expects NCHW: "
