@@ -403,6 +403,87 @@ def test_pytorch_model_with_ceil_mode_and_asymmetric_padding(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_pytorch_zero_pad_joins_the_next_layer(tmp_path):
+    # torch.onnx writes ZeroPad2d as a Pad whose pads come out of a chain of
+    # constant shape operators; its zeros become the next Conv's or (counting)
+    # AveragePool's own per-side padding: TensorFlow-style 'same' by hand
+    torch = pytest.importorskip("torch")
+    T = torch.nn
+    torch.manual_seed(0)
+    net = T.Sequential(
+        T.ZeroPad2d((0, 1, 0, 1)), T.Conv2d(1, 4, 2, stride=2), T.BatchNorm2d(4), T.ReLU(),
+        T.ZeroPad2d((2, 0, 1, 1)), T.Conv2d(4, 4, 3), T.ReLU(),
+        T.ZeroPad2d((1, 0, 1, 0)), T.AvgPool2d(2, ceil_mode=True),
+        T.MaxPool2d(3, 2, ceil_mode=True), T.Flatten(), T.Dropout(0.2), T.Linear(4 * 2 * 2, 3))
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(8, 1, 15, 15))
+    net.eval()
+    x = np.random.default_rng(0).standard_normal((5, 1, 15, 15)).astype(np.float32)
+    path = tmp_path / "pad.onnx"
+    torch_export(net, path, x[:2])
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Pad") == 3
+    model = fo.load(path)
+    assert [type(m) for m in model.layers] == [
+        nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.AvgPool2d, nn.MaxPool2d,
+        nn.Flatten, nn.Linear]
+    assert model.layers[0].padding == ((0, 1), (0, 1))
+    assert model.layers[3].padding == ((1, 1), (2, 0))
+    assert model.layers[5].padding == ((1, 0), (1, 0)) and model.layers[5].count_include_pad
+    with torch.no_grad():
+        close(eval_out(model, x), net(torch.from_numpy(x)).numpy())
+
+
+def pad_then(op, pad_pads, value=None, mode=None, shape=(1, 6, 6), **attrs):
+    """A Pad node (opset 17) with ``pad_pads`` in front of one ``op`` node."""
+    inits = [numpy_helper.from_array(np.array(pad_pads, np.int64), "pads"),
+             numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")]
+    pad_in = ["x", "pads"]
+    if value is not None:
+        inits.append(numpy_helper.from_array(np.array(value, np.float32), "v"))
+        pad_in.append("v")
+    extra = {"mode": mode} if mode else {}
+    nodes = [helper.make_node("Pad", pad_in, ["p"], name="pad", **extra),
+             helper.make_node(op, ["p", "w"] if op == "Conv" else ["p"], ["y"], name="next",
+                              **attrs)]
+    return chain_model(nodes, inits, inputs=[helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", *shape])])
+
+
+def test_pad_nodes_that_do_not_join(tmp_path):
+    x = np.random.default_rng(3).standard_normal((2, 1, 6, 6)).astype(np.float32)
+    model = fo.load(write(tmp_path, pad_then("Conv", [0, 0, 1, 0, 0, 0, 2, 1])))
+    assert model.layers[0].padding == ((1, 2), (0, 1))
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 2), (0, 1)))
+    plain = nn.Sequential([nn.Conv2d(1, 2, 3, weight_init="ones", bias=False)])
+    close(eval_out(model, x), eval_out(plain, padded))
+    refused = [
+        (pad_then("MaxPool", [0, 0, 1, 1, 0, 0, 1, 1], kernel_shape=[2, 2]),
+         r"node 0 'pad' \(Pad\): a Pad is loaded only in front of a 1-D or 2-D Conv or "
+         r"AveragePool, whose padding it joins; it feeds MaxPool node 'next'"),
+        (pad_then("Conv", [0, 0, 1, 1, 0, 0, 1, 1], value=0.5),
+         r"\(Pad\): constant value 0.5 is not zero"),
+        (pad_then("Conv", [0, 0, 1, 1, 0, 0, 1, 1], mode="reflect"),
+         r"\(Pad\): attribute mode='reflect'"),
+        (pad_then("Conv", [0, 1, 1, 1, 0, 0, 1, 1]),
+         r"\(Pad\): pads \[0, 1, 1, 1, 0, 0, 1, 1\]: only non-negative padding of the "
+         r"spatial axes"),
+        (pad_then("Conv", [0, 0, 1, 1, 0, 0, 1, 1], auto_pad="SAME_UPPER"),
+         r"node 1 'next' \(Conv\): attribute auto_pad=SAME_UPPER after a Pad node"),
+        (pad_then("AveragePool", [0, 0, 1, 1, 0, 0, 1, 1], kernel_shape=[3, 3],
+                  pads=[1, 1, 1, 1]),
+         r"node 1 'next' \(AveragePool\): attribute count_include_pad=0 with pads=\[1, 1, 1, "
+         r"1\] after a Pad node"),
+        (pad_then("AveragePool", [0, 0, 0, 0, 0, 0, 1, 1], kernel_shape=[3, 3], ceil_mode=1,
+                  strides=[2, 2]),
+         r"attribute ceil_mode=1 after a Pad node with trailing padding"),
+    ]
+    for proto, pattern in refused:
+        with pytest.raises(ValueError, match=pattern):
+            fo.load(write(tmp_path, proto))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 @pytest.mark.parametrize("dynamic", [True, False])
 def test_pytorch_view_flatten_pattern(tmp_path, dynamic):
     torch = pytest.importorskip("torch")
@@ -688,6 +769,21 @@ def test_caps_are_checked_ints(tmp_path):
                 fo.from_onnx(gemm_model(), **{name: bad})
     assert isinstance(fo.load(path, max_bytes=np.int64(10**6), max_nodes=np.int32(1)),
                       nn.Sequential)
+
+
+def test_constant_shape_chains_are_bounded(tmp_path):
+    # the pads chain is evaluated at load: a ConstantOfShape may not allocate
+    # past max_elements, whatever the file asks
+    dims = numpy_helper.from_array(np.array([1 << 40], np.int64), "dims")
+    nodes = [helper.make_node("ConstantOfShape", ["dims"], ["big"], name="cos"),
+             helper.make_node("Relu", ["x"], ["y"], name="r")]
+    with pytest.raises(ValueError, match=r"node 0 'cos' \(ConstantOfShape\): shape "
+                                         r"\[1099511627776\] is negative or has more than "
+                                         r"max_elements=268435456"):
+        fo.load(write(tmp_path, chain_model(nodes, [dims])))
+    nodes[0] = helper.make_node("Cast", ["dims"], ["big"], name="c", to=TensorProto.STRING)
+    with pytest.raises(ValueError, match=r"node 0 'c' \(Cast\): attribute to=STRING"):
+        fo.load(write(tmp_path, chain_model(nodes, [dims])))
 
 
 def test_matmul_add_is_one_linear(tmp_path):

@@ -2,11 +2,13 @@
 
 The walker (:class:`_Converter`) follows the data tensor from the graph input
 to the graph output, one node at a time, and asks ``_ops.OPS`` for the layer
-of each node. Constants (initializers, ``Constant`` nodes, Transpose/Identity
-of them) are values, not steps; torch's ``x.view(x.size(0), -1)`` (Shape ->
+of each node. Constants (initializers, ``Constant`` nodes, and the nodes of
+``_CONST_OPS`` on them) are values, not steps; torch's ``x.view(x.size(0), -1)`` (Shape ->
 Gather -> Unsqueeze -> Concat -> Reshape) is evaluated here as shape
 arithmetic. Anything else that branches is refused with the node named.
 """
+
+import math
 
 import numpy as np
 
@@ -36,6 +38,8 @@ class _Converter:
         self.max_elements = max_elements
         # set by the MatMul builder when it absorbs the Add after it
         self.skip_target = None
+        # per-axis (before, after) zeros of a Pad node, for the Conv/AveragePool after it
+        self.pending_pad = None
         graph = model.graph
         self.graph = graph
         self.opset = None
@@ -60,8 +64,8 @@ class _Converter:
             default = node.domain in _DEFAULT_DOMAINS
             if node.op_type == "Constant" and default:
                 self._constant(idx, node)
-            elif (node.op_type in ("Transpose", "Identity") and default and len(node.output) == 1
-                  and len(node.input) == 1 and node.input[0] in self.consts):
+            elif (node.op_type in _CONST_OPS and default and len(node.output) == 1
+                  and node.input and all(t in self.consts for t in node.input if t)):
                 self._fold_constant(idx, node)
             else:
                 self.steps.append((idx, node))
@@ -92,16 +96,15 @@ class _Converter:
         self.consts[node.output[0]] = value
 
     def _fold_constant(self, idx, node):
-        value = self.consts[node.input[0]]
-        if node.op_type == "Transpose":
-            try:
-                perm = _attrs(node, ("perm",)).get("perm")
-                if perm is not None and sorted(perm) != list(range(value.ndim)):
-                    raise _Refused(f"attribute perm={perm} is not a permutation of "
-                                   f"{value.ndim} axes")
-            except _Refused as exc:
-                raise self.refuse(idx, node, str(exc)) from None
-            value = np.ascontiguousarray(np.transpose(value, perm))
+        """Evaluate a node whose inputs are all constants (weights, pads) once, at load."""
+        try:
+            value = _const_op(node, [self.consts[t] if t else None for t in node.input],
+                              self.max_elements)
+        except _Refused as exc:
+            raise self.refuse(idx, node, str(exc)) from None
+        except (ValueError, IndexError, TypeError) as exc:  # NumPy refusing the values
+            raise self.refuse(idx, node, f"cannot be evaluated on its constant inputs: {exc}") \
+                from None
         self.consts[node.output[0]] = value
 
     def const(self, node, pos):
@@ -276,6 +279,64 @@ class _Converter:
         return value
 
 
+#: Operators evaluated at load when every input is a constant: Transpose/Identity of
+#: a weight (older torch.onnx's Linear), and the chain torch.onnx writes for the
+#: pads of a ``ZeroPad2d`` (ConstantOfShape, Concat, Reshape, Slice, Transpose, Cast).
+_CONST_OPS = ("Transpose", "Identity", "Cast", "ConstantOfShape", "Concat", "Reshape", "Slice")
+
+
+def _const_op(node, ins, max_elements):
+    """``node`` evaluated with NumPy on constant inputs ``ins`` (None where omitted)."""
+    op, x = node.op_type, ins[0]
+    if op == "Identity":
+        return x
+    if op == "Transpose":
+        perm = _attrs(node, ("perm",)).get("perm")
+        if perm is not None and sorted(perm) != list(range(x.ndim)):
+            raise _Refused(f"attribute perm={perm} is not a permutation of {x.ndim} axes")
+        return np.ascontiguousarray(np.transpose(x, perm))
+    if op == "Cast":
+        to = _attrs(node, ("to", "saturate")).get("to")
+        if to not in _NP:
+            raise _Refused(f"attribute to={_TYPE_NAMES.get(to, to)} is not supported")
+        return x.astype(_NP[to])
+    if op == "ConstantOfShape":
+        dims = [int(d) for d in np.asarray(x).reshape(-1)]
+        if any(d < 0 for d in dims) or math.prod(dims) > max_elements:
+            raise _Refused(f"shape {dims} is negative or has more than max_elements="
+                           f"{max_elements} elements")
+        fill = np.zeros(1, np.float32)  # ONNX's default: a float32 zero
+        for at in node.attribute:
+            if at.name != "value":
+                raise _Refused(f"attribute {at.name!r} is not supported")
+            fill = _tensor_array(at.t, "ConstantOfShape's value", 1).reshape(-1)
+        if fill.size != 1:
+            raise _Refused("attribute value must hold one element")
+        return np.full(dims, fill[0], fill.dtype)
+    if op == "Concat":
+        axis = _attrs(node, ("axis",)).get("axis", 0)
+        return np.concatenate([v for v in ins if v is not None], axis=axis)
+    if op == "Reshape":
+        allow = _attrs(node, ("allowzero",)).get("allowzero", 0)
+        target = [int(v) for v in np.asarray(ins[1]).reshape(-1)]
+        if not allow:  # 0 copies that dimension of the input
+            target = [x.shape[i] if v == 0 else v for i, v in enumerate(target)]
+        return x.reshape(target)
+    # Slice: starts, ends, axes, steps as inputs from opset 10
+    _attrs(node, ())
+    starts, ends = (np.asarray(v).reshape(-1) for v in ins[1:3])
+    axes = np.asarray(ins[3]).reshape(-1) if len(ins) > 3 and ins[3] is not None \
+        else np.arange(len(starts))
+    steps = np.asarray(ins[4]).reshape(-1) if len(ins) > 4 and ins[4] is not None \
+        else np.ones(len(starts), np.int64)
+    index = [slice(None)] * x.ndim
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        if sp == 0:
+            raise _Refused("a step of 0")
+        index[int(ax)] = slice(int(st), int(en), int(sp))
+    return np.ascontiguousarray(x[tuple(index)])
+
+
 def _shape_op(node, ins):
     """One step of shape arithmetic on (values, is_scalar) inputs; _Refused if unknown."""
     op = node.op_type
@@ -390,8 +451,10 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     axis may be symbolic), one output, and the nodes between them form a
     single chain: each node takes the previous node's output on its input 0,
     and every other input is an initializer, the output of a ``Constant``, or
-    a ``Transpose``/``Identity`` of one. ``MatMul`` followed by ``Add`` of a
-    per-feature constant counts as one step (a ``Linear``), and so does
+    computed from those by Transpose, Identity, Cast, ConstantOfShape,
+    Concat, Reshape or Slice (evaluated at load). ``MatMul`` followed by
+    ``Add`` of a per-feature constant counts as one step (a ``Linear``), and
+    so does
     ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``, torch's
     ``x.view(x.size(0), -1)`` (a ``Flatten``). Other branches (residual
     connections, concatenations, several inputs or outputs) are refused.
@@ -420,6 +483,8 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     Reshape to (N, -1) / (0, -1)
     Dropout (inference)             -> Dropout(p=ratio) (identity in predict)
     BatchNormalization (inference)  -> BatchNorm2d / BatchNorm1d
+    Pad (constant zeros)            -> joins the next Conv's / AveragePool's
+                                    padding (torch's ZeroPad2d)
     Identity                        -> nothing
     ==============================  ===========================================
 

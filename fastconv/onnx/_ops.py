@@ -312,6 +312,55 @@ def _batchnorm(cv, node, shape):
 
 
 # -- convolution and pooling ----------------------------------------------------------
+def _pad(cv, node, shape):
+    """Zeros around the spatial axes, joined to the padding of the Conv/AveragePool after.
+
+    torch.onnx writes ``nn.ZeroPad2d`` (TensorFlow's explicit padding too) as a
+    Pad node; fastconv has no padding layer, but zeros in front of a
+    convolution, or of an average pool that counts padding, are that node's
+    own per-side padding.
+    """
+    a = _attrs(node, ("mode", "pads", "value"))
+    if a.get("mode", "constant") != "constant":
+        raise _Refused(f"attribute mode={a['mode']!r}: only constant (zero) padding is "
+                       "supported")
+    if cv.opset < 11:
+        pads, value = a.get("pads"), a.get("value", 0.0)
+    else:
+        pads, value = cv.const(node, 1), cv.const(node, 2)
+        if cv.const(node, 3) is not None:
+            raise _Refused("input axes is not supported")
+    rank = len(shape)
+    pads = [] if pads is None else [int(v) for v in np.asarray(pads).reshape(-1)]
+    if len(pads) != 2 * rank:
+        raise _Refused(f"pads {pads} should have {2 * rank} values for a rank-{rank} input")
+    if value is not None and np.asarray(value).size and float(np.asarray(value).reshape(-1)[0]):
+        raise _Refused(f"constant value {float(np.asarray(value).reshape(-1)[0])} is not "
+                       "zero; only zero padding joins a convolution's padding")
+    if any(p < 0 for p in pads) or pads[0] or pads[1] or pads[rank] or pads[rank + 1]:
+        raise _Refused(f"pads {pads}: only non-negative padding of the spatial axes is "
+                       "supported")
+    users = cv.consumers.get(node.output[0], [])
+    nxt = users[0][1] if len(users) == 1 and users[0][1] is not None else None
+    if rank not in (3, 4) or nxt is None or nxt.op_type not in ("Conv", "AveragePool"):
+        what = f"{nxt.op_type} node {nxt.name!r}" if nxt is not None else "no single node"
+        raise _Refused(f"a Pad is loaded only in front of a 1-D or 2-D Conv or AveragePool, "
+                       f"whose padding it joins; it feeds {what}")
+    cv.pending_pad = [(pads[2 + i], pads[rank + 2 + i]) for i in range(rank - 2)]
+    return None, shape, ()
+
+
+def _join_pad(cv, a, pads, what):
+    """``pads`` plus the zeros of the Pad node just before (if any), and how they were given."""
+    extra, cv.pending_pad = cv.pending_pad, None
+    if extra is None:
+        return pads, what
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
+        raise _Refused(f"attribute auto_pad={a['auto_pad']} after a Pad node is not supported")
+    return ([(b + eb, e + ee) for (b, e), (eb, ee) in zip(pads, extra)],
+            f"{what} plus the Pad before it {extra}")
+
+
 def _conv(cv, node, shape):
     a = _attrs(node, ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"))
     w = cv.const(node, 1)
@@ -333,13 +382,13 @@ def _conv(cv, node, shape):
     cin = w.shape[1] * group
     if shape[1] is not None and shape[1] != cin:
         raise _Refused(f"the weight expects {cin} input channels, the input has {shape[1]}")
-    if a.get("auto_pad") == "SAME_UPPER":
+    if a.get("auto_pad") == "SAME_UPPER" and cv.pending_pad is None:
         # fastconv's 'same' is TensorFlow's SAME_UPPER at any stride, worked out
         # per call: right for any input size, not only the declared one
         padding = "same"
         spatial = [None if n is None else -(-n // si) for n, si in zip(shape[2:], s)]
     else:
-        pads, _ = _resolve_pads(a, k, s, d, shape)
+        pads, _ = _join_pad(cv, a, *_resolve_pads(a, k, s, d, shape))
         padding = _padding_arg(pads)
         same = [(di * (ki - 1) // 2, di * (ki - 1) - di * (ki - 1) // 2) for ki, di in zip(k, d)]
         if all(si == 1 for si in s) and pads == same and any(b0 != b1 for b0, b1 in pads):
@@ -375,6 +424,18 @@ def _pool(cv, node, shape, avg):
         raise _Refused(f"attribute dilations={list(d)} is not supported by fastconv's "
                        "average pooling (max pooling only)")
     pads, what = _resolve_pads(a, k, s, d, shape)
+    if cv.pending_pad is not None:
+        # the Pad's zeros are input elements to the pool: counted in the divisor,
+        # so the pool's own padding must be counted too (or absent)
+        own = any(b or e for b, e in pads)
+        if own and not a.get("count_include_pad", 0):
+            raise _Refused(f"attribute count_include_pad=0 with {what} after a Pad node: "
+                           "the two paddings would be counted differently")
+        if a.get("ceil_mode", 0) and any(e for _, e in cv.pending_pad):
+            raise _Refused("attribute ceil_mode=1 after a Pad node with trailing padding "
+                           "(the window dropped by ceil mode would differ)")
+        a["count_include_pad"] = 1
+        pads, what = _join_pad(cv, a, pads, what)
     # limits of the kernels: each side's padding smaller than the (dilated) window
     # for max pooling, than the window for average pooling (ONNX: pads < kernel)
     for i, (before, after) in enumerate(pads):
@@ -517,6 +578,7 @@ OPS = {
     "LogSoftmax": _softmax(nn.LogSoftmax),
     "MatMul": _matmul,
     "MaxPool": _max_pool,
+    "Pad": _pad,
     "Relu": _no_attrs(nn.ReLU),
     "Reshape": _reshape,
     "Sigmoid": _no_attrs(nn.Sigmoid),
