@@ -413,7 +413,9 @@ def test_pytorch_zero_pad_joins_the_next_layer(tmp_path):
     net = T.Sequential(
         T.ZeroPad2d((0, 1, 0, 1)), T.Conv2d(1, 4, 2, stride=2), T.BatchNorm2d(4), T.ReLU(),
         T.ZeroPad2d((2, 0, 1, 1)), T.Conv2d(4, 4, 3), T.ReLU(),
-        T.ZeroPad2d((1, 0, 1, 0)), T.AvgPool2d(2, ceil_mode=True),
+        # the pool's own (absent) padding is not counted, but the Pad's zeros are
+        # inputs to it, so they are counted: count_include_pad=True after joining
+        T.ZeroPad2d((1, 0, 1, 0)), T.AvgPool2d(2, ceil_mode=True, count_include_pad=False),
         T.MaxPool2d(3, 2, ceil_mode=True), T.Flatten(), T.Dropout(0.2), T.Linear(4 * 2 * 2, 3))
     net.train()
     with torch.no_grad():
