@@ -145,7 +145,9 @@ def _same_sides(n, k, s, d):
 def _pool(g, p, layer, in_shape, out_shape, opset):
     nsp = len(in_shape) - 2
     k, s = _per_axis(layer.kernel_size, nsp), _per_axis(layer.stride, nsp)
-    d = _per_axis(getattr(layer, "dilation", 1), nsp)  # average pooling has none
+    # average pooling has no dilation; pooling layers before branch s4-poolfeat
+    # (#13) have no ceil_mode either
+    d = _per_axis(getattr(layer, "dilation", 1), nsp)
     sides = _sides(layer.padding, nsp)
     attrs = dict(kernel_shape=k, strides=s, pads=_onnx_pads(sides),
                  ceil_mode=_ceil_mode(getattr(layer, "ceil_mode", False), in_shape[2:], k, s, d,
