@@ -107,6 +107,92 @@ def test_every_layer_round_trips(tmp_path, dtype):
     assert back.dtype == dtype
 
 
+def with_head(layers, sample_shape, classes=5):
+    """``layers`` + Flatten + Linear sized for one sample of ``sample_shape``."""
+    body = nn.Sequential(layers)
+    feats = eval_out(body, np.zeros((1, *sample_shape), np.float32)).size
+    return nn.Sequential(layers + [nn.Flatten(), nn.Linear(feats, classes, rng=9)])
+
+
+def new_layer_models():
+    """2-D and 1-D models using every layer argument of the kernel features (#13)."""
+    model2d = with_head([
+        nn.Conv2d(2, 4, (3, 2), padding=((0, 1), (1, 0)), rng=0),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, stride=2, padding="same", rng=1),
+        nn.MaxPool2d(3, 2, padding=((1, 0), (0, 1)), dilation=(1, 2), ceil_mode=True),
+        nn.AvgPool2d((2, 3), 2, padding=((1, 0), (1, 1)), ceil_mode=True,
+                     count_include_pad=False),
+        nn.AvgPool2d(2, 1, padding=((1, 0), (0, 1)), count_include_pad=True),
+    ], (2, 23, 19))
+    model1d = with_head([
+        nn.Conv1d(2, 4, 3, stride=2, padding=(0, 2), rng=2),
+        nn.ReLU(),
+        nn.Conv1d(4, 4, 4, stride=3, padding="same", rng=3),
+        nn.MaxPool1d(3, 2, padding=(1, 0), dilation=2, ceil_mode=True),
+        nn.Conv1d(4, 3, 2, padding=1, dilation=2, rng=4),
+        nn.AvgPool1d(3, 2, padding=(0, 2), ceil_mode=True, count_include_pad=False),
+    ], (2, 41))
+    return {"2d": (model2d, (2, 23, 19)), "1d": (model1d, (2, 41))}
+
+
+@pytest.mark.parametrize("kind", ["2d", "1d"])
+def test_new_layer_arguments_round_trip_through_onnx_runtime(tmp_path, kind):
+    # per-side padding, 'same' at stride > 1, ceil mode, pooling dilation and the
+    # 1-D layers: exported, ONNX Runtime equals predict, and they load back
+    model, sample = new_layer_models()[kind]
+    x = np.random.default_rng(6).standard_normal((4, *sample)).astype(np.float32)
+    path = tmp_path / f"{kind}.onnx"
+    fo.export(model, path, input_shape=sample)
+    y = run_ort(path, x)
+    close(y, eval_out(model, x))
+    e = np.exp(y - y.max(1, keepdims=True))
+    close(model.predict(x), e / e.sum(1, keepdims=True))
+    back = fo.load(path)
+    assert [type(m) for m in back.layers] == [type(m) for m in model.layers]
+    close(eval_out(back, x), eval_out(model, x))
+
+
+def test_ceil_mode_export_where_rounding_up_is_undone(tmp_path):
+    # 6 rows, 2x2/2 windows, 1 row of trailing padding: the window ceil mode adds
+    # would start in that padding, so the size is floor mode's; it is written as
+    # floor mode, which ONNX's shape inference (unlike for ceil_mode=1) sizes right
+    model = nn.Sequential([nn.MaxPool2d(2, 2, padding=((0, 1), (0, 0)), ceil_mode=True)])
+    path = tmp_path / "p.onnx"
+
+    def ceil_attr(proto):
+        return {a.name: a.i for a in proto.graph.node[0].attribute}["ceil_mode"]
+
+    rng = np.random.default_rng(8)
+    for sample, ceil, out in (((1, 6, 4), 0, (3, 2)),    # rows: undone; columns: exact
+                              ((1, 5, 5), 1, (3, 3))):   # columns gain a window
+        x = rng.standard_normal((2, *sample)).astype(np.float32)
+        assert ceil_attr(fo.export(model, path, input_shape=sample)) == ceil
+        assert eval_out(model, x).shape[2:] == out
+        close(run_ort(path, x), eval_out(model, x))
+        close(eval_out(fo.load(path), x), eval_out(model, x))
+    # rows undone and columns gaining: no single ceil_mode says both to ONNX's checker
+    with pytest.raises(ValueError, match=r"layer 0 \(MaxPool2d\): ceil_mode=True keeps an "
+                                         r"extra window on spatial axis 1 and drops"):
+        fo.export(model, path, input_shape=(1, 6, 5))
+
+
+def test_conv1d_batchnorm1d_folds(tmp_path):
+    rng = np.random.default_rng(7)
+    bn = nn.BatchNorm1d(4)
+    bn.running_mean[...] = rng.standard_normal(4)
+    bn.running_var[...] = rng.uniform(0.5, 2, 4)
+    bn.weight.data[...] = rng.uniform(0.5, 2, 4)
+    model = nn.Sequential([nn.Conv1d(2, 4, 3, padding=(2, 0), rng=0), bn, nn.ReLU()])
+    x = rng.standard_normal((3, 2, 9)).astype(np.float32)
+    path = tmp_path / "c1.onnx"
+    fo.export(model, path, input_shape=(2, 9))
+    folded = fo.load(path, fold_batchnorm=True)
+    assert [type(m) for m in folded.layers] == [nn.Conv1d, nn.ReLU]
+    assert folded.layers[0].padding == (2, 0)
+    np.testing.assert_allclose(eval_out(folded, x), eval_out(model, x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("opset", [17, 20])
 def test_activations_without_a_single_onnx_operator(tmp_path, opset):
     # GELU before opset 20 and SiLU are written as several nodes (x is used twice)
@@ -234,6 +320,169 @@ def test_pytorch_model_loads_predicts_trains_and_saves(tmp_path):
     hist = model.fit(xs, ys, batch_size=16, epochs=1, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
     assert not np.array_equal(before, model.layers[0].weight.data)
+
+
+def torch_asymmetric_nets():
+    """(expected, exported): the same layers; the first pads asymmetrically by hand.
+
+    ``exported`` has symmetric padding of the same totals (torch layers have no
+    other), written to ONNX and then given ``expected``'s per-side pads; the
+    sizes agree all along, so the exported weights fit. The max pool rounds up
+    (ceil_mode) past the input, and the average pool's last window overhangs it.
+    """
+    torch = pytest.importorskip("torch")
+    nn_ = torch.nn
+    torch.manual_seed(0)
+    conv1, pool1 = nn_.Conv2d(1, 6, 3, padding=1), nn_.MaxPool2d(3, 2, padding=1, ceil_mode=True)
+    body = [nn_.BatchNorm2d(6), nn_.ReLU()]
+    tail = [nn_.Conv2d(6, 8, 3, padding=1), nn_.BatchNorm2d(8), nn_.ReLU(),
+            nn_.AvgPool2d(2, 2, ceil_mode=True), nn_.Flatten(), nn_.Dropout(0.3),
+            nn_.Linear(8 * 8 * 8, 32), nn_.ReLU(), nn_.Linear(32, 10)]
+    exported = nn_.Sequential(conv1, *body, pool1, *tail)
+    # expected: conv pads top 1, bottom 1, left 0, right 2; pool pads top 2, left 2
+    # (-inf, as max pooling pads), then the same layers without padding
+    conv0 = nn_.Conv2d(1, 6, 3)
+    conv0.load_state_dict(conv1.state_dict())
+    expected = nn_.Sequential(nn_.ZeroPad2d((0, 2, 1, 1)), conv0, *body,
+                              nn_.ConstantPad2d((2, 0, 2, 0), float("-inf")),
+                              nn_.MaxPool2d(3, 2, ceil_mode=True), *tail)
+    expected.train()
+    with torch.no_grad():  # non-trivial running statistics
+        for _ in range(3):
+            expected(torch.randn(16, 1, 28, 28))
+    return expected.eval(), exported.eval()
+
+
+def set_pads(proto, op_type, pads):
+    """Give the first ``op_type`` node of ``proto`` these ONNX ``pads``."""
+    node = next(n for n in proto.graph.node if n.op_type == op_type)
+    for a in node.attribute:
+        if a.name == "pads":
+            a.ints[:] = pads
+            return
+    raise AssertionError(f"{op_type} has no pads")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_pytorch_model_with_ceil_mode_and_asymmetric_padding(tmp_path):
+    torch = pytest.importorskip("torch")
+    expected_net, exported = torch_asymmetric_nets()
+    x = np.random.default_rng(0).standard_normal((6, 1, 28, 28)).astype(np.float32)
+    sym = tmp_path / "sym.onnx"
+    torch_export(exported, sym, x[:2])
+    proto = onnx.load(str(sym))
+    set_pads(proto, "Conv", [1, 0, 1, 2])        # top, left, bottom, right
+    set_pads(proto, "MaxPool", [2, 2, 0, 0])
+    ops = [n.op_type for n in proto.graph.node]
+    assert "BatchNormalization" in ops and "Gemm" in ops
+    path = write(tmp_path, proto, "asym.onnx")
+    with torch.no_grad():
+        expected = expected_net(torch.from_numpy(x)).numpy()
+    # the oracle itself: ONNX Runtime reads the edited graph as torch computes it
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    close(sess.run(None, {"x": x})[0], expected)
+
+    model = fo.load(path)
+    assert model.layers[0].padding == ((1, 1), (0, 2))
+    pool = next(m for m in model.layers if isinstance(m, nn.MaxPool2d))
+    assert pool.padding == ((2, 0), (2, 0)) and pool.ceil_mode
+    close(eval_out(model, x), expected)
+
+    saved = tmp_path / "loaded.npz"
+    model.save(saved)
+    close(eval_out(fastconv.load_model(saved), x), expected)
+
+    rng = np.random.default_rng(1)
+    model.compile(optimizer="sgd", loss="cross_entropy")
+    before = model.layers[0].weight.data.copy()
+    hist = model.fit(rng.standard_normal((32, 1, 28, 28)).astype(np.float32),
+                     rng.integers(0, 10, 32), batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
+    assert not np.array_equal(before, model.layers[0].weight.data)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_pytorch_zero_pad_joins_the_next_layer(tmp_path):
+    # torch.onnx writes ZeroPad2d as a Pad whose pads come out of a chain of
+    # constant shape operators; its zeros become the next Conv's or (counting)
+    # AveragePool's own per-side padding: TensorFlow-style 'same' by hand
+    torch = pytest.importorskip("torch")
+    T = torch.nn
+    torch.manual_seed(0)
+    net = T.Sequential(
+        T.ZeroPad2d((0, 1, 0, 1)), T.Conv2d(1, 4, 2, stride=2), T.BatchNorm2d(4), T.ReLU(),
+        T.ZeroPad2d((2, 0, 1, 1)), T.Conv2d(4, 4, 3), T.ReLU(),
+        # the pool's own (absent) padding is not counted, but the Pad's zeros are
+        # inputs to it, so they are counted: count_include_pad=True after joining
+        T.ZeroPad2d((1, 0, 1, 0)), T.AvgPool2d(2, ceil_mode=True, count_include_pad=False),
+        T.MaxPool2d(3, 2, ceil_mode=True), T.Flatten(), T.Dropout(0.2), T.Linear(4 * 2 * 2, 3))
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(8, 1, 15, 15))
+    net.eval()
+    x = np.random.default_rng(0).standard_normal((5, 1, 15, 15)).astype(np.float32)
+    path = tmp_path / "pad.onnx"
+    torch_export(net, path, x[:2])
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Pad") == 3
+    model = fo.load(path)
+    assert [type(m) for m in model.layers] == [
+        nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.AvgPool2d, nn.MaxPool2d,
+        nn.Flatten, nn.Linear]
+    assert model.layers[0].padding == ((0, 1), (0, 1))
+    assert model.layers[3].padding == ((1, 1), (2, 0))
+    assert model.layers[5].padding == ((1, 0), (1, 0)) and model.layers[5].count_include_pad
+    with torch.no_grad():
+        close(eval_out(model, x), net(torch.from_numpy(x)).numpy())
+
+
+def pad_then(op, pad_pads, value=None, mode=None, shape=(1, 6, 6), **attrs):
+    """A Pad node (opset 17) with ``pad_pads`` in front of one ``op`` node."""
+    inits = [numpy_helper.from_array(np.array(pad_pads, np.int64), "pads"),
+             numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")]
+    pad_in = ["x", "pads"]
+    if value is not None:
+        inits.append(numpy_helper.from_array(np.array(value, np.float32), "v"))
+        pad_in.append("v")
+    extra = {"mode": mode} if mode else {}
+    nodes = [helper.make_node("Pad", pad_in, ["p"], name="pad", **extra),
+             helper.make_node(op, ["p", "w"] if op == "Conv" else ["p"], ["y"], name="next",
+                              **attrs)]
+    return chain_model(nodes, inits, inputs=[helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", *shape])])
+
+
+def test_pad_nodes_that_do_not_join(tmp_path):
+    x = np.random.default_rng(3).standard_normal((2, 1, 6, 6)).astype(np.float32)
+    model = fo.load(write(tmp_path, pad_then("Conv", [0, 0, 1, 0, 0, 0, 2, 1])))
+    assert model.layers[0].padding == ((1, 2), (0, 1))
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 2), (0, 1)))
+    plain = nn.Sequential([nn.Conv2d(1, 2, 3, weight_init="ones", bias=False)])
+    close(eval_out(model, x), eval_out(plain, padded))
+    refused = [
+        (pad_then("MaxPool", [0, 0, 1, 1, 0, 0, 1, 1], kernel_shape=[2, 2]),
+         r"node 0 'pad' \(Pad\): a Pad is loaded only in front of a 1-D or 2-D Conv or "
+         r"AveragePool, whose padding it joins; it feeds MaxPool node 'next'"),
+        (pad_then("Conv", [0, 0, 1, 1, 0, 0, 1, 1], value=0.5),
+         r"\(Pad\): constant value 0.5 is not zero"),
+        (pad_then("Conv", [0, 0, 1, 1, 0, 0, 1, 1], mode="reflect"),
+         r"\(Pad\): attribute mode='reflect'"),
+        (pad_then("Conv", [0, 1, 1, 1, 0, 0, 1, 1]),
+         r"\(Pad\): pads \[0, 1, 1, 1, 0, 0, 1, 1\]: only non-negative padding of the "
+         r"spatial axes"),
+        (pad_then("Conv", [0, 0, 1, 1, 0, 0, 1, 1], auto_pad="SAME_UPPER"),
+         r"node 1 'next' \(Conv\): attribute auto_pad=SAME_UPPER after a Pad node"),
+        (pad_then("AveragePool", [0, 0, 1, 1, 0, 0, 1, 1], kernel_shape=[3, 3],
+                  pads=[1, 1, 1, 1]),
+         r"node 1 'next' \(AveragePool\): attribute count_include_pad=0 with pads=\[1, 1, 1, "
+         r"1\] after a Pad node"),
+        (pad_then("AveragePool", [0, 0, 0, 0, 0, 0, 1, 1], kernel_shape=[3, 3], ceil_mode=1,
+                  strides=[2, 2]),
+         r"attribute ceil_mode=1 after a Pad node with trailing padding"),
+    ]
+    for proto, pattern in refused:
+        with pytest.raises(ValueError, match=pattern):
+            fo.load(write(tmp_path, proto))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -390,29 +639,39 @@ def test_unsupported_nodes_are_named(tmp_path):
     nodes = [helper.make_node("LeakyRelu", ["x"], ["y"], name="lr", alpha=0.1, beta=2.0)]
     with pytest.raises(ValueError, match=r"node 0 'lr' \(LeakyRelu\): attribute 'beta'"):
         fo.load(write(tmp_path, chain_model(nodes)))
-    x4 = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])]
-    nodes = [helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2],
-                              ceil_mode=1, strides=[2, 2], pads=[0, 0, 1, 1])]
-    with pytest.raises(ValueError, match=r"node 0 'mp' \(MaxPool\): attribute pads=\[0, 0, 1, 1\] "
-                                         r"gives asymmetric padding"):
-        fo.load(write(tmp_path, chain_model(nodes, inputs=x4)))
-    nodes = [helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2],
-                              ceil_mode=1, strides=[2, 2])]
-    # 8 is even: ceil and floor agree for a 2x2/2 window, so ceil_mode=1 is exact
-    close(eval_out(fo.load(write(tmp_path, chain_model(nodes, inputs=x4))),
-                   np.ones((1, 1, 8, 8), np.float32)), np.ones((1, 1, 4, 4), np.float32))
     x7 = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 7, 7])]
-    with pytest.raises(ValueError, match=r"node 0 'mp' \(MaxPool\): attribute ceil_mode=1"):
-        fo.load(write(tmp_path, chain_model(nodes, inputs=x7)))
+    xs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])]
     w = numpy_helper.from_array(np.ones((2, 1, 2, 2), np.float32), "w")
+    refused = [
+        # AveragePool's dilations (opset 19): fastconv's average pooling has none
+        (helper.make_node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[2, 2],
+                          dilations=[2, 2]), x7,
+         r"node 0 'ap' \(AveragePool\): attribute dilations=\[2, 2\] is not supported"),
+        # padding as wide as the window: a window of padding only
+        (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2],
+                          pads=[2, 0, 0, 0]), x7,
+         r"node 0 'mp' \(MaxPool\): attribute pads=\[2, 0, 0, 0\]: padding 2 on spatial axis 0 "
+         r"is not smaller than the dilated window 2"),
+        (helper.make_node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[3, 3],
+                          pads=[0, 3, 0, 0]), x7,
+         r"padding 3 on spatial axis 1 is not smaller than the window 3"),
+        # SAME at stride 2 depends on the size, which is symbolic here
+        (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[3, 3],
+                          strides=[2, 2], auto_pad="SAME_LOWER"), xs,
+         r"auto_pad=SAME_LOWER with stride 2 needs the input's spatial size"),
+        (helper.make_node("Conv", ["x", "w"], ["y"], name="cv", pads=[0, -1, 0, 0]), x7,
+         r"node 0 'cv' \(Conv\): attribute pads=\[0, -1, 0, 0\]: negative padding"),
+        (helper.make_node("Conv", ["x", "w"], ["y"], name="cv", pads=[0, 0, 0]), x7,
+         r"attribute pads=\[0, 0, 0\] should have 4 values"),
+    ]
+    for node, inputs, pattern in refused:
+        with pytest.raises(ValueError, match=pattern):
+            fo.load(write(tmp_path, chain_model([node], [w], inputs=inputs)))
+    # SAME_UPPER on a 2-D convolution is fastconv's 'same' at any stride: worked
+    # out per call, so right for the symbolic sizes too
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="cv", strides=[2, 2],
                               auto_pad="SAME_UPPER")]
-    with pytest.raises(ValueError, match=r"node 0 'cv' \(Conv\): attribute auto_pad=SAME_UPPER "
-                                         r"gives asymmetric padding"):
-        fo.load(write(tmp_path, chain_model(nodes, [w], inputs=x7)))
-    # at stride 1 SAME_UPPER is fastconv's 'same', even kernels included
-    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="cv", auto_pad="SAME_UPPER")]
-    model = fo.load(write(tmp_path, chain_model(nodes, [w], inputs=x7)))
+    model = fo.load(write(tmp_path, chain_model(nodes, [w], inputs=xs)))
     assert model.layers[0].padding == "same"
     # weights fed at run time are not parameters
     nodes = [helper.make_node("Conv", ["x", "wx"], ["y"], name="cv")]
@@ -422,6 +681,111 @@ def test_unsupported_nodes_are_named(tmp_path):
     xh = [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 4])]
     with pytest.raises(ValueError, match=r"element type FLOAT16"):
         fo.load(write(tmp_path, chain_model([helper.make_node("Relu", ["x"], ["y"])], inputs=xh)))
+
+
+# (operator, one sample's shape, weight shape or None, attributes): the attributes
+# the kernel features of issue #13 made loadable, each checked against ONNX Runtime
+NODE_FEATURES = [
+    ("MaxPool", (1, 8, 8), None, dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1,
+                                      pads=[0, 0, 1, 1])),
+    ("MaxPool", (2, 7, 7), None, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    ("MaxPool", (2, 9, 8), None, dict(kernel_shape=[3, 2], strides=[2, 3], dilations=[2, 3],
+                                      pads=[2, 0, 1, 1], ceil_mode=1)),
+    ("MaxPool", (2, 7, 7), None, dict(kernel_shape=[3, 3], strides=[2, 2],
+                                      auto_pad="SAME_LOWER")),
+    ("AveragePool", (2, 7, 7), None, dict(kernel_shape=[3, 3], strides=[2, 2],
+                                          pads=[2, 0, 1, 2], ceil_mode=1)),
+    ("AveragePool", (2, 7, 7), None, dict(kernel_shape=[3, 3], strides=[2, 2],
+                                          pads=[2, 0, 1, 2], ceil_mode=1, count_include_pad=1)),
+    ("AveragePool", (2, 6, 6), None, dict(kernel_shape=[3, 3], strides=[2, 2],
+                                          auto_pad="SAME_UPPER")),
+    ("Conv", (2, 7, 7), (3, 2, 2, 2), dict(strides=[2, 2], auto_pad="SAME_UPPER")),
+    ("Conv", (2, 7, 7), (3, 2, 3, 2), dict(strides=[2, 2], auto_pad="SAME_LOWER")),
+    ("Conv", (2, 7, 6), (4, 1, 3, 3), dict(strides=[2, 1], pads=[0, 2, 1, 1], group=2)),
+    ("Conv", (2, 11), (3, 2, 3), dict(strides=[2], pads=[2, 1], dilations=[2])),
+    ("Conv", (2, 11), (3, 2, 4), dict(strides=[3], auto_pad="SAME_LOWER")),
+    ("Conv", (2, 11), (3, 2, 4), dict(auto_pad="SAME_UPPER")),
+    ("MaxPool", (2, 11), None, dict(kernel_shape=[3], strides=[2], pads=[2, 0], dilations=[2],
+                                    ceil_mode=1)),
+    ("AveragePool", (2, 11), None, dict(kernel_shape=[4], strides=[3], pads=[1, 3],
+                                        ceil_mode=1)),
+    ("AveragePool", (2, 11), None, dict(kernel_shape=[4], strides=[3], pads=[3, 1],
+                                        ceil_mode=1, count_include_pad=1)),
+]
+
+
+@pytest.mark.parametrize("op, shape, wshape, attrs", NODE_FEATURES)
+def test_padding_ceil_mode_dilation_and_1d_nodes_match_onnx_runtime(tmp_path, op, shape,
+                                                                   wshape, attrs):
+    rng = np.random.default_rng(4)
+    inits, inputs = [], ["x"]
+    if wshape is not None:
+        inits = [numpy_helper.from_array(rng.standard_normal(wshape).astype(np.float32), "w"),
+                 numpy_helper.from_array(rng.standard_normal(wshape[0]).astype(np.float32),
+                                         "b")]
+        inputs += ["w", "b"]
+    node = helper.make_node(op, inputs, ["y"], name="n", **attrs)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shape])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = write(tmp_path, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = rng.standard_normal((3, *shape)).astype(np.float32)
+    ort = pytest.importorskip("onnxruntime")
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    model = fo.load(path)
+    one_d = {"Conv": nn.Conv1d, "MaxPool": nn.MaxPool1d, "AveragePool": nn.AvgPool1d}
+    two_d = {"Conv": nn.Conv2d, "MaxPool": nn.MaxPool2d, "AveragePool": nn.AvgPool2d}
+    assert [type(m) for m in model.layers] == [(one_d if len(shape) == 2 else two_d)[op]]
+    got = eval_out(model, x)
+    assert got.shape == want.shape
+    close(got, want)
+
+
+def test_flatten_on_another_axis(tmp_path):
+    # Flatten(axis=2) of (N, 1, 4, 5) is (N, 20), Flatten(axis=1)'s result
+    x1 = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 5])]
+    nodes = [helper.make_node("Flatten", ["x"], ["y"], name="f", axis=2)]
+    model = fo.load(write(tmp_path, chain_model(nodes, inputs=x1)))
+    x = np.arange(40, dtype=np.float32).reshape(2, 1, 4, 5)
+    np.testing.assert_array_equal(eval_out(model, x), x.reshape(2, 20))
+    # of (N, 3, 4, 5) it is (3N, 20): samples would change rows
+    x3 = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])]
+    with pytest.raises(ValueError, match=r"node 0 'f' \(Flatten\): attribute axis=2 .* merges "
+                                         r"axes 1 to 1 \(sizes 3\) into the batch axis"):
+        fo.load(write(tmp_path, chain_model(nodes, inputs=x3)))
+    nodes = [helper.make_node("Flatten", ["x"], ["y"], name="f", axis=0)]
+    with pytest.raises(ValueError, match=r"axis=0 .* moves the batch axis"):
+        fo.load(write(tmp_path, chain_model(nodes, inputs=x1)))
+
+
+def test_caps_are_checked_ints(tmp_path):
+    path = write(tmp_path, gemm_model())
+    for name, bad, exc in (("max_bytes", 1.5, TypeError), ("max_nodes", "10", TypeError),
+                           ("max_elements", True, TypeError), ("max_nodes", 0, ValueError),
+                           ("max_bytes", -1, ValueError)):
+        with pytest.raises(exc, match=rf"fastconv.onnx.load: {name} must be"):
+            fo.load(path, **{name: bad})
+        if name != "max_bytes":
+            with pytest.raises(exc, match=rf"fastconv.onnx.load: {name} must be"):
+                fo.from_onnx(gemm_model(), **{name: bad})
+    assert isinstance(fo.load(path, max_bytes=np.int64(10**6), max_nodes=np.int32(1)),
+                      nn.Sequential)
+
+
+def test_constant_shape_chains_are_bounded(tmp_path):
+    # the pads chain is evaluated at load: a ConstantOfShape may not allocate
+    # past max_elements, whatever the file asks
+    dims = numpy_helper.from_array(np.array([1 << 40], np.int64), "dims")
+    nodes = [helper.make_node("ConstantOfShape", ["dims"], ["big"], name="cos"),
+             helper.make_node("Relu", ["x"], ["y"], name="r")]
+    with pytest.raises(ValueError, match=r"node 0 'cos' \(ConstantOfShape\): shape "
+                                         r"\[1099511627776\] is negative or has more than "
+                                         r"max_elements=268435456"):
+        fo.load(write(tmp_path, chain_model(nodes, [dims])))
+    nodes[0] = helper.make_node("Cast", ["dims"], ["big"], name="c", to=TensorProto.STRING)
+    with pytest.raises(ValueError, match=r"node 0 'c' \(Cast\): attribute to=STRING"):
+        fo.load(write(tmp_path, chain_model(nodes, [dims])))
 
 
 def test_matmul_add_is_one_linear(tmp_path):
@@ -469,3 +833,68 @@ def test_fastconv_onnx_loads_on_first_use_and_onnx_stays_the_real_package(tmp_pa
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == "Sequential"
+
+
+# -- the padding and size arithmetic of the loader, against ONNX Runtime -------------
+def _run_1d(op, x, w=None, reference=False, **attrs):
+    """ONNX Runtime's (or ONNX's reference evaluator's) output of one 1-D ``op`` node."""
+    inputs = ["x"] + (["w"] if w is not None else [])
+    inits = [numpy_helper.from_array(w, "w")] if w is not None else []
+    graph = helper.make_graph(
+        [helper.make_node(op, inputs, ["y"], **attrs)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if reference:
+        from onnx.reference import ReferenceEvaluator
+
+        return ReferenceEvaluator(model).run(None, {"x": x})[0]
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("auto", ["SAME_UPPER", "SAME_LOWER"])
+def test_auto_pad_sides_are_onnx_runtimes(auto):
+    # the per-side padding the loader works out for auto_pad gives, as explicit
+    # pads, exactly the runtime's own auto_pad output (a random weight makes every
+    # shift of a window visible). ONNX Runtime refuses dilation with auto_pad
+    # SAME, so dilated cases go to ONNX's reference evaluator.
+    from fastconv.onnx._ops import _same_pads
+
+    rng = np.random.default_rng(0)
+    for n in range(1, 10):
+        x = rng.standard_normal((1, 1, n)).astype(np.float32)
+        for k in range(1, 5):
+            w = rng.standard_normal((1, 1, k)).astype(np.float32)
+            for s in (1, 2, 3):
+                for d in (1, 2, 3):
+                    before, after = _same_pads(auto, n, k, s, d)
+                    kw = dict(strides=[s], dilations=[d], reference=d > 1)
+                    want = _run_1d("Conv", x, w, auto_pad=auto, **kw)
+                    got = _run_1d("Conv", x, w, pads=[before, after], **kw)
+                    assert got.shape == want.shape == (1, 1, -(-n // s)), (n, k, s, d)
+                    np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=str((n, k, s, d)))
+
+
+def test_ceil_mode_output_length_is_onnx_runtimes():
+    # PyTorch's rule (the last window must start inside the input or the leading
+    # padding) is ONNX Runtime's, including the case where rounding up is undone
+    from fastconv.onnx._ops import _out_len
+
+    x = np.zeros((1, 1, 12), np.float32)
+    checked = 0
+    for n in range(1, 10):
+        for k in range(1, 4):
+            for s in (1, 2, 3):
+                for before in range(k):
+                    for after in range(k):
+                        if n + before + after < k:
+                            continue
+                        for ceil in (0, 1):
+                            y = _run_1d("MaxPool", x[..., :n], kernel_shape=[k], strides=[s],
+                                        pads=[before, after], ceil_mode=ceil)
+                            assert _out_len(n, k, s, 1, before, after, bool(ceil)) \
+                                == y.shape[2], (n, k, s, before, after, ceil)
+                            checked += 1
+    assert checked > 300

@@ -33,26 +33,20 @@ OPS = {"Conv", "MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "
        "Softmax", "Gemm", "Flatten", "BatchNormalization", "Dropout"}
 
 # Reasons, and the words the ValueError must contain for each.
-THREE_D = ("3-D input (until the kernel phase: 2-D kernels only)", r"3-D input \(rank 5\)")
-ONE_D = ("1-D input (until the kernel phase: conv1d/pool1d)", r"1-D input \(rank 3\)")
-CEIL = ("ceil_mode=1 that changes the output size (kernel phase)", r"ceil_mode=1")
-ASYM = ("asymmetric pooling padding from auto_pad SAME (kernel phase)",
-        r"auto_pad=SAME_(UPPER|LOWER) gives asymmetric padding")
-BIGPAD = ("pooling padding above half the window (kernel phase)",
-          r"larger than half the window")
-PDIL = ("pooling dilation (kernel phase)", r"dilations=\[\d+, \d+\] is not supported")
+THREE_D = ("3-D input (fastconv has 1-D and 2-D kernels)", r"3-D input \(rank 5\)")
+PDIL = ("AveragePool dilations (fastconv's average pooling has none, as PyTorch's)",
+        r"dilations=\[\d+, \d+\] is not supported by fastconv's average pooling")
 TRAIN = ("training mode: random masks drawn by the runtime", r"training_mode=True")
 EXTRA = ("a second output (dropout mask, argmax indices, batch statistics)",
          r"its output 1 .* is a graph output")
-FLAT = ("Flatten on an axis other than 1", r"Flatten keeps axis 0 only")
+FLAT = ("Flatten on an axis other than 1 that merges axes into the batch axis",
+        r"Flatten keeps axis 0 as the batch axis")
 TRANSA = ("Gemm transA=1 (the batch axis transposed)", r"transA=1")
 ROWBIAS = ("Gemm C that differs between batch rows", r"differs between batch rows")
 BATCHAX = ("Softmax over the batch axis", r"axis=0 normalises across the batch axis")
 UINT8 = ("uint8 input (fastconv models take float32/float64)", r"element type UINT8")
 
 UNSUPPORTED = {
-    "test_averagepool_1d_default": ONE_D,
-    "test_maxpool_1d_default": ONE_D,
     "test_averagepool_3d_default": THREE_D,
     "test_averagepool_3d_dilations_small": THREE_D,
     "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True": THREE_D,
@@ -63,19 +57,7 @@ UNSUPPORTED = {
     "test_maxpool_3d_dilations": THREE_D,
     "test_maxpool_3d_dilations_use_ref_impl": THREE_D,
     "test_maxpool_3d_dilations_use_ref_impl_large": THREE_D,
-    "test_averagepool_2d_same_upper": ASYM,
-    "test_averagepool_2d_same_lower": ASYM,
-    "test_maxpool_2d_same_upper": ASYM,
-    "test_maxpool_2d_same_lower": ASYM,
-    "test_averagepool_2d_pads": BIGPAD,
-    "test_averagepool_2d_pads_count_include_pad": BIGPAD,
-    "test_maxpool_2d_pads": BIGPAD,
-    "test_averagepool_2d_ceil": CEIL,
-    "test_averagepool_2d_ceil_last_window_starts_on_pad": CEIL,
-    "test_maxpool_2d_ceil": CEIL,
-    "test_maxpool_2d_ceil_output_size_reduce_by_one": CEIL,
     "test_averagepool_2d_dilations": PDIL,
-    "test_maxpool_2d_dilations": PDIL,
     "test_training_dropout_default": TRAIN,
     "test_training_dropout": TRAIN,
     "test_training_dropout_zero_ratio": TRAIN,
@@ -172,38 +154,35 @@ def test_node_case(name):
 # test_data_set_*/{input,output}_0.pb: torch.nn modules and operators exported by
 # an old torch.onnx. All run through fastconv.onnx.load (the file path, as a user
 # would); those listed below must be refused for the reason given.
-THREE_D_BN = ("3-D input (until the kernel phase)", r"input rank 5 is not supported")
+THREE_D_BN = ("3-D input (batch norm of rank 5)", r"input rank 5 is not supported")
 NO_LAYER = ("an operator fastconv has no layer for", r"operator \w+ is not supported")
 TWO_INPUTS = ("several data inputs", r"exactly one data input")
 BRANCH = ("a branching graph (x used twice)", r"feeds 2 nodes")
 RESHAPE = ("a Reshape that is not a flatten to (N, -1)", r"not a flatten to \(N, -1\)")
 INT_INPUT = ("integer input (embedding indices)", r"element type INT64")
+PAD = ("a Pad that is not zeros in front of a Conv or AveragePool (reflect, edge, a "
+       "non-zero value, or the Pad alone)",
+       r"Pad\): (attribute mode=|constant value .* is not zero|a Pad is loaded only in front)")
 SPLIT = ("a node's second output used (Split)", r"output.*(is used|is a graph output)")
 
 TORCH_UNSUPPORTED = {
-    ONE_D: ["test_Conv1d", "test_Conv1d_dilated", "test_Conv1d_groups", "test_Conv1d_pad1",
-            "test_Conv1d_pad1size1", "test_Conv1d_pad2", "test_Conv1d_pad2size1",
-            "test_Conv1d_stride", "test_MaxPool1d", "test_MaxPool1d_stride",
-            "test_MaxPool1d_stride_padding_dilation", "test_operator_maxpool"],
     THREE_D: ["test_AvgPool3d", "test_AvgPool3d_stride", "test_AvgPool3d_stride1_pad0_gpu_input",
               "test_Conv3d", "test_Conv3d_dilated", "test_Conv3d_dilated_strided",
               "test_Conv3d_groups", "test_Conv3d_no_bias", "test_Conv3d_stride",
               "test_Conv3d_stride_padding", "test_MaxPool3d", "test_MaxPool3d_stride",
               "test_MaxPool3d_stride_padding"],
     THREE_D_BN: ["test_BatchNorm3d_eval", "test_BatchNorm3d_momentum_eval"],
-    PDIL: ["test_MaxPool2d_stride_padding_dilation"],
-    # AvgPool1d: Unsqueeze to 2-D first; the rest: Pad, ConvTranspose, PRelu, Selu, ...
-    NO_LAYER: ["test_AvgPool1d", "test_AvgPool1d_stride", "test_ConstantPad2d",
-               "test_ConvTranspose2d", "test_ConvTranspose2d_no_bias", "test_PReLU_1d",
-               "test_PReLU_1d_multiparam", "test_PReLU_2d", "test_PReLU_2d_multiparam",
-               "test_PReLU_3d", "test_PReLU_3d_multiparam", "test_ReflectionPad2d",
-               "test_ReplicationPad2d", "test_SELU", "test_Softmin", "test_Softplus",
-               "test_ZeroPad2d", "test_operator_addconstant", "test_operator_clip",
-               "test_operator_convtranspose", "test_operator_exp", "test_operator_index",
-               "test_operator_pad", "test_operator_permute2", "test_operator_reduced_mean",
-               "test_operator_reduced_mean_keepdim", "test_operator_reduced_sum",
-               "test_operator_reduced_sum_keepdim", "test_operator_repeat", "test_operator_selu",
-               "test_operator_sqrt", "test_operator_symbolic_override"],
+    # AvgPool1d: Unsqueeze to 2-D first; the rest: ConvTranspose, PRelu, Selu, ...
+    NO_LAYER: ["test_AvgPool1d", "test_AvgPool1d_stride", "test_ConvTranspose2d",
+               "test_ConvTranspose2d_no_bias", "test_PReLU_1d", "test_PReLU_1d_multiparam",
+               "test_PReLU_2d", "test_PReLU_2d_multiparam", "test_PReLU_3d",
+               "test_PReLU_3d_multiparam", "test_SELU", "test_Softmin", "test_Softplus",
+               "test_operator_addconstant", "test_operator_clip", "test_operator_convtranspose",
+               "test_operator_exp", "test_operator_index", "test_operator_permute2",
+               "test_operator_reduced_mean", "test_operator_reduced_mean_keepdim",
+               "test_operator_reduced_sum", "test_operator_reduced_sum_keepdim",
+               "test_operator_repeat", "test_operator_selu", "test_operator_sqrt",
+               "test_operator_symbolic_override"],
     TWO_INPUTS: ["test_operator_add_broadcast", "test_operator_add_size1_broadcast",
                  "test_operator_add_size1_right_broadcast",
                  "test_operator_add_size1_singleton_broadcast", "test_operator_addmm",
@@ -213,6 +192,8 @@ TORCH_UNSUPPORTED = {
     BRANCH: ["test_PoissonNLLLLoss_no_reduce", "test_Softsign", "test_operator_params"],
     RESHAPE: ["test_PixelShuffle", "test_operator_repeat_dim_overflow"],
     INT_INPUT: ["test_Embedding", "test_Embedding_sparse", "test_operator_non_float_params"],
+    PAD: ["test_ConstantPad2d", "test_ReflectionPad2d", "test_ReplicationPad2d", "test_ZeroPad2d",
+          "test_operator_pad"],
     SPLIT: ["test_GLU", "test_GLU_dim", "test_operator_chunk"],
 }
 TORCH_REASON = {name: reason for reason, names in TORCH_UNSUPPORTED.items() for name in names}

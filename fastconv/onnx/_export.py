@@ -90,27 +90,97 @@ def _weights(g, p, layer):
     return inputs
 
 
-def _conv2d(g, p, layer, in_shape, out_shape, opset):
-    (kh, kw), (dh, dw) = layer.kernel_size, layer.dilation
+def _per_axis(value, nsp):
+    """A layer's int-or-tuple setting (kernel_size, stride, dilation) as ``nsp`` ints."""
+    if isinstance(value, (int, np.integer)):
+        return [int(value)] * nsp
+    value = [int(v) for v in value]
+    return value * nsp if len(value) == 1 else value
+
+
+def _sides(padding, nsp):
+    """A layer's numeric ``padding`` as ``nsp`` (before, after) pairs.
+
+    Forms: ``p``; 2-D ``(ph, pw)`` or ``((top, bottom), (left, right))``;
+    1-D ``(left, right)`` (or ``(p,)``).
+    """
+    if isinstance(padding, (int, np.integer)):
+        return [(int(padding),) * 2] * nsp
+    items = list(padding)
+    if nsp == 1:
+        if len(items) == 1 and not isinstance(items[0], (int, np.integer)):
+            items = list(items[0])  # ((left, right),)
+        return [(int(items[0]), int(items[-1]))]
+    return [(int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+            for v in items]
+
+
+def _onnx_pads(sides):
+    """Per-axis (before, after) pairs -> ONNX ``pads``: every start, then every end."""
+    return [b for b, _ in sides] + [a for _, a in sides]
+
+
+def _conv(g, p, layer, in_shape, out_shape, opset):
+    nsp = len(in_shape) - 2
+    k, s = _per_axis(layer.kernel_size, nsp), _per_axis(layer.stride, nsp)
+    d = _per_axis(layer.dilation, nsp)
     if layer.padding == "same":
-        # fastconv's 'same' puts the odd extra row/column at the bottom/right
-        th, tw = dh * (kh - 1), dw * (kw - 1)
-        pads = [th // 2, tw // 2, th - th // 2, tw - tw // 2]
+        # TensorFlow's SAME_UPPER for the declared size (at stride 1 any size):
+        # explicit pads, which every runtime reads the same way
+        sides = [_same_sides(n, ki, si, di) for n, ki, si, di in zip(in_shape[2:], k, s, d)]
     elif layer.padding == "valid":
-        pads = [0, 0, 0, 0]
+        sides = [(0, 0)] * nsp
     else:
-        pads = [layer.padding[0], layer.padding[1]] * 2
-    g.node("Conv", p, _weights(g, p, layer), kernel_shape=[kh, kw], strides=list(layer.stride),
-           pads=pads, dilations=[dh, dw], group=layer.groups)
+        sides = _sides(layer.padding, nsp)
+    g.node("Conv", p, _weights(g, p, layer), kernel_shape=k, strides=s,
+           pads=_onnx_pads(sides), dilations=d, group=layer.groups)
 
 
-def _pool2d(g, p, layer, in_shape, out_shape, opset):
-    attrs = dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                 pads=list(layer.padding) * 2)
-    if isinstance(layer, nn.MaxPool2d):
-        g.node("MaxPool", p, **attrs)
-    else:
+def _same_sides(n, k, s, d):
+    """(before, after) of 'same': output ceil(n / s), the odd one at the end."""
+    total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+    return (total // 2, total - total // 2)
+
+
+def _pool(g, p, layer, in_shape, out_shape, opset):
+    nsp = len(in_shape) - 2
+    k, s = _per_axis(layer.kernel_size, nsp), _per_axis(layer.stride, nsp)
+    # average pooling has no dilation; pooling layers before branch s4-poolfeat
+    # (#13) have no ceil_mode either
+    d = _per_axis(getattr(layer, "dilation", 1), nsp)
+    sides = _sides(layer.padding, nsp)
+    attrs = dict(kernel_shape=k, strides=s, pads=_onnx_pads(sides),
+                 ceil_mode=_ceil_mode(getattr(layer, "ceil_mode", False), in_shape[2:], k, s, d,
+                                      sides))
+    if isinstance(layer, _AVG_POOLS):
         g.node("AveragePool", p, count_include_pad=int(layer.count_include_pad), **attrs)
+    else:
+        g.node("MaxPool", p, dilations=d, **attrs)
+
+
+def _ceil_mode(ceil, sizes, k, s, d, sides):
+    """ONNX ``ceil_mode`` for the declared input: 1 only where rounding up keeps a window.
+
+    Where rounding up is undone (the extra window would start in the trailing
+    padding) the size is floor mode's, and ONNX Runtime agrees, but ONNX's own
+    shape inference (onnx 1.23) does not undo it and the checker refuses the
+    graph; floor mode says the same thing there without the disagreement.
+    """
+    if not ceil:
+        return 0
+    gains, undone = [], []
+    for axis, (n, ki, si, di, (before, after)) in enumerate(zip(sizes, k, s, d, sides)):
+        span = n + before + after - di * (ki - 1) - 1
+        if span % si:
+            # the window ceil mode adds starts at (span // si + 1) * si
+            (undone if (span // si + 1) * si >= n + before else gains).append(axis)
+    if gains and undone:
+        raise ValueError(
+            f"ceil_mode=True keeps an extra window on spatial axis {gains[0]} and drops the "
+            f"one that would start in the trailing padding on axis {undone[0]} of input "
+            f"{tuple(sizes)}; ONNX's shape inference sizes such a graph differently from "
+            "ONNX Runtime, so it is not written")
+    return int(bool(gains))
 
 
 def _global_max(g, p, layer, in_shape, out_shape, opset):
@@ -204,12 +274,16 @@ def _batchnorm(g, p, layer, in_shape, out_shape, opset):
            epsilon=float(layer.eps), momentum=1.0 - mom)
 
 
+_AVG_POOLS = tuple(c for c in (nn.AvgPool2d, getattr(nn, "AvgPool1d", None)) if c)
+
+
 #: Layer class -> exporter. Looked up by exact class: a user subclass may
 #: compute something else, so it is refused rather than exported as its base.
 _EXPORTERS = {
-    nn.Conv2d: _conv2d,
-    nn.MaxPool2d: _pool2d,
-    nn.AvgPool2d: _pool2d,
+    nn.Conv1d: _conv,
+    nn.Conv2d: _conv,
+    nn.MaxPool2d: _pool,
+    nn.AvgPool2d: _pool,
     nn.GlobalAvgPool2d: _adaptive_avg,
     nn.GlobalMaxPool2d: _global_max,
     nn.AdaptiveAvgPool2d: _adaptive_avg,
@@ -228,6 +302,10 @@ _EXPORTERS = {
     nn.BatchNorm1d: _batchnorm,
     nn.BatchNorm2d: _batchnorm,
 }
+# The 1-D pooling layers come with branch s4-poolfeat (#13): registered when
+# present, so this module imports on either side of that merge.
+_EXPORTERS.update({c: _pool for c in (getattr(nn, "MaxPool1d", None),
+                                      getattr(nn, "AvgPool1d", None)) if c is not None})
 _EXPORTABLE = {c.__name__: c for c in _EXPORTERS}
 
 
@@ -265,7 +343,9 @@ def export(model, path, input_shape, opset=DEFAULT_OPSET):
     Parameters
     ----------
     model : fastconv.nn.Sequential
-        Layers among ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``,
+        Layers among ``Conv2d``, ``Conv1d``, ``MaxPool2d``, ``MaxPool1d``,
+        ``AvgPool2d``, ``AvgPool1d`` (per-side padding, 'same' at any stride,
+        dilation, ``ceil_mode``, ``count_include_pad``),
         ``GlobalAvgPool2d``, ``GlobalMaxPool2d``, ``AdaptiveAvgPool2d`` (equal
         bins), ``Linear``, ``Flatten``, ``ReLU``, ``Sigmoid``, ``Tanh``,
         ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``, ``Softmax``,

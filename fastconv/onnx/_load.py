@@ -2,15 +2,18 @@
 
 The walker (:class:`_Converter`) follows the data tensor from the graph input
 to the graph output, one node at a time, and asks ``_ops.OPS`` for the layer
-of each node. Constants (initializers, ``Constant`` nodes, Transpose/Identity
-of them) are values, not steps; torch's ``x.view(x.size(0), -1)`` (Shape ->
+of each node. Constants (initializers, ``Constant`` nodes, and the nodes of
+``_CONST_OPS`` on them) are values, not steps; torch's ``x.view(x.size(0), -1)`` (Shape ->
 Gather -> Unsqueeze -> Concat -> Reshape) is evaluated here as shape
 arithmetic. Anything else that branches is refused with the node named.
 """
 
+import math
+
 import numpy as np
 
 from .. import nn
+from .._validate import check_int
 from ._ops import _SUPPORTED_OPS, OPS, _attrs, _Refused
 from ._untrusted import (
     _DOUBLE,
@@ -35,6 +38,8 @@ class _Converter:
         self.max_elements = max_elements
         # set by the MatMul builder when it absorbs the Add after it
         self.skip_target = None
+        # per-axis (before, after) zeros of a Pad node, for the Conv/AveragePool after it
+        self.pending_pad = None
         graph = model.graph
         self.graph = graph
         self.opset = None
@@ -59,8 +64,8 @@ class _Converter:
             default = node.domain in _DEFAULT_DOMAINS
             if node.op_type == "Constant" and default:
                 self._constant(idx, node)
-            elif (node.op_type in ("Transpose", "Identity") and default and len(node.output) == 1
-                  and len(node.input) == 1 and node.input[0] in self.consts):
+            elif (node.op_type in _CONST_OPS and default and len(node.output) == 1
+                  and node.input and all(t in self.consts for t in node.input if t)):
                 self._fold_constant(idx, node)
             else:
                 self.steps.append((idx, node))
@@ -91,16 +96,15 @@ class _Converter:
         self.consts[node.output[0]] = value
 
     def _fold_constant(self, idx, node):
-        value = self.consts[node.input[0]]
-        if node.op_type == "Transpose":
-            try:
-                perm = _attrs(node, ("perm",)).get("perm")
-                if perm is not None and sorted(perm) != list(range(value.ndim)):
-                    raise _Refused(f"attribute perm={perm} is not a permutation of "
-                                   f"{value.ndim} axes")
-            except _Refused as exc:
-                raise self.refuse(idx, node, str(exc)) from None
-            value = np.ascontiguousarray(np.transpose(value, perm))
+        """Evaluate a node whose inputs are all constants (weights, pads) once, at load."""
+        try:
+            value = _const_op(node, [self.consts[t] if t else None for t in node.input],
+                              self.max_elements)
+        except _Refused as exc:
+            raise self.refuse(idx, node, str(exc)) from None
+        except (ValueError, IndexError, TypeError) as exc:  # NumPy refusing the values
+            raise self.refuse(idx, node, f"cannot be evaluated on its constant inputs: {exc}") \
+                from None
         self.consts[node.output[0]] = value
 
     def const(self, node, pos):
@@ -275,6 +279,64 @@ class _Converter:
         return value
 
 
+#: Operators evaluated at load when every input is a constant: Transpose/Identity of
+#: a weight (older torch.onnx's Linear), and the chain torch.onnx writes for the
+#: pads of a ``ZeroPad2d`` (ConstantOfShape, Concat, Reshape, Slice, Transpose, Cast).
+_CONST_OPS = ("Transpose", "Identity", "Cast", "ConstantOfShape", "Concat", "Reshape", "Slice")
+
+
+def _const_op(node, ins, max_elements):
+    """``node`` evaluated with NumPy on constant inputs ``ins`` (None where omitted)."""
+    op, x = node.op_type, ins[0]
+    if op == "Identity":
+        return x
+    if op == "Transpose":
+        perm = _attrs(node, ("perm",)).get("perm")
+        if perm is not None and sorted(perm) != list(range(x.ndim)):
+            raise _Refused(f"attribute perm={perm} is not a permutation of {x.ndim} axes")
+        return np.ascontiguousarray(np.transpose(x, perm))
+    if op == "Cast":
+        to = _attrs(node, ("to", "saturate")).get("to")
+        if to not in _NP:
+            raise _Refused(f"attribute to={_TYPE_NAMES.get(to, to)} is not supported")
+        return x.astype(_NP[to])
+    if op == "ConstantOfShape":
+        dims = [int(d) for d in np.asarray(x).reshape(-1)]
+        if any(d < 0 for d in dims) or math.prod(dims) > max_elements:
+            raise _Refused(f"shape {dims} is negative or has more than max_elements="
+                           f"{max_elements} elements")
+        fill = np.zeros(1, np.float32)  # ONNX's default: a float32 zero
+        for at in node.attribute:
+            if at.name != "value":
+                raise _Refused(f"attribute {at.name!r} is not supported")
+            fill = _tensor_array(at.t, "ConstantOfShape's value", 1).reshape(-1)
+        if fill.size != 1:
+            raise _Refused("attribute value must hold one element")
+        return np.full(dims, fill[0], fill.dtype)
+    if op == "Concat":
+        axis = _attrs(node, ("axis",)).get("axis", 0)
+        return np.concatenate([v for v in ins if v is not None], axis=axis)
+    if op == "Reshape":
+        allow = _attrs(node, ("allowzero",)).get("allowzero", 0)
+        target = [int(v) for v in np.asarray(ins[1]).reshape(-1)]
+        if not allow:  # 0 copies that dimension of the input
+            target = [x.shape[i] if v == 0 else v for i, v in enumerate(target)]
+        return x.reshape(target)
+    # Slice: starts, ends, axes, steps as inputs from opset 10
+    _attrs(node, ())
+    starts, ends = (np.asarray(v).reshape(-1) for v in ins[1:3])
+    axes = np.asarray(ins[3]).reshape(-1) if len(ins) > 3 and ins[3] is not None \
+        else np.arange(len(starts))
+    steps = np.asarray(ins[4]).reshape(-1) if len(ins) > 4 and ins[4] is not None \
+        else np.ones(len(starts), np.int64)
+    index = [slice(None)] * x.ndim
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        if sp == 0:
+            raise _Refused("a step of 0")
+        index[int(ax)] = slice(int(st), int(en), int(sp))
+    return np.ascontiguousarray(x[tuple(index)])
+
+
 def _shape_op(node, ins):
     """One step of shape arithmetic on (values, is_scalar) inputs; _Refused if unknown."""
     op = node.op_type
@@ -311,22 +373,28 @@ def _shape_op(node, ins):
     raise _Refused(op)
 
 
+#: convolution -> the batch norm that follows it on the same rank
+_FOLDABLE = {nn.Conv2d: nn.BatchNorm2d, nn.Conv1d: nn.BatchNorm1d}
+
+
 def _fold_batchnorm(model):
-    """Conv2d followed by BatchNorm2d -> one Conv2d (inference-equivalent)."""
+    """Conv2d/Conv1d followed by BatchNorm2d/BatchNorm1d -> one convolution (inference)."""
     layers, i = [], 0
     src = model.layers
     while i < len(src):
         layer = src[i]
         nxt = src[i + 1] if i + 1 < len(src) else None
-        if isinstance(layer, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d):
+        cls = type(layer)
+        if cls in _FOLDABLE and type(nxt) is _FOLDABLE[cls]:
             scale = nxt.weight.data.astype(np.float64) / np.sqrt(
                 nxt.running_var.astype(np.float64) + nxt.eps)
-            w = layer.weight.data.astype(np.float64) * scale[:, None, None, None]
+            w = layer.weight.data.astype(np.float64)
+            w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
             b = layer.bias.data.astype(np.float64) if layer.bias is not None else 0.0
             b = (b - nxt.running_mean) * scale + nxt.bias.data
-            conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                             layer.stride, layer.padding, layer.dilation, layer.groups,
-                             bias=True, weight_init="zeros", dtype=layer.dtype)
+            conv = cls(layer.in_channels, layer.out_channels, layer.kernel_size,
+                       layer.stride, layer.padding, layer.dilation, layer.groups,
+                       bias=True, weight_init="zeros", dtype=layer.dtype)
             conv.weight.data[...] = w
             conv.bias.data[...] = b
             layers.append(conv)
@@ -335,6 +403,11 @@ def _fold_batchnorm(model):
             layers.append(layer)
             i += 1
     return nn.Sequential(layers)
+
+
+def _check_caps(owner, **caps):
+    """The caps as ints >= 1, in the order given (TypeError/ValueError naming the cap)."""
+    return tuple(check_int(owner, name, value, minimum=1) for name, value in caps.items())
 
 
 def from_onnx(model, *, fold_batchnorm=False, max_nodes=MAX_NODES, max_elements=MAX_ELEMENTS):
@@ -355,7 +428,7 @@ def from_onnx(model, *, fold_batchnorm=False, max_nodes=MAX_NODES, max_elements=
     Raises
     ------
     TypeError
-        ``model`` is not an ``onnx.ModelProto``.
+        ``model`` is not an ``onnx.ModelProto``; a cap that is not an int.
     ValueError
         As for :func:`load`.
     """
@@ -363,6 +436,7 @@ def from_onnx(model, *, fold_batchnorm=False, max_nodes=MAX_NODES, max_elements=
     owner = "fastconv.onnx.load"
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"{owner}: expected an onnx.ModelProto, got {type(model).__name__}")
+    max_nodes, max_elements = _check_caps(owner, max_nodes=max_nodes, max_elements=max_elements)
     result = _Converter(model, owner, max_nodes, max_elements).convert()
     if fold_batchnorm:
         result = _fold_batchnorm(result)
@@ -377,22 +451,26 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     axis may be symbolic), one output, and the nodes between them form a
     single chain: each node takes the previous node's output on its input 0,
     and every other input is an initializer, the output of a ``Constant``, or
-    a ``Transpose``/``Identity`` of one. ``MatMul`` followed by ``Add`` of a
-    per-feature constant counts as one step (a ``Linear``), and so does
+    computed from those by Transpose, Identity, Cast, ConstantOfShape,
+    Concat, Reshape or Slice (evaluated at load). ``MatMul`` followed by
+    ``Add`` of a per-feature constant counts as one step (a ``Linear``), and
+    so does
     ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``, torch's
     ``x.view(x.size(0), -1)`` (a ``Flatten``). Other branches (residual
     connections, concatenations, several inputs or outputs) are refused.
 
-    Operators (opset 7 on; 2-D spatial inputs (N, C, H, W) only):
+    Operators (opset 7 on; spatial inputs (N, C, L) or (N, C, H, W)):
 
     ==============================  ===========================================
-    Conv                            -> Conv2d; symmetric pads, or 'same' at
-                                    stride 1 (odd extra at bottom/right, i.e.
-                                    SAME_UPPER); auto_pad SAME with stride > 1
-                                    resolved for the declared H, W when even
-    MaxPool, AveragePool            -> MaxPool2d, AvgPool2d; symmetric pads at
-                                    most half the window; no dilation;
-                                    ceil_mode=1 only where it changes nothing
+    Conv                            -> Conv1d / Conv2d; any pads, per side;
+                                    auto_pad SAME_UPPER -> 'same' (any size),
+                                    SAME_LOWER resolved for the declared size
+                                    (stride > 1 needs it), VALID
+    MaxPool, AveragePool            -> MaxPool1d/2d, AvgPool1d/2d; per-side
+                                    pads smaller than the (dilated) window;
+                                    auto_pad as for Conv but always resolved;
+                                    ceil_mode; MaxPool dilations;
+                                    count_include_pad (ONNX default 0)
     GlobalAveragePool/MaxPool       -> GlobalAvgPool2d/GlobalMaxPool2d(keepdims)
     Gemm (transA=0)                 -> Linear; alpha, beta, transB folded in;
                                     C a scalar or per-feature vector
@@ -400,10 +478,13 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     Relu, Sigmoid, Tanh, LeakyRelu, -> the layer of the same name
     Elu, Gelu
     Softmax, LogSoftmax             -> Softmax, LogSoftmax (axis != 0)
-    Flatten (axis 1),               -> Flatten
+    Flatten (axis 1, or later when  -> Flatten
+    the axes before it are size 1),
     Reshape to (N, -1) / (0, -1)
     Dropout (inference)             -> Dropout(p=ratio) (identity in predict)
     BatchNormalization (inference)  -> BatchNorm2d / BatchNorm1d
+    Pad (constant zeros)            -> joins the next Conv's / AveragePool's
+                                    padding (torch's ZeroPad2d)
     Identity                        -> nothing
     ==============================  ===========================================
 
@@ -419,6 +500,7 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     max_nodes : int, default 10,000
     max_elements : int, default 2**28
         Per tensor, checked against the bytes present before any allocation.
+        Each cap is an int >= 1 (a float, bool or string is a TypeError).
 
     Returns
     -------
@@ -431,12 +513,17 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
 
     Raises
     ------
+    TypeError
+        A cap that is not an int.
     ValueError
         Unsupported operator, attribute value or graph shape (the message
         names the node, its operator and the attribute); a corrupt,
-        truncated or oversized file; external data.
+        truncated or oversized file; external data; a cap below 1.
     """
     owner = "fastconv.onnx.load"
+    # checked before the file is opened: a cap of the wrong type is the caller's bug
+    (max_bytes,) = _check_caps(owner, max_bytes=max_bytes)
+    _check_caps(owner, max_nodes=max_nodes, max_elements=max_elements)
     proto = _read_model(path, owner, max_bytes)
     try:
         return from_onnx(proto, fold_batchnorm=fold_batchnorm, max_nodes=max_nodes,

@@ -45,66 +45,102 @@ def _attrs(node, allowed):
 
 # -- shared checks --------------------------------------------------------------
 def _pair_attr(attrs, name, default, rank):
+    """A per-spatial-axis attribute (strides, dilations, kernel_shape) as a tuple."""
     v = attrs.get(name)
     if v is None:
         return (default,) * (rank - 2)
     if len(v) != rank - 2:
         raise _Refused(f"attribute {name}={v} should have {rank - 2} values for a "
                        f"{rank}-D input")
+    if any(e < 1 for e in v):
+        raise _Refused(f"attribute {name}={v} must be positive")
     return tuple(v)
 
 
 def _spatial(op, rank):
-    """Conv and pooling run on (N, C, H, W) only (until the 1-D kernels)."""
-    if rank != 4:
+    """Conv and pooling run on (N, C, L) and (N, C, H, W)."""
+    if rank not in (3, 4):
         what = f"{rank - 2}-D" if rank > 2 else f"rank-{rank}"
-        raise _Refused(f"{what} input (rank {rank}) is not supported: fastconv runs 2-D "
-                       f"{op} on (N, C, H, W) only")
+        raise _Refused(f"{what} input (rank {rank}) is not supported: fastconv runs "
+                       f"{op} on (N, C, L) and (N, C, H, W) only")
+
+
+def _same_pads(auto, size, k, s, d):
+    """(before, after) of ONNX's ``auto_pad=SAME_*`` on one axis.
+
+    The output has ``ceil(size / s)`` positions; the padding that needs is
+    split in half, the odd one at the end (SAME_UPPER, TensorFlow's 'same') or
+    at the start (SAME_LOWER). At stride 1 it does not depend on ``size``.
+    """
+    eff = d * (k - 1) + 1
+    if s == 1:
+        total = eff - 1
+    else:
+        if size is None:
+            raise _Refused(f"attribute auto_pad={auto} with stride {s} needs the input's "
+                           "spatial size in the graph (it is symbolic)")
+        total = max((-(-size // s) - 1) * s + eff - size, 0)
+    small = total // 2
+    return (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
 
 
 def _resolve_pads(attrs, k, s, d, shape):
-    """Per-axis (before, after) padding from pads / auto_pad."""
+    """Per-axis (before, after) padding from pads / auto_pad, and how it was given.
+
+    ONNX writes ``pads`` as all the starts then all the ends:
+    ``[x1_begin, x2_begin, ..., x1_end, x2_end]``.
+    """
+    nsp = len(k)
     auto = attrs.get("auto_pad", "NOTSET")
     if auto in ("NOTSET", ""):
-        pads = attrs.get("pads", [0, 0, 0, 0])
-        if len(pads) != 4:
-            raise _Refused(f"attribute pads={pads} should have 4 values")
-        return [(pads[0], pads[2]), (pads[1], pads[3])], f"pads={pads}"
+        pads = attrs.get("pads", [0] * (2 * nsp))
+        if len(pads) != 2 * nsp:
+            raise _Refused(f"attribute pads={pads} should have {2 * nsp} values")
+        if any(p < 0 for p in pads):
+            raise _Refused(f"attribute pads={pads}: negative padding (cropping) is not "
+                           "supported")
+        return [(pads[i], pads[nsp + i]) for i in range(nsp)], f"pads={pads}"
     if auto == "VALID":
-        return [(0, 0), (0, 0)], "auto_pad=VALID"
+        return [(0, 0)] * nsp, "auto_pad=VALID"
     if auto not in ("SAME_UPPER", "SAME_LOWER"):
         raise _Refused(f"attribute auto_pad={auto!r} is not supported")
-    out = []
-    for ax in range(2):
-        eff = d[ax] * (k[ax] - 1) + 1
-        if s[ax] == 1:
-            total = eff - 1
-        else:
-            size = shape[2 + ax]
-            if size is None:
-                raise _Refused(f"attribute auto_pad={auto} with stride {s[ax]} needs the input's "
-                               "height and width in the graph (they are symbolic)")
-            total = max((-(-size // s[ax]) - 1) * s[ax] + eff - size, 0)
-        small = total // 2
-        out.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
-    return out, f"auto_pad={auto}"
+    return ([_same_pads(auto, shape[2 + i], k[i], s[i], d[i]) for i in range(nsp)],
+            f"auto_pad={auto}")
 
 
-def _symmetric(pads, what, op, k, pool):
-    if any(a != b for a, b in pads):
-        raise _Refused(f"attribute {what} gives asymmetric padding {pads} (top/bottom, "
-                       f"left/right), not supported by fastconv's {op} yet")
-    p = tuple(a for a, _ in pads)
-    if pool and any(2 * pi > ki for pi, ki in zip(p, k)):
-        raise _Refused(f"attribute {what}: padding {p} larger than half the window {tuple(k)} "
-                       "is not supported by fastconv's pooling yet")
-    return p
+def _padding_arg(pads):
+    """The layers' ``padding`` for per-axis (before, after) pairs.
+
+    The shortest form that says it: ``p`` / ``(ph, pw)`` when every axis is
+    symmetric (as before per-side padding existed, so symmetric models load to
+    the same layers), else ``(left, right)`` (1-D) or ``((top, bottom), (left,
+    right))`` (2-D).
+    """
+    if all(a == b for a, b in pads):
+        return pads[0][0] if len(pads) == 1 else tuple(a for a, _ in pads)
+    return tuple(pads[0]) if len(pads) == 1 else tuple(tuple(p) for p in pads)
 
 
-def _out_len(size, k, s, d, before, after):
+def _spatial_arg(v):
+    """An int for a 1-D layer, the tuple for a 2-D one."""
+    return v[0] if len(v) == 1 else tuple(v)
+
+
+def _out_len(size, k, s, d, before, after, ceil_mode=False):
+    """Output length on one axis; ``ceil_mode`` as PyTorch and ONNX round it.
+
+    Rounded up, the last window is dropped when it would start at or after the
+    end of the input plus the leading padding (it must hold an input element).
+    """
     if size is None:
         return None
-    return (size + before + after - d * (k - 1) - 1) // s + 1
+    span = size + before + after - d * (k - 1) - 1
+    if not ceil_mode:
+        return span // s + 1
+    out = -(-span // s) + 1
+    if (out - 1) * s >= size + before:
+        out -= 1
+    return out
 
 
 def _prod(dims):
@@ -177,9 +213,18 @@ def _flatten(cv, node, shape):
         raise _Refused(f"attribute axis={axis} is out of range for a rank-{rank} input")
     if axis < 0:
         axis += rank
-    if axis != 1:
-        raise _Refused(f"attribute axis={a.get('axis', 1)} (axis {axis} of a rank-{rank} "
-                       "input) is not supported: fastconv's Flatten keeps axis 0 only")
+    said = f"attribute axis={a.get('axis', 1)} (axis {axis} of a rank-{rank} input)"
+    if axis == 0:
+        raise _Refused(f"{said} moves the batch axis into one row of features; fastconv's "
+                       "Flatten keeps axis 0 as the batch axis")
+    # Flatten(axis) is (prod(shape[:axis]), prod(shape[axis:])): the same as axis 1
+    # when the axes merged into the batch are all of size 1, e.g. (N, 1, H, W) at 2
+    merged = shape[1:axis]
+    if any(d != 1 for d in merged):
+        sizes = ", ".join("?" if d is None else str(d) for d in merged)
+        raise _Refused(f"{said} merges axes 1 to {axis - 1} (sizes {sizes}) into"
+                       " the batch axis; fastconv's Flatten keeps axis 0 as the batch axis "
+                       "(only axes of size 1 can be merged)")
     return nn.Flatten(), [None, _prod(shape[1:])], ()
 
 
@@ -267,6 +312,55 @@ def _batchnorm(cv, node, shape):
 
 
 # -- convolution and pooling ----------------------------------------------------------
+def _pad(cv, node, shape):
+    """Zeros around the spatial axes, joined to the padding of the Conv/AveragePool after.
+
+    torch.onnx writes ``nn.ZeroPad2d`` (TensorFlow's explicit padding too) as a
+    Pad node; fastconv has no padding layer, but zeros in front of a
+    convolution, or of an average pool that counts padding, are that node's
+    own per-side padding.
+    """
+    a = _attrs(node, ("mode", "pads", "value"))
+    if a.get("mode", "constant") != "constant":
+        raise _Refused(f"attribute mode={a['mode']!r}: only constant (zero) padding is "
+                       "supported")
+    if cv.opset < 11:
+        pads, value = a.get("pads"), a.get("value", 0.0)
+    else:
+        pads, value = cv.const(node, 1), cv.const(node, 2)
+        if cv.const(node, 3) is not None:
+            raise _Refused("input axes is not supported")
+    rank = len(shape)
+    pads = [] if pads is None else [int(v) for v in np.asarray(pads).reshape(-1)]
+    if len(pads) != 2 * rank:
+        raise _Refused(f"pads {pads} should have {2 * rank} values for a rank-{rank} input")
+    if value is not None and np.asarray(value).size and float(np.asarray(value).reshape(-1)[0]):
+        raise _Refused(f"constant value {float(np.asarray(value).reshape(-1)[0])} is not "
+                       "zero; only zero padding joins a convolution's padding")
+    if any(p < 0 for p in pads) or pads[0] or pads[1] or pads[rank] or pads[rank + 1]:
+        raise _Refused(f"pads {pads}: only non-negative padding of the spatial axes is "
+                       "supported")
+    users = cv.consumers.get(node.output[0], [])
+    nxt = users[0][1] if len(users) == 1 and users[0][1] is not None else None
+    if rank not in (3, 4) or nxt is None or nxt.op_type not in ("Conv", "AveragePool"):
+        what = f"{nxt.op_type} node {nxt.name!r}" if nxt is not None else "no single node"
+        raise _Refused(f"a Pad is loaded only in front of a 1-D or 2-D Conv or AveragePool, "
+                       f"whose padding it joins; it feeds {what}")
+    cv.pending_pad = [(pads[2 + i], pads[rank + 2 + i]) for i in range(rank - 2)]
+    return None, shape, ()
+
+
+def _join_pad(cv, a, pads, what):
+    """``pads`` plus the zeros of the Pad node just before (if any), and how they were given."""
+    extra, cv.pending_pad = cv.pending_pad, None
+    if extra is None:
+        return pads, what
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", ""):
+        raise _Refused(f"attribute auto_pad={a['auto_pad']} after a Pad node is not supported")
+    return ([(b + eb, e + ee) for (b, e), (eb, ee) in zip(pads, extra)],
+            f"{what} plus the Pad before it {extra}")
+
+
 def _conv(cv, node, shape):
     a = _attrs(node, ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"))
     w = cv.const(node, 1)
@@ -288,30 +382,36 @@ def _conv(cv, node, shape):
     cin = w.shape[1] * group
     if shape[1] is not None and shape[1] != cin:
         raise _Refused(f"the weight expects {cin} input channels, the input has {shape[1]}")
-    pads, what = _resolve_pads(a, k, s, d, shape)
-    same = [(di * (ki - 1) // 2, di * (ki - 1) - di * (ki - 1) // 2) for ki, di in zip(k, d)]
-    if s == (1, 1) and pads == same and any(b0 != b1 for b0, b1 in pads):
-        padding = "same"  # fastconv's 'same': the odd row/column at the bottom/right
+    if a.get("auto_pad") == "SAME_UPPER" and cv.pending_pad is None:
+        # fastconv's 'same' is TensorFlow's SAME_UPPER at any stride, worked out
+        # per call: right for any input size, not only the declared one
+        padding = "same"
+        spatial = [None if n is None else -(-n // si) for n, si in zip(shape[2:], s)]
     else:
-        padding = _symmetric(pads, what, "conv2d", k, False)
+        pads, _ = _join_pad(cv, a, *_resolve_pads(a, k, s, d, shape))
+        padding = _padding_arg(pads)
+        same = [(di * (ki - 1) // 2, di * (ki - 1) - di * (ki - 1) // 2) for ki, di in zip(k, d)]
+        if all(si == 1 for si in s) and pads == same and any(b0 != b1 for b0, b1 in pads):
+            padding = "same"  # what export writes for 'same' with an even kernel
+        spatial = [_out_len(shape[2 + i], k[i], s[i], d[i], *pads[i]) for i in range(rank - 2)]
     b = cv.const(node, 2)
     if b is not None and b.shape != (w.shape[0],):
         raise _Refused(f"bias of shape {b.shape} should have shape ({w.shape[0]},)")
-    layer = nn.Conv2d(cin, int(w.shape[0]), k, stride=s, padding=padding, dilation=d,
-                      groups=group, bias=b is not None, weight_init="zeros", dtype=cv.dtype)
+    cls = nn.Conv2d if rank == 4 else nn.Conv1d
+    layer = cls(cin, int(w.shape[0]), _spatial_arg(k), stride=_spatial_arg(s), padding=padding,
+                dilation=_spatial_arg(d), groups=group, bias=b is not None,
+                weight_init="zeros", dtype=cv.dtype)
     layer.weight.data[...] = cv.fdata(w)
     if b is not None:
         layer.bias.data[...] = cv.fdata(b)
-    out = [None, int(w.shape[0])] + [
-        _out_len(shape[2 + i], k[i], s[i], d[i], *pads[i]) for i in range(2)]
-    return layer, out, ()
+    return layer, [None, int(w.shape[0])] + spatial, ()
 
 
 _POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "auto_pad", "ceil_mode")
 
 
-def _pool(cv, node, shape, cls, allowed):
-    a = _attrs(node, allowed)
+def _pool(cv, node, shape, avg):
+    a = _attrs(node, _POOL_ATTRS + (("count_include_pad",) if avg else ("storage_order",)))
     rank = len(shape)
     _spatial(node.op_type, rank)
     if "kernel_shape" not in a:
@@ -319,42 +419,67 @@ def _pool(cv, node, shape, cls, allowed):
     k = _pair_attr(a, "kernel_shape", 1, rank)
     s = _pair_attr(a, "strides", 1, rank)
     d = _pair_attr(a, "dilations", 1, rank)
-    if d != (1, 1):
+    if avg and any(di != 1 for di in d):
+        # AveragePool has dilations from opset 19; fastconv's (as PyTorch's) has none
         raise _Refused(f"attribute dilations={list(d)} is not supported by fastconv's "
-                       "pooling yet")
+                       "average pooling (max pooling only)")
     pads, what = _resolve_pads(a, k, s, d, shape)
-    p = _symmetric(pads, what, node.op_type, k, True)
-    if a.get("ceil_mode", 0):
-        # exact when rounding up and down give the same size for the declared input
-        for i in range(2):
-            size = shape[2 + i]
-            if size is None or (size + 2 * p[i] - k[i]) % s[i]:
-                raise _Refused(
-                    "attribute ceil_mode=1 is not supported yet (only where it gives the "
-                    f"floor size for the declared input; input {_show(shape)})")
-    out = [None, shape[1]] + [_out_len(shape[2 + i], k[i], s[i], 1, p[i], p[i])
-                              for i in range(2)]
-    if cls is nn.AvgPool2d:
-        layer = nn.AvgPool2d(k, s, p, count_include_pad=bool(a.get("count_include_pad", 0)))
+    if cv.pending_pad is not None:
+        # the Pad's zeros are input elements to the pool: counted in the divisor,
+        # so the pool's own padding must be counted too (or absent)
+        own = any(b or e for b, e in pads)
+        if own and not a.get("count_include_pad", 0):
+            raise _Refused(f"attribute count_include_pad=0 with {what} after a Pad node: "
+                           "the two paddings would be counted differently")
+        if a.get("ceil_mode", 0) and any(e for _, e in cv.pending_pad):
+            raise _Refused("attribute ceil_mode=1 after a Pad node with trailing padding "
+                           "(the window dropped by ceil mode would differ)")
+        a["count_include_pad"] = 1
+        pads, what = _join_pad(cv, a, pads, what)
+    # limits of the kernels: each side's padding smaller than the (dilated) window
+    # for max pooling, than the window for average pooling (ONNX: pads < kernel)
+    for i, (before, after) in enumerate(pads):
+        limit = k[i] if avg else d[i] * (k[i] - 1) + 1
+        if max(before, after) >= limit:
+            raise _Refused(
+                f"attribute {what}: padding {max(before, after)} on spatial axis {i} is not "
+                f"smaller than the {'window' if avg else 'dilated window'} {limit}, which "
+                "fastconv's pooling needs")
+    # with auto_pad the output size is ceil(size / stride) whatever ceil_mode says,
+    # and the padding above already gives exactly that
+    ceil = bool(a.get("ceil_mode", 0)) and a.get("auto_pad", "NOTSET") in ("NOTSET", "")
+    out = [None, shape[1]] + [_out_len(shape[2 + i], k[i], s[i], d[i], *pads[i], ceil)
+                              for i in range(rank - 2)]
+    args = (_spatial_arg(k), _spatial_arg(s), _padding_arg(pads))
+    kw = {"ceil_mode": True} if ceil else {}
+    if avg:
+        cls = nn.AvgPool2d if rank == 4 else nn.AvgPool1d
+        # ONNX's default count_include_pad is 0, the layers' True: always said
+        layer = cls(*args, count_include_pad=bool(a.get("count_include_pad", 0)), **kw)
     else:
-        layer = nn.MaxPool2d(k, s, p)
+        cls = nn.MaxPool2d if rank == 4 else nn.MaxPool1d
+        if any(di != 1 for di in d):
+            kw["dilation"] = _spatial_arg(d)
+        layer = cls(*args, **kw)
     return layer, out, ()
 
 
 def _max_pool(cv, node, shape):
     if cv.dtype.kind != "f":  # pragma: no cover - the walker allows float inputs only
         raise _Refused("non-float input")
-    return _pool(cv, node, shape, nn.MaxPool2d, _POOL_ATTRS + ("storage_order",))
+    return _pool(cv, node, shape, avg=False)
 
 
 def _avg_pool(cv, node, shape):
-    return _pool(cv, node, shape, nn.AvgPool2d, _POOL_ATTRS + ("count_include_pad",))
+    return _pool(cv, node, shape, avg=True)
 
 
 def _global(cls):
     def build(cv, node, shape):
         _attrs(node, ())
-        _spatial(node.op_type, len(shape))
+        if len(shape) != 4:
+            raise _Refused(f"input of rank {len(shape)} is not supported: fastconv runs "
+                           f"{node.op_type} on (N, C, H, W) only")
         return cls(keepdims=True), [None, shape[1], 1, 1], ()
     return build
 
@@ -389,7 +514,10 @@ def _gemm(cv, node, shape):
     if len(shape) != 2:
         raise _Refused(f"input A of rank {len(shape)} (Gemm takes rank 2)")
     if a.get("transA", 0):
-        raise _Refused("attribute transA=1 (the batch axis transposed) is not supported")
+        # A is the data: transposed, its batch axis is the one summed over, so every
+        # output row would mix all the samples (not a transpose of a constant)
+        raise _Refused("attribute transA=1 (the batch axis transposed: each output row "
+                       "would mix every sample of the batch) is not supported")
     b = cv.const(node, 1)
     if b is None or b.ndim != 2:
         raise _Refused("input B must be a 2-D constant")
@@ -450,6 +578,7 @@ OPS = {
     "LogSoftmax": _softmax(nn.LogSoftmax),
     "MatMul": _matmul,
     "MaxPool": _max_pool,
+    "Pad": _pad,
     "Relu": _no_attrs(nn.ReLU),
     "Reshape": _reshape,
     "Sigmoid": _no_attrs(nn.Sigmoid),
