@@ -178,7 +178,7 @@ def _extensions():
             sources=["fastconv/_kernels.pyx"] + CSRC,
             include_dirs=["csrc", np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            depends=sorted(glob.glob("csrc/*.h")) + ["fastconv/_kernels.pxd"],
+            depends=sorted(glob.glob("csrc/*.h")) + ["fastconv/_kernels.pxd", "fastconv/_plan_program.pxi"],
         )
     ]
     return cythonize(exts, compiler_directives=directives,

@@ -81,7 +81,7 @@ def check(label, files, must, never):
 
 check("sdist", names,
       must=["README.md", "pyproject.toml", "setup.py", "MANIFEST.in",
-            "fastconv/_kernels.pyx", "fastconv/_kernels.pxd", "fastconv/_kernels.pyi",
+            "fastconv/_kernels.pyx", "fastconv/_plan_program.pxi", "fastconv/_kernels.pxd", "fastconv/_kernels.pyi",
             "fastconv/functional.pyi", "fastconv/py.typed", "fastconv/nn/__init__.py",
             "fastconv/optim/__init__.py", "fastconv/onnx/__init__.py",
             "csrc/fastconv.h", "csrc/fc_conv_fwd.c", "csrc/fc_pool.c", "csrc/fc_ukernels.c"],
