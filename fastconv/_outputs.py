@@ -131,3 +131,8 @@ def grad_outs(out, mask):
     return ((GRAD_LABELS[0], out[0] if mask[0] else None),
             (GRAD_LABELS[1], out[1] if mask[1] else None),
             (GRAD_LABELS[2], out[2] if mask[2] else None))
+
+
+def contiguous(a):
+    """``a`` as a C-contiguous array (no copy when it already is): what the kernels read."""
+    return np.ascontiguousarray(a)

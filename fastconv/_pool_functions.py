@@ -10,16 +10,13 @@ import numpy as np
 
 from . import _kernels
 from ._geometry import check_flag, check_input_shape, pool1d_params, pool_geom
-from ._outputs import check_out, check_overlap
+from ._outputs import check_out, check_overlap, contiguous as _contig
 from ._runtime import get_num_threads
 from ._validate import check_float_array, check_int, check_ndim
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
            "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward"]
 
-
-def _contig(a):
-    return np.ascontiguousarray(a)
 
 
 def _pool_input(fn, name, x):

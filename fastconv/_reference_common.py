@@ -4,13 +4,7 @@ import math
 
 import numpy as np
 
-from ._validate import (
-    check_float_array,
-    check_int,
-    check_ndim,
-    check_pair,
-    check_same_dtype,
-)
+from ._validate import check_float_array, check_int, check_ndim, check_pair
 
 # --------------------------------------------------------------------------
 # Argument normalisation

@@ -5,24 +5,12 @@ import math
 
 import numpy as np
 
-from ._validate import (
-    check_float_array,
-    check_int,
-    check_ndim,
-    check_pair,
-    check_same_dtype,
-)
-from ._reference_common import (  # noqa: F401
-    _conv_padding,
-    _out_size,
+from ._reference_common import (
     _array,
-    _shape4,
     _finish,
-    _conv_geometry,
-    _pool_padding,
-    _pool_out_size,
-    _pool_geometry,
     _pad,
+    _pool_geometry,
+    _shape4,
 )
 
 

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on how fastconv was obt
         "(python setup.py build_ext --inplace).") from exc
 from . import _routes
 from ._geometry import ConvGeom, conv2d_output_shape
-from ._outputs import check_out, check_overlap, grad_outs, mask_and_out
+from ._outputs import check_out, check_overlap, contiguous as _contig, grad_outs, mask_and_out
 from ._routes import set_winograd
 from ._runtime import (
     get_num_threads,
@@ -80,9 +80,6 @@ __all__ = [
     "set_winograd",
     "release_memory",
 ]
-
-def _contig(a):
-    return np.ascontiguousarray(a)
 
 
 _LAYOUTS = {

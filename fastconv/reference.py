@@ -20,17 +20,9 @@ Output size, for every kernel and each spatial axis::
 dropping a last window that would start past the input and the top padding).
 """
 
-import math
-
 import numpy as np
 
-from ._validate import (
-    check_float_array,
-    check_int,
-    check_ndim,
-    check_pair,
-    check_same_dtype,
-)
+from ._validate import check_int, check_pair, check_same_dtype
 
 __all__ = [
     "conv2d",
@@ -47,17 +39,14 @@ __all__ = [
     "avg_pool1d",
     "avg_pool1d_backward",
 ]
-from ._reference_common import (  # noqa: F401
-    _conv_padding,
-    _out_size,
+from ._reference_common import (
     _array,
-    _shape4,
-    _finish,
     _conv_geometry,
-    _pool_padding,
-    _pool_out_size,
-    _pool_geometry,
+    _conv_padding,
+    _finish,
+    _out_size,
     _pad,
+    _shape4,
 )
 from ._reference_pool import (  # noqa: F401  (pooling twins: public here)
     avg_pool1d,
