@@ -86,7 +86,7 @@ class _Pool2d(_Pool):
             "stride": _compact(self.stride),
             "padding": _padding_config(self.padding),
         }
-        if not self._avg:
+        if not self._avg or self.dilation != (1, 1):
             config["dilation"] = _compact(self.dilation)
         config["ceil_mode"] = self.ceil_mode
         return config
@@ -177,19 +177,22 @@ class AvgPool2d(_Pool2d):
     count_include_pad : bool, default True
         Divide by the window clipped to the padded input (True) or to the
         input (False).
+    dilation : int or (int, int), default 1
+        Spacing of the window's taps, as ONNX's ``AveragePool`` (PyTorch's has
+        none); the divisor counts the taps (see ``fastconv.avg_pool2d``).
 
     Notes
     -----
-    ``H_out = (H + top + bottom - kh) // stride + 1`` (rounded up with
-    ``ceil_mode``).
+    ``H_out = (H + top + bottom - dilation*(kh - 1) - 1) // stride + 1``
+    (rounded up with ``ceil_mode``).
     """
 
     _avg = True
 
     def __init__(self, kernel_size: IntPair, stride: Union[IntPair, None] = None,
                  padding: PoolPadding = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True) -> None:
-        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
+                 count_include_pad: bool = True, *, dilation: IntPair = 1) -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
         self.count_include_pad = check_flag("AvgPool2d", "count_include_pad", count_include_pad)
 
     def forward(self, x):
@@ -198,7 +201,7 @@ class AvgPool2d(_Pool2d):
         out = self._buffer("y", self._pool_out_shape(x.shape), x.dtype) if self.reuse_buffers else None
         y = F.avg_pool2d(
             x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode,
-            count_include_pad=self.count_include_pad, out=out,
+            count_include_pad=self.count_include_pad, dilation=self.dilation, out=out,
         )
         self._x_shape = x.shape if is_grad_enabled() else None
         return y
@@ -208,7 +211,8 @@ class AvgPool2d(_Pool2d):
         out = self._buffer("gx", shape, grad_out.dtype) if self.reuse_buffers else None
         return F.avg_pool2d_backward(
             grad_out, shape, self.kernel_size, self.stride, self.padding,
-            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad, out=out,
+            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad,
+            dilation=self.dilation, out=out,
         )
 
     def get_config(self):
@@ -246,7 +250,7 @@ class _Pool1d(_Pool):
         config = {"kernel_size": self.kernel_size, "stride": self.stride,
                   "padding": list(self.padding) if isinstance(self.padding, tuple)
                   else self.padding}
-        if not self._avg:
+        if not self._avg or self.dilation != 1:
             config["dilation"] = self.dilation
         config["ceil_mode"] = self.ceil_mode
         return config
@@ -302,26 +306,29 @@ class AvgPool1d(_Pool1d):
         than ``kernel_size``.
     ceil_mode : bool, default False
     count_include_pad : bool, default True
+    dilation : int, default 1
+        Spacing of the window's taps, as ONNX's ``AveragePool`` (PyTorch's has
+        none); the divisor counts the taps.
 
     Notes
     -----
-    ``L_out = (L + left + right - k) // stride + 1`` (rounded up with
-    ``ceil_mode``).
+    ``L_out = (L + left + right - dilation*(k - 1) - 1) // stride + 1`` (rounded
+    up with ``ceil_mode``).
     """
 
     _avg = True
 
     def __init__(self, kernel_size: int, stride: Optional[int] = None,
                  padding: Union[int, Tuple[int, int]] = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True) -> None:
-        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
+                 count_include_pad: bool = True, *, dilation: int = 1) -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
         self.count_include_pad = check_flag("AvgPool1d", "count_include_pad", count_include_pad)
 
     def forward(self, x):
         """Pool ``x`` of shape (N, C, L)."""
         _check_input("AvgPool1d", x, 3)
         y = F.avg_pool1d(x, self.kernel_size, self.stride, self._lr(), ceil_mode=self.ceil_mode,
-                         count_include_pad=self.count_include_pad)
+                         count_include_pad=self.count_include_pad, dilation=self.dilation)
         self._x_shape = x.shape if is_grad_enabled() else None
         return y
 
@@ -329,7 +336,8 @@ class AvgPool1d(_Pool1d):
         """Spread ``grad_out`` evenly over each window; return dL/dx."""
         return F.avg_pool1d_backward(grad_out, shape, self.kernel_size, self.stride, self._lr(),
                                      ceil_mode=self.ceil_mode,
-                                     count_include_pad=self.count_include_pad)
+                                     count_include_pad=self.count_include_pad,
+                                     dilation=self.dilation)
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable."""

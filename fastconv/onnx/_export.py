@@ -145,14 +145,19 @@ def _same_sides(n, k, s, d):
 def _pool(g, p, layer, in_shape, out_shape, opset):
     nsp = len(in_shape) - 2
     k, s = _per_axis(layer.kernel_size, nsp), _per_axis(layer.stride, nsp)
-    # average pooling has no dilation; pooling layers before branch s4-poolfeat
-    # (#13) have no ceil_mode either
+    # pooling layers before branch s4-poolfeat (#13) have no ceil_mode
     d = _per_axis(getattr(layer, "dilation", 1), nsp)
     sides = _sides(layer.padding, nsp)
     attrs = dict(kernel_shape=k, strides=s, pads=_onnx_pads(sides),
                  ceil_mode=_ceil_mode(getattr(layer, "ceil_mode", False), in_shape[2:], k, s, d,
                                       sides))
     if isinstance(layer, _AVG_POOLS):
+        if any(di != 1 for di in d):
+            # AveragePool has dilations from opset 19 on
+            if opset < 19:
+                raise ValueError(f"dilation={layer.dilation} needs opset 19 or later "
+                                 f"(AveragePool's dilations), got opset={opset}")
+            attrs["dilations"] = d
         g.node("AveragePool", p, count_include_pad=int(layer.count_include_pad), **attrs)
     else:
         g.node("MaxPool", p, dilations=d, **attrs)
