@@ -35,6 +35,12 @@ __all__ = ["Sequential"]
 _MAX_PLANS = 8
 
 
+def _copy_out(y):
+    """A copy of a model's output: one array, or the tuple a last layer with several
+    outputs returns (``MaxPool2d(return_indices=True)``, ...)."""
+    return tuple(a.copy() for a in y) if isinstance(y, tuple) else y.copy()
+
+
 @register_layer
 class Sequential(_Layer):
     """A stack of layers applied in order, with ``compile`` / ``fit`` / ``evaluate`` / ``predict``.
@@ -419,7 +425,7 @@ class Sequential(_Layer):
                 with no_grad():
                     y = self._forward(x)
                 if out is None:
-                    return y.copy()
+                    return _copy_out(y)
                 out[...] = y
                 return out
             finally:
@@ -454,7 +460,7 @@ class Sequential(_Layer):
         with self._using_layers("forward", training=self.training):
             y = self._forward(x)
             # layers write into reused buffers; a top-level caller gets its own copy
-            return y if self._reuse or not self.layers else y.copy()
+            return y if self._reuse or not self.layers else _copy_out(y)
 
     def backward(self, grad_out: Array) -> Optional[Array]:
         """Back-propagate through the layers in reverse order.

@@ -341,7 +341,21 @@ def _check_export_args(owner, onnx, model, input_shape, opset):
         if type(layer) not in _EXPORTERS:
             raise ValueError(f"{owner}: layer {where} ({type(layer).__name__}) has no ONNX "
                              f"export; supported: {', '.join(sorted(_EXPORTABLE))}")
+        # the graph written has one output with a dynamic batch axis, one row per sample
+        if getattr(layer, "_n_outputs", 1) > 1:
+            raise ValueError(f"{owner}: layer {where} ({type(layer).__name__}) returns "
+                             f"{layer._n_outputs} arrays ({_config_said(layer)}); export writes "
+                             "a graph with one output")
+        if getattr(layer, "_whole_batch", False):
+            raise ValueError(f"{owner}: layer {where} ({type(layer).__name__}, "
+                             f"{_config_said(layer)}) mixes the samples along the batch axis; export "
+                             "writes graphs whose output rows are the samples")
     return layers, input_shape, opset
+
+
+def _config_said(layer):
+    """The layer's non-default settings, for a message."""
+    return ", ".join(f"{k}={v!r}" for k, v in layer.get_config().items())
 def export(model, path, input_shape, opset=DEFAULT_OPSET):
     """Write a ``Sequential`` model as an ONNX file.
 
