@@ -1139,3 +1139,101 @@ def test_ceil_mode_output_length_is_onnx_runtimes():
                                 == y.shape[2], (n, k, s, before, after, ceil)
                             checked += 1
     assert checked > 300
+
+
+# -- the layers behind those graphs, on their own ------------------------------------
+def test_batchnorm_batch_statistics_in_evaluation_as_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(6).standard_normal((4, 3, 5, 5))
+    ours = nn.BatchNorm2d(3, momentum=0.2, track_running_stats=False, dtype=np.float64)
+    theirs = torch.nn.BatchNorm2d(3, momentum=0.2, track_running_stats=False).double()
+    ours.weight.data[...] = [0.5, 1.5, 2.0]
+    with torch.no_grad():
+        theirs.weight[...] = torch.tensor([0.5, 1.5, 2.0])
+    ours.eval()
+    theirs.eval()
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = theirs(xt)
+    ours.needs_input_grad = True
+    y = ours.forward(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = np.random.default_rng(7).standard_normal(y.shape)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(ours.backward(g), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ours.running_mean, 0)  # left alone
+    # the running statistics ONNX's training mode writes, returned
+    bn = nn.BatchNorm1d(3, momentum=0.25, track_running_stats=False, return_running_stats=True,
+                        dtype=np.float64)
+    bn.running_mean[...] = [1.0, 2.0, 3.0]
+    z = x[:, :, 0, 0]
+    _, rm, rv = bn.forward(z)
+    np.testing.assert_allclose(rm, 0.75 * bn.running_mean + 0.25 * z.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(rv, 0.75 * 1.0 + 0.25 * z.var(0), rtol=1e-14)
+    for kw, exc, match in (
+            (dict(return_running_stats=True), ValueError,
+             r"BatchNorm2d: return_running_stats=True .* needs track_running_stats=False and a "
+             r"float momentum"),
+            (dict(track_running_stats=False, return_running_stats=True, momentum=None),
+             ValueError, r"needs track_running_stats=False and a float momentum"),
+            (dict(track_running_stats="no"), TypeError,
+             r"BatchNorm2d: track_running_stats must be a bool, got str")):
+        with pytest.raises(exc, match=match):
+            nn.BatchNorm2d(3, **kw)
+
+
+@pytest.mark.parametrize("trans_a,bias_shape", [(True, (3, 4)), (True, None), (False, (3, 1)),
+                                                (True, ())])
+def test_gemm_layer_gradients_by_central_differences(trans_a, bias_shape):
+    from oracle import numerical_grad
+
+    rng = np.random.default_rng(8)
+    layer = nn.Gemm(5, 4, trans_a=trans_a, bias_shape=bias_shape, dtype=np.float64)
+    layer.weight.data[...] = rng.standard_normal((4, 5))
+    if layer.bias is not None:
+        layer.bias.data[...] = rng.standard_normal(bias_shape)
+    layer.needs_input_grad = True
+    x = rng.standard_normal((5, 3) if trans_a else (3, 5))
+    y = layer.forward(x)
+    g = rng.standard_normal(y.shape)
+    gx = layer.backward(g)
+    loss = (lambda: float(np.sum(layer.forward(x) * g)))
+    np.testing.assert_allclose(gx, numerical_grad(loss, x, eps=1e-6), atol=1e-7)
+    np.testing.assert_allclose(layer.weight.grad, numerical_grad(loss, layer.weight.data,
+                                                                 eps=1e-6), atol=1e-7)
+    if layer.bias is not None:
+        np.testing.assert_allclose(layer.bias.grad, numerical_grad(loss, layer.bias.data,
+                                                                   eps=1e-6), atol=1e-7)
+    assert layer._whole_batch == (trans_a or bias_shape == (3, 4) or bias_shape == (3, 1))
+
+
+def test_onnx_form_layers_check_their_arguments():
+    for call, exc, match in (
+            (lambda: nn.Gemm(3, 4, bias_shape=(2, 3)), ValueError,
+             r"Gemm: bias_shape \(2, 3\) does not broadcast to \(rows, 4\)"),
+            (lambda: nn.Gemm(3, 4, bias_shape=(1, 2, 4)), ValueError,
+             r"Gemm: bias_shape must be None or a tuple of at most 2 ints"),
+            (lambda: nn.Gemm(3, 4, trans_a=1), TypeError, r"Gemm: trans_a must be a bool"),
+            (lambda: nn.Gemm(3, 4, trans_a=True).forward(np.ones((4, 2), np.float32)),
+             ValueError, r"Gemm: expected input of shape \(in_features, rows\) with "
+                         r"in_features=3, got shape \(4, 2\)"),
+            (lambda: nn.Cast("int64"), TypeError, r"Cast: dtype must be one of .* got int64"),
+            (lambda: nn.Cast("pixels"), TypeError, r"Cast: dtype must be one of"),
+            (lambda: nn.Flatten(axis=1.5), TypeError, r"Flatten: axis must be"),
+            (lambda: nn.Flatten(axis=3).forward(np.ones((2, 3), np.float32)), ValueError,
+             r"Flatten: axis=3 is out of range for input of shape \(2, 3\)"),
+            (lambda: nn.Dropout(0.5, return_mask="yes"), TypeError,
+             r"Dropout: return_mask must be a bool, got str")):
+        with pytest.raises(exc, match=match):
+            call()
+    # Dropout's mask in training is where the element was kept
+    d = nn.Dropout(0.5, rng=0, return_mask=True)
+    x = np.ones((4, 6), np.float32)
+    y, keep = d.forward(x)
+    np.testing.assert_array_equal(keep, y != 0)
+    assert 0 < keep.sum() < keep.size
+    # Cast: integers through, gradient back in the input's float dtype
+    c = nn.Cast("uint8")
+    c.needs_input_grad = True
+    out = c.forward(np.array([[3.0, 250.0]], np.float32))
+    assert out.dtype == np.uint8 and out.tolist() == [[3, 250]]
+    assert c.backward(np.ones((1, 2))).dtype == np.float32

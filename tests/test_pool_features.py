@@ -598,3 +598,65 @@ def test_max_backward_index_outside_its_tile_falls_back_to_the_scatter(dtype):
     idx[0, 0, 0, 1] = idx[0, 0, 0, 0]  # two outputs, one element: the sum
     close(F.max_pool2d_backward(gy, idx, x.shape),
           reference.max_pool2d_backward(gy, idx, x.shape), dtype, "gx")
+
+
+# --------------------------------------- return_indices on the layers ---
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxpool_layers_return_indices_as_torch(dtype):
+    torch = pytest.importorskip("torch")
+    x = rand((2, 3, 9, 8), dtype)
+    ours = nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True, return_indices=True)
+    theirs = torch.nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True, return_indices=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt, it = theirs(xt)
+    y, idx = ours.forward(x)
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(idx, it.numpy())
+    ours.needs_input_grad = True
+    gy = rand(y.shape, dtype, seed=2)
+    yt.backward(torch.from_numpy(gy))
+    np.testing.assert_array_equal(ours.backward(gy), xt.grad.numpy())
+    # the flat layouts index the whole input (ONNX's Indices)
+    _, flat = nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True, return_indices=True,
+                           indices_layout="flat").forward(x)
+    np.testing.assert_array_equal(x.reshape(-1)[flat], y)
+    _, col = nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True, return_indices=True,
+                          indices_layout="flat_column").forward(x)
+    np.testing.assert_array_equal(x.transpose(0, 1, 3, 2).reshape(-1)[col], y)
+    # 1-D
+    x1 = rand((2, 3, 11), dtype)
+    y1, i1 = nn.MaxPool1d(3, 2, (1, 2), return_indices=True).forward(x1)
+    yt1, it1 = torch.nn.functional.max_pool1d(torch.from_numpy(np.pad(x1, ((0, 0), (0, 0), (1, 2)),
+                                                                     constant_values=-np.inf)),
+                                              3, 2, return_indices=True)
+    np.testing.assert_array_equal(y1, yt1.numpy())
+    np.testing.assert_array_equal(i1, it1.numpy() - 1)  # torch indexed the padded row
+    _, f1 = nn.MaxPool1d(3, 2, (1, 2), return_indices=True, indices_layout="flat").forward(x1)
+    np.testing.assert_array_equal(x1.reshape(-1)[f1], y1)
+
+
+def test_layer_with_several_outputs_is_last_and_saved(tmp_path):
+    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2, return_indices=True))
+    with pytest.raises(ValueError, match=r"Sequential: layers\[1\] \(MaxPool2d\) returns 2 "
+                                         r"arrays, so it can only be the last layer; got ReLU"):
+        model.add(nn.ReLU())
+    x = rand((2, 2, 6, 6), np.float32)
+    model.eval()
+    y, idx = model(x)
+    assert not plannable(model)  # the plan computes one array per layer
+    path = tmp_path / "m.npz"
+    model.save(path)
+    again = fastconv.load_model(path)
+    again.eval()
+    for a, b in zip(again(x), (y, idx)):
+        np.testing.assert_array_equal(a, b)
+    assert "(1, 2, 3, 3), (1, 2, 3, 3)" in model.summary((2, 6, 6), print_fn=lambda s: None)
+    for bad, exc, match in ((dict(return_indices="yes"), TypeError,
+                             r"MaxPool2d: return_indices must be a bool, got str"),
+                            (dict(return_indices=True, indices_layout="onnx"), ValueError,
+                             r"MaxPool2d: indices_layout must be one of \['plane', 'flat', "
+                             r"'flat_column'\], got 'onnx'")):
+        with pytest.raises(exc, match=match):
+            nn.MaxPool2d(2, **bad)
+    with pytest.raises(TypeError, match=r"MaxPool1d: return_indices must be a bool"):
+        nn.MaxPool1d(2, return_indices=1)

@@ -228,6 +228,13 @@ class Sequential(_Layer):
         ids, has_params = cache[2], cache[3]  # type: ignore[index]  # set just above
         if id(layer) in ids and any(layer is m for m in self.layers):
             raise ValueError("Sequential: the same layer object appears twice")
+        prev = self.layers[-1] if n else None
+        if getattr(prev, "_n_outputs", 1) > 1:
+            # (PyTorch's nn.Sequential would hand the tuple to the next layer)
+            raise ValueError(
+                f"Sequential: layers[{n - 1}] ({type(prev).__name__}) returns "
+                f"{prev._n_outputs} arrays, so it can only be the last layer; got "
+                f"{type(layer).__name__} after it")
         layer.reuse_buffers = True
         self.layers.append(layer)
         if rebuilt:  # the list was edited directly: set every layer's flag, as always
@@ -546,7 +553,9 @@ class Sequential(_Layer):
                     shape = ""
                     if x is not None:
                         x = layer(x)
-                        shape = str((None,) + x.shape[1:])
+                        # a last layer with several outputs: each one's shape
+                        shape = (", ".join(str(a.shape) for a in x) if isinstance(x, tuple)
+                                 else str((None,) + x.shape[1:]))
                     rows.append((f"{i}: {type(layer).__name__}", shape, f"{layer.num_parameters():,}"))
             finally:
                 self.train(was_training)
