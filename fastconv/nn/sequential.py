@@ -101,7 +101,10 @@ class Sequential(_Layer):
     **Batch invariance.** Every kernel computes each sample's output in an
     order fixed by the layer shapes alone, so a sample's result is bitwise
     the same in any batch, at any position (``predict`` with any
-    ``batch_size`` gives the same rows), and for any thread count.
+    ``batch_size`` gives the same rows), and for any thread count. Layers
+    that mix the samples on purpose (ONNX's forms: ``Flatten(axis=0)``,
+    ``Softmax(axis=0)``, ...) are the exception: ``predict`` runs such a
+    model on the whole input at once (see ``predict``).
 
     The layers of a ``Sequential`` write their outputs and gradients into
     arrays they reuse between steps (``reuse_buffers``); ``forward`` and
@@ -721,7 +724,14 @@ class Sequential(_Layer):
             cross-entropy (e.g. MSE regression), the raw outputs instead.
             ``predict(x).argmax(1)`` gives the predicted classes. Each row is
             bitwise the same for any ``batch_size`` and position of the
-            sample in ``x``.
+            sample in ``x``. A model whose output is not one row per sample
+            (a layer that mixes the batch: ``Flatten(axis=0)``,
+            ``Softmax(axis=0)``, ``Gemm`` with ``trans_a`` or a per-row bias,
+            ``BatchNorm*(track_running_stats=False)``, flat argmax indices)
+            runs the whole of ``x`` as one batch, whatever ``batch_size``
+            says; a model whose last layer returns several arrays returns
+            them raw, as a tuple (also from one batch). An integer output
+            (a ``Cast`` to an integer type last) is returned as it is.
 
         Notes
         -----

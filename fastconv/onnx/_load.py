@@ -490,7 +490,9 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     """Read an ONNX file into a ``fastconv.nn.Sequential``.
 
     Accepted graphs: one data input (FLOAT or DOUBLE, known rank; the batch
-    axis may be symbolic), one output, and the nodes between them form a
+    axis may be symbolic; UINT8, INT8, UINT16 or INT16 through MaxPool,
+    GlobalMaxPool, Relu, Flatten, Reshape and Identity only, cast to float32
+    and back), one or more outputs, and the nodes between them form a
     single chain: each node takes the previous node's output on its input 0,
     and every other input is an initializer, the output of a ``Constant``, or
     computed from those by Transpose, Identity, Cast, ConstantOfShape,
@@ -499,7 +501,10 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     so does
     ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``, torch's
     ``x.view(x.size(0), -1)`` (a ``Flatten``). Other branches (residual
-    connections, concatenations, several inputs or outputs) are refused.
+    connections, concatenations, several inputs) are refused. Several graph
+    outputs must be the first outputs, in order, of the last node (MaxPool's
+    Indices, Dropout's mask, BatchNormalization's training-mode running
+    statistics): the model then returns a tuple.
 
     Operators (opset 7 on; spatial inputs (N, C, L) or (N, C, H, W)):
 
@@ -511,20 +516,22 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     MaxPool, AveragePool            -> MaxPool1d/2d, AvgPool1d/2d; per-side
                                     pads smaller than the (dilated) window;
                                     auto_pad as for Conv but always resolved;
-                                    ceil_mode; MaxPool dilations;
-                                    count_include_pad (ONNX default 0)
+                                    ceil_mode; dilations;
+                                    count_include_pad (ONNX default 0);
+                                    MaxPool's Indices (return_indices)
     GlobalAveragePool/MaxPool       -> GlobalAvgPool2d/GlobalMaxPool2d(keepdims)
-    Gemm (transA=0)                 -> Linear; alpha, beta, transB folded in;
-                                    C a scalar or per-feature vector
+    Gemm                            -> Linear; alpha, beta, transB folded in;
+                                    with transA=1 or a per-row C, nn.Gemm
     MatMul (+ Add)                  -> Linear (rank-2 input)
     Relu, Sigmoid, Tanh, LeakyRelu, -> the layer of the same name
     Elu, Gelu
-    Softmax, LogSoftmax             -> Softmax, LogSoftmax (axis != 0)
-    Flatten (axis 1, or later when  -> Flatten
-    the axes before it are size 1),
+    Softmax, LogSoftmax             -> Softmax, LogSoftmax (any axis)
+    Flatten (any axis),             -> Flatten / Flatten(axis)
     Reshape to (N, -1) / (0, -1)
-    Dropout (inference)             -> Dropout(p=ratio) (identity in predict)
-    BatchNormalization (inference)  -> BatchNorm2d / BatchNorm1d
+    Dropout (inference, or ratio 0) -> Dropout(p=ratio) (identity in predict)
+    BatchNormalization              -> BatchNorm2d / BatchNorm1d (training
+                                    mode: batch statistics, and its running
+                                    statistics outputs)
     Pad (constant zeros)            -> joins the next Conv's / AveragePool's
                                     padding (torch's ZeroPad2d)
     Identity                        -> nothing
@@ -549,9 +556,13 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     fastconv.nn.Sequential
         Uncompiled, in training mode, dtype of the graph input. Initializers
         become parameters (weights and biases) and batch-norm buffers.
-        ``model.eval()`` then ``model(x)`` gives the graph's output;
-        ``predict`` gives the softmax of it unless the graph ends in a
-        ``Softmax`` (``predict``'s usual rule).
+        ``model.eval()`` then ``model(x)`` gives the graph's output (a tuple
+        for several); ``predict`` gives the softmax of it unless the graph
+        ends in a ``Softmax`` (``predict``'s usual rule; several outputs, or
+        an integer one, as they are). Layers whose output is not one row per
+        sample (Flatten on axis 0, Softmax over axis 0, Gemm with transA or
+        a per-row C, batch statistics) make ``predict`` run the whole input
+        as one batch.
 
     Raises
     ------
