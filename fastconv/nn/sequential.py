@@ -231,12 +231,12 @@ class Sequential(_Layer):
         ids, has_params = cache[2], cache[3]  # type: ignore[index]  # set just above
         if id(layer) in ids and any(layer is m for m in self.layers):
             raise ValueError("Sequential: the same layer object appears twice")
-        prev = self.layers[-1] if n else None
-        if getattr(prev, "_n_outputs", 1) > 1:
+        outputs = getattr(self.layers[-1], "_n_outputs", 1) if n else 1
+        if outputs > 1:
             # (PyTorch's nn.Sequential would hand the tuple to the next layer)
             raise ValueError(
-                f"Sequential: layers[{n - 1}] ({type(prev).__name__}) returns "
-                f"{prev._n_outputs} arrays, so it can only be the last layer; got "
+                f"Sequential: layers[{n - 1}] ({type(self.layers[-1]).__name__}) returns "
+                f"{outputs} arrays, so it can only be the last layer; got "
                 f"{type(layer).__name__} after it")
         layer.reuse_buffers = True
         self.layers.append(layer)
