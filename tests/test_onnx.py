@@ -1237,3 +1237,13 @@ def test_onnx_form_layers_check_their_arguments():
     out = c.forward(np.array([[3.0, 250.0]], np.float32))
     assert out.dtype == np.uint8 and out.tolist() == [[3, 250]]
     assert c.backward(np.ones((1, 2))).dtype == np.float32
+
+
+def test_dask_predict_refuses_a_model_that_mixes_the_batch():
+    da = pytest.importorskip("dask.array")
+    import fastconv.dask
+
+    model = nn.Sequential(nn.Flatten(axis=0))
+    with pytest.raises(ValueError, match=r"fastconv.dask.predict: the model's output is not one "
+                                         r"row per sample"):
+        fastconv.dask.predict(model, da.zeros((4, 3), chunks=2))
