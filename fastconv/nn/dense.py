@@ -156,6 +156,8 @@ class Flatten(_Layer):
         then runs the whole input as one batch (see ``Sequential.predict``).
     """
 
+    axis = 1  # (a Flatten pickled before the argument existed)
+
     def __init__(self, axis: int = 1) -> None:
         super().__init__()
         self.axis = check_int("Flatten", "axis", axis, minimum=-32, maximum=32)
