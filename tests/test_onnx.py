@@ -1187,7 +1187,8 @@ def test_gemm_layer_gradients_by_central_differences(trans_a, bias_shape):
     from oracle import numerical_grad
 
     rng = np.random.default_rng(8)
-    layer = nn.Gemm(5, 4, trans_a=trans_a, bias_shape=bias_shape, dtype=np.float64)
+    layer = nn.Gemm(5, 4, trans_a=trans_a, bias=bias_shape is not None, bias_shape=bias_shape,
+                    dtype=np.float64)
     layer.weight.data[...] = rng.standard_normal((4, 5))
     if layer.bias is not None:
         layer.bias.data[...] = rng.standard_normal(bias_shape)
@@ -1211,7 +1212,8 @@ def test_onnx_form_layers_check_their_arguments():
             (lambda: nn.Gemm(3, 4, bias_shape=(2, 3)), ValueError,
              r"Gemm: bias_shape \(2, 3\) does not broadcast to \(rows, 4\)"),
             (lambda: nn.Gemm(3, 4, bias_shape=(1, 2, 4)), ValueError,
-             r"Gemm: bias_shape must be None or a tuple of at most 2 ints"),
+             r"Gemm: bias_shape must be a tuple of at most 2 ints"),
+            (lambda: nn.Gemm(3, 4, bias=None), TypeError, r"Gemm: bias must be a bool"),
             (lambda: nn.Gemm(3, 4, trans_a=1), TypeError, r"Gemm: trans_a must be a bool"),
             (lambda: nn.Gemm(3, 4, trans_a=True).forward(np.ones((4, 2), np.float32)),
              ValueError, r"Gemm: expected input of shape \(in_features, rows\) with "
@@ -1247,3 +1249,31 @@ def test_dask_predict_refuses_a_model_that_mixes_the_batch():
     with pytest.raises(ValueError, match=r"fastconv.dask.predict: the model's output is not one "
                                          r"row per sample"):
         fastconv.dask.predict(model, da.zeros((4, 3), chunks=2))
+
+
+def test_new_layer_settings_save_and_load(tmp_path):
+    x = np.random.default_rng(9).standard_normal((3, 2, 4, 4)).astype(np.float32)
+    models = [
+        nn.Sequential(nn.Flatten(axis=2)),
+        nn.Sequential(nn.Dropout(0.2, return_mask=True)),
+        nn.Sequential(nn.BatchNorm2d(2, momentum=0.3, track_running_stats=False,
+                                     return_running_stats=True)),
+        nn.Sequential(nn.Cast("float64"), nn.MaxPool1d(2, return_indices=True,
+                                                       indices_layout="flat_column")),
+        nn.Sequential(nn.Flatten(), nn.Gemm(32, 5, trans_a=True, bias_shape=(3, 1), rng=1)),
+        nn.Sequential(nn.Flatten(), nn.Gemm(32, 5, bias=False, rng=1)),
+        nn.Sequential(nn.AvgPool2d(2, 1, dilation=(2, 1), count_include_pad=False)),
+    ]
+    for i, model in enumerate(models):
+        xi = x.reshape(3, 2, 16) if i == 3 else x
+        if i == 4:
+            xi = x.reshape(3, 32).T.copy()  # (in_features, rows): the input transposed
+        path = tmp_path / f"m{i}.npz"
+        model.save(path)
+        again = fastconv.load_model(path)
+        assert [m.get_config() for m in again.layers] == [m.get_config() for m in model.layers]
+        model.eval()
+        again.eval()
+        a, b = model(xi), again(xi)
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            np.testing.assert_array_equal(u, v)

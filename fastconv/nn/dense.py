@@ -206,17 +206,21 @@ class Gemm(_Layer):
     trans_a : bool, default False
         Transpose the input: a (in_features, rows) input, whose batch axis is
         summed over (every output row mixes the whole batch).
-    bias_shape : tuple of int, default ``(out_features,)``
-        ``()``, ``(out_features,)``, ``(1, out_features)``, ``(rows, 1)``,
-        ``(rows, out_features)`` or ``None`` (no bias). A bias with ``rows >
-        1`` rows fixes the number of output rows and adds a different bias to
+    bias : bool, default True
+    bias_shape : tuple of int, optional
+        Default ``(out_features,)``; also ``()``, ``(1, out_features)``,
+        ``(rows, 1)`` or ``(rows, out_features)``. A bias with ``rows > 1``
+        rows fixes the number of output rows and adds a different bias to
         each (ONNX's matrix ``C``).
+    weight_init : str or callable, default "he_normal"
+    bias_init : str or callable, default "zeros"
+    rng : numpy.random.Generator, int or None
     dtype : float32 or float64, default float32
 
     Attributes
     ----------
     weight : Parameter of shape (out_features, in_features)
-    bias : Parameter of shape ``bias_shape`` or None
+    bias : Parameter of shape ``bias_shape`` or None (``bias=False``)
 
     Notes
     -----
@@ -226,7 +230,9 @@ class Gemm(_Layer):
     """
 
     def __init__(self, in_features: int, out_features: int, trans_a: bool = False,
-                 bias_shape=None, *, dtype: DTypeLike = np.float32) -> None:
+                 bias: bool = True, bias_shape=None, *, weight_init: Initializer = "he_normal",
+                 bias_init: Initializer = "zeros", rng: RngLike = None,
+                 dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         self.in_features = check_int("Gemm", "in_features", in_features, minimum=1)
         self.out_features = check_int("Gemm", "out_features", out_features, minimum=1)
@@ -234,10 +240,16 @@ class Gemm(_Layer):
             raise TypeError(f"Gemm: trans_a must be a bool, got {type(trans_a).__name__}")
         self.trans_a = bool(trans_a)
         self.dtype = check_float_dtype("Gemm", "dtype", dtype)
-        self.bias_shape = _gemm_bias_shape(bias_shape, self.out_features)
-        self.weight = Parameter(np.zeros((self.out_features, self.in_features), self.dtype))
-        self.bias = (None if self.bias_shape is None else
-                     Parameter(np.zeros(self.bias_shape, self.dtype), regularize=False))
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"Gemm: bias must be a bool, got {type(bias).__name__}")
+        self.bias_shape = (None if not bias else (self.out_features,) if bias_shape is None
+                           else _gemm_bias_shape(bias_shape, self.out_features))
+        self.weight_init, self.bias_init = weight_init, bias_init
+        rng = check_rng("Gemm", "rng", rng)
+        self.weight = Parameter(
+            _init.get(weight_init)((self.out_features, self.in_features), rng, self.dtype))
+        self.bias = (None if self.bias_shape is None else Parameter(
+            _init.get(bias_init)(self.bias_shape, rng, self.dtype), regularize=False))
         self._x = None
 
     @property
@@ -288,20 +300,23 @@ class Gemm(_Layer):
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable."""
-        return {"in_features": self.in_features, "out_features": self.out_features,
-                "trans_a": self.trans_a,
-                "bias_shape": None if self.bias_shape is None else list(self.bias_shape),
-                "dtype": self.dtype.name}
+        cfg = {"in_features": self.in_features, "out_features": self.out_features,
+               "trans_a": self.trans_a, "bias": self.bias_shape is not None,
+               "dtype": self.dtype.name}
+        if self.bias_shape is not None:
+            cfg["bias_shape"] = list(self.bias_shape)
+        for key in ("weight_init", "bias_init"):
+            if isinstance(getattr(self, key), str):
+                cfg[key] = getattr(self, key)
+        return cfg
 
 
 def _gemm_bias_shape(shape, out_features):
     """``bias_shape`` of a Gemm checked: a shape that broadcasts to (rows, out_features)."""
-    if shape is None:
-        return None
     if not isinstance(shape, (tuple, list)) or len(shape) > 2 or not all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
             for v in shape):
-        raise ValueError(f"Gemm: bias_shape must be None or a tuple of at most 2 ints >= 1, "
+        raise ValueError(f"Gemm: bias_shape must be a tuple of at most 2 ints >= 1, "
                          f"got {shape!r}")
     shape = tuple(int(v) for v in shape)
     if shape and shape[-1] not in (1, out_features):

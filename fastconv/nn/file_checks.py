@@ -274,10 +274,10 @@ _LAYER_SCHEMA = {
     "Softmax": {"axis": _int_in(-32, 32)},
     "Dropout": {"p": _real_in(0, 1, hi_open=True), "return_mask": _BOOL},
     "Gemm": {"in_features": _int_in(1), "out_features": _int_in(1), "trans_a": _BOOL,
-             "bias_shape": _optional(((lambda v: isinstance(v, list) and len(v) <= 2
+             "bias": _BOOL, "bias_shape": _optional(((lambda v: isinstance(v, list) and len(v) <= 2
                                        and all(map(_int_in(1)[0], v))),
                                       "a list of at most 2 ints >= 1")),
-             "dtype": _DTYPE},
+             "dtype": _DTYPE, **_INITS},
     "Cast": {"dtype": ((lambda v: v in ("float32", "float64", "uint8", "int8", "uint16",
                                         "int16", "uint32", "int32")), "a dtype name")},
     "BatchNorm1d": _BN, "BatchNorm2d": _BN,
@@ -371,8 +371,9 @@ class _Checker:
         if name == "Gemm":
             cin, cout = config["in_features"], config["out_features"]
             state = {"weight": ((cout, cin), dtype)}
-            if config.get("bias_shape") is not None:
-                state["bias"] = (tuple(config["bias_shape"]), dtype)
+            if config.get("bias", True):
+                shape = config.get("bias_shape")
+                state["bias"] = ((cout,) if shape is None else tuple(shape), dtype)
             return state, True
         if name == "Linear":
             cin, cout = config["in_features"], config["out_features"]

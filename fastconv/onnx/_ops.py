@@ -271,6 +271,10 @@ def _dropout(cv, node, shape):
             # ratio 0 drops nothing: the identity (and an all-true mask), as in inference
     if not 0.0 <= ratio < 1.0:
         raise _Refused(f"ratio={ratio} must be in [0, 1)")
+    if cv.n_outputs == 2 and cv.opset < 10:
+        # Dropout-7's mask has the data's type; fastconv's is bool (Dropout-10 on)
+        raise _Refused(f"the mask output at opset {cv.opset} (before 10 it is not a bool "
+                       "tensor) is not supported")
     # inference: the identity, and the mask output all true
     return nn.Dropout(ratio, return_mask=cv.n_outputs == 2), shape, ()
 
@@ -549,7 +553,8 @@ def _gemm(cv, node, shape):
     feat = shape[0] if trans_a else shape[1]
     if feat is not None and feat != in_f:
         raise _Refused(f"the weight expects {in_f} input features, A has {feat}")
-    layer = nn.Gemm(in_f, n, trans_a=trans_a, bias_shape=None if c is None else c.shape,
+    layer = nn.Gemm(in_f, n, trans_a=trans_a, bias=c is not None,
+                    bias_shape=None if c is None else c.shape, weight_init="zeros",
                     dtype=cv.dtype)
     layer.weight.data[...] = cv.fdata(weight)
     if c is not None:
