@@ -1277,3 +1277,20 @@ def test_new_layer_settings_save_and_load(tmp_path):
         a, b = model(xi), again(xi)
         for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
             np.testing.assert_array_equal(u, v)
+
+
+def test_distributed_evaluate_refuses_a_model_that_mixes_the_batch():
+    from fastconv import distributed
+
+    model = nn.Sequential(nn.Flatten(), nn.Gemm(3, 2, trans_a=True, rng=0))
+    model.loss = nn.MSELoss()
+    with pytest.raises(ValueError, match=r"distributed.evaluate: the model's output is not one "
+                                         r"row per sample"):
+        distributed.evaluate(model, np.zeros((3, 4), np.float32), np.zeros((4, 2), np.float32))
+    # the local evaluate runs it as one batch (here as many rows out as samples in)
+    square = nn.Sequential(nn.Gemm(4, 2, trans_a=True, rng=0))
+    square.loss = nn.MSELoss()
+    x = np.random.default_rng(10).standard_normal((4, 4)).astype(np.float32)
+    y = np.zeros((4, 2), np.float32)
+    want = float(np.mean(eval_out(square, x) ** 2))
+    assert square.evaluate(x, y, batch_size=1)["loss"] == pytest.approx(want, rel=1e-5)
