@@ -75,7 +75,7 @@ typedef struct {
     ptrdiff_t ph, pw;          /* padding top / left (< the dilated window) */
     ptrdiff_t ph_end, pw_end;  /* padding bottom / right; a ceil-mode window may
                                 * also run past it (it is clipped there) */
-    ptrdiff_t dh, dw;          /* dilation >= 1 (max pool; 1 for avg pool) */
+    ptrdiff_t dh, dw;          /* dilation >= 1 */
     int count_include_pad;     /* avg pool only */
 } fc_pool_geom;
 

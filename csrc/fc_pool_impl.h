@@ -10,7 +10,8 @@
  * [-ph, h + ph_end) (count_include_pad) or to the real input. Padding may
  * differ per side, and a ceil-mode window may run past the bottom/right
  * padding; the Python layer makes sure every window holds an input element.
- * Tap i of a max window is i*dh rows below its origin (dilation).
+ * Tap i of a window is i*dh rows below its origin (dilation; for average pooling
+ * ONNX's, PyTorch's has none).
  */
 
 /* the LeNet case, 2x2 windows with stride 2 and no padding: they tile the input
@@ -442,15 +443,43 @@ FC_SIMD_PROC(SFX(add_rows), (const REAL *FC_RESTRICT v, ptrdiff_t vs, ptrdiff_t 
         for (ptrdiff_t o = 0; o < n; ++o) dst[r * rs + o] += v[r * vs + o];
 }
 
-/* the divisor of each output of a plane */
+/* taps i in [0, k) of a window starting at a (dilation d) that land in [lo, hi) */
+static inline ptrdiff_t SFX(taps_in)(ptrdiff_t a, ptrdiff_t d, ptrdiff_t k, ptrdiff_t lo,
+                                     ptrdiff_t hi)
+{
+    const ptrdiff_t first = SFX(first_tap)(lo - a, d);
+    const ptrdiff_t last = hi - a > 0 ? FC_MIN(k, FC_CEILDIV(hi - a, d)) : 0;
+    return last > first ? last - first : 0;
+}
+
+/*
+ * The divisor of each output of a plane: the window's taps inside the padded input
+ * [-p, n + p_end) (count_include_pad; a ceil-mode overhang does not count) or inside
+ * the input. Without dilation that is the window clipped to the range (PyTorch's
+ * rule); with it, ONNX's AveragePool (opset 19) counts the dilated taps the same way.
+ */
 static void SFX(avg_divisors)(const fc_pool_geom *g, REAL *div)
 {
     for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {
-        ptrdiff_t h0, h1;
-        const ptrdiff_t ph = SFX(win)(oh, g->sh, g->ph, g->ph_end, g->kh, g->h, &h0, &h1);
+        ptrdiff_t h0, h1, ph;
+        if (g->dh == 1) {
+            ph = SFX(win)(oh, g->sh, g->ph, g->ph_end, g->kh, g->h, &h0, &h1);
+        } else {
+            const ptrdiff_t a = oh * g->sh - g->ph;
+            ph = SFX(taps_in)(a, g->dh, g->kh, -g->ph, g->h + g->ph_end);
+            h0 = 0;
+            h1 = SFX(taps_in)(a, g->dh, g->kh, 0, g->h);
+        }
         for (ptrdiff_t ow = 0; ow < g->wo; ++ow) {
-            ptrdiff_t w0, w1;
-            const ptrdiff_t pw = SFX(win)(ow, g->sw, g->pw, g->pw_end, g->kw, g->w, &w0, &w1);
+            ptrdiff_t w0, w1, pw;
+            if (g->dw == 1) {
+                pw = SFX(win)(ow, g->sw, g->pw, g->pw_end, g->kw, g->w, &w0, &w1);
+            } else {
+                const ptrdiff_t b = ow * g->sw - g->pw;
+                pw = SFX(taps_in)(b, g->dw, g->kw, -g->pw, g->w + g->pw_end);
+                w0 = 0;
+                w1 = SFX(taps_in)(b, g->dw, g->kw, 0, g->w);
+            }
             div[oh * g->wo + ow] =
                 (REAL)(g->count_include_pad ? ph * pw : (h1 - h0) * (w1 - w0));
         }

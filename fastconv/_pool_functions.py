@@ -143,10 +143,10 @@ def _public_shape(shape, what):
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
-               count_include_pad=True, out=None):
-    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
+               count_include_pad=True, dilation=1, out=None):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d`` (plus ONNX's dilation).
 
-    ``H_out = (H + top + bottom - kh) // stride + 1`` (floor); with ``ceil_mode``
+    ``H_out = (H + top + bottom - dilation*(kh - 1) - 1) // stride + 1`` (floor); with ``ceil_mode``
     the division rounds up and the last window is dropped if it would start at
     or past ``H + top``. Likewise for W.
 
@@ -166,6 +166,12 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
         Divide by the window clipped to the padded input ``[-top, H + bottom)``
         (True: padded zeros count, a ceil-mode overhang does not) or by the
         number of real input elements in the window (False).
+    dilation : int or (int, int), default 1
+        Spacing of the window's taps, as ONNX's ``AveragePool`` (opset 19; PyTorch's
+        average pooling has none). The divisor counts the taps, not the extent:
+        those inside the padded input (``count_include_pad``) or inside the input.
+        The padding stays smaller than ``kernel_size``; every window must hold an
+        input element.
     out : ndarray of shape (N, C, H_out, W_out), optional
         Where to write the result (C-contiguous, sharing no memory with x).
 
@@ -175,7 +181,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
     """
     fn = "avg_pool2d"
     x = _pool_input(fn, "input", x)
-    geom, oshape = pool_geom(fn, x.shape, kernel_size, stride, padding, 1, ceil_mode,
+    geom, oshape = pool_geom(fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode,
                              avg=True)
     return _avg_pool(fn, x, geom, oshape, count_include_pad, out)
 
@@ -195,14 +201,14 @@ def _check_bool(fn, name, value):
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *,
-                        ceil_mode=False, count_include_pad=True, out=None):
+                        ceil_mode=False, count_include_pad=True, dilation=1, out=None):
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
     Parameters
     ----------
     grad_out : ndarray of shape (N, C, H_out, W_out)
     input_shape : tuple (N, C, H, W)
-    kernel_size, stride, padding, ceil_mode, count_include_pad
+    kernel_size, stride, padding, ceil_mode, count_include_pad, dilation
         As passed to :func:`avg_pool2d`.
     out : ndarray of shape input_shape, optional
         Where to write grad_input (C-contiguous, sharing no memory with grad_out).
@@ -214,7 +220,8 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     fn = "avg_pool2d_backward"
     grad_out = _pool_input(fn, "grad_out", grad_out)
     shape = check_input_shape(fn, input_shape)
-    geom, oshape = pool_geom(fn, shape, kernel_size, stride, padding, 1, ceil_mode, avg=True)
+    geom, oshape = pool_geom(fn, shape, kernel_size, stride, padding, dilation, ceil_mode,
+                             avg=True)
     return _avg_pool_backward(fn, grad_out, shape, geom, oshape, count_include_pad, out)
 
 
@@ -339,10 +346,10 @@ def max_pool1d_backward(grad_out, indices, input_shape):
 
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
-               count_include_pad=True):
+               count_include_pad=True, dilation=1):
     """1-D average pooling on (N, C, L), as ``torch.nn.functional.avg_pool1d``.
 
-    ``L_out = (L + left + right - k) // stride + 1`` (floor, or PyTorch's ceil rule
+    ``L_out = (L + left + right - dilation*(k - 1) - 1) // stride + 1`` (floor, or PyTorch's ceil rule
     with ``ceil_mode``); a view over :func:`avg_pool2d`.
 
     Parameters
@@ -358,6 +365,8 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
     count_include_pad : bool
         Divide by the window clipped to ``[-left, L + right)`` (True) or to the
         input (False).
+    dilation : int, default 1
+        Spacing of the window's taps (ONNX's; see :func:`avg_pool2d`).
 
     Returns
     -------
@@ -365,21 +374,22 @@ def avg_pool1d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
     """
     fn = "avg_pool1d"
     x = _pool1d_input(fn, "input", x)
-    geom, oshape = _pool1d_geom(fn, x.shape, kernel_size, stride, padding, 1, ceil_mode, True)
+    geom, oshape = _pool1d_geom(fn, x.shape, kernel_size, stride, padding, dilation, ceil_mode,
+                                True)
     n, c, _, lo = oshape
     return _avg_pool(fn, x[:, :, None, :], geom, oshape, count_include_pad,
                      None).reshape(n, c, lo)
 
 
 def avg_pool1d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *,
-                        ceil_mode=False, count_include_pad=True):
+                        ceil_mode=False, count_include_pad=True, dilation=1):
     """Gradient of :func:`avg_pool1d` with respect to its input.
 
     Parameters
     ----------
     grad_out : ndarray of shape (N, C, L_out)
     input_shape : tuple (N, C, L)
-    kernel_size, stride, padding, ceil_mode, count_include_pad
+    kernel_size, stride, padding, ceil_mode, count_include_pad, dilation
         As passed to :func:`avg_pool1d`.
 
     Returns
@@ -389,7 +399,7 @@ def avg_pool1d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     fn = "avg_pool1d_backward"
     grad_out = _pool1d_input(fn, "grad_out", grad_out)
     n, c, length = _check_input_shape1d(fn, input_shape)
-    geom, oshape = _pool1d_geom(fn, (n, c, length), kernel_size, stride, padding, 1,
+    geom, oshape = _pool1d_geom(fn, (n, c, length), kernel_size, stride, padding, dilation,
                                 ceil_mode, True)
     gx = _avg_pool_backward(fn, grad_out[:, :, None, :], (n, c, 1, length), geom, oshape,
                             count_include_pad, None, what="L")

@@ -8,7 +8,6 @@ import numpy as np
 from ._reference_common import (
     _array,
     _finish,
-    _pad,
     _pool_geometry,
     _shape4,
 )
@@ -141,7 +140,7 @@ def max_pool2d_backward(grad_out, indices, input_shape, *, out=None):
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
-               count_include_pad=True, out=None):
+               count_include_pad=True, dilation=1, out=None):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Parameters
@@ -158,53 +157,64 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
         Divide by the window clipped to the padded input
         ``[-top, H + bottom) x [-left, W + right)`` (True) or by the number of
         real pixels in the window (False).
+    dilation : int or pair, default 1
+        Spacing of the taps (ONNX's AveragePool); the divisor counts taps.
     out : ndarray of shape (N, C, H_out, W_out), optional
 
     Returns
     -------
     y : ndarray of shape (N, C, H_out, W_out), dtype of ``x``
-        ``H_out = (H + top + bottom - kh) // stride + 1`` (or the ceil rule).
+        ``H_out = (H + top + bottom - dilation*(kh-1) - 1) // stride + 1`` (or
+        the ceil rule).
     """
     func = "avg_pool2d"
     x = _array(func, "x", x)
-    (kh, kw), (sh, sw), pads, _, Ho, Wo = _pool_geometry(
-        x.shape, kernel_size, stride, padding, func, 1, ceil_mode, avg=True)
+    (kh, kw), (sh, sw), pads, (dh, dw), Ho, Wo = _pool_geometry(
+        x.shape, kernel_size, stride, padding, func, dilation, ceil_mode, avg=True)
     N, C, H, W = x.shape
-    top, bottom, left, right = pads
-
-    # zero border wide enough for a ceil-mode window running past the padding
-    xpad = _pad(x.astype(np.float64), (top, bottom + kh, left, right + kw))
+    xd = x.astype(np.float64)
     y = np.zeros((N, C, Ho, Wo))
-    for n in range(N):
-        for c in range(C):
-            for i in range(Ho):
-                for j in range(Wo):
-                    h, v = i * sh, j * sw
-                    total = np.sum(xpad[n, c, h:h + kh, v:v + kw])
-                    y[n, c, i, j] = total / _divisor(
-                        h - top, v - left, kh, kw, H, W, bottom, right, count_include_pad)
+    for i in range(Ho):
+        for j in range(Wo):
+            rows, cols, divisor = _window(i, j, (kh, kw), (sh, sw), pads, (dh, dw), H, W,
+                                          count_include_pad)
+            for n in range(N):
+                for c in range(C):
+                    # padded zeros add nothing: the sum is over the real taps
+                    y[n, c, i, j] = sum(xd[n, c, h, v] for h in rows for v in cols) / divisor
     return _finish(y.astype(x.dtype), out, "out", func)
 
 
-def _divisor(h0, w0, kh, kw, H, W, bottom, right, count_include_pad):
-    """Number an average-pool window starting at (h0, w0) (unpadded) divides by:
-    the window clipped to the padded input (count_include_pad) or to the input."""
+def _window(i, j, kernel, stride, pads, dilation, H, W, count_include_pad):
+    """Real rows and columns of average-pool window (i, j), and what it divides by:
+    its taps inside the padded input ``[-top, H + bottom)`` x ``[-left, W + right)``
+    (count_include_pad; a ceil-mode overhang does not count) or inside the input."""
+    top, bottom, left, right = pads
+    taps_h = [i * stride[0] - top + a * dilation[0] for a in range(kernel[0])]
+    taps_w = [j * stride[1] - left + b * dilation[1] for b in range(kernel[1])]
+    rows = [h for h in taps_h if 0 <= h < H]
+    cols = [v for v in taps_w if 0 <= v < W]
+    if not rows or not cols:
+        raise ValueError(f"avg_pool2d: window ({i}, {j}) holds no input element; "
+                         f"padding={pads} is too large")
     if count_include_pad:
-        return (min(h0 + kh, H + bottom) - h0) * (min(w0 + kw, W + right) - w0)
-    rows = min(h0 + kh, H) - max(h0, 0)
-    cols = min(w0 + kw, W) - max(w0, 0)
-    return rows * cols
+        divisor = (sum(1 for h in taps_h if h < H + bottom)
+                   * sum(1 for v in taps_w if v < W + right))
+    else:
+        divisor = len(rows) * len(cols)
+    return rows, cols, divisor
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *,
-                        ceil_mode=False, count_include_pad=True, out=None):
+                        ceil_mode=False, count_include_pad=True, dilation=1, out=None):
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
     Parameters
     ----------
     grad_out : ndarray of shape (N, C, H_out, W_out), dtype float32 or float64
     input_shape : tuple (N, C, H, W)
-    kernel_size, stride, padding, ceil_mode, count_include_pad : as for :func:`avg_pool2d`
+    kernel_size, stride, padding, ceil_mode, count_include_pad, dilation : as for
+        :func:`avg_pool2d`
     out : ndarray of shape ``input_shape``, optional
 
     Returns
@@ -216,25 +226,25 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     func = "avg_pool2d_backward"
     grad_out = _array(func, "grad_out", grad_out)
     shape = _shape4(input_shape, "input_shape", func)
-    (kh, kw), (sh, sw), pads, _, Ho, Wo = _pool_geometry(
-        shape, kernel_size, stride, padding, func, 1, ceil_mode, avg=True)
+    kernel, stride, pads, dilation, Ho, Wo = _pool_geometry(
+        shape, kernel_size, stride, padding, func, dilation, ceil_mode, avg=True)
     N, C, H, W = shape
-    top, bottom, left, right = pads
     if grad_out.shape != (N, C, Ho, Wo):
         raise ValueError(
             f"{func}: grad_out must have shape {(N, C, Ho, Wo)} (the avg_pool2d "
             f"output for input_shape {shape}), got {grad_out.shape}")
 
-    gxpad = np.zeros((N, C, H + top + bottom + kh, W + left + right + kw))
-    for n in range(N):
-        for c in range(C):
-            for i in range(Ho):
-                for j in range(Wo):
-                    h, v = i * sh, j * sw
-                    share = float(grad_out[n, c, i, j]) / _divisor(
-                        h - top, v - left, kh, kw, H, W, bottom, right, count_include_pad)
-                    gxpad[n, c, h:h + kh, v:v + kw] += share
-    gx = gxpad[:, :, top:top + H, left:left + W]
+    gx = np.zeros((N, C, H, W))
+    for i in range(Ho):
+        for j in range(Wo):
+            rows, cols, divisor = _window(i, j, kernel, stride, pads, dilation, H, W,
+                                          count_include_pad)
+            for n in range(N):
+                for c in range(C):
+                    share = float(grad_out[n, c, i, j]) / divisor
+                    for h in rows:
+                        for v in cols:
+                            gx[n, c, h, v] += share
     return _finish(gx.astype(grad_out.dtype), out, "out", func)
 
 
@@ -268,19 +278,21 @@ def max_pool1d_backward(grad_out, indices, input_shape):
 
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False,
-               count_include_pad=True):
+               count_include_pad=True, dilation=1):
     """1-D average pooling on (N, C, L): :func:`avg_pool2d` on (N, C, 1, L)."""
     return avg_pool2d(_to2d("avg_pool1d", "x", x), (1, kernel_size),
                       None if stride is None else (1, stride), _padding1d(padding),
-                      ceil_mode=ceil_mode, count_include_pad=count_include_pad)[:, :, 0, :]
+                      ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                      dilation=(1, dilation))[:, :, 0, :]
 
 
 def avg_pool1d_backward(grad_out, input_shape, kernel_size, stride=None, padding=0, *,
-                        ceil_mode=False, count_include_pad=True):
+                        ceil_mode=False, count_include_pad=True, dilation=1):
     """Gradient of :func:`avg_pool1d`."""
     n, c, length = input_shape
     gx = avg_pool2d_backward(_to2d("avg_pool1d_backward", "grad_out", grad_out),
                              (n, c, 1, length), (1, kernel_size),
                              None if stride is None else (1, stride), _padding1d(padding),
-                             ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+                             ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                             dilation=(1, dilation))
     return gx[:, :, 0, :]

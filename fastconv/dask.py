@@ -140,6 +140,13 @@ def predict(model, array, batch_size=256):
         raise ValueError(f"{owner}: array has unknown chunk sizes {array.shape}; "
                          "call array.compute_chunk_sizes() first")
     batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
+    from .nn.trainer import whole_batch
+
+    if whole_batch(model):
+        # each block would be its own batch: not what the model computes on the array
+        raise ValueError(f"{owner}: the model's output is not one row per sample (a layer "
+                         "mixes the batch, e.g. Flatten(axis=0), or it returns several "
+                         "arrays); predict it on the whole array with model.predict")
     # one sample here gives the output's shape and dtype (and a clear error for
     # samples of the wrong shape before any task runs)
     try:

@@ -73,7 +73,8 @@ from ._collectives import (  # _tree_sum, _local_nodes: tests check the tree thr
 from ._validate import check_int
 from .nn.fit_args import _check_xy, _predicted_classes, _sample_weighted, _true_labels
 from .nn.losses import CrossEntropyLoss, MSELoss
-from .nn.trainer import inference_batches, raw_outputs_are_probabilities, require_compiled
+from .nn.trainer import (inference_batches, raw_outputs_are_probabilities, require_compiled,
+                          whole_batch)
 from .nn.training_loop import TrainStep, check_finite, make_run, run_epochs
 
 __all__ = [
@@ -558,6 +559,9 @@ def evaluate(model, x, y, batch_size=256, comm=None, timeout=DEFAULT_TIMEOUT):
     comm = _as_comm(comm, owner)
     if model.loss is None:
         raise RuntimeError(f"{owner}: call model.compile(...) first (the loss is needed)")
+    if whole_batch(model):  # each rank's share would be its own batch
+        raise ValueError(f"{owner}: the model's output is not one row per sample (a layer "
+                         "mixes the batch, or it returns several arrays); use model.evaluate")
     x, y = _check_xy(owner, x, y)
     batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
     if len(x) == 0:

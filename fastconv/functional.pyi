@@ -171,6 +171,7 @@ def avg_pool2d(
     *,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
+    dilation: _Int2 = 1,
     out: _Array | None = None,
 ) -> _Array: ...
 def avg_pool2d_backward(
@@ -182,6 +183,7 @@ def avg_pool2d_backward(
     *,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
+    dilation: _Int2 = 1,
     out: _Array | None = None,
 ) -> _Array: ...
 @overload
@@ -226,6 +228,7 @@ def avg_pool1d(
     *,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
+    dilation: _Int1 = 1,
 ) -> _Array: ...
 def avg_pool1d_backward(
     grad_out: ArrayLike,
@@ -236,6 +239,7 @@ def avg_pool1d_backward(
     *,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
+    dilation: _Int1 = 1,
 ) -> _Array: ...
 def relu(x: ArrayLike, *, out: _Array | None = None) -> _Array: ...
 def relu_backward(

@@ -643,10 +643,6 @@ def test_unsupported_nodes_are_named(tmp_path):
     xs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])]
     w = numpy_helper.from_array(np.ones((2, 1, 2, 2), np.float32), "w")
     refused = [
-        # AveragePool's dilations (opset 19): fastconv's average pooling has none
-        (helper.make_node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[2, 2],
-                          dilations=[2, 2]), x7,
-         r"node 0 'ap' \(AveragePool\): attribute dilations=\[2, 2\] is not supported"),
         # padding as wide as the window: a window of padding only
         (helper.make_node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2],
                           pads=[2, 0, 0, 0]), x7,
@@ -749,14 +745,259 @@ def test_flatten_on_another_axis(tmp_path):
     model = fo.load(write(tmp_path, chain_model(nodes, inputs=x1)))
     x = np.arange(40, dtype=np.float32).reshape(2, 1, 4, 5)
     np.testing.assert_array_equal(eval_out(model, x), x.reshape(2, 20))
-    # of (N, 3, 4, 5) it is (3N, 20): samples would change rows
+    assert model.layers[0].axis == 1  # one row per sample: the plain Flatten
+    # of (N, 3, 4, 5) it is (3N, 20), and axis 0 (or -4) gives one row: the rows are
+    # not the samples, and predict runs the whole input as one batch
     x3 = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])]
-    with pytest.raises(ValueError, match=r"node 0 'f' \(Flatten\): attribute axis=2 .* merges "
-                                         r"axes 1 to 1 \(sizes 3\) into the batch axis"):
+    x = np.arange(120, dtype=np.float32).reshape(2, 3, 4, 5)
+    for axis, want in ((2, x.reshape(6, 20)), (0, x.reshape(1, 120)), (-4, x.reshape(1, 120)),
+                       (-1, x.reshape(24, 5)), (4, x.reshape(120, 1))):
+        nodes = [helper.make_node("Flatten", ["x"], ["y"], name="f", axis=axis)]
+        model = fo.load(write(tmp_path, chain_model(nodes, inputs=x3)))
+        np.testing.assert_array_equal(eval_out(model, x), want)
+        model.loss = nn.MSELoss()  # predict's raw outputs, in batches of one sample
+        np.testing.assert_array_equal(model.predict(x, batch_size=1), want)
+    nodes = [helper.make_node("Flatten", ["x"], ["y"], name="f", axis=5)]
+    with pytest.raises(ValueError, match=r"node 0 'f' \(Flatten\): attribute axis=5 is out of"):
         fo.load(write(tmp_path, chain_model(nodes, inputs=x3)))
-    nodes = [helper.make_node("Flatten", ["x"], ["y"], name="f", axis=0)]
-    with pytest.raises(ValueError, match=r"axis=0 .* moves the batch axis"):
-        fo.load(write(tmp_path, chain_model(nodes, inputs=x1)))
+
+
+# -- several outputs, batch-wide layers, integer input (the rest of issue #13) -------
+def graph_model(nodes, inits, x_shape, outputs, elem=TensorProto.FLOAT, opset=17):
+    """A model whose graph outputs are the tensors named in ``outputs`` (a name, or a
+    (name, element type) pair where a runtime needs the type)."""
+    inputs = [helper.make_tensor_value_info("x", elem, list(x_shape))]
+    outs = [helper.make_tensor_value_info(*((n, TensorProto.UNDEFINED) if isinstance(n, str)
+                                            else n), None) for n in outputs]
+    graph = helper.make_graph(nodes, "g", inputs, outs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def onnx_reference(proto, x, name="x"):
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(proto).run(None, {name: x})
+
+
+@pytest.mark.parametrize("order", [0, 1])
+@pytest.mark.parametrize("rank", [4, 3])
+def test_maxpool_indices_output_over_several_planes(tmp_path, rank, order):
+    # N and C > 1: the flat index counts the planes before (the node cases have one)
+    k = [3, 2] if rank == 4 else [3]
+    attrs = dict(kernel_shape=k, strides=[2] * len(k), pads=[1] * (2 * len(k)))
+    if rank == 4:
+        attrs["storage_order"] = order
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["y", "i"], name="mp", **attrs)]
+    shape = (3, 2, 7, 6) if rank == 4 else (3, 2, 9)
+    proto = graph_model(nodes, [], ["N"] + list(shape[1:]),
+                        [("y", TensorProto.FLOAT), ("i", TensorProto.INT64)])
+    model = fo.load(write(tmp_path, proto))
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    want = onnx_reference(proto, x)
+    model.eval()
+    got = model(x)
+    assert isinstance(got, tuple) and len(got) == 2
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[1].dtype == np.int64
+    # predict: the same pair, whatever batch_size (the indices count earlier samples)
+    for a, b in zip(model.predict(x, batch_size=1), want):
+        np.testing.assert_array_equal(a, b)
+    path = tmp_path / "saved.npz"
+    model.save(path)
+    again = fastconv.load_model(path)
+    again.eval()
+    np.testing.assert_array_equal(again(x)[1], want[1])
+    if rank == 4:
+        ort = pytest.importorskip("onnxruntime")
+        ort_out = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})
+        np.testing.assert_array_equal(got[1], ort_out[1])
+
+
+def test_dropout_mask_and_batchnorm_training_outputs(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 3, 5, 2)).astype(np.float32)
+    inits = [numpy_helper.from_array(v.astype(np.float32), n) for n, v in
+             (("s", rng.random(3) + 0.5), ("b", rng.standard_normal(3)),
+              ("m", rng.standard_normal(3)), ("v", rng.random(3) + 0.5))]
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"],
+                              ["y", "rm", "rv"], name="bn", training_mode=1, momentum=0.8,
+                              epsilon=1e-3)]
+    proto = graph_model(nodes, inits, ["N", 3, 5, 2], ["y", "rm", "rv"], opset=15)
+    model = fo.load(write(tmp_path, proto))
+    want = onnx_reference(proto, x)
+    model.eval()
+    got = model(x)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # the graph normalises with the batch's statistics: predict runs one batch
+    for a, b in zip(model.predict(x, batch_size=1), got):
+        np.testing.assert_array_equal(a, b)
+    # training mode with only Y: batch statistics, one output, not folded
+    nodes[0].output[:] = ["y"]
+    proto = graph_model(nodes, inits, ["N", 3, 5, 2], ["y"], opset=15)
+    model = fo.load(write(tmp_path, proto), fold_batchnorm=True)
+    np.testing.assert_allclose(eval_out(model, x), want[0], rtol=1e-5, atol=1e-6)
+    # inference Dropout with its mask: the identity and an all-true mask
+    ratio = numpy_helper.from_array(np.array(0.3, np.float32), "ratio")
+    nodes = [helper.make_node("Dropout", ["x", "ratio"], ["y", "mask"], name="do")]
+    proto = graph_model(nodes, [ratio], ["N", 3, 5, 2], ["y", "mask"])
+    model = fo.load(write(tmp_path, proto))
+    model.eval()
+    y, mask = model(x)
+    np.testing.assert_array_equal(y, x)
+    assert mask.dtype == np.bool_ and mask.all() and mask.shape == x.shape
+
+
+def test_several_outputs_refused_where_they_cannot_be_returned(tmp_path):
+    shape = ["N", 2, 6, 6]
+    pool = dict(kernel_shape=[2, 2])
+    # the indices of a pool in the middle of the chain
+    nodes = [helper.make_node("MaxPool", ["x"], ["p", "i"], name="mp", **pool),
+             helper.make_node("Relu", ["p"], ["y"], name="relu")]
+    with pytest.raises(ValueError, match=r"node 0 'mp' \(MaxPool\): its output 1 'i' is a "
+                                         r"graph output; fastconv returns the extra outputs of "
+                                         r"the last node only"):
+        fo.load(write(tmp_path, graph_model(nodes, [], shape, ["y", "i"])))
+    # the outputs in another order than the node's
+    nodes = [helper.make_node("MaxPool", ["x"], ["y", "i"], name="mp", **pool)]
+    with pytest.raises(ValueError, match=r"node 0 'mp' \(MaxPool\): the graph outputs \['y', "
+                                         r"'y'\] are not this node's outputs"):
+        fo.load(write(tmp_path, graph_model(nodes, [], shape, ["y", "y"])))
+    # an operator with one output asked for two
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    with pytest.raises(ValueError, match=r"node 0 'relu' \(Relu\): the graph outputs"):
+        fo.load(write(tmp_path, graph_model(nodes, [], shape, ["y", "z"])))
+    # BatchNormalization: two of three training outputs, or outputs in inference mode
+    inits = [numpy_helper.from_array(np.ones(2, np.float32), n) for n in "sbmv"]
+    for mode in (1, 0):
+        nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"],
+                                  ["y", "rm"], name="bn", training_mode=mode)]
+        with pytest.raises(ValueError, match=r"node 0 'bn' \(BatchNormalization\): 2 outputs: "
+                                             r"only Y, or with attribute training_mode=1"):
+            fo.load(write(tmp_path, graph_model(nodes, inits, shape, ["y", "rm"], opset=15)))
+    nodes = [helper.make_node("MaxPool", ["x"], ["y", "i"], name="mp", storage_order=2, **pool)]
+    with pytest.raises(ValueError, match=r"attribute storage_order=2 must be 0 or 1"):
+        fo.load(write(tmp_path, graph_model(nodes, [], shape, ["y", "i"])))
+    # a model with several outputs trains and evaluates nothing: said, not crashed
+    nodes = [helper.make_node("MaxPool", ["x"], ["y", "i"], name="mp", **pool)]
+    model = fo.load(write(tmp_path, graph_model(nodes, [], shape, ["y", "i"])))
+    model.loss = nn.MSELoss()
+    with pytest.raises(ValueError, match=r"evaluate: the model returns 2 arrays \(its last "
+                                         r"layer MaxPool2d"):
+        model.evaluate(np.zeros((2, 2, 6, 6), np.float32), np.zeros((2, 2, 3, 3), np.float32))
+    # and export writes one output per sample
+    with pytest.raises(ValueError, match=r"export: layer 0 \(MaxPool2d\) returns 2 arrays"):
+        fo.export(model, tmp_path / "back.onnx", input_shape=(2, 6, 6))
+
+
+def test_gemm_transposed_input_and_per_row_bias(tmp_path):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((5, 3)).astype(np.float32)  # (K=5, M=3) with transA
+    b = numpy_helper.from_array(rng.standard_normal((4, 5)).astype(np.float32), "b")
+    for c_shape in [(3, 4), (3, 1), (1, 4), (4,), ()]:
+        c = numpy_helper.from_array(rng.standard_normal(c_shape).astype(np.float32), "c")
+        nodes = [helper.make_node("Gemm", ["x", "b", "c"], ["y"], name="g", transA=1,
+                                  transB=1, alpha=0.5, beta=2.0)]
+        proto = graph_model(nodes, [b, c], ["K", 3], ["y"])
+        model = fo.load(write(tmp_path, proto))
+        want = onnx_reference(proto, a)[0]
+        close(eval_out(model, a), want)
+        model.loss = nn.MSELoss()  # predict's raw outputs
+        np.testing.assert_array_equal(model.predict(a, batch_size=2), eval_out(model, a))
+    # not transposed, C of one row per sample: the rows are fixed to C's
+    c = numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "c")
+    nodes = [helper.make_node("Gemm", ["x", "b", "c"], ["y"], name="g", transB=1)]
+    proto = graph_model(nodes, [b, c], ["N", 5], ["y"])
+    model = fo.load(write(tmp_path, proto))
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    close(eval_out(model, x), onnx_reference(proto, x)[0])
+    assert type(model.layers[0]) is nn.Gemm
+    with pytest.raises(ValueError, match=r"Gemm: bias of shape \(3, 4\) needs 3 output rows, "
+                                         r"the input \(2, 5\) gives 2"):
+        eval_out(model, x[:2])
+    # it trains (the gradients by central differences) and saves
+    layer = model.layers[0]
+    model.train()
+    y = model(x)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    model.zero_grad() if hasattr(model, "zero_grad") else None
+    layer.weight.grad[...] = 0
+    layer.bias.grad[...] = 0
+    model.backward(g)
+    np.testing.assert_allclose(layer.bias.grad, g, rtol=1e-6)
+    np.testing.assert_allclose(layer.weight.grad, g.T @ x, rtol=1e-5, atol=1e-5)
+    path = tmp_path / "gemm.npz"
+    model.save(path)
+    close(eval_out(fastconv.load_model(path), x), onnx_reference(proto, x)[0])
+    # C that does not broadcast to (M, N)
+    c = numpy_helper.from_array(np.ones((3, 2), np.float32), "c")
+    proto = graph_model(nodes, [b, c], ["N", 5], ["y"])
+    with pytest.raises(ValueError, match=r"node 0 'g' \(Gemm\): input C of shape \(3, 2\) does "
+                                         r"not broadcast to \(M, 4\)"):
+        fo.load(write(tmp_path, proto))
+
+
+def test_softmax_over_the_batch_axis(tmp_path):
+    for op in ("Softmax", "LogSoftmax"):
+        nodes = [helper.make_node(op, ["x"], ["y"], name="sm", axis=0)]
+        proto = graph_model(nodes, [], ["N", 4], ["y"])
+        model = fo.load(write(tmp_path, proto))
+        x = np.random.default_rng(3).standard_normal((5, 4)).astype(np.float32)
+        want = onnx_reference(proto, x)[0]
+        close(eval_out(model, x), want)
+        model.loss = nn.MSELoss()  # predict's raw outputs
+        close(model.predict(x, batch_size=2), want)
+    # a negative axis that lands on the batch axis is refused by the layer (write 0)
+    with pytest.raises(ValueError, match=r"Softmax: axis=-2 is the batch axis of input of shape "
+                                         r"\(5, 4\); write axis=0"):
+        nn.Sequential(nn.Softmax(axis=-2)).predict(np.ones((5, 4), np.float32))
+
+
+def test_integer_input_through_max_pooling(tmp_path):
+    rng = np.random.default_rng(4)
+    for elem, dtype in ((TensorProto.UINT8, np.uint8), (TensorProto.INT8, np.int8),
+                        (TensorProto.INT16, np.int16)):
+        # (no padding: onnx's reference pads integers with a NaN cast to them)
+        nodes = [helper.make_node("MaxPool", ["x"], ["p"], name="mp", kernel_shape=[2, 2],
+                                  strides=[1, 2], ceil_mode=1),
+                 helper.make_node("Flatten", ["p"], ["y"], name="fl")]
+        proto = graph_model(nodes, [], ["N", 2, 5, 5], ["y"], elem=elem)
+        model = fo.load(write(tmp_path, proto))
+        info = np.iinfo(dtype)
+        x = rng.integers(info.min, info.max, (3, 2, 5, 5), endpoint=True).astype(dtype)
+        want = onnx_reference(proto, x)[0]
+        got = eval_out(model, x)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(model.predict(x, batch_size=2), want)
+    nodes = [helper.make_node("Sigmoid", ["x"], ["y"], name="sg")]
+    with pytest.raises(ValueError, match=r"node 0 'sg' \(Sigmoid\): on UINT8 input: integer "
+                                         r"graph inputs run through MaxPool, GlobalMaxPool"):
+        fo.load(write(tmp_path, graph_model(nodes, [], ["N", 4], ["y"], elem=TensorProto.UINT8)))
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]
+    with pytest.raises(ValueError, match=r"graph input 'x' has element type INT32; fastconv "
+                                         r"models take FLOAT"):
+        fo.load(write(tmp_path, graph_model(nodes, [], ["N", 4], ["y"], elem=TensorProto.INT32)))
+
+
+def test_averagepool_dilations_load_and_export(tmp_path):
+    x7 = ["N", 2, 9, 8]
+    nodes = [helper.make_node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[3, 2],
+                              strides=[2, 1], dilations=[2, 3], pads=[1, 0, 2, 1], ceil_mode=1,
+                              count_include_pad=0)]
+    proto = graph_model(nodes, [], x7, ["y"], opset=19)
+    model = fo.load(write(tmp_path, proto))
+    assert model.layers[0].dilation == (2, 3)
+    x = np.random.default_rng(5).standard_normal((2, 2, 9, 8)).astype(np.float32)
+    close(eval_out(model, x), onnx_reference(proto, x)[0])
+    # written back from opset 19 on, refused before
+    with pytest.raises(ValueError, match=r"layer 0 \(AvgPool2d\): dilation=\(2, 3\) needs "
+                                         r"opset 19"):
+        fo.export(model, tmp_path / "back.onnx", input_shape=(2, 9, 8), opset=17)
+    back = fo.export(model, tmp_path / "back.onnx", input_shape=(2, 9, 8), opset=19)
+    close(onnx_reference(back, x, "input")[0], eval_out(model, x))
 
 
 def test_caps_are_checked_ints(tmp_path):
@@ -898,3 +1139,158 @@ def test_ceil_mode_output_length_is_onnx_runtimes():
                                 == y.shape[2], (n, k, s, before, after, ceil)
                             checked += 1
     assert checked > 300
+
+
+# -- the layers behind those graphs, on their own ------------------------------------
+def test_batchnorm_batch_statistics_in_evaluation_as_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(6).standard_normal((4, 3, 5, 5))
+    ours = nn.BatchNorm2d(3, momentum=0.2, track_running_stats=False, dtype=np.float64)
+    theirs = torch.nn.BatchNorm2d(3, momentum=0.2, track_running_stats=False).double()
+    ours.weight.data[...] = [0.5, 1.5, 2.0]
+    with torch.no_grad():
+        theirs.weight[...] = torch.tensor([0.5, 1.5, 2.0])
+    ours.eval()
+    theirs.eval()
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = theirs(xt)
+    ours.needs_input_grad = True
+    y = ours.forward(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = np.random.default_rng(7).standard_normal(y.shape)
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(ours.backward(g), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(ours.running_mean, 0)  # left alone
+    # the running statistics ONNX's training mode writes, returned
+    bn = nn.BatchNorm1d(3, momentum=0.25, track_running_stats=False, return_running_stats=True,
+                        dtype=np.float64)
+    bn.running_mean[...] = [1.0, 2.0, 3.0]
+    z = x[:, :, 0, 0]
+    _, rm, rv = bn.forward(z)
+    np.testing.assert_allclose(rm, 0.75 * bn.running_mean + 0.25 * z.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(rv, 0.75 * 1.0 + 0.25 * z.var(0), rtol=1e-14)
+    for kw, exc, match in (
+            (dict(return_running_stats=True), ValueError,
+             r"BatchNorm2d: return_running_stats=True .* needs track_running_stats=False and a "
+             r"float momentum"),
+            (dict(track_running_stats=False, return_running_stats=True, momentum=None),
+             ValueError, r"needs track_running_stats=False and a float momentum"),
+            (dict(track_running_stats="no"), TypeError,
+             r"BatchNorm2d: track_running_stats must be a bool, got str")):
+        with pytest.raises(exc, match=match):
+            nn.BatchNorm2d(3, **kw)
+
+
+@pytest.mark.parametrize("trans_a,bias_shape", [(True, (3, 4)), (True, None), (False, (3, 1)),
+                                                (True, ())])
+def test_gemm_layer_gradients_by_central_differences(trans_a, bias_shape):
+    from oracle import numerical_grad
+
+    rng = np.random.default_rng(8)
+    layer = nn.Gemm(5, 4, trans_a=trans_a, bias=bias_shape is not None, bias_shape=bias_shape,
+                    dtype=np.float64)
+    layer.weight.data[...] = rng.standard_normal((4, 5))
+    if layer.bias is not None:
+        layer.bias.data[...] = rng.standard_normal(bias_shape)
+    layer.needs_input_grad = True
+    x = rng.standard_normal((5, 3) if trans_a else (3, 5))
+    y = layer.forward(x)
+    g = rng.standard_normal(y.shape)
+    gx = layer.backward(g)
+    loss = (lambda: float(np.sum(layer.forward(x) * g)))
+    np.testing.assert_allclose(gx, numerical_grad(loss, x, eps=1e-6), atol=1e-7)
+    np.testing.assert_allclose(layer.weight.grad, numerical_grad(loss, layer.weight.data,
+                                                                 eps=1e-6), atol=1e-7)
+    if layer.bias is not None:
+        np.testing.assert_allclose(layer.bias.grad, numerical_grad(loss, layer.bias.data,
+                                                                   eps=1e-6), atol=1e-7)
+    assert layer._whole_batch == (trans_a or bias_shape == (3, 4) or bias_shape == (3, 1))
+
+
+def test_onnx_form_layers_check_their_arguments():
+    for call, exc, match in (
+            (lambda: nn.Gemm(3, 4, bias_shape=(2, 3)), ValueError,
+             r"Gemm: bias_shape \(2, 3\) does not broadcast to \(rows, 4\)"),
+            (lambda: nn.Gemm(3, 4, bias_shape=(1, 2, 4)), ValueError,
+             r"Gemm: bias_shape must be a tuple of at most 2 ints"),
+            (lambda: nn.Gemm(3, 4, bias=None), TypeError, r"Gemm: bias must be a bool"),
+            (lambda: nn.Gemm(3, 4, trans_a=1), TypeError, r"Gemm: trans_a must be a bool"),
+            (lambda: nn.Gemm(3, 4, trans_a=True).forward(np.ones((4, 2), np.float32)),
+             ValueError, r"Gemm: expected input of shape \(in_features, rows\) with "
+                         r"in_features=3, got shape \(4, 2\)"),
+            (lambda: nn.Cast("int64"), TypeError, r"Cast: dtype must be one of .* got int64"),
+            (lambda: nn.Cast("pixels"), TypeError, r"Cast: dtype must be one of"),
+            (lambda: nn.Flatten(axis=1.5), TypeError, r"Flatten: axis must be"),
+            (lambda: nn.Flatten(axis=3).forward(np.ones((2, 3), np.float32)), ValueError,
+             r"Flatten: axis=3 is out of range for input of shape \(2, 3\)"),
+            (lambda: nn.Dropout(0.5, return_mask="yes"), TypeError,
+             r"Dropout: return_mask must be a bool, got str")):
+        with pytest.raises(exc, match=match):
+            call()
+    # Dropout's mask in training is where the element was kept
+    d = nn.Dropout(0.5, rng=0, return_mask=True)
+    x = np.ones((4, 6), np.float32)
+    y, keep = d.forward(x)
+    np.testing.assert_array_equal(keep, y != 0)
+    assert 0 < keep.sum() < keep.size
+    # Cast: integers through, gradient back in the input's float dtype
+    c = nn.Cast("uint8")
+    c.needs_input_grad = True
+    out = c.forward(np.array([[3.0, 250.0]], np.float32))
+    assert out.dtype == np.uint8 and out.tolist() == [[3, 250]]
+    assert c.backward(np.ones((1, 2))).dtype == np.float32
+
+
+def test_dask_predict_refuses_a_model_that_mixes_the_batch():
+    da = pytest.importorskip("dask.array")
+    import fastconv.dask
+
+    model = nn.Sequential(nn.Flatten(axis=0))
+    with pytest.raises(ValueError, match=r"fastconv.dask.predict: the model's output is not one "
+                                         r"row per sample"):
+        fastconv.dask.predict(model, da.zeros((4, 3), chunks=2))
+
+
+def test_new_layer_settings_save_and_load(tmp_path):
+    x = np.random.default_rng(9).standard_normal((3, 2, 4, 4)).astype(np.float32)
+    models = [
+        nn.Sequential(nn.Flatten(axis=2)),
+        nn.Sequential(nn.Dropout(0.2, return_mask=True)),
+        nn.Sequential(nn.BatchNorm2d(2, momentum=0.3, track_running_stats=False,
+                                     return_running_stats=True)),
+        nn.Sequential(nn.Cast("float64"), nn.MaxPool1d(2, return_indices=True,
+                                                       indices_layout="flat_column")),
+        nn.Sequential(nn.Flatten(), nn.Gemm(32, 5, trans_a=True, bias_shape=(3, 1), rng=1)),
+        nn.Sequential(nn.Flatten(), nn.Gemm(32, 5, bias=False, rng=1)),
+        nn.Sequential(nn.AvgPool2d(2, 1, dilation=(2, 1), count_include_pad=False)),
+    ]
+    for i, model in enumerate(models):
+        xi = x.reshape(3, 2, 16) if i == 3 else x
+        if i == 4:
+            xi = x.reshape(3, 32).T.copy()  # (in_features, rows): the input transposed
+        path = tmp_path / f"m{i}.npz"
+        model.save(path)
+        again = fastconv.load_model(path)
+        assert [m.get_config() for m in again.layers] == [m.get_config() for m in model.layers]
+        model.eval()
+        again.eval()
+        a, b = model(xi), again(xi)
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_distributed_evaluate_refuses_a_model_that_mixes_the_batch():
+    from fastconv import distributed
+
+    model = nn.Sequential(nn.Flatten(), nn.Gemm(3, 2, trans_a=True, rng=0))
+    model.loss = nn.MSELoss()
+    with pytest.raises(ValueError, match=r"distributed.evaluate: the model's output is not one "
+                                         r"row per sample"):
+        distributed.evaluate(model, np.zeros((3, 4), np.float32), np.zeros((4, 2), np.float32))
+    # the local evaluate runs it as one batch (here as many rows out as samples in)
+    square = nn.Sequential(nn.Gemm(4, 2, trans_a=True, rng=0))
+    square.loss = nn.MSELoss()
+    x = np.random.default_rng(10).standard_normal((4, 4)).astype(np.float32)
+    y = np.zeros((4, 2), np.float32)
+    want = float(np.mean(eval_out(square, x) ** 2))
+    assert square.evaluate(x, y, batch_size=1)["loss"] == pytest.approx(want, rel=1e-5)

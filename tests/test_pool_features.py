@@ -1,5 +1,5 @@
 """The pooling features of issue #13: ceil_mode, per-side padding (up to the
-window), max-pool dilation and 1-D pooling, forward and backward, against
+window), max- and average-pool dilation and 1-D pooling, forward and backward, against
 PyTorch, the plain-loop reference and central differences; bitwise the same
 on 1 and 2 threads and at every SIMD level; the layers (save/load, inference
 plans); and the argument checks."""
@@ -181,6 +181,93 @@ def test_avg_pool2d_matches_reference(name, cip, dtype):
           reference.avg_pool2d_backward(gy, x.shape, k, s, pad, **kw), dtype, "gx")
 
 
+# average-pool dilation (ONNX's AveragePool, opset 19): PyTorch has none, so the
+# oracles are the plain loops and ONNX's own reference implementation
+def _avg_allows(case):
+    """Average pooling keeps each side's padding below the undilated window."""
+    _, k, _, pad, _, _ = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    if isinstance(pad, int):
+        pad = ((pad, pad), (pad, pad))
+    pad = [(p, p) if isinstance(p, int) else p for p in pad]
+    return max(pad[0]) < kh and max(pad[1]) < kw
+
+
+AVG_DILATED = {n: c for n, c in REF_CASES.items() if c[4] != 1 and _avg_allows(c)}
+AVG_DILATED.update({
+    "onnx_2d_dilations": ((1, 1, 4, 4), 2, 1, 0, 2, False),
+    "dilated_ceil_padded_sides": ((2, 3, 11, 10), (3, 2), (2, 3), ((2, 1), (1, 0)), (2, 3), True),
+    "dilated_1x1_kernel": ((1, 2, 5, 6), 1, 2, 0, 3, True),
+    "dilated_batch_of_one": ((1, 1, 9, 9), 3, 3, 1, 2, False),
+})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cip", [True, False])
+@pytest.mark.parametrize("name", list(AVG_DILATED))
+def test_avg_pool2d_dilation_matches_reference(name, cip, dtype):
+    shape, k, s, pad, d, ceil = AVG_DILATED[name]
+    x = rand(shape, dtype)
+    kw = dict(ceil_mode=ceil, count_include_pad=cip, dilation=d)
+    y = F.avg_pool2d(x, k, s, pad, **kw)
+    close(y, reference.avg_pool2d(x, k, s, pad, **kw), dtype, "y")
+    gy = rand(y.shape, dtype, seed=1)
+    close(F.avg_pool2d_backward(gy, x.shape, k, s, pad, **kw),
+          reference.avg_pool2d_backward(gy, x.shape, k, s, pad, **kw), dtype, "gx")
+
+
+def _onnx_avg_pool(x, k, s, pads, d, ceil, cip):
+    """ONNX's reference AveragePool (opset 19) on ``x``."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    pair = (lambda v: [v, v] if isinstance(v, int) else list(v))
+    (t, b), (left, r) = pads
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=pair(k),
+                            strides=pair(s), dilations=pair(d), pads=[t, left, b, r],
+                            ceil_mode=int(ceil), count_include_pad=int(cip))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, None)],
+                              [helper.make_tensor_value_info("y", 1, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    return ReferenceEvaluator(model).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("cip", [True, False])
+@pytest.mark.parametrize("case", [
+    ((1, 1, 4, 4), 2, 1, ((0, 0), (0, 0)), 2, False),
+    ((2, 2, 9, 8), 3, 2, ((1, 2), (2, 0)), (2, 1), False),
+    ((1, 2, 10, 11), (2, 3), (3, 2), ((1, 0), (0, 2)), 2, True),
+    ((1, 1, 7, 7), 3, 1, ((1, 1), (1, 1)), 3, False),
+])
+def test_avg_pool2d_dilation_matches_onnx_reference(case, cip):
+    shape, k, s, pads, d, ceil = case
+    x = rand(shape, np.float32)
+    want = _onnx_avg_pool(x, k, s, pads, d, ceil, cip)
+    y = F.avg_pool2d(x, k, s, pads, ceil_mode=ceil, count_include_pad=cip, dilation=d)
+    assert y.shape == want.shape
+    close(y, want, np.float32, "y")
+
+
+def test_avg_pool_dilation_divisor_by_hand():
+    """Row [1, 2, 3, 4, 5], window 3 with dilation 2, stride 2, padding (2, 1),
+    ceil_mode: windows start at -2, 0 and 2 and read taps {-2, 0, 2}, {0, 2, 4}
+    and {2, 4, 6}; the padded row is [-2, 6)."""
+    x = np.arange(1.0, 6.0).reshape(1, 1, 5)
+    args = (3, 2, (2, 1))
+    # count_include_pad: the taps inside [-2, 6): 3, 3 and 2
+    np.testing.assert_array_equal(
+        F.avg_pool1d(x, *args, ceil_mode=True, dilation=2, count_include_pad=True),
+        [[[4 / 3, 3.0, 4.0]]])
+    # else only the taps inside [0, 5): 2, 3 and 2
+    np.testing.assert_array_equal(
+        F.avg_pool1d(x, *args, ceil_mode=True, dilation=2, count_include_pad=False),
+        [[[2.0, 3.0, 4.0]]])
+    # dilation 1 is the undilated pooling, bit for bit
+    z = rand((2, 3, 9, 8))
+    np.testing.assert_array_equal(F.avg_pool2d(z, 3, 2, 1, dilation=1), F.avg_pool2d(z, 3, 2, 1))
+
+
 def test_count_include_pad_divisor_by_hand():
     """Row [1, 2, 3, 4], window 3, stride 2, padding (2, 0), ceil_mode: windows
     [-2, 1), [0, 3) and [2, 5), the last running past the padded row [-2, 4)."""
@@ -233,7 +320,7 @@ def test_pool1d_matches_torch(case, dtype):
 def test_pool1d_per_side_padding_matches_reference(dtype):
     x = rand((2, 3, 11), dtype)
     for k, s, pad, d, ceil in [(3, 2, (0, 2), 1, True), (4, 3, (3, 1), 1, False),
-                               (3, 2, (4, 0), 2, True)]:
+                               (3, 2, (4, 0), 2, True), (3, 2, (2, 1), 3, True)]:
         y, idx = F.max_pool1d(x, k, s, pad, d, ceil_mode=ceil, return_indices=True)
         ry, ridx = reference.max_pool1d(x, k, s, pad, d, ceil_mode=ceil, return_indices=True)
         np.testing.assert_array_equal(y, ry)
@@ -241,13 +328,14 @@ def test_pool1d_per_side_padding_matches_reference(dtype):
         gy = rand(y.shape, dtype, seed=2)
         close(F.max_pool1d_backward(gy, idx, x.shape),
               reference.max_pool1d_backward(gy, idx, x.shape), dtype, "gx")
-        if d == 1:
+        if max(pad) < k:  # average pooling's padding limit is the undilated window
             for cip in (True, False):
-                kw = dict(ceil_mode=ceil, count_include_pad=cip)
-                close(F.avg_pool1d(x, k, s, pad, **kw), reference.avg_pool1d(x, k, s, pad, **kw),
-                      dtype, "avg y")
-                close(F.avg_pool1d_backward(gy, x.shape, k, s, pad, **kw),
-                      reference.avg_pool1d_backward(gy, x.shape, k, s, pad, **kw), dtype,
+                kw = dict(ceil_mode=ceil, count_include_pad=cip, dilation=d)
+                a = F.avg_pool1d(x, k, s, pad, **kw)
+                close(a, reference.avg_pool1d(x, k, s, pad, **kw), dtype, "avg y")
+                ga = rand(a.shape, dtype, seed=3)
+                close(F.avg_pool1d_backward(ga, x.shape, k, s, pad, **kw),
+                      reference.avg_pool1d_backward(ga, x.shape, k, s, pad, **kw), dtype,
                       "avg gx")
 
 
@@ -266,6 +354,13 @@ def test_gradients_by_central_differences():
         kw = dict(ceil_mode=True, count_include_pad=cip)
         ya = F.avg_pool2d(x, k, s, pad, **kw)
         ga = rand(ya.shape, seed=4)
+        num = numerical_grad(lambda: float(np.sum(F.avg_pool2d(xx, k, s, pad, **kw) * ga)),
+                             xx, eps=1e-6)
+        np.testing.assert_allclose(F.avg_pool2d_backward(ga, x.shape, k, s, pad, **kw), num,
+                                   atol=1e-7)
+        kw["dilation"] = d
+        ya = F.avg_pool2d(x, k, s, pad, **kw)
+        ga = rand(ya.shape, seed=5)
         num = numerical_grad(lambda: float(np.sum(F.avg_pool2d(xx, k, s, pad, **kw) * ga)),
                              xx, eps=1e-6)
         np.testing.assert_allclose(F.avg_pool2d_backward(ga, x.shape, k, s, pad, **kw), num,
@@ -292,9 +387,10 @@ def all_features(x, dtype):
     gy = rand(y.shape, dtype, seed=5)
     out += [y, idx, F.max_pool2d_backward(gy, idx, x.shape)]
     for cip in (True, False):
-        kw = dict(ceil_mode=True, count_include_pad=cip)
-        a = F.avg_pool2d(x, 3, 2, pad, **kw)
-        out += [a, F.avg_pool2d_backward(rand(a.shape, dtype, 6), x.shape, 3, 2, pad, **kw)]
+        for d in (1, (2, 3)):
+            kw = dict(ceil_mode=True, count_include_pad=cip, dilation=d)
+            a = F.avg_pool2d(x, 3, 2, pad, **kw)
+            out += [a, F.avg_pool2d_backward(rand(a.shape, dtype, 6), x.shape, 3, 2, pad, **kw)]
     y1, i1 = F.max_pool1d(x[:, :, 0], 3, 2, (0, 2), ceil_mode=True, return_indices=True)
     out += [y1, i1, F.avg_pool1d(x[:, :, 0], 4, 3, (3, 1), ceil_mode=True)]
     return out
@@ -332,12 +428,12 @@ def test_every_simd_level_matches_reference(level, dtype):  # noqa: F811 (fixtur
         gy = rand(y.shape, dtype, seed=7)
         close(F.max_pool2d_backward(gy, idx, x.shape),
               reference.max_pool2d_backward(gy, idx, x.shape), dtype, "gx")
-        if d == 1:
-            kw = dict(ceil_mode=ceil, count_include_pad=False)
-            close(F.avg_pool2d(x, k, s, pad, **kw), reference.avg_pool2d(x, k, s, pad, **kw),
-                  dtype, "avg y")
-            close(F.avg_pool2d_backward(gy, x.shape, k, s, pad, **kw),
-                  reference.avg_pool2d_backward(gy, x.shape, k, s, pad, **kw), dtype, "avg gx")
+        kw = dict(ceil_mode=ceil, count_include_pad=False, dilation=d)
+        a = F.avg_pool2d(x, k, s, pad, **kw)
+        close(a, reference.avg_pool2d(x, k, s, pad, **kw), dtype, "avg y")
+        ga = rand(a.shape, dtype, seed=8)
+        close(F.avg_pool2d_backward(ga, x.shape, k, s, pad, **kw),
+              reference.avg_pool2d_backward(ga, x.shape, k, s, pad, **kw), dtype, "avg gx")
     ran_only(level, "pooling features")
 
 
@@ -380,9 +476,12 @@ def test_layers_save_load_and_inference_plan(tmp_path):
     model2d = nn.Sequential(nn.MaxPool2d(3, 2, ((0, 1), (1, 0)), dilation=(2, 1), ceil_mode=True),
                             nn.AvgPool2d(2, 2, ((1, 0), (0, 1)), ceil_mode=True,
                                          count_include_pad=False),
+                            nn.AvgPool2d(2, 1, ((1, 0), (0, 1)), count_include_pad=False,
+                                         dilation=(1, 2)),
                             nn.Flatten())
     model1d = nn.Sequential(nn.MaxPool1d(3, 2, (0, 2), dilation=2, ceil_mode=True),
-                            nn.AvgPool1d(2, 1, (1, 0), ceil_mode=True), nn.Flatten())
+                            nn.AvgPool1d(2, 1, (1, 0), ceil_mode=True),
+                            nn.AvgPool1d(2, 1, (1, 1), dilation=2), nn.Flatten())
     for model, x in ((model2d, rand((3, 2, 11, 12), np.float32)),
                      (model1d, rand((3, 2, 15), np.float32))):
         want = x
@@ -422,7 +521,17 @@ BAD = [
      r"max_pool2d: ceil_mode must be a bool, got str 'yes'"),
     (lambda: F.avg_pool2d(rand((1, 1, 5, 5)), 2, count_include_pad=None), TypeError,
      r"avg_pool2d: count_include_pad must be a bool, got NoneType None"),
-    (lambda: F.avg_pool2d(rand((1, 1, 5, 5)), 2, dilation=2), TypeError, r"dilation"),
+    (lambda: F.avg_pool2d(rand((1, 1, 5, 5)), 2, dilation=0), ValueError,
+     r"avg_pool2d: dilation must be >= 1, got 0"),
+    (lambda: F.avg_pool2d(rand((1, 1, 5, 5)), 2, dilation=1.5), TypeError,
+     r"avg_pool2d: dilation must be"),
+    (lambda: F.avg_pool1d(rand((1, 1, 2)), 2, 1, padding=1, dilation=3), ValueError,
+     r"avg_pool1d: padding \(1, 1\) along the length leaves output 0 with a window .* no "
+     r"input"),
+    (lambda: F.avg_pool2d_backward(rand((1, 1, 4, 4)), (1, 1, 5, 5), 2, 1, dilation=2),
+     ValueError, r"avg_pool2d_backward: grad_out must have shape \(1, 1, 3, 3\)"),
+    (lambda: nn.AvgPool2d(2, dilation=(1, 0)), ValueError, r"AvgPool2d: dilation must be >= 1"),
+    (lambda: nn.AvgPool1d(2, dilation=-1), ValueError, r"AvgPool1d: dilation must be >= 1"),
     (lambda: F.max_pool2d(rand((1, 1, 2, 2)), 4), ValueError,
      r"max_pool2d: kernel_size 4 along height is larger than the padded input 2"),
     (lambda: F.avg_pool2d_backward(rand((1, 1, 2, 2)), (1, 1, 5, 5), 2, ceil_mode=True),
@@ -489,3 +598,65 @@ def test_max_backward_index_outside_its_tile_falls_back_to_the_scatter(dtype):
     idx[0, 0, 0, 1] = idx[0, 0, 0, 0]  # two outputs, one element: the sum
     close(F.max_pool2d_backward(gy, idx, x.shape),
           reference.max_pool2d_backward(gy, idx, x.shape), dtype, "gx")
+
+
+# --------------------------------------- return_indices on the layers ---
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxpool_layers_return_indices_as_torch(dtype):
+    torch = pytest.importorskip("torch")
+    x = rand((2, 3, 9, 8), dtype)
+    ours = nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True, return_indices=True)
+    theirs = torch.nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True, return_indices=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt, it = theirs(xt)
+    y, idx = ours.forward(x)
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(idx, it.numpy())
+    ours.needs_input_grad = True
+    gy = rand(y.shape, dtype, seed=2)
+    yt.backward(torch.from_numpy(gy))
+    np.testing.assert_array_equal(ours.backward(gy), xt.grad.numpy())
+    # the flat layouts index the whole input (ONNX's Indices)
+    _, flat = nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True, return_indices=True,
+                           indices_layout="flat").forward(x)
+    np.testing.assert_array_equal(x.reshape(-1)[flat], y)
+    _, col = nn.MaxPool2d(3, 2, 1, dilation=(1, 2), ceil_mode=True, return_indices=True,
+                          indices_layout="flat_column").forward(x)
+    np.testing.assert_array_equal(x.transpose(0, 1, 3, 2).reshape(-1)[col], y)
+    # 1-D
+    x1 = rand((2, 3, 11), dtype)
+    y1, i1 = nn.MaxPool1d(3, 2, (1, 2), return_indices=True).forward(x1)
+    yt1, it1 = torch.nn.functional.max_pool1d(torch.from_numpy(np.pad(x1, ((0, 0), (0, 0), (1, 2)),
+                                                                     constant_values=-np.inf)),
+                                              3, 2, return_indices=True)
+    np.testing.assert_array_equal(y1, yt1.numpy())
+    np.testing.assert_array_equal(i1, it1.numpy() - 1)  # torch indexed the padded row
+    _, f1 = nn.MaxPool1d(3, 2, (1, 2), return_indices=True, indices_layout="flat").forward(x1)
+    np.testing.assert_array_equal(x1.reshape(-1)[f1], y1)
+
+
+def test_layer_with_several_outputs_is_last_and_saved(tmp_path):
+    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2, return_indices=True))
+    with pytest.raises(ValueError, match=r"Sequential: layers\[1\] \(MaxPool2d\) returns 2 "
+                                         r"arrays, so it can only be the last layer; got ReLU"):
+        model.add(nn.ReLU())
+    x = rand((2, 2, 6, 6), np.float32)
+    model.eval()
+    y, idx = model(x)
+    assert not plannable(model)  # the plan computes one array per layer
+    path = tmp_path / "m.npz"
+    model.save(path)
+    again = fastconv.load_model(path)
+    again.eval()
+    for a, b in zip(again(x), (y, idx)):
+        np.testing.assert_array_equal(a, b)
+    assert "(1, 2, 3, 3), (1, 2, 3, 3)" in model.summary((2, 6, 6), print_fn=lambda s: None)
+    for bad, exc, match in ((dict(return_indices="yes"), TypeError,
+                             r"MaxPool2d: return_indices must be a bool, got str"),
+                            (dict(return_indices=True, indices_layout="onnx"), ValueError,
+                             r"MaxPool2d: indices_layout must be one of \['plane', 'flat', "
+                             r"'flat_column'\], got 'onnx'")):
+        with pytest.raises(exc, match=match):
+            nn.MaxPool2d(2, **bad)
+    with pytest.raises(TypeError, match=r"MaxPool1d: return_indices must be a bool"):
+        nn.MaxPool1d(2, return_indices=1)

@@ -9,6 +9,7 @@ Everything convolution- and pooling-shaped runs in the compiled kernels
   ``BatchNorm1d``, ``BatchNorm2d``
 * activations and pooling - ``LeakyReLU``, ``ELU``, ``GELU``, ``SiLU``,
   ``LogSoftmax``, ``GlobalAvgPool2d``, ``GlobalMaxPool2d``, ``AdaptiveAvgPool2d``
+* ONNX forms - ``Gemm`` (a transposed input or a per-row bias), ``Cast``
 * losses - ``CrossEntropyLoss``, ``MSELoss``, ``BCEWithLogitsLoss``, ``BCELoss``,
   ``NLLLoss``
 * ``init`` - zeros, normal, Glorot/Xavier, He/Kaiming initialisers
@@ -30,7 +31,7 @@ from .callbacks import (
     ReduceLROnPlateau,
 )
 from .conv import Conv1d, Conv2d
-from .dense import Dense, Flatten, Linear
+from .dense import Cast, Dense, Flatten, Gemm, Linear
 from .layer_base import get_layer_class, layer_from_config, register_layer
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss, NLLLoss, get_loss
 from .module import Module, Parameter, is_grad_enabled, no_grad
@@ -63,6 +64,8 @@ __all__ = [
     "Linear",
     "Dense",
     "Flatten",
+    "Gemm",
+    "Cast",
     "ReLU",
     "Sigmoid",
     "Tanh",

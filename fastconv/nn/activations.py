@@ -162,6 +162,15 @@ class Tanh(_ElementWise):
         gx *= g
 
 
+def _not_batch_by_accident(layer, x):
+    """A negative ``axis`` that is the batch axis of this input: refused, since
+    ``predict`` would split the batch it normalises over (axis 0 says it)."""
+    if layer.axis < 0 and layer.axis + x.ndim == 0:
+        raise ValueError(
+            f"{type(layer).__name__}: axis={layer.axis} is the batch axis of input of shape "
+            f"{x.shape}; write axis=0 to normalise across the batch")
+
+
 @register_layer
 class Softmax(_ElementWise):
     """Softmax along ``axis`` (default 1, the class axis), max-shifted for stability.
@@ -169,6 +178,10 @@ class Softmax(_ElementWise):
     Parameters
     ----------
     axis : int, default 1
+        0 normalises across the batch (ONNX's ``Softmax(axis=0)``): a sample's
+        output then depends on its batch, and ``predict`` runs the whole input
+        as one batch. A negative axis that lands on the batch axis is refused
+        (write 0).
 
     Notes
     -----
@@ -181,7 +194,12 @@ class Softmax(_ElementWise):
         super().__init__()
         self.axis = int(axis)
 
+    @property
+    def _whole_batch(self):
+        return self.axis == 0
+
     def _apply(self, x, y):
+        _not_batch_by_accident(self, x)
         np.subtract(x, x.max(axis=self.axis, keepdims=True), out=y)
         np.exp(y, out=y)
         y /= y.sum(axis=self.axis, keepdims=True)
@@ -374,7 +392,12 @@ class LogSoftmax(_ElementWise):
             raise ValueError(f"LogSoftmax: axis {self.axis} is out of range for input of "
                              f"shape {x.shape}")
 
+    @property
+    def _whole_batch(self):
+        return self.axis == 0
+
     def _apply(self, x, y):
+        _not_batch_by_accident(self, x)
         np.subtract(x, x.max(axis=self.axis, keepdims=True), out=y)
         y -= np.log(np.exp(y).sum(axis=self.axis, keepdims=True))
 

@@ -248,7 +248,11 @@ _POOL = {"kernel_size": _pair_in(1), "stride": _optional(_pair_in(1)), "padding"
 _POOL1D = {"kernel_size": _int_in(1), "stride": _optional(_int_in(1)), "padding": _pair_in(0),
            "ceil_mode": _BOOL}
 _BN = {"num_features": _int_in(1), "eps": _real_in(0, math.inf), "momentum": _optional(_real_in(0, 1)),
-       "affine": _BOOL, "dtype": _DTYPE}
+       "affine": _BOOL, "dtype": _DTYPE, "track_running_stats": _BOOL,
+       "return_running_stats": _BOOL}
+_INDICES = {"return_indices": _BOOL,
+            "indices_layout": ((lambda v: v in ("plane", "flat", "flat_column")),
+                               "'plane', 'flat' or 'flat_column'")}
 _INITS = {"weight_init": _STR, "bias_init": _STR}
 
 # Constructor arguments the built-in layers accept from a file: name -> (check, description).
@@ -260,15 +264,22 @@ _LAYER_SCHEMA = {
     "Conv1d": {"in_channels": _int_in(1), "out_channels": _int_in(1), "kernel_size": _int_in(1),
                "stride": _int_in(1), "padding": _PADDING_1D, "dilation": _int_in(1),
                "groups": _int_in(1), "bias": _BOOL, "dtype": _DTYPE, **_INITS},
-    "MaxPool2d": {**_POOL, "dilation": _pair_in(1)},
-    "AvgPool2d": {**_POOL, "count_include_pad": _BOOL},
-    "MaxPool1d": {**_POOL1D, "dilation": _int_in(1)},
-    "AvgPool1d": {**_POOL1D, "count_include_pad": _BOOL},
+    "MaxPool2d": {**_POOL, "dilation": _pair_in(1), **_INDICES},
+    "AvgPool2d": {**_POOL, "count_include_pad": _BOOL, "dilation": _pair_in(1)},
+    "MaxPool1d": {**_POOL1D, "dilation": _int_in(1), **_INDICES},
+    "AvgPool1d": {**_POOL1D, "count_include_pad": _BOOL, "dilation": _int_in(1)},
     "Linear": {"in_features": _int_in(1), "out_features": _int_in(1), "bias": _BOOL,
                "dtype": _DTYPE, **_INITS},
-    "Flatten": {}, "ReLU": {}, "Sigmoid": {}, "Tanh": {},
+    "Flatten": {"axis": _int_in(-32, 32)}, "ReLU": {}, "Sigmoid": {}, "Tanh": {},
     "Softmax": {"axis": _int_in(-32, 32)},
-    "Dropout": {"p": _real_in(0, 1, hi_open=True)},
+    "Dropout": {"p": _real_in(0, 1, hi_open=True), "return_mask": _BOOL},
+    "Gemm": {"in_features": _int_in(1), "out_features": _int_in(1), "trans_a": _BOOL,
+             "bias": _BOOL, "bias_shape": _optional(((lambda v: isinstance(v, list) and len(v) <= 2
+                                       and all(map(_int_in(1)[0], v))),
+                                      "a list of at most 2 ints >= 1")),
+             "dtype": _DTYPE, **_INITS},
+    "Cast": {"dtype": ((lambda v: v in ("float32", "float64", "uint8", "int8", "uint16",
+                                        "int16", "uint32", "int32")), "a dtype name")},
     "BatchNorm1d": _BN, "BatchNorm2d": _BN,
     "Sequential": {"layers": ((lambda v: isinstance(v, list)), "a list of layer specs")},
 }
@@ -277,6 +288,7 @@ _LAYER_REQUIRED = {"Conv2d": ("in_channels", "out_channels", "kernel_size"),
                    "MaxPool2d": ("kernel_size",), "AvgPool2d": ("kernel_size",),
                    "MaxPool1d": ("kernel_size",), "AvgPool1d": ("kernel_size",),
                    "Linear": ("in_features", "out_features"),
+                   "Gemm": ("in_features", "out_features"),
                    "BatchNorm1d": ("num_features",), "BatchNorm2d": ("num_features",)}
 
 
@@ -355,6 +367,13 @@ class _Checker:
             state = {"weight": ((cout, cin // groups) + k, dtype)}
             if config.get("bias", True):
                 state["bias"] = ((cout,), dtype)
+            return state, True
+        if name == "Gemm":
+            cin, cout = config["in_features"], config["out_features"]
+            state = {"weight": ((cout, cin), dtype)}
+            if config.get("bias", True):
+                shape = config.get("bias_shape")
+                state["bias"] = ((cout,) if shape is None else tuple(shape), dtype)
             return state, True
         if name == "Linear":
             cin, cout = config["in_features"], config["out_features"]

@@ -8,7 +8,7 @@ The layers live by kind and are re-exported here, so that
                               ``layer_from_config``, argument checks
 ``fastconv.nn.conv``          ``Conv2d``, ``Conv1d``
 ``fastconv.nn.pooling``       ``MaxPool2d``, ``AvgPool2d``, global/adaptive
-``fastconv.nn.dense``         ``Linear`` (``Dense``), ``Flatten``
+``fastconv.nn.dense``         ``Linear`` (``Dense``), ``Flatten``, ``Gemm``, ``Cast``
 ``fastconv.nn.activations``   ``ReLU``, ``Sigmoid``, ``Tanh``, ``Softmax``, ...
 ``fastconv.nn.normalization`` ``Dropout``, ``BatchNorm1d``, ``BatchNorm2d``
 ============================  ==============================================

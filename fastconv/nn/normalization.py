@@ -27,6 +27,11 @@ class Dropout(_Layer):
     rng : numpy.random.Generator, int or None
         Source of the masks; an int seeds a private generator. Its state is
         saved in checkpoints so a resumed run draws the same masks.
+    return_mask : bool, default False
+        ``forward`` returns ``(y, keep)``, ``keep`` a bool array of the input's
+        shape, True where the element was kept: all True in evaluation mode
+        (ONNX's ``Dropout`` mask output). Only as the last layer of a
+        ``Sequential`` (the model then returns the pair).
 
     Attributes
     ----------
@@ -34,17 +39,36 @@ class Dropout(_Layer):
         The scaled keep-mask (0 or ``1/(1-p)``) of the last training forward.
     """
 
-    def __init__(self, p: float = 0.5, rng: RngLike = None) -> None:
+    def __init__(self, p: float = 0.5, rng: RngLike = None, *,
+                 return_mask: bool = False) -> None:
         super().__init__()
         p = float(p)
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
         self.rng = check_rng("Dropout", "rng", rng)
+        if not isinstance(return_mask, (bool, np.bool_)):
+            raise TypeError(f"Dropout: return_mask must be a bool, got "
+                            f"{type(return_mask).__name__} {return_mask!r}")
+        self.return_mask = bool(return_mask)
         self.mask = None
 
+    @property
+    def _n_outputs(self):
+        return 2 if getattr(self, "return_mask", False) else 1
+
     def forward(self, x):
-        """Apply a fresh random mask in training; return ``x`` unchanged in eval."""
+        """Apply a fresh random mask in training; return ``x`` unchanged in eval.
+
+        With ``return_mask``, ``(y, keep)``.
+        """
+        y = self._dropout(x)
+        if not getattr(self, "return_mask", False):  # (unpickled from before it existed)
+            return y
+        keep = np.ones(x.shape, bool) if self.mask is None else self.mask != 0
+        return y, keep
+
+    def _dropout(self, x):
         _check_input("Dropout", x, range(1, 33))
         if not self.training or self.p == 0.0:
             self.mask = None
@@ -69,7 +93,7 @@ class Dropout(_Layer):
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable (the RNG state is saved separately)."""
-        return {"p": self.p}
+        return {"p": self.p, "return_mask": True} if self._n_outputs == 2 else {"p": self.p}
 
 
 # -- batch normalisation -----------------------------------------------------
@@ -77,10 +101,26 @@ class _BatchNorm(_Layer):
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     _ndims: Tuple[int, ...] = ()  # the input ranks the subclass accepts
 
+    track_running_stats = True
+    return_running_stats = False
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Union[float, None] = 0.1,
-                 affine: bool = True, *, dtype: DTypeLike = np.float32) -> None:
+                 affine: bool = True, track_running_stats: bool = True, *,
+                 return_running_stats: bool = False, dtype: DTypeLike = np.float32) -> None:
         super().__init__()
         owner = type(self).__name__
+        for name, flag in (("track_running_stats", track_running_stats),
+                           ("return_running_stats", return_running_stats)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{owner}: {name} must be a bool, got {type(flag).__name__} "
+                                f"{flag!r}")
+        if return_running_stats and (track_running_stats or momentum is None):
+            raise ValueError(
+                f"{owner}: return_running_stats=True (ONNX's training-mode outputs) needs "
+                "track_running_stats=False and a float momentum, got "
+                f"track_running_stats={track_running_stats}, momentum={momentum}")
+        self.track_running_stats = bool(track_running_stats)
+        self.return_running_stats = bool(return_running_stats)
         self.num_features = check_int(owner, "num_features", num_features, minimum=1)
         self.eps = float(eps)
         if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
@@ -96,8 +136,22 @@ class _BatchNorm(_Layer):
         self.num_batches_tracked = np.zeros((), np.int64)
         self._xhat = None
 
+    @property
+    def _n_outputs(self):
+        return 3 if self.return_running_stats else 1
+
+    @property
+    def _whole_batch(self):
+        # batch statistics in evaluation too: a sample's output depends on the batch
+        return not self.track_running_stats
+
     def forward(self, x):
-        """Normalise per channel: batch statistics in training, running ones in eval."""
+        """Normalise per channel: batch statistics in training, running ones in eval.
+
+        With ``track_running_stats=False``, batch statistics in both (the
+        running statistics are left alone); with ``return_running_stats``,
+        ``(y, running_mean, running_var)`` (see the class notes).
+        """
         owner = type(self).__name__
         _check_input(owner, x, self._ndims, self.dtype)
         if x.shape[1] != self.num_features:
@@ -107,7 +161,8 @@ class _BatchNorm(_Layer):
         axes = (0,) + tuple(range(2, x.ndim))
         bshape = (1, -1) + (1,) * (x.ndim - 2)
         m = x.size // self.num_features
-        if self.training:
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats:
             if m < 2:
                 raise ValueError(
                     f"{owner}: training needs more than one value per channel, got input of shape {x.shape}"
@@ -118,12 +173,14 @@ class _BatchNorm(_Layer):
             var = np.mean(np.square(xhat), axis=axes)
             invstd = 1.0 / np.sqrt(var + self.eps)
             xhat *= invstd.reshape(bshape)
-            self.num_batches_tracked += 1
-            mom = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            self.running_mean *= 1.0 - mom
-            self.running_mean += mom * mean
-            self.running_var *= 1.0 - mom
-            self.running_var += (mom * m / (m - 1)) * var  # unbiased, as in PyTorch
+            if self.training and self.track_running_stats:
+                self.num_batches_tracked += 1
+                mom = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                       else self.momentum)
+                self.running_mean *= 1.0 - mom
+                self.running_mean += mom * mean
+                self.running_var *= 1.0 - mom
+                self.running_var += (mom * m / (m - 1)) * var  # unbiased, as in PyTorch
         else:
             invstd = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)
             xhat = self._buffer("xhat", x.shape, x.dtype)
@@ -139,10 +196,17 @@ class _BatchNorm(_Layer):
                 np.copyto(y, xhat)
         if is_grad_enabled():
             self._xhat, self._invstd, self._bshape, self._axes = xhat, invstd, bshape, axes
-            self._batch_stats = self.training
+            self._batch_stats = batch_stats
         else:
             self._xhat = None
-        return y
+        if not self.return_running_stats:
+            return y
+        # ONNX's BatchNormalization training mode: the running statistics updated
+        # with this batch's mean and (biased) variance, returned, not stored
+        mom = self.momentum
+        new_mean = (self.running_mean * (1.0 - mom) + mean * mom).astype(self.dtype)
+        new_var = (self.running_var * (1.0 - mom) + var * mom).astype(self.dtype)
+        return y, new_mean, new_var
 
     def backward(self, grad_out):
         """Add dL/dweight, dL/dbias into ``.grad``; return dL/dx."""
@@ -171,13 +235,18 @@ class _BatchNorm(_Layer):
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable."""
-        return {
+        config = {
             "num_features": self.num_features,
             "eps": self.eps,
             "momentum": self.momentum,
             "affine": self.affine,
             "dtype": self.dtype.name,
         }
+        if not self.track_running_stats:
+            config["track_running_stats"] = False
+        if self.return_running_stats:
+            config["return_running_stats"] = True
+        return config
 
 
 @register_layer
@@ -195,6 +264,18 @@ class BatchNorm2d(_BatchNorm):
         here). None uses a cumulative average.
     affine : bool, default True
         Learnable scale ``weight`` (init 1) and shift ``bias`` (init 0).
+    track_running_stats : bool, default True
+        False (PyTorch's meaning): normalise with the batch's statistics in
+        evaluation mode too, and never update the running ones; a sample's
+        output then depends on its batch, so ``predict`` runs the whole input
+        as one batch.
+    return_running_stats : bool, default False
+        With ``track_running_stats=False``: ``forward`` returns ``(y,
+        running_mean, running_var)``, the running statistics updated with
+        this batch as ONNX's ``BatchNormalization`` in training mode writes
+        them: ``running*(1 - momentum) + batch*momentum``, with the biased
+        batch variance (the layer's own arrays are left as they are). Only as
+        the last layer of a ``Sequential``.
     dtype : float32 or float64, default float32
 
     Notes

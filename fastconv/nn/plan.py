@@ -81,8 +81,14 @@ def _flat_paths(model, prefix=()):
 
 
 def plannable(model):
-    """Whether every layer of ``model`` (nested Sequentials included) can be planned."""
-    return all(type(layer) in _KNOWN for layer in _flat_layers(model))
+    """Whether every layer of ``model`` (nested Sequentials included) can be planned.
+
+    Not a layer that returns several arrays (``MaxPool2d(return_indices=True)``,
+    ...) or whose output is not row by row of its input (``Flatten(axis=0)``,
+    batch statistics in evaluation): those run through the layers.
+    """
+    return all(type(layer) in _KNOWN and getattr(layer, "_n_outputs", 1) == 1
+               and not getattr(layer, "_whole_batch", False) for layer in _flat_layers(model))
 
 
 class InferencePlan:

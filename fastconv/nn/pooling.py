@@ -49,6 +49,35 @@ def _padding_attr(pads):
     return (t, left) if t == b and left == r else ((t, b), (left, r))
 
 
+#: How ``return_indices`` numbers each maximum's position (see ``MaxPool2d``).
+INDICES_LAYOUTS = ("plane", "flat", "flat_column")
+
+
+def _check_indices(owner, return_indices, indices_layout):
+    if not isinstance(return_indices, (bool, np.bool_)):
+        raise TypeError(f"{owner}: return_indices must be a bool, got "
+                        f"{type(return_indices).__name__} {return_indices!r}")
+    if indices_layout not in INDICES_LAYOUTS:
+        raise ValueError(f"{owner}: indices_layout must be one of {list(INDICES_LAYOUTS)}, "
+                         f"got {indices_layout!r}")
+    return bool(return_indices), indices_layout
+
+
+def _layout_indices(idx, x_shape, layout):
+    """Per-plane argmax indices (``h*W + w``) in ``layout``: ``flat`` adds the plane's
+    offset in the whole (N, C, ...) array (ONNX's MaxPool ``Indices``,
+    ``storage_order=0``); ``flat_column`` numbers each plane column by column
+    (``storage_order=1``: ``w*H + h``)."""
+    if layout == "plane":
+        return idx
+    n, c = x_shape[:2]
+    h, w = (x_shape[2], x_shape[3]) if len(x_shape) == 4 else (1, x_shape[2])
+    base = (np.arange(n * c, dtype=np.int64) * (h * w)).reshape((n, c) + (1,) * (idx.ndim - 2))
+    if layout == "flat_column":
+        idx = (idx % w) * h + idx // w
+    return idx + base
+
+
 def _padding_config(padding):
     if isinstance(padding[0], tuple):
         return [list(padding[0]), list(padding[1])]
@@ -57,6 +86,17 @@ def _padding_config(padding):
 
 class _Pool2d(_Pool):
     _avg = False
+    return_indices = False
+    indices_layout = "plane"
+
+    @property
+    def _n_outputs(self):
+        return 2 if self.return_indices else 1
+
+    @property
+    def _whole_batch(self):
+        # flat indices count the samples before this one
+        return self.return_indices and self.indices_layout != "plane"
 
     def __init__(self, kernel_size: IntPair, stride: Union[IntPair, None] = None,
                  padding: PoolPadding = 0, dilation: IntPair = 1,
@@ -86,9 +126,12 @@ class _Pool2d(_Pool):
             "stride": _compact(self.stride),
             "padding": _padding_config(self.padding),
         }
-        if not self._avg:
+        if not self._avg or self.dilation != (1, 1):
             config["dilation"] = _compact(self.dilation)
         config["ceil_mode"] = self.ceil_mode
+        if self.return_indices:
+            config["return_indices"] = True
+            config["indices_layout"] = self.indices_layout
         return config
 
 
@@ -106,12 +149,25 @@ class MaxPool2d(_Pool2d):
     dilation : int or (int, int), default 1
     ceil_mode : bool, default False
         Round the output size up (PyTorch's rule).
+    return_indices : bool, default False
+        ``forward`` returns ``(y, indices)``, as PyTorch's: int64, the shape of
+        ``y``, where each maximum came from. Only as the last layer of a
+        ``Sequential`` (the model then returns the pair; see its notes).
+    indices_layout : {"plane", "flat", "flat_column"}, default "plane"
+        ``"plane"``: ``h*W + w`` within the (n, c) plane (PyTorch's, what
+        ``max_pool2d_backward`` takes); ``"flat"``: the position in the whole
+        input, ``x.reshape(-1)[indices] == y`` (ONNX's ``MaxPool`` Indices,
+        ``storage_order=0``); ``"flat_column"``: the same with each plane
+        numbered column by column, ``(n*C + c)*H*W + w*H + h``
+        (``storage_order=1``). The flat layouts depend on the sample's position
+        in the batch, so ``predict`` runs the whole input as one batch.
 
     Attributes
     ----------
     kernel_size, stride, dilation : (int, int)
     padding : (int, int), or ((top, bottom), (left, right)) when a side differs
-    ceil_mode : bool
+    ceil_mode, return_indices : bool
+    indices_layout : str
 
     Notes
     -----
@@ -120,11 +176,24 @@ class MaxPool2d(_Pool2d):
     training (outside ``no_grad``) the argmax indices are kept for ``backward``.
     """
 
+    def __init__(self, kernel_size: IntPair, stride: Union[IntPair, None] = None,
+                 padding: PoolPadding = 0, dilation: IntPair = 1, ceil_mode: bool = False,
+                 return_indices: bool = False, indices_layout: str = "plane") -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+        self.return_indices, self.indices_layout = _check_indices(
+            "MaxPool2d", return_indices, indices_layout)
+
     def forward(self, x):
-        """Pool ``x`` of shape (N, C, H, W)."""
+        """Pool ``x`` of shape (N, C, H, W); ``(y, indices)`` with ``return_indices``."""
         _check_input("MaxPool2d", x, 4)
         args = (self.kernel_size, self.stride, self.padding, self.dilation)
         kw = {"ceil_mode": self.ceil_mode}
+        if self.return_indices:
+            # fresh arrays: both are handed to the caller
+            y, idx = F.max_pool2d(x, *args, return_indices=True, **kw)
+            keep = is_grad_enabled()
+            self._x_shape, self._indices, self._y = (x.shape, idx, y) if keep else (None,) * 3
+            return y, _layout_indices(idx, x.shape, self.indices_layout)
         if not is_grad_enabled():
             self._x_shape = self._indices = self._y = None
             out = self._buffer("y", self._pool_out_shape(x.shape), x.dtype) if self.reuse_buffers else None
@@ -177,19 +246,22 @@ class AvgPool2d(_Pool2d):
     count_include_pad : bool, default True
         Divide by the window clipped to the padded input (True) or to the
         input (False).
+    dilation : int or (int, int), default 1
+        Spacing of the window's taps, as ONNX's ``AveragePool`` (PyTorch's has
+        none); the divisor counts the taps (see ``fastconv.avg_pool2d``).
 
     Notes
     -----
-    ``H_out = (H + top + bottom - kh) // stride + 1`` (rounded up with
-    ``ceil_mode``).
+    ``H_out = (H + top + bottom - dilation*(kh - 1) - 1) // stride + 1``
+    (rounded up with ``ceil_mode``).
     """
 
     _avg = True
 
     def __init__(self, kernel_size: IntPair, stride: Union[IntPair, None] = None,
                  padding: PoolPadding = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True) -> None:
-        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
+                 count_include_pad: bool = True, *, dilation: IntPair = 1) -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
         self.count_include_pad = check_flag("AvgPool2d", "count_include_pad", count_include_pad)
 
     def forward(self, x):
@@ -198,7 +270,7 @@ class AvgPool2d(_Pool2d):
         out = self._buffer("y", self._pool_out_shape(x.shape), x.dtype) if self.reuse_buffers else None
         y = F.avg_pool2d(
             x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode,
-            count_include_pad=self.count_include_pad, out=out,
+            count_include_pad=self.count_include_pad, dilation=self.dilation, out=out,
         )
         self._x_shape = x.shape if is_grad_enabled() else None
         return y
@@ -208,7 +280,8 @@ class AvgPool2d(_Pool2d):
         out = self._buffer("gx", shape, grad_out.dtype) if self.reuse_buffers else None
         return F.avg_pool2d_backward(
             grad_out, shape, self.kernel_size, self.stride, self.padding,
-            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad, out=out,
+            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad,
+            dilation=self.dilation, out=out,
         )
 
     def get_config(self):
@@ -219,6 +292,10 @@ class AvgPool2d(_Pool2d):
 # -- 1-D pooling: views over the 2-D kernels (see fastconv.functional) ----------
 class _Pool1d(_Pool):
     _avg = False
+    return_indices = False
+    indices_layout = "plane"
+    _n_outputs = _Pool2d._n_outputs
+    _whole_batch = _Pool2d._whole_batch
 
     def __init__(self, kernel_size: int, stride: Optional[int] = None,
                  padding: Union[int, Tuple[int, int]] = 0, dilation: int = 1,
@@ -246,9 +323,12 @@ class _Pool1d(_Pool):
         config = {"kernel_size": self.kernel_size, "stride": self.stride,
                   "padding": list(self.padding) if isinstance(self.padding, tuple)
                   else self.padding}
-        if not self._avg:
+        if not self._avg or self.dilation != 1:
             config["dilation"] = self.dilation
         config["ceil_mode"] = self.ceil_mode
+        if self.return_indices:
+            config["return_indices"] = True
+            config["indices_layout"] = self.indices_layout
         return config
 
 
@@ -265,6 +345,11 @@ class MaxPool1d(_Pool1d):
         than ``dilation*(kernel_size - 1) + 1``.
     dilation : int, default 1
     ceil_mode : bool, default False
+    return_indices : bool, default False
+        ``forward`` returns ``(y, indices)`` (see ``MaxPool2d``).
+    indices_layout : {"plane", "flat", "flat_column"}, default "plane"
+        ``"plane"``: the position in L; ``"flat"`` (and ``"flat_column"``, the
+        same in 1-D): ``(n*C + c)*L + l``, ONNX's Indices.
 
     Notes
     -----
@@ -272,10 +357,23 @@ class MaxPool1d(_Pool1d):
     up with ``ceil_mode``). Ties go to the first element.
     """
 
+    def __init__(self, kernel_size: int, stride: Optional[int] = None,
+                 padding: Union[int, Tuple[int, int]] = 0, dilation: int = 1,
+                 ceil_mode: bool = False, return_indices: bool = False,
+                 indices_layout: str = "plane") -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+        self.return_indices, self.indices_layout = _check_indices(
+            "MaxPool1d", return_indices, indices_layout)
+
     def forward(self, x):
-        """Pool ``x`` of shape (N, C, L)."""
+        """Pool ``x`` of shape (N, C, L); ``(y, indices)`` with ``return_indices``."""
         _check_input("MaxPool1d", x, 3)
         args = (self.kernel_size, self.stride, self._lr(), self.dilation)
+        if self.return_indices:
+            y, idx = F.max_pool1d(x, *args, ceil_mode=self.ceil_mode, return_indices=True)
+            keep = is_grad_enabled()
+            self._x_shape, self._indices = (x.shape, idx) if keep else (None, None)
+            return y, _layout_indices(idx, x.shape, self.indices_layout)
         if not is_grad_enabled():
             self._x_shape = self._indices = None
             return F.max_pool1d(x, *args, ceil_mode=self.ceil_mode)
@@ -302,26 +400,29 @@ class AvgPool1d(_Pool1d):
         than ``kernel_size``.
     ceil_mode : bool, default False
     count_include_pad : bool, default True
+    dilation : int, default 1
+        Spacing of the window's taps, as ONNX's ``AveragePool`` (PyTorch's has
+        none); the divisor counts the taps.
 
     Notes
     -----
-    ``L_out = (L + left + right - k) // stride + 1`` (rounded up with
-    ``ceil_mode``).
+    ``L_out = (L + left + right - dilation*(k - 1) - 1) // stride + 1`` (rounded
+    up with ``ceil_mode``).
     """
 
     _avg = True
 
     def __init__(self, kernel_size: int, stride: Optional[int] = None,
                  padding: Union[int, Tuple[int, int]] = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True) -> None:
-        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
+                 count_include_pad: bool = True, *, dilation: int = 1) -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
         self.count_include_pad = check_flag("AvgPool1d", "count_include_pad", count_include_pad)
 
     def forward(self, x):
         """Pool ``x`` of shape (N, C, L)."""
         _check_input("AvgPool1d", x, 3)
         y = F.avg_pool1d(x, self.kernel_size, self.stride, self._lr(), ceil_mode=self.ceil_mode,
-                         count_include_pad=self.count_include_pad)
+                         count_include_pad=self.count_include_pad, dilation=self.dilation)
         self._x_shape = x.shape if is_grad_enabled() else None
         return y
 
@@ -329,7 +430,8 @@ class AvgPool1d(_Pool1d):
         """Spread ``grad_out`` evenly over each window; return dL/dx."""
         return F.avg_pool1d_backward(grad_out, shape, self.kernel_size, self.stride, self._lr(),
                                      ceil_mode=self.ceil_mode,
-                                     count_include_pad=self.count_include_pad)
+                                     count_include_pad=self.count_include_pad,
+                                     dilation=self.dilation)
 
     def get_config(self):
         """Constructor arguments, JSON-serialisable."""

@@ -35,6 +35,12 @@ __all__ = ["Sequential"]
 _MAX_PLANS = 8
 
 
+def _copy_out(y):
+    """A copy of a model's output: one array, or the tuple a last layer with several
+    outputs returns (``MaxPool2d(return_indices=True)``, ...)."""
+    return tuple(a.copy() for a in y) if isinstance(y, tuple) else y.copy()
+
+
 @register_layer
 class Sequential(_Layer):
     """A stack of layers applied in order, with ``compile`` / ``fit`` / ``evaluate`` / ``predict``.
@@ -95,7 +101,10 @@ class Sequential(_Layer):
     **Batch invariance.** Every kernel computes each sample's output in an
     order fixed by the layer shapes alone, so a sample's result is bitwise
     the same in any batch, at any position (``predict`` with any
-    ``batch_size`` gives the same rows), and for any thread count.
+    ``batch_size`` gives the same rows), and for any thread count. Layers
+    that mix the samples on purpose (ONNX's forms: ``Flatten(axis=0)``,
+    ``Softmax(axis=0)``, ...) are the exception: ``predict`` runs such a
+    model on the whole input at once (see ``predict``).
 
     The layers of a ``Sequential`` write their outputs and gradients into
     arrays they reuse between steps (``reuse_buffers``); ``forward`` and
@@ -222,6 +231,13 @@ class Sequential(_Layer):
         ids, has_params = cache[2], cache[3]  # type: ignore[index]  # set just above
         if id(layer) in ids and any(layer is m for m in self.layers):
             raise ValueError("Sequential: the same layer object appears twice")
+        outputs = getattr(self.layers[-1], "_n_outputs", 1) if n else 1
+        if outputs > 1:
+            # (PyTorch's nn.Sequential would hand the tuple to the next layer)
+            raise ValueError(
+                f"Sequential: layers[{n - 1}] ({type(self.layers[-1]).__name__}) returns "
+                f"{outputs} arrays, so it can only be the last layer; got "
+                f"{type(layer).__name__} after it")
         layer.reuse_buffers = True
         self.layers.append(layer)
         if rebuilt:  # the list was edited directly: set every layer's flag, as always
@@ -419,7 +435,7 @@ class Sequential(_Layer):
                 with no_grad():
                     y = self._forward(x)
                 if out is None:
-                    return y.copy()
+                    return _copy_out(y)
                 out[...] = y
                 return out
             finally:
@@ -454,7 +470,7 @@ class Sequential(_Layer):
         with self._using_layers("forward", training=self.training):
             y = self._forward(x)
             # layers write into reused buffers; a top-level caller gets its own copy
-            return y if self._reuse or not self.layers else y.copy()
+            return y if self._reuse or not self.layers else _copy_out(y)
 
     def backward(self, grad_out: Array) -> Optional[Array]:
         """Back-propagate through the layers in reverse order.
@@ -540,7 +556,9 @@ class Sequential(_Layer):
                     shape = ""
                     if x is not None:
                         x = layer(x)
-                        shape = str((None,) + x.shape[1:])
+                        # a last layer with several outputs: each one's shape
+                        shape = (", ".join(str(a.shape) for a in x) if isinstance(x, tuple)
+                                 else str((None,) + x.shape[1:]))
                     rows.append((f"{i}: {type(layer).__name__}", shape, f"{layer.num_parameters():,}"))
             finally:
                 self.train(was_training)
@@ -706,7 +724,14 @@ class Sequential(_Layer):
             cross-entropy (e.g. MSE regression), the raw outputs instead.
             ``predict(x).argmax(1)`` gives the predicted classes. Each row is
             bitwise the same for any ``batch_size`` and position of the
-            sample in ``x``.
+            sample in ``x``. A model whose output is not one row per sample
+            (a layer that mixes the batch: ``Flatten(axis=0)``,
+            ``Softmax(axis=0)``, ``Gemm`` with ``trans_a`` or a per-row bias,
+            ``BatchNorm*(track_running_stats=False)``, flat argmax indices)
+            runs the whole of ``x`` as one batch, whatever ``batch_size``
+            says; a model whose last layer returns several arrays returns
+            them raw, as a tuple (also from one batch). An integer output
+            (a ``Cast`` to an integer type last) is returned as it is.
 
         Notes
         -----

@@ -100,6 +100,40 @@ def raw_outputs_are_probabilities(model):
     return isinstance(last, (Softmax, Sigmoid)) or isinstance(model.loss, BCELoss)
 
 
+# -- layers whose output is not one row per sample ---------------------------------
+def _flat_layers(model):
+    out = []
+    for layer in model.layers:
+        out.extend(_flat_layers(layer) if type(layer) is type(model) else [layer])
+    return out
+
+
+def model_outputs(model):
+    """How many arrays the model returns: its last layer's outputs (a layer with
+    several, e.g. ``MaxPool2d(return_indices=True)``, is only allowed last)."""
+    layers = _flat_layers(model)
+    return getattr(layers[-1], "_n_outputs", 1) if layers else 1
+
+
+def whole_batch(model):
+    """Whether ``predict`` must run the whole input as one batch: some layer's
+    output is not row by row of its input (``Flatten(axis=0)``, ``Softmax(axis=0)``,
+    batch statistics in evaluation, a ``Gemm`` with a transposed input or a
+    per-row bias, flat argmax indices), or the model returns several arrays."""
+    return model_outputs(model) > 1 or any(getattr(m, "_whole_batch", False)
+                                           for m in _flat_layers(model))
+
+
+def _single_output(model, owner):
+    n = model_outputs(model)
+    if n > 1:
+        last = _flat_layers(model)[-1]
+        raise ValueError(
+            f"{owner}: the model returns {n} arrays (its last layer "
+            f"{type(last).__name__} returns several); {owner} needs a model with one "
+            "output (use model.eval() then model(x), or predict, for all of them)")
+
+
 # -- fit ------------------------------------------------------------------------
 class _LocalStep(TrainStep):
     """One optimisation step in this process: forward, loss, backward, optimiser step."""
@@ -142,6 +176,7 @@ def fit(model, x, y, batch_size=64, epochs=1, validation_data=None, callbacks=No
     owner = "fit"
     with model._using_layers(owner, training=True):
         require_compiled(model, owner)
+        _single_output(model, owner)
         x, y = _check_xy(owner, x, y)
         # frames up to the user's call: here, Sequential.fit, the caller
         _warn_unscaled(owner, x, stacklevel=3)
@@ -174,10 +209,13 @@ def evaluate(model, x, y, batch_size=256, verbose=0, per_class=False):
     owner = "evaluate"
     if model.loss is None:
         raise RuntimeError(f"{owner}: call model.compile(...) first (the loss is needed)")
+    _single_output(model, owner)
     x, y = _check_xy(owner, x, y)
     batch_size = check_int(owner, "batch_size", batch_size, minimum=1)
     if len(x) == 0:
         raise ValueError(f"{owner}: x is empty")
+    if whole_batch(model):
+        batch_size = len(x)
     labels = _true_labels(y)
     if per_class and labels is None:
         raise ValueError(f"{owner}: per_class=True needs class targets (integer labels or "
@@ -218,6 +256,12 @@ def predict(model, x, batch_size=256):
     if n == 0:
         raise ValueError(f"{owner}: x is empty")
     dtype = model._inference_dtype()
+    if whole_batch(model):
+        # one call on all of x: a batch-dependent output, or rows that are not the samples
+        result = model._infer(batch_input(x, slice(None), dtype), owner)
+        if isinstance(result, tuple):
+            return result  # several outputs: the graph's raw outputs
+        return _probabilities(model, result)
     result = None  # an array from the first batch on (n > 0)
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
@@ -228,6 +272,14 @@ def predict(model, x, batch_size=256):
             result[sl] = out
         else:
             model._infer(xb, owner, out=result[sl])
+    return _probabilities(model, result)
+
+
+def _probabilities(model, result):
+    """``predict``'s rule on the raw outputs ``result`` (changed in place); an integer
+    output (a ``Cast`` to an integer type last) is returned as it is."""
+    if result.dtype.kind != "f":
+        return result
     if isinstance(model.loss, BCEWithLogitsLoss) and not outputs_are_probabilities(model):
         # independent binary outputs: the logistic function, element by element
         np.negative(result, out=result)

@@ -145,14 +145,19 @@ def _same_sides(n, k, s, d):
 def _pool(g, p, layer, in_shape, out_shape, opset):
     nsp = len(in_shape) - 2
     k, s = _per_axis(layer.kernel_size, nsp), _per_axis(layer.stride, nsp)
-    # average pooling has no dilation; pooling layers before branch s4-poolfeat
-    # (#13) have no ceil_mode either
+    # pooling layers before branch s4-poolfeat (#13) have no ceil_mode
     d = _per_axis(getattr(layer, "dilation", 1), nsp)
     sides = _sides(layer.padding, nsp)
     attrs = dict(kernel_shape=k, strides=s, pads=_onnx_pads(sides),
                  ceil_mode=_ceil_mode(getattr(layer, "ceil_mode", False), in_shape[2:], k, s, d,
                                       sides))
     if isinstance(layer, _AVG_POOLS):
+        if any(di != 1 for di in d):
+            # AveragePool has dilations from opset 19 on
+            if opset < 19:
+                raise ValueError(f"dilation={layer.dilation} needs opset 19 or later "
+                                 f"(AveragePool's dilations), got opset={opset}")
+            attrs["dilations"] = d
         g.node("AveragePool", p, count_include_pad=int(layer.count_include_pad), **attrs)
     else:
         g.node("MaxPool", p, dilations=d, **attrs)
@@ -336,7 +341,21 @@ def _check_export_args(owner, onnx, model, input_shape, opset):
         if type(layer) not in _EXPORTERS:
             raise ValueError(f"{owner}: layer {where} ({type(layer).__name__}) has no ONNX "
                              f"export; supported: {', '.join(sorted(_EXPORTABLE))}")
+        # the graph written has one output with a dynamic batch axis, one row per sample
+        if getattr(layer, "_n_outputs", 1) > 1:
+            raise ValueError(f"{owner}: layer {where} ({type(layer).__name__}) returns "
+                             f"{layer._n_outputs} arrays ({_config_said(layer)}); export writes "
+                             "a graph with one output")
+        if getattr(layer, "_whole_batch", False):
+            raise ValueError(f"{owner}: layer {where} ({type(layer).__name__}, "
+                             f"{_config_said(layer)}) mixes the samples along the batch axis; export "
+                             "writes graphs whose output rows are the samples")
     return layers, input_shape, opset
+
+
+def _config_said(layer):
+    """The layer's non-default settings, for a message."""
+    return ", ".join(f"{k}={v!r}" for k, v in layer.get_config().items())
 def export(model, path, input_shape, opset=DEFAULT_OPSET):
     """Write a ``Sequential`` model as an ONNX file.
 

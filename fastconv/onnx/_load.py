@@ -31,6 +31,12 @@ from ._untrusted import (
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
+#: Integer graph inputs: every value is exact in float32, and the operators below
+#: only pick, zero or move values, so the model casts the input to float32, runs
+#: them, and casts the result back (ONNX's MaxPool on uint8 images)
+_INT_INPUTS = {2: "uint8", 3: "int8", 4: "uint16", 5: "int16"}
+_INT_OPS = ("MaxPool", "GlobalMaxPool", "Relu", "Flatten", "Reshape", "Identity")
+
 
 class _Converter:
     def __init__(self, model, owner, max_nodes, max_elements):
@@ -125,23 +131,19 @@ class _Converter:
             raise ValueError(
                 f"{self.owner}: the graph needs exactly one data input (the others must be "
                 f"initializers), got {len(inputs)}: {[v.name for v in inputs]}")
-        if len(g.output) != 1:
-            for idx, node in self.steps:  # name the node whose extra output is asked for
-                for pos, t in enumerate(node.output):
-                    if pos and t in {o.name for o in g.output}:
-                        raise self.refuse(idx, node, f"its output {pos} {t!r} is a graph output; "
-                                          "only one output (the node's first) is supported")
-            raise ValueError(f"{self.owner}: the graph needs exactly one output, got "
-                             f"{len(g.output)}: {[v.name for v in g.output]}")
+        if not g.output:
+            raise ValueError(f"{self.owner}: the graph has no output")
         v = inputs[0]
         tt = v.type.tensor_type
         if not v.type.HasField("tensor_type"):
             raise ValueError(f"{self.owner}: graph input {v.name!r} is not a tensor")
-        if tt.elem_type not in (_FLOAT, _DOUBLE):
+        self.int_input = _INT_INPUTS.get(tt.elem_type)
+        if tt.elem_type not in (_FLOAT, _DOUBLE) and self.int_input is None:
             raise ValueError(
                 f"{self.owner}: graph input {v.name!r} has element type "
                 f"{_TYPE_NAMES.get(tt.elem_type, tt.elem_type)}; fastconv models take FLOAT "
-                "(float32) or DOUBLE (float64)")
+                "(float32) or DOUBLE (float64), or UINT8, INT8, UINT16 or INT16 through "
+                f"{', '.join(_INT_OPS)} only")
         if not tt.HasField("shape"):
             raise ValueError(f"{self.owner}: graph input {v.name!r} has no declared rank")
         shape = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
@@ -151,7 +153,8 @@ class _Converter:
         shape[:1] = [None]
         if not 1 <= len(shape) <= _MAX_RANK:
             raise ValueError(f"{self.owner}: graph input {v.name!r} has rank {len(shape)}")
-        return v.name, np.dtype(_NP[tt.elem_type]), shape, g.output[0].name
+        dtype = np.dtype(np.float32) if self.int_input else np.dtype(_NP[tt.elem_type])
+        return v.name, dtype, shape, g.output[0].name
 
     # -- the chain -------------------------------------------------------------
     def convert(self):
@@ -165,21 +168,36 @@ class _Converter:
         for gi in self.graph.output:
             self.consumers.setdefault(gi.name, []).append((None, None, 0))
         self.producers = {t: (idx, node) for idx, node in self.steps for t in node.output if t}
+        self.out_names = [o.name for o in self.graph.output]
         self.sym = {}
         self.used = set()
-        layers = []
+        layers = [nn.Cast("float32")] if self.int_input else []
         current = name
         while current != self.out_name:
             idx, node = self._next_node(current, shape)
             self._check_node(idx, node)
+            # the node that writes the graph's first output also writes the others
+            self.n_outputs = self._outputs_of(idx, node)
+            if self.int_input and node.op_type not in _INT_OPS:
+                raise self.refuse(idx, node, f"on {self.int_input.upper()} input: integer "
+                                  f"graph inputs run through {', '.join(_INT_OPS)} only")
             try:
                 made, shape, skip = OPS[node.op_type](self, node, shape)
             except (ValueError, TypeError) as exc:  # _Refused, or a layer refusing its values
                 raise self.refuse(idx, node, str(exc)) from None
             self.used.update(skip)
             if made is not None:
-                layers.extend(made if isinstance(made, list) else [made])
+                made = made if isinstance(made, list) else [made]
+                got = getattr(made[-1], "_n_outputs", 1)
+                if self.n_outputs > 1 and got != self.n_outputs:
+                    raise self.refuse(idx, node, f"the graph returns {self.n_outputs} of its "
+                                      f"outputs {self.out_names}; fastconv computes "
+                                      f"{'only the first' if got == 1 else got} here")
+                layers.extend(made)
             current = node.output[0] if not skip else self.skip_target
+        if self.int_input:
+            # back to the graph's element type (the values are integers of it already)
+            layers.append(nn.Cast(self.int_input))
         unused = [(i, n) for i, n in self.steps if i not in self.used]
         if unused:
             i, n = unused[0]
@@ -222,12 +240,35 @@ class _Converter:
                               f"{pos}; fastconv takes it on input 0")
         return idx, node
 
+    def _outputs_of(self, idx, node):
+        """How many outputs of ``node`` the graph returns: 1, or, for the node that
+        writes the graph's first output, the graph's outputs, which must be that
+        node's first outputs in order (the model then returns a tuple)."""
+        if node.output[0] != self.out_name or len(self.out_names) == 1:
+            return 1
+        if list(node.output[:len(self.out_names)]) != self.out_names:
+            raise self.refuse(idx, node, f"the graph outputs {self.out_names} are not this "
+                              f"node's outputs {list(node.output)} in order; fastconv returns "
+                              "the first outputs of the last node, in their order")
+        if self.int_input:
+            raise self.refuse(idx, node, f"several graph outputs on {self.int_input.upper()} "
+                              "input are not supported")
+        return len(self.out_names)
+
     def _check_node(self, idx, node):
         """Refuse a node fastconv cannot run as one step of the chain."""
-        for extra in node.output[1:]:
-            if extra and extra in self.consumers:
-                raise self.refuse(idx, node, f"its extra output {extra!r} is used; only the "
-                                  "first output is supported")
+        last = node.output[0] == self.out_name
+        for pos, extra in enumerate(node.output[1:], 1):
+            if not extra or extra not in self.consumers:
+                continue
+            if extra in self.out_names and not any(i is not None for i, _, _ in
+                                                    self.consumers[extra]):
+                if not last:
+                    raise self.refuse(idx, node, f"its output {pos} {extra!r} is a graph output;"
+                                      " fastconv returns the extra outputs of the last node only")
+                continue
+            raise self.refuse(idx, node, f"its extra output {extra!r} is used; only the "
+                              "first output is supported")
         if node.domain not in _DEFAULT_DOMAINS:
             raise self.refuse(idx, node, f"domain {node.domain!r} is not supported")
         if node.op_type not in OPS:
@@ -385,7 +426,8 @@ def _fold_batchnorm(model):
         layer = src[i]
         nxt = src[i + 1] if i + 1 < len(src) else None
         cls = type(layer)
-        if cls in _FOLDABLE and type(nxt) is _FOLDABLE[cls]:
+        if (cls in _FOLDABLE and type(nxt) is _FOLDABLE[cls] and nxt.track_running_stats
+                and not nxt.return_running_stats):
             scale = nxt.weight.data.astype(np.float64) / np.sqrt(
                 nxt.running_var.astype(np.float64) + nxt.eps)
             w = layer.weight.data.astype(np.float64)
@@ -448,7 +490,9 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     """Read an ONNX file into a ``fastconv.nn.Sequential``.
 
     Accepted graphs: one data input (FLOAT or DOUBLE, known rank; the batch
-    axis may be symbolic), one output, and the nodes between them form a
+    axis may be symbolic; UINT8, INT8, UINT16 or INT16 through MaxPool,
+    GlobalMaxPool, Relu, Flatten, Reshape and Identity only, cast to float32
+    and back), one or more outputs, and the nodes between them form a
     single chain: each node takes the previous node's output on its input 0,
     and every other input is an initializer, the output of a ``Constant``, or
     computed from those by Transpose, Identity, Cast, ConstantOfShape,
@@ -457,7 +501,10 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     so does
     ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``, torch's
     ``x.view(x.size(0), -1)`` (a ``Flatten``). Other branches (residual
-    connections, concatenations, several inputs or outputs) are refused.
+    connections, concatenations, several inputs) are refused. Several graph
+    outputs must be the first outputs, in order, of the last node (MaxPool's
+    Indices, Dropout's mask, BatchNormalization's training-mode running
+    statistics): the model then returns a tuple.
 
     Operators (opset 7 on; spatial inputs (N, C, L) or (N, C, H, W)):
 
@@ -469,20 +516,22 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     MaxPool, AveragePool            -> MaxPool1d/2d, AvgPool1d/2d; per-side
                                     pads smaller than the (dilated) window;
                                     auto_pad as for Conv but always resolved;
-                                    ceil_mode; MaxPool dilations;
-                                    count_include_pad (ONNX default 0)
+                                    ceil_mode; dilations;
+                                    count_include_pad (ONNX default 0);
+                                    MaxPool's Indices (return_indices)
     GlobalAveragePool/MaxPool       -> GlobalAvgPool2d/GlobalMaxPool2d(keepdims)
-    Gemm (transA=0)                 -> Linear; alpha, beta, transB folded in;
-                                    C a scalar or per-feature vector
+    Gemm                            -> Linear; alpha, beta, transB folded in;
+                                    with transA=1 or a per-row C, nn.Gemm
     MatMul (+ Add)                  -> Linear (rank-2 input)
     Relu, Sigmoid, Tanh, LeakyRelu, -> the layer of the same name
     Elu, Gelu
-    Softmax, LogSoftmax             -> Softmax, LogSoftmax (axis != 0)
-    Flatten (axis 1, or later when  -> Flatten
-    the axes before it are size 1),
+    Softmax, LogSoftmax             -> Softmax, LogSoftmax (any axis)
+    Flatten (any axis),             -> Flatten / Flatten(axis)
     Reshape to (N, -1) / (0, -1)
-    Dropout (inference)             -> Dropout(p=ratio) (identity in predict)
-    BatchNormalization (inference)  -> BatchNorm2d / BatchNorm1d
+    Dropout (inference, or ratio 0) -> Dropout(p=ratio) (identity in predict)
+    BatchNormalization              -> BatchNorm2d / BatchNorm1d (training
+                                    mode: batch statistics, and its running
+                                    statistics outputs)
     Pad (constant zeros)            -> joins the next Conv's / AveragePool's
                                     padding (torch's ZeroPad2d)
     Identity                        -> nothing
@@ -507,9 +556,13 @@ def load(path, *, fold_batchnorm=False, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_
     fastconv.nn.Sequential
         Uncompiled, in training mode, dtype of the graph input. Initializers
         become parameters (weights and biases) and batch-norm buffers.
-        ``model.eval()`` then ``model(x)`` gives the graph's output;
-        ``predict`` gives the softmax of it unless the graph ends in a
-        ``Softmax`` (``predict``'s usual rule).
+        ``model.eval()`` then ``model(x)`` gives the graph's output (a tuple
+        for several); ``predict`` gives the softmax of it unless the graph
+        ends in a ``Softmax`` (``predict``'s usual rule; several outputs, or
+        an integer one, as they are). Layers whose output is not one row per
+        sample (Flatten on axis 0, Softmax over axis 0, Gemm with transA or
+        a per-row C, batch statistics) make ``predict`` run the whole input
+        as one batch.
 
     Raises
     ------

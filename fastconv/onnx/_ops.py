@@ -197,9 +197,8 @@ def _softmax(cls):
         if cv.opset < 13 and axis != rank - 1:
             raise _Refused(f"attribute axis={axis} before opset 13 normalises over every axis "
                            "from it on, which fastconv does not express")
-        if axis == 0:
-            raise _Refused("attribute axis=0 normalises across the batch axis (samples would "
-                           "depend on each other and on the batch size)")
+        # axis 0 normalises across the batch: the layer says so, and predict then
+        # runs the whole input as one batch
         return cls(axis), shape, ()
     return build
 
@@ -213,19 +212,14 @@ def _flatten(cv, node, shape):
         raise _Refused(f"attribute axis={axis} is out of range for a rank-{rank} input")
     if axis < 0:
         axis += rank
-    said = f"attribute axis={a.get('axis', 1)} (axis {axis} of a rank-{rank} input)"
-    if axis == 0:
-        raise _Refused(f"{said} moves the batch axis into one row of features; fastconv's "
-                       "Flatten keeps axis 0 as the batch axis")
     # Flatten(axis) is (prod(shape[:axis]), prod(shape[axis:])): the same as axis 1
-    # when the axes merged into the batch are all of size 1, e.g. (N, 1, H, W) at 2
-    merged = shape[1:axis]
-    if any(d != 1 for d in merged):
-        sizes = ", ".join("?" if d is None else str(d) for d in merged)
-        raise _Refused(f"{said} merges axes 1 to {axis - 1} (sizes {sizes}) into"
-                       " the batch axis; fastconv's Flatten keeps axis 0 as the batch axis "
-                       "(only axes of size 1 can be merged)")
-    return nn.Flatten(), [None, _prod(shape[1:])], ()
+    # when the axes merged into the batch are all of size 1, e.g. (N, 1, H, W) at 2,
+    # which keeps one row per sample (and the inference plan)
+    if axis >= 1 and all(d == 1 for d in shape[1:axis]):
+        return nn.Flatten(), [None, _prod(shape[1:])], ()
+    # else the rows are not the samples (axis 0: one row), and predict runs the
+    # whole input as one batch
+    return nn.Flatten(axis), [None, _prod(shape[axis:]) if axis else None], ()
 
 
 def _reshape(cv, node, shape):
@@ -270,18 +264,27 @@ def _dropout(cv, node, shape):
                 raise _Refused("input ratio must be a scalar")
         mode = cv.const(node, 2)
         if mode is not None and bool(np.asarray(mode).reshape(-1)[0]):
-            raise _Refused("input training_mode=True (random masks drawn by the runtime) is "
-                           "not supported; fastconv drops out only inside fit")
+            if ratio != 0.0:
+                raise _Refused(f"input training_mode=True with ratio={ratio} (random masks "
+                               "drawn by the runtime) is not supported; fastconv drops out "
+                               "only inside fit")
+            # ratio 0 drops nothing: the identity (and an all-true mask), as in inference
     if not 0.0 <= ratio < 1.0:
         raise _Refused(f"ratio={ratio} must be in [0, 1)")
-    return nn.Dropout(ratio), shape, ()
+    if cv.n_outputs == 2 and cv.opset < 10:
+        # Dropout-7's mask has the data's type; fastconv's is bool (Dropout-10 on)
+        raise _Refused(f"the mask output at opset {cv.opset} (before 10 it is not a bool "
+                       "tensor) is not supported")
+    # inference: the identity, and the mask output all true
+    return nn.Dropout(ratio, return_mask=cv.n_outputs == 2), shape, ()
 
 
 def _batchnorm(cv, node, shape):
     a = _attrs(node, ("epsilon", "momentum", "training_mode", "spatial", "is_test"))
-    if a.get("training_mode", 0):
-        raise _Refused("attribute training_mode=1 (batch statistics) is not supported; "
-                       "fastconv uses batch statistics only inside fit")
+    training = bool(a.get("training_mode", 0))
+    if cv.n_outputs > 1 and not (training and cv.n_outputs == 3):
+        raise _Refused(f"{cv.n_outputs} outputs: only Y, or with attribute training_mode=1 "
+                       "all of Y, running_mean and running_var, are supported")
     if a.get("spatial", 1) != 1:
         raise _Refused(f"attribute spatial={a['spatial']} (per-element statistics) is not "
                        "supported")
@@ -303,7 +306,10 @@ def _batchnorm(cv, node, shape):
         raise _Refused(f"attribute epsilon={eps} must be >= 0")
     mom = 1.0 - a.get("momentum", 0.9)
     cls = nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d
-    bn = cls(c, eps=eps, momentum=min(max(mom, 0.0), 1.0), dtype=cv.dtype)
+    # training_mode=1: the batch's statistics (in predict too), and the running
+    # statistics updated with them as further outputs
+    bn = cls(c, eps=eps, momentum=min(max(mom, 0.0), 1.0), track_running_stats=not training,
+             return_running_stats=cv.n_outputs == 3, dtype=cv.dtype)
     bn.weight.data[...] = cv.fdata(scale)
     bn.bias.data[...] = cv.fdata(bias)
     bn.running_mean[...] = cv.fdata(mean)
@@ -419,10 +425,6 @@ def _pool(cv, node, shape, avg):
     k = _pair_attr(a, "kernel_shape", 1, rank)
     s = _pair_attr(a, "strides", 1, rank)
     d = _pair_attr(a, "dilations", 1, rank)
-    if avg and any(di != 1 for di in d):
-        # AveragePool has dilations from opset 19; fastconv's (as PyTorch's) has none
-        raise _Refused(f"attribute dilations={list(d)} is not supported by fastconv's "
-                       "average pooling (max pooling only)")
     pads, what = _resolve_pads(a, k, s, d, shape)
     if cv.pending_pad is not None:
         # the Pad's zeros are input elements to the pool: counted in the divisor,
@@ -455,18 +457,25 @@ def _pool(cv, node, shape, avg):
     if avg:
         cls = nn.AvgPool2d if rank == 4 else nn.AvgPool1d
         # ONNX's default count_include_pad is 0, the layers' True: always said
+        if any(di != 1 for di in d):  # AveragePool has dilations from opset 19 on
+            kw["dilation"] = _spatial_arg(d)
         layer = cls(*args, count_include_pad=bool(a.get("count_include_pad", 0)), **kw)
     else:
         cls = nn.MaxPool2d if rank == 4 else nn.MaxPool1d
         if any(di != 1 for di in d):
             kw["dilation"] = _spatial_arg(d)
+        if cv.n_outputs == 2:
+            # ONNX's Indices: the position in the whole input, each plane row by row
+            # (storage_order=0) or column by column (1)
+            order = a.get("storage_order", 0)
+            if order not in (0, 1):
+                raise _Refused(f"attribute storage_order={order} must be 0 or 1")
+            kw.update(return_indices=True, indices_layout="flat_column" if order else "flat")
         layer = cls(*args, **kw)
     return layer, out, ()
 
 
 def _max_pool(cv, node, shape):
-    if cv.dtype.kind != "f":  # pragma: no cover - the walker allows float inputs only
-        raise _Refused("non-float input")
     return _pool(cv, node, shape, avg=False)
 
 
@@ -509,15 +518,10 @@ def _bias_vector(c, n, what):
 
 
 def _gemm(cv, node, shape):
-    # broadcast (opset < 7): C broadcasts; only a per-feature C is taken either way
+    # broadcast (opset < 7): C broadcasts; either way C must broadcast to (M, N)
     a = _attrs(node, ("alpha", "beta", "transA", "transB", "broadcast"))
     if len(shape) != 2:
         raise _Refused(f"input A of rank {len(shape)} (Gemm takes rank 2)")
-    if a.get("transA", 0):
-        # A is the data: transposed, its batch axis is the one summed over, so every
-        # output row would mix all the samples (not a transpose of a constant)
-        raise _Refused("attribute transA=1 (the batch axis transposed: each output row "
-                       "would mix every sample of the batch) is not supported")
     b = cv.const(node, 1)
     if b is None or b.ndim != 2:
         raise _Refused("input B must be a 2-D constant")
@@ -526,13 +530,37 @@ def _gemm(cv, node, shape):
     if alpha != 1.0:  # folded into the weight: y = x @ (alpha*W).T
         weight = weight.astype(np.float64) * alpha
     c = cv.const(node, 2)
-    bias = None
+    trans_a = bool(a.get("transA", 0))
+    n = weight.shape[0]
+    per_row = c is not None and np.asarray(c).ndim == 2 and c.shape[0] > 1
+    if not trans_a and not per_row:
+        bias = None
+        if c is not None:
+            bias = _bias_vector(c, n, "input C")
+            if beta != 1.0:
+                bias = bias.astype(np.float64) * beta
+        layer, out = _linear(cv, weight, bias, shape)
+        return layer, out, ()
+    # A transposed (its batch axis is summed over) or a C that differs between
+    # rows: a Gemm layer, whose output rows are not the samples
     if c is not None:
-        bias = _bias_vector(c, weight.shape[0], "input C")
-        if beta != 1.0:
-            bias = bias.astype(np.float64) * beta
-    layer, out = _linear(cv, weight, bias, shape)
-    return layer, out, ()
+        c = np.asarray(c)
+        if c.ndim > 2 or (c.ndim >= 1 and c.shape[-1] not in (1, n)):
+            raise _Refused(f"input C of shape {c.shape} does not broadcast to (M, {n})")
+        c = c.reshape(-1)[:1].reshape(()) if c.size == 1 else c
+        c = c.astype(np.float64) * beta if beta != 1.0 else c
+    in_f = weight.shape[1]
+    feat = shape[0] if trans_a else shape[1]
+    if feat is not None and feat != in_f:
+        raise _Refused(f"the weight expects {in_f} input features, A has {feat}")
+    layer = nn.Gemm(in_f, n, trans_a=trans_a, bias=c is not None,
+                    bias_shape=None if c is None else c.shape, weight_init="zeros",
+                    dtype=cv.dtype)
+    layer.weight.data[...] = cv.fdata(weight)
+    if c is not None:
+        layer.bias.data[...] = cv.fdata(c)
+    rows = c.shape[0] if c is not None and c.ndim == 2 and c.shape[0] > 1 else None
+    return layer, [rows, n], ()
 
 
 def _matmul(cv, node, shape):
