@@ -214,12 +214,12 @@ static void SFX(job_write)(const JOB *jb, const REAL *cbuf, ptrdiff_t ldc, ptrdi
     }
 }
 
-/* One task: column block blk (nb columns) of image img of job jb, through cbuf. */
-static void SFX(job_task)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t img,
-                          ptrdiff_t blk, REAL *cbuf)
+/* The product for column block blk (nb columns) of image img of job jb, into
+ * cbuf (row stride nb + widest, column q0 + i at i): no bias, no write-out. */
+static void SFX(job_product)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t img,
+                             ptrdiff_t blk, REAL *cbuf)
 {
     const PLAN pl = SFX(plan_rows)(kk, jb->m);
-    const ptrdiff_t ncols = jb->rows * jb->qpitch;
     const ptrdiff_t q0 = blk * nb, ldc = nb + SFX(widest)(kk);
     const REAL *srcq = jb->src + img * jb->src_n + q0;
     const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
@@ -236,7 +236,15 @@ static void SFX(job_task)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t
         }
         ap += jb->kdim * mr;
     }
-    SFX(job_write)(jb, cbuf, ldc, img, q0, FC_MIN(q0 + nb, ncols));
+}
+
+/* One task: column block blk (nb columns) of image img of job jb, through cbuf. */
+static void SFX(job_task)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t img,
+                          ptrdiff_t blk, REAL *cbuf)
+{
+    const ptrdiff_t ncols = jb->rows * jb->qpitch, q0 = blk * nb;
+    SFX(job_product)(kk, jb, nb, img, blk, cbuf);
+    SFX(job_write)(jb, cbuf, nb + SFX(widest)(kk), img, q0, FC_MIN(q0 + nb, ncols));
 }
 
 /*

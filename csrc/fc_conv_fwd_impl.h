@@ -1,12 +1,101 @@
 /*
- * fc_conv_fwd_impl.h - convolution forward: one implicit-GEMM job per group.
+ * fc_conv_fwd_impl.h - convolution forward: one implicit-GEMM job per group,
+ * optionally with a 2x2/2 max-pool fused into the write-out.
  * A template (see fc_instantiate.h), instantiated by fc_conv_fwd.c.
  */
 #include "fc_conv_common_impl.h"
 
+/* ------------------------------------------------ fused 2x2/2 max-pool -- */
+/*
+ * One pooled row from two rows of the product: each value gets the bias (and
+ * ReLU) exactly as job_write gives it (c + bias, then v <= 0 ? 0 : v), then the
+ * four candidates of a window are compared in raster order with the max-pool
+ * rule (a larger value or a NaN takes over): the bits of the separate conv and
+ * max_pool2d calls, without writing and re-reading the conv output. The vector
+ * code is pool2_simd (fc_conv_fwd.c); this loop finishes what it leaves.
+ */
+static void SFX(pool2_row)(const REAL *FC_RESTRICT c0, const REAL *FC_RESTRICT c1, REAL bias,
+                           int relu, ptrdiff_t wo2, REAL *FC_RESTRICT out)
+{
+    for (ptrdiff_t j = SFX(pool2_simd)(c0, c1, bias, relu, wo2, out); j < wo2; ++j) {
+        REAL v[4] = {c0[2 * j] + bias, c0[2 * j + 1] + bias, c1[2 * j] + bias,
+                     c1[2 * j + 1] + bias};
+        if (relu)
+            for (int i = 0; i < 4; ++i) v[i] = v[i] <= 0 ? (REAL)0 : v[i];
+        REAL best = v[0];
+        for (int i = 1; i < 4; ++i)
+            if (v[i] > best || v[i] != v[i]) best = v[i];
+        out[j] = best;
+    }
+}
+
+/* Conv rows per task of the fused pool (of `rows`, an even number): even (a
+ * task pools its own row pairs), about 512 columns as block_cols aims for,
+ * spread evenly over the blocks. */
+static ptrdiff_t SFX(pool_block_rows)(ptrdiff_t rows, ptrdiff_t qpitch)
+{
+    const ptrdiff_t nb = FC_MAX((ptrdiff_t)1, FC_CEILDIV(rows * qpitch, 512));
+    return FC_MAX((ptrdiff_t)2, FC_ROUNDUP(FC_CEILDIV(rows, nb), 2));
+}
+
+/* One task of the fused pool: conv rows [blk * rpb, +rpb) of image img, pooled
+ * into jb's output (dst_n, dst_m, dst_r describe the pooled array). */
+static void SFX(pool_task)(const KERN *kk, const JOB *jb, ptrdiff_t rpb, ptrdiff_t img,
+                           ptrdiff_t blk, ptrdiff_t wo2, REAL *cbuf)
+{
+    const ptrdiff_t nb = rpb * jb->qpitch, ldc = nb + SFX(widest)(kk);
+    SFX(job_product)(kk, jb, nb, img, blk, cbuf);
+    const ptrdiff_t r0 = blk * rpb, r1 = FC_MIN(r0 + rpb, jb->rows);
+    REAL *dimg = jb->dst + img * jb->dst_n;
+    for (ptrdiff_t mm = 0; mm < jb->m; ++mm) {
+        const REAL bv = jb->bias ? jb->bias[mm] : (REAL)0;
+        const REAL *crow = cbuf + mm * ldc;
+        for (ptrdiff_t r = r0; r < r1; r += 2) {
+            const REAL *c0 = crow + (r - r0) * jb->qpitch;
+            SFX(pool2_row)(c0, c0 + jb->qpitch, bv, jb->relu, wo2,
+                           dimg + mm * jb->dst_m + (r / 2) * jb->dst_r);
+        }
+    }
+}
+
+/* run_jobs for the fused pool: tasks (group, image, row block), each owning its
+ * pooled rows; the cut depends on the shape only. */
+static int SFX(run_pool_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n,
+                              ptrdiff_t rpb, ptrdiff_t wo2, int nt)
+{
+    const ptrdiff_t nblk = FC_CEILDIV(jobs[0].rows, rpb);
+    const ptrdiff_t ntask = (ptrdiff_t)njobs * n * nblk;
+    const PLAN pl = SFX(plan_rows)(kk, jobs[0].m);
+    const ptrdiff_t cbuf_elems = pl.mpad * (rpb * jobs[0].qpitch + SFX(widest)(kk));
+    int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1 && ntask > 1)
+    {
+        fc_team_arrive(&tm);
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)cbuf_elems);
+        if (!cbuf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t t;
+#pragma omp for schedule(static) nowait
+        for (t = 0; t < ntask; ++t) {
+            if (!cbuf) continue;
+            const ptrdiff_t j = t / (n * nblk), rest = t % (n * nblk);
+            SFX(pool_task)(kk, &jobs[j], rpb, rest / nblk, rest % nblk, wo2, cbuf);
+        }
+        fc_free(cbuf);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
 /* ---------------------------------------------------------------- forward -- */
-int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
-                       const fc_conv_geom *g, int relu, int nthreads, REAL *y)
+/* pool: 0 writes y (N, K, ho, wo); 1 writes its 2x2/2 max-pool (N, K, ho/2, wo/2). */
+static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
+                         const fc_conv_geom *g, int relu, int pool, int nthreads, REAL *y)
 {
     nthreads = fc_threads_for(nthreads, fc_conv_work(g));
     const KERN *kk = GETK();
@@ -15,6 +104,7 @@ int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
     const ptrdiff_t hp = g->h + g->ph + g->ph_end, wp = g->w + g->pw + g->pw_end;
     const ptrdiff_t hq = FC_CEILDIV(hp, g->sh), wq = FC_CEILDIV(wp, g->sw);
     const ptrdiff_t plane = hq * wq;
+    const ptrdiff_t ho2 = g->ho / 2, wo2 = g->wo / 2;
     ptrdiff_t img;
     int rc = FC_OK;
     if (!SFX(phase_img)(g, hq, wq, &img)) return FC_ENOMEM;
@@ -48,21 +138,51 @@ int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
         jb->dst_r = g->wo; jb->dst_t = 1;
         jb->bias = bias ? bias + gi * mg : NULL;
         jb->relu = relu;
+        if (pool) { /* only the conv rows and columns some window reads */
+            jb->rows = 2 * ho2; jb->cols = 2 * wo2;
+            jb->dst = y + gi * mg * ho2 * wo2;
+            jb->dst_n = g->k * ho2 * wo2; jb->dst_m = ho2 * wo2; jb->dst_r = wo2;
+        }
     }
     /* the last group reads furthest: its channels start (G-1)*cg planes in */
-    ptrdiff_t slack = SFX(job_slack)(kk, &jobs[0], img, (G - 1) * cg * plane);
+    ptrdiff_t slack;
+    const ptrdiff_t rpb = SFX(pool_block_rows)(2 * ho2, wq);
+    if (pool) {
+        ptrdiff_t kmax = 0;
+        for (ptrdiff_t k = 0; k < kdim; ++k) kmax = FC_MAX(kmax, koff[k]);
+        const ptrdiff_t end = (G - 1) * cg * plane + FC_CEILDIV(jobs[0].rows, rpb) * rpb * wq +
+                              SFX(widest)(kk) + kmax;
+        slack = FC_MAX((ptrdiff_t)0, end - img) + 64;
+    } else {
+        slack = SFX(job_slack)(kk, &jobs[0], img, (G - 1) * cg * plane);
+    }
     xq = SFX(alloc_grid)(g->n, img, slack);
     if (!xq) { rc = FC_ENOMEM; goto done; }
     SFX(pad_phase_copy)(x, g->n, g->c, g->h, g->w, g->sh, g->sw, g->ph, g->pw, hq, wq, img,
                         nthreads, xq);
     for (ptrdiff_t gi = 0; gi < G; ++gi) jobs[gi].src = xq + gi * cg * plane;
-    rc = SFX(run_jobs)(kk, jobs, (int)G, g->n, nthreads);
+    if (!pool)
+        rc = SFX(run_jobs)(kk, jobs, (int)G, g->n, nthreads);
+    else if (ho2 > 0 && wo2 > 0)
+        rc = SFX(run_pool_jobs)(kk, jobs, (int)G, g->n, rpb, wo2, nthreads);
 done:
     free(koff);
     fc_free(ap);
     free(jobs);
     fc_free(xq);
     return rc;
+}
+
+int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
+                       const fc_conv_geom *g, int relu, int nthreads, REAL *y)
+{
+    return SFX(conv_fwd)(x, w, bias, g, relu, 0, nthreads, y);
+}
+
+int SFX(fc_conv2d_fwd_maxpool2)(const REAL *x, const REAL *w, const REAL *bias,
+                                const fc_conv_geom *g, int relu, int nthreads, REAL *y)
+{
+    return SFX(conv_fwd)(x, w, bias, g, relu, 1, nthreads, y);
 }
 
 #undef JOB
