@@ -93,6 +93,10 @@ static int SFX(run_pool_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdif
 }
 
 /* ---------------------------------------------------------------- forward -- */
+#ifndef FC_COPY_PARALLEL_MIN
+#define FC_COPY_PARALLEL_MIN 65536.0 /* elements of the padded input copy worth a team */
+#endif
+
 /* pool: 0 writes y (N, K, ho, wo); 1 writes its 2x2/2 max-pool (N, K, ho/2, wo/2). */
 static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
                          const fc_conv_geom *g, int relu, int pool, int nthreads, REAL *y)
@@ -158,8 +162,11 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
     }
     xq = SFX(alloc_grid)(g->n, img, slack);
     if (!xq) { rc = FC_ENOMEM; goto done; }
+    /* a small copy is done before a woken helper would arrive: at batch 1 a
+     * team for it made two threads slower than one */
+    const int copy_nt = (double)g->n * (double)img >= FC_COPY_PARALLEL_MIN ? nthreads : 1;
     SFX(pad_phase_copy)(x, g->n, g->c, g->h, g->w, g->sh, g->sw, g->ph, g->pw, hq, wq, img,
-                        nthreads, xq);
+                        copy_nt, xq);
     for (ptrdiff_t gi = 0; gi < G; ++gi) jobs[gi].src = xq + gi * cg * plane;
     if (!pool)
         rc = SFX(run_jobs)(kk, jobs, (int)G, g->n, nthreads);

@@ -3,8 +3,8 @@
 
 # ---- an inference plan's steps run in one call (fastconv.nn.plan) -----------------
 # Op codes of PlanProgram; the plan builds the op tuples.
-OP_CONV, OP_WINO, OP_MAXPOOL, OP_AVGPOOL, OP_RELU, OP_RELU_NUMPY, OP_LINEAR, OP_CONV_POOL = \
-    range(8)
+(OP_CONV, OP_WINO, OP_MAXPOOL, OP_AVGPOOL, OP_RELU, OP_RELU_NUMPY, OP_LINEAR, OP_CONV_POOL,
+ OP_WINO_POOL) = range(9)
 
 cdef struct _plan_op:
     int code, f64, src, dst, w, b, relu
@@ -26,6 +26,14 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
         return fc_conv2d_fwd_maxpool2_f32(<const float *>p[op.src], <const float *>p[op.w],
                                           <const float *>p[op.b], &op.cg, op.relu, nthreads,
                                           <float *>p[op.dst])
+    if code == 8:  # Winograd conv, then its 2x2/2 max-pool, in one pass
+        if variant:
+            return fc_conv2d_fwd_wino_pre_maxpool2_f32(
+                <const float *>p[op.src], <const float *>p[op.w], <const float *>p[op.b],
+                &op.cg, op.relu, nthreads, <float *>p[op.dst])
+        return fc_conv2d_fwd_wino_maxpool2_f32(<const float *>p[op.src], <const float *>p[op.w],
+                                               <const float *>p[op.b], &op.cg, op.relu,
+                                               nthreads, <float *>p[op.dst])
     if code == 6:
         rc = _run_linear(op, p, variant, nthreads)
         if rc == FC_OK and op.relu:  # the next layer's ReLU, on the output in place
@@ -97,8 +105,9 @@ cdef class PlanProgram:
     with slots into the arrays ``run`` gets, ``geom`` a conv or pool geometry
     tuple (or None) and ``extra`` the op's sizes: pool ``count_include_pad``,
     ReLU ``(n,)``, Linear ``(n, nin, nout, ldw)`` (its ``relu``: the next
-    layer's ReLU applied in place). ``OP_CONV_POOL``: a conv (its geometry)
-    whose output goes straight through a 2x2/2 max-pool. The plan has checked every
+    layer's ReLU applied in place). ``OP_CONV_POOL`` / ``OP_WINO_POOL``: a
+    direct / Winograd conv (its geometry) whose output goes straight through a
+    2x2/2 max-pool. The plan has checked every
     shape, dtype and contiguity; nothing is checked here.
     """
     cdef _plan_op *ops
@@ -118,7 +127,7 @@ cdef class PlanProgram:
             op = &self.ops[i]
             op.code, op.f64, op.src, op.dst, op.w, op.b, op.relu = code, f64, src, dst, w, b, relu
             op.n = op.nin = op.nout = op.ldw = 0
-            if code in (0, 1, 7):
+            if code in (0, 1, 7, 8):
                 op.cg = _conv_geom(geom)
             elif code in (2, 3):
                 op.pg = _pool_geom(geom, bool(extra))

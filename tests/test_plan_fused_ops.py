@@ -174,3 +174,58 @@ def test_linear_relu_is_bitwise_the_relu_layer(dtype):
         plan = InferencePlan(model, x.shape, x.dtype)
         assert plan.program is not None and len(plan._relu_fused) == 2
         assert model.forward(x).tobytes() == layer_path(model, x).tobytes(), n
+
+
+def _wino_geom(x_shape, w_shape, padding):
+    from fastconv import _routes
+    previous = _routes.set_winograd(True)
+    try:
+        kernel, geom, out_shape = F._conv2d_prepared(x_shape, np.float32, w_shape, 1, padding,
+                                                     1, 1)
+    finally:
+        _routes.set_winograd(previous)
+    assert kernel is _kernels.conv2d_forward_winograd
+    return geom, out_shape
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_winograd_pool_is_bitwise_winograd_then_pool(simd, relu):
+    """Each F(2x2, 5x5) tile is one window: odd heights and widths (a cut tile is
+    in no window), narrow rows (tile rows in pairs, also across images) and wide
+    ones (several lane groups), batches of 1-3, the weights transformed on the
+    call and kept (variants 0 and 1), NaN and -0.0, 1 and 2 threads."""
+    rng = np.random.default_rng(7)
+    for ho, wo in [(1, 1), (2, 2), (3, 5), (5, 3), (7, 7), (14, 14), (9, 17), (4, 33),
+                   (6, 40), (11, 2)]:
+        for n in (1, 2, 3):
+            x = special_values(rng, (n, 3, ho, wo), np.float32)
+            w = rng.standard_normal((5, 3, 5, 5)).astype(np.float32)
+            b = None if (ho + wo) % 4 == 0 else rng.standard_normal(5).astype(np.float32)
+            geom, out_shape = _wino_geom(x.shape, w.shape, 2)
+            u = np.empty((36, 5, 3), np.float32)
+            _kernels.winograd_weights(w, 1, u)
+            pooled = out_shape[:2] + (out_shape[2] // 2, out_shape[3] // 2)
+            y = np.empty(out_shape, np.float32)
+            for variant, wt in ((0, w), (1, u)):
+                for nt in (1, 2):
+                    want = np.full(pooled, 7, np.float32)
+                    got = np.full(pooled, 7, np.float32)
+                    arrays = [x, y, want, got, wt, b]
+                    conv = (_kernels.OP_WINO, False, 0, 1, 4, 5, relu, geom, None)
+                    pool = (_kernels.OP_MAXPOOL, False, 1, 2, -1, -1, False,
+                            _pool_geom(out_shape), False)
+                    fused = (_kernels.OP_WINO_POOL, False, 0, 3, 4, 5, relu, geom, None)
+                    _kernels.PlanProgram([conv, pool], 6).run(arrays, [variant, 0], nt)
+                    _kernels.PlanProgram([fused], 6).run(arrays, [variant], nt)
+                    assert got.tobytes() == want.tobytes(), (ho, wo, n, variant, nt)
+
+
+def test_mnist_cnn_plan_fuses_both_pools():
+    """The MNIST CNN's two conv -> ReLU -> pool stages (direct, then Winograd)
+    and its Linear -> ReLU each run as one op, with the layer path's bits."""
+    from fastconv import models
+    model = models.mnist_cnn(seed=0).eval()
+    x = special_values(np.random.default_rng(8), (3, 1, 28, 28), np.float32)
+    plan = InferencePlan(model, x.shape, x.dtype)
+    assert plan._unused == [0, 2] and len(plan._relu_fused) == 1
+    assert plan.run(x).tobytes() == layer_path(model, x).tobytes()

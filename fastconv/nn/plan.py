@@ -190,9 +190,9 @@ class InferencePlan:
         weight and bias.
 
         Two pairs of steps become one op (``plan_steps.fuse_pool`` and
-        ``fuse_relu`` say when; the bits are those of the two steps): a direct
-        conv followed by a 2x2/2 max-pool (the conv's output is never stored, so
-        its buffer is not made), and a Linear followed by ReLU.
+        ``fuse_relu`` say when; the bits are those of the two steps): a direct or
+        Winograd conv followed by a 2x2/2 max-pool (the conv's output is never
+        stored, so its buffer is not made), and a Linear followed by ReLU.
         """
         self.program = None
         self._unused, self._relu_fused = [], []
@@ -213,8 +213,9 @@ class InferencePlan:
             if op is None:
                 return
             skip = 0
-            if op and fuse_pool(step, nxt):
-                op = (_kernels.OP_CONV_POOL,) + op[1:3] + (2 + i,) + op[4:]
+            fused = fuse_pool(step, nxt) if op else None
+            if fused is not None:
+                op = (fused,) + op[1:3] + (2 + i,) + op[4:]
                 unused.append(i)
                 dst, skip = 2 + i, 1
             elif op and fuse_relu(step, nxt):

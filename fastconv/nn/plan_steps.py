@@ -470,16 +470,20 @@ class _Identity(_Step):
 
 
 def fuse_pool(step, nxt):
-    """Whether a plan program may run conv ``step`` and max-pool ``nxt`` as one op
-    (``fc_conv2d_fwd_maxpool2``): a direct-route conv followed by 2x2 windows
-    with stride 2, no padding or dilation, that tile its output from the top
-    left (floor mode): the fused kernel pools exactly those windows."""
-    if not isinstance(step, _Conv) or step.op_code != _kernels.OP_CONV \
+    """The op code running conv ``step`` and max-pool ``nxt`` as one op, or None.
+
+    A direct or Winograd conv followed by 2x2 windows with stride 2, no padding
+    or dilation, that tile its output from the top left (floor mode): the fused
+    kernels (``fc_conv2d_fwd_maxpool2``, ``fc_conv2d_fwd_wino*_maxpool2``) pool
+    exactly those windows."""
+    if not isinstance(step, _Conv) or step.op_code not in (_kernels.OP_CONV, _kernels.OP_WINO) \
             or not isinstance(nxt, _MaxPool) or nxt.flat:
-        return False
+        return None
     n, c, h, w, kh, kw, ho, wo, sh, sw, ph, pw, ph_end, pw_end, dh, dw = nxt.geom
-    return (kh, kw, sh, sw, ph, pw, ph_end, pw_end, dh, dw) == (2, 2, 2, 2, 0, 0, 0, 0, 1, 1) \
-        and (ho, wo) == (h // 2, w // 2) and (h, w) == step.out_shape[2:]
+    if (kh, kw, sh, sw, ph, pw, ph_end, pw_end, dh, dw) == (2, 2, 2, 2, 0, 0, 0, 0, 1, 1) \
+            and (ho, wo) == (h // 2, w // 2) and (h, w) == step.out_shape[2:]:
+        return _kernels.OP_CONV_POOL if step.op_code == _kernels.OP_CONV else _kernels.OP_WINO_POOL
+    return None
 
 
 _KERNEL_RELU_IS_NUMPYS = None
