@@ -80,6 +80,40 @@ pool2_avx512_f64(const double *c0, const double *c1, double bias, int relu, ptrd
 }
 #endif
 
+/* AVX2: 8 outputs a step; the even/odd split of 16 columns is an in-lane
+ * shuffle and a cross-lane permute. */
+__attribute__((target("avx2"))) static ptrdiff_t
+pool2_avx2_f32(const float *c0, const float *c1, float bias, int relu, ptrdiff_t wo2,
+               float *out)
+{
+    const __m256 b = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
+    ptrdiff_t j = 0;
+    for (; j + 8 <= wo2; j += 8) {
+        __m256 v[4];
+        for (int r = 0; r < 2; ++r) {
+            const float *c = r ? c1 : c0;
+            const __m256 lo = _mm256_loadu_ps(c + 2 * j), hi = _mm256_loadu_ps(c + 2 * j + 8);
+            /* [l0 l2 h0 h2 | l4 l6 h4 h6] -> [l0 l2 l4 l6 h0 h2 h4 h6] */
+            v[2 * r] = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0x88)), 0xD8));
+            v[2 * r + 1] = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(lo, hi, 0xDD)), 0xD8));
+        }
+        for (int i = 0; i < 4; ++i) {
+            v[i] = _mm256_add_ps(v[i], b);
+            if (relu) v[i] = _mm256_blendv_ps(v[i], zero, _mm256_cmp_ps(v[i], zero, _CMP_LE_OQ));
+        }
+        __m256 best = v[0];
+        for (int i = 1; i < 4; ++i) {
+            const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v[i], best, _CMP_GT_OQ),
+                                             _mm256_cmp_ps(v[i], v[i], _CMP_UNORD_Q));
+            best = _mm256_blendv_ps(best, v[i], take);
+        }
+        _mm256_storeu_ps(out + j, best);
+    }
+    return j;
+}
+
 static ptrdiff_t pool2_simd_f32(const float *c0, const float *c1, float bias, int relu,
                                 ptrdiff_t wo2, float *out)
 {
@@ -87,6 +121,10 @@ static ptrdiff_t pool2_simd_f32(const float *c0, const float *c1, float bias, in
     if (fc_simd_dispatch() >= FC_SIMD_AVX512) {
         fc_simd_ran(FC_SIMD_AVX512);
         return pool2_avx512_f32(c0, c1, bias, relu, wo2, out);
+    }
+    if (fc_simd_dispatch() >= FC_SIMD_AVX2) {
+        fc_simd_ran(FC_SIMD_AVX2);
+        return pool2_avx2_f32(c0, c1, bias, relu, wo2, out);
     }
 #endif
     (void)c0; (void)c1; (void)bias; (void)relu; (void)wo2; (void)out;

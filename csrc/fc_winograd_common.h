@@ -48,6 +48,9 @@
 #ifndef FC_WINOGRAD_COMMON_H
 #define FC_WINOGRAD_COMMON_H
 #include "fc_internal.h"
+#if FC_X86_SIMD
+#include <immintrin.h> /* the fused pool's pick (fc_winograd_rows.h) */
+#endif
 
 #define WL 16        /* lanes of the data transforms */
 #define NP 36        /* transform points per tile */
