@@ -234,6 +234,7 @@ class InferencePlan:
             return
         self.program = _kernels.PlanProgram(ops, nslots)
         self._nslots, self._nops = nslots, len(ops)
+        self._no_variants = [0] * len(ops)
         self._params_ops = params
         self._final_slot = slot
         self._unused = unused
@@ -251,7 +252,7 @@ class InferencePlan:
         arrays[0] = x
         if out is not None and self.producer is not None:
             arrays[1 + self.producer] = out
-        variants = [0] * self._nops
+        variants = self._no_variants[:]
         for step, k, w, b in self._params_ops:
             variants[k], arrays[w], arrays[b] = step.operands()
         self.program.run(arrays, variants, nt)

@@ -56,6 +56,9 @@ def _admit(arr, shape, dtype):
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
+_sole_reference = _kernels.sole_reference
+
+
 def _DEAD():
     """A dead weak reference: matches no array."""
     return None
@@ -121,6 +124,16 @@ class _ParamStep(_Step):
                 if b is self.layer.bias._data:
                     self.b_ok = weakref.ref(b)
         return b
+
+    def _kept(self):
+        """The kept derived weight when provably current, cheaply: the checks of
+        ``_derived_weight`` in its order, without making anything (None if any fails)."""
+        p = self.layer.weight
+        version = p._version  # read first, as in _derived_weight
+        if version == self.wd_version and _sole_reference(p, "_data") \
+                and p._data is self.wd_src():
+            return self.wd
+        return None
 
     def _derived_weight(self, make):
         """``make(W)`` (an array derived from the weight: a transposed copy, a
@@ -207,6 +220,9 @@ class _Conv(_ParamStep):
     def operands(self):
         """(variant, weight, bias) for the program: variant 1 with the kept U."""
         if self.pre is not None:
+            u = self._kept()
+            if u is not None:
+                return 1, u, self._bias()
             u = self._derived_weight(self._winograd_weights)
             if u is not None:
                 return 1, u, self._bias()
@@ -285,6 +301,9 @@ class _Linear(_ParamStep):
     def operands(self):
         """(variant, weight, bias) for the program: variant 1 with the k-major copy."""
         if self.kmajor is not None:
+            wt = self._kept()
+            if wt is not None:
+                return 1, wt, self._bias()
             wt = self._derived_weight(self._kmajor_copy)
             if wt is not None:
                 return 1, wt, self._bias()

@@ -224,17 +224,22 @@ def predict(model, x, batch_size=256):
         xb = batch_input(x, sl, dtype)
         if result is None:
             out = model._infer(xb, owner)
+            if len(xb) == n:  # one batch: the plan's buffer copied is the result
+                result = out.copy()
+                continue
             result = np.empty((n,) + out.shape[1:], out.dtype)
             result[sl] = out
         else:
             model._infer(xb, owner, out=result[sl])
-    if isinstance(model.loss, BCEWithLogitsLoss) and not outputs_are_probabilities(model):
+    if outputs_are_probabilities(model):
+        return result
+    if isinstance(model.loss, BCEWithLogitsLoss):
         # independent binary outputs: the logistic function, element by element
         np.negative(result, out=result)
         np.exp(result, out=result)
         result += 1
         np.reciprocal(result, out=result)
-    elif not outputs_are_probabilities(model):
+    else:
         # row by row (NumPy reduces each row of a C-contiguous array on its
         # own), so a row's result does not depend on the others
         np.subtract(result, result.max(axis=1, keepdims=True), out=result)
