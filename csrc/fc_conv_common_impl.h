@@ -214,17 +214,18 @@ static void SFX(job_write)(const JOB *jb, const REAL *cbuf, ptrdiff_t ldc, ptrdi
     }
 }
 
-/* The product for column block blk (nb columns) of image img of job jb, into
- * cbuf (row stride nb + widest, column q0 + i at i): no bias, no write-out. */
+/* The product for column block blk (nb columns) of image img of job jb, row
+ * panels [p0, p1) (all: 0, npan), into cbuf (row stride nb + widest, column
+ * q0 + i at i; panel pi's rows from pi * mr_full): no bias, no write-out. */
 static void SFX(job_product)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t img,
-                             ptrdiff_t blk, REAL *cbuf)
+                             ptrdiff_t blk, ptrdiff_t p0, ptrdiff_t p1, REAL *cbuf)
 {
     const PLAN pl = SFX(plan_rows)(kk, jb->m);
     const ptrdiff_t q0 = blk * nb, ldc = nb + SFX(widest)(kk);
     const REAL *srcq = jb->src + img * jb->src_n + q0;
-    const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
-    const REAL *ap = jb->apack;
-    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+    const ptrdiff_t npan = FC_MIN(p1, pl.nfull + (pl.mr_tail > 0));
+    const REAL *ap = jb->apack + p0 * pl.mr_full * jb->kdim;
+    for (ptrdiff_t pi = p0; pi < npan; ++pi) {
         const int slot = pi < pl.nfull ? pl.slot_full : pl.slot_tail;
         const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
         REAL *crow = cbuf + pi * pl.mr_full * ldc;
@@ -243,7 +244,7 @@ static void SFX(job_task)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t
                           ptrdiff_t blk, REAL *cbuf)
 {
     const ptrdiff_t ncols = jb->rows * jb->qpitch, q0 = blk * nb;
-    SFX(job_product)(kk, jb, nb, img, blk, cbuf);
+    SFX(job_product)(kk, jb, nb, img, blk, 0, PTRDIFF_MAX, cbuf);
     SFX(job_write)(jb, cbuf, nb + SFX(widest)(kk), img, q0, FC_MIN(q0 + nb, ncols));
 }
 

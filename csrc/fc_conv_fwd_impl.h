@@ -38,52 +38,73 @@ static ptrdiff_t SFX(pool_block_rows)(ptrdiff_t rows, ptrdiff_t qpitch)
     return FC_MAX((ptrdiff_t)2, FC_ROUNDUP(FC_CEILDIV(rows, nb), 2));
 }
 
-/* One task of the fused pool: conv rows [blk * rpb, +rpb) of image img, pooled
- * into jb's output (dst_n, dst_m, dst_r describe the pooled array). */
-static void SFX(pool_task)(const KERN *kk, const JOB *jb, ptrdiff_t rpb, ptrdiff_t img,
-                           ptrdiff_t blk, ptrdiff_t wo2, REAL *cbuf)
+/* Rows [r0, r1) of the product in cbuf (row stride ldc) written out: the fused
+ * pool (pooling the block's conv rows [c0, c1), c0 even) or job_write. */
+static void SFX(fwd_write)(const JOB *jb, const REAL *cbuf, ptrdiff_t ldc, ptrdiff_t img,
+                           ptrdiff_t q0, ptrdiff_t q1, ptrdiff_t r0, ptrdiff_t r1,
+                           ptrdiff_t wo2)
 {
-    const ptrdiff_t nb = rpb * jb->qpitch, ldc = nb + SFX(widest)(kk);
-    SFX(job_product)(kk, jb, nb, img, blk, cbuf);
-    const ptrdiff_t r0 = blk * rpb, r1 = FC_MIN(r0 + rpb, jb->rows);
-    REAL *dimg = jb->dst + img * jb->dst_n;
-    for (ptrdiff_t mm = 0; mm < jb->m; ++mm) {
-        const REAL bv = jb->bias ? jb->bias[mm] : (REAL)0;
-        const REAL *crow = cbuf + mm * ldc;
-        for (ptrdiff_t r = r0; r < r1; r += 2) {
-            const REAL *c0 = crow + (r - r0) * jb->qpitch;
-            SFX(pool2_row)(c0, c0 + jb->qpitch, bv, jb->relu, wo2,
+    JOB sub = *jb; /* the rows of this task */
+    sub.m = r1 - r0;
+    sub.dst = jb->dst + r0 * jb->dst_m;
+    sub.bias = jb->bias ? jb->bias + r0 : NULL;
+    cbuf += r0 * ldc;
+    if (wo2 == 0) {
+        SFX(job_write)(&sub, cbuf, ldc, img, q0, q1);
+        return;
+    }
+    const ptrdiff_t c0 = q0 / jb->qpitch, c1 = FC_MIN(q1 / jb->qpitch, jb->rows);
+    REAL *dimg = sub.dst + img * jb->dst_n;
+    for (ptrdiff_t mm = 0; mm < sub.m; ++mm) {
+        const REAL bv = sub.bias ? sub.bias[mm] : (REAL)0;
+        for (ptrdiff_t r = c0; r < c1; r += 2) {
+            const REAL *crow = cbuf + mm * ldc + (r - c0) * jb->qpitch;
+            SFX(pool2_row)(crow, crow + jb->qpitch, bv, jb->relu, wo2,
                            dimg + mm * jb->dst_m + (r / 2) * jb->dst_r);
         }
     }
 }
 
-/* run_jobs for the fused pool: tasks (group, image, row block), each owning its
- * pooled rows; the cut depends on the shape only. */
-static int SFX(run_pool_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n,
-                              ptrdiff_t rpb, ptrdiff_t wo2, int nt)
+/*
+ * The forward's tasks: (job, image, column block of nb columns, part). With
+ * fewer blocks than threads to share them evenly (batch 1), each block's row
+ * panels are cut into parts as well, so that a second thread has work; which
+ * task computes an element changes none of its arithmetic. wo2 > 0: the fused
+ * pool (nb is then whole row pairs). Each task owns its outputs: no merge.
+ */
+static int SFX(run_fwd)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n, ptrdiff_t nb,
+                        ptrdiff_t wo2, int nt)
 {
-    const ptrdiff_t nblk = FC_CEILDIV(jobs[0].rows, rpb);
-    const ptrdiff_t ntask = (ptrdiff_t)njobs * n * nblk;
     const PLAN pl = SFX(plan_rows)(kk, jobs[0].m);
-    const ptrdiff_t cbuf_elems = pl.mpad * (rpb * jobs[0].qpitch + SFX(widest)(kk));
+    const ptrdiff_t ncols = jobs[0].rows * jobs[0].qpitch;
+    const ptrdiff_t nblk = FC_CEILDIV(ncols, nb), npan = pl.nfull + (pl.mr_tail > 0);
+    const ptrdiff_t ldc = nb + SFX(widest)(kk);
+    const ptrdiff_t nwhole = (ptrdiff_t)njobs * n * nblk;
+    const ptrdiff_t nparts = nt > 1 && nwhole < 2 * (ptrdiff_t)nt ? FC_MIN((ptrdiff_t)nt, npan) : 1;
+    const ptrdiff_t ntask = nwhole * nparts;
     int failed = 0;
     fc_team tm;
     fc_team_begin(&tm, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1 && ntask > 1)
     {
         fc_team_arrive(&tm);
-        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)cbuf_elems);
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(pl.mpad * ldc));
         if (!cbuf) {
 #pragma omp atomic write
             failed = 1;
         }
         ptrdiff_t t;
+        /* part-major: a thread's share spans the blocks */
 #pragma omp for schedule(static) nowait
         for (t = 0; t < ntask; ++t) {
             if (!cbuf) continue;
-            const ptrdiff_t j = t / (n * nblk), rest = t % (n * nblk);
-            SFX(pool_task)(kk, &jobs[j], rpb, rest / nblk, rest % nblk, wo2, cbuf);
+            const ptrdiff_t part = t / nwhole, w = t % nwhole;
+            const ptrdiff_t j = w / (n * nblk), img = w % (n * nblk) / nblk, blk = w % nblk;
+            const ptrdiff_t p0 = part * npan / nparts, p1 = (part + 1) * npan / nparts;
+            const ptrdiff_t q0 = blk * nb;
+            SFX(job_product)(kk, &jobs[j], nb, img, blk, p0, p1, cbuf);
+            SFX(fwd_write)(&jobs[j], cbuf, ldc, img, q0, FC_MIN(q0 + nb, ncols),
+                           p0 * pl.mr_full, FC_MIN(p1 * pl.mr_full, jobs[j].m), wo2);
         }
         fc_free(cbuf);
         fc_team_done(&tm);
@@ -124,8 +145,12 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
         for (ptrdiff_t i = 0; i < g->kh; ++i)
             for (ptrdiff_t j = 0; j < g->kw; ++j, ++k) {
                 const ptrdiff_t ei = i * g->dh, ej = j * g->dw;
-                const ptrdiff_t phase = (ei % g->sh) * g->sw + (ej % g->sw);
-                koff[k] = (phase * g->c + c) * plane + (ei / g->sh) * wq + ej / g->sw;
+                if (g->sh == 1 && g->sw == 1) { /* no divisions: a batch-1 layer's setup */
+                    koff[k] = c * plane + ei * wq + ej;
+                } else {
+                    const ptrdiff_t phase = (ei % g->sh) * g->sw + (ej % g->sw);
+                    koff[k] = (phase * g->c + c) * plane + (ei / g->sh) * wq + ej / g->sw;
+                }
                 woff[k] = k;
             }
     for (ptrdiff_t gi = 0; gi < G; ++gi) {
@@ -148,18 +173,29 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
             jb->dst_n = g->k * ho2 * wo2; jb->dst_m = ho2 * wo2; jb->dst_r = wo2;
         }
     }
-    /* the last group reads furthest: its channels start (G-1)*cg planes in */
-    ptrdiff_t slack;
-    const ptrdiff_t rpb = SFX(pool_block_rows)(2 * ho2, wq);
+    /* Columns per task: whole row pairs for the fused pool, else block_cols; cut
+     * finer when there are fewer blocks than threads (batch 1), a one-panel
+     * layer's only way to share (the column cut changes no element's sum). */
+    const ptrdiff_t ncols = jobs[0].rows * wq, nr = kk->nr[pl.slot_full];
+    const ptrdiff_t whole = G * g->n;
+    ptrdiff_t nb;
     if (pool) {
-        ptrdiff_t kmax = 0;
-        for (ptrdiff_t k = 0; k < kdim; ++k) kmax = FC_MAX(kmax, koff[k]);
-        const ptrdiff_t end = (G - 1) * cg * plane + FC_CEILDIV(jobs[0].rows, rpb) * rpb * wq +
-                              SFX(widest)(kk) + kmax;
-        slack = FC_MAX((ptrdiff_t)0, end - img) + 64;
+        ptrdiff_t rpb = SFX(pool_block_rows)(jobs[0].rows, wq);
+        if (nthreads > 1 && whole * FC_CEILDIV(jobs[0].rows, rpb) < nthreads)
+            rpb = FC_MAX((ptrdiff_t)2, FC_ROUNDUP(FC_CEILDIV(jobs[0].rows, nthreads), 2));
+        nb = rpb * wq;
     } else {
-        slack = SFX(job_slack)(kk, &jobs[0], img, (G - 1) * cg * plane);
+        nb = ncols > 0 ? SFX(block_cols)(kk, &pl, ncols) : 1;
+        if (nthreads > 1 && whole * FC_CEILDIV(ncols, nb) < nthreads)
+            nb = FC_MAX(nr, FC_ROUNDUP(FC_CEILDIV(ncols, nthreads), nr));
     }
+    /* what run_fwd's tasks may read past an image region of img elements; the
+     * last group reads furthest: its channels start (G-1)*cg planes in */
+    ptrdiff_t kmax = 0;
+    for (ptrdiff_t k = 0; k < kdim; ++k) kmax = FC_MAX(kmax, koff[k]);
+    const ptrdiff_t end = (G - 1) * cg * plane + FC_CEILDIV(ncols, nb) * nb + SFX(widest)(kk) +
+                          kmax;
+    const ptrdiff_t slack = FC_MAX((ptrdiff_t)0, end - img) + 64;
     xq = SFX(alloc_grid)(g->n, img, slack);
     if (!xq) { rc = FC_ENOMEM; goto done; }
     /* a small copy is done before a woken helper would arrive: at batch 1 a
@@ -168,10 +204,8 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
     SFX(pad_phase_copy)(x, g->n, g->c, g->h, g->w, g->sh, g->sw, g->ph, g->pw, hq, wq, img,
                         copy_nt, xq);
     for (ptrdiff_t gi = 0; gi < G; ++gi) jobs[gi].src = xq + gi * cg * plane;
-    if (!pool)
-        rc = SFX(run_jobs)(kk, jobs, (int)G, g->n, nthreads);
-    else if (ho2 > 0 && wo2 > 0)
-        rc = SFX(run_pool_jobs)(kk, jobs, (int)G, g->n, rpb, wo2, nthreads);
+    if (ncols > 0 && (!pool || wo2 > 0))
+        rc = SFX(run_fwd)(kk, jobs, (int)G, g->n, nb, pool ? wo2 : 0, nthreads);
 done:
     free(koff);
     fc_free(ap);

@@ -165,9 +165,7 @@ static int wino_conv_pool(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t 
     wino_pack(u, m, cin, f.mr, f.mpad, ap);
     for (ptrdiff_t c = 0; c < cin; ++c) koff[c] = c * NP * f.vp_pitch;
     memset(xp + n * cin * f.plane, 0, sizeof(float) * (size_t)slack);
-    /* a small copy is done before a woken helper would arrive (batch 1) */
-    wino_pad(x, n, cin, h, w, top, left, hp, f.wp,
-             (double)n * (double)cin * (double)f.plane >= 65536.0 ? nt : 1, xp);
+    wino_pad(x, n, cin, h, w, top, left, hp, f.wp, nt, xp);
     f.ap = ap; f.xp = xp; f.koff = koff;
 
     /* per-block tasks; each block owns its outputs, so there is nothing to merge */
