@@ -38,9 +38,9 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
         rc = _run_linear(op, p, variant, nthreads)
         if rc == FC_OK and op.relu:  # the next layer's ReLU, on the output in place
             if op.f64:
-                return fc_relu_fwd_f64(<const double *>p[op.dst], op.n * op.nout, 1,
+                return fc_relu_fwd_f64(<const double *>p[op.dst], op.n * op.nout, nthreads,
                                        <double *>p[op.dst])
-            return fc_relu_fwd_f32(<const float *>p[op.dst], op.n * op.nout, 1,
+            return fc_relu_fwd_f32(<const float *>p[op.dst], op.n * op.nout, nthreads,
                                    <float *>p[op.dst])
         return rc
     if code == 0:
