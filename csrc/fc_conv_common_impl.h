@@ -99,53 +99,68 @@ static void SFX(pack_a)(const REAL *w, ptrdiff_t rs, const ptrdiff_t *woff, ptrd
     }
 }
 
+/* pad_phase_copy's task t: plane (in, ic) = (t / c, t % c) of every phase. */
+static void SFX(pad_phase_plane)(const REAL *src, ptrdiff_t t, ptrdiff_t c, ptrdiff_t h,
+                                 ptrdiff_t w, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t top,
+                                 ptrdiff_t left, ptrdiff_t hq, ptrdiff_t wq, ptrdiff_t dst_n,
+                                 REAL *dst /* OUT */)
+{
+    const ptrdiff_t plane = hq * wq;
+    const ptrdiff_t in = t / c, ic = t % c;
+    const REAL *s = src + (in * c + ic) * h * w;
+    for (ptrdiff_t rh = 0; rh < sh; ++rh)
+        for (ptrdiff_t rw = 0; rw < sw; ++rw) {
+            REAL *d = dst + in * dst_n + ((rh * sw + rw) * c + ic) * plane;
+            /* wq range whose source column lies inside [0, w) */
+            ptrdiff_t lo = left - rw > 0 ? FC_CEILDIV(left - rw, sw) : 0;
+            ptrdiff_t hi = FC_CEILDIV(w + left - rw, sw);
+            if (hi > wq) hi = wq;
+            if (hi < 0) hi = 0;
+            if (lo > hi) lo = hi;
+            for (ptrdiff_t yq = 0; yq < hq; ++yq) {
+                REAL *drow = d + yq * wq;
+                ptrdiff_t ys = yq * sh + rh - top;
+                if (ys < 0 || ys >= h) {
+                    memset(drow, 0, sizeof(REAL) * (size_t)wq);
+                    continue;
+                }
+                const REAL *srow = s + ys * w + (rw - left);
+                for (ptrdiff_t x = 0; x < lo; ++x) drow[x] = 0;
+                if (sw == 1)
+                    memcpy(drow + lo, srow + lo, sizeof(REAL) * (size_t)(hi - lo));
+                else
+                    for (ptrdiff_t x = lo; x < hi; ++x) drow[x] = srow[x * sw];
+                for (ptrdiff_t x = hi; x < wq; ++x) drow[x] = 0;
+            }
+        }
+}
+
 /*
  * dst[n][phase][c][hq][wq] = src[n][c][hq*s_h + rh - top][wq*s_w + rw - left]
  * (0 outside), phase = rh * s_w + rw. Stride 1 makes it a plain padded copy.
+ * One thread copies without opening a parallel region (a serialised region
+ * still costs a quarter of a microsecond: a batch-1 layer's whole copy).
  */
 static void SFX(pad_phase_copy)(const REAL *src, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h,
                                 ptrdiff_t w, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t top,
                                 ptrdiff_t left, ptrdiff_t hq, ptrdiff_t wq,
                                 ptrdiff_t dst_n, int nt, REAL *dst /* OUT */)
 {
-    const ptrdiff_t plane = hq * wq;
     const ptrdiff_t total = n * c;
     ptrdiff_t t;
+    if (nt <= 1) {
+        for (t = 0; t < total; ++t)
+            SFX(pad_phase_plane)(src, t, c, h, w, sh, sw, top, left, hq, wq, dst_n, dst);
+        return;
+    }
     fc_team tm;
     fc_team_begin(&tm, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt)
     {
     fc_team_arrive(&tm);
 #pragma omp for schedule(static) nowait
-    for (t = 0; t < total; ++t) {
-        const ptrdiff_t in = t / c, ic = t % c;
-        const REAL *s = src + (in * c + ic) * h * w;
-        for (ptrdiff_t rh = 0; rh < sh; ++rh)
-            for (ptrdiff_t rw = 0; rw < sw; ++rw) {
-                REAL *d = dst + in * dst_n + ((rh * sw + rw) * c + ic) * plane;
-                /* wq range whose source column lies inside [0, w) */
-                ptrdiff_t lo = left - rw > 0 ? FC_CEILDIV(left - rw, sw) : 0;
-                ptrdiff_t hi = FC_CEILDIV(w + left - rw, sw);
-                if (hi > wq) hi = wq;
-                if (hi < 0) hi = 0;
-                if (lo > hi) lo = hi;
-                for (ptrdiff_t yq = 0; yq < hq; ++yq) {
-                    REAL *drow = d + yq * wq;
-                    ptrdiff_t ys = yq * sh + rh - top;
-                    if (ys < 0 || ys >= h) {
-                        memset(drow, 0, sizeof(REAL) * (size_t)wq);
-                        continue;
-                    }
-                    const REAL *srow = s + ys * w + (rw - left);
-                    for (ptrdiff_t x = 0; x < lo; ++x) drow[x] = 0;
-                    if (sw == 1)
-                        memcpy(drow + lo, srow + lo, sizeof(REAL) * (size_t)(hi - lo));
-                    else
-                        for (ptrdiff_t x = lo; x < hi; ++x) drow[x] = srow[x * sw];
-                    for (ptrdiff_t x = hi; x < wq; ++x) drow[x] = 0;
-                }
-            }
-    }
+    for (t = 0; t < total; ++t)
+        SFX(pad_phase_plane)(src, t, c, h, w, sh, sw, top, left, hq, wq, dst_n, dst);
     fc_team_done(&tm);
     }
     fc_team_end(&tm);

@@ -65,6 +65,22 @@ static void SFX(fwd_write)(const JOB *jb, const REAL *cbuf, ptrdiff_t ldc, ptrdi
     }
 }
 
+/* Task t of run_fwd (part-major: a thread's share spans the blocks). */
+static void SFX(fwd_task)(const KERN *kk, const JOB *jobs, ptrdiff_t n, ptrdiff_t nb,
+                          ptrdiff_t wo2, ptrdiff_t nblk, ptrdiff_t npan, ptrdiff_t nparts,
+                          ptrdiff_t nwhole, ptrdiff_t t, REAL *cbuf)
+{
+    const PLAN pl = SFX(plan_rows)(kk, jobs[0].m);
+    const ptrdiff_t ncols = jobs[0].rows * jobs[0].qpitch, ldc = nb + SFX(widest)(kk);
+    const ptrdiff_t part = t / nwhole, w = t % nwhole;
+    const ptrdiff_t j = w / (n * nblk), img = w % (n * nblk) / nblk, blk = w % nblk;
+    const ptrdiff_t p0 = part * npan / nparts, p1 = (part + 1) * npan / nparts;
+    const ptrdiff_t q0 = blk * nb;
+    SFX(job_product)(kk, &jobs[j], nb, img, blk, p0, p1, cbuf);
+    SFX(fwd_write)(&jobs[j], cbuf, ldc, img, q0, FC_MIN(q0 + nb, ncols), p0 * pl.mr_full,
+                   FC_MIN(p1 * pl.mr_full, jobs[j].m), wo2);
+}
+
 /*
  * The forward's tasks: (job, image, column block of nb columns, part). With
  * fewer blocks than threads to share them evenly (batch 1), each block's row
@@ -83,9 +99,17 @@ static int SFX(run_fwd)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n,
     const ptrdiff_t nparts = nt > 1 && nwhole < 2 * (ptrdiff_t)nt ? FC_MIN((ptrdiff_t)nt, npan) : 1;
     const ptrdiff_t ntask = nwhole * nparts;
     int failed = 0;
+    if (nt <= 1 || ntask <= 1) { /* no region: a serialised one costs ~0.25 us */
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(pl.mpad * ldc));
+        if (!cbuf) return FC_ENOMEM;
+        for (ptrdiff_t t = 0; t < ntask; ++t)
+            SFX(fwd_task)(kk, jobs, n, nb, wo2, nblk, npan, nparts, nwhole, t, cbuf);
+        fc_free(cbuf);
+        return FC_OK;
+    }
     fc_team tm;
     fc_team_begin(&tm, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1 && ntask > 1)
+#pragma omp parallel num_threads(nt)
     {
         fc_team_arrive(&tm);
         REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(pl.mpad * ldc));
@@ -96,16 +120,8 @@ static int SFX(run_fwd)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n,
         ptrdiff_t t;
         /* part-major: a thread's share spans the blocks */
 #pragma omp for schedule(static) nowait
-        for (t = 0; t < ntask; ++t) {
-            if (!cbuf) continue;
-            const ptrdiff_t part = t / nwhole, w = t % nwhole;
-            const ptrdiff_t j = w / (n * nblk), img = w % (n * nblk) / nblk, blk = w % nblk;
-            const ptrdiff_t p0 = part * npan / nparts, p1 = (part + 1) * npan / nparts;
-            const ptrdiff_t q0 = blk * nb;
-            SFX(job_product)(kk, &jobs[j], nb, img, blk, p0, p1, cbuf);
-            SFX(fwd_write)(&jobs[j], cbuf, ldc, img, q0, FC_MIN(q0 + nb, ncols),
-                           p0 * pl.mr_full, FC_MIN(p1 * pl.mr_full, jobs[j].m), wo2);
-        }
+        for (t = 0; t < ntask; ++t)
+            if (cbuf) SFX(fwd_task)(kk, jobs, n, nb, wo2, nblk, npan, nparts, nwhole, t, cbuf);
         fc_free(cbuf);
         fc_team_done(&tm);
     }

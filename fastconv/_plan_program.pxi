@@ -37,6 +37,9 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
     if code == 6:
         rc = _run_linear(op, p, variant, nthreads)
         if rc == FC_OK and op.relu:  # the next layer's ReLU, on the output in place
+            if op.n * op.nout < 16384:  # no call: fc_relu_fwd's region costs more
+                _relu_small(p[op.dst], op.n * op.nout, op.f64)
+                return FC_OK
             if op.f64:
                 return fc_relu_fwd_f64(<const double *>p[op.dst], op.n * op.nout, nthreads,
                                        <double *>p[op.dst])
@@ -77,6 +80,23 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
                                    <double *>p[op.dst])
         return fc_relu_fwd_f32(<const float *>p[op.src], op.n, nthreads, <float *>p[op.dst])
     return FC_OK
+
+
+cdef void _relu_small(void *y, Py_ssize_t n, int f64) noexcept nogil:
+    """y = y <= 0 ? 0 : y in place (NaN stays): fc_relu_fwd's rule, element by element."""
+    cdef Py_ssize_t i
+    cdef float *yf = <float *>y
+    cdef double *yd = <double *>y
+    cdef float vf
+    cdef double vd
+    if f64:
+        for i in range(n):
+            vd = yd[i]
+            yd[i] = 0.0 if vd <= 0 else vd
+    else:
+        for i in range(n):
+            vf = yf[i]
+            yf[i] = 0.0 if vf <= 0 else vf
 
 
 cdef int _run_linear(_plan_op *op, void **p, int variant, int nthreads) noexcept nogil:
