@@ -182,8 +182,16 @@ static int wino_conv_pool(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t 
 #pragma omp atomic write
             failed = 1;
         } else {
-            /* columns past the block's tiles are computed, never stored: keep them finite */
-            memset(vb, 0, sizeof(float) * v_elems);
+            /* columns past the block's tiles are computed, never stored: keep them
+             * finite. wino_in_block writes every column below wino_block_cols(its
+             * rows): only the columns from the smallest block's end to blk_cols
+             * may be read before any block wrote them (the whole of V was 0.4 MB
+             * of stores per call at batch 1). */
+            const ptrdiff_t from = wino_block_cols(f.trows - (f.nblk - 1) * f.rpb, f.tw);
+            if (from < f.blk_cols)
+                for (ptrdiff_t r = 0; r < NP * cin; ++r)
+                    memset(vb + r * f.vp_pitch + from, 0,
+                           sizeof(float) * (size_t)(f.blk_cols - from));
         }
         ptrdiff_t t;
         /* part-major: a thread's share of tasks spans the blocks, not one big block */
