@@ -85,6 +85,14 @@ int fc_conv2d_fwd_f32(const float *x, const float *w, const float *bias,
                       const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
 int fc_conv2d_fwd_f64(const double *x, const double *w, const double *bias,
                       const fc_conv_geom *g, int relu, int nthreads, double *y /* OUT */);
+/* The 2x2 max-pool (stride 2, no padding, floor) of that y, y never stored:
+ * yp of shape (N, K, ho / 2, wo / 2), bitwise fc_maxpool2d_fwd of fc_conv2d_fwd's y. */
+int fc_conv2d_fwd_maxpool2_f32(const float *x, const float *w, const float *bias,
+                               const fc_conv_geom *g, int relu, int nthreads,
+                               float *yp /* OUT */);
+int fc_conv2d_fwd_maxpool2_f64(const double *x, const double *w, const double *bias,
+                               const fc_conv_geom *g, int relu, int nthreads,
+                               double *yp /* OUT */);
 
 /* gx = d(loss)/dx given gy = d(loss)/dy (shape of y). */
 int fc_conv2d_grad_input_f32(const float *gy, const float *w, const fc_conv_geom *g,
@@ -115,6 +123,15 @@ int fc_winograd_weights_f32(const float *w, ptrdiff_t k, ptrdiff_t c, int nthrea
                             float *u /* OUT */);
 int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias,
                                const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
+/* The two above followed by a 2x2/2 max-pool (floor), in one pass: yp of shape
+ * (N, K, ho / 2, wo / 2), bitwise fc_maxpool2d_fwd of their y (each Winograd
+ * output tile is one pooling window). */
+int fc_conv2d_fwd_wino_maxpool2_f32(const float *x, const float *w, const float *bias,
+                                    const fc_conv_geom *g, int relu, int nthreads,
+                                    float *yp /* OUT */);
+int fc_conv2d_fwd_wino_pre_maxpool2_f32(const float *x, const float *u, const float *bias,
+                                        const fc_conv_geom *g, int relu, int nthreads,
+                                        float *yp /* OUT */);
 int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                    int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
 

@@ -99,53 +99,68 @@ static void SFX(pack_a)(const REAL *w, ptrdiff_t rs, const ptrdiff_t *woff, ptrd
     }
 }
 
+/* pad_phase_copy's task t: plane (in, ic) = (t / c, t % c) of every phase. */
+static void SFX(pad_phase_plane)(const REAL *src, ptrdiff_t t, ptrdiff_t c, ptrdiff_t h,
+                                 ptrdiff_t w, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t top,
+                                 ptrdiff_t left, ptrdiff_t hq, ptrdiff_t wq, ptrdiff_t dst_n,
+                                 REAL *dst /* OUT */)
+{
+    const ptrdiff_t plane = hq * wq;
+    const ptrdiff_t in = t / c, ic = t % c;
+    const REAL *s = src + (in * c + ic) * h * w;
+    for (ptrdiff_t rh = 0; rh < sh; ++rh)
+        for (ptrdiff_t rw = 0; rw < sw; ++rw) {
+            REAL *d = dst + in * dst_n + ((rh * sw + rw) * c + ic) * plane;
+            /* wq range whose source column lies inside [0, w) */
+            ptrdiff_t lo = left - rw > 0 ? FC_CEILDIV(left - rw, sw) : 0;
+            ptrdiff_t hi = FC_CEILDIV(w + left - rw, sw);
+            if (hi > wq) hi = wq;
+            if (hi < 0) hi = 0;
+            if (lo > hi) lo = hi;
+            for (ptrdiff_t yq = 0; yq < hq; ++yq) {
+                REAL *drow = d + yq * wq;
+                ptrdiff_t ys = yq * sh + rh - top;
+                if (ys < 0 || ys >= h) {
+                    memset(drow, 0, sizeof(REAL) * (size_t)wq);
+                    continue;
+                }
+                const REAL *srow = s + ys * w + (rw - left);
+                for (ptrdiff_t x = 0; x < lo; ++x) drow[x] = 0;
+                if (sw == 1)
+                    memcpy(drow + lo, srow + lo, sizeof(REAL) * (size_t)(hi - lo));
+                else
+                    for (ptrdiff_t x = lo; x < hi; ++x) drow[x] = srow[x * sw];
+                for (ptrdiff_t x = hi; x < wq; ++x) drow[x] = 0;
+            }
+        }
+}
+
 /*
  * dst[n][phase][c][hq][wq] = src[n][c][hq*s_h + rh - top][wq*s_w + rw - left]
  * (0 outside), phase = rh * s_w + rw. Stride 1 makes it a plain padded copy.
+ * One thread copies without opening a parallel region (a serialised region
+ * still costs a quarter of a microsecond: a batch-1 layer's whole copy).
  */
 static void SFX(pad_phase_copy)(const REAL *src, ptrdiff_t n, ptrdiff_t c, ptrdiff_t h,
                                 ptrdiff_t w, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t top,
                                 ptrdiff_t left, ptrdiff_t hq, ptrdiff_t wq,
                                 ptrdiff_t dst_n, int nt, REAL *dst /* OUT */)
 {
-    const ptrdiff_t plane = hq * wq;
     const ptrdiff_t total = n * c;
     ptrdiff_t t;
+    if (nt <= 1) {
+        for (t = 0; t < total; ++t)
+            SFX(pad_phase_plane)(src, t, c, h, w, sh, sw, top, left, hq, wq, dst_n, dst);
+        return;
+    }
     fc_team tm;
     fc_team_begin(&tm, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt)
     {
     fc_team_arrive(&tm);
 #pragma omp for schedule(static) nowait
-    for (t = 0; t < total; ++t) {
-        const ptrdiff_t in = t / c, ic = t % c;
-        const REAL *s = src + (in * c + ic) * h * w;
-        for (ptrdiff_t rh = 0; rh < sh; ++rh)
-            for (ptrdiff_t rw = 0; rw < sw; ++rw) {
-                REAL *d = dst + in * dst_n + ((rh * sw + rw) * c + ic) * plane;
-                /* wq range whose source column lies inside [0, w) */
-                ptrdiff_t lo = left - rw > 0 ? FC_CEILDIV(left - rw, sw) : 0;
-                ptrdiff_t hi = FC_CEILDIV(w + left - rw, sw);
-                if (hi > wq) hi = wq;
-                if (hi < 0) hi = 0;
-                if (lo > hi) lo = hi;
-                for (ptrdiff_t yq = 0; yq < hq; ++yq) {
-                    REAL *drow = d + yq * wq;
-                    ptrdiff_t ys = yq * sh + rh - top;
-                    if (ys < 0 || ys >= h) {
-                        memset(drow, 0, sizeof(REAL) * (size_t)wq);
-                        continue;
-                    }
-                    const REAL *srow = s + ys * w + (rw - left);
-                    for (ptrdiff_t x = 0; x < lo; ++x) drow[x] = 0;
-                    if (sw == 1)
-                        memcpy(drow + lo, srow + lo, sizeof(REAL) * (size_t)(hi - lo));
-                    else
-                        for (ptrdiff_t x = lo; x < hi; ++x) drow[x] = srow[x * sw];
-                    for (ptrdiff_t x = hi; x < wq; ++x) drow[x] = 0;
-                }
-            }
-    }
+    for (t = 0; t < total; ++t)
+        SFX(pad_phase_plane)(src, t, c, h, w, sh, sw, top, left, hq, wq, dst_n, dst);
     fc_team_done(&tm);
     }
     fc_team_end(&tm);
@@ -214,17 +229,18 @@ static void SFX(job_write)(const JOB *jb, const REAL *cbuf, ptrdiff_t ldc, ptrdi
     }
 }
 
-/* One task: column block blk (nb columns) of image img of job jb, through cbuf. */
-static void SFX(job_task)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t img,
-                          ptrdiff_t blk, REAL *cbuf)
+/* The product for column block blk (nb columns) of image img of job jb, row
+ * panels [p0, p1) (all: 0, npan), into cbuf (row stride nb + widest, column
+ * q0 + i at i; panel pi's rows from pi * mr_full): no bias, no write-out. */
+static void SFX(job_product)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t img,
+                             ptrdiff_t blk, ptrdiff_t p0, ptrdiff_t p1, REAL *cbuf)
 {
     const PLAN pl = SFX(plan_rows)(kk, jb->m);
-    const ptrdiff_t ncols = jb->rows * jb->qpitch;
     const ptrdiff_t q0 = blk * nb, ldc = nb + SFX(widest)(kk);
     const REAL *srcq = jb->src + img * jb->src_n + q0;
-    const ptrdiff_t npan = pl.nfull + (pl.mr_tail > 0);
-    const REAL *ap = jb->apack;
-    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+    const ptrdiff_t npan = FC_MIN(p1, pl.nfull + (pl.mr_tail > 0));
+    const REAL *ap = jb->apack + p0 * pl.mr_full * jb->kdim;
+    for (ptrdiff_t pi = p0; pi < npan; ++pi) {
         const int slot = pi < pl.nfull ? pl.slot_full : pl.slot_tail;
         const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
         REAL *crow = cbuf + pi * pl.mr_full * ldc;
@@ -236,7 +252,15 @@ static void SFX(job_task)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t
         }
         ap += jb->kdim * mr;
     }
-    SFX(job_write)(jb, cbuf, ldc, img, q0, FC_MIN(q0 + nb, ncols));
+}
+
+/* One task: column block blk (nb columns) of image img of job jb, through cbuf. */
+static void SFX(job_task)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t img,
+                          ptrdiff_t blk, REAL *cbuf)
+{
+    const ptrdiff_t ncols = jb->rows * jb->qpitch, q0 = blk * nb;
+    SFX(job_product)(kk, jb, nb, img, blk, 0, PTRDIFF_MAX, cbuf);
+    SFX(job_write)(jb, cbuf, nb + SFX(widest)(kk), img, q0, FC_MIN(q0 + nb, ncols));
 }
 
 /*

@@ -454,47 +454,56 @@ int SFX(fc_gemm)(int transa, int transb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
 #ifndef FC_GEMV_STACK
 #define FC_GEMV_STACK 1024 /* partial sums kept on the stack up to this many columns */
 #endif
-static int SFX(linear_gemv)(const REAL *x, const REAL *wt, ptrdiff_t ldw, const REAL *bias,
-                            ptrdiff_t nin, ptrdiff_t nout, int nthreads, REAL *y)
+/* linear_gemv's chunk ch of nchunk: its columns of y; 0 if out of memory */
+static int SFX(gemv_chunk)(const REAL *x, const REAL *wt, ptrdiff_t ldw, const REAL *bias,
+                           ptrdiff_t nin, ptrdiff_t nout, ptrdiff_t ch, ptrdiff_t nchunk,
+                           REAL *y)
 {
     const GEMV kern = GETV();
     const ptrdiff_t width = FC_ROUNDUP(nout, (ptrdiff_t)FC_KMAJOR_PAD);
     const ptrdiff_t kcb = SFX(gemm_kc)(1, nin);
+    /* chunk bounds on FC_KMAJOR_PAD columns: whole vectors at every level */
+    const ptrdiff_t nb = width / FC_KMAJOR_PAD;
+    const ptrdiff_t c0 = ch * nb / nchunk * FC_KMAJOR_PAD;
+    const ptrdiff_t c1 = (ch + 1) * nb / nchunk * FC_KMAJOR_PAD;
+    const ptrdiff_t e1 = FC_MIN(c1, nout);
+    /* whole vectors of any level, no further into the zero padding */
+    const ptrdiff_t cols = FC_MIN(c1, FC_ROUNDUP(nout, (ptrdiff_t)16)) - c0;
+    /* the partial sums: a small layer's on the stack (no allocator call) */
+    REAL tsmall[FC_GEMV_STACK];
+    REAL *t = cols <= FC_GEMV_STACK ? tsmall : (REAL *)fc_malloc(sizeof(REAL) * (size_t)cols);
+    if (!t) return 0;
+    for (ptrdiff_t pc = 0; pc < nin; pc += kcb) {
+        const ptrdiff_t kc = FC_MIN(kcb, nin - pc);
+        kern(kc, wt + pc * ldw + c0, ldw, x + pc, cols, t);
+        if (pc == 0) memcpy(y + c0, t, sizeof(REAL) * (size_t)(e1 - c0));
+        else for (ptrdiff_t j = c0; j < e1; ++j) y[j] = y[j] + t[j - c0];
+    }
+    if (bias) for (ptrdiff_t j = c0; j < e1; ++j) y[j] = y[j] + bias[j];
+    if (t != tsmall) fc_free(t);
+    return 1;
+}
+
+static int SFX(linear_gemv)(const REAL *x, const REAL *wt, ptrdiff_t ldw, const REAL *bias,
+                            ptrdiff_t nin, ptrdiff_t nout, int nthreads, REAL *y)
+{
+    const ptrdiff_t width = FC_ROUNDUP(nout, (ptrdiff_t)FC_KMAJOR_PAD);
     const ptrdiff_t nchunk = FC_MIN((ptrdiff_t)nthreads, width / FC_KMAJOR_PAD);
+    if (nchunk <= 1) /* no region: a serialised one costs ~0.25 us, a small layer's third */
+        return SFX(gemv_chunk)(x, wt, ldw, bias, nin, nout, 0, 1, y) ? FC_OK : FC_ENOMEM;
     int failed = 0;
     ptrdiff_t ch;
     fc_team tm;
     fc_team_begin(&tm, (int)nchunk);
-#pragma omp parallel num_threads((int)nchunk) if (nchunk > 1)
+#pragma omp parallel num_threads((int)nchunk)
     {
         fc_team_arrive(&tm);
 #pragma omp for schedule(static)
-        for (ch = 0; ch < nchunk; ++ch) {
-            /* chunk bounds on FC_KMAJOR_PAD columns: whole vectors at every level */
-            const ptrdiff_t nb = width / FC_KMAJOR_PAD;
-            const ptrdiff_t c0 = ch * nb / nchunk * FC_KMAJOR_PAD;
-            const ptrdiff_t c1 = (ch + 1) * nb / nchunk * FC_KMAJOR_PAD;
-            const ptrdiff_t e1 = FC_MIN(c1, nout);
-            /* whole vectors of any level, no further into the zero padding */
-            const ptrdiff_t cols = FC_MIN(c1, FC_ROUNDUP(nout, (ptrdiff_t)16)) - c0;
-            /* the partial sums: a small layer's on the stack (no allocator call) */
-            REAL tsmall[FC_GEMV_STACK];
-            REAL *t = cols <= FC_GEMV_STACK ? tsmall
-                                            : (REAL *)fc_malloc(sizeof(REAL) * (size_t)cols);
-            if (!t) {
+        for (ch = 0; ch < nchunk; ++ch)
+            if (!SFX(gemv_chunk)(x, wt, ldw, bias, nin, nout, ch, nchunk, y)) {
 #pragma omp atomic write
                 failed = 1;
-            } else {
-                for (ptrdiff_t pc = 0; pc < nin; pc += kcb) {
-                    const ptrdiff_t kc = FC_MIN(kcb, nin - pc);
-                    kern(kc, wt + pc * ldw + c0, ldw, x + pc, cols, t);
-                    if (pc == 0) memcpy(y + c0, t, sizeof(REAL) * (size_t)(e1 - c0));
-                    else for (ptrdiff_t j = c0; j < e1; ++j) y[j] = y[j] + t[j - c0];
-                }
-                if (bias) for (ptrdiff_t j = c0; j < e1; ++j) y[j] = y[j] + bias[j];
-                if (t != tsmall) fc_free(t);
             }
-        }
         fc_team_done(&tm);
     }
     fc_team_end(&tm);

@@ -21,6 +21,7 @@ typedef struct {
     ptrdiff_t th, tw, trows;  /* tile rows per image, tiles per row, tile rows in all */
     ptrdiff_t wp, plane;      /* padded input row and plane */
     int slot, relu;
+    int pool;                 /* y is the 2x2/2 max-pool of the output: (n, m, ho/2, wo/2) */
     ptrdiff_t mr, nr, mpad;   /* micro-kernel and output channels padded to mr */
     ptrdiff_t rpb, nblk;      /* tile rows per block, blocks */
     ptrdiff_t nparts;         /* tasks per block: output channel panels cut in nparts */
@@ -28,12 +29,48 @@ typedef struct {
     ptrdiff_t vp_pitch;       /* V row pitch: room for wino_in_row's whole-vector stores */
 } wino_fwd;
 
+/* wino_out_block for a fused pool: each whole tile is a window and gives one
+ * pooled value; a tile cut by an odd bottom or right edge is in no window. */
+static void wino_pool_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const float *mb,
+                            ptrdiff_t k0, ptrdiff_t k1)
+{
+    const ptrdiff_t th = f->th, tw = f->tw, hp = f->ho / 2, wp = f->wo / 2;
+    for (ptrdiff_t k = k0; k < k1; ++k) {
+        const float bv = f->bias ? f->bias[k] : 0.0f;
+        for (ptrdiff_t s = s0; s < s1;) {
+            const ptrdiff_t r = s % th;
+            float *yrow = r < hp ? f->y + ((s / th) * f->m + k) * hp * wp + r * wp : NULL;
+            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw);
+            if (2 * tw <= RL && s + 1 < s1) { /* narrow tile rows in pairs, as wino_out_block */
+                const ptrdiff_t r2 = (s + 1) % th;
+                float *yrow2 = r2 < hp ? f->y + (((s + 1) / th) * f->m + k) * hp * wp + r2 * wp
+                                       : NULL;
+                if (yrow)
+                    wino_pool_row(mk, f->blk_cols, bv, f->relu, (int)tw, (int)wp, yrow, yrow2);
+                else if (yrow2) /* the second row's lanes start at tw */
+                    wino_pool_row(mk + tw, f->blk_cols, bv, f->relu, (int)tw, (int)wp, yrow2,
+                                  NULL);
+                s += 2;
+                continue;
+            }
+            for (ptrdiff_t q0 = 0; yrow && q0 < wp; q0 += RL)
+                wino_pool_row(mk + q0, f->blk_cols, bv, f->relu, RL,
+                              (int)FC_MIN((ptrdiff_t)RL, wp - q0), yrow + q0, NULL);
+            ++s;
+        }
+    }
+}
+
 /* Output transform of a block's tile rows [s0, s1), output channels [k0, k1),
  * from M straight into y. */
 static void wino_out_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const float *mb,
                            ptrdiff_t k0, ptrdiff_t k1)
 {
     const ptrdiff_t th = f->th, tw = f->tw, ho = f->ho, wo = f->wo;
+    if (f->pool) {
+        wino_pool_block(f, s0, s1, mb, k0, k1);
+        return;
+    }
     for (ptrdiff_t k = k0; k < k1; ++k) {
         const float bv = f->bias ? f->bias[k] : 0.0f;
         for (ptrdiff_t s = s0; s < s1;) {
@@ -89,14 +126,16 @@ static void wino_fwd_block(const wino_fwd *f, ptrdiff_t b, ptrdiff_t part, float
  * y (n, m, ho, wo) = conv5x5(x (n, cin, h, w), padding top/left) from the
  * transformed weights u (36, m, cin) (see wino_weight_transform).
  */
-static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, ptrdiff_t w,
-                     ptrdiff_t top, ptrdiff_t left, ptrdiff_t m, ptrdiff_t ho, ptrdiff_t wo,
-                     const float *u, const float *bias, int relu, int nt, float *y /* OUT */)
+static int wino_conv_pool(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h,
+                          ptrdiff_t w, ptrdiff_t top, ptrdiff_t left, ptrdiff_t m, ptrdiff_t ho,
+                          ptrdiff_t wo, const float *u, const float *bias, int relu, int pool,
+                          int nt, float *y /* OUT */)
 {
     /* plan */
     wino_fwd f;
     f.kk = fc_get_kernels_f32();
     f.cin = cin; f.m = m; f.ho = ho; f.wo = wo; f.bias = bias; f.relu = relu; f.y = y;
+    f.pool = pool;
     f.th = FC_CEILDIV(ho, 2); f.tw = FC_CEILDIV(wo, 2);
     f.trows = n * f.th;
     const ptrdiff_t hp = 2 * f.th + 4;
@@ -143,8 +182,16 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
 #pragma omp atomic write
             failed = 1;
         } else {
-            /* columns past the block's tiles are computed, never stored: keep them finite */
-            memset(vb, 0, sizeof(float) * v_elems);
+            /* columns past the block's tiles are computed, never stored: keep them
+             * finite. wino_in_block writes every column below wino_block_cols(its
+             * rows): only the columns from the smallest block's end to blk_cols
+             * may be read before any block wrote them (the whole of V was 0.4 MB
+             * of stores per call at batch 1). */
+            const ptrdiff_t from = wino_block_cols(f.trows - (f.nblk - 1) * f.rpb, f.tw);
+            if (from < f.blk_cols)
+                for (ptrdiff_t r = 0; r < NP * cin; ++r)
+                    memset(vb + r * f.vp_pitch + from, 0,
+                           sizeof(float) * (size_t)(f.blk_cols - from));
         }
         ptrdiff_t t;
         /* part-major: a thread's share of tasks spans the blocks, not one big block */
@@ -164,17 +211,36 @@ done:
     return rc;
 }
 
-int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
-                           const fc_conv_geom *g, int relu, int nthreads, float *y)
+static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, ptrdiff_t w,
+                     ptrdiff_t top, ptrdiff_t left, ptrdiff_t m, ptrdiff_t ho, ptrdiff_t wo,
+                     const float *u, const float *bias, int relu, int nt, float *y /* OUT */)
+{
+    return wino_conv_pool(x, n, cin, h, w, top, left, m, ho, wo, u, bias, relu, 0, nt, y);
+}
+
+static int wino_fwd_from_w(const float *x, const float *w, const float *bias,
+                           const fc_conv_geom *g, int relu, int pool, int nthreads, float *y)
 {
     nthreads = fc_threads_for(nthreads, wino_work(g));
     float *u = (float *)fc_malloc(sizeof(float) * (size_t)(NP * g->k * g->c));
     if (!u) return FC_ENOMEM;
     wino_weight_transform(w, g->k, g->c, 0, nthreads, u);
-    int rc = wino_conv(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u, bias,
-                       relu, nthreads, y);
+    int rc = wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u,
+                            bias, relu, pool, nthreads, y);
     fc_free(u);
     return rc;
+}
+
+int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
+                           const fc_conv_geom *g, int relu, int nthreads, float *y)
+{
+    return wino_fwd_from_w(x, w, bias, g, relu, 0, nthreads, y);
+}
+
+int fc_conv2d_fwd_wino_maxpool2_f32(const float *x, const float *w, const float *bias,
+                                    const fc_conv_geom *g, int relu, int nthreads, float *yp)
+{
+    return wino_fwd_from_w(x, w, bias, g, relu, 1, nthreads, yp);
 }
 
 /* U for fc_conv2d_fwd_wino_pre_f32: what fc_conv2d_fwd_wino_f32 computes on every call. */
@@ -192,6 +258,15 @@ int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias
     nthreads = fc_threads_for(nthreads, wino_work(g));
     return wino_conv(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u, bias,
                      relu, nthreads, y);
+}
+
+int fc_conv2d_fwd_wino_pre_maxpool2_f32(const float *x, const float *u, const float *bias,
+                                        const fc_conv_geom *g, int relu, int nthreads,
+                                        float *yp)
+{
+    nthreads = fc_threads_for(nthreads, wino_work(g));
+    return wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u,
+                          bias, relu, 1, nthreads, yp);
 }
 
 /* grad_x of a stride-1 5x5 layer with padding p is the convolution of grad_y with

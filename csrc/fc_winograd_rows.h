@@ -228,3 +228,115 @@ static void wino_out_row WINO_OUT_ROW_PARAMS
 {
     FC_SIMD_CALL(wino_out_row, (m, sp, bias, relu, nq, nrow, ncol, ld, y, nrow2, y2));
 }
+
+/*
+ * The output transform fused with a 2x2/2 max-pool: an F(2x2, 5x5) tile is one
+ * pooling window, so tile q's four outputs (made, biased and rectified exactly
+ * as wino_out_row makes them) are compared in raster order with the max-pool
+ * rule (a larger value or a NaN takes over) and only the winner is stored: the
+ * bits of wino_out_row then max_pool2d. Lanes [0, npool) go to y; if y2 is not
+ * NULL, lanes [nq, nq + npool) (the next tile row) go to y2.
+ */
+#define WINO_POOL_ROW_PARAMS                                                        \
+    (const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int npool, \
+     float *y, float *y2)
+/* The four outputs of each tile, biased and rectified as wino_out_row_body makes
+ * them: v[2a + c][l] = output row a, column c of tile l (lane-major: vectorises). */
+FC_ALWAYS_INLINE void wino_pool_vals(const float *FC_RESTRICT m, ptrdiff_t sp, float bias,
+                                     int relu, float v[4][RL])
+{
+    float t[2][6][RL];
+    for (int j = 0; j < 6; ++j) {
+        const float *m0 = m + j * sp, *m1 = m0 + 6 * sp, *m2 = m1 + 6 * sp, *m3 = m2 + 6 * sp,
+                    *m4 = m3 + 6 * sp, *m5 = m4 + 6 * sp;
+        for (int l = 0; l < RL; ++l) {
+            t[0][j][l] = (m0[l] + m1[l]) + (m2[l] + m3[l]) + m4[l];
+            t[1][j][l] = (m1[l] - m2[l]) + 2 * (m3[l] - m4[l]) + m5[l];
+        }
+    }
+    for (int a = 0; a < 2; ++a)
+        for (int l = 0; l < RL; ++l) {
+            const float *s0 = t[a][0], *s1 = t[a][1], *s2 = t[a][2], *s3 = t[a][3],
+                        *s4 = t[a][4], *s5 = t[a][5];
+            float v0 = (s0[l] + s1[l]) + (s2[l] + s3[l]) + s4[l] + bias;
+            float v1 = (s1[l] - s2[l]) + 2 * (s3[l] - s4[l]) + s5[l] + bias;
+            if (relu) {
+                v0 = v0 <= 0 ? 0.0f : v0; /* NaN stays NaN */
+                v1 = v1 <= 0 ? 0.0f : v1;
+            }
+            v[2 * a][l] = v0;
+            v[2 * a + 1][l] = v1;
+        }
+}
+
+FC_ALWAYS_INLINE void wino_pool_store(const float *best, int nq, int npool, float *y,
+                                      float *y2)
+{
+    for (int i = 0; i < npool; ++i) y[i] = best[i];
+    if (y2)
+        for (int i = 0; i < npool; ++i) y2[i] = best[nq + i];
+}
+
+FC_ALWAYS_INLINE void wino_pool_row_body WINO_POOL_ROW_PARAMS
+{
+    float v[4][RL], best[RL];
+    wino_pool_vals(m, sp, bias, relu, v);
+    for (int l = 0; l < RL; ++l) {
+        float b = v[0][l];
+        for (int i = 1; i < 4; ++i) b = (v[i][l] > b || v[i][l] != v[i][l]) ? v[i][l] : b;
+        best[l] = b;
+    }
+    wino_pool_store(best, nq, npool, y, y2);
+}
+#if FC_X86_SIMD && RL == 16
+/* The pick on whole vectors (GCC leaves the select above scalar, with branches). */
+FC_TGT_AVX512 FC_NO_MEMCPY static void wino_pool_row_avx512 WINO_POOL_ROW_PARAMS
+{
+    fc_simd_ran(FC_SIMD_AVX512);
+    float v[4][RL], best[RL];
+    wino_pool_vals(m, sp, bias, relu, v);
+    __m512 b = _mm512_loadu_ps(v[0]);
+    for (int i = 1; i < 4; ++i) {
+        const __m512 c = _mm512_loadu_ps(v[i]);
+        const __mmask16 take = _mm512_cmp_ps_mask(c, b, _CMP_GT_OQ) |
+                               _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q);
+        b = _mm512_mask_mov_ps(b, take, c);
+    }
+    _mm512_storeu_ps(best, b);
+    wino_pool_store(best, nq, npool, y, y2);
+}
+#elif FC_X86_SIMD
+FC_TGT_AVX512 FC_NO_MEMCPY static void wino_pool_row_avx512 WINO_POOL_ROW_PARAMS
+{
+    fc_simd_ran(FC_SIMD_AVX512);
+    wino_pool_row_body(m, sp, bias, relu, nq, npool, y, y2);
+}
+#endif
+#if FC_X86_SIMD
+FC_TGT_AVX2 FC_NO_MEMCPY static void wino_pool_row_avx2 WINO_POOL_ROW_PARAMS
+{
+    fc_simd_ran(FC_SIMD_AVX2);
+    float v[4][RL], best[RL];
+    wino_pool_vals(m, sp, bias, relu, v);
+    for (int l = 0; l < RL; l += 8) {
+        __m256 b = _mm256_loadu_ps(v[0] + l);
+        for (int i = 1; i < 4; ++i) {
+            const __m256 c = _mm256_loadu_ps(v[i] + l);
+            const __m256 take = _mm256_or_ps(_mm256_cmp_ps(c, b, _CMP_GT_OQ),
+                                             _mm256_cmp_ps(c, c, _CMP_UNORD_Q));
+            b = _mm256_blendv_ps(b, c, take);
+        }
+        _mm256_storeu_ps(best + l, b);
+    }
+    wino_pool_store(best, nq, npool, y, y2);
+}
+#endif
+FC_NO_MEMCPY static void wino_pool_row_generic WINO_POOL_ROW_PARAMS
+{
+    fc_simd_ran(FC_SIMD_GENERIC);
+    wino_pool_row_body(m, sp, bias, relu, nq, npool, y, y2);
+}
+static void wino_pool_row WINO_POOL_ROW_PARAMS
+{
+    FC_SIMD_CALL(wino_pool_row, (m, sp, bias, relu, nq, npool, y, y2));
+}

@@ -36,6 +36,10 @@ cdef extern from "fastconv.h" nogil:
                           const fc_conv_geom *g, int relu, int nthreads, float *y)
     int fc_conv2d_fwd_f64(const double *x, const double *w, const double *bias,
                           const fc_conv_geom *g, int relu, int nthreads, double *y)
+    int fc_conv2d_fwd_maxpool2_f32(const float *x, const float *w, const float *bias,
+                                   const fc_conv_geom *g, int relu, int nthreads, float *yp)
+    int fc_conv2d_fwd_maxpool2_f64(const double *x, const double *w, const double *bias,
+                                   const fc_conv_geom *g, int relu, int nthreads, double *yp)
     int fc_conv2d_grad_input_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                int nthreads, float *gx)
     int fc_conv2d_grad_input_f64(const double *gy, const double *w, const fc_conv_geom *g,
@@ -51,6 +55,12 @@ cdef extern from "fastconv.h" nogil:
                                 float *u)
     int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias,
                                    const fc_conv_geom *g, int relu, int nthreads, float *y)
+    int fc_conv2d_fwd_wino_maxpool2_f32(const float *x, const float *w, const float *bias,
+                                        const fc_conv_geom *g, int relu, int nthreads,
+                                        float *yp)
+    int fc_conv2d_fwd_wino_pre_maxpool2_f32(const float *x, const float *u, const float *bias,
+                                            const fc_conv_geom *g, int relu, int nthreads,
+                                            float *yp)
     int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                     int nthreads, float *gx)
     int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,

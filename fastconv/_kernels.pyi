@@ -153,6 +153,8 @@ OP_AVGPOOL: int
 OP_RELU: int
 OP_RELU_NUMPY: int
 OP_LINEAR: int
+OP_CONV_POOL: int
+OP_WINO_POOL: int
 
 class PlanProgram:
     def __init__(self, ops: list, nslots: int) -> None: ...

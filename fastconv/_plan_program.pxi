@@ -3,7 +3,8 @@
 
 # ---- an inference plan's steps run in one call (fastconv.nn.plan) -----------------
 # Op codes of PlanProgram; the plan builds the op tuples.
-OP_CONV, OP_WINO, OP_MAXPOOL, OP_AVGPOOL, OP_RELU, OP_RELU_NUMPY, OP_LINEAR = range(7)
+(OP_CONV, OP_WINO, OP_MAXPOOL, OP_AVGPOOL, OP_RELU, OP_RELU_NUMPY, OP_LINEAR, OP_CONV_POOL,
+ OP_WINO_POOL) = range(9)
 
 cdef struct _plan_op:
     int code, f64, src, dst, w, b, relu
@@ -16,6 +17,35 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
     """One op on the arrays' data pointers p (slots); variant 1 = the step's kept
     derived weight (Winograd U, k-major W^T) is in slot w."""
     cdef int code = op.code
+    cdef int rc
+    if code == 7:  # conv, then its 2x2/2 max-pool, in one pass
+        if op.f64:
+            return fc_conv2d_fwd_maxpool2_f64(<const double *>p[op.src], <const double *>p[op.w],
+                                              <const double *>p[op.b], &op.cg, op.relu,
+                                              nthreads, <double *>p[op.dst])
+        return fc_conv2d_fwd_maxpool2_f32(<const float *>p[op.src], <const float *>p[op.w],
+                                          <const float *>p[op.b], &op.cg, op.relu, nthreads,
+                                          <float *>p[op.dst])
+    if code == 8:  # Winograd conv, then its 2x2/2 max-pool, in one pass
+        if variant:
+            return fc_conv2d_fwd_wino_pre_maxpool2_f32(
+                <const float *>p[op.src], <const float *>p[op.w], <const float *>p[op.b],
+                &op.cg, op.relu, nthreads, <float *>p[op.dst])
+        return fc_conv2d_fwd_wino_maxpool2_f32(<const float *>p[op.src], <const float *>p[op.w],
+                                               <const float *>p[op.b], &op.cg, op.relu,
+                                               nthreads, <float *>p[op.dst])
+    if code == 6:
+        rc = _run_linear(op, p, variant, nthreads)
+        if rc == FC_OK and op.relu:  # the next layer's ReLU, on the output in place
+            if op.n * op.nout < 16384:  # no call: fc_relu_fwd's region costs more
+                _relu_small(p[op.dst], op.n * op.nout, op.f64)
+                return FC_OK
+            if op.f64:
+                return fc_relu_fwd_f64(<const double *>p[op.dst], op.n * op.nout, nthreads,
+                                       <double *>p[op.dst])
+            return fc_relu_fwd_f32(<const float *>p[op.dst], op.n * op.nout, nthreads,
+                                   <float *>p[op.dst])
+        return rc
     if code == 0:
         if op.f64:
             return fc_conv2d_fwd_f64(<const double *>p[op.src], <const double *>p[op.w],
@@ -49,23 +79,43 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
             return fc_relu_fwd_f64(<const double *>p[op.src], op.n, nthreads,
                                    <double *>p[op.dst])
         return fc_relu_fwd_f32(<const float *>p[op.src], op.n, nthreads, <float *>p[op.dst])
-    if code == 6:
-        if variant:
-            if op.f64:
-                return fc_linear_fwd_kmajor_f64(<const double *>p[op.src], <const double *>p[op.w],
-                                                op.ldw, <const double *>p[op.b], op.n, op.nin,
-                                                op.nout, nthreads, <double *>p[op.dst])
-            return fc_linear_fwd_kmajor_f32(<const float *>p[op.src], <const float *>p[op.w],
-                                            op.ldw, <const float *>p[op.b], op.n, op.nin,
-                                            op.nout, nthreads, <float *>p[op.dst])
-        if op.f64:
-            return fc_gemm_f64(0, 1, op.n, op.nout, op.nin, <const double *>p[op.src], op.nin,
-                               <const double *>p[op.w], op.nin, <const double *>p[op.b],
-                               FC_BIAS_COLS, 0, nthreads, <double *>p[op.dst], op.nout)
-        return fc_gemm_f32(0, 1, op.n, op.nout, op.nin, <const float *>p[op.src], op.nin,
-                           <const float *>p[op.w], op.nin, <const float *>p[op.b],
-                           FC_BIAS_COLS, 0, nthreads, <float *>p[op.dst], op.nout)
     return FC_OK
+
+
+cdef void _relu_small(void *y, Py_ssize_t n, int f64) noexcept nogil:
+    """y = y <= 0 ? 0 : y in place (NaN stays): fc_relu_fwd's rule, element by element."""
+    cdef Py_ssize_t i
+    cdef float *yf = <float *>y
+    cdef double *yd = <double *>y
+    cdef float vf
+    cdef double vd
+    if f64:
+        for i in range(n):
+            vd = yd[i]
+            yd[i] = 0.0 if vd <= 0 else vd
+    else:
+        for i in range(n):
+            vf = yf[i]
+            yf[i] = 0.0 if vf <= 0 else vf
+
+
+cdef int _run_linear(_plan_op *op, void **p, int variant, int nthreads) noexcept nogil:
+    """The Linear op: variant 1 from the k-major copy in slot w, else fc_gemm on W."""
+    if variant:
+        if op.f64:
+            return fc_linear_fwd_kmajor_f64(<const double *>p[op.src], <const double *>p[op.w],
+                                            op.ldw, <const double *>p[op.b], op.n, op.nin,
+                                            op.nout, nthreads, <double *>p[op.dst])
+        return fc_linear_fwd_kmajor_f32(<const float *>p[op.src], <const float *>p[op.w],
+                                        op.ldw, <const float *>p[op.b], op.n, op.nin,
+                                        op.nout, nthreads, <float *>p[op.dst])
+    if op.f64:
+        return fc_gemm_f64(0, 1, op.n, op.nout, op.nin, <const double *>p[op.src], op.nin,
+                           <const double *>p[op.w], op.nin, <const double *>p[op.b],
+                           FC_BIAS_COLS, 0, nthreads, <double *>p[op.dst], op.nout)
+    return fc_gemm_f32(0, 1, op.n, op.nout, op.nin, <const float *>p[op.src], op.nin,
+                       <const float *>p[op.w], op.nin, <const float *>p[op.b],
+                       FC_BIAS_COLS, 0, nthreads, <float *>p[op.dst], op.nout)
 
 
 cdef class PlanProgram:
@@ -74,7 +124,10 @@ cdef class PlanProgram:
     ``ops``: one tuple per op, ``(code, f64, src, dst, w, b, relu, geom, extra)``
     with slots into the arrays ``run`` gets, ``geom`` a conv or pool geometry
     tuple (or None) and ``extra`` the op's sizes: pool ``count_include_pad``,
-    ReLU ``(n,)``, Linear ``(n, nin, nout, ldw)``. The plan has checked every
+    ReLU ``(n,)``, Linear ``(n, nin, nout, ldw)`` (its ``relu``: the next
+    layer's ReLU applied in place). ``OP_CONV_POOL`` / ``OP_WINO_POOL``: a
+    direct / Winograd conv (its geometry) whose output goes straight through a
+    2x2/2 max-pool. The plan has checked every
     shape, dtype and contiguity; nothing is checked here.
     """
     cdef _plan_op *ops
@@ -94,7 +147,7 @@ cdef class PlanProgram:
             op = &self.ops[i]
             op.code, op.f64, op.src, op.dst, op.w, op.b, op.relu = code, f64, src, dst, w, b, relu
             op.n = op.nin = op.nout = op.ldw = 0
-            if code in (0, 1):
+            if code in (0, 1, 7, 8):
                 op.cg = _conv_geom(geom)
             elif code in (2, 3):
                 op.pg = _pool_geom(geom, bool(extra))

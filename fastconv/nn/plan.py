@@ -55,6 +55,8 @@ from .plan_steps import (  # noqa: F401 (StalePlan re-exported)
     _ParamStep,
     _Relu,
     _Reshape,
+    fuse_pool,
+    fuse_relu,
 )
 
 __all__ = ["InferencePlan", "LayerInputError", "plannable"]
@@ -191,13 +193,24 @@ class InferencePlan:
         """The steps as one ``_kernels.PlanProgram`` (one call from Python for the
         whole model, ~1 us less per step at batch 1), when every step has an op.
         Slots: 0 the input, 1 + i step i's buffer, then each parameter step's
-        weight and bias."""
+        weight and bias.
+
+        Two pairs of steps become one op (``plan_steps.fuse_pool`` and
+        ``fuse_relu`` say when; the bits are those of the two steps): a direct or
+        Winograd conv followed by a 2x2/2 max-pool (the conv's output is never
+        stored, so its buffer is not made), and a Linear followed by ReLU.
+        """
         self.program = None
+        self._unused, self._relu_fused = [], []
         steps = self.steps
         ops, params = [], []
         nslots = 1 + len(steps)
         slot = 0
-        for i, step in enumerate(steps):
+        unused = []  # buffers of steps fused away
+        i = 0
+        while i < len(steps):
+            step = steps[i]
+            nxt = steps[i + 1] if i + 1 < len(steps) else None
             w = b = -1
             if isinstance(step, _ParamStep):
                 w, b = nslots, nslots + 1
@@ -205,6 +218,17 @@ class InferencePlan:
             op = step.program_op(slot, dst, w, b)
             if op is None:
                 return
+            skip = 0
+            fused = fuse_pool(step, nxt) if op else None
+            if fused is not None:
+                op = (fused,) + op[1:3] + (2 + i,) + op[4:]
+                unused.append(i)
+                dst, skip = 2 + i, 1
+            elif op and fuse_relu(step, nxt):
+                op = op[:6] + (True,) + op[7:]
+                self._relu_fused.append(i + 1)
+                skip = 1
+            i += 1 + skip
             if op == ():
                 continue
             if w >= 0:
@@ -216,13 +240,17 @@ class InferencePlan:
             return
         self.program = _kernels.PlanProgram(ops, nslots)
         self._nslots, self._nops = nslots, len(ops)
+        self._no_variants = [0] * len(ops)
         self._params_ops = params
         self._final_slot = slot
+        self._unused = unused
 
     def _run_program(self, x, out, nt):
         slots = getattr(self._local, "slots", None)
-        if slots is None:
-            slots = [None] + self._buffers() + [None] * (self._nslots - 1 - len(self.steps))
+        if slots is None:  # this thread's buffers, but none for the steps fused away
+            shapes = [None if i in self._unused else s for i, s in enumerate(self._buffer_shapes)]
+            slots = [None] + [None if s is None else np.empty(s, self.dtype) for s in shapes]
+            slots += [None] * (self._nslots - len(slots))
             self._local.slots = slots
         # a list per call: no reference to x, out or a weight outlives the call
         # (a held weight would look like a writer's to _derived_weight)
@@ -230,7 +258,7 @@ class InferencePlan:
         arrays[0] = x
         if out is not None and self.producer is not None:
             arrays[1 + self.producer] = out
-        variants = [0] * self._nops
+        variants = self._no_variants[:]
         for step, k, w, b in self._params_ops:
             variants[k], arrays[w], arrays[b] = step.operands()
         self.program.run(arrays, variants, nt)
@@ -240,7 +268,8 @@ class InferencePlan:
         return y
 
     def _buffers(self):
-        """This thread's output arrays, one per buffer-writing step (made on first use)."""
+        """This thread's output arrays, one per buffer-writing step, for running
+        the steps one by one (made on first use)."""
         bufs = getattr(self._local, "bufs", None)
         if bufs is None:
             bufs = [None if s is None else np.empty(s, self.dtype) for s in self._buffer_shapes]

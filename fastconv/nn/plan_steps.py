@@ -56,6 +56,9 @@ def _admit(arr, shape, dtype):
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
+_sole_reference = _kernels.sole_reference
+
+
 def _DEAD():
     """A dead weak reference: matches no array."""
     return None
@@ -121,6 +124,16 @@ class _ParamStep(_Step):
                 if b is self.layer.bias._data:
                     self.b_ok = weakref.ref(b)
         return b
+
+    def _kept(self):
+        """The kept derived weight when provably current, cheaply: the checks of
+        ``_derived_weight`` in its order, without making anything (None if any fails)."""
+        p = self.layer.weight
+        version = p._version  # read first, as in _derived_weight
+        if version == self.wd_version and _sole_reference(p, "_data") \
+                and p._data is self.wd_src():
+            return self.wd
+        return None
 
     def _derived_weight(self, make):
         """``make(W)`` (an array derived from the weight: a transposed copy, a
@@ -207,6 +220,9 @@ class _Conv(_ParamStep):
     def operands(self):
         """(variant, weight, bias) for the program: variant 1 with the kept U."""
         if self.pre is not None:
+            u = self._kept()
+            if u is not None:
+                return 1, u, self._bias()
             u = self._derived_weight(self._winograd_weights)
             if u is not None:
                 return 1, u, self._bias()
@@ -285,6 +301,9 @@ class _Linear(_ParamStep):
     def operands(self):
         """(variant, weight, bias) for the program: variant 1 with the k-major copy."""
         if self.kmajor is not None:
+            wt = self._kept()
+            if wt is not None:
+                return 1, wt, self._bias()
             wt = self._derived_weight(self._kmajor_copy)
             if wt is not None:
                 return 1, wt, self._bias()
@@ -467,6 +486,58 @@ class _Identity(_Step):
 
     def program_op(self, src, dst, w, b):
         return ()  # a view: the next op reads the same data
+
+
+def fuse_pool(step, nxt):
+    """The op code running conv ``step`` and max-pool ``nxt`` as one op, or None.
+
+    A direct or Winograd conv followed by 2x2 windows with stride 2, no padding
+    or dilation, that tile its output from the top left (floor mode): the fused
+    kernels (``fc_conv2d_fwd_maxpool2``, ``fc_conv2d_fwd_wino*_maxpool2``) pool
+    exactly those windows."""
+    if not isinstance(step, _Conv) or step.op_code not in (_kernels.OP_CONV, _kernels.OP_WINO) \
+            or not isinstance(nxt, _MaxPool) or nxt.flat:
+        return None
+    n, c, h, w, kh, kw, ho, wo, sh, sw, ph, pw, ph_end, pw_end, dh, dw = nxt.geom
+    if (kh, kw, sh, sw, ph, pw, ph_end, pw_end, dh, dw) == (2, 2, 2, 2, 0, 0, 0, 0, 1, 1) \
+            and (ho, wo) == (h // 2, w // 2) and (h, w) == step.out_shape[2:]:
+        return _kernels.OP_CONV_POOL if step.op_code == _kernels.OP_CONV else _kernels.OP_WINO_POOL
+    return None
+
+
+_KERNEL_RELU_IS_NUMPYS = None
+
+
+def kernel_relu_matches_numpy():
+    """Whether the compiled ReLU gives ``np.maximum(x, 0)``'s bits at every size
+    (the ReLU layer uses NumPy below ``relu_uses_kernel``'s size): checked once,
+    on -0.0, NaNs with payloads of either sign, subnormals and ordinary values at
+    each position of short arrays (the scalar tails and vector bodies)."""
+    global _KERNEL_RELU_IS_NUMPYS
+    if _KERNEL_RELU_IS_NUMPYS is None:
+        # -0, NaNs (quiet and signalling, either sign), subnormals, infinities, +-1
+        bits32 = [0x80000000, 0x7FC00001, 0xFFC00002, 0x7F800003, 0x80000001, 0x00000001,
+                  0xFF800000, 0x7F800000, 0x3F800000, 0xBF800000]
+        specials = [np.array(bits32, np.uint32).view(np.float32),
+                    np.array([b << 32 for b in bits32], np.uint64).view(np.float64)]
+        cases = [np.roll(np.resize(sp, n), n // 3) for n in range(1, 70) for sp in specials]
+        # relu_uses_kernel at a large size: the compiled path propagates NaN at all
+        _KERNEL_RELU_IS_NUMPYS = relu_uses_kernel(1 << 30) and all(
+            np.maximum(x, 0).tobytes() == _compiled_relu(x).tobytes() for x in cases)
+    return _KERNEL_RELU_IS_NUMPYS
+
+
+def _compiled_relu(x):
+    y = np.empty_like(x)
+    _kernels.relu_forward(x, 1, y)
+    return y
+
+
+def fuse_relu(step, nxt):
+    """Whether a plan program may apply ReLU ``nxt`` inside Linear ``step``'s op
+    (the compiled ReLU on its output, in place): same bits as the ReLU step."""
+    return isinstance(step, _Linear) and isinstance(nxt, _Relu) and nxt.kind == _INPLACE \
+        and (nxt.compiled is not None or kernel_relu_matches_numpy())
 
 
 # Layers whose evaluation-mode forward the plan computes itself. Exact types:

@@ -268,6 +268,9 @@ def predict(model, x, batch_size=256):
         xb = batch_input(x, sl, dtype)
         if result is None:
             out = model._infer(xb, owner)
+            if len(xb) == n:  # one batch: the plan's buffer copied is the result
+                result = out.copy()
+                continue
             result = np.empty((n,) + out.shape[1:], out.dtype)
             result[sl] = out
         else:
@@ -278,15 +281,15 @@ def predict(model, x, batch_size=256):
 def _probabilities(model, result):
     """``predict``'s rule on the raw outputs ``result`` (changed in place); an integer
     output (a ``Cast`` to an integer type last) is returned as it is."""
-    if result.dtype.kind != "f":
+    if result.dtype.kind != "f" or outputs_are_probabilities(model):
         return result
-    if isinstance(model.loss, BCEWithLogitsLoss) and not outputs_are_probabilities(model):
+    if isinstance(model.loss, BCEWithLogitsLoss):
         # independent binary outputs: the logistic function, element by element
         np.negative(result, out=result)
         np.exp(result, out=result)
         result += 1
         np.reciprocal(result, out=result)
-    elif not outputs_are_probabilities(model):
+    else:
         # row by row (NumPy reduces each row of a C-contiguous array on its
         # own), so a row's result does not depend on the others
         np.subtract(result, result.max(axis=1, keepdims=True), out=result)
