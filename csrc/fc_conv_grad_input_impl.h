@@ -340,6 +340,12 @@ int SFX(fc_conv2d_grad_input)(const REAL *gy, const REAL *w, const fc_conv_geom 
     /* col2im needs a reduction long enough to amortise the C tile stores (a: 6 is not) */
     if (g->c / g->groups <= lim && g->k / g->groups >= 16)
         return SFX(grad_input_col2im)(kk, gy, w, g, nthreads, gx);
+#if FC_X86_SIMD
+    /* the same bits as the implicit route below, with images in the lanes
+     * (fc_conv_grad_input.c); float32 at the AVX-512 level only */
+    if (sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512 && gil_fits(g))
+        return gil_grad_input((const float *)gy, (const float *)w, g, nthreads, (float *)gx);
+#endif
     return SFX(grad_input_implicit)(kk, gy, w, g, nthreads, gx);
 }
 
