@@ -2,7 +2,7 @@
 #include "fc_internal.h"
 
 #if FC_X86_SIMD
-#include <immintrin.h>
+#include "fc_lanes.h"
 
 /*
  * The image-lanes route (float32, AVX-512): grad_x for layers with few input
@@ -19,12 +19,12 @@
  * w * 0, which changes nothing finite), then + 0 as its write-out adds the
  * absent bias. So the bits are that route's (tests/test_grad_input_lanes.py).
  *
- * A task is a block of 16 images: grad_y is gathered into lanes (zero columns
- * on both sides, so column taps need no test), the outputs are accumulated two
- * columns at a time for all C channels in registers, and gathered back out of
- * lanes into grad_x. Tasks own their images: nothing to merge.
+ * A task is a block of 16 images: grad_y is moved into lanes (fc_lanes.h;
+ * zero columns on both sides, so column taps need no test), the outputs are
+ * accumulated two columns at a time for all C channels in registers, and
+ * moved back out of lanes into grad_x. Tasks own their images: nothing to merge.
  */
-#define GIL_LANES 16
+#define GIL_LANES FC_LANES
 #define GIL_KW 5
 #define GIL_MAX_C 8
 /* lane scratch per thread (grad_y and grad_x of one block) kept within L2 */
@@ -60,60 +60,7 @@ static int gil_fits(const fc_conv_geom *g)
     const ptrdiff_t we = FC_ROUNDUP(g->w, 2), wt = we + GIL_KW - 1;
     /* lane copies this size stay in L2; past it the implicit route is as good */
     if ((double)gil_scratch_floats(g, wt, we) * sizeof(float) > GIL_MAX_SCRATCH) return 0;
-    /* every tap index fits the gathers' 32-bit offsets */
-    return (double)g->k * g->ho * g->wo * GIL_LANES < 2147483647.0 &&
-           (double)g->c * g->h * g->w * GIL_LANES < 2147483647.0;
-}
-
-/* gyt[((m*ho + oh)*wt + col)*16 + lane] = grad_y[n0 + lane, m, oh, col + pw - 4]
- * (0 outside grad_y and for lanes past the batch). */
-FC_TGT_AVX512 static void gil_pack(const gil_plan *d, ptrdiff_t n0, int nb, float *gyt)
-{
-    const fc_conv_geom *g = d->g;
-    const ptrdiff_t img = g->k * g->ho * g->wo;
-    const __mmask16 lanes = (__mmask16)((1u << nb) - 1u);
-    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6,
-                                                            5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi32((int)img));
-    const float *src = d->gy + n0 * img;
-    const ptrdiff_t shift = g->pw - (GIL_KW - 1);
-    for (ptrdiff_t row = 0; row < g->k * g->ho; ++row) {
-        float *out = gyt + row * d->wt * GIL_LANES;
-        const float *s = src + row * g->wo;
-        for (ptrdiff_t col = 0; col < d->wt; ++col) {
-            const ptrdiff_t ow = col + shift;
-            __m512 v = _mm512_setzero_ps();
-            if (ow >= 0 && ow < g->wo)
-                v = _mm512_mask_i32gather_ps(v, lanes, idx, s + ow, 4);
-            _mm512_store_ps(out + col * GIL_LANES, v);
-        }
-    }
-}
-
-/* grad_x[n0 + lane, c, ih, iw] = gxt[((c*h + ih)*we + iw)*16 + lane] for lane < nb */
-FC_TGT_AVX512 static void gil_unpack(const gil_plan *d, const float *gxt, ptrdiff_t n0, int nb,
-                                     float *gx)
-{
-    const fc_conv_geom *g = d->g;
-    const ptrdiff_t chw = g->c * g->h * g->w;
-    const __m512i step = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7,
-                                                             6, 5, 4, 3, 2, 1, 0),
-                                            _mm512_set1_epi32(GIL_LANES));
-    for (int lane = 0; lane < nb; ++lane) {
-        float *dst = gx + (n0 + lane) * chw;
-        for (ptrdiff_t row = 0; row < g->c * g->h; ++row) {
-            const float *s = gxt + row * d->we * GIL_LANES + lane;
-            float *drow = dst + row * g->w;
-            for (ptrdiff_t iw = 0; iw < g->w; iw += GIL_LANES) {
-                const ptrdiff_t left = g->w - iw;
-                const __mmask16 m = left >= GIL_LANES ? (__mmask16)0xFFFF
-                                                      : (__mmask16)((1u << left) - 1u);
-                const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, step,
-                                                          s + iw * GIL_LANES, 4);
-                _mm512_mask_storeu_ps(drow + iw, m, v);
-            }
-        }
-    }
+    return 1;
 }
 
 /*
@@ -205,9 +152,12 @@ static int gil_grad_input(const float *gy, const float *w, const fc_conv_geom *g
             if (!buf) continue;
             const ptrdiff_t n0 = b * GIL_LANES;
             const int nb = (int)FC_MIN((ptrdiff_t)GIL_LANES, g->n - n0);
-            gil_pack(&d, n0, nb, buf);
+            /* grad_y's rows into lanes: column ow at entry ow + 4 - pw (fc_lanes.h) */
+            const ptrdiff_t img = g->k * g->ho * g->wo, chw = g->c * g->h * g->w;
+            fc_lanes_pack(gy + n0 * img, img, nb, g->k * g->ho, g->wo, GIL_KW - 1 - g->pw, d.wt,
+                          buf);
             rows(&d, buf, buf + gyt_floats);
-            gil_unpack(&d, buf + gyt_floats, n0, nb, gx);
+            fc_lanes_unpack(buf + gyt_floats, g->c * g->h, g->w, d.we, chw, nb, gx + n0 * chw);
         }
         fc_free(buf);
         fc_team_done(&tm);
