@@ -9,6 +9,12 @@ int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
                        const fc_conv_geom *g, int relu, int nthreads, REAL *y)
 {
     nthreads = fc_threads_for(nthreads, fc_conv_work(g));
+#if FC_X86_SIMD
+    /* the same bits with images in the lanes (fc_conv_fwd.c); float32, AVX-512 */
+    if (sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512 && fwl_fits(g))
+        return fwl_forward((const float *)x, (const float *)w, (const float *)bias, g, relu,
+                           nthreads, (float *)y);
+#endif
     const KERN *kk = GETK();
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
     const ptrdiff_t kdim = cg * g->kh * g->kw;
