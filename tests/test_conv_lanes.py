@@ -1,7 +1,7 @@
 """conv2d forward's image-lanes route (csrc/fc_conv_fwd.c): the implicit route's bits.
 
-The route runs for float32 at the AVX-512 level when a layer has 2-8 input
-channels, 5 taps per row and stride 1 (LeNet's conv2). The oracle is the
+The route runs for float32 at the AVX-512 level when a layer has 1-8 input
+channels, 5 taps per row and stride 1 (LeNet's conv1 and conv2). The oracle is the
 implicit route itself, forced with ``set_route_override("fwd_lanes_max_c", 0)``,
 and the plain-loop reference.
 """
@@ -33,6 +33,7 @@ def _restore():
 # outputs wider than a vector, padding per side and 'same', a 1x1 output
 CASES = [
     ((64, 6, 14, 14), (16, 6, 5, 5), 0),
+    ((20, 1, 28, 28), (6, 1, 5, 5), 2),
     ((17, 2, 9, 12), (3, 2, 3, 5), 1),
     ((16, 7, 11, 10), (9, 7, 1, 5), 0),
     ((15, 8, 8, 23), (17, 8, 7, 5), ((3, 1), (4, 0))),
