@@ -42,6 +42,19 @@ FC_TGT_AVX512 static inline void fc_lanes_transpose16(__m512 r[16])
     }
 }
 
+/*
+ * How many of n images a lanes route takes: whole blocks of 16, and a last
+ * partial block only from 12 images on. A block costs the same whatever its
+ * images (one image alone: 4-8x the implicit route's time for it, measured
+ * on LeNet's layers), so the rest, and a batch under 12, go to the implicit
+ * route, which gives the same bits.
+ */
+static inline ptrdiff_t fc_lanes_images(ptrdiff_t n)
+{
+    const ptrdiff_t rem = n % FC_LANES;
+    return rem >= 12 ? n : n - rem;
+}
+
 static inline __mmask16 fc_lanes_mask(ptrdiff_t n)
 {
     return n >= FC_LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
