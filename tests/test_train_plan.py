@@ -21,7 +21,7 @@ def _small(dtype, seed):
     return nn.Sequential([
         nn.Conv2d(1, 4, 3, padding="same", bias=False, **kw),  # ReLU not before a pool
         nn.ReLU(),
-        nn.Conv2d(4, 6, 5, stride=2, **kw),
+        nn.Conv2d(4, 6, 5, stride=2, groups=2, **kw),
         nn.ReLU(),
         nn.MaxPool2d(3, stride=2, padding=1),
         nn.Flatten(),
@@ -133,3 +133,11 @@ def test_backward_after_a_planned_fit_asks_for_a_forward():
         model.backward(np.ones((64, 10), np.float32))
     model.forward(x)  # then the layers work as before
     assert model.backward(np.ones((64, 10), np.float32)) is None
+
+
+def test_bad_input_raises_the_layers_error():
+    model = fastconv.models.lenet5(seed=0)
+    model.compile(optimizer="adam", loss="cross_entropy")
+    x = np.zeros((64, 3, 28, 28), np.float32)  # 3 channels for a 1-channel conv
+    with pytest.raises(ValueError, match="Conv2d: expected input with 1 channels"):
+        model.fit(x, np.zeros(64, np.int64), batch_size=64, epochs=1, verbose=0)
