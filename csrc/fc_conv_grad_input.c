@@ -66,9 +66,10 @@ static int gil_fits(const fc_conv_geom *g)
 /*
  * Output rows of one block, two columns at a time: acc[c][q] for column iw0 + q
  * collects w[m, c, i, j] * gy[m, ih + ph - i, iw0 + q + pw - j] over m, then the
- * row taps i that land inside grad_y, then j. In the lane copy, column
- * iw0 + q + pw - j is entry iw0 + q + 4 - j, so one row of six vectors serves
- * both columns and all five j.
+ * row taps i that land inside grad_y, then the column taps j that land inside
+ * it for either column. In the lane copy, column iw0 + q + pw - j is entry
+ * iw0 + q + 4 - j, so one row of six vectors serves both columns and all
+ * five j.
  */
 #define GIL_DEF_ROWS(C)                                                                      \
     FC_TGT_AVX512 static void gil_rows_##C(const gil_plan *d, const float *gyt, float *gxt)  \
@@ -82,20 +83,35 @@ static int gil_fits(const fc_conv_geom *g)
                 __m512 acc[C][2];                                                            \
                 GIL_UNROLL for (int c = 0; c < C; ++c)                                      \
                     acc[c][0] = acc[c][1] = _mm512_setzero_ps();                             \
+                /* column taps landing inside grad_y for one of the two columns */    \
+                const ptrdiff_t j_lo = FC_MAX(0, iw0 + g->pw - (g->wo - 1));                 \
+                const ptrdiff_t j_hi = FC_MIN(GIL_KW - 1, iw0 + 1 + g->pw);                  \
                 for (ptrdiff_t m = 0; m < g->k; ++m) {                                       \
                     for (ptrdiff_t i = i_lo; i <= i_hi; ++i) {                               \
                         const float *row = gyt + ((m * g->ho + ih + g->ph - i) * d->wt + iw0) \
                                                      * GIL_LANES;                             \
-                        __m512 v[6];                                                         \
-                        GIL_UNROLL for (int k = 0; k < 6; ++k)                              \
-                            v[k] = _mm512_load_ps(row + k * GIL_LANES);                      \
                         const float *wm = d->w + m * mstride + i * GIL_KW;                   \
-                        GIL_UNROLL for (int j = 0; j < GIL_KW; ++j)                         \
-                            GIL_UNROLL for (int c = 0; c < C; ++c) {                        \
-                                const __m512 wb = _mm512_set1_ps(wm[c * khw + j]);           \
-                                acc[c][0] = _mm512_fmadd_ps(wb, v[4 - j], acc[c][0]);        \
-                                acc[c][1] = _mm512_fmadd_ps(wb, v[5 - j], acc[c][1]);        \
+                        if (j_lo == 0 && j_hi == GIL_KW - 1) {                               \
+                            __m512 v[6];                                                     \
+                            GIL_UNROLL for (int k = 0; k < 6; ++k)                          \
+                                v[k] = _mm512_load_ps(row + k * GIL_LANES);                  \
+                            GIL_UNROLL for (int j = 0; j < GIL_KW; ++j)                     \
+                                GIL_UNROLL for (int c = 0; c < C; ++c) {                    \
+                                    const __m512 wb = _mm512_set1_ps(wm[c * khw + j]);       \
+                                    acc[c][0] = _mm512_fmadd_ps(wb, v[4 - j], acc[c][0]);    \
+                                    acc[c][1] = _mm512_fmadd_ps(wb, v[5 - j], acc[c][1]);    \
+                                }                                                            \
+                        } else { /* a border pair: the taps on padding are skipped */        \
+                            for (ptrdiff_t j = j_lo; j <= j_hi; ++j) {                       \
+                                const __m512 v0 = _mm512_load_ps(row + (4 - j) * GIL_LANES); \
+                                const __m512 v1 = _mm512_load_ps(row + (5 - j) * GIL_LANES); \
+                                GIL_UNROLL for (int c = 0; c < C; ++c) {                    \
+                                    const __m512 wb = _mm512_set1_ps(wm[c * khw + j]);       \
+                                    acc[c][0] = _mm512_fmadd_ps(wb, v0, acc[c][0]);          \
+                                    acc[c][1] = _mm512_fmadd_ps(wb, v1, acc[c][1]);          \
+                                }                                                            \
                             }                                                                \
+                        }                                                                    \
                     }                                                                        \
                 }                                                                            \
                 const __m512 zero = _mm512_setzero_ps();                                     \

@@ -346,7 +346,7 @@ int SFX(fc_conv2d_grad_input)(const REAL *gy, const REAL *w, const fc_conv_geom 
      * the rest below */
     fc_conv_geom rest;
     if (sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512 && gil_fits(g)) {
-        const ptrdiff_t nl = fc_lanes_images(g->n);
+        const ptrdiff_t nl = fc_lanes_images(g->n, nthreads);
         if (nl > 0) {
             rest = *g;
             rest.n = nl;

@@ -47,12 +47,15 @@ FC_TGT_AVX512 static inline void fc_lanes_transpose16(__m512 r[16])
  * partial block only from 12 images on. A block costs the same whatever its
  * images (one image alone: 4-8x the implicit route's time for it, measured
  * on LeNet's layers), so the rest, and a batch under 12, go to the implicit
- * route, which gives the same bits.
+ * route, which gives the same bits. A block is one thread's task: with fewer
+ * blocks than threads (16 images on 2) the implicit route, which splits an
+ * image's columns, is faster and keeps every thread busy.
  */
-static inline ptrdiff_t fc_lanes_images(ptrdiff_t n)
+static inline ptrdiff_t fc_lanes_images(ptrdiff_t n, int nthreads)
 {
     const ptrdiff_t rem = n % FC_LANES;
-    return rem >= 12 ? n : n - rem;
+    const ptrdiff_t nl = rem >= 12 ? n : n - rem;
+    return FC_CEILDIV(nl, FC_LANES) >= nthreads ? nl : 0;
 }
 
 static inline __mmask16 fc_lanes_mask(ptrdiff_t n)
