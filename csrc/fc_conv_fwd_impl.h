@@ -14,7 +14,7 @@ int SFX(fc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *bias,
      * for whole blocks of 16 images; the rest below */
     fc_conv_geom rest;
     if (sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512 && fwl_fits(g)) {
-        const ptrdiff_t nl = fc_lanes_images(g->n);
+        const ptrdiff_t nl = fc_lanes_images(g->n, nthreads);
         if (nl > 0) {
             rest = *g;
             rest.n = nl;
