@@ -21,8 +21,9 @@ FC_TGT_AVX512 static inline void fc_lanes_transpose16(__m512 r[16])
 {
     __m512 a[16], b[16];
     for (int i = 0; i < 16; i += 2) {
-        a[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);     /* per 128-bit lane: rows i, i+1 of columns 0, 1 */
-        a[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]); /* columns 2, 3 */
+        /* per 128-bit lane: rows i, i+1 of columns 0, 1 (lo) and 2, 3 (hi) */
+        a[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        a[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
     }
     for (int g = 0; g < 16; g += 4) {                 /* rows g..g+3 of column t + 4 * lane */
         b[g] = _mm512_shuffle_ps(a[g], a[g + 2], 0x44);
