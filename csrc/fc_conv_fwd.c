@@ -9,17 +9,18 @@
  * and 5 taps per row, stride 1: LeNet's conv2 (6 -> 16 channels, 10x10 from
  * 14x14; 231 -> 141 us at batch 64, one thread) and conv1 (1 -> 6, 28x28
  * padded by 2; 137 -> 93 us). Layers whose lane copies outgrow L2 (1 -> 32
- * at 28x28) stay on the implicit route. The implicit route lays such a layer's outputs on the padded input's
- * column grid (10 of every 14 columns are outputs); here the 16 lanes of a
- * vector are 16 images, so no lane is wasted, and the row taps that fall on
- * padding are skipped. Per output element the arithmetic is the implicit
- * route's: one FMA chain from +0 over the taps (c, i, j) in that order (a
- * skipped tap would add w * 0, which changes nothing finite), then + bias and
- * the ReLU select of its write-out. So the bits are that route's
- * (tests/test_conv_lanes.py). A task is a block of 16 images: x is moved
- * into lanes (fc_lanes.h; zero columns for the padding), outputs are
- * accumulated for up to 8 channels x 2 columns in registers, then moved out
- * of lanes into y.
+ * at 28x28) stay on the implicit route.
+ *
+ * The implicit route lays conv2's outputs on the input's column grid (10 of
+ * every 14 columns are outputs); here the 16 lanes of a vector are 16 images,
+ * so no lane is wasted, and the row taps that fall on padding are skipped.
+ * Per output element the arithmetic is the implicit route's: one FMA chain
+ * from +0 over the taps (c, i, j) in that order (a skipped tap would add
+ * w * 0, which changes nothing finite), then + bias and the ReLU select of
+ * its write-out. So the bits are that route's (tests/test_conv_lanes.py).
+ * A task is a block of 16 images: x is moved into lanes (fc_lanes.h; zero
+ * columns for the padding), outputs are accumulated for up to 8 channels x 2
+ * columns in registers, then moved out of lanes into y.
  */
 #define FWL_LANES FC_LANES
 #define FWL_KW 5
