@@ -332,6 +332,9 @@ enum {
     FC_OVERRIDE_GEMM_PACKB,       /* 0: read B in place */
     FC_OVERRIDE_DW_DOT_MAX,       /* grad_weight: dot route up to this many weights per group */
     FC_OVERRIDE_DX_COL2IM_MAX_C,  /* grad_input: col2im route up to this many channels per group */
+    FC_OVERRIDE_DX_LANES_MAX_C,   /* grad_input: image-lanes route up to this many channels (0: off) */
+    FC_OVERRIDE_FWD_LANES_MAX_C,  /* forward: image-lanes route up to this many channels (0: off) */
+    FC_OVERRIDE_DW_DOT_ROWS,      /* grad_weight dot route: 4 keeps the table's 4-row tiles */
     FC_OVERRIDE_COUNT
 };
 int fc_set_route_override(int which, long value, int on); /* 0, or -1 for a bad `which` */

@@ -144,5 +144,176 @@ static ptrdiff_t pool2_simd_f64(const double *c0, const double *c1, double bias,
     return 0;
 }
 
+#if FC_X86_SIMD
+#include "fc_lanes.h"
+
+/*
+ * The image-lanes route (float32, AVX-512) for layers with few input channels
+ * and 5 taps per row, stride 1: LeNet's conv2 (6 -> 16 channels, 10x10 from
+ * 14x14; 231 -> 141 us at batch 64, one thread) and conv1 (1 -> 6, 28x28
+ * padded by 2; 137 -> 93 us). Layers whose lane copies outgrow L2 (1 -> 32
+ * at 28x28) stay on the implicit route.
+ *
+ * The implicit route lays conv2's outputs on the input's column grid (10 of
+ * every 14 columns are outputs); here the 16 lanes of a vector are 16 images,
+ * so no lane is wasted, and the row taps that fall on padding are skipped.
+ * Per output element the arithmetic is the implicit route's: one FMA chain
+ * from +0 over the taps (c, i, j) in that order (a skipped tap would add
+ * w * 0, which changes nothing finite), then + bias and the ReLU select of
+ * its write-out. So the bits are that route's (tests/test_conv_lanes.py).
+ * A task is a block of 16 images: x is moved into lanes (fc_lanes.h; zero
+ * columns for the padding), outputs are accumulated for up to 8 channels x 2
+ * columns in registers, then moved out of lanes into y.
+ */
+#define FWL_LANES FC_LANES
+#define FWL_KW 5
+#define FWL_KB 8                    /* output channels per register block */
+#define FWL_MAX_C 8
+#define FWL_MAX_SCRATCH (768 * 1024) /* lane copies per thread, within L2 */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FWL_UNROLL _Pragma("GCC unroll 16")
+#elif defined(__clang__)
+#define FWL_UNROLL _Pragma("unroll")
+#else
+#define FWL_UNROLL
+#endif
+
+typedef struct {
+    const float *x, *w, *bias;
+    const fc_conv_geom *g;
+    int relu;
+    ptrdiff_t we;  /* output columns in lanes (wo rounded up to a pair) */
+    ptrdiff_t wt;  /* columns of the lane copy of an input row */
+} fwl_plan;
+
+static ptrdiff_t fwl_scratch_floats(const fc_conv_geom *g, ptrdiff_t we, ptrdiff_t wt)
+{
+    return (g->c * g->h * wt + g->k * g->ho * we) * FWL_LANES;
+}
+
+/* Whether the lanes route takes this float32 layer (the caller checked the level). */
+static int fwl_fits(const fc_conv_geom *g)
+{
+    if (g->groups != 1 || g->sh != 1 || g->sw != 1 || g->dh != 1 || g->dw != 1) return 0;
+    const long max_c = FC_MIN(fc_route_override(FC_OVERRIDE_FWD_LANES_MAX_C, FWL_MAX_C), FWL_MAX_C);
+    if (g->kw != FWL_KW || g->c < 1 || g->c > max_c || g->k < 1 || g->n < 1) return 0;
+    if (g->h < 1 || g->w < 1 || g->ho < 1 || g->wo < 1) return 0;
+    const ptrdiff_t we = FC_ROUNDUP(g->wo, 2), wt = we + FWL_KW - 1;
+    if ((double)fwl_scratch_floats(g, we, wt) * sizeof(float) > FWL_MAX_SCRATCH) return 0;
+    return 1;
+}
+
+/*
+ * Output channels [k0, k0 + KB) of one block, two columns at a time:
+ * acc[k][q] for column ow0 + q collects w[k, c, i, j] * x[c, oh - ph + i,
+ * ow0 + q - pw + j] over c, the row taps inside x, then j; in the lane copy
+ * that column is entry ow0 + q + j, so six vectors serve both columns and all
+ * five j. Written out as the implicit route's job_write: + bias, then the ReLU
+ * select (v <= 0 ? 0 : v, so NaN stays NaN).
+ */
+#define FWL_DEF_ROWS(KB)                                                                     \
+    FC_TGT_AVX512 static void fwl_rows_##KB(const fwl_plan *d, ptrdiff_t k0, const float *xt, \
+                                            float *yt)                                       \
+    {                                                                                        \
+        const fc_conv_geom *g = d->g;                                                        \
+        const ptrdiff_t kh = g->kh, khw = kh * FWL_KW, kstride = g->c * khw;                 \
+        const __m512 zero = _mm512_setzero_ps();                                             \
+        for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {                                           \
+            const ptrdiff_t i_lo = FC_MAX(0, g->ph - oh);                                    \
+            const ptrdiff_t i_hi = FC_MIN(kh - 1, g->h - 1 + g->ph - oh);                    \
+            for (ptrdiff_t ow0 = 0; ow0 < d->we; ow0 += 2) {                                 \
+                __m512 acc[KB][2];                                                           \
+                FWL_UNROLL for (int k = 0; k < KB; ++k) acc[k][0] = acc[k][1] = zero;        \
+                for (ptrdiff_t c = 0; c < g->c; ++c) {                                       \
+                    for (ptrdiff_t i = i_lo; i <= i_hi; ++i) {                               \
+                        const float *row = xt + ((c * g->h + oh - g->ph + i) * d->wt + ow0)  \
+                                                    * FWL_LANES;                             \
+                        __m512 v[6];                                                         \
+                        FWL_UNROLL for (int t = 0; t < 6; ++t)                               \
+                            v[t] = _mm512_load_ps(row + t * FWL_LANES);                      \
+                        const float *wk = d->w + k0 * kstride + c * khw + i * FWL_KW;        \
+                        FWL_UNROLL for (int j = 0; j < FWL_KW; ++j)                          \
+                            FWL_UNROLL for (int k = 0; k < KB; ++k) {                        \
+                                const __m512 wb = _mm512_set1_ps(wk[k * kstride + j]);       \
+                                acc[k][0] = _mm512_fmadd_ps(wb, v[j], acc[k][0]);            \
+                                acc[k][1] = _mm512_fmadd_ps(wb, v[j + 1], acc[k][1]);        \
+                            }                                                                \
+                    }                                                                        \
+                }                                                                            \
+                FWL_UNROLL for (int k = 0; k < KB; ++k) {                                    \
+                    float *o = yt + (((k0 + k) * g->ho + oh) * d->we + ow0) * FWL_LANES;     \
+                    /* (a register array of biases would spill the accumulators) */          \
+                    const __m512 bv = _mm512_set1_ps(d->bias ? d->bias[k0 + k] : 0.0f);      \
+                    FWL_UNROLL for (int q = 0; q < 2; ++q) {                                 \
+                        __m512 s = _mm512_add_ps(acc[k][q], bv);                             \
+                        if (d->relu)                                                         \
+                            s = _mm512_mask_blend_ps(                                        \
+                                _mm512_cmp_ps_mask(s, zero, _CMP_LE_OQ), s, zero);           \
+                        _mm512_store_ps(o + q * FWL_LANES, s);                               \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }
+FWL_DEF_ROWS(1)
+FWL_DEF_ROWS(2)
+FWL_DEF_ROWS(3)
+FWL_DEF_ROWS(4)
+FWL_DEF_ROWS(5)
+FWL_DEF_ROWS(6)
+FWL_DEF_ROWS(7)
+FWL_DEF_ROWS(8)
+
+typedef void (*fwl_rows_fn)(const fwl_plan *, ptrdiff_t, const float *, float *);
+static const fwl_rows_fn fwl_rows[FWL_KB + 1] = {
+    NULL, fwl_rows_1, fwl_rows_2, fwl_rows_3, fwl_rows_4,
+    fwl_rows_5, fwl_rows_6, fwl_rows_7, fwl_rows_8};
+
+/* Plan -> one task per block of 16 images (each owns its outputs). */
+static int fwl_forward(const float *x, const float *w, const float *bias, const fc_conv_geom *g,
+                       int relu, int nt, float *y)
+{
+    fwl_plan d;
+    d.x = x; d.w = w; d.bias = bias; d.g = g; d.relu = relu;
+    d.we = FC_ROUNDUP(g->wo, 2);
+    d.wt = d.we + FWL_KW - 1;
+    const ptrdiff_t nblk = FC_CEILDIV(g->n, FWL_LANES);
+    const ptrdiff_t xt_floats = g->c * g->h * d.wt * FWL_LANES;
+    const size_t scratch = sizeof(float) * (size_t)fwl_scratch_floats(g, d.we, d.wt);
+    if (nt > nblk) nt = (int)nblk;
+    int failed = 0;
+    fc_simd_ran(FC_SIMD_AVX512);
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        fc_team_arrive(&tm);
+        float *buf = (float *)fc_malloc(scratch);
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t b;
+#pragma omp for schedule(static) nowait
+        for (b = 0; b < nblk; ++b) {
+            if (!buf) continue;
+            const ptrdiff_t n0 = b * FWL_LANES;
+            const int nb = (int)FC_MIN((ptrdiff_t)FWL_LANES, g->n - n0);
+            /* x's rows into lanes, zero columns for the padding */
+            fc_lanes_pack(x + n0 * g->c * g->h * g->w, g->c * g->h * g->w, nb, g->c * g->h,
+                          g->w, g->pw, d.wt, buf);
+            for (ptrdiff_t k0 = 0; k0 < g->k; k0 += FWL_KB)
+                fwl_rows[FC_MIN((ptrdiff_t)FWL_KB, g->k - k0)](&d, k0, buf, buf + xt_floats);
+            fc_lanes_unpack(buf + xt_floats, g->k * g->ho, g->wo, d.we, g->k * g->ho * g->wo, nb,
+                            y + n0 * g->k * g->ho * g->wo);
+        }
+        fc_free(buf);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+#endif /* FC_X86_SIMD */
+
 #define FC_TEMPLATE "fc_conv_fwd_impl.h"
 #include "fc_instantiate.h"

@@ -139,6 +139,25 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
                          const fc_conv_geom *g, int relu, int pool, int nthreads, REAL *y)
 {
     nthreads = fc_threads_for(nthreads, fc_conv_work(g));
+#if FC_X86_SIMD
+    /* the same bits with images in the lanes (fc_conv_fwd.c; float32, AVX-512)
+     * for whole blocks of 16 images; the rest below */
+    fc_conv_geom rest;
+    if (sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512 && fwl_fits(g)) {
+        const ptrdiff_t nl = fc_lanes_images(g->n, nthreads);
+        if (nl > 0) {
+            rest = *g;
+            rest.n = nl;
+            const int r = fwl_forward((const float *)x, (const float *)w, (const float *)bias,
+                                      &rest, relu, nthreads, (float *)y);
+            if (r != FC_OK || nl == g->n) return r;
+            rest.n = g->n - nl;
+            x += nl * g->c * g->h * g->w;
+            y += nl * g->k * g->ho * g->wo;
+            g = &rest;
+        }
+    }
+#endif
     const KERN *kk = GETK();
     const ptrdiff_t G = g->groups, cg = g->c / G, mg = g->k / G;
     const ptrdiff_t kdim = cg * g->kh * g->kw;

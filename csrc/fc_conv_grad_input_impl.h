@@ -340,6 +340,26 @@ int SFX(fc_conv2d_grad_input)(const REAL *gy, const REAL *w, const fc_conv_geom 
     /* col2im needs a reduction long enough to amortise the C tile stores (a: 6 is not) */
     if (g->c / g->groups <= lim && g->k / g->groups >= 16)
         return SFX(grad_input_col2im)(kk, gy, w, g, nthreads, gx);
+#if FC_X86_SIMD
+    /* the same bits as the implicit route below, with images in the lanes
+     * (fc_conv_grad_input.c; float32, AVX-512) for whole blocks of 16 images;
+     * the rest below */
+    fc_conv_geom rest;
+    if (sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512 && gil_fits(g)) {
+        const ptrdiff_t nl = fc_lanes_images(g->n, nthreads);
+        if (nl > 0) {
+            rest = *g;
+            rest.n = nl;
+            const int r = gil_grad_input((const float *)gy, (const float *)w, &rest, nthreads,
+                                         (float *)gx);
+            if (r != FC_OK || nl == g->n) return r;
+            rest.n = g->n - nl;
+            gy += nl * g->k * g->ho * g->wo;
+            gx += nl * g->c * g->h * g->w;
+            g = &rest;
+        }
+    }
+#endif
     return SFX(grad_input_implicit)(kk, gy, w, g, nthreads, gx);
 }
 

@@ -52,6 +52,10 @@ typedef struct {
     const REAL *gy, *xq;       /* grad_y; x padded and phase-split (the forward's grid) */
     const ptrdiff_t *koff;     /* grid offset of each weight (c, i, j) */
     int want_bias, use5, dmr, dnr;
+    /* the dot kernel of every tile (the table's, or a 3-row one where the
+     * 5 offsets of every call are consecutive) */
+    void (*dot)(ptrdiff_t, int, const REAL *const *, ptrdiff_t, const REAL *, ptrdiff_t,
+                const ptrdiff_t *, REAL *, ptrdiff_t);
     ptrdiff_t G, cg, mg, K, ckk;
     ptrdiff_t wq, plane, img;  /* grid row, plane and image */
     ptrdiff_t lq;              /* grid columns of one output plane, rounded to the vector */
@@ -63,7 +67,6 @@ typedef struct {
 /* Task t = (group, image chunk, tile of dmr output channels), into its chunk's partials. */
 static void SFX(dot_task)(const SFX(dot_plan) *d, ptrdiff_t t, REAL *gl, REAL *parts)
 {
-    const KERN *kk = d->kk;
     const fc_conv_geom *g = d->g;
     const ptrdiff_t N = g->n, nch = d->nch, ntile = d->ntile, lq = d->lq, wq = d->wq;
     const ptrdiff_t chunk_max = d->chunk_max, mg = d->mg, ckk = d->ckk, K = d->K;
@@ -94,9 +97,8 @@ static void SFX(dot_task)(const SFX(dot_plan) *d, ptrdiff_t t, REAL *gl, REAL *p
     for (ptrdiff_t c0 = 0; c0 < ckk; c0 += dnr) {
         for (int c = 0; c < dnr; ++c) off[c] = d->koff[FC_MIN(c0 + c, ckk - 1)];
         memset(tile, 0, sizeof(tile));
-        (d->use5 ? kk->dot5 : kk->dot)(lq, (int)ni, grow, lq,
-                                       d->xq + i0 * d->img + gi * d->cg * d->plane, d->img, off,
-                                       tile, dnr);
+        d->dot(lq, (int)ni, grow, lq, d->xq + i0 * d->img + gi * d->cg * d->plane, d->img, off,
+               tile, dnr);
         for (ptrdiff_t r = 0; r < mrows; ++r)
             for (int c = 0; c < dnr && c0 + c < ckk; ++c)
                 pc[(gi * mg + m0 + r) * ckk + c0 + c] = tile[r * dnr + c];
@@ -155,6 +157,16 @@ static int SFX(grad_weight_dot)(const KERN *kk, const REAL *gy, const REAL *x,
     d.use5 = FC_ROUNDUP(d.ckk, (ptrdiff_t)5) < FC_ROUNDUP(d.ckk, (ptrdiff_t)kk->dnr);
     d.dmr = kk->dmr;
     d.dnr = d.use5 ? 5 : kk->dnr;
+    d.dot = d.use5 ? kk->dot5 : kk->dot;
+    /* 3-row tiles where they pad fewer rows than 4 (6 output channels: 6, not
+     * 8) and every call's 5 offsets are one kernel row (kw = 5, stride and
+     * dilation 1 along w: koff below steps by 1 within a row) */
+    if (d.use5 && kk->dmr == 4 && SFX(dot5x3)() && g->kw == 5 && g->sw == 1 && g->dw == 1 &&
+        FC_ROUNDUP(d.mg, (ptrdiff_t)3) < FC_ROUNDUP(d.mg, (ptrdiff_t)4) &&
+        fc_route_override(FC_OVERRIDE_DW_DOT_ROWS, 3) == 3) {
+        d.dmr = 3;
+        d.dot = SFX(dot5x3)();
+    }
     d.ntile = FC_CEILDIV(d.mg, (ptrdiff_t)d.dmr);
     d.ntask = d.G * d.nch * d.ntile;
     d.chunk_max = FC_CEILDIV(g->n, d.nch);

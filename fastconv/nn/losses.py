@@ -103,6 +103,18 @@ def _labels_or_dense(owner, target, output):
     )
 
 
+_ROWS = np.arange(0)
+
+
+def _row_indices(n):
+    """``np.arange(n)``, kept between calls (a training loop asks for the same n)."""
+    global _ROWS
+    rows = _ROWS
+    if len(rows) < n:
+        rows = _ROWS = np.arange(max(n, 2 * len(rows)))
+    return rows[:n]
+
+
 def loss_from_config(spec):
     """Build a loss from ``{"class": name, "config": {...}}``."""
     cls = _LOSSES.get(str(spec.get("class")).lower())
@@ -177,8 +189,9 @@ class CrossEntropyLoss(Loss):
         log_z = np.log(sums)
         probs /= sums
         if labels is not None:
-            picked = np.take_along_axis(shifted, labels[:, None], axis=1)
-            per_sample = (log_z - picked).ravel()
+            # plain fancy indexing (take_along_axis costs 6 us of a 30 us call)
+            picked = shifted[_row_indices(n), labels]
+            per_sample = log_z.ravel() - picked
         else:
             # -sum t * (shifted - log_z) with t possibly not summing to one
             per_sample = log_z.ravel() * dense.sum(axis=1) - np.einsum("ij,ij->i", dense, shifted)
@@ -194,7 +207,7 @@ class CrossEntropyLoss(Loss):
         n = probs.shape[0]
         grad = probs.copy()
         if self._labels is not None:
-            grad[np.arange(n), self._labels] -= 1
+            grad[_row_indices(n), self._labels] -= 1
         else:
             grad *= self._dense.sum(axis=1, keepdims=True)
             grad -= self._dense

@@ -28,6 +28,7 @@ from .fit_args import (
 from .activations import Sigmoid, Softmax
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss, get_loss
 from .metrics import confusion_matrix, per_class_accuracy
+from .train_plan import TrainPlan, plan_supported
 from .training_loop import TrainStep, batch_input, check_finite, make_run, run_epochs
 
 __all__ = ["compile_model", "fit", "evaluate", "predict"]
@@ -138,16 +139,39 @@ def _single_output(model, owner):
 class _LocalStep(TrainStep):
     """One optimisation step in this process: forward, loss, backward, optimiser step."""
 
+    # plans kept per run: one for the full batches, one for a smaller last batch
+    _MAX_PLANS = 4
+
     def __init__(self, model, run, weights):
         self.model, self.run, self.weights = model, run, weights
         self.opt, self.loss_fn = model.optimizer, model.loss
         self.row_loss = copy.copy(self.loss_fn)  # sample-weighted runs: per-sample losses, own state
         self.raw_probs = raw_outputs_are_probabilities(model)
+        self.plans = {}  # batch shape -> TrainPlan, or None where the layers train
+        self.use_plans = plan_supported(model)
+
+    def _plan(self, xb):
+        """The compiled step for this batch (see ``fastconv.nn.train_plan``), or None."""
+        if not self.use_plans:
+            return None
+        plan = self.plans.get(xb.shape, False)
+        if plan is None or (plan is not False and plan.fits(self.model, xb)):
+            return plan  # (None: this run's batches of that shape train through the layers)
+        if len(self.plans) >= self._MAX_PLANS:
+            self.plans.clear()
+        plan = self.plans[xb.shape] = TrainPlan.build(self.model, xb)
+        return plan
 
     def __call__(self, xb, yb, idx, at):
         model, opt, loss_fn = self.model, self.opt, self.loss_fn
         opt.zero_grad()
-        out = model._forward(xb)
+        plan = self._plan(xb)
+        if plan is not None:
+            out = plan.forward(xb)
+            # the layers' caches are not this pass's: Sequential.backward must refuse
+            model._kept = None
+        else:
+            out = model._forward(xb)
         batch_loss = loss_fn.forward(out, yb)
         grad = loss_fn.backward()
         if self.weights is not None:
@@ -157,7 +181,10 @@ class _LocalStep(TrainStep):
             # weighting the rows weights the samples
             grad = grad * wb.astype(grad.dtype).reshape((-1,) + (1,) * (grad.ndim - 1))
         check_finite("fit", batch_loss, at, self.run.steps, opt.lr)
-        model.backward(grad)
+        if plan is not None:
+            plan.backward(grad)
+        else:
+            model.backward(grad)
         opt.step()
         correct = 0
         if self.run.want_acc:

@@ -1,0 +1,117 @@
+/*
+ * fc_lanes.h - moving NCHW rows of 16 images into "image lanes" and back, for the
+ * AVX-512 float32 routes that put one image in each lane of a vector (the
+ * forward in fc_conv_fwd.c, grad_input in fc_conv_grad_input.c).
+ *
+ * A lane copy of a row of `len` values holds, for column t, the 16 images'
+ * values as one vector: lanes[(r * pitch + t) * 16 + lane]. The moves are
+ * 16 x 16 transposes in registers (a gather per vector cost a third of the
+ * route's time). Pure data movement: no arithmetic, so no rounding.
+ */
+#ifndef FC_LANES_H
+#define FC_LANES_H
+
+#if FC_X86_SIMD
+#include <immintrin.h>
+
+#define FC_LANES 16
+
+/* r[i][j] -> r[j][i] for a 16 x 16 block of floats held in 16 registers */
+FC_TGT_AVX512 static inline void fc_lanes_transpose16(__m512 r[16])
+{
+    __m512 a[16], b[16];
+    for (int i = 0; i < 16; i += 2) {
+        /* per 128-bit lane: rows i, i+1 of columns 0, 1 (lo) and 2, 3 (hi) */
+        a[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        a[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) {                 /* rows g..g+3 of column t + 4 * lane */
+        b[g] = _mm512_shuffle_ps(a[g], a[g + 2], 0x44);
+        b[g + 1] = _mm512_shuffle_ps(a[g], a[g + 2], 0xEE);
+        b[g + 2] = _mm512_shuffle_ps(a[g + 1], a[g + 3], 0x44);
+        b[g + 3] = _mm512_shuffle_ps(a[g + 1], a[g + 3], 0xEE);
+    }
+    for (int t = 0; t < 4; ++t) {
+        const __m512 c0 = _mm512_shuffle_f32x4(b[t], b[4 + t], 0x88);
+        const __m512 c1 = _mm512_shuffle_f32x4(b[t], b[4 + t], 0xDD);
+        const __m512 c2 = _mm512_shuffle_f32x4(b[8 + t], b[12 + t], 0x88);
+        const __m512 c3 = _mm512_shuffle_f32x4(b[8 + t], b[12 + t], 0xDD);
+        r[t] = _mm512_shuffle_f32x4(c0, c2, 0x88);
+        r[t + 8] = _mm512_shuffle_f32x4(c0, c2, 0xDD);
+        r[t + 4] = _mm512_shuffle_f32x4(c1, c3, 0x88);
+        r[t + 12] = _mm512_shuffle_f32x4(c1, c3, 0xDD);
+    }
+}
+
+/*
+ * How many of n images a lanes route takes: whole blocks of 16, and a last
+ * partial block only from 12 images on. A block costs the same whatever its
+ * images (one image alone: 4-8x the implicit route's time for it, measured
+ * on LeNet's layers), so the rest, and a batch under 12, go to the implicit
+ * route, which gives the same bits. A block is one thread's task: with fewer
+ * blocks than threads (16 images on 2) the implicit route, which splits an
+ * image's columns, is faster and keeps every thread busy.
+ */
+static inline ptrdiff_t fc_lanes_images(ptrdiff_t n, int nthreads)
+{
+    const ptrdiff_t rem = n % FC_LANES;
+    const ptrdiff_t nl = rem >= 12 ? n : n - rem;
+    return FC_CEILDIV(nl, FC_LANES) >= nthreads ? nl : 0;
+}
+
+static inline __mmask16 fc_lanes_mask(ptrdiff_t n)
+{
+    return n >= FC_LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+
+/*
+ * lanes[(r * pitch + t) * 16 + lane] = src[lane * img + r * len + t - shift] for
+ * 0 <= t - shift < len and lane < nb; 0 elsewhere (t < pitch), for r < nrows.
+ */
+FC_TGT_AVX512 static void fc_lanes_pack(const float *src, ptrdiff_t img, int nb, ptrdiff_t nrows,
+                                        ptrdiff_t len, ptrdiff_t shift, ptrdiff_t pitch,
+                                        float *lanes)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (ptrdiff_t r = 0; r < nrows; ++r) {
+        float *out = lanes + r * pitch * FC_LANES;
+        for (ptrdiff_t t = 0; t < pitch; ++t)
+            if (t < shift || t - shift >= len) _mm512_store_ps(out + t * FC_LANES, zero);
+        for (ptrdiff_t x0 = 0; x0 < len; x0 += FC_LANES) {
+            const ptrdiff_t cols = FC_MIN((ptrdiff_t)FC_LANES, len - x0);
+            const __mmask16 m = fc_lanes_mask(cols);
+            __m512 v[16];
+            for (int lane = 0; lane < 16; ++lane)
+                v[lane] = lane < nb ? _mm512_maskz_loadu_ps(m, src + lane * img + r * len + x0)
+                                    : zero;
+            fc_lanes_transpose16(v);
+            for (ptrdiff_t c = 0; c < cols; ++c) {
+                const ptrdiff_t t = x0 + c + shift;
+                if (t >= 0 && t < pitch) _mm512_store_ps(out + t * FC_LANES, v[c]);
+            }
+        }
+    }
+}
+
+/* dst[lane * img + r * len + t] = lanes[(r * pitch + t) * 16 + lane] for t < len,
+ * lane < nb, r < nrows */
+FC_TGT_AVX512 static void fc_lanes_unpack(const float *lanes, ptrdiff_t nrows, ptrdiff_t len,
+                                          ptrdiff_t pitch, ptrdiff_t img, int nb, float *dst)
+{
+    for (ptrdiff_t r = 0; r < nrows; ++r) {
+        const float *in = lanes + r * pitch * FC_LANES;
+        for (ptrdiff_t x0 = 0; x0 < len; x0 += FC_LANES) {
+            const ptrdiff_t cols = FC_MIN((ptrdiff_t)FC_LANES, len - x0);
+            const __mmask16 m = fc_lanes_mask(cols);
+            __m512 v[16];
+            for (int c = 0; c < 16; ++c)
+                v[c] = c < cols ? _mm512_load_ps(in + (x0 + c) * FC_LANES) : _mm512_setzero_ps();
+            fc_lanes_transpose16(v);
+            for (int lane = 0; lane < nb; ++lane)
+                _mm512_mask_storeu_ps(dst + lane * img + r * len + x0, m, v[lane]);
+        }
+    }
+}
+#endif /* FC_X86_SIMD */
+
+#endif /* FC_LANES_H */

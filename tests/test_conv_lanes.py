@@ -1,0 +1,81 @@
+"""conv2d forward's image-lanes route (csrc/fc_conv_fwd.c): the implicit route's bits.
+
+The route runs for float32 at the AVX-512 level when a layer has 1-8 input
+channels, 5 taps per row and stride 1 (LeNet's conv1 and conv2). The oracle is the
+implicit route itself, forced with ``set_route_override("fwd_lanes_max_c", 0)``,
+and the plain-loop reference.
+"""
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _kernels, reference
+from fastconv import functional as F
+
+pytestmark = pytest.mark.skipif(F.set_simd_level("avx512") != "avx512",
+                                reason="the route is AVX-512 only")
+
+
+@pytest.fixture(autouse=True)
+def _restore():
+    level = F.simd_level()
+    threads = fastconv.get_num_threads()
+    F.set_simd_level("avx512")
+    yield
+    _kernels.set_route_override("fwd_lanes_max_c", None)
+    F.set_simd_level(level)
+    fastconv.set_num_threads(threads)
+
+
+# LeNet's conv2, every input-channel count the route takes, output channels
+# past one block of 8, kernel heights 1-7, batches around the 16 lanes,
+# outputs wider than a vector, padding per side and 'same', a 1x1 output
+CASES = [
+    ((64, 6, 14, 14), (16, 6, 5, 5), 0),
+    ((20, 1, 28, 28), (6, 1, 5, 5), 2),
+    ((17, 2, 9, 12), (3, 2, 3, 5), 1),
+    ((16, 7, 11, 10), (9, 7, 1, 5), 0),
+    ((15, 8, 8, 23), (17, 8, 7, 5), ((3, 1), (4, 0))),
+    ((33, 3, 6, 5), (2, 3, 5, 5), "same"),
+    ((1, 4, 5, 5), (4, 4, 5, 5), 0),
+    ((2, 5, 13, 40), (5, 5, 2, 5), ((0, 2), (1, 3))),
+]
+
+
+@pytest.mark.parametrize("xs, ws, padding", CASES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("relu", [None, "relu"])
+def test_lanes_route_gives_the_implicit_routes_bits(xs, ws, padding, bias, relu):
+    rng = np.random.default_rng(sum(xs) + sum(ws))
+    x = rng.standard_normal(xs).astype(np.float32)
+    x[x < -1.5] = 0  # exact zeros (a ReLU'd input)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32) if bias else None
+    _kernels.set_route_override("fwd_lanes_max_c", 0)
+    implicit = F.conv2d(x, w, b, padding=padding, activation=relu)
+    _kernels.set_route_override("fwd_lanes_max_c", None)
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        lanes = F.conv2d(x, w, b, padding=padding, activation=relu)
+        assert lanes.tobytes() == implicit.tobytes()
+    want = reference.conv2d(x.astype(np.float64), w.astype(np.float64),
+                            None if b is None else b.astype(np.float64), padding=padding)
+    if relu:
+        want = np.maximum(want, 0)
+    np.testing.assert_allclose(lanes, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_lanes_route_keeps_nan_through_the_fused_relu():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((20, 6, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    x[5, 1, 3, 3] = np.nan
+    _kernels.set_route_override("fwd_lanes_max_c", 0)
+    implicit = F.conv2d(x, w, activation="relu")
+    _kernels.set_route_override("fwd_lanes_max_c", None)
+    lanes = F.conv2d(x, w, activation="relu")
+    np.testing.assert_array_equal(np.isnan(lanes), np.isnan(implicit))
+    assert np.isnan(lanes[5]).any() and not np.isnan(lanes[6]).any()
+    finite = np.isfinite(implicit)
+    assert lanes[finite].tobytes() == implicit[finite].tobytes()
