@@ -141,9 +141,12 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
     nthreads = fc_threads_for(nthreads, fc_conv_work(g));
 #if FC_X86_SIMD
     /* the same bits with images in the lanes (fc_conv_fwd.c; float32, AVX-512)
-     * for whole blocks of 16 images; the rest below */
+     * for whole blocks of 16 images; the rest below. Not with the fused pool:
+     * the lanes route writes the conv output itself. */
     fc_conv_geom rest;
-    if (sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512 && fwl_fits(g)) {
+    if (!pool && sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512
+        && fwl_fits(g)
+        && fc_lanes_weights_finite((const float *)w, g->k * g->c * g->kh * g->kw)) {
         const ptrdiff_t nl = fc_lanes_images(g->n, nthreads);
         if (nl > 0) {
             rest = *g;

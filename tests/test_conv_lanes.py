@@ -79,3 +79,25 @@ def test_lanes_route_keeps_nan_through_the_fused_relu():
     assert np.isnan(lanes[5]).any() and not np.isnan(lanes[6]).any()
     finite = np.isfinite(implicit)
     assert lanes[finite].tobytes() == implicit[finite].tobytes()
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_weight_gives_the_same_bits_on_every_route(bad):
+    """The lanes route skips taps on the zero padding; 0 * inf is NaN on the
+    implicit route. A layer with a non-finite weight therefore keeps to the
+    implicit route: each image's output is the same for a batch of 32 (lanes
+    blocks) and for the image alone (implicit), forward and grad_input."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((32, 6, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    w[3, 2, 0, 4] = bad  # a corner tap: it lands on padding for border outputs
+    gy = rng.standard_normal((32, 16, 14, 14)).astype(np.float32)
+    y = F.conv2d(x, w, padding=2)
+    gx = F.conv2d_backward(gy, x, w, padding=2, output_mask=(True, False, False))[0]
+    for i in (0, 17, 31):
+        y1 = F.conv2d(x[i:i + 1], w, padding=2)
+        gx1 = F.conv2d_backward(gy[i:i + 1], x[i:i + 1], w, padding=2,
+                                output_mask=(True, False, False))[0]
+        assert y[i:i + 1].tobytes() == y1.tobytes(), i
+        assert gx[i:i + 1].tobytes() == gx1.tobytes(), i
+    assert not np.isfinite(y[:, 3]).any()  # every output of channel 3 meets the bad tap

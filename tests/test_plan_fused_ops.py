@@ -229,3 +229,20 @@ def test_mnist_cnn_plan_fuses_both_pools():
     plan = InferencePlan(model, x.shape, x.dtype)
     assert plan._unused == [0, 2] and len(plan._relu_fused) == 1
     assert plan.run(x).tobytes() == layer_path(model, x).tobytes()
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv_pool_on_a_lanes_sized_batch(simd, relu):
+    """A LeNet-shaped conv (5x5, few input channels) at batches the forward's
+    image-lanes route takes on its own (whole blocks of 16 images): the fused
+    op must not hand the pooled buffer to that route, which writes the full conv
+    output (it did once, and wrote past the buffer)."""
+    rng = np.random.default_rng(11)
+    for n, c, hw, k, pad in ((32, 1, 28, 6, 2), (48, 6, 14, 16, 0)):
+        x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+        w = rng.standard_normal((k, c, 5, 5)).astype(np.float32)
+        b = rng.standard_normal(k).astype(np.float32)
+        geom, out_shape = _conv_geom(x.shape, w.shape, 1, pad, 1)
+        for nt in (1, 2):
+            got, want = fused_and_separate(x, w, b, geom, out_shape, relu, nt)
+            assert got.tobytes() == want.tobytes(), (n, c, nt)
