@@ -269,9 +269,41 @@ static const fwl_rows_fn fwl_rows[FWL_KB + 1] = {
     NULL, fwl_rows_1, fwl_rows_2, fwl_rows_3, fwl_rows_4,
     fwl_rows_5, fwl_rows_6, fwl_rows_7, fwl_rows_8};
 
-/* Plan -> one task per block of 16 images (each owns its outputs). */
+/*
+ * The 2x2/2 max-pool of a block's outputs, in the lanes and in place: the four
+ * candidates of a window in raster order, a larger value or a NaN taking over,
+ * which is what pool2_row does to the same values (bias and ReLU are already in
+ * them here). Pooled entry (k * ho2 + r) * wo2 + j is written after its four
+ * reads and before any later window's, all of which lie further on.
+ */
+FC_TGT_AVX512 static void fwl_pool2(const fwl_plan *d, float *yt)
+{
+    const fc_conv_geom *g = d->g;
+    const ptrdiff_t ho2 = g->ho / 2, wo2 = g->wo / 2, row = d->we * FWL_LANES;
+    float *out = yt;
+    for (ptrdiff_t k = 0; k < g->k; ++k)
+        for (ptrdiff_t r = 0; r < ho2; ++r) {
+            const float *r0 = yt + (k * g->ho + 2 * r) * row, *r1 = r0 + row;
+            for (ptrdiff_t j = 0; j < wo2; ++j, out += FWL_LANES) {
+                const __m512 v[4] = {_mm512_load_ps(r0 + 2 * j * FWL_LANES),
+                                     _mm512_load_ps(r0 + (2 * j + 1) * FWL_LANES),
+                                     _mm512_load_ps(r1 + 2 * j * FWL_LANES),
+                                     _mm512_load_ps(r1 + (2 * j + 1) * FWL_LANES)};
+                __m512 best = v[0];
+                for (int i = 1; i < 4; ++i) {
+                    const __mmask16 t = _mm512_cmp_ps_mask(v[i], best, _CMP_GT_OQ) |
+                                        _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);
+                    best = _mm512_mask_mov_ps(best, t, v[i]);
+                }
+                _mm512_store_ps(out, best);
+            }
+        }
+}
+
+/* Plan -> one task per block of 16 images (each owns its outputs). pool: y is
+ * the 2x2/2 max-pool of the output (N, K, ho/2, wo/2), as fc_conv2d_fwd_maxpool2. */
 static int fwl_forward(const float *x, const float *w, const float *bias, const fc_conv_geom *g,
-                       int relu, int nt, float *y)
+                       int relu, int pool, int nt, float *y)
 {
     fwl_plan d;
     d.x = x; d.w = w; d.bias = bias; d.g = g; d.relu = relu;
@@ -304,8 +336,15 @@ static int fwl_forward(const float *x, const float *w, const float *bias, const 
                           g->w, g->pw, d.wt, buf);
             for (ptrdiff_t k0 = 0; k0 < g->k; k0 += FWL_KB)
                 fwl_rows[FC_MIN((ptrdiff_t)FWL_KB, g->k - k0)](&d, k0, buf, buf + xt_floats);
-            fc_lanes_unpack(buf + xt_floats, g->k * g->ho, g->wo, d.we, g->k * g->ho * g->wo, nb,
-                            y + n0 * g->k * g->ho * g->wo);
+            if (pool) {
+                const ptrdiff_t ho2 = g->ho / 2, wo2 = g->wo / 2;
+                fwl_pool2(&d, buf + xt_floats);
+                fc_lanes_unpack(buf + xt_floats, g->k * ho2, wo2, wo2, g->k * ho2 * wo2, nb,
+                                y + n0 * g->k * ho2 * wo2);
+            } else {
+                fc_lanes_unpack(buf + xt_floats, g->k * g->ho, g->wo, d.we, g->k * g->ho * g->wo,
+                                nb, y + n0 * g->k * g->ho * g->wo);
+            }
         }
         fc_free(buf);
         fc_team_done(&tm);

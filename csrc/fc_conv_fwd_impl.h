@@ -141,10 +141,9 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
     nthreads = fc_threads_for(nthreads, fc_conv_work(g));
 #if FC_X86_SIMD
     /* the same bits with images in the lanes (fc_conv_fwd.c; float32, AVX-512)
-     * for whole blocks of 16 images; the rest below. Not with the fused pool:
-     * the lanes route writes the conv output itself. */
+     * for whole blocks of 16 images, the fused pool included; the rest below */
     fc_conv_geom rest;
-    if (!pool && sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512
+    if (sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512
         && fwl_fits(g)
         && fc_lanes_weights_finite((const float *)w, g->k * g->c * g->kh * g->kw)) {
         const ptrdiff_t nl = fc_lanes_images(g->n, nthreads);
@@ -152,11 +151,11 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
             rest = *g;
             rest.n = nl;
             const int r = fwl_forward((const float *)x, (const float *)w, (const float *)bias,
-                                      &rest, relu, nthreads, (float *)y);
+                                      &rest, relu, pool, nthreads, (float *)y);
             if (r != FC_OK || nl == g->n) return r;
             rest.n = g->n - nl;
             x += nl * g->c * g->h * g->w;
-            y += nl * g->k * g->ho * g->wo;
+            y += nl * g->k * (pool ? (g->ho / 2) * (g->wo / 2) : g->ho * g->wo);
             g = &rest;
         }
     }

@@ -236,10 +236,12 @@ def test_conv_pool_on_a_lanes_sized_batch(simd, relu):
     """A LeNet-shaped conv (5x5, few input channels) at batches the forward's
     image-lanes route takes on its own (whole blocks of 16 images): the fused
     op must not hand the pooled buffer to that route, which writes the full conv
-    output (it did once, and wrote past the buffer)."""
+    output (it did once, and wrote past the buffer); the route pools in its lanes."""
     rng = np.random.default_rng(11)
-    for n, c, hw, k, pad in ((32, 1, 28, 6, 2), (48, 6, 14, 16, 0)):
-        x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+    # LeNet's conv1 and conv2; an odd 9x9 output (its last row and column are in
+    # no window) over 28 images (one whole block, the rest on the implicit route)
+    for n, c, hw, k, pad in ((32, 1, 28, 6, 2), (48, 6, 14, 16, 0), (28, 3, 13, 9, 0)):
+        x = special_values(rng, (n, c, hw, hw), np.float32)
         w = rng.standard_normal((k, c, 5, 5)).astype(np.float32)
         b = rng.standard_normal(k).astype(np.float32)
         geom, out_shape = _conv_geom(x.shape, w.shape, 1, pad, 1)
