@@ -564,27 +564,10 @@ class _DataParallelStep(TrainStep):
         return batch_loss, loss_sum, correct
 
     def _update_shard(self, plan, shard):
-        """The optimiser step on elements ``lo:hi`` of the parameters laid end to end."""
-        from . import _kernels
         from .functional import get_num_threads
 
-        lo, hi = self.reducer.lo, self.reducer.hi
-        f64 = self.run.dtype == np.float64
-        nthreads = get_num_threads()
-        for hyper, entries in plan:
-            tensors = []
-            for i, (w, _, slot1, slot2, regularize, first, step_size, bc2) in entries:
-                off = int(self.offsets[self.opt_place[i]])
-                a, b = max(lo, off), min(hi, off + w.size)
-                if a >= b:
-                    continue
-                part = slice(a - off, b - off)
-                tensors.append((w.reshape(-1)[part], shard[a - lo:b - lo],
-                                None if slot1 is None else slot1.reshape(-1)[part],
-                                None if slot2 is None else slot2.reshape(-1)[part],
-                                regularize, first, step_size, bc2))
-            if tensors:
-                _kernels.optim_step(hyper, tensors, f64, nthreads)
+        _step_shard(plan, shard, self.reducer.lo, self.reducer.hi, self.offsets,
+                    self.opt_place, self.run.dtype == np.float64, get_num_threads())
 
     def _complete(self):
         """Gather the optimiser slots and the last gradient after sharded steps."""
@@ -641,6 +624,32 @@ class _DataParallelStep(TrainStep):
         for p, g in zip(self.params, self.own_grads):
             g[...] = p.grad
             p.grad = g
+
+
+def _step_shard(plan, shard, lo, hi, offsets, place, f64, nthreads):
+    """The optimiser step on elements ``lo:hi`` of the parameters laid end to end.
+
+    ``plan`` is ``Optimizer._begin_fused_step()``'s; ``shard`` holds the
+    summed gradient of those elements; ``offsets[place[i]]`` is where the
+    optimiser's parameter ``i`` starts in the flat layout. The fused kernel is
+    elementwise, so every element gets the bits of a whole ``step()``.
+    """
+    from . import _kernels
+
+    for hyper, entries in plan:
+        tensors = []
+        for i, (w, _, slot1, slot2, regularize, first, step_size, bc2) in entries:
+            off = int(offsets[place[i]])
+            a, b = max(lo, off), min(hi, off + w.size)
+            if a >= b:
+                continue
+            part = slice(a - off, b - off)
+            tensors.append((w.reshape(-1)[part], shard[a - lo:b - lo],
+                            None if slot1 is None else slot1.reshape(-1)[part],
+                            None if slot2 is None else slot2.reshape(-1)[part],
+                            regularize, first, step_size, bc2))
+        if tensors:
+            _kernels.optim_step(hyper, tensors, f64, nthreads)
 
 
 def evaluate(model, x, y, batch_size=256, comm=None, timeout=DEFAULT_TIMEOUT):
