@@ -17,17 +17,23 @@ What every rank does, per step of a global batch of ``batch_size`` samples:
 3. the per-micro-batch gradients are summed over a fixed binary tree
    (``sum(lo, hi) = sum(lo, mid) + sum(mid, hi)``, ``mid = (lo + hi) // 2``):
    subtrees that lie on one rank are summed there, the rest after a
-   reduce-scatter (``Ialltoallv``: rank ``j`` gets slice ``j`` of every
-   partial sum) and an ``Iallgatherv`` of the reduced slices. Each element is
-   added in the same order whatever the number of ranks, and every rank ends
-   with the same bits (copies of one result), so
-4. every rank applies the same optimiser step to the same weights.
+   reduce-scatter (point-to-point messages: rank ``j`` gets shard ``j`` of
+   every other rank's partial sums) on rank ``j``'s shard. Each element is
+   added in the same order whatever the number of ranks;
+4. rank ``j`` applies the optimiser step to shard ``j`` of the parameters
+   and of the optimiser's slots (the fused kernel is elementwise, so the
+   shard gets the bits of a whole step), and the ranks allgather the
+   updated parameters: every rank holds copies of one result (ZeRO stage 1;
+   ``shard_optimizer=False``, or an optimiser without a fused kernel,
+   allgathers the summed gradient instead and every rank runs the whole
+   step on it).
 
 The consequences (tested in ``tests/test_distributed.py``):
 
-* all ranks hold bitwise identical weights after every step; a digest of
-  weights and optimiser state is compared across ranks every
-  ``check_every`` steps and at every epoch end (``RuntimeError`` if not);
+* all ranks hold bitwise identical weights after every step; the
+  optimiser slots are gathered and a digest of weights and optimiser state
+  is compared across ranks every ``check_every`` steps and at every epoch
+  end (``RuntimeError`` if not);
 * the result depends on ``micro_batches`` but not on the number of ranks:
   1, 2 or 4 ranks (any divisor of ``micro_batches``) give bitwise the same
   model, and so does one process without MPI (``comm=None``);
