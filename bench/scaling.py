@@ -131,7 +131,8 @@ def run_layout(args, ranks, threads, shard=True):
         mpiexec = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
         if mpiexec is None:
             raise SystemExit("bench/scaling.py: mpiexec not found (pip install mpi4py mpich)")
-        cmd = [mpiexec, "-n", str(ranks)] + cmd
+        bind = ["-bind-to", "core"] if args.bind else []
+        cmd = [mpiexec, *bind, "-n", str(ranks)] + cmd
     proc = subprocess.run(cmd, capture_output=True, text=True, env=bench_env(threads),
                           timeout=args.timeout)
     return finish(proc, proc.stdout, proc.stderr, f"{ranks}x{threads}")
@@ -149,11 +150,18 @@ def run_ceiling(args):
     """
     half = args.batch_size // 2
     alone = run_one(args, half)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     procs = [subprocess.Popen(worker_cmd(args, 1, half), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=bench_env(1))
-             for _ in range(2)]
+                              stderr=subprocess.PIPE, text=True, env=bench_env(1),
+                              preexec_fn=(pin(cpus[i]) if args.bind and len(cpus) >= 2 else None))
+             for i in range(2)]
     pair = [finish(p, *p.communicate(timeout=args.timeout), "ceiling pair") for p in procs]
     return alone["ms_per_step"], max(r["ms_per_step"] for r in pair)
+
+
+def pin(cpu):
+    """A preexec_fn that binds the child to one CPU (as ``mpiexec -bind-to core`` does)."""
+    return lambda: os.sched_setaffinity(0, {cpu})
 
 
 def run_one(args, batch_size):
@@ -172,6 +180,9 @@ def main(argv=None):
     p.add_argument("--model", default="mnist_cnn", choices=("mnist_cnn", "lenet5"))
     p.add_argument("--batch-size", type=int, default=64, help="global batch (default 64)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per layout")
+    p.add_argument("--bind", action="store_true",
+                   help="pin each rank (and each process of the ceiling pair) to its own "
+                        "core: mpiexec -bind-to core")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-shard", action="store_true", help=argparse.SUPPRESS)
@@ -185,7 +196,8 @@ def main(argv=None):
         p.error("--batch-size must be even (2x1 splits it in halves)")
 
     print(f"{args.model}, global batch {args.batch_size}, {args.steps} timed steps "
-          f"after {args.warmup}, {args.rounds} round(s), {os.cpu_count()} CPUs")
+          f"after {args.warmup}, {args.rounds} round(s), {os.cpu_count()} CPUs"
+          + (", ranks bound to cores" if args.bind else ""))
     layouts = [(name, ranks, threads, True) for name, ranks, threads in LAYOUTS]
     layouts.append(("2x1 full", 2, 1, False))   # every rank runs the whole optimiser step
     runs = {name: [] for name, *_ in layouts}
