@@ -167,7 +167,7 @@ class _TreeReducer:
     then spreads the shards when a rank needs the whole sum.
 
     Point-to-point messages instead of MPI's reduce-scatter: on the 2-core
-    reference machine (MPICH 4, shared memory) ``Isend``/``Irecv`` of the
+    reference machine (MPICH 5, shared memory) ``Isend``/``Irecv`` of the
     other rank's half plus one ``np.add`` took 0.7 ms for the 13 MB
     MNIST-CNN gradient, ``Ireduce_scatter`` 1.3-3 ms, ``Ialltoallv`` 4 ms and
     the ``Iallreduce`` used before 5-6 ms (bench/scaling.py breaks a step down).

@@ -538,7 +538,7 @@ class _DataParallelStep(TrainStep):
         self.times = dict.fromkeys(self.PHASES, 0.0)
 
     def __call__(self, xb, yb, idx, at):
-        run, n_grad, opt = self.run, self.n_grad, self.model.optimizer
+        run, opt = self.run, self.model.optimizer
         t0 = time.perf_counter()
         _slice_gradients(self.model, self.params, self.leaves, self.first, self.micro_batches,
                          self.randoms, xb, yb, run.labels[idx] if run.want_acc else None)
