@@ -209,7 +209,7 @@ def main(argv=None):
     results = {name: median_result(rs) for name, rs in runs.items()}
 
     print(f"{'layout':<10}{'img/s':>8}{'ms/step':>9}  {'compute':>8}{'reduce':>8}{'update':>8}"
-          f"{'gather':>8}  {'exchange':>8}{'alone':>7}")
+          f"{'gather':>8}  {'exch %':>8}{'alone':>7}")
     for name, r in results.items():
         ph = r["phase_ms"]
         share = r["exchange_ms_per_step"] / r["ms_per_step"]
@@ -218,7 +218,7 @@ def main(argv=None):
               f"  {share:>8.1%}{r['exchange_alone_ms']:>7.2f}")
     print("(ms per step: compute = forward+backward of the rank's micro-batches, reduce = "
           "gradient reduce-scatter, update = optimiser, gather = allgather of the parameters "
-          "(of the gradient for 'full'); exchange = (reduce+gather)/step; alone = the "
+          "(of the gradient for 'full'); exch % = (reduce+gather)/step; alone = ms of the "
           "exchange between barriers)")
     base = results["1x1"]["ms_per_step"]
     solo = statistics.median(c[0] for c in ceilings)
