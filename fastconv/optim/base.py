@@ -331,7 +331,8 @@ class Optimizer:
             ``optim_step`` tensor tuple. ``iterations`` and the per-parameter
             counters are then advanced and missing slots created, as ``step``
             would. None, with nothing changed, when some parameter would take
-            the NumPy path (call ``step`` instead).
+            the NumPy path (call ``step`` instead). The tensors keep their
+            parameters' dtypes; ``optim_step`` takes one dtype per call.
         """
         self._require_bound("step")
         if not self.fused:
