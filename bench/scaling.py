@@ -62,11 +62,12 @@ def worker(args):
     model = getattr(models, args.model)(seed=0)
     model.compile(optimizer=optim.Adam(model.parameters(), lr=1e-3), loss="cross_entropy",
                   metrics=["accuracy"])
-    stamps, phases = [], []
+    stamps, phases, sharded = [], [], []
 
     def on_batch_end(step, logs):
         stamps.append(time.perf_counter())
         phases.append([logs[k + "_seconds"] for k in PHASES])
+        sharded.append(logs["sharded"])
 
     distributed.fit(model, x, y, batch_size=args.batch_size, epochs=1, verbose=0, seed=0,
                     shuffle=False, comm=comm, threads=args.threads, check_every=0,
@@ -100,6 +101,7 @@ def worker(args):
         "ms_per_step": 1e3 * seconds / args.steps,
         "exchange_ms_per_step": phase_ms["reduce"] + phase_ms["gather"],
         "phase_ms": phase_ms,
+        "sharded_steps": sum(sharded),
         "exchange_alone_ms": 1e3 * statistics.median(alone) if alone else 0.0,
         "gradient_mbytes": sum(p.data.nbytes for p in model.parameters()) / 1e6,
     }

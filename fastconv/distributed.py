@@ -420,10 +420,9 @@ initial_epoch, validation_batch_size
     -------
     History
         As ``Sequential.fit``'s, plus per epoch ``"comm_seconds"`` (this
-        rank's time in the exchange, waiting for slower ranks included) and
-        ``"sharded_steps"`` (steps so far that took the sharded update).
-        Each ``on_batch_end`` gets the step's ``comm_seconds`` and its
-        phases: ``compute_seconds`` (forward and backward of the rank's
+        rank's time in the exchange, waiting for slower ranks included).
+        Each ``on_batch_end`` gets the step's ``comm_seconds``, ``sharded``
+        (True if it took the sharded update) and its phases: ``compute_seconds`` (forward and backward of the rank's
         micro-batches), ``reduce_seconds`` (the reduce-scatter),
         ``update_seconds`` (the optimiser) and ``gather_seconds`` (the
         allgather of parameters, or of the gradient when not sharded).
@@ -531,7 +530,7 @@ class _DataParallelStep(TrainStep):
         # an optimiser that also updates arrays outside the model has no shard of them
         self.shard = (shard_optimizer and comm.size > 1
                       and all(k is not None for k in self.opt_place))
-        self.sharded_steps = 0
+        self.sharded = False     # the last step took the sharded update
         self.last = None         # (shard, tail) of a sharded step whose gradient is not gathered
         self.partial = False     # optimiser slots current on this rank's shard only
         self.comm_seconds = 0.0
@@ -554,8 +553,7 @@ class _DataParallelStep(TrainStep):
             t3 = time.perf_counter()
             self.gather.gather([p.data for p in self.params], "the parameter allgather")
             t4 = time.perf_counter()
-            self.sharded_steps += 1
-            self.last, self.partial = (shard, tail), True
+            self.last, self.partial, self.sharded = (shard, tail), True, True
             update, gather = t3 - t2, t4 - t3
         else:
             summed = self.reducer.allgather(shard, tail)
@@ -563,7 +561,7 @@ class _DataParallelStep(TrainStep):
             self._gather_slots()  # a whole step reads every rank's shard of the slots
             _point_grads(self.params, summed)
             opt.step()
-            self.last = None
+            self.last, self.sharded = None, False
             update, gather = time.perf_counter() - t3, t3 - t2
         self.times = {"compute": t1 - t0, "reduce": t2 - t1, "update": update, "gather": gather}
         self.comm_seconds += t2 - t1 + gather
@@ -602,7 +600,7 @@ class _DataParallelStep(TrainStep):
 
     def batch_logs(self):
         t = self.times
-        return {"comm_seconds": t["reduce"] + t["gather"],
+        return {"comm_seconds": t["reduce"] + t["gather"], "sharded": self.sharded,
                 **{f"{k}_seconds": t[k] for k in self.PHASES}}
 
     def after_step(self, epoch, step):
@@ -616,7 +614,7 @@ class _DataParallelStep(TrainStep):
         _check_same_state(self.comm, self.model, self.model.optimizer,
                           f"at the end of epoch {epoch + 1}", self.timeout)
         seconds, self.comm_seconds = self.comm_seconds, 0.0
-        return {"comm_seconds": seconds, "sharded_steps": self.sharded_steps}
+        return {"comm_seconds": seconds}
 
     def validate(self, x, y, batch_size):
         return evaluate(self.model, x, y, batch_size=batch_size, comm=self.comm,
