@@ -222,6 +222,9 @@ def main(argv=None):
           "gradient reduce-scatter, update = optimiser, gather = allgather of the parameters "
           "(of the gradient for 'full'); exch % = (reduce+gather)/step; alone = ms of the "
           "exchange between barriers)")
+    if results["2x1"]["sharded_steps"] != args.warmup + args.steps:
+        print(f"warning: only {results['2x1']['sharded_steps']} of {args.warmup + args.steps} "
+              "2x1 steps took the sharded update")
     base = results["1x1"]["ms_per_step"]
     solo = statistics.median(c[0] for c in ceilings)
     pair = statistics.median(c[1] for c in ceilings)
