@@ -42,14 +42,30 @@ def _wait(comm, request, what, timeout):
     while not request.Test():
         _yield()
         if time.monotonic() > deadline:
-            sys.stderr.write(
-                f"fastconv.distributed: rank {comm.rank} of {comm.size}: {what} did not complete "
-                f"within {timeout:g} s; another rank has died or hangs. Aborting the MPI job.\n"
-            )
-            sys.stderr.flush()
-            _mpi().COMM_WORLD.Abort(1)
-            # MPICH's Abort can return before the launcher kills this process
-            os._exit(1)
+            _abort(comm, what, timeout)
+
+
+def _wait_all(comm, requests, what, timeout):
+    """``_wait`` for a list of requests: all of them complete, or the job is aborted."""
+    test_all = _mpi().Request.Testall
+    if test_all(requests):
+        return
+    deadline = time.monotonic() + timeout
+    while not test_all(requests):
+        _yield()
+        if time.monotonic() > deadline:
+            _abort(comm, what, timeout)
+
+
+def _abort(comm, what, timeout):
+    sys.stderr.write(
+        f"fastconv.distributed: rank {comm.rank} of {comm.size}: {what} did not complete "
+        f"within {timeout:g} s; another rank has died or hangs. Aborting the MPI job.\n"
+    )
+    sys.stderr.flush()
+    _mpi().COMM_WORLD.Abort(1)
+    # MPICH's Abort can return before the launcher kills this process
+    os._exit(1)
 
 
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
@@ -77,6 +93,20 @@ def _bcast_bytes(comm, data, what, timeout, root=0):
     buf = np.frombuffer(data, np.uint8).copy() if comm.rank == root else np.empty(int(size[0]), np.uint8)
     _wait(comm, comm.Ibcast(buf, root=root), what, timeout)
     return buf.tobytes()
+
+
+def _shard_cuts(n, parts, align=16):
+    """Boundaries of ``parts`` near-equal shards of ``n`` elements, multiples of ``align``.
+
+    ``parts + 1`` ints from 0 to n. Whole ``align``-element blocks (64 bytes of
+    float32) start every shard of a 64-byte aligned array on a cache line, so
+    the optimiser kernel runs whole vectors from a shard's first element. (The
+    bits do not depend on the cuts: the update is elementwise.)
+    """
+    blocks = -(-n // align)
+    cuts = _split_points(blocks, parts) * align
+    cuts[-1] = n
+    return np.minimum(cuts, n)
 
 
 def _split_points(n, parts):
@@ -124,74 +154,140 @@ def _local_nodes(lo, hi, per_rank):
 class _TreeReducer:
     """Sums per-micro-batch vectors over the fixed tree across the ranks.
 
-    Plan (made once): which tree nodes each rank sums locally, and the
-    element slices of the reduce-scatter. Per call: local subtree sums, one
-    ``Ialltoallv`` so that rank ``j`` holds slice ``j`` of every node, the
-    tree above the nodes on that slice, one ``Iallgatherv`` of the slices.
+    A vector is ``n`` elements cut into shards (rank ``j`` owns
+    ``cuts[j]:cuts[j+1]``, see ``_shard_cuts``) and then ``tail`` scalars
+    (the loss and the correct count) that every rank needs.
+
+    Plan (made once): which tree nodes each rank sums locally. Per call
+    (``reduce_scatter``): the local subtree sums; point-to-point messages
+    give rank ``j`` shard ``j`` of every other rank's nodes (its own nodes'
+    shards are used where they lie, uncopied); the tree above the nodes is
+    summed on that shard; the nodes' tails go to every rank (a small
+    ``Iallgatherv``) and every rank sums the tail tree itself. ``allgather``
+    then spreads the shards when a rank needs the whole sum.
+
+    Point-to-point messages instead of MPI's reduce-scatter: on the 2-core
+    reference machine (MPICH 5, shared memory) ``Isend``/``Irecv`` of the
+    other rank's half plus one ``np.add`` took 0.7 ms for the 13 MB
+    MNIST-CNN gradient, ``Ireduce_scatter`` 1.3-3 ms, ``Ialltoallv`` 4 ms and
+    the ``Iallreduce`` used before 5-6 ms (bench/scaling.py breaks a step down).
     """
 
-    def __init__(self, comm, length, dtype, leaves, timeout):
+    def __init__(self, comm, n, dtype, leaves, timeout, tail=2, cuts=None):
         self.comm, self.timeout = comm, timeout
         size, rank = comm.size, comm.rank
-        self.leaves = leaves
+        self.n, self.tail, self.leaves = n, tail, leaves
         per = leaves // size
         self.first_leaf = rank * per
         nodes = _local_nodes(0, leaves, per)
         self.my_nodes = [(lo, hi) for lo, hi, r in nodes if r == rank]
         self.all_nodes = [(lo, hi) for lo, hi, _ in nodes]
-        self.out = None
+        self.owner = [r for _, _, r in nodes]
+        self.cuts = _shard_cuts(n, size) if cuts is None else np.asarray(cuts, np.int64)
+        if len(self.cuts) != size + 1 or self.cuts[0] != 0 or self.cuts[-1] != n:
+            raise ValueError(f"_TreeReducer: cuts must run from 0 to {n} in {size} shards, "
+                             f"got {list(self.cuts)}")
+        self.lo, self.hi = int(self.cuts[rank]), int(self.cuts[rank + 1])
+        self.out = np.empty(n + tail, dtype)
         if size == 1:
             return
-        self.cuts = _split_points(length, size)
-        chunk = np.diff(self.cuts)
-        per_rank = [sum(1 for _, _, r in nodes if r == s) for s in range(size)]
-        mine = len(self.my_nodes)
-        self.scounts = mine * chunk
-        # node-major send layout: slice j of node k at k*chunk[j] within block j;
-        # with one node that is the node's own array, sent without a copy
-        self.sdispls = mine * self.cuts[:-1]
-        self.rcounts = np.array(per_rank) * chunk[rank]
-        self.rdispls = np.concatenate(([0], np.cumsum(self.rcounts)[:-1]))
-        self.sendbuf = np.empty(mine * length, dtype) if mine > 1 else None
-        self.recvbuf = np.empty(len(nodes) * chunk[rank], dtype)
-        self.chunk = chunk
-        self.out = np.empty(length, dtype)
+        shard = self.hi - self.lo
+        self.recv = {node: np.empty(shard, dtype) for node, r in zip(self.all_nodes, self.owner)
+                     if r != rank}
+        counts = np.array([tail * self.owner.count(r) for r in range(size)], np.int64)
+        self.tail_counts = (counts, np.concatenate(([0], np.cumsum(counts)[:-1])))
+        self.tail_send = np.empty(tail * len(self.my_nodes), dtype)
+        self.tail_recv = np.empty(tail * len(nodes), dtype)
 
-    def reduce(self, leaf_buffers):
-        """Tree sum of all ranks' leaves; ``leaf_buffers`` are this rank's, in order.
+    def reduce_scatter(self, leaf_buffers):
+        """Tree sum of all ranks' leaves, this rank's shard only.
 
-        The buffers are overwritten. Returns the sum (the same bits on every rank).
+        ``leaf_buffers`` are this rank's leaves (length ``n + tail``), in
+        order; they are overwritten. Returns ``(shard, tail)``: elements
+        ``lo:hi`` of the sum and its ``tail`` scalars (the same bits as the
+        whole tree's on every rank).
         """
         local = {(self.first_leaf + i, self.first_leaf + i + 1): b for i, b in enumerate(leaf_buffers)}
         node_sums = [_tree_sum(lo, hi, local) for lo, hi in self.my_nodes]
+        n = self.n
         if self.comm.size == 1:
-            return node_sums[0]
-        comm, rank = self.comm, self.comm.rank
-        if len(self.all_nodes) == 2:
-            # two nodes: the tree is one addition per element, and a + b == b + a
-            # in IEEE arithmetic, so MPI's own allreduce gives the same bits in
-            # any order it likes; measured ~30% faster than the general path
-            # for the 13 MB MNIST-CNN gradient on 2 ranks (MPICH, shared memory)
-            _wait(comm, comm.Iallreduce(node_sums[0], self.out, op=_mpi().SUM),
-                  "the gradient allreduce (Iallreduce)", self.timeout)
-            return self.out
-        # reduce-scatter: slice j of every local node goes to rank j, nodes in tree order
-        sendbuf = self.sendbuf
-        if sendbuf is None:
-            sendbuf = node_sums[0]
-        else:
-            pos = 0
+            self.whole = node_sums[0]   # allgather hands it back uncopied
+            return self.whole[:n], self.whole[n:]
+        comm, rank, cuts = self.comm, self.comm.rank, self.cuts
+        requests = []
+        for k, node in enumerate(self.all_nodes):
+            # (a shard can be empty when there are more ranks than 16-element blocks)
+            if self.owner[k] != rank and self.hi > self.lo:
+                requests.append(comm.Irecv(self.recv[node], source=self.owner[k], tag=k))
+        mine = iter(node_sums)
+        pieces = {}
+        for k, node in enumerate(self.all_nodes):
+            if self.owner[k] != rank:
+                pieces[node] = self.recv[node]
+                continue
+            s = next(mine)
+            pieces[node] = s[self.lo:self.hi]
             for j in range(comm.size):
-                a, b = self.cuts[j], self.cuts[j + 1]
-                for s in node_sums:
-                    sendbuf[pos:pos + b - a] = s[a:b]
-                    pos += b - a
-        _wait(comm, comm.Ialltoallv([sendbuf, (self.scounts, self.sdispls)],
-                                    [self.recvbuf, (self.rcounts, self.rdispls)]),
-              "the gradient reduce-scatter (Ialltoallv)", self.timeout)
-        n = self.chunk[rank]
-        pieces = {node: self.recvbuf[i * n:(i + 1) * n] for i, node in enumerate(self.all_nodes)}
-        mine = _tree_sum(0, self.leaves, pieces)
-        _wait(comm, comm.Iallgatherv(mine, [self.out, (self.chunk, self.cuts[:-1])]),
+                if j != rank and cuts[j + 1] > cuts[j]:
+                    requests.append(comm.Isend(s[cuts[j]:cuts[j + 1]], dest=j, tag=k))
+        for i, s in enumerate(node_sums):
+            self.tail_send[i * self.tail:(i + 1) * self.tail] = s[n:]
+        requests.append(comm.Iallgatherv(self.tail_send, [self.tail_recv, self.tail_counts]))
+        _wait_all(comm, requests, "the gradient reduce-scatter", self.timeout)
+        t = self.tail
+        tails = {node: self.tail_recv[k * t:(k + 1) * t] for k, node in enumerate(self.all_nodes)}
+        return _tree_sum(0, self.leaves, pieces), _tree_sum(0, self.leaves, tails)
+
+    def allgather(self, shard, tail):
+        """The whole sum (length ``n + tail``) from every rank's shard.
+
+        ``self.out``, or with one rank the summed leaf itself.
+        """
+        if self.comm.size == 1:
+            return self.whole
+        out, n = self.out, self.n
+        counts = np.diff(self.cuts)
+        _wait(self.comm, self.comm.Iallgatherv(shard, [out[:n], (counts, self.cuts[:-1])]),
               "the gradient allgather (Iallgatherv)", self.timeout)
-        return self.out
+        out[n:] = tail
+        return out
+
+    def reduce(self, leaf_buffers):
+        """Tree sum of all ranks' leaves (``reduce_scatter`` then ``allgather``)."""
+        return self.allgather(*self.reduce_scatter(leaf_buffers))
+
+
+class _ShardGather:
+    """Spreads every rank's shard of a set of arrays laid end to end, in place.
+
+    ``sizes`` are the arrays' element counts in flat order and ``cuts`` the
+    shard boundaries over their concatenation (``_TreeReducer.cuts``): rank
+    ``j`` holds the current values of elements ``cuts[j]:cuts[j+1]``. One
+    in-place ``Iallgatherv`` per array (the parameters and optimiser slots
+    stay the arrays they are; nothing is copied through a flat buffer), all
+    in flight together.
+    """
+
+    def __init__(self, comm, sizes, cuts, timeout):
+        self.comm, self.timeout = comm, timeout
+        self.counts = []
+        off = 0
+        for n in sizes:
+            lo = np.clip(cuts[:-1], off, off + n)
+            hi = np.clip(cuts[1:], off, off + n)
+            self.counts.append((hi - lo, lo - off))
+            off += n
+
+    def gather(self, arrays, what):
+        """Complete ``arrays`` (C-contiguous, in flat order; None skips one) on every rank."""
+        if self.comm.size == 1:
+            return
+        inplace = _mpi().IN_PLACE
+        requests = []
+        for a, counts in zip(arrays, self.counts):
+            if a is None:
+                continue
+            if not a.flags.c_contiguous:  # reshape would gather into a copy
+                raise RuntimeError(f"fastconv.distributed: {what}: an array is not C-contiguous")
+            requests.append(self.comm.Iallgatherv(inplace, [a.reshape(-1), counts]))
+        _wait_all(self.comm, requests, what, self.timeout)

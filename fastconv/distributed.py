@@ -17,17 +17,23 @@ What every rank does, per step of a global batch of ``batch_size`` samples:
 3. the per-micro-batch gradients are summed over a fixed binary tree
    (``sum(lo, hi) = sum(lo, mid) + sum(mid, hi)``, ``mid = (lo + hi) // 2``):
    subtrees that lie on one rank are summed there, the rest after a
-   reduce-scatter (``Ialltoallv``: rank ``j`` gets slice ``j`` of every
-   partial sum) and an ``Iallgatherv`` of the reduced slices. Each element is
-   added in the same order whatever the number of ranks, and every rank ends
-   with the same bits (copies of one result), so
-4. every rank applies the same optimiser step to the same weights.
+   reduce-scatter (point-to-point messages: rank ``j`` gets shard ``j`` of
+   every other rank's partial sums) on rank ``j``'s shard. Each element is
+   added in the same order whatever the number of ranks;
+4. rank ``j`` applies the optimiser step to shard ``j`` of the parameters
+   and of the optimiser's slots (the fused kernel is elementwise, so the
+   shard gets the bits of a whole step), and the ranks allgather the
+   updated parameters: every rank holds copies of one result (ZeRO stage 1;
+   ``shard_optimizer=False``, or an optimiser without a fused kernel,
+   allgathers the summed gradient instead and every rank runs the whole
+   step on it).
 
 The consequences (tested in ``tests/test_distributed.py``):
 
-* all ranks hold bitwise identical weights after every step; a digest of
-  weights and optimiser state is compared across ranks every
-  ``check_every`` steps and at every epoch end (``RuntimeError`` if not);
+* all ranks hold bitwise identical weights after every step; the
+  optimiser slots are gathered and a digest of weights and optimiser state
+  is compared across ranks every ``check_every`` steps and at every epoch
+  end (``RuntimeError`` if not);
 * the result depends on ``micro_batches`` but not on the number of ranks:
   1, 2 or 4 ranks (any divisor of ``micro_batches``) give bitwise the same
   model, and so does one process without MPI (``comm=None``);
@@ -65,6 +71,7 @@ from ._collectives import (  # _tree_sum, _local_nodes: tests check the tree thr
     _local_nodes,
     _mpi,
     _SerialComm,
+    _ShardGather,
     _split_points,
     _tree_sum,
     _TreeReducer,
@@ -361,7 +368,8 @@ def _slice_gradients(model, params, leaves, first, micro_batches, randoms, xb, y
 
 def fit(model, x, y, batch_size=64, epochs=1, validation_data=None, callbacks=None, verbose=1,
         shuffle=True, seed=None, augment=None, initial_epoch=0, validation_batch_size=None, *,
-        comm=None, micro_batches=None, threads=None, timeout=DEFAULT_TIMEOUT, check_every=100):
+        comm=None, micro_batches=None, threads=None, timeout=DEFAULT_TIMEOUT, check_every=100,
+        shard_optimizer=True):
     """Data-parallel ``Sequential.fit``: same arguments and result, run on all MPI ranks.
 
     Call it on every rank with the same arguments and the same data; rank 0's
@@ -399,13 +407,26 @@ initial_epoch, validation_batch_size
     check_every : int, default 100
         Compare a digest of the weights and optimiser state across ranks
         every this many steps (and at every epoch end); 0 only at epoch ends.
+    shard_optimizer : bool, default True
+        With more than one rank and an optimiser on the fused kernel (SGD,
+        Adagrad, RMSprop, Adam): each rank updates only its shard of the
+        parameters and the ranks then exchange the updated parameters
+        instead of the summed gradient (same bits, 1/ranks of the
+        optimiser's work per rank). The optimiser's slots are then complete
+        on every rank at every weight check and epoch end, and when ``fit``
+        returns; a callback that reads them between those points sees this
+        rank's shard current only. False: every rank runs the whole step.
 
     Returns
     -------
     History
-        As ``Sequential.fit``'s, plus ``"comm_seconds"`` per epoch (this
-        rank's time in the gradient exchange, waiting for slower ranks
-        included; also in each ``on_batch_end``'s logs, per step).
+        As ``Sequential.fit``'s, plus per epoch ``"comm_seconds"`` (this
+        rank's time in the exchange, waiting for slower ranks included).
+        Each ``on_batch_end`` gets the step's ``comm_seconds``, ``sharded``
+        (True if it took the sharded update) and its phases: ``compute_seconds`` (forward and backward of the rank's
+        micro-batches), ``reduce_seconds`` (the reduce-scatter),
+        ``update_seconds`` (the optimiser) and ``gather_seconds`` (the
+        allgather of parameters, or of the gradient when not sharded).
 
     Raises
     ------
@@ -444,6 +465,8 @@ initial_epoch, validation_batch_size
     check_every = check_int(owner, "check_every", check_every, minimum=0)
     if threads is not None:
         threads = check_int(owner, "threads", threads, minimum=1)
+    if not isinstance(shard_optimizer, (bool, np.bool_)):
+        raise TypeError(f"{owner}: shard_optimizer must be True or False, got {shard_optimizer!r}")
     _check_loss(model.loss, owner)
     params = model.parameters()
     if any(p.data.dtype != run.dtype for p in params):
@@ -463,59 +486,132 @@ initial_epoch, validation_batch_size
     if comm.rank != 0:
         run.verbose = 0
     run.extra_params = {"ranks": comm.size, "micro_batches": micro_batches}
-    step = _DataParallelStep(model, run, comm, micro_batches, randoms, timeout, check_every)
+    step = _DataParallelStep(model, run, comm, micro_batches, randoms, timeout, check_every,
+                             bool(shard_optimizer))
     return run_epochs(model, run, step)
 
 
 class _DataParallelStep(TrainStep):
-    """One global batch: this rank's micro-batch slices, then the gradient exchange.
+    """One global batch: this rank's micro-batch slices, the gradient exchange, the update.
 
     Every rank adds the same tree of slice gradients in the same order, so
     the update (and so the model) does not depend on the number of ranks.
+
+    Sharded update (``shard_optimizer``, more than one rank, an optimiser on
+    the fused kernel): the exchange stops at the reduce-scatter; rank ``j``
+    updates shard ``j`` of the parameters and their optimiser slots alone,
+    then the ranks allgather the updated parameters in place (ZeRO stage 1).
+    Each rank then runs 1/ranks of the optimiser's work, and the parameters
+    are copies of one result, so they are identical by construction. The
+    slots are gathered only when someone looks: every ``check_every`` steps
+    and at every epoch end (before callbacks save checkpoints), and with them
+    the last summed gradient into the parameters' ``.grad``.
     """
 
-    def __init__(self, model, run, comm, micro_batches, randoms, timeout, check_every):
+    PHASES = ("compute", "reduce", "update", "gather")
+
+    def __init__(self, model, run, comm, micro_batches, randoms, timeout, check_every,
+                 shard_optimizer):
         self.model, self.run, self.comm, self.timeout = model, run, comm, timeout
         self.micro_batches, self.randoms, self.check_every = micro_batches, randoms, check_every
         self.params = model.parameters()
         self.own_grads = [p.grad for p in self.params]
+        sizes = [p.data.size for p in self.params]
         # leaf layout: all gradients, then the micro-batch's summed loss and correct count
-        self.n_grad = sum(p.data.size for p in self.params)
+        self.n_grad = sum(sizes)
         per_rank = micro_batches // comm.size
         self.leaves = [np.zeros(self.n_grad + 2, run.dtype) for _ in range(per_rank)]
-        self.reducer = _TreeReducer(comm, self.n_grad + 2, run.dtype, micro_batches, timeout)
+        self.reducer = _TreeReducer(comm, self.n_grad, run.dtype, micro_batches, timeout)
         self.first = comm.rank * per_rank
-        self.comm_seconds = self.step_comm = 0.0
+        self.offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        self.gather = _ShardGather(comm, sizes, self.reducer.cuts, timeout)
+        place = {id(p): k for k, p in enumerate(self.params)}
+        opt = model.optimizer
+        self.opt_place = [place.get(id(p)) for p in opt.params]  # optimiser index -> model index
+        # an optimiser that also updates arrays outside the model has no shard of them
+        self.shard = (shard_optimizer and comm.size > 1
+                      and all(k is not None for k in self.opt_place))
+        self.sharded = False     # the last step took the sharded update
+        self.last = None         # (shard, tail) of a sharded step whose gradient is not gathered
+        self.partial = False     # optimiser slots current on this rank's shard only
+        self.comm_seconds = 0.0
+        self.times = dict.fromkeys(self.PHASES, 0.0)
 
     def __call__(self, xb, yb, idx, at):
-        run, n_grad, opt = self.run, self.n_grad, self.model.optimizer
+        run, opt = self.run, self.model.optimizer
+        t0 = time.perf_counter()
         _slice_gradients(self.model, self.params, self.leaves, self.first, self.micro_batches,
                          self.randoms, xb, yb, run.labels[idx] if run.want_acc else None)
-        tc = time.perf_counter()
-        summed = self.reducer.reduce(self.leaves)
-        self.step_comm = time.perf_counter() - tc
-        self.comm_seconds += self.step_comm
-        batch_loss = float(summed[n_grad])
-        if self.model.loss.reduction == "mean":
-            batch_loss /= len(idx)
+        t1 = time.perf_counter()
+        shard, tail = self.reducer.reduce_scatter(self.leaves)
+        t2 = time.perf_counter()
+        loss_sum, correct = float(tail[0]), int(tail[1])
+        batch_loss = loss_sum / len(idx) if self.model.loss.reduction == "mean" else loss_sum
         check_finite("distributed.fit", batch_loss, at, run.steps, opt.lr)
-        _point_grads(self.params, summed)
-        opt.step()
-        return batch_loss, float(summed[n_grad]), int(summed[n_grad + 1])
+        plan = opt._begin_fused_step() if self.shard else None
+        if plan is not None:
+            self._update_shard(plan, shard)
+            t3 = time.perf_counter()
+            self.gather.gather([p.data for p in self.params], "the parameter allgather")
+            t4 = time.perf_counter()
+            self.last, self.partial, self.sharded = (shard, tail), True, True
+            update, gather = t3 - t2, t4 - t3
+        else:
+            summed = self.reducer.allgather(shard, tail)
+            t3 = time.perf_counter()
+            self._gather_slots()  # a whole step reads every rank's shard of the slots
+            _point_grads(self.params, summed)
+            opt.step()
+            self.last, self.sharded = None, False
+            update, gather = time.perf_counter() - t3, t3 - t2
+        self.times = {"compute": t1 - t0, "reduce": t2 - t1, "update": update, "gather": gather}
+        self.comm_seconds += t2 - t1 + gather
+        return batch_loss, loss_sum, correct
+
+    def _update_shard(self, plan, shard):
+        from .functional import get_num_threads
+
+        _step_shard(plan, shard, self.reducer.lo, self.reducer.hi, self.offsets,
+                    self.opt_place, self.run.dtype == np.float64, get_num_threads())
+
+    def _complete(self):
+        """Gather the optimiser slots and the last gradient after sharded steps."""
+        self._gather_slots()
+        if self.last is not None:
+            _point_grads(self.params, self.reducer.allgather(*self.last))
+            self.last = None
+
+    def _gather_slots(self):
+        if self.partial:
+            opt = self.model.optimizer
+            slots = {}
+            for i, state in enumerate(opt.state):
+                k = self.opt_place[i]
+                for key, value in state.items():
+                    if (not key.startswith("_") and isinstance(value, np.ndarray)
+                            and value.shape == self.params[k].data.shape):
+                        slots.setdefault(key, [None] * len(self.params))[k] = value
+            for key in sorted(slots):  # the same order on every rank
+                self.gather.gather(slots[key], f"the gather of the optimiser's {key!r}")
+            self.partial = False
 
     def epoch_loss(self, loss_sum, seen):
         # a "sum" loss logs the epoch's sum, as it always has here
         return loss_sum / seen if self.model.loss.reduction == "mean" else loss_sum
 
     def batch_logs(self):
-        return {"comm_seconds": self.step_comm}
+        t = self.times
+        return {"comm_seconds": t["reduce"] + t["gather"], "sharded": self.sharded,
+                **{f"{k}_seconds": t[k] for k in self.PHASES}}
 
     def after_step(self, epoch, step):
         if self.check_every and (step + 1) % self.check_every == 0:
+            self._complete()
             _check_same_state(self.comm, self.model, self.model.optimizer,
                               f"after epoch {epoch + 1} step {step + 1}", self.timeout)
 
     def end_epoch(self, epoch):
+        self._complete()
         _check_same_state(self.comm, self.model, self.model.optimizer,
                           f"at the end of epoch {epoch + 1}", self.timeout)
         seconds, self.comm_seconds = self.comm_seconds, 0.0
@@ -527,10 +623,38 @@ class _DataParallelStep(TrainStep):
 
     def close(self):
         # the gradients were pointed into the reduced buffer: give the
-        # parameters their own arrays back, holding the last gradient
+        # parameters their own arrays back, holding the last gradient (this
+        # rank's shard of it only if the run stopped mid-epoch by an exception:
+        # no collective runs here, the other ranks may be elsewhere)
         for p, g in zip(self.params, self.own_grads):
             g[...] = p.grad
             p.grad = g
+
+
+def _step_shard(plan, shard, lo, hi, offsets, place, f64, nthreads):
+    """The optimiser step on elements ``lo:hi`` of the parameters laid end to end.
+
+    ``plan`` is ``Optimizer._begin_fused_step()``'s; ``shard`` holds the
+    summed gradient of those elements; ``offsets[place[i]]`` is where the
+    optimiser's parameter ``i`` starts in the flat layout. The fused kernel is
+    elementwise, so every element gets the bits of a whole ``step()``.
+    """
+    from . import _kernels
+
+    for hyper, entries in plan:
+        tensors = []
+        for i, (w, _, slot1, slot2, regularize, first, step_size, bc2) in entries:
+            off = int(offsets[place[i]])
+            a, b = max(lo, off), min(hi, off + w.size)
+            if a >= b:
+                continue
+            part = slice(a - off, b - off)
+            tensors.append((w.reshape(-1)[part], shard[a - lo:b - lo],
+                            None if slot1 is None else slot1.reshape(-1)[part],
+                            None if slot2 is None else slot2.reshape(-1)[part],
+                            regularize, first, step_size, bc2))
+        if tensors:
+            _kernels.optim_step(hyper, tensors, f64, nthreads)
 
 
 def evaluate(model, x, y, batch_size=256, comm=None, timeout=DEFAULT_TIMEOUT):

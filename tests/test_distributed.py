@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import distributed, models, nn, optim
+from fastconv import _collectives, distributed, models, nn, optim
 from fastconv import datasets as ds
 
 PKG_PARENT = str(Path(fastconv.__file__).resolve().parents[1])
@@ -132,6 +132,93 @@ def test_dropout_masks_follow_the_micro_batch_not_the_rank():
     assert model.layers[9].rng.bit_generator.state == expect.state
 
 
+def _twin_params(seed, dtype):
+    rng = np.random.default_rng(seed)
+    shapes = [(7, 3, 5, 5), (7,), (33, 29), (1,), (3, 101)]
+    made = []
+    for _ in range(2):
+        rng = np.random.default_rng(seed)
+        made.append([nn.Parameter(rng.standard_normal(s).astype(dtype),
+                                  regularize=len(s) > 1) for s in shapes])
+    return made
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [
+    lambda ps: optim.Adam(ps, lr=1e-2, weight_decay=1e-3, l1=1e-4),
+    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    lambda ps: optim.SGD(ps, lr=0.1),
+    lambda ps: optim.RMSprop(ps, lr=1e-2, momentum=0.5),
+    lambda ps: optim.Adagrad(ps, lr=1e-2, l1=1e-4),
+], ids=["adam", "sgd-nesterov", "sgd", "rmsprop-momentum", "adagrad"])
+def test_sharded_step_is_bitwise_the_whole_step(make, dtype):
+    # the sharded update (distributed.fit with more than one rank) runs the
+    # fused kernel on slices cut anywhere, also inside a parameter and off the
+    # SIMD width: every element must get the bits of the whole step
+    whole, sliced = _twin_params(5, dtype)
+    a, b = make(whole), make(sliced)
+    sizes = [p.data.size for p in sliced]
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    n = int(sum(sizes))
+    rng = np.random.default_rng(6)
+    for step in range(3):
+        flat = rng.standard_normal(n).astype(dtype)
+        for p, q, off in zip(whole, sliced, offsets):
+            p.grad[...] = flat[off:off + p.data.size].reshape(p.data.shape)
+            q.grad[...] = 0  # the sharded step reads the shard, not .grad
+        a.step()
+        plan = b._begin_fused_step()
+        assert plan is not None
+        cuts = [0, 3, 175 + step, 1000, n - 5, n]  # boundaries inside parameters, unaligned
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            distributed._step_shard(plan, flat[lo:hi].copy(), lo, hi, offsets,
+                                    list(range(len(sliced))), dtype == np.float64, 1)
+        for p, q in zip(whole, sliced):
+            assert p.data.tobytes() == q.data.tobytes(), f"step {step}"
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa["iterations"] == sb["iterations"] == step + 1
+        assert sorted(sa["slots"]) == sorted(sb["slots"])
+        for k in sa["slots"]:
+            assert np.asarray(sa["slots"][k]).tobytes() == np.asarray(sb["slots"][k]).tobytes(), k
+
+
+def test_begin_fused_step_changes_nothing_when_the_numpy_path_is_needed():
+    # then distributed.fit falls back to the whole step, which must still see
+    # untouched counters and slots
+    for make in (lambda ps: optim.AdamW(ps, lr=1e-3), lambda ps: optim.NAdam(ps, lr=1e-3)):
+        _, params = _twin_params(1, np.float32)
+        opt = make(params)
+        assert opt._begin_fused_step() is None
+        assert opt.iterations == 0 and all(s == {} for s in opt.state)
+    _, params = _twin_params(1, np.float32)
+    opt = optim.Adam(params, lr=1e-3)
+    opt.step()
+    before = opt.state_dict()
+    opt.lr = np.float64(1e-3)  # a NumPy scalar: the kernel does not reproduce NumPy's promotion
+    assert opt._begin_fused_step() is None
+    opt.fused = False
+    assert opt._begin_fused_step() is None
+    after = opt.state_dict()
+    assert after["iterations"] == before["iterations"] == 1
+    assert all(np.array_equal(after["slots"][k], before["slots"][k]) for k in before["slots"])
+    # one parameter's slot the kernel cannot take: no step begun, not even for the others
+    opt.fused, opt.lr = True, 1e-3
+    opt.state[2]["exp_avg"] = np.asfortranarray(np.zeros((33, 29), np.float32))
+    assert opt._begin_fused_step() is None
+    assert opt.iterations == 1 and opt.state[0]["step"] == 1
+
+
+def test_shard_cuts_are_aligned_and_cover_everything():
+    for n in (0, 5, 16, 17, 1000, 3274634):
+        for parts in (1, 2, 3, 7):
+            cuts = _collectives._shard_cuts(n, parts)
+            assert len(cuts) == parts + 1 and cuts[0] == 0 and cuts[-1] == n
+            assert all(np.diff(cuts) >= 0)
+            assert all(c % 16 == 0 or c == n for c in cuts)
+            if n >= 16 * parts:
+                assert max(np.diff(cuts)) - min(np.diff(cuts)) <= 16 + n % 16
+
+
 def test_launcher_environment():
     assert distributed.launched_by_mpiexec({}) == 1
     assert distributed.launched_by_mpiexec({"PMI_SIZE": "4"}) == 4
@@ -189,33 +276,44 @@ WORKER = textwrap.dedent("""
     d = np.load(data)
     # rank 1 starts from other weights: the broadcast from rank 0 must fix that
     model = models.lenet5(seed=comm.rank)
-    model.compile(optimizer=optim.Adam(model.parameters(), lr=1e-3), loss="cross_entropy",
-                  metrics=["accuracy"])
+    opt = (optim.SGD(model.parameters(), lr=0.02, momentum=0.9) if str(d["opt"]) == "sgd"
+           else optim.Adam(model.parameters(), lr=1e-3))
+    model.compile(optimizer=opt, loss="cross_entropy", metrics=["accuracy"])
+
+    sharded = []
 
     def on_batch_end(step, logs):
+        sharded.append(logs["sharded"])
         if comm.rank == 1 and step == 3 and mode == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         if comm.rank == 1 and step == 3 and mode == "hang":
             time.sleep(3600)
+        if mode == "numpy-lr" and step == 20:
+            # a NumPy scalar rate: the fused kernel does not apply, the
+            # sharded route hands over to the whole step
+            model.optimizer.lr = np.float64(model.optimizer.lr)
 
     hist = distributed.fit(model, d["x"], d["y"], batch_size=16, epochs=int(d["epochs"]),
                            verbose=0, seed=3, comm=comm, check_every=25,
                            timeout=5 if mode == "hang" else 120,
-                           micro_batches=int(d["micro"]) or None,
+                           micro_batches=int(d["micro"]) or None, shard_optimizer=bool(d["shard"]),
                            callbacks=[nn.LambdaCallback(on_batch_end=on_batch_end)])
     test = distributed.evaluate(model, d["xt"], d["yt"], comm=comm)
     with open(os.path.join(out, f"rank{comm.rank}.json"), "w") as f:
         json.dump({"digest": distributed.state_digest(model, model.optimizer).hex(),
                    "accuracy": test["accuracy"], "loss": hist.history["loss"],
                    "threads": distributed.default_threads(comm),
-                   "steps": model.optimizer.iterations}, f)
+                   "steps": model.optimizer.iterations,
+                   "sharded_steps": sum(sharded)}, f)
 """)
 
 
-def mpirun(tmp_path, mode, n=2, timeout=120, epochs=3, samples=1600, micro=0):
+def mpirun(tmp_path, mode, n=2, timeout=120, epochs=3, samples=1600, micro=0, shard=True,
+           opt="adam"):
     x, y = blobs(samples, seed=10)
     xt, yt = blobs(1000, seed=11)
-    np.savez(tmp_path / "data.npz", x=x, y=y, xt=xt, yt=yt, epochs=epochs, micro=micro)
+    np.savez(tmp_path / "data.npz", x=x, y=y, xt=xt, yt=yt, epochs=epochs, micro=micro,
+             shard=shard, opt=opt)
     (tmp_path / "worker.py").write_text(WORKER)
     env = dict(os.environ, PYTHONPATH=PKG_PARENT)
     t0 = time.monotonic()
@@ -231,6 +329,7 @@ def test_two_ranks_identical_weights_and_one_process_accuracy(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["steps"] == 300  # 3 epochs of 100 global batches of 16
+    assert r0["sharded_steps"] == r1["sharded_steps"] == 300  # the sharded optimiser step ran
     assert r0["digest"] == r1["digest"]  # bitwise the same weights and optimiser state
     assert r0["accuracy"] == r1["accuracy"] and r0["loss"] == r1["loss"]
     assert r0["threads"] == r1["threads"] == max(1, len(distributed._affinity()) // 2)
@@ -254,10 +353,42 @@ def test_three_ranks_take_the_reduce_scatter_path_and_equal_one_process(tmp_path
     assert len(distributed._local_nodes(0, 6, 2)) > 2
     proc, _, (x, y, _, _) = mpirun(tmp_path, "train", n=3, epochs=1, samples=480, micro=6)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    digests = {json.loads((tmp_path / f"rank{r}.json").read_text())["digest"] for r in range(3)}
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    assert [r["sharded_steps"] for r in ranks] == [30] * 3
+    digests = {r["digest"] for r in ranks}
     alone = lenet(seed=0)
     distributed.fit(alone, x, y, batch_size=16, epochs=1, verbose=0, seed=3, micro_batches=6)
     assert digests == {distributed.state_digest(alone, alone.optimizer).hex()}
+
+
+def _alone_digest(x, y, micro_batches, opt="adam", numpy_lr=False):
+    model = models.lenet5(seed=0)
+    model.compile(optimizer=(optim.SGD(model.parameters(), lr=0.02, momentum=0.9) if opt == "sgd"
+                             else optim.Adam(model.parameters(), lr=1e-3)),
+                  loss="cross_entropy", metrics=["accuracy"])
+
+    def on_batch_end(step, logs):
+        if numpy_lr and step == 20:
+            model.optimizer.lr = np.float64(model.optimizer.lr)
+
+    distributed.fit(model, x, y, batch_size=16, epochs=1, verbose=0, seed=3,
+                    micro_batches=micro_batches,
+                    callbacks=[nn.LambdaCallback(on_batch_end=on_batch_end)])
+    return distributed.state_digest(model, model.optimizer).hex()
+
+
+@needs_mpi
+@pytest.mark.parametrize("mode, shard, opt, sharded", [
+    ("train", False, "adam", 0),      # every rank runs the whole step on the allgathered gradient
+    ("train", True, "sgd", 30),       # momentum: the first step writes the buffer on each shard
+    ("numpy-lr", True, "adam", 21),   # sharded, then the whole step once the kernel cannot apply
+])
+def test_sharded_and_whole_steps_give_the_same_bits(tmp_path, mode, shard, opt, sharded):
+    proc, _, (x, y, _, _) = mpirun(tmp_path, mode, epochs=1, samples=480, shard=shard, opt=opt)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["sharded_steps"] == r1["sharded_steps"] == sharded
+    assert r0["digest"] == r1["digest"] == _alone_digest(x, y, 2, opt, mode == "numpy-lr")
 
 
 @needs_mpi

@@ -315,6 +315,55 @@ class Optimizer:
                     nthreads = get_num_threads()
                 _kernels.optim_step(hyper, tensors, dtype == np.float64, nthreads)
 
+    def _begin_fused_step(self):
+        """Begin one step whose kernel calls the caller makes, on parts of the arrays.
+
+        For ``fastconv.distributed``'s sharded step: every rank advances the
+        whole optimiser state's counters, then updates only its share of each
+        parameter's elements with ``_kernels.optim_step`` (elementwise, so the
+        share's bits equal a whole step's).
+
+        Returns
+        -------
+        list of (tuple, list of (int, tuple)) or None
+            Per parameter group: the kernel's hyper-parameter tuple and, per
+            trainable parameter, its index in ``self.params`` and its
+            ``optim_step`` tensor tuple. ``iterations`` and the per-parameter
+            counters are then advanced and missing slots created, as ``step``
+            would. None, with nothing changed, when some parameter would take
+            the NumPy path (call ``step`` instead). The tensors keep their
+            parameters' dtypes; ``optim_step`` takes one dtype per call.
+        """
+        self._require_bound("step")
+        if not self.fused:
+            return None
+        plan, staged, index = [], [], 0
+        try:
+            for group, params, states in self._group_slices():
+                self._active = group   # hyper-parameter attributes read this group
+                hyper = self._fused_hyper()
+                if hyper is None:
+                    return None
+                entries = []
+                for p, state in zip(params, states):
+                    if p.requires_grad:
+                        # _fused_tensor advances counters and creates slots: on a
+                        # copy of the state until every parameter has passed
+                        trial = dict(state)
+                        t = self._fused_tensor(p, trial)
+                        if t is None:
+                            return None
+                        staged.append((state, trial))
+                        entries.append((index, t))
+                    index += 1
+                plan.append((hyper, entries))
+        finally:
+            self._active = None
+        for state, trial in staged:
+            state.update(trial)
+        self.iterations += 1
+        return plan
+
     # -- the fused path (see the module docstring) ---------------------------
     def _fused_hyper(self):
         """Hyper-parameter tuple for ``_kernels.optim_step``, or None for the NumPy path.
