@@ -13,19 +13,10 @@ import fastconv
 from fastconv import _kernels, reference
 from fastconv import functional as F
 
-pytestmark = pytest.mark.skipif(F.set_simd_level("avx512") != "avx512",
-                                reason="the route is AVX-512 only")
+from avx512_route import restoring, skip_without_avx512
 
-
-@pytest.fixture(autouse=True)
-def _restore():
-    level = F.simd_level()
-    threads = fastconv.get_num_threads()
-    F.set_simd_level("avx512")
-    yield
-    _kernels.set_route_override("fwd_lanes_max_c", None)
-    F.set_simd_level(level)
-    fastconv.set_num_threads(threads)
+pytestmark = skip_without_avx512("the route")
+_restore = restoring("fwd_lanes_max_c")
 
 
 # LeNet's conv2, every input-channel count the route takes, output channels

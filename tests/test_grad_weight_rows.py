@@ -15,19 +15,10 @@ import fastconv
 from fastconv import _kernels, reference
 from fastconv import functional as F
 
-pytestmark = pytest.mark.skipif(F.set_simd_level("avx512") != "avx512",
-                                reason="the kernel is AVX-512 only")
+from avx512_route import restoring, skip_without_avx512
 
-
-@pytest.fixture(autouse=True)
-def _restore():
-    level = F.simd_level()
-    threads = fastconv.get_num_threads()
-    F.set_simd_level("avx512")
-    yield
-    _kernels.set_route_override("dw_dot_rows", None)
-    F.set_simd_level(level)
-    fastconv.set_num_threads(threads)
+pytestmark = skip_without_avx512("the kernel")
+_restore = restoring("dw_dot_rows")
 
 
 # LeNet's conv1; 2, 3, 5 (per group of 2) and 6 output channels per group
