@@ -34,10 +34,15 @@
  *
  * Helpers stamp how late they arrived; the caller (thread 0) stamps the end of
  * its own share, so fc_team_end knows how long it then waited at the barrier.
- * Two clock reads and one atomic per thread: noise against a region's >= 20 us.
+ * The caller also reads its thread's CPU clock at both ends: the region's wall
+ * time it was not on a core is time it was descheduled (by the other process,
+ * or by its own helper spinning on the only free core), which no stamp inside
+ * the region can see. Two clock reads and one atomic per thread, two CPU-clock
+ * reads for the caller: noise against a region's >= 20 us.
  */
 typedef struct {
     int64_t t0;   /* caller's clock when the region opened, ns; 0 = not timed */
+    int64_t cpu0; /* caller's thread CPU clock then, ns; < 0 = no such clock */
     int64_t late; /* latest helper arrival after t0, ns */
     int64_t work; /* caller's own share: t0 to its done stamp, ns */
     int team;     /* threads the region really ran with */

@@ -11,8 +11,15 @@
  *
  * Each region is timed by its caller (fc_team_begin / fc_team_end); helpers
  * stamp their arrival and the caller stamps the end of its own share, so the
- * caller knows how long it waited at the end. A region whose caller waited
- * longer than FC_LATE_NS and longer than half its own work would have been
+ * caller knows how long it waited at the end. The caller can be the one held
+ * up, too: with one core taken by another process, the caller and its helper
+ * share the other, and a helper that has finished (or not yet started) spins
+ * on it while the caller waits for the core (measured: LeNet-5 forward at
+ * batch 1, whose one parallel region copies 1,176 floats, spent 99% of its
+ * time in 1% of those regions, 20 ms each, the caller off its core). So the
+ * caller also reads its thread's CPU clock: wall time in the region that it
+ * was not running is waiting too, whoever caused it. A region whose caller
+ * waited longer than FC_LATE_NS and longer than half its own work would have been
  * faster on one thread: the controller then caps the team, without the helpers
  * that arrived late (or one thread smaller when none did: one was descheduled
  * mid-share), for a back-off period. When it lapses, a thread of our own (the
@@ -85,6 +92,19 @@ int64_t fc_team_now(void)
 #endif
 }
 
+/* The calling thread's CPU time, ns; -1 where there is no such clock. A system
+ * call (about 0.4 us on a VM), made only around regions of a team. */
+static int64_t thread_cpu_now(void)
+{
+#if !defined(_WIN32) && defined(CLOCK_THREAD_CPUTIME_ID)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return -1;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+#else
+    return -1;
+#endif
+}
+
 /* ---- controller state ---------------------------------------------------- */
 static int g_cap = 0;                 /* team cap while backing off; 0 = none */
 static int64_t g_cap_until = 0;       /* fc_team_now() at which the cap lapses */
@@ -94,6 +114,8 @@ static int g_adaptive = 1;            /* 0: observe only, never cap (tests, benc
 static int g_last_team = 1;           /* largest team of the last kernel call */
 static int g_used = 0;                /* a region ran with > 1 thread (fork rule) */
 static int64_t g_parallel_regions = 0, g_late_regions = 0, g_backoffs = 0, g_scout_late = 0;
+static int64_t g_wait_ns = 0;         /* callers' waits summed over parallel regions */
+static int64_t g_descheduled = 0;     /* regions whose caller was off its core > FC_LATE_NS */
 static int g_strikes = FC_STRIKES;   /* late observations that make a back-off */
 static int64_t g_region_late_at = 0;  /* t0 of the last late region */
 static int g_region_strikes = 0;      /* late regions in the current strike window */
@@ -264,6 +286,38 @@ int fc_threads_for(int requested, double work)
 }
 
 /* ---- one region ------------------------------------------------------------ */
+/*
+ * How long a region's helpers, or the cores, held its caller up, from its
+ * timings (ns): `total` from opening to the end barrier, `*work` the caller's
+ * t0-to-done span, `late` the latest helper arrival, `off` the wall time the
+ * caller was not on a core. The wait is the caller's at the end barrier after
+ * its share, the latest arrival (a region with inner barriers already counts
+ * waits there in `work`), or its time off the core, whichever is longest; time
+ * off the core inside the share is taken out of *work, so the share is judged
+ * by what the caller really ran.
+ */
+static int64_t region_wait(int64_t total, int64_t *work, int64_t late, int64_t off)
+{
+    int64_t wait = FC_MAX(*work > 0 ? total - *work : 0, late);
+    if (off > FC_LATE_NS) {
+        *work = FC_MAX(*work - off, 0);
+        wait = FC_MAX(wait, off);
+    }
+    return wait;
+}
+
+/* One thread would have been faster: the wait is longer than a free core's
+ * wake-up can be and longer than half the caller's share. */
+static int is_late(int64_t wait, int64_t work)
+{
+    return wait > FC_LATE_NS && wait > work / 2;
+}
+
+int fc_team_region_late(int64_t total_ns, int64_t work_ns, int64_t late_ns, int64_t off_ns)
+{
+    return is_late(region_wait(total_ns, &work_ns, late_ns, off_ns), work_ns);
+}
+
 void fc_team_begin(fc_team *tm, int nt)
 {
     tm->team = 1;
@@ -271,6 +325,7 @@ void fc_team_begin(fc_team *tm, int nt)
     tm->work = 0;
     tm->nlate = 0;
     tm->t0 = nt > 1 ? fc_team_now() : 0;
+    tm->cpu0 = nt > 1 ? thread_cpu_now() : -1;
 }
 
 void fc_team_end(fc_team *tm)
@@ -281,13 +336,20 @@ void fc_team_end(fc_team *tm)
     while (last < tm->team && !CAS(&g_last_team, &last, tm->team)) {}
     ADD(&g_parallel_regions, 1);
 
-    /* How long a helper held the caller up: its wait at the end barrier after its
-     * own share, or the latest helper arrival (a region with inner barriers
-     * already counts waits there in the caller's `work`). */
-    int64_t wait = FC_MAX(tm->work > 0 ? total - tm->work : 0, tm->late);
+    /* Only a region longer than FC_LATE_NS can be late, so a short one skips
+     * the second CPU-clock read. */
+    int64_t off = 0;
+    if (total > FC_LATE_NS && tm->cpu0 >= 0) {
+        const int64_t cpu = thread_cpu_now();
+        if (cpu >= 0) off = total - (cpu - tm->cpu0);
+    }
+    if (off > FC_LATE_NS) ADD(&g_descheduled, 1);
+    int64_t work = tm->work;
+    int64_t wait = region_wait(total, &work, tm->late, off);
     wait = simulated(wait);
+    ADD(&g_wait_ns, FC_MAX(wait, 0));
 
-    if (wait > FC_LATE_NS && wait > tm->work / 2) {
+    if (is_late(wait, work)) {
         ADD(&g_late_regions, 1);
         /* racing updates from concurrent callers only blur the count by one */
         const int64_t prev = LOAD(&g_region_late_at);
@@ -317,6 +379,8 @@ void fc_team_get_stats(fc_team_stats *s)
     s->late_regions = LOAD(&g_late_regions);
     s->backoffs = LOAD(&g_backoffs);
     s->scout_late = LOAD(&g_scout_late);
+    s->wait_ns = LOAD(&g_wait_ns);
+    s->descheduled = LOAD(&g_descheduled);
 }
 
 void fc_team_reset(int64_t backoff_ns, int strikes)
@@ -340,6 +404,8 @@ void fc_team_reset(int64_t backoff_ns, int strikes)
     STORE(&g_late_regions, 0);
     STORE(&g_backoffs, 0);
     STORE(&g_scout_late, 0);
+    STORE(&g_wait_ns, 0);
+    STORE(&g_descheduled, 0);
     STORE(&g_sim_regions, 0);
     STORE(&g_sim_late, 0);
     STORE(&g_sim_after, -1);

@@ -7,6 +7,7 @@ give the back-off a length (``team_reset(backoff_s)``) that a loaded machine
 cannot outrun between two calls.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -385,3 +386,70 @@ def test_thread_limits_are_per_thread_but_set_num_threads_is_global(restore_thre
     # so a thread started inside the main thread's limit does not see it
     if seen["fresh-thread"] > 1:
         assert seen["limits-in-main"] == seen["fresh-thread"]
+
+
+# --------------------------------------------------------------------------
+# A caller held off its core (issue #10): real descheduling, one core
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("total, work, late, off, want", [
+    # LeNet-5 forward at batch 1, one CPU hog: a 0.5 us share, the caller 20 ms off its core
+    (20e-3, 20e-3, 0.2e-6, 19.99e-3, True),
+    # the same region with the caller on its core all along: its own long share
+    (20e-3, 20e-3, 0.2e-6, 0.0, False),
+    # a long share that lost 0.4 ms to the scheduler is still worth the team
+    (5e-3, 4.9e-3, 10e-6, 0.4e-3, False),
+    # a helper a time slice late for a 1 ms share; one woken in 50 us
+    (11e-3, 1e-3, 10e-3, 0.0, True),
+    (1.05e-3, 1e-3, 50e-6, 0.0, False),
+    # the caller waited for a helper descheduled mid-share, spinning on its core
+    (6e-3, 1e-3, 5e-6, 0.0, True),
+])
+def test_what_makes_a_region_late(total, work, late, off, want):
+    """Regression (issue #10): time the caller spends off its core inside its own
+    share is waiting, not work; the controller saw only waits for helpers."""
+    assert _kernels.team_region_late(total, work, late, off) is want
+
+
+ONE_CORE = """
+import os, json, numpy as np, fastconv, fastconv.models
+from fastconv import _kernels
+# before any parallel region, so the OpenMP helpers start on the same core
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+model = fastconv.models.lenet5(seed=0)
+model.eval()
+x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+fastconv.set_num_threads(2)
+out = {}
+for adaptive, calls in ((False, 20), (True, 300)):
+    _kernels.team_adaptive(adaptive)
+    for _ in range(3):
+        model.forward(x)
+    _kernels.team_reset()
+    for _ in range(calls):
+        model.forward(x)
+    out[str(adaptive)] = _kernels.team_stats()
+print(json.dumps(out))
+"""
+
+
+@needs_openmp
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_a_caller_descheduled_by_its_own_helper_is_late():
+    """Regression (issue #10): LeNet-5 ``forward`` at batch 1 with 2 threads ran
+    2.4x slower than with 1 thread beside one CPU-bound process. Its one parallel
+    region copies 1,176 floats; a helper spinning on the core the caller needs
+    held the caller off it for a time slice (20 ms) inside the region, and the
+    controller, which timed only waits for helpers, counted that as the caller's
+    own work. With both threads on one core this happens in every region: each
+    must be judged late (before the fix, about 40% were), and the adaptive team
+    must then keep the calls on one thread."""
+    proc = subprocess.run([sys.executable, "-c", ONE_CORE], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s = json.loads(proc.stdout.strip().splitlines()[-1])
+    fixed, adaptive = s["False"], s["True"]
+    assert fixed["parallel_regions"] >= 20
+    assert fixed["late_regions"] >= 0.9 * fixed["parallel_regions"], fixed
+    assert fixed["descheduled_regions"] >= 1, fixed
+    assert adaptive["backoffs"] >= 1 and adaptive["parallel_regions"] <= 30, adaptive
