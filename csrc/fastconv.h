@@ -307,6 +307,10 @@ void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns);
  * opening to end barrier, the caller's own share, the latest helper arrival,
  * the caller's time off its core)? */
 int fc_team_region_late(int64_t total_ns, int64_t work_ns, int64_t late_ns, int64_t off_ns);
+/* For tests: the scout's reading of the run queue (every core has a runnable
+ * thread besides it: 1), forced to `full` until the next reset; < 0: real. */
+void fc_team_simulate_full(int full);
+int fc_team_cores_full(void); /* the real reading now */
 
 /*
  * Route overrides, for tests only (fastconv._kernels.set_route_override): force a

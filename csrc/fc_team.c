@@ -23,18 +23,20 @@
  * faster on one thread: the controller then caps the team, without the helpers
  * that arrived late (or one thread smaller when none did: one was descheduled
  * mid-share), for a back-off period. When it lapses, a thread of our own (the
- * scout) is woken first; if it gets a core at once, the next call tries the
- * full team again, else the back-off is renewed without any kernel waiting. So
- * the team shrinks to the cores actually free and grows back when they are.
+ * scout) is woken first; if it gets a core at once and the run queue shows a
+ * core with nothing to run, the next call tries the full team again, else the
+ * back-off is renewed without any kernel waiting. So the team shrinks to the
+ * cores actually free and grows back when they are.
  *
  * Lateness in a region opened within FC_CLEAN_SPELL (1 s) after a back-off
- * ended means the contention lasts: the back-off doubles, up to FC_BACKOFF_MAX,
- * so a failed probe of the full team (one time slice of waiting) costs under
- * 1%. A helper that shares its core with another process is on it half the
- * time, so clean regions in between prove little; only lateness after a clean
- * second starts the back-off again at its minimum. Results do not depend on the team
- * size (every kernel chunks its work the same way for any thread count), so the
- * controller changes only the speed, never a bit of any output.
+ * ended means the contention lasts: one late region is enough, and the back-off
+ * doubles, up to FC_BACKOFF_MAX, so a failed probe of the full team (one time
+ * slice of waiting) costs under 1%. A helper that shares its core with another
+ * process is on it half the time, so clean regions in between prove little;
+ * only lateness after a clean second starts the back-off again at its minimum.
+ * Results do not depend on the team size (every kernel chunks its work the same
+ * way for any thread count), so the controller changes only the speed, never a
+ * bit of any output.
  *
  * State is a handful of process-wide atomics: kernels may be called from many
  * Python threads at once; a race between two updates only makes one of them
@@ -43,7 +45,11 @@
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include <stdio.h>
 #include <time.h>
+#if !defined(_WIN32)
+#include <unistd.h>
+#endif
 
 #include "fc_internal.h"
 
@@ -58,6 +64,10 @@
  * recur within milliseconds, so a back-off needs FC_STRIKES late regions
  * within FC_STRIKE_WINDOW_NS, or FC_STRIKES late scout answers in a row. */
 #define FC_STRIKES 2
+/* Back-offs the scout may renew in a row because every core had a runnable
+ * thread, before the full team is tried anyway (about 4 s at the longest
+ * back-off): a probe costs one time slice, a wrong reading a lasting cap. */
+#define FC_FULL_RENEWALS 4
 #define FC_STRIKE_WINDOW_NS 100000000LL /* 100 ms */
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -123,6 +133,7 @@ static int g_scout_strikes = 0;       /* late scout answers in a row */
 static int64_t g_sim_late = 0;        /* test hook: injected wait, ns */
 static int g_sim_regions = 0;         /* ... for this many more parallel regions */
 static int64_t g_sim_after = -1;      /* ... then this wait for every later one; < 0: real */
+static int g_sim_full = -1;           /* test hook: the scout's run-queue reading; < 0: real */
 
 /* Test hook: the wait a region (or scout answer) reports instead of `measured`. */
 static int64_t simulated(int64_t measured)
@@ -181,6 +192,34 @@ static pthread_cond_t g_scout_cond = PTHREAD_COND_INITIALIZER;
 static int g_scout_state = 0;   /* 0 not started, 1 running, -1 could not start */
 static int64_t g_ping_at = 0;   /* a wake-up posted at this time awaits the scout; 0 = none */
 static int64_t g_pong = -1;     /* the scout's wake-up latency for it, ns; -1 = not yet */
+static int g_pong_full = 0;     /* ... and every core had a runnable thread besides it */
+static int g_full_renewals = 0; /* back-offs renewed in a row on the run queue alone */
+
+/*
+ * A prompt wake-up alone does not show a free core: the scheduler favours a
+ * thread that slept (it has used little CPU), so the scout runs at once even
+ * when one core runs another process and the other our caller; the team that
+ * follows makes three runnable threads on two cores and someone waits a time
+ * slice. So the scout also counts the runnable threads (Linux /proc/loadavg,
+ * fourth field: runnable / total, the reader included). More than the online
+ * cores minus one besides the scout: no core for a helper.
+ */
+static int cores_full(void)
+{
+#if defined(__linux__)
+    static long ncpu = 0;
+    if (ncpu == 0) ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return 0;
+    double l1, l5, l15;
+    long running = 0, total = 0;
+    const int got = fscanf(f, "%lf %lf %lf %ld/%ld", &l1, &l5, &l15, &running, &total);
+    fclose(f);
+    return got == 5 && ncpu > 0 && running - 1 >= ncpu;
+#else
+    return 0;
+#endif
+}
 
 static void *scout_main(void *arg)
 {
@@ -188,7 +227,14 @@ static void *scout_main(void *arg)
     pthread_mutex_lock(&g_scout_lock);
     for (;;) {
         while (g_ping_at == 0 || g_pong >= 0) pthread_cond_wait(&g_scout_cond, &g_scout_lock);
-        g_pong = fc_team_now() - g_ping_at;
+        const int64_t asked = g_ping_at, lat = fc_team_now() - asked;
+        pthread_mutex_unlock(&g_scout_lock); /* no file read under the lock */
+        const int full = cores_full();
+        pthread_mutex_lock(&g_scout_lock);
+        if (g_ping_at == asked && g_pong < 0) { /* not withdrawn by a reset meanwhile */
+            g_pong_full = full;
+            g_pong = lat;
+        }
     }
     return NULL;
 }
@@ -224,11 +270,23 @@ static int scout_check(int64_t now, int64_t *asked)
         g_pong = -1;
         pthread_cond_signal(&g_scout_cond);
     } else if (g_pong >= 0) {
+        /* a test's simulated answer stands alone: the run queue is the machine's */
+        const int sim = LOAD(&g_sim_regions) > 0 || LOAD(&g_sim_after) >= 0;
+        const int sim_full = LOAD(&g_sim_full);
+        const int pong_full = sim_full >= 0 ? sim_full : !sim && g_pong_full;
         int64_t lat = g_pong;
         lat = simulated(lat);
-        if (lat <= FC_LATE_NS) {
+        /* The run queue is a snapshot, and outside a container's own CPU
+         * accounting; a few renewals on it alone, then the team finds out. */
+        const int full = pong_full && lat <= FC_LATE_NS
+                         && g_full_renewals < FC_FULL_RENEWALS;
+        if (lat <= FC_LATE_NS && !full) {
             g_scout_strikes = 0;
+            g_full_renewals = 0;
             r = 1;
+        } else if (full) {
+            ++g_full_renewals;
+            r = -1;
         } else if (++g_scout_strikes >= LOAD(&g_strikes)) {
             g_scout_strikes = 0;
             r = -1;
@@ -356,7 +414,13 @@ void fc_team_end(fc_team *tm)
         int strikes = prev != 0 && tm->t0 - prev <= FC_STRIKE_WINDOW_NS
                           ? LOAD(&g_region_strikes) + 1 : 1;
         STORE(&g_region_late_at, tm->t0);
-        if (strikes >= LOAD(&g_strikes)) {
+        /* Right after a back-off, lateness is the same contention going on, not a
+         * stray hiccup: one late region renews it. Each probe of the full team
+         * under a lasting load then costs one time slice, not two. */
+        const int64_t until = LOAD(&g_cap_until);
+        const int need = until != 0 && tm->t0 >= until && tm->t0 - until <= FC_CLEAN_SPELL_NS
+                             ? 1 : LOAD(&g_strikes);
+        if (strikes >= need) {
             strikes = 0;
             /* without the helpers that arrived late (their cores are busy), or one
              * fewer when none did (one was descheduled mid-share) */
@@ -392,6 +456,7 @@ void fc_team_reset(int64_t backoff_ns, int strikes)
     pthread_mutex_lock(&g_scout_lock);
     g_ping_at = 0; /* an answer to a question from before is not wanted */
     g_scout_strikes = 0;
+    g_full_renewals = 0;
     pthread_mutex_unlock(&g_scout_lock);
 #endif
     if (backoff_ns <= 0) backoff_ns = FC_BACKOFF_MIN_NS;
@@ -409,6 +474,7 @@ void fc_team_reset(int64_t backoff_ns, int strikes)
     STORE(&g_sim_regions, 0);
     STORE(&g_sim_late, 0);
     STORE(&g_sim_after, -1);
+    STORE(&g_sim_full, -1);
 }
 
 void fc_team_set_adaptive(int on)
@@ -418,6 +484,17 @@ void fc_team_set_adaptive(int on)
 }
 
 int fc_team_adaptive(void) { return LOAD(&g_adaptive); }
+
+void fc_team_simulate_full(int full) { STORE(&g_sim_full, full < 0 ? -1 : full != 0); }
+
+int fc_team_cores_full(void)
+{
+#if FC_HAVE_OPENMP && !defined(_WIN32)
+    return cores_full();
+#else
+    return 0;
+#endif
+}
 
 void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns)
 {

@@ -475,6 +475,17 @@ def team_region_late(double total_s, double work_s, double late_s, double off_s)
                                     <int64_t>(late_s * 1e9), <int64_t>(off_s * 1e9)))
 
 
+def team_simulate_full(full):
+    """Tests: the scout reads every core busy (True) or not (False) until the next
+    ``team_reset``; None: it reads the run queue."""
+    fc_team_simulate_full(-1 if full is None else int(bool(full)))
+
+
+def team_cores_full():
+    """Whether every core has a runnable thread besides the caller (/proc/loadavg)."""
+    return bool(fc_team_cores_full())
+
+
 def team_adaptive(on=None):
     """Return whether late helpers cap the team; set it first when ``on`` is given."""
     if on is not None:

@@ -388,6 +388,64 @@ def test_thread_limits_are_per_thread_but_set_num_threads_is_global(restore_thre
         assert seen["limits-in-main"] == seen["fresh-thread"]
 
 
+@needs_openmp
+def test_lateness_right_after_a_backoff_renews_it_at_once(team, conv_inputs):
+    """Under a lasting load each probe of the full team costs its late regions:
+    one is proof enough right after a back-off (a first back-off needs two)."""
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.1)            # the default: two strikes
+    _kernels.team_simulate_late(0.05, 2, 0.0)     # two late regions, then all on time
+    threads_used(x, w)
+    threads_used(x, w)
+    assert stats()["backoffs"] == 1
+    time.sleep(stats()["cap_left_s"] + 0.02)
+    _kernels.team_simulate_full(False)
+    assert scout_decides(x, w) == 2
+    _kernels.team_simulate_late(0.05, 1, 0.0)     # one late region of the probe
+    threads_used(x, w)
+    s = stats()
+    assert s["backoffs"] == 2 and s["cap"] == 1, "one late probe region left the team whole"
+    assert s["backoff_s"] == pytest.approx(0.2)
+
+
+@needs_openmp
+def test_a_full_run_queue_renews_the_backoff_a_few_times_then_the_team_is_tried(
+        team, conv_inputs):
+    """The scout runs at once when it wakes even if both cores are taken (the
+    scheduler favours a thread that slept), so it also reads the run queue;
+    that reading alone renews the back-off at most 4 times in a row."""
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.02, strikes=1)
+    _kernels.team_simulate_late(0.05, 1, 0.0)     # one late region; later waits short
+    fastconv.conv2d(x, w)
+    assert stats()["backoffs"] == 1
+    _kernels.team_simulate_full(True)
+    for k in range(1, 5):
+        time.sleep(stats()["cap_left_s"] + 0.01)
+        assert scout_decides(x, w) == 1, f"renewal {k}: the team was tried on a full machine"
+        assert stats()["scout_late"] == k
+    time.sleep(stats()["cap_left_s"] + 0.01)
+    assert scout_decides(x, w) == 2, "a full run queue kept the team capped for good"
+
+
+@needs_openmp
+@pytest.mark.skipif((os.cpu_count() or 1) > 8, reason="one busy process per core")
+def test_the_run_queue_reading_sees_every_core_busy():
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 1)]
+    try:
+        end = time.monotonic() + 5.0
+        seen = False
+        while not seen and time.monotonic() < end:
+            seen = _kernels.team_cores_full()
+            time.sleep(0.01)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert seen, "one CPU-bound process per core, and the run queue showed a free core"
+
+
 # --------------------------------------------------------------------------
 # A caller held off its core (issue #10): real descheduling, one core
 # --------------------------------------------------------------------------
