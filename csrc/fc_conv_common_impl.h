@@ -111,6 +111,7 @@ static void SFX(pad_phase_copy)(const REAL *src, ptrdiff_t n, ptrdiff_t c, ptrdi
     const ptrdiff_t plane = hq * wq;
     const ptrdiff_t total = n * c;
     ptrdiff_t t;
+    nt = fc_team_for(nt, (double)total * sh * sw * plane);
     fc_team tm;
     fc_team_begin(&tm, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)

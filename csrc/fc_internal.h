@@ -54,6 +54,15 @@ typedef struct {
 #define FC_LATE_NS 300000
 
 int64_t fc_team_now(void);
+/* The team for one region inside a call that fc_threads_for already sized:
+ * one thread when the region's own work (multiply-adds or elements) is below
+ * FC_MIN_PARALLEL_WORK. A call big enough for a team can have a step too small
+ * for one (LeNet-5's conv2 at batch 1: a 2 us padded copy of 1,176 floats,
+ * whose helper then spun on the core the caller needed). */
+static inline int fc_team_for(int nt, double work)
+{
+    return work < FC_MIN_PARALLEL_WORK ? 1 : nt;
+}
 void fc_team_begin(fc_team *tm, int nt);
 void fc_team_end(fc_team *tm);
 int fc_team_was_used(void); /* some region ran with > 1 thread (fork rule) */
