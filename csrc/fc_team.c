@@ -201,8 +201,8 @@ static int g_full_renewals = 0; /* back-offs renewed in a row on the run queue a
  * when one core runs another process and the other our caller; the team that
  * follows makes three runnable threads on two cores and someone waits a time
  * slice. So the scout also counts the runnable threads (Linux /proc/loadavg,
- * fourth field: runnable / total, the reader included). More than the online
- * cores minus one besides the scout: no core for a helper.
+ * fourth field: runnable / total, the reader included). As many besides the
+ * scout as there are online cores: no core for a helper.
  */
 static int cores_full(void)
 {
@@ -211,11 +211,11 @@ static int cores_full(void)
     if (ncpu == 0) ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     FILE *f = fopen("/proc/loadavg", "r");
     if (!f) return 0;
-    double l1, l5, l15;
     long running = 0, total = 0;
-    const int got = fscanf(f, "%lf %lf %lf %ld/%ld", &l1, &l5, &l15, &running, &total);
+    /* the load averages skipped as words: their decimal point follows no locale */
+    const int got = fscanf(f, "%*s %*s %*s %ld/%ld", &running, &total);
     fclose(f);
-    return got == 5 && ncpu > 0 && running - 1 >= ncpu;
+    return got == 2 && ncpu > 0 && running - 1 >= ncpu;
 #else
     return 0;
 #endif
