@@ -104,6 +104,14 @@ def inproc_worker(model_name, batches, passes, threads=(1, 2)):
     x_all = np.random.default_rng(0).random((512, 1, 28, 28), dtype=np.float32)
     ta = torch.randn(256, 256)           # torch and NumPy keep their own thread defaults
     na = np.random.default_rng(1).random((256, 256))
+    torch_threads = torch.get_num_threads()
+
+    def set_threads(th):
+        # torch's wheel brings its libgomp, and the process then has that one
+        # OpenMP runtime: fastconv.set_num_threads (omp_set_num_threads) also
+        # sets torch's count, so torch's is put back, and fastconv keeps `th`
+        fastconv.set_num_threads(th)
+        torch.set_num_threads(torch_threads)
 
     def others():   # a user's own work between predictions: torch's pool, NumPy's BLAS
         float((ta @ ta)[0, 0])
@@ -122,12 +130,13 @@ def inproc_worker(model_name, batches, passes, threads=(1, 2)):
                 rates = {th: [] for th in threads}
                 team = dict.fromkeys(TEAM_COUNTS, 0)
                 for th in threads:                          # warm-up: buffers, plans, pools
-                    fastconv.set_num_threads(th)
+                    set_threads(th)
                     for c in chunks[:max(1, len(chunks) // 4)]:
                         f(c)
                 for _ in range(passes):
                     for th in threads:
-                        fastconv.set_num_threads(th)
+                        set_threads(th)
+                        assert fastconv.get_num_threads() == th
                         before = fastconv.info()["team"]
                         spent = 0.0
                         for c in chunks:
