@@ -104,7 +104,7 @@ int64_t fc_team_now(void)
 
 /* The calling thread's CPU time, ns; -1 where there is no such clock. A system
  * call (about 0.4 us on a VM), made only around regions of a team. */
-static int64_t thread_cpu_now(void)
+int64_t fc_team_thread_cpu(void)
 {
 #if !defined(_WIN32) && defined(CLOCK_THREAD_CPUTIME_ID)
     struct timespec ts;
@@ -383,7 +383,8 @@ void fc_team_begin(fc_team *tm, int nt)
     tm->work = 0;
     tm->nlate = 0;
     tm->t0 = nt > 1 ? fc_team_now() : 0;
-    tm->cpu0 = nt > 1 ? thread_cpu_now() : -1;
+    tm->start = 0;
+    tm->cpu0 = -1; /* read by the caller's fc_team_arrive, once the team is known */
 }
 
 void fc_team_end(fc_team *tm)
@@ -398,8 +399,9 @@ void fc_team_end(fc_team *tm)
      * the second CPU-clock read. */
     int64_t off = 0;
     if (total > FC_LATE_NS && tm->cpu0 >= 0) {
-        const int64_t cpu = thread_cpu_now();
-        if (cpu >= 0) off = total - (cpu - tm->cpu0);
+        const int64_t cpu = fc_team_thread_cpu();
+        /* waking the helpers, then the wall time of the rest not on the core */
+        if (cpu >= 0) off = tm->start + FC_MAX(total - tm->start - (cpu - tm->cpu0), 0);
     }
     if (off > FC_LATE_NS) ADD(&g_descheduled, 1);
     int64_t work = tm->work;
