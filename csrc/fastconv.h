@@ -305,6 +305,8 @@ typedef struct {
     int64_t late_regions;     /* ... whose caller waited for a late helper */
     int64_t backoffs;         /* times the controller capped the team */
     int64_t scout_late;       /* ... of them because the scout found no free core */
+    int64_t wait_ns;          /* callers' waits (late helpers, or off their core), summed */
+    int64_t descheduled;      /* regions whose caller was off its core > FC_LATE_NS */
 } fc_team_stats;
 void fc_team_get_stats(fc_team_stats *s);
 /* Adaptive (1, the default): late helpers cap the team for a while. 0: every
@@ -318,6 +320,14 @@ int fc_team_adaptive(void);
  * whatever it really waited. */
 void fc_team_reset(int64_t backoff_ns, int strikes);
 void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns);
+/* For tests: would the controller judge a region late, given its timings (ns:
+ * opening to end barrier, the caller's own share, the latest helper arrival,
+ * the caller's time off its core)? */
+int fc_team_region_late(int64_t total_ns, int64_t work_ns, int64_t late_ns, int64_t off_ns);
+/* For tests: the scout's reading of the run queue (every core has a runnable
+ * thread besides it: 1), forced to `full` until the next reset; < 0: real. */
+void fc_team_simulate_full(int full);
+int fc_team_cores_full(void); /* the real reading now */
 
 /*
  * Route overrides, for tests only (fastconv._kernels.set_route_override): force a

@@ -148,6 +148,7 @@ static void SFX(pad_phase_copy)(const REAL *src, ptrdiff_t n, ptrdiff_t c, ptrdi
 {
     const ptrdiff_t total = n * c;
     ptrdiff_t t;
+    nt = fc_team_for(nt, (double)total * sh * sw * hq * wq);
     if (nt <= 1) {
         for (t = 0; t < total; ++t)
             SFX(pad_phase_plane)(src, t, c, h, w, sh, sw, top, left, hq, wq, dst_n, dst);

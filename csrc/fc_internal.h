@@ -34,10 +34,21 @@
  *
  * Helpers stamp how late they arrived; the caller (thread 0) stamps the end of
  * its own share, so fc_team_end knows how long it then waited at the barrier.
- * Two clock reads and one atomic per thread: noise against a region's >= 20 us.
+ * The caller also reads its thread's CPU clock at both ends: the region's wall
+ * time it was not on a core is time it was descheduled (by the other process,
+ * or by its own helper spinning on the only free core), which no stamp inside
+ * the region can see. Two clock reads and one atomic per thread, and for the
+ * caller of a real team one CPU-clock read (a system call, ~0.4 us) as its
+ * share starts plus a second one only when the region lasted longer than
+ * FC_LATE_NS: noise against a region's >= 20 us (LeNet-5 training: 15 regions
+ * in a 1.4 ms step). Until its share starts, the caller only wakes helpers: the
+ * wall time to that point counts as waiting when it exceeds FC_LATE_NS (a woken
+ * helper can preempt the caller there).
  */
 typedef struct {
     int64_t t0;   /* caller's clock when the region opened, ns; 0 = not timed */
+    int64_t start; /* caller's own arrival (its share's start) after t0, ns */
+    int64_t cpu0; /* caller's thread CPU clock then, ns; < 0 = not read */
     int64_t late; /* latest helper arrival after t0, ns */
     int64_t work; /* caller's own share: t0 to its done stamp, ns */
     int team;     /* threads the region really ran with */
@@ -49,6 +60,16 @@ typedef struct {
 #define FC_LATE_NS 300000
 
 int64_t fc_team_now(void);
+int64_t fc_team_thread_cpu(void); /* calling thread's CPU time, ns; -1 = no such clock */
+/* The team for one region inside a call that fc_threads_for already sized:
+ * one thread when the region's own work (multiply-adds or elements) is below
+ * FC_MIN_PARALLEL_WORK. A call big enough for a team can have a step too small
+ * for one (LeNet-5's conv2 at batch 1: a 2 us padded copy of 1,176 floats,
+ * whose helper then spun on the core the caller needed). */
+static inline int fc_team_for(int nt, double work)
+{
+    return work < FC_MIN_PARALLEL_WORK ? 1 : nt;
+}
 void fc_team_begin(fc_team *tm, int nt);
 void fc_team_end(fc_team *tm);
 int fc_team_was_used(void); /* some region ran with > 1 thread (fork rule) */
@@ -60,6 +81,10 @@ static inline void fc_team_arrive(fc_team *tm)
     if (tm->t0 == 0) return;
     if (omp_get_thread_num() == 0) {
         tm->team = omp_get_num_threads();
+        if (tm->team > 1) { /* a system call: only for a region that really has a team */
+            tm->start = fc_team_now() - tm->t0;
+            tm->cpu0 = fc_team_thread_cpu();
+        }
         return;
     }
     const int64_t late = fc_team_now() - tm->t0;

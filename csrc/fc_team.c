@@ -11,23 +11,32 @@
  *
  * Each region is timed by its caller (fc_team_begin / fc_team_end); helpers
  * stamp their arrival and the caller stamps the end of its own share, so the
- * caller knows how long it waited at the end. A region whose caller waited
- * longer than FC_LATE_NS and longer than half its own work would have been
+ * caller knows how long it waited at the end. The caller can be the one held
+ * up, too: with one core taken by another process, the caller and its helper
+ * share the other, and a helper that has finished (or not yet started) spins
+ * on it while the caller waits for the core (measured: LeNet-5 forward at
+ * batch 1, whose one parallel region copies 1,176 floats, spent 99% of its
+ * time in 1% of those regions, 20 ms each, the caller off its core). So the
+ * caller also reads its thread's CPU clock: wall time in the region that it
+ * was not running is waiting too, whoever caused it. A region whose caller
+ * waited longer than FC_LATE_NS and longer than half its own work would have been
  * faster on one thread: the controller then caps the team, without the helpers
  * that arrived late (or one thread smaller when none did: one was descheduled
  * mid-share), for a back-off period. When it lapses, a thread of our own (the
- * scout) is woken first; if it gets a core at once, the next call tries the
- * full team again, else the back-off is renewed without any kernel waiting. So
- * the team shrinks to the cores actually free and grows back when they are.
+ * scout) is woken first; if it gets a core at once and the run queue shows a
+ * core with nothing to run, the next call tries the full team again, else the
+ * back-off is renewed without any kernel waiting. So the team shrinks to the
+ * cores actually free and grows back when they are.
  *
  * Lateness in a region opened within FC_CLEAN_SPELL (1 s) after a back-off
- * ended means the contention lasts: the back-off doubles, up to FC_BACKOFF_MAX,
- * so a failed probe of the full team (one time slice of waiting) costs under
- * 1%. A helper that shares its core with another process is on it half the
- * time, so clean regions in between prove little; only lateness after a clean
- * second starts the back-off again at its minimum. Results do not depend on the team
- * size (every kernel chunks its work the same way for any thread count), so the
- * controller changes only the speed, never a bit of any output.
+ * ended means the contention lasts: one late region is enough, and the back-off
+ * doubles, up to FC_BACKOFF_MAX, so a failed probe of the full team (one time
+ * slice of waiting) costs under 1%. A helper that shares its core with another
+ * process is on it half the time, so clean regions in between prove little;
+ * only lateness after a clean second starts the back-off again at its minimum.
+ * Results do not depend on the team size (every kernel chunks its work the same
+ * way for any thread count), so the controller changes only the speed, never a
+ * bit of any output.
  *
  * State is a handful of process-wide atomics: kernels may be called from many
  * Python threads at once; a race between two updates only makes one of them
@@ -36,7 +45,11 @@
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include <stdio.h>
 #include <time.h>
+#if !defined(_WIN32)
+#include <unistd.h>
+#endif
 
 #include "fc_internal.h"
 
@@ -51,6 +64,10 @@
  * recur within milliseconds, so a back-off needs FC_STRIKES late regions
  * within FC_STRIKE_WINDOW_NS, or FC_STRIKES late scout answers in a row. */
 #define FC_STRIKES 2
+/* Back-offs the scout may renew in a row because every core had a runnable
+ * thread, before the full team is tried anyway (about 4 s at the longest
+ * back-off): a probe costs one time slice, a wrong reading a lasting cap. */
+#define FC_FULL_RENEWALS 4
 #define FC_STRIKE_WINDOW_NS 100000000LL /* 100 ms */
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -85,6 +102,19 @@ int64_t fc_team_now(void)
 #endif
 }
 
+/* The calling thread's CPU time, ns; -1 where there is no such clock. A system
+ * call (about 0.4 us on a VM), made only around regions of a team. */
+int64_t fc_team_thread_cpu(void)
+{
+#if !defined(_WIN32) && defined(CLOCK_THREAD_CPUTIME_ID)
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return -1;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+#else
+    return -1;
+#endif
+}
+
 /* ---- controller state ---------------------------------------------------- */
 static int g_cap = 0;                 /* team cap while backing off; 0 = none */
 static int64_t g_cap_until = 0;       /* fc_team_now() at which the cap lapses */
@@ -94,6 +124,8 @@ static int g_adaptive = 1;            /* 0: observe only, never cap (tests, benc
 static int g_last_team = 1;           /* largest team of the last kernel call */
 static int g_used = 0;                /* a region ran with > 1 thread (fork rule) */
 static int64_t g_parallel_regions = 0, g_late_regions = 0, g_backoffs = 0, g_scout_late = 0;
+static int64_t g_wait_ns = 0;         /* callers' waits summed over parallel regions */
+static int64_t g_descheduled = 0;     /* regions whose caller was off its core > FC_LATE_NS */
 static int g_strikes = FC_STRIKES;   /* late observations that make a back-off */
 static int64_t g_region_late_at = 0;  /* t0 of the last late region */
 static int g_region_strikes = 0;      /* late regions in the current strike window */
@@ -101,6 +133,7 @@ static int g_scout_strikes = 0;       /* late scout answers in a row */
 static int64_t g_sim_late = 0;        /* test hook: injected wait, ns */
 static int g_sim_regions = 0;         /* ... for this many more parallel regions */
 static int64_t g_sim_after = -1;      /* ... then this wait for every later one; < 0: real */
+static int g_sim_full = -1;           /* test hook: the scout's run-queue reading; < 0: real */
 
 /* Test hook: the wait a region (or scout answer) reports instead of `measured`. */
 static int64_t simulated(int64_t measured)
@@ -159,6 +192,34 @@ static pthread_cond_t g_scout_cond = PTHREAD_COND_INITIALIZER;
 static int g_scout_state = 0;   /* 0 not started, 1 running, -1 could not start */
 static int64_t g_ping_at = 0;   /* a wake-up posted at this time awaits the scout; 0 = none */
 static int64_t g_pong = -1;     /* the scout's wake-up latency for it, ns; -1 = not yet */
+static int g_pong_full = 0;     /* ... and every core had a runnable thread besides it */
+static int g_full_renewals = 0; /* back-offs renewed in a row on the run queue alone */
+
+/*
+ * A prompt wake-up alone does not show a free core: the scheduler favours a
+ * thread that slept (it has used little CPU), so the scout runs at once even
+ * when one core runs another process and the other our caller; the team that
+ * follows makes three runnable threads on two cores and someone waits a time
+ * slice. So the scout also counts the runnable threads (Linux /proc/loadavg,
+ * fourth field: runnable / total, the reader included). As many besides the
+ * scout as there are online cores: no core for a helper.
+ */
+static int cores_full(void)
+{
+#if defined(__linux__)
+    static long ncpu = 0;
+    if (ncpu == 0) ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return 0;
+    long running = 0, total = 0;
+    /* the load averages skipped as words: their decimal point follows no locale */
+    const int got = fscanf(f, "%*s %*s %*s %ld/%ld", &running, &total);
+    fclose(f);
+    return got == 2 && ncpu > 0 && running - 1 >= ncpu;
+#else
+    return 0;
+#endif
+}
 
 static void *scout_main(void *arg)
 {
@@ -166,7 +227,14 @@ static void *scout_main(void *arg)
     pthread_mutex_lock(&g_scout_lock);
     for (;;) {
         while (g_ping_at == 0 || g_pong >= 0) pthread_cond_wait(&g_scout_cond, &g_scout_lock);
-        g_pong = fc_team_now() - g_ping_at;
+        const int64_t asked = g_ping_at, lat = fc_team_now() - asked;
+        pthread_mutex_unlock(&g_scout_lock); /* no file read under the lock */
+        const int full = cores_full();
+        pthread_mutex_lock(&g_scout_lock);
+        if (g_ping_at == asked && g_pong < 0) { /* not withdrawn by a reset meanwhile */
+            g_pong_full = full;
+            g_pong = lat;
+        }
     }
     return NULL;
 }
@@ -202,11 +270,23 @@ static int scout_check(int64_t now, int64_t *asked)
         g_pong = -1;
         pthread_cond_signal(&g_scout_cond);
     } else if (g_pong >= 0) {
+        /* a test's simulated answer stands alone: the run queue is the machine's */
+        const int sim = LOAD(&g_sim_regions) > 0 || LOAD(&g_sim_after) >= 0;
+        const int sim_full = LOAD(&g_sim_full);
+        const int pong_full = sim_full >= 0 ? sim_full : !sim && g_pong_full;
         int64_t lat = g_pong;
         lat = simulated(lat);
-        if (lat <= FC_LATE_NS) {
+        /* The run queue is a snapshot, and outside a container's own CPU
+         * accounting; a few renewals on it alone, then the team finds out. */
+        const int full = pong_full && lat <= FC_LATE_NS
+                         && g_full_renewals < FC_FULL_RENEWALS;
+        if (lat <= FC_LATE_NS && !full) {
             g_scout_strikes = 0;
+            g_full_renewals = 0;
             r = 1;
+        } else if (full) {
+            ++g_full_renewals;
+            r = -1;
         } else if (++g_scout_strikes >= LOAD(&g_strikes)) {
             g_scout_strikes = 0;
             r = -1;
@@ -264,6 +344,38 @@ int fc_threads_for(int requested, double work)
 }
 
 /* ---- one region ------------------------------------------------------------ */
+/*
+ * How long a region's helpers, or the cores, held its caller up, from its
+ * timings (ns): `total` from opening to the end barrier, `*work` the caller's
+ * t0-to-done span, `late` the latest helper arrival, `off` the wall time the
+ * caller was not on a core. The wait is the caller's at the end barrier after
+ * its share, the latest arrival (a region with inner barriers already counts
+ * waits there in `work`), or its time off the core, whichever is longest; time
+ * off the core inside the share is taken out of *work, so the share is judged
+ * by what the caller really ran.
+ */
+static int64_t region_wait(int64_t total, int64_t *work, int64_t late, int64_t off)
+{
+    int64_t wait = FC_MAX(*work > 0 ? total - *work : 0, late);
+    if (off > FC_LATE_NS) {
+        *work = FC_MAX(*work - off, 0);
+        wait = FC_MAX(wait, off);
+    }
+    return wait;
+}
+
+/* One thread would have been faster: the wait is longer than a free core's
+ * wake-up can be and longer than half the caller's share. */
+static int is_late(int64_t wait, int64_t work)
+{
+    return wait > FC_LATE_NS && wait > work / 2;
+}
+
+int fc_team_region_late(int64_t total_ns, int64_t work_ns, int64_t late_ns, int64_t off_ns)
+{
+    return is_late(region_wait(total_ns, &work_ns, late_ns, off_ns), work_ns);
+}
+
 void fc_team_begin(fc_team *tm, int nt)
 {
     tm->team = 1;
@@ -271,6 +383,8 @@ void fc_team_begin(fc_team *tm, int nt)
     tm->work = 0;
     tm->nlate = 0;
     tm->t0 = nt > 1 ? fc_team_now() : 0;
+    tm->start = 0;
+    tm->cpu0 = -1; /* read by the caller's fc_team_arrive, once the team is known */
 }
 
 void fc_team_end(fc_team *tm)
@@ -281,20 +395,34 @@ void fc_team_end(fc_team *tm)
     while (last < tm->team && !CAS(&g_last_team, &last, tm->team)) {}
     ADD(&g_parallel_regions, 1);
 
-    /* How long a helper held the caller up: its wait at the end barrier after its
-     * own share, or the latest helper arrival (a region with inner barriers
-     * already counts waits there in the caller's `work`). */
-    int64_t wait = FC_MAX(tm->work > 0 ? total - tm->work : 0, tm->late);
+    /* Only a region longer than FC_LATE_NS can be late, so a short one skips
+     * the second CPU-clock read. */
+    int64_t off = 0;
+    if (total > FC_LATE_NS && tm->cpu0 >= 0) {
+        const int64_t cpu = fc_team_thread_cpu();
+        /* waking the helpers, then the wall time of the rest not on the core */
+        if (cpu >= 0) off = tm->start + FC_MAX(total - tm->start - (cpu - tm->cpu0), 0);
+    }
+    if (off > FC_LATE_NS) ADD(&g_descheduled, 1);
+    int64_t work = tm->work;
+    int64_t wait = region_wait(total, &work, tm->late, off);
     wait = simulated(wait);
+    ADD(&g_wait_ns, FC_MAX(wait, 0));
 
-    if (wait > FC_LATE_NS && wait > tm->work / 2) {
+    if (is_late(wait, work)) {
         ADD(&g_late_regions, 1);
         /* racing updates from concurrent callers only blur the count by one */
         const int64_t prev = LOAD(&g_region_late_at);
         int strikes = prev != 0 && tm->t0 - prev <= FC_STRIKE_WINDOW_NS
                           ? LOAD(&g_region_strikes) + 1 : 1;
         STORE(&g_region_late_at, tm->t0);
-        if (strikes >= LOAD(&g_strikes)) {
+        /* Right after a back-off, lateness is the same contention going on, not a
+         * stray hiccup: one late region renews it. Each probe of the full team
+         * under a lasting load then costs one time slice, not two. */
+        const int64_t until = LOAD(&g_cap_until);
+        const int need = until != 0 && tm->t0 >= until && tm->t0 - until <= FC_CLEAN_SPELL_NS
+                             ? 1 : LOAD(&g_strikes);
+        if (strikes >= need) {
             strikes = 0;
             /* without the helpers that arrived late (their cores are busy), or one
              * fewer when none did (one was descheduled mid-share) */
@@ -317,6 +445,8 @@ void fc_team_get_stats(fc_team_stats *s)
     s->late_regions = LOAD(&g_late_regions);
     s->backoffs = LOAD(&g_backoffs);
     s->scout_late = LOAD(&g_scout_late);
+    s->wait_ns = LOAD(&g_wait_ns);
+    s->descheduled = LOAD(&g_descheduled);
 }
 
 void fc_team_reset(int64_t backoff_ns, int strikes)
@@ -328,6 +458,7 @@ void fc_team_reset(int64_t backoff_ns, int strikes)
     pthread_mutex_lock(&g_scout_lock);
     g_ping_at = 0; /* an answer to a question from before is not wanted */
     g_scout_strikes = 0;
+    g_full_renewals = 0;
     pthread_mutex_unlock(&g_scout_lock);
 #endif
     if (backoff_ns <= 0) backoff_ns = FC_BACKOFF_MIN_NS;
@@ -340,9 +471,12 @@ void fc_team_reset(int64_t backoff_ns, int strikes)
     STORE(&g_late_regions, 0);
     STORE(&g_backoffs, 0);
     STORE(&g_scout_late, 0);
+    STORE(&g_wait_ns, 0);
+    STORE(&g_descheduled, 0);
     STORE(&g_sim_regions, 0);
     STORE(&g_sim_late, 0);
     STORE(&g_sim_after, -1);
+    STORE(&g_sim_full, -1);
 }
 
 void fc_team_set_adaptive(int on)
@@ -352,6 +486,17 @@ void fc_team_set_adaptive(int on)
 }
 
 int fc_team_adaptive(void) { return LOAD(&g_adaptive); }
+
+void fc_team_simulate_full(int full) { STORE(&g_sim_full, full < 0 ? -1 : full != 0); }
+
+int fc_team_cores_full(void)
+{
+#if FC_HAVE_OPENMP && !defined(_WIN32)
+    return cores_full();
+#else
+    return 0;
+#endif
+}
 
 void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns)
 {

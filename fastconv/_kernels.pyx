@@ -456,6 +456,7 @@ def team_stats():
             "cap_left_s": s.cap_left_ns * 1e-9, "backoff_s": s.backoff_ns * 1e-9,
             "parallel_regions": s.parallel_regions, "late_regions": s.late_regions,
             "backoffs": s.backoffs, "scout_late": s.scout_late,
+            "waited_s": s.wait_ns * 1e-9, "descheduled_regions": s.descheduled,
             "adaptive": bool(fc_team_adaptive())}
 
 
@@ -466,6 +467,23 @@ def team_reset(double backoff_s=0.0, int strikes=0):
     row) that make a back-off; 0 means the default, 2. Tests of single events pass 1.
     """
     fc_team_reset(<int64_t>(backoff_s * 1e9), strikes)
+
+
+def team_region_late(double total_s, double work_s, double late_s, double off_s):
+    """Tests: would the controller judge a region with these timings late?"""
+    return bool(fc_team_region_late(<int64_t>(total_s * 1e9), <int64_t>(work_s * 1e9),
+                                    <int64_t>(late_s * 1e9), <int64_t>(off_s * 1e9)))
+
+
+def team_simulate_full(full):
+    """Tests: the scout reads every core busy (True) or not (False) until the next
+    ``team_reset``; None: it reads the run queue."""
+    fc_team_simulate_full(-1 if full is None else int(bool(full)))
+
+
+def team_cores_full():
+    """Whether every core has a runnable thread besides the caller (/proc/loadavg)."""
+    return bool(fc_team_cores_full())
 
 
 def team_adaptive(on=None):

@@ -136,7 +136,11 @@ def info():
     lateness soon after it doubles it), and counts of ``parallel_regions``,
     ``late_regions`` (the caller waited for a descheduled helper), ``backoffs``
     and ``scout_late`` (back-offs renewed because a spare thread found no free
-    core); ``adaptive`` is False only while a test holds the team fixed. Process-wide: with several Python
+    core: it woke late, or every core had a runnable thread), ``waited_s`` (time
+    callers spent waiting for late helpers or off their own core, summed over
+    regions) and ``descheduled_regions`` (regions whose calling thread was off
+    its core for longer than a helper's wake-up takes); ``adaptive`` is False
+    only while a test holds the team fixed. Process-wide: with several Python
     threads calling kernels, "last call" is whichever finished last.
     """
     return {

@@ -7,6 +7,7 @@ give the back-off a length (``team_reset(backoff_s)``) that a loaded machine
 cannot outrun between two calls.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 import fastconv
+import fastconv.models
 from fastconv import _kernels
 
 from oracle import assert_bitwise_equal
@@ -385,3 +387,151 @@ def test_thread_limits_are_per_thread_but_set_num_threads_is_global(restore_thre
     # so a thread started inside the main thread's limit does not see it
     if seen["fresh-thread"] > 1:
         assert seen["limits-in-main"] == seen["fresh-thread"]
+
+
+@needs_openmp
+def test_lateness_right_after_a_backoff_renews_it_at_once(team, conv_inputs):
+    """Under a lasting load each probe of the full team costs its late regions:
+    one is proof enough right after a back-off (a first back-off needs two)."""
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.1)            # the default: two strikes
+    _kernels.team_simulate_late(0.05, 2, 0.0)     # two late regions, then all on time
+    threads_used(x, w)
+    threads_used(x, w)
+    assert stats()["backoffs"] == 1
+    time.sleep(stats()["cap_left_s"] + 0.02)
+    _kernels.team_simulate_full(False)
+    assert scout_decides(x, w) == 2
+    _kernels.team_simulate_late(0.05, 1, 0.0)     # one late region of the probe
+    threads_used(x, w)
+    s = stats()
+    assert s["backoffs"] == 2 and s["cap"] == 1, "one late probe region left the team whole"
+    assert s["backoff_s"] == pytest.approx(0.2)
+
+
+@needs_openmp
+def test_a_full_run_queue_renews_the_backoff_a_few_times_then_the_team_is_tried(
+        team, conv_inputs):
+    """The scout runs at once when it wakes even if both cores are taken (the
+    scheduler favours a thread that slept), so it also reads the run queue;
+    that reading alone renews the back-off at most 4 times in a row."""
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.02, strikes=1)
+    _kernels.team_simulate_late(0.05, 1, 0.0)     # one late region; later waits short
+    fastconv.conv2d(x, w)
+    assert stats()["backoffs"] == 1
+    _kernels.team_simulate_full(True)
+    for k in range(1, 5):
+        time.sleep(stats()["cap_left_s"] + 0.01)
+        assert scout_decides(x, w) == 1, f"renewal {k}: the team was tried on a full machine"
+        assert stats()["scout_late"] == k
+    time.sleep(stats()["cap_left_s"] + 0.01)
+    assert scout_decides(x, w) == 2, "a full run queue kept the team capped for good"
+
+
+@needs_openmp
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/loadavg")
+@pytest.mark.skipif((os.cpu_count() or 1) > 8, reason="one busy process per core")
+def test_the_run_queue_reading_sees_every_core_busy():
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 1)]
+    try:
+        end = time.monotonic() + 5.0
+        seen = False
+        while not seen and time.monotonic() < end:
+            seen = _kernels.team_cores_full()
+            time.sleep(0.01)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert seen, "one CPU-bound process per core, and the run queue showed a free core"
+
+
+@needs_openmp
+def test_batch_one_lenet5_forward_wakes_no_team(team):
+    """Regression (issue #10): conv2 at batch 1 is big enough for a team (240,000
+    multiply-adds) but its padded copy of 1,176 floats is not; that copy was the
+    one parallel region of the whole forward, and its helper, spinning after it,
+    took the core the caller needed under load. A region too small for a team
+    runs on the caller alone, whatever its call was given."""
+    _kernels.team_adaptive(False)
+    model = fastconv.models.lenet5(seed=0)
+    model.eval()
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    fastconv.set_num_threads(1)
+    want = model.forward(x)
+    fastconv.set_num_threads(2)
+    for _ in range(5):
+        got = model.forward(x)
+    assert stats()["parallel_regions"] == 0, "batch-1 LeNet-5 forward woke a team"
+    assert_bitwise_equal(got, want, "LeNet-5 forward at 1 and 2 threads")
+    model.forward(np.repeat(x, 64, axis=0))     # batch 64 still gets its team
+    assert stats()["parallel_regions"] >= 1
+
+
+# --------------------------------------------------------------------------
+# A caller held off its core (issue #10): real descheduling, one core
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("total, work, late, off, want", [
+    # LeNet-5 forward at batch 1, one CPU hog: a 0.5 us share, the caller 20 ms off its core
+    (20e-3, 20e-3, 0.2e-6, 19.99e-3, True),
+    # the same region with the caller on its core all along: its own long share
+    (20e-3, 20e-3, 0.2e-6, 0.0, False),
+    # a long share that lost 0.4 ms to the scheduler is still worth the team
+    (5e-3, 4.9e-3, 10e-6, 0.4e-3, False),
+    # a helper a time slice late for a 1 ms share; one woken in 50 us
+    (11e-3, 1e-3, 10e-3, 0.0, True),
+    (1.05e-3, 1e-3, 50e-6, 0.0, False),
+    # the caller waited for a helper descheduled mid-share, spinning on its core
+    (6e-3, 1e-3, 5e-6, 0.0, True),
+])
+def test_what_makes_a_region_late(total, work, late, off, want):
+    """Regression (issue #10): time the caller spends off its core inside its own
+    share is waiting, not work; the controller saw only waits for helpers."""
+    assert _kernels.team_region_late(total, work, late, off) is want
+
+
+ONE_CORE = """
+import os, json, numpy as np, fastconv, fastconv.models
+from fastconv import _kernels
+# before any parallel region, so the OpenMP helpers start on the same core
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+model = fastconv.models.lenet5(seed=0)
+model.eval()
+x = np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)
+fastconv.set_num_threads(2)
+out = {}
+for adaptive, calls in ((False, 10), (True, 300)):
+    _kernels.team_adaptive(adaptive)
+    for _ in range(3):
+        model.forward(x)
+    _kernels.team_reset()
+    for _ in range(calls):
+        model.forward(x)
+    out[str(adaptive)] = _kernels.team_stats()
+print(json.dumps(out))
+"""
+
+
+@needs_openmp
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_a_caller_descheduled_by_its_own_helper_is_late():
+    """Regression (issue #10): LeNet-5 ``forward`` at batch 1 with 2 threads ran
+    2.4x slower than with 1 thread beside one CPU-bound process: a helper
+    spinning on the core the caller needed held the caller off it for a time
+    slice (20 ms) inside a region, and the controller, which timed only waits
+    for helpers, counted that as the caller's own work. With both threads on
+    one core every region of a batch-16 forward waits a time slice, some with
+    the caller off its core: each must be judged late, and the adaptive team
+    must then keep the calls on one thread."""
+    proc = subprocess.run([sys.executable, "-c", ONE_CORE], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    s = json.loads(proc.stdout.strip().splitlines()[-1])
+    fixed, adaptive = s["False"], s["True"]
+    assert fixed["parallel_regions"] >= 10
+    assert fixed["late_regions"] >= 0.9 * fixed["parallel_regions"], fixed
+    assert fixed["descheduled_regions"] >= 1, fixed
+    assert adaptive["backoffs"] >= 1 and adaptive["parallel_regions"] <= 30, adaptive
