@@ -138,7 +138,7 @@ static int SFX(run_fwd)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n,
 static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
                          const fc_conv_geom *g, int relu, int pool, int nthreads, REAL *y)
 {
-    nthreads = fc_threads_for(nthreads, fc_conv_work(g));
+    nthreads = fc_threads_for(nthreads, fc_conv_work(g) / FC_CONV_FWD_MACS_PER_WORK);
 #if FC_X86_SIMD
     /* the same bits with images in the lanes (fc_conv_fwd.c; float32, AVX-512)
      * for whole blocks of 16 images, the fused pool included; the rest below */

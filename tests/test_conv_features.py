@@ -416,9 +416,9 @@ def test_conv1d_gradients_central_differences(rng):
 # Thread count: bitwise, with the 2-thread team shown to have run
 # --------------------------------------------------------------------------
 
-THREAD_CASES = [  # each well above the kernels' parallel cut-off (2e5 multiply-adds)
+THREAD_CASES = [  # each well above the kernels' parallel cut-off (1e6 multiply-adds forward)
     ("conv2d", (4, 16, 21, 19), (24, 16, 3, 3), 1, ((0, 2), (3, 1))),
-    ("conv2d", (4, 2, 23, 22), (16, 2, 5, 5), 2, "same"),       # col2im-shaped
+    ("conv2d", (12, 2, 23, 22), (16, 2, 5, 5), 2, "same"),       # col2im-shaped
     ("conv2d", (4, 16, 14, 13), (16, 16, 5, 5), 1, ((1, 3), (4, 0))),  # Winograd if forced
     ("conv1d", (8, 16, 200), (32, 16, 5), 2, "same"),
 ]

@@ -15,18 +15,19 @@ DTYPES = [np.float32, np.float64]
 
 # Shapes with sizes (N = 7, odd widths) that do not split evenly between the
 # threads, and every one above the kernels' parallel cut-off (2e5 multiply-adds
-# or elements, csrc/fc_team.c): below it a kernel runs on one thread whatever
-# it is asked, and a thread-count test would compare two serial runs.
+# or elements, csrc/fc_team.c; 1e6 multiply-adds for a conv forward,
+# fc_conv_fwd_impl.h): below it a kernel runs on one thread whatever it is
+# asked, and a thread-count test would compare two serial runs.
 CONV = {
-    "dense": dict(x=(7, 6, 15, 13), w=(10, 6, 3, 3), stride=1, padding=1, dilation=1, groups=1),
-    "grouped_strided": dict(x=(5, 8, 33, 16), w=(12, 4, 3, 2), stride=(2, 1),
+    "dense": dict(x=(7, 6, 31, 13), w=(10, 6, 3, 3), stride=1, padding=1, dilation=1, groups=1),
+    "grouped_strided": dict(x=(15, 8, 33, 16), w=(12, 4, 3, 2), stride=(2, 1),
                             padding=(1, 0), dilation=(1, 2), groups=2),
     # one image wide enough that its columns split into tasks: at 20x21 the
     # compute was one task, and only a padded copy (too small for a team since
     # issue #10) ran on two threads
     "batch_of_one": dict(x=(1, 16, 40, 41), w=(8, 16, 5, 5), stride=1, padding="same",
                          dilation=1, groups=1),
-    "depthwise": dict(x=(3, 12, 37, 23), w=(12, 1, 3, 3), stride=1, padding=1,
+    "depthwise": dict(x=(13, 12, 37, 23), w=(12, 1, 3, 3), stride=1, padding=1,
                       dilation=1, groups=12),
 }
 POOL = {
