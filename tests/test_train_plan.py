@@ -141,3 +141,19 @@ def test_bad_input_raises_the_layers_error():
     x = np.zeros((64, 3, 28, 28), np.float32)  # 3 channels for a 1-channel conv
     with pytest.raises(ValueError, match="Conv2d: expected input with 1 channels"):
         model.fit(x, np.zeros(64, np.int64), batch_size=64, epochs=1, verbose=0)
+
+
+def test_layers_whose_rows_are_not_the_samples_are_not_planned():
+    """Flatten on another axis (an ONNX graph's) merges the batch into the rows:
+    the plan's Flatten step would flatten per sample, so such a model trains
+    through its layers."""
+    from fastconv import nn
+    from fastconv.nn.train_plan import plan_supported
+
+    def model(axis):
+        return nn.Sequential(nn.Conv2d(1, 2, 3, rng=0), nn.ReLU(), nn.Flatten(axis=axis),
+                             nn.Linear(2 * 6 * 6, 3, rng=0))
+
+    assert plan_supported(model(1))
+    assert not plan_supported(model(0))
+    assert not plan_supported(model(2))

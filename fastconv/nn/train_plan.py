@@ -50,6 +50,11 @@ def plan_supported(model):
     layers = model.layers
     if not layers or any(type(m) not in _SUPPORTED for m in layers):
         return False
+    # a layer that returns several arrays or whose rows are not the samples
+    # (Flatten(axis=0), MaxPool2d(return_indices=True), ...) runs through the layers
+    if any(getattr(m, "_n_outputs", 1) != 1 or getattr(m, "_whole_batch", False)
+           for m in layers):
+        return False
     for m in layers:
         if type(m) in (Conv2d, Linear):
             # the parameters a step reads: weight and bias, nothing attached besides
