@@ -299,7 +299,11 @@ static int SFX(run_jobs)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n
             failed = 1;
         }
         ptrdiff_t t;
-#pragma omp for schedule(static) nowait
+        /* dealt round-robin: the jobs' costs differ (a stride-2 grad_input's
+         * four phases have 4, 2, 2 and 1 taps of a 3x3 kernel, and contiguous
+         * shares of the job-major list gave one thread two thirds of the work);
+         * each task owns its outputs, so who runs it changes no bit */
+#pragma omp for schedule(static, 1) nowait
         for (t = 0; t < ntask; ++t) {
             if (!cbuf) continue;
             int j = 0;
