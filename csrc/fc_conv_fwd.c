@@ -180,8 +180,9 @@ static ptrdiff_t pool2_simd_f64(const double *c0, const double *c1, double bias,
 
 typedef struct {
     const float *x, *w, *bias;
+    float *y;      /* the output, or its 2x2/2 max-pool when pool */
     const fc_conv_geom *g;
-    int relu;
+    int relu, pool;
     ptrdiff_t we;  /* output columns in lanes (wo rounded up to a pair) */
     ptrdiff_t wt;  /* columns of the lane copy of an input row */
 } fwl_plan;
@@ -300,57 +301,38 @@ FC_TGT_AVX512 static void fwl_pool2(const fwl_plan *d, float *yt)
         }
 }
 
-/* Plan -> one task per block of 16 images (each owns its outputs). pool: y is
- * the 2x2/2 max-pool of the output (N, K, ho/2, wo/2), as fc_conv2d_fwd_maxpool2. */
+/* One block of 16 images: x's rows into lanes (zero columns for the padding),
+ * the products, then out of lanes into y (pooled first when fwl_plan.y is the
+ * 2x2/2 max-pool's output, as fc_conv2d_fwd_maxpool2's). */
+static void fwl_block(const void *plan, ptrdiff_t n0, int nb, float *buf)
+{
+    const fwl_plan *d = (const fwl_plan *)plan;
+    const fc_conv_geom *g = d->g;
+    const ptrdiff_t xt_floats = g->c * g->h * d->wt * FWL_LANES;
+    fc_lanes_pack(d->x + n0 * g->c * g->h * g->w, g->c * g->h * g->w, nb, g->c * g->h, g->w,
+                  g->pw, d->wt, buf);
+    for (ptrdiff_t k0 = 0; k0 < g->k; k0 += FWL_KB)
+        fwl_rows[FC_MIN((ptrdiff_t)FWL_KB, g->k - k0)](d, k0, buf, buf + xt_floats);
+    if (d->pool) {
+        const ptrdiff_t ho2 = g->ho / 2, wo2 = g->wo / 2;
+        fwl_pool2(d, buf + xt_floats);
+        fc_lanes_unpack(buf + xt_floats, g->k * ho2, wo2, wo2, g->k * ho2 * wo2, nb,
+                        d->y + n0 * g->k * ho2 * wo2);
+    } else {
+        fc_lanes_unpack(buf + xt_floats, g->k * g->ho, g->wo, d->we, g->k * g->ho * g->wo, nb,
+                        d->y + n0 * g->k * g->ho * g->wo);
+    }
+}
+
 static int fwl_forward(const float *x, const float *w, const float *bias, const fc_conv_geom *g,
                        int relu, int pool, int nt, float *y)
 {
     fwl_plan d;
-    d.x = x; d.w = w; d.bias = bias; d.g = g; d.relu = relu;
+    d.x = x; d.w = w; d.bias = bias; d.g = g; d.relu = relu; d.pool = pool; d.y = y;
     d.we = FC_ROUNDUP(g->wo, 2);
     d.wt = d.we + FWL_KW - 1;
-    const ptrdiff_t nblk = FC_CEILDIV(g->n, FWL_LANES);
-    const ptrdiff_t xt_floats = g->c * g->h * d.wt * FWL_LANES;
-    const size_t scratch = sizeof(float) * (size_t)fwl_scratch_floats(g, d.we, d.wt);
-    if (nt > nblk) nt = (int)nblk;
-    int failed = 0;
-    fc_simd_ran(FC_SIMD_AVX512);
-    fc_team tm;
-    fc_team_begin(&tm, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        fc_team_arrive(&tm);
-        float *buf = (float *)fc_malloc(scratch);
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        ptrdiff_t b;
-#pragma omp for schedule(static) nowait
-        for (b = 0; b < nblk; ++b) {
-            if (!buf) continue;
-            const ptrdiff_t n0 = b * FWL_LANES;
-            const int nb = (int)FC_MIN((ptrdiff_t)FWL_LANES, g->n - n0);
-            /* x's rows into lanes, zero columns for the padding */
-            fc_lanes_pack(x + n0 * g->c * g->h * g->w, g->c * g->h * g->w, nb, g->c * g->h,
-                          g->w, g->pw, d.wt, buf);
-            for (ptrdiff_t k0 = 0; k0 < g->k; k0 += FWL_KB)
-                fwl_rows[FC_MIN((ptrdiff_t)FWL_KB, g->k - k0)](&d, k0, buf, buf + xt_floats);
-            if (pool) {
-                const ptrdiff_t ho2 = g->ho / 2, wo2 = g->wo / 2;
-                fwl_pool2(&d, buf + xt_floats);
-                fc_lanes_unpack(buf + xt_floats, g->k * ho2, wo2, wo2, g->k * ho2 * wo2, nb,
-                                y + n0 * g->k * ho2 * wo2);
-            } else {
-                fc_lanes_unpack(buf + xt_floats, g->k * g->ho, g->wo, d.we, g->k * g->ho * g->wo,
-                                nb, y + n0 * g->k * g->ho * g->wo);
-            }
-        }
-        fc_free(buf);
-        fc_team_done(&tm);
-    }
-    fc_team_end(&tm);
-    return failed ? FC_ENOMEM : FC_OK;
+    return fc_lanes_run(g->n, nt, sizeof(float) * (size_t)fwl_scratch_floats(g, d.we, d.wt),
+                        fwl_block, &d);
 }
 #endif /* FC_X86_SIMD */
 

@@ -39,6 +39,7 @@
 
 typedef struct {
     const float *gy, *w;
+    float *gx;
     const fc_conv_geom *g;
     ptrdiff_t wt;   /* columns of the lane copy of a grad_y row */
     ptrdiff_t we;   /* columns of a grad_x row in lanes (w rounded up to a pair) */
@@ -137,49 +138,29 @@ static const gil_rows_fn gil_rows[GIL_MAX_C + 1] = {
     NULL, gil_rows_1, gil_rows_2, gil_rows_3, gil_rows_4,
     gil_rows_5, gil_rows_6, gil_rows_7, gil_rows_8};
 
-/* Plan -> one task per block of 16 images (each owns its grad_x). */
+/* One block of 16 images: grad_y's rows into lanes (column ow at entry
+ * ow + 4 - pw, fc_lanes.h), the products, then out of lanes into grad_x. */
+static void gil_block(const void *plan, ptrdiff_t n0, int nb, float *buf)
+{
+    const gil_plan *d = (const gil_plan *)plan;
+    const fc_conv_geom *g = d->g;
+    const ptrdiff_t gyt_floats = g->k * g->ho * d->wt * GIL_LANES;
+    const ptrdiff_t img = g->k * g->ho * g->wo, chw = g->c * g->h * g->w;
+    fc_lanes_pack(d->gy + n0 * img, img, nb, g->k * g->ho, g->wo, GIL_KW - 1 - g->pw, d->wt,
+                  buf);
+    gil_rows[g->c](d, buf, buf + gyt_floats);
+    fc_lanes_unpack(buf + gyt_floats, g->c * g->h, g->w, d->we, chw, nb, d->gx + n0 * chw);
+}
+
 static int gil_grad_input(const float *gy, const float *w, const fc_conv_geom *g, int nt,
                           float *gx)
 {
     gil_plan d;
-    d.gy = gy; d.w = w; d.g = g;
+    d.gy = gy; d.w = w; d.g = g; d.gx = gx;
     d.we = FC_ROUNDUP(g->w, 2);
     d.wt = d.we + GIL_KW - 1;
-    const ptrdiff_t nblk = FC_CEILDIV(g->n, GIL_LANES);
-    const ptrdiff_t gyt_floats = g->k * g->ho * d.wt * GIL_LANES;
-    const size_t scratch = sizeof(float) * (size_t)gil_scratch_floats(g, d.wt, d.we);
-    const gil_rows_fn rows = gil_rows[g->c];
-    if (nt > nblk) nt = (int)nblk;
-    int failed = 0;
-    fc_simd_ran(FC_SIMD_AVX512);
-    fc_team tm;
-    fc_team_begin(&tm, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        fc_team_arrive(&tm);
-        float *buf = (float *)fc_malloc(scratch);
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        ptrdiff_t b;
-#pragma omp for schedule(static) nowait
-        for (b = 0; b < nblk; ++b) {
-            if (!buf) continue;
-            const ptrdiff_t n0 = b * GIL_LANES;
-            const int nb = (int)FC_MIN((ptrdiff_t)GIL_LANES, g->n - n0);
-            /* grad_y's rows into lanes: column ow at entry ow + 4 - pw (fc_lanes.h) */
-            const ptrdiff_t img = g->k * g->ho * g->wo, chw = g->c * g->h * g->w;
-            fc_lanes_pack(gy + n0 * img, img, nb, g->k * g->ho, g->wo, GIL_KW - 1 - g->pw, d.wt,
-                          buf);
-            rows(&d, buf, buf + gyt_floats);
-            fc_lanes_unpack(buf + gyt_floats, g->c * g->h, g->w, d.we, chw, nb, gx + n0 * chw);
-        }
-        fc_free(buf);
-        fc_team_done(&tm);
-    }
-    fc_team_end(&tm);
-    return failed ? FC_ENOMEM : FC_OK;
+    return fc_lanes_run(g->n, nt, sizeof(float) * (size_t)gil_scratch_floats(g, d.wt, d.we),
+                        gil_block, &d);
 }
 #endif /* FC_X86_SIMD */
 

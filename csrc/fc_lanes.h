@@ -134,6 +134,45 @@ FC_TGT_AVX512 static void fc_lanes_unpack(const float *lanes, ptrdiff_t nrows, p
         }
     }
 }
+
+/* One block of a lanes route: images [n0, n0 + nb), scratch buf (per thread). */
+typedef void (*fc_lanes_block_fn)(const void *plan, ptrdiff_t n0, int nb, float *buf);
+
+/*
+ * What the lanes routes share: the n images cut into blocks of 16, one task
+ * each (a task owns its outputs), on a team of at most nt threads, each with a
+ * scratch of `scratch` bytes. FC_ENOMEM if a scratch could not be had.
+ */
+static int fc_lanes_run(ptrdiff_t n, int nt, size_t scratch, fc_lanes_block_fn block,
+                        const void *plan)
+{
+    const ptrdiff_t nblk = FC_CEILDIV(n, FC_LANES);
+    if (nt > nblk) nt = (int)nblk;
+    int failed = 0;
+    fc_simd_ran(FC_SIMD_AVX512);
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        fc_team_arrive(&tm);
+        float *buf = (float *)fc_malloc(scratch);
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t b;
+#pragma omp for schedule(static) nowait
+        for (b = 0; b < nblk; ++b) {
+            if (!buf) continue;
+            const ptrdiff_t n0 = b * FC_LANES;
+            block(plan, n0, (int)FC_MIN((ptrdiff_t)FC_LANES, n - n0), buf);
+        }
+        fc_free(buf);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    return failed ? FC_ENOMEM : FC_OK;
+}
 #endif /* FC_X86_SIMD */
 
 #endif /* FC_LANES_H */
