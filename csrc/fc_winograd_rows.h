@@ -164,20 +164,13 @@ static void wino_in_row WINO_IN_ROW_PARAMS
     FC_SIMD_CALL(wino_in_row, (src, src2, ld, nq, dst, sp));
 }
 
-/*
- * Output transform of one output channel for up to RL tiles side by side in a
- * tile row: M point p of tile q is m[p * sp + q]. Y = A^T M A + bias (then
- * ReLU); output row a < nrow of the tiles goes to y + a * ld, its first ncol
- * values (2 per tile, fewer at an odd right edge). If y2 is not NULL, the next
- * tile row (nq <= RL/2 tiles each) follows in lanes nq..2nq-1 of m and goes to
- * y2 (nrow2 rows, the same ncol).
- */
-#define WINO_OUT_ROW_PARAMS                                                         \
-    (const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow,  \
-     int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
-FC_ALWAYS_INLINE void wino_out_row_body WINO_OUT_ROW_PARAMS
+/* The four outputs of each tile, A^T M A plus the bias (and ReLU): v[2a + c][l] =
+ * output row a, column c of tile l (lane-major: vectorises). Shared by the plain
+ * and the pooled output transforms, so both make the same bits. */
+FC_ALWAYS_INLINE void wino_out_vals(const float *FC_RESTRICT m, ptrdiff_t sp, float bias,
+                                     int relu, float v[4][RL])
 {
-    float t[2][6][RL], buf[2][2 * RL];
+    float t[2][6][RL];
     for (int j = 0; j < 6; ++j) {
         const float *m0 = m + j * sp, *m1 = m0 + 6 * sp, *m2 = m1 + 6 * sp, *m3 = m2 + 6 * sp,
                     *m4 = m3 + 6 * sp, *m5 = m4 + 6 * sp;
@@ -196,8 +189,30 @@ FC_ALWAYS_INLINE void wino_out_row_body WINO_OUT_ROW_PARAMS
                 v0 = v0 <= 0 ? 0.0f : v0; /* NaN stays NaN */
                 v1 = v1 <= 0 ? 0.0f : v1;
             }
-            buf[a][2 * l] = v0;
-            buf[a][2 * l + 1] = v1;
+            v[2 * a][l] = v0;
+            v[2 * a + 1][l] = v1;
+        }
+}
+
+/*
+ * Output transform of one output channel for up to RL tiles side by side in a
+ * tile row: M point p of tile q is m[p * sp + q]. Y = A^T M A + bias (then
+ * ReLU); output row a < nrow of the tiles goes to y + a * ld, its first ncol
+ * values (2 per tile, fewer at an odd right edge). If y2 is not NULL, the next
+ * tile row (nq <= RL/2 tiles each) follows in lanes nq..2nq-1 of m and goes to
+ * y2 (nrow2 rows, the same ncol).
+ */
+#define WINO_OUT_ROW_PARAMS                                                         \
+    (const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int nrow,  \
+     int ncol, ptrdiff_t ld, float *y, int nrow2, float *y2)
+FC_ALWAYS_INLINE void wino_out_row_body WINO_OUT_ROW_PARAMS
+{
+    float v[4][RL], buf[2][2 * RL];
+    wino_out_vals(m, sp, bias, relu, v);
+    for (int a = 0; a < 2; ++a)
+        for (int l = 0; l < RL; ++l) {
+            buf[a][2 * l] = v[2 * a][l];
+            buf[a][2 * l + 1] = v[2 * a + 1][l];
         }
     /* a loop, not memcpy: ncol is small and a libc call per row costs more than the copy */
     for (int a = 0; a < nrow; ++a)
@@ -240,34 +255,6 @@ static void wino_out_row WINO_OUT_ROW_PARAMS
 #define WINO_POOL_ROW_PARAMS                                                        \
     (const float *FC_RESTRICT m, ptrdiff_t sp, float bias, int relu, int nq, int npool, \
      float *y, float *y2)
-/* The four outputs of each tile, biased and rectified as wino_out_row_body makes
- * them: v[2a + c][l] = output row a, column c of tile l (lane-major: vectorises). */
-FC_ALWAYS_INLINE void wino_pool_vals(const float *FC_RESTRICT m, ptrdiff_t sp, float bias,
-                                     int relu, float v[4][RL])
-{
-    float t[2][6][RL];
-    for (int j = 0; j < 6; ++j) {
-        const float *m0 = m + j * sp, *m1 = m0 + 6 * sp, *m2 = m1 + 6 * sp, *m3 = m2 + 6 * sp,
-                    *m4 = m3 + 6 * sp, *m5 = m4 + 6 * sp;
-        for (int l = 0; l < RL; ++l) {
-            t[0][j][l] = (m0[l] + m1[l]) + (m2[l] + m3[l]) + m4[l];
-            t[1][j][l] = (m1[l] - m2[l]) + 2 * (m3[l] - m4[l]) + m5[l];
-        }
-    }
-    for (int a = 0; a < 2; ++a)
-        for (int l = 0; l < RL; ++l) {
-            const float *s0 = t[a][0], *s1 = t[a][1], *s2 = t[a][2], *s3 = t[a][3],
-                        *s4 = t[a][4], *s5 = t[a][5];
-            float v0 = (s0[l] + s1[l]) + (s2[l] + s3[l]) + s4[l] + bias;
-            float v1 = (s1[l] - s2[l]) + 2 * (s3[l] - s4[l]) + s5[l] + bias;
-            if (relu) {
-                v0 = v0 <= 0 ? 0.0f : v0; /* NaN stays NaN */
-                v1 = v1 <= 0 ? 0.0f : v1;
-            }
-            v[2 * a][l] = v0;
-            v[2 * a + 1][l] = v1;
-        }
-}
 
 FC_ALWAYS_INLINE void wino_pool_store(const float *best, int nq, int npool, float *y,
                                       float *y2)
@@ -280,7 +267,7 @@ FC_ALWAYS_INLINE void wino_pool_store(const float *best, int nq, int npool, floa
 FC_ALWAYS_INLINE void wino_pool_row_body WINO_POOL_ROW_PARAMS
 {
     float v[4][RL], best[RL];
-    wino_pool_vals(m, sp, bias, relu, v);
+    wino_out_vals(m, sp, bias, relu, v);
     for (int l = 0; l < RL; ++l) {
         float b = v[0][l];
         for (int i = 1; i < 4; ++i) b = (v[i][l] > b || v[i][l] != v[i][l]) ? v[i][l] : b;
@@ -294,7 +281,7 @@ FC_TGT_AVX512 FC_NO_MEMCPY static void wino_pool_row_avx512 WINO_POOL_ROW_PARAMS
 {
     fc_simd_ran(FC_SIMD_AVX512);
     float v[4][RL], best[RL];
-    wino_pool_vals(m, sp, bias, relu, v);
+    wino_out_vals(m, sp, bias, relu, v);
     __m512 b = _mm512_loadu_ps(v[0]);
     for (int i = 1; i < 4; ++i) {
         const __m512 c = _mm512_loadu_ps(v[i]);
@@ -317,7 +304,7 @@ FC_TGT_AVX2 FC_NO_MEMCPY static void wino_pool_row_avx2 WINO_POOL_ROW_PARAMS
 {
     fc_simd_ran(FC_SIMD_AVX2);
     float v[4][RL], best[RL];
-    wino_pool_vals(m, sp, bias, relu, v);
+    wino_out_vals(m, sp, bias, relu, v);
     for (int l = 0; l < RL; l += 8) {
         __m256 b = _mm256_loadu_ps(v[0] + l);
         for (int i = 1; i < 4; ++i) {
