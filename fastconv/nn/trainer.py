@@ -28,6 +28,7 @@ from .fit_args import (
 from .activations import Sigmoid, Softmax
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss, get_loss
 from .metrics import confusion_matrix, per_class_accuracy
+from .plan import _flat_layers
 from .train_plan import TrainPlan, plan_supported
 from .training_loop import TrainStep, batch_input, check_finite, make_run, run_epochs
 
@@ -102,13 +103,6 @@ def raw_outputs_are_probabilities(model):
 
 
 # -- layers whose output is not one row per sample ---------------------------------
-def _flat_layers(model):
-    out = []
-    for layer in model.layers:
-        out.extend(_flat_layers(layer) if type(layer) is type(model) else [layer])
-    return out
-
-
 def model_outputs(model):
     """How many arrays the model returns: its last layer's outputs (a layer with
     several, e.g. ``MaxPool2d(return_indices=True)``, is only allowed last)."""
