@@ -480,7 +480,8 @@ static int SFX(grad_input_implicit)(const KERN *kk, const REAL *gy, const REAL *
         jobs[jj].src = gyp + (jj % G) * mg * plane;
     if (empty_phase) memset(gx, 0, sizeof(REAL) * (size_t)(g->n * g->c * g->h * g->w));
     /* no jobs when every tap lands on padding only (e.g. h = 1, stride 3, pad 1) */
-    if (njobs > 0 && G == 1 && (sh > 1 || sw > 1))
+    if (njobs > 0 && G == 1 && (sh > 1 || sw > 1)
+        && fc_route_override(FC_OVERRIDE_DX_PHASE_ROWS, 1))
         rc = SFX(gi_run_rows)(kk, jobs, jrh, jrh + njmax, njobs, sw, g->n, nthreads);
     else if (njobs > 0)
         rc = SFX(run_jobs)(kk, jobs, (int)njobs, g->n, nthreads);
