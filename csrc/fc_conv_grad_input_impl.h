@@ -274,26 +274,55 @@ typedef struct {
     ptrdiff_t ldc;             /* scratch row stride: the widest block + overhang */
 } SFX(gi_rows_plan);
 
-/* Grid columns [q0, q1) of job jb for image img into cbuf (column q0 + i at i):
- * job_product's calls, over whole tiles of the full panels' width. */
-static void SFX(gi_rows_product)(const KERN *kk, const PLAN *pl, const JOB *jb, ptrdiff_t img,
-                                 ptrdiff_t q0, ptrdiff_t q1, ptrdiff_t ldc, REAL *cbuf)
+/* Grid columns [q0, q1) of the phases jobs[j0, j1) for image img into cbuf
+ * (phase j at cbuf + (j - j0) * pstride, column q0 + i at i): job_product's
+ * calls, over whole tiles of the full panels' width, tile by tile. A tile's
+ * source rows (every tap of every phase reads a shifted window of the same
+ * 48-odd columns of each grad_y channel: 40 KB for 128 channels) then stay in
+ * L1 across all the phases' panels, and the packed weights stream from L2
+ * (half a line per step) instead of the source (three lines per step, misaligned). */
+static void SFX(gi_rows_product)(const KERN *kk, const PLAN *pl, const JOB *jobs, ptrdiff_t j0,
+                                 ptrdiff_t j1, ptrdiff_t img, ptrdiff_t q0, ptrdiff_t q1,
+                                 ptrdiff_t ldc, ptrdiff_t pstride, REAL *cbuf)
 {
-    const ptrdiff_t nb = FC_ROUNDUP(q1 - q0, (ptrdiff_t)kk->nr[pl->slot_full]);
-    const REAL *srcq = jb->src + img * jb->src_n + q0;
+    const ptrdiff_t nrf = kk->nr[pl->slot_full];
     const ptrdiff_t npan = pl->nfull + (pl->mr_tail > 0);
-    const REAL *ap = jb->apack;
-    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
-        const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
-        const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
-        REAL *crow = cbuf + pi * pl->mr_full * ldc;
+    const int tail_wide = pl->mr_tail > 0 && kk->nr[pl->slot_tail] != nrf;
+    for (ptrdiff_t jt = 0; jt < q1 - q0; jt += nrf)
+        for (ptrdiff_t j = j0; j < j1; ++j) {
+            const JOB *jb = &jobs[j];
+            const REAL *srcq = jb->src + img * jb->src_n + q0;
+            const REAL *ap = jb->apack;
+            for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+                const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
+                const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
+                REAL *crow = cbuf + (j - j0) * pstride + pi * pl->mr_full * ldc;
+                /* a tail kernel of another width runs its own tiles, after the loop */
+                if (!(tail_wide && slot == pl->slot_tail && pi >= pl->nfull))
+                    for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
+                        const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
+                        kk->ukr[slot](kc, ap + pc * mr, srcq + jt, jb->koff + pc, crow + jt, ldc,
+                                      pc > 0);
+                        if (jb->kdim == 0) break;
+                    }
+                (void)nr;
+                ap += jb->kdim * mr;
+            }
+        }
+    if (!tail_wide) return;
+    const ptrdiff_t nb = FC_ROUNDUP(q1 - q0, nrf), nr = kk->nr[pl->slot_tail];
+    for (ptrdiff_t j = j0; j < j1; ++j) {
+        const JOB *jb = &jobs[j];
+        const REAL *srcq = jb->src + img * jb->src_n + q0;
+        const REAL *ap = jb->apack + pl->nfull * pl->mr_full * jb->kdim;
+        REAL *crow = cbuf + (j - j0) * pstride + pl->nfull * pl->mr_full * ldc;
         for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
             const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
             for (ptrdiff_t jr = 0; jr < nb; jr += nr)
-                kk->ukr[slot](kc, ap + pc * mr, srcq + jr, jb->koff + pc, crow + jr, ldc, pc > 0);
+                kk->ukr[pl->slot_tail](kc, ap + pc * pl->mr_tail, srcq + jr, jb->koff + pc,
+                                       crow + jr, ldc, pc > 0);
             if (jb->kdim == 0) break;
         }
-        ap += jb->kdim * mr;
     }
 }
 
@@ -350,12 +379,10 @@ static void SFX(gi_rows_task)(const SFX(gi_rows_plan) *d, ptrdiff_t img, ptrdiff
         for (j1 = j0 + 1; j1 < d->njobs && d->rh[j1] == d->rh[j0]; ++j1) {}
         /* a phase row shorter than the block (h not a multiple of sh) */
         if (q0 >= d->jobs[j0].rows * d->jobs[j0].qpitch) continue;
-        for (ptrdiff_t j = j0; j < j1; ++j) {
-            const JOB *jb = &d->jobs[j];
-            SFX(gi_rows_product)(d->kk, &d->pl, jb, img, q0,
-                                 FC_MIN(q1, jb->rows * jb->qpitch), d->ldc,
-                                 cbuf + (j - j0) * pstride);
-        }
+        /* the phases of one rh have the same rows */
+        SFX(gi_rows_product)(d->kk, &d->pl, d->jobs, j0, j1, img, q0,
+                             FC_MIN(q1, d->jobs[j0].rows * d->jobs[j0].qpitch), d->ldc, pstride,
+                             cbuf);
         SFX(gi_rows_write)(d, j0, j1, cbuf, pstride, img, q0, q1);
     }
 }
