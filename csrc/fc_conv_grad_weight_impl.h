@@ -282,9 +282,17 @@ static void SFX(nhwc_row)(const REAL *xn, const fc_conv_geom *g, ptrdiff_t wp, p
     memset(d, 0, sizeof(REAL) * (size_t)(g->pw * C));
     memset(d + (g->pw + g->w) * C, 0, sizeof(REAL) * (size_t)(g->pw_end * C));
     const REAL *s = xn + ys * g->w;
-    for (ptrdiff_t c = 0; c < C; ++c)
-        for (ptrdiff_t xx = 0; xx < g->w; ++xx)
-            d[(g->pw + xx) * C + c] = s[c * g->h * g->w + xx];
+    const ptrdiff_t hw = g->h * g->w;
+    REAL *dp = d + g->pw * C;
+    ptrdiff_t c0 = 0;
+    const SFX(fc_nhwc_tile) tile = SFX(nhwc_tile)();
+    if (tile) /* 16 channels x up to 16 columns at a time */
+        for (; c0 + 16 <= C; c0 += 16)
+            for (ptrdiff_t x0 = 0; x0 < g->w; x0 += 16)
+                tile(s + c0 * hw + x0, hw, (int)FC_MIN((ptrdiff_t)16, g->w - x0),
+                     dp + x0 * C + c0, C);
+    for (ptrdiff_t c = c0; c < C; ++c)
+        for (ptrdiff_t xx = 0; xx < g->w; ++xx) dp[xx * C + c] = s[c * hw + xx];
 }
 
 /* xh[n][yp][xp][c] = x[n][c][yp - ph][xp - pw] (0 outside): kernel rows of
@@ -416,6 +424,33 @@ static ptrdiff_t SFX(dw_block_rows)(const fc_conv_geom *g, ptrdiff_t p0, ptrdiff
     return (oh1 - oh0) * g->sh + (g->kh - 1) * g->dh + 1;
 }
 
+/* Lines of a set of equal spans (n spans of len bytes, stride apart) touched
+ * a few at a time: the next block's input and grad_y, fetched into L2 while
+ * this block's products run (the block's own loads of them from memory were
+ * a sixth of the pass, with the kernels idle). */
+typedef struct {
+    const char *base;
+    ptrdiff_t stride, len, n, i, off;
+} SFX(dw_pf_spans);
+
+static void SFX(dw_pf_init)(SFX(dw_pf_spans) *f, const void *base, ptrdiff_t stride, ptrdiff_t len,
+                       ptrdiff_t n)
+{
+    f->base = (const char *)base; f->stride = stride; f->len = len; f->n = len > 0 ? n : 0;
+    f->i = 0; f->off = 0;
+}
+
+static void SFX(dw_pf_step)(SFX(dw_pf_spans) *f, int lines)
+{
+    for (; lines > 0 && f->i < f->n; --lines) {
+#if defined(__GNUC__) || defined(__clang__)
+        __builtin_prefetch(f->base + f->i * f->stride + f->off, 0, 2);
+#endif
+        f->off += 64;
+        if (f->off >= f->len) { f->off = 0; ++f->i; }
+    }
+}
+
 static void SFX(dw_block_direct)(const SFX(dw_plan) *d, ptrdiff_t bi, REAL *rows,
                                  ptrdiff_t *koffs, REAL *at, REAL *pc)
 {
@@ -446,6 +481,22 @@ static void SFX(dw_block_direct)(const SFX(dw_plan) *d, ptrdiff_t bi, REAL *rows
             koffs[i * FC_DW_PB + p] = (((oh - oh0) * g->sh + i * g->dh) * d->wp + ow * g->sw) * C;
         }
     SFX(dw_pack_gy)(d, gyn, p0, pb, 0, at);
+    /* the next block's input rows (per channel) and grad_y (per output channel) */
+    SFX(dw_pf_spans) pfx, pfy;
+    SFX(dw_pf_init)(&pfx, NULL, 0, 0, 0);
+    SFX(dw_pf_init)(&pfy, NULL, 0, 0, 0);
+    if (bi + 1 < d->nblk) {
+        const ptrdiff_t in1 = (bi + 1) / d->nbi, p1 = ((bi + 1) % d->nbi) * FC_DW_PB;
+        const ptrdiff_t pb1 = FC_MIN((ptrdiff_t)FC_DW_PB, d->hw - p1);
+        const ptrdiff_t y0 = FC_MAX((ptrdiff_t)0, p1 / g->wo * g->sh - g->ph);
+        const ptrdiff_t y1 = FC_MIN(g->h, p1 / g->wo * g->sh - g->ph
+                                              + SFX(dw_block_rows)(g, p1, pb1));
+        const ptrdiff_t hwx = g->h * g->w;
+        SFX(dw_pf_init)(&pfx, d->x + in1 * C * hwx + y0 * g->w, (ptrdiff_t)sizeof(REAL) * hwx,
+                   (ptrdiff_t)sizeof(REAL) * (y1 - y0) * g->w, C);
+        SFX(dw_pf_init)(&pfy, d->gy + in1 * g->k * d->hw + p1, (ptrdiff_t)sizeof(REAL) * d->hw,
+                   (ptrdiff_t)sizeof(REAL) * pb1, g->k);
+    }
     const ptrdiff_t npan = pl->nfull + (pl->mr_tail > 0);
     const REAL *a = at;
     for (ptrdiff_t pi = 0; pi < npan; ++pi) {
@@ -455,6 +506,8 @@ static void SFX(dw_block_direct)(const SFX(dw_plan) *d, ptrdiff_t bi, REAL *rows
             const ptrdiff_t i = jr / run;
             kk->ukr[slot](pb, a, rows + (jr - i * run), koffs + i * FC_DW_PB,
                           pc + pi * pl->mr_full * d->ldb + jr, d->ldb, 1);
+            SFX(dw_pf_step)(&pfx, 32);
+            SFX(dw_pf_step)(&pfy, 16);
         }
         a += pb * mr;
     }
