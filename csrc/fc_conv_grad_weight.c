@@ -55,15 +55,12 @@ static void dot5x3_avx512_f32(ptrdiff_t len, int nimg, const float *const *g, pt
 #endif
 
 #if FC_X86_SIMD
-/*
- * A tile of the NHWC rows: d[x * ds + c] = s[c * ss + x] for c < 16 and
- * x < nx <= 16, transposed in registers (pairs unpacked, then 4 x 4 blocks,
- * then 128-bit lanes). A copy: no arithmetic.
- */
+/* r[i] = row i of 16 (x < nx: masked loads, the rest 0) -> r[x] = column x,
+ * in registers: pairs unpacked, then 4 x 4 blocks, then 128-bit lanes. */
 __attribute__((target("avx512f,avx2,fma")))
-static void nhwc_tile_avx512_f32(const float *s, ptrdiff_t ss, int nx, float *d, ptrdiff_t ds)
+static inline void tile16_avx512_f32(const float *s, ptrdiff_t ss, int nx, __m512 r[16])
 {
-    __m512 r[16], t[16];
+    __m512 t[16];
     const __mmask16 k = (__mmask16)((1u << nx) - 1u);
     for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(k, s + i * ss);
     for (int i = 0; i < 16; i += 2) {
@@ -88,9 +85,47 @@ static void nhwc_tile_avx512_f32(const float *s, ptrdiff_t ss, int nx, float *d,
         t[8 + j] = _mm512_shuffle_f32x4(u1, v1, 0x88);
         t[12 + j] = _mm512_shuffle_f32x4(u1, v1, 0xDD);
     }
-    for (int x = 0; x < nx; ++x) _mm512_storeu_ps(d + x * ds, t[x]);
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+/*
+ * Copies by those tiles (no arithmetic), where element-by-element stores were
+ * a tenth of the grad_weight pass: NHWC rows, d[x * ds + c] = s[c * ss + x]
+ * (c < 16, x < nx); and two 8-row panels of packed grad_y, a0[x * 8 + r] =
+ * s[r * ss + x], a1[x * 8 + r] = s[(8 + r) * ss + x] (r < 8, x < nx).
+ */
+__attribute__((target("avx512f,avx2,fma")))
+static void nhwc_tile_avx512_f32(const float *s, ptrdiff_t ss, int nx, float *d, ptrdiff_t ds)
+{
+    __m512 r[16];
+    tile16_avx512_f32(s, ss, nx, r);
+    for (int x = 0; x < nx; ++x) _mm512_storeu_ps(d + x * ds, r[x]);
+}
+
+__attribute__((target("avx512f,avx2,fma")))
+static void pack16_avx512_f32(const float *s, ptrdiff_t ss, int nx, float *a0, float *a1)
+{
+    __m512 r[16];
+    tile16_avx512_f32(s, ss, nx, r);
+    for (int x = 0; x < nx; ++x) {
+        _mm256_storeu_ps(a0 + x * 8, _mm512_castps512_ps256(r[x]));
+        _mm256_storeu_pd((double *)(a1 + x * 8),
+                         _mm512_extractf64x4_pd(_mm512_castps_pd(r[x]), 1));
+    }
 }
 #endif
+
+typedef void (*fc_pack16_f32)(const float *, ptrdiff_t, int, float *, float *);
+typedef void (*fc_pack16_f64)(const double *, ptrdiff_t, int, double *, double *);
+/* The two-panel grad_y packer of the current level, or NULL. */
+static fc_pack16_f32 pack16_f32(void)
+{
+#if FC_X86_SIMD
+    if (fc_simd_dispatch() == FC_SIMD_AVX512) return pack16_avx512_f32;
+#endif
+    return NULL;
+}
+static fc_pack16_f64 pack16_f64(void) { return NULL; }
 
 typedef void (*fc_nhwc_tile_f32)(const float *, ptrdiff_t, int, float *, ptrdiff_t);
 typedef void (*fc_nhwc_tile_f64)(const double *, ptrdiff_t, int, double *, ptrdiff_t);

@@ -350,7 +350,17 @@ static void SFX(dw_pack_gy)(const SFX(dw_plan) *d, const REAL *gyn, ptrdiff_t p0
 {
     const PLAN *pl = &d->pl;
     const ptrdiff_t npan = pl->nfull + (pl->mr_tail > 0);
-    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+    ptrdiff_t pi = 0;
+    const SFX(fc_pack16) pack16 = SFX(pack16)();
+    if (pack16 && pl->mr_full == 8) /* pairs of full panels, 16 pixels at a time */
+        for (; pi + 1 < pl->nfull; pi += 2) {
+            const REAL *s = gyn + (gi * d->mg + pi * 8) * d->hw + p0;
+            for (ptrdiff_t x0 = 0; x0 < pb; x0 += 16)
+                pack16(s + x0, d->hw, (int)FC_MIN((ptrdiff_t)16, pb - x0), a + x0 * 8,
+                       a + (pb + x0) * 8);
+            a += 2 * pb * 8;
+        }
+    for (; pi < npan; ++pi) {
         ptrdiff_t mr = pi < pl->nfull ? pl->mr_full : pl->mr_tail;
         ptrdiff_t r0 = pi * pl->mr_full;
         for (ptrdiff_t p = 0; p < pb; ++p)
