@@ -250,16 +250,18 @@ static ptrdiff_t SFX(gi_phase_taps)(const fc_conv_geom *g, ptrdiff_t rh, ptrdiff
 }
 
 /*
- * The phase-row runner of the implicit route (groups 1, stride > 1). run_jobs
- * gives each phase its own tasks: each then writes every sw-th element of a
- * grad_x row, one scalar store at a time, in a pass over all of grad_x that
- * comes long after the previous phase's pass left those lines (for a 3x3/2
- * layer a sixth of the time went to those stores, and 6% more to the column
- * tiles its even blocks ran past the grid's end). Here one task is an image and
- * a block of grid columns (the same for every phase: they share qpitch): for
- * each phase row rh, the products of its phases (rh, rw) go to scratch, then
- * the grad_x rows they complete are written once, interleaved. Blocks are whole
- * column tiles dealt evenly, so no block computes a tile past the grid.
+ * The phase-row runner of the implicit route (groups 1). run_jobs gives each
+ * stride phase its own tasks: each then writes every sw-th element of a grad_x
+ * row, one scalar store at a time, in a pass over all of grad_x that comes long
+ * after the previous phase's pass left those lines (for a 3x3/2 layer a sixth
+ * of the time went to those stores, and 6% more to the column tiles its even
+ * blocks ran past the grid's end). Here one task is an image and a block of
+ * grid columns (the same for every phase: they share qpitch): for each phase
+ * row rh, the products of its phases (rh, rw) go to scratch, then the grad_x
+ * rows they complete are written once, interleaved. Blocks are whole column
+ * tiles dealt evenly, so no block computes a tile past the grid. Stride 1 (one
+ * phase) takes it too, for the tile order of gi_rows_product (bench shape e:
+ * 49 -> 42 ms at one thread).
  * Per element the products are run_jobs's (same panels, reduction blocks and
  * kernels; a column's lane never meets another's), then + 0 as job_write adds
  * the absent bias: the same bits (tests/test_grad_input_phase_rows.py).
@@ -407,6 +409,9 @@ static int SFX(gi_run_rows)(const KERN *kk, const JOB *jobs, const ptrdiff_t *rh
     const ptrdiff_t nr = kk->nr[d.pl.slot_full];
     d.ntiles = FC_CEILDIV(ncols, nr);
     d.nblk = FC_MIN(d.ntiles, FC_CEILDIV(ncols, (ptrdiff_t)512)); /* block_cols's target */
+    /* a small batch: enough blocks for every thread (blocks own their columns,
+     * so their count changes no bit) */
+    if (n * d.nblk < nt) d.nblk = FC_MIN(d.ntiles, FC_CEILDIV((ptrdiff_t)nt, n));
     d.ldc = FC_CEILDIV(d.ntiles, d.nblk) * nr + SFX(widest)(kk);
     const size_t cbuf_elems = (size_t)(run * d.pl.mpad * d.ldc);
     const ptrdiff_t ntask = n * d.nblk;
@@ -507,8 +512,7 @@ static int SFX(grad_input_implicit)(const KERN *kk, const REAL *gy, const REAL *
         jobs[jj].src = gyp + (jj % G) * mg * plane;
     if (empty_phase) memset(gx, 0, sizeof(REAL) * (size_t)(g->n * g->c * g->h * g->w));
     /* no jobs when every tap lands on padding only (e.g. h = 1, stride 3, pad 1) */
-    if (njobs > 0 && G == 1 && (sh > 1 || sw > 1)
-        && fc_route_override(FC_OVERRIDE_DX_PHASE_ROWS, 1))
+    if (njobs > 0 && G == 1 && fc_route_override(FC_OVERRIDE_DX_PHASE_ROWS, 1))
         rc = SFX(gi_run_rows)(kk, jobs, jrh, jrh + njmax, njobs, sw, g->n, nthreads);
     else if (njobs > 0)
         rc = SFX(run_jobs)(kk, jobs, (int)njobs, g->n, nthreads);

@@ -508,7 +508,7 @@ def set_route_override(name, value):
     dx_lanes_max_c (grad_input image-lanes route up to this many channels; 0: never),
     fwd_lanes_max_c (forward image-lanes route up to this many channels; 0: never),
     dw_dot_rows (grad_weight dot route: 4 keeps 4-row tiles where 3-row ones would run),
-    dx_phase_rows (grad_input, stride > 1: 0 gives each stride phase its own tasks),
+    dx_phase_rows (grad_input, groups 1: 0 gives each stride phase its own tasks),
     dw_direct_rows (grad_weight packed route: 0 reads patches from im2col copies).
     """
     if name not in _ROUTE_OVERRIDES:

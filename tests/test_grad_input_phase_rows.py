@@ -1,11 +1,12 @@
 """grad_input's phase-row runner (csrc/fc_conv_grad_input_impl.h, gi_run_rows): run_jobs's bits.
 
-For groups 1 and a stride past 1, the implicit route runs every stride phase of
-an image's column block in one task and writes whole grad_x rows (stride 2:
-the two column phases interleaved). Per element its arithmetic is meant to be
-that of run_jobs, which gives each phase its own tasks; the oracle is that
-runner itself, forced with ``set_route_override("dx_phase_rows", 0)``, and both
-are checked against the plain-loop reference.
+For groups 1 the implicit route runs every stride phase of an image's column
+block in one task, column tile by column tile, and writes whole grad_x rows
+(stride 2: the two column phases interleaved; stride 1: one phase). Per
+element its arithmetic is meant to be that of run_jobs, which gives each phase
+its own tasks; the oracle is that runner itself, forced with
+``set_route_override("dx_phase_rows", 0)``, and both are checked against the
+plain-loop reference.
 """
 
 import numpy as np
@@ -20,8 +21,14 @@ from fastconv import functional as F
 # widths (an even phase one row / column longer than the odd); strides 3, (2, 1)
 # and (1, 2) (the writer of one phase at a time); a stride past the kernel
 # (phases no tap lands on); dilation; channels not a multiple of the kernel's
-# rows; a grid of several blocks; one pixel per phase
+# rows; a grid of several blocks; one pixel per phase; stride 1 (bench shape
+# e's layer), with a reduction past one block of the kernel (600 output
+# channels x 9 taps) and with dilation; a batch of one (a block per thread)
 CASES = [
+    ((2, 64, 20, 20), (64, 64, 3, 3), 1, 1, 1),
+    ((2, 13, 9, 11), (600, 13, 3, 3), 1, 1, 1),
+    ((2, 17, 10, 10), (9, 17, 3, 2), 1, ((0, 2), (1, 0)), (1, 2)),
+    ((1, 16, 40, 40), (8, 16, 3, 3), 2, 1, 1),
     ((2, 64, 56, 56), (128, 64, 3, 3), 2, "same", 1),
     ((2, 13, 17, 15), (9, 13, 3, 3), 2, 1, 1),
     ((3, 20, 11, 12), (7, 20, 3, 2), (2, 3), ((0, 1), (1, 0)), 1),
