@@ -540,8 +540,9 @@ static int SFX(dw_chunks)(const SFX(dw_plan) *d, int nt, REAL *parts)
          * pixel offsets into them (aligned) */
         const size_t rows_elems = (size_t)FC_ROUNDUP(d->ny_max * d->wp * d->C, (ptrdiff_t)16);
         REAL *rows = NULL;
-        if (d->direct) rows = (REAL *)fc_malloc(sizeof(REAL) * rows_elems
-                                                + sizeof(ptrdiff_t) * (size_t)(d->g->kh * FC_DW_PB));
+        if (d->direct)
+            rows = (REAL *)fc_malloc(sizeof(REAL) * rows_elems
+                                     + sizeof(ptrdiff_t) * (size_t)(d->g->kh * FC_DW_PB));
         REAL *at = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(FC_DW_PB * d->pl.mpad));
         if (!patch || !at || (d->direct && !rows)) {
 #pragma omp atomic write

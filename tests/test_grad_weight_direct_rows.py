@@ -1,4 +1,4 @@
-"""grad_weight's direct-rows variant (csrc/fc_conv_grad_weight_impl.h, dw_block_direct): the im2col bits.
+"""grad_weight's direct-rows variant (fc_conv_grad_weight_impl.h, dw_block_direct): im2col's bits.
 
 Where groups is 1, dilation along w is 1 and kw * C is a multiple of every
 micro-kernel tile width in use, the packed route reads each patch row in place
