@@ -266,6 +266,9 @@ static ptrdiff_t SFX(gi_phase_taps)(const fc_conv_geom *g, ptrdiff_t rh, ptrdiff
  * kernels; a column's lane never meets another's), then + 0 as job_write adds
  * the absent bias: the same bits (tests/test_grad_input_phase_rows.py).
  */
+#ifndef FC_GI_ROWS_MAX_SCRATCH
+#define FC_GI_ROWS_MAX_SCRATCH (8.0 * 1048576.0) /* bytes per thread (h: 0.3 MB) */
+#endif
 typedef struct {
     const KERN *kk;
     const JOB *jobs;           /* one per phase with taps, rh-major, rw ascending */
@@ -413,6 +416,10 @@ static int SFX(gi_run_rows)(const KERN *kk, const JOB *jobs, const ptrdiff_t *rh
     if (n * d.nblk < nt) d.nblk = FC_MIN(d.ntiles, FC_CEILDIV((ptrdiff_t)nt, n));
     d.ldc = FC_CEILDIV(d.ntiles, d.nblk) * nr + SFX(widest)(kk);
     const size_t cbuf_elems = (size_t)(run * d.pl.mpad * d.ldc);
+    /* scratch for a whole phase row grows with the stride (and the channels):
+     * past the cap, run_jobs's one phase at a time (the same bits) */
+    if ((double)cbuf_elems * sizeof(REAL) > FC_GI_ROWS_MAX_SCRATCH)
+        return SFX(run_jobs)(kk, jobs, (int)njobs, n, nt);
     const ptrdiff_t ntask = n * d.nblk;
     int failed = 0;
     fc_team tm;
