@@ -250,6 +250,201 @@ static ptrdiff_t SFX(gi_phase_taps)(const fc_conv_geom *g, ptrdiff_t rh, ptrdiff
 }
 
 /*
+ * The phase-row runner of the implicit route (groups 1). run_jobs gives each
+ * stride phase its own tasks: each then writes every sw-th element of a grad_x
+ * row, one scalar store at a time, in a pass over all of grad_x that comes long
+ * after the previous phase's pass left those lines (for a 3x3/2 layer a sixth
+ * of the time went to those stores, and 6% more to the column tiles its even
+ * blocks ran past the grid's end). Here one task is an image and a block of
+ * grid columns (the same for every phase: they share qpitch): for each phase
+ * row rh, the products of its phases (rh, rw) go to scratch, then the grad_x
+ * rows they complete are written once, interleaved. Blocks are whole column
+ * tiles dealt evenly, so no block computes a tile past the grid. Stride 1 (one
+ * phase) takes it too, for the tile order of gi_rows_product (bench shape e:
+ * 49 -> 42 ms at one thread).
+ * Per element the products are run_jobs's (same panels, reduction blocks and
+ * kernels; a column's lane never meets another's), then + 0 as job_write adds
+ * the absent bias: the same bits (tests/test_grad_input_phase_rows.py).
+ */
+#ifndef FC_GI_ROWS_MAX_SCRATCH
+#define FC_GI_ROWS_MAX_SCRATCH (8.0 * 1048576.0) /* bytes per thread (h: 0.3 MB) */
+#endif
+typedef struct {
+    const KERN *kk;
+    const JOB *jobs;           /* one per phase with taps, rh-major, rw ascending */
+    const ptrdiff_t *rh, *rw;  /* each job's phase */
+    ptrdiff_t njobs, sw;
+    PLAN pl;                   /* every job has the same rows (the input channels) */
+    ptrdiff_t ntiles, nblk;    /* column tiles of the widest job, blocks of them */
+    ptrdiff_t ldc;             /* scratch row stride: the widest block + overhang */
+} SFX(gi_rows_plan);
+
+/* Grid columns [q0, q1) of the phases jobs[j0, j1) for image img into cbuf
+ * (phase j at cbuf + (j - j0) * pstride, column q0 + i at i): job_product's
+ * calls, over whole tiles of the full panels' width, tile by tile. A tile's
+ * source rows (every tap of every phase reads a shifted window of the same
+ * columns of each grad_y channel: 40 KB for bench shape h's 128 channels and
+ * 48-column tiles) then stay in L1 across all the phases' panels, and the
+ * packed weights stream from L2 (half a line per step) instead of the source
+ * (three misaligned lines per step): 22.7 -> 19.2 ms at one thread. */
+static void SFX(gi_rows_product)(const KERN *kk, const PLAN *pl, const JOB *jobs, ptrdiff_t j0,
+                                 ptrdiff_t j1, ptrdiff_t img, ptrdiff_t q0, ptrdiff_t q1,
+                                 ptrdiff_t ldc, ptrdiff_t pstride, REAL *cbuf)
+{
+    const ptrdiff_t nrf = kk->nr[pl->slot_full];
+    const ptrdiff_t npan = pl->nfull + (pl->mr_tail > 0);
+    const int tail_wide = pl->mr_tail > 0 && kk->nr[pl->slot_tail] != nrf;
+    for (ptrdiff_t jt = 0; jt < q1 - q0; jt += nrf)
+        for (ptrdiff_t j = j0; j < j1; ++j) {
+            const JOB *jb = &jobs[j];
+            const REAL *srcq = jb->src + img * jb->src_n + q0;
+            const REAL *ap = jb->apack;
+            /* a tail panel whose kernel has another width runs its own tiles, below */
+            for (ptrdiff_t pi = 0; pi < npan - tail_wide; ++pi) {
+                const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
+                const ptrdiff_t mr = kk->mr[slot];
+                REAL *crow = cbuf + (j - j0) * pstride + pi * pl->mr_full * ldc;
+                for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
+                    const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
+                    kk->ukr[slot](kc, ap + pc * mr, srcq + jt, jb->koff + pc, crow + jt, ldc,
+                                  pc > 0);
+                    if (jb->kdim == 0) break;
+                }
+                ap += jb->kdim * mr;
+            }
+        }
+    if (!tail_wide) return;
+    const ptrdiff_t nb = FC_ROUNDUP(q1 - q0, nrf), nr = kk->nr[pl->slot_tail];
+    for (ptrdiff_t j = j0; j < j1; ++j) {
+        const JOB *jb = &jobs[j];
+        const REAL *srcq = jb->src + img * jb->src_n + q0;
+        const REAL *ap = jb->apack + pl->nfull * pl->mr_full * jb->kdim;
+        REAL *crow = cbuf + (j - j0) * pstride + pl->nfull * pl->mr_full * ldc;
+        for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
+            const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
+            for (ptrdiff_t jr = 0; jr < nb; jr += nr)
+                kk->ukr[pl->slot_tail](kc, ap + pc * pl->mr_tail, srcq + jr, jb->koff + pc,
+                                       crow + jr, ldc, pc > 0);
+            if (jb->kdim == 0) break;
+        }
+    }
+}
+
+/* out[2i] = e[i] + 0, out[2i + 1] = o[i] + 0: one grad_x row segment from the
+ * two column phases of stride 2 (+ 0 as job_write adds the absent bias) */
+FC_SIMD_PROC(SFX(gi_interleave2), (const REAL *FC_RESTRICT e, const REAL *FC_RESTRICT o,
+                                   ptrdiff_t n, REAL *FC_RESTRICT out),
+             (e, o, n, out))
+{
+    for (ptrdiff_t i = 0; i < n; ++i) {
+        out[2 * i] = e[i] + (REAL)0;
+        out[2 * i + 1] = o[i] + (REAL)0;
+    }
+}
+
+/* Write grid columns [q0, q1) of the phases jobs[j0, j1) (one rh; scratch of
+ * each `pstride` apart) to grad_x of image img. */
+static void SFX(gi_rows_write)(const SFX(gi_rows_plan) *d, ptrdiff_t j0, ptrdiff_t j1,
+                               const REAL *cbuf, ptrdiff_t pstride, ptrdiff_t img, ptrdiff_t q0,
+                               ptrdiff_t q1)
+{
+    const JOB *je = &d->jobs[j0], *jo = &d->jobs[j0 + 1];
+    if (!(j1 - j0 == 2 && d->sw == 2 && d->rw[j0] == 0)) {
+        for (ptrdiff_t j = j0; j < j1; ++j)
+            SFX(job_write)(&d->jobs[j], cbuf + (j - j0) * pstride, d->ldc, img, q0,
+                           FC_MIN(q1, d->jobs[j].rows * d->jobs[j].qpitch));
+        return;
+    }
+    /* stride 2, both column phases: whole rows, the even phase one column
+     * longer when w is odd */
+    const ptrdiff_t qp = je->qpitch, qe = FC_MIN(q1, je->rows * qp);
+    REAL *dimg = je->dst + img * je->dst_n;
+    for (ptrdiff_t mm = 0; mm < je->m; ++mm) {
+        const REAL *ce = cbuf + mm * d->ldc - q0, *co = ce + pstride;
+        REAL *dm = dimg + mm * je->dst_m;
+        for (ptrdiff_t r = q0 / qp; r * qp < qe; ++r) {
+            const ptrdiff_t a = FC_MAX(q0, r * qp), b = FC_MIN(qe, r * qp + je->cols);
+            const ptrdiff_t bo = FC_MIN(qe, r * qp + jo->cols);
+            REAL *drow = dm + r * je->dst_r - r * qp * 2; /* column q at drow[2q] */
+            if (bo > a) SFX(gi_interleave2)(ce + a, co + a, bo - a, drow + 2 * a);
+            for (ptrdiff_t q = FC_MAX(a, bo); q < b; ++q) drow[2 * q] = ce[q] + (REAL)0;
+        }
+    }
+}
+
+/* One task: image img, column block blk, every phase row in order. */
+static void SFX(gi_rows_task)(const SFX(gi_rows_plan) *d, ptrdiff_t img, ptrdiff_t blk,
+                              REAL *cbuf)
+{
+    const ptrdiff_t nr = d->kk->nr[d->pl.slot_full], pstride = d->pl.mpad * d->ldc;
+    const ptrdiff_t q0 = blk * d->ntiles / d->nblk * nr;
+    const ptrdiff_t q1 = (blk + 1) * d->ntiles / d->nblk * nr;
+    for (ptrdiff_t j0 = 0, j1; j0 < d->njobs; j0 = j1) {
+        for (j1 = j0 + 1; j1 < d->njobs && d->rh[j1] == d->rh[j0]; ++j1) {}
+        /* a phase row shorter than the block (h not a multiple of sh) */
+        if (q0 >= d->jobs[j0].rows * d->jobs[j0].qpitch) continue;
+        /* the phases of one rh have the same rows */
+        SFX(gi_rows_product)(d->kk, &d->pl, d->jobs, j0, j1, img, q0,
+                             FC_MIN(q1, d->jobs[j0].rows * d->jobs[j0].qpitch), d->ldc, pstride,
+                             cbuf);
+        SFX(gi_rows_write)(d, j0, j1, cbuf, pstride, img, q0, q1);
+    }
+}
+
+/* Plan (column blocks) -> tasks (image, block), each owning its grad_x
+ * elements: nothing to merge. The jobs' source slack is run_jobs's (job_slack):
+ * a block never reads past the tile run_jobs's last block read. */
+static int SFX(gi_run_rows)(const KERN *kk, const JOB *jobs, const ptrdiff_t *rh,
+                            const ptrdiff_t *rw, ptrdiff_t njobs, ptrdiff_t sw, ptrdiff_t n,
+                            int nt)
+{
+    SFX(gi_rows_plan) d;
+    d.kk = kk; d.jobs = jobs; d.rh = rh; d.rw = rw; d.njobs = njobs; d.sw = sw;
+    d.pl = SFX(plan_rows)(kk, jobs[0].m);
+    ptrdiff_t ncols = 0, run = 0;
+    for (ptrdiff_t j = 0, r = 0; j < njobs; ++j) {
+        ncols = FC_MAX(ncols, jobs[j].rows * jobs[j].qpitch);
+        r = (j > 0 && rh[j] == rh[j - 1]) ? r + 1 : 1;
+        run = FC_MAX(run, r);
+    }
+    if (ncols <= 0) return FC_OK;
+    const ptrdiff_t nr = kk->nr[d.pl.slot_full];
+    d.ntiles = FC_CEILDIV(ncols, nr);
+    d.nblk = FC_MIN(d.ntiles, FC_CEILDIV(ncols, (ptrdiff_t)512)); /* block_cols's target */
+    /* a small batch: enough blocks for every thread (blocks own their columns,
+     * so their count changes no bit) */
+    if (n * d.nblk < nt) d.nblk = FC_MIN(d.ntiles, FC_CEILDIV((ptrdiff_t)nt, n));
+    d.ldc = FC_CEILDIV(d.ntiles, d.nblk) * nr + SFX(widest)(kk);
+    const size_t cbuf_elems = (size_t)(run * d.pl.mpad * d.ldc);
+    /* scratch for a whole phase row grows with the stride (and the channels):
+     * past the cap, run_jobs's one phase at a time (the same bits) */
+    if ((double)cbuf_elems * sizeof(REAL) > FC_GI_ROWS_MAX_SCRATCH)
+        return SFX(run_jobs)(kk, jobs, (int)njobs, n, nt);
+    const ptrdiff_t ntask = n * d.nblk;
+    int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1 && ntask > 1)
+    {
+        fc_team_arrive(&tm);
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * cbuf_elems);
+        if (!cbuf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t t;
+        /* every task runs every phase: equal costs, so contiguous shares */
+#pragma omp for schedule(static) nowait
+        for (t = 0; t < ntask; ++t)
+            if (cbuf) SFX(gi_rows_task)(&d, t / d.nblk, t % d.nblk, cbuf);
+        fc_free(cbuf);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/*
  * The implicit route: one job per (phase with taps, group). Each tap (m, i, j)
  * lands on exactly one phase, so the tap tables and packed weights of all
  * phases together hold mg*kh*kw entries (not that times the phase count, which
@@ -279,9 +474,10 @@ static int SFX(grad_input_implicit)(const KERN *kk, const REAL *gy, const REAL *
     ptrdiff_t *tabs = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * kmax + 1));
     REAL *ap = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(G * pl.mpad * kmax + 1));
     JOB *jobs = (JOB *)malloc(sizeof(JOB) * (size_t)(njmax + 1));
+    ptrdiff_t *jrh = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)(2 * njmax + 1));
     char *hit = (char *)calloc((size_t)(shx + swx), 1);
     REAL *gyp = NULL;
-    if (!tabs || !ap || !jobs || !hit) { rc = FC_ENOMEM; goto done; }
+    if (!tabs || !ap || !jobs || !jrh || !hit) { rc = FC_ENOMEM; goto done; }
     ptrdiff_t slack = 64, njobs = 0, used = 0;
     const int empty_phase = SFX(gi_hit_phases)(g, shx, swx, hit);
     REAL *apn = ap;
@@ -293,6 +489,7 @@ static int SFX(grad_input_implicit)(const KERN *kk, const REAL *gy, const REAL *
             const ptrdiff_t kd = SFX(gi_phase_taps)(g, rh, rw, mg, plane, wg, pad, koff, woff);
             used += kd;
             for (ptrdiff_t gi = 0; gi < G; ++gi) {
+                jrh[njobs] = rh; jrh[njmax + njobs] = rw;
                 JOB *jb = &jobs[njobs++];
                 /* A[c, (m,i,j)] = w[gi*mg + m, c, i, j] */
                 SFX(pack_a)(w + gi * mg * cg * khw, khw, woff, cg, kd, &pl, apn);
@@ -321,11 +518,15 @@ static int SFX(grad_input_implicit)(const KERN *kk, const REAL *gy, const REAL *
         jobs[jj].src = gyp + (jj % G) * mg * plane;
     if (empty_phase) memset(gx, 0, sizeof(REAL) * (size_t)(g->n * g->c * g->h * g->w));
     /* no jobs when every tap lands on padding only (e.g. h = 1, stride 3, pad 1) */
-    if (njobs > 0) rc = SFX(run_jobs)(kk, jobs, (int)njobs, g->n, nthreads);
+    if (njobs > 0 && G == 1 && fc_route_override(FC_OVERRIDE_DX_PHASE_ROWS, 1))
+        rc = SFX(gi_run_rows)(kk, jobs, jrh, jrh + njmax, njobs, sw, g->n, nthreads);
+    else if (njobs > 0)
+        rc = SFX(run_jobs)(kk, jobs, (int)njobs, g->n, nthreads);
 done:
     free(tabs);
     fc_free(ap);
     free(jobs);
+    free(jrh);
     free(hit);
     fc_free(gyp);
     return rc;

@@ -54,6 +54,91 @@ static void dot5x3_avx512_f32(ptrdiff_t len, int nimg, const float *const *g, pt
 }
 #endif
 
+#if FC_X86_SIMD
+/* r[i] = row i of 16 (x < nx: masked loads, the rest 0) -> r[x] = column x,
+ * in registers: pairs unpacked, then 4 x 4 blocks, then 128-bit lanes. */
+__attribute__((target("avx512f,avx2,fma")))
+static inline void tile16_avx512_f32(const float *s, ptrdiff_t ss, int nx, __m512 r[16])
+{
+    __m512 t[16];
+    const __mmask16 k = (__mmask16)((1u << nx) - 1u);
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(k, s + i * ss);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* r[4g + j]: in 128-bit lane L, rows 4g..4g+3 of column 4L + j */
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    /* column 4L + j: lane L of r[j], r[4 + j], r[8 + j], r[12 + j] */
+    for (int j = 0; j < 4; ++j) {
+        const __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44);
+        const __m512 u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+        const __m512 v0 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+        const __m512 v1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+        t[j] = _mm512_shuffle_f32x4(u0, v0, 0x88);
+        t[4 + j] = _mm512_shuffle_f32x4(u0, v0, 0xDD);
+        t[8 + j] = _mm512_shuffle_f32x4(u1, v1, 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(u1, v1, 0xDD);
+    }
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+/*
+ * Copies by those tiles (no arithmetic), where element-by-element stores were
+ * a tenth of the grad_weight pass: NHWC rows, d[x * ds + c] = s[c * ss + x]
+ * (c < 16, x < nx); and two 8-row panels of packed grad_y, a0[x * 8 + r] =
+ * s[r * ss + x], a1[x * 8 + r] = s[(8 + r) * ss + x] (r < 8, x < nx).
+ */
+__attribute__((target("avx512f,avx2,fma")))
+static void nhwc_tile_avx512_f32(const float *s, ptrdiff_t ss, int nx, float *d, ptrdiff_t ds)
+{
+    __m512 r[16];
+    tile16_avx512_f32(s, ss, nx, r);
+    for (int x = 0; x < nx; ++x) _mm512_storeu_ps(d + x * ds, r[x]);
+}
+
+__attribute__((target("avx512f,avx2,fma")))
+static void pack16_avx512_f32(const float *s, ptrdiff_t ss, int nx, float *a0, float *a1)
+{
+    __m512 r[16];
+    tile16_avx512_f32(s, ss, nx, r);
+    for (int x = 0; x < nx; ++x) {
+        _mm256_storeu_ps(a0 + x * 8, _mm512_castps512_ps256(r[x]));
+        _mm256_storeu_pd((double *)(a1 + x * 8),
+                         _mm512_extractf64x4_pd(_mm512_castps_pd(r[x]), 1));
+    }
+}
+#endif
+
+typedef void (*fc_pack16_f32)(const float *, ptrdiff_t, int, float *, float *);
+typedef void (*fc_pack16_f64)(const double *, ptrdiff_t, int, double *, double *);
+/* The two-panel grad_y packer of the current level, or NULL. */
+static fc_pack16_f32 pack16_f32(void)
+{
+#if FC_X86_SIMD
+    if (fc_simd_dispatch() == FC_SIMD_AVX512) return pack16_avx512_f32;
+#endif
+    return NULL;
+}
+static fc_pack16_f64 pack16_f64(void) { return NULL; }
+
+typedef void (*fc_nhwc_tile_f32)(const float *, ptrdiff_t, int, float *, ptrdiff_t);
+typedef void (*fc_nhwc_tile_f64)(const double *, ptrdiff_t, int, double *, ptrdiff_t);
+/* The NHWC tile of the current level, or NULL (then element by element). */
+static fc_nhwc_tile_f32 nhwc_tile_f32(void)
+{
+#if FC_X86_SIMD
+    if (fc_simd_dispatch() == FC_SIMD_AVX512) return nhwc_tile_avx512_f32;
+#endif
+    return NULL;
+}
+static fc_nhwc_tile_f64 nhwc_tile_f64(void) { return NULL; }
+
 /* The 3-row consecutive-offset dot5 kernel of the current level, or NULL. */
 static fc_dot_f32 dot5x3_f32(void)
 {

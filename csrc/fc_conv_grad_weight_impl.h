@@ -239,6 +239,9 @@ typedef struct {
     ptrdiff_t nr_max, ldb;     /* widest kernel tile; patch row length */
     ptrdiff_t part_g, part;    /* partial sums of one group; of one chunk (+ bias) */
     ptrdiff_t nch;             /* chunks */
+    const REAL *x;             /* NCHW input (the direct-rows variant reads it per block) */
+    int direct;                /* direct-rows variant (SFX(dw_direct_ok)) */
+    ptrdiff_t ny_max;          /* padded input rows the widest pixel block spans */
 } SFX(dw_plan);
 
 static void SFX(dw_plan_make)(const KERN *kk, const fc_conv_geom *g, SFX(dw_plan) *d)
@@ -266,6 +269,32 @@ static void SFX(dw_plan_make)(const KERN *kk, const fc_conv_geom *g, SFX(dw_plan
     d->nch = nch < 1 ? 1 : nch;
 }
 
+/* One padded NHWC row: d[xp][c] = xn[c][ys][xp - pw] (0 outside), for the
+ * input row ys of image xn (any ys: rows outside the input are zero). */
+static void SFX(nhwc_row)(const REAL *xn, const fc_conv_geom *g, ptrdiff_t wp, ptrdiff_t ys,
+                          REAL *d /* OUT */)
+{
+    const ptrdiff_t C = g->c;
+    if (ys < 0 || ys >= g->h) {
+        memset(d, 0, sizeof(REAL) * (size_t)(wp * C));
+        return;
+    }
+    memset(d, 0, sizeof(REAL) * (size_t)(g->pw * C));
+    memset(d + (g->pw + g->w) * C, 0, sizeof(REAL) * (size_t)(g->pw_end * C));
+    const REAL *s = xn + ys * g->w;
+    const ptrdiff_t hw = g->h * g->w;
+    REAL *dp = d + g->pw * C;
+    ptrdiff_t c0 = 0;
+    const SFX(fc_nhwc_tile) tile = SFX(nhwc_tile)();
+    if (tile) /* 16 channels x up to 16 columns at a time */
+        for (; c0 + 16 <= C; c0 += 16)
+            for (ptrdiff_t x0 = 0; x0 < g->w; x0 += 16)
+                tile(s + c0 * hw + x0, hw, (int)FC_MIN((ptrdiff_t)16, g->w - x0),
+                     dp + x0 * C + c0, C);
+    for (ptrdiff_t c = c0; c < C; ++c)
+        for (ptrdiff_t xx = 0; xx < g->w; ++xx) dp[xx * C + c] = s[c * hw + xx];
+}
+
 /* xh[n][yp][xp][c] = x[n][c][yp - ph][xp - pw] (0 outside): kernel rows of
  * patches become contiguous runs of kw * C values. */
 static void SFX(nhwc_pad)(const REAL *x, const fc_conv_geom *g, ptrdiff_t hp, ptrdiff_t wp,
@@ -280,18 +309,8 @@ static void SFX(nhwc_pad)(const REAL *x, const fc_conv_geom *g, ptrdiff_t hp, pt
     fc_team_arrive(&tm);
 #pragma omp for schedule(static) nowait
     for (t = 0; t < total; ++t) {
-        const ptrdiff_t in = t / hp, yp = t % hp, ys = yp - g->ph;
-        REAL *d = xh + (in * hp + yp) * wp * C;
-        if (ys < 0 || ys >= g->h) {
-            memset(d, 0, sizeof(REAL) * (size_t)(wp * C));
-            continue;
-        }
-        memset(d, 0, sizeof(REAL) * (size_t)(g->pw * C));
-        memset(d + (g->pw + g->w) * C, 0, sizeof(REAL) * (size_t)(g->pw_end * C));
-        const REAL *s = x + in * C * g->h * g->w + ys * g->w;
-        for (ptrdiff_t c = 0; c < C; ++c)
-            for (ptrdiff_t xx = 0; xx < g->w; ++xx)
-                d[(g->pw + xx) * C + c] = s[c * g->h * g->w + xx];
+        const ptrdiff_t in = t / hp, yp = t % hp;
+        SFX(nhwc_row)(x + in * C * g->h * g->w, g, wp, yp - g->ph, xh + (in * hp + yp) * wp * C);
     }
     fc_team_done(&tm);
     }
@@ -331,7 +350,17 @@ static void SFX(dw_pack_gy)(const SFX(dw_plan) *d, const REAL *gyn, ptrdiff_t p0
 {
     const PLAN *pl = &d->pl;
     const ptrdiff_t npan = pl->nfull + (pl->mr_tail > 0);
-    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+    ptrdiff_t pi = 0;
+    const SFX(fc_pack16) pack16 = SFX(pack16)();
+    if (pack16 && pl->mr_full == 8) /* pairs of full panels, 16 pixels at a time */
+        for (; pi + 1 < pl->nfull; pi += 2) {
+            const REAL *s = gyn + (gi * d->mg + pi * 8) * d->hw + p0;
+            for (ptrdiff_t x0 = 0; x0 < pb; x0 += 16)
+                pack16(s + x0, d->hw, (int)FC_MIN((ptrdiff_t)16, pb - x0), a + x0 * 8,
+                       a + (pb + x0) * 8);
+            a += 2 * pb * 8;
+        }
+    for (; pi < npan; ++pi) {
         ptrdiff_t mr = pi < pl->nfull ? pl->mr_full : pl->mr_tail;
         ptrdiff_t r0 = pi * pl->mr_full;
         for (ptrdiff_t p = 0; p < pb; ++p)
@@ -378,6 +407,124 @@ static void SFX(dw_block)(const SFX(dw_plan) *d, ptrdiff_t bi, REAL *patch, REAL
     }
 }
 
+/*
+ * The direct-rows variant of a pixel block (groups 1, dilation 1 along w, kw*C
+ * a multiple of every kernel tile width in use: bench shape h, 3 x 64 = 4 x 48).
+ * A column tile of the patch then lies inside one kernel row i, where patch row
+ * p is a contiguous run of the NHWC input, so the kernel reads it in place
+ * (koff per pixel) instead of from an im2col copy; and the NHWC rows are made
+ * per block in a per-thread buffer that stays in L2, not as a copy of all of x
+ * (that copy and the patch copies were a third of the pass: x out to memory in
+ * NHWC, back in, then 9 patch copies per pixel: 25.8 -> 20 ms at one thread).
+ * Same A, the same values of B in the same order, the same calls: the same
+ * bits (tests/test_grad_weight_direct_rows.py).
+ */
+static int SFX(dw_direct_ok)(const KERN *kk, const fc_conv_geom *g, const SFX(dw_plan) *d)
+{
+    const ptrdiff_t run = g->kw * g->c;
+    if (d->G != 1 || g->dw != 1) return 0;
+    if (run % kk->nr[d->pl.slot_full] || (d->pl.mr_tail > 0 && run % kk->nr[d->pl.slot_tail]))
+        return 0;
+    return fc_route_override(FC_OVERRIDE_DW_DIRECT_ROWS, 1) != 0;
+}
+
+/* Padded input rows spanned by the pixel block starting at p0. */
+static ptrdiff_t SFX(dw_block_rows)(const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t pb)
+{
+    const ptrdiff_t oh0 = p0 / g->wo, oh1 = (p0 + pb - 1) / g->wo;
+    return (oh1 - oh0) * g->sh + (g->kh - 1) * g->dh + 1;
+}
+
+/* Lines of a set of equal spans (n spans of len bytes, stride apart) touched
+ * a few at a time: the next block's input and grad_y, fetched into L2 while
+ * this block's products run (the block's own loads of them from memory were
+ * a sixth of the pass, with the kernels idle). */
+typedef struct {
+    const char *base;
+    ptrdiff_t stride, len, n, i, off;
+} SFX(dw_pf_spans);
+
+static void SFX(dw_pf_init)(SFX(dw_pf_spans) *f, const void *base, ptrdiff_t stride,
+                            ptrdiff_t len, ptrdiff_t n)
+{
+    f->base = (const char *)base; f->stride = stride; f->len = len; f->n = len > 0 ? n : 0;
+    f->i = 0; f->off = 0;
+}
+
+static void SFX(dw_pf_step)(SFX(dw_pf_spans) *f, int lines)
+{
+    for (; lines > 0 && f->i < f->n; --lines) {
+#if defined(__GNUC__) || defined(__clang__)
+        __builtin_prefetch(f->base + f->i * f->stride + f->off, 0, 2);
+#endif
+        f->off += 64;
+        if (f->off >= f->len) { f->off = 0; ++f->i; }
+    }
+}
+
+static void SFX(dw_block_direct)(const SFX(dw_plan) *d, ptrdiff_t bi, REAL *rows,
+                                 ptrdiff_t *koffs, REAL *at, REAL *pc)
+{
+    const KERN *kk = d->kk;
+    const PLAN *pl = &d->pl;
+    const fc_conv_geom *g = d->g;
+    const ptrdiff_t in = bi / d->nbi, p0 = (bi % d->nbi) * FC_DW_PB;
+    const ptrdiff_t pb = FC_MIN((ptrdiff_t)FC_DW_PB, d->hw - p0);
+    const ptrdiff_t C = d->C, run = g->kw * C, oh0 = p0 / g->wo;
+    const REAL *gyn = d->gy + in * g->k * d->hw;
+    if (d->want_bias) {
+        REAL *pbias = pc + d->part_g;
+        for (ptrdiff_t m = 0; m < g->k; ++m) {
+            REAL part;
+            SFX(sum_lanes)(gyn + m * d->hw + p0, pb, &part);
+            pbias[m] += part;
+        }
+    }
+    /* padded rows oh0 * sh .. of the block, NHWC */
+    const ptrdiff_t ny = SFX(dw_block_rows)(g, p0, pb);
+    const REAL *xn = d->x + in * C * g->h * g->w;
+    for (ptrdiff_t r = 0; r < ny; ++r)
+        SFX(nhwc_row)(xn, g, d->wp, oh0 * g->sh + r - g->ph, rows + r * d->wp * C);
+    /* kernel row i of pixel p's patch: koffs[i * PB + p] into rows */
+    for (ptrdiff_t i = 0; i < g->kh; ++i)
+        for (ptrdiff_t p = 0; p < pb; ++p) {
+            const ptrdiff_t oh = (p0 + p) / g->wo, ow = (p0 + p) % g->wo;
+            koffs[i * FC_DW_PB + p] = (((oh - oh0) * g->sh + i * g->dh) * d->wp + ow * g->sw) * C;
+        }
+    SFX(dw_pack_gy)(d, gyn, p0, pb, 0, at);
+    /* the next block's input rows (per channel) and grad_y (per output channel) */
+    SFX(dw_pf_spans) pfx, pfy;
+    SFX(dw_pf_init)(&pfx, NULL, 0, 0, 0);
+    SFX(dw_pf_init)(&pfy, NULL, 0, 0, 0);
+    if (bi + 1 < d->nblk) {
+        const ptrdiff_t in1 = (bi + 1) / d->nbi, p1 = ((bi + 1) % d->nbi) * FC_DW_PB;
+        const ptrdiff_t pb1 = FC_MIN((ptrdiff_t)FC_DW_PB, d->hw - p1);
+        const ptrdiff_t y0 = FC_MAX((ptrdiff_t)0, p1 / g->wo * g->sh - g->ph);
+        const ptrdiff_t y1 = FC_MIN(g->h, p1 / g->wo * g->sh - g->ph
+                                              + SFX(dw_block_rows)(g, p1, pb1));
+        const ptrdiff_t hwx = g->h * g->w;
+        SFX(dw_pf_init)(&pfx, d->x + in1 * C * hwx + y0 * g->w, (ptrdiff_t)sizeof(REAL) * hwx,
+                        (ptrdiff_t)sizeof(REAL) * (y1 - y0) * g->w, C);
+        SFX(dw_pf_init)(&pfy, d->gy + in1 * g->k * d->hw + p1, (ptrdiff_t)sizeof(REAL) * d->hw,
+                        (ptrdiff_t)sizeof(REAL) * pb1, g->k);
+    }
+    const ptrdiff_t npan = pl->nfull + (pl->mr_tail > 0);
+    const REAL *a = at;
+    for (ptrdiff_t pi = 0; pi < npan; ++pi) {
+        const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
+        const ptrdiff_t mr = kk->mr[slot], nr = kk->nr[slot];
+        for (ptrdiff_t jr = 0; jr < d->ckk; jr += nr) {
+            const ptrdiff_t i = jr / run;
+            kk->ukr[slot](pb, a, rows + (jr - i * run), koffs + i * FC_DW_PB,
+                          pc + pi * pl->mr_full * d->ldb + jr, d->ldb, 1);
+            /* 48 lines a call: bench shape h's next block within ~150 of its 192 */
+            SFX(dw_pf_step)(&pfx, 32);
+            SFX(dw_pf_step)(&pfy, 16);
+        }
+        a += pb * mr;
+    }
+}
+
 /* All chunks, each its fixed run of pixel blocks into its own partial sums. */
 static int SFX(dw_chunks)(const SFX(dw_plan) *d, int nt, REAL *parts)
 {
@@ -389,8 +536,15 @@ static int SFX(dw_chunks)(const SFX(dw_plan) *d, int nt, REAL *parts)
     {
         fc_team_arrive(&tm);
         REAL *patch = (REAL *)fc_malloc(sizeof(REAL) * patch_elems);
+        /* direct rows: NHWC rows of a block (at most one image's), then kh * PB
+         * pixel offsets into them (aligned) */
+        const size_t rows_elems = (size_t)FC_ROUNDUP(d->ny_max * d->wp * d->C, (ptrdiff_t)16);
+        REAL *rows = NULL;
+        if (d->direct)
+            rows = (REAL *)fc_malloc(sizeof(REAL) * rows_elems
+                                     + sizeof(ptrdiff_t) * (size_t)(d->g->kh * FC_DW_PB));
         REAL *at = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(FC_DW_PB * d->pl.mpad));
-        if (!patch || !at) {
+        if (!patch || !at || (d->direct && !rows)) {
 #pragma omp atomic write
             failed = 1;
         } else {
@@ -400,14 +554,18 @@ static int SFX(dw_chunks)(const SFX(dw_plan) *d, int nt, REAL *parts)
         ptrdiff_t ch;
 #pragma omp for schedule(static) nowait
         for (ch = 0; ch < d->nch; ++ch) {
-            if (!patch || !at) continue;
+            if (!patch || !at || (d->direct && !rows)) continue;
             REAL *pc = parts + ch * d->part;
             memset(pc, 0, sizeof(REAL) * (size_t)d->part);
             for (ptrdiff_t bi = ch * d->nblk / d->nch; bi < (ch + 1) * d->nblk / d->nch; ++bi)
-                SFX(dw_block)(d, bi, patch, at, pc);
+                if (d->direct)
+                    SFX(dw_block_direct)(d, bi, rows, (ptrdiff_t *)(rows + rows_elems), at, pc);
+                else
+                    SFX(dw_block)(d, bi, patch, at, pc);
         }
         fc_free(patch);
         fc_free(at);
+        fc_free(rows);
         fc_team_done(&tm);
     }
     fc_team_end(&tm);
@@ -457,13 +615,20 @@ static int SFX(grad_weight_packed)(const KERN *kk, const REAL *gy, const REAL *x
 {
     SFX(dw_plan) d;
     SFX(dw_plan_make)(kk, g, &d);
+    d.x = x;
+    d.direct = SFX(dw_direct_ok)(kk, g, &d);
+    d.ny_max = 0;
+    for (ptrdiff_t p0 = 0; p0 < d.hw; p0 += FC_DW_PB)
+        d.ny_max = FC_MAX(d.ny_max,
+                          SFX(dw_block_rows)(g, p0, FC_MIN((ptrdiff_t)FC_DW_PB, d.hw - p0)));
     int rc = FC_OK;
-    REAL *xh = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * d.hp * d.wp * d.C));
+    REAL *xh = d.direct ? NULL
+                        : (REAL *)fc_malloc(sizeof(REAL) * (size_t)(g->n * d.hp * d.wp * d.C));
     REAL *parts = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(d.nch * d.part));
     ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * FC_DW_PB);
-    if (!xh || !parts || !koff) { rc = FC_ENOMEM; goto done; }
+    if ((!d.direct && !xh) || !parts || !koff) { rc = FC_ENOMEM; goto done; }
     for (ptrdiff_t p = 0; p < FC_DW_PB; ++p) koff[p] = p * d.ldb;
-    SFX(nhwc_pad)(x, g, d.hp, d.wp, nthreads, xh);
+    if (!d.direct) SFX(nhwc_pad)(x, g, d.hp, d.wp, nthreads, xh);
     d.gy = gy;
     d.xh = xh;
     d.koff = koff;
