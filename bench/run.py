@@ -214,7 +214,7 @@ def measure_grid(impls, args, mode, log):
                             if impl.scaled and phase not in mode["naive_phases"]:
                                 continue
                             rec = dict(op=op, phase=phase, case=case.name, shape=case.describe(),
-                                       dtype=dtype, threads=th, impl=impl.name)
+                                       dtype=dtype, threads=th, impl=impl.name, pid=os.getpid())
                             head = f"  {op:<7} {case.name:<3} {phase:<6} {dtype} {th}T {impl.name:<8}"
                             try:
                                 best = None   # (other load, result): the quietest attempt
