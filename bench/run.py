@@ -12,7 +12,14 @@ unless PYTHONPATH says otherwise); its path is printed first and stored in the
 JSON.
 
 For every (op, shape, dtype, threads) each implementation is warmed up, then
-timed several times; the table shows medians, GFLOP/s, the fraction of the
+timed several times. Each implementation is timed in its own interpreter (a
+worker: this script run with ``--worker-records``), so no other library's
+thread pool is alive beside it: PyTorch's wheel brings the libgomp that
+fastconv's OpenMP then also uses, and one library's thread-count settings and
+spinning threads change the other's speed in a shared process.
+``--same-process`` times them all in this one, interleaved, as before. The
+agreement check runs here, before the workers start, and times nothing.
+The table shows medians, the table shows medians, GFLOP/s, the fraction of the
 measured BLAS peak, every alternative's time divided by fastconv's (its
 speed-up) and PASS/FAIL against the targets of the speed issue. The results
 (JSON, the table as text, a PNG bar chart) go to bench/results/<date>-<host>/.
@@ -24,7 +31,9 @@ import json
 import os
 import platform
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,6 +100,10 @@ def parse_args(argv):
     p.add_argument("--out", default=None,
                    help="results directory (default bench/results/<date>-<hostname>)")
     p.add_argument("--no-save", action="store_true", help="print only; write no files")
+    p.add_argument("--same-process", action="store_true",
+                   help="time every implementation in this one process, interleaved (default: "
+                        "each in its own worker process)")
+    p.add_argument("--worker-records", default=None, metavar="PATH", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -176,7 +189,7 @@ def measure_one(impl, op, phase, case, dtype, mode, naive_cache):
     return median(samples), case.N, samples
 
 
-def measure_grid(impls, args, mode, peaks, log):
+def measure_grid(impls, args, mode, log):
     threads = [int(t) for t in _csv(args.threads)]
     dtypes = _csv(args.dtype) or ["float32", "float64"]
     phases = _csv(args.phases)
@@ -201,7 +214,7 @@ def measure_grid(impls, args, mode, peaks, log):
                             if impl.scaled and phase not in mode["naive_phases"]:
                                 continue
                             rec = dict(op=op, phase=phase, case=case.name, shape=case.describe(),
-                                       dtype=dtype, threads=th, impl=impl.name)
+                                       dtype=dtype, threads=th, impl=impl.name, pid=os.getpid())
                             head = f"  {op:<7} {case.name:<3} {phase:<6} {dtype} {th}T {impl.name:<8}"
                             try:
                                 best = None   # (other load, result): the quietest attempt
@@ -230,11 +243,9 @@ def measure_grid(impls, args, mode, peaks, log):
                                 log(f"{head} ERROR {rec['error']}")
                                 continue
                             flops = case.flops(phase)
-                            gflops = flops / t / 1e9 if flops else None
-                            peak = peaks.get((dtype, th))
                             rec.update(ms=t * 1e3, samples_ms=[x * 1e3 for x in samples],
-                                       n_used=n_used, gflops=gflops,
-                                       pct_peak=100 * gflops / peak if peak and gflops else None,
+                                       n_used=n_used,
+                                       gflops=flops / t / 1e9 if flops else None,
                                        other_load=other)
                             records.append(rec)
                             log(f"{head} {t * 1e3:10.3f} ms"
@@ -242,6 +253,37 @@ def measure_grid(impls, args, mode, peaks, log):
                                 + (f"  [other processes: {other:.1f} cores]"
                                    if other > BUSY_CORES else ""))
     return records
+
+
+def measure_isolated(names, argv, log):
+    """measure_grid's records, each implementation timed by a worker process of its own.
+
+    The worker is this script with the same options, ``--impls`` narrowed to
+    one name and ``--worker-records`` set; it inherits the environment (so it
+    imports the same fastconv) and writes its progress to our stderr.
+    """
+    records = []
+    with tempfile.TemporaryDirectory(prefix="fastconv-bench-") as tmp:
+        for name in names:
+            path = Path(tmp) / f"{name}.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), *argv,
+                   "--impls", name, "--worker-records", str(path)]
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+            if done.returncode != 0 or not path.exists():
+                log(f"worker for {name} failed (exit {done.returncode}); its rows are missing")
+                continue
+            payload = json.loads(path.read_text())
+            for why in payload["skipped"].values():
+                log(f"skipping {name}: {why}")
+            records += payload["records"]
+    return records
+
+
+def add_peak_fractions(records, peaks):
+    for r in records:
+        peak = peaks.get((r["dtype"], r["threads"]))
+        g = r.get("gflops")
+        r["pct_peak"] = 100 * g / peak if peak and g else None
 
 
 def add_ratios(records):
@@ -426,10 +468,20 @@ def draw_chart(records, path):
                      targets, "speed-up of fastconv (x)")
 
 
+def worker_main(args, mode, log):
+    """Time one implementation (``--impls``) and write its records to ``--worker-records``."""
+    impls, skipped = baselines.load(_csv(args.impls))
+    records = measure_grid(impls, args, mode, log) if impls else []
+    Path(args.worker_records).write_text(json.dumps(dict(records=records, skipped=skipped)))
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
     mode = MODES[args.mode]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    if args.worker_records:
+        return worker_main(args, mode, log)
     log(fastconv_origin())
 
     wanted = [n for n in _csv(args.impls)
@@ -438,6 +490,7 @@ def main(argv=None):
     for name, why in skipped.items():
         log(f"skipping {name}: {why}")
     info = machine_info()
+    info["impls_in_own_process"] = not args.same_process
 
     peaks, peak_records = {}, []
     if not args.no_peak:
@@ -484,7 +537,12 @@ def main(argv=None):
         log(f"other processes: {cores:.2f} cores busy" if cores is not None else "")
 
     t0 = time.perf_counter()
-    records = measure_grid(impls, args, mode, peaks, log)
+    if args.same_process:
+        records = measure_grid(impls, args, mode, log)
+    else:
+        worker_argv = sys.argv[1:] if argv is None else list(argv)
+        records = measure_isolated(list(impls), worker_argv, log)
+    add_peak_fractions(records, peaks)
     add_ratios(records)
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
