@@ -196,6 +196,18 @@ int fc_linear_fwd_kmajor_f64(const double *x, const double *wt, ptrdiff_t ldw,
                              const double *bias, ptrdiff_t n, ptrdiff_t nin, ptrdiff_t nout,
                              int nthreads, double *y /* OUT */);
 /*
+ * The dense forward of one row, y = x W^T (+ bias), x (nin,), y (nout,), from
+ * W (nout, nin) cut into panels of FC_KMAJOR_PAD outputs, each stored k-major:
+ * wp[(p * nin + q) * FC_KMAJOR_PAD + i] = W[p * FC_KMAJOR_PAD + i, q] for the
+ * ceil(nout / FC_KMAJOR_PAD) panels p, zeros past nout. Each panel is one
+ * contiguous stream; bitwise fc_gemm(0, 1, 1, nout, nin, x, nin, W, nin, bias,
+ * FC_BIAS_COLS, 0, ...). The caller keeps wp up to date.
+ */
+int fc_linear_fwd_panels_f32(const float *x, const float *wp, const float *bias, ptrdiff_t nin,
+                             ptrdiff_t nout, int nthreads, float *y /* OUT */);
+int fc_linear_fwd_panels_f64(const double *x, const double *wp, const double *bias,
+                             ptrdiff_t nin, ptrdiff_t nout, int nthreads, double *y /* OUT */);
+/*
  * The dense layer's backward in one parallel region: for gy (n, out), x (n, in),
  * w (out, in), gx = gy w, gw (=|+=) gy^T x, gb (=|+=) column sums of gy (rows in
  * order); any output may be NULL (not computed). Same results as fc_gemm /

@@ -103,6 +103,10 @@ cdef extern from "fastconv.h" nogil:
     int fc_linear_fwd_kmajor_f64(const double *x, const double *wt, Py_ssize_t ldw,
                                  const double *bias, Py_ssize_t n, Py_ssize_t nin,
                                  Py_ssize_t nout, int nthreads, double *y)
+    int fc_linear_fwd_panels_f32(const float *x, const float *wp, const float *bias,
+                                 Py_ssize_t nin, Py_ssize_t nout, int nthreads, float *y)
+    int fc_linear_fwd_panels_f64(const double *x, const double *wp, const double *bias,
+                                 Py_ssize_t nin, Py_ssize_t nout, int nthreads, double *y)
     int fc_linear_bwd_f32(const float *gy, const float *x, const float *w, Py_ssize_t n,
                           Py_ssize_t in_, Py_ssize_t out, int accumulate, int nthreads,
                           float *gx, float *gw, float *gb)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _kernels
 from fastconv import functional as F
 from fastconv import models, nn
 from fastconv.nn.plan import InferencePlan, plannable
@@ -338,11 +339,33 @@ def test_kmajor_linear_is_bitwise_the_gemm(dtype, simd, rng):
                     assert got.tobytes() == full[:n].tobytes(), (nin, nout, n, nt)
 
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_panels_linear_is_bitwise_the_gemm(dtype, simd, rng):
+    """linear_forward_panels (one row, W in panels of KMAJOR_PAD outputs) against
+    gemm on W itself, at every SIMD level, for widths that fill the register
+    tile, leave a partial panel or a few columns, with and without bias, at
+    1 / 2 threads (the reduction blocks of 2048 cut 3136 and 2049)."""
+    from fastconv.nn.plan_steps import _panels_copy
+    for nin, nout in [(3136, 1024), (400, 120), (84, 10), (5, 3), (2049, 129), (7, 300)]:
+        w = rng.standard_normal((nout, nin)).astype(dtype)
+        b = rng.standard_normal(nout).astype(dtype)
+        wp = _panels_copy(w)
+        x = rng.standard_normal((1, nin)).astype(dtype)
+        for bias in (b, None):
+            want = np.empty((1, nout), dtype)
+            _kernels.gemm(False, True, x, w, bias, F._BIAS_COLS, False, 1, want)
+            for nt in (1, 2):
+                got = np.full(nout, np.nan, dtype)
+                _kernels.linear_forward_panels(x[0], wp, bias, nt, got)
+                assert got.tobytes() == want[0].tobytes(), (nin, nout, nt)
+
 def test_kmajor_copy_is_used_and_kept(rng):
     model = models.mnist_cnn(seed=0)
     x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
     steps = _kmajor_steps(model, 1)
-    assert steps and all(s.kmajor is not None for s in steps)
+    assert steps and all(s.fast is not None for s in steps)
+    assert [s.variant for s in steps] == [_kernels.LINEAR_PANELS] * 2
     model.predict(x)
     copies = [s.wd for s in steps]
     assert all(c is not None for c in copies)

@@ -238,19 +238,22 @@ def _height_one_view(kernel):
 
 
 class _Linear(_ParamStep):
-    """``y = x W^T + b``; for a few rows from a k-major copy of ``W`` kept by the step.
+    """``y = x W^T + b``; for a few rows from a copy of ``W`` kept by the step.
 
     ``gemm`` reads ``W`` in place, but for a few samples its kernels must gather
     each column of ``W`` across rows (a transposition as they go: 3x the time of
-    the multiply-adds for the MNIST CNN's 3136 -> 1024 at batch 1). The copy
-    ``wt`` (``W`` transposed, zero-padded to ``KMAJOR_PAD`` columns) is read in
-    rows instead, with the same sums in the same order: the bits of ``gemm``.
+    the multiply-adds for the MNIST CNN's 3136 -> 1024 at batch 1). The copy is
+    read in rows instead, with the same sums in the same order: the bits of
+    ``gemm``. For one row it is ``W`` in panels of ``KMAJOR_PAD`` outputs, each
+    transposed (``linear_forward_panels``: every thread streams its panels
+    front to back); for 2 to ``LINEAR_KMAJOR_MAX_ROWS`` rows, ``W`` transposed,
+    zero-padded to ``KMAJOR_PAD`` columns (``linear_forward_kmajor``).
 
     The copy is used only while it is provably current (``_derived_weight``);
     otherwise the step runs ``gemm`` on ``W`` as it is.
     """
 
-    __slots__ = ("gemm", "kmajor")
+    __slots__ = ("gemm", "fast", "variant", "make")
 
     def __init__(self, layer, shape, dtype):
         x = _probe(shape, dtype)
@@ -270,23 +273,21 @@ class _Linear(_ParamStep):
                     f"shape {w.shape}, got {b.shape}")
         super().__init__(_BUFFER, (shape[0], w.shape[0]), layer, dtype)
         self.gemm = _specialized(_kernels.gemm, dtype)
-        self.kmajor = None
-        if _routes.linear_kmajor(shape[0], w.shape[0], w.shape[1]):
-            self.kmajor = _specialized(_kernels.linear_forward_kmajor, dtype)
-
-    @staticmethod
-    def _kmajor_copy(w):
-        nout, nin = w.shape
-        pad = -(-nout // _kernels.KMAJOR_PAD) * _kernels.KMAJOR_PAD
-        wt = np.zeros((nin, pad), w.dtype)
-        wt[:, :nout] = w.T
-        return wt
+        # the fast kernel, its PlanProgram variant and the copy it reads (None: gemm on W)
+        self.fast = self.make = None
+        self.variant = 0
+        if shape[0] == 1 and w.shape[0] >= 1 and w.shape[1] >= 1:
+            self.fast = _one_row(_specialized(_kernels.linear_forward_panels, dtype))
+            self.variant, self.make = _kernels.LINEAR_PANELS, _panels_copy
+        elif _routes.linear_kmajor(shape[0], w.shape[0], w.shape[1]):
+            self.fast = _specialized(_kernels.linear_forward_kmajor, dtype)
+            self.variant, self.make = _kernels.LINEAR_KMAJOR, _kmajor_copy
 
     def run(self, x, y, nt):
-        if self.kmajor is not None:
-            wt = self._derived_weight(self._kmajor_copy)
-            if wt is not None:
-                self.kmajor(x, wt, self._bias(), nt, y)
+        if self.fast is not None:
+            wd = self._derived_weight(self.make)
+            if wd is not None:
+                self.fast(x, wd, self._bias(), nt, y)
                 return y
         w, b = self._params()
         self.gemm(False, True, x, w, b, F._BIAS_COLS, False, nt, y)
@@ -299,16 +300,44 @@ class _Linear(_ParamStep):
                 (self.out_shape[0], nin, nout, ldw))
 
     def operands(self):
-        """(variant, weight, bias) for the program: variant 1 with the k-major copy."""
-        if self.kmajor is not None:
-            wt = self._kept()
-            if wt is not None:
-                return 1, wt, self._bias()
-            wt = self._derived_weight(self._kmajor_copy)
-            if wt is not None:
-                return 1, wt, self._bias()
+        """(variant, weight, bias) for the program: the kept copy's variant with it."""
+        if self.fast is not None:
+            wd = self._kept()
+            if wd is None:
+                wd = self._derived_weight(self.make)
+            if wd is not None:
+                return self.variant, wd, self._bias()
         w, b = self._params()
         return 0, w, b
+
+
+def _kmajor_copy(w):
+    """``W`` (nout, nin) transposed, zero-padded to ``KMAJOR_PAD`` columns."""
+    nout, nin = w.shape
+    pad = -(-nout // _kernels.KMAJOR_PAD) * _kernels.KMAJOR_PAD
+    wt = np.zeros((nin, pad), w.dtype)
+    wt[:, :nout] = w.T
+    return wt
+
+
+def _panels_copy(w):
+    """``W`` (nout, nin) as (panels, nin, KMAJOR_PAD): panel p holds outputs
+    ``p * KMAJOR_PAD ...`` k-major, zeros past nout (fc_linear_fwd_panels)."""
+    nout, nin = w.shape
+    pw = _kernels.KMAJOR_PAD
+    npan = -(-nout // pw)
+    wp = np.zeros((npan, nin, pw), w.dtype)
+    for p in range(npan):
+        rows = w[p * pw:(p + 1) * pw]
+        wp[p, :, :rows.shape[0]] = rows.T
+    return wp
+
+
+def _one_row(kernel):
+    """``linear_forward_panels`` called on the (1, nin) / (1, nout) arrays of a plan."""
+    def run(x, wp, b, nt, y):
+        kernel(x.reshape(-1), wp, b, nt, y.reshape(-1))
+    return run
 
 
 def _pool_geom(layer, shape, dtype):
