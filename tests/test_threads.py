@@ -470,6 +470,28 @@ def test_batch_one_lenet5_forward_wakes_no_team(team):
     assert stats()["parallel_regions"] >= 1
 
 
+@needs_openmp
+def test_batch_one_mnist_cnn_forward_wakes_the_team_twice(team):
+    """Regression (issue #10): at batch 1 the MNIST CNN's conv2 (Winograd) opened
+    a region for its padded copy (10k floats, ~2 us) before the one for its
+    products: a wake-up that cost more than it saved, and one more chance per
+    call to wait for a helper off its core. Two regions are worth a team: conv2's
+    products and the 3136 -> 1024 dense layer."""
+    _kernels.team_adaptive(False)
+    model = fastconv.models.mnist_cnn(seed=0)
+    model.eval()
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    fastconv.set_num_threads(1)
+    want = model.forward(x)
+    fastconv.set_num_threads(2)
+    model.forward(x)
+    _kernels.team_reset()
+    for _ in range(5):
+        got = model.forward(x)
+    assert stats()["parallel_regions"] == 2 * 5
+    assert_bitwise_equal(got, want, "MNIST CNN forward at 1 and 2 threads")
+
+
 # --------------------------------------------------------------------------
 # A caller held off its core (issue #10): real descheduling, one core
 # --------------------------------------------------------------------------
