@@ -61,6 +61,13 @@ cdef extern from "fastconv.h" nogil:
     int fc_conv2d_fwd_wino_pre_maxpool2_f32(const float *x, const float *u, const float *bias,
                                             const fc_conv_geom *g, int relu, int nthreads,
                                             float *yp)
+    Py_ssize_t fc_winograd_packed_len_f32(const fc_conv_geom *g)
+    int fc_winograd_pack_f32(const fc_conv_geom *g, float *up)
+    int fc_conv2d_fwd_wino_packed_f32(const float *x, const float *up, const float *bias,
+                                      const fc_conv_geom *g, int relu, int nthreads, float *y)
+    int fc_conv2d_fwd_wino_packed_maxpool2_f32(const float *x, const float *up,
+                                               const float *bias, const fc_conv_geom *g,
+                                               int relu, int nthreads, float *yp)
     int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                     int nthreads, float *gx)
     int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,

@@ -139,6 +139,24 @@ def conv2d_forward_winograd_pre(const float[:, :, :, ::1] x, const float[:, :, :
     _check(rc)
 
 
+
+def winograd_packed_len(tuple geom):
+    """Floats of U (36, k, c) followed by its packing for the forward's GEMMs
+    (winograd_pack), for the conv geometry ``geom``."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    return fc_winograd_packed_len_f32(&g)
+
+
+def winograd_pack(float[::1] up, tuple geom):
+    """Write the packing of U, held in up's first 36 * k * c floats, after it
+    (up has winograd_packed_len(geom) floats); the plan's OP_WINO* variant 2 reads it."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    if up.shape[0] < fc_winograd_packed_len_f32(&g):
+        raise ValueError(f"winograd_pack: up must hold {fc_winograd_packed_len_f32(&g)} floats, "
+                         f"got {up.shape[0]}")
+    with nogil:
+        fc_winograd_pack_f32(&g, &up[0])
+
 def conv2d_grad_input_winograd(const float[:, :, :, ::1] gy, const float[:, :, :, ::1] w,
                                   tuple geom, int nthreads, float[:, :, :, ::1] gx):
     cdef fc_conv_geom g = _conv_geom(geom)

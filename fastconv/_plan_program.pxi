@@ -19,8 +19,8 @@ cdef struct _plan_op:
 
 
 cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nogil:
-    """One op on the arrays' data pointers p (slots); variant 1 = the step's kept
-    derived weight (Winograd U, k-major W^T) is in slot w."""
+    """One op on the arrays' data pointers p (slots); variant != 0: the step's kept
+    derived weight (Winograd U and its packing, a Linear's copy of W) is in slot w."""
     cdef int code = op.code
     cdef int rc
     if code == 7:  # conv, then its 2x2/2 max-pool, in one pass
@@ -33,7 +33,7 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
                                           <float *>p[op.dst])
     if code == 8:  # Winograd conv, then its 2x2/2 max-pool, in one pass
         if variant:
-            return fc_conv2d_fwd_wino_pre_maxpool2_f32(
+            return fc_conv2d_fwd_wino_packed_maxpool2_f32(
                 <const float *>p[op.src], <const float *>p[op.w], <const float *>p[op.b],
                 &op.cg, op.relu, nthreads, <float *>p[op.dst])
         return fc_conv2d_fwd_wino_maxpool2_f32(<const float *>p[op.src], <const float *>p[op.w],
@@ -61,9 +61,9 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
                                  <float *>p[op.dst])
     if code == 1:
         if variant:
-            return fc_conv2d_fwd_wino_pre_f32(<const float *>p[op.src], <const float *>p[op.w],
-                                              <const float *>p[op.b], &op.cg, op.relu,
-                                              nthreads, <float *>p[op.dst])
+            return fc_conv2d_fwd_wino_packed_f32(<const float *>p[op.src],
+                                                 <const float *>p[op.w], <const float *>p[op.b],
+                                                 &op.cg, op.relu, nthreads, <float *>p[op.dst])
         return fc_conv2d_fwd_wino_f32(<const float *>p[op.src], <const float *>p[op.w],
                                       <const float *>p[op.b], &op.cg, op.relu, nthreads,
                                       <float *>p[op.dst])

@@ -17,6 +17,8 @@ from fastconv import functional as F
 from fastconv import models, nn
 from fastconv.nn.plan import InferencePlan, plannable
 
+from conftest import SIMD_LEVELS
+
 DTYPES = [np.float32, np.float64]
 
 
@@ -477,6 +479,31 @@ def test_winograd_weights_kept_by_the_plan(rng, simd):
     _check_follows(model, x, lambda m: kept.__imul__(-1.0))
     del kept
 
+
+
+def test_winograd_packing_made_at_another_simd_level_is_not_used(rng):
+    """The plan keeps U packed for the SIMD level in force when it made it; the
+    kernels' panel height differs between levels, so after a switch the kernel
+    must see that the packing does not fit and pack U again (same bits as a
+    plan built at the new level)."""
+    levels = [lv for lv in ("avx512", "avx2", "generic") if lv in SIMD_LEVELS]
+    if len(levels) < 2:
+        pytest.skip("one SIMD level on this CPU")
+    before = F.simd_level()
+    try:
+        x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
+        for first in levels:
+            model = models.mnist_cnn(seed=0)
+            model.eval()
+            F.set_simd_level(first)
+            model.forward(x)                       # packs U for `first`
+            for other in levels:
+                F.set_simd_level(other)
+                got = model.forward(x).copy()
+                want = models.mnist_cnn(seed=0).eval().forward(x)   # packed for `other`
+                assert got.tobytes() == want.tobytes(), (first, other)
+    finally:
+        F.set_simd_level(before)
 
 def test_winograd_pre_kernel_is_bitwise_the_kernel(rng, simd):
     from fastconv import _kernels

@@ -185,8 +185,9 @@ class _Conv(_ParamStep):
         if ndim == 3:
             self.kernel = _height_one_view(self.kernel)
         self.geom, self.relu = geom, relu
-        # Winograd transforms the weights on every call (at batch 1 a good part
-        # of the layer's time): the plan keeps the transform while it is current
+        # Winograd transforms the weights on every call and packs them for its
+        # products (at batch 1 a good part of the layer's time): the plan keeps
+        # both while they are current (``_winograd_up``)
         self.pre = None
         self.op_code = None
         if kernel is _kernels.conv2d_forward_winograd:
@@ -195,17 +196,22 @@ class _Conv(_ParamStep):
         elif kernel is _kernels.conv2d_forward:
             self.op_code = _kernels.OP_CONV
 
-    @staticmethod
-    def _winograd_weights(w):
-        u = np.empty((36, w.shape[0], w.shape[1]), np.float32)
-        _kernels.winograd_weights(w, 1, u)
-        return u
+    def _winograd_up(self, w):
+        """U (36, k, c), the transformed weights, followed by their packing for the
+        products (``winograd_pack``), in one flat array: the program's variant 1."""
+        k, c = w.shape[:2]
+        up = np.empty(_kernels.winograd_packed_len(self.geom), np.float32)
+        _kernels.winograd_weights(w, 1, up[:36 * k * c].reshape(36, k, c))
+        _kernels.winograd_pack(up, self.geom)
+        return up
 
     def run(self, x, y, nt):
         if self.pre is not None:
-            u = self._derived_weight(self._winograd_weights)
-            if u is not None:
-                self.pre(x, u, self._bias(), self.geom, self.relu, nt, y)
+            up = self._derived_weight(self._winograd_up)
+            if up is not None:
+                k, c = self.wshape[:2]
+                self.pre(x, up[:36 * k * c].reshape(36, k, c), self._bias(), self.geom,
+                         self.relu, nt, y)
                 return y
         w, b = self._params()
         self.kernel(x, w, b, self.geom, self.relu, nt, y)
@@ -218,14 +224,14 @@ class _Conv(_ParamStep):
                 self.geom, None)
 
     def operands(self):
-        """(variant, weight, bias) for the program: variant 1 with the kept U."""
+        """(variant, weight, bias) for the program: variant 1 with the kept U and
+        its packing."""
         if self.pre is not None:
-            u = self._kept()
-            if u is not None:
-                return 1, u, self._bias()
-            u = self._derived_weight(self._winograd_weights)
-            if u is not None:
-                return 1, u, self._bias()
+            up = self._kept()
+            if up is None:
+                up = self._derived_weight(self._winograd_up)
+            if up is not None:
+                return 1, up, self._bias()
         w, b = self._params()
         return 0, w, b
 
