@@ -135,9 +135,11 @@ int fc_conv2d_fwd_wino_pre_maxpool2_f32(const float *x, const float *u, const fl
 /* The _pre forwards from up: U (36, k, c) followed by its packing for the GEMMs
  * (fc_winograd_pack_f32 writes it after U; up holds fc_winograd_packed_len_f32
  * floats), which saves packing U on every call. A packing made for another
- * SIMD level's kernels is detected, and U packed again. Bitwise the _pre ones. */
+ * SIMD level's kernels (or not made: len too small) is detected, and U packed
+ * on the call. Bitwise the _pre ones. */
 ptrdiff_t fc_winograd_packed_len_f32(const fc_conv_geom *g);
-int fc_winograd_pack_f32(const fc_conv_geom *g, float *up /* IN: U; OUT: its packing */);
+int fc_winograd_pack_f32(const fc_conv_geom *g, float *up /* IN: U; OUT: its packing */,
+                         ptrdiff_t len /* floats of up */);
 int fc_conv2d_fwd_wino_packed_f32(const float *x, const float *up, const float *bias,
                                   const fc_conv_geom *g, int relu, int nthreads,
                                   float *y /* OUT */);

@@ -316,17 +316,21 @@ ptrdiff_t fc_winograd_packed_len_f32(const fc_conv_geom *g)
     return NP * g->k * g->c + WINO_HDR + NP * most * g->c;
 }
 
-int fc_winograd_pack_f32(const fc_conv_geom *g, float *up)
+int fc_winograd_pack_f32(const fc_conv_geom *g, float *up, ptrdiff_t len)
 {
-    if (g->k <= 0 || g->c <= 0) return FC_OK;
+    const ptrdiff_t nu = NP * g->k * g->c;
+    if (g->k <= 0 || g->c <= 0 || len < nu + WINO_HDR) return FC_OK;
     const fc_kernels_f32 *kk = fc_get_kernels_f32();
     int slot;
     ptrdiff_t rpb;
     wino_layout(kk, g->n, g->c, g->k, g->ho, g->wo, &slot, &rpb);
     const ptrdiff_t mr = kk->mr[slot], mpad = FC_ROUNDUP(g->k, mr);
-    float *hdr = up + NP * g->k * g->c;
+    float *hdr = up + nu;
+    memset(hdr, 0, sizeof(float) * WINO_HDR); /* no packing until it is all written */
+    /* sized at another SIMD level (switched meanwhile): no packing, the forward
+     * packs U itself */
+    if (len < nu + WINO_HDR + NP * mpad * g->c) return FC_OK;
     const int64_t h[5] = {WINO_MAGIC, mr, mpad, g->k, g->c};
-    memset(hdr, 0, sizeof(float) * WINO_HDR);
     memcpy(hdr, h, sizeof h);
     wino_pack(up, g->k, g->c, mr, mpad, hdr + WINO_HDR);
     return FC_OK;

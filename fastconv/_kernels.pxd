@@ -62,7 +62,7 @@ cdef extern from "fastconv.h" nogil:
                                             const fc_conv_geom *g, int relu, int nthreads,
                                             float *yp)
     Py_ssize_t fc_winograd_packed_len_f32(const fc_conv_geom *g)
-    int fc_winograd_pack_f32(const fc_conv_geom *g, float *up)
+    int fc_winograd_pack_f32(const fc_conv_geom *g, float *up, Py_ssize_t len)
     int fc_conv2d_fwd_wino_packed_f32(const float *x, const float *up, const float *bias,
                                       const fc_conv_geom *g, int relu, int nthreads, float *y)
     int fc_conv2d_fwd_wino_packed_maxpool2_f32(const float *x, const float *up,

@@ -149,13 +149,13 @@ def winograd_packed_len(tuple geom):
 
 def winograd_pack(float[::1] up, tuple geom):
     """Write the packing of U, held in up's first 36 * k * c floats, after it
-    (up has winograd_packed_len(geom) floats); the plan's OP_WINO* variant 2 reads it."""
+    (up has winograd_packed_len(geom) floats; fewer: no packing, the forward
+    packs U on each call); the plan's OP_WINO* variant 1 reads it."""
     cdef fc_conv_geom g = _conv_geom(geom)
-    if up.shape[0] < fc_winograd_packed_len_f32(&g):
-        raise ValueError(f"winograd_pack: up must hold {fc_winograd_packed_len_f32(&g)} floats, "
-                         f"got {up.shape[0]}")
+    if up.shape[0] == 0:
+        return
     with nogil:
-        fc_winograd_pack_f32(&g, &up[0])
+        fc_winograd_pack_f32(&g, &up[0], up.shape[0])
 
 def conv2d_grad_input_winograd(const float[:, :, :, ::1] gy, const float[:, :, :, ::1] w,
                                   tuple geom, int nthreads, float[:, :, :, ::1] gx):

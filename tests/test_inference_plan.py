@@ -505,6 +505,18 @@ def test_winograd_packing_made_at_another_simd_level_is_not_used(rng):
     finally:
         F.set_simd_level(before)
 
+
+def test_winograd_packing_that_does_not_fit_is_not_made(rng, monkeypatch):
+    """A buffer too short for the packing the SIMD level in force chooses (sized
+    at another level) gets none: the kernel packs U on each call, same bits."""
+    x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
+    want = models.mnist_cnn(seed=0).eval().forward(x)
+    monkeypatch.setattr(_kernels, "winograd_packed_len",
+                        lambda geom: 36 * geom[4] * geom[1] + 16)   # U and the header
+    model = models.mnist_cnn(seed=0).eval()
+    for _ in range(2):
+        assert model.forward(x).tobytes() == want.tobytes()
+
 def test_winograd_pre_kernel_is_bitwise_the_kernel(rng, simd):
     from fastconv import _kernels
     x = rng.standard_normal((3, 16, 12, 9)).astype(np.float32)
