@@ -132,6 +132,20 @@ int fc_conv2d_fwd_wino_maxpool2_f32(const float *x, const float *w, const float 
 int fc_conv2d_fwd_wino_pre_maxpool2_f32(const float *x, const float *u, const float *bias,
                                         const fc_conv_geom *g, int relu, int nthreads,
                                         float *yp /* OUT */);
+/* The _pre forwards from up: U (36, k, c) followed by its packing for the GEMMs
+ * (fc_winograd_pack_f32 writes it after U; up holds fc_winograd_packed_len_f32
+ * floats), which saves packing U on every call. A packing made for another
+ * SIMD level's kernels (or not made: len too small) is detected, and U packed
+ * on the call. Bitwise the _pre ones. */
+ptrdiff_t fc_winograd_packed_len_f32(const fc_conv_geom *g);
+int fc_winograd_pack_f32(const fc_conv_geom *g, float *up /* IN: U; OUT: its packing */,
+                         ptrdiff_t len /* floats of up */);
+int fc_conv2d_fwd_wino_packed_f32(const float *x, const float *up, const float *bias,
+                                  const fc_conv_geom *g, int relu, int nthreads,
+                                  float *y /* OUT */);
+int fc_conv2d_fwd_wino_packed_maxpool2_f32(const float *x, const float *up, const float *bias,
+                                           const fc_conv_geom *g, int relu, int nthreads,
+                                           float *yp /* OUT */);
 int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                    int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
 
@@ -195,6 +209,18 @@ int fc_linear_fwd_kmajor_f32(const float *x, const float *wt, ptrdiff_t ldw, con
 int fc_linear_fwd_kmajor_f64(const double *x, const double *wt, ptrdiff_t ldw,
                              const double *bias, ptrdiff_t n, ptrdiff_t nin, ptrdiff_t nout,
                              int nthreads, double *y /* OUT */);
+/*
+ * The dense forward of one row, y = x W^T (+ bias), x (nin,), y (nout,), from
+ * W (nout, nin) cut into panels of FC_KMAJOR_PAD outputs, each stored k-major:
+ * wp[(p * nin + q) * FC_KMAJOR_PAD + i] = W[p * FC_KMAJOR_PAD + i, q] for the
+ * ceil(nout / FC_KMAJOR_PAD) panels p, zeros past nout. Each panel is one
+ * contiguous stream; bitwise fc_gemm(0, 1, 1, nout, nin, x, nin, W, nin, bias,
+ * FC_BIAS_COLS, 0, ...). The caller keeps wp up to date.
+ */
+int fc_linear_fwd_panels_f32(const float *x, const float *wp, const float *bias, ptrdiff_t nin,
+                             ptrdiff_t nout, int nthreads, float *y /* OUT */);
+int fc_linear_fwd_panels_f64(const double *x, const double *wp, const double *bias,
+                             ptrdiff_t nin, ptrdiff_t nout, int nthreads, double *y /* OUT */);
 /*
  * The dense layer's backward in one parallel region: for gy (n, out), x (n, in),
  * w (out, in), gx = gy w, gw (=|+=) gy^T x, gb (=|+=) column sums of gy (rows in

@@ -339,8 +339,9 @@ typedef struct { int mr, nr; fc_ukr_rows_f32 fn; int mr1; fc_ukr_rows_f32 fn1; }
 typedef struct { int mr, nr; fc_ukr_rows_f64 fn; int mr1; fc_ukr_rows_f64 fn1; } fc_narrow_rows_f64;
 fc_narrow_rows_f32 fc_get_narrow_rows_f32(void);
 fc_narrow_rows_f64 fc_get_narrow_rows_f64(void);
-/* t[0:cols] = x[0:kc] . w[0:kc, 0:cols] (row stride ldw), one FMA chain per element
- * in k order from zero; cols a multiple of 16 (fc_ukernels.c, FC_GEMV_BODY). */
+/* t[0:cols] = x[0:kc] . w[0:kc, 0:cols] (row stride ldw: a weight panel's width),
+ * one FMA chain per element in k order from zero; cols a multiple of 16
+ * (fc_ukernels.c, FC_GEMV_BODY). */
 typedef void (*fc_gemv_f32)(ptrdiff_t kc, const float *w, ptrdiff_t ldw, const float *x,
                             ptrdiff_t cols, float *t);
 typedef void (*fc_gemv_f64)(ptrdiff_t kc, const double *w, ptrdiff_t ldw, const double *x,

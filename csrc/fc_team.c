@@ -29,11 +29,19 @@
  * cores actually free and grows back when they are.
  *
  * Lateness in a region opened within FC_CLEAN_SPELL (1 s) after a back-off
- * ended means the contention lasts: one late region is enough, and the back-off
- * doubles, up to FC_BACKOFF_MAX, so a failed probe of the full team (one time
- * slice of waiting) costs under 1%. A helper that shares its core with another
- * process is on it half the time, so clean regions in between prove little;
- * only lateness after a clean second starts the back-off again at its minimum.
+ * ended means the contention lasts, and the back-off doubles, up to
+ * FC_BACKOFF_MAX, so a failed probe of the full team (one time slice of waiting)
+ * costs under 1%. One late region is enough when the full team was tried
+ * although the run queue showed every core busy (the scout's renewals ran out)
+ * or there is no scout; after the scout saw a free core it takes FC_STRIKES,
+ * as a first back-off does. An idle VM has stray hiccups (a vCPU the host ran
+ * late, another program's burst) a few times a second at worst: on one late
+ * region each, a first back-off grew into a chain (16, 32, 64, 128 ms... at one
+ * thread's speed), while a real load beside us makes lateness recur within
+ * milliseconds, or shows in the run queue. A helper that shares its core
+ * with another process is on it half the time, so clean regions in between
+ * prove little; only lateness after a clean second starts the back-off again at
+ * its minimum.
  * Results do not depend on the team size (every kernel chunks its work the same
  * way for any thread count), so the controller changes only the speed, never a
  * bit of any output.
@@ -130,6 +138,7 @@ static int g_strikes = FC_STRIKES;   /* late observations that make a back-off *
 static int64_t g_region_late_at = 0;  /* t0 of the last late region */
 static int g_region_strikes = 0;      /* late regions in the current strike window */
 static int g_scout_strikes = 0;       /* late scout answers in a row */
+static int g_lift_free = 0;           /* the last back-off was lifted on the scout's free core */
 static int64_t g_sim_late = 0;        /* test hook: injected wait, ns */
 static int g_sim_regions = 0;         /* ... for this many more parallel regions */
 static int64_t g_sim_after = -1;      /* ... then this wait for every later one; < 0: real */
@@ -264,6 +273,7 @@ static int scout_check(int64_t now, int64_t *asked)
         pthread_attr_destroy(&at);
     }
     if (g_scout_state < 0) {
+        STORE(&g_lift_free, 0);
         r = 1; /* no scout: the team itself finds out */
     } else if (g_ping_at == 0) {
         g_ping_at = now;
@@ -283,6 +293,8 @@ static int scout_check(int64_t now, int64_t *asked)
         if (lat <= FC_LATE_NS && !full) {
             g_scout_strikes = 0;
             g_full_renewals = 0;
+            /* a free core seen, not a lift because the renewals ran out */
+            STORE(&g_lift_free, !pong_full);
             r = 1;
         } else if (full) {
             ++g_full_renewals;
@@ -416,11 +428,14 @@ void fc_team_end(fc_team *tm)
         int strikes = prev != 0 && tm->t0 - prev <= FC_STRIKE_WINDOW_NS
                           ? LOAD(&g_region_strikes) + 1 : 1;
         STORE(&g_region_late_at, tm->t0);
-        /* Right after a back-off, lateness is the same contention going on, not a
-         * stray hiccup: one late region renews it. Each probe of the full team
-         * under a lasting load then costs one time slice, not two. */
+        /* Right after a back-off lifted on a full run queue, lateness is the same
+         * contention going on, not a stray hiccup: one late region renews it,
+         * and each probe of the full team under a lasting load costs one time
+         * slice, not two. After a lift on a free core, a single late region is
+         * as likely a hiccup as it was before the first back-off. */
         const int64_t until = LOAD(&g_cap_until);
         const int need = until != 0 && tm->t0 >= until && tm->t0 - until <= FC_CLEAN_SPELL_NS
+                                 && !LOAD(&g_lift_free)
                              ? 1 : LOAD(&g_strikes);
         if (strikes >= need) {
             strikes = 0;
@@ -463,6 +478,7 @@ void fc_team_reset(int64_t backoff_ns, int strikes)
 #endif
     if (backoff_ns <= 0) backoff_ns = FC_BACKOFF_MIN_NS;
     backoff_ns = FC_MIN(backoff_ns, FC_BACKOFF_MAX_NS);
+    STORE(&g_lift_free, 0);
     STORE(&g_cap, 0);
     STORE(&g_cap_until, 0);
     STORE(&g_backoff_min, backoff_ns);

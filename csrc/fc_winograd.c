@@ -123,13 +123,45 @@ static void wino_fwd_block(const wino_fwd *f, ptrdiff_t b, ptrdiff_t part, float
 }
 
 /*
+ * U packed ahead of time (fc_winograd_pack_f32): the GEMMs read U in panels of
+ * mr output channels, and packing them is ~6 us of the MNIST CNN's conv2 at
+ * batch 1 (U comes from L3 after the dense layer's pass), the same on every
+ * call while the weights do not change. The packing follows U in the caller's
+ * buffer, after a header that records how it was packed: mr and the padded row
+ * count depend on the SIMD level in force (tests switch it), so a call whose
+ * plan packs differently packs U again itself, as the plain forward does.
+ */
+#define WINO_HDR 16 /* floats: the header, and 64-byte alignment of the panels */
+#define WINO_MAGIC 0x57504b31 /* "WPK1" */
+
+/* The kernel slot and tile rows per block of a forward's GEMMs (wino_fwd_plan). */
+static void wino_layout(const fc_kernels_f32 *kk, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t m,
+                        ptrdiff_t ho, ptrdiff_t wo, int *slot, ptrdiff_t *rpb)
+{
+    wino_fwd_plan(kk, m, cin, FC_CEILDIV(wo, 2), n * FC_CEILDIV(ho, 2), slot, rpb);
+}
+
+/* The panels of a packing made for (mr, mpad, m, cin), or NULL if it was made
+ * for another layout (or there is none). */
+static const float *wino_packed_panels(const float *packed, ptrdiff_t mr, ptrdiff_t mpad,
+                                       ptrdiff_t m, ptrdiff_t cin)
+{
+    if (!packed) return NULL;
+    int64_t h[5];
+    memcpy(h, packed, sizeof h);
+    return h[0] == WINO_MAGIC && h[1] == mr && h[2] == mpad && h[3] == m && h[4] == cin
+               ? packed + WINO_HDR : NULL;
+}
+
+/*
  * y (n, m, ho, wo) = conv5x5(x (n, cin, h, w), padding top/left) from the
- * transformed weights u (36, m, cin) (see wino_weight_transform).
+ * transformed weights u (36, m, cin) (see wino_weight_transform), or from their
+ * packing when `packed` (a header and panels, or NULL) fits this call.
  */
 static int wino_conv_pool(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h,
                           ptrdiff_t w, ptrdiff_t top, ptrdiff_t left, ptrdiff_t m, ptrdiff_t ho,
-                          ptrdiff_t wo, const float *u, const float *bias, int relu, int pool,
-                          int nt, float *y /* OUT */)
+                          ptrdiff_t wo, const float *u, const float *packed, const float *bias,
+                          int relu, int pool, int nt, float *y /* OUT */)
 {
     /* plan */
     wino_fwd f;
@@ -141,7 +173,7 @@ static int wino_conv_pool(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t 
     const ptrdiff_t hp = 2 * f.th + 4;
     f.wp = 2 * f.tw + 4; f.plane = hp * f.wp;
     const ptrdiff_t slack = 2 * WL + 64;      /* wino_in_row reads past the last patch */
-    wino_fwd_plan(f.kk, m, cin, f.tw, f.trows, &f.slot, &f.rpb);
+    wino_layout(f.kk, n, cin, m, ho, wo, &f.slot, &f.rpb);
     f.mr = f.kk->mr[f.slot]; f.nr = f.kk->nr[f.slot];
     f.mpad = FC_ROUNDUP(m, f.mr);
     f.blk_cols = FC_ROUNDUP(wino_block_cols(f.rpb, f.tw), f.nr);
@@ -158,15 +190,20 @@ static int wino_conv_pool(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t 
     const ptrdiff_t ntask = f.nblk * f.nparts;
     int rc = FC_OK, failed = 0;
 
-    float *ap = (float *)fc_malloc(sizeof(float) * (size_t)(NP * f.mpad * cin));
+    const float *panels = wino_packed_panels(packed, f.mr, f.mpad, m, cin);
+    float *ap = panels ? NULL : (float *)fc_malloc(sizeof(float) * (size_t)(NP * f.mpad * cin));
     float *xp = (float *)fc_malloc(sizeof(float) * (size_t)(n * cin * f.plane + slack));
     ptrdiff_t *koff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)cin);
-    if (!ap || !xp || !koff) { rc = FC_ENOMEM; goto done; }
-    wino_pack(u, m, cin, f.mr, f.mpad, ap);
+    if ((!panels && !ap) || !xp || !koff) { rc = FC_ENOMEM; goto done; }
+    if (!panels) wino_pack(u, m, cin, f.mr, f.mpad, ap);
     for (ptrdiff_t c = 0; c < cin; ++c) koff[c] = c * NP * f.vp_pitch;
     memset(xp + n * cin * f.plane, 0, sizeof(float) * (size_t)slack);
-    wino_pad(x, n, cin, h, w, top, left, hp, f.wp, nt, xp);
-    f.ap = ap; f.xp = xp; f.koff = koff;
+    /* a region of its own only for a large copy: at batch 1 (MNIST CNN conv2: 10k
+     * floats, ~2 us) a team's wake-up costs more than it saves, and every region
+     * is one more chance to wait for a helper that is off its core */
+    wino_pad(x, n, cin, h, w, top, left, hp, f.wp,
+             fc_team_for(nt, (double)(n * cin) * (double)f.plane), xp);
+    f.ap = panels ? panels : ap; f.xp = xp; f.koff = koff;
 
     /* per-block tasks; each block owns its outputs, so there is nothing to merge */
     const size_t v_elems = (size_t)(NP * cin * f.vp_pitch);
@@ -215,7 +252,8 @@ static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, pt
                      ptrdiff_t top, ptrdiff_t left, ptrdiff_t m, ptrdiff_t ho, ptrdiff_t wo,
                      const float *u, const float *bias, int relu, int nt, float *y /* OUT */)
 {
-    return wino_conv_pool(x, n, cin, h, w, top, left, m, ho, wo, u, bias, relu, 0, nt, y);
+    return wino_conv_pool(x, n, cin, h, w, top, left, m, ho, wo, u, NULL, bias, relu, 0, nt,
+                          y);
 }
 
 static int wino_fwd_from_w(const float *x, const float *w, const float *bias,
@@ -226,7 +264,7 @@ static int wino_fwd_from_w(const float *x, const float *w, const float *bias,
     if (!u) return FC_ENOMEM;
     wino_weight_transform(w, g->k, g->c, 0, nthreads, u);
     int rc = wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u,
-                            bias, relu, pool, nthreads, y);
+                            NULL, bias, relu, pool, nthreads, y);
     fc_free(u);
     return rc;
 }
@@ -266,7 +304,57 @@ int fc_conv2d_fwd_wino_pre_maxpool2_f32(const float *x, const float *u, const fl
 {
     nthreads = fc_threads_for(nthreads, wino_work(g));
     return wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u,
-                          bias, relu, 1, nthreads, yp);
+                          NULL, bias, relu, 1, nthreads, yp);
+}
+
+ptrdiff_t fc_winograd_packed_len_f32(const fc_conv_geom *g)
+{
+    const fc_kernels_f32 *kk = fc_get_kernels_f32();
+    ptrdiff_t most = 0; /* the largest packing of any slot: room for whichever is chosen */
+    for (int s = 0; s < FC_NUM_MR; ++s)
+        if (kk->mr[s] > 0) most = FC_MAX(most, FC_ROUNDUP(g->k, (ptrdiff_t)kk->mr[s]));
+    return NP * g->k * g->c + WINO_HDR + NP * most * g->c;
+}
+
+int fc_winograd_pack_f32(const fc_conv_geom *g, float *up, ptrdiff_t len)
+{
+    const ptrdiff_t nu = NP * g->k * g->c;
+    if (g->k <= 0 || g->c <= 0 || len < nu + WINO_HDR) return FC_OK;
+    const fc_kernels_f32 *kk = fc_get_kernels_f32();
+    int slot;
+    ptrdiff_t rpb;
+    wino_layout(kk, g->n, g->c, g->k, g->ho, g->wo, &slot, &rpb);
+    const ptrdiff_t mr = kk->mr[slot], mpad = FC_ROUNDUP(g->k, mr);
+    float *hdr = up + nu;
+    memset(hdr, 0, sizeof(float) * WINO_HDR); /* no packing until it is all written */
+    /* sized at another SIMD level (switched meanwhile): no packing, the forward
+     * packs U itself */
+    if (len < nu + WINO_HDR + NP * mpad * g->c) return FC_OK;
+    const int64_t h[5] = {WINO_MAGIC, mr, mpad, g->k, g->c};
+    memcpy(hdr, h, sizeof h);
+    wino_pack(up, g->k, g->c, mr, mpad, hdr + WINO_HDR);
+    return FC_OK;
+}
+
+static int wino_fwd_packed(const float *x, const float *up, const float *bias,
+                           const fc_conv_geom *g, int relu, int pool, int nthreads, float *y)
+{
+    nthreads = fc_threads_for(nthreads, wino_work(g));
+    return wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, up,
+                          up + NP * g->k * g->c, bias, relu, pool, nthreads, y);
+}
+
+int fc_conv2d_fwd_wino_packed_f32(const float *x, const float *up, const float *bias,
+                                  const fc_conv_geom *g, int relu, int nthreads, float *y)
+{
+    return wino_fwd_packed(x, up, bias, g, relu, 0, nthreads, y);
+}
+
+int fc_conv2d_fwd_wino_packed_maxpool2_f32(const float *x, const float *up, const float *bias,
+                                           const fc_conv_geom *g, int relu, int nthreads,
+                                           float *yp)
+{
+    return wino_fwd_packed(x, up, bias, g, relu, 1, nthreads, yp);
 }
 
 /* grad_x of a stride-1 5x5 layer with padding p is the convolution of grad_y with

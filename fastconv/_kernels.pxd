@@ -61,6 +61,13 @@ cdef extern from "fastconv.h" nogil:
     int fc_conv2d_fwd_wino_pre_maxpool2_f32(const float *x, const float *u, const float *bias,
                                             const fc_conv_geom *g, int relu, int nthreads,
                                             float *yp)
+    Py_ssize_t fc_winograd_packed_len_f32(const fc_conv_geom *g)
+    int fc_winograd_pack_f32(const fc_conv_geom *g, float *up, Py_ssize_t len)
+    int fc_conv2d_fwd_wino_packed_f32(const float *x, const float *up, const float *bias,
+                                      const fc_conv_geom *g, int relu, int nthreads, float *y)
+    int fc_conv2d_fwd_wino_packed_maxpool2_f32(const float *x, const float *up,
+                                               const float *bias, const fc_conv_geom *g,
+                                               int relu, int nthreads, float *yp)
     int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                     int nthreads, float *gx)
     int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
@@ -103,6 +110,10 @@ cdef extern from "fastconv.h" nogil:
     int fc_linear_fwd_kmajor_f64(const double *x, const double *wt, Py_ssize_t ldw,
                                  const double *bias, Py_ssize_t n, Py_ssize_t nin,
                                  Py_ssize_t nout, int nthreads, double *y)
+    int fc_linear_fwd_panels_f32(const float *x, const float *wp, const float *bias,
+                                 Py_ssize_t nin, Py_ssize_t nout, int nthreads, float *y)
+    int fc_linear_fwd_panels_f64(const double *x, const double *wp, const double *bias,
+                                 Py_ssize_t nin, Py_ssize_t nout, int nthreads, double *y)
     int fc_linear_bwd_f32(const float *gy, const float *x, const float *w, Py_ssize_t n,
                           Py_ssize_t in_, Py_ssize_t out, int accumulate, int nthreads,
                           float *gx, float *gw, float *gb)

@@ -128,8 +128,13 @@ def conv2d_forward_winograd_pre(
     x: _Float, u: _Float, bias: Optional[_Float], geom: Tuple[int, ...], relu: bool,
     nthreads: int, y: _Float
 ) -> None: ...
+def winograd_packed_len(geom: Tuple[int, ...]) -> int: ...
+def winograd_pack(up: _Float, geom: Tuple[int, ...]) -> None: ...
 def linear_forward_kmajor(
     x: _Float, wt: _Float, bias: Optional[_Float], nthreads: int, y: _Float
+) -> None: ...
+def linear_forward_panels(
+    x: _Float, wp: _Float, bias: Optional[_Float], nthreads: int, y: _Float
 ) -> None: ...
 def sole_reference(obj: object, name: str) -> bool: ...
 def linear_backward(
@@ -156,6 +161,8 @@ OP_AVGPOOL: int
 OP_RELU: int
 OP_RELU_NUMPY: int
 OP_LINEAR: int
+LINEAR_KMAJOR: int
+LINEAR_PANELS: int
 OP_CONV_POOL: int
 OP_WINO_POOL: int
 

@@ -23,7 +23,8 @@ PARALLEL_MIN_WORK = FC_MIN_PARALLEL_WORK  # below this much work a kernel runs o
 MAX_TEAM = FC_MAX_TEAM                    # the most threads any kernel runs with
 DW_DOT_MAX = FC_DW_DOT_MAX                # default of set_route_override("dw_dot_max")
 DX_COL2IM_MAX_C = FC_DX_COL2IM_MAX_C      # default of set_route_override("dx_col2im_max_c")
-KMAJOR_PAD = FC_KMAJOR_PAD                # linear_forward_kmajor: wt's row length is a multiple
+KMAJOR_PAD = FC_KMAJOR_PAD                # linear_forward_kmajor: wt's row length is a multiple;
+                                          # linear_forward_panels: the panel width
 
 cnp.import_array()
 
@@ -137,6 +138,24 @@ def conv2d_forward_winograd_pre(const float[:, :, :, ::1] x, const float[:, :, :
                                         &y[0, 0, 0, 0])
     _check(rc)
 
+
+
+def winograd_packed_len(tuple geom):
+    """Floats of U (36, k, c) followed by its packing for the forward's GEMMs
+    (winograd_pack), for the conv geometry ``geom``."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    return fc_winograd_packed_len_f32(&g)
+
+
+def winograd_pack(float[::1] up, tuple geom):
+    """Write the packing of U, held in up's first 36 * k * c floats, after it
+    (up has winograd_packed_len(geom) floats; fewer: no packing, the forward
+    packs U on each call); the plan's OP_WINO* variant 1 reads it."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    if up.shape[0] == 0:
+        return
+    with nogil:
+        fc_winograd_pack_f32(&g, &up[0], up.shape[0])
 
 def conv2d_grad_input_winograd(const float[:, :, :, ::1] gy, const float[:, :, :, ::1] w,
                                   tuple geom, int nthreads, float[:, :, :, ::1] gx):
@@ -274,6 +293,24 @@ def linear_forward_kmajor(const floating[:, ::1] x, const floating[:, ::1] wt,
                                           &y[0, 0])
     _check(rc)
 
+
+
+def linear_forward_panels(const floating[::1] x, const floating[:, :, ::1] wp,
+                          const floating[::1] bias, int nthreads, floating[::1] y):
+    """y = x W^T + bias for one row x from wp (panels, nin, KMAJOR_PAD), W cut into
+    panels of KMAJOR_PAD outputs, each k-major (see fc_linear_fwd_panels in
+    fastconv.h); bitwise gemm(False, True, x[None], W, ...)."""
+    cdef Py_ssize_t nout = y.shape[0], nin = x.shape[0]
+    cdef const floating *bp = NULL
+    cdef int rc
+    if bias is not None:
+        bp = &bias[0]
+    with nogil:
+        if floating is float:
+            rc = fc_linear_fwd_panels_f32(&x[0], &wp[0, 0, 0], bp, nin, nout, nthreads, &y[0])
+        else:
+            rc = fc_linear_fwd_panels_f64(&x[0], &wp[0, 0, 0], bp, nin, nout, nthreads, &y[0])
+    _check(rc)
 
 def sole_reference(obj, str name):
     """Whether ``getattr(obj, name)`` is referenced by ``obj`` alone: no one

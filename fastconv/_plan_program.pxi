@@ -5,6 +5,11 @@
 # Op codes of PlanProgram; the plan builds the op tuples.
 (OP_CONV, OP_WINO, OP_MAXPOOL, OP_AVGPOOL, OP_RELU, OP_RELU_NUMPY, OP_LINEAR, OP_CONV_POOL,
  OP_WINO_POOL) = range(9)
+# Variants of OP_LINEAR's weight slot: W itself (0) or the step's kept copy.
+cdef enum:
+    _LINEAR_KMAJOR = 1
+    _LINEAR_PANELS = 2
+LINEAR_KMAJOR, LINEAR_PANELS = _LINEAR_KMAJOR, _LINEAR_PANELS
 
 cdef struct _plan_op:
     int code, f64, src, dst, w, b, relu
@@ -14,8 +19,8 @@ cdef struct _plan_op:
 
 
 cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nogil:
-    """One op on the arrays' data pointers p (slots); variant 1 = the step's kept
-    derived weight (Winograd U, k-major W^T) is in slot w."""
+    """One op on the arrays' data pointers p (slots); variant != 0: the step's kept
+    derived weight (Winograd U and its packing, a Linear's copy of W) is in slot w."""
     cdef int code = op.code
     cdef int rc
     if code == 7:  # conv, then its 2x2/2 max-pool, in one pass
@@ -28,7 +33,7 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
                                           <float *>p[op.dst])
     if code == 8:  # Winograd conv, then its 2x2/2 max-pool, in one pass
         if variant:
-            return fc_conv2d_fwd_wino_pre_maxpool2_f32(
+            return fc_conv2d_fwd_wino_packed_maxpool2_f32(
                 <const float *>p[op.src], <const float *>p[op.w], <const float *>p[op.b],
                 &op.cg, op.relu, nthreads, <float *>p[op.dst])
         return fc_conv2d_fwd_wino_maxpool2_f32(<const float *>p[op.src], <const float *>p[op.w],
@@ -56,9 +61,9 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
                                  <float *>p[op.dst])
     if code == 1:
         if variant:
-            return fc_conv2d_fwd_wino_pre_f32(<const float *>p[op.src], <const float *>p[op.w],
-                                              <const float *>p[op.b], &op.cg, op.relu,
-                                              nthreads, <float *>p[op.dst])
+            return fc_conv2d_fwd_wino_packed_f32(<const float *>p[op.src],
+                                                 <const float *>p[op.w], <const float *>p[op.b],
+                                                 &op.cg, op.relu, nthreads, <float *>p[op.dst])
         return fc_conv2d_fwd_wino_f32(<const float *>p[op.src], <const float *>p[op.w],
                                       <const float *>p[op.b], &op.cg, op.relu, nthreads,
                                       <float *>p[op.dst])
@@ -100,8 +105,17 @@ cdef void _relu_small(void *y, Py_ssize_t n, int f64) noexcept nogil:
 
 
 cdef int _run_linear(_plan_op *op, void **p, int variant, int nthreads) noexcept nogil:
-    """The Linear op: variant 1 from the k-major copy in slot w, else fc_gemm on W."""
-    if variant:
+    """The Linear op: from the kept copy in slot w (variant LINEAR_KMAJOR: k-major;
+    LINEAR_PANELS: panels, one row), else (0) fc_gemm on W."""
+    if variant == _LINEAR_PANELS:
+        if op.f64:
+            return fc_linear_fwd_panels_f64(<const double *>p[op.src], <const double *>p[op.w],
+                                            <const double *>p[op.b], op.nin, op.nout, nthreads,
+                                            <double *>p[op.dst])
+        return fc_linear_fwd_panels_f32(<const float *>p[op.src], <const float *>p[op.w],
+                                        <const float *>p[op.b], op.nin, op.nout, nthreads,
+                                        <float *>p[op.dst])
+    if variant == _LINEAR_KMAJOR:
         if op.f64:
             return fc_linear_fwd_kmajor_f64(<const double *>p[op.src], <const double *>p[op.w],
                                             op.ldw, <const double *>p[op.b], op.n, op.nin,

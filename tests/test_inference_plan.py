@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _kernels
 from fastconv import functional as F
 from fastconv import models, nn
 from fastconv.nn.plan import InferencePlan, plannable
+
+from conftest import SIMD_LEVELS
 
 DTYPES = [np.float32, np.float64]
 
@@ -338,11 +341,33 @@ def test_kmajor_linear_is_bitwise_the_gemm(dtype, simd, rng):
                     assert got.tobytes() == full[:n].tobytes(), (nin, nout, n, nt)
 
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_panels_linear_is_bitwise_the_gemm(dtype, simd, rng):
+    """linear_forward_panels (one row, W in panels of KMAJOR_PAD outputs) against
+    gemm on W itself, at every SIMD level, for widths that fill the register
+    tile, leave a partial panel or a few columns, with and without bias, at
+    1 / 2 threads (the reduction blocks of 2048 cut 3136 and 2049)."""
+    from fastconv.nn.plan_steps import _panels_copy
+    for nin, nout in [(3136, 1024), (400, 120), (84, 10), (5, 3), (2049, 129), (7, 300)]:
+        w = rng.standard_normal((nout, nin)).astype(dtype)
+        b = rng.standard_normal(nout).astype(dtype)
+        wp = _panels_copy(w)
+        x = rng.standard_normal((1, nin)).astype(dtype)
+        for bias in (b, None):
+            want = np.empty((1, nout), dtype)
+            _kernels.gemm(False, True, x, w, bias, F._BIAS_COLS, False, 1, want)
+            for nt in (1, 2):
+                got = np.full(nout, np.nan, dtype)
+                _kernels.linear_forward_panels(x[0], wp, bias, nt, got)
+                assert got.tobytes() == want[0].tobytes(), (nin, nout, nt)
+
 def test_kmajor_copy_is_used_and_kept(rng):
     model = models.mnist_cnn(seed=0)
     x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
     steps = _kmajor_steps(model, 1)
-    assert steps and all(s.kmajor is not None for s in steps)
+    assert steps and all(s.fast is not None for s in steps)
+    assert [s.variant for s in steps] == [_kernels.LINEAR_PANELS] * 2
     model.predict(x)
     copies = [s.wd for s in steps]
     assert all(c is not None for c in copies)
@@ -454,6 +479,43 @@ def test_winograd_weights_kept_by_the_plan(rng, simd):
     _check_follows(model, x, lambda m: kept.__imul__(-1.0))
     del kept
 
+
+
+def test_winograd_packing_made_at_another_simd_level_is_not_used(rng):
+    """The plan keeps U packed for the SIMD level in force when it made it; the
+    kernels' panel height differs between levels, so after a switch the kernel
+    must see that the packing does not fit and pack U again (same bits as a
+    plan built at the new level)."""
+    levels = [lv for lv in ("avx512", "avx2", "generic") if lv in SIMD_LEVELS]
+    if len(levels) < 2:
+        pytest.skip("one SIMD level on this CPU")
+    before = F.simd_level()
+    try:
+        x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
+        for first in levels:
+            model = models.mnist_cnn(seed=0)
+            model.eval()
+            F.set_simd_level(first)
+            model.forward(x)                       # packs U for `first`
+            for other in levels:
+                F.set_simd_level(other)
+                got = model.forward(x).copy()
+                want = models.mnist_cnn(seed=0).eval().forward(x)   # packed for `other`
+                assert got.tobytes() == want.tobytes(), (first, other)
+    finally:
+        F.set_simd_level(before)
+
+
+def test_winograd_packing_that_does_not_fit_is_not_made(rng, monkeypatch):
+    """A buffer too short for the packing the SIMD level in force chooses (sized
+    at another level) gets none: the kernel packs U on each call, same bits."""
+    x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
+    want = models.mnist_cnn(seed=0).eval().forward(x)
+    monkeypatch.setattr(_kernels, "winograd_packed_len",
+                        lambda geom: 36 * geom[4] * geom[1] + 16)   # U and the header
+    model = models.mnist_cnn(seed=0).eval()
+    for _ in range(2):
+        assert model.forward(x).tobytes() == want.tobytes()
 
 def test_winograd_pre_kernel_is_bitwise_the_kernel(rng, simd):
     from fastconv import _kernels

@@ -390,23 +390,59 @@ def test_thread_limits_are_per_thread_but_set_num_threads_is_global(restore_thre
 
 
 @needs_openmp
-def test_lateness_right_after_a_backoff_renews_it_at_once(team, conv_inputs):
+def test_lateness_after_a_lift_on_a_full_run_queue_renews_it_at_once(team, conv_inputs):
     """Under a lasting load each probe of the full team costs its late regions:
-    one is proof enough right after a back-off (a first back-off needs two)."""
+    when the team was tried only because the run queue's renewals ran out (every
+    core still busy), one late region is proof enough (a first back-off needs two)."""
     x, w = conv_inputs
-    _kernels.team_reset(backoff_s=0.1)            # the default: two strikes
+    _kernels.team_reset(backoff_s=0.02)           # the default: two strikes
     _kernels.team_simulate_late(0.05, 2, 0.0)     # two late regions, then all on time
     threads_used(x, w)
     threads_used(x, w)
     assert stats()["backoffs"] == 1
-    time.sleep(stats()["cap_left_s"] + 0.02)
-    _kernels.team_simulate_full(False)
-    assert scout_decides(x, w) == 2
+    _kernels.team_simulate_full(True)
+    for k in range(4):                            # renewed on the run queue alone
+        time.sleep(stats()["cap_left_s"] + 0.01)
+        assert scout_decides(x, w) == 1, k
+    time.sleep(stats()["cap_left_s"] + 0.01)
+    assert scout_decides(x, w) == 2               # the renewals ran out: a probe
+    assert stats()["backoffs"] == 5
+    before = stats()["backoff_s"]
     _kernels.team_simulate_late(0.05, 1, 0.0)     # one late region of the probe
     threads_used(x, w)
     s = stats()
-    assert s["backoffs"] == 2 and s["cap"] == 1, "one late probe region left the team whole"
-    assert s["backoff_s"] == pytest.approx(0.2)
+    assert s["backoffs"] == 6 and s["cap"] == 1, "one late probe region left the team whole"
+    assert s["backoff_s"] == pytest.approx(min(2 * before, 1.0))
+
+
+@needs_openmp
+def test_one_late_region_after_a_lift_on_a_free_core_is_a_hiccup(team, conv_inputs):
+    """Regression (issue #10, idle VM): after the scout saw a free core, one late
+    region renewed the back-off at once and doubled it; stray hiccups a second
+    apart grew a chain of back-offs at one thread's speed on an idle machine.
+    After a lift on a free core it takes two strikes, as a first back-off does,
+    and the back-off still doubles when they come."""
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.05)           # the default: two strikes
+    _kernels.team_simulate_late(0.05, 2, 0.0)     # two late regions, then all on time
+    threads_used(x, w)
+    threads_used(x, w)
+    assert stats()["backoffs"] == 1
+    time.sleep(stats()["cap_left_s"] + 0.01)
+    _kernels.team_simulate_full(False)
+    assert scout_decides(x, w) == 2
+    _kernels.team_simulate_late(0.05, 1, 0.0)     # one late region: a hiccup
+    assert threads_used(x, w) == 2
+    s = stats()
+    assert s["late_regions"] == 3 and s["backoffs"] == 1 and s["cap"] == 0
+    assert threads_used(x, w) == 2, "one late region after a free-core lift capped the team"
+    time.sleep(0.15)                              # out of that strike's window
+    _kernels.team_simulate_late(0.05, 2, 0.0)     # lateness that recurs: contention
+    threads_used(x, w)
+    threads_used(x, w)
+    s = stats()
+    assert s["backoffs"] == 2 and s["cap"] == 1
+    assert s["backoff_s"] == pytest.approx(0.1)   # within the clean spell: doubled
 
 
 @needs_openmp
@@ -468,6 +504,28 @@ def test_batch_one_lenet5_forward_wakes_no_team(team):
     assert_bitwise_equal(got, want, "LeNet-5 forward at 1 and 2 threads")
     model.forward(np.repeat(x, 64, axis=0))     # batch 64 still gets its team
     assert stats()["parallel_regions"] >= 1
+
+
+@needs_openmp
+def test_batch_one_mnist_cnn_forward_wakes_the_team_twice(team):
+    """Regression (issue #10): at batch 1 the MNIST CNN's conv2 (Winograd) opened
+    a region for its padded copy (10k floats, ~2 us) before the one for its
+    products: a wake-up that cost more than it saved, and one more chance per
+    call to wait for a helper off its core. Two regions are worth a team: conv2's
+    products and the 3136 -> 1024 dense layer."""
+    _kernels.team_adaptive(False)
+    model = fastconv.models.mnist_cnn(seed=0)
+    model.eval()
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    fastconv.set_num_threads(1)
+    want = model.forward(x)
+    fastconv.set_num_threads(2)
+    model.forward(x)
+    _kernels.team_reset()
+    for _ in range(5):
+        got = model.forward(x)
+    assert stats()["parallel_regions"] == 2 * 5
+    assert_bitwise_equal(got, want, "MNIST CNN forward at 1 and 2 threads")
 
 
 # --------------------------------------------------------------------------

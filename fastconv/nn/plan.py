@@ -12,9 +12,10 @@ identity of each parameter array.
 Parameters are read at every call, so training updates, ``load_state_dict``
 and optimiser steps are seen; a parameter replaced by an array of another
 shape makes the owner rebuild the plan. Arrays derived from a weight (the
-k-major copy a Linear reads for a few rows, a Winograd conv's transformed
-weights) are kept only while provably current (``_ParamStep._derived_weight``),
-and give the bits of the kernels that derive them on every call. When every
+copy of W a Linear reads for a few rows: in panels for one row, k-major for
+more; a Winograd conv's transformed weights and their packing) are kept
+only while provably current (``_ParamStep._derived_weight``), and give the
+bits of the kernels that derive them on every call. When every
 step has an op, one ``_kernels.PlanProgram`` call makes all the kernel calls
 from C (no Python per step). Outputs go into buffers that belong to
 the calling thread (``threading.local``), never into the layers' own buffers:

@@ -185,8 +185,9 @@ class _Conv(_ParamStep):
         if ndim == 3:
             self.kernel = _height_one_view(self.kernel)
         self.geom, self.relu = geom, relu
-        # Winograd transforms the weights on every call (at batch 1 a good part
-        # of the layer's time): the plan keeps the transform while it is current
+        # Winograd transforms the weights on every call and packs them for its
+        # products (at batch 1 a good part of the layer's time): the plan keeps
+        # both while they are current (``_winograd_up``)
         self.pre = None
         self.op_code = None
         if kernel is _kernels.conv2d_forward_winograd:
@@ -195,17 +196,22 @@ class _Conv(_ParamStep):
         elif kernel is _kernels.conv2d_forward:
             self.op_code = _kernels.OP_CONV
 
-    @staticmethod
-    def _winograd_weights(w):
-        u = np.empty((36, w.shape[0], w.shape[1]), np.float32)
-        _kernels.winograd_weights(w, 1, u)
-        return u
+    def _winograd_up(self, w):
+        """U (36, k, c), the transformed weights, followed by their packing for the
+        products (``winograd_pack``), in one flat array: the program's variant 1."""
+        k, c = w.shape[:2]
+        up = np.empty(_kernels.winograd_packed_len(self.geom), np.float32)
+        _kernels.winograd_weights(w, 1, up[:36 * k * c].reshape(36, k, c))
+        _kernels.winograd_pack(up, self.geom)
+        return up
 
     def run(self, x, y, nt):
         if self.pre is not None:
-            u = self._derived_weight(self._winograd_weights)
-            if u is not None:
-                self.pre(x, u, self._bias(), self.geom, self.relu, nt, y)
+            up = self._derived_weight(self._winograd_up)
+            if up is not None:
+                k, c = self.wshape[:2]
+                self.pre(x, up[:36 * k * c].reshape(36, k, c), self._bias(), self.geom,
+                         self.relu, nt, y)
                 return y
         w, b = self._params()
         self.kernel(x, w, b, self.geom, self.relu, nt, y)
@@ -218,14 +224,14 @@ class _Conv(_ParamStep):
                 self.geom, None)
 
     def operands(self):
-        """(variant, weight, bias) for the program: variant 1 with the kept U."""
+        """(variant, weight, bias) for the program: variant 1 with the kept U and
+        its packing."""
         if self.pre is not None:
-            u = self._kept()
-            if u is not None:
-                return 1, u, self._bias()
-            u = self._derived_weight(self._winograd_weights)
-            if u is not None:
-                return 1, u, self._bias()
+            up = self._kept()
+            if up is None:
+                up = self._derived_weight(self._winograd_up)
+            if up is not None:
+                return 1, up, self._bias()
         w, b = self._params()
         return 0, w, b
 
@@ -238,19 +244,22 @@ def _height_one_view(kernel):
 
 
 class _Linear(_ParamStep):
-    """``y = x W^T + b``; for a few rows from a k-major copy of ``W`` kept by the step.
+    """``y = x W^T + b``; for a few rows from a copy of ``W`` kept by the step.
 
     ``gemm`` reads ``W`` in place, but for a few samples its kernels must gather
     each column of ``W`` across rows (a transposition as they go: 3x the time of
-    the multiply-adds for the MNIST CNN's 3136 -> 1024 at batch 1). The copy
-    ``wt`` (``W`` transposed, zero-padded to ``KMAJOR_PAD`` columns) is read in
-    rows instead, with the same sums in the same order: the bits of ``gemm``.
+    the multiply-adds for the MNIST CNN's 3136 -> 1024 at batch 1). The copy is
+    read in rows instead, with the same sums in the same order: the bits of
+    ``gemm``. For one row it is ``W`` in panels of ``KMAJOR_PAD`` outputs, each
+    transposed (``linear_forward_panels``: every thread streams its panels
+    front to back); for 2 to ``LINEAR_KMAJOR_MAX_ROWS`` rows, ``W`` transposed,
+    zero-padded to ``KMAJOR_PAD`` columns (``linear_forward_kmajor``).
 
     The copy is used only while it is provably current (``_derived_weight``);
     otherwise the step runs ``gemm`` on ``W`` as it is.
     """
 
-    __slots__ = ("gemm", "kmajor")
+    __slots__ = ("gemm", "fast", "variant", "make")
 
     def __init__(self, layer, shape, dtype):
         x = _probe(shape, dtype)
@@ -270,23 +279,21 @@ class _Linear(_ParamStep):
                     f"shape {w.shape}, got {b.shape}")
         super().__init__(_BUFFER, (shape[0], w.shape[0]), layer, dtype)
         self.gemm = _specialized(_kernels.gemm, dtype)
-        self.kmajor = None
-        if _routes.linear_kmajor(shape[0], w.shape[0], w.shape[1]):
-            self.kmajor = _specialized(_kernels.linear_forward_kmajor, dtype)
-
-    @staticmethod
-    def _kmajor_copy(w):
-        nout, nin = w.shape
-        pad = -(-nout // _kernels.KMAJOR_PAD) * _kernels.KMAJOR_PAD
-        wt = np.zeros((nin, pad), w.dtype)
-        wt[:, :nout] = w.T
-        return wt
+        # the fast kernel, its PlanProgram variant and the copy it reads (None: gemm on W)
+        self.fast = self.make = None
+        self.variant = 0
+        if shape[0] == 1 and w.shape[0] >= 1 and w.shape[1] >= 1:
+            self.fast = _one_row(_specialized(_kernels.linear_forward_panels, dtype))
+            self.variant, self.make = _kernels.LINEAR_PANELS, _panels_copy
+        elif _routes.linear_kmajor(shape[0], w.shape[0], w.shape[1]):
+            self.fast = _specialized(_kernels.linear_forward_kmajor, dtype)
+            self.variant, self.make = _kernels.LINEAR_KMAJOR, _kmajor_copy
 
     def run(self, x, y, nt):
-        if self.kmajor is not None:
-            wt = self._derived_weight(self._kmajor_copy)
-            if wt is not None:
-                self.kmajor(x, wt, self._bias(), nt, y)
+        if self.fast is not None:
+            wd = self._derived_weight(self.make)
+            if wd is not None:
+                self.fast(x, wd, self._bias(), nt, y)
                 return y
         w, b = self._params()
         self.gemm(False, True, x, w, b, F._BIAS_COLS, False, nt, y)
@@ -299,16 +306,44 @@ class _Linear(_ParamStep):
                 (self.out_shape[0], nin, nout, ldw))
 
     def operands(self):
-        """(variant, weight, bias) for the program: variant 1 with the k-major copy."""
-        if self.kmajor is not None:
-            wt = self._kept()
-            if wt is not None:
-                return 1, wt, self._bias()
-            wt = self._derived_weight(self._kmajor_copy)
-            if wt is not None:
-                return 1, wt, self._bias()
+        """(variant, weight, bias) for the program: the kept copy's variant with it."""
+        if self.fast is not None:
+            wd = self._kept()
+            if wd is None:
+                wd = self._derived_weight(self.make)
+            if wd is not None:
+                return self.variant, wd, self._bias()
         w, b = self._params()
         return 0, w, b
+
+
+def _kmajor_copy(w):
+    """``W`` (nout, nin) transposed, zero-padded to ``KMAJOR_PAD`` columns."""
+    nout, nin = w.shape
+    pad = -(-nout // _kernels.KMAJOR_PAD) * _kernels.KMAJOR_PAD
+    wt = np.zeros((nin, pad), w.dtype)
+    wt[:, :nout] = w.T
+    return wt
+
+
+def _panels_copy(w):
+    """``W`` (nout, nin) as (panels, nin, KMAJOR_PAD): panel p holds outputs
+    ``p * KMAJOR_PAD ...`` k-major, zeros past nout (fc_linear_fwd_panels)."""
+    nout, nin = w.shape
+    pw = _kernels.KMAJOR_PAD
+    npan = -(-nout // pw)
+    wp = np.zeros((npan, nin, pw), w.dtype)
+    for p in range(npan):
+        rows = w[p * pw:(p + 1) * pw]
+        wp[p, :, :rows.shape[0]] = rows.T
+    return wp
+
+
+def _one_row(kernel):
+    """``linear_forward_panels`` called on the (1, nin) / (1, nout) arrays of a plan."""
+    def run(x, wp, b, nt, y):
+        kernel(x.reshape(-1), wp, b, nt, y.reshape(-1))
+    return run
 
 
 def _pool_geom(layer, shape, dtype):
