@@ -10,8 +10,8 @@ plan) are the C layer's; tests force those through
 
 Python routes (pass: routes, rule):
 
-- Linear forward in an inference plan: k-major copy of the weight / in place,
-  :func:`linear_kmajor` (same bits either way)
+- Linear forward in an inference plan: panels (1 row) / k-major copy of the weight / in place,
+  :func:`linear_weight_copy` (same bits either way)
 
 - conv2d forward: winograd / direct, :func:`winograd_ok`
 - conv2d grad_input: winograd / direct, :func:`winograd_ok`
@@ -35,7 +35,7 @@ __all__ = [
     "conv_grad_weight",
     "record",
     "last_algorithms",
-    "linear_kmajor",
+    "linear_weight_copy",
 ]
 
 # None = auto (measured rule in winograd_ok), True = wherever supported, False = never.
@@ -144,11 +144,17 @@ def last_algorithms():
 # Rows of x up to which an inference plan's Linear reads a k-major copy of its
 # weight. Measured (1 thread, 3136->1024, 400->120, 84->10): the copy is 1.4-2.4x
 # faster at 1-8 rows; at 16 the driver starts copying tiles of it (two row
-# panels share them) and the in-place product is 1.4-1.6x faster again.
+# panels share them) and the in-place product is 1.4-1.6x faster again. One row
+# reads the copy in panels of outputs, each streamed front to back by its
+# thread: 1.3x the k-major copy for the MNIST CNN's 3136->1024 (L3-bound).
 LINEAR_KMAJOR_MAX_ROWS = 8
 
 
-def linear_kmajor(n, nout, nin):
-    """Whether a plan's Linear of ``nin -> nout`` features on ``n`` rows keeps
-    and reads a k-major copy of its weight (``_kernels.linear_forward_kmajor``)."""
-    return 1 <= n <= LINEAR_KMAJOR_MAX_ROWS and nout >= 1 and nin >= 1
+def linear_weight_copy(n, nout, nin):
+    """Which copy of its weight an inference plan's Linear of ``nin -> nout``
+    features on ``n`` rows keeps and reads: ``"panels"``
+    (``_kernels.linear_forward_panels``), ``"kmajor"``
+    (``_kernels.linear_forward_kmajor``) or None (``gemm`` on the weight as it is)."""
+    if nout < 1 or nin < 1 or not 1 <= n <= LINEAR_KMAJOR_MAX_ROWS:
+        return None
+    return "panels" if n == 1 else "kmajor"

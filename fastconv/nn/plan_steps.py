@@ -282,10 +282,11 @@ class _Linear(_ParamStep):
         # the fast kernel, its PlanProgram variant and the copy it reads (None: gemm on W)
         self.fast = self.make = None
         self.variant = 0
-        if shape[0] == 1 and w.shape[0] >= 1 and w.shape[1] >= 1:
+        copy = _routes.linear_weight_copy(shape[0], w.shape[0], w.shape[1])
+        if copy == "panels":
             self.fast = _one_row(_specialized(_kernels.linear_forward_panels, dtype))
             self.variant, self.make = _kernels.LINEAR_PANELS, _panels_copy
-        elif _routes.linear_kmajor(shape[0], w.shape[0], w.shape[1]):
+        elif copy == "kmajor":
             self.fast = _specialized(_kernels.linear_forward_kmajor, dtype)
             self.variant, self.make = _kernels.LINEAR_KMAJOR, _kmajor_copy
 
