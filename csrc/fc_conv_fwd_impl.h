@@ -81,13 +81,13 @@ typedef struct {
     ptrdiff_t ldc;             /* scratch row stride: the widest block + overhang */
 } SFX(fwd_plan);
 
-/* Grid columns [q0, q0 + span) of image img of job jb, row panels [p0, p1),
+/* Grid columns [q0, q0 + span) of job jb on the image grid src, row panels [p0, p1),
  * into cbuf (row stride ldc, column q0 + i at i; panel pi's rows from
  * pi * mr_full): job_product's calls, tile by tile over every panel. A tile's
  * source windows (every tap reads a shifted window of the same columns of each
  * input channel) then stay in L1 across the panels, and the packed weights
  * stream from L2 instead of the source. */
-static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, ptrdiff_t img,
+static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, const REAL *src,
                              ptrdiff_t q0, ptrdiff_t span, ptrdiff_t p0, ptrdiff_t p1,
                              ptrdiff_t ldc, REAL *cbuf)
 {
@@ -95,7 +95,7 @@ static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, ptrd
     const ptrdiff_t npan = FC_MIN(p1, pl->nfull + (pl->mr_tail > 0));
     /* a tail panel whose kernel has another width runs its own tiles, below */
     const int tail_wide = npan > pl->nfull && kk->nr[pl->slot_tail] != nrf;
-    const REAL *srcq = jb->src + img * jb->src_n + q0;
+    const REAL *srcq = src + q0;
     const REAL *ap0 = jb->apack + p0 * pl->mr_full * jb->kdim;
     for (ptrdiff_t jt = 0; jt < span; jt += nrf) {
         const REAL *ap = ap0;
@@ -125,13 +125,11 @@ static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, ptrd
     }
 }
 
-/* Task t of run_fwd (part-major: a thread's share spans the blocks). */
-static void SFX(fwd_task)(const SFX(fwd_plan) *d, ptrdiff_t t, REAL *cbuf)
+/* Column block blk, row panels [p0, p1) of job j for image img, whose grid
+ * (the job's channels) starts at src. */
+static void SFX(fwd_block)(const SFX(fwd_plan) *d, ptrdiff_t j, ptrdiff_t img, const REAL *src,
+                           ptrdiff_t blk, ptrdiff_t p0, ptrdiff_t p1, REAL *cbuf)
 {
-    const ptrdiff_t part = t / d->nwhole, w = t % d->nwhole;
-    const ptrdiff_t j = w / (d->n * d->nblk), img = w % (d->n * d->nblk) / d->nblk;
-    const ptrdiff_t blk = w % d->nblk;
-    const ptrdiff_t p0 = part * d->npan / d->nparts, p1 = (part + 1) * d->npan / d->nparts;
     const ptrdiff_t nrf = d->kk->nr[d->pl.slot_full];
     ptrdiff_t q0, q1;
     if (d->pool_nb) {
@@ -141,9 +139,19 @@ static void SFX(fwd_task)(const SFX(fwd_plan) *d, ptrdiff_t t, REAL *cbuf)
         q0 = blk * d->ntiles / d->nblk * nrf;
         q1 = (blk + 1) * d->ntiles / d->nblk * nrf;
     }
-    SFX(fwd_product)(d->kk, &d->pl, &d->jobs[j], img, q0, q1 - q0, p0, p1, d->ldc, cbuf);
+    SFX(fwd_product)(d->kk, &d->pl, &d->jobs[j], src, q0, q1 - q0, p0, p1, d->ldc, cbuf);
     SFX(fwd_write)(&d->jobs[j], cbuf, d->ldc, img, q0, FC_MIN(q1, d->ncols),
                    p0 * d->pl.mr_full, FC_MIN(p1 * d->pl.mr_full, d->jobs[j].m), d->wo2);
+}
+
+/* Task t of run_fwd (part-major: a thread's share spans the blocks). */
+static void SFX(fwd_task)(const SFX(fwd_plan) *d, ptrdiff_t t, REAL *cbuf)
+{
+    const ptrdiff_t part = t / d->nwhole, w = t % d->nwhole;
+    const ptrdiff_t j = w / (d->n * d->nblk), img = w % (d->n * d->nblk) / d->nblk;
+    const JOB *jb = &d->jobs[j];
+    SFX(fwd_block)(d, j, img, jb->src + img * jb->src_n, w % d->nblk,
+                   part * d->npan / d->nparts, (part + 1) * d->npan / d->nparts, cbuf);
 }
 
 /* The columns a block may compute past a job's grid (reads of the source
@@ -215,6 +223,53 @@ static int SFX(run_fwd)(const SFX(fwd_plan) *d, int nt)
 #pragma omp for schedule(static) nowait
         for (t = 0; t < ntask; ++t)
             if (cbuf) SFX(fwd_task)(d, t, cbuf);
+        fc_free(cbuf);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/*
+ * The forward image by image (a batch of at least two images per thread): a
+ * task pads and phase-splits one image into its thread's grid (as
+ * pad_phase_copy does for the whole batch), then runs every block of every
+ * job on it while the grid is still in L2. The whole-batch copy went to memory
+ * and came back (bench shape h: 27 MB each way, a tenth of its time). The
+ * grid's slack past img elements (the caller's, as for the whole batch) is
+ * zeroed once. Per element the calls are run_fwd's: the same bits.
+ */
+static int SFX(run_fwd_images)(const SFX(fwd_plan) *d, const REAL *x, const fc_conv_geom *g,
+                               ptrdiff_t hq, ptrdiff_t wq, ptrdiff_t img, ptrdiff_t slack,
+                               ptrdiff_t job_off, int njobs, int nt)
+{
+    const size_t cbuf_elems = (size_t)(d->pl.mpad * d->ldc);
+    const ptrdiff_t chw = g->c * g->h * g->w;
+    int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        fc_team_arrive(&tm);
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * cbuf_elems);
+        REAL *grid = SFX(alloc_grid)(1, img, slack);
+        if (!cbuf || !grid) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t i;
+        /* every image costs the same: contiguous shares */
+#pragma omp for schedule(static) nowait
+        for (i = 0; i < d->n; ++i) {
+            if (!cbuf || !grid) continue;
+            for (ptrdiff_t ic = 0; ic < g->c; ++ic)
+                SFX(pad_phase_plane)(x + i * chw, ic, g->c, g->h, g->w, g->sh, g->sw, g->ph,
+                                     g->pw, hq, wq, img, grid);
+            for (ptrdiff_t j = 0; j < njobs; ++j)
+                for (ptrdiff_t blk = 0; blk < d->nblk; ++blk)
+                    SFX(fwd_block)(d, j, i, grid + j * job_off, blk, 0, d->npan, cbuf);
+        }
+        fc_free(grid);
         fc_free(cbuf);
         fc_team_done(&tm);
     }
@@ -323,6 +378,10 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
     const ptrdiff_t end = (G - 1) * cg * plane + SFX(fwd_blocks_end)(&d) + SFX(widest)(kk) +
                           kmax;
     const ptrdiff_t slack = FC_MAX((ptrdiff_t)0, end - img) + 64;
+    if (ncols > 0 && (!pool || wo2 > 0) && d.nparts == 1 && g->n >= 2 * (ptrdiff_t)nthreads) {
+        rc = SFX(run_fwd_images)(&d, x, g, hq, wq, img, slack, cg * plane, (int)G, nthreads);
+        goto done;
+    }
     xq = SFX(alloc_grid)(g->n, img, slack);
     if (!xq) { rc = FC_ENOMEM; goto done; }
     /* a small copy is done before a woken helper would arrive: at batch 1 a
