@@ -87,9 +87,18 @@ typedef struct {
  * source windows (every tap reads a shifted window of the same columns of each
  * input channel) then stay in L1 across the panels, and the packed weights
  * stream from L2 instead of the source. */
+/* The next image's input, prefetched a slice per column tile while this one's
+ * products run (run_fwd_images: its copy then finds it in cache, where it came
+ * from memory with the kernels idle; 1T CPU h ~19.0 -> ~18.6 ms, f ~44.4 ->
+ * ~42.4 ms). */
+typedef struct {
+    const char *p, *end;       /* the next image's bytes not yet prefetched */
+    ptrdiff_t per_tile;        /* bytes per column tile */
+} SFX(fwd_pf);
+
 static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, const REAL *src,
                              ptrdiff_t q0, ptrdiff_t span, ptrdiff_t p0, ptrdiff_t p1,
-                             ptrdiff_t ldc, REAL *cbuf)
+                             ptrdiff_t ldc, SFX(fwd_pf) *pf, REAL *cbuf)
 {
     const ptrdiff_t nrf = kk->nr[pl->slot_full];
     const ptrdiff_t npan = FC_MIN(p1, pl->nfull + (pl->mr_tail > 0));
@@ -99,6 +108,13 @@ static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, cons
     const REAL *ap0 = jb->apack + p0 * pl->mr_full * jb->kdim;
     for (ptrdiff_t jt = 0; jt < span; jt += nrf) {
         const REAL *ap = ap0;
+        if (pf) {
+            const char *e = pf->end - pf->p > pf->per_tile ? pf->p + pf->per_tile : pf->end;
+#if defined(__GNUC__) || defined(__clang__)
+            for (const char *q = pf->p; q < e; q += 64) __builtin_prefetch(q, 0, 2);
+#endif
+            pf->p = e;
+        }
         for (ptrdiff_t pi = p0; pi < npan - tail_wide; ++pi) {
             const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
             const ptrdiff_t mr = kk->mr[slot];
@@ -128,7 +144,8 @@ static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, cons
 /* Column block blk, row panels [p0, p1) of job j for image img, whose grid
  * (the job's channels) starts at src. */
 static void SFX(fwd_block)(const SFX(fwd_plan) *d, ptrdiff_t j, ptrdiff_t img, const REAL *src,
-                           ptrdiff_t blk, ptrdiff_t p0, ptrdiff_t p1, REAL *cbuf)
+                           ptrdiff_t blk, ptrdiff_t p0, ptrdiff_t p1, SFX(fwd_pf) *pf,
+                           REAL *cbuf)
 {
     const ptrdiff_t nrf = d->kk->nr[d->pl.slot_full];
     ptrdiff_t q0, q1;
@@ -139,7 +156,7 @@ static void SFX(fwd_block)(const SFX(fwd_plan) *d, ptrdiff_t j, ptrdiff_t img, c
         q0 = blk * d->ntiles / d->nblk * nrf;
         q1 = (blk + 1) * d->ntiles / d->nblk * nrf;
     }
-    SFX(fwd_product)(d->kk, &d->pl, &d->jobs[j], src, q0, q1 - q0, p0, p1, d->ldc, cbuf);
+    SFX(fwd_product)(d->kk, &d->pl, &d->jobs[j], src, q0, q1 - q0, p0, p1, d->ldc, pf, cbuf);
     SFX(fwd_write)(&d->jobs[j], cbuf, d->ldc, img, q0, FC_MIN(q1, d->ncols),
                    p0 * d->pl.mr_full, FC_MIN(p1 * d->pl.mr_full, d->jobs[j].m), d->wo2);
 }
@@ -151,7 +168,7 @@ static void SFX(fwd_task)(const SFX(fwd_plan) *d, ptrdiff_t t, REAL *cbuf)
     const ptrdiff_t j = w / (d->n * d->nblk), img = w % (d->n * d->nblk) / d->nblk;
     const JOB *jb = &d->jobs[j];
     SFX(fwd_block)(d, j, img, jb->src + img * jb->src_n, w % d->nblk,
-                   part * d->npan / d->nparts, (part + 1) * d->npan / d->nparts, cbuf);
+                   part * d->npan / d->nparts, (part + 1) * d->npan / d->nparts, NULL, cbuf);
 }
 
 /* The columns a block may compute past a job's grid (reads of the source
@@ -265,9 +282,14 @@ static int SFX(run_fwd_images)(const SFX(fwd_plan) *d, const REAL *x, const fc_c
             for (ptrdiff_t ic = 0; ic < g->c; ++ic)
                 SFX(pad_phase_plane)(x + i * chw, ic, g->c, g->h, g->w, g->sh, g->sw, g->ph,
                                      g->pw, hq, wq, img, grid);
+            SFX(fwd_pf) pf;
+            pf.p = (const char *)(x + (i + 1) * chw);
+            pf.end = i + 1 < d->n ? (const char *)(x + (i + 2) * chw) : pf.p;
+            pf.per_tile = FC_ROUNDUP(FC_CEILDIV((ptrdiff_t)sizeof(REAL) * chw,
+                                                njobs * d->ntiles), 64);
             for (ptrdiff_t j = 0; j < njobs; ++j)
                 for (ptrdiff_t blk = 0; blk < d->nblk; ++blk)
-                    SFX(fwd_block)(d, j, i, grid + j * job_off, blk, 0, d->npan, cbuf);
+                    SFX(fwd_block)(d, j, i, grid + j * job_off, blk, 0, d->npan, &pf, cbuf);
         }
         fc_free(grid);
         fc_free(cbuf);
