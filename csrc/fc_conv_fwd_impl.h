@@ -90,37 +90,11 @@ typedef struct {
 /* The next image's input, prefetched a slice per column tile while this one's
  * products run (run_fwd_images: its copy then finds it in cache, where it came
  * from memory with the kernels idle; 1T CPU h ~19.0 -> ~18.6 ms, f ~44.4 ->
- * ~42.4 ms); and a block's outputs, fetched for writing during its products,
- * so that its write-out finds them in cache (f ~41.6 -> ~40.7 ms; e, h within
- * noise). */
+ * ~42.4 ms). */
 typedef struct {
-    const char *base;
-    ptrdiff_t stride, len, n;  /* n spans of len bytes, stride bytes apart */
-    ptrdiff_t i, off;          /* the next line: span i, offset off */
-    ptrdiff_t per_tile;        /* lines per column tile */
+    const char *p, *end;       /* the next image's bytes not yet prefetched */
+    ptrdiff_t per_tile;        /* bytes per column tile */
 } SFX(fwd_pf);
-
-static void SFX(fwd_pf_init)(SFX(fwd_pf) *f, const void *base, ptrdiff_t stride, ptrdiff_t len,
-                             ptrdiff_t n, ptrdiff_t tiles)
-{
-    f->base = (const char *)base; f->stride = stride; f->len = len;
-    f->n = len > 0 ? n : 0; f->i = 0; f->off = 0;
-    f->per_tile = FC_CEILDIV(FC_CEILDIV(len, 64) * f->n, FC_MAX((ptrdiff_t)1, tiles));
-}
-
-static void SFX(fwd_pf_step)(SFX(fwd_pf) *f, int write)
-{
-    for (ptrdiff_t l = f->per_tile; l > 0 && f->i < f->n; --l) {
-#if defined(__GNUC__) || defined(__clang__)
-        if (write)
-            __builtin_prefetch(f->base + f->i * f->stride + f->off, 1, 2);
-        else
-            __builtin_prefetch(f->base + f->i * f->stride + f->off, 0, 2);
-#endif
-        f->off += 64;
-        if (f->off >= f->len) { f->off = 0; ++f->i; }
-    }
-}
 
 static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, const REAL *src,
                              ptrdiff_t q0, ptrdiff_t span, ptrdiff_t p0, ptrdiff_t p1,
@@ -135,8 +109,11 @@ static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, cons
     for (ptrdiff_t jt = 0; jt < span; jt += nrf) {
         const REAL *ap = ap0;
         if (pf) {
-            SFX(fwd_pf_step)(&pf[0], 0);
-            SFX(fwd_pf_step)(&pf[1], 1);
+            const char *e = pf->end - pf->p > pf->per_tile ? pf->p + pf->per_tile : pf->end;
+#if defined(__GNUC__) || defined(__clang__)
+            for (const char *q = pf->p; q < e; q += 64) __builtin_prefetch(q, 0, 2);
+#endif
+            pf->p = e;
         }
         for (ptrdiff_t pi = p0; pi < npan - tail_wide; ++pi) {
             const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
@@ -178,14 +155,6 @@ static void SFX(fwd_block)(const SFX(fwd_plan) *d, ptrdiff_t j, ptrdiff_t img, c
     } else {
         q0 = blk * d->ntiles / d->nblk * nrf;
         q1 = (blk + 1) * d->ntiles / d->nblk * nrf;
-    }
-    if (pf && !d->wo2) { /* the output rows of this block, every channel */
-        const JOB *jb = &d->jobs[j];
-        const ptrdiff_t ra = q0 / jb->qpitch, rb = (FC_MIN(q1, d->ncols) - 1) / jb->qpitch;
-        SFX(fwd_pf_init)(&pf[1], jb->dst + img * jb->dst_n + ra * jb->dst_r,
-                         (ptrdiff_t)sizeof(REAL) * jb->dst_m,
-                         (ptrdiff_t)sizeof(REAL) * ((rb - ra) * jb->dst_r + jb->cols),
-                         jb->m, (q1 - q0) / nrf);
     }
     SFX(fwd_product)(d->kk, &d->pl, &d->jobs[j], src, q0, q1 - q0, p0, p1, d->ldc, pf, cbuf);
     SFX(fwd_write)(&d->jobs[j], cbuf, d->ldc, img, q0, FC_MIN(q1, d->ncols),
@@ -313,13 +282,14 @@ static int SFX(run_fwd_images)(const SFX(fwd_plan) *d, const REAL *x, const fc_c
             for (ptrdiff_t ic = 0; ic < g->c; ++ic)
                 SFX(pad_phase_plane)(x + i * chw, ic, g->c, g->h, g->w, g->sh, g->sw, g->ph,
                                      g->pw, hq, wq, img, grid);
-            SFX(fwd_pf) pf[2];
-            SFX(fwd_pf_init)(&pf[0], x + (i + 1) * chw, 0, (ptrdiff_t)sizeof(REAL) * chw,
-                             i + 1 < d->n, njobs * d->ntiles);
-            SFX(fwd_pf_init)(&pf[1], NULL, 0, 0, 0, 1);
+            SFX(fwd_pf) pf;
+            pf.p = (const char *)(x + (i + 1) * chw);
+            pf.end = i + 1 < d->n ? (const char *)(x + (i + 2) * chw) : pf.p;
+            pf.per_tile = FC_ROUNDUP(FC_CEILDIV((ptrdiff_t)sizeof(REAL) * chw,
+                                                njobs * d->ntiles), 64);
             for (ptrdiff_t j = 0; j < njobs; ++j)
                 for (ptrdiff_t blk = 0; blk < d->nblk; ++blk)
-                    SFX(fwd_block)(d, j, i, grid + j * job_off, blk, 0, d->npan, pf, cbuf);
+                    SFX(fwd_block)(d, j, i, grid + j * job_off, blk, 0, d->npan, &pf, cbuf);
         }
         fc_free(grid);
         fc_free(cbuf);
