@@ -99,6 +99,15 @@ static void SFX(pack_a)(const REAL *w, ptrdiff_t rs, const ptrdiff_t *woff, ptrd
     }
 }
 
+/* d[x] = s[2x]: one column phase of a stride-2 row, vectorised at the widest
+ * ISA (element by element it was 11% of bench shape h's forward: a copy, the
+ * same bits) */
+FC_SIMD_PROC(SFX(take_even), (const REAL *FC_RESTRICT s, ptrdiff_t n, REAL *FC_RESTRICT d),
+             (s, n, d))
+{
+    for (ptrdiff_t x = 0; x < n; ++x) d[x] = s[2 * x];
+}
+
 /* pad_phase_copy's task t: plane (in, ic) = (t / c, t % c) of every phase. */
 static void SFX(pad_phase_plane)(const REAL *src, ptrdiff_t t, ptrdiff_t c, ptrdiff_t h,
                                  ptrdiff_t w, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t top,
@@ -128,6 +137,8 @@ static void SFX(pad_phase_plane)(const REAL *src, ptrdiff_t t, ptrdiff_t c, ptrd
                 for (ptrdiff_t x = 0; x < lo; ++x) drow[x] = 0;
                 if (sw == 1)
                     memcpy(drow + lo, srow + lo, sizeof(REAL) * (size_t)(hi - lo));
+                else if (sw == 2)
+                    SFX(take_even)(srow + 2 * lo, hi - lo, drow + lo);
                 else
                     for (ptrdiff_t x = lo; x < hi; ++x) drow[x] = srow[x * sw];
                 for (ptrdiff_t x = hi; x < wq; ++x) drow[x] = 0;

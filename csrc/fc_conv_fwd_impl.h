@@ -65,45 +65,163 @@ static void SFX(fwd_write)(const JOB *jb, const REAL *cbuf, ptrdiff_t ldc, ptrdi
     }
 }
 
-/* Task t of run_fwd (part-major: a thread's share spans the blocks). */
-static void SFX(fwd_task)(const KERN *kk, const JOB *jobs, ptrdiff_t n, ptrdiff_t nb,
-                          ptrdiff_t wo2, ptrdiff_t nblk, ptrdiff_t npan, ptrdiff_t nparts,
-                          ptrdiff_t nwhole, ptrdiff_t t, REAL *cbuf)
+/*
+ * The forward's task plan: (job, image, column block, part). Blocks are whole
+ * column tiles of the full panels' kernel, dealt evenly (the fused pool: nb
+ * columns, whole row pairs), so no block computes a tile past the grid.
+ */
+typedef struct {
+    const KERN *kk;
+    const JOB *jobs;
+    PLAN pl;                   /* every job has the same rows */
+    ptrdiff_t n, ncols;        /* images, grid columns of a job */
+    ptrdiff_t pool_nb;         /* the fused pool's columns per block, else 0 */
+    ptrdiff_t wo2;             /* pooled columns (the fused pool), else 0 */
+    ptrdiff_t ntiles, nblk, npan, nparts, nwhole;
+    ptrdiff_t ldc;             /* scratch row stride: the widest block + overhang */
+} SFX(fwd_plan);
+
+/* Grid columns [q0, q0 + span) of job jb on the image grid src, row panels [p0, p1),
+ * into cbuf (row stride ldc, column q0 + i at i; panel pi's rows from
+ * pi * mr_full): job_product's calls, tile by tile over every panel. A tile's
+ * source windows (every tap reads a shifted window of the same columns of each
+ * input channel) then stay in L1 across the panels, and the packed weights
+ * stream from L2 instead of the source. */
+/* The next image's input, prefetched a slice per column tile while this one's
+ * products run (run_fwd_images: its copy then finds it in cache, where it came
+ * from memory with the kernels idle; 1T CPU h ~19.0 -> ~18.6 ms, f ~44.4 ->
+ * ~42.4 ms). */
+typedef struct {
+    const char *p, *end;       /* the next image's bytes not yet prefetched */
+    ptrdiff_t per_tile;        /* bytes per column tile */
+} SFX(fwd_pf);
+
+static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, const REAL *src,
+                             ptrdiff_t q0, ptrdiff_t span, ptrdiff_t p0, ptrdiff_t p1,
+                             ptrdiff_t ldc, SFX(fwd_pf) *pf, REAL *cbuf)
 {
-    const PLAN pl = SFX(plan_rows)(kk, jobs[0].m);
-    const ptrdiff_t ncols = jobs[0].rows * jobs[0].qpitch, ldc = nb + SFX(widest)(kk);
-    const ptrdiff_t part = t / nwhole, w = t % nwhole;
-    const ptrdiff_t j = w / (n * nblk), img = w % (n * nblk) / nblk, blk = w % nblk;
-    const ptrdiff_t p0 = part * npan / nparts, p1 = (part + 1) * npan / nparts;
-    const ptrdiff_t q0 = blk * nb;
-    SFX(job_product)(kk, &jobs[j], nb, img, blk, p0, p1, cbuf);
-    SFX(fwd_write)(&jobs[j], cbuf, ldc, img, q0, FC_MIN(q0 + nb, ncols), p0 * pl.mr_full,
-                   FC_MIN(p1 * pl.mr_full, jobs[j].m), wo2);
+    const ptrdiff_t nrf = kk->nr[pl->slot_full];
+    const ptrdiff_t npan = FC_MIN(p1, pl->nfull + (pl->mr_tail > 0));
+    /* a tail panel whose kernel has another width runs its own tiles, below */
+    const int tail_wide = npan > pl->nfull && kk->nr[pl->slot_tail] != nrf;
+    const REAL *srcq = src + q0;
+    const REAL *ap0 = jb->apack + p0 * pl->mr_full * jb->kdim;
+    for (ptrdiff_t jt = 0; jt < span; jt += nrf) {
+        const REAL *ap = ap0;
+        if (pf) {
+            const char *e = pf->end - pf->p > pf->per_tile ? pf->p + pf->per_tile : pf->end;
+#if defined(__GNUC__) || defined(__clang__)
+            for (const char *q = pf->p; q < e; q += 64) __builtin_prefetch(q, 0, 2);
+#endif
+            pf->p = e;
+        }
+        for (ptrdiff_t pi = p0; pi < npan - tail_wide; ++pi) {
+            const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
+            const ptrdiff_t mr = kk->mr[slot];
+            REAL *crow = cbuf + pi * pl->mr_full * ldc;
+            for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
+                const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
+                kk->ukr[slot](kc, ap + pc * mr, srcq + jt, jb->koff + pc, crow + jt, ldc,
+                              pc > 0);
+                if (jb->kdim == 0) break;
+            }
+            ap += jb->kdim * mr;
+        }
+    }
+    if (!tail_wide) return;
+    const ptrdiff_t nr = kk->nr[pl->slot_tail];
+    const REAL *ap = jb->apack + pl->nfull * pl->mr_full * jb->kdim;
+    REAL *crow = cbuf + pl->nfull * pl->mr_full * ldc;
+    for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
+        const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
+        for (ptrdiff_t jr = 0; jr < span; jr += nr) /* (within ldc: span + widest) */
+            kk->ukr[pl->slot_tail](kc, ap + pc * pl->mr_tail, srcq + jr, jb->koff + pc,
+                                   crow + jr, ldc, pc > 0);
+        if (jb->kdim == 0) break;
+    }
+}
+
+/* Column block blk, row panels [p0, p1) of job j for image img, whose grid
+ * (the job's channels) starts at src. */
+static void SFX(fwd_block)(const SFX(fwd_plan) *d, ptrdiff_t j, ptrdiff_t img, const REAL *src,
+                           ptrdiff_t blk, ptrdiff_t p0, ptrdiff_t p1, SFX(fwd_pf) *pf,
+                           REAL *cbuf)
+{
+    const ptrdiff_t nrf = d->kk->nr[d->pl.slot_full];
+    ptrdiff_t q0, q1;
+    if (d->pool_nb) {
+        q0 = blk * d->pool_nb;
+        q1 = q0 + d->pool_nb;
+    } else {
+        q0 = blk * d->ntiles / d->nblk * nrf;
+        q1 = (blk + 1) * d->ntiles / d->nblk * nrf;
+    }
+    SFX(fwd_product)(d->kk, &d->pl, &d->jobs[j], src, q0, q1 - q0, p0, p1, d->ldc, pf, cbuf);
+    SFX(fwd_write)(&d->jobs[j], cbuf, d->ldc, img, q0, FC_MIN(q1, d->ncols),
+                   p0 * d->pl.mr_full, FC_MIN(p1 * d->pl.mr_full, d->jobs[j].m), d->wo2);
+}
+
+/* Task t of run_fwd (part-major: a thread's share spans the blocks). */
+static void SFX(fwd_task)(const SFX(fwd_plan) *d, ptrdiff_t t, REAL *cbuf)
+{
+    const ptrdiff_t part = t / d->nwhole, w = t % d->nwhole;
+    const ptrdiff_t j = w / (d->n * d->nblk), img = w % (d->n * d->nblk) / d->nblk;
+    const JOB *jb = &d->jobs[j];
+    SFX(fwd_block)(d, j, img, jb->src + img * jb->src_n, w % d->nblk,
+                   part * d->npan / d->nparts, (part + 1) * d->npan / d->nparts, NULL, cbuf);
+}
+
+/* The columns a block may compute past a job's grid (reads of the source
+ * beyond it: the caller's slack). */
+static ptrdiff_t SFX(fwd_blocks_end)(const SFX(fwd_plan) *d)
+{
+    const ptrdiff_t nrf = d->kk->nr[d->pl.slot_full];
+    return d->pool_nb ? d->nblk * d->pool_nb : d->ntiles * nrf;
 }
 
 /*
- * The forward's tasks: (job, image, column block of nb columns, part). With
- * fewer blocks than threads to share them evenly (batch 1), each block's row
- * panels are cut into parts as well, so that a second thread has work; which
- * task computes an element changes none of its arithmetic. wo2 > 0: the fused
- * pool (nb is then whole row pairs). Each task owns its outputs: no merge.
+ * Plan the blocks: about 512 columns each (block_cols's target), cut finer
+ * when there are fewer blocks than threads (batch 1; the column cut changes no
+ * element's sum), or, for the fused pool, pool_nb columns each.
  */
-static int SFX(run_fwd)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n, ptrdiff_t nb,
-                        ptrdiff_t wo2, int nt)
+static void SFX(fwd_plan_blocks)(SFX(fwd_plan) *d, const KERN *kk, const JOB *jobs, int njobs,
+                                 ptrdiff_t n, ptrdiff_t pool_nb, ptrdiff_t wo2, int nt)
 {
-    const PLAN pl = SFX(plan_rows)(kk, jobs[0].m);
-    const ptrdiff_t ncols = jobs[0].rows * jobs[0].qpitch;
-    const ptrdiff_t nblk = FC_CEILDIV(ncols, nb), npan = pl.nfull + (pl.mr_tail > 0);
-    const ptrdiff_t ldc = nb + SFX(widest)(kk);
-    const ptrdiff_t nwhole = (ptrdiff_t)njobs * n * nblk;
-    const ptrdiff_t nparts = nt > 1 && nwhole < 2 * (ptrdiff_t)nt ? FC_MIN((ptrdiff_t)nt, npan) : 1;
-    const ptrdiff_t ntask = nwhole * nparts;
+    d->kk = kk; d->jobs = jobs; d->n = n; d->pool_nb = pool_nb; d->wo2 = wo2;
+    d->pl = SFX(plan_rows)(kk, jobs[0].m);
+    d->ncols = jobs[0].rows * jobs[0].qpitch;
+    const ptrdiff_t nrf = kk->nr[d->pl.slot_full];
+    d->ntiles = FC_MAX((ptrdiff_t)1, FC_CEILDIV(d->ncols, nrf));
+    if (pool_nb) {
+        d->nblk = FC_CEILDIV(d->ncols, pool_nb);
+        d->ldc = pool_nb + SFX(widest)(kk);
+    } else {
+        d->nblk = FC_MIN(d->ntiles, FC_CEILDIV(d->ncols, (ptrdiff_t)512));
+        if (njobs * n * d->nblk < nt)
+            d->nblk = FC_MIN(d->ntiles, FC_CEILDIV((ptrdiff_t)nt, njobs * n));
+        d->nblk = FC_MAX((ptrdiff_t)1, d->nblk);
+        d->ldc = FC_CEILDIV(d->ntiles, d->nblk) * nrf + SFX(widest)(kk);
+    }
+    d->npan = d->pl.nfull + (d->pl.mr_tail > 0);
+    d->nwhole = (ptrdiff_t)njobs * n * d->nblk;
+    d->nparts = nt > 1 && d->nwhole < 2 * (ptrdiff_t)nt ? FC_MIN((ptrdiff_t)nt, d->npan) : 1;
+}
+
+/*
+ * The forward's tasks: (job, image, column block, part). With fewer blocks
+ * than threads to share them evenly (batch 1), each block's row panels are cut
+ * into parts as well, so that a second thread has work; which task computes an
+ * element changes none of its arithmetic. Each task owns its outputs: no merge.
+ */
+static int SFX(run_fwd)(const SFX(fwd_plan) *d, int nt)
+{
+    const ptrdiff_t ntask = d->nwhole * d->nparts;
+    const size_t cbuf_elems = (size_t)(d->pl.mpad * d->ldc);
     int failed = 0;
     if (nt <= 1 || ntask <= 1) { /* no region: a serialised one costs ~0.25 us */
-        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(pl.mpad * ldc));
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * cbuf_elems);
         if (!cbuf) return FC_ENOMEM;
-        for (ptrdiff_t t = 0; t < ntask; ++t)
-            SFX(fwd_task)(kk, jobs, n, nb, wo2, nblk, npan, nparts, nwhole, t, cbuf);
+        for (ptrdiff_t t = 0; t < ntask; ++t) SFX(fwd_task)(d, t, cbuf);
         fc_free(cbuf);
         return FC_OK;
     }
@@ -112,7 +230,7 @@ static int SFX(run_fwd)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n,
 #pragma omp parallel num_threads(nt)
     {
         fc_team_arrive(&tm);
-        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * (size_t)(pl.mpad * ldc));
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * cbuf_elems);
         if (!cbuf) {
 #pragma omp atomic write
             failed = 1;
@@ -121,7 +239,59 @@ static int SFX(run_fwd)(const KERN *kk, const JOB *jobs, int njobs, ptrdiff_t n,
         /* part-major: a thread's share spans the blocks */
 #pragma omp for schedule(static) nowait
         for (t = 0; t < ntask; ++t)
-            if (cbuf) SFX(fwd_task)(kk, jobs, n, nb, wo2, nblk, npan, nparts, nwhole, t, cbuf);
+            if (cbuf) SFX(fwd_task)(d, t, cbuf);
+        fc_free(cbuf);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
+/*
+ * The forward image by image (a batch of at least two images per thread): a
+ * task pads and phase-splits one image into its thread's grid (as
+ * pad_phase_copy does for the whole batch), then runs every block of every
+ * job on it while the grid is still in L2. The whole-batch copy went to memory
+ * and came back (bench shape h: 27 MB each way, a tenth of its time). The
+ * grid's slack past img elements (the caller's, as for the whole batch) is
+ * zeroed once. Per element the calls are run_fwd's: the same bits.
+ */
+static int SFX(run_fwd_images)(const SFX(fwd_plan) *d, const REAL *x, const fc_conv_geom *g,
+                               ptrdiff_t hq, ptrdiff_t wq, ptrdiff_t img, ptrdiff_t slack,
+                               ptrdiff_t job_off, int njobs, int nt)
+{
+    const size_t cbuf_elems = (size_t)(d->pl.mpad * d->ldc);
+    const ptrdiff_t chw = g->c * g->h * g->w;
+    int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        fc_team_arrive(&tm);
+        REAL *cbuf = (REAL *)fc_malloc(sizeof(REAL) * cbuf_elems);
+        REAL *grid = SFX(alloc_grid)(1, img, slack);
+        if (!cbuf || !grid) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t i;
+        /* every image costs the same: contiguous shares */
+#pragma omp for schedule(static) nowait
+        for (i = 0; i < d->n; ++i) {
+            if (!cbuf || !grid) continue;
+            for (ptrdiff_t ic = 0; ic < g->c; ++ic)
+                SFX(pad_phase_plane)(x + i * chw, ic, g->c, g->h, g->w, g->sh, g->sw, g->ph,
+                                     g->pw, hq, wq, img, grid);
+            SFX(fwd_pf) pf;
+            pf.p = (const char *)(x + (i + 1) * chw);
+            pf.end = i + 1 < d->n ? (const char *)(x + (i + 2) * chw) : pf.p;
+            pf.per_tile = FC_ROUNDUP(FC_CEILDIV((ptrdiff_t)sizeof(REAL) * chw,
+                                                njobs * d->ntiles), 64);
+            for (ptrdiff_t j = 0; j < njobs; ++j)
+                for (ptrdiff_t blk = 0; blk < d->nblk; ++blk)
+                    SFX(fwd_block)(d, j, i, grid + j * job_off, blk, 0, d->npan, &pf, cbuf);
+        }
+        fc_free(grid);
         fc_free(cbuf);
         fc_team_done(&tm);
     }
@@ -210,29 +380,30 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
             jb->dst_n = g->k * ho2 * wo2; jb->dst_m = ho2 * wo2; jb->dst_r = wo2;
         }
     }
-    /* Columns per task: whole row pairs for the fused pool, else block_cols; cut
-     * finer when there are fewer blocks than threads (batch 1), a one-panel
-     * layer's only way to share (the column cut changes no element's sum). */
-    const ptrdiff_t ncols = jobs[0].rows * wq, nr = kk->nr[pl.slot_full];
+    /* Columns per task: whole row pairs for the fused pool (cut finer when there
+     * are fewer blocks than threads, batch 1), else whole tiles (fwd_plan_blocks) */
+    const ptrdiff_t ncols = jobs[0].rows * wq;
     const ptrdiff_t whole = G * g->n;
-    ptrdiff_t nb;
+    ptrdiff_t pool_nb = 0;
     if (pool) {
         ptrdiff_t rpb = SFX(pool_block_rows)(jobs[0].rows, wq);
         if (nthreads > 1 && whole * FC_CEILDIV(jobs[0].rows, rpb) < nthreads)
             rpb = FC_MAX((ptrdiff_t)2, FC_ROUNDUP(FC_CEILDIV(jobs[0].rows, nthreads), 2));
-        nb = rpb * wq;
-    } else {
-        nb = ncols > 0 ? SFX(block_cols)(kk, &pl, ncols) : 1;
-        if (nthreads > 1 && whole * FC_CEILDIV(ncols, nb) < nthreads)
-            nb = FC_MAX(nr, FC_ROUNDUP(FC_CEILDIV(ncols, nthreads), nr));
+        pool_nb = rpb * wq;
     }
+    SFX(fwd_plan) d;
+    SFX(fwd_plan_blocks)(&d, kk, jobs, (int)G, g->n, pool_nb, pool ? wo2 : 0, nthreads);
     /* what run_fwd's tasks may read past an image region of img elements; the
      * last group reads furthest: its channels start (G-1)*cg planes in */
     ptrdiff_t kmax = 0;
     for (ptrdiff_t k = 0; k < kdim; ++k) kmax = FC_MAX(kmax, koff[k]);
-    const ptrdiff_t end = (G - 1) * cg * plane + FC_CEILDIV(ncols, nb) * nb + SFX(widest)(kk) +
+    const ptrdiff_t end = (G - 1) * cg * plane + SFX(fwd_blocks_end)(&d) + SFX(widest)(kk) +
                           kmax;
     const ptrdiff_t slack = FC_MAX((ptrdiff_t)0, end - img) + 64;
+    if (ncols > 0 && (!pool || wo2 > 0) && d.nparts == 1 && g->n >= 2 * (ptrdiff_t)nthreads) {
+        rc = SFX(run_fwd_images)(&d, x, g, hq, wq, img, slack, cg * plane, (int)G, nthreads);
+        goto done;
+    }
     xq = SFX(alloc_grid)(g->n, img, slack);
     if (!xq) { rc = FC_ENOMEM; goto done; }
     /* a small copy is done before a woken helper would arrive: at batch 1 a
@@ -242,7 +413,7 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
                         copy_nt, xq);
     for (ptrdiff_t gi = 0; gi < G; ++gi) jobs[gi].src = xq + gi * cg * plane;
     if (ncols > 0 && (!pool || wo2 > 0))
-        rc = SFX(run_fwd)(kk, jobs, (int)G, g->n, nb, pool ? wo2 : 0, nthreads);
+        rc = SFX(run_fwd)(&d, nthreads);
 done:
     free(koff);
     fc_free(ap);
