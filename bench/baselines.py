@@ -58,6 +58,10 @@ class Impl:
     def supports(self, case):
         return True
 
+    def team_counters(self):
+        """Counters of the implementation's thread-team controller, or None."""
+        return None
+
 
 class FastconvImpl(Impl):
     """``fastconv``'s functional API; also used for ``fastconv.reference``."""
@@ -70,6 +74,14 @@ class FastconvImpl(Impl):
         # fastconv.reference is single-threaded Python and has no thread control
         if hasattr(self.mod, "set_num_threads"):
             self.mod.set_num_threads(n)
+
+    def team_counters(self):
+        # fastconv.reference has no team
+        if not hasattr(self.mod, "info"):
+            return None
+        team = self.mod.info()["team"]
+        return {k: team[k] for k in ("parallel_regions", "late_regions", "backoffs",
+                                     "descheduled_regions", "waited_s")}
 
     def conv_fwd(self, x, w, b, stride, padding):
         return self.mod.conv2d(x, w, b, stride=stride, padding=padding)

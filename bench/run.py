@@ -189,6 +189,12 @@ def measure_one(impl, op, phase, case, dtype, mode, naive_cache):
     return median(samples), case.N, samples
 
 
+def _counters_delta(before, after):
+    if before is None or after is None:
+        return None
+    return {k: after[k] - before[k] for k in before}
+
+
 def measure_grid(impls, args, mode, log):
     threads = [int(t) for t in _csv(args.threads)]
     dtypes = _csv(args.dtype) or ["float32", "float64"]
@@ -227,14 +233,16 @@ def measure_grid(impls, args, mode, log):
                                         w0 = time.perf_counter()
                                         wait_idle(args.busy_wait, BUSY_CORES)
                                         waited[0] += time.perf_counter() - w0
+                                    team0 = impl.team_counters()
                                     with OtherLoad() as load:
                                         result = measure_one(impl, op, phase, case, dtype, mode,
                                                              naive_cache)
+                                    team = _counters_delta(team0, impl.team_counters())
                                     if best is None or (load.cores or 0) < best[0]:
-                                        best = (load.cores or 0, result)
+                                        best = (load.cores or 0, result, team)
                                     if best[0] <= BUSY_CORES:
                                         break
-                                other, (t, n_used, samples) = best
+                                other, (t, n_used, samples), team = best
                                 if impl.scaled:
                                     naive_cache[(op, phase, case.name, dtype)] = best[1]
                             except Exception as exc:
@@ -247,11 +255,16 @@ def measure_grid(impls, args, mode, log):
                                        n_used=n_used,
                                        gflops=flops / t / 1e9 if flops else None,
                                        other_load=other)
+                            if team is not None:   # what fastconv's team controller did meanwhile
+                                rec["team"] = team
                             records.append(rec)
                             log(f"{head} {t * 1e3:10.3f} ms"
                                 + (f"  (scaled from N={n_used})" if n_used != case.N else "")
                                 + (f"  [other processes: {other:.1f} cores]"
-                                   if other > BUSY_CORES else ""))
+                                   if other > BUSY_CORES else "")
+                                + (f"  [team: {team['backoffs']} back-offs, "
+                                   f"{team['late_regions']} late regions]"
+                                   if team and team["backoffs"] else ""))
     return records
 
 

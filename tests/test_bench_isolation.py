@@ -35,6 +35,8 @@ def test_each_implementation_is_timed_in_its_own_process(tmp_path):
     assert all(r["ms"] > 0 for r in rows.values())
     pids = {r["pid"] for r in rows.values()}
     assert len(pids) == 2 and os.getpid() not in pids
+    # what fastconv's team controller did during its row is on record; numpy has no team
+    assert rows["fastconv"]["team"]["parallel_regions"] >= 0 and "team" not in rows["numpy"]
 
 
 def test_same_process_times_them_together(tmp_path):
