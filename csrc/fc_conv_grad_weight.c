@@ -4,6 +4,8 @@
 #if FC_X86_SIMD
 #include <immintrin.h>
 
+#include "fc_transpose16.h"
+
 /*
  * fc_ukernels.c's AVX-512 float32 dot5 kernel for 3 rows instead of 4 and 5
  * consecutive offsets (one kernel row of taps, stride 1): a layer with 6
@@ -56,36 +58,13 @@ static void dot5x3_avx512_f32(ptrdiff_t len, int nimg, const float *const *g, pt
 
 #if FC_X86_SIMD
 /* r[i] = row i of 16 (x < nx: masked loads, the rest 0) -> r[x] = column x,
- * in registers: pairs unpacked, then 4 x 4 blocks, then 128-bit lanes. */
+ * in registers (fc_transpose16.h). */
 __attribute__((target("avx512f,avx2,fma")))
 static inline void tile16_avx512_f32(const float *s, ptrdiff_t ss, int nx, __m512 r[16])
 {
-    __m512 t[16];
     const __mmask16 k = (__mmask16)((1u << nx) - 1u);
     for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(k, s + i * ss);
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    /* r[4g + j]: in 128-bit lane L, rows 4g..4g+3 of column 4L + j */
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    /* column 4L + j: lane L of r[j], r[4 + j], r[8 + j], r[12 + j] */
-    for (int j = 0; j < 4; ++j) {
-        const __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44);
-        const __m512 u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
-        const __m512 v0 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
-        const __m512 v1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
-        t[j] = _mm512_shuffle_f32x4(u0, v0, 0x88);
-        t[4 + j] = _mm512_shuffle_f32x4(u0, v0, 0xDD);
-        t[8 + j] = _mm512_shuffle_f32x4(u1, v1, 0x88);
-        t[12 + j] = _mm512_shuffle_f32x4(u1, v1, 0xDD);
-    }
-    for (int i = 0; i < 16; ++i) r[i] = t[i];
+    fc_transpose16_avx512(r);
 }
 
 /*

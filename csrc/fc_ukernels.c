@@ -19,6 +19,8 @@
 
 #if FC_X86_SIMD
 #include <immintrin.h>
+
+#include "fc_transpose16.h"
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -352,35 +354,6 @@ A5_TGT FC_GEMV_SIG(gemv_avx512_f64, double)
 FC_GEMV_BODY(double, __m512d, 8, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd,
              _mm512_fmadd_pd, _mm512_setzero_pd())
 
-/* r[i] = row i of a 16x16 block -> r[c] = column c (lane i = row i). */
-A5_TGT static inline void transpose16_avx512(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    /* then r[4g + j], 128-bit lane L = rows 4g..4g+3 of column 4L + j */
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    /* column 4L + j = lane L of r[j], r[4 + j], r[8 + j], r[12 + j] */
-    for (int j = 0; j < 4; ++j) {
-        const __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44);
-        const __m512 u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
-        const __m512 v0 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
-        const __m512 v1 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
-        t[j] = _mm512_shuffle_f32x4(u0, v0, 0x88);
-        t[4 + j] = _mm512_shuffle_f32x4(u0, v0, 0xDD);
-        t[8 + j] = _mm512_shuffle_f32x4(u1, v1, 0x88);
-        t[12 + j] = _mm512_shuffle_f32x4(u1, v1, 0xDD);
-    }
-    for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
-
 /*
  * The row-A kernel for ONE column (16 rows x 1): the forward of a single
  * sample. The one-vector kernels broadcast each weight and use one lane in
@@ -398,7 +371,7 @@ A5_TGT static void tkr_avx512_f32(ptrdiff_t kc, const float *FC_RESTRICT a, ptrd
         const __mmask16 m = (__mmask16)((1u << kr) - 1u);
         __m512 r[16];
         for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(m, a + i * lda + q0);
-        transpose16_avx512(r);
+        fc_transpose16_avx512(r);
         for (int q = 0; q < kr; ++q)
             s = _mm512_fmadd_ps(r[q], _mm512_set1_ps(b[koff[q0 + q]]), s);
     }
