@@ -266,6 +266,27 @@ static void SFX(job_product)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdif
     }
 }
 
+/* Row panels [p0, p1) of job jb at ONE column tile (the tile-outermost products
+ * of the forward and grad_input runners): job_product's calls for those
+ * columns, panel pi's rows at crow0 + pi * mr_full * ldc, its packed weights
+ * from ap (panel p0's). */
+static inline void SFX(tile_panels)(const KERN *kk, const PLAN *pl, const JOB *jb,
+                                    const REAL *ap, ptrdiff_t p0, ptrdiff_t p1,
+                                    const REAL *srcq, REAL *crow0, ptrdiff_t ldc)
+{
+    for (ptrdiff_t pi = p0; pi < p1; ++pi) {
+        const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
+        const ptrdiff_t mr = kk->mr[slot];
+        REAL *crow = crow0 + pi * pl->mr_full * ldc;
+        for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
+            const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
+            kk->ukr[slot](kc, ap + pc * mr, srcq, jb->koff + pc, crow, ldc, pc > 0);
+            if (jb->kdim == 0) break;
+        }
+        ap += jb->kdim * mr;
+    }
+}
+
 /* One task: column block blk (nb columns) of image img of job jb, through cbuf. */
 static void SFX(job_task)(const KERN *kk, const JOB *jb, ptrdiff_t nb, ptrdiff_t img,
                           ptrdiff_t blk, REAL *cbuf)

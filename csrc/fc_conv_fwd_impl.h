@@ -107,7 +107,6 @@ static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, cons
     const REAL *srcq = src + q0;
     const REAL *ap0 = jb->apack + p0 * pl->mr_full * jb->kdim;
     for (ptrdiff_t jt = 0; jt < span; jt += nrf) {
-        const REAL *ap = ap0;
         if (pf) {
             const char *e = pf->end - pf->p > pf->per_tile ? pf->p + pf->per_tile : pf->end;
 #if defined(__GNUC__) || defined(__clang__)
@@ -115,18 +114,7 @@ static void SFX(fwd_product)(const KERN *kk, const PLAN *pl, const JOB *jb, cons
 #endif
             pf->p = e;
         }
-        for (ptrdiff_t pi = p0; pi < npan - tail_wide; ++pi) {
-            const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
-            const ptrdiff_t mr = kk->mr[slot];
-            REAL *crow = cbuf + pi * pl->mr_full * ldc;
-            for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
-                const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
-                kk->ukr[slot](kc, ap + pc * mr, srcq + jt, jb->koff + pc, crow + jt, ldc,
-                              pc > 0);
-                if (jb->kdim == 0) break;
-            }
-            ap += jb->kdim * mr;
-        }
+        SFX(tile_panels)(kk, pl, jb, ap0, p0, npan - tail_wide, srcq + jt, cbuf + jt, ldc);
     }
     if (!tail_wide) return;
     const ptrdiff_t nr = kk->nr[pl->slot_tail];

@@ -298,20 +298,9 @@ static void SFX(gi_rows_product)(const KERN *kk, const PLAN *pl, const JOB *jobs
         for (ptrdiff_t j = j0; j < j1; ++j) {
             const JOB *jb = &jobs[j];
             const REAL *srcq = jb->src + img * jb->src_n + q0;
-            const REAL *ap = jb->apack;
             /* a tail panel whose kernel has another width runs its own tiles, below */
-            for (ptrdiff_t pi = 0; pi < npan - tail_wide; ++pi) {
-                const int slot = pi < pl->nfull ? pl->slot_full : pl->slot_tail;
-                const ptrdiff_t mr = kk->mr[slot];
-                REAL *crow = cbuf + (j - j0) * pstride + pi * pl->mr_full * ldc;
-                for (ptrdiff_t pc = 0; pc < jb->kdim || pc == 0; pc += FC_KC) {
-                    const ptrdiff_t kc = FC_MIN((ptrdiff_t)FC_KC, jb->kdim - pc);
-                    kk->ukr[slot](kc, ap + pc * mr, srcq + jt, jb->koff + pc, crow + jt, ldc,
-                                  pc > 0);
-                    if (jb->kdim == 0) break;
-                }
-                ap += jb->kdim * mr;
-            }
+            SFX(tile_panels)(kk, pl, jb, jb->apack, 0, npan - tail_wide, srcq + jt,
+                             cbuf + (j - j0) * pstride + jt, ldc);
         }
     if (!tail_wide) return;
     const ptrdiff_t nb = FC_ROUNDUP(q1 - q0, nrf), nr = kk->nr[pl->slot_tail];
