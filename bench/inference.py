@@ -13,7 +13,9 @@ sequential execution; PyTorch: ``torch.set_num_threads`` and ``torch.no_grad()``
 in eval mode; fastconv: ``set_num_threads`` and ``model.predict(x,
 batch_size=len(x))`` (class probabilities) or ``model.forward(x)`` after
 ``model.eval()`` (logits). The fastconv workers import torch as well, so that its
-thread pool is in the process as in a user's program.
+thread pool is in the process as in a user's program (torch's wheel brings its
+own libgomp, which fastconv's OpenMP then runs on); ``--fastconv-alone`` leaves
+torch out of them.
 
 Every (implementation, model, thread count) runs in its own interpreter, so no
 other library's thread pool is alive beside it. Each worker calls the model once
@@ -97,12 +99,13 @@ def export_onnx(model_path, onnx_path):
 # ---------------------------------------------------------------------------
 # Workers (one process each)
 # ---------------------------------------------------------------------------
-def _make_call(impl, threads, model_path, onnx_path):
+def _make_call(impl, threads, model_path, onnx_path, with_torch=True):
     if impl.startswith("fastconv"):
-        try:
-            import torch  # noqa: F401  (a user's process often has it; its pool must not hurt)
-        except ImportError:
-            pass
+        if with_torch:
+            try:
+                import torch  # noqa: F401  (a user's process often has it; its pool must not hurt)
+            except ImportError:
+                pass
         import fastconv
 
         fastconv.set_num_threads(threads)
@@ -136,8 +139,9 @@ def _make_call(impl, threads, model_path, onnx_path):
     raise SystemExit(f"unknown implementation {impl!r}")
 
 
-def worker(impl, threads, model_path, onnx_path, x_path, out_path, batches, images, passes):
-    call, version = _make_call(impl, threads, model_path, onnx_path)
+def worker(impl, threads, model_path, onnx_path, x_path, out_path, batches, images, passes,
+           with_torch=True):
+    call, version = _make_call(impl, threads, model_path, onnx_path, with_torch)
     x_all = np.load(x_path)
     np.save(out_path, np.asarray(call(np.ascontiguousarray(x_all[:CHECK_N]))))
     rows = []
@@ -178,7 +182,7 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def run_all(models, batches, threads, impls, images, passes, hog, log):
+def run_all(models, batches, threads, impls, images, passes, hog, log, with_torch=True):
     import fastconv
     import fastconv.models
 
@@ -200,7 +204,7 @@ def run_all(models, batches, threads, impls, images, passes, hog, log):
                     out_path = tmp / f"out-{name}-{impl}-{th}.npy"
                     cmd = ["--worker", impl, str(th), str(model_path), str(onnx_path),
                            str(tmp / "x.npy"), str(out_path), ",".join(map(str, batches)),
-                           str(images), str(passes)]
+                           str(images), str(passes), "with-torch" if with_torch else "alone"]
                     with cpu_hog(hog):
                         stdout, err = _run(cmd)
                     if err:
@@ -259,8 +263,10 @@ def main(argv=None):
         return 0
     if argv and argv[0] == "--worker":
         impl, th, model_path, onnx_path, x_path, out_path, bs, images, passes = argv[1:10]
+        with_torch = argv[10:11] != ["alone"]
         print(json.dumps(worker(impl, int(th), model_path, onnx_path, x_path, out_path,
-                                [int(b) for b in bs.split(",")], int(images), int(passes))))
+                                [int(b) for b in bs.split(",")], int(images), int(passes),
+                                with_torch)))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS))
@@ -271,6 +277,9 @@ def main(argv=None):
     p.add_argument("--passes", type=int, default=5)
     p.add_argument("--hog", action="store_true",
                    help="run one CPU-bound process beside every worker")
+    p.add_argument("--fastconv-alone", action="store_true",
+                   help="fastconv workers do not import torch (by default they do: torch's "
+                        "wheel then supplies the OpenMP runtime fastconv runs on)")
     p.add_argument("--json", default=None, help="also write the records to this file")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
@@ -278,7 +287,8 @@ def main(argv=None):
     log = lambda m: print(m, file=sys.stderr, flush=True)
     log(fastconv_origin())
     records = run_all(args.models.split(","), batches, threads, args.impls.split(","),
-                      args.images, args.passes, args.hog, log)
+                      args.images, args.passes, args.hog, log,
+                      with_torch=not args.fastconv_alone)
     print(render(records, batches, threads))
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
