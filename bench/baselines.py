@@ -81,7 +81,7 @@ class FastconvImpl(Impl):
             return None
         team = self.mod.info()["team"]
         return {k: team[k] for k in ("parallel_regions", "late_regions", "backoffs",
-                                     "descheduled_regions", "waited_s")}
+                                     "descheduled_regions", "stalled_regions", "waited_s")}
 
     def conv_fwd(self, x, w, b, stride, padding):
         return self.mod.conv2d(x, w, b, stride=stride, padding=padding)

@@ -83,8 +83,8 @@ def render_training(records):
 # ---------------------------------------------------------------------------
 INPROC_MODES = ("imported", "used")   # torch + NumPy imported only / used between calls
 # the team controller's counts over a row's passes (fastconv.info()["team"])
-TEAM_COUNTS = ("parallel_regions", "late_regions", "descheduled_regions", "backoffs",
-               "scout_late", "waited_s")
+TEAM_COUNTS = ("parallel_regions", "late_regions", "descheduled_regions", "stalled_regions",
+               "backoffs", "scout_late", "waited_s")
 
 
 def inproc_worker(model_name, batches, passes, threads=(1, 2)):

@@ -263,7 +263,8 @@ def measure_grid(impls, args, mode, log):
                                 + (f"  [other processes: {other:.1f} cores]"
                                    if other > BUSY_CORES else "")
                                 + (f"  [team: {team['backoffs']} back-offs, "
-                                   f"{team['late_regions']} late regions]"
+                                   f"{team['late_regions']} late regions, "
+                                   f"{team['stalled_regions']} of them stalls]"
                                    if team and team["backoffs"] else ""))
     return records
 

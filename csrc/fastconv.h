@@ -333,6 +333,7 @@ typedef struct {
     int64_t scout_late;       /* ... of them because the scout found no free core */
     int64_t wait_ns;          /* callers' waits (late helpers, or off their core), summed */
     int64_t descheduled;      /* regions whose caller was off its core > FC_LATE_NS */
+    int64_t stalled;          /* late regions in which no thread of ours waited for a CPU */
 } fc_team_stats;
 void fc_team_get_stats(fc_team_stats *s);
 /* Adaptive (1, the default): late helpers cap the team for a while. 0: every
@@ -354,6 +355,14 @@ int fc_team_region_late(int64_t total_ns, int64_t work_ns, int64_t late_ns, int6
  * thread besides it: 1), forced to `full` until the next reset; < 0: real. */
 void fc_team_simulate_full(int full);
 int fc_team_cores_full(void); /* the real reading now */
+/* For tests: whether a late region's threads waited for a CPU (1: contention, 0:
+ * a stall of their own), forced until the next reset; < 0: the real run delay
+ * (a simulated wait counts as contention). */
+void fc_team_simulate_sched(int waited);
+/* The controller's own run-delay reading (it becomes the baseline, as at a late
+ * region): 1 with *grown_ns the process's run delay since the last reading,
+ * 0 when that reading is older than the strike window, -1 without statistics. */
+int fc_team_run_delay(int64_t *grown_ns);
 
 /*
  * Route overrides, for tests only (fastconv._kernels.set_route_override): force a

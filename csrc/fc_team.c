@@ -42,6 +42,23 @@
  * with another process is on it half the time, so clean regions in between
  * prove little; only lateness after a clean second starts the back-off again at
  * its minimum.
+ * Not every late region is contention, though. A share that page-faults its way
+ * through a freshly allocated output, or sleeps on the process's memory-map lock
+ * while its partner faults, holds the barrier up just as a descheduled helper
+ * does, on an idle machine; backing off then only halves the speed (measured:
+ * pooling fwd+bwd rows, which allocate their outputs on every call, ran whole
+ * rows at one thread's speed). What tells them apart is whether a thread of
+ * ours was runnable and waiting for a CPU: Linux counts that per thread
+ * (/proc/self/task/<tid>/schedstat, second field: run delay). A late region
+ * reads it for every thread of the process (so a pool of another library
+ * waiting for a core counts too); a back-off then needs a late region in which
+ * the process's run delay grew by at least half the region's wait since a
+ * reading at most FC_STRIKE_WINDOW_NS old (taken at the previous late region or
+ * when the last back-off lifted). A late region with a fresh reading and no run
+ * delay is a stall, counted and otherwise ignored; one with only an old reading
+ * counts as a first strike, never as the last. Without the per-thread
+ * statistics (other systems, or a kernel that keeps none) the rules above
+ * apply unchanged.
  * Results do not depend on the team size (every kernel chunks its work the same
  * way for any thread count), so the controller changes only the speed, never a
  * bit of any output.
@@ -57,6 +74,10 @@
 #include <time.h>
 #if !defined(_WIN32)
 #include <unistd.h>
+#endif
+#if defined(__linux__)
+#include <dirent.h>
+#include <pthread.h>
 #endif
 
 #include "fc_internal.h"
@@ -143,6 +164,8 @@ static int64_t g_sim_late = 0;        /* test hook: injected wait, ns */
 static int g_sim_regions = 0;         /* ... for this many more parallel regions */
 static int64_t g_sim_after = -1;      /* ... then this wait for every later one; < 0: real */
 static int g_sim_full = -1;           /* test hook: the scout's run-queue reading; < 0: real */
+static int64_t g_stalled = 0;         /* late regions in which no thread of ours waited for a CPU */
+static int g_sim_sched = -1;          /* test hook: late regions' run-delay verdict; < 0: real */
 
 /* Test hook: the wait a region (or scout answer) reports instead of `measured`. */
 static int64_t simulated(int64_t measured)
@@ -318,6 +341,113 @@ static int scout_check(int64_t now, int64_t *asked)
 }
 #endif
 
+/*
+ * ---- run delay: was a thread of ours waiting for a CPU? ----
+ * The sum over the process's threads of the time each spent runnable but not
+ * running, from /proc/self/task/<tid>/schedstat, kept per thread between
+ * readings. Read only for late regions and when a back-off lifts (tens of
+ * microseconds for a few dozen threads), under a lock: concurrent callers are
+ * rare there and the table is small.
+ */
+#define FC_SCHED_THREADS 256 /* threads tracked; more are read but not remembered */
+enum { SCHED_NONE = -1, SCHED_STALE = -2 }; /* sched_delay_since's non-readings */
+/* sched_verdict's answers besides 1 (contention) and 0 (a stall of our own) */
+enum { VERDICT_UNKNOWN = -1, VERDICT_STALE = -2 };
+
+#if defined(__linux__)
+static pthread_mutex_t g_sched_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_sched_tid[FC_SCHED_THREADS];
+static int64_t g_sched_delay[FC_SCHED_THREADS];
+static int g_sched_n = 0;
+static int64_t g_sched_at = 0;      /* fc_team_now() of the last reading; 0 = none */
+static int g_sched_missing = 0;     /* the statistics cannot be read here */
+
+/* Run delay grown since the last reading, ns: SCHED_STALE when that reading is
+ * older than FC_STRIKE_WINDOW_NS (or there was none), SCHED_NONE without the
+ * statistics. The reading becomes the new baseline either way. */
+static int64_t sched_delay_since(int64_t now)
+{
+    if (LOAD(&g_sched_missing)) return SCHED_NONE;
+    DIR *d = opendir("/proc/self/task");
+    if (!d) {
+        STORE(&g_sched_missing, 1);
+        return SCHED_NONE;
+    }
+    pthread_mutex_lock(&g_sched_lock);
+    int tid[FC_SCHED_THREADS];
+    int64_t delay[FC_SCHED_THREADS];
+    int n = 0;
+    int64_t grown = 0, ran = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/schedstat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue; /* the thread ended meanwhile */
+        long long on_cpu = 0, waited = 0;
+        const int got = fscanf(f, "%lld %lld", &on_cpu, &waited);
+        fclose(f);
+        if (got != 2) continue;
+        ran += on_cpu;
+        const int t = atoi(e->d_name);
+        int64_t before = 0; /* a thread not seen before: all its run delay is new */
+        for (int i = 0; i < g_sched_n; ++i)
+            if (g_sched_tid[i] == t) { before = g_sched_delay[i]; break; }
+        grown += FC_MAX((int64_t)waited - before, 0);
+        if (n < FC_SCHED_THREADS) {
+            tid[n] = t;
+            delay[n] = waited;
+            ++n;
+        }
+    }
+    closedir(d);
+    const int64_t at = g_sched_at;
+    memcpy(g_sched_tid, tid, sizeof(int) * (size_t)n);
+    memcpy(g_sched_delay, delay, sizeof(int64_t) * (size_t)n);
+    g_sched_n = n;
+    g_sched_at = now;
+    pthread_mutex_unlock(&g_sched_lock);
+    /* a kernel built without the accounting shows zeros: no CPU time at all */
+    if (ran == 0) {
+        STORE(&g_sched_missing, 1);
+        return SCHED_NONE;
+    }
+    return at == 0 || now - at > FC_STRIKE_WINDOW_NS ? SCHED_STALE : grown;
+}
+
+static void sched_reset(void)
+{
+    pthread_mutex_lock(&g_sched_lock);
+    g_sched_n = 0;
+    g_sched_at = 0;
+    pthread_mutex_unlock(&g_sched_lock);
+}
+#else
+static int64_t sched_delay_since(int64_t now)
+{
+    (void)now;
+    return SCHED_NONE;
+}
+static void sched_reset(void) {}
+#endif
+
+/* The verdict on a late region's wait: 1 a thread of ours waited for a CPU for
+ * at least half of it (contention), 0 none did (a stall of our own),
+ * VERDICT_STALE no reading recent enough to compare with (this one becomes it),
+ * VERDICT_UNKNOWN no statistics here. */
+static int sched_verdict(int64_t wait, int64_t now, int simulated_wait)
+{
+    const int sim = LOAD(&g_sim_sched);
+    if (sim >= 0) return sim;
+    /* a test's simulated wait stands alone: the machine's run delay is not its */
+    if (simulated_wait) return 1;
+    const int64_t grown = sched_delay_since(now);
+    if (grown == SCHED_NONE) return VERDICT_UNKNOWN;
+    if (grown == SCHED_STALE) return VERDICT_STALE;
+    return grown >= wait / 2;
+}
+
 int fc_threads(int requested)
 {
     if (requested <= 1 || !FC_HAVE_OPENMP || fc_forked_child()) {
@@ -331,7 +461,9 @@ int fc_threads(int requested)
         int64_t asked = now;
         int r = 0;
         if (now >= LOAD(&g_cap_until) && (r = scout_check(now, &asked)) > 0) {
-            CAS(&g_cap, &cap, 0); /* lapsed, a core is free: this call tries the full team */
+            /* lapsed, a core is free: this call tries the full team; the run
+             * delay read now is the baseline its lateness, if any, is judged by */
+            if (CAS(&g_cap, &cap, 0)) (void)sched_delay_since(now);
         } else {
             n = FC_MIN(n, cap);
             if (r < 0) {
@@ -418,11 +550,17 @@ void fc_team_end(fc_team *tm)
     if (off > FC_LATE_NS) ADD(&g_descheduled, 1);
     int64_t work = tm->work;
     int64_t wait = region_wait(total, &work, tm->late, off);
+    const int sim_wait = LOAD(&g_sim_regions) > 0 || LOAD(&g_sim_after) >= 0;
     wait = simulated(wait);
     ADD(&g_wait_ns, FC_MAX(wait, 0));
 
     if (is_late(wait, work)) {
         ADD(&g_late_regions, 1);
+        const int verdict = sched_verdict(wait, tm->t0 + total, sim_wait);
+        if (verdict == 0) { /* no thread of ours waited for a CPU: not contention */
+            ADD(&g_stalled, 1);
+            return;
+        }
         /* racing updates from concurrent callers only blur the count by one */
         const int64_t prev = LOAD(&g_region_late_at);
         int strikes = prev != 0 && tm->t0 - prev <= FC_STRIKE_WINDOW_NS
@@ -437,7 +575,8 @@ void fc_team_end(fc_team *tm)
         const int need = until != 0 && tm->t0 >= until && tm->t0 - until <= FC_CLEAN_SPELL_NS
                                  && !LOAD(&g_lift_free)
                              ? 1 : LOAD(&g_strikes);
-        if (strikes >= need) {
+        /* a late region the run delay could not vouch for is never the last strike */
+        if (strikes >= need && verdict != VERDICT_STALE) {
             strikes = 0;
             /* without the helpers that arrived late (their cores are busy), or one
              * fewer when none did (one was descheduled mid-share) */
@@ -462,6 +601,7 @@ void fc_team_get_stats(fc_team_stats *s)
     s->scout_late = LOAD(&g_scout_late);
     s->wait_ns = LOAD(&g_wait_ns);
     s->descheduled = LOAD(&g_descheduled);
+    s->stalled = LOAD(&g_stalled);
 }
 
 void fc_team_reset(int64_t backoff_ns, int strikes)
@@ -493,6 +633,9 @@ void fc_team_reset(int64_t backoff_ns, int strikes)
     STORE(&g_sim_late, 0);
     STORE(&g_sim_after, -1);
     STORE(&g_sim_full, -1);
+    STORE(&g_stalled, 0);
+    STORE(&g_sim_sched, -1);
+    sched_reset();
 }
 
 void fc_team_set_adaptive(int on)
@@ -504,6 +647,15 @@ void fc_team_set_adaptive(int on)
 int fc_team_adaptive(void) { return LOAD(&g_adaptive); }
 
 void fc_team_simulate_full(int full) { STORE(&g_sim_full, full < 0 ? -1 : full != 0); }
+
+void fc_team_simulate_sched(int waited) { STORE(&g_sim_sched, waited < 0 ? -1 : waited != 0); }
+
+int fc_team_run_delay(int64_t *grown_ns)
+{
+    const int64_t grown = sched_delay_since(fc_team_now());
+    *grown_ns = grown >= 0 ? grown : 0;
+    return grown == SCHED_NONE ? -1 : grown != SCHED_STALE;
+}
 
 int fc_team_cores_full(void)
 {

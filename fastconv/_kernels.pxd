@@ -185,6 +185,7 @@ cdef extern from "fastconv.h" nogil:
         int64_t scout_late
         int64_t wait_ns
         int64_t descheduled
+        int64_t stalled
     void fc_team_get_stats(fc_team_stats *s)
     void fc_team_set_adaptive(int on)
     int fc_team_adaptive()
@@ -192,6 +193,8 @@ cdef extern from "fastconv.h" nogil:
     int fc_team_region_late(int64_t total_ns, int64_t work_ns, int64_t late_ns, int64_t off_ns)
     void fc_team_simulate_full(int full)
     int fc_team_cores_full()
+    void fc_team_simulate_sched(int waited)
+    int fc_team_run_delay(int64_t *grown_ns)
     void fc_team_simulate_late(int64_t wait_ns, int regions, int64_t after_ns)
     int fc_set_route_override(int which, long value, int on)
     void fc_scratch_release()

@@ -494,6 +494,7 @@ def team_stats():
             "parallel_regions": s.parallel_regions, "late_regions": s.late_regions,
             "backoffs": s.backoffs, "scout_late": s.scout_late,
             "waited_s": s.wait_ns * 1e-9, "descheduled_regions": s.descheduled,
+            "stalled_regions": s.stalled,
             "adaptive": bool(fc_team_adaptive())}
 
 
@@ -516,6 +517,25 @@ def team_simulate_full(full):
     """Tests: the scout reads every core busy (True) or not (False) until the next
     ``team_reset``; None: it reads the run queue."""
     fc_team_simulate_full(-1 if full is None else int(bool(full)))
+
+
+def team_simulate_sched(waited):
+    """Tests: late regions' threads waited for a CPU (True: contention) or did not
+    (False: a stall of their own) until the next ``team_reset``; None: read the
+    real run delay."""
+    fc_team_simulate_sched(-1 if waited is None else int(bool(waited)))
+
+
+def team_run_delay():
+    """Tests: the controller's run-delay reading. Seconds the process's threads
+    spent waiting for a CPU since the previous reading; None if that reading is
+    older than the strike window (100 ms) or there was none; -1.0 where the
+    system keeps no such statistics."""
+    cdef int64_t grown = 0
+    cdef int r = fc_team_run_delay(&grown)
+    if r < 0:
+        return -1.0
+    return grown * 1e-9 if r else None
 
 
 def team_cores_full():

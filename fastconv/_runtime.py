@@ -138,8 +138,11 @@ def info():
     and ``scout_late`` (back-offs renewed because a spare thread found no free
     core: it woke late, or every core had a runnable thread), ``waited_s`` (time
     callers spent waiting for late helpers or off their own core, summed over
-    regions) and ``descheduled_regions`` (regions whose calling thread was off
-    its core for longer than a helper's wake-up takes); ``adaptive`` is False
+    regions), ``descheduled_regions`` (regions whose calling thread was off
+    its core for longer than a helper's wake-up takes) and ``stalled_regions``
+    (late regions in which no thread of the process waited for a CPU: a stall
+    of the work itself, such as page faults on a fresh output, which does not
+    make the team smaller); ``adaptive`` is False
     only while a test holds the team fixed. Process-wide: with several Python
     threads calling kernels, "last call" is whichever finished last.
     """

@@ -390,6 +390,59 @@ def test_thread_limits_are_per_thread_but_set_num_threads_is_global(restore_thre
 
 
 @needs_openmp
+def test_late_regions_in_which_no_thread_waited_for_a_cpu_keep_the_team(team, conv_inputs):
+    """Regression (issue #10, idle VM): a share that stalls on its own (page faults
+    on a fresh output) makes a region late with no thread of ours waiting for a
+    CPU. Such regions are counted as stalls and never cap the team; the same
+    lateness with run delay behind it does."""
+    x, w = conv_inputs
+    _kernels.team_reset(backoff_s=0.5)            # the default: two strikes
+    _kernels.team_simulate_sched(False)           # the run delay did not grow
+    _kernels.team_simulate_late(0.05, 4, 0.0)     # four late regions, then on time
+    for _ in range(4):
+        assert threads_used(x, w) == 2
+    s = stats()
+    assert s["late_regions"] == 4 and s["stalled_regions"] == 4
+    assert s["backoffs"] == 0 and s["cap"] == 0, "stalls of our own capped the team"
+    _kernels.team_simulate_sched(True)            # now threads waited for a CPU
+    _kernels.team_simulate_late(0.05, 2, 0.0)
+    threads_used(x, w)
+    threads_used(x, w)
+    s = stats()
+    assert s["late_regions"] == 6 and s["stalled_regions"] == 4
+    assert s["backoffs"] == 1 and s["cap"] == 1
+    assert threads_used(x, w) == 1
+
+
+@needs_openmp
+def test_a_cpu_hog_per_core_shows_as_run_delay_and_caps_the_team(team, rng):
+    """The real reading, end to end: with one CPU-bound process per core, a
+    two-thread kernel's threads wait for CPUs, the process's run delay grows,
+    and its late regions cap the team (none is taken for a stall)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread run delay is read from Linux's /proc")
+    assert _kernels.team_run_delay() != -1.0, "no /proc/self/task/*/schedstat run delay"
+    x = rng.standard_normal((64, 6, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.2)
+        end = time.monotonic() + 10.0
+        while stats()["backoffs"] == 0 and time.monotonic() < end:
+            fastconv.conv2d(x, w)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    s = stats()
+    # a reading that never saw run delay would take every late region after the
+    # first for a stall, and never back off
+    assert s["backoffs"] >= 1, s
+    assert s["stalled_regions"] < s["late_regions"], s
+
+
+@needs_openmp
 def test_lateness_after_a_lift_on_a_full_run_queue_renews_it_at_once(team, conv_inputs):
     """Under a lasting load each probe of the full team costs its late regions:
     when the team was tried only because the run queue's renewals ran out (every
