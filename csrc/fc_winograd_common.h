@@ -76,6 +76,23 @@ static const double WG[6][5] = {
     {1.0 / 24, -1.0 / 12, 1.0 / 6, -1.0 / 3, 2.0 / 3},
     {0, 0, 0, 0, 1},
 };
+/* G of F(4x4, 3x3) for the same points and B^T (its first 3 columns used) */
+static const double WG3[6][5] = {
+    {1.0 / 4, 0, 0},
+    {1.0 / 6, 1.0 / 6, 1.0 / 6},
+    {1.0 / 6, -1.0 / 6, 1.0 / 6},
+    {1.0 / 24, 1.0 / 12, 1.0 / 6},
+    {1.0 / 24, -1.0 / 12, 1.0 / 6},
+    {0, 0, 1},
+};
+
+/* Output tile size (rows and columns of outputs per tile) of a kernel size r:
+ * 6 = mt + r - 1 transform points either way, so both share B^T, the 36 GEMMs
+ * and their blocking; only G, A^T and the tiles' stride differ. */
+static inline int wino_mt(ptrdiff_t r)
+{
+    return r == 3 ? 4 : 2;
+}
 
 /* ---- micro-kernel and block choice --------------------------------------- */
 /*
@@ -156,15 +173,17 @@ static void wino_fwd_plan(const fc_kernels_f32 *kk, ptrdiff_t m, ptrdiff_t cin, 
 /* ---- weight transforms (double) ----------------------------------------- */
 /*
  * u[p][r][c] = (G g G^T)[p] for g = w[r][c] (flip = 0) or, for grad-input,
- * g = w[c][r] rotated by 180 degrees (flip = 1). w is (rows, cols, 5, 5) for
- * flip = 0 and (cols, rows, 5, 5) for flip = 1. u is (36, rows, cols).
+ * g = w[c][r] rotated by 180 degrees (flip = 1). w is (rows, cols, kr, kr) for
+ * flip = 0 and (cols, rows, kr, kr) for flip = 1, kr = 5 (G = WG) or 3 (WG3).
+ * u is (36, rows, cols).
  */
 #define WT_LANES 16 /* transforms computed side by side: contiguous stores into u */
 
-static void wino_weight_transform(const float *w, ptrdiff_t rows, ptrdiff_t cols, int flip,
-                                  int nt, float *u /* OUT */)
+static void wino_weight_transform(const float *w, ptrdiff_t rows, ptrdiff_t cols, int kr,
+                                  int flip, int nt, float *u /* OUT */)
 {
     const ptrdiff_t total = rows * cols, nblk = FC_CEILDIV(total, WT_LANES);
+    const double(*G)[5] = kr == 3 ? WG3 : WG;
     ptrdiff_t blk;
     fc_team tm;
     fc_team_begin(&tm, nt);
@@ -184,23 +203,23 @@ static void wino_weight_transform(const float *w, ptrdiff_t rows, ptrdiff_t cols
         for (ptrdiff_t l = 0; l < WT_LANES; ++l) {
             /* lanes past the end repeat the last transform (never stored) */
             const ptrdiff_t t = t0 + FC_MIN(l, n - 1), r = t / cols, c = t % cols;
-            const float *src = flip ? w + (c * rows + r) * 25 : w + t * 25;
-            for (int i = 0; i < 5; ++i)
-                for (int j = 0; j < 5; ++j)
-                    g[i][j][l] = flip ? src[(4 - i) * 5 + (4 - j)] : src[i * 5 + j];
+            const float *src = flip ? w + (c * rows + r) * kr * kr : w + t * kr * kr;
+            for (int i = 0; i < kr; ++i)
+                for (int j = 0; j < kr; ++j)
+                    g[i][j][l] = flip ? src[(kr - 1 - i) * kr + (kr - 1 - j)] : src[i * kr + j];
         }
         for (int a = 0; a < 6; ++a)
-            for (int j = 0; j < 5; ++j)
+            for (int j = 0; j < kr; ++j)
                 for (int l = 0; l < WT_LANES; ++l) {
                     double s = 0;
-                    for (int i = 0; i < 5; ++i) s += WG[a][i] * g[i][j][l];
+                    for (int i = 0; i < kr; ++i) s += G[a][i] * g[i][j][l];
                     tmp[a][j][l] = s;
                 }
         for (int a = 0; a < 6; ++a)
             for (int b = 0; b < 6; ++b)
                 for (int l = 0; l < WT_LANES; ++l) {
                     double s = 0;
-                    for (int j = 0; j < 5; ++j) s += tmp[a][j][l] * WG[b][j];
+                    for (int j = 0; j < kr; ++j) s += tmp[a][j][l] * G[b][j];
                     out[a * 6 + b][l] = (float)s;
                 }
         for (int p = 0; p < 36; ++p) memcpy(u + p * total + t0, out[p], sizeof(float) * n);
@@ -304,6 +323,7 @@ typedef int wino_i16 __attribute__((vector_size(64)));
  * rows measured 1.7x slower in total on AVX-512 with GCC: it is not used.) */
 #define RL 16
 #include "fc_winograd_rows.h"
+#include "fc_winograd_rows4.h"
 
 
 /*
@@ -388,32 +408,48 @@ FC_NO_MEMCPY static void wino_pad(const float *x, ptrdiff_t n, ptrdiff_t c, ptrd
     fc_team_end(&tm);
 }
 
+/* floats an input transform may read past the last patch of the padded input */
+static ptrdiff_t wino_in_slack(int mt)
+{
+    return (mt == 4 ? 4 * (RL + 1) : 2 * WL) + 64;
+}
+
+/* wino_in_row (tiles 2 columns apart) or wino_in_row4 (4 apart) */
+static void wino_in_row_mt(int mt, const float *src, const float *src2, ptrdiff_t ld, int nq,
+                           float *dst, ptrdiff_t sp)
+{
+    if (mt == 4)
+        wino_in_row4(src, src2, ld, nq, dst, sp);
+    else
+        wino_in_row(src, src2, ld, nq, dst, sp);
+}
+
 /*
  * Input transform of the tile rows [s0, s1) of a block (tile rows counted
- * across images: row s is tile row s % th of image s / th) into V: point p of
- * channel c, column wino_tile_col(s - s0, tw) + q at
+ * across images: row s is tile row s % th of image s / th; tiles mt apart)
+ * into V: point p of channel c, column wino_tile_col(s - s0, tw) + q at
  * vb[(c * NP + p) * vp_pitch + col]. One channel's transform stays in L1;
  * narrow tile rows go in pairs. The forward and grad_weight share it.
  */
-static void wino_in_block(const float *xp, ptrdiff_t cin, ptrdiff_t th, ptrdiff_t tw,
+static void wino_in_block(const float *xp, ptrdiff_t cin, ptrdiff_t th, ptrdiff_t tw, int mt,
                           ptrdiff_t wp, ptrdiff_t plane, ptrdiff_t s0, ptrdiff_t s1, float *vb,
                           ptrdiff_t vp_pitch)
 {
     for (ptrdiff_t c = 0; c < cin; ++c)
         for (ptrdiff_t s = s0; s < s1;) {
-            const float *src = xp + ((s / th) * cin + c) * plane + 2 * (s % th) * wp;
+            const float *src = xp + ((s / th) * cin + c) * plane + mt * (s % th) * wp;
             float *dst = vb + c * NP * vp_pitch + wino_tile_col(s - s0, tw);
             if (tw <= WINO_PAIR_MAX) {
                 const float *src2 = NULL;
                 if (s + 1 < s1)
-                    src2 = xp + (((s + 1) / th) * cin + c) * plane + 2 * ((s + 1) % th) * wp;
-                wino_in_row(src, src2, wp, (int)tw, dst, vp_pitch);
+                    src2 = xp + (((s + 1) / th) * cin + c) * plane + mt * ((s + 1) % th) * wp;
+                wino_in_row_mt(mt, src, src2, wp, (int)tw, dst, vp_pitch);
                 s += src2 ? 2 : 1;
                 continue;
             }
             for (ptrdiff_t q0 = 0; q0 < tw; q0 += RL)
-                wino_in_row(src + 2 * q0, NULL, wp, (int)FC_MIN((ptrdiff_t)RL, tw - q0), dst + q0,
-                            vp_pitch);
+                wino_in_row_mt(mt, src + mt * q0, NULL, wp, (int)FC_MIN((ptrdiff_t)RL, tw - q0),
+                               dst + q0, vp_pitch);
             ++s;
         }
 }
@@ -421,7 +457,8 @@ static void wino_in_block(const float *xp, ptrdiff_t cin, ptrdiff_t th, ptrdiff_
 /* multiply-adds of a Winograd pass, for fc_threads_for */
 static double wino_work(const fc_conv_geom *g)
 {
-    return (double)g->n * g->k * g->c * FC_CEILDIV(g->ho, 2) * FC_CEILDIV(g->wo, 2) * NP;
+    const int mt = wino_mt(g->kh);
+    return (double)g->n * g->k * g->c * FC_CEILDIV(g->ho, mt) * FC_CEILDIV(g->wo, mt) * NP;
 }
 
 #endif /* FC_WINOGRAD_COMMON_H */

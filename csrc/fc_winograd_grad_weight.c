@@ -134,7 +134,7 @@ static void wino_gw_chunk(const wino_gw *p, ptrdiff_t ch, float *vb, float *bb,
     for (ptrdiff_t b = ch * p->nblk / p->nchunk; b < (ch + 1) * p->nblk / p->nchunk; ++b) {
         const ptrdiff_t s0 = b * p->rpb, s1 = FC_MIN(p->trows, s0 + p->rpb);
         const ptrdiff_t ncols = wino_block_cols(s1 - s0, p->tw);
-        wino_in_block(p->xp, p->C, p->th, p->tw, p->wp, p->plane, s0, s1, vb, p->vp_pitch);
+        wino_in_block(p->xp, p->C, p->th, p->tw, 2, p->wp, p->plane, s0, s1, vb, p->vp_pitch);
         wino_gw_b(p, s0, s1, bb);
         wino_gw_koff(p, s1 - s0, ncols, koff);
         for (ptrdiff_t pt = 0; pt < NP; ++pt)

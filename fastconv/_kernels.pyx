@@ -116,11 +116,12 @@ def conv2d_forward_winograd(const float[:, :, :, ::1] x, const float[:, :, :, ::
 
 
 def winograd_weights(const float[:, :, :, ::1] w, int nthreads, float[:, :, ::1] u):
-    """u (36, k, c) = the Winograd transform of w (k, c, 5, 5), for conv2d_forward_winograd_pre."""
+    """u (36, k, c) = the Winograd transform of w (k, c, 5, 5) or (k, c, 3, 3), for
+    conv2d_forward_winograd_pre."""
     cdef int rc
     with nogil:
-        rc = fc_winograd_weights_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], nthreads,
-                                     &u[0, 0, 0])
+        rc = fc_winograd_weights_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], w.shape[2],
+                                     nthreads, &u[0, 0, 0])
     _check(rc)
 
 
@@ -173,6 +174,10 @@ def conv2d_grad_weight_winograd(const float[:, :, :, ::1] gy,
     cdef fc_conv_geom g = _conv_geom(geom)
     cdef float *gbp = NULL
     cdef int rc
+    if g.kh != 5 or g.kw != 5:
+        # F(2x2, 5x5) only: a 3x3 layer's grad-weight runs direct (_routes.winograd_ok)
+        raise ValueError(f"conv2d_grad_weight_winograd: expects a 5x5 kernel, got "
+                         f"{g.kh}x{g.kw}")
     if gb is not None:
         gbp = &gb[0]
     with nogil:
