@@ -41,7 +41,7 @@ static void wino_pool_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const
         for (ptrdiff_t s = s0; s < s1;) {
             const ptrdiff_t r = s % th;
             float *yrow = r < hp ? f->y + ((s / th) * f->m + k) * hp * wp + r * wp : NULL;
-            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw);
+            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw, f->mt);
             if (2 * tw <= RL && s + 1 < s1) { /* narrow tile rows in pairs, as wino_out_block */
                 const ptrdiff_t r2 = (s + 1) % th;
                 float *yrow2 = r2 < hp ? f->y + (((s + 1) / th) * f->m + k) * hp * wp + r2 * wp
@@ -77,7 +77,7 @@ static void wino_out_block4(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const
             const ptrdiff_t r = s % th;
             const int nrow = (int)FC_MAX((ptrdiff_t)0, FC_MIN(per, oh - per * r));
             float *yrow = nrow ? yk + (s / th) * f->m * oh * ow + per * r * ow : yk;
-            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw);
+            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw, f->mt);
             if (2 * tw <= RL && s + 1 < s1) { /* narrow tile rows in pairs */
                 const ptrdiff_t r2 = (s + 1) % th;
                 const int nrow2 = (int)FC_MAX((ptrdiff_t)0, FC_MIN(per, oh - per * r2));
@@ -116,7 +116,7 @@ static void wino_out_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const 
             const ptrdiff_t r = s % th;
             float *yrow = f->y + ((s / th) * f->m + k) * ho * wo + 2 * r * wo;
             const int nrow = (int)FC_MIN((ptrdiff_t)2, ho - 2 * r);
-            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw);
+            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw, f->mt);
             if (2 * tw <= RL && s + 1 < s1) { /* narrow tile rows in pairs */
                 const ptrdiff_t r2 = (s + 1) % th;
                 float *yrow2 = f->y + (((s + 1) / th) * f->m + k) * ho * wo + 2 * r2 * wo;
@@ -178,7 +178,7 @@ static void wino_fwd_block(const wino_fwd *f, ptrdiff_t b, ptrdiff_t part, float
 static void wino_layout(const fc_kernels_f32 *kk, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t m,
                         ptrdiff_t ho, ptrdiff_t wo, int mt, int *slot, ptrdiff_t *rpb)
 {
-    wino_fwd_plan(kk, m, cin, FC_CEILDIV(wo, mt), n * FC_CEILDIV(ho, mt), slot, rpb);
+    wino_fwd_plan(kk, m, cin, FC_CEILDIV(wo, mt), mt, n * FC_CEILDIV(ho, mt), slot, rpb);
 }
 
 /* The panels of a packing made for (mr, mpad, m, cin), or NULL if it was made
@@ -218,7 +218,7 @@ static int wino_conv_pool(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t 
     wino_layout(f.kk, n, cin, m, ho, wo, mt, &f.slot, &f.rpb);
     f.mr = f.kk->mr[f.slot]; f.nr = f.kk->nr[f.slot];
     f.mpad = FC_ROUNDUP(m, f.mr);
-    f.blk_cols = FC_ROUNDUP(wino_block_cols(f.rpb, f.tw), f.nr);
+    f.blk_cols = FC_ROUNDUP(wino_block_cols(f.rpb, f.tw, mt), f.nr);
     f.vp_pitch = f.blk_cols + 2 * WL;
     f.nblk = FC_CEILDIV(f.trows, f.rpb);
     /*
@@ -266,7 +266,7 @@ static int wino_conv_pool(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t 
              * rows): only the columns from the smallest block's end to blk_cols
              * may be read before any block wrote them (the whole of V was 0.4 MB
              * of stores per call at batch 1). */
-            const ptrdiff_t from = wino_block_cols(f.trows - (f.nblk - 1) * f.rpb, f.tw);
+            const ptrdiff_t from = wino_block_cols(f.trows - (f.nblk - 1) * f.rpb, f.tw, mt);
             if (from < f.blk_cols)
                 for (ptrdiff_t r = 0; r < NP * cin; ++r)
                     memset(vb + r * f.vp_pitch + from, 0,

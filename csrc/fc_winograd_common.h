@@ -117,20 +117,26 @@ static int wino_slot(const fc_kernels_f32 *kk, ptrdiff_t rows, ptrdiff_t cols)
 
 /*
  * Column of the first tile of tile row j (0-based within a block) in the
- * forward's V and M buffers. Narrow rows (tw <= WINO_PAIR_MAX, transformed in
- * pairs) take 16 columns per pair, the second row right after the first:
- * every input-transform store is then one whole aligned vector, and pairs
- * never share a cache line. Wider rows are packed back to back.
+ * forward's V and M buffers, for tiles of mt x mt outputs. F(2x2, 5x5)'s
+ * narrow rows (tw <= WINO_PAIR_MAX, transformed in pairs) take 16 columns per
+ * pair, the second row right after the first: every input-transform store is
+ * then one whole aligned vector, and pairs never share a cache line. Wider
+ * rows, and all F(4x4, 3x3) rows, are packed back to back: a 3x3 layer's rows
+ * are 4x shorter in tiles (28 wide: 7 tiles, 14 wide: 4), and 16 columns per
+ * pair of 4-tile rows computed every GEMM twice over (measured 1.25x slower in
+ * all on 64x32x14x14 -> 64 than back to back). The input transform still does
+ * two narrow rows per call; its whole-vector stores run past a row's tiles,
+ * which the next row, stored after it, overwrites.
  */
-static ptrdiff_t wino_tile_col(ptrdiff_t j, ptrdiff_t tw)
+static ptrdiff_t wino_tile_col(ptrdiff_t j, ptrdiff_t tw, int mt)
 {
-    return tw <= WINO_PAIR_MAX ? (j / 2) * 16 + (j % 2) * tw : j * tw;
+    return mt == 2 && tw <= WINO_PAIR_MAX ? (j / 2) * 16 + (j % 2) * tw : j * tw;
 }
 
 /* GEMM columns used by `rows` tile rows of tw tiles */
-static ptrdiff_t wino_block_cols(ptrdiff_t rows, ptrdiff_t tw)
+static ptrdiff_t wino_block_cols(ptrdiff_t rows, ptrdiff_t tw, int mt)
 {
-    return tw <= WINO_PAIR_MAX ? FC_CEILDIV(rows, 2) * 16 : rows * tw;
+    return mt == 2 && tw <= WINO_PAIR_MAX ? FC_CEILDIV(rows, 2) * 16 : rows * tw;
 }
 
 /*
@@ -145,7 +151,7 @@ static ptrdiff_t wino_block_cols(ptrdiff_t rows, ptrdiff_t tw)
  * each element the same way, so the choice changes no bit.
  */
 static void wino_fwd_plan(const fc_kernels_f32 *kk, ptrdiff_t m, ptrdiff_t cin, ptrdiff_t tw,
-                          ptrdiff_t trows, int *slot, ptrdiff_t *rows)
+                          int mt, ptrdiff_t trows, int *slot, ptrdiff_t *rows)
 {
     double best = -1;
     *slot = 0;
@@ -155,11 +161,14 @@ static void wino_fwd_plan(const fc_kernels_f32 *kk, ptrdiff_t m, ptrdiff_t cin, 
         const ptrdiff_t mpad = FC_ROUNDUP(m, kk->mr[s]), nr = kk->nr[s];
         const ptrdiff_t per_col = NP * (cin + mpad) * (ptrdiff_t)sizeof(float);
         for (ptrdiff_t r = 1; r <= trows; ++r) {
-            const ptrdiff_t cols = FC_ROUNDUP(wino_block_cols(r, tw), nr);
-            if (r > 1 && cols * per_col > WINO_BLOCK_BYTES) break;
+            const ptrdiff_t cols = FC_ROUNDUP(wino_block_cols(r, tw, mt), nr);
+            /* over budget, but a block always gets one kernel width of columns:
+             * with 128 -> 128 channels even 48 columns are 1.8 MB, and one 7-tile
+             * row per 48-column block ran 0.6x the direct kernel */
+            if (r > 1 && cols * per_col > WINO_BLOCK_BYTES && cols > nr) break;
             const ptrdiff_t rem = trows % r;
             const ptrdiff_t all = trows / r * cols
-                                  + (rem ? FC_ROUNDUP(wino_block_cols(rem, tw), nr) : 0);
+                                  + (rem ? FC_ROUNDUP(wino_block_cols(rem, tw, mt), nr) : 0);
             const double eff = (double)m / mpad * (double)(trows * tw) / all;
             if (eff > best + 1e-9 || (eff > best - 1e-9 && kk->mr[s] > kk->mr[*slot])) {
                 best = eff;
@@ -438,7 +447,7 @@ static void wino_in_block(const float *xp, ptrdiff_t cin, ptrdiff_t th, ptrdiff_
     for (ptrdiff_t c = 0; c < cin; ++c)
         for (ptrdiff_t s = s0; s < s1;) {
             const float *src = xp + ((s / th) * cin + c) * plane + mt * (s % th) * wp;
-            float *dst = vb + c * NP * vp_pitch + wino_tile_col(s - s0, tw);
+            float *dst = vb + c * NP * vp_pitch + wino_tile_col(s - s0, tw, mt);
             if (tw <= WINO_PAIR_MAX) {
                 const float *src2 = NULL;
                 if (s + 1 < s1)

@@ -51,7 +51,7 @@ static void wino_gw_plan(const fc_conv_geom *g, wino_gw *p)
     ptrdiff_t rpb = WINO_BLOCK_BYTES / (NP * (p->rpad + p->ldb) * (ptrdiff_t)sizeof(float) * p->tw);
     p->rpb = FC_MAX((ptrdiff_t)1, FC_MIN(rpb, p->trows));
     p->blk_tiles = p->rpb * p->tw;
-    p->bcols = wino_block_cols(p->rpb, p->tw);
+    p->bcols = wino_block_cols(p->rpb, p->tw, 2);
     p->vp_pitch = FC_ROUNDUP(p->bcols, (ptrdiff_t)WL) + 2 * WL;
     p->nblk = FC_CEILDIV(p->trows, p->rpb);
     p->part = NP * p->rpad * p->cpad;
@@ -133,7 +133,7 @@ static void wino_gw_chunk(const wino_gw *p, ptrdiff_t ch, float *vb, float *bb,
     memset(pc, 0, sizeof(float) * (size_t)p->part);
     for (ptrdiff_t b = ch * p->nblk / p->nchunk; b < (ch + 1) * p->nblk / p->nchunk; ++b) {
         const ptrdiff_t s0 = b * p->rpb, s1 = FC_MIN(p->trows, s0 + p->rpb);
-        const ptrdiff_t ncols = wino_block_cols(s1 - s0, p->tw);
+        const ptrdiff_t ncols = wino_block_cols(s1 - s0, p->tw, 2);
         wino_in_block(p->xp, p->C, p->th, p->tw, 2, p->wp, p->plane, s0, s1, vb, p->vp_pitch);
         wino_gw_b(p, s0, s1, bb);
         wino_gw_koff(p, s1 - s0, ncols, koff);

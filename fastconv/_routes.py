@@ -13,9 +13,10 @@ Python routes (pass: routes, rule):
 - Linear forward in an inference plan: panels (1 row) / k-major copy of the weight / in place,
   :func:`linear_weight_copy` (same bits either way)
 
-- conv2d forward: winograd / direct, :func:`winograd_ok`
-- conv2d grad_input: winograd / direct, :func:`winograd_ok`
-- conv2d grad_weight (+ grad_bias): winograd / direct,
+- conv2d forward: winograd (F(2x2, 5x5) for 5x5, F(4x4, 3x3) for 3x3) / direct,
+  :func:`winograd_ok`
+- conv2d grad_input: winograd (the same two) / direct, :func:`winograd_ok`
+- conv2d grad_weight (+ grad_bias): winograd (5x5 only) / direct,
   ``winograd_ok(..., grad_weight=True)``
 """
 
@@ -46,24 +47,27 @@ _last_algorithm: Dict[str, str] = {}
 
 
 def set_winograd(mode):
-    """Choose when float32 5x5 stride-1 convolutions use the Winograd kernels.
+    """Choose when float32 5x5 and 3x3 stride-1 convolutions use the Winograd kernels.
 
     Parameters
     ----------
     mode : None, True or False
         None (the default, also ``FASTCONV_WINOGRAD=auto``): where measured to
-        be faster, per pass: forward and grad_input with at least 16 input and
-        16 output channels and 512 channel pairs; grad_weight with at least 32
-        of each (its GEMM pads small output-channel counts to the kernel
-        width, 48 or 64 on AVX-512). True
-        (``FASTCONV_WINOGRAD=1``): for every supported layer. False
-        (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
+        be faster, per pass. 5x5: forward and grad_input with at least 16 input
+        and 16 output channels and 512 channel pairs; grad_weight with at least
+        32 of each (its GEMM pads small output-channel counts to the kernel
+        width, 48 or 64 on AVX-512). 3x3: forward and grad_input with at least
+        16 input and 16 output channels and at least 192 4x4 output tiles per
+        call (``N * ceil(H_out / 4) * ceil(W_out / 4)``); grad_weight always
+        direct. True (``FASTCONV_WINOGRAD=1``): for every supported layer.
+        False (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
 
-    Supported: float32, 5x5 kernel, stride 1, dilation 1, groups 1, padding <= 4 on
-    every side.
-    Winograd F(2x2, 5x5) does 2.78x fewer multiplies and rounds differently: on
-    N(0, 1) data its results differ from the direct kernels by about 1e-5 of
-    the output's largest magnitude (docs/design.md has the figures).
+    Supported: float32, 5x5 or 3x3 kernel, stride 1, dilation 1, groups 1,
+    padding <= 4 (5x5) or <= 2 (3x3) on every side; grad_weight 5x5 only.
+    Winograd F(2x2, 5x5) does 2.78x and F(4x4, 3x3) 4x fewer multiplies; both
+    round differently: on N(0, 1) data their results differ from the direct
+    kernels by about 1e-5 of the output's largest magnitude (docs/design.md
+    has the figures).
 
     Returns
     -------
@@ -82,9 +86,20 @@ def winograd_ok(g, dtype, grad_weight=False):
 
     ``g`` is the checked geometry (``fastconv._geometry.ConvGeom``).
 
-    The auto rule is measured (1 thread, AVX-512, batch 64, 14x14 and 28x28):
-    forward and grad-input gain from 16 -> 32 channels up (16 -> 16 is a tie);
-    grad-weight loses below 32 output channels and gains from 32 -> 32 up.
+    The 5x5 auto rule is measured (1 thread, AVX-512, batch 64, 14x14 and
+    28x28): forward and grad-input gain from 16 -> 32 channels up (16 -> 16 is
+    a tie); grad-weight loses below 32 output channels and gains from 32 -> 32
+    up.
+
+    The 3x3 rule (F(4x4, 3x3), forward and grad-input; thread_time at 1
+    thread, AVX-512): from 16 -> 16 channels up Winograd is 1.2-2.6x faster
+    with enough tiles (32x64x56x56 -> 64: 1.9x / 2.4x; 64x16x28x28 -> 32:
+    1.2x / 1.4x; 64x32x14x14 -> 64: 1.45x; 16x128x28x28 -> 128: 1.8x / 2.3x;
+    1x64x56x56 -> 64, 196 tiles: 1.3x). With few tiles the GEMMs' 48-column
+    kernels and the weight transform dominate: 98 tiles (2x32x28x28 -> 32)
+    0.86x, 16 tiles (1x128x14x14 -> 128) 0.26x. Below 16 channels it gains
+    nothing (8 -> 16: 1.05x, 8 -> 32: 0.84x) and a first layer loses
+    (32x3x32x32 -> 16: 0.8x).
     """
     if _winograd is False or dtype != np.float32:
         return False
@@ -100,10 +115,16 @@ def winograd_ok(g, dtype, grad_weight=False):
     if _winograd is True:
         return True
     if g.kh == 3:
-        return False
+        tiles = g.n * -(-g.ho // 4) * -(-g.wo // 4)
+        return g.c >= 16 and g.k >= 16 and tiles >= WINOGRAD3_MIN_TILES
     if grad_weight:
         return g.c >= 32 and g.k >= 32
     return g.c >= 16 and g.k >= 16 and g.c * g.k >= 512
+
+
+# 4x4 output tiles per call from which F(4x4, 3x3) pays (see winograd_ok): four
+# of the GEMMs' 48-column kernel widths
+WINOGRAD3_MIN_TILES = 192
 
 
 def winograd_mode():
