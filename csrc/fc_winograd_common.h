@@ -188,50 +188,93 @@ static void wino_fwd_plan(const fc_kernels_f32 *kk, ptrdiff_t m, ptrdiff_t cin, 
  */
 #define WT_LANES 16 /* transforms computed side by side: contiguous stores into u */
 
+/*
+ * WT_LANES transforms at once, lane l = transform t0 + l (n of them real): every
+ * lane does the same double-precision sums in the same order as one transform
+ * alone would, so u is bitwise what a one-at-a-time loop gives; but each of u's
+ * 36 planes is written in runs of WT_LANES floats instead of one float 36
+ * planes apart (that scatter was 70% of a batch-1 Winograd forward). Inlined
+ * with a constant kr and G: with them read at run time the 3x3 transform ran
+ * 4x slower (1.1 ms for 128 x 128 weights, most of a batch-1 forward).
+ */
+FC_ALWAYS_INLINE void wino_weight_lanes(const float *w, ptrdiff_t rows, ptrdiff_t cols,
+                                        const int kr, const double G[6][5], int flip,
+                                        ptrdiff_t t0, ptrdiff_t n, ptrdiff_t total,
+                                        float *u /* OUT */)
+{
+    const int kk = kr * kr;
+    double g[5][5][WT_LANES], tmp[6][5][WT_LANES];
+    float out[36][WT_LANES], raw[WT_LANES * 25];
+    /* raw[l * kk + e]: element e of transform t0 + l, in the order g takes them
+     * (reversed when flipped); then one transposing pass with constant strides,
+     * which vectorises (a per-lane gather straight into g was 3/4 of the time) */
+    if (!flip && n == WT_LANES) {
+        memcpy(raw, w + t0 * kk, sizeof(float) * (size_t)(WT_LANES * kk));
+    } else {
+        /* transform t is w[r][c] (flipped: w[c][r]) for t = r * cols + c */
+        ptrdiff_t r = t0 / cols, c = t0 % cols;
+        for (ptrdiff_t l = 0; l < WT_LANES; ++l) {
+            /* lanes past the end repeat the last transform (never stored) */
+            const float *src = flip ? w + (c * rows + r) * kk : w + (r * cols + c) * kk;
+            for (int e = 0; e < kk; ++e) raw[l * kk + e] = flip ? src[kk - 1 - e] : src[e];
+            if (l + 1 < n && ++c == cols) {
+                c = 0;
+                ++r;
+            }
+        }
+    }
+    for (int i = 0; i < kr; ++i)
+        for (int j = 0; j < kr; ++j)
+            for (int l = 0; l < WT_LANES; ++l) g[i][j][l] = raw[l * kk + i * kr + j];
+    for (int a = 0; a < 6; ++a)
+        for (int j = 0; j < kr; ++j)
+            for (int l = 0; l < WT_LANES; ++l) {
+                double s = 0;
+                for (int i = 0; i < kr; ++i) s += G[a][i] * g[i][j][l];
+                tmp[a][j][l] = s;
+            }
+    for (int a = 0; a < 6; ++a)
+        for (int b = 0; b < 6; ++b)
+            for (int l = 0; l < WT_LANES; ++l) {
+                double s = 0;
+                for (int j = 0; j < kr; ++j) s += tmp[a][j][l] * G[b][j];
+                out[a * 6 + b][l] = (float)s;
+            }
+    /* a constant size for whole blocks: inlined, not 36 libc calls per block */
+    if (n == WT_LANES)
+        for (int p = 0; p < 36; ++p) memcpy(u + p * total + t0, out[p], sizeof out[p]);
+    else
+        for (int p = 0; p < 36; ++p) memcpy(u + p * total + t0, out[p], sizeof(float) * n);
+}
+
+/* One block of lanes, compiled per SIMD level (whole AVX-512 vectors of 8 doubles
+ * instead of SSE2's 2: 128 x 128 3x3 weights took 0.5 ms at the baseline level).
+ * No contraction into FMAs (ISO C mode), so every level gives the same bits. */
+FC_SIMD_PROC(wino_weight_block,
+             (const float *w, ptrdiff_t rows, ptrdiff_t cols, int kr, int flip, ptrdiff_t t0,
+              ptrdiff_t n, ptrdiff_t total, float *u),
+             (w, rows, cols, kr, flip, t0, n, total, u))
+{
+    if (kr == 3)
+        wino_weight_lanes(w, rows, cols, 3, WG3, flip, t0, n, total, u);
+    else
+        wino_weight_lanes(w, rows, cols, 5, WG, flip, t0, n, total, u);
+}
+
 static void wino_weight_transform(const float *w, ptrdiff_t rows, ptrdiff_t cols, int kr,
                                   int flip, int nt, float *u /* OUT */)
 {
     const ptrdiff_t total = rows * cols, nblk = FC_CEILDIV(total, WT_LANES);
-    const double(*G)[5] = kr == 3 ? WG3 : WG;
     ptrdiff_t blk;
     fc_team tm;
     fc_team_begin(&tm, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1 && total >= 256)
     {
     fc_team_arrive(&tm);
-    /* WT_LANES transforms at once, lane l = transform t0 + l: every lane does the
-     * same double-precision sums in the same order as one transform alone would,
-     * so u is bitwise what a one-at-a-time loop gives; but each of u's 36 planes
-     * is written in runs of WT_LANES floats instead of one float 36 planes apart
-     * (that scatter was 70% of a batch-1 Winograd forward). */
 #pragma omp for schedule(static) nowait
     for (blk = 0; blk < nblk; ++blk) {
-        const ptrdiff_t t0 = blk * WT_LANES, n = FC_MIN(WT_LANES, total - t0);
-        double g[5][5][WT_LANES], tmp[6][5][WT_LANES];
-        float out[36][WT_LANES];
-        for (ptrdiff_t l = 0; l < WT_LANES; ++l) {
-            /* lanes past the end repeat the last transform (never stored) */
-            const ptrdiff_t t = t0 + FC_MIN(l, n - 1), r = t / cols, c = t % cols;
-            const float *src = flip ? w + (c * rows + r) * kr * kr : w + t * kr * kr;
-            for (int i = 0; i < kr; ++i)
-                for (int j = 0; j < kr; ++j)
-                    g[i][j][l] = flip ? src[(kr - 1 - i) * kr + (kr - 1 - j)] : src[i * kr + j];
-        }
-        for (int a = 0; a < 6; ++a)
-            for (int j = 0; j < kr; ++j)
-                for (int l = 0; l < WT_LANES; ++l) {
-                    double s = 0;
-                    for (int i = 0; i < kr; ++i) s += G[a][i] * g[i][j][l];
-                    tmp[a][j][l] = s;
-                }
-        for (int a = 0; a < 6; ++a)
-            for (int b = 0; b < 6; ++b)
-                for (int l = 0; l < WT_LANES; ++l) {
-                    double s = 0;
-                    for (int j = 0; j < kr; ++j) s += tmp[a][j][l] * G[b][j];
-                    out[a * 6 + b][l] = (float)s;
-                }
-        for (int p = 0; p < 36; ++p) memcpy(u + p * total + t0, out[p], sizeof(float) * n);
+        const ptrdiff_t t0 = blk * WT_LANES;
+        wino_weight_block(w, rows, cols, kr, flip, t0, FC_MIN(WT_LANES, total - t0), total, u);
     }
     fc_team_done(&tm);
     }

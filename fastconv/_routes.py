@@ -57,9 +57,9 @@ def set_winograd(mode):
         and 16 output channels and 512 channel pairs; grad_weight with at least
         32 of each (its GEMM pads small output-channel counts to the kernel
         width, 48 or 64 on AVX-512). 3x3: forward and grad_input with at least
-        16 input and 16 output channels and at least 192 4x4 output tiles per
-        call (``N * ceil(H_out / 4) * ceil(W_out / 4)``); grad_weight always
-        direct. True (``FASTCONV_WINOGRAD=1``): for every supported layer.
+        16 input and 16 output channels and at least 16 4x4 output tiles per
+        image (``ceil(H_out / 4) * ceil(W_out / 4)``: 13x13 outputs and up);
+        grad_weight always direct. True (``FASTCONV_WINOGRAD=1``): for every supported layer.
         False (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
 
     Supported: float32, 5x5 or 3x3 kernel, stride 1, dilation 1, groups 1,
@@ -92,14 +92,18 @@ def winograd_ok(g, dtype, grad_weight=False):
     up.
 
     The 3x3 rule (F(4x4, 3x3), forward and grad-input; thread_time at 1
-    thread, AVX-512): from 16 -> 16 channels up Winograd is 1.2-2.6x faster
-    with enough tiles (32x64x56x56 -> 64: 1.9x / 2.4x; 64x16x28x28 -> 32:
-    1.2x / 1.4x; 64x32x14x14 -> 64: 1.45x; 16x128x28x28 -> 128: 1.8x / 2.3x;
-    1x64x56x56 -> 64, 196 tiles: 1.3x). With few tiles the GEMMs' 48-column
-    kernels and the weight transform dominate: 98 tiles (2x32x28x28 -> 32)
-    0.86x, 16 tiles (1x128x14x14 -> 128) 0.26x. Below 16 channels it gains
-    nothing (8 -> 16: 1.05x, 8 -> 32: 0.84x) and a first layer loses
-    (32x3x32x32 -> 16: 0.8x).
+    thread, AVX-512) depends on the image, never on the batch, so a sample's
+    output does not depend on the batch it is in. From 16 -> 16 channels up
+    Winograd is 1.0-2.6x faster at batch 64 (32x64x56x56 -> 64: 1.9x / 2.4x;
+    64x16x28x28 -> 32: 1.2x / 1.4x; 64x32x14x14 -> 64: 1.5x / 1.7x;
+    16x128x28x28 -> 128: 1.8x / 2.3x; 64x16x14x14 -> 16: 1.0x). Its GEMMs'
+    narrowest kernel is 48 tiles wide, so a call with few tiles pads them:
+    7x7 outputs (4 tiles an image) gain at batch 8 (1.4x) but lose at batch 1
+    (0.46x); 14x14 (16 tiles) is a tie at batch 1 with the weights transformed
+    ahead (an inference plan) and 0.4-0.7x with the transform in the call
+    (1x256x14x14 -> 256: 0.38x), 1.04x from batch 2. 7x7 stays direct, 14x14
+    and up takes Winograd. Below 16 channels it gains nothing (8 -> 16:
+    1.05x, 8 -> 32: 0.84x) and a first layer loses (32x3x32x32 -> 16: 0.8x).
     """
     if _winograd is False or dtype != np.float32:
         return False
@@ -115,16 +119,16 @@ def winograd_ok(g, dtype, grad_weight=False):
     if _winograd is True:
         return True
     if g.kh == 3:
-        tiles = g.n * -(-g.ho // 4) * -(-g.wo // 4)
+        tiles = -(-g.ho // 4) * -(-g.wo // 4)
         return g.c >= 16 and g.k >= 16 and tiles >= WINOGRAD3_MIN_TILES
     if grad_weight:
         return g.c >= 32 and g.k >= 32
     return g.c >= 16 and g.k >= 16 and g.c * g.k >= 512
 
 
-# 4x4 output tiles per call from which F(4x4, 3x3) pays (see winograd_ok): four
-# of the GEMMs' 48-column kernel widths
-WINOGRAD3_MIN_TILES = 192
+# 4x4 output tiles per image from which F(4x4, 3x3) pays (see winograd_ok):
+# 13x13 outputs and up
+WINOGRAD3_MIN_TILES = 16
 
 
 def winograd_mode():

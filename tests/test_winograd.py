@@ -1,4 +1,5 @@
-"""Winograd F(2x2, 5x5) convolution (float32; csrc/fc_winograd.c).
+"""Winograd F(2x2, 5x5) convolution (float32; csrc/fc_winograd.c). F(4x4, 3x3):
+test_winograd3x3.py.
 
 Winograd computes each 2x2 output tile from transformed 6x6 input tiles and
 transformed weights (G holds 1/6 and 1/24), so it rounds differently from the
@@ -204,7 +205,8 @@ W, D = "winograd", "direct"
     (dict(dilation=2), (D, D, D)),
     (dict(groups=2), (D, D, D)),
     (dict(padding=5), (D, D, D)),                 # grad-input needs padding <= 4
-    (dict(ksize=3), (D, D, D)),
+    (dict(ksize=3), (W, W, D)),                   # F(4x4, 3x3): test_winograd3x3.py
+    (dict(ksize=7), (D, D, D)),
     (dict(c=6, k=16), (D, D, D)),                 # LeNet-5 conv2: too few channels
     (dict(c=16, k=16), (D, D, D)),                # measured a tie
     (dict(c=16), (W, W, D)),                      # grad-weight wants >= 32 of each
