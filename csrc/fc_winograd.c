@@ -1,6 +1,7 @@
 /*
- * fc_winograd.c - Winograd F(2x2, 5x5) forward and grad_input, float32 (the
- * method, and what the passes share: fc_winograd_common.h).
+ * fc_winograd.c - Winograd F(2x2, 5x5) and F(4x4, 3x3) forward and grad_input,
+ * float32 (the method, and what the passes share: fc_winograd_common.h). The
+ * kernel size (g->kh, 5 or 3) picks the output tile size mt (2 or 4).
  *
  * wino_conv is plan -> per-block task -> no merge: a block is whole tile rows,
  * a task transforms its input tiles into V, runs the 36 GEMMs into M and

@@ -1,7 +1,14 @@
 /*
- * fc_winograd_common.h - Winograd F(2x2, 5x5) convolution, float32: what the
- * passes share (plans, weight and data transforms, padding). Included by
- * fc_winograd.c (forward, grad_input) and fc_winograd_grad_weight.c.
+ * fc_winograd_common.h - Winograd F(2x2, 5x5) and F(4x4, 3x3) convolution,
+ * float32: what the passes share (plans, weight and data transforms, padding).
+ * Included by fc_winograd.c (forward, grad_input) and fc_winograd_grad_weight.c
+ * (F(2x2, 5x5) only).
+ *
+ * F(4x4, 3x3) uses the same points, so the same B^T, 6x6 tiles and 36 GEMMs;
+ * what differs is parameterised by the output tile size mt (wino_mt: 2 for 5x5,
+ * 4 for 3x3): G (WG3), A^T (fc_winograd_rows4.h), the tiles' stride in the
+ * input (wino_in_row4) and the padded plane (mt * tiles + 6 - mt). Its 4x4
+ * tiles cut the multiplies 4x (36 for 144).
  *
  * For a 5x5, stride-1, dilation-1, ungrouped convolution each 2x2 output tile
  * is computed from the 6x6 input patch d under it as
@@ -27,9 +34,9 @@
  *                cut into fixed blocks; a thread transforms the input tiles of
  *                a block into V, runs the 36 GEMMs into M and transforms M
  *                straight into y (bias, optional ReLU). V and M stay in L2.
- *   grad-input   the same code: for a stride-1 5x5 layer with padding p,
- *                grad_x is the convolution of grad_y with the weights flipped
- *                and channel-transposed, padding 4 - p (so p <= 4).
+ *   grad-input   the same code: for a stride-1 5x5 (3x3) layer with padding
+ *                p, grad_x is the convolution of grad_y with the weights flipped
+ *                and channel-transposed, padding 4 - p (2 - p), so p <= 4 (2).
  *   grad-weight  dU[p] = sum over tiles of (A dY A^T)[p] (x) V[p]^T, a GEMM per
  *                point whose reduction runs over the tiles; dW = G^T dU G.
  *                Blocks are grouped into a number of chunks that depends only
