@@ -429,6 +429,46 @@ FC_SIMD_PROC(wino_gy_tile, (const float *FC_RESTRICT g, ptrdiff_t sa, ptrdiff_t 
     }
 }
 
+/* 1-D A on one 4-value column y0..y3 into z[0..5] L (A = (A^T)^T of F(4x4, 3x3)) */
+#define WINO_A4(z, L, y0, y1, y2, y3)                                               \
+    do {                                                                            \
+        const float e_ = (y0) + (y2), o_ = (y1) + (y3);                             \
+        const float e4_ = (y0) + 4 * (y2), o4_ = 2 * (y1) + 8 * (y3);               \
+        z[0] L = (y0);                                                              \
+        z[1] L = e_ + o_;                                                           \
+        z[2] L = e_ - o_;                                                           \
+        z[3] L = e4_ + o4_;                                                         \
+        z[4] L = e4_ - o4_;                                                         \
+        z[5] L = (y3);                                                              \
+    } while (0)
+
+/* wino_gy_tile for F(4x4, 3x3): dY is 4x4 (a < nrow, b < ncol, else 0) */
+FC_SIMD_PROC(wino_gy_tile4, (const float *FC_RESTRICT g, ptrdiff_t sa, ptrdiff_t sb, int nrow,
+                             int ncol, float *FC_RESTRICT dst, ptrdiff_t sp),
+             (g, sa, sb, nrow, ncol, dst, sp))
+{
+    float y[4][4][WL], r[6][4][WL];
+    for (int a = 0; a < 4; ++a)
+        for (int b = 0; b < 4; ++b)
+            for (int l = 0; l < WL; ++l)
+                y[a][b][l] = (a < nrow && b < ncol) ? g[a * sa + b * sb + l] : 0.0f;
+    for (int b = 0; b < 4; ++b)
+        for (int l = 0; l < WL; ++l) {
+            float z[6];
+            WINO_A4(z, , y[0][b][l], y[1][b][l], y[2][b][l], y[3][b][l]);
+            for (int a = 0; a < 6; ++a) r[a][b][l] = z[a];
+        }
+    for (int a = 0; a < 6; ++a) {
+        float z[6][WL];
+        for (int l = 0; l < WL; ++l) WINO_A4(z, [l], r[a][0][l], r[a][1][l], r[a][2][l], r[a][3][l]);
+        /* one store loop per point: the compiler cannot prove six strided rows apart */
+        for (int b = 0; b < 6; ++b) {
+            float *dp = dst + (a * 6 + b) * sp;
+            for (int l = 0; l < WL; ++l) dp[l] = z[b][l];
+        }
+    }
+}
+
 /*
  * Zero-padded copy: xp[n][c][hp][wp] = x[n][c][yq - top][xq - left] (0 outside).
  * Rows/columns of x beyond hp/wp are not needed by any tile and are dropped.

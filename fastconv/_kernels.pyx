@@ -174,10 +174,6 @@ def conv2d_grad_weight_winograd(const float[:, :, :, ::1] gy,
     cdef fc_conv_geom g = _conv_geom(geom)
     cdef float *gbp = NULL
     cdef int rc
-    if g.kh != 5 or g.kw != 5:
-        # F(2x2, 5x5) only: a 3x3 layer's grad-weight runs direct (_routes.winograd_ok)
-        raise ValueError(f"conv2d_grad_weight_winograd: expects a 5x5 kernel, got "
-                         f"{g.kh}x{g.kw}")
     if gb is not None:
         gbp = &gb[0]
     with nogil:

@@ -109,9 +109,6 @@ def winograd_ok(g, dtype, grad_weight=False):
         return False
     if (g.kh, g.kw) not in ((5, 5), (3, 3)) or g.stride != (1, 1) or g.dilation != (1, 1):
         return False
-    # F(4x4, 3x3) has no grad-weight kernel
-    if grad_weight and g.kh == 3:
-        return False
     # grad_input runs as a convolution of grad_out padded kh-1 - top / kw-1 - left;
     # bottom and right are held to the same bound, the range the tests cover
     if g.groups != 1 or max(g.pad[0] + g.pad[1]) > g.kh - 1:
