@@ -1,14 +1,14 @@
 /*
  * fc_winograd_common.h - Winograd F(2x2, 5x5) and F(4x4, 3x3) convolution,
  * float32: what the passes share (plans, weight and data transforms, padding).
- * Included by fc_winograd.c (forward, grad_input) and fc_winograd_grad_weight.c
- * (F(2x2, 5x5) only).
+ * Included by fc_winograd.c (forward, grad_input) and fc_winograd_grad_weight.c.
  *
  * F(4x4, 3x3) uses the same points, so the same B^T, 6x6 tiles and 36 GEMMs;
  * what differs is parameterised by the output tile size mt (wino_mt: 2 for 5x5,
  * 4 for 3x3): G (WG3), A^T (fc_winograd_rows4.h), the tiles' stride in the
- * input (wino_in_row4) and the padded plane (mt * tiles + 6 - mt). Its 4x4
- * tiles cut the multiplies 4x (36 for 144).
+ * input (wino_in_row4), grad-weight's dY transform (wino_gy_tile4) and the
+ * padded plane (mt * tiles + 6 - mt). Its 4x4 tiles cut the multiplies 4x
+ * (36 for 144).
  *
  * For a 5x5, stride-1, dilation-1, ungrouped convolution each 2x2 output tile
  * is computed from the 6x6 input patch d under it as

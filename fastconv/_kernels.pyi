@@ -48,8 +48,8 @@ def conv2d_grad_weight(
     gw: _Float,
     gb: Optional[_Float],
 ) -> None: ...
-# Winograd F(2x2, 5x5) / F(4x4, 3x3): float32 only; 5x5 or 3x3 (grad_weight: 5x5 only),
-# stride 1, dilation 1, groups 1, padding <= kernel size - 1.
+# Winograd F(2x2, 5x5) / F(4x4, 3x3): float32 only; 5x5 or 3x3, stride 1, dilation 1,
+# groups 1, padding <= kernel size - 1.
 def conv2d_forward_winograd(
     x: _Float,
     w: _Float,

@@ -16,7 +16,7 @@ Python routes (pass: routes, rule):
 - conv2d forward: winograd (F(2x2, 5x5) for 5x5, F(4x4, 3x3) for 3x3) / direct,
   :func:`winograd_ok`
 - conv2d grad_input: winograd (the same two) / direct, :func:`winograd_ok`
-- conv2d grad_weight (+ grad_bias): winograd (5x5 only) / direct,
+- conv2d grad_weight (+ grad_bias): winograd (the same two) / direct,
   ``winograd_ok(..., grad_weight=True)``
 """
 
@@ -59,11 +59,12 @@ def set_winograd(mode):
         width, 48 or 64 on AVX-512). 3x3: forward and grad_input with at least
         16 input and 16 output channels and at least 16 4x4 output tiles per
         image (``ceil(H_out / 4) * ceil(W_out / 4)``: 13x13 outputs and up);
-        grad_weight always direct. True (``FASTCONV_WINOGRAD=1``): for every supported layer.
+        grad_weight with 32 to 64 input and output channels and at least 49
+        tiles per image (25x25 outputs and up). True (``FASTCONV_WINOGRAD=1``): for every supported layer.
         False (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
 
     Supported: float32, 5x5 or 3x3 kernel, stride 1, dilation 1, groups 1,
-    padding <= 4 (5x5) or <= 2 (3x3) on every side; grad_weight 5x5 only.
+    padding <= 4 (5x5) or <= 2 (3x3) on every side.
     Winograd F(2x2, 5x5) does 2.78x and F(4x4, 3x3) 4x fewer multiplies; both
     round differently: on N(0, 1) data their results differ from the direct
     kernels by about 1e-5 of the output's largest magnitude (docs/design.md
@@ -104,6 +105,13 @@ def winograd_ok(g, dtype, grad_weight=False):
     (1x256x14x14 -> 256: 0.38x), 1.04x from batch 2. 7x7 stays direct, 14x14
     and up takes Winograd. Below 16 channels it gains nothing (8 -> 16:
     1.05x, 8 -> 32: 0.84x) and a first layer loses (32x3x32x32 -> 16: 0.8x).
+
+    3x3 grad-weight gains less (its dY transform and channels-last copy cost
+    as much as a quarter of its GEMMs) and only in a band: 1.5x on bench e,
+    1.2-1.5x for 32 -> 32 .. 64 -> 64 channels at 28x28 and 56x56 (batch 8-64;
+    32x32x56x56 -> 32 a tie), but 0.84-0.97x with 128 channels, 0.7-0.9x with
+    16, 0.7-1.2x at 14x14 and 0.12x at 1x128x14x14 (the per-chunk partial sums
+    dominate); batch 1 at 28x28 is 0.81x (56x56: 1.3x).
     """
     if _winograd is False or dtype != np.float32:
         return False
@@ -117,6 +125,9 @@ def winograd_ok(g, dtype, grad_weight=False):
         return True
     if g.kh == 3:
         tiles = -(-g.ho // 4) * -(-g.wo // 4)
+        if grad_weight:
+            return (32 <= g.c <= 64 and 32 <= g.k <= 64
+                    and tiles >= WINOGRAD3_GRAD_WEIGHT_MIN_TILES)
         return g.c >= 16 and g.k >= 16 and tiles >= WINOGRAD3_MIN_TILES
     if grad_weight:
         return g.c >= 32 and g.k >= 32
@@ -124,8 +135,9 @@ def winograd_ok(g, dtype, grad_weight=False):
 
 
 # 4x4 output tiles per image from which F(4x4, 3x3) pays (see winograd_ok):
-# 13x13 outputs and up
+# forward and grad_input from 13x13 outputs, grad_weight from 25x25
 WINOGRAD3_MIN_TILES = 16
+WINOGRAD3_GRAD_WEIGHT_MIN_TILES = 49
 
 
 def winograd_mode():
