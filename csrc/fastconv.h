@@ -109,10 +109,9 @@ int fc_conv2d_grad_weight_f64(const double *gy, const double *x, const fc_conv_g
 /*
  * Winograd versions of the three passes (csrc/fc_winograd.c), float32 only:
  * F(2x2, 5x5) for 5x5 kernels, F(4x4, 3x3) for 3x3 kernels. Same contract as
- * above, for stride 1,
- * dilation 1, groups 1; grad-input also needs padding <= kh - 1. Fewer
- * multiplies, different rounding: results differ from the direct kernels by
- * about 1e-5 (5x5) / 1e-4 (3x3) of the output scale (docs/design.md).
+ * above, for stride 1, dilation 1, groups 1; grad-input also needs padding
+ * <= kh - 1. Fewer multiplies, different rounding: results differ from the
+ * direct kernels by about 1e-5 of the output scale (docs/design.md).
  */
 int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                            const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);

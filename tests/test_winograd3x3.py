@@ -362,3 +362,13 @@ def test_winograd3_non_finite_inputs(rng):
         assert bad[window].all() and not bad[~tiles].any()
     finally:
         F.set_winograd(previous)
+
+
+@pytest.mark.parametrize("shape", [(4, 2, 7, 7), (4, 2, 1, 1), (4, 2, 3, 5)])
+def test_winograd_weights_refuses_other_kernel_sizes(shape):
+    """The weight transform knows 5x5 and 3x3 only: any other size would be read
+    as 5x5 (past the end of a smaller array), so the wrapper says so."""
+    w = np.zeros(shape, np.float32)
+    u = np.empty((36, 4, 2), np.float32)
+    with pytest.raises(ValueError, match="winograd_weights: expects 5x5 or 3x3 weights, got"):
+        _kernels.winograd_weights(w, 1, u)
