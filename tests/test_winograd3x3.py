@@ -60,6 +60,16 @@ def wino():
     F.set_winograd(previous)
 
 
+@pytest.fixture
+def fixed_team():
+    """The team asked for, even on a busy machine (the adaptive team may run a
+    2-thread call on one thread, which would make a threads test vacuous)."""
+    _kernels.team_adaptive(False)
+    yield
+    _kernels.team_adaptive(True)
+    _kernels.team_reset()
+
+
 def _close(got, want, what):
     assert got.dtype == np.float32 and got.shape == want.shape, what
     err = np.abs(got.astype(np.float64) - want).max()
@@ -139,7 +149,8 @@ def test_winograd3_options_match_direct_semantics(wino, rng):
         np.testing.assert_array_equal(a, b_)
 
 
-def test_winograd3_1_and_2_threads_bitwise_equal(wino, rng, restore_threads):
+@pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
+def test_winograd3_1_and_2_threads_bitwise_equal(wino, rng, restore_threads, fixed_team):
     """Fixed tile blocks and grad-weight chunks: any thread count, same bits
     (shape e at batch 4)."""
     f = np.float32
@@ -152,6 +163,7 @@ def test_winograd3_1_and_2_threads_bitwise_equal(wino, rng, restore_threads):
         fastconv.set_num_threads(nt)
         y = F.conv2d(x, wt, b, padding=1, activation="relu")
         res.append((y,) + F.conv2d_backward(gy, x, wt, padding=1, relu_output=y))
+        assert fastconv.info()["team"]["threads_last_call"] == nt
     assert F.info()["last_conv_algorithm"]["grad_weight"] == "winograd"
     for a, b_, what in zip(res[0], res[1], ("y", "grad_x", "grad_w", "grad_b")):
         oracle.assert_bitwise_equal(a, b_, what)
@@ -159,27 +171,23 @@ def test_winograd3_1_and_2_threads_bitwise_equal(wino, rng, restore_threads):
 
 @pytest.mark.parametrize("n, k, hw", [(1, 64, 28), (2, 48, 14), (1, 24, 9)])
 @pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
-def test_winograd3_small_batches_split_channels_bitwise(wino, rng, restore_threads, n, k, hw):
+def test_winograd3_small_batches_split_channels_bitwise(wino, rng, restore_threads, fixed_team,
+                                                        n, k, hw):
     """Fewer tile blocks than threads: each block's output channels are cut between
     the threads too; 1 and 2 threads still give the same bits."""
-    _kernels.team_adaptive(False)  # the team asked for, even on a busy machine
-    try:
-        f = np.float32
-        x = rng.standard_normal((n, 32, hw, hw)).astype(f)
-        wt = rng.standard_normal((k, 32, 3, 3)).astype(f)
-        b = rng.standard_normal(k).astype(f)
-        res = []
-        for nt in (1, 2):
-            fastconv.set_num_threads(nt)
-            y = F.conv2d(x, wt, b, padding=1, activation="relu")
-            gy = np.ascontiguousarray(np.cos(np.arange(y.size, dtype=f)).reshape(y.shape))
-            assert fastconv.info()["team"]["threads_last_call"] == nt
-            res.append((y, F.conv2d_backward(gy, x, wt, padding=1, relu_output=y)[0]))
-        for a, b_, what in zip(res[0], res[1], ("y", "grad_x")):
-            oracle.assert_bitwise_equal(a, b_, what)
-    finally:
-        _kernels.team_adaptive(True)
-        _kernels.team_reset()
+    f = np.float32
+    x = rng.standard_normal((n, 32, hw, hw)).astype(f)
+    wt = rng.standard_normal((k, 32, 3, 3)).astype(f)
+    b = rng.standard_normal(k).astype(f)
+    res = []
+    for nt in (1, 2):
+        fastconv.set_num_threads(nt)
+        y = F.conv2d(x, wt, b, padding=1, activation="relu")
+        gy = np.ascontiguousarray(np.cos(np.arange(y.size, dtype=f)).reshape(y.shape))
+        assert fastconv.info()["team"]["threads_last_call"] == nt
+        res.append((y, F.conv2d_backward(gy, x, wt, padding=1, relu_output=y)[0]))
+    for a, b_, what in zip(res[0], res[1], ("y", "grad_x")):
+        oracle.assert_bitwise_equal(a, b_, what)
 
 
 W, D = "winograd", "direct"
@@ -372,3 +380,33 @@ def test_winograd_weights_refuses_other_kernel_sizes(shape):
     u = np.empty((36, 4, 2), np.float32)
     with pytest.raises(ValueError, match="winograd_weights: expects 5x5 or 3x3 weights, got"):
         _kernels.winograd_weights(w, 1, u)
+
+
+@pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
+def test_winograd3_training_1_and_2_threads_bitwise(restore_threads, fixed_team):
+    """fit on a model whose second conv takes F(4x4, 3x3) in all three passes by the
+    auto rule (32 -> 32 channels, 28x28): the same parameters and predictions at
+    1 and 2 threads."""
+    geom = ConvGeom("t", (32, 32, 28, 28), (32, 32, 3, 3), 1, 1, 1, 1)
+    assert _routes.winograd_ok(geom, np.float32)
+    assert _routes.winograd_ok(geom, np.float32, grad_weight=True)
+    previous = F.set_winograd(None)
+    try:
+        res = []
+        for nt in (1, 2):
+            fastconv.set_num_threads(nt)
+            rng = np.random.default_rng(0)
+            kw = {"rng": np.random.default_rng(5), "dtype": np.float32}
+            model = nn.Sequential([
+                nn.Conv2d(1, 32, 3, padding=1, **kw), nn.ReLU(),
+                nn.Conv2d(32, 32, 3, padding=1, **kw), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(32 * 14 * 14, 10, **kw)])
+            x = rng.random((64, 1, 28, 28)).astype(np.float32)
+            y = rng.integers(0, 10, 64)
+            model.compile(optimizer="adam", loss="cross_entropy")
+            model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+            res.append([p.data.copy() for p in model.parameters()] + [model.predict(x[:7])])
+        for i, (a, b) in enumerate(zip(*res)):
+            oracle.assert_bitwise_equal(a, b, f"array {i}")
+    finally:
+        F.set_winograd(previous)
