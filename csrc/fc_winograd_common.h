@@ -460,7 +460,8 @@ FC_SIMD_PROC(wino_gy_tile4, (const float *FC_RESTRICT g, ptrdiff_t sa, ptrdiff_t
         }
     for (int a = 0; a < 6; ++a) {
         float z[6][WL];
-        for (int l = 0; l < WL; ++l) WINO_A4(z, [l], r[a][0][l], r[a][1][l], r[a][2][l], r[a][3][l]);
+        for (int l = 0; l < WL; ++l)
+            WINO_A4(z, [l], r[a][0][l], r[a][1][l], r[a][2][l], r[a][3][l]);
         /* one store loop per point: the compiler cannot prove six strided rows apart */
         for (int b = 0; b < 6; ++b) {
             float *dp = dst + (a * 6 + b) * sp;

@@ -60,8 +60,9 @@ def set_winograd(mode):
         16 input and 16 output channels and at least 16 4x4 output tiles per
         image (``ceil(H_out / 4) * ceil(W_out / 4)``: 13x13 outputs and up);
         grad_weight with 32 to 64 input and output channels and at least 49
-        tiles per image (25x25 outputs and up). True (``FASTCONV_WINOGRAD=1``): for every supported layer.
-        False (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
+        tiles per image (25x25 outputs and up). True
+        (``FASTCONV_WINOGRAD=1``): for every supported layer. False
+        (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
 
     Supported: float32, 5x5 or 3x3 kernel, stride 1, dilation 1, groups 1,
     padding <= 4 (5x5) or <= 2 (3x3) on every side.
