@@ -107,20 +107,21 @@ int fc_conv2d_grad_weight_f64(const double *gy, const double *x, const fc_conv_g
                               int nthreads, double *gw /* OUT */, double *gb /* OUT or NULL */);
 
 /*
- * Winograd F(2x2, 5x5) versions of the three passes (csrc/fc_winograd.c), float32
- * only. Same contract as above, for 5x5 kernels, stride 1, dilation 1, groups 1;
- * grad-input also needs padding <= 4. Fewer multiplies, different rounding:
- * results differ from the direct kernels by a few float32 ulps of the output scale.
+ * Winograd versions of the three passes (csrc/fc_winograd.c), float32 only:
+ * F(2x2, 5x5) for 5x5 kernels, F(4x4, 3x3) for 3x3 kernels. Same contract as
+ * above, for stride 1, dilation 1, groups 1; grad-input also needs padding
+ * <= kh - 1. Fewer multiplies, different rounding: results differ from the
+ * direct kernels by about 1e-5 of the output scale (docs/design.md).
  */
 int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                            const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
 int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                   int nthreads, float *gx /* OUT */);
 /* The forward split in two, for callers that keep the weights: u (36, k, c) =
- * the transformed w (k, c, 5, 5), then the forward from u. Bitwise
- * fc_conv2d_fwd_wino_f32 (which does both on every call). */
-int fc_winograd_weights_f32(const float *w, ptrdiff_t k, ptrdiff_t c, int nthreads,
-                            float *u /* OUT */);
+ * the transformed w (k, c, kr, kr), kr = 5 or 3, then the forward from u.
+ * Bitwise fc_conv2d_fwd_wino_f32 (which does both on every call). */
+int fc_winograd_weights_f32(const float *w, ptrdiff_t k, ptrdiff_t c, ptrdiff_t kr,
+                            int nthreads, float *u /* OUT */);
 int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias,
                                const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
 /* The two above followed by a 2x2/2 max-pool (floor), in one pass: yp of shape

@@ -1,6 +1,7 @@
 /*
- * fc_winograd.c - Winograd F(2x2, 5x5) forward and grad_input, float32 (the
- * method, and what the passes share: fc_winograd_common.h).
+ * fc_winograd.c - Winograd F(2x2, 5x5) and F(4x4, 3x3) forward and grad_input,
+ * float32 (the method, and what the passes share: fc_winograd_common.h). The
+ * kernel size (g->kh, 5 or 3) picks the output tile size mt (2 or 4).
  *
  * wino_conv is plan -> per-block task -> no merge: a block is whole tile rows,
  * a task transforms its input tiles into V, runs the 36 GEMMs into M and
@@ -19,6 +20,7 @@ typedef struct {
     float *y;
     ptrdiff_t cin, m, ho, wo; /* channels in / out, output size */
     ptrdiff_t th, tw, trows;  /* tile rows per image, tiles per row, tile rows in all */
+    int mt;                   /* outputs per tile side: 2 (5x5 kernel) or 4 (3x3) */
     ptrdiff_t wp, plane;      /* padded input row and plane */
     int slot, relu;
     int pool;                 /* y is the 2x2/2 max-pool of the output: (n, m, ho/2, wo/2) */
@@ -40,7 +42,7 @@ static void wino_pool_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const
         for (ptrdiff_t s = s0; s < s1;) {
             const ptrdiff_t r = s % th;
             float *yrow = r < hp ? f->y + ((s / th) * f->m + k) * hp * wp + r * wp : NULL;
-            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw);
+            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw, f->mt);
             if (2 * tw <= RL && s + 1 < s1) { /* narrow tile rows in pairs, as wino_out_block */
                 const ptrdiff_t r2 = (s + 1) % th;
                 float *yrow2 = r2 < hp ? f->y + (((s + 1) / th) * f->m + k) * hp * wp + r2 * wp
@@ -61,12 +63,50 @@ static void wino_pool_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const
     }
 }
 
+/* wino_out_block for F(4x4, 3x3) tiles, plain or pooled: a pooled tile gives
+ * 2x2 pooled values (rows and columns of them beyond ho/2, wo/2 are cut off,
+ * so an odd bottom or right output row is in no window). */
+static void wino_out_block4(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const float *mb,
+                            ptrdiff_t k0, ptrdiff_t k1)
+{
+    const ptrdiff_t th = f->th, tw = f->tw, per = f->pool ? 2 : 4;
+    const ptrdiff_t oh = f->pool ? f->ho / 2 : f->ho, ow = f->pool ? f->wo / 2 : f->wo;
+    for (ptrdiff_t k = k0; k < k1; ++k) {
+        const float bv = f->bias ? f->bias[k] : 0.0f;
+        float *yk = f->y + k * oh * ow;
+        for (ptrdiff_t s = s0; s < s1;) {
+            const ptrdiff_t r = s % th;
+            const int nrow = (int)FC_MAX((ptrdiff_t)0, FC_MIN(per, oh - per * r));
+            float *yrow = nrow ? yk + (s / th) * f->m * oh * ow + per * r * ow : yk;
+            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw, f->mt);
+            if (2 * tw <= RL && s + 1 < s1) { /* narrow tile rows in pairs */
+                const ptrdiff_t r2 = (s + 1) % th;
+                const int nrow2 = (int)FC_MAX((ptrdiff_t)0, FC_MIN(per, oh - per * r2));
+                float *yrow2 = nrow2 ? yk + ((s + 1) / th) * f->m * oh * ow + per * r2 * ow : NULL;
+                wino_out_row4(mk, f->blk_cols, bv, f->relu, f->pool, (int)tw, nrow, (int)ow, ow,
+                              yrow, nrow2, yrow2);
+                s += 2;
+                continue;
+            }
+            for (ptrdiff_t q0 = 0; nrow && q0 < tw && per * q0 < ow; q0 += RL)
+                wino_out_row4(mk + q0, f->blk_cols, bv, f->relu, f->pool,
+                              (int)FC_MIN((ptrdiff_t)RL, tw - q0), nrow,
+                              (int)FC_MIN(per * RL, ow - per * q0), ow, yrow + per * q0, 0, NULL);
+            ++s;
+        }
+    }
+}
+
 /* Output transform of a block's tile rows [s0, s1), output channels [k0, k1),
  * from M straight into y. */
 static void wino_out_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const float *mb,
                            ptrdiff_t k0, ptrdiff_t k1)
 {
     const ptrdiff_t th = f->th, tw = f->tw, ho = f->ho, wo = f->wo;
+    if (f->mt == 4) {
+        wino_out_block4(f, s0, s1, mb, k0, k1);
+        return;
+    }
     if (f->pool) {
         wino_pool_block(f, s0, s1, mb, k0, k1);
         return;
@@ -77,7 +117,7 @@ static void wino_out_block(const wino_fwd *f, ptrdiff_t s0, ptrdiff_t s1, const 
             const ptrdiff_t r = s % th;
             float *yrow = f->y + ((s / th) * f->m + k) * ho * wo + 2 * r * wo;
             const int nrow = (int)FC_MIN((ptrdiff_t)2, ho - 2 * r);
-            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw);
+            const float *mk = mb + k * NP * f->blk_cols + wino_tile_col(s - s0, tw, f->mt);
             if (2 * tw <= RL && s + 1 < s1) { /* narrow tile rows in pairs */
                 const ptrdiff_t r2 = (s + 1) % th;
                 float *yrow2 = f->y + (((s + 1) / th) * f->m + k) * ho * wo + 2 * r2 * wo;
@@ -107,7 +147,7 @@ static void wino_fwd_block(const wino_fwd *f, ptrdiff_t b, ptrdiff_t part, float
     const ptrdiff_t npan = f->mpad / f->mr;
     const ptrdiff_t r_lo = part * npan / f->nparts * f->mr;
     const ptrdiff_t r_hi = (part + 1) * npan / f->nparts * f->mr;
-    wino_in_block(f->xp, f->cin, f->th, f->tw, f->wp, f->plane, s0, s1, vb, f->vp_pitch);
+    wino_in_block(f->xp, f->cin, f->th, f->tw, f->mt, f->wp, f->plane, s0, s1, vb, f->vp_pitch);
     /* 36 GEMMs: M[p] (mpad x blk_cols) = U[p] . V[p]; M point p of output channel k
      * at mb[(k * NP + p) * blk_cols + col] */
     for (ptrdiff_t p = 0; p < NP; ++p) {
@@ -134,11 +174,12 @@ static void wino_fwd_block(const wino_fwd *f, ptrdiff_t b, ptrdiff_t part, float
 #define WINO_HDR 16 /* floats: the header, and 64-byte alignment of the panels */
 #define WINO_MAGIC 0x57504b31 /* "WPK1" */
 
-/* The kernel slot and tile rows per block of a forward's GEMMs (wino_fwd_plan). */
+/* The kernel slot and tile rows per block of a forward's GEMMs (wino_fwd_plan),
+ * for tiles of mt x mt outputs. */
 static void wino_layout(const fc_kernels_f32 *kk, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t m,
-                        ptrdiff_t ho, ptrdiff_t wo, int *slot, ptrdiff_t *rpb)
+                        ptrdiff_t ho, ptrdiff_t wo, int mt, int *slot, ptrdiff_t *rpb)
 {
-    wino_fwd_plan(kk, m, cin, FC_CEILDIV(wo, 2), n * FC_CEILDIV(ho, 2), slot, rpb);
+    wino_fwd_plan(kk, m, cin, FC_CEILDIV(wo, mt), mt, n * FC_CEILDIV(ho, mt), slot, rpb);
 }
 
 /* The panels of a packing made for (mr, mpad, m, cin), or NULL if it was made
@@ -154,29 +195,31 @@ static const float *wino_packed_panels(const float *packed, ptrdiff_t mr, ptrdif
 }
 
 /*
- * y (n, m, ho, wo) = conv5x5(x (n, cin, h, w), padding top/left) from the
- * transformed weights u (36, m, cin) (see wino_weight_transform), or from their
- * packing when `packed` (a header and panels, or NULL) fits this call.
+ * y (n, m, ho, wo) = conv(x (n, cin, h, w), padding top/left) with a 5x5
+ * (mt = 2) or 3x3 (mt = 4) kernel, from the transformed weights u (36, m, cin)
+ * (see wino_weight_transform), or from their packing when `packed` (a header
+ * and panels, or NULL) fits this call.
  */
 static int wino_conv_pool(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h,
                           ptrdiff_t w, ptrdiff_t top, ptrdiff_t left, ptrdiff_t m, ptrdiff_t ho,
-                          ptrdiff_t wo, const float *u, const float *packed, const float *bias,
-                          int relu, int pool, int nt, float *y /* OUT */)
+                          ptrdiff_t wo, int mt, const float *u, const float *packed,
+                          const float *bias, int relu, int pool, int nt, float *y /* OUT */)
 {
     /* plan */
     wino_fwd f;
     f.kk = fc_get_kernels_f32();
     f.cin = cin; f.m = m; f.ho = ho; f.wo = wo; f.bias = bias; f.relu = relu; f.y = y;
-    f.pool = pool;
-    f.th = FC_CEILDIV(ho, 2); f.tw = FC_CEILDIV(wo, 2);
+    f.pool = pool; f.mt = mt;
+    f.th = FC_CEILDIV(ho, mt); f.tw = FC_CEILDIV(wo, mt);
     f.trows = n * f.th;
-    const ptrdiff_t hp = 2 * f.th + 4;
-    f.wp = 2 * f.tw + 4; f.plane = hp * f.wp;
-    const ptrdiff_t slack = 2 * WL + 64;      /* wino_in_row reads past the last patch */
-    wino_layout(f.kk, n, cin, m, ho, wo, &f.slot, &f.rpb);
+    /* the last tile's 6-wide patch ends 6 - mt past its outputs */
+    const ptrdiff_t hp = mt * f.th + 6 - mt;
+    f.wp = mt * f.tw + 6 - mt; f.plane = hp * f.wp;
+    const ptrdiff_t slack = wino_in_slack(mt); /* the input transform reads past the last patch */
+    wino_layout(f.kk, n, cin, m, ho, wo, mt, &f.slot, &f.rpb);
     f.mr = f.kk->mr[f.slot]; f.nr = f.kk->nr[f.slot];
     f.mpad = FC_ROUNDUP(m, f.mr);
-    f.blk_cols = FC_ROUNDUP(wino_block_cols(f.rpb, f.tw), f.nr);
+    f.blk_cols = FC_ROUNDUP(wino_block_cols(f.rpb, f.tw, mt), f.nr);
     f.vp_pitch = f.blk_cols + 2 * WL;
     f.nblk = FC_CEILDIV(f.trows, f.rpb);
     /*
@@ -224,7 +267,7 @@ static int wino_conv_pool(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t 
              * rows): only the columns from the smallest block's end to blk_cols
              * may be read before any block wrote them (the whole of V was 0.4 MB
              * of stores per call at batch 1). */
-            const ptrdiff_t from = wino_block_cols(f.trows - (f.nblk - 1) * f.rpb, f.tw);
+            const ptrdiff_t from = wino_block_cols(f.trows - (f.nblk - 1) * f.rpb, f.tw, mt);
             if (from < f.blk_cols)
                 for (ptrdiff_t r = 0; r < NP * cin; ++r)
                     memset(vb + r * f.vp_pitch + from, 0,
@@ -250,9 +293,10 @@ done:
 
 static int wino_conv(const float *x, ptrdiff_t n, ptrdiff_t cin, ptrdiff_t h, ptrdiff_t w,
                      ptrdiff_t top, ptrdiff_t left, ptrdiff_t m, ptrdiff_t ho, ptrdiff_t wo,
-                     const float *u, const float *bias, int relu, int nt, float *y /* OUT */)
+                     int mt, const float *u, const float *bias, int relu, int nt,
+                     float *y /* OUT */)
 {
-    return wino_conv_pool(x, n, cin, h, w, top, left, m, ho, wo, u, NULL, bias, relu, 0, nt,
+    return wino_conv_pool(x, n, cin, h, w, top, left, m, ho, wo, mt, u, NULL, bias, relu, 0, nt,
                           y);
 }
 
@@ -262,9 +306,9 @@ static int wino_fwd_from_w(const float *x, const float *w, const float *bias,
     nthreads = fc_threads_for(nthreads, wino_work(g));
     float *u = (float *)fc_malloc(sizeof(float) * (size_t)(NP * g->k * g->c));
     if (!u) return FC_ENOMEM;
-    wino_weight_transform(w, g->k, g->c, 0, nthreads, u);
-    int rc = wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u,
-                            NULL, bias, relu, pool, nthreads, y);
+    wino_weight_transform(w, g->k, g->c, (int)g->kh, 0, nthreads, u);
+    int rc = wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo,
+                            wino_mt(g->kh), u, NULL, bias, relu, pool, nthreads, y);
     fc_free(u);
     return rc;
 }
@@ -282,11 +326,12 @@ int fc_conv2d_fwd_wino_maxpool2_f32(const float *x, const float *w, const float 
 }
 
 /* U for fc_conv2d_fwd_wino_pre_f32: what fc_conv2d_fwd_wino_f32 computes on every call. */
-int fc_winograd_weights_f32(const float *w, ptrdiff_t k, ptrdiff_t c, int nthreads, float *u)
+int fc_winograd_weights_f32(const float *w, ptrdiff_t k, ptrdiff_t c, ptrdiff_t kr,
+                            int nthreads, float *u)
 {
     if (k <= 0 || c <= 0) return FC_OK;
-    nthreads = fc_threads_for(nthreads, (double)NP * (double)k * (double)c * 25.0);
-    wino_weight_transform(w, k, c, 0, nthreads, u);
+    nthreads = fc_threads_for(nthreads, (double)NP * (double)k * (double)c * (double)(kr * kr));
+    wino_weight_transform(w, k, c, (int)kr, 0, nthreads, u);
     return FC_OK;
 }
 
@@ -294,8 +339,8 @@ int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias
                                const fc_conv_geom *g, int relu, int nthreads, float *y)
 {
     nthreads = fc_threads_for(nthreads, wino_work(g));
-    return wino_conv(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u, bias,
-                     relu, nthreads, y);
+    return wino_conv(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo,
+                     wino_mt(g->kh), u, bias, relu, nthreads, y);
 }
 
 int fc_conv2d_fwd_wino_pre_maxpool2_f32(const float *x, const float *u, const float *bias,
@@ -303,8 +348,8 @@ int fc_conv2d_fwd_wino_pre_maxpool2_f32(const float *x, const float *u, const fl
                                         float *yp)
 {
     nthreads = fc_threads_for(nthreads, wino_work(g));
-    return wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, u,
-                          NULL, bias, relu, 1, nthreads, yp);
+    return wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo,
+                          wino_mt(g->kh), u, NULL, bias, relu, 1, nthreads, yp);
 }
 
 ptrdiff_t fc_winograd_packed_len_f32(const fc_conv_geom *g)
@@ -323,7 +368,7 @@ int fc_winograd_pack_f32(const fc_conv_geom *g, float *up, ptrdiff_t len)
     const fc_kernels_f32 *kk = fc_get_kernels_f32();
     int slot;
     ptrdiff_t rpb;
-    wino_layout(kk, g->n, g->c, g->k, g->ho, g->wo, &slot, &rpb);
+    wino_layout(kk, g->n, g->c, g->k, g->ho, g->wo, wino_mt(g->kh), &slot, &rpb);
     const ptrdiff_t mr = kk->mr[slot], mpad = FC_ROUNDUP(g->k, mr);
     float *hdr = up + nu;
     memset(hdr, 0, sizeof(float) * WINO_HDR); /* no packing until it is all written */
@@ -340,8 +385,9 @@ static int wino_fwd_packed(const float *x, const float *up, const float *bias,
                            const fc_conv_geom *g, int relu, int pool, int nthreads, float *y)
 {
     nthreads = fc_threads_for(nthreads, wino_work(g));
-    return wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo, up,
-                          up + NP * g->k * g->c, bias, relu, pool, nthreads, y);
+    return wino_conv_pool(x, g->n, g->c, g->h, g->w, g->ph, g->pw, g->k, g->ho, g->wo,
+                          wino_mt(g->kh), up, up + NP * g->k * g->c, bias, relu, pool, nthreads,
+                          y);
 }
 
 int fc_conv2d_fwd_wino_packed_f32(const float *x, const float *up, const float *bias,
@@ -357,17 +403,19 @@ int fc_conv2d_fwd_wino_packed_maxpool2_f32(const float *x, const float *up, cons
     return wino_fwd_packed(x, up, bias, g, relu, 1, nthreads, yp);
 }
 
-/* grad_x of a stride-1 5x5 layer with padding p is the convolution of grad_y with
- * the weights flipped and channel-transposed, padding 4 - p. */
+/* grad_x of a stride-1 layer with an r x r kernel (5 or 3) and padding p is the
+ * convolution of grad_y with the weights flipped and channel-transposed, padding
+ * r - 1 - p. */
 int fc_conv2d_grad_input_wino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                   int nthreads, float *gx)
 {
     nthreads = fc_threads_for(nthreads, wino_work(g));
     float *u = (float *)fc_malloc(sizeof(float) * (size_t)(NP * g->k * g->c));
     if (!u) return FC_ENOMEM;
-    wino_weight_transform(w, g->c, g->k, 1, nthreads, u);
-    int rc = wino_conv(gy, g->n, g->k, g->ho, g->wo, 4 - g->ph, 4 - g->pw, g->c, g->h, g->w,
-                       u, NULL, 0, nthreads, gx);
+    const ptrdiff_t r = g->kh;
+    wino_weight_transform(w, g->c, g->k, (int)r, 1, nthreads, u);
+    int rc = wino_conv(gy, g->n, g->k, g->ho, g->wo, r - 1 - g->ph, r - 1 - g->pw, g->c, g->h,
+                       g->w, wino_mt(r), u, NULL, 0, nthreads, gx);
     fc_free(u);
     return rc;
 }

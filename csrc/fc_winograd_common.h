@@ -1,7 +1,14 @@
 /*
- * fc_winograd_common.h - Winograd F(2x2, 5x5) convolution, float32: what the
- * passes share (plans, weight and data transforms, padding). Included by
- * fc_winograd.c (forward, grad_input) and fc_winograd_grad_weight.c.
+ * fc_winograd_common.h - Winograd F(2x2, 5x5) and F(4x4, 3x3) convolution,
+ * float32: what the passes share (plans, weight and data transforms, padding).
+ * Included by fc_winograd.c (forward, grad_input) and fc_winograd_grad_weight.c.
+ *
+ * F(4x4, 3x3) uses the same points, so the same B^T, 6x6 tiles and 36 GEMMs;
+ * what differs is parameterised by the output tile size mt (wino_mt: 2 for 5x5,
+ * 4 for 3x3): G (WG3), A^T (fc_winograd_rows4.h), the tiles' stride in the
+ * input (wino_in_row4), grad-weight's dY transform (wino_gy_tile4) and the
+ * padded plane (mt * tiles + 6 - mt). Its 4x4 tiles cut the multiplies 4x
+ * (36 for 144).
  *
  * For a 5x5, stride-1, dilation-1, ungrouped convolution each 2x2 output tile
  * is computed from the 6x6 input patch d under it as
@@ -27,9 +34,9 @@
  *                cut into fixed blocks; a thread transforms the input tiles of
  *                a block into V, runs the 36 GEMMs into M and transforms M
  *                straight into y (bias, optional ReLU). V and M stay in L2.
- *   grad-input   the same code: for a stride-1 5x5 layer with padding p,
- *                grad_x is the convolution of grad_y with the weights flipped
- *                and channel-transposed, padding 4 - p (so p <= 4).
+ *   grad-input   the same code: for a stride-1 5x5 (3x3) layer with padding
+ *                p, grad_x is the convolution of grad_y with the weights flipped
+ *                and channel-transposed, padding 4 - p (2 - p), so p <= 4 (2).
  *   grad-weight  dU[p] = sum over tiles of (A dY A^T)[p] (x) V[p]^T, a GEMM per
  *                point whose reduction runs over the tiles; dW = G^T dU G.
  *                Blocks are grouped into a number of chunks that depends only
@@ -76,6 +83,23 @@ static const double WG[6][5] = {
     {1.0 / 24, -1.0 / 12, 1.0 / 6, -1.0 / 3, 2.0 / 3},
     {0, 0, 0, 0, 1},
 };
+/* G of F(4x4, 3x3) for the same points and B^T (its first 3 columns used) */
+static const double WG3[6][5] = {
+    {1.0 / 4, 0, 0},
+    {1.0 / 6, 1.0 / 6, 1.0 / 6},
+    {1.0 / 6, -1.0 / 6, 1.0 / 6},
+    {1.0 / 24, 1.0 / 12, 1.0 / 6},
+    {1.0 / 24, -1.0 / 12, 1.0 / 6},
+    {0, 0, 1},
+};
+
+/* Output tile size (rows and columns of outputs per tile) of a kernel size r:
+ * 6 = mt + r - 1 transform points either way, so both share B^T, the 36 GEMMs
+ * and their blocking; only G, A^T and the tiles' stride differ. */
+static inline int wino_mt(ptrdiff_t r)
+{
+    return r == 3 ? 4 : 2;
+}
 
 /* ---- micro-kernel and block choice --------------------------------------- */
 /*
@@ -100,20 +124,26 @@ static int wino_slot(const fc_kernels_f32 *kk, ptrdiff_t rows, ptrdiff_t cols)
 
 /*
  * Column of the first tile of tile row j (0-based within a block) in the
- * forward's V and M buffers. Narrow rows (tw <= WINO_PAIR_MAX, transformed in
- * pairs) take 16 columns per pair, the second row right after the first:
- * every input-transform store is then one whole aligned vector, and pairs
- * never share a cache line. Wider rows are packed back to back.
+ * forward's V and M buffers, for tiles of mt x mt outputs. F(2x2, 5x5)'s
+ * narrow rows (tw <= WINO_PAIR_MAX, transformed in pairs) take 16 columns per
+ * pair, the second row right after the first: every input-transform store is
+ * then one whole aligned vector, and pairs never share a cache line. Wider
+ * rows, and all F(4x4, 3x3) rows, are packed back to back: a 3x3 layer's rows
+ * are 4x shorter in tiles (28 wide: 7 tiles, 14 wide: 4), and 16 columns per
+ * pair of 4-tile rows computed every GEMM twice over (measured 1.25x slower in
+ * all on 64x32x14x14 -> 64 than back to back). The input transform still does
+ * two narrow rows per call; its whole-vector stores run past a row's tiles,
+ * which the next row, stored after it, overwrites.
  */
-static ptrdiff_t wino_tile_col(ptrdiff_t j, ptrdiff_t tw)
+static ptrdiff_t wino_tile_col(ptrdiff_t j, ptrdiff_t tw, int mt)
 {
-    return tw <= WINO_PAIR_MAX ? (j / 2) * 16 + (j % 2) * tw : j * tw;
+    return mt == 2 && tw <= WINO_PAIR_MAX ? (j / 2) * 16 + (j % 2) * tw : j * tw;
 }
 
 /* GEMM columns used by `rows` tile rows of tw tiles */
-static ptrdiff_t wino_block_cols(ptrdiff_t rows, ptrdiff_t tw)
+static ptrdiff_t wino_block_cols(ptrdiff_t rows, ptrdiff_t tw, int mt)
 {
-    return tw <= WINO_PAIR_MAX ? FC_CEILDIV(rows, 2) * 16 : rows * tw;
+    return mt == 2 && tw <= WINO_PAIR_MAX ? FC_CEILDIV(rows, 2) * 16 : rows * tw;
 }
 
 /*
@@ -128,7 +158,7 @@ static ptrdiff_t wino_block_cols(ptrdiff_t rows, ptrdiff_t tw)
  * each element the same way, so the choice changes no bit.
  */
 static void wino_fwd_plan(const fc_kernels_f32 *kk, ptrdiff_t m, ptrdiff_t cin, ptrdiff_t tw,
-                          ptrdiff_t trows, int *slot, ptrdiff_t *rows)
+                          int mt, ptrdiff_t trows, int *slot, ptrdiff_t *rows)
 {
     double best = -1;
     *slot = 0;
@@ -138,11 +168,14 @@ static void wino_fwd_plan(const fc_kernels_f32 *kk, ptrdiff_t m, ptrdiff_t cin, 
         const ptrdiff_t mpad = FC_ROUNDUP(m, kk->mr[s]), nr = kk->nr[s];
         const ptrdiff_t per_col = NP * (cin + mpad) * (ptrdiff_t)sizeof(float);
         for (ptrdiff_t r = 1; r <= trows; ++r) {
-            const ptrdiff_t cols = FC_ROUNDUP(wino_block_cols(r, tw), nr);
-            if (r > 1 && cols * per_col > WINO_BLOCK_BYTES) break;
+            const ptrdiff_t cols = FC_ROUNDUP(wino_block_cols(r, tw, mt), nr);
+            /* over budget, but a block always gets one kernel width of columns:
+             * with 128 -> 128 channels even 48 columns are 1.8 MB, and one 7-tile
+             * row per 48-column block ran 0.6x the direct kernel */
+            if (r > 1 && cols * per_col > WINO_BLOCK_BYTES && cols > nr) break;
             const ptrdiff_t rem = trows % r;
             const ptrdiff_t all = trows / r * cols
-                                  + (rem ? FC_ROUNDUP(wino_block_cols(rem, tw), nr) : 0);
+                                  + (rem ? FC_ROUNDUP(wino_block_cols(rem, tw, mt), nr) : 0);
             const double eff = (double)m / mpad * (double)(trows * tw) / all;
             if (eff > best + 1e-9 || (eff > best - 1e-9 && kk->mr[s] > kk->mr[*slot])) {
                 best = eff;
@@ -156,13 +189,87 @@ static void wino_fwd_plan(const fc_kernels_f32 *kk, ptrdiff_t m, ptrdiff_t cin, 
 /* ---- weight transforms (double) ----------------------------------------- */
 /*
  * u[p][r][c] = (G g G^T)[p] for g = w[r][c] (flip = 0) or, for grad-input,
- * g = w[c][r] rotated by 180 degrees (flip = 1). w is (rows, cols, 5, 5) for
- * flip = 0 and (cols, rows, 5, 5) for flip = 1. u is (36, rows, cols).
+ * g = w[c][r] rotated by 180 degrees (flip = 1). w is (rows, cols, kr, kr) for
+ * flip = 0 and (cols, rows, kr, kr) for flip = 1, kr = 5 (G = WG) or 3 (WG3).
+ * u is (36, rows, cols).
  */
 #define WT_LANES 16 /* transforms computed side by side: contiguous stores into u */
 
-static void wino_weight_transform(const float *w, ptrdiff_t rows, ptrdiff_t cols, int flip,
-                                  int nt, float *u /* OUT */)
+/*
+ * WT_LANES transforms at once, lane l = transform t0 + l (n of them real): every
+ * lane does the same double-precision sums in the same order as one transform
+ * alone would, so u is bitwise what a one-at-a-time loop gives; but each of u's
+ * 36 planes is written in runs of WT_LANES floats instead of one float 36
+ * planes apart (that scatter was 70% of a batch-1 Winograd forward). Inlined
+ * with a constant kr and G: with them read at run time the 3x3 transform ran
+ * 4x slower (1.1 ms for 128 x 128 weights, most of a batch-1 forward).
+ */
+FC_ALWAYS_INLINE void wino_weight_lanes(const float *w, ptrdiff_t rows, ptrdiff_t cols,
+                                        const int kr, const double G[6][5], int flip,
+                                        ptrdiff_t t0, ptrdiff_t n, ptrdiff_t total,
+                                        float *u /* OUT */)
+{
+    const int kk = kr * kr;
+    double g[5][5][WT_LANES], tmp[6][5][WT_LANES];
+    float out[36][WT_LANES], raw[WT_LANES * 25];
+    /* raw[l * kk + e]: element e of transform t0 + l, in the order g takes them
+     * (reversed when flipped); then one transposing pass with constant strides,
+     * which vectorises (a per-lane gather straight into g was 3/4 of the time) */
+    if (!flip && n == WT_LANES) {
+        memcpy(raw, w + t0 * kk, sizeof(float) * (size_t)(WT_LANES * kk));
+    } else {
+        /* transform t is w[r][c] (flipped: w[c][r]) for t = r * cols + c */
+        ptrdiff_t r = t0 / cols, c = t0 % cols;
+        for (ptrdiff_t l = 0; l < WT_LANES; ++l) {
+            /* lanes past the end repeat the last transform (never stored) */
+            const float *src = flip ? w + (c * rows + r) * kk : w + (r * cols + c) * kk;
+            for (int e = 0; e < kk; ++e) raw[l * kk + e] = flip ? src[kk - 1 - e] : src[e];
+            if (l + 1 < n && ++c == cols) {
+                c = 0;
+                ++r;
+            }
+        }
+    }
+    for (int i = 0; i < kr; ++i)
+        for (int j = 0; j < kr; ++j)
+            for (int l = 0; l < WT_LANES; ++l) g[i][j][l] = raw[l * kk + i * kr + j];
+    for (int a = 0; a < 6; ++a)
+        for (int j = 0; j < kr; ++j)
+            for (int l = 0; l < WT_LANES; ++l) {
+                double s = 0;
+                for (int i = 0; i < kr; ++i) s += G[a][i] * g[i][j][l];
+                tmp[a][j][l] = s;
+            }
+    for (int a = 0; a < 6; ++a)
+        for (int b = 0; b < 6; ++b)
+            for (int l = 0; l < WT_LANES; ++l) {
+                double s = 0;
+                for (int j = 0; j < kr; ++j) s += tmp[a][j][l] * G[b][j];
+                out[a * 6 + b][l] = (float)s;
+            }
+    /* a constant size for whole blocks: inlined, not 36 libc calls per block */
+    if (n == WT_LANES)
+        for (int p = 0; p < 36; ++p) memcpy(u + p * total + t0, out[p], sizeof out[p]);
+    else
+        for (int p = 0; p < 36; ++p) memcpy(u + p * total + t0, out[p], sizeof(float) * n);
+}
+
+/* One block of lanes, compiled per SIMD level (whole AVX-512 vectors of 8 doubles
+ * instead of SSE2's 2: 128 x 128 3x3 weights took 0.5 ms at the baseline level).
+ * No contraction into FMAs (ISO C mode), so every level gives the same bits. */
+FC_SIMD_PROC(wino_weight_block,
+             (const float *w, ptrdiff_t rows, ptrdiff_t cols, int kr, int flip, ptrdiff_t t0,
+              ptrdiff_t n, ptrdiff_t total, float *u),
+             (w, rows, cols, kr, flip, t0, n, total, u))
+{
+    if (kr == 3)
+        wino_weight_lanes(w, rows, cols, 3, WG3, flip, t0, n, total, u);
+    else
+        wino_weight_lanes(w, rows, cols, 5, WG, flip, t0, n, total, u);
+}
+
+static void wino_weight_transform(const float *w, ptrdiff_t rows, ptrdiff_t cols, int kr,
+                                  int flip, int nt, float *u /* OUT */)
 {
     const ptrdiff_t total = rows * cols, nblk = FC_CEILDIV(total, WT_LANES);
     ptrdiff_t blk;
@@ -171,39 +278,10 @@ static void wino_weight_transform(const float *w, ptrdiff_t rows, ptrdiff_t cols
 #pragma omp parallel num_threads(nt) if (nt > 1 && total >= 256)
     {
     fc_team_arrive(&tm);
-    /* WT_LANES transforms at once, lane l = transform t0 + l: every lane does the
-     * same double-precision sums in the same order as one transform alone would,
-     * so u is bitwise what a one-at-a-time loop gives; but each of u's 36 planes
-     * is written in runs of WT_LANES floats instead of one float 36 planes apart
-     * (that scatter was 70% of a batch-1 Winograd forward). */
 #pragma omp for schedule(static) nowait
     for (blk = 0; blk < nblk; ++blk) {
-        const ptrdiff_t t0 = blk * WT_LANES, n = FC_MIN(WT_LANES, total - t0);
-        double g[5][5][WT_LANES], tmp[6][5][WT_LANES];
-        float out[36][WT_LANES];
-        for (ptrdiff_t l = 0; l < WT_LANES; ++l) {
-            /* lanes past the end repeat the last transform (never stored) */
-            const ptrdiff_t t = t0 + FC_MIN(l, n - 1), r = t / cols, c = t % cols;
-            const float *src = flip ? w + (c * rows + r) * 25 : w + t * 25;
-            for (int i = 0; i < 5; ++i)
-                for (int j = 0; j < 5; ++j)
-                    g[i][j][l] = flip ? src[(4 - i) * 5 + (4 - j)] : src[i * 5 + j];
-        }
-        for (int a = 0; a < 6; ++a)
-            for (int j = 0; j < 5; ++j)
-                for (int l = 0; l < WT_LANES; ++l) {
-                    double s = 0;
-                    for (int i = 0; i < 5; ++i) s += WG[a][i] * g[i][j][l];
-                    tmp[a][j][l] = s;
-                }
-        for (int a = 0; a < 6; ++a)
-            for (int b = 0; b < 6; ++b)
-                for (int l = 0; l < WT_LANES; ++l) {
-                    double s = 0;
-                    for (int j = 0; j < 5; ++j) s += tmp[a][j][l] * WG[b][j];
-                    out[a * 6 + b][l] = (float)s;
-                }
-        for (int p = 0; p < 36; ++p) memcpy(u + p * total + t0, out[p], sizeof(float) * n);
+        const ptrdiff_t t0 = blk * WT_LANES;
+        wino_weight_block(w, rows, cols, kr, flip, t0, FC_MIN(WT_LANES, total - t0), total, u);
     }
     fc_team_done(&tm);
     }
@@ -304,6 +382,7 @@ typedef int wino_i16 __attribute__((vector_size(64)));
  * rows measured 1.7x slower in total on AVX-512 with GCC: it is not used.) */
 #define RL 16
 #include "fc_winograd_rows.h"
+#include "fc_winograd_rows4.h"
 
 
 /*
@@ -350,6 +429,47 @@ FC_SIMD_PROC(wino_gy_tile, (const float *FC_RESTRICT g, ptrdiff_t sa, ptrdiff_t 
     }
 }
 
+/* 1-D A on one 4-value column y0..y3 into z[0..5] L (A = (A^T)^T of F(4x4, 3x3)) */
+#define WINO_A4(z, L, y0, y1, y2, y3)                                               \
+    do {                                                                            \
+        const float e_ = (y0) + (y2), o_ = (y1) + (y3);                             \
+        const float e4_ = (y0) + 4 * (y2), o4_ = 2 * (y1) + 8 * (y3);               \
+        z[0] L = (y0);                                                              \
+        z[1] L = e_ + o_;                                                           \
+        z[2] L = e_ - o_;                                                           \
+        z[3] L = e4_ + o4_;                                                         \
+        z[4] L = e4_ - o4_;                                                         \
+        z[5] L = (y3);                                                              \
+    } while (0)
+
+/* wino_gy_tile for F(4x4, 3x3): dY is 4x4 (a < nrow, b < ncol, else 0) */
+FC_SIMD_PROC(wino_gy_tile4, (const float *FC_RESTRICT g, ptrdiff_t sa, ptrdiff_t sb, int nrow,
+                             int ncol, float *FC_RESTRICT dst, ptrdiff_t sp),
+             (g, sa, sb, nrow, ncol, dst, sp))
+{
+    float y[4][4][WL], r[6][4][WL];
+    for (int a = 0; a < 4; ++a)
+        for (int b = 0; b < 4; ++b)
+            for (int l = 0; l < WL; ++l)
+                y[a][b][l] = (a < nrow && b < ncol) ? g[a * sa + b * sb + l] : 0.0f;
+    for (int b = 0; b < 4; ++b)
+        for (int l = 0; l < WL; ++l) {
+            float z[6];
+            WINO_A4(z, , y[0][b][l], y[1][b][l], y[2][b][l], y[3][b][l]);
+            for (int a = 0; a < 6; ++a) r[a][b][l] = z[a];
+        }
+    for (int a = 0; a < 6; ++a) {
+        float z[6][WL];
+        for (int l = 0; l < WL; ++l)
+            WINO_A4(z, [l], r[a][0][l], r[a][1][l], r[a][2][l], r[a][3][l]);
+        /* one store loop per point: the compiler cannot prove six strided rows apart */
+        for (int b = 0; b < 6; ++b) {
+            float *dp = dst + (a * 6 + b) * sp;
+            for (int l = 0; l < WL; ++l) dp[l] = z[b][l];
+        }
+    }
+}
+
 /*
  * Zero-padded copy: xp[n][c][hp][wp] = x[n][c][yq - top][xq - left] (0 outside).
  * Rows/columns of x beyond hp/wp are not needed by any tile and are dropped.
@@ -388,32 +508,48 @@ FC_NO_MEMCPY static void wino_pad(const float *x, ptrdiff_t n, ptrdiff_t c, ptrd
     fc_team_end(&tm);
 }
 
+/* floats an input transform may read past the last patch of the padded input */
+static ptrdiff_t wino_in_slack(int mt)
+{
+    return (mt == 4 ? 4 * (RL + 1) : 2 * WL) + 64;
+}
+
+/* wino_in_row (tiles 2 columns apart) or wino_in_row4 (4 apart) */
+static void wino_in_row_mt(int mt, const float *src, const float *src2, ptrdiff_t ld, int nq,
+                           float *dst, ptrdiff_t sp)
+{
+    if (mt == 4)
+        wino_in_row4(src, src2, ld, nq, dst, sp);
+    else
+        wino_in_row(src, src2, ld, nq, dst, sp);
+}
+
 /*
  * Input transform of the tile rows [s0, s1) of a block (tile rows counted
- * across images: row s is tile row s % th of image s / th) into V: point p of
- * channel c, column wino_tile_col(s - s0, tw) + q at
+ * across images: row s is tile row s % th of image s / th; tiles mt apart)
+ * into V: point p of channel c, column wino_tile_col(s - s0, tw) + q at
  * vb[(c * NP + p) * vp_pitch + col]. One channel's transform stays in L1;
  * narrow tile rows go in pairs. The forward and grad_weight share it.
  */
-static void wino_in_block(const float *xp, ptrdiff_t cin, ptrdiff_t th, ptrdiff_t tw,
+static void wino_in_block(const float *xp, ptrdiff_t cin, ptrdiff_t th, ptrdiff_t tw, int mt,
                           ptrdiff_t wp, ptrdiff_t plane, ptrdiff_t s0, ptrdiff_t s1, float *vb,
                           ptrdiff_t vp_pitch)
 {
     for (ptrdiff_t c = 0; c < cin; ++c)
         for (ptrdiff_t s = s0; s < s1;) {
-            const float *src = xp + ((s / th) * cin + c) * plane + 2 * (s % th) * wp;
-            float *dst = vb + c * NP * vp_pitch + wino_tile_col(s - s0, tw);
+            const float *src = xp + ((s / th) * cin + c) * plane + mt * (s % th) * wp;
+            float *dst = vb + c * NP * vp_pitch + wino_tile_col(s - s0, tw, mt);
             if (tw <= WINO_PAIR_MAX) {
                 const float *src2 = NULL;
                 if (s + 1 < s1)
-                    src2 = xp + (((s + 1) / th) * cin + c) * plane + 2 * ((s + 1) % th) * wp;
-                wino_in_row(src, src2, wp, (int)tw, dst, vp_pitch);
+                    src2 = xp + (((s + 1) / th) * cin + c) * plane + mt * ((s + 1) % th) * wp;
+                wino_in_row_mt(mt, src, src2, wp, (int)tw, dst, vp_pitch);
                 s += src2 ? 2 : 1;
                 continue;
             }
             for (ptrdiff_t q0 = 0; q0 < tw; q0 += RL)
-                wino_in_row(src + 2 * q0, NULL, wp, (int)FC_MIN((ptrdiff_t)RL, tw - q0), dst + q0,
-                            vp_pitch);
+                wino_in_row_mt(mt, src + mt * q0, NULL, wp, (int)FC_MIN((ptrdiff_t)RL, tw - q0),
+                               dst + q0, vp_pitch);
             ++s;
         }
 }
@@ -421,7 +557,8 @@ static void wino_in_block(const float *xp, ptrdiff_t cin, ptrdiff_t th, ptrdiff_
 /* multiply-adds of a Winograd pass, for fc_threads_for */
 static double wino_work(const fc_conv_geom *g)
 {
-    return (double)g->n * g->k * g->c * FC_CEILDIV(g->ho, 2) * FC_CEILDIV(g->wo, 2) * NP;
+    const int mt = wino_mt(g->kh);
+    return (double)g->n * g->k * g->c * FC_CEILDIV(g->ho, mt) * FC_CEILDIV(g->wo, mt) * NP;
 }
 
 #endif /* FC_WINOGRAD_COMMON_H */

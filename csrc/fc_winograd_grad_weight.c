@@ -1,5 +1,6 @@
 /*
- * fc_winograd_grad_weight.c - Winograd F(2x2, 5x5) grad_weight, float32.
+ * fc_winograd_grad_weight.c - Winograd F(2x2, 5x5) and F(4x4, 3x3) grad_weight,
+ * float32 (the kernel size g->kh, 5 or 3, picks the output tile size mt).
  *
  * dU[p] (C x K) = sum over tiles of V[p] (x) Z[p]: GEMM rows are input
  * channels, read straight from V in the forward's layout (V point p of channel
@@ -14,6 +15,9 @@
  * weight untransform and the bias sums. Chunks depend on the shape only.
  */
 #include "fc_winograd_common.h"
+#if FC_X86_SIMD
+#include "fc_transpose16.h"
+#endif
 
 #define WINO_DW_CHUNKS 8                 /* partial sums (fixed; not the thread count) */
 #define WINO_DW_PARTIAL_BYTES (64 << 20) /* cap on all partials together */
@@ -24,6 +28,7 @@ typedef struct {
     const float *xp;            /* padded x, as the forward pads it */
     const float *gyt;           /* grad_y channels-last, channels padded to k16 */
     ptrdiff_t C, K, ho, wo;
+    int kr, mt;                 /* kernel size, output tile size (wino_mt) */
     ptrdiff_t th, tw, trows, wp, plane;
     int slot;
     ptrdiff_t mr, nr;
@@ -40,10 +45,11 @@ static void wino_gw_plan(const fc_conv_geom *g, wino_gw *p)
     p->kk = fc_get_kernels_f32();
     p->rk = fc_get_row_kernels_f32();
     p->C = g->c; p->K = g->k; p->ho = g->ho; p->wo = g->wo;
-    p->th = FC_CEILDIV(g->ho, 2); p->tw = FC_CEILDIV(g->wo, 2);
+    p->kr = (int)g->kh; p->mt = wino_mt(g->kh);
+    p->th = FC_CEILDIV(g->ho, p->mt); p->tw = FC_CEILDIV(g->wo, p->mt);
     p->trows = g->n * p->th;
-    p->wp = 2 * p->tw + 4;
-    p->plane = (2 * p->th + 4) * p->wp;
+    p->wp = p->mt * p->tw + 6 - p->mt;
+    p->plane = (p->mt * p->th + 6 - p->mt) * p->wp;
     p->slot = wino_slot(p->kk, p->C, p->K);
     p->mr = p->kk->mr[p->slot]; p->nr = p->kk->nr[p->slot];
     p->rpad = FC_ROUNDUP(p->C, p->mr); p->cpad = FC_ROUNDUP(p->K, p->nr);
@@ -51,7 +57,7 @@ static void wino_gw_plan(const fc_conv_geom *g, wino_gw *p)
     ptrdiff_t rpb = WINO_BLOCK_BYTES / (NP * (p->rpad + p->ldb) * (ptrdiff_t)sizeof(float) * p->tw);
     p->rpb = FC_MAX((ptrdiff_t)1, FC_MIN(rpb, p->trows));
     p->blk_tiles = p->rpb * p->tw;
-    p->bcols = wino_block_cols(p->rpb, p->tw);
+    p->bcols = wino_block_cols(p->rpb, p->tw, p->mt);
     p->vp_pitch = FC_ROUNDUP(p->bcols, (ptrdiff_t)WL) + 2 * WL;
     p->nblk = FC_CEILDIV(p->trows, p->rpb);
     p->part = NP * p->rpad * p->cpad;
@@ -59,6 +65,24 @@ static void wino_gw_plan(const fc_conv_geom *g, wino_gw *p)
     p->nchunk = FC_MAX((ptrdiff_t)1, FC_MIN(nchunk, (ptrdiff_t)(WINO_DW_PARTIAL_BYTES /
                                                                (p->part * sizeof(float)))));
 }
+
+#if FC_X86_SIMD
+/* Channels [0, K16) x pixels [p0, p0 + 16) of one image, K16 a multiple of 16, by
+ * 16x16 register transposes (the scalar loop was as long as the GEMMs of a
+ * 3x3 layer's grad-weight: bench e 32x64x56x56). Returns the channels done. */
+FC_TGT_AVX512 static ptrdiff_t wino_gy_t16(const float *src, ptrdiff_t K, ptrdiff_t hw,
+                                           ptrdiff_t p0, ptrdiff_t k16, float *dst)
+{
+    ptrdiff_t k0 = 0;
+    for (; k0 + 16 <= K; k0 += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + (k0 + i) * hw + p0);
+        fc_transpose16_avx512(r);
+        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + (p0 + i) * k16 + k0, r[i]);
+    }
+    return k0;
+}
+#endif
 
 /* grad_y channels-last, channels padded with zeros to a multiple of WL */
 static void wino_gy_channels_last(const float *gy, ptrdiff_t n, ptrdiff_t K, ptrdiff_t hw,
@@ -76,7 +100,12 @@ static void wino_gy_channels_last(const float *gy, ptrdiff_t n, ptrdiff_t K, ptr
         float *dst = gyt + in * hw * k16;
         for (ptrdiff_t p0 = 0; p0 < hw; p0 += 16) {
             const ptrdiff_t p1 = FC_MIN(hw, p0 + 16);
-            for (ptrdiff_t k = 0; k < K; ++k)
+            ptrdiff_t k = 0;
+#if FC_X86_SIMD
+            if (p1 - p0 == 16 && fc_simd_dispatch() >= FC_SIMD_AVX512)
+                k = wino_gy_t16(src, K, hw, p0, k16, dst);
+#endif
+            for (; k < K; ++k)
                 for (ptrdiff_t q = p0; q < p1; ++q) dst[q * k16 + k] = src[k * hw + q];
             for (ptrdiff_t q = p0; q < p1; ++q)
                 for (ptrdiff_t k = K; k < k16; ++k) dst[q * k16 + k] = 0;
@@ -91,16 +120,19 @@ static void wino_gy_channels_last(const float *gy, ptrdiff_t n, ptrdiff_t K, ptr
  * points together. */
 static void wino_gw_b(const wino_gw *p, ptrdiff_t s0, ptrdiff_t s1, float *bb)
 {
-    const ptrdiff_t th = p->th, tw = p->tw, ho = p->ho, wo = p->wo, k16 = p->k16;
+    const ptrdiff_t th = p->th, tw = p->tw, ho = p->ho, wo = p->wo, k16 = p->k16, mt = p->mt;
     for (ptrdiff_t s = s0; s < s1; ++s) {
         const ptrdiff_t in = s / th, r = s % th;
-        const int nrow = (int)FC_MIN((ptrdiff_t)2, ho - 2 * r);
+        const int nrow = (int)FC_MIN(mt, ho - mt * r);
         for (ptrdiff_t q = 0; q < tw; ++q) {
-            const int ncol = (int)FC_MIN((ptrdiff_t)2, wo - 2 * q);
-            const float *src = p->gyt + ((in * ho + 2 * r) * wo + 2 * q) * k16;
+            const int ncol = (int)FC_MIN(mt, wo - mt * q);
+            const float *src = p->gyt + ((in * ho + mt * r) * wo + mt * q) * k16;
             float *dst = bb + ((s - s0) * tw + q) * NP * p->ldb;
             for (ptrdiff_t k0 = 0; k0 < k16; k0 += WL)
-                wino_gy_tile(src + k0, wo * k16, k16, nrow, ncol, dst + k0, p->ldb);
+                if (mt == 4)
+                    wino_gy_tile4(src + k0, wo * k16, k16, nrow, ncol, dst + k0, p->ldb);
+                else
+                    wino_gy_tile(src + k0, wo * k16, k16, nrow, ncol, dst + k0, p->ldb);
         }
     }
 }
@@ -112,7 +144,7 @@ static void wino_gw_koff(const wino_gw *p, ptrdiff_t nrows, ptrdiff_t ncols, ptr
     const ptrdiff_t tw = p->tw;
     for (ptrdiff_t col = 0; col < ncols; ++col) {
         ptrdiff_t j, q;
-        if (tw <= WINO_PAIR_MAX) {
+        if (p->mt == 2 && tw <= WINO_PAIR_MAX) { /* wino_tile_col's pairs */
             const ptrdiff_t off = col % 16;
             j = 2 * (col / 16) + (off >= tw);
             q = off >= tw ? off - tw : off;
@@ -133,8 +165,9 @@ static void wino_gw_chunk(const wino_gw *p, ptrdiff_t ch, float *vb, float *bb,
     memset(pc, 0, sizeof(float) * (size_t)p->part);
     for (ptrdiff_t b = ch * p->nblk / p->nchunk; b < (ch + 1) * p->nblk / p->nchunk; ++b) {
         const ptrdiff_t s0 = b * p->rpb, s1 = FC_MIN(p->trows, s0 + p->rpb);
-        const ptrdiff_t ncols = wino_block_cols(s1 - s0, p->tw);
-        wino_in_block(p->xp, p->C, p->th, p->tw, p->wp, p->plane, s0, s1, vb, p->vp_pitch);
+        const ptrdiff_t ncols = wino_block_cols(s1 - s0, p->tw, p->mt);
+        wino_in_block(p->xp, p->C, p->th, p->tw, p->mt, p->wp, p->plane, s0, s1, vb,
+                      p->vp_pitch);
         wino_gw_b(p, s0, s1, bb);
         wino_gw_koff(p, s1 - s0, ncols, koff);
         for (ptrdiff_t pt = 0; pt < NP; ++pt)
@@ -205,11 +238,13 @@ static void wino_merge_chunks(float *parts, ptrdiff_t part, ptrdiff_t nchunk, in
     fc_team_end(&tm);
 }
 
-/* dW = G^T dU G per (k, c), in double, from the merged dU */
+/* dW = G^T dU G per (k, c), in double, from the merged dU (G: WG or WG3) */
 static void wino_weight_untransform(const wino_gw *p, const float *du_all, int nthreads,
                                     float *gw)
 {
     const ptrdiff_t total = p->K * p->C, C = p->C;
+    const int kr = p->kr;
+    const double(*G)[5] = kr == 3 ? WG3 : WG;
     const int nt = fc_threads_for(nthreads, (double)total * 1000);
     ptrdiff_t t;
     fc_team tm;
@@ -222,17 +257,17 @@ static void wino_weight_untransform(const wino_gw *p, const float *du_all, int n
         const ptrdiff_t k = t / C, c = t % C;
         double du[6][6], tmp[5][6];
         for (int pt = 0; pt < NP; ++pt) du[pt / 6][pt % 6] = du_all[(pt * p->rpad + c) * p->cpad + k];
-        for (int i = 0; i < 5; ++i)
+        for (int i = 0; i < kr; ++i)
             for (int b = 0; b < 6; ++b) {
                 double s = 0;
-                for (int a = 0; a < 6; ++a) s += WG[a][i] * du[a][b];
+                for (int a = 0; a < 6; ++a) s += G[a][i] * du[a][b];
                 tmp[i][b] = s;
             }
-        for (int i = 0; i < 5; ++i)
-            for (int j = 0; j < 5; ++j) {
+        for (int i = 0; i < kr; ++i)
+            for (int j = 0; j < kr; ++j) {
                 double s = 0;
-                for (int b = 0; b < 6; ++b) s += tmp[i][b] * WG[b][j];
-                gw[t * 25 + i * 5 + j] = (float)s;
+                for (int b = 0; b < 6; ++b) s += tmp[i][b] * G[b][j];
+                gw[t * kr * kr + i * kr + j] = (float)s;
             }
     }
     fc_team_done(&tm);
@@ -275,14 +310,14 @@ int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_con
     nthreads = fc_threads_for(nthreads, wino_work(g));
     wino_gw p;
     wino_gw_plan(g, &p);
-    const ptrdiff_t slack = 2 * WL + 64; /* wino_in_row reads past the last patch */
+    const ptrdiff_t slack = wino_in_slack(p.mt); /* the input transform reads past the last patch */
     int rc = FC_OK;
     float *xp = (float *)fc_malloc(sizeof(float) * (size_t)(g->n * p.C * p.plane + slack));
     float *gyt = (float *)fc_malloc(sizeof(float) * (size_t)(g->n * p.ho * p.wo * p.k16));
     float *parts = (float *)fc_malloc(sizeof(float) * (size_t)(p.nchunk * p.part));
     if (!xp || !gyt || !parts) { rc = FC_ENOMEM; goto done; }
     memset(xp + g->n * p.C * p.plane, 0, sizeof(float) * (size_t)slack);
-    wino_pad(x, g->n, p.C, g->h, g->w, g->ph, g->pw, 2 * p.th + 4, p.wp, nthreads, xp);
+    wino_pad(x, g->n, p.C, g->h, g->w, g->ph, g->pw, p.plane / p.wp, p.wp, nthreads, xp);
     wino_gy_channels_last(gy, g->n, p.K, p.ho * p.wo, p.k16, nthreads, gyt);
     p.xp = xp;
     p.gyt = gyt;

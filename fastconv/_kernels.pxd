@@ -51,8 +51,8 @@ cdef extern from "fastconv.h" nogil:
 
     int fc_conv2d_fwd_wino_f32(const float *x, const float *w, const float *bias,
                                const fc_conv_geom *g, int relu, int nthreads, float *y)
-    int fc_winograd_weights_f32(const float *w, Py_ssize_t k, Py_ssize_t c, int nthreads,
-                                float *u)
+    int fc_winograd_weights_f32(const float *w, Py_ssize_t k, Py_ssize_t c, Py_ssize_t kr,
+                                int nthreads, float *u)
     int fc_conv2d_fwd_wino_pre_f32(const float *x, const float *u, const float *bias,
                                    const fc_conv_geom *g, int relu, int nthreads, float *y)
     int fc_conv2d_fwd_wino_maxpool2_f32(const float *x, const float *w, const float *bias,

@@ -48,7 +48,8 @@ def conv2d_grad_weight(
     gw: _Float,
     gb: Optional[_Float],
 ) -> None: ...
-# Winograd F(2x2, 5x5): float32 only; 5x5, stride 1, dilation 1, groups 1, padding <= 4.
+# Winograd F(2x2, 5x5) / F(4x4, 3x3): float32 only; 5x5 or 3x3, stride 1, dilation 1,
+# groups 1, padding <= kernel size - 1.
 def conv2d_forward_winograd(
     x: _Float,
     w: _Float,
@@ -125,7 +126,7 @@ def gemm(
     c: _Float,
 ) -> None: ...
 def colsum(a: _Float, accumulate: bool, nthreads: int, out: _Float) -> None: ...
-def winograd_weights(w: _Float, nthreads: int, u: _Float) -> None: ...
+def winograd_weights(w: _Float, nthreads: int, u: _Float) -> None: ...  # w: (k, c, 5 or 3, same)
 def conv2d_forward_winograd_pre(
     x: _Float, u: _Float, bias: Optional[_Float], geom: Tuple[int, ...], relu: bool,
     nthreads: int, y: _Float

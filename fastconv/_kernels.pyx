@@ -116,11 +116,16 @@ def conv2d_forward_winograd(const float[:, :, :, ::1] x, const float[:, :, :, ::
 
 
 def winograd_weights(const float[:, :, :, ::1] w, int nthreads, float[:, :, ::1] u):
-    """u (36, k, c) = the Winograd transform of w (k, c, 5, 5), for conv2d_forward_winograd_pre."""
+    """u (36, k, c) = the Winograd transform of w (k, c, 5, 5) or (k, c, 3, 3), for
+    conv2d_forward_winograd_pre."""
     cdef int rc
+    if w.shape[2] != w.shape[3] or w.shape[2] not in (3, 5):
+        # the C transform knows these two sizes only; another would be read as 5x5
+        raise ValueError(f"winograd_weights: expects 5x5 or 3x3 weights, got "
+                         f"{w.shape[2]}x{w.shape[3]}")
     with nogil:
-        rc = fc_winograd_weights_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], nthreads,
-                                     &u[0, 0, 0])
+        rc = fc_winograd_weights_f32(&w[0, 0, 0, 0], w.shape[0], w.shape[1], w.shape[2],
+                                     nthreads, &u[0, 0, 0])
     _check(rc)
 
 

@@ -13,9 +13,10 @@ Python routes (pass: routes, rule):
 - Linear forward in an inference plan: panels (1 row) / k-major copy of the weight / in place,
   :func:`linear_weight_copy` (same bits either way)
 
-- conv2d forward: winograd / direct, :func:`winograd_ok`
-- conv2d grad_input: winograd / direct, :func:`winograd_ok`
-- conv2d grad_weight (+ grad_bias): winograd / direct,
+- conv2d forward: winograd (F(2x2, 5x5) for 5x5, F(4x4, 3x3) for 3x3) / direct,
+  :func:`winograd_ok`
+- conv2d grad_input: winograd (the same two) / direct, :func:`winograd_ok`
+- conv2d grad_weight (+ grad_bias): winograd (the same two) / direct,
   ``winograd_ok(..., grad_weight=True)``
 """
 
@@ -46,24 +47,29 @@ _last_algorithm: Dict[str, str] = {}
 
 
 def set_winograd(mode):
-    """Choose when float32 5x5 stride-1 convolutions use the Winograd kernels.
+    """Choose when float32 5x5 and 3x3 stride-1 convolutions use the Winograd kernels.
 
     Parameters
     ----------
     mode : None, True or False
         None (the default, also ``FASTCONV_WINOGRAD=auto``): where measured to
-        be faster, per pass: forward and grad_input with at least 16 input and
-        16 output channels and 512 channel pairs; grad_weight with at least 32
-        of each (its GEMM pads small output-channel counts to the kernel
-        width, 48 or 64 on AVX-512). True
+        be faster, per pass. 5x5: forward and grad_input with at least 16 input
+        and 16 output channels and 512 channel pairs; grad_weight with at least
+        32 of each (its GEMM pads small output-channel counts to the kernel
+        width, 48 or 64 on AVX-512). 3x3: forward and grad_input with at least
+        16 input and 16 output channels and at least 16 4x4 output tiles per
+        image (``ceil(H_out / 4) * ceil(W_out / 4)``: 13x13 outputs and up);
+        grad_weight with 32 to 64 input and output channels and at least 49
+        tiles per image (25x25 outputs and up). True
         (``FASTCONV_WINOGRAD=1``): for every supported layer. False
         (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
 
-    Supported: float32, 5x5 kernel, stride 1, dilation 1, groups 1, padding <= 4 on
-    every side.
-    Winograd F(2x2, 5x5) does 2.78x fewer multiplies and rounds differently: on
-    N(0, 1) data its results differ from the direct kernels by about 1e-5 of
-    the output's largest magnitude (docs/design.md has the figures).
+    Supported: float32, 5x5 or 3x3 kernel, stride 1, dilation 1, groups 1,
+    padding <= 4 (5x5) or <= 2 (3x3) on every side.
+    Winograd F(2x2, 5x5) does 2.78x and F(4x4, 3x3) 4x fewer multiplies; both
+    round differently: on N(0, 1) data their results differ from the direct
+    kernels by about 1e-5 of the output's largest magnitude (docs/design.md
+    has the figures).
 
     Returns
     -------
@@ -82,23 +88,57 @@ def winograd_ok(g, dtype, grad_weight=False):
 
     ``g`` is the checked geometry (``fastconv._geometry.ConvGeom``).
 
-    The auto rule is measured (1 thread, AVX-512, batch 64, 14x14 and 28x28):
-    forward and grad-input gain from 16 -> 32 channels up (16 -> 16 is a tie);
-    grad-weight loses below 32 output channels and gains from 32 -> 32 up.
+    The 5x5 auto rule is measured (1 thread, AVX-512, batch 64, 14x14 and
+    28x28): forward and grad-input gain from 16 -> 32 channels up (16 -> 16 is
+    a tie); grad-weight loses below 32 output channels and gains from 32 -> 32
+    up.
+
+    The 3x3 rule (F(4x4, 3x3), forward and grad-input; thread_time at 1
+    thread, AVX-512) depends on the image, never on the batch, so a sample's
+    output does not depend on the batch it is in. From 16 -> 16 channels up
+    Winograd is 1.0-2.6x faster at batch 64 (32x64x56x56 -> 64: 1.9x / 2.4x;
+    64x16x28x28 -> 32: 1.2x / 1.4x; 64x32x14x14 -> 64: 1.5x / 1.7x;
+    16x128x28x28 -> 128: 1.8x / 2.3x; 64x16x14x14 -> 16: 1.0x). Its GEMMs'
+    narrowest kernel is 48 tiles wide, so a call with few tiles pads them:
+    7x7 outputs (4 tiles an image) gain at batch 8 (1.4x) but lose at batch 1
+    (0.46x); 14x14 (16 tiles) is a tie at batch 1 with the weights transformed
+    ahead (an inference plan) and 0.4-0.7x with the transform in the call
+    (1x256x14x14 -> 256: 0.38x), 1.04x from batch 2. 7x7 stays direct, 14x14
+    and up takes Winograd. Below 16 channels it gains nothing (8 -> 16:
+    1.05x, 8 -> 32: 0.84x) and a first layer loses (32x3x32x32 -> 16: 0.8x).
+
+    3x3 grad-weight gains less (its dY transform and channels-last copy cost
+    as much as a quarter of its GEMMs) and only in a band: 1.5x on bench e,
+    1.2-1.5x for 32 -> 32 .. 64 -> 64 channels at 28x28 and 56x56 (batch 8-64;
+    32x32x56x56 -> 32 a tie), but 0.84-0.97x with 128 channels, 0.7-0.9x with
+    16, 0.7-1.2x at 14x14 and 0.12x at 1x128x14x14 (the per-chunk partial sums
+    dominate); batch 1 at 28x28 is 0.81x (56x56: 1.3x).
     """
     if _winograd is False or dtype != np.float32:
         return False
-    if (g.kh, g.kw) != (5, 5) or g.stride != (1, 1) or g.dilation != (1, 1):
+    if (g.kh, g.kw) not in ((5, 5), (3, 3)) or g.stride != (1, 1) or g.dilation != (1, 1):
         return False
-    # grad_input runs as a convolution of grad_out padded 4 - top / 4 - left; bottom
-    # and right are held to the same bound, the range the tests cover
-    if g.groups != 1 or max(g.pad[0] + g.pad[1]) > 4:
+    # grad_input runs as a convolution of grad_out padded kh-1 - top / kw-1 - left;
+    # bottom and right are held to the same bound, the range the tests cover
+    if g.groups != 1 or max(g.pad[0] + g.pad[1]) > g.kh - 1:
         return False
     if _winograd is True:
         return True
+    if g.kh == 3:
+        tiles = -(-g.ho // 4) * -(-g.wo // 4)
+        if grad_weight:
+            return (32 <= g.c <= 64 and 32 <= g.k <= 64
+                    and tiles >= WINOGRAD3_GRAD_WEIGHT_MIN_TILES)
+        return g.c >= 16 and g.k >= 16 and tiles >= WINOGRAD3_MIN_TILES
     if grad_weight:
         return g.c >= 32 and g.k >= 32
     return g.c >= 16 and g.k >= 16 and g.c * g.k >= 512
+
+
+# 4x4 output tiles per image from which F(4x4, 3x3) pays (see winograd_ok):
+# forward and grad_input from 13x13 outputs, grad_weight from 25x25
+WINOGRAD3_MIN_TILES = 16
+WINOGRAD3_GRAD_WEIGHT_MIN_TILES = 49
 
 
 def winograd_mode():

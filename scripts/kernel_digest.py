@@ -12,9 +12,9 @@ are switched inside the process (``set_simd_level``, ``set_num_threads``), so on
 run covers every SIMD path this CPU can execute. The cases are the benchmark grid
 (``bench/shapes.py``: conv a-f, pooling p1-p3) at a reduced batch, odd shapes that
 take the edge paths (grouped, dilated, strided, padded, batch of one, tiny), both
-Winograd modes, ReLU, linear, every optimiser's fused step, and a short LeNet-5
-training run followed by ``predict`` (which covers the fused layers and the
-inference plan).
+Winograd modes (and F(4x4, 3x3) edge cases), ReLU, linear, every optimiser's fused
+step, a short LeNet-5 training run followed by ``predict`` (which covers the fused
+layers and the inference plan), and a 3x3 model's ``predict``.
 """
 
 import argparse
@@ -42,6 +42,13 @@ CONV = [
     ((1, 1, 1, 1), (1, 1, 1, 1), 1, 0, 1, 1),
     ((2, 20, 17, 19), (24, 20, 5, 5), 1, 4, 1, 1),       # Winograd, padding 4
     ((64, 16, 6, 6), (32, 16, 1, 1), 1, 0, 1, 1),        # 1x1
+]
+# Winograd F(4x4, 3x3) edge cases, with their own random stream (after every
+# case above, so adding them changed none of those lines): rows of more than 16
+# tiles with per-side padding, narrow rows transformed in pairs.
+CONV3 = [
+    ((2, 20, 17, 70), (24, 20, 3, 3), 1, ((0, 2), (1, 2)), 1, 1),
+    ((3, 16, 13, 13), (16, 16, 3, 3), 1, 2, 1, 1),
 ]
 # (x shape, kernel, stride, padding)
 POOL = [
@@ -71,24 +78,29 @@ def digest(a):
     return h.hexdigest()[:16]
 
 
+def conv_case(rng, dtype, label, xs, ws, s, p, d, g):
+    """One conv's outputs (y, fused ReLU, the three gradients), Winograd off and on."""
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    args = dict(stride=s, padding=p, dilation=d, groups=g)
+    for wino in (False, True):
+        previous = F.set_winograd(wino)
+        try:
+            y = F.conv2d(x, w, b, **args)
+            gy = rng.standard_normal(y.shape).astype(dtype)
+            gx, gw, gb = F.conv2d_backward(gy, x, w, **args)
+            yr = F.conv2d(x, w, b, **args, activation="relu")
+        finally:
+            F.set_winograd(previous)
+        for name, v in (("y", y), ("yrelu", yr), ("gx", gx), ("gw", gw), ("gb", gb)):
+            yield f"{label}.wino{int(wino)}.{name}", v
+
+
 def cases(dtype):
     rng = np.random.default_rng(2026)
-    for i, (xs, ws, s, p, d, g) in enumerate(CONV):
-        x = rng.standard_normal(xs).astype(dtype)
-        w = rng.standard_normal(ws).astype(dtype)
-        b = rng.standard_normal(ws[0]).astype(dtype)
-        args = dict(stride=s, padding=p, dilation=d, groups=g)
-        for wino in (False, True):
-            previous = F.set_winograd(wino)
-            try:
-                y = F.conv2d(x, w, b, **args)
-                gy = rng.standard_normal(y.shape).astype(dtype)
-                gx, gw, gb = F.conv2d_backward(gy, x, w, **args)
-                yr = F.conv2d(x, w, b, **args, activation="relu")
-            finally:
-                F.set_winograd(previous)
-            for name, v in (("y", y), ("yrelu", yr), ("gx", gx), ("gw", gw), ("gb", gb)):
-                yield f"conv{i}.wino{int(wino)}.{name}", v
+    for i, case in enumerate(CONV):
+        yield from conv_case(rng, dtype, f"conv{i}", *case)
     for i, (xs, k, s, p) in enumerate(POOL):
         x = rng.standard_normal(xs).astype(dtype)
         y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
@@ -121,6 +133,9 @@ def cases(dtype):
             p.grad = rng.standard_normal(p.data.shape).astype(dtype)
             opt.step()
         yield f"optim{j}.{name}", p.data
+    rng3 = np.random.default_rng(2027)
+    for i, case in enumerate(CONV3):
+        yield from conv_case(rng3, dtype, f"conv3x3_{i}", *case)
 
 
 def training(dtype):
@@ -134,6 +149,12 @@ def training(dtype):
         yield f"lenet5.param{i}", p.data
     yield "lenet5.predict", model.predict(x[:67], batch_size=32)
     yield "lenet5.predict1", model.predict(x[:1])
+    # a 3x3 model's inference plan (float32: Winograd with the fused 2x2 pool)
+    kw = {"rng": np.random.default_rng(5), "dtype": dtype}
+    model3 = nn.Sequential([nn.Conv2d(1, 16, 3, padding=1, **kw), nn.ReLU(),
+                            nn.Conv2d(16, 32, 3, padding=1, **kw), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Flatten(), nn.Linear(32 * 14 * 14, 10, **kw)])
+    yield "conv3x3_net.predict", model3.predict(x[:67], batch_size=32)
 
 
 def main():

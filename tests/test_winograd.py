@@ -1,4 +1,5 @@
-"""Winograd F(2x2, 5x5) convolution (float32; csrc/fc_winograd.c).
+"""Winograd F(2x2, 5x5) convolution (float32; csrc/fc_winograd.c). F(4x4, 3x3):
+test_winograd3x3.py.
 
 Winograd computes each 2x2 output tile from transformed 6x6 input tiles and
 transformed weights (G holds 1/6 and 1/24), so it rounds differently from the
@@ -144,9 +145,23 @@ def test_winograd_options_match_direct_semantics(wino, rng):
     np.testing.assert_array_equal(gw_only[1], res[1])
 
 
+@pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
 def test_winograd_1_and_2_threads_bitwise_equal(wino, rng, restore_threads):
     """Fixed tile blocks and fixed grad-weight chunks: any thread count, same bits.
-    The MNIST CNN's conv2 at batch 64 is large enough for both threads to work."""
+    The MNIST CNN's conv2 at batch 64 is large enough for both threads to work;
+    the team is fixed (an adaptive team may run a 2-thread call on one thread on
+    a busy machine, and the test would compare 1 thread with 1 thread)."""
+    from fastconv import _kernels
+
+    _kernels.team_adaptive(False)
+    try:
+        _check_threads_bitwise(rng)
+    finally:
+        _kernels.team_adaptive(True)
+        _kernels.team_reset()
+
+
+def _check_threads_bitwise(rng):
     f = np.float32
     x = rng.standard_normal((64, 32, 14, 14)).astype(f)
     wt = rng.standard_normal((64, 32, 5, 5)).astype(f)
@@ -157,6 +172,7 @@ def test_winograd_1_and_2_threads_bitwise_equal(wino, rng, restore_threads):
         fastconv.set_num_threads(nt)
         y = F.conv2d(x, wt, b, padding=2, activation="relu")
         res.append((y,) + F.conv2d_backward(gy, x, wt, padding=2, relu_output=y))
+        assert fastconv.info()["team"]["threads_last_call"] == nt
     for a, b_, what in zip(res[0], res[1], ("y", "grad_x", "grad_w", "grad_b")):
         oracle.assert_bitwise_equal(a, b_, what)
 
@@ -204,7 +220,8 @@ W, D = "winograd", "direct"
     (dict(dilation=2), (D, D, D)),
     (dict(groups=2), (D, D, D)),
     (dict(padding=5), (D, D, D)),                 # grad-input needs padding <= 4
-    (dict(ksize=3), (D, D, D)),
+    (dict(ksize=3), (W, W, D)),                   # F(4x4, 3x3): test_winograd3x3.py
+    (dict(ksize=7), (D, D, D)),
     (dict(c=6, k=16), (D, D, D)),                 # LeNet-5 conv2: too few channels
     (dict(c=16, k=16), (D, D, D)),                # measured a tie
     (dict(c=16), (W, W, D)),                      # grad-weight wants >= 32 of each
