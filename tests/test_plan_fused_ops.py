@@ -202,8 +202,11 @@ def test_winograd_pool_is_bitwise_winograd_then_pool(simd, relu):
             w = rng.standard_normal((5, 3, 5, 5)).astype(np.float32)
             b = None if (ho + wo) % 4 == 0 else rng.standard_normal(5).astype(np.float32)
             geom, out_shape = _wino_geom(x.shape, w.shape, 2)
-            u = np.empty((36, 5, 3), np.float32)
-            _kernels.winograd_weights(w, 1, u)
+            # variant 1 reads the plan's kept copy: U followed by its packing
+            # (a bare U would be read past its end)
+            u = np.empty(_kernels.winograd_packed_len(geom), np.float32)
+            _kernels.winograd_weights(w, 1, u[:36 * 5 * 3].reshape(36, 5, 3))
+            _kernels.winograd_pack(u, geom)
             pooled = out_shape[:2] + (out_shape[2] // 2, out_shape[3] // 2)
             y = np.empty(out_shape, np.float32)
             for variant, wt in ((0, w), (1, u)):
