@@ -186,34 +186,57 @@ typedef struct {
     float *parts;
 } gwl_plan;
 
+/* One call of a register tile: a block's G rows against a run of taps. */
+typedef struct {
+    const float *gt;           /* G rows of the tile, gstride floats apart */
+    ptrdiff_t gstride;
+    const float *xb;           /* X of the tile's group */
+    const ptrdiff_t *toff;     /* the run's taps: offsets in X */
+    ptrdiff_t ho, wo, xrow, xcol; /* pixels; X floats per output row, column */
+    int first;                 /* a chunk's first block: the chains start at +0 */
+    float *out;                /* partials of tap t, row r: out + (r * ldo + t) * 16 */
+    ptrdiff_t ldo;
+    float *bias;               /* or NULL: partial bias of row r at bias + r * 16 */
+    int brows;                 /* rows of the tile that are output channels */
+} gwl_args;
+
 /*
- * acc[r][t] (vectors at out + (r * ldo + t) * 16) += sum over the pixels of
- * G row r (gt + r * gstride) * X at pixel + toff[t]. mt and nt are constants
- * where it is inlined, so the accumulators are registers.
+ * acc[r][t] += sum over the pixels of G row r * X at pixel + toff[t], and
+ * with `bias` the rows' sums of G alone (the same pixel order, in registers
+ * beside the tile: the add pipes are idle while the FMAs run). mt, nt and
+ * with_bias are constants where it is inlined, so the accumulators are
+ * registers.
  */
-FC_ALWAYS_INLINE FC_TGT_AVX512 void gwl_tile_body(const int mt, const int nt, const float *gt,
-                                                  ptrdiff_t gstride, const float *xb,
-                                                  const ptrdiff_t *toff, ptrdiff_t ho,
-                                                  ptrdiff_t wo, ptrdiff_t xrow, ptrdiff_t xcol,
-                                                  int first, float *out, ptrdiff_t ldo)
+FC_ALWAYS_INLINE FC_TGT_AVX512 void gwl_tile_body(const int mt, const int nt, const int with_bias,
+                                                  const gwl_args *a)
 {
-    __m512 acc[GWL_MT_MAX][GWL_NT_MAX];
+    __m512 acc[GWL_MT_MAX][GWL_NT_MAX], bs[GWL_MT_MAX];
     ptrdiff_t o[GWL_NT_MAX];
+    const ptrdiff_t gstride = a->gstride, ho = a->ho, wo = a->wo, xrow = a->xrow, xcol = a->xcol;
+    const ptrdiff_t ldo = a->ldo;
+    float *out = a->out;
     GWL_UNROLL
-    for (int t = 0; t < nt; ++t) o[t] = toff[t];
-    /* a chunk's first block starts the chains at +0 (no partials to clear) */
+    for (int t = 0; t < nt; ++t) o[t] = a->toff[t];
     GWL_UNROLL
-    for (int r = 0; r < mt; ++r)
+    for (int r = 0; r < mt; ++r) {
         GWL_UNROLL
         for (int t = 0; t < nt; ++t)
-            acc[r][t] = first ? _mm512_setzero_ps() : _mm512_load_ps(out + (r * ldo + t) * 16);
-    const float *gp = gt;
+            acc[r][t] = a->first ? _mm512_setzero_ps()
+                                 : _mm512_load_ps(out + (r * ldo + t) * 16);
+        if (with_bias)
+            bs[r] = a->first || r >= a->brows ? _mm512_setzero_ps()
+                                              : _mm512_load_ps(a->bias + r * 16);
+    }
+    const float *gp = a->gt;
     for (ptrdiff_t oh = 0; oh < ho; ++oh) {
-        const float *xp = xb + oh * xrow;
+        const float *xp = a->xb + oh * xrow;
         for (ptrdiff_t ow = 0; ow < wo; ++ow, gp += 16, xp += xcol) {
             __m512 gv[GWL_MT_MAX];
             GWL_UNROLL
-            for (int r = 0; r < mt; ++r) gv[r] = _mm512_load_ps(gp + r * gstride);
+            for (int r = 0; r < mt; ++r) {
+                gv[r] = _mm512_load_ps(gp + r * gstride);
+                if (with_bias) bs[r] = _mm512_add_ps(bs[r], gv[r]);
+            }
             GWL_UNROLL
             for (int t = 0; t < nt; ++t) {
                 const __m512 xv = _mm512_load_ps(xp + o[t]);
@@ -223,21 +246,19 @@ FC_ALWAYS_INLINE FC_TGT_AVX512 void gwl_tile_body(const int mt, const int nt, co
         }
     }
     GWL_UNROLL
-    for (int r = 0; r < mt; ++r)
+    for (int r = 0; r < mt; ++r) {
         GWL_UNROLL
         for (int t = 0; t < nt; ++t) _mm512_store_ps(out + (r * ldo + t) * 16, acc[r][t]);
+        if (with_bias && r < a->brows) _mm512_store_ps(a->bias + r * 16, bs[r]);
+    }
 }
 
-typedef void (*gwl_tile_fn)(const float *, ptrdiff_t, const float *, const ptrdiff_t *, ptrdiff_t,
-                            ptrdiff_t, ptrdiff_t, ptrdiff_t, int, float *, ptrdiff_t);
+typedef void (*gwl_tile_fn)(const gwl_args *);
 #define GWL_TILE(MT, NT)                                                                    \
-    FC_TGT_AVX512 static void gwl_tile_##MT##x##NT(const float *gt, ptrdiff_t gstride,      \
-                                                   const float *xb, const ptrdiff_t *toff,  \
-                                                   ptrdiff_t ho, ptrdiff_t wo,              \
-                                                   ptrdiff_t xrow, ptrdiff_t xcol,          \
-                                                   int first, float *out, ptrdiff_t ldo)    \
+    FC_TGT_AVX512 static void gwl_tile_##MT##x##NT(const gwl_args *a)                       \
     {                                                                                       \
-        gwl_tile_body(MT, NT, gt, gstride, xb, toff, ho, wo, xrow, xcol, first, out, ldo);  \
+        if (a->bias) gwl_tile_body(MT, NT, 1, a);                                           \
+        else gwl_tile_body(MT, NT, 0, a);                                                   \
     }
 GWL_TILE(3, 5)
 GWL_TILE(3, 6)
@@ -250,8 +271,7 @@ static gwl_tile_fn gwl_tile(int mt, int nt)
     return nt == 5 ? gwl_tile_4x5 : gwl_tile_4x6;
 }
 
-/* Floats of a task's scratch: X of one block, then one tile's rows of G
- * (GWL_MT_MAX of them: the bias sums read every row). */
+/* Floats of a task's scratch: X of one block, then one tile's rows of G. */
 static ptrdiff_t gwl_scratch_floats(const fc_conv_geom *g, ptrdiff_t hp, ptrdiff_t wp)
 {
     return (g->c * hp * wp + (ptrdiff_t)GWL_MT_MAX * g->ho * g->wo) * FC_LANES;
@@ -296,26 +316,20 @@ FC_TGT_AVX512 static void gwl_task(const gwl_plan *d, ptrdiff_t t, float *xb)
                           rows * hw, 0, rows * hw, gt);
             /* rows past the group's channels: zeros, whose sums are never read */
             memset(gt + rows * hw * FC_LANES, 0,
-                   sizeof(float) * (size_t)((GWL_MT_MAX - rows) * hw * FC_LANES));
-            if (d->want_bias) {
-                /* one chain per row, the rows side by side in registers */
-                __m512 s[GWL_MT_MAX];
-                float *pb = pbias + (gi * d->mg + m0) * FC_LANES;
-                GWL_UNROLL
-                for (int r = 0; r < GWL_MT_MAX; ++r)
-                    s[r] = b == b0 || r >= rows ? _mm512_setzero_ps()
-                                                : _mm512_load_ps(pb + r * FC_LANES);
-                for (ptrdiff_t p = 0; p < hw; ++p)
-                    GWL_UNROLL
-                    for (int r = 0; r < GWL_MT_MAX; ++r)
-                        s[r] = _mm512_add_ps(s[r], _mm512_load_ps(gt + (r * hw + p) * FC_LANES));
-                for (ptrdiff_t r = 0; r < rows; ++r) _mm512_store_ps(pb + r * FC_LANES, s[r]);
-            }
+                   sizeof(float) * (size_t)((mt - rows) * hw * FC_LANES));
+            gwl_args a;
+            a.gt = gt; a.gstride = hw * FC_LANES; a.xb = xb + gi * d->cg * plane;
+            a.ho = g->ho; a.wo = g->wo; a.xrow = g->sh * d->wp * FC_LANES;
+            a.xcol = g->sw * FC_LANES; a.first = b == b0; a.ldo = d->ldp;
+            a.brows = (int)rows;
             float *out = pc + (gi * d->mpad + m0) * d->ldp * FC_LANES;
-            for (ptrdiff_t t0 = 0; t0 < d->ldp; t0 += nt)
-                tile(gt, hw * FC_LANES, xb + gi * d->cg * plane, d->toff + t0, g->ho, g->wo,
-                     g->sh * d->wp * FC_LANES, g->sw * FC_LANES, b == b0, out + t0 * FC_LANES,
-                     d->ldp);
+            for (ptrdiff_t t0 = 0; t0 < d->ldp; t0 += nt) {
+                a.toff = d->toff + t0;
+                a.out = out + t0 * FC_LANES;
+                /* the bias beside the first run of taps */
+                a.bias = d->want_bias && t0 == 0 ? pbias + (gi * d->mg + m0) * FC_LANES : NULL;
+                tile(&a);
+            }
         }
     }
 }
