@@ -2,6 +2,8 @@
  * fc_conv_grad_weight_impl.h - convolution grad_weight: the dot-product route (small
  * layers) and the packed route (NHWC patch rows, per-chunk partial sums).
  * A template (see fc_instantiate.h), instantiated by fc_conv_grad_weight.c.
+ * At the AVX-512 level, float32 small layers from 12 images on take the
+ * image-lanes route of fc_conv_grad_weight.c instead (SFX(gwl)).
  */
 #include "fc_conv_common_impl.h"
 
