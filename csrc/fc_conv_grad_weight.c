@@ -132,11 +132,13 @@ static fc_dot_f64 dot5x3_f64(void) { return NULL; }
 #include "fc_lanes.h"
 
 /*
- * The image-lanes route (float32, AVX-512) for the small layers of the dot
- * route: LeNet's conv2 (6 -> 16 channels, 5x5, 10x10 from 14x14), whose dot
- * route lays grad_y on the input's column grid, so that 44 of every 144
- * products per output plane fall on junk columns or the vector tail. Here the
- * 16 lanes of a vector are 16 images: every product is a term of the sum.
+ * The image-lanes route (float32, AVX-512) for layers of small images: the
+ * dot route's small layers, such as LeNet's conv2 (6 -> 16 channels, 5x5,
+ * 10x10 from 14x14), whose dot route lays grad_y on the input's column grid,
+ * so that 44 of every 144 products per output plane fall on junk columns or
+ * the vector tail; and the packed route's up to GWL_MAX_WEIGHTS weights per
+ * group. Here the 16 lanes of a vector are 16 images: every product is a term
+ * of the sum.
  *
  *   gw[m, (c, i, j)] = sum over images, then lanes, of
  *                      sum_(oh, ow) G[m][oh, ow] * X[c][oh*sh + i*dh, ow*sw + j*dw]
@@ -165,6 +167,11 @@ static fc_dot_f64 dot5x3_f64(void) { return NULL; }
  * to 0.084 at two; more threads split a chunk's register tiles instead. */
 #define GWL_CHUNKS 2
 #define GWL_MIN_REM 12                /* a last block's fewest images (gwl_images) */
+/* Weights per group, measured against the packed route up to 64 -> 64 3x3 on
+ * 7x7 (1.22 -> 1.13 ms at batch 64, one thread; 8 -> 32 5x5 on 28x28: 4.74 ->
+ * 2.83); past it the partials (16 lanes per weight) outgrow L2. Layers whose
+ * images outgrow GWL_MAX_SCRATCH stay packed whatever their weights. */
+#define GWL_MAX_WEIGHTS 40960
 #if defined(__GNUC__) && !defined(__clang__)
 #define GWL_UNROLL _Pragma("GCC unroll 8")
 #elif defined(__clang__)
@@ -488,13 +495,13 @@ done:
     return rc;
 }
 
-/* Whether the lanes route takes this float32 call (the caller checked that
- * it is a dot-route layer). */
+/* Whether the lanes route takes this float32 call. */
 static int gwl_fits(const fc_conv_geom *g)
 {
     const long force = fc_route_override(FC_OVERRIDE_DW_LANES, -1);
     if (force == 0 || fc_simd_dispatch() != FC_SIMD_AVX512) return 0;
     if (g->n < 1 || g->ho < 1 || g->wo < 1 || g->k < 1 || g->c < 1) return 0;
+    if ((g->k / g->groups) * (g->c / g->groups) * g->kh * g->kw > GWL_MAX_WEIGHTS) return 0;
     const ptrdiff_t hp = g->h + g->ph + g->ph_end, wp = g->w + g->pw + g->pw_end;
     if ((double)gwl_scratch_floats(g, hp, wp) * sizeof(float) > GWL_MAX_SCRATCH)
         return 0;

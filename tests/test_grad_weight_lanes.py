@@ -1,13 +1,14 @@
 """grad_weight's image-lanes route (csrc/fc_conv_grad_weight.c, AVX-512 float32).
 
-Layers small enough for the dot route (LeNet's conv1 and conv2, the MNIST CNN's
-conv1, small 1x1 layers) run with 16 images in the lanes of a vector instead,
-from 12 images on: whole blocks of 16 by lanes, a remainder under 12 by the dot
-route, the two sums added. These bits are the route's own (not the dot
+Layers of small images (LeNet's conv1 and conv2, the MNIST CNN's conv1, 1x1
+and 3x3 layers on 7x7 to 14x14 maps, up to 40,960 weights per group) run with
+16 images in the lanes of a vector instead of the dot or packed route, from 12
+images on: whole blocks of 16 by lanes, a remainder under 12 by the route the
+layer would otherwise take, the two sums added. These bits are the route's own (not the dot
 route's), so the checks are: the route is really taken (the default call gives
 the bits of the route forced on with ``set_route_override("dw_lanes", 1)``, not
-those of the dot route forced with ``0``); the thread count never changes a
-bit; the split adds exactly lanes(first images) + dot(rest); and every case
+those of the other route, forced with ``0``); the thread count never changes a
+bit; the split adds exactly lanes(first images) + other(rest); and every case
 agrees with the float64 plain-loop reference.
 """
 
@@ -70,13 +71,16 @@ def check_reference(gw, gb, gy, x, w, args):
 
 
 # LeNet conv2 (bench shape b) and conv1 (a), the MNIST CNN's conv1 (c), LeNet
-# conv1 with pads (2, 3) (g), a 1x1 layer
+# conv1 with pads (2, 3) (g), a 1x1 layer; past the dot route's 4,096 weights
+# (the packed route's otherwise): 9,216 and 36,864
 BENCH = [
     ((64, 6, 14, 14), (16, 6, 5, 5), dict()),
     ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=2)),
     ((64, 1, 28, 28), (32, 1, 5, 5), dict(padding=2)),
     ((64, 1, 28, 28), (6, 1, 5, 5), dict(padding=((2, 3), (2, 3)))),
     ((64, 16, 6, 6), (32, 16, 1, 1), dict()),
+    ((32, 16, 7, 7), (64, 16, 3, 3), dict(padding=1)),
+    ((16, 64, 5, 5), (64, 64, 3, 3), dict(padding=1)),
 ]
 
 
@@ -115,11 +119,13 @@ def test_thread_count_does_not_change_a_bit(xs, ws, kw, fixed_team):
             assert threads_used() == threads
 
 
-@pytest.mark.parametrize("n", [12, 17, 20, 28, 33, 75])
-def test_a_batch_off_the_blocks_adds_lanes_then_dot(n):
-    """Blocks of 16 by lanes and a rest under 12 by the dot route, or every
-    image by lanes when the last block has 12 or more."""
-    gy, x, w, args = problem((n, 6, 14, 14), (16, 6, 5, 5), seed=n)
+@pytest.mark.parametrize("n, c, h, k, kh", [(n, 6, 14, 16, 5) for n in (12, 17, 20, 28, 33, 75)]
+                         + [(20, 16, 7, 64, 3), (44, 16, 7, 64, 3)])
+def test_a_batch_off_the_blocks_adds_lanes_then_the_other_route(n, c, h, k, kh):
+    """Blocks of 16 by lanes and a rest under 12 by the dot route (or the
+    packed one, 16 -> 64 3x3), or every image by lanes when the last block has
+    12 or more."""
+    gy, x, w, args = problem((n, c, h, h), (k, c, kh, kh), padding=kh // 2, seed=n)
     nl = n if n % 16 >= 12 else n - n % 16
     lanes = grads(gy[:nl], x[:nl], w, args, lanes=1)
     if nl < n:
@@ -140,6 +146,15 @@ def test_a_small_batch_takes_the_dot_route(n):
     forced = grads(gy, x, w, args, lanes=1)   # one block, mostly zero lanes
     assert not same_bits(got, forced)
     check_reference(*forced, gy, x, w, args)
+
+
+@pytest.mark.parametrize("k, lanes", [(32, True), (36, False)])
+def test_layers_past_its_weights_keep_the_packed_route(k, lanes):
+    """128 -> 32 3x3 is 36,864 weights, 128 -> 36 41,472: past the cut-off."""
+    gy, x, w, args = problem((16, 128, 4, 4), (k, 128, 3, 3), padding=1)
+    got = grads(gy, x, w, args)
+    assert same_bits(got, grads(gy, x, w, args, lanes=0)) != lanes
+    check_reference(*got, gy, x, w, args)
 
 
 def test_grad_weight_alone_has_the_same_bits():
