@@ -506,7 +506,7 @@ static int gwl_fits(const fc_conv_geom *g)
     if ((double)gwl_scratch_floats(g, hp, wp) * sizeof(float) > GWL_MAX_SCRATCH)
         return 0;
     /* partials: 16 lanes per weight (rows and taps padded to the tile) per
-     * chunk; many groups of small ones stay on the dot route past 64 MiB */
+     * chunk; past 64 MiB (many groups) the dot or packed route instead */
     const double rows = (double)g->groups * FC_ROUNDUP(g->k / g->groups, (ptrdiff_t)3);
     const double taps = (double)FC_ROUNDUP((g->c / g->groups) * g->kh * g->kw, (ptrdiff_t)5);
     if ((rows * taps + g->k) * FC_LANES * sizeof(float) * GWL_CHUNKS > 64.0 * 1048576.0) return 0;
