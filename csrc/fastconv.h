@@ -383,6 +383,7 @@ enum {
     FC_OVERRIDE_DW_DOT_ROWS,      /* grad_weight dot route: 4 keeps the table's 4-row tiles */
     FC_OVERRIDE_DX_PHASE_ROWS,    /* grad_input, groups 1: 0 runs each phase's own tasks (run_jobs) */
     FC_OVERRIDE_DW_DIRECT_ROWS,   /* grad_weight packed route: 0 reads patches from im2col copies */
+    FC_OVERRIDE_DW_LANES,         /* grad_weight image-lanes route: 0 never, 1 whenever it fits */
     FC_OVERRIDE_COUNT
 };
 int fc_set_route_override(int which, long value, int on); /* 0, or -1 for a bad `which` */

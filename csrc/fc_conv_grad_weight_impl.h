@@ -2,6 +2,8 @@
  * fc_conv_grad_weight_impl.h - convolution grad_weight: the dot-product route (small
  * layers) and the packed route (NHWC patch rows, per-chunk partial sums).
  * A template (see fc_instantiate.h), instantiated by fc_conv_grad_weight.c.
+ * At the AVX-512 level, float32 layers of small images from 12 images on
+ * take the image-lanes route of fc_conv_grad_weight.c instead (SFX(gwl)).
  */
 #include "fc_conv_common_impl.h"
 
@@ -642,14 +644,44 @@ done:
     return rc;
 }
 
+/* The lanes route for the first nl images, the dot (or packed) route for the
+ * rest, the two sums added (an order fixed by the batch size alone). */
+static int SFX(grad_weight_split)(SFX(fc_gwl) lanes, ptrdiff_t nl, int dot, const KERN *kk,
+                                  const REAL *gy, const REAL *x, const fc_conv_geom *g,
+                                  int nthreads, REAL *gw, REAL *gb)
+{
+    const ptrdiff_t nw = g->k * (g->c / g->groups) * g->kh * g->kw, nb = gb ? g->k : 0;
+    fc_conv_geom gl = *g, gd = *g;
+    gl.n = nl;
+    gd.n = g->n - nl;
+    REAL *rest = (REAL *)malloc(sizeof(REAL) * (size_t)(nw + nb));
+    if (!rest) return FC_ENOMEM;
+    int rc = lanes(gy, x, &gl, nthreads, gw, gb);
+    const REAL *gyd = gy + nl * g->k * g->ho * g->wo, *xd = x + nl * g->c * g->h * g->w;
+    if (rc == FC_OK)
+        rc = dot ? SFX(grad_weight_dot)(kk, gyd, xd, &gd, nthreads, rest, gb ? rest + nw : NULL)
+                 : SFX(grad_weight_packed)(kk, gyd, xd, &gd, nthreads, rest,
+                                           gb ? rest + nw : NULL);
+    if (rc == FC_OK) {
+        for (ptrdiff_t i = 0; i < nw; ++i) gw[i] += rest[i];
+        for (ptrdiff_t i = 0; i < nb; ++i) gb[i] += rest[nw + i];
+    }
+    free(rest);
+    return rc;
+}
+
 int SFX(fc_conv2d_grad_weight)(const REAL *gy, const REAL *x, const fc_conv_geom *g,
                                int nthreads, REAL *gw, REAL *gb)
 {
     nthreads = fc_threads_for(nthreads, fc_conv_work(g));
     const KERN *kk = GETK();
     const ptrdiff_t dot_max = fc_route_override(FC_OVERRIDE_DW_DOT_MAX, FC_DW_DOT_MAX);
-    if ((g->k / g->groups) * (g->c / g->groups) * g->kh * g->kw <= dot_max)
-        return SFX(grad_weight_dot)(kk, gy, x, g, nthreads, gw, gb);
+    const int dot = (g->k / g->groups) * (g->c / g->groups) * g->kh * g->kw <= dot_max;
+    ptrdiff_t nl;
+    const SFX(fc_gwl) lanes = SFX(gwl)(g, &nl);
+    if (lanes && nl == g->n) return lanes(gy, x, g, nthreads, gw, gb);
+    if (lanes) return SFX(grad_weight_split)(lanes, nl, dot, kk, gy, x, g, nthreads, gw, gb);
+    if (dot) return SFX(grad_weight_dot)(kk, gy, x, g, nthreads, gw, gb);
     return SFX(grad_weight_packed)(kk, gy, x, g, nthreads, gw, gb);
 }
 

@@ -558,7 +558,7 @@ def team_adaptive(on=None):
 _ROUTE_OVERRIDES = {"gemm_kc": 0, "gemm_tasks": 1, "gemm_slot": 2, "gemm_packa": 3,
                     "gemm_packb": 4, "dw_dot_max": 5, "dx_col2im_max_c": 6,
                     "dx_lanes_max_c": 7, "fwd_lanes_max_c": 8, "dw_dot_rows": 9,
-                    "dx_phase_rows": 10, "dw_direct_rows": 11}
+                    "dx_phase_rows": 10, "dw_direct_rows": 11, "dw_lanes": 12}
 
 
 def set_route_override(name, value):
@@ -571,7 +571,8 @@ def set_route_override(name, value):
     fwd_lanes_max_c (forward image-lanes route up to this many channels; 0: never),
     dw_dot_rows (grad_weight dot route: 4 keeps 4-row tiles where 3-row ones would run),
     dx_phase_rows (grad_input, groups 1: 0 gives each stride phase its own tasks),
-    dw_direct_rows (grad_weight packed route: 0 reads patches from im2col copies).
+    dw_direct_rows (grad_weight packed route: 0 reads patches from im2col copies),
+    dw_lanes (grad_weight image-lanes route: 0 never, 1 wherever it fits, any batch).
     """
     if name not in _ROUTE_OVERRIDES:
         raise ValueError(f"set_route_override: name must be one of {sorted(_ROUTE_OVERRIDES)}, "

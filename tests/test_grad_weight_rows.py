@@ -21,6 +21,15 @@ pytestmark = skip_without_avx512("the kernel")
 _restore = restoring("dw_dot_rows")
 
 
+@pytest.fixture(autouse=True)
+def _dot_route():
+    """Batches from 12 images take the image-lanes route
+    (test_grad_weight_lanes.py); these tests are about the dot route's tiles."""
+    _kernels.set_route_override("dw_lanes", 0)
+    yield
+    _kernels.set_route_override("dw_lanes", None)
+
+
 # LeNet's conv1; 2, 3, 5 (per group of 2) and 6 output channels per group
 # take 3-row tiles, 7 stays on 4 rows; more input channels, kernel heights,
 # padding per side, a batch of one
