@@ -42,12 +42,12 @@ typedef struct {
     const float *wp;  /* the weights as wp[((m * kh + i) * GIL_KW + j) * C + c] */
     float *gx;
     const fc_conv_geom *g;
-    ptrdiff_t wt;     /* columns of the lane copy of a grad_y row */
 } gil_plan;
 
-static ptrdiff_t gil_scratch_floats(const fc_conv_geom *g, ptrdiff_t wt)
+/* lane copies of one block's grad_y and grad_x */
+static ptrdiff_t gil_scratch_floats(const fc_conv_geom *g)
 {
-    return (g->k * g->ho * wt + g->c * g->h * g->w) * GIL_LANES;
+    return (g->k * g->ho * g->wo + g->c * g->h * g->w) * GIL_LANES;
 }
 
 /* Whether the lanes route takes this float32 layer (the caller checked the level). */
@@ -59,7 +59,7 @@ static int gil_fits(const fc_conv_geom *g)
         return 0;
     if (g->ho < 1 || g->wo < 1 || g->k < 1) return 0;
     /* lane copies this size stay in L2; past it the implicit route is as good */
-    if ((double)gil_scratch_floats(g, g->w + GIL_KW - 1) * sizeof(float) > GIL_MAX_SCRATCH)
+    if ((double)gil_scratch_floats(g) * sizeof(float) > GIL_MAX_SCRATCH)
         return 0;
     return 1;
 }
@@ -88,8 +88,8 @@ static int gil_fits(const fc_conv_geom *g)
         GIL_UNROLL for (int c = 0; c < C; ++c)                                               \
             GIL_UNROLL for (int q = 0; q < Q; ++q) acc[c][q] = zero;                         \
         for (ptrdiff_t m = 0; m < g->k; ++m) {                                               \
-            /* entry iw0 + 4 of grad_y row (m, ih + ph - i) */                               \
-            const float *row = gyt + ((m * g->ho + ih + g->ph - i_lo) * d->wt + iw0 + 4)     \
+            /* column iw0 + pw (d = 0) of grad_y row (m, ih + ph - i) */                     \
+            const float *row = gyt + ((m * g->ho + ih + g->ph - i_lo) * g->wo + iw0 + g->pw) \
                                          * GIL_LANES;                                        \
             const float *wm = d->wp + (m * g->kh + i_lo) * GIL_KW * C;                       \
             for (ptrdiff_t i = i_lo; i <= i_hi; ++i, row -= rstride, wm += GIL_KW * C)       \
@@ -129,7 +129,7 @@ static int gil_fits(const fc_conv_geom *g)
         GIL_UNROLL for (int c = 0; c < C; ++c)                                               \
             GIL_UNROLL for (int q = 0; q < Q; ++q) acc[c][q] = zero;                         \
         for (ptrdiff_t m = 0; m < g->k; ++m) {                                               \
-            const float *row = gyt + ((m * g->ho + ih + g->ph - i_lo) * d->wt + iw0 + 4)     \
+            const float *row = gyt + ((m * g->ho + ih + g->ph - i_lo) * g->wo + iw0 + g->pw) \
                                          * GIL_LANES;                                        \
             const float *wm = d->wp + (m * g->kh + i_lo) * GIL_KW * C;                       \
             for (ptrdiff_t i = i_lo; i <= i_hi; ++i, row -= rstride, wm += GIL_KW * C)       \
@@ -166,7 +166,7 @@ static int gil_banded(const fc_conv_geom *g)
     FC_TGT_AVX512 static void gil_rows_##C(const gil_plan *d, const float *gyt, float *gxt)  \
     {                                                                                        \
         const fc_conv_geom *g = d->g;                                                        \
-        const ptrdiff_t rstride = d->wt * GIL_LANES;                                         \
+        const ptrdiff_t rstride = g->wo * GIL_LANES;                                         \
         const __m512 zero = _mm512_setzero_ps();                                             \
         const int banded = gil_banded(g);                                                    \
         for (ptrdiff_t ih = 0; ih < g->h; ++ih) {                                            \
@@ -221,18 +221,19 @@ static const gil_rows_fn gil_rows[GIL_MAX_C + 1] = {
     NULL, gil_rows_1, gil_rows_2, gil_rows_3, gil_rows_4,
     gil_rows_5, gil_rows_6, gil_rows_7, gil_rows_8};
 
-/* One block of 16 images: grad_y's rows into lanes (column ow at entry
- * ow + 4 - pw, fc_lanes.h), the products, then out of lanes into grad_x. */
+/* One block of 16 images: grad_y into lanes (fc_lanes.h), the products, then
+ * out of lanes into grad_x. No tap reads padding, so the lane copies have none:
+ * each channel's plane moves as one run of ho * wo (h * w) values, in 16 x 16
+ * transposes that a row of 10 would fill only to 10. */
 static void gil_block(const void *plan, ptrdiff_t n0, int nb, float *buf)
 {
     const gil_plan *d = (const gil_plan *)plan;
     const fc_conv_geom *g = d->g;
-    const ptrdiff_t gyt_floats = g->k * g->ho * d->wt * GIL_LANES;
-    const ptrdiff_t img = g->k * g->ho * g->wo, chw = g->c * g->h * g->w;
-    fc_lanes_pack(d->gy + n0 * img, img, nb, g->k * g->ho, g->wo, GIL_KW - 1 - g->pw, d->wt,
-                  buf);
-    gil_rows[g->c](d, buf, buf + gyt_floats);
-    fc_lanes_unpack(buf + gyt_floats, g->c * g->h, g->w, g->w, chw, nb, d->gx + n0 * chw);
+    const ptrdiff_t plane = g->ho * g->wo, hw = g->h * g->w;
+    const ptrdiff_t img = g->k * plane, chw = g->c * hw;
+    fc_lanes_pack(d->gy + n0 * img, img, nb, g->k, plane, 0, plane, buf);
+    gil_rows[g->c](d, buf, buf + img * GIL_LANES);
+    fc_lanes_unpack(buf + img * GIL_LANES, g->c, hw, hw, chw, nb, d->gx + n0 * chw);
 }
 
 static int gil_grad_input(const float *gy, const float *w, const fc_conv_geom *g, int nt,
@@ -247,8 +248,7 @@ static int gil_grad_input(const float *gy, const float *w, const fc_conv_geom *g
                 wp[(m * khw + t) * c + ci] = w[(m * c + ci) * khw + t];
     gil_plan d;
     d.gy = gy; d.wp = wp; d.g = g; d.gx = gx;
-    d.wt = g->w + GIL_KW - 1;
-    const int rc = fc_lanes_run(g->n, nt, sizeof(float) * (size_t)gil_scratch_floats(g, d.wt),
+    const int rc = fc_lanes_run(g->n, nt, sizeof(float) * (size_t)gil_scratch_floats(g),
                                 gil_block, &d);
     fc_free(wp);
     return rc;
