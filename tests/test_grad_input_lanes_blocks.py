@@ -6,9 +6,10 @@ for 7 and 8 channels, with a narrower remainder, and a right border block
 (d < 0), each with its tap range fixed at compile time; a layer whose padding
 passes 4 or whose grad_y is narrower than 4 columns takes a tested path. Every
 kind of block must give the implicit route's bits (the oracle, forced with
-``set_route_override("dx_lanes_max_c", 0)``), at any thread count, and the
-route must really run for LeNet's conv2 (bench shape b) at the batch sizes a
-user trains with.
+``set_route_override("dx_lanes_max_c", 0)``), at any thread count (when the
+blocks of 16 images do not share out evenly, each block's rows are split among
+the threads), and the route must really run for LeNet's conv2 (bench shape b)
+at the batch sizes a user trains with.
 """
 
 import numpy as np
@@ -75,22 +76,28 @@ def _scratch_after(fn):
     return _kernels.scratch_bytes()
 
 
-@pytest.mark.parametrize("n", [16, 32, 63, 64, 128])
+@pytest.mark.parametrize("n, threads", [(16, 1), (32, 1), (63, 1), (64, 1), (128, 1), (6, 1),
+                                        (11, 1), (64, 2), (16, 2), (48, 2), (8, 2)])
 @pytest.mark.parametrize("xs, ws", [((6, 14, 14), (16, 6, 5, 5)),   # LeNet conv2 (shape b)
                                     ((6, 12, 12), (16, 6, 5, 5)),
                                     ((5, 14, 14), (12, 5, 5, 5))])
-def test_route_runs_for_shape_b_like_layers(rng, n, xs, ws):
+def test_route_runs_for_shape_b_like_layers(rng, n, threads, xs, ws):
+    """Also where the blocks do not share out evenly among the threads (16 or 48
+    images on 2: each block's rows are split) and for a lone partial block."""
     gy, x, w = _case(rng, (n,) + xs, ws, 0)
-    fastconv.set_num_threads(1)
+    fastconv.set_num_threads(threads)
     if _scratch_after(lambda: _implicit(gy, x, w, 0)) == 0:
         pytest.skip("this build keeps no scratch cache (sanitizer build)")
-    # the implicit route's scratch is a padded grid of all n images, not this block
-    expected = _lane_scratch_bytes(x.shape, w.shape, gy.shape)
-    assert _scratch_after(lambda: _implicit(gy, x, w, 0)) != expected
-    assert _scratch_after(lambda: _grad_input(gy, x, w, 0)) == expected
+    # the implicit route's scratch is a padded grid of all n images, not this block;
+    # here each thread takes one block's lane copies (a thread that starts after
+    # another has finished may take the same block back from the cache)
+    block = _lane_scratch_bytes(x.shape, w.shape, gy.shape)
+    expected = {block * t for t in range(1, threads + 1)}
+    assert _scratch_after(lambda: _implicit(gy, x, w, 0)) not in expected
+    assert _scratch_after(lambda: _grad_input(gy, x, w, 0)) in expected
 
 
-@pytest.mark.parametrize("n", [1, 11, 12, 15, 16, 17, 31, 33, 63, 64, 65, 100])
+@pytest.mark.parametrize("n", [1, 5, 6, 11, 12, 15, 16, 17, 22, 31, 33, 48, 63, 64, 65, 100])
 def test_lenet_conv2_any_batch_and_thread_count(rng, n):
     gy, x, w = _case(rng, (n, 6, 14, 14), (16, 6, 5, 5), 0)
     implicit = _implicit(gy, x, w, 0)
