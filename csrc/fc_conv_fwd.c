@@ -161,9 +161,10 @@ static ptrdiff_t pool2_simd_f64(const double *c0, const double *c1, double bias,
  * from +0 over the taps (c, i, j) in that order (a skipped tap would add
  * w * 0, which changes nothing finite), then + bias and the ReLU select of
  * its write-out. So the bits are that route's (tests/test_conv_lanes.py).
- * A task is a block of 16 images: x is moved into lanes (fc_lanes.h; zero
- * columns for the padding), outputs are accumulated for up to 8 channels x 2
- * columns in registers, then moved out of lanes into y.
+ * A task is a block of 16 images (or its share of the output channels,
+ * fwl_part): x is moved into lanes (fc_lanes.h; zero columns for the padding),
+ * outputs are accumulated for up to 8 channels x 2 columns in registers, then
+ * moved out of lanes into y.
  */
 #define FWL_LANES FC_LANES
 #define FWL_KW 5

@@ -19,10 +19,10 @@
  * w * 0, which changes nothing finite), then + 0 as its write-out adds the
  * absent bias. So the bits are that route's (tests/test_grad_input_lanes.py).
  *
- * A task is a block of 16 images: grad_y is moved into lanes (fc_lanes.h),
- * the outputs are accumulated up to 4 columns at a time for all C channels in
- * registers, and moved back out of lanes into grad_x. Tasks own their images:
- * nothing to merge.
+ * A task is a block of 16 images (or its share of the rows, gil_part): grad_y
+ * is moved into lanes (fc_lanes.h), the outputs are accumulated up to 4
+ * columns at a time for all C channels in registers, and moved back out of
+ * lanes into grad_x. Tasks own their outputs: nothing to merge.
  */
 #define GIL_LANES FC_LANES
 #define GIL_KW 5
