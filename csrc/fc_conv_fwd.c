@@ -161,9 +161,10 @@ static ptrdiff_t pool2_simd_f64(const double *c0, const double *c1, double bias,
  * from +0 over the taps (c, i, j) in that order (a skipped tap would add
  * w * 0, which changes nothing finite), then + bias and the ReLU select of
  * its write-out. So the bits are that route's (tests/test_conv_lanes.py).
- * A task is a block of 16 images: x is moved into lanes (fc_lanes.h; zero
- * columns for the padding), outputs are accumulated for up to 8 channels x 2
- * columns in registers, then moved out of lanes into y.
+ * A task is a block of 16 images (or its share of the output channels,
+ * fwl_part): x is moved into lanes (fc_lanes.h; zero columns for the padding),
+ * outputs are accumulated for up to 8 channels x 2 columns in registers, then
+ * moved out of lanes into y.
  */
 #define FWL_LANES FC_LANES
 #define FWL_KW 5
@@ -179,7 +180,9 @@ static ptrdiff_t pool2_simd_f64(const double *c0, const double *c1, double bias,
 #endif
 
 typedef struct {
-    const float *x, *w, *bias;
+    const float *x, *bias;
+    const float *wp; /* per block of FWL_KB channels from k0, of kb: the weights as
+                      * wp[k0 * c * kh * kw + ((c * kh + i) * FWL_KW + j) * kb + k] */
     float *y;      /* the output, or its 2x2/2 max-pool when pool */
     const fc_conv_geom *g;
     int relu, pool;
@@ -217,7 +220,7 @@ static int fwl_fits(const fc_conv_geom *g)
                                             float *yt)                                       \
     {                                                                                        \
         const fc_conv_geom *g = d->g;                                                        \
-        const ptrdiff_t kh = g->kh, khw = kh * FWL_KW, kstride = g->c * khw;                 \
+        const ptrdiff_t kh = g->kh, khw = kh * FWL_KW;                                       \
         const __m512 zero = _mm512_setzero_ps();                                             \
         for (ptrdiff_t oh = 0; oh < g->ho; ++oh) {                                           \
             const ptrdiff_t i_lo = FC_MAX(0, g->ph - oh);                                    \
@@ -232,10 +235,10 @@ static int fwl_fits(const fc_conv_geom *g)
                         __m512 v[6];                                                         \
                         FWL_UNROLL for (int t = 0; t < 6; ++t)                               \
                             v[t] = _mm512_load_ps(row + t * FWL_LANES);                      \
-                        const float *wk = d->w + k0 * kstride + c * khw + i * FWL_KW;        \
+                        const float *wk = d->wp + k0 * g->c * khw + (c * khw + i * FWL_KW) * KB; \
                         FWL_UNROLL for (int j = 0; j < FWL_KW; ++j)                          \
                             FWL_UNROLL for (int k = 0; k < KB; ++k) {                        \
-                                const __m512 wb = _mm512_set1_ps(wk[k * kstride + j]);       \
+                                const __m512 wb = _mm512_set1_ps(wk[j * KB + k]);            \
                                 acc[k][0] = _mm512_fmadd_ps(wb, v[j], acc[k][0]);            \
                                 acc[k][1] = _mm512_fmadd_ps(wb, v[j + 1], acc[k][1]);        \
                             }                                                                \
@@ -274,15 +277,16 @@ static const fwl_rows_fn fwl_rows[FWL_KB + 1] = {
  * The 2x2/2 max-pool of a block's outputs, in the lanes and in place: the four
  * candidates of a window in raster order, a larger value or a NaN taking over,
  * which is what pool2_row does to the same values (bias and ReLU are already in
- * them here). Pooled entry (k * ho2 + r) * wo2 + j is written after its four
- * reads and before any later window's, all of which lie further on.
+ * them here), for channels [k0, k1). Pooled entry (k * ho2 + r) * wo2 + j is
+ * written after its four reads and before any later window's, all of which
+ * lie further on.
  */
-FC_TGT_AVX512 static void fwl_pool2(const fwl_plan *d, float *yt)
+FC_TGT_AVX512 static void fwl_pool2(const fwl_plan *d, ptrdiff_t k0, ptrdiff_t k1, float *yt)
 {
     const fc_conv_geom *g = d->g;
     const ptrdiff_t ho2 = g->ho / 2, wo2 = g->wo / 2, row = d->we * FWL_LANES;
-    float *out = yt;
-    for (ptrdiff_t k = 0; k < g->k; ++k)
+    float *out = yt + k0 * ho2 * wo2 * FWL_LANES;
+    for (ptrdiff_t k = k0; k < k1; ++k)
         for (ptrdiff_t r = 0; r < ho2; ++r) {
             const float *r0 = yt + (k * g->ho + 2 * r) * row, *r1 = r0 + row;
             for (ptrdiff_t j = 0; j < wo2; ++j, out += FWL_LANES) {
@@ -301,38 +305,77 @@ FC_TGT_AVX512 static void fwl_pool2(const fwl_plan *d, float *yt)
         }
 }
 
-/* One block of 16 images: x's rows into lanes (zero columns for the padding),
- * the products, then out of lanes into y (pooled first when fwl_plan.y is the
- * 2x2/2 max-pool's output, as fc_conv2d_fwd_maxpool2's). */
-static void fwl_block(const void *plan, ptrdiff_t n0, int nb, float *buf)
+/* fc_lanes_run's task: output channels [k0, k1) of one block of 16 images (all
+ * of them, or a share of the blocks of FWL_KB when the blocks share out
+ * unevenly among the threads: 16 images on 2 threads). x's rows into lanes
+ * (zero columns for the padding), the products, then out of lanes into y
+ * (pooled first when fwl_plan.y is the 2x2/2 max-pool's output, as
+ * fc_conv2d_fwd_maxpool2's). Where a lane copy has no columns of its own (no
+ * padding, an even width), each channel's plane moves as one run of values, in
+ * full 16 x 16 transposes: conv2's 10x10 output planes in 7 instead of 10 rows
+ * of 10. */
+static void fwl_part(const void *plan, ptrdiff_t n0, int nb, ptrdiff_t part, ptrdiff_t parts,
+                     float *buf)
 {
     const fwl_plan *d = (const fwl_plan *)plan;
     const fc_conv_geom *g = d->g;
+    const ptrdiff_t nkb = FC_CEILDIV(g->k, (ptrdiff_t)FWL_KB);
+    const ptrdiff_t k0 = part * nkb / parts * FWL_KB;
+    const ptrdiff_t k1 = FC_MIN(g->k, (part + 1) * nkb / parts * FWL_KB);
     const ptrdiff_t xt_floats = g->c * g->h * d->wt * FWL_LANES;
-    fc_lanes_pack(d->x + n0 * g->c * g->h * g->w, g->c * g->h * g->w, nb, g->c * g->h, g->w,
-                  g->pw, d->wt, buf);
-    for (ptrdiff_t k0 = 0; k0 < g->k; k0 += FWL_KB)
-        fwl_rows[FC_MIN((ptrdiff_t)FWL_KB, g->k - k0)](d, k0, buf, buf + xt_floats);
+    const ptrdiff_t hw = g->h * g->w, chw = g->c * hw;
+    float *yt = buf + xt_floats;
+    if (g->pw == 0 && d->wt == g->w)
+        fc_lanes_pack(d->x + n0 * chw, chw, nb, g->c, hw, 0, hw, buf);
+    else
+        fc_lanes_pack(d->x + n0 * chw, chw, nb, g->c * g->h, g->w, g->pw, d->wt, buf);
+    for (ptrdiff_t kb = k0; kb < k1; kb += FWL_KB)
+        fwl_rows[FC_MIN((ptrdiff_t)FWL_KB, g->k - kb)](d, kb, buf, yt);
     if (d->pool) {
-        const ptrdiff_t ho2 = g->ho / 2, wo2 = g->wo / 2;
-        fwl_pool2(d, buf + xt_floats);
-        fc_lanes_unpack(buf + xt_floats, g->k * ho2, wo2, wo2, g->k * ho2 * wo2, nb,
-                        d->y + n0 * g->k * ho2 * wo2);
+        const ptrdiff_t plane = (g->ho / 2) * (g->wo / 2);
+        fwl_pool2(d, k0, k1, yt); /* pooled planes one after another */
+        fc_lanes_unpack(yt + k0 * plane * FWL_LANES, k1 - k0, plane, plane, g->k * plane, nb,
+                        d->y + (n0 * g->k + k0) * plane);
     } else {
-        fc_lanes_unpack(buf + xt_floats, g->k * g->ho, g->wo, d->we, g->k * g->ho * g->wo, nb,
-                        d->y + n0 * g->k * g->ho * g->wo);
+        const ptrdiff_t plane = g->ho * g->wo;
+        if (d->we == g->wo)
+            fc_lanes_unpack(yt + k0 * plane * FWL_LANES, k1 - k0, plane, plane, g->k * plane, nb,
+                            d->y + (n0 * g->k + k0) * plane);
+        else
+            fc_lanes_unpack(yt + k0 * g->ho * d->we * FWL_LANES, (k1 - k0) * g->ho, g->wo, d->we,
+                            g->k * plane, nb, d->y + (n0 * g->k + k0) * plane);
     }
 }
+
+/* A last partial block from 10 images on: a block costs 34 us for LeNet's
+ * conv2 at one thread, whatever its images, where the implicit route takes
+ * 3.5 us an image. */
+#define FWL_MIN_TAIL 10
 
 static int fwl_forward(const float *x, const float *w, const float *bias, const fc_conv_geom *g,
                        int relu, int pool, int nt, float *y)
 {
+    /* a block's C x kh x 5 x KB weights (c, i, j, k)-major: a row's 5 x KB of
+     * them at constant offsets from one pointer, where w's layout put each
+     * channel's a run-time stride apart (an address computed per broadcast) */
+    const ptrdiff_t khw = g->kh * FWL_KW, ckhw = g->c * khw;
+    float *wp = (float *)fc_malloc(sizeof(float) * (size_t)(g->k * ckhw));
+    if (!wp) return FC_ENOMEM;
+    for (ptrdiff_t k0 = 0; k0 < g->k; k0 += FWL_KB) {
+        const ptrdiff_t kb = FC_MIN((ptrdiff_t)FWL_KB, g->k - k0);
+        for (ptrdiff_t t = 0; t < ckhw; ++t) /* t = (c * kh + i) * 5 + j */
+            for (ptrdiff_t k = 0; k < kb; ++k)
+                wp[k0 * ckhw + t * kb + k] = w[(k0 + k) * ckhw + t];
+    }
     fwl_plan d;
-    d.x = x; d.w = w; d.bias = bias; d.g = g; d.relu = relu; d.pool = pool; d.y = y;
+    d.x = x; d.wp = wp; d.bias = bias; d.g = g; d.relu = relu; d.pool = pool; d.y = y;
     d.we = FC_ROUNDUP(g->wo, 2);
     d.wt = d.we + FWL_KW - 1;
-    return fc_lanes_run(g->n, nt, sizeof(float) * (size_t)fwl_scratch_floats(g, d.we, d.wt),
-                        fwl_block, &d);
+    const int rc = fc_lanes_run(g->n, nt, FC_CEILDIV(g->k, (ptrdiff_t)FWL_KB),
+                                sizeof(float) * (size_t)fwl_scratch_floats(g, d.we, d.wt),
+                                fwl_part, &d);
+    fc_free(wp);
+    return rc;
 }
 #endif /* FC_X86_SIMD */
 

@@ -299,12 +299,13 @@ static int SFX(conv_fwd)(const REAL *x, const REAL *w, const REAL *bias,
     nthreads = fc_threads_for(nthreads, fc_conv_work(g) / FC_CONV_FWD_MACS_PER_WORK);
 #if FC_X86_SIMD
     /* the same bits with images in the lanes (fc_conv_fwd.c; float32, AVX-512)
-     * for whole blocks of 16 images, the fused pool included; the rest below */
+     * for blocks of 16 images (fc_lanes_images), the fused pool included; the
+     * rest below */
     fc_conv_geom rest;
     if (sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512
         && fwl_fits(g)
         && fc_lanes_weights_finite((const float *)w, g->k * g->c * g->kh * g->kw)) {
-        const ptrdiff_t nl = fc_lanes_images(g->n, nthreads);
+        const ptrdiff_t nl = fc_lanes_images(g->n, FWL_MIN_TAIL);
         if (nl > 0) {
             rest = *g;
             rest.n = nl;

@@ -532,12 +532,12 @@ int SFX(fc_conv2d_grad_input)(const REAL *gy, const REAL *w, const fc_conv_geom 
         return SFX(grad_input_col2im)(kk, gy, w, g, nthreads, gx);
 #if FC_X86_SIMD
     /* the same bits as the implicit route below, with images in the lanes
-     * (fc_conv_grad_input.c; float32, AVX-512) for whole blocks of 16 images;
+     * (fc_conv_grad_input.c; float32, AVX-512) for blocks of 16 images (fc_lanes_images);
      * the rest below */
     fc_conv_geom rest;
     if (sizeof(REAL) == sizeof(float) && fc_simd_dispatch() == FC_SIMD_AVX512 && gil_fits(g)
         && fc_lanes_weights_finite((const float *)w, g->k * g->c * g->kh * g->kw)) {
-        const ptrdiff_t nl = fc_lanes_images(g->n, nthreads);
+        const ptrdiff_t nl = fc_lanes_images(g->n, GIL_MIN_TAIL);
         if (nl > 0) {
             rest = *g;
             rest.n = nl;

@@ -47,18 +47,14 @@ FC_TGT_AVX512 static inline void fc_lanes_transpose16(__m512 r[16])
 
 /*
  * How many of n images a lanes route takes: whole blocks of 16, and a last
- * partial block only from 12 images on. A block costs the same whatever its
- * images (one image alone: 4-8x the implicit route's time for it, measured
- * on LeNet's layers), so the rest, and a batch under 12, go to the implicit
- * route, which gives the same bits. A block is one thread's task: with fewer
- * blocks than threads (16 images on 2) the implicit route, which splits an
- * image's columns, is faster and keeps every thread busy.
+ * partial block from min_tail images on. A block costs the same whatever its
+ * images, so below that the rest is faster on the implicit route, which gives
+ * the same bits (each route measures its own min_tail).
  */
-static inline ptrdiff_t fc_lanes_images(ptrdiff_t n, int nthreads)
+static inline ptrdiff_t fc_lanes_images(ptrdiff_t n, ptrdiff_t min_tail)
 {
     const ptrdiff_t rem = n % FC_LANES;
-    const ptrdiff_t nl = rem >= 12 ? n : n - rem;
-    return FC_CEILDIV(nl, FC_LANES) >= nthreads ? nl : 0;
+    return rem >= min_tail ? n : n - rem;
 }
 
 /*
@@ -135,19 +131,27 @@ FC_TGT_AVX512 static void fc_lanes_unpack(const float *lanes, ptrdiff_t nrows, p
     }
 }
 
-/* One block of a lanes route: images [n0, n0 + nb), scratch buf (per thread). */
-typedef void (*fc_lanes_block_fn)(const void *plan, ptrdiff_t n0, int nb, float *buf);
+/* One task of a lanes route: part `part` of `parts` of the block of images
+ * [n0, n0 + nb), with the thread's scratch buf. */
+typedef void (*fc_lanes_task_fn)(const void *plan, ptrdiff_t n0, int nb, ptrdiff_t part,
+                                 ptrdiff_t parts, float *buf);
 
 /*
- * What the lanes routes share: the n images cut into blocks of 16, one task
- * each (a task owns its outputs), on a team of at most nt threads, each with a
- * scratch of `scratch` bytes. FC_ENOMEM if a scratch could not be had.
+ * What the lanes routes share: the n images cut into blocks of 16, on a team of
+ * at most nt threads, each with a scratch of `scratch` bytes. A task is a block
+ * while the blocks share out evenly among the threads; otherwise (16 images on
+ * 2 threads, or 48) every block is cut into min(nt, max_parts) parts (the
+ * route's rows or channels) so each thread gets the same share. A task owns
+ * its outputs and an element's arithmetic is the same whichever task runs it,
+ * so the split changes no bit. FC_ENOMEM if a scratch could not be had.
  */
-static int fc_lanes_run(ptrdiff_t n, int nt, size_t scratch, fc_lanes_block_fn block,
-                        const void *plan)
+static int fc_lanes_run(ptrdiff_t n, int nt, ptrdiff_t max_parts, size_t scratch,
+                        fc_lanes_task_fn task, const void *plan)
 {
     const ptrdiff_t nblk = FC_CEILDIV(n, FC_LANES);
-    if (nt > nblk) nt = (int)nblk;
+    const ptrdiff_t parts = nblk % nt == 0 ? 1 : FC_MAX(1, FC_MIN((ptrdiff_t)nt, max_parts));
+    const ptrdiff_t ntask = nblk * parts;
+    if (nt > ntask) nt = (int)ntask;
     int failed = 0;
     fc_simd_ran(FC_SIMD_AVX512);
     fc_team tm;
@@ -160,12 +164,12 @@ static int fc_lanes_run(ptrdiff_t n, int nt, size_t scratch, fc_lanes_block_fn b
 #pragma omp atomic write
             failed = 1;
         }
-        ptrdiff_t b;
+        ptrdiff_t t;
 #pragma omp for schedule(static) nowait
-        for (b = 0; b < nblk; ++b) {
+        for (t = 0; t < ntask; ++t) {
             if (!buf) continue;
-            const ptrdiff_t n0 = b * FC_LANES;
-            block(plan, n0, (int)FC_MIN((ptrdiff_t)FC_LANES, n - n0), buf);
+            const ptrdiff_t n0 = t / parts * FC_LANES;
+            task(plan, n0, (int)FC_MIN((ptrdiff_t)FC_LANES, n - n0), t % parts, parts, buf);
         }
         fc_free(buf);
         fc_team_done(&tm);
