@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - depends on how fastconv was obt
         "(pip install .) and run from another directory, or build in place "
         "(python setup.py build_ext --inplace).") from exc
 from . import _routes
-from ._geometry import ConvGeom, conv2d_output_shape
+from ._geometry import ConvGeom, conv2d_output_shape, conv_geom
 from ._outputs import check_out, check_overlap, contiguous as _contig, grad_outs, mask_and_out
 from ._routes import set_winograd
 from ._runtime import (
@@ -115,7 +115,7 @@ def _conv_forward(fn, ndim, x, weight, bias, stride, padding, dilation, groups, 
     x, weight, bias = _conv_inputs(fn, x, weight, bias, ndim)
     if activation not in (None, "relu"):
         raise ValueError(f"{fn}: activation must be None or 'relu', got {activation!r}")
-    g = ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
+    g = conv_geom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
     y = check_out(fn, "out", out, g.out_shape, x.dtype)
     check_overlap(fn, (("out", out),), (("input", x), ("weight", weight), ("bias", bias)))
     if y.size == 0:
@@ -217,7 +217,7 @@ def _conv_backward(fn, ndim, grad_out, x, weight, stride, padding, dilation, gro
     x, weight, _ = _conv_inputs(fn, x, weight, None, ndim)
     grad_out = check_float_array(fn, "grad_out", grad_out)
     check_same_dtype(fn, "input", x, grad_out=grad_out)
-    g = ConvGeom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
+    g = conv_geom(fn, x.shape, weight.shape, stride, padding, dilation, groups)
     if grad_out.shape != g.out_shape:
         raise ValueError(
             f"{fn}: grad_out must have the {fn[:6]} output shape {g.out_shape} for input "
