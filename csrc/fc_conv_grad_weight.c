@@ -316,7 +316,7 @@ FC_ALWAYS_INLINE FC_TGT_AVX512 void gwl_move16(const float *src, ptrdiff_t img, 
     for (int lane = 0; lane < 16; ++lane) /* a lane past nb: its mask is empty */
         v[lane] = _mm512_maskz_loadu_ps(lane < nb ? m : 0,
                                         src + (lane < nb ? lane : 0) * img + x0);
-    fc_lanes_transpose16(v);
+    fc_transpose16_avx512(v);
     for (ptrdiff_t c = 0; c < cols; ++c) _mm512_store_ps(gt + (x0 + c) * FC_LANES, v[c]);
 }
 
@@ -389,7 +389,7 @@ FC_TGT_AVX512 static void gwl_reduce16(const float *src, ptrdiff_t part, ptrdiff
         for (ptrdiff_t ch = 1; ch < nch; ++ch)
             v[i] = _mm512_add_ps(v[i], _mm512_load_ps(src + ch * part + i * FC_LANES));
     }
-    fc_lanes_transpose16(v);
+    fc_transpose16_avx512(v);
     for (int w = 8; w >= 1; w /= 2)
         for (int i = 0; i < w; ++i) v[i] = _mm512_add_ps(v[i], v[i + w]);
     _mm512_mask_storeu_ps(dst, fc_lanes_mask(n), v[0]);

@@ -16,34 +16,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#define FC_LANES 16
+#include "fc_transpose16.h"
 
-/* r[i][j] -> r[j][i] for a 16 x 16 block of floats held in 16 registers */
-FC_TGT_AVX512 static inline void fc_lanes_transpose16(__m512 r[16])
-{
-    __m512 a[16], b[16];
-    for (int i = 0; i < 16; i += 2) {
-        /* per 128-bit lane: rows i, i+1 of columns 0, 1 (lo) and 2, 3 (hi) */
-        a[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        a[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int g = 0; g < 16; g += 4) {                 /* rows g..g+3 of column t + 4 * lane */
-        b[g] = _mm512_shuffle_ps(a[g], a[g + 2], 0x44);
-        b[g + 1] = _mm512_shuffle_ps(a[g], a[g + 2], 0xEE);
-        b[g + 2] = _mm512_shuffle_ps(a[g + 1], a[g + 3], 0x44);
-        b[g + 3] = _mm512_shuffle_ps(a[g + 1], a[g + 3], 0xEE);
-    }
-    for (int t = 0; t < 4; ++t) {
-        const __m512 c0 = _mm512_shuffle_f32x4(b[t], b[4 + t], 0x88);
-        const __m512 c1 = _mm512_shuffle_f32x4(b[t], b[4 + t], 0xDD);
-        const __m512 c2 = _mm512_shuffle_f32x4(b[8 + t], b[12 + t], 0x88);
-        const __m512 c3 = _mm512_shuffle_f32x4(b[8 + t], b[12 + t], 0xDD);
-        r[t] = _mm512_shuffle_f32x4(c0, c2, 0x88);
-        r[t + 8] = _mm512_shuffle_f32x4(c0, c2, 0xDD);
-        r[t + 4] = _mm512_shuffle_f32x4(c1, c3, 0x88);
-        r[t + 12] = _mm512_shuffle_f32x4(c1, c3, 0xDD);
-    }
-}
+#define FC_LANES 16
 
 /*
  * How many of n images a lanes route takes: whole blocks of 16, and a last
@@ -102,7 +77,7 @@ FC_TGT_AVX512 static void fc_lanes_pack(const float *src, ptrdiff_t img, int nb,
             for (int lane = 0; lane < 16; ++lane)
                 v[lane] = lane < nb ? _mm512_maskz_loadu_ps(m, src + lane * img + r * len + x0)
                                     : zero;
-            fc_lanes_transpose16(v);
+            fc_transpose16_avx512(v);
             for (ptrdiff_t c = 0; c < cols; ++c) {
                 const ptrdiff_t t = x0 + c + shift;
                 if (t >= 0 && t < pitch) _mm512_store_ps(out + t * FC_LANES, v[c]);
@@ -124,7 +99,7 @@ FC_TGT_AVX512 static void fc_lanes_unpack(const float *lanes, ptrdiff_t nrows, p
             __m512 v[16];
             for (int c = 0; c < 16; ++c)
                 v[c] = c < cols ? _mm512_load_ps(in + (x0 + c) * FC_LANES) : _mm512_setzero_ps();
-            fc_lanes_transpose16(v);
+            fc_transpose16_avx512(v);
             for (int lane = 0; lane < nb; ++lane)
                 _mm512_mask_storeu_ps(dst + lane * img + r * len + x0, m, v[lane]);
         }
