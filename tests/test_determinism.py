@@ -112,22 +112,10 @@ def test_set_num_threads_round_trips(restore_threads):
         assert fastconv.get_num_threads() == n
 
 
-@pytest.fixture
-def fixed_team():
-    """Every kernel gets the team it asks for: on a busy machine the controller
-    would otherwise run some calls serially (same bits, but untested threads)."""
-    from fastconv import _kernels
-
-    _kernels.team_adaptive(False)
-    yield
-    _kernels.team_adaptive(True)
-    _kernels.team_reset()
-
-
 @pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_thread_count_does_not_change_a_bit(dtype, threads, restore_threads, fixed_team):
+def test_thread_count_does_not_change_a_bit(dtype, threads, restore_threads):
     fastconv.set_num_threads(1)
     used1, used = {}, {}
     serial = run_all(dtype, 1234, used1)

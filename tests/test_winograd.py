@@ -149,16 +149,9 @@ def test_winograd_options_match_direct_semantics(wino, rng):
 def test_winograd_1_and_2_threads_bitwise_equal(wino, rng, restore_threads):
     """Fixed tile blocks and fixed grad-weight chunks: any thread count, same bits.
     The MNIST CNN's conv2 at batch 64 is large enough for both threads to work;
-    the team is fixed (an adaptive team may run a 2-thread call on one thread on
+    the team is fixed by conftest (an adaptive team may run a 2-thread call on one thread on
     a busy machine, and the test would compare 1 thread with 1 thread)."""
-    from fastconv import _kernels
-
-    _kernels.team_adaptive(False)
-    try:
-        _check_threads_bitwise(rng)
-    finally:
-        _kernels.team_adaptive(True)
-        _kernels.team_reset()
+    _check_threads_bitwise(rng)
 
 
 def _check_threads_bitwise(rng):
@@ -183,14 +176,7 @@ def test_winograd_small_batches_split_channels_bitwise(wino, rng, restore_thread
     """With fewer tile blocks than threads (a batch of one) the forward and
     grad-input cut each block's output channels between the threads too; every
     output is still made one way: 1 and 2 threads give the same bits."""
-    from fastconv import _kernels
-
-    _kernels.team_adaptive(False)  # the team asked for, even on a busy machine
-    try:
-        _check_small_batch_threads(rng, n, k, pad)
-    finally:
-        _kernels.team_adaptive(True)
-        _kernels.team_reset()
+    _check_small_batch_threads(rng, n, k, pad)
 
 
 def _check_small_batch_threads(rng, n, k, pad):

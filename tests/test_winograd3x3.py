@@ -60,16 +60,6 @@ def wino():
     F.set_winograd(previous)
 
 
-@pytest.fixture
-def fixed_team():
-    """The team asked for, even on a busy machine (the adaptive team may run a
-    2-thread call on one thread, which would make a threads test vacuous)."""
-    _kernels.team_adaptive(False)
-    yield
-    _kernels.team_adaptive(True)
-    _kernels.team_reset()
-
-
 def _close(got, want, what):
     assert got.dtype == np.float32 and got.shape == want.shape, what
     err = np.abs(got.astype(np.float64) - want).max()
@@ -150,7 +140,7 @@ def test_winograd3_options_match_direct_semantics(wino, rng):
 
 
 @pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
-def test_winograd3_1_and_2_threads_bitwise_equal(wino, rng, restore_threads, fixed_team):
+def test_winograd3_1_and_2_threads_bitwise_equal(wino, rng, restore_threads):
     """Fixed tile blocks and grad-weight chunks: any thread count, same bits
     (shape e at batch 4)."""
     f = np.float32
@@ -171,7 +161,7 @@ def test_winograd3_1_and_2_threads_bitwise_equal(wino, rng, restore_threads, fix
 
 @pytest.mark.parametrize("n, k, hw", [(1, 64, 28), (2, 48, 14), (1, 24, 9)])
 @pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
-def test_winograd3_small_batches_split_channels_bitwise(wino, rng, restore_threads, fixed_team,
+def test_winograd3_small_batches_split_channels_bitwise(wino, rng, restore_threads,
                                                         n, k, hw):
     """Fewer tile blocks than threads: each block's output channels are cut between
     the threads too; 1 and 2 threads still give the same bits."""
@@ -383,7 +373,7 @@ def test_winograd_weights_refuses_other_kernel_sizes(shape):
 
 
 @pytest.mark.skipif(not fastconv.openmp_enabled(), reason="a serial build has one thread")
-def test_winograd3_training_1_and_2_threads_bitwise(restore_threads, fixed_team):
+def test_winograd3_training_1_and_2_threads_bitwise(restore_threads):
     """fit on a model whose second conv takes F(4x4, 3x3) in all three passes by the
     auto rule (32 -> 32 channels, 28x28): the same parameters and predictions at
     1 and 2 threads."""
