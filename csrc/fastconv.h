@@ -49,6 +49,7 @@ extern "C" {
 #define FC_OK 0
 #define FC_ENOMEM (-1)
 #define FC_EINDEX (-2)
+#define FC_EINVAL (-3) /* a route called where it cannot run (e.g. no AVX-512) */
 
 /* SIMD levels, chosen at run time (fc_simd_level) */
 #define FC_SIMD_GENERIC 0
@@ -149,6 +150,18 @@ int fc_conv2d_fwd_wino_packed_maxpool2_f32(const float *x, const float *up, cons
                                            float *yp /* OUT */);
 int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                    int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
+
+/*
+ * Row-Winograd F(5, 5) forward and grad_input (csrc/fc_rowwino.c, fc_rowwino.h):
+ * float32, 5x5, stride 1, dilation 1, groups 1, padding <= 4 every side, for
+ * layers with few channels. Same contract as fc_conv2d_fwd_f32 /
+ * fc_conv2d_grad_input_f32; different rounding (~1e-6 of the output scale).
+ * FC_EINVAL without AVX-512 at the current SIMD level.
+ */
+int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
+                              const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
+int fc_conv2d_grad_input_rowwino_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                                     int nthreads, float *gx /* OUT */);
 
 /* ---- pooling -------------------------------------------------------------- */
 /* idx may be NULL (no indices wanted). Indices are h * W + w in the input plane. */

@@ -5,6 +5,7 @@ cdef extern from "fastconv.h" nogil:
     int FC_OK
     int FC_ENOMEM
     int FC_EINDEX
+    int FC_EINVAL
     int FC_SIMD_GENERIC
     int FC_SIMD_AVX2
     int FC_SIMD_AVX512
@@ -72,6 +73,10 @@ cdef extern from "fastconv.h" nogil:
                                     int nthreads, float *gx)
     int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                       int nthreads, float *gw, float *gb)
+    int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
+                                  const fc_conv_geom *g, int relu, int nthreads, float *y)
+    int fc_conv2d_grad_input_rowwino_f32(const float *gy, const float *w, const fc_conv_geom *g,
+                                         int nthreads, float *gx)
 
     int fc_maxpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads,
                              float *y, int64_t *idx)

@@ -62,6 +62,20 @@ def conv2d_forward_winograd(
 def conv2d_grad_input_winograd(
     gy: _Float, w: _Float, geom: _ConvGeom, nthreads: int, gx: _Float
 ) -> None: ...
+# Row-Winograd F(5, 5) (fc_rowwino.c): float32, 5x5, stride 1, dilation 1, groups 1,
+# padding <= 4; needs AVX-512 (RuntimeError otherwise).
+def conv2d_forward_winograd_rows(
+    x: _Float,
+    w: _Float,
+    bias: Optional[_Float],
+    geom: _ConvGeom,
+    relu: bool,
+    nthreads: int,
+    y: _Float,
+) -> None: ...
+def conv2d_grad_input_winograd_rows(
+    gy: _Float, w: _Float, geom: _ConvGeom, nthreads: int, gx: _Float
+) -> None: ...
 def conv2d_grad_weight_winograd(
     gy: _Float,
     x: _Float,

@@ -47,6 +47,9 @@ cdef fc_pool_geom _pool_geom(tuple t, bint count_include_pad):
 cdef int _check(int rc) except -1:
     if rc == FC_ENOMEM:
         raise MemoryError("fastconv: could not allocate kernel scratch memory")
+    if rc == FC_EINVAL:
+        raise RuntimeError("fastconv: a kernel route was called where it cannot run "
+                           "(e.g. an AVX-512 route below that SIMD level)")
     return rc
 
 
@@ -184,6 +187,32 @@ def conv2d_grad_weight_winograd(const float[:, :, :, ::1] gy,
         rc = fc_conv2d_grad_weight_wino_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
                                            &gw[0, 0, 0, 0], gbp)
     _check(rc)
+
+def conv2d_forward_winograd_rows(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w,
+                                 const float[::1] bias, tuple geom, bint relu, int nthreads,
+                                 float[:, :, :, ::1] y):
+    """Row-Winograd F(5, 5) forward (csrc/fc_rowwino.c); conv2d_forward's arguments."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef const float *bp = NULL
+    cdef int rc
+    if bias is not None:
+        bp = &bias[0]
+    with nogil:
+        rc = fc_conv2d_fwd_rowwino_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, relu, nthreads,
+                                       &y[0, 0, 0, 0])
+    _check(rc)
+
+
+def conv2d_grad_input_winograd_rows(const float[:, :, :, ::1] gy, const float[:, :, :, ::1] w,
+                                    tuple geom, int nthreads, float[:, :, :, ::1] gx):
+    """Row-Winograd F(5, 5) grad_input; conv2d_grad_input's arguments."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef int rc
+    with nogil:
+        rc = fc_conv2d_grad_input_rowwino_f32(&gy[0, 0, 0, 0], &w[0, 0, 0, 0], &g, nthreads,
+                                              &gx[0, 0, 0, 0])
+    _check(rc)
+
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x, tuple geom, int nthreads,
                        floating[:, :, :, ::1] y, int64_t[:, :, :, ::1] idx):
