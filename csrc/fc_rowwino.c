@@ -19,8 +19,8 @@
  * hold V = +0, what the transform of a zero row gives), and the transforms
  * are fc_rowwino.h's, lane by lane. Two paths share that sequence:
  *   - whole blocks of 16 images, one image per vector lane (rw_block): the
- *     products are a register-blocked GEMM per point, RW_MR output channels
- *     x RW_NR positions (y, t) of accumulators over the (c, i) reduction;
+ *     products are a register-blocked GEMM per point, MR output channels
+ *     x NR tiles of an output row of accumulators over the (c, i) reduction;
  *   - the remaining n % 16 images (and batch 1) one at a time with the output
  *     channels in the lanes (rw_image): an FMA is commutative in its two
  *     factors and both paths round it once, so the bits are rw_block's
@@ -30,11 +30,20 @@
 #include "fc_rowwino.h"
 
 #if FC_X86_SIMD
+#include <string.h>
+
 #include "fc_lanes.h"
 
-#define RW_L 16  /* lanes */
-#define RW_MR 4  /* output channels per register block */
-#define RW_NR 5  /* positions (y, t) per register block: 20 accumulators */
+#define RW_L 16     /* lanes */
+#define RW_MR_MAX 8 /* output channels per register block, at most */
+#define RW_NR_MAX 6 /* tiles of one output row per register block, at most */
+#if defined(__GNUC__) && !defined(__clang__)
+#define RW_UNROLL _Pragma("GCC unroll 16")
+#elif defined(__clang__)
+#define RW_UNROLL _Pragma("unroll")
+#else
+#define RW_UNROLL
+#endif
 
 typedef struct {
     const float *x;      /* (n, c, h, w) input */
@@ -45,46 +54,94 @@ typedef struct {
     ptrdiff_t T;         /* tiles per row, ceil(wo / 5) */
     ptrdiff_t hp;        /* padded input rows read: ho + 4 */
     ptrdiff_t wt;        /* padded input columns read: 5T + 4 */
-    ptrdiff_t npos;      /* positions (y, t): ho * T */
+    int mr;              /* output channels per register block (rw_pick_mr) */
     int relu;
 } rw_plan;
 
-/* Floats of a block task's scratch: lane copy of x, V (+ RW_NR positions of
- * slack read by the last register block), the M block, the lane outputs. */
+/* Kernel rows [*lo, *hi] of output row y that fall on input rows: the others
+ * multiply padding, and both paths skip exactly these, so the FMA chain of
+ * an element is the same in both (and padded layers do no work on zeros). */
+static inline void rw_rows(const rw_plan *d, ptrdiff_t y, ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    *lo = FC_MAX(0, d->pt - y);
+    *hi = FC_MIN((ptrdiff_t)FC_RW_R - 1, d->pt + d->h - 1 - y);
+}
+
+/* Floats of a block task's scratch: lane copy of x, V, the M block, the lane
+ * outputs. */
 static size_t rw_block_floats(const rw_plan *d)
 {
     const size_t xt = (size_t)(d->c * d->h * d->wt) * RW_L;
-    const size_t v = (size_t)(FC_RW_N * d->c * d->hp * d->T + RW_NR + 4 * d->T) * RW_L;
-    const size_t m = (size_t)(RW_MR * RW_NR * FC_RW_N) * RW_L;
+    const size_t v = (size_t)(FC_RW_N * d->c * d->hp * d->T) * RW_L;
+    const size_t m = (size_t)(RW_MR_MAX * RW_NR_MAX * FC_RW_N) * RW_L;
     const size_t yt = (size_t)(d->k * d->ho * 5 * d->T) * RW_L;
     return xt + v + m + yt;
 }
 
-/* acc[MR][NR] over the (c, i) reduction of one point p, written to mb[(kk * RW_NR + j)
- * * 9 + p] (a lane vector each). vp: V of point p at the block's first position;
- * u: U of point p at the block's first channel. */
-FC_TGT_AVX512 static void rw_gemm_block(const rw_plan *d, const float *vp, const float *u,
-                                        int p, float *mb)
-{
-    __m512 acc[RW_MR][RW_NR];
-    for (int kk = 0; kk < RW_MR; ++kk)
-        for (int j = 0; j < RW_NR; ++j) acc[kk][j] = _mm512_setzero_ps();
-    const ptrdiff_t plane = d->hp * d->T * RW_L; /* one channel's V of one point */
-    for (ptrdiff_t c = 0; c < d->c; ++c) {
-        for (ptrdiff_t i = 0; i < FC_RW_R; ++i) {
-            const float *v = vp + c * plane + i * d->T * RW_L;
-            const float *uk = u + (c * FC_RW_R + i) * d->kp;
-            __m512 vv[RW_NR];
-            for (int j = 0; j < RW_NR; ++j) vv[j] = _mm512_load_ps(v + j * RW_L);
-            for (int kk = 0; kk < RW_MR; ++kk) {
-                const __m512 ub = _mm512_set1_ps(uk[kk]);
-                for (int j = 0; j < RW_NR; ++j) acc[kk][j] = _mm512_fmadd_ps(ub, vv[j], acc[kk][j]);
-            }
-        }
+/*
+ * acc[MR][NR] over the (c, i) reduction of one point p, for NR tiles of one
+ * output row and MR output channels, written to mb[(kk * NR + j) * 9 + p]
+ * (a lane vector each). vp: V of point p, channel 0, at the row's first tile
+ * and kernel row i_lo; u: U of point p, channel 0, row i_lo, the block's
+ * first output channel. NR vector loads and MR broadcasts per MR * NR FMAs.
+ */
+#define RW_DEF_GEMM(MR, NR)                                                                   \
+    FC_TGT_AVX512 static void rw_gemm_##MR##x##NR(const rw_plan *d, const float *vp,           \
+                                                  const float *u, ptrdiff_t ni, int p,         \
+                                                  float *mb)                                   \
+    {                                                                                          \
+        __m512 acc[MR][NR];                                                                    \
+        RW_UNROLL for (int kk = 0; kk < MR; ++kk)                                              \
+            RW_UNROLL for (int j = 0; j < NR; ++j) acc[kk][j] = _mm512_setzero_ps();           \
+        const ptrdiff_t plane = d->hp * d->T * RW_L, vrow = d->T * RW_L, kp = d->kp;           \
+        for (ptrdiff_t c = 0; c < d->c; ++c) {                                                 \
+            const float *vc = vp + c * plane, *uc = u + c * FC_RW_R * kp;                      \
+            for (ptrdiff_t i = 0; i < ni; ++i) {                                               \
+                const float *v = vc + i * vrow, *uk = uc + i * kp;                             \
+                __m512 vv[NR];                                                                 \
+                RW_UNROLL for (int j = 0; j < NR; ++j) vv[j] = _mm512_load_ps(v + j * RW_L);   \
+                RW_UNROLL for (int kk = 0; kk < MR; ++kk) {                                    \
+                    const __m512 ub = _mm512_set1_ps(uk[kk]);                                  \
+                    RW_UNROLL for (int j = 0; j < NR; ++j)                                     \
+                        acc[kk][j] = _mm512_fmadd_ps(ub, vv[j], acc[kk][j]);                   \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        RW_UNROLL for (int kk = 0; kk < MR; ++kk)                                              \
+            RW_UNROLL for (int j = 0; j < NR; ++j)                                             \
+                _mm512_store_ps(mb + ((kk * NR + j) * FC_RW_N + p) * RW_L, acc[kk][j]);        \
     }
-    for (int kk = 0; kk < RW_MR; ++kk)
-        for (int j = 0; j < RW_NR; ++j)
-            _mm512_store_ps(mb + ((kk * RW_NR + j) * FC_RW_N + p) * RW_L, acc[kk][j]);
+RW_DEF_GEMM(4, 1) RW_DEF_GEMM(4, 2) RW_DEF_GEMM(4, 3) RW_DEF_GEMM(4, 4) RW_DEF_GEMM(4, 5)
+RW_DEF_GEMM(4, 6)
+RW_DEF_GEMM(6, 1) RW_DEF_GEMM(6, 2) RW_DEF_GEMM(6, 3) RW_DEF_GEMM(6, 4)
+RW_DEF_GEMM(8, 1) RW_DEF_GEMM(8, 2) RW_DEF_GEMM(8, 3)
+
+typedef void (*rw_gemm_fn)(const rw_plan *, const float *, const float *, ptrdiff_t, int, float *);
+/* [mr / 2 - 2][nr]: NULL where MR * NR accumulators would not fit in 32 registers */
+static const rw_gemm_fn rw_gemm[3][RW_NR_MAX + 1] = {
+    {NULL, rw_gemm_4x1, rw_gemm_4x2, rw_gemm_4x3, rw_gemm_4x4, rw_gemm_4x5, rw_gemm_4x6},
+    {NULL, rw_gemm_6x1, rw_gemm_6x2, rw_gemm_6x3, rw_gemm_6x4, NULL, NULL},
+    {NULL, rw_gemm_8x1, rw_gemm_8x2, rw_gemm_8x3, NULL, NULL, NULL},
+};
+
+/* Tiles per register block: the row's T in near-equal chunks of <= RW_NR_MAX. */
+static inline ptrdiff_t rw_chunk(ptrdiff_t T)
+{
+    return FC_CEILDIV(T, FC_CEILDIV(T, (ptrdiff_t)RW_NR_MAX));
+}
+
+/* Output channels per register block: of 4, 6 and 8, those whose accumulators
+ * fit with the chunk's tiles, the one that wastes fewest channels on padding
+ * (16: 4 or 8; 6: 6), then the largest. Only speed depends on it. */
+static int rw_pick_mr(ptrdiff_t k, ptrdiff_t T)
+{
+    const ptrdiff_t nr = rw_chunk(T);
+    int best = 4;
+    for (int mr = 6; mr <= RW_MR_MAX; mr += 2) {
+        if (!rw_gemm[mr / 2 - 2][nr]) continue;
+        if (FC_ROUNDUP(k, (ptrdiff_t)mr) <= FC_ROUNDUP(k, (ptrdiff_t)best)) best = mr;
+    }
+    return best;
 }
 
 /* + bias, then the ReLU select (s <= 0 ? 0 : s, so NaN stays NaN): the lanes
@@ -99,65 +156,62 @@ FC_TGT_AVX512 static inline __m512 rw_finish(__m512 s, __m512 b, int relu)
 }
 
 /* fc_lanes_run's task: output channels of part `part` of `parts` (in register
- * blocks of RW_MR) of images [n0, n0 + 16). */
+ * blocks of d->mr) of images [n0, n0 + 16). */
 FC_TGT_AVX512 static void rw_block(const void *plan, ptrdiff_t n0, int nb, ptrdiff_t part,
                                    ptrdiff_t parts, float *buf)
 {
     const rw_plan *d = (const rw_plan *)plan;
-    const ptrdiff_t T = d->T, we = 5 * T, chw = d->c * d->h * d->w;
-    const ptrdiff_t nkb = FC_CEILDIV(d->k, (ptrdiff_t)RW_MR);
-    const ptrdiff_t k0 = part * nkb / parts * RW_MR;
-    const ptrdiff_t k1 = FC_MIN(d->k, (part + 1) * nkb / parts * RW_MR);
+    const ptrdiff_t T = d->T, we = 5 * T, chw = d->c * d->h * d->w, mr = d->mr;
+    const ptrdiff_t nkb = FC_CEILDIV(d->k, mr);
+    const ptrdiff_t k0 = part * nkb / parts * mr;
+    const ptrdiff_t k1 = FC_MIN(d->k, (part + 1) * nkb / parts * mr);
     float *xt = buf;
     float *vb = xt + d->c * d->h * d->wt * RW_L;
-    const ptrdiff_t vlen = FC_RW_N * d->c * d->hp * T;
-    float *mb = vb + (vlen + RW_NR + 4 * T) * RW_L;
-    float *yt = mb + RW_MR * RW_NR * FC_RW_N * RW_L;
+    float *mb = vb + FC_RW_N * d->c * d->hp * T * RW_L;
+    float *yt = mb + RW_MR_MAX * RW_NR_MAX * FC_RW_N * RW_L;
 
     /* x into lanes, the left padding as zero columns; columns past the input
      * (right padding, the last tile's extra columns) are zero too */
     fc_lanes_pack(d->x + n0 * chw, chw, nb, d->c * d->h, d->w, d->pl, d->wt, xt);
-    /* V, point-major: vb[((p * c + c) * hp + row) * T + t]; a block's positions
-     * (y, t) = y * T + t are then consecutive vectors for every (c, i) */
+    /* V of the input rows, point-major: vb[((p * c + c) * hp + row) * T + t];
+     * the padding rows are never read (rw_rows) */
     for (ptrdiff_t c = 0; c < d->c; ++c)
-        for (ptrdiff_t row = 0; row < d->hp; ++row) {
-            const ptrdiff_t r = row - d->pt;
+        for (ptrdiff_t r = 0; r < d->h; ++r) {
+            const ptrdiff_t row = r + d->pt;
             for (ptrdiff_t t = 0; t < T; ++t) {
-                __m512 v[FC_RW_N];
-                if (r < 0 || r >= d->h) {
-                    for (int p = 0; p < FC_RW_N; ++p) v[p] = _mm512_setzero_ps();
-                } else {
-                    const float *src = xt + ((c * d->h + r) * d->wt + 5 * t) * RW_L;
-                    __m512 in[FC_RW_N];
-                    for (int j = 0; j < FC_RW_N; ++j) in[j] = _mm512_load_ps(src + j * RW_L);
-                    fc_rw_input_avx512(in, v);
-                }
+                __m512 in[FC_RW_N], v[FC_RW_N];
+                const float *src = xt + ((c * d->h + r) * d->wt + 5 * t) * RW_L;
+                for (int j = 0; j < FC_RW_N; ++j) in[j] = _mm512_load_ps(src + j * RW_L);
+                fc_rw_input_avx512(in, v);
                 for (int p = 0; p < FC_RW_N; ++p)
                     _mm512_store_ps(vb + (((p * d->c + c) * d->hp + row) * T + t) * RW_L, v[p]);
             }
         }
-    /* the slack the last position block reads (its results are dropped): finite */
-    for (ptrdiff_t s = vlen; s < vlen + RW_NR + 4 * T; ++s)
-        _mm512_store_ps(vb + s * RW_L, _mm512_setzero_ps());
 
-    const ptrdiff_t cstep = FC_RW_R * d->c * d->kp; /* U of one point */
-    for (ptrdiff_t kb = k0; kb < k1; kb += RW_MR) {
-        for (ptrdiff_t pos0 = 0; pos0 < d->npos; pos0 += RW_NR) {
-            for (int p = 0; p < FC_RW_N; ++p)
-                rw_gemm_block(d, vb + (p * d->c * d->hp * T + pos0) * RW_L,
-                              d->up + p * cstep + kb, p, mb);
-            for (int kk = 0; kk < RW_MR && kb + kk < k1; ++kk) {
-                const ptrdiff_t k = kb + kk;
-                const __m512 bv = _mm512_set1_ps(d->bias ? d->bias[k] : 0.0f);
-                for (int j = 0; j < RW_NR && pos0 + j < d->npos; ++j) {
-                    const ptrdiff_t y = (pos0 + j) / T, t = (pos0 + j) % T;
-                    __m512 m[FC_RW_N], o[FC_RW_M];
-                    for (int p = 0; p < FC_RW_N; ++p)
-                        m[p] = _mm512_load_ps(mb + ((kk * RW_NR + j) * FC_RW_N + p) * RW_L);
-                    fc_rw_output_avx512(m, o);
-                    float *dst = yt + ((k * d->ho + y) * we + 5 * t) * RW_L;
-                    for (int q = 0; q < FC_RW_M; ++q)
-                        _mm512_store_ps(dst + q * RW_L, rw_finish(o[q], bv, d->relu));
+    const ptrdiff_t pstep_u = FC_RW_R * d->c * d->kp, pstep_v = d->c * d->hp * T * RW_L;
+    const ptrdiff_t chunk = rw_chunk(T);
+    for (ptrdiff_t kb = k0; kb < k1; kb += mr) {
+        for (ptrdiff_t y = 0; y < d->ho; ++y) {
+            ptrdiff_t lo, hi;
+            rw_rows(d, y, &lo, &hi);
+            for (ptrdiff_t t0 = 0; t0 < T; t0 += chunk) {
+                const ptrdiff_t nr = FC_MIN(chunk, T - t0);
+                const rw_gemm_fn gemm = rw_gemm[mr / 2 - 2][nr];
+                for (int p = 0; p < FC_RW_N; ++p)
+                    gemm(d, vb + p * pstep_v + ((y + lo) * T + t0) * RW_L,
+                         d->up + p * pstep_u + lo * d->kp + kb, FC_MAX(0, hi - lo + 1), p, mb);
+                for (ptrdiff_t kk = 0; kk < mr && kb + kk < k1; ++kk) {
+                    const ptrdiff_t k = kb + kk;
+                    const __m512 bv = _mm512_set1_ps(d->bias ? d->bias[k] : 0.0f);
+                    for (ptrdiff_t j = 0; j < nr; ++j) {
+                        __m512 m[FC_RW_N], o[FC_RW_M];
+                        for (int p = 0; p < FC_RW_N; ++p)
+                            m[p] = _mm512_load_ps(mb + ((kk * nr + j) * FC_RW_N + p) * RW_L);
+                        fc_rw_output_avx512(m, o);
+                        float *dst = yt + ((k * d->ho + y) * we + 5 * (t0 + j)) * RW_L;
+                        for (int q = 0; q < FC_RW_M; ++q)
+                            _mm512_store_ps(dst + q * RW_L, rw_finish(o[q], bv, d->relu));
+                    }
                 }
             }
         }
@@ -166,11 +220,13 @@ FC_TGT_AVX512 static void rw_block(const void *plan, ptrdiff_t n0, int nb, ptrdi
                     d->k * d->ho * d->wo, nb, d->y + (n0 * d->k + k0) * d->ho * d->wo);
 }
 
-/* Floats of an image task's scratch: V of one image, (c, hp, T, 9), and 16
- * lanes x 9 of staging. */
+/* Floats of an image task's scratch: V of one image, (c, hp, T, 9); one
+ * padded input row (16 tiles of slack for the gathers); 16 lanes x 9 of
+ * staging. */
 static size_t rw_image_floats(const rw_plan *d)
 {
-    return (size_t)(d->c * d->hp * d->T * FC_RW_N) + FC_RW_N * RW_L + RW_L;
+    return (size_t)(d->c * d->hp * d->T * FC_RW_N) + (size_t)(5 * FC_ROUNDUP(d->T, RW_L) + RW_L) +
+           FC_RW_N * RW_L + RW_L;
 }
 
 /*
@@ -184,64 +240,61 @@ FC_TGT_AVX512 static void rw_image(const rw_plan *d, ptrdiff_t img, float *buf)
     const ptrdiff_t T = d->T, hw = d->h * d->w;
     const float *x = d->x + img * d->c * hw;
     float *y = d->y + img * d->k * d->ho * d->wo;
-    float *vs = buf; /* vs[((c * hp + row) * T + t) * 9 + p] */
-    float *stage = buf + d->c * d->hp * T * FC_RW_N;
-    stage = (float *)(((uintptr_t)stage + 63) & ~(uintptr_t)63);
+    float *vs = buf; /* vs[((c * hp + row) * T + t) * 9 + p], input rows only */
+    float *prow = vs + d->c * d->hp * T * FC_RW_N;
+    const ptrdiff_t plen = 5 * FC_ROUNDUP(T, RW_L) + RW_L;
+    float *stage = (float *)(((uintptr_t)(prow + plen) + 63) & ~(uintptr_t)63);
 
+    /* a padded input row: zero columns around [pl, pl + w), which every row
+     * overwrites the same */
+    for (ptrdiff_t s = 0; s < plen; ++s) prow[s] = 0.0f;
+    const __m512i five = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(5));
     for (ptrdiff_t c = 0; c < d->c; ++c)
-        for (ptrdiff_t row = 0; row < d->hp; ++row) {
-            const ptrdiff_t r = row - d->pt;
-            float *vrow = vs + (c * d->hp + row) * T * FC_RW_N;
-            if (r < 0 || r >= d->h) {
-                for (ptrdiff_t s = 0; s < T * FC_RW_N; ++s) vrow[s] = 0.0f;
-                continue;
-            }
-            const float *src = x + c * hw + r * d->w;
+        for (ptrdiff_t r = 0; r < d->h; ++r) {
+            memcpy(prow + d->pl, x + c * hw + r * d->w, sizeof(float) * (size_t)d->w);
+            float *vrow = vs + (c * d->hp + r + d->pt) * T * FC_RW_N;
             for (ptrdiff_t t0 = 0; t0 < T; t0 += RW_L) {
-                const int nt = (int)FC_MIN((ptrdiff_t)RW_L, T - t0);
-                /* d[j] lane l = padded column 5 (t0 + l) + j, i.e. input column
-                 * 5 (t0 + l) + j - pl, zero outside the input */
+                const ptrdiff_t nt = FC_MIN((ptrdiff_t)RW_L, T - t0);
+                /* d[j] lane l = padded column 5 (t0 + l) + j */
                 __m512 in[FC_RW_N], v[FC_RW_N];
-                for (int j = 0; j < FC_RW_N; ++j) {
-                    float col[RW_L];
-                    for (int l = 0; l < RW_L; ++l) {
-                        const ptrdiff_t xc = 5 * (t0 + l) + j - d->pl;
-                        col[l] = l < nt && xc >= 0 && xc < d->w ? src[xc] : 0.0f;
-                    }
-                    in[j] = _mm512_loadu_ps(col);
-                }
+                for (int j = 0; j < FC_RW_N; ++j)
+                    in[j] = _mm512_i32gather_ps(five, prow + 5 * t0 + j, 4);
                 fc_rw_input_avx512(in, v);
                 for (int p = 0; p < FC_RW_N; ++p) _mm512_store_ps(stage + p * RW_L, v[p]);
-                for (int l = 0; l < nt; ++l)
+                for (ptrdiff_t l = 0; l < nt; ++l)
                     for (int p = 0; p < FC_RW_N; ++p)
                         vrow[(t0 + l) * FC_RW_N + p] = stage[p * RW_L + l];
             }
         }
 
-    const ptrdiff_t cstep = FC_RW_R * d->c * d->kp;
+    const ptrdiff_t pstep = FC_RW_R * d->c * d->kp;
     for (ptrdiff_t kb = 0; kb < d->k; kb += RW_L) {
-        const int nk = (int)FC_MIN((ptrdiff_t)RW_L, d->k - kb);
-        const __mmask16 km = fc_lanes_mask(nk);
-        const __m512 bv = d->bias ? _mm512_maskz_loadu_ps(km, d->bias + kb) : _mm512_setzero_ps();
-        for (ptrdiff_t pos = 0; pos < d->npos; ++pos) {
-            const ptrdiff_t yy = pos / T, t = pos % T;
-            __m512 m[FC_RW_N], o[FC_RW_M];
-            for (int p = 0; p < FC_RW_N; ++p) m[p] = _mm512_setzero_ps();
-            for (ptrdiff_t c = 0; c < d->c; ++c)
-                for (ptrdiff_t i = 0; i < FC_RW_R; ++i) {
-                    const float *v = vs + ((c * d->hp + yy + i) * T + t) * FC_RW_N;
-                    const float *u = d->up + (c * FC_RW_R + i) * d->kp + kb;
-                    for (int p = 0; p < FC_RW_N; ++p)
-                        m[p] = _mm512_fmadd_ps(_mm512_set1_ps(v[p]),
-                                               _mm512_load_ps(u + p * cstep), m[p]);
+        const ptrdiff_t nk = FC_MIN((ptrdiff_t)RW_L, d->k - kb);
+        const __m512 bv = d->bias ? _mm512_maskz_loadu_ps(fc_lanes_mask(nk), d->bias + kb)
+                                  : _mm512_setzero_ps();
+        for (ptrdiff_t yy = 0; yy < d->ho; ++yy) {
+            ptrdiff_t lo, hi;
+            rw_rows(d, yy, &lo, &hi);
+            for (ptrdiff_t t = 0; t < T; ++t) {
+                __m512 m[FC_RW_N], o[FC_RW_M];
+                RW_UNROLL for (int p = 0; p < FC_RW_N; ++p) m[p] = _mm512_setzero_ps();
+                for (ptrdiff_t c = 0; c < d->c; ++c)
+                    for (ptrdiff_t i = lo; i <= hi; ++i) {
+                        const float *v = vs + ((c * d->hp + yy + i) * T + t) * FC_RW_N;
+                        const float *u = d->up + (c * FC_RW_R + i) * d->kp + kb;
+                        RW_UNROLL for (int p = 0; p < FC_RW_N; ++p)
+                            m[p] = _mm512_fmadd_ps(_mm512_set1_ps(v[p]),
+                                                   _mm512_load_ps(u + p * pstep), m[p]);
+                    }
+                fc_rw_output_avx512(m, o);
+                for (int q = 0; q < FC_RW_M; ++q) {
+                    const ptrdiff_t col = 5 * t + q;
+                    if (col >= d->wo) break;
+                    _mm512_store_ps(stage, rw_finish(o[q], bv, d->relu));
+                    for (ptrdiff_t l = 0; l < nk; ++l)
+                        y[((kb + l) * d->ho + yy) * d->wo + col] = stage[l];
                 }
-            fc_rw_output_avx512(m, o);
-            for (int q = 0; q < FC_RW_M; ++q) {
-                const ptrdiff_t col = 5 * t + q;
-                if (col >= d->wo) break;
-                _mm512_store_ps(stage, rw_finish(o[q], bv, d->relu));
-                for (int l = 0; l < nk; ++l)
-                    y[((kb + l) * d->ho + yy) * d->wo + col] = stage[l];
             }
         }
     }
@@ -279,45 +332,70 @@ static int rw_images(const rw_plan *d, ptrdiff_t i0, int nt)
 
 /* The convolution of the plan's x with U: whole blocks of 16 in image lanes,
  * then the rest one image at a time. */
-static int rw_conv(rw_plan *d, int nt)
+static int rw_conv(const rw_plan *d, int nt)
 {
-    d->T = FC_CEILDIV(d->wo, (ptrdiff_t)FC_RW_M);
-    d->hp = d->ho + FC_RW_R - 1;
-    d->wt = 5 * d->T + FC_RW_R - 1;
-    d->npos = d->ho * d->T;
     const ptrdiff_t nfull = d->n / RW_L * RW_L;
     int rc = FC_OK;
     if (nfull > 0)
-        rc = fc_lanes_run(nfull, nt, FC_CEILDIV(d->k, (ptrdiff_t)RW_MR),
+        rc = fc_lanes_run(nfull, nt, FC_CEILDIV(d->k, (ptrdiff_t)d->mr),
                           sizeof(float) * rw_block_floats(d), rw_block, d);
-    if (rc == FC_OK) rc = rw_images(d, nfull, fc_team_for(nt, (double)(d->n - nfull) *
-                                                                 (double)(d->k * d->ho * d->wo *
-                                                                          d->c * 25)));
+    const double rest = (double)(d->n - nfull) * (double)(d->k * d->ho * d->wo * d->c * 25);
+    if (rc == FC_OK) rc = rw_images(d, nfull, fc_team_for(nt, rest));
     return rc;
 }
 
-/* up[(p * c * 5 + c * 5 + i) * kp + k] = (G g)[p] for the taps g of output
- * channel k, input channel c, row i: w[k][c][i][0..4] (forward), or for
- * grad_input (flip) w[c][k][4 - i][4 .. 0] with the roles of k and c swapped. */
-static float *rw_weights(const float *w, ptrdiff_t k, ptrdiff_t c, int flip, ptrdiff_t *kp_out)
+/*
+ * The plan of a convolution of x (n, c, h, w), padded pt on top and pl on the
+ * left, into y (n, k, ho, wo), and U: up[((p * c + c) * 5 + i) * kp + k] =
+ * (G g)[p] for the taps g of output channel k, input channel c, kernel row i:
+ * w[k][c][i][0..4] (forward), or for grad_input (flip) w[c][k][4 - i][4 .. 0],
+ * w being (c, k, 5, 5) there. Zero for k >= k (the register blocks and the
+ * image lanes past k). G is applied in double, rounded once, as fc_rw_filter
+ * does; vectorised over the weight rows (at batch 1 the transform is a good
+ * part of the call).
+ */
+FC_TGT_AVX512 static int rw_setup(rw_plan *d, const float *w, int flip)
 {
-    const ptrdiff_t kp = FC_ROUNDUP(k, (ptrdiff_t)RW_L);
-    float *up = (float *)fc_malloc(sizeof(float) * (size_t)(FC_RW_N * c * FC_RW_R * kp));
-    if (!up) return NULL;
-    for (ptrdiff_t s = 0; s < FC_RW_N * c * FC_RW_R * kp; ++s) up[s] = 0.0f;
+    const ptrdiff_t k = d->k, c = d->c, nrow = k * c * FC_RW_R;
+    d->T = FC_CEILDIV(d->wo, (ptrdiff_t)FC_RW_M);
+    d->hp = d->ho + FC_RW_R - 1;
+    d->wt = 5 * d->T + FC_RW_R - 1;
+    d->mr = rw_pick_mr(k, d->T);
+    d->kp = FC_ROUNDUP(FC_ROUNDUP(k, (ptrdiff_t)d->mr), (ptrdiff_t)RW_L);
+    const size_t ulen = (size_t)(FC_RW_N * c * FC_RW_R * d->kp);
+    float *up = (float *)fc_malloc(sizeof(float) * ulen);
+    double *acc = (double *)fc_malloc(sizeof(double) * (size_t)nrow);
+    float *tap = (float *)fc_malloc(sizeof(float) * (size_t)(FC_RW_R * nrow));
+    if (!up || !acc || !tap) {
+        fc_free(up); fc_free(acc); fc_free(tap);
+        return FC_ENOMEM;
+    }
+    memset(up, 0, sizeof(float) * ulen);
+    /* tap[j][row], row = (kk * c + cc) * 5 + i */
     for (ptrdiff_t kk = 0; kk < k; ++kk)
         for (ptrdiff_t cc = 0; cc < c; ++cc)
             for (ptrdiff_t i = 0; i < FC_RW_R; ++i) {
-                float u[FC_RW_N];
-                if (flip)
-                    fc_rw_filter(w + ((cc * k + kk) * 25 + (4 - i) * 5 + 4), -1, u);
-                else
-                    fc_rw_filter(w + ((kk * c + cc) * 25 + i * 5), 1, u);
-                for (int p = 0; p < FC_RW_N; ++p)
-                    up[((p * c + cc) * FC_RW_R + i) * kp + kk] = u[p];
+                const ptrdiff_t row = (kk * c + cc) * FC_RW_R + i;
+                const float *g = flip ? w + (cc * k + kk) * 25 + (4 - i) * 5 + 4
+                                      : w + (kk * c + cc) * 25 + i * 5;
+                const ptrdiff_t step = flip ? -1 : 1;
+                for (ptrdiff_t j = 0; j < FC_RW_R; ++j) tap[j * nrow + row] = g[j * step];
             }
-    *kp_out = kp;
-    return up;
+    for (int p = 0; p < FC_RW_N; ++p) {
+        for (ptrdiff_t r = 0; r < nrow; ++r) acc[r] = 0.0;
+        for (int j = 0; j < FC_RW_R; ++j) {
+            const double gp = (double)fc_rw_g[p][j];
+            const float *tj = tap + j * nrow;
+            for (ptrdiff_t r = 0; r < nrow; ++r) acc[r] += gp * (double)tj[r];
+        }
+        for (ptrdiff_t kk = 0; kk < k; ++kk)
+            for (ptrdiff_t ci = 0; ci < c * FC_RW_R; ++ci)
+                up[(p * c * FC_RW_R + ci) * d->kp + kk] = (float)acc[kk * c * FC_RW_R + ci];
+    }
+    fc_free(acc);
+    fc_free(tap);
+    d->up = up;
+    return FC_OK;
 }
 #endif /* FC_X86_SIMD */
 
@@ -329,11 +407,10 @@ int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
     if (g->n <= 0 || g->k <= 0 || g->ho <= 0 || g->wo <= 0) return FC_OK;
     nthreads = fc_threads_for(nthreads, fc_conv_work(g) / FC_CONV_FWD_MACS_PER_WORK);
     rw_plan d;
-    d.up = rw_weights(w, g->k, g->c, 0, &d.kp);
-    if (!d.up) return FC_ENOMEM;
     d.x = x; d.bias = bias; d.y = y; d.relu = relu;
     d.n = g->n; d.c = g->c; d.h = g->h; d.w = g->w; d.k = g->k;
     d.pt = g->ph; d.pl = g->pw; d.ho = g->ho; d.wo = g->wo;
+    if (rw_setup(&d, w, 0) != FC_OK) return FC_ENOMEM;
     const int rc = rw_conv(&d, nthreads);
     fc_free((void *)d.up);
     return rc;
@@ -350,13 +427,12 @@ int fc_conv2d_grad_input_rowwino_f32(const float *gy, const float *w, const fc_c
     if (fc_simd_dispatch() < FC_SIMD_AVX512) return FC_EINVAL;
     if (g->n <= 0 || g->c <= 0 || g->h <= 0 || g->w <= 0) return FC_OK;
     nthreads = fc_threads_for(nthreads, fc_conv_work(g));
-    rw_plan d;
-    d.up = rw_weights(w, g->c, g->k, 1, &d.kp);
-    if (!d.up) return FC_ENOMEM;
     /* gx = the forward of gy padded (4 - pt, ., 4 - pl, .), k and c swapped */
+    rw_plan d;
     d.x = gy; d.bias = NULL; d.y = gx; d.relu = 0;
     d.n = g->n; d.c = g->k; d.h = g->ho; d.w = g->wo; d.k = g->c;
     d.pt = FC_RW_R - 1 - g->ph; d.pl = FC_RW_R - 1 - g->pw; d.ho = g->h; d.wo = g->w;
+    if (rw_setup(&d, w, 1) != FC_OK) return FC_ENOMEM;
     const int rc = rw_conv(&d, nthreads);
     fc_free((void *)d.up);
     return rc;
