@@ -221,12 +221,10 @@ FC_TGT_AVX512 static void rw_block(const void *plan, ptrdiff_t n0, int nb, ptrdi
 }
 
 /* Floats of an image task's scratch: V of one image, (c, hp, T, 9); one
- * padded input row (16 tiles of slack for the gathers); 16 lanes x 9 of
- * staging. */
+ * padded input plane (h, wt); 16 lanes of staging. */
 static size_t rw_image_floats(const rw_plan *d)
 {
-    return (size_t)(d->c * d->hp * d->T * FC_RW_N) + (size_t)(5 * FC_ROUNDUP(d->T, RW_L) + RW_L) +
-           FC_RW_N * RW_L + RW_L;
+    return (size_t)(d->c * d->hp * d->T * FC_RW_N) + (size_t)(d->h * d->wt) + 2 * RW_L;
 }
 
 /*
@@ -241,32 +239,37 @@ FC_TGT_AVX512 static void rw_image(const rw_plan *d, ptrdiff_t img, float *buf)
     const float *x = d->x + img * d->c * hw;
     float *y = d->y + img * d->k * d->ho * d->wo;
     float *vs = buf; /* vs[((c * hp + row) * T + t) * 9 + p], input rows only */
-    float *prow = vs + d->c * d->hp * T * FC_RW_N;
-    const ptrdiff_t plen = 5 * FC_ROUNDUP(T, RW_L) + RW_L;
-    float *stage = (float *)(((uintptr_t)(prow + plen) + 63) & ~(uintptr_t)63);
+    float *pplane = vs + d->c * d->hp * T * FC_RW_N;
+    const ptrdiff_t plen = d->h * d->wt;
+    float *stage = (float *)(((uintptr_t)(pplane + plen) + 63) & ~(uintptr_t)63);
+    const __m512i nine = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(9));
 
-    /* a padded input row: zero columns around [pl, pl + w), which every row
-     * overwrites the same */
-    for (ptrdiff_t s = 0; s < plen; ++s) prow[s] = 0.0f;
-    const __m512i five = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(5));
-    for (ptrdiff_t c = 0; c < d->c; ++c)
-        for (ptrdiff_t r = 0; r < d->h; ++r) {
-            memcpy(prow + d->pl, x + c * hw + r * d->w, sizeof(float) * (size_t)d->w);
-            float *vrow = vs + (c * d->hp + r + d->pt) * T * FC_RW_N;
-            for (ptrdiff_t t0 = 0; t0 < T; t0 += RW_L) {
-                const ptrdiff_t nt = FC_MIN((ptrdiff_t)RW_L, T - t0);
-                /* d[j] lane l = padded column 5 (t0 + l) + j */
-                __m512 in[FC_RW_N], v[FC_RW_N];
-                for (int j = 0; j < FC_RW_N; ++j)
-                    in[j] = _mm512_i32gather_ps(five, prow + 5 * t0 + j, 4);
-                fc_rw_input_avx512(in, v);
-                for (int p = 0; p < FC_RW_N; ++p) _mm512_store_ps(stage + p * RW_L, v[p]);
-                for (ptrdiff_t l = 0; l < nt; ++l)
-                    for (int p = 0; p < FC_RW_N; ++p)
-                        vrow[(t0 + l) * FC_RW_N + p] = stage[p * RW_L + l];
+    /* a padded input plane: zero columns around [pl, pl + w), which every
+     * channel overwrites the same. Lanes are 16 of the plane's h * T row
+     * segments (r, t) at a time, whose V rows follow one another in vs. */
+    for (ptrdiff_t s = 0; s < plen; ++s) pplane[s] = 0.0f;
+    const ptrdiff_t nseg = d->h * T;
+    for (ptrdiff_t c = 0; c < d->c; ++c) {
+        for (ptrdiff_t r = 0; r < d->h; ++r)
+            memcpy(pplane + r * d->wt + d->pl, x + c * hw + r * d->w, sizeof(float) * (size_t)d->w);
+        float *vseg = vs + (c * d->hp + d->pt) * T * FC_RW_N;
+        for (ptrdiff_t s0 = 0; s0 < nseg; s0 += RW_L) {
+            const __mmask16 sm = fc_lanes_mask(nseg - s0);
+            int idx[RW_L];
+            for (int l = 0; l < RW_L; ++l) {
+                const ptrdiff_t sg = s0 + l < nseg ? s0 + l : 0;
+                idx[l] = (int)((sg / T) * d->wt + 5 * (sg % T));
             }
+            const __m512i base = _mm512_loadu_si512(idx);
+            __m512 in[FC_RW_N], v[FC_RW_N];
+            for (int j = 0; j < FC_RW_N; ++j)
+                in[j] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), sm, base, pplane + j, 4);
+            fc_rw_input_avx512(in, v);
+            for (int p = 0; p < FC_RW_N; ++p)
+                _mm512_mask_i32scatter_ps(vseg + s0 * FC_RW_N + p, sm, nine, v[p], 4);
         }
+    }
 
     const ptrdiff_t pstep = FC_RW_R * d->c * d->kp;
     for (ptrdiff_t kb = 0; kb < d->k; kb += RW_L) {
@@ -371,11 +374,11 @@ FC_TGT_AVX512 static int rw_setup(rw_plan *d, const float *w, int flip)
         return FC_ENOMEM;
     }
     memset(up, 0, sizeof(float) * ulen);
-    /* tap[j][row], row = (kk * c + cc) * 5 + i */
+    /* tap[j][row], row = (cc * 5 + i) * k + kk: a U row's channels follow one another */
     for (ptrdiff_t kk = 0; kk < k; ++kk)
         for (ptrdiff_t cc = 0; cc < c; ++cc)
             for (ptrdiff_t i = 0; i < FC_RW_R; ++i) {
-                const ptrdiff_t row = (kk * c + cc) * FC_RW_R + i;
+                const ptrdiff_t row = (cc * FC_RW_R + i) * k + kk;
                 const float *g = flip ? w + (cc * k + kk) * 25 + (4 - i) * 5 + 4
                                       : w + (kk * c + cc) * 25 + i * 5;
                 const ptrdiff_t step = flip ? -1 : 1;
@@ -388,9 +391,11 @@ FC_TGT_AVX512 static int rw_setup(rw_plan *d, const float *w, int flip)
             const float *tj = tap + j * nrow;
             for (ptrdiff_t r = 0; r < nrow; ++r) acc[r] += gp * (double)tj[r];
         }
-        for (ptrdiff_t kk = 0; kk < k; ++kk)
-            for (ptrdiff_t ci = 0; ci < c * FC_RW_R; ++ci)
-                up[(p * c * FC_RW_R + ci) * d->kp + kk] = (float)acc[kk * c * FC_RW_R + ci];
+        for (ptrdiff_t ci = 0; ci < c * FC_RW_R; ++ci) {
+            float *u = up + (p * c * FC_RW_R + ci) * d->kp;
+            const double *a = acc + ci * k;
+            for (ptrdiff_t kk = 0; kk < k; ++kk) u[kk] = (float)a[kk];
+        }
     }
     fc_free(acc);
     fc_free(tap);
