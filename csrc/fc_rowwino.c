@@ -367,13 +367,16 @@ FC_TGT_AVX512 static int rw_setup(rw_plan *d, const float *w, int flip)
     d->kp = FC_ROUNDUP(FC_ROUNDUP(k, (ptrdiff_t)d->mr), (ptrdiff_t)RW_L);
     const size_t ulen = (size_t)(FC_RW_N * c * FC_RW_R * d->kp);
     float *up = (float *)fc_malloc(sizeof(float) * ulen);
-    double *acc = (double *)fc_malloc(sizeof(double) * (size_t)nrow);
-    float *tap = (float *)fc_malloc(sizeof(float) * (size_t)(FC_RW_R * nrow));
+    /* rows padded to whole vectors of 8 */
+    const ptrdiff_t nrowp = FC_ROUNDUP(nrow, (ptrdiff_t)8);
+    float *acc = (float *)fc_malloc(sizeof(float) * (size_t)(FC_RW_N * nrowp)); /* U by point */
+    float *tap = (float *)fc_malloc(sizeof(float) * (size_t)(FC_RW_R * nrowp));
     if (!up || !acc || !tap) {
         fc_free(up); fc_free(acc); fc_free(tap);
         return FC_ENOMEM;
     }
     memset(up, 0, sizeof(float) * ulen);
+    memset(tap, 0, sizeof(float) * (size_t)(FC_RW_R * nrowp));
     /* tap[j][row], row = (cc * 5 + i) * k + kk: a U row's channels follow one another */
     for (ptrdiff_t kk = 0; kk < k; ++kk)
         for (ptrdiff_t cc = 0; cc < c; ++cc)
@@ -382,21 +385,24 @@ FC_TGT_AVX512 static int rw_setup(rw_plan *d, const float *w, int flip)
                 const float *g = flip ? w + (cc * k + kk) * 25 + (4 - i) * 5 + 4
                                       : w + (kk * c + cc) * 25 + i * 5;
                 const ptrdiff_t step = flip ? -1 : 1;
-                for (ptrdiff_t j = 0; j < FC_RW_R; ++j) tap[j * nrow + row] = g[j * step];
+                for (ptrdiff_t j = 0; j < FC_RW_R; ++j) tap[j * nrowp + row] = g[j * step];
             }
-    for (int p = 0; p < FC_RW_N; ++p) {
-        for (ptrdiff_t r = 0; r < nrow; ++r) acc[r] = 0.0;
-        for (int j = 0; j < FC_RW_R; ++j) {
-            const double gp = (double)fc_rw_g[p][j];
-            const float *tj = tap + j * nrow;
-            for (ptrdiff_t r = 0; r < nrow; ++r) acc[r] += gp * (double)tj[r];
-        }
-        for (ptrdiff_t ci = 0; ci < c * FC_RW_R; ++ci) {
-            float *u = up + (p * c * FC_RW_R + ci) * d->kp;
-            const double *a = acc + ci * k;
-            for (ptrdiff_t kk = 0; kk < k; ++kk) u[kk] = (float)a[kk];
+    /* 8 rows a vector, the sum of each point in a register: per row and
+     * point the scalar s = 0, s += G[p][j] * g[j] of fc_rw_filter */
+    for (ptrdiff_t r0 = 0; r0 < nrow; r0 += 8) {
+        __m512d t[FC_RW_R];
+        for (int j = 0; j < FC_RW_R; ++j) t[j] = _mm512_cvtps_pd(_mm256_loadu_ps(tap + j * nrowp + r0));
+        for (int p = 0; p < FC_RW_N; ++p) {
+            __m512d sum = _mm512_setzero_pd();
+            for (int j = 0; j < FC_RW_R; ++j)
+                sum = _mm512_add_pd(sum, _mm512_mul_pd(_mm512_set1_pd((double)fc_rw_g[p][j]), t[j]));
+            _mm256_storeu_ps(acc + p * nrowp + r0, _mm512_cvtpd_ps(sum));
         }
     }
+    for (int p = 0; p < FC_RW_N; ++p)
+        for (ptrdiff_t ci = 0; ci < c * FC_RW_R; ++ci)
+            memcpy(up + (p * c * FC_RW_R + ci) * d->kp, acc + p * nrowp + ci * k,
+                   sizeof(float) * (size_t)k);
     fc_free(acc);
     fc_free(tap);
     d->up = up;
