@@ -13,9 +13,10 @@ Python routes (pass: routes, rule):
 - Linear forward in an inference plan: panels (1 row) / k-major copy of the weight / in place,
   :func:`linear_weight_copy` (same bits either way)
 
-- conv2d forward: winograd (F(2x2, 5x5) for 5x5, F(4x4, 3x3) for 3x3) / direct,
-  :func:`winograd_ok`
-- conv2d grad_input: winograd (the same two) / direct, :func:`winograd_ok`
+- conv2d forward: winograd (F(2x2, 5x5) for 5x5, F(4x4, 3x3) for 3x3) / winograd_rows
+  (row-Winograd F(5, 5), 5x5 layers with few channels) / direct, :func:`winograd_ok`
+  then :func:`winograd_rows_ok`
+- conv2d grad_input: winograd (the same two) / winograd_rows / direct, the same rules
 - conv2d grad_weight (+ grad_bias): winograd (the same two) / direct,
   ``winograd_ok(..., grad_weight=True)``
 """
@@ -31,6 +32,7 @@ __all__ = [
     "set_winograd",
     "winograd_mode",
     "winograd_ok",
+    "winograd_rows_ok",
     "conv_forward",
     "conv_grad_input",
     "conv_grad_weight",
@@ -42,7 +44,8 @@ __all__ = [
 # None = auto (measured rule in winograd_ok), True = wherever supported, False = never.
 _WINOGRAD_ENV = {"": None, "auto": None, "1": True, "on": True, "0": False, "off": False}
 _winograd = _WINOGRAD_ENV.get(os.environ.get("FASTCONV_WINOGRAD", "").strip().lower())
-# Which algorithm each conv pass ran last ('winograd' or 'direct'); for tests and debugging.
+# Which algorithm each conv pass ran last ('winograd', 'winograd_rows' or 'direct'); for tests
+# and debugging.
 _last_algorithm: Dict[str, str] = {}
 
 
@@ -141,6 +144,65 @@ WINOGRAD3_MIN_TILES = 16
 WINOGRAD3_GRAD_WEIGHT_MIN_TILES = 49
 
 
+def winograd_rows_ok(g, dtype, grad_weight=False, grad_input=False):
+    """True if this 5x5 pass should run on the row-Winograd F(5, 5) kernels.
+
+    ``g`` is the checked geometry (``fastconv._geometry.ConvGeom``), for the
+    forward pass or (``grad_input=True``) grad_input; grad_weight is not
+    covered here (False). A layer
+    that :func:`winograd_ok` takes stays on the 2-D Winograd kernels (so
+    ``set_winograd(True)`` keeps its choice). Supported: float32, 5x5,
+    stride 1, dilation 1, groups 1, padding <= 4 on every side, AVX-512 at
+    the current SIMD level. ``set_winograd(False)`` turns it off. The rule
+    depends on the layer, never on the batch, so a sample's output does not
+    depend on the batch it is in (the kernel gives every image the same
+    operations: csrc/fc_rowwino.c).
+
+    Measured (thread_time, 1 thread, AVX-512, while other builds shared the
+    machine; direct -> rows, batch 64 / batch 1, microseconds):
+
+    ====================  ======================  ======================
+    layer                 forward                 grad_input
+    ====================  ======================  ======================
+    6->16, 14x14          139 -> 77 / 7.0 -> 7.9  138 -> 123 / 13 -> 18
+    8->16, 14x14          179 -> 96               177 -> 147
+    16->16, 14x14         540 -> 182              1062 -> 256
+    6->32, 14x14          270 -> 139              268 -> 248
+    3->16, 32x32          700 -> 428 / 13 -> 20   1334 -> 725 / 24 -> 86
+    1->32, 28x28 pad 2    616 -> 406              621 -> 1202
+    1->6, 32x32           97 -> 103 / 3.9 -> 9.1  155 -> 270 / 7.9 -> 30
+    1->6, 28x28 pad 2     90 -> 94 / 4.0 -> 9.2   138 -> 208 / 6.9 -> 25
+    ====================  ======================  ======================
+
+    The forward gains from 16 output channels and 32 channel pairs on
+    (3->16: 1.6x, LeNet's conv2 6->16: 1.8x, 16->16: 3x) and loses on
+    LeNet's conv1 (1->6: its 5-term reduction does not pay for the
+    transforms). grad_input (the forward of grad_out with the channels
+    swapped: C output channels) gains from 6 input channels (6->16: 1.1x,
+    16->16: 4x) and loses with 1 (1->32: 0.5x). A batch's last n % 16
+    images (and batch 1) run one at a time, output channels in the vector
+    lanes: slower than the direct kernels for few output channels, which
+    the rule also keeps out.
+    """
+    if grad_weight or _winograd is False or dtype != np.float32:
+        return False
+    if (g.kh, g.kw) != (5, 5) or g.stride != (1, 1) or g.dilation != (1, 1) or g.groups != 1:
+        return False
+    if max(g.pad[0] + g.pad[1]) > 4 or winograd_ok(g, dtype):
+        return False
+    if _kernels.simd_level() < _kernels.SIMD_LEVELS["avx512"]:
+        return False
+    if grad_input:
+        return g.c >= ROWS_GRAD_INPUT_MIN_C and g.k >= ROWS_MIN_K
+    return g.k >= ROWS_MIN_K and g.c * g.k >= ROWS_FWD_MIN_PAIRS
+
+
+# The row-Winograd rule's thresholds (measured: see winograd_rows_ok)
+ROWS_MIN_K = 16             # output channels, both passes
+ROWS_FWD_MIN_PAIRS = 32     # forward: input x output channels
+ROWS_GRAD_INPUT_MIN_C = 6   # grad_input: input channels (its outputs)
+
+
 def winograd_mode():
     """The mode :func:`set_winograd` set: None (auto), True or False.
 
@@ -154,6 +216,8 @@ def conv_forward(g, dtype):
     """``(route, kernel)`` for conv2d's forward pass."""
     if winograd_ok(g, dtype):
         return "winograd", _kernels.conv2d_forward_winograd
+    if winograd_rows_ok(g, dtype):
+        return "winograd_rows", _kernels.conv2d_forward_winograd_rows
     return "direct", _kernels.conv2d_forward
 
 
@@ -161,6 +225,8 @@ def conv_grad_input(g, dtype):
     """``(route, kernel)`` for conv2d's grad_input pass."""
     if winograd_ok(g, dtype):
         return "winograd", _kernels.conv2d_grad_input_winograd
+    if winograd_rows_ok(g, dtype, grad_input=True):
+        return "winograd_rows", _kernels.conv2d_grad_input_winograd_rows
     return "direct", _kernels.conv2d_grad_input
 
 
