@@ -49,7 +49,6 @@ extern "C" {
 #define FC_OK 0
 #define FC_ENOMEM (-1)
 #define FC_EINDEX (-2)
-#define FC_EINVAL (-3) /* a route called where it cannot run (e.g. no AVX-512) */
 
 /* SIMD levels, chosen at run time (fc_simd_level) */
 #define FC_SIMD_GENERIC 0
@@ -155,8 +154,8 @@ int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_con
  * Row-Winograd F(5, 5) forward and grad_input (csrc/fc_rowwino.c, fc_rowwino.h):
  * float32, 5x5, stride 1, dilation 1, groups 1, padding <= 4 every side, for
  * layers with few channels. Same contract as fc_conv2d_fwd_f32 /
- * fc_conv2d_grad_input_f32; different rounding (~1e-6 of the output scale).
- * FC_EINVAL without AVX-512 at the current SIMD level.
+ * fc_conv2d_grad_input_f32; different rounding (~1e-5 of the output scale).
+ * Below AVX-512 at the current SIMD level they run the direct kernels.
  */
 int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
                               const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);

@@ -414,7 +414,10 @@ int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
                               const fc_conv_geom *g, int relu, int nthreads, float *y)
 {
 #if FC_X86_SIMD
-    if (fc_simd_dispatch() < FC_SIMD_AVX512) return FC_EINVAL;
+    /* below AVX-512 (a plan made at that level, run after a switch): what the
+     * route rule chooses at this level */
+    if (fc_simd_dispatch() < FC_SIMD_AVX512)
+        return fc_conv2d_fwd_f32(x, w, bias, g, relu, nthreads, y);
     if (g->n <= 0 || g->k <= 0 || g->ho <= 0 || g->wo <= 0) return FC_OK;
     nthreads = fc_threads_for(nthreads, fc_conv_work(g) / FC_CONV_FWD_MACS_PER_WORK);
     rw_plan d;
@@ -426,8 +429,7 @@ int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
     fc_free((void *)d.up);
     return rc;
 #else
-    (void)x; (void)w; (void)bias; (void)g; (void)relu; (void)nthreads; (void)y;
-    return FC_EINVAL;
+    return fc_conv2d_fwd_f32(x, w, bias, g, relu, nthreads, y);
 #endif
 }
 
@@ -435,7 +437,7 @@ int fc_conv2d_grad_input_rowwino_f32(const float *gy, const float *w, const fc_c
                                      int nthreads, float *gx)
 {
 #if FC_X86_SIMD
-    if (fc_simd_dispatch() < FC_SIMD_AVX512) return FC_EINVAL;
+    if (fc_simd_dispatch() < FC_SIMD_AVX512) return fc_conv2d_grad_input_f32(gy, w, g, nthreads, gx);
     if (g->n <= 0 || g->c <= 0 || g->h <= 0 || g->w <= 0) return FC_OK;
     nthreads = fc_threads_for(nthreads, fc_conv_work(g));
     /* gx = the forward of gy padded (4 - pt, ., 4 - pl, .), k and c swapped */
@@ -448,7 +450,6 @@ int fc_conv2d_grad_input_rowwino_f32(const float *gy, const float *w, const fc_c
     fc_free((void *)d.up);
     return rc;
 #else
-    (void)gy; (void)w; (void)g; (void)nthreads; (void)gx;
-    return FC_EINVAL;
+    return fc_conv2d_grad_input_f32(gy, w, g, nthreads, gx);
 #endif
 }

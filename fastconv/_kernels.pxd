@@ -5,7 +5,6 @@ cdef extern from "fastconv.h" nogil:
     int FC_OK
     int FC_ENOMEM
     int FC_EINDEX
-    int FC_EINVAL
     int FC_SIMD_GENERIC
     int FC_SIMD_AVX2
     int FC_SIMD_AVX512

@@ -63,7 +63,7 @@ def conv2d_grad_input_winograd(
     gy: _Float, w: _Float, geom: _ConvGeom, nthreads: int, gx: _Float
 ) -> None: ...
 # Row-Winograd F(5, 5) (fc_rowwino.c): float32, 5x5, stride 1, dilation 1, groups 1,
-# padding <= 4; needs AVX-512 (RuntimeError otherwise).
+# padding <= 4; below AVX-512 they run conv2d_forward / conv2d_grad_input.
 def conv2d_forward_winograd_rows(
     x: _Float,
     w: _Float,
@@ -182,6 +182,7 @@ LINEAR_KMAJOR: int
 LINEAR_PANELS: int
 OP_CONV_POOL: int
 OP_WINO_POOL: int
+OP_WINO_ROWS: int
 
 class PlanProgram:
     def __init__(self, ops: list, nslots: int) -> None: ...

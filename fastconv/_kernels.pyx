@@ -47,9 +47,6 @@ cdef fc_pool_geom _pool_geom(tuple t, bint count_include_pad):
 cdef int _check(int rc) except -1:
     if rc == FC_ENOMEM:
         raise MemoryError("fastconv: could not allocate kernel scratch memory")
-    if rc == FC_EINVAL:
-        raise RuntimeError("fastconv: a kernel route was called where it cannot run "
-                           "(e.g. an AVX-512 route below that SIMD level)")
     return rc
 
 

@@ -152,8 +152,10 @@ def winograd_rows_ok(g, dtype, grad_weight=False, grad_input=False):
     covered here (False). A layer
     that :func:`winograd_ok` takes stays on the 2-D Winograd kernels (so
     ``set_winograd(True)`` keeps its choice). Supported: float32, 5x5,
-    stride 1, dilation 1, groups 1, padding <= 4 on every side, AVX-512 at
-    the current SIMD level. ``set_winograd(False)`` turns it off. The rule
+    stride 1, dilation 1, groups 1, padding <= 4 on every side, a CPU with
+    AVX-512 (below that SIMD level, when set, the kernel runs the direct one:
+    :func:`conv_forward` then reports "direct"). ``set_winograd(False)``
+    turns it off. The rule
     depends on the layer, never on the batch, so a sample's output does not
     depend on the batch it is in (the kernel gives every image the same
     operations: csrc/fc_rowwino.c).
@@ -190,7 +192,10 @@ def winograd_rows_ok(g, dtype, grad_weight=False, grad_input=False):
         return False
     if max(g.pad[0] + g.pad[1]) > 4 or winograd_ok(g, dtype):
         return False
-    if _kernels.simd_level() < _kernels.SIMD_LEVELS["avx512"]:
+    # the CPU's support, not the level in force: a plan made at one level runs at
+    # another, and the kernel runs the direct one below AVX-512 (what this rule
+    # would choose there), so the kernel chosen never depends on the level
+    if _kernels.simd_supported() < _kernels.SIMD_LEVELS["avx512"]:
         return False
     if grad_input:
         return g.c >= ROWS_GRAD_INPUT_MIN_C and g.k >= ROWS_MIN_K
@@ -212,12 +217,18 @@ def winograd_mode():
     return _winograd
 
 
+def _rows_name():
+    """What the row-Winograd kernels run at the SIMD level in force."""
+    return ("winograd_rows" if _kernels.simd_level() >= _kernels.SIMD_LEVELS["avx512"]
+            else "direct")
+
+
 def conv_forward(g, dtype):
     """``(route, kernel)`` for conv2d's forward pass."""
     if winograd_ok(g, dtype):
         return "winograd", _kernels.conv2d_forward_winograd
     if winograd_rows_ok(g, dtype):
-        return "winograd_rows", _kernels.conv2d_forward_winograd_rows
+        return _rows_name(), _kernels.conv2d_forward_winograd_rows
     return "direct", _kernels.conv2d_forward
 
 
@@ -226,7 +237,7 @@ def conv_grad_input(g, dtype):
     if winograd_ok(g, dtype):
         return "winograd", _kernels.conv2d_grad_input_winograd
     if winograd_rows_ok(g, dtype, grad_input=True):
-        return "winograd_rows", _kernels.conv2d_grad_input_winograd_rows
+        return _rows_name(), _kernels.conv2d_grad_input_winograd_rows
     return "direct", _kernels.conv2d_grad_input
 
 

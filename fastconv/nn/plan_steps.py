@@ -195,6 +195,8 @@ class _Conv(_ParamStep):
             self.op_code = _kernels.OP_WINO
         elif kernel is _kernels.conv2d_forward:
             self.op_code = _kernels.OP_CONV
+        elif kernel is _kernels.conv2d_forward_winograd_rows:
+            self.op_code = _kernels.OP_WINO_ROWS
 
     def _winograd_up(self, w):
         """U (36, k, c), the transformed weights, followed by their packing for the
