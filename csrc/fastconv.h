@@ -161,6 +161,11 @@ int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
                               const fc_conv_geom *g, int relu, int nthreads, float *y /* OUT */);
 int fc_conv2d_grad_input_rowwino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                      int nthreads, float *gx /* OUT */);
+/* The forward followed by a 2x2/2 max-pool (floor), in one pass: yp of shape
+ * (N, K, ho / 2, wo / 2), bitwise fc_maxpool2d_fwd of its y. */
+int fc_conv2d_fwd_rowwino_maxpool2_f32(const float *x, const float *w, const float *bias,
+                                       const fc_conv_geom *g, int relu, int nthreads,
+                                       float *yp /* OUT */);
 
 /* ---- pooling -------------------------------------------------------------- */
 /* idx may be NULL (no indices wanted). Indices are h * W + w in the input plane. */

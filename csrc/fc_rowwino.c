@@ -56,7 +56,19 @@ typedef struct {
     ptrdiff_t wt;        /* padded input columns read: 5T + 4 */
     int mr;              /* output channels per register block (rw_pick_mr) */
     int relu;
+    int pool;            /* y is the 2x2/2 max-pool (floor) of the output, (n, k, ho/2, wo/2) */
 } rw_plan;
+
+/* One 2x2 window's four values in raster order: a larger value or a NaN
+ * takes over, fc_maxpool2d's rule (and fc_conv_fwd_impl.h's pool2_row). */
+static inline float rw_max4(float a, float b, float c, float e)
+{
+    const float v[4] = {a, b, c, e};
+    float best = v[0];
+    for (int i = 1; i < 4; ++i)
+        if (v[i] > best || v[i] != v[i]) best = v[i];
+    return best;
+}
 
 /* Kernel rows [*lo, *hi] of output row y that fall on input rows: the others
  * multiply padding, and both paths skip exactly these, so the FMA chain of
@@ -216,6 +228,32 @@ FC_TGT_AVX512 static void rw_block(const void *plan, ptrdiff_t n0, int nb, ptrdi
             }
         }
     }
+    if (d->pool) {
+        /* the pool in the lanes and in place (each pooled value is written after
+         * its window's four reads, before any later window's), then out */
+        const ptrdiff_t ho2 = d->ho / 2, wo2 = d->wo / 2, plane = ho2 * wo2;
+        float *out = yt + k0 * plane * RW_L;
+        for (ptrdiff_t k = k0; k < k1; ++k)
+            for (ptrdiff_t r = 0; r < ho2; ++r) {
+                const float *r0 = yt + (k * d->ho + 2 * r) * we * RW_L, *r1 = r0 + we * RW_L;
+                for (ptrdiff_t j = 0; j < wo2; ++j, out += RW_L) {
+                    const __m512 v[4] = {_mm512_load_ps(r0 + 2 * j * RW_L),
+                                         _mm512_load_ps(r0 + (2 * j + 1) * RW_L),
+                                         _mm512_load_ps(r1 + 2 * j * RW_L),
+                                         _mm512_load_ps(r1 + (2 * j + 1) * RW_L)};
+                    __m512 best = v[0];
+                    for (int i = 1; i < 4; ++i) {
+                        const __mmask16 t = _mm512_cmp_ps_mask(v[i], best, _CMP_GT_OQ) |
+                                            _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);
+                        best = _mm512_mask_mov_ps(best, t, v[i]);
+                    }
+                    _mm512_store_ps(out, best);
+                }
+            }
+        fc_lanes_unpack(yt + k0 * plane * RW_L, k1 - k0, plane, plane, d->k * plane, nb,
+                        d->y + (n0 * d->k + k0) * plane);
+        return;
+    }
     fc_lanes_unpack(yt + k0 * d->ho * we * RW_L, (k1 - k0) * d->ho, d->wo, we,
                     d->k * d->ho * d->wo, nb, d->y + (n0 * d->k + k0) * d->ho * d->wo);
 }
@@ -224,7 +262,8 @@ FC_TGT_AVX512 static void rw_block(const void *plan, ptrdiff_t n0, int nb, ptrdi
  * padded input plane (h, wt); 16 lanes of staging. */
 static size_t rw_image_floats(const rw_plan *d)
 {
-    return (size_t)(d->c * d->hp * d->T * FC_RW_N) + (size_t)(d->h * d->wt) + 2 * RW_L;
+    return (size_t)(d->c * d->hp * d->T * FC_RW_N) + (size_t)(d->h * d->wt) + 2 * RW_L +
+           (d->pool ? (size_t)(d->k * d->ho * d->wo) : 0);
 }
 
 /*
@@ -237,11 +276,12 @@ FC_TGT_AVX512 static void rw_image(const rw_plan *d, ptrdiff_t img, float *buf)
 {
     const ptrdiff_t T = d->T, hw = d->h * d->w;
     const float *x = d->x + img * d->c * hw;
-    float *y = d->y + img * d->k * d->ho * d->wo;
     float *vs = buf; /* vs[((c * hp + row) * T + t) * 9 + p], input rows only */
     float *pplane = vs + d->c * d->hp * T * FC_RW_N;
     const ptrdiff_t plen = d->h * d->wt;
     float *stage = (float *)(((uintptr_t)(pplane + plen) + 63) & ~(uintptr_t)63);
+    /* the output, or when pooling the image's output before its pool */
+    float *y = d->pool ? stage + RW_L : d->y + img * d->k * d->ho * d->wo;
     const __m512i nine = _mm512_mullo_epi32(
         _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(9));
 
@@ -300,6 +340,17 @@ FC_TGT_AVX512 static void rw_image(const rw_plan *d, ptrdiff_t img, float *buf)
                 }
             }
         }
+    }
+    if (d->pool) {
+        const ptrdiff_t ho2 = d->ho / 2, wo2 = d->wo / 2;
+        float *yp = d->y + img * d->k * ho2 * wo2;
+        for (ptrdiff_t k = 0; k < d->k; ++k)
+            for (ptrdiff_t r = 0; r < ho2; ++r) {
+                const float *r0 = y + (k * d->ho + 2 * r) * d->wo, *r1 = r0 + d->wo;
+                for (ptrdiff_t j = 0; j < wo2; ++j)
+                    yp[(k * ho2 + r) * wo2 + j] =
+                        rw_max4(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
+            }
     }
 }
 
@@ -410,18 +461,14 @@ FC_TGT_AVX512 static int rw_setup(rw_plan *d, const float *w, int flip)
 }
 #endif /* FC_X86_SIMD */
 
-int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
-                              const fc_conv_geom *g, int relu, int nthreads, float *y)
+static int rw_forward(const float *x, const float *w, const float *bias, const fc_conv_geom *g,
+                      int relu, int pool, int nthreads, float *y)
 {
 #if FC_X86_SIMD
-    /* below AVX-512 (a plan made at that level, run after a switch): what the
-     * route rule chooses at this level */
-    if (fc_simd_dispatch() < FC_SIMD_AVX512)
-        return fc_conv2d_fwd_f32(x, w, bias, g, relu, nthreads, y);
     if (g->n <= 0 || g->k <= 0 || g->ho <= 0 || g->wo <= 0) return FC_OK;
     nthreads = fc_threads_for(nthreads, fc_conv_work(g) / FC_CONV_FWD_MACS_PER_WORK);
     rw_plan d;
-    d.x = x; d.bias = bias; d.y = y; d.relu = relu;
+    d.x = x; d.bias = bias; d.y = y; d.relu = relu; d.pool = pool;
     d.n = g->n; d.c = g->c; d.h = g->h; d.w = g->w; d.k = g->k;
     d.pt = g->ph; d.pl = g->pw; d.ho = g->ho; d.wo = g->wo;
     if (rw_setup(&d, w, 0) != FC_OK) return FC_ENOMEM;
@@ -429,8 +476,27 @@ int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
     fc_free((void *)d.up);
     return rc;
 #else
-    return fc_conv2d_fwd_f32(x, w, bias, g, relu, nthreads, y);
+    (void)x; (void)w; (void)bias; (void)g; (void)relu; (void)pool; (void)nthreads; (void)y;
+    return FC_OK; /* not reached: the callers check the level */
 #endif
+}
+
+int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
+                              const fc_conv_geom *g, int relu, int nthreads, float *y)
+{
+    /* below AVX-512 (a plan made at that level, run after a switch): what the
+     * route rule chooses at this level */
+    if (fc_simd_dispatch() < FC_SIMD_AVX512)
+        return fc_conv2d_fwd_f32(x, w, bias, g, relu, nthreads, y);
+    return rw_forward(x, w, bias, g, relu, 0, nthreads, y);
+}
+
+int fc_conv2d_fwd_rowwino_maxpool2_f32(const float *x, const float *w, const float *bias,
+                                       const fc_conv_geom *g, int relu, int nthreads, float *yp)
+{
+    if (fc_simd_dispatch() < FC_SIMD_AVX512)
+        return fc_conv2d_fwd_maxpool2_f32(x, w, bias, g, relu, nthreads, yp);
+    return rw_forward(x, w, bias, g, relu, 1, nthreads, yp);
 }
 
 int fc_conv2d_grad_input_rowwino_f32(const float *gy, const float *w, const fc_conv_geom *g,
@@ -442,7 +508,7 @@ int fc_conv2d_grad_input_rowwino_f32(const float *gy, const float *w, const fc_c
     nthreads = fc_threads_for(nthreads, fc_conv_work(g));
     /* gx = the forward of gy padded (4 - pt, ., 4 - pl, .), k and c swapped */
     rw_plan d;
-    d.x = gy; d.bias = NULL; d.y = gx; d.relu = 0;
+    d.x = gy; d.bias = NULL; d.y = gx; d.relu = 0; d.pool = 0;
     d.n = g->n; d.c = g->k; d.h = g->ho; d.w = g->wo; d.k = g->c;
     d.pt = FC_RW_R - 1 - g->ph; d.pl = FC_RW_R - 1 - g->pw; d.ho = g->h; d.wo = g->w;
     if (rw_setup(&d, w, 1) != FC_OK) return FC_ENOMEM;

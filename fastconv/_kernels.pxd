@@ -76,6 +76,9 @@ cdef extern from "fastconv.h" nogil:
                                   const fc_conv_geom *g, int relu, int nthreads, float *y)
     int fc_conv2d_grad_input_rowwino_f32(const float *gy, const float *w, const fc_conv_geom *g,
                                          int nthreads, float *gx)
+    int fc_conv2d_fwd_rowwino_maxpool2_f32(const float *x, const float *w, const float *bias,
+                                           const fc_conv_geom *g, int relu, int nthreads,
+                                           float *yp)
 
     int fc_maxpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads,
                              float *y, int64_t *idx)

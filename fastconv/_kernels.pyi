@@ -183,6 +183,7 @@ LINEAR_PANELS: int
 OP_CONV_POOL: int
 OP_WINO_POOL: int
 OP_WINO_ROWS: int
+OP_WINO_ROWS_POOL: int
 
 class PlanProgram:
     def __init__(self, ops: list, nslots: int) -> None: ...

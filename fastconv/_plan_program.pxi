@@ -4,7 +4,7 @@
 # ---- an inference plan's steps run in one call (fastconv.nn.plan) -----------------
 # Op codes of PlanProgram; the plan builds the op tuples.
 (OP_CONV, OP_WINO, OP_MAXPOOL, OP_AVGPOOL, OP_RELU, OP_RELU_NUMPY, OP_LINEAR, OP_CONV_POOL,
- OP_WINO_POOL, OP_WINO_ROWS) = range(10)
+ OP_WINO_POOL, OP_WINO_ROWS, OP_WINO_ROWS_POOL) = range(11)
 # Variants of OP_LINEAR's weight slot: W itself (0) or the step's kept copy.
 cdef enum:
     _LINEAR_KMAJOR = 1
@@ -67,6 +67,10 @@ cdef int _run_op(_plan_op *op, void **p, int variant, int nthreads) noexcept nog
         return fc_conv2d_fwd_wino_f32(<const float *>p[op.src], <const float *>p[op.w],
                                       <const float *>p[op.b], &op.cg, op.relu, nthreads,
                                       <float *>p[op.dst])
+    if code == 10:  # row-Winograd conv, then its 2x2/2 max-pool, in one pass
+        return fc_conv2d_fwd_rowwino_maxpool2_f32(<const float *>p[op.src], <const float *>p[op.w],
+                                                  <const float *>p[op.b], &op.cg, op.relu,
+                                                  nthreads, <float *>p[op.dst])
     if code == 9:  # row-Winograd conv (float32)
         return fc_conv2d_fwd_rowwino_f32(<const float *>p[op.src], <const float *>p[op.w],
                                          <const float *>p[op.b], &op.cg, op.relu, nthreads,
@@ -145,8 +149,8 @@ cdef class PlanProgram:
     ReLU ``(n,)``, Linear ``(n, nin, nout, ldw)`` (its ``relu``: the next
     layer's ReLU applied in place). ``OP_CONV_POOL`` / ``OP_WINO_POOL``: a
     direct / Winograd conv (its geometry) whose output goes straight through a
-    2x2/2 max-pool; ``OP_WINO_ROWS``: the row-Winograd conv (not fused with
-    a pool: its tiles are 5 columns wide). The plan has checked every
+    2x2/2 max-pool; ``OP_WINO_ROWS`` / ``OP_WINO_ROWS_POOL``: the row-Winograd
+    conv, without / with that pool. The plan has checked every
     shape, dtype and contiguity; nothing is checked here.
     """
     cdef _plan_op *ops
@@ -166,7 +170,7 @@ cdef class PlanProgram:
             op = &self.ops[i]
             op.code, op.f64, op.src, op.dst, op.w, op.b, op.relu = code, f64, src, dst, w, b, relu
             op.n = op.nin = op.nout = op.ldw = 0
-            if code in (0, 1, 7, 8, 9):
+            if code in (0, 1, 7, 8, 9, 10):
                 op.cg = _conv_geom(geom)
             elif code in (2, 3):
                 op.pg = _pool_geom(geom, bool(extra))

@@ -529,18 +529,24 @@ class _Identity(_Step):
 def fuse_pool(step, nxt):
     """The op code running conv ``step`` and max-pool ``nxt`` as one op, or None.
 
-    A direct or Winograd conv followed by 2x2 windows with stride 2, no padding
+    A direct, Winograd or row-Winograd conv followed by 2x2 windows with stride 2, no padding
     or dilation, that tile its output from the top left (floor mode): the fused
-    kernels (``fc_conv2d_fwd_maxpool2``, ``fc_conv2d_fwd_wino*_maxpool2``) pool
+    kernels (``fc_conv2d_fwd_maxpool2``, ``fc_conv2d_fwd_wino*_maxpool2``,
+    ``fc_conv2d_fwd_rowwino_maxpool2``) pool
     exactly those windows."""
-    if not isinstance(step, _Conv) or step.op_code not in (_kernels.OP_CONV, _kernels.OP_WINO) \
+    if not isinstance(step, _Conv) or step.op_code not in _POOL_FUSED \
             or not isinstance(nxt, _MaxPool) or nxt.flat:
         return None
     n, c, h, w, kh, kw, ho, wo, sh, sw, ph, pw, ph_end, pw_end, dh, dw = nxt.geom
     if (kh, kw, sh, sw, ph, pw, ph_end, pw_end, dh, dw) == (2, 2, 2, 2, 0, 0, 0, 0, 1, 1) \
             and (ho, wo) == (h // 2, w // 2) and (h, w) == step.out_shape[2:]:
-        return _kernels.OP_CONV_POOL if step.op_code == _kernels.OP_CONV else _kernels.OP_WINO_POOL
+        return _POOL_FUSED[step.op_code]
     return None
+
+
+# conv op -> its op fused with the 2x2/2 max-pool that follows
+_POOL_FUSED = {_kernels.OP_CONV: _kernels.OP_CONV_POOL, _kernels.OP_WINO: _kernels.OP_WINO_POOL,
+               _kernels.OP_WINO_ROWS: _kernels.OP_WINO_ROWS_POOL}
 
 
 _KERNEL_RELU_IS_NUMPYS = None
