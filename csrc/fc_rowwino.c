@@ -59,16 +59,6 @@ typedef struct {
     int pool;            /* y is the 2x2/2 max-pool (floor) of the output, (n, k, ho/2, wo/2) */
 } rw_plan;
 
-/* One 2x2 window's four values in raster order: a larger value or a NaN
- * takes over, fc_maxpool2d's rule (and fc_conv_fwd_impl.h's pool2_row). */
-static inline float rw_max4(float a, float b, float c, float e)
-{
-    const float v[4] = {a, b, c, e};
-    float best = v[0];
-    for (int i = 1; i < 4; ++i)
-        if (v[i] > best || v[i] != v[i]) best = v[i];
-    return best;
-}
 
 /* Kernel rows [*lo, *hi] of output row y that fall on input rows: the others
  * multiply padding, and both paths skip exactly these, so the FMA chain of
@@ -263,7 +253,7 @@ FC_TGT_AVX512 static void rw_block(const void *plan, ptrdiff_t n0, int nb, ptrdi
 static size_t rw_image_floats(const rw_plan *d)
 {
     return (size_t)(d->c * d->hp * d->T * FC_RW_N) + (size_t)(d->h * d->wt) + 2 * RW_L +
-           (d->pool ? (size_t)(d->k * d->ho * d->wo) : 0);
+           (d->pool ? (size_t)(RW_L * d->ho * d->wo) : 0);
 }
 
 /*
@@ -280,8 +270,9 @@ FC_TGT_AVX512 static void rw_image(const rw_plan *d, ptrdiff_t img, float *buf)
     float *pplane = vs + d->c * d->hp * T * FC_RW_N;
     const ptrdiff_t plen = d->h * d->wt;
     float *stage = (float *)(((uintptr_t)(pplane + plen) + 63) & ~(uintptr_t)63);
-    /* the output, or when pooling the image's output before its pool */
-    float *y = d->pool ? stage + RW_L : d->y + img * d->k * d->ho * d->wo;
+    float *y = d->y + img * d->k * d->ho * d->wo;
+    /* when pooling: 16 channels' outputs before their pool, yk[(y * wo + x) * 16 + l] */
+    float *yk = stage + RW_L;
     const __m512i nine = _mm512_mullo_epi32(
         _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(9));
 
@@ -319,38 +310,72 @@ FC_TGT_AVX512 static void rw_image(const rw_plan *d, ptrdiff_t img, float *buf)
         for (ptrdiff_t yy = 0; yy < d->ho; ++yy) {
             ptrdiff_t lo, hi;
             rw_rows(d, yy, &lo, &hi);
-            for (ptrdiff_t t = 0; t < T; ++t) {
-                __m512 m[FC_RW_N], o[FC_RW_M];
-                RW_UNROLL for (int p = 0; p < FC_RW_N; ++p) m[p] = _mm512_setzero_ps();
-                for (ptrdiff_t c = 0; c < d->c; ++c)
-                    for (ptrdiff_t i = lo; i <= hi; ++i) {
-                        const float *v = vs + ((c * d->hp + yy + i) * T + t) * FC_RW_N;
-                        const float *u = d->up + (c * FC_RW_R + i) * d->kp + kb;
-                        RW_UNROLL for (int p = 0; p < FC_RW_N; ++p)
-                            m[p] = _mm512_fmadd_ps(_mm512_set1_ps(v[p]),
-                                                   _mm512_load_ps(u + p * pstep), m[p]);
+            for (ptrdiff_t t0 = 0; t0 < T; t0 += 2) {
+                /* two tiles at once where there are two: each U vector serves both */
+                const int nt = T - t0 >= 2 ? 2 : 1;
+                __m512 m[2][FC_RW_N];
+                RW_UNROLL for (int p = 0; p < FC_RW_N; ++p) m[0][p] = m[1][p] = _mm512_setzero_ps();
+                if (nt == 2) {
+                    for (ptrdiff_t c = 0; c < d->c; ++c)
+                        for (ptrdiff_t i = lo; i <= hi; ++i) {
+                            const float *v = vs + ((c * d->hp + yy + i) * T + t0) * FC_RW_N;
+                            const float *u = d->up + (c * FC_RW_R + i) * d->kp + kb;
+                            RW_UNROLL for (int p = 0; p < FC_RW_N; ++p) {
+                                const __m512 up = _mm512_load_ps(u + p * pstep);
+                                m[0][p] = _mm512_fmadd_ps(_mm512_set1_ps(v[p]), up, m[0][p]);
+                                m[1][p] = _mm512_fmadd_ps(_mm512_set1_ps(v[FC_RW_N + p]), up,
+                                                          m[1][p]);
+                            }
+                        }
+                } else {
+                    for (ptrdiff_t c = 0; c < d->c; ++c)
+                        for (ptrdiff_t i = lo; i <= hi; ++i) {
+                            const float *v = vs + ((c * d->hp + yy + i) * T + t0) * FC_RW_N;
+                            const float *u = d->up + (c * FC_RW_R + i) * d->kp + kb;
+                            RW_UNROLL for (int p = 0; p < FC_RW_N; ++p)
+                                m[0][p] = _mm512_fmadd_ps(_mm512_set1_ps(v[p]),
+                                                          _mm512_load_ps(u + p * pstep), m[0][p]);
+                        }
+                }
+                for (int s = 0; s < nt; ++s) {
+                    const ptrdiff_t t = t0 + s;
+                    __m512 o[FC_RW_M];
+                    fc_rw_output_avx512(m[s], o);
+                    for (int q = 0; q < FC_RW_M; ++q) {
+                        const ptrdiff_t col = 5 * t + q;
+                        if (col >= d->wo) break;
+                        const __m512 r = rw_finish(o[q], bv, d->relu);
+                        if (d->pool) { /* channels stay in the lanes until the pool */
+                            _mm512_store_ps(yk + (yy * d->wo + col) * RW_L, r);
+                            continue;
+                        }
+                        _mm512_store_ps(stage, r);
+                        for (ptrdiff_t l = 0; l < nk; ++l)
+                            y[((kb + l) * d->ho + yy) * d->wo + col] = stage[l];
                     }
-                fc_rw_output_avx512(m, o);
-                for (int q = 0; q < FC_RW_M; ++q) {
-                    const ptrdiff_t col = 5 * t + q;
-                    if (col >= d->wo) break;
-                    _mm512_store_ps(stage, rw_finish(o[q], bv, d->relu));
-                    for (ptrdiff_t l = 0; l < nk; ++l)
-                        y[((kb + l) * d->ho + yy) * d->wo + col] = stage[l];
                 }
             }
         }
-    }
-    if (d->pool) {
-        const ptrdiff_t ho2 = d->ho / 2, wo2 = d->wo / 2;
-        float *yp = d->y + img * d->k * ho2 * wo2;
-        for (ptrdiff_t k = 0; k < d->k; ++k)
-            for (ptrdiff_t r = 0; r < ho2; ++r) {
-                const float *r0 = y + (k * d->ho + 2 * r) * d->wo, *r1 = r0 + d->wo;
-                for (ptrdiff_t j = 0; j < wo2; ++j)
-                    yp[(k * ho2 + r) * wo2 + j] =
-                        rw_max4(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
-            }
+        if (d->pool) {
+            /* the block path's pool, on vectors of channels: the same compares */
+            const ptrdiff_t ho2 = d->ho / 2, wo2 = d->wo / 2;
+            float *yp = d->y + (img * d->k + kb) * ho2 * wo2;
+            for (ptrdiff_t r = 0; r < ho2; ++r)
+                for (ptrdiff_t j = 0; j < wo2; ++j) {
+                    const float *r0 = yk + ((2 * r) * d->wo + 2 * j) * RW_L;
+                    const float *r1 = r0 + d->wo * RW_L;
+                    const __m512 v[4] = {_mm512_load_ps(r0), _mm512_load_ps(r0 + RW_L),
+                                         _mm512_load_ps(r1), _mm512_load_ps(r1 + RW_L)};
+                    __m512 best = v[0];
+                    for (int i = 1; i < 4; ++i) {
+                        const __mmask16 t = _mm512_cmp_ps_mask(v[i], best, _CMP_GT_OQ) |
+                                            _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);
+                        best = _mm512_mask_mov_ps(best, t, v[i]);
+                    }
+                    _mm512_store_ps(stage, best);
+                    for (ptrdiff_t l = 0; l < nk; ++l) yp[(l * ho2 + r) * wo2 + j] = stage[l];
+                }
+        }
     }
 }
 
@@ -451,9 +476,11 @@ FC_TGT_AVX512 static int rw_setup(rw_plan *d, const float *w, int flip)
         }
     }
     for (int p = 0; p < FC_RW_N; ++p)
-        for (ptrdiff_t ci = 0; ci < c * FC_RW_R; ++ci)
-            memcpy(up + (p * c * FC_RW_R + ci) * d->kp, acc + p * nrowp + ci * k,
-                   sizeof(float) * (size_t)k);
+        for (ptrdiff_t ci = 0; ci < c * FC_RW_R; ++ci) {
+            float *dst = up + (p * c * FC_RW_R + ci) * d->kp;
+            const float *src = acc + p * nrowp + ci * k;
+            for (ptrdiff_t kk = 0; kk < k; ++kk) dst[kk] = src[kk];
+        }
     fc_free(acc);
     fc_free(tap);
     d->up = up;
