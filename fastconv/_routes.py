@@ -63,16 +63,20 @@ def set_winograd(mode):
         16 input and 16 output channels and at least 16 4x4 output tiles per
         image (``ceil(H_out / 4) * ceil(W_out / 4)``: 13x13 outputs and up);
         grad_weight with 32 to 64 input and output channels and at least 49
-        tiles per image (25x25 outputs and up). True
-        (``FASTCONV_WINOGRAD=1``): for every supported layer. False
-        (``FASTCONV_WINOGRAD=0``): never; the direct kernels run.
+        tiles per image (25x25 outputs and up). 5x5 layers with fewer channels
+        (LeNet-5's conv2, 6 -> 16) run forward and grad_input on the
+        row-Winograd F(5, 5) kernels where measured faster (AVX-512 CPUs;
+        :func:`winograd_rows_ok`). True
+        (``FASTCONV_WINOGRAD=1``): the 2-D kernels for every supported layer.
+        False (``FASTCONV_WINOGRAD=0``): never (neither 2-D nor row-Winograd);
+        the direct kernels run.
 
     Supported: float32, 5x5 or 3x3 kernel, stride 1, dilation 1, groups 1,
     padding <= 4 (5x5) or <= 2 (3x3) on every side.
     Winograd F(2x2, 5x5) does 2.78x and F(4x4, 3x3) 4x fewer multiplies; both
     round differently: on N(0, 1) data their results differ from the direct
     kernels by about 1e-5 of the output's largest magnitude (docs/design.md
-    has the figures).
+    has the figures); so does row-Winograd F(5, 5) (1e-5, 2.78x fewer).
 
     Returns
     -------
