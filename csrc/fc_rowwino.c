@@ -488,6 +488,23 @@ FC_TGT_AVX512 static int rw_setup(rw_plan *d, const float *w, int flip)
 }
 #endif /* FC_X86_SIMD */
 
+/*
+ * Whether the layer's weights are all finite. The route skips the kernel rows
+ * that fall on padding rows, where the direct kernels' implicit route
+ * multiplies them (0 * inf = NaN): a layer with a non-finite weight runs the
+ * direct kernels instead, which keep it on their implicit route, so its
+ * outputs are what every other route gives (tests/test_conv_lanes.py).
+ */
+static int rw_weights_finite(const float *w, const fc_conv_geom *g)
+{
+#if FC_X86_SIMD
+    return fc_lanes_weights_finite(w, g->k * g->c * g->kh * g->kw);
+#else
+    (void)w; (void)g;
+    return 1;
+#endif
+}
+
 static int rw_forward(const float *x, const float *w, const float *bias, const fc_conv_geom *g,
                       int relu, int pool, int nthreads, float *y)
 {
@@ -513,7 +530,7 @@ int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
 {
     /* below AVX-512 (a plan made at that level, run after a switch): what the
      * route rule chooses at this level */
-    if (fc_simd_dispatch() < FC_SIMD_AVX512)
+    if (fc_simd_dispatch() < FC_SIMD_AVX512 || !rw_weights_finite(w, g))
         return fc_conv2d_fwd_f32(x, w, bias, g, relu, nthreads, y);
     return rw_forward(x, w, bias, g, relu, 0, nthreads, y);
 }
@@ -521,7 +538,7 @@ int fc_conv2d_fwd_rowwino_f32(const float *x, const float *w, const float *bias,
 int fc_conv2d_fwd_rowwino_maxpool2_f32(const float *x, const float *w, const float *bias,
                                        const fc_conv_geom *g, int relu, int nthreads, float *yp)
 {
-    if (fc_simd_dispatch() < FC_SIMD_AVX512)
+    if (fc_simd_dispatch() < FC_SIMD_AVX512 || !rw_weights_finite(w, g))
         return fc_conv2d_fwd_maxpool2_f32(x, w, bias, g, relu, nthreads, yp);
     return rw_forward(x, w, bias, g, relu, 1, nthreads, yp);
 }
@@ -530,7 +547,8 @@ int fc_conv2d_grad_input_rowwino_f32(const float *gy, const float *w, const fc_c
                                      int nthreads, float *gx)
 {
 #if FC_X86_SIMD
-    if (fc_simd_dispatch() < FC_SIMD_AVX512) return fc_conv2d_grad_input_f32(gy, w, g, nthreads, gx);
+    if (fc_simd_dispatch() < FC_SIMD_AVX512 || !rw_weights_finite(w, g))
+        return fc_conv2d_grad_input_f32(gy, w, g, nthreads, gx);
     if (g->n <= 0 || g->c <= 0 || g->h <= 0 || g->w <= 0) return FC_OK;
     nthreads = fc_threads_for(nthreads, fc_conv_work(g));
     /* gx = the forward of gy padded (4 - pt, ., 4 - pl, .), k and c swapped */

@@ -252,3 +252,22 @@ def test_non_finite_input_spreads_within_its_tiles(rng):
             hit = ~np.isfinite(y)
             assert hit[:, rows][:, :, window].all(), bad
             assert not hit[:, ~rows].any() and not hit[:, :, ~tiles].any(), bad
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_a_non_finite_weight_runs_the_direct_kernels(bad, rng):
+    """The route skips kernel rows on padding rows, where the direct kernels'
+    implicit route multiplies them (0 * inf = NaN): such a layer runs the direct
+    kernels, with their bits, for any batch."""
+    x = rng.standard_normal((17, 6, 14, 14)).astype(f32)
+    wt = rng.standard_normal((16, 6, 5, 5)).astype(f32)
+    wt[3, 2, 0, 4] = bad
+    g = _geom(x.shape, wt.shape, 2)
+    gy = rng.standard_normal(g.out_shape).astype(f32)
+    want = np.empty(g.out_shape, f32)
+    _kernels.conv2d_forward(x, wt, None, g.as_tuple(), False, 1, want)
+    oracle.assert_bitwise_equal(_forward(x, wt, None, 2), want, "y")
+    want_gx = np.empty(x.shape, f32)
+    _kernels.conv2d_grad_input(gy, wt, g.as_tuple(), 1, want_gx)
+    oracle.assert_bitwise_equal(_grad_input(gy, wt, x.shape, 2), want_gx, "grad_x")
+    assert not np.isfinite(want[:, 3]).any()
