@@ -2,8 +2,9 @@
 test_grad_input_lanes, test_grad_weight_rows).
 
 ``skip_without_avx512(what)`` is the module's skip mark; ``restoring(override)``
-makes its autouse fixture: each test runs at the AVX-512 level and afterwards the
-level, the thread count and the route's override are as they were.
+makes its autouse fixture: each test runs at the AVX-512 level with Winograd off
+(the direct kernels), and afterwards the level, the Winograd mode, the thread
+count and the route's override are as they were.
 """
 
 import pytest
@@ -31,7 +32,12 @@ def restoring(override):
         level = F.simd_level()
         threads = fastconv.get_num_threads()
         F.set_simd_level("avx512")
+        # these direct routes' layers (LeNet's conv2 and its like) would otherwise
+        # take the row-Winograd route (test_winograd_rows.py), and a test comparing
+        # this route with the implicit one would compare that route with itself
+        winograd = F.set_winograd(False)
         yield
+        F.set_winograd(winograd)
         _kernels.set_route_override(override, None)
         F.set_simd_level(level)
         fastconv.set_num_threads(threads)

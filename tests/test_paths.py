@@ -73,6 +73,16 @@ def test_conv_every_path_matches_reference(case, simd, dw_route, dx_route):
 
 
 def test_every_path_float32(simd, dw_route):
+    # the direct kernels' paths (this layer takes row-Winograd on AVX-512 by default:
+    # test_winograd_rows.py)
+    previous = F.set_winograd(False)
+    try:
+        _every_path_float32()
+    finally:
+        F.set_winograd(previous)
+
+
+def _every_path_float32():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 6, 14, 14)).astype(np.float32)
     wt = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
