@@ -31,6 +31,7 @@ __all__ = [
     "set_winograd",
     "winograd_mode",
     "winograd_ok",
+    "winograd_rows_grad_weight_ok",
     "conv_forward",
     "conv_grad_input",
     "conv_grad_weight",
@@ -141,6 +142,33 @@ WINOGRAD3_MIN_TILES = 16
 WINOGRAD3_GRAD_WEIGHT_MIN_TILES = 49
 
 
+def winograd_rows_grad_weight_ok(g, dtype):
+    """True if this grad_weight pass should run on row Winograd F(5, 5)
+    (``_kernels.conv2d_grad_weight_winograd_rows``).
+
+    Supported: float32, 5x5, stride 1, dilation 1, groups 1, padding <= 4 on
+    every side, AVX-512 in use, not turned off by ``set_winograd(False)``; a
+    layer the 2-D Winograd grad_weight takes (:func:`winograd_ok`) stays there.
+    Taken by the measured rule :func:`_rows_grad_weight_pays`.
+    """
+    if _winograd is False or dtype != np.float32:
+        return False
+    if (g.kh, g.kw) != (5, 5) or g.stride != (1, 1) or g.dilation != (1, 1) or g.groups != 1:
+        return False
+    if max(g.pad[0] + g.pad[1]) > 4:
+        return False
+    if _kernels.simd_level() != _kernels.SIMD_LEVELS["avx512"]:
+        return False
+    if winograd_ok(g, dtype, grad_weight=True):
+        return False
+    return _rows_grad_weight_pays(g)
+
+
+def _rows_grad_weight_pays(g):
+    """The measured channel rule of :func:`winograd_rows_grad_weight_ok`."""
+    return True
+
+
 def winograd_mode():
     """The mode :func:`set_winograd` set: None (auto), True or False.
 
@@ -168,6 +196,8 @@ def conv_grad_weight(g, dtype):
     """``(route, kernel)`` for conv2d's grad_weight (and grad_bias) pass."""
     if winograd_ok(g, dtype, grad_weight=True):
         return "winograd", _kernels.conv2d_grad_weight_winograd
+    if winograd_rows_grad_weight_ok(g, dtype):
+        return "winograd_rows", _kernels.conv2d_grad_weight_winograd_rows
     return "direct", _kernels.conv2d_grad_weight
 
 

@@ -1,0 +1,405 @@
+/*
+ * fc_rowwino_grad_weight.c - grad_weight of a float32 5x5 stride-1 convolution
+ * with few channels (LeNet's conv2, 6 -> 16 on 14x14) by row Winograd F(5, 5)
+ * (fc_rowwino.h), AVX-512.
+ *
+ *   gw[k][c][i][j] = sum over n, y, x of gy[n][k][y][x] * xp[n][c][y + i][x + j]
+ *
+ * Row by row this is a 5-output correlation (the outputs are the taps j). Cut
+ * each grad_y row into segments s of 5 columns (5s .. 5s + 4, zero past Wo):
+ *
+ *   U[p] = (G gy[n][k][y][5s .. 5s + 4])[p]           9 points
+ *   V[p] = (B^T xp[n][c][y + i][5s .. 5s + 8])[p]     9 points
+ *   D[k][c][i][p] = sum over (n, y, s) of U[p] * V[p]
+ *   gw[k][c][i][j] = (A^T D[k][c][i][.])[j]
+ *
+ * For conv2 that is 9 products per (k, c, i, y, s), 180 per (k, c, i) where the
+ * direct sum has 500. The 16 lanes of a vector are 16 images (fc_lanes.h), so
+ * a point's products are element-wise FMAs with no broadcast: a register tile
+ * of mt output channels x nt (c, i) pairs loads mt U and nt V vectors for
+ * mt * nt FMAs, the reduction (y, s) innermost. A block's V (every channel and
+ * padded row) is made once and read by every output channel and all 5 kernel
+ * rows; a tile's U once per block and read by every (c, i).
+ *
+ * Bits. A sum's lane l (image l of a block) is one FMA chain from +0 over
+ * r = y * S + s in order, per block; the blocks of a chunk (a fixed run of
+ * blocks, a function of the batch size only) are added in block order, the
+ * chunks in chunk order, then the 16 lanes by one fixed tree, and A^T is
+ * applied to the 9 summed points in double, rounded once. Which thread ran a
+ * task never enters, so every thread count gives the same bits. The bias is
+ * the image-lanes route's sum of grad_y (fc_conv_grad_weight.c: the same
+ * per-block pixel order, chunks and lane tree), so its bits are those of that
+ * route wherever that route took every image.
+ *
+ * Non-finite values: a NaN or infinity in an input segment reaches all 5 taps
+ * j of the weights whose rows read it (the direct routes confine it to the
+ * taps whose window covers it), as with the 2-D Winograd routes.
+ */
+#include "fastconv.h"
+#include "fc_internal.h"
+#include "fc_rowwino.h"
+
+#if FC_X86_SIMD
+#include "fc_lanes.h"
+
+#define RWG_MT_MAX 4
+#define RWG_NT_MAX 6
+/* Chunks of blocks, partials merged in order: the image-lanes route's two,
+ * which its bias sums share. */
+#define RWG_CHUNKS 2
+/* A thread's scratch (one channel's lane copy of x, a block's V, a tile's
+ * grad_y and U) and all partials: past these the layer is not few-channel
+ * and the direct routes take it. */
+#define RWG_MAX_SCRATCH (4 << 20)
+#define RWG_MAX_PARTIALS (64 << 20)
+
+typedef struct {
+    const float *gy, *x;
+    const fc_conv_geom *g;
+    int want_bias, mt, nt;   /* register tile: mt output channels x nt (c, i) */
+    ptrdiff_t S;             /* segments per row: ceil(wo / 5) */
+    ptrdiff_t hp, xpitch;    /* padded input rows; a lane row of x: 5S + 4 columns */
+    ptrdiff_t R, vrows;      /* reduction per block: ho * S; V rows per channel: hp * S */
+    ptrdiff_t ci, ldp;       /* (c, i) pairs: C * 5; rounded up to nt */
+    ptrdiff_t kpad, ktiles;  /* K rounded up to mt; register tiles of K */
+    ptrdiff_t nblk, nch, nsplit, ntask;
+    ptrdiff_t part;          /* floats of one chunk's partials: D, then bias */
+    const ptrdiff_t *voff;   /* ldp pairs: offset of (c, i)'s first row in V, floats */
+    float *parts;
+} rwg_plan;
+
+/* Floats of a thread's scratch: x lanes of one channel, V of a block, grad_y
+ * lanes and U of one tile. */
+static ptrdiff_t rwg_scratch_floats(const fc_conv_geom *g, ptrdiff_t S, ptrdiff_t hp)
+{
+    const ptrdiff_t xl = hp * (5 * S + 4), v = FC_RW_N * g->c * hp * S;
+    const ptrdiff_t gl = RWG_MT_MAX * g->ho * 5 * S, u = FC_RW_N * RWG_MT_MAX * g->ho * S;
+    return (xl + v + gl + u) * FC_LANES;
+}
+
+/*
+ * V of block n0 .. n0 + nb: V[p][c][yp * S + s][lane] = (B^T of padded x
+ * columns 5s .. 5s + 8 of row yp)[p], for every padded row yp (zero rows and
+ * columns where the input is padded, and past it).
+ */
+FC_TGT_AVX512 static void rwg_make_v(const rwg_plan *d, ptrdiff_t n0, int nb, float *xl, float *v)
+{
+    const fc_conv_geom *g = d->g;
+    const ptrdiff_t hwx = g->h * g->w, row = d->xpitch * FC_LANES, S = d->S;
+    const ptrdiff_t pstride = g->c * d->vrows * FC_LANES; /* floats from point p to p + 1 */
+    memset(xl, 0, sizeof(float) * (size_t)(g->ph * row));
+    memset(xl + (g->ph + g->h) * row, 0, sizeof(float) * (size_t)(g->ph_end * row));
+    for (ptrdiff_t c = 0; c < g->c; ++c) {
+        fc_lanes_pack(d->x + (n0 * g->c + c) * hwx, g->c * hwx, nb, g->h, g->w, g->pw,
+                      d->xpitch, xl + g->ph * row);
+        float *vc = v + c * d->vrows * FC_LANES;
+        for (ptrdiff_t yp = 0; yp < d->hp; ++yp)
+            for (ptrdiff_t s = 0; s < S; ++s) {
+                const float *src = xl + yp * row + 5 * s * FC_LANES;
+                __m512 in[FC_RW_N], out[FC_RW_N];
+                for (int m = 0; m < FC_RW_N; ++m) in[m] = _mm512_load_ps(src + m * FC_LANES);
+                fc_rw_input_avx512(in, out);
+                float *dst = vc + (yp * S + s) * FC_LANES;
+                for (int p = 0; p < FC_RW_N; ++p) _mm512_store_ps(dst + p * pstride, out[p]);
+            }
+    }
+}
+
+/*
+ * U of output channels k0 .. k0 + rows of the block (mt rows; those past rows
+ * are zero): U[p][m][y * S + s][lane] = (G of grad_y columns 5s .. 5s + 4 of
+ * row y)[p]; with bias, the rows' per-lane sums of grad_y over (y, x) in order
+ * into the chunk's bias partials (stored for the chunk's first block).
+ */
+FC_TGT_AVX512 static void rwg_make_u(const rwg_plan *d, ptrdiff_t n0, int nb, ptrdiff_t k0,
+                                     ptrdiff_t rows, int first, float *gl, float *u,
+                                     float *pbias)
+{
+    const fc_conv_geom *g = d->g;
+    const ptrdiff_t hw = g->ho * g->wo, S = d->S, gpitch = 5 * S;
+    const ptrdiff_t pstride = d->mt * d->R * FC_LANES;
+    /* the tile's rows are contiguous in grad_y: rows * ho lane rows of wo */
+    fc_lanes_pack(d->gy + (n0 * g->k + k0) * hw, g->k * hw, nb, rows * g->ho, g->wo, 0, gpitch,
+                  gl);
+    for (ptrdiff_t m = 0; m < d->mt; ++m) {
+        float *um = u + m * d->R * FC_LANES;
+        if (m >= rows) {
+            for (int p = 0; p < FC_RW_N; ++p)
+                memset(um + p * pstride, 0, sizeof(float) * (size_t)(d->R * FC_LANES));
+            continue;
+        }
+        const float *gm = gl + m * g->ho * gpitch * FC_LANES;
+        for (ptrdiff_t r = 0; r < d->R; ++r) {
+            const float *src = gm + 5 * r * FC_LANES; /* row y, segment s: r = y * S + s */
+            __m512 in[FC_RW_R], out[FC_RW_N];
+            for (int j = 0; j < FC_RW_R; ++j) in[j] = _mm512_load_ps(src + j * FC_LANES);
+            fc_rw_filter_avx512(in, out);
+            for (int p = 0; p < FC_RW_N; ++p)
+                _mm512_store_ps(um + p * pstride + r * FC_LANES, out[p]);
+        }
+        if (pbias) {
+            __m512 bs = _mm512_setzero_ps();
+            for (ptrdiff_t y = 0; y < g->ho; ++y)
+                for (ptrdiff_t x = 0; x < g->wo; ++x)
+                    bs = _mm512_add_ps(bs, _mm512_load_ps(gm + (y * gpitch + x) * FC_LANES));
+            float *b = pbias + (k0 + m) * FC_LANES;
+            _mm512_store_ps(b, first ? bs : _mm512_add_ps(_mm512_load_ps(b), bs));
+        }
+    }
+}
+
+/* One register tile at one point: U rows (mt, R apart) against nt (c, i) runs of V. */
+typedef struct {
+    const float *u;        /* U of the tile at point p: row m at u + m * R * 16 */
+    const float *v;        /* V at point p */
+    const ptrdiff_t *voff; /* the tile's nt (c, i): offsets in v */
+    ptrdiff_t R;
+    int first;             /* the chunk's first block: sums stored, not added */
+    float *out;            /* D of row m, pair t at out + (m * ldo + t) * 9 * 16 */
+    ptrdiff_t ldo;
+} rwg_args;
+
+FC_ALWAYS_INLINE FC_TGT_AVX512 void rwg_tile_body(const int mt, const int nt, const rwg_args *a)
+{
+    __m512 acc[RWG_MT_MAX][RWG_NT_MAX];
+    const float *vp[RWG_NT_MAX];
+    const ptrdiff_t R = a->R;
+    for (int t = 0; t < nt; ++t) vp[t] = a->v + a->voff[t];
+    for (int m = 0; m < mt; ++m)
+        for (int t = 0; t < nt; ++t) acc[m][t] = _mm512_setzero_ps();
+    for (ptrdiff_t r = 0; r < R; ++r) {
+        __m512 uv[RWG_MT_MAX];
+        for (int m = 0; m < mt; ++m) uv[m] = _mm512_load_ps(a->u + (m * R + r) * FC_LANES);
+        for (int t = 0; t < nt; ++t) {
+            const __m512 xv = _mm512_load_ps(vp[t] + r * FC_LANES);
+            for (int m = 0; m < mt; ++m) acc[m][t] = _mm512_fmadd_ps(uv[m], xv, acc[m][t]);
+        }
+    }
+    for (int m = 0; m < mt; ++m)
+        for (int t = 0; t < nt; ++t) {
+            float *o = a->out + (m * a->ldo + t) * FC_RW_N * FC_LANES;
+            _mm512_store_ps(o, a->first ? acc[m][t] : _mm512_add_ps(_mm512_load_ps(o), acc[m][t]));
+        }
+}
+
+typedef void (*rwg_tile_fn)(const rwg_args *);
+#define RWG_TILE(MT, NT)                                                                    \
+    FC_TGT_AVX512 static void rwg_tile_##MT##x##NT(const rwg_args *a)                       \
+    {                                                                                       \
+        rwg_tile_body(MT, NT, a);                                                           \
+    }
+RWG_TILE(3, 5)
+RWG_TILE(3, 6)
+RWG_TILE(4, 5)
+RWG_TILE(4, 6)
+
+static rwg_tile_fn rwg_tile(int mt, int nt)
+{
+    if (mt == 3) return nt == 5 ? rwg_tile_3x5 : rwg_tile_3x6;
+    return nt == 5 ? rwg_tile_4x5 : rwg_tile_4x6;
+}
+
+/* Task t = (chunk, range of register tiles of K): every block of the chunk,
+ * into the chunk's partials (the task's own rows of them). */
+FC_TGT_AVX512 static void rwg_task(const rwg_plan *d, ptrdiff_t t, float *buf)
+{
+    const fc_conv_geom *g = d->g;
+    const ptrdiff_t ch = t / d->nsplit, sp = t % d->nsplit;
+    const ptrdiff_t tl0 = sp * d->ktiles / d->nsplit, tl1 = (sp + 1) * d->ktiles / d->nsplit;
+    const ptrdiff_t b0 = ch * d->nblk / d->nch, b1 = (ch + 1) * d->nblk / d->nch;
+    const ptrdiff_t S = d->S, mt = d->mt, nt = d->nt;
+    float *xl = buf;
+    float *v = xl + d->hp * d->xpitch * FC_LANES;
+    float *gl = v + FC_RW_N * g->c * d->vrows * FC_LANES;
+    float *u = gl + RWG_MT_MAX * g->ho * 5 * S * FC_LANES;
+    float *pc = d->parts + ch * d->part;
+    float *pbias = d->want_bias ? pc + d->kpad * d->ldp * FC_RW_N * FC_LANES : NULL;
+    const ptrdiff_t vpoint = g->c * d->vrows * FC_LANES, upoint = mt * d->R * FC_LANES;
+    const rwg_tile_fn tile = rwg_tile(d->mt, d->nt);
+    for (ptrdiff_t b = b0; b < b1; ++b) {
+        const ptrdiff_t n0 = b * FC_LANES;
+        const int nb = (int)FC_MIN((ptrdiff_t)FC_LANES, g->n - n0);
+        rwg_make_v(d, n0, nb, xl, v);
+        for (ptrdiff_t tl = tl0; tl < tl1; ++tl) {
+            const ptrdiff_t k0 = tl * mt, rows = FC_MIN(mt, g->k - k0);
+            rwg_make_u(d, n0, nb, k0, rows, b == b0, gl, u, pbias);
+            rwg_args a;
+            a.R = d->R; a.first = b == b0; a.ldo = d->ldp;
+            for (int p = 0; p < FC_RW_N; ++p) {
+                a.u = u + p * upoint;
+                a.v = v + p * vpoint;
+                for (ptrdiff_t t0 = 0; t0 < d->ldp; t0 += nt) {
+                    a.voff = d->voff + t0;
+                    a.out = pc + ((k0 * d->ldp + t0) * FC_RW_N + p) * FC_LANES;
+                    tile(&a);
+                }
+            }
+        }
+    }
+}
+
+/* n <= 16 sums from their partial vectors (chunk ch's at src + i * step + ch * part):
+ * the chunks added in order, then each sum's 16 lanes by one fixed tree (the
+ * image-lanes route's gwl_reduce16, for vectors `step` floats apart). */
+FC_TGT_AVX512 static void rwg_reduce16(const float *src, ptrdiff_t step, ptrdiff_t part,
+                                       ptrdiff_t nch, int n, float *dst)
+{
+    __m512 v[16];
+    for (int i = 0; i < 16; ++i) {
+        if (i >= n) {
+            v[i] = _mm512_setzero_ps();
+            continue;
+        }
+        v[i] = _mm512_load_ps(src + i * step);
+        for (ptrdiff_t ch = 1; ch < nch; ++ch)
+            v[i] = _mm512_add_ps(v[i], _mm512_load_ps(src + ch * part + i * step));
+    }
+    fc_transpose16_avx512(v);
+    for (int w = 8; w >= 1; w /= 2)
+        for (int i = 0; i < w; ++i) v[i] = _mm512_add_ps(v[i], v[i + w]);
+    _mm512_mask_storeu_ps(dst, fc_lanes_mask(n), v[0]);
+}
+
+/* Row k of gw (k < K: its D summed, then A^T in double) or the bias (k = K). */
+FC_TGT_AVX512 static void rwg_merge_row(const rwg_plan *d, ptrdiff_t k, float *gw, float *gb)
+{
+    const fc_conv_geom *g = d->g;
+    if (k == g->k) {
+        const float *pbias = d->parts + d->kpad * d->ldp * FC_RW_N * FC_LANES;
+        for (ptrdiff_t k0 = 0; k0 < g->k; k0 += 16)
+            rwg_reduce16(pbias + k0 * FC_LANES, FC_LANES, d->part, d->nch,
+                         (int)FC_MIN((ptrdiff_t)16, g->k - k0), gb + k0);
+        return;
+    }
+    const float *row = d->parts + k * d->ldp * FC_RW_N * FC_LANES;
+    float dk[16];
+    for (ptrdiff_t q0 = 0; q0 < d->ci * FC_RW_N; q0 += 16) {
+        /* 16 of the row's (c, i, p) sums; A^T once a pair's 9 points are in */
+        const int n = (int)FC_MIN((ptrdiff_t)16, d->ci * FC_RW_N - q0);
+        float sums[16];
+        rwg_reduce16(row + q0 * FC_LANES, FC_LANES, d->part, d->nch, n, sums);
+        for (int i = 0; i < n; ++i) {
+            const ptrdiff_t q = q0 + i, p = q % FC_RW_N;
+            dk[p] = sums[i];
+            if (p != FC_RW_N - 1) continue;
+            float *w = gw + (k * d->ci + q / FC_RW_N) * FC_RW_M; /* (c, i) = q / 9 */
+            for (int j = 0; j < FC_RW_M; ++j) {
+                double s = 0.0;
+                for (int pp = 0; pp < FC_RW_N; ++pp)
+                    if (fc_rw_at[j][pp] != 0.0f) s += (double)fc_rw_at[j][pp] * (double)dk[pp];
+                w[j] = (float)s;
+            }
+        }
+    }
+}
+
+static void rwg_merge(const rwg_plan *d, int nt, float *gw, float *gb)
+{
+    const ptrdiff_t rows = d->g->k + (gb != NULL);
+    /* a team only where each thread has a few thousand sums to reduce */
+    if (rows * d->ci * FC_RW_N < 4096 * (ptrdiff_t)nt) nt = 1;
+    ptrdiff_t k;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        fc_team_arrive(&tm);
+#pragma omp for schedule(static) nowait
+        for (k = 0; k < rows; ++k) rwg_merge_row(d, k, gw, gb);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+}
+
+/* The plan's sizes, with no allocation; 0 if the layer does not fit the route. */
+static int rwg_plan_sizes(const fc_conv_geom *g, int nthreads, rwg_plan *d)
+{
+    if (fc_simd_dispatch() != FC_SIMD_AVX512) return 0;
+    if (g->kh != 5 || g->kw != 5 || g->sh != 1 || g->sw != 1 || g->dh != 1 || g->dw != 1 ||
+        g->groups != 1)
+        return 0;
+    if (g->n < 1 || g->c < 1 || g->k < 1 || g->ho < 1 || g->wo < 1) return 0;
+    if (g->ph < 0 || g->pw < 0 || g->ph_end < 0 || g->pw_end < 0) return 0;
+    d->hp = g->h + g->ph + g->ph_end;
+    /* stride 1: the padded input is exactly the output plus the 4 extra taps */
+    if (d->hp != g->ho + 4 || g->w + g->pw + g->pw_end != g->wo + 4) return 0;
+    d->g = g;
+    d->S = FC_CEILDIV(g->wo, (ptrdiff_t)FC_RW_M);
+    d->xpitch = 5 * d->S + 4;
+    d->R = g->ho * d->S;
+    d->vrows = d->hp * d->S;
+    d->ci = g->c * 5;
+    /* the tiles that pad the fewest rows (6 channels: 3, not 4), then pairs */
+    d->mt = FC_ROUNDUP(g->k, (ptrdiff_t)3) < FC_ROUNDUP(g->k, (ptrdiff_t)4) ? 3 : 4;
+    d->nt = FC_ROUNDUP(d->ci, (ptrdiff_t)5) < FC_ROUNDUP(d->ci, (ptrdiff_t)6) ? 5 : 6;
+    d->kpad = FC_ROUNDUP(g->k, (ptrdiff_t)d->mt);
+    d->ldp = FC_ROUNDUP(d->ci, (ptrdiff_t)d->nt);
+    d->ktiles = d->kpad / d->mt;
+    d->nblk = FC_CEILDIV(g->n, (ptrdiff_t)FC_LANES);
+    d->nch = FC_MIN(d->nblk, (ptrdiff_t)RWG_CHUNKS);
+    /* more tasks than chunks only to feed every thread: a tile's sums do not
+     * depend on which task ran it */
+    d->nsplit = FC_MIN(d->ktiles, FC_CEILDIV((ptrdiff_t)FC_MAX(nthreads, 1), d->nch));
+    d->ntask = d->nch * d->nsplit;
+    d->part = (d->kpad * d->ldp * FC_RW_N + g->k) * FC_LANES;
+    if ((double)rwg_scratch_floats(g, d->S, d->hp) * sizeof(float) > RWG_MAX_SCRATCH) return 0;
+    if ((double)d->nch * (double)d->part * sizeof(float) > RWG_MAX_PARTIALS) return 0;
+    return 1;
+}
+
+static int rwg_run(const float *gy, const float *x, const rwg_plan *plan, int nt, float *gw,
+                   float *gb)
+{
+    rwg_plan d = *plan;
+    const fc_conv_geom *g = d.g;
+    d.gy = gy; d.x = x; d.want_bias = gb != NULL;
+    if (nt > d.ntask) nt = (int)d.ntask;
+    int rc = FC_OK, failed = 0;
+    ptrdiff_t *voff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)d.ldp);
+    d.parts = (float *)fc_malloc(sizeof(float) * (size_t)(d.nch * d.part));
+    if (!voff || !d.parts) { rc = FC_ENOMEM; goto done; }
+    for (ptrdiff_t c = 0, q = 0; c < g->c; ++c)
+        for (ptrdiff_t i = 0; i < 5; ++i, ++q) voff[q] = (c * d.vrows + i * d.S) * FC_LANES;
+    /* pairs past C * 5 read the last pair again; their sums are never read */
+    for (ptrdiff_t q = d.ci; q < d.ldp; ++q) voff[q] = voff[d.ci - 1];
+    d.voff = voff;
+
+    fc_simd_ran(FC_SIMD_AVX512);
+    const size_t scratch = sizeof(float) * (size_t)rwg_scratch_floats(g, d.S, d.hp);
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        fc_team_arrive(&tm);
+        float *buf = (float *)fc_malloc(scratch);
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t t;
+#pragma omp for schedule(static) nowait
+        for (t = 0; t < d.ntask; ++t)
+            if (buf) rwg_task(&d, t, buf);
+        fc_free(buf);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    if (failed) { rc = FC_ENOMEM; goto done; }
+    rwg_merge(&d, nt, gw, gb);
+done:
+    free(voff);
+    fc_free(d.parts);
+    return rc;
+}
+#endif /* FC_X86_SIMD */
+
+int fc_conv2d_grad_weight_rowwino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                                      int nthreads, float *gw, float *gb)
+{
+#if FC_X86_SIMD
+    rwg_plan d;
+    if (rwg_plan_sizes(g, nthreads, &d)) return rwg_run(gy, x, &d, nthreads, gw, gb);
+#endif
+    /* no AVX-512, or a layer the route does not take: the direct routes, same contract */
+    return fc_conv2d_grad_weight_f32(gy, x, g, nthreads, gw, gb);
+}
