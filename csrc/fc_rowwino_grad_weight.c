@@ -24,8 +24,9 @@
  * Bits. A sum's lane l (image l of a block) is one FMA chain from +0 over
  * r = y * S + s in order, per block; the blocks of a chunk (a fixed run of
  * blocks, a function of the batch size only) are added in block order, the
- * chunks in chunk order, then the 16 lanes by one fixed tree, and A^T is
- * applied to the 9 summed points in double, rounded once. Which thread ran a
+ * chunks in chunk order, then A^T (fc_rw_output) lane by lane, then each
+ * tap's 16 lanes by one fixed tree (A^T before the lane sums: 5 sums per
+ * (k, c, i) to reduce instead of 9; a third of the merge). Which thread ran a
  * task never enters, so every thread count gives the same bits. The bias is
  * the image-lanes route's sum of grad_y (fc_conv_grad_weight.c: the same
  * per-block pixel order, chunks and lane tree), so its bits are those of that
@@ -73,7 +74,7 @@ typedef struct {
 static ptrdiff_t rwg_scratch_floats(const fc_conv_geom *g, ptrdiff_t S, ptrdiff_t hp)
 {
     const ptrdiff_t xl = hp * (5 * S + 4), v = FC_RW_N * g->c * hp * S;
-    const ptrdiff_t gl = RWG_MT_MAX * g->ho * 5 * S, u = FC_RW_N * RWG_MT_MAX * g->ho * S;
+    const ptrdiff_t gl = RWG_MT_MAX * g->ho * g->wo, u = FC_RW_N * RWG_MT_MAX * g->ho * S;
     return (xl + v + gl + u) * FC_LANES;
 }
 
@@ -108,19 +109,20 @@ FC_TGT_AVX512 static void rwg_make_v(const rwg_plan *d, ptrdiff_t n0, int nb, fl
 /*
  * U of output channels k0 .. k0 + rows of the block (mt rows; those past rows
  * are zero): U[p][m][y * S + s][lane] = (G of grad_y columns 5s .. 5s + 4 of
- * row y)[p]; with bias, the rows' per-lane sums of grad_y over (y, x) in order
- * into the chunk's bias partials (stored for the chunk's first block).
+ * row y, zero past wo)[p]; with bias, the rows' per-lane sums of grad_y over
+ * (y, x) in order into the chunk's bias partials (stored for the chunk's first
+ * block).
  */
 FC_TGT_AVX512 static void rwg_make_u(const rwg_plan *d, ptrdiff_t n0, int nb, ptrdiff_t k0,
                                      ptrdiff_t rows, int first, float *gl, float *u,
                                      float *pbias)
 {
     const fc_conv_geom *g = d->g;
-    const ptrdiff_t hw = g->ho * g->wo, S = d->S, gpitch = 5 * S;
+    const ptrdiff_t hw = g->ho * g->wo, wo = g->wo, S = d->S;
     const ptrdiff_t pstride = d->mt * d->R * FC_LANES;
-    /* the tile's rows are contiguous in grad_y: rows * ho lane rows of wo */
-    fc_lanes_pack(d->gy + (n0 * g->k + k0) * hw, g->k * hw, nb, rows * g->ho, g->wo, 0, gpitch,
-                  gl);
+    /* the tile's rows are contiguous in grad_y: moved as one run of rows * hw
+     * values (no padded columns: a quarter fewer transposes for 10x10 planes) */
+    fc_lanes_pack(d->gy + (n0 * g->k + k0) * hw, g->k * hw, nb, 1, rows * hw, 0, rows * hw, gl);
     for (ptrdiff_t m = 0; m < d->mt; ++m) {
         float *um = u + m * d->R * FC_LANES;
         if (m >= rows) {
@@ -128,20 +130,21 @@ FC_TGT_AVX512 static void rwg_make_u(const rwg_plan *d, ptrdiff_t n0, int nb, pt
                 memset(um + p * pstride, 0, sizeof(float) * (size_t)(d->R * FC_LANES));
             continue;
         }
-        const float *gm = gl + m * g->ho * gpitch * FC_LANES;
-        for (ptrdiff_t r = 0; r < d->R; ++r) {
-            const float *src = gm + 5 * r * FC_LANES; /* row y, segment s: r = y * S + s */
-            __m512 in[FC_RW_R], out[FC_RW_N];
-            for (int j = 0; j < FC_RW_R; ++j) in[j] = _mm512_load_ps(src + j * FC_LANES);
-            fc_rw_filter_avx512(in, out);
-            for (int p = 0; p < FC_RW_N; ++p)
-                _mm512_store_ps(um + p * pstride + r * FC_LANES, out[p]);
-        }
+        const float *gm = gl + m * hw * FC_LANES;
+        for (ptrdiff_t y = 0; y < g->ho; ++y)
+            for (ptrdiff_t s = 0; s < S; ++s) {
+                const float *src = gm + (y * wo + 5 * s) * FC_LANES;
+                const ptrdiff_t r = y * S + s, cols = FC_MIN((ptrdiff_t)FC_RW_R, wo - 5 * s);
+                __m512 in[FC_RW_R], out[FC_RW_N];
+                for (int j = 0; j < FC_RW_R; ++j)
+                    in[j] = j < cols ? _mm512_load_ps(src + j * FC_LANES) : _mm512_setzero_ps();
+                fc_rw_filter_avx512(in, out);
+                for (int p = 0; p < FC_RW_N; ++p)
+                    _mm512_store_ps(um + p * pstride + r * FC_LANES, out[p]);
+            }
         if (pbias) {
             __m512 bs = _mm512_setzero_ps();
-            for (ptrdiff_t y = 0; y < g->ho; ++y)
-                for (ptrdiff_t x = 0; x < g->wo; ++x)
-                    bs = _mm512_add_ps(bs, _mm512_load_ps(gm + (y * gpitch + x) * FC_LANES));
+            for (ptrdiff_t t = 0; t < hw; ++t) bs = _mm512_add_ps(bs, _mm512_load_ps(gm + t * FC_LANES));
             float *b = pbias + (k0 + m) * FC_LANES;
             _mm512_store_ps(b, first ? bs : _mm512_add_ps(_mm512_load_ps(b), bs));
         }
@@ -207,11 +210,11 @@ FC_TGT_AVX512 static void rwg_task(const rwg_plan *d, ptrdiff_t t, float *buf)
     const ptrdiff_t ch = t / d->nsplit, sp = t % d->nsplit;
     const ptrdiff_t tl0 = sp * d->ktiles / d->nsplit, tl1 = (sp + 1) * d->ktiles / d->nsplit;
     const ptrdiff_t b0 = ch * d->nblk / d->nch, b1 = (ch + 1) * d->nblk / d->nch;
-    const ptrdiff_t S = d->S, mt = d->mt, nt = d->nt;
+    const ptrdiff_t mt = d->mt, nt = d->nt;
     float *xl = buf;
     float *v = xl + d->hp * d->xpitch * FC_LANES;
     float *gl = v + FC_RW_N * g->c * d->vrows * FC_LANES;
-    float *u = gl + RWG_MT_MAX * g->ho * 5 * S * FC_LANES;
+    float *u = gl + RWG_MT_MAX * g->ho * g->wo * FC_LANES;
     float *pc = d->parts + ch * d->part;
     float *pbias = d->want_bias ? pc + d->kpad * d->ldp * FC_RW_N * FC_LANES : NULL;
     const ptrdiff_t vpoint = g->c * d->vrows * FC_LANES, upoint = mt * d->R * FC_LANES;
@@ -260,7 +263,10 @@ FC_TGT_AVX512 static void rwg_reduce16(const float *src, ptrdiff_t step, ptrdiff
     _mm512_mask_storeu_ps(dst, fc_lanes_mask(n), v[0]);
 }
 
-/* Row k of gw (k < K: its D summed, then A^T in double) or the bias (k = K). */
+/* Row k of gw (k < K) or the bias (k = K). A row's sums: per (c, i), its 9
+ * points summed over the chunks in order, A^T lane by lane (fc_rw_output),
+ * then each tap's 16 lanes by the fixed tree; the 5 taps of (c, i) are gw's
+ * (c, i, 0 .. 4), so 16 of them at a time go straight to gw. */
 FC_TGT_AVX512 static void rwg_merge_row(const rwg_plan *d, ptrdiff_t k, float *gw, float *gb)
 {
     const fc_conv_geom *g = d->g;
@@ -272,24 +278,24 @@ FC_TGT_AVX512 static void rwg_merge_row(const rwg_plan *d, ptrdiff_t k, float *g
         return;
     }
     const float *row = d->parts + k * d->ldp * FC_RW_N * FC_LANES;
-    float dk[16];
-    for (ptrdiff_t q0 = 0; q0 < d->ci * FC_RW_N; q0 += 16) {
-        /* 16 of the row's (c, i, p) sums; A^T once a pair's 9 points are in */
-        const int n = (int)FC_MIN((ptrdiff_t)16, d->ci * FC_RW_N - q0);
-        float sums[16];
-        rwg_reduce16(row + q0 * FC_LANES, FC_LANES, d->part, d->nch, n, sums);
-        for (int i = 0; i < n; ++i) {
-            const ptrdiff_t q = q0 + i, p = q % FC_RW_N;
-            dk[p] = sums[i];
-            if (p != FC_RW_N - 1) continue;
-            float *w = gw + (k * d->ci + q / FC_RW_N) * FC_RW_M; /* (c, i) = q / 9 */
-            for (int j = 0; j < FC_RW_M; ++j) {
-                double s = 0.0;
-                for (int pp = 0; pp < FC_RW_N; ++pp)
-                    if (fc_rw_at[j][pp] != 0.0f) s += (double)fc_rw_at[j][pp] * (double)dk[pp];
-                w[j] = (float)s;
+    float *gwk = gw + k * d->ci * FC_RW_M;
+    _Alignas(64) float taps[16 * FC_RW_M * FC_LANES];
+    for (ptrdiff_t q0 = 0; q0 < d->ci; q0 += 16) {
+        const ptrdiff_t nq = FC_MIN((ptrdiff_t)16, d->ci - q0);
+        for (ptrdiff_t q = 0; q < nq; ++q) {
+            const float *src = row + (q0 + q) * FC_RW_N * FC_LANES;
+            __m512 m[FC_RW_N], y[FC_RW_M];
+            for (int p = 0; p < FC_RW_N; ++p) {
+                m[p] = _mm512_load_ps(src + p * FC_LANES);
+                for (ptrdiff_t ch = 1; ch < d->nch; ++ch)
+                    m[p] = _mm512_add_ps(m[p], _mm512_load_ps(src + ch * d->part + p * FC_LANES));
             }
+            fc_rw_output_avx512(m, y);
+            for (int j = 0; j < FC_RW_M; ++j) _mm512_store_ps(taps + (q * FC_RW_M + j) * FC_LANES, y[j]);
         }
+        for (ptrdiff_t o0 = 0; o0 < nq * FC_RW_M; o0 += 16)
+            rwg_reduce16(taps + o0 * FC_LANES, FC_LANES, 0, 1,
+                         (int)FC_MIN((ptrdiff_t)16, nq * FC_RW_M - o0), gwk + q0 * FC_RW_M + o0);
     }
 }
 
