@@ -158,6 +158,9 @@ int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_con
 int fc_conv2d_grad_weight_rowwino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                       int nthreads, float *gw /* OUT */,
                                       float *gb /* OUT or NULL */);
+/* 1 if that route runs this layer at the current SIMD level (AVX-512, the
+ * shape, its scratch and partial sums within bounds), else 0. */
+int fc_conv2d_grad_weight_rowwino_fits(const fc_conv_geom *g);
 
 /* ---- pooling -------------------------------------------------------------- */
 /* idx may be NULL (no indices wanted). Indices are h * W + w in the input plane. */

@@ -399,6 +399,17 @@ done:
 }
 #endif /* FC_X86_SIMD */
 
+int fc_conv2d_grad_weight_rowwino_fits(const fc_conv_geom *g)
+{
+#if FC_X86_SIMD
+    rwg_plan d;
+    return rwg_plan_sizes(g, 1, &d);
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
 int fc_conv2d_grad_weight_rowwino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                       int nthreads, float *gw, float *gb)
 {

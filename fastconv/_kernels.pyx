@@ -185,6 +185,13 @@ def conv2d_grad_weight_winograd(const float[:, :, :, ::1] gy,
                                            &gw[0, 0, 0, 0], gbp)
     _check(rc)
 
+def winograd_rows_grad_weight_fits(tuple geom):
+    """True if conv2d_grad_weight_winograd_rows runs this layer by row Winograd at
+    the current SIMD level (else it runs the direct routes)."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    return fc_conv2d_grad_weight_rowwino_fits(&g) != 0
+
+
 def conv2d_grad_weight_winograd_rows(const float[:, :, :, ::1] gy,
                                      const float[:, :, :, ::1] x, tuple geom, int nthreads,
                                      float[:, :, :, ::1] gw, float[::1] gb):

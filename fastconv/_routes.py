@@ -16,8 +16,9 @@ Python routes (pass: routes, rule):
 - conv2d forward: winograd (F(2x2, 5x5) for 5x5, F(4x4, 3x3) for 3x3) / direct,
   :func:`winograd_ok`
 - conv2d grad_input: winograd (the same two) / direct, :func:`winograd_ok`
-- conv2d grad_weight (+ grad_bias): winograd (the same two) / direct,
-  ``winograd_ok(..., grad_weight=True)``
+- conv2d grad_weight (+ grad_bias): winograd (the same two) / winograd_rows
+  (row Winograd F(5, 5), few-channel 5x5 layers) / direct,
+  ``winograd_ok(..., grad_weight=True)``, :func:`winograd_rows_grad_weight_ok`
 """
 
 import os
@@ -146,10 +147,32 @@ def winograd_rows_grad_weight_ok(g, dtype):
     """True if this grad_weight pass should run on row Winograd F(5, 5)
     (``_kernels.conv2d_grad_weight_winograd_rows``).
 
+    ``g`` is the checked geometry (``fastconv._geometry.ConvGeom``).
+
     Supported: float32, 5x5, stride 1, dilation 1, groups 1, padding <= 4 on
-    every side, AVX-512 in use, not turned off by ``set_winograd(False)``; a
-    layer the 2-D Winograd grad_weight takes (:func:`winograd_ok`) stays there.
-    Taken by the measured rule :func:`_rows_grad_weight_pays`.
+    every side, AVX-512 in use (the kernel's scratch and partial sums within
+    its bounds: ``_kernels.winograd_rows_grad_weight_fits``), not turned off by
+    ``set_winograd(False)``. A layer the 2-D Winograd grad_weight takes
+    (:func:`winograd_ok`, also under ``set_winograd(True)``) stays there.
+
+    The auto rule is measured (thread_time, 1 thread, batch 64 / 16, direct
+    route / row Winograd, taken while other builds shared the machine): 6 -> 16
+    on 14x14 (LeNet conv2) 1.40x / 1.41x, 8 -> 16 1.52x, 16 -> 16 1.61x,
+    6 -> 32 1.45x, 16 -> 32 1.73x, 32 -> 16 1.61x, 64 -> 16 1.62x, 16 -> 64
+    1.79x; 2 -> 6 on 32x32 1.13x, 3 -> 16 1.32x; 2 -> 16, 8 -> 16, 16 -> 16 and
+    16 -> 32 on 28x28 padded 2: 1.25x, 1.68x, 2.90x, 2.65x. It loses with one
+    input channel (the grad_y transform is shared by C * 5 products only):
+    1 -> 6 on 32x32 and on 28x28 padded 2 0.94x, 1 -> 32 0.99x; on large
+    images, where the direct routes run near peak (3 -> 32 on 64x64: 0.99x);
+    and with 7 output columns (two segments of 5 for 7: 6 -> 16 on 7x7 padded
+    2, 0.98x). Hence: at least 2 input channels, 8 to 32 output columns and at
+    most 32x32 outputs.
+
+    A block of 16 images costs the same however many it holds (the lanes past
+    the batch are zeros), so the last block must be well filled: batch 1 loses
+    (0.16x-0.44x), 17 images (a block for one) 0.7x-0.97x; with 8 or more in
+    the last block it gains or ties (batch 8: 0.93x-2.5x, 12: 1.1x-2.2x, 24:
+    1.06x-2.15x). Hence: a multiple of 16 images, or 8 or more in the last block.
     """
     if _winograd is False or dtype != np.float32:
         return False
@@ -157,16 +180,26 @@ def winograd_rows_grad_weight_ok(g, dtype):
         return False
     if max(g.pad[0] + g.pad[1]) > 4:
         return False
-    if _kernels.simd_level() != _kernels.SIMD_LEVELS["avx512"]:
-        return False
     if winograd_ok(g, dtype, grad_weight=True):
         return False
-    return _rows_grad_weight_pays(g)
+    if not _rows_grad_weight_pays(g):
+        return False
+    return _kernels.winograd_rows_grad_weight_fits(g.as_tuple())
+
+
+# The row-Winograd grad_weight rule (see winograd_rows_grad_weight_ok)
+ROWS_GW_MIN_C = 2            # input channels
+ROWS_GW_WO = (8, 32)         # output columns
+ROWS_GW_MAX_PLANE = 32 * 32  # output pixels per plane
+ROWS_GW_MIN_LAST = 8         # images in a last, partial block of 16
 
 
 def _rows_grad_weight_pays(g):
-    """The measured channel rule of :func:`winograd_rows_grad_weight_ok`."""
-    return True
+    """The measured part of :func:`winograd_rows_grad_weight_ok`."""
+    last = g.n % 16
+    return (g.c >= ROWS_GW_MIN_C and ROWS_GW_WO[0] <= g.wo <= ROWS_GW_WO[1]
+            and g.ho * g.wo <= ROWS_GW_MAX_PLANE
+            and (last == 0 or last >= ROWS_GW_MIN_LAST))
 
 
 def winograd_mode():
