@@ -22,8 +22,9 @@
  * rows; a tile's U once per block and read by every (c, i).
  *
  * Bits. A sum's lane l (image l of a block) is one FMA chain from +0 over
- * r = y * S + s in order, per block; the blocks of a chunk (a fixed run of
- * blocks, a function of the batch size only) are added in block order, the
+ * r = y * S + s in order through a group of RWG_GROUP blocks; the groups of a
+ * chunk (a fixed run of blocks, a function of the batch size only) are added
+ * in order, the
  * chunks in chunk order, then A^T (fc_rw_output) lane by lane, then each
  * tap's 16 lanes by one fixed tree (A^T before the lane sums: 5 sums per
  * (k, c, i) to reduce instead of 9; a third of the merge). Which thread ran a
@@ -52,6 +53,10 @@
  * grad_y and U) and all partials: past these the layer is not few-channel
  * and the direct routes take it. */
 #define RWG_MAX_SCRATCH (4 << 20)
+/* Blocks whose products one register tile sums in one chain from +0 (then
+ * added to the chunk's sums): 2 halves the tile's stores and startup, which
+ * with 20 products per point and block (LeNet conv2) were a fifth of it. */
+#define RWG_GROUP 2
 #define RWG_MAX_PARTIALS (64 << 20)
 
 typedef struct {
@@ -75,7 +80,7 @@ static ptrdiff_t rwg_scratch_floats(const fc_conv_geom *g, ptrdiff_t S, ptrdiff_
 {
     const ptrdiff_t xl = hp * (5 * S + 4), v = FC_RW_N * g->c * hp * S;
     const ptrdiff_t gl = RWG_MT_MAX * g->ho * g->wo, u = FC_RW_N * RWG_MT_MAX * g->ho * S;
-    return (xl + v + gl + u) * FC_LANES;
+    return (xl + RWG_GROUP * v + gl + RWG_GROUP * u) * FC_LANES;
 }
 
 /*
@@ -151,12 +156,13 @@ FC_TGT_AVX512 static void rwg_make_u(const rwg_plan *d, ptrdiff_t n0, int nb, pt
     }
 }
 
-/* One register tile at one point: U rows (mt, R apart) against nt (c, i) runs of V. */
+/* One register tile at one point: U rows (mt, R apart) against nt (c, i) runs of
+ * V, for nbk blocks (their U and V ustep and vstep floats apart). */
 typedef struct {
     const float *u;        /* U of the tile at point p: row m at u + m * R * 16 */
     const float *v;        /* V at point p */
     const ptrdiff_t *voff; /* the tile's nt (c, i): offsets in v */
-    ptrdiff_t R;
+    ptrdiff_t R, nbk, ustep, vstep;
     int first;             /* the chunk's first block: sums stored, not added */
     float *out;            /* D of row m, pair t at out + (m * ldo + t) * 9 * 16 */
     ptrdiff_t ldo;
@@ -170,13 +176,17 @@ FC_ALWAYS_INLINE FC_TGT_AVX512 void rwg_tile_body(const int mt, const int nt, co
     for (int t = 0; t < nt; ++t) vp[t] = a->v + a->voff[t];
     for (int m = 0; m < mt; ++m)
         for (int t = 0; t < nt; ++t) acc[m][t] = _mm512_setzero_ps();
-    for (ptrdiff_t r = 0; r < R; ++r) {
-        __m512 uv[RWG_MT_MAX];
-        for (int m = 0; m < mt; ++m) uv[m] = _mm512_load_ps(a->u + (m * R + r) * FC_LANES);
-        for (int t = 0; t < nt; ++t) {
-            const __m512 xv = _mm512_load_ps(vp[t] + r * FC_LANES);
-            for (int m = 0; m < mt; ++m) acc[m][t] = _mm512_fmadd_ps(uv[m], xv, acc[m][t]);
+    const float *u = a->u;
+    for (ptrdiff_t bk = 0; bk < a->nbk; ++bk, u += a->ustep) {
+        for (ptrdiff_t r = 0; r < R; ++r) {
+            __m512 uv[RWG_MT_MAX];
+            for (int m = 0; m < mt; ++m) uv[m] = _mm512_load_ps(u + (m * R + r) * FC_LANES);
+            for (int t = 0; t < nt; ++t) {
+                const __m512 xv = _mm512_load_ps(vp[t] + r * FC_LANES);
+                for (int m = 0; m < mt; ++m) acc[m][t] = _mm512_fmadd_ps(uv[m], xv, acc[m][t]);
+            }
         }
+        for (int t = 0; t < nt; ++t) vp[t] += a->vstep;
     }
     for (int m = 0; m < mt; ++m)
         for (int t = 0; t < nt; ++t) {
@@ -212,22 +222,33 @@ FC_TGT_AVX512 static void rwg_task(const rwg_plan *d, ptrdiff_t t, float *buf)
     const ptrdiff_t b0 = ch * d->nblk / d->nch, b1 = (ch + 1) * d->nblk / d->nch;
     const ptrdiff_t mt = d->mt, nt = d->nt;
     float *xl = buf;
+    const ptrdiff_t vblock = FC_RW_N * g->c * d->vrows * FC_LANES;
+    const ptrdiff_t ublock = FC_RW_N * mt * d->R * FC_LANES;
     float *v = xl + d->hp * d->xpitch * FC_LANES;
-    float *gl = v + FC_RW_N * g->c * d->vrows * FC_LANES;
+    float *gl = v + RWG_GROUP * vblock;
     float *u = gl + RWG_MT_MAX * g->ho * g->wo * FC_LANES;
     float *pc = d->parts + ch * d->part;
     float *pbias = d->want_bias ? pc + d->kpad * d->ldp * FC_RW_N * FC_LANES : NULL;
     const ptrdiff_t vpoint = g->c * d->vrows * FC_LANES, upoint = mt * d->R * FC_LANES;
     const rwg_tile_fn tile = rwg_tile(d->mt, d->nt);
-    for (ptrdiff_t b = b0; b < b1; ++b) {
-        const ptrdiff_t n0 = b * FC_LANES;
-        const int nb = (int)FC_MIN((ptrdiff_t)FC_LANES, g->n - n0);
-        rwg_make_v(d, n0, nb, xl, v);
+    /* groups of RWG_GROUP blocks from the chunk's first (a function of the
+     * batch size only) */
+    for (ptrdiff_t bg = b0; bg < b1; bg += RWG_GROUP) {
+        const ptrdiff_t nbk = FC_MIN((ptrdiff_t)RWG_GROUP, b1 - bg);
+        for (ptrdiff_t q = 0; q < nbk; ++q) {
+            const ptrdiff_t n0 = (bg + q) * FC_LANES;
+            rwg_make_v(d, n0, (int)FC_MIN((ptrdiff_t)FC_LANES, g->n - n0), xl, v + q * vblock);
+        }
         for (ptrdiff_t tl = tl0; tl < tl1; ++tl) {
             const ptrdiff_t k0 = tl * mt, rows = FC_MIN(mt, g->k - k0);
-            rwg_make_u(d, n0, nb, k0, rows, b == b0, gl, u, pbias);
+            for (ptrdiff_t q = 0; q < nbk; ++q) {
+                const ptrdiff_t n0 = (bg + q) * FC_LANES;
+                rwg_make_u(d, n0, (int)FC_MIN((ptrdiff_t)FC_LANES, g->n - n0), k0, rows,
+                           bg + q == b0, gl, u + q * ublock, pbias);
+            }
             rwg_args a;
-            a.R = d->R; a.first = b == b0; a.ldo = d->ldp;
+            a.R = d->R; a.first = bg == b0; a.ldo = d->ldp;
+            a.nbk = nbk; a.ustep = ublock; a.vstep = vblock;
             for (int p = 0; p < FC_RW_N; ++p) {
                 a.u = u + p * upoint;
                 a.v = v + p * vpoint;
