@@ -22,9 +22,9 @@
  * rows; a tile's U once per block and read by every (c, i).
  *
  * Bits. A sum's lane l (image l of a block) is one FMA chain from +0 over
- * r = y * S + s in order through a group of RWG_GROUP blocks; the groups of a
- * chunk (a fixed run of blocks, a function of the batch size only) are added
- * in order, the
+ * r = y * S + s in order through a group of 2 blocks (1 for large images;
+ * RWG_GROUP); the groups of a chunk (a fixed run of blocks, a function of the
+ * batch size only) are added in order, the
  * chunks in chunk order, then A^T (fc_rw_output) lane by lane, then each
  * tap's 16 lanes by one fixed tree (A^T before the lane sums: 5 sums per
  * (k, c, i) to reduce instead of 9; a third of the merge). Which thread ran a
@@ -55,8 +55,11 @@
 #define RWG_MAX_SCRATCH (4 << 20)
 /* Blocks whose products one register tile sums in one chain from +0 (then
  * added to the chunk's sums): 2 halves the tile's stores and startup, which
- * with 20 products per point and block (LeNet conv2) were a fifth of it. */
+ * with 20 products per point and block (LeNet conv2: 0.101 -> 0.094 ms) were
+ * a fifth of it; but only while the two blocks' scratch stays in L2 (16 -> 16
+ * on 28x28 with 3.5 MiB of it: 1.6 -> 4.1 ms), else one block. */
 #define RWG_GROUP 2
+#define RWG_GROUP_MAX_SCRATCH (1 << 20)
 #define RWG_MAX_PARTIALS (64 << 20)
 
 typedef struct {
@@ -69,18 +72,20 @@ typedef struct {
     ptrdiff_t ci, ldp;       /* (c, i) pairs: C * 5; rounded up to nt */
     ptrdiff_t kpad, ktiles;  /* K rounded up to mt; register tiles of K */
     ptrdiff_t nblk, nch, nsplit, ntask;
+    ptrdiff_t group;         /* blocks per chain (RWG_GROUP or 1) */
     ptrdiff_t part;          /* floats of one chunk's partials: D, then bias */
     const ptrdiff_t *voff;   /* ldp pairs: offset of (c, i)'s first row in V, floats */
     float *parts;
 } rwg_plan;
 
-/* Floats of a thread's scratch: x lanes of one channel, V of a block, grad_y
- * lanes and U of one tile. */
-static ptrdiff_t rwg_scratch_floats(const fc_conv_geom *g, ptrdiff_t S, ptrdiff_t hp)
+/* Floats of a thread's scratch: x lanes of one channel, V of `group` blocks,
+ * grad_y lanes of one tile and its U for `group` blocks. */
+static ptrdiff_t rwg_scratch_floats(const fc_conv_geom *g, ptrdiff_t S, ptrdiff_t hp,
+                                    ptrdiff_t group)
 {
     const ptrdiff_t xl = hp * (5 * S + 4), v = FC_RW_N * g->c * hp * S;
     const ptrdiff_t gl = RWG_MT_MAX * g->ho * g->wo, u = FC_RW_N * RWG_MT_MAX * g->ho * S;
-    return (xl + RWG_GROUP * v + gl + RWG_GROUP * u) * FC_LANES;
+    return (xl + group * v + gl + group * u) * FC_LANES;
 }
 
 /*
@@ -225,16 +230,16 @@ FC_TGT_AVX512 static void rwg_task(const rwg_plan *d, ptrdiff_t t, float *buf)
     const ptrdiff_t vblock = FC_RW_N * g->c * d->vrows * FC_LANES;
     const ptrdiff_t ublock = FC_RW_N * mt * d->R * FC_LANES;
     float *v = xl + d->hp * d->xpitch * FC_LANES;
-    float *gl = v + RWG_GROUP * vblock;
+    float *gl = v + d->group * vblock;
     float *u = gl + RWG_MT_MAX * g->ho * g->wo * FC_LANES;
     float *pc = d->parts + ch * d->part;
     float *pbias = d->want_bias ? pc + d->kpad * d->ldp * FC_RW_N * FC_LANES : NULL;
     const ptrdiff_t vpoint = g->c * d->vrows * FC_LANES, upoint = mt * d->R * FC_LANES;
     const rwg_tile_fn tile = rwg_tile(d->mt, d->nt);
-    /* groups of RWG_GROUP blocks from the chunk's first (a function of the
-     * batch size only) */
-    for (ptrdiff_t bg = b0; bg < b1; bg += RWG_GROUP) {
-        const ptrdiff_t nbk = FC_MIN((ptrdiff_t)RWG_GROUP, b1 - bg);
+    /* groups of d->group blocks from the chunk's first (a function of the
+     * shape only) */
+    for (ptrdiff_t bg = b0; bg < b1; bg += d->group) {
+        const ptrdiff_t nbk = FC_MIN(d->group, b1 - bg);
         for (ptrdiff_t q = 0; q < nbk; ++q) {
             const ptrdiff_t n0 = (bg + q) * FC_LANES;
             rwg_make_v(d, n0, (int)FC_MIN((ptrdiff_t)FC_LANES, g->n - n0), xl, v + q * vblock);
@@ -369,7 +374,11 @@ static int rwg_plan_sizes(const fc_conv_geom *g, int nthreads, rwg_plan *d)
     d->nsplit = FC_MIN(d->ktiles, FC_CEILDIV((ptrdiff_t)FC_MAX(nthreads, 1), d->nch));
     d->ntask = d->nch * d->nsplit;
     d->part = (d->kpad * d->ldp * FC_RW_N + g->k) * FC_LANES;
-    if ((double)rwg_scratch_floats(g, d->S, d->hp) * sizeof(float) > RWG_MAX_SCRATCH) return 0;
+    if ((double)rwg_scratch_floats(g, d->S, d->hp, 1) * sizeof(float) > RWG_MAX_SCRATCH) return 0;
+    d->group = (double)rwg_scratch_floats(g, d->S, d->hp, RWG_GROUP) * sizeof(float) <=
+                       RWG_GROUP_MAX_SCRATCH
+                   ? RWG_GROUP
+                   : 1;
     if ((double)d->nch * (double)d->part * sizeof(float) > RWG_MAX_PARTIALS) return 0;
     return 1;
 }
@@ -392,7 +401,7 @@ static int rwg_run(const float *gy, const float *x, const rwg_plan *plan, int nt
     d.voff = voff;
 
     fc_simd_ran(FC_SIMD_AVX512);
-    const size_t scratch = sizeof(float) * (size_t)rwg_scratch_floats(g, d.S, d.hp);
+    const size_t scratch = sizeof(float) * (size_t)rwg_scratch_floats(g, d.S, d.hp, d.group);
     fc_team tm;
     fc_team_begin(&tm, nt);
 #pragma omp parallel num_threads(nt) if (nt > 1)
