@@ -155,24 +155,26 @@ def winograd_rows_grad_weight_ok(g, dtype):
     ``set_winograd(False)``. A layer the 2-D Winograd grad_weight takes
     (:func:`winograd_ok`, also under ``set_winograd(True)``) stays there.
 
-    The auto rule is measured (thread_time, 1 thread, batch 64 / 16, direct
-    route / row Winograd, taken while other builds shared the machine): 6 -> 16
-    on 14x14 (LeNet conv2) 1.40x / 1.41x, 8 -> 16 1.52x, 16 -> 16 1.61x,
-    6 -> 32 1.45x, 16 -> 32 1.73x, 32 -> 16 1.61x, 64 -> 16 1.62x, 16 -> 64
-    1.79x; 2 -> 6 on 32x32 1.13x, 3 -> 16 1.32x; 2 -> 16, 8 -> 16, 16 -> 16 and
-    16 -> 32 on 28x28 padded 2: 1.25x, 1.68x, 2.90x, 2.65x. It loses with one
-    input channel (the grad_y transform is shared by C * 5 products only):
-    1 -> 6 on 32x32 and on 28x28 padded 2 0.94x, 1 -> 32 0.99x; on large
-    images, where the direct routes run near peak (3 -> 32 on 64x64: 0.99x);
-    and with 7 output columns (two segments of 5 for 7: 6 -> 16 on 7x7 padded
-    2, 0.98x). Hence: at least 2 input channels, 8 to 32 output columns and at
-    most 32x32 outputs.
+    The auto rule is measured (thread_time, 1 thread, AVX-512; direct route's
+    time / row Winograd's at batch 64, then 16; taken while other builds shared
+    the machine): 6 -> 16 on 14x14 (LeNet conv2) 1.55x / 1.35x, 8 -> 16
+    1.59x / 1.43x, 16 -> 16 1.73x / 1.43x, 6 -> 32 1.64x / 1.35x, 16 -> 32
+    1.84x / 1.54x, 32 -> 16 1.75x / 1.51x, 64 -> 16 1.84x / 1.54x, 16 -> 64
+    1.84x / 1.62x; 128 -> 8 on 10x10 padded 2 3.18x; 2 -> 6 on 32x32
+    1.07x / 1.05x, 3 -> 16 1.34x / 1.28x; 2 -> 16, 8 -> 16, 16 -> 16 and
+    16 -> 32 on 28x28 padded 2: 1.08x, 1.70x, 3.01x, 2.46x. It loses with one
+    input channel (a grad_y transform then serves 5 products per point):
+    1 -> 6 on 32x32 and on 28x28 padded 2 0.85x, 1 -> 32 on 28x28 0.86x; ties
+    on large images, where the direct routes run near peak (3 -> 32 on 64x64:
+    1.01x / 0.97x); and 7 output columns take two 5-column segments (6 -> 16 on
+    7x7 padded 2: 1.14x / 0.99x). Hence: at least 2 input channels, 8 to 32
+    output columns and at most 32x32 outputs.
 
     A block of 16 images costs the same however many it holds (the lanes past
     the batch are zeros), so the last block must be well filled: batch 1 loses
-    (0.16x-0.44x), 17 images (a block for one) 0.7x-0.97x; with 8 or more in
-    the last block it gains or ties (batch 8: 0.93x-2.5x, 12: 1.1x-2.2x, 24:
-    1.06x-2.15x). Hence: a multiple of 16 images, or 8 or more in the last block.
+    (0.16x-0.43x), 17 images (a block for one) 0.70x-0.94x; with 8 or more in
+    the last block it gains or ties (batch 8: 0.92x-2.43x, 12: 1.11x-1.55x, 24:
+    1.05x-1.93x). Hence: a multiple of 16 images, or 8 or more in the last block.
     """
     if _winograd is False or dtype != np.float32:
         return False
