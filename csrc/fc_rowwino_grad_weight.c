@@ -24,18 +24,21 @@
  * Bits. A sum's lane l (image l of a block) is one FMA chain from +0 over
  * r = y * S + s in order through a group of 2 blocks (1 for large images;
  * RWG_GROUP); the groups of a chunk (a fixed run of blocks, a function of the
- * batch size only) are added in order, the
- * chunks in chunk order, then A^T (fc_rw_output) lane by lane, then each
- * tap's 16 lanes by one fixed tree (A^T before the lane sums: 5 sums per
- * (k, c, i) to reduce instead of 9; a third of the merge). Which thread ran a
- * task never enters, so every thread count gives the same bits. The bias is
+ * batch size only) are added in order, the chunks in chunk order, then A^T
+ * (fc_rw_output) lane by lane, then each tap's 16 lanes by one fixed tree (A^T
+ * before the lane sums: 5 sums per (k, c, i) to reduce instead of 9; a third
+ * of the merge). Which thread ran a task never enters, so every thread count
+ * gives the same bits. The bias is
  * the image-lanes route's sum of grad_y (fc_conv_grad_weight.c: the same
  * per-block pixel order, chunks and lane tree), so its bits are those of that
  * route wherever that route took every image.
  *
- * Non-finite values: a NaN or infinity in an input segment reaches all 5 taps
- * j of the weights whose rows read it (the direct routes confine it to the
- * taps whose window covers it), as with the 2-D Winograd routes.
+ * Non-finite values: a NaN or infinity in x reaches the points of B^T's
+ * column for it, and through A^T in general all 5 taps j of the weights whose
+ * rows read it (the direct routes confine it to the taps whose window covers
+ * it; tests/test_winograd_rows_grad_weight.py), as the 2-D Winograd routes
+ * spread theirs; one in grad_y reaches every weight of its output channel, as
+ * in the direct routes.
  */
 #include "fastconv.h"
 #include "fc_internal.h"
@@ -49,7 +52,7 @@
 /* Chunks of blocks, partials merged in order: the image-lanes route's two,
  * which its bias sums share. */
 #define RWG_CHUNKS 2
-/* A thread's scratch (one channel's lane copy of x, a block's V, a tile's
+/* A thread's scratch (one channel's lane copy of x, V of a block, a tile's
  * grad_y and U) and all partials: past these the layer is not few-channel
  * and the direct routes take it. */
 #define RWG_MAX_SCRATCH (4 << 20)
@@ -154,7 +157,8 @@ FC_TGT_AVX512 static void rwg_make_u(const rwg_plan *d, ptrdiff_t n0, int nb, pt
             }
         if (pbias) {
             __m512 bs = _mm512_setzero_ps();
-            for (ptrdiff_t t = 0; t < hw; ++t) bs = _mm512_add_ps(bs, _mm512_load_ps(gm + t * FC_LANES));
+            for (ptrdiff_t t = 0; t < hw; ++t)
+                bs = _mm512_add_ps(bs, _mm512_load_ps(gm + t * FC_LANES));
             float *b = pbias + (k0 + m) * FC_LANES;
             _mm512_store_ps(b, first ? bs : _mm512_add_ps(_mm512_load_ps(b), bs));
         }
@@ -317,7 +321,8 @@ FC_TGT_AVX512 static void rwg_merge_row(const rwg_plan *d, ptrdiff_t k, float *g
                     m[p] = _mm512_add_ps(m[p], _mm512_load_ps(src + ch * d->part + p * FC_LANES));
             }
             fc_rw_output_avx512(m, y);
-            for (int j = 0; j < FC_RW_M; ++j) _mm512_store_ps(taps + (q * FC_RW_M + j) * FC_LANES, y[j]);
+            for (int j = 0; j < FC_RW_M; ++j)
+                _mm512_store_ps(taps + (q * FC_RW_M + j) * FC_LANES, y[j]);
         }
         for (ptrdiff_t o0 = 0; o0 < nq * FC_RW_M; o0 += 16)
             rwg_reduce16(taps + o0 * FC_LANES, FC_LANES, 0, 1,

@@ -44,7 +44,8 @@ __all__ = [
 # None = auto (measured rule in winograd_ok), True = wherever supported, False = never.
 _WINOGRAD_ENV = {"": None, "auto": None, "1": True, "on": True, "0": False, "off": False}
 _winograd = _WINOGRAD_ENV.get(os.environ.get("FASTCONV_WINOGRAD", "").strip().lower())
-# Which algorithm each conv pass ran last ('winograd' or 'direct'); for tests and debugging.
+# Which algorithm each conv pass ran last ('winograd', 'winograd_rows' or 'direct');
+# for tests and debugging.
 _last_algorithm: Dict[str, str] = {}
 
 
