@@ -29,7 +29,8 @@ from setuptools.command.build_ext import build_ext
 
 # by pass and route; docs/design.md has the table from each public function to these
 CSRC = ["csrc/fc_conv_fwd.c", "csrc/fc_conv_grad_input.c", "csrc/fc_conv_grad_weight.c",
-        "csrc/fc_winograd.c", "csrc/fc_rowwino.c", "csrc/fc_winograd_grad_weight.c", "csrc/fc_gemm.c",
+        "csrc/fc_winograd.c", "csrc/fc_rowwino.c", "csrc/fc_winograd_grad_weight.c",
+        "csrc/fc_rowwino_grad_weight.c", "csrc/fc_gemm.c",
         "csrc/fc_pool.c", "csrc/fc_eltwise.c", "csrc/fc_optim.c", "csrc/fc_ukernels.c",
         "csrc/fc_runtime.c", "csrc/fc_scratch.c", "csrc/fc_team.c"]
 

@@ -149,6 +149,18 @@ int fc_conv2d_fwd_wino_packed_maxpool2_f32(const float *x, const float *up, cons
                                            float *yp /* OUT */);
 int fc_conv2d_grad_weight_wino_f32(const float *gy, const float *x, const fc_conv_geom *g,
                                    int nthreads, float *gw /* OUT */, float *gb /* OUT or NULL */);
+/*
+ * grad_weight by row Winograd F(5, 5) (csrc/fc_rowwino_grad_weight.c), float32,
+ * for 5x5 stride-1 layers with few channels: same contract as
+ * fc_conv2d_grad_weight_f32 (which it calls for a layer it does not take, or
+ * without AVX-512). Rounds differently from the direct routes.
+ */
+int fc_conv2d_grad_weight_rowwino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                                      int nthreads, float *gw /* OUT */,
+                                      float *gb /* OUT or NULL */);
+/* 1 if that route runs this layer at the current SIMD level (AVX-512, the
+ * shape, its scratch and partial sums within bounds), else 0. */
+int fc_conv2d_grad_weight_rowwino_fits(const fc_conv_geom *g);
 
 /*
  * Row-Winograd F(5, 5) forward and grad_input (csrc/fc_rowwino.c, fc_rowwino.h):

@@ -79,6 +79,9 @@ cdef extern from "fastconv.h" nogil:
     int fc_conv2d_fwd_rowwino_maxpool2_f32(const float *x, const float *w, const float *bias,
                                            const fc_conv_geom *g, int relu, int nthreads,
                                            float *yp)
+    int fc_conv2d_grad_weight_rowwino_f32(const float *gy, const float *x, const fc_conv_geom *g,
+                                          int nthreads, float *gw, float *gb)
+    int fc_conv2d_grad_weight_rowwino_fits(const fc_conv_geom *g)
 
     int fc_maxpool2d_fwd_f32(const float *x, const fc_pool_geom *g, int nthreads,
                              float *y, int64_t *idx)

@@ -84,6 +84,17 @@ def conv2d_grad_weight_winograd(
     gw: _Float,
     gb: Optional[_Float],
 ) -> None: ...
+# Row Winograd F(5, 5) grad_weight: float32 only; 5x5, stride 1, dilation 1, groups 1
+# (another layer, or no AVX-512: the direct routes).
+def winograd_rows_grad_weight_fits(geom: _ConvGeom) -> bool: ...
+def conv2d_grad_weight_winograd_rows(
+    gy: _Float,
+    x: _Float,
+    geom: _ConvGeom,
+    nthreads: int,
+    gw: _Float,
+    gb: Optional[_Float],
+) -> None: ...
 def max_pool2d_forward(
     x: _Float, geom: _PoolGeom, nthreads: int, y: _Float, idx: Optional[_Int64]
 ) -> None: ...

@@ -211,6 +211,29 @@ def conv2d_grad_input_winograd_rows(const float[:, :, :, ::1] gy, const float[:,
     _check(rc)
 
 
+def winograd_rows_grad_weight_fits(tuple geom):
+    """True if conv2d_grad_weight_winograd_rows runs this layer by row Winograd at
+    the current SIMD level (else it runs the direct routes)."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    return fc_conv2d_grad_weight_rowwino_fits(&g) != 0
+
+
+def conv2d_grad_weight_winograd_rows(const float[:, :, :, ::1] gy,
+                                     const float[:, :, :, ::1] x, tuple geom, int nthreads,
+                                     float[:, :, :, ::1] gw, float[::1] gb):
+    """conv2d_grad_weight by row Winograd F(5, 5) (float32, 5x5, stride 1; another
+    layer, or no AVX-512: the direct routes)."""
+    cdef fc_conv_geom g = _conv_geom(geom)
+    cdef float *gbp = NULL
+    cdef int rc
+    if gb is not None:
+        gbp = &gb[0]
+    with nogil:
+        rc = fc_conv2d_grad_weight_rowwino_f32(&gy[0, 0, 0, 0], &x[0, 0, 0, 0], &g, nthreads,
+                                               &gw[0, 0, 0, 0], gbp)
+    _check(rc)
+
+
 def max_pool2d_forward(const floating[:, :, :, ::1] x, tuple geom, int nthreads,
                        floating[:, :, :, ::1] y, int64_t[:, :, :, ::1] idx):
     cdef fc_pool_geom g = _pool_geom(geom, False)

@@ -17,8 +17,8 @@ Python routes (pass: routes, rule):
   (row-Winograd F(5, 5), 5x5 layers with few channels) / direct, :func:`winograd_ok`
   then :func:`winograd_rows_ok`
 - conv2d grad_input: winograd (the same two) / winograd_rows / direct, the same rules
-- conv2d grad_weight (+ grad_bias): winograd (the same two) / direct,
-  ``winograd_ok(..., grad_weight=True)``
+- conv2d grad_weight (+ grad_bias): winograd (the same two) / winograd_rows / direct,
+  ``winograd_ok(..., grad_weight=True)`` then ``winograd_rows_ok(..., grad_weight=True)``
 """
 
 import os
@@ -152,8 +152,9 @@ def winograd_rows_ok(g, dtype, grad_weight=False, grad_input=False):
     """True if this 5x5 pass should run on the row-Winograd F(5, 5) kernels.
 
     ``g`` is the checked geometry (``fastconv._geometry.ConvGeom``), for the
-    forward pass or (``grad_input=True``) grad_input; grad_weight is not
-    covered here (False). A layer
+    forward pass, grad_input (``grad_input=True``) or grad_weight
+    (``grad_weight=True``: its own measured rule, :func:`_rows_grad_weight_pays`).
+    A layer
     that :func:`winograd_ok` takes stays on the 2-D Winograd kernels (so
     ``set_winograd(True)`` keeps its choice). Supported: float32, 5x5,
     stride 1, dilation 1, groups 1, padding <= 4 on every side, a CPU with
@@ -190,12 +191,17 @@ def winograd_rows_ok(g, dtype, grad_weight=False, grad_input=False):
     lanes: slower than the direct kernels for few output channels, which
     the rule also keeps out.
     """
-    if grad_weight or _winograd is False or dtype != np.float32:
+    if _winograd is False or dtype != np.float32:
         return False
     if (g.kh, g.kw) != (5, 5) or g.stride != (1, 1) or g.dilation != (1, 1) or g.groups != 1:
         return False
-    if max(g.pad[0] + g.pad[1]) > 4 or winograd_ok(g, dtype):
+    if max(g.pad[0] + g.pad[1]) > 4 or winograd_ok(g, dtype, grad_weight=grad_weight):
         return False
+    if grad_weight:
+        # a sum over the batch: no sample's output depends on this choice. The
+        # kernel runs the direct routes itself where it does not fit (no AVX-512
+        # at the level in force, scratch bounds); the query reports that
+        return _rows_grad_weight_pays(g) and _kernels.winograd_rows_grad_weight_fits(g.as_tuple())
     # the CPU's support, not the level in force: a plan made at one level runs at
     # another, and the kernel runs the direct one below AVX-512 (what this rule
     # would choose there), so the kernel chosen never depends on the level
@@ -210,6 +216,43 @@ def winograd_rows_ok(g, dtype, grad_weight=False, grad_input=False):
 ROWS_MIN_K = 16             # output channels, both passes
 ROWS_FWD_MIN_PAIRS = 32     # forward: input x output channels
 ROWS_GRAD_INPUT_MIN_C = 6   # grad_input: input channels (its outputs)
+
+
+# The row-Winograd grad_weight rule (see _rows_grad_weight_pays)
+ROWS_GW_MIN_C = 2            # input channels
+ROWS_GW_WO = (8, 32)         # output columns
+ROWS_GW_MAX_PLANE = 32 * 32  # output pixels per plane
+ROWS_GW_MIN_LAST = 8         # images in a last, partial block of 16
+
+
+def _rows_grad_weight_pays(g):
+    """The measured part of ``winograd_rows_ok(..., grad_weight=True)``.
+
+    Measured (thread_time, 1 thread, AVX-512; direct route's
+    time / row Winograd's at batch 64, then 16; taken while other builds shared
+    the machine): 6 -> 16 on 14x14 (LeNet conv2) 1.55x / 1.35x, 8 -> 16
+    1.59x / 1.43x, 16 -> 16 1.73x / 1.43x, 6 -> 32 1.64x / 1.35x, 16 -> 32
+    1.84x / 1.54x, 32 -> 16 1.75x / 1.51x, 64 -> 16 1.84x / 1.54x, 16 -> 64
+    1.84x / 1.62x; 128 -> 8 on 10x10 padded 2 3.18x; 2 -> 6 on 32x32
+    1.07x / 1.05x, 3 -> 16 1.34x / 1.28x; 2 -> 16, 8 -> 16, 16 -> 16 and
+    16 -> 32 on 28x28 padded 2: 1.08x, 1.70x, 3.01x, 2.46x. It loses with one
+    input channel (a grad_y transform then serves 5 products per point):
+    1 -> 6 on 32x32 and on 28x28 padded 2 0.85x, 1 -> 32 on 28x28 0.86x; ties
+    on large images, where the direct routes run near peak (3 -> 32 on 64x64:
+    1.01x / 0.97x); and 7 output columns take two 5-column segments (6 -> 16 on
+    7x7 padded 2: 1.14x / 0.99x). Hence: at least 2 input channels, 8 to 32
+    output columns and at most 32x32 outputs.
+
+    A block of 16 images costs the same however many it holds (the lanes past
+    the batch are zeros), so the last block must be well filled: batch 1 loses
+    (0.16x-0.43x), 17 images (a block for one) 0.70x-0.94x; with 8 or more in
+    the last block it gains or ties (batch 8: 0.92x-2.43x, 12: 1.11x-1.55x, 24:
+    1.05x-1.93x). Hence: a multiple of 16 images, or 8 or more in the last block.
+    """
+    last = g.n % 16
+    return (g.c >= ROWS_GW_MIN_C and ROWS_GW_WO[0] <= g.wo <= ROWS_GW_WO[1]
+            and g.ho * g.wo <= ROWS_GW_MAX_PLANE
+            and (last == 0 or last >= ROWS_GW_MIN_LAST))
 
 
 def winograd_mode():
@@ -249,6 +292,8 @@ def conv_grad_weight(g, dtype):
     """``(route, kernel)`` for conv2d's grad_weight (and grad_bias) pass."""
     if winograd_ok(g, dtype, grad_weight=True):
         return "winograd", _kernels.conv2d_grad_weight_winograd
+    if winograd_rows_ok(g, dtype, grad_weight=True):
+        return "winograd_rows", _kernels.conv2d_grad_weight_winograd_rows
     return "direct", _kernels.conv2d_grad_weight
 
 
