@@ -34,7 +34,8 @@ ROWS = "winograd_rows"
 
 
 @pytest.fixture(autouse=True)
-def _auto_winograd():
+def _auto_winograd(_restore):
+    # after _restore, which turns Winograd off for the direct lanes-route modules
     previous = F.set_winograd(None)
     yield
     F.set_winograd(previous)
