@@ -64,8 +64,8 @@ def set_winograd(mode):
         image (``ceil(H_out / 4) * ceil(W_out / 4)``: 13x13 outputs and up);
         grad_weight with 32 to 64 input and output channels and at least 49
         tiles per image (25x25 outputs and up). 5x5 layers with fewer channels
-        (LeNet-5's conv2, 6 -> 16) run forward and grad_input on the
-        row-Winograd F(5, 5) kernels where measured faster (AVX-512 CPUs;
+        (LeNet-5's conv2, 6 -> 16) run all three passes on the row-Winograd
+        F(5, 5) kernels where measured faster (AVX-512 CPUs;
         :func:`winograd_rows_ok`). True
         (``FASTCONV_WINOGRAD=1``): the 2-D kernels for every supported layer.
         False (``FASTCONV_WINOGRAD=0``): never (neither 2-D nor row-Winograd);
@@ -181,15 +181,18 @@ def winograd_rows_ok(g, dtype, grad_weight=False, grad_input=False):
     1->6, 28x28 pad 2     90 -> 94 / 4.0 -> 9.2   138 -> 208 / 6.9 -> 25
     ====================  ======================  ======================
 
-    The forward gains from 16 output channels and 32 channel pairs on
-    (3->16: 1.6x, LeNet's conv2 6->16: 1.8x, 16->16: 3x) and loses on
-    LeNet's conv1 (1->6: its 5-term reduction does not pay for the
-    transforms). grad_input (the forward of grad_out with the channels
-    swapped: C output channels) gains from 6 input channels (6->16: 1.1x,
-    16->16: 4x) and loses with 1 (1->32: 0.5x). A batch's last n % 16
-    images (and batch 1) run one at a time, output channels in the vector
-    lanes: slower than the direct kernels for few output channels, which
-    the rule also keeps out.
+    The forward gains at batch 64 from 16 output channels on (3->16: 1.6x,
+    1->32: 1.5x, LeNet's conv2 6->16: 1.8x, 16->16: 3x) and loses on LeNet's
+    conv1 (1->6: its 5-term reduction does not pay for the transforms).
+    grad_input (the forward of grad_out with the channels swapped: C output
+    channels) gains from 6 input channels (6->16: 1.1x, 16->16: 4x) and
+    loses with 1 (1->32: 0.5x). A batch's last n % 16 images (and batch 1)
+    run one at a time, output channels in the vector lanes, and with few
+    input channels that path loses at batch 1: forward 3->16 0.65x, and
+    1->32 (the MNIST CNN's conv1, padding 2, with ReLU) 15.3 -> 24.1 us
+    (0.63x; lead, idle), which cost the MNIST CNN's batch-1 inference ~5%.
+    The rule cannot look at the batch (a sample's bits would depend on
+    it), so both passes take the route from 6 input and 16 output channels.
     """
     if _winograd is False or dtype != np.float32:
         return False
@@ -207,15 +210,13 @@ def winograd_rows_ok(g, dtype, grad_weight=False, grad_input=False):
     # would choose there), so the kernel chosen never depends on the level
     if _kernels.simd_supported() < _kernels.SIMD_LEVELS["avx512"]:
         return False
-    if grad_input:
-        return g.c >= ROWS_GRAD_INPUT_MIN_C and g.k >= ROWS_MIN_K
-    return g.k >= ROWS_MIN_K and g.c * g.k >= ROWS_FWD_MIN_PAIRS
+    return g.c >= ROWS_MIN_C and g.k >= ROWS_MIN_K
 
 
-# The row-Winograd rule's thresholds (measured: see winograd_rows_ok)
-ROWS_MIN_K = 16             # output channels, both passes
-ROWS_FWD_MIN_PAIRS = 32     # forward: input x output channels
-ROWS_GRAD_INPUT_MIN_C = 6   # grad_input: input channels (its outputs)
+# The row-Winograd rule's thresholds for forward and grad_input (measured: see
+# winograd_rows_ok)
+ROWS_MIN_C = 6    # input channels
+ROWS_MIN_K = 16   # output channels
 
 
 # The row-Winograd grad_weight rule (see _rows_grad_weight_pays)
