@@ -449,8 +449,11 @@ int fc_conv2d_grad_weight_rowwino_f32(const float *gy, const float *x, const fc_
                                       int nthreads, float *gw, float *gb)
 {
 #if FC_X86_SIMD
+    /* the team the controller allows (its cap on a busy machine), as every pass sizes
+     * its team; the direct routes below do the same for themselves */
+    const int nt = fc_threads_for(nthreads, fc_conv_work(g));
     rwg_plan d;
-    if (rwg_plan_sizes(g, nthreads, &d)) return rwg_run(gy, x, &d, nthreads, gw, gb);
+    if (rwg_plan_sizes(g, nt, &d)) return rwg_run(gy, x, &d, nt, gw, gb);
 #endif
     /* no AVX-512, or a layer the route does not take: the direct routes, same contract */
     return fc_conv2d_grad_weight_f32(gy, x, g, nthreads, gw, gb);

@@ -118,6 +118,45 @@ def test_a_late_helper_makes_the_next_calls_serial_until_the_scout_sees_a_core(
     assert s["cap"] == 1 and s["backoff_s"] == pytest.approx(1.0)
 
 
+# (x shape, weight shape, padding, the routes of forward / grad_input / grad_weight)
+# on AVX-512 in auto mode: every conv route a pass can take, so each is held to the cap
+CAPPED_LAYERS = [
+    ((64, 6, 14, 14), (16, 6, 5, 5), 0, ("winograd_rows",) * 3),   # LeNet conv2
+    ((64, 32, 14, 14), (64, 32, 5, 5), 2, ("winograd",) * 3),      # 2-D F(2x2, 5x5)
+    ((32, 8, 14, 14), (16, 8, 3, 3), 1, ("direct",) * 3),
+    ((64, 1, 28, 28), (6, 1, 5, 5), 2, ("direct",) * 3),           # LeNet conv1
+]
+
+
+@needs_openmp
+@pytest.mark.parametrize("layer", CAPPED_LAYERS, ids=lambda v: "x".join(map(str, v[1])))
+def test_every_conv_route_keeps_to_the_cap_during_a_back_off(team, rng, layer):
+    # the row-Winograd grad_weight once sized its team from the caller's thread
+    # count, not the controller's: under a CPU hog LeNet-5 training fell to a
+    # third of its 1-thread speed while the cap stood at 1
+    from fastconv import _routes, functional as F
+
+    xs, ws, pad, routes = layer
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    gy = rng.standard_normal(F.conv2d(x, w, padding=pad).shape).astype(np.float32)
+    previous = F.set_winograd(None)
+    try:
+        _kernels.team_reset(backoff_s=30.0, strikes=1)
+        _kernels.team_simulate_late(0.05, 1)
+        F.conv2d(x, w, padding=pad)  # late: the controller backs off
+        assert stats()["cap"] == 1
+        before = stats()["parallel_regions"]
+        F.conv2d(x, w, padding=pad)
+        F.conv2d_backward(gy, x, w, padding=pad)
+        assert stats()["parallel_regions"] == before, "a pass ran a team past the cap"
+        got = _routes.last_algorithms()
+    finally:
+        F.set_winograd(previous)
+    if F.simd_level() == "avx512":
+        assert (got["forward"], got["grad_input"], got["grad_weight"]) == routes
+
+
 @needs_openmp
 def test_a_busy_scout_renews_and_doubles_the_backoff_up_to_one_second(team, conv_inputs):
     """No kernel waits to find out that the cores are still busy."""
