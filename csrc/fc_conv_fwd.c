@@ -2,6 +2,8 @@
 #include "fc_internal.h"
 #if FC_X86_SIMD
 #include <immintrin.h>
+
+#include "fc_lanes.h"
 #endif
 
 /*
@@ -35,12 +37,7 @@ pool2_avx512_f32(const float *c0, const float *c1, float bias, int relu, ptrdiff
         if (relu)
             for (int i = 0; i < 4; ++i)
                 v[i] = _mm512_mask_mov_ps(v[i], _mm512_cmp_ps_mask(v[i], zero, _CMP_LE_OQ), zero);
-        __m512 best = v[0];
-        for (int i = 1; i < 4; ++i) {
-            const __mmask16 t = _mm512_cmp_ps_mask(v[i], best, _CMP_GT_OQ) |
-                                _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);
-            best = _mm512_mask_mov_ps(best, t, v[i]);
-        }
+        const __m512 best = fc_lanes_max4(v);
         _mm512_mask_storeu_ps(out + j, (__mmask16)((1u << n) - 1), best);
     }
     return wo2;
@@ -145,8 +142,6 @@ static ptrdiff_t pool2_simd_f64(const double *c0, const double *c1, double bias,
 }
 
 #if FC_X86_SIMD
-#include "fc_lanes.h"
-
 /*
  * The image-lanes route (float32, AVX-512) for layers with few input channels
  * and 5 taps per row, stride 1: LeNet's conv2 (6 -> 16 channels, 10x10 from
@@ -294,12 +289,7 @@ FC_TGT_AVX512 static void fwl_pool2(const fwl_plan *d, ptrdiff_t k0, ptrdiff_t k
                                      _mm512_load_ps(r0 + (2 * j + 1) * FWL_LANES),
                                      _mm512_load_ps(r1 + 2 * j * FWL_LANES),
                                      _mm512_load_ps(r1 + (2 * j + 1) * FWL_LANES)};
-                __m512 best = v[0];
-                for (int i = 1; i < 4; ++i) {
-                    const __mmask16 t = _mm512_cmp_ps_mask(v[i], best, _CMP_GT_OQ) |
-                                        _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);
-                    best = _mm512_mask_mov_ps(best, t, v[i]);
-                }
+                const __m512 best = fc_lanes_max4(v);
                 _mm512_store_ps(out, best);
             }
         }

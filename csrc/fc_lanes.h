@@ -58,6 +58,23 @@ static inline __mmask16 fc_lanes_mask(ptrdiff_t n)
 }
 
 /*
+ * A 2x2 max-pool window's pick, lane by lane, from its four values in window
+ * order: the first largest, and a NaN wins once seen (a later larger value
+ * does not replace it, a later NaN does) - the pooling kernels' rule, so a
+ * fused conv+pool gives the separate calls' bits.
+ */
+FC_TGT_AVX512 static inline __m512 fc_lanes_max4(const __m512 v[4])
+{
+    __m512 best = v[0];
+    for (int i = 1; i < 4; ++i) {
+        const __mmask16 t = _mm512_cmp_ps_mask(v[i], best, _CMP_GT_OQ) |
+                            _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);
+        best = _mm512_mask_mov_ps(best, t, v[i]);
+    }
+    return best;
+}
+
+/*
  * lanes[(r * pitch + t) * 16 + lane] = src[lane * img + r * len + t - shift] for
  * 0 <= t - shift < len and lane < nb; 0 elsewhere (t < pitch), for r < nrows.
  */

@@ -231,12 +231,7 @@ FC_TGT_AVX512 static void rw_block(const void *plan, ptrdiff_t n0, int nb, ptrdi
                                          _mm512_load_ps(r0 + (2 * j + 1) * RW_L),
                                          _mm512_load_ps(r1 + 2 * j * RW_L),
                                          _mm512_load_ps(r1 + (2 * j + 1) * RW_L)};
-                    __m512 best = v[0];
-                    for (int i = 1; i < 4; ++i) {
-                        const __mmask16 t = _mm512_cmp_ps_mask(v[i], best, _CMP_GT_OQ) |
-                                            _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);
-                        best = _mm512_mask_mov_ps(best, t, v[i]);
-                    }
+                    const __m512 best = fc_lanes_max4(v);
                     _mm512_store_ps(out, best);
                 }
             }
@@ -366,12 +361,7 @@ FC_TGT_AVX512 static void rw_image(const rw_plan *d, ptrdiff_t img, float *buf)
                     const float *r1 = r0 + d->wo * RW_L;
                     const __m512 v[4] = {_mm512_load_ps(r0), _mm512_load_ps(r0 + RW_L),
                                          _mm512_load_ps(r1), _mm512_load_ps(r1 + RW_L)};
-                    __m512 best = v[0];
-                    for (int i = 1; i < 4; ++i) {
-                        const __mmask16 t = _mm512_cmp_ps_mask(v[i], best, _CMP_GT_OQ) |
-                                            _mm512_cmp_ps_mask(v[i], v[i], _CMP_UNORD_Q);
-                        best = _mm512_mask_mov_ps(best, t, v[i]);
-                    }
+                    const __m512 best = fc_lanes_max4(v);
                     _mm512_store_ps(stage, best);
                     for (ptrdiff_t l = 0; l < nk; ++l) yp[(l * ho2 + r) * wo2 + j] = stage[l];
                 }
