@@ -354,4 +354,38 @@ void *fc_malloc(size_t nbytes);
 void fc_free(void *p);
 void fc_scratch_atfork_child(void);
 
+/* One task of fc_scratch_run: task t with the running thread's scratch buf. */
+typedef void (*fc_scratch_task_fn)(const void *ctx, ptrdiff_t t, float *buf);
+
+/*
+ * Tasks [t0, t1) on a team of nt threads (static schedule), each thread with
+ * its own scratch of `scratch` bytes, under the team protocol (fc_team_*).
+ * A task owns its outputs, so which thread runs it changes no bit.
+ * FC_ENOMEM if a thread could not get its scratch (its tasks are skipped).
+ */
+static int fc_scratch_run(ptrdiff_t t0, ptrdiff_t t1, int nt, size_t scratch,
+                          fc_scratch_task_fn task, const void *ctx)
+{
+    int failed = 0;
+    fc_team tm;
+    fc_team_begin(&tm, nt);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        fc_team_arrive(&tm);
+        float *buf = (float *)fc_malloc(scratch);
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        ptrdiff_t t;
+#pragma omp for schedule(static) nowait
+        for (t = t0; t < t1; ++t)
+            if (buf) task(ctx, t, buf);
+        fc_free(buf);
+        fc_team_done(&tm);
+    }
+    fc_team_end(&tm);
+    return failed ? FC_ENOMEM : FC_OK;
+}
+
 #endif /* FC_INTERNAL_H */

@@ -128,6 +128,21 @@ FC_TGT_AVX512 static void fc_lanes_unpack(const float *lanes, ptrdiff_t nrows, p
 typedef void (*fc_lanes_task_fn)(const void *plan, ptrdiff_t n0, int nb, ptrdiff_t part,
                                  ptrdiff_t parts, float *buf);
 
+/* fc_lanes_run's jobs as fc_scratch_run's tasks: task t is part t % parts of block t / parts */
+typedef struct {
+    fc_lanes_task_fn task;
+    const void *plan;
+    ptrdiff_t n, parts;
+} fc_lanes_job;
+
+static void fc_lanes_one(const void *ctx, ptrdiff_t t, float *buf)
+{
+    const fc_lanes_job *j = (const fc_lanes_job *)ctx;
+    const ptrdiff_t n0 = t / j->parts * FC_LANES;
+    j->task(j->plan, n0, (int)FC_MIN((ptrdiff_t)FC_LANES, j->n - n0), t % j->parts, j->parts,
+            buf);
+}
+
 /*
  * What the lanes routes share: the n images cut into blocks of 16, on a team of
  * at most nt threads, each with a scratch of `scratch` bytes. A task is a block
@@ -135,7 +150,8 @@ typedef void (*fc_lanes_task_fn)(const void *plan, ptrdiff_t n0, int nb, ptrdiff
  * 2 threads, or 48) every block is cut into min(nt, max_parts) parts (the
  * route's rows or channels) so each thread gets the same share. A task owns
  * its outputs and an element's arithmetic is the same whichever task runs it,
- * so the split changes no bit. FC_ENOMEM if a scratch could not be had.
+ * so the split changes no bit. FC_ENOMEM if a scratch could not be had
+ * (fc_scratch_run).
  */
 static int fc_lanes_run(ptrdiff_t n, int nt, ptrdiff_t max_parts, size_t scratch,
                         fc_lanes_task_fn task, const void *plan)
@@ -144,30 +160,9 @@ static int fc_lanes_run(ptrdiff_t n, int nt, ptrdiff_t max_parts, size_t scratch
     const ptrdiff_t parts = nblk % nt == 0 ? 1 : FC_MAX(1, FC_MIN((ptrdiff_t)nt, max_parts));
     const ptrdiff_t ntask = nblk * parts;
     if (nt > ntask) nt = (int)ntask;
-    int failed = 0;
+    const fc_lanes_job job = {task, plan, n, parts};
     fc_simd_ran(FC_SIMD_AVX512);
-    fc_team tm;
-    fc_team_begin(&tm, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        fc_team_arrive(&tm);
-        float *buf = (float *)fc_malloc(scratch);
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        ptrdiff_t t;
-#pragma omp for schedule(static) nowait
-        for (t = 0; t < ntask; ++t) {
-            if (!buf) continue;
-            const ptrdiff_t n0 = t / parts * FC_LANES;
-            task(plan, n0, (int)FC_MIN((ptrdiff_t)FC_LANES, n - n0), t % parts, parts, buf);
-        }
-        fc_free(buf);
-        fc_team_done(&tm);
-    }
-    fc_team_end(&tm);
-    return failed ? FC_ENOMEM : FC_OK;
+    return fc_scratch_run(0, ntask, nt, scratch, fc_lanes_one, &job);
 }
 #endif /* FC_X86_SIMD */
 

@@ -370,33 +370,18 @@ FC_TGT_AVX512 static void rw_image(const rw_plan *d, ptrdiff_t img, float *buf)
 }
 
 /* The images past the last whole block, one task each. */
+static void rw_image_task(const void *d, ptrdiff_t img, float *buf)
+{
+    rw_image((const rw_plan *)d, img, buf);
+}
+
 static int rw_images(const rw_plan *d, ptrdiff_t i0, int nt)
 {
     const ptrdiff_t ni = d->n - i0;
     if (ni <= 0) return FC_OK;
     nt = (int)FC_MIN((ptrdiff_t)nt, ni);
-    const size_t scratch = sizeof(float) * rw_image_floats(d);
-    int failed = 0;
     fc_simd_ran(FC_SIMD_AVX512);
-    fc_team tm;
-    fc_team_begin(&tm, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        fc_team_arrive(&tm);
-        float *buf = (float *)fc_malloc(scratch);
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        ptrdiff_t t;
-#pragma omp for schedule(static) nowait
-        for (t = i0; t < d->n; ++t)
-            if (buf) rw_image(d, t, buf);
-        fc_free(buf);
-        fc_team_done(&tm);
-    }
-    fc_team_end(&tm);
-    return failed ? FC_ENOMEM : FC_OK;
+    return fc_scratch_run(i0, d->n, nt, sizeof(float) * rw_image_floats(d), rw_image_task, d);
 }
 
 /* The convolution of the plan's x with U: whole blocks of 16 in image lanes,

@@ -330,6 +330,11 @@ FC_TGT_AVX512 static void rwg_merge_row(const rwg_plan *d, ptrdiff_t k, float *g
     }
 }
 
+static void rwg_task_run(const void *d, ptrdiff_t t, float *buf)
+{
+    rwg_task((const rwg_plan *)d, t, buf);
+}
+
 static void rwg_merge(const rwg_plan *d, int nt, float *gw, float *gb)
 {
     const ptrdiff_t rows = d->g->k + (gb != NULL);
@@ -395,7 +400,7 @@ static int rwg_run(const float *gy, const float *x, const rwg_plan *plan, int nt
     const fc_conv_geom *g = d.g;
     d.gy = gy; d.x = x; d.want_bias = gb != NULL;
     if (nt > d.ntask) nt = (int)d.ntask;
-    int rc = FC_OK, failed = 0;
+    int rc = FC_OK;
     ptrdiff_t *voff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)d.ldp);
     d.parts = (float *)fc_malloc(sizeof(float) * (size_t)(d.nch * d.part));
     if (!voff || !d.parts) { rc = FC_ENOMEM; goto done; }
@@ -407,25 +412,10 @@ static int rwg_run(const float *gy, const float *x, const rwg_plan *plan, int nt
 
     fc_simd_ran(FC_SIMD_AVX512);
     const size_t scratch = sizeof(float) * (size_t)rwg_scratch_floats(g, d.S, d.hp, d.group);
-    fc_team tm;
-    fc_team_begin(&tm, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        fc_team_arrive(&tm);
-        float *buf = (float *)fc_malloc(scratch);
-        if (!buf) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        ptrdiff_t t;
-#pragma omp for schedule(static) nowait
-        for (t = 0; t < d.ntask; ++t)
-            if (buf) rwg_task(&d, t, buf);
-        fc_free(buf);
-        fc_team_done(&tm);
+    if (fc_scratch_run(0, d.ntask, nt, scratch, rwg_task_run, &d) != FC_OK) {
+        rc = FC_ENOMEM;
+        goto done;
     }
-    fc_team_end(&tm);
-    if (failed) { rc = FC_ENOMEM; goto done; }
     rwg_merge(&d, nt, gw, gb);
 done:
     free(voff);
