@@ -414,6 +414,11 @@ FC_TGT_AVX512 static void gwl_merge_row(const gwl_plan *d, ptrdiff_t m, float *g
                      gw + m * d->ckk + k0);
 }
 
+static void gwl_task_run(const void *d, ptrdiff_t t, float *xb)
+{
+    gwl_task((const gwl_plan *)d, t, xb);
+}
+
 static void gwl_merge(const gwl_plan *d, int nt, float *gw, float *gb)
 {
     const ptrdiff_t rows = d->g->k + (gb != NULL);
@@ -455,7 +460,7 @@ static int gwl_run(const float *gy, const float *x, const fc_conv_geom *g, int n
     d.part = (g->groups * d.mpad * d.ldp + g->k) * FC_LANES;
     if (nt > d.ntask) nt = (int)d.ntask;
 
-    int rc = FC_OK, failed = 0;
+    int rc = FC_OK;
     ptrdiff_t *toff = (ptrdiff_t *)malloc(sizeof(ptrdiff_t) * (size_t)d.ldp);
     d.parts = (float *)fc_malloc(sizeof(float) * (size_t)(d.nch * d.part));
     if (!toff || !d.parts) { rc = FC_ENOMEM; goto done; }
@@ -469,25 +474,10 @@ static int gwl_run(const float *gy, const float *x, const fc_conv_geom *g, int n
 
     fc_simd_ran(FC_SIMD_AVX512);
     const size_t scratch = sizeof(float) * (size_t)gwl_scratch_floats(g, d.hp, d.wp);
-    fc_team tm;
-    fc_team_begin(&tm, nt);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        fc_team_arrive(&tm);
-        float *xb = (float *)fc_malloc(scratch);
-        if (!xb) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        ptrdiff_t t;
-#pragma omp for schedule(static) nowait
-        for (t = 0; t < d.ntask; ++t)
-            if (xb) gwl_task(&d, t, xb);
-        fc_free(xb);
-        fc_team_done(&tm);
+    if (fc_scratch_run(0, d.ntask, nt, scratch, gwl_task_run, &d) != FC_OK) {
+        rc = FC_ENOMEM;
+        goto done;
     }
-    fc_team_end(&tm);
-    if (failed) { rc = FC_ENOMEM; goto done; }
     gwl_merge(&d, nt, gw, gb);
 done:
     free(toff);
